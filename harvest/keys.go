@@ -1,0 +1,260 @@
+package harvest
+
+// This file loads the organisation's own decryption keys: a certificate with
+// its private key, either as two PEM files or as one PKCS#12 (.p12/.pfx)
+// file with a password file. Secrets must not be readable by group or
+// others; CheckPrivateFile enforces that before anything is read.
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+
+	"software.sslmate.com/src/go-pkcs12"
+)
+
+// Errors returned by the key loaders; the returned errors wrap them and name
+// the file.
+var (
+	ErrInsecureFile  = errors.New("harvest: private file readable by group or others")
+	ErrNoPrivateKey  = errors.New("harvest: no PRIVATE KEY block")
+	ErrKeyMismatch   = errors.New("harvest: key does not match certificate")
+	ErrBadPKCS12     = errors.New("harvest: wrong password or corrupt PKCS#12")
+	ErrNoCertificate = errors.New("harvest: no certificate")
+)
+
+// LoadedKey is one certificate with its private key.
+type LoadedKey struct {
+	Cert    *x509.Certificate
+	Private crypto.PrivateKey
+	// Chain holds the other certificates found next to the key (usually
+	// the issuing CAs), in file order.
+	Chain []*x509.Certificate
+	// Source is the file the key came from, for messages.
+	Source string
+}
+
+// fileError is an error with a fixed, readable message that still matches
+// its sentinel under errors.Is.
+type fileError struct {
+	msg string
+	err error
+}
+
+func (e *fileError) Error() string { return e.msg }
+func (e *fileError) Unwrap() error { return e.err }
+
+func fileErrorf(sentinel error, format string, args ...any) error {
+	return &fileError{msg: fmt.Sprintf(format, args...), err: sentinel}
+}
+
+// CheckPrivateFile refuses a file that holds a secret (private key, PKCS#12,
+// password) when it is a regular file readable by group or others, and
+// reports a missing or unreadable file with its path.
+func CheckPrivateFile(path string) error {
+	return checkPrivateFile("key file", path)
+}
+
+func checkPrivateFile(kind, path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return fileErrorf(err, "%s %s does not exist", kind, path)
+		}
+		return fmt.Errorf("%s %s: %w", kind, path, err)
+	}
+	if fi.IsDir() {
+		return fmt.Errorf("%s %s is a directory", kind, path)
+	}
+	// Pipes and character devices (e.g. /dev/stdin) carry no meaningful
+	// permission bits; only regular files are checked.
+	if fi.Mode().IsRegular() && fi.Mode().Perm()&0o044 != 0 {
+		return fileErrorf(ErrInsecureFile, "%s %s is readable by group or others (mode %04o); chmod 600 it",
+			kind, path, fi.Mode().Perm())
+	}
+	return nil
+}
+
+// ReadPasswordFile reads a password file after CheckPrivateFile passed on
+// it, and strips one trailing newline ("\n" or "\r\n") as written by editors
+// and `echo`. Everything else, including other whitespace, is kept.
+func ReadPasswordFile(path string) (string, error) {
+	if err := checkPrivateFile("password file", path); err != nil {
+		return "", err
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("password file %s: %w", path, err)
+	}
+	s := string(b)
+	if strings.HasSuffix(s, "\r\n") {
+		s = s[:len(s)-2]
+	} else if strings.HasSuffix(s, "\n") {
+		s = s[:len(s)-1]
+	}
+	return s, nil
+}
+
+// LoadPEMKey reads a certificate file (PEM, one or more CERTIFICATE blocks,
+// or a single DER certificate) and a PEM private key file: PKCS#1 "RSA
+// PRIVATE KEY", PKCS#8 "PRIVATE KEY" or SEC1 "EC PRIVATE KEY". Encrypted
+// PEM keys are refused. The certificate whose public key matches the private
+// key becomes Cert; the others become Chain.
+func LoadPEMKey(certFile, keyFile string) (*LoadedKey, error) {
+	if err := CheckPrivateFile(keyFile); err != nil {
+		return nil, err
+	}
+	certs, err := readCertificates(certFile)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("key file %s: %w", keyFile, err)
+	}
+	priv, err := parsePEMPrivateKey(keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("key file %s: %w", keyFile, err)
+	}
+	leaf, chain, ok := splitByKey(priv, certs)
+	if !ok {
+		return nil, fileErrorf(ErrKeyMismatch, "key file %s: key does not match certificate in %s", keyFile, certFile)
+	}
+	return &LoadedKey{Cert: leaf, Private: priv, Chain: chain, Source: keyFile}, nil
+}
+
+// LoadPKCS12 reads a PKCS#12 file: modern (PBES2 with AES and PBKDF2, the
+// OpenSSL 3 default) and legacy (RC2-40 certificate bag, 3DES key bag, SHA-1
+// MAC, as exported by Windows and Outlook) both work. The password is used
+// exactly as given; read it with ReadPasswordFile. The file holds exactly
+// one private key, so the result has one element.
+func LoadPKCS12(file string, password string) ([]*LoadedKey, error) {
+	if err := CheckPrivateFile(file); err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("key file %s: %w", file, err)
+	}
+	priv, cert, cas, err := pkcs12.DecodeChain(data, password)
+	if err != nil {
+		if errors.Is(err, pkcs12.ErrIncorrectPassword) || errors.Is(err, pkcs12.ErrDecryption) {
+			return nil, fileErrorf(ErrBadPKCS12, "key file %s: wrong password or corrupt PKCS#12", file)
+		}
+		return nil, fileErrorf(ErrBadPKCS12, "key file %s: wrong password or corrupt PKCS#12 (%v)", file, err)
+	}
+	// DecodeChain takes the first certificate bag as the leaf; exporters do
+	// not all agree on the order, so pick the one that matches the key.
+	leaf, chain, ok := splitByKey(priv, append([]*x509.Certificate{cert}, cas...))
+	if !ok {
+		return nil, fileErrorf(ErrKeyMismatch, "key file %s: key does not match certificate", file)
+	}
+	return []*LoadedKey{{Cert: leaf, Private: priv, Chain: chain, Source: file}}, nil
+}
+
+func readCertificates(file string) ([]*x509.Certificate, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("certificate file %s: %w", file, err)
+	}
+	var certs []*x509.Certificate
+	rest := data
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("certificate file %s: %w", file, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 && !bytes.Contains(data, []byte("-----BEGIN")) {
+		if c, err := x509.ParseCertificate(data); err == nil {
+			certs = append(certs, c)
+		}
+	}
+	if len(certs) == 0 {
+		return nil, fileErrorf(ErrNoCertificate, "certificate file %s: no CERTIFICATE block", file)
+	}
+	return certs, nil
+}
+
+func parsePEMPrivateKey(data []byte) (crypto.PrivateKey, error) {
+	rest := data
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return nil, ErrNoPrivateKey
+		}
+		if _, ok := block.Headers["Proc-Type"]; ok && strings.HasSuffix(block.Type, "PRIVATE KEY") {
+			return nil, fmt.Errorf("encrypted %s blocks are not supported; remove the passphrase (openssl pkey) or use a PKCS#12 file", block.Type)
+		}
+		switch block.Type {
+		case "RSA PRIVATE KEY":
+			k, err := x509.ParsePKCS1PrivateKey(block.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("RSA PRIVATE KEY: %w", err)
+			}
+			return k, nil
+		case "PRIVATE KEY":
+			k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("PRIVATE KEY: %w", err)
+			}
+			return k, nil
+		case "EC PRIVATE KEY":
+			k, err := x509.ParseECPrivateKey(block.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("EC PRIVATE KEY: %w", err)
+			}
+			return k, nil
+		case "ENCRYPTED PRIVATE KEY":
+			return nil, errors.New("encrypted PRIVATE KEY blocks are not supported; remove the passphrase (openssl pkey) or use a PKCS#12 file")
+		}
+		// Other blocks (EC PARAMETERS from `openssl ecparam -genkey`,
+		// certificates) are skipped.
+	}
+}
+
+// publicOf returns the public half of a private key, or nil.
+func publicOf(priv crypto.PrivateKey) crypto.PublicKey {
+	// Every private key type of the standard library (RSA, ECDSA, Ed25519,
+	// ECDH) has Public.
+	if k, ok := priv.(interface{ Public() crypto.PublicKey }); ok {
+		return k.Public()
+	}
+	return nil
+}
+
+// keyMatches reports whether cert carries the public half of priv.
+func keyMatches(priv crypto.PrivateKey, cert *x509.Certificate) bool {
+	pub, ok := publicOf(priv).(interface{ Equal(crypto.PublicKey) bool })
+	return ok && cert != nil && pub.Equal(cert.PublicKey)
+}
+
+// splitByKey finds the certificate matching priv and returns it with the
+// remaining certificates in their original order.
+func splitByKey(priv crypto.PrivateKey, certs []*x509.Certificate) (*x509.Certificate, []*x509.Certificate, bool) {
+	for i, c := range certs {
+		if keyMatches(priv, c) {
+			var chain []*x509.Certificate
+			chain = append(chain, certs[:i]...)
+			chain = append(chain, certs[i+1:]...)
+			return c, chain, true
+		}
+	}
+	return nil, nil, false
+}
