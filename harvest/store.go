@@ -1,0 +1,796 @@
+package harvest
+
+// This file is the certificate store: the partners' certificates harvested
+// from signed mail, kept in one bbolt file (state_dir/smimed.db).
+//
+// Layout (schema 1):
+//
+//	meta           "schema" → "1"
+//	certs          fingerprint → DER of an end-entity certificate
+//	addresses      email → JSON addressRecord (per fingerprint: first/last
+//	               seen, message-id, SMIMECapabilities, quarantine state;
+//	               the sender's explicit encryption preference)
+//	intermediates  fingerprint → DER of a CA certificate seen in a chain
+//
+// Fingerprints are the lower-case hex SHA-256 of the DER, as
+// `openssl x509 -fingerprint -sha256` prints them without colons. A
+// certificate is usable for an address once a signature by it validated
+// (Harvest) or an administrator trusted it (Trust); until then it is
+// quarantined and listed, but never offered for encryption.
+//
+// The JSON records belong to schema 1: a change to their meaning bumps the
+// schema record, and an older smimed refuses a newer store instead of
+// misreading it.
+
+import (
+	"bytes"
+	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.etcd.io/bbolt"
+)
+
+// LockTimeout is how long OpenStore waits for the store's file lock before
+// giving up. A read-write open holds an exclusive lock for the life of the
+// Store, so the admin CLI cannot open the file while the daemon runs.
+var LockTimeout = 5 * time.Second
+
+// StoreSchema is the schema version this code reads and writes.
+const StoreSchema = 1
+
+// Store errors; returned errors wrap them.
+var (
+	ErrStoreLocked    = errors.New("harvest: certificate store is locked")
+	ErrStoreMissing   = errors.New("harvest: certificate store does not exist")
+	ErrStoreSchema    = errors.New("harvest: unsupported certificate store schema")
+	ErrNotFound       = errors.New("harvest: certificate not found")
+	ErrAmbiguous      = errors.New("harvest: fingerprint prefix matches several certificates")
+	ErrBadFingerprint = errors.New("harvest: malformed fingerprint")
+)
+
+// MinFingerprintPrefix is the shortest fingerprint prefix (hex digits) that
+// lookups accept in place of a full fingerprint; a prefix must match exactly
+// one certificate.
+const MinFingerprintPrefix = 8
+
+var (
+	bucketMeta          = []byte("meta")
+	bucketCerts         = []byte("certs")
+	bucketAddresses     = []byte("addresses")
+	bucketIntermediates = []byte("intermediates")
+	keySchema           = []byte("schema")
+)
+
+// Store is the certificate store. It is safe for concurrent use.
+type Store struct {
+	db   *bbolt.DB
+	path string
+}
+
+// OpenStore opens the store at path, read-only or read-write. A read-write
+// open creates the file (mode 0600; its directory 0700 if missing), the
+// buckets and the schema record. A read-only open of a missing file fails
+// with ErrStoreMissing. Either waits at most LockTimeout for the lock, then
+// fails with ErrStoreLocked.
+func OpenStore(path string, readOnly bool) (*Store, error) {
+	if readOnly {
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			return nil, fileErrorf(ErrStoreMissing, "certificate store %s does not exist", path)
+		}
+	} else if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("certificate store %s: %w", path, err)
+	}
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: LockTimeout, ReadOnly: readOnly})
+	if errors.Is(err, bbolt.ErrTimeout) {
+		return nil, fileErrorf(ErrStoreLocked, "certificate store %s is locked by another process (is smimed running?)", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("certificate store %s: %w", path, err)
+	}
+	s := &Store{db: db, path: path}
+	if readOnly {
+		err = db.View(func(tx *bbolt.Tx) error { return s.checkSchema(tx, true) })
+	} else {
+		err = db.Update(s.initSchema)
+	}
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close releases the file and its lock.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Path is the store's file name.
+func (s *Store) Path() string { return s.path }
+
+func (s *Store) checkSchema(tx *bbolt.Tx, allowEmpty bool) error {
+	meta := tx.Bucket(bucketMeta)
+	var v []byte
+	if meta != nil {
+		v = meta.Get(keySchema)
+	}
+	if v == nil {
+		if allowEmpty {
+			return nil
+		}
+		return fileErrorf(ErrStoreSchema, "certificate store %s has no schema record", s.path)
+	}
+	n, err := strconv.Atoi(string(v))
+	if err != nil || n < 1 {
+		return fileErrorf(ErrStoreSchema, "certificate store %s has a corrupt schema record %q", s.path, v)
+	}
+	if n > StoreSchema {
+		return fileErrorf(ErrStoreSchema, "certificate store %s has schema %d, newer than this smimed understands (%d); upgrade smimed", s.path, n, StoreSchema)
+	}
+	return nil
+}
+
+func (s *Store) initSchema(tx *bbolt.Tx) error {
+	fresh := tx.Bucket(bucketMeta) == nil
+	if !fresh {
+		if err := s.checkSchema(tx, false); err != nil {
+			return err
+		}
+	}
+	for _, name := range [][]byte{bucketMeta, bucketCerts, bucketAddresses, bucketIntermediates} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return fmt.Errorf("certificate store %s: %w", s.path, err)
+		}
+	}
+	if fresh {
+		return tx.Bucket(bucketMeta).Put(keySchema, []byte(strconv.Itoa(StoreSchema)))
+	}
+	return nil
+}
+
+// Sighting is the message a certificate was seen in.
+type Sighting struct {
+	MessageID string
+	Seen      time.Time // zero means now
+}
+
+// Entry is one certificate as known for one address.
+type Entry struct {
+	Email       string
+	Fingerprint string // SHA-256, lower-case hex
+	Cert        *x509.Certificate
+	FirstSeen   time.Time
+	LastSeen    time.Time
+	MessageID   string // of the message it was last seen in
+
+	// Quarantined entries came from a correct signature whose chain did
+	// not validate; they are not usable until Trust. Callers that want
+	// only usable certificates skip these (see Usable).
+	Quarantined      bool
+	QuarantineReason string
+
+	// EncryptionPreferred marks the one usable certificate of the address
+	// to encrypt to.
+	EncryptionPreferred bool
+	Capabilities        []string // SMIMECapabilities names, from the last sighting
+}
+
+// Usable returns the entries that are not quarantined, in order.
+func Usable(entries []Entry) []Entry {
+	var out []Entry
+	for _, e := range entries {
+		if !e.Quarantined {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// addressRecord is the JSON value of the addresses bucket (schema 1).
+type addressRecord struct {
+	Certs map[string]*certRecord `json:"certs"`
+	// PreferredEncryption is the fingerprint the sender last named in an
+	// SMIMEEncryptionKeyPreference attribute, PreferredSeen when.
+	PreferredEncryption string    `json:"preferred_encryption,omitempty"`
+	PreferredSeen       time.Time `json:"preferred_seen,omitzero"`
+}
+
+type certRecord struct {
+	FirstSeen        time.Time `json:"first_seen"`
+	LastSeen         time.Time `json:"last_seen"`
+	MessageID        string    `json:"message_id,omitempty"`
+	Capabilities     []string  `json:"capabilities,omitempty"`
+	Quarantined      bool      `json:"quarantined,omitempty"`
+	QuarantineReason string    `json:"quarantine_reason,omitempty"`
+}
+
+// Fingerprint returns the SHA-256 fingerprint of a certificate as the store
+// keys it.
+func Fingerprint(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.Raw)
+	return hex.EncodeToString(sum[:])
+}
+
+func normalizeEmail(email string) (string, error) {
+	e := strings.ToLower(strings.TrimSpace(email))
+	if e == "" || !strings.Contains(e, "@") {
+		return "", fmt.Errorf("harvest: not an email address: %q", email)
+	}
+	return e, nil
+}
+
+// normalizeFingerprint accepts hex in either case, with colons or spaces,
+// optionally after openssl's "sha256 Fingerprint=".
+func normalizeFingerprint(fp string) (string, error) {
+	s := fp
+	if _, after, ok := strings.Cut(s, "="); ok {
+		s = after
+	}
+	s = strings.ToLower(strings.NewReplacer(":", "", " ", "").Replace(strings.TrimSpace(s)))
+	if len(s) < MinFingerprintPrefix || len(s) > sha256.Size*2 {
+		return "", fmt.Errorf("%w: %q (want %d hex digits, or a prefix of at least %d)", ErrBadFingerprint, fp, sha256.Size*2, MinFingerprintPrefix)
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return "", fmt.Errorf("%w: %q", ErrBadFingerprint, fp)
+		}
+	}
+	return s, nil
+}
+
+// resolve turns a full fingerprint or a unique prefix into the key of
+// bucket b; "" when nothing matches.
+func resolve(b *bbolt.Bucket, fp string) (string, error) {
+	if b == nil {
+		return "", nil
+	}
+	if len(fp) == sha256.Size*2 {
+		if b.Get([]byte(fp)) != nil {
+			return fp, nil
+		}
+		return "", nil
+	}
+	c := b.Cursor()
+	k, _ := c.Seek([]byte(fp))
+	if k == nil || !bytes.HasPrefix(k, []byte(fp)) {
+		return "", nil
+	}
+	found := string(k)
+	if k2, _ := c.Next(); k2 != nil && bytes.HasPrefix(k2, []byte(fp)) {
+		return "", fmt.Errorf("%w: %s", ErrAmbiguous, fp)
+	}
+	return found, nil
+}
+
+func isSelfSigned(c *x509.Certificate) bool {
+	return bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(c) == nil
+}
+
+// isIntermediate reports whether c belongs in the intermediates bucket: a CA
+// certificate that is not a self-signed root.
+func isIntermediate(c *x509.Certificate) bool {
+	return c != nil && c.BasicConstraintsValid && c.IsCA && !isSelfSigned(c)
+}
+
+// canEncrypt reports whether c's key and KeyUsage allow encrypting to it.
+func canEncrypt(c *x509.Certificate) bool {
+	switch c.PublicKey.(type) {
+	case *rsa.PublicKey, *ecdsa.PublicKey, *ecdh.PublicKey:
+	default:
+		return false
+	}
+	return c.KeyUsage == 0 || c.KeyUsage&(x509.KeyUsageKeyEncipherment|x509.KeyUsageKeyAgreement) != 0
+}
+
+func getRecord(tx *bbolt.Tx, email string) (*addressRecord, error) {
+	rec := &addressRecord{}
+	if b := tx.Bucket(bucketAddresses); b != nil {
+		if v := b.Get([]byte(email)); v != nil {
+			// json.Unmarshal copies, so v does not escape the transaction.
+			if err := json.Unmarshal(v, rec); err != nil {
+				return nil, fmt.Errorf("harvest: certificate store record for %s: %w", email, err)
+			}
+		}
+	}
+	if rec.Certs == nil {
+		rec.Certs = map[string]*certRecord{}
+	}
+	return rec, nil
+}
+
+func putRecord(tx *bbolt.Tx, email string, rec *addressRecord) error {
+	v, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucketAddresses).Put([]byte(email), v)
+}
+
+func putCert(b *bbolt.Bucket, c *x509.Certificate) (string, error) {
+	fp := Fingerprint(c)
+	if b.Get([]byte(fp)) != nil {
+		return fp, nil
+	}
+	return fp, b.Put([]byte(fp), bytes.Clone(c.Raw))
+}
+
+func seenTime(seen Sighting) time.Time {
+	if seen.Seen.IsZero() {
+		return time.Now().UTC()
+	}
+	return seen.Seen.UTC()
+}
+
+// sight adds a sighting to the record of fp, creating it if needed, and
+// reports whether it was created. The message-id and capabilities follow
+// the latest sighting, so mail processed out of order does not roll them
+// back.
+func (rec *addressRecord) sight(fp string, seen Sighting, caps []string) (*certRecord, bool) {
+	t := seenTime(seen)
+	cr, ok := rec.Certs[fp]
+	if !ok {
+		cr = &certRecord{FirstSeen: t, LastSeen: t, MessageID: seen.MessageID, Capabilities: caps}
+		rec.Certs[fp] = cr
+		return cr, true
+	}
+	if t.Before(cr.FirstSeen) {
+		cr.FirstSeen = t
+	}
+	if !t.Before(cr.LastSeen) {
+		cr.LastSeen = t
+		cr.MessageID = seen.MessageID
+		if caps != nil {
+			cr.Capabilities = caps
+		}
+	}
+	return cr, false
+}
+
+// Harvest records leaf as a usable certificate for email (lower-cased),
+// plus the intermediates of chain (CA certificates that are not self-signed
+// roots) in the intermediates bucket. encPref, if non-nil, is the
+// certificate the sender prefers for encryption (RFC 8551 section 2.5.3,
+// SMIMEEncryptionKeyPreference; may equal leaf): it is recorded as usable
+// too and becomes the address's preferred encryption certificate, unless a
+// later message already named another. caps are the sender's
+// SMIMECapabilities names. First/last seen are updated. A quarantined
+// certificate seen again in a validated signature becomes usable.
+func (s *Store) Harvest(email string, leaf *x509.Certificate, chain []*x509.Certificate, encPref *x509.Certificate, caps []string, seen Sighting) error {
+	addr, err := normalizeEmail(email)
+	if err != nil {
+		return err
+	}
+	if leaf == nil {
+		return errors.New("harvest: Harvest without a certificate")
+	}
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		certs := tx.Bucket(bucketCerts)
+		rec, err := getRecord(tx, addr)
+		if err != nil {
+			return err
+		}
+		usable := []*x509.Certificate{leaf}
+		if encPref != nil {
+			usable = append(usable, encPref)
+		}
+		for _, c := range usable {
+			fp, err := putCert(certs, c)
+			if err != nil {
+				return err
+			}
+			cr, _ := rec.sight(fp, seen, caps)
+			cr.Quarantined, cr.QuarantineReason = false, ""
+		}
+		if encPref != nil {
+			if t := seenTime(seen); !t.Before(rec.PreferredSeen) {
+				rec.PreferredEncryption, rec.PreferredSeen = Fingerprint(encPref), t
+			}
+		}
+		if err := putIntermediates(tx, chain); err != nil {
+			return err
+		}
+		return putRecord(tx, addr, rec)
+	})
+}
+
+// Quarantine records cert, from a cryptographically correct signature whose
+// chain did not validate, for email. It is listed but not usable until
+// Trust. A certificate already usable for the address stays usable (only
+// the sighting is recorded), so a trust decision is not undone by the next
+// message. chain is not stored: intermediates enter the store only from
+// validated chains.
+func (s *Store) Quarantine(email string, cert *x509.Certificate, chain []*x509.Certificate, reason string, seen Sighting) error {
+	addr, err := normalizeEmail(email)
+	if err != nil {
+		return err
+	}
+	if cert == nil {
+		return errors.New("harvest: Quarantine without a certificate")
+	}
+	_ = chain
+	return s.db.Update(func(tx *bbolt.Tx) error {
+		fp, err := putCert(tx.Bucket(bucketCerts), cert)
+		if err != nil {
+			return err
+		}
+		rec, err := getRecord(tx, addr)
+		if err != nil {
+			return err
+		}
+		cr, created := rec.sight(fp, seen, nil)
+		if created || cr.Quarantined {
+			cr.Quarantined, cr.QuarantineReason = true, reason
+		}
+		return putRecord(tx, addr, rec)
+	})
+}
+
+// AddIntermediates stores the CA certificates among certs that are not
+// self-signed roots (e.g. from a certs-only message after its chain
+// validated); other certificates are ignored.
+func (s *Store) AddIntermediates(certs []*x509.Certificate) error {
+	return s.db.Update(func(tx *bbolt.Tx) error { return putIntermediates(tx, certs) })
+}
+
+func putIntermediates(tx *bbolt.Tx, certs []*x509.Certificate) error {
+	b := tx.Bucket(bucketIntermediates)
+	for _, c := range certs {
+		if !isIntermediate(c) {
+			continue
+		}
+		if _, err := putCert(b, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Trust makes a quarantined certificate usable for every address it was
+// quarantined for. fingerprint is SHA-256 hex in either case, colons
+// allowed, or a unique prefix of at least MinFingerprintPrefix digits. It
+// returns the certificate's entry (for the first address, by email); an
+// already usable certificate is returned unchanged. ErrNotFound when no
+// address has the certificate.
+func (s *Store) Trust(fingerprint string) (*Entry, error) {
+	want, err := normalizeFingerprint(fingerprint)
+	if err != nil {
+		return nil, err
+	}
+	var entry *Entry
+	err = s.db.Update(func(tx *bbolt.Tx) error {
+		fp, err := resolve(tx.Bucket(bucketCerts), want)
+		if err != nil {
+			return err
+		}
+		if fp == "" {
+			return fmt.Errorf("%w: %s", ErrNotFound, fingerprint)
+		}
+		var emails []string
+		err = tx.Bucket(bucketAddresses).ForEach(func(k, v []byte) error {
+			if bytes.Contains(v, []byte(fp)) { // cheap filter before decoding
+				emails = append(emails, string(k))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, email := range emails {
+			rec, err := getRecord(tx, email)
+			if err != nil {
+				return err
+			}
+			cr, ok := rec.Certs[fp]
+			if !ok {
+				continue
+			}
+			if cr.Quarantined {
+				cr.Quarantined, cr.QuarantineReason = false, ""
+				if err := putRecord(tx, email, rec); err != nil {
+					return err
+				}
+			}
+			if entry == nil {
+				es, err := entries(tx, email, rec, time.Now())
+				if err != nil {
+					return err
+				}
+				for i := range es {
+					if es[i].Fingerprint == fp {
+						entry = &es[i]
+					}
+				}
+			}
+		}
+		if entry == nil {
+			return fmt.Errorf("%w: %s is not bound to any address", ErrNotFound, fingerprint)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return entry, nil
+}
+
+// parseStored parses DER read from bucket b inside a transaction; the DER
+// is copied first, because x509.Certificate keeps references into it.
+func parseStored(b *bbolt.Bucket, fp string) (*x509.Certificate, error) {
+	if b == nil {
+		return nil, nil
+	}
+	v := b.Get([]byte(fp))
+	if v == nil {
+		return nil, nil
+	}
+	c, err := x509.ParseCertificate(bytes.Clone(v))
+	if err != nil {
+		return nil, fmt.Errorf("harvest: stored certificate %s: %w", fp, err)
+	}
+	return c, nil
+}
+
+// preferred picks the address's encryption certificate: the sender's
+// explicit preference while it is usable and unexpired; otherwise the
+// usable certificate with the latest not_after whose key and KeyUsage allow
+// encryption.
+func preferred(rec *addressRecord, certs map[string]*x509.Certificate, now time.Time) string {
+	if fp := rec.PreferredEncryption; fp != "" {
+		if cr, ok := rec.Certs[fp]; ok && !cr.Quarantined && certs[fp] != nil && now.Before(certs[fp].NotAfter) {
+			return fp
+		}
+	}
+	best := ""
+	for fp, cr := range rec.Certs {
+		c := certs[fp]
+		if cr.Quarantined || c == nil || !canEncrypt(c) {
+			continue
+		}
+		if best == "" || newer(c, fp, certs[best], best) {
+			best = fp
+		}
+	}
+	return best
+}
+
+// newer orders certificates by not_after, then not_before, then
+// fingerprint, latest first.
+func newer(a *x509.Certificate, afp string, b *x509.Certificate, bfp string) bool {
+	if !a.NotAfter.Equal(b.NotAfter) {
+		return a.NotAfter.After(b.NotAfter)
+	}
+	if !a.NotBefore.Equal(b.NotBefore) {
+		return a.NotBefore.After(b.NotBefore)
+	}
+	return afp < bfp
+}
+
+// entries builds the entries of one address, newest not_after first.
+func entries(tx *bbolt.Tx, email string, rec *addressRecord, now time.Time) ([]Entry, error) {
+	b := tx.Bucket(bucketCerts)
+	certs := make(map[string]*x509.Certificate, len(rec.Certs))
+	for fp := range rec.Certs {
+		c, err := parseStored(b, fp)
+		if err != nil {
+			return nil, err
+		}
+		if c == nil {
+			return nil, fmt.Errorf("harvest: certificate store: %s refers to missing certificate %s", email, fp)
+		}
+		certs[fp] = c
+	}
+	pref := preferred(rec, certs, now)
+	out := make([]Entry, 0, len(rec.Certs))
+	for fp, cr := range rec.Certs {
+		out = append(out, Entry{
+			Email:               email,
+			Fingerprint:         fp,
+			Cert:                certs[fp],
+			FirstSeen:           cr.FirstSeen,
+			LastSeen:            cr.LastSeen,
+			MessageID:           cr.MessageID,
+			Quarantined:         cr.Quarantined,
+			QuarantineReason:    cr.QuarantineReason,
+			EncryptionPreferred: fp == pref,
+			Capabilities:        cr.Capabilities,
+		})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return newer(out[i].Cert, out[i].Fingerprint, out[j].Cert, out[j].Fingerprint)
+	})
+	return out, nil
+}
+
+// List returns every address's entries, usable and quarantined, sorted by
+// email, then not_after (latest first).
+func (s *Store) List() ([]Entry, error) {
+	var out []Entry
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketAddresses)
+		if b == nil {
+			return nil
+		}
+		now := time.Now()
+		// ForEach walks keys in byte order, which for lower-cased
+		// addresses is the email order.
+		return b.ForEach(func(k, _ []byte) error {
+			email := string(k)
+			rec, err := getRecord(tx, email)
+			if err != nil {
+				return err
+			}
+			es, err := entries(tx, email, rec, now)
+			out = append(out, es...)
+			return err
+		})
+	})
+	return out, err
+}
+
+// ByEmail returns the address's entries, usable and quarantined, latest
+// not_after first; nil when the address is unknown. Callers that may only
+// use trusted certificates filter on Entry.Quarantined (or call Usable);
+// the one to encrypt to has EncryptionPreferred set.
+func (s *Store) ByEmail(email string) ([]Entry, error) {
+	addr, err := normalizeEmail(email)
+	if err != nil {
+		return nil, err
+	}
+	var out []Entry
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		rec, err := getRecord(tx, addr)
+		if err != nil || len(rec.Certs) == 0 {
+			return err
+		}
+		out, err = entries(tx, addr, rec, time.Now())
+		return err
+	})
+	return out, err
+}
+
+// ByFingerprint returns the entries of one certificate, one per address it
+// was seen for, sorted by email; nil when unknown. fp is as for Trust.
+func (s *Store) ByFingerprint(fp string) ([]Entry, error) {
+	want, err := normalizeFingerprint(fp)
+	if err != nil {
+		return nil, err
+	}
+	var out []Entry
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		full, err := resolve(tx.Bucket(bucketCerts), want)
+		if err != nil || full == "" {
+			return err
+		}
+		b := tx.Bucket(bucketAddresses)
+		if b == nil {
+			return nil
+		}
+		now := time.Now()
+		return b.ForEach(func(k, v []byte) error {
+			if !bytes.Contains(v, []byte(full)) {
+				return nil
+			}
+			email := string(k)
+			rec, err := getRecord(tx, email)
+			if err != nil {
+				return err
+			}
+			if _, ok := rec.Certs[full]; !ok {
+				return nil
+			}
+			es, err := entries(tx, email, rec, now)
+			if err != nil {
+				return err
+			}
+			for _, e := range es {
+				if e.Fingerprint == full {
+					out = append(out, e)
+				}
+			}
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Certificate returns the stored end-entity or intermediate certificate
+// with this fingerprint (full or unique prefix, as for Trust), whether
+// usable or quarantined; nil, nil when absent.
+func (s *Store) Certificate(fp string) (*x509.Certificate, error) {
+	want, err := normalizeFingerprint(fp)
+	if err != nil {
+		return nil, err
+	}
+	var cert *x509.Certificate
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		for _, name := range [][]byte{bucketCerts, bucketIntermediates} {
+			b := tx.Bucket(name)
+			full, err := resolve(b, want)
+			if err != nil {
+				return err
+			}
+			if full != "" {
+				cert, err = parseStored(b, full)
+				return err
+			}
+		}
+		return nil
+	})
+	return cert, err
+}
+
+// Intermediates returns every stored intermediate CA certificate, for
+// building chains.
+func (s *Store) Intermediates() ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		var err error
+		out, err = allCerts(tx.Bucket(bucketIntermediates), nil)
+		return err
+	})
+	return out, err
+}
+
+// Certificates returns every usable end-entity certificate (for finding a
+// signer's certificate when a message carries none), in fingerprint order.
+func (s *Store) Certificates() ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	err := s.db.View(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketAddresses)
+		if b == nil {
+			return nil
+		}
+		usable := map[string]bool{}
+		err := b.ForEach(func(k, _ []byte) error {
+			rec, err := getRecord(tx, string(k))
+			if err != nil {
+				return err
+			}
+			for fp, cr := range rec.Certs {
+				if !cr.Quarantined {
+					usable[fp] = true
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		out, err = allCerts(tx.Bucket(bucketCerts), usable)
+		return err
+	})
+	return out, err
+}
+
+// allCerts parses the certificates of bucket b, only those in only when
+// non-nil.
+func allCerts(b *bbolt.Bucket, only map[string]bool) ([]*x509.Certificate, error) {
+	if b == nil {
+		return nil, nil
+	}
+	var out []*x509.Certificate
+	err := b.ForEach(func(k, v []byte) error {
+		if only != nil && !only[string(k)] {
+			return nil
+		}
+		c, err := x509.ParseCertificate(bytes.Clone(v))
+		if err != nil {
+			return fmt.Errorf("harvest: stored certificate %s: %w", k, err)
+		}
+		out = append(out, c)
+		return nil
+	})
+	return out, err
+}
