@@ -60,6 +60,7 @@ var (
 	ErrNotFound       = errors.New("harvest: certificate not found")
 	ErrAmbiguous      = errors.New("harvest: fingerprint prefix matches several certificates")
 	ErrBadFingerprint = errors.New("harvest: malformed fingerprint")
+	ErrBadAddress     = errors.New("harvest: not an email address")
 )
 
 // MinFingerprintPrefix is the shortest fingerprint prefix (hex digits) that
@@ -216,9 +217,10 @@ type certRecord struct {
 	QuarantineReason string    `json:"quarantine_reason,omitempty"`
 }
 
-// Fingerprint returns the SHA-256 fingerprint of a certificate as the store
-// keys it.
-func Fingerprint(cert *x509.Certificate) string {
+// certFingerprint is the store's key for a certificate: the lower-case hex
+// SHA-256 of its DER (the same as Fingerprint in engine.go; kept separate so
+// the store stands on its own).
+func certFingerprint(cert *x509.Certificate) string {
 	sum := sha256.Sum256(cert.Raw)
 	return hex.EncodeToString(sum[:])
 }
@@ -226,7 +228,7 @@ func Fingerprint(cert *x509.Certificate) string {
 func normalizeEmail(email string) (string, error) {
 	e := strings.ToLower(strings.TrimSpace(email))
 	if e == "" || !strings.Contains(e, "@") {
-		return "", fmt.Errorf("harvest: not an email address: %q", email)
+		return "", fmt.Errorf("%w: %q", ErrBadAddress, email)
 	}
 	return e, nil
 }
@@ -319,7 +321,7 @@ func putRecord(tx *bbolt.Tx, email string, rec *addressRecord) error {
 }
 
 func putCert(b *bbolt.Bucket, c *x509.Certificate) (string, error) {
-	fp := Fingerprint(c)
+	fp := certFingerprint(c)
 	if b.Get([]byte(fp)) != nil {
 		return fp, nil
 	}
@@ -395,7 +397,7 @@ func (s *Store) Harvest(email string, leaf *x509.Certificate, chain []*x509.Cert
 		}
 		if encPref != nil {
 			if t := seenTime(seen); !t.Before(rec.PreferredSeen) {
-				rec.PreferredEncryption, rec.PreferredSeen = Fingerprint(encPref), t
+				rec.PreferredEncryption, rec.PreferredSeen = certFingerprint(encPref), t
 			}
 		}
 		if err := putIntermediates(tx, chain); err != nil {

@@ -1,0 +1,485 @@
+package main
+
+// This file is `smimed certs`: list, show, export and trust the partners'
+// certificates in the store. It opens the bbolt file itself, read-only for
+// everything but trust; while the daemon runs it holds the file's lock, and
+// the open fails after harvest.LockTimeout with a message saying so.
+
+import (
+	"crypto/ecdh"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/smimed/smimed/harvest"
+)
+
+const certsSubUsage = `Usage: smimed certs SUBCOMMAND
+
+  list [--json]            every certificate in the store, usable and quarantined
+  show FINGERPRINT|EMAIL   details of the matching certificates
+  export EMAIL             PEM of the usable certificates for EMAIL, preferred first
+  trust FINGERPRINT        release a quarantined certificate for use
+
+FINGERPRINT is the SHA-256 fingerprint in hex (colons allowed) or a unique
+prefix of at least 8 digits, such as the 16 that "list" shows.
+`
+
+// certsMain runs `smimed certs SUBCOMMAND ...`; storePath is the bbolt file
+// (state_dir/smimed.db). Returns the exit code: 0 ok, 1 runtime error (e.g.
+// not found), 2 usage error.
+func certsMain(storePath string, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "smimed certs: missing subcommand: list, show, export or trust (see smimed certs --help)")
+		return exitUsage
+	}
+	switch args[0] {
+	case "list":
+		return certsList(storePath, args[1:], stdout, stderr)
+	case "show":
+		return certsShow(storePath, args[1:], stdout, stderr)
+	case "export":
+		return certsExport(storePath, args[1:], stdout, stderr)
+	case "trust":
+		return certsTrust(storePath, args[1:], stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, certsSubUsage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "smimed certs: unknown subcommand %q: want list, show, export or trust\n", args[0])
+	return exitUsage
+}
+
+// certsParse parses the flags of one subcommand, also after positional
+// arguments, and checks that exactly nargs positional arguments remain. On
+// failure it prints one line and returns done with the exit code.
+func certsParse(fs *flag.FlagSet, args []string, nargs int, argName string, stdout, stderr io.Writer) (pos []string, code int, done bool) {
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	name := "smimed certs " + fs.Name()
+	for {
+		err := fs.Parse(args)
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, certsSubUsage)
+			return nil, exitOK, true
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", name, err)
+			return nil, exitUsage, true
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if rest[0] == "--" {
+			pos = append(pos, rest[1:]...)
+			break
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+	switch {
+	case len(pos) < nargs:
+		fmt.Fprintf(stderr, "%s: missing %s\n", name, argName)
+		return nil, exitUsage, true
+	case len(pos) > nargs:
+		fmt.Fprintf(stderr, "%s: unexpected argument %q\n", name, pos[nargs])
+		return nil, exitUsage, true
+	}
+	return pos, exitOK, false
+}
+
+// certsOpen opens the store and prints the error if it cannot.
+func certsOpen(storePath string, readOnly bool, cmd string, stderr io.Writer) (*harvest.Store, bool) {
+	st, err := harvest.OpenStore(storePath, readOnly)
+	if err != nil {
+		fmt.Fprintf(stderr, "smimed certs %s: %v\n", cmd, err)
+		return nil, false
+	}
+	return st, true
+}
+
+// certsLookupError prints err and returns its exit code: 2 for a malformed
+// fingerprint or address, else 1.
+func certsLookupError(cmd string, err error, stderr io.Writer) int {
+	fmt.Fprintf(stderr, "smimed certs %s: %v\n", cmd, err)
+	if errors.Is(err, harvest.ErrBadFingerprint) || errors.Is(err, harvest.ErrBadAddress) {
+		return exitUsage
+	}
+	return exitFailed
+}
+
+// certJSON is one line of `list --json`.
+type certJSON struct {
+	Email               string   `json:"email"`
+	Fingerprint         string   `json:"fingerprint"`
+	Subject             string   `json:"subject"`
+	Issuer              string   `json:"issuer"`
+	Serial              string   `json:"serial"`
+	NotBefore           string   `json:"not_before"`
+	NotAfter            string   `json:"not_after"`
+	Key                 string   `json:"key"`
+	Quarantined         bool     `json:"quarantined"`
+	QuarantineReason    string   `json:"quarantine_reason,omitempty"`
+	EncryptionPreferred bool     `json:"encryption_preferred"`
+	Capabilities        []string `json:"capabilities,omitempty"`
+	FirstSeen           string   `json:"first_seen"`
+	LastSeen            string   `json:"last_seen"`
+	MessageID           string   `json:"message_id"`
+}
+
+func certsTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func certsStatus(e harvest.Entry) string {
+	s := "usable"
+	if e.Quarantined {
+		s = "quarantined"
+	}
+	if e.EncryptionPreferred {
+		s += "+pref"
+	}
+	return s
+}
+
+func certsList(storePath string, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("list", flag.ContinueOnError)
+	asJSON := fs.Bool("json", false, "one JSON object per line")
+	if _, code, done := certsParse(fs, args, 0, "", stdout, stderr); done {
+		return code
+	}
+	st, ok := certsOpen(storePath, true, "list", stderr)
+	if !ok {
+		return exitFailed
+	}
+	defer st.Close()
+	entries, err := st.List()
+	if err != nil {
+		fmt.Fprintf(stderr, "smimed certs list: %v\n", err)
+		return exitFailed
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		for _, e := range entries {
+			c := e.Cert
+			err := enc.Encode(certJSON{
+				Email:               e.Email,
+				Fingerprint:         e.Fingerprint,
+				Subject:             c.Subject.String(),
+				Issuer:              c.Issuer.String(),
+				Serial:              c.SerialNumber.Text(16),
+				NotBefore:           certsTime(c.NotBefore),
+				NotAfter:            certsTime(c.NotAfter),
+				Key:                 certsKeyType(c.PublicKey),
+				Quarantined:         e.Quarantined,
+				QuarantineReason:    e.QuarantineReason,
+				EncryptionPreferred: e.EncryptionPreferred,
+				Capabilities:        e.Capabilities,
+				FirstSeen:           certsTime(e.FirstSeen),
+				LastSeen:            certsTime(e.LastSeen),
+				MessageID:           e.MessageID,
+			})
+			if err != nil {
+				fmt.Fprintf(stderr, "smimed certs list: %v\n", err)
+				return exitFailed
+			}
+		}
+		return exitOK
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "EMAIL\tFINGERPRINT\tNOT_AFTER\tSTATUS")
+	for _, e := range entries {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Email, e.Fingerprint[:16], e.Cert.NotAfter.UTC().Format(time.DateOnly), certsStatus(e))
+	}
+	if err := tw.Flush(); err != nil {
+		fmt.Fprintf(stderr, "smimed certs list: %v\n", err)
+		return exitFailed
+	}
+	return exitOK
+}
+
+func certsShow(storePath string, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("show", flag.ContinueOnError)
+	pos, code, done := certsParse(fs, args, 1, "FINGERPRINT or EMAIL", stdout, stderr)
+	if done {
+		return code
+	}
+	st, ok := certsOpen(storePath, true, "show", stderr)
+	if !ok {
+		return exitFailed
+	}
+	defer st.Close()
+	arg := pos[0]
+	var entries []harvest.Entry
+	var err error
+	if strings.Contains(arg, "@") {
+		entries, err = st.ByEmail(arg)
+	} else {
+		entries, err = st.ByFingerprint(arg)
+	}
+	if err != nil {
+		return certsLookupError("show", err, stderr)
+	}
+	if len(entries) == 0 && !strings.Contains(arg, "@") {
+		// Not bound to an address: perhaps an intermediate.
+		c, err := st.Certificate(arg)
+		if err != nil {
+			return certsLookupError("show", err, stderr)
+		}
+		if c != nil {
+			fmt.Fprintf(stdout, "%-15s %s\n", "status:", "intermediate CA (not bound to an address)")
+			certsPrintCert(stdout, c)
+			return exitOK
+		}
+	}
+	if len(entries) == 0 {
+		fmt.Fprintf(stderr, "smimed certs show: no certificate for %s\n", arg)
+		return exitFailed
+	}
+	for i, e := range entries {
+		if i > 0 {
+			fmt.Fprintln(stdout)
+		}
+		certsPrintEntry(stdout, e)
+	}
+	return exitOK
+}
+
+func certsPrintEntry(w io.Writer, e harvest.Entry) {
+	line := func(k, v string) { fmt.Fprintf(w, "%-15s %s\n", k+":", v) }
+	line("email", e.Email)
+	status := "usable"
+	if e.Quarantined {
+		status = "quarantined: " + e.QuarantineReason
+	}
+	if e.EncryptionPreferred {
+		status += ", preferred for encryption"
+	}
+	line("status", status)
+	certsPrintCert(w, e.Cert)
+	caps := "-"
+	if len(e.Capabilities) > 0 {
+		caps = strings.Join(e.Capabilities, ", ")
+	}
+	line("capabilities", caps)
+	line("first seen", certsTime(e.FirstSeen))
+	line("last seen", certsTime(e.LastSeen))
+	line("message-id", e.MessageID)
+}
+
+func certsPrintCert(w io.Writer, c *x509.Certificate) {
+	line := func(k, v string) { fmt.Fprintf(w, "%-15s %s\n", k+":", v) }
+	line("fingerprint", certsFingerprint(c))
+	line("subject", c.Subject.String())
+	line("issuer", c.Issuer.String())
+	line("serial", c.SerialNumber.Text(16))
+	line("not before", certsTime(c.NotBefore))
+	notAfter := certsTime(c.NotAfter)
+	if time.Now().After(c.NotAfter) {
+		notAfter += " (expired)"
+	}
+	line("not after", notAfter)
+	if len(c.EmailAddresses) > 0 {
+		line("email SANs", strings.Join(c.EmailAddresses, ", "))
+	}
+	if len(c.DNSNames) > 0 {
+		line("DNS SANs", strings.Join(c.DNSNames, ", "))
+	}
+	if len(c.URIs) > 0 {
+		var uris []string
+		for _, u := range c.URIs {
+			uris = append(uris, u.String())
+		}
+		line("URI SANs", strings.Join(uris, ", "))
+	}
+	if len(c.IPAddresses) > 0 {
+		var ips []string
+		for _, ip := range c.IPAddresses {
+			ips = append(ips, ip.String())
+		}
+		line("IP SANs", strings.Join(ips, ", "))
+	}
+	line("key", certsKeyType(c.PublicKey))
+	line("key usage", certsKeyUsage(c.KeyUsage))
+	line("ext key usage", certsExtKeyUsage(c))
+	if c.IsCA {
+		line("CA", "yes")
+	}
+}
+
+func certsKeyType(pub any) string {
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		return fmt.Sprintf("RSA %d", k.N.BitLen())
+	case *ecdsa.PublicKey:
+		return "ECDSA " + k.Curve.Params().Name
+	case ed25519.PublicKey:
+		return "Ed25519"
+	case *ecdh.PublicKey:
+		return fmt.Sprint(k.Curve())
+	}
+	return fmt.Sprintf("%T", pub)
+}
+
+var certsKeyUsageNames = []struct {
+	bit  x509.KeyUsage
+	name string
+}{
+	{x509.KeyUsageDigitalSignature, "digitalSignature"},
+	{x509.KeyUsageContentCommitment, "nonRepudiation"},
+	{x509.KeyUsageKeyEncipherment, "keyEncipherment"},
+	{x509.KeyUsageDataEncipherment, "dataEncipherment"},
+	{x509.KeyUsageKeyAgreement, "keyAgreement"},
+	{x509.KeyUsageCertSign, "keyCertSign"},
+	{x509.KeyUsageCRLSign, "cRLSign"},
+	{x509.KeyUsageEncipherOnly, "encipherOnly"},
+	{x509.KeyUsageDecipherOnly, "decipherOnly"},
+}
+
+func certsKeyUsage(ku x509.KeyUsage) string {
+	if ku == 0 {
+		return "- (any)"
+	}
+	var names []string
+	for _, n := range certsKeyUsageNames {
+		if ku&n.bit != 0 {
+			names = append(names, n.name)
+		}
+	}
+	return strings.Join(names, ", ")
+}
+
+var certsExtKeyUsageNames = map[x509.ExtKeyUsage]string{
+	x509.ExtKeyUsageAny:             "any",
+	x509.ExtKeyUsageServerAuth:      "serverAuth",
+	x509.ExtKeyUsageClientAuth:      "clientAuth",
+	x509.ExtKeyUsageCodeSigning:     "codeSigning",
+	x509.ExtKeyUsageEmailProtection: "emailProtection",
+	x509.ExtKeyUsageTimeStamping:    "timeStamping",
+	x509.ExtKeyUsageOCSPSigning:     "OCSPSigning",
+}
+
+func certsExtKeyUsage(c *x509.Certificate) string {
+	var names []string
+	for _, u := range c.ExtKeyUsage {
+		if n, ok := certsExtKeyUsageNames[u]; ok {
+			names = append(names, n)
+		} else {
+			names = append(names, fmt.Sprintf("eku-%d", u))
+		}
+	}
+	for _, oid := range c.UnknownExtKeyUsage {
+		names = append(names, oid.String())
+	}
+	if len(names) == 0 {
+		return "- (any)"
+	}
+	return strings.Join(names, ", ")
+}
+
+func certsExport(storePath string, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("export", flag.ContinueOnError)
+	pos, code, done := certsParse(fs, args, 1, "EMAIL", stdout, stderr)
+	if done {
+		return code
+	}
+	st, ok := certsOpen(storePath, true, "export", stderr)
+	if !ok {
+		return exitFailed
+	}
+	defer st.Close()
+	entries, err := st.ByEmail(pos[0])
+	if err != nil {
+		return certsLookupError("export", err, stderr)
+	}
+	usable := harvest.Usable(entries)
+	if len(usable) == 0 {
+		msg := fmt.Sprintf("smimed certs export: no usable certificate for %s", pos[0])
+		if q := len(entries) - len(usable); q > 0 {
+			msg += fmt.Sprintf(" (%d quarantined; see smimed certs show %s)", q, pos[0])
+		}
+		fmt.Fprintln(stderr, msg)
+		return exitFailed
+	}
+	// Preferred first, the rest in the store's order (latest not_after first).
+	var ordered []harvest.Entry
+	for _, e := range usable {
+		if e.EncryptionPreferred {
+			ordered = append(ordered, e)
+		}
+	}
+	for _, e := range usable {
+		if !e.EncryptionPreferred {
+			ordered = append(ordered, e)
+		}
+	}
+	for _, e := range ordered {
+		if err := pem.Encode(stdout, &pem.Block{Type: "CERTIFICATE", Bytes: e.Cert.Raw}); err != nil {
+			fmt.Fprintf(stderr, "smimed certs export: %v\n", err)
+			return exitFailed
+		}
+	}
+	return exitOK
+}
+
+func certsTrust(storePath string, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("trust", flag.ContinueOnError)
+	pos, code, done := certsParse(fs, args, 1, "FINGERPRINT", stdout, stderr)
+	if done {
+		return code
+	}
+	st, ok := certsOpen(storePath, false, "trust", stderr)
+	if !ok {
+		return exitFailed
+	}
+	defer st.Close()
+	before, err := st.ByFingerprint(pos[0])
+	if err != nil {
+		return certsLookupError("trust", err, stderr)
+	}
+	var quarantined []string
+	for _, e := range before {
+		if e.Quarantined {
+			quarantined = append(quarantined, e.Email)
+		}
+	}
+	if len(before) > 0 && len(quarantined) == 0 {
+		fmt.Fprintf(stdout, "%s is already usable for %s\n", before[0].Fingerprint, certsEmails(before))
+		return exitOK
+	}
+	e, err := st.Trust(pos[0])
+	if err != nil {
+		return certsLookupError("trust", err, stderr)
+	}
+	fmt.Fprintf(stdout, "trusted %s (%s) for %s\n", e.Fingerprint, e.Cert.Subject.String(), strings.Join(quarantined, ", "))
+	return exitOK
+}
+
+func certsFingerprint(c *x509.Certificate) string {
+	sum := sha256.Sum256(c.Raw)
+	return hex.EncodeToString(sum[:])
+}
+
+func certsEmails(es []harvest.Entry) string {
+	var out []string
+	for _, e := range es {
+		out = append(out, e.Email)
+	}
+	return strings.Join(out, ", ")
+}
