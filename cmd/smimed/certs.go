@@ -176,6 +176,7 @@ func certsList(storePath string, args []string, stdout, stderr io.Writer) int {
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
+		enc.SetEscapeHTML(false) // message-ids are <...>
 		for _, e := range entries {
 			c := e.Cert
 			err := enc.Encode(certJSON{
