@@ -1,0 +1,55 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/smimed/smimed/daemon"
+)
+
+const checkConfigUsage = `Usage: smimed check-config [--config FILE]
+
+Reads the configuration, loads every key and trust anchor, and lists every
+problem with the key it belongs to. Exit 0 when all is well, 2 otherwise.
+
+  --config FILE   configuration file (default /etc/smimed/smimed.toml)
+`
+
+func checkConfigMain(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("check-config")
+	configPath := fs.String("config", daemon.DefaultConfigPath, "")
+	rest, code, done := parseFlags(fs, args, stdout, stderr, checkConfigUsage)
+	if done {
+		return code
+	}
+	if len(rest) > 0 {
+		fmt.Fprintf(stderr, "smimed check-config: unexpected argument %q\n", rest[0])
+		return exitUsage
+	}
+	var problems []string
+	collect := func(err error) {
+		var ce *daemon.ConfigError
+		if errors.As(err, &ce) {
+			problems = append(problems, ce.Problems...)
+		} else if err != nil {
+			problems = append(problems, err.Error())
+		}
+	}
+	cfg, err := daemon.LoadConfig(*configPath)
+	collect(err)
+	if cfg != nil {
+		keys, err := cfg.LoadKeys()
+		collect(err)
+		_, err = cfg.TrustPool()
+		collect(err)
+		if len(problems) == 0 {
+			fmt.Fprintf(stdout, "%s: ok (%d decryption keys, state_dir %s)\n", *configPath, len(keys), cfg.StateDir)
+			return exitOK
+		}
+	}
+	for _, p := range problems {
+		fmt.Fprintf(stderr, "%s: %s\n", *configPath, p)
+	}
+	return exitUsage
+}

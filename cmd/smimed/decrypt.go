@@ -1,0 +1,57 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/smimed/smimed/harvest"
+)
+
+const decryptUsage = `Usage: smimed decrypt [--config FILE] FILE
+
+Writes the readable plaintext of one message to stdout: the innermost
+content under the outer message's headers (From, To, Date, Subject,
+Message-ID, ...). A message without S/MIME comes out unchanged. When the
+message cannot be decrypted, nothing is written and the reason goes to
+stderr (exit 1).
+
+  --config FILE   configuration file (default /etc/smimed/smimed.toml)
+`
+
+func decryptMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := newFlags("decrypt")
+	configPath := fs.String("config", "", "")
+	files, code, done := parseFlags(fs, args, stdout, stderr, decryptUsage)
+	if done {
+		return code
+	}
+	if len(files) != 1 {
+		fmt.Fprintln(stderr, "smimed decrypt: give exactly one message file (or - for stdin)")
+		return exitUsage
+	}
+	s, code := newSetup(*configPath, false, stderr)
+	if s == nil {
+		return code
+	}
+	defer s.close()
+	raw, err := readMessage(files[0], stdin, s.cfg.MaxMessageSize)
+	if err != nil {
+		fmt.Fprintf(stderr, "smimed decrypt: %v\n", err)
+		return exitFailed
+	}
+	res, err := s.eng.Process(raw, time.Now())
+	if err != nil {
+		fmt.Fprintf(stderr, "smimed decrypt: %v\n", err)
+		return exitFailed
+	}
+	if res.Report.Decryption.Status == harvest.DecryptFailed {
+		fmt.Fprintf(stderr, "smimed decrypt: %s: %s\n", files[0], res.Report.Decryption.Error)
+		return exitFailed
+	}
+	if _, err := stdout.Write(res.Plaintext); err != nil {
+		fmt.Fprintf(stderr, "smimed decrypt: %v\n", err)
+		return exitFailed
+	}
+	return exitOK
+}

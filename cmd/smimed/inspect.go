@@ -1,0 +1,142 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/smimed/smimed/harvest"
+)
+
+const inspectUsage = `Usage: smimed inspect [--config FILE] [--json] [--harvest] FILE...
+
+Reads each message (FILE or - for stdin), decrypts it with the configured
+keys, judges every signature and prints what it found. Nothing is written
+unless --harvest is given, which stores the certificates of valid
+signatures (and quarantines untrusted ones) in the certificate store.
+
+  --config FILE   configuration file (default /etc/smimed/smimed.toml)
+  --json          one JSON object per message, one per line
+  --harvest       write harvested certificates to the store
+`
+
+func inspectMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := newFlags("inspect")
+	configPath := fs.String("config", "", "")
+	asJSON := fs.Bool("json", false, "")
+	doHarvest := fs.Bool("harvest", false, "")
+	files, code, done := parseFlags(fs, args, stdout, stderr, inspectUsage)
+	if done {
+		return code
+	}
+	if len(files) == 0 {
+		fmt.Fprintln(stderr, "smimed inspect: no message file given (use - for stdin)")
+		return exitUsage
+	}
+	s, code := newSetup(*configPath, *doHarvest, stderr)
+	if s == nil {
+		return code
+	}
+	defer s.close()
+	exit := exitOK
+	enc := json.NewEncoder(stdout)
+	enc.SetEscapeHTML(false)
+	for _, name := range files {
+		raw, err := readMessage(name, stdin, s.cfg.MaxMessageSize)
+		var rep harvest.Report
+		switch {
+		case errors.Is(err, errTooLarge):
+			rep = harvest.Report{Layers: []string{}, Signatures: []harvest.Signature{}, Harvested: []harvest.Harvested{},
+				Decryption: harvest.Decryption{Status: harvest.DecryptNone}, Error: err.Error()}
+		case err != nil:
+			fmt.Fprintf(stderr, "smimed inspect: %v\n", err)
+			exit = exitFailed
+			continue
+		default:
+			res, err := s.eng.Process(raw, time.Now())
+			if err != nil {
+				fmt.Fprintf(stderr, "smimed inspect: %s: %v\n", name, err)
+				exit = exitFailed
+			}
+			rep = res.Report
+		}
+		rep.File = name
+		if *asJSON {
+			if err := enc.Encode(rep); err != nil {
+				fmt.Fprintf(stderr, "smimed inspect: %v\n", err)
+				return exitFailed
+			}
+			continue
+		}
+		printReport(stdout, &rep)
+	}
+	return exit
+}
+
+func short(fp string) string {
+	if len(fp) > 16 {
+		return fp[:16]
+	}
+	return fp
+}
+
+// printReport writes the human form of a report.
+func printReport(w io.Writer, r *harvest.Report) {
+	fmt.Fprintf(w, "%s\n", r.File)
+	fmt.Fprintf(w, "  message-id: %s\n  from:       %s\n  subject:    %s\n", r.MessageID, r.From, r.Subject)
+	layers := "none (no S/MIME)"
+	if len(r.Layers) > 0 {
+		layers = strings.Join(r.Layers, " > ")
+	}
+	fmt.Fprintf(w, "  layers:     %s\n", layers)
+	d := r.Decryption
+	switch d.Status {
+	case harvest.DecryptOK:
+		fmt.Fprintf(w, "  decryption: ok, %s, %s, key %s\n", d.Cipher, d.KeyTransport, short(d.Key))
+	case harvest.DecryptFailed:
+		fmt.Fprintf(w, "  decryption: FAILED: %s\n", d.Error)
+	default:
+		fmt.Fprintf(w, "  decryption: none\n")
+	}
+	for _, rc := range r.Recipients {
+		fmt.Fprintf(w, "    recipient: %s\n", rc)
+	}
+	if len(r.Signatures) == 0 {
+		fmt.Fprintf(w, "  signatures: none\n")
+	}
+	for i, s := range r.Signatures {
+		fmt.Fprintf(w, "  signature %d (layer %d): %s", i+1, s.Layer+1, strings.ToUpper(s.Status))
+		if s.Signer != "" {
+			fmt.Fprintf(w, " %s", s.Signer)
+		}
+		if s.Digest != "" {
+			fmt.Fprintf(w, " %s/%s", s.Digest, s.Algorithm)
+		}
+		if s.WeakDigest {
+			fmt.Fprintf(w, " (weak digest)")
+		}
+		fmt.Fprintln(w)
+		if s.Fingerprint != "" {
+			fmt.Fprintf(w, "    certificate: %s\n", s.Fingerprint)
+		}
+		if !s.SigningTime.IsZero() {
+			fmt.Fprintf(w, "    signed at:   %s\n", s.SigningTime.Format(time.RFC3339))
+		}
+		if s.Reason != "" {
+			fmt.Fprintf(w, "    reason:      %s\n", s.Reason)
+		}
+	}
+	for _, h := range r.Harvested {
+		q := ""
+		if h.Quarantined {
+			q = " (quarantined)"
+		}
+		fmt.Fprintf(w, "  harvested:  %s %s%s\n", h.Email, short(h.Fingerprint), q)
+	}
+	if r.Error != "" {
+		fmt.Fprintf(w, "  error:      %s\n", r.Error)
+	}
+}

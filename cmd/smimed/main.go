@@ -1,0 +1,96 @@
+// Command smimed is the S/MIME mailbox daemon and its admin tool: one
+// binary with subcommands. See README.md for the full manual.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+)
+
+// Exit codes shared by every subcommand.
+const (
+	exitOK     = 0 // processed, whatever the verdicts
+	exitFailed = 1 // a file or the store could not be read or written
+	exitUsage  = 2 // usage or configuration error
+)
+
+const usageText = `smimed — S/MIME mailbox daemon
+
+Usage:
+  smimed inspect [--config FILE] [--json] [--harvest] FILE...   what protects a message, verdicts, harvest
+  smimed decrypt [--config FILE] FILE                           write the readable plaintext message to stdout
+  smimed certs [--config FILE] list [--json]                    certificates in the store
+  smimed certs [--config FILE] show FINGERPRINT|EMAIL           one certificate in detail
+  smimed certs [--config FILE] export EMAIL                     PEM certificate(s) to encrypt to EMAIL
+  smimed certs [--config FILE] trust FINGERPRINT                release a certificate from quarantine
+  smimed check-config [--config FILE]                           list every problem in the configuration
+  smimed help                                                   this text
+
+FILE may be "-" for standard input. The default config is /etc/smimed/smimed.toml.
+Exit codes: 0 processed (whatever the verdicts), 1 a file could not be read, 2 usage or config error.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usageText)
+		return exitUsage
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "inspect":
+		return inspectMain(rest, stdin, stdout, stderr)
+	case "decrypt":
+		return decryptMain(rest, stdin, stdout, stderr)
+	case "certs":
+		return certsCommand(rest, stdout, stderr)
+	case "check-config":
+		return checkConfigMain(rest, stdout, stderr)
+	case "help", "-h", "--help", "-help":
+		fmt.Fprint(stdout, usageText)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "smimed: unknown command %q (see smimed help)\n", cmd)
+	return exitUsage
+}
+
+// newFlags makes a FlagSet that reports errors in one line and never exits.
+func newFlags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return fs
+}
+
+// parseFlags parses args, allowing flags after positional arguments
+// ("inspect a.eml --json"), and prints a one-line error on failure. It
+// returns help=true when -h/--help was asked for.
+func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer, usage string) (positional []string, code int, done bool) {
+	for {
+		err := fs.Parse(args)
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, usage)
+			return nil, exitOK, true
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "smimed %s: %v (see smimed %s --help)\n", fs.Name(), err, fs.Name())
+			return nil, exitUsage, true
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return positional, exitOK, false
+		}
+		// "-" alone is a file name (stdin); "--" ends the flags.
+		if rest[0] == "--" {
+			return append(positional, rest[1:]...), exitOK, false
+		}
+		positional = append(positional, rest[0])
+		args = rest[1:]
+	}
+}

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/smimed/smimed/daemon"
+	"github.com/smimed/smimed/harvest"
+)
+
+// setup is what a one-shot command needs from the configuration.
+type setup struct {
+	cfg   *daemon.Config
+	store *harvest.Store // nil when there is none to read
+	eng   *harvest.Engine
+}
+
+func (s *setup) close() {
+	if s.store != nil {
+		s.store.Close()
+	}
+}
+
+// loadConfig reads the config file. Without --config, a missing default
+// file means built-in defaults (no keys, system roots).
+func loadConfig(path string) (*daemon.Config, error) {
+	if path == "" {
+		if _, err := os.Stat(daemon.DefaultConfigPath); errors.Is(err, os.ErrNotExist) {
+			return daemon.Defaults(), nil
+		}
+		path = daemon.DefaultConfigPath
+	}
+	return daemon.LoadConfig(path)
+}
+
+// newSetup loads config, keys and trust anchors and opens the store:
+// read-write when harvesting, else read-only if it exists. It prints its
+// own errors and returns an exit code when it fails.
+func newSetup(configPath string, writeStore bool, stderr io.Writer) (*setup, int) {
+	cfg, err := loadConfig(configPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "smimed: %v\n", err)
+		return nil, exitUsage
+	}
+	keys, err := cfg.LoadKeys()
+	if err != nil {
+		fmt.Fprintf(stderr, "smimed: %v\n", err)
+		return nil, exitUsage
+	}
+	roots, err := cfg.TrustPool()
+	if err != nil {
+		fmt.Fprintf(stderr, "smimed: %v\n", err)
+		return nil, exitUsage
+	}
+	s := &setup{cfg: cfg}
+	storePath := cfg.StorePath()
+	switch {
+	case writeStore:
+		st, err := harvest.OpenStore(storePath, false)
+		if err != nil {
+			fmt.Fprintf(stderr, "smimed: %v\n", err)
+			return nil, exitFailed
+		}
+		s.store = st
+	default:
+		if _, err := os.Stat(storePath); err == nil {
+			st, err := harvest.OpenStore(storePath, true)
+			if err != nil {
+				// Reading works without the store; say what is missing.
+				fmt.Fprintf(stderr, "smimed: warning: certificate store not used: %v\n", err)
+			} else {
+				s.store = st
+			}
+		}
+	}
+	s.eng = harvest.New(harvest.Options{
+		Keys:       keys,
+		Roots:      roots,
+		Store:      s.store,
+		Harvest:    writeStore,
+		RejectSHA1: cfg.Trust.RejectSHA1,
+	})
+	return s, exitOK
+}
+
+// errTooLarge marks a message over max_message_size: a property of the
+// message, reported like any other problem with it.
+var errTooLarge = errors.New("message exceeds max_message_size")
+
+// readMessage reads one message from a file or "-" (stdin), refusing more
+// than max bytes without reading them into memory.
+func readMessage(name string, stdin io.Reader, max int64) ([]byte, error) {
+	var r io.Reader
+	if name == "-" {
+		r = stdin
+	} else {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && fi.Size() > max {
+			return nil, fmt.Errorf("%w: %d bytes, limit %d", errTooLarge, fi.Size(), max)
+		} else if err == nil && fi.IsDir() {
+			return nil, fmt.Errorf("%s: is a directory", name)
+		}
+		r = f
+	}
+	data, err := io.ReadAll(io.LimitReader(r, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if int64(len(data)) > max {
+		return nil, fmt.Errorf("%w: more than %d bytes", errTooLarge, max)
+	}
+	return data, nil
+}

@@ -1,0 +1,239 @@
+// Package daemon holds smimed's configuration and (later) its lifecycle:
+// the IMAP watchers, signals, sd_notify and the control socket.
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// DefaultConfigPath is where smimed looks when --config is not given.
+const DefaultConfigPath = "/etc/smimed/smimed.toml"
+
+// DefaultMaxMessageSize is the largest message read (50 MiB).
+const DefaultMaxMessageSize = 50 << 20
+
+// Config is the validated configuration.
+type Config struct {
+	Path           string // the file it was read from; "" for defaults
+	StateDir       string
+	MaxMessageSize int64
+	Trust          TrustConfig
+	Keys           []KeyConfig
+}
+
+// TrustConfig names the trust anchors for signature verdicts.
+type TrustConfig struct {
+	SystemRoots bool
+	CAFiles     []string
+	RejectSHA1  bool
+}
+
+// KeyConfig is one organisation key: a PKCS#12 file with its password
+// file, or a PEM certificate and key.
+type KeyConfig struct {
+	PKCS12File   string
+	PasswordFile string // resolved path
+	CertFile     string
+	KeyFile      string
+}
+
+// rawConfig mirrors the TOML file.
+type rawConfig struct {
+	StateDir       *string `toml:"state_dir"`
+	MaxMessageSize any     `toml:"max_message_size"`
+	Trust          struct {
+		SystemRoots *bool    `toml:"system_roots"`
+		CAFiles     []string `toml:"ca_files"`
+		RejectSHA1  bool     `toml:"reject_sha1"`
+	} `toml:"trust"`
+	Keys []struct {
+		PKCS12File   string `toml:"pkcs12_file"`
+		PasswordFile string `toml:"password_file"`
+		CertFile     string `toml:"cert_file"`
+		KeyFile      string `toml:"key_file"`
+	} `toml:"keys"`
+}
+
+// Defaults is the configuration used when no file exists.
+func Defaults() *Config {
+	return &Config{
+		StateDir:       "/var/lib/smimed",
+		MaxMessageSize: DefaultMaxMessageSize,
+		Trust:          TrustConfig{SystemRoots: true},
+	}
+}
+
+// ConfigError lists every problem found in a configuration file, each
+// naming its key.
+type ConfigError struct {
+	Path     string
+	Problems []string
+}
+
+func (e *ConfigError) Error() string {
+	if len(e.Problems) == 1 {
+		return fmt.Sprintf("config %s: %s", e.Path, e.Problems[0])
+	}
+	return fmt.Sprintf("config %s: %d problems:\n  %s", e.Path, len(e.Problems), strings.Join(e.Problems, "\n  "))
+}
+
+// LoadConfig reads and checks a configuration file. Relative paths in it
+// are taken relative to the file's directory; relative password file names
+// are looked up in $CREDENTIALS_DIRECTORY (systemd's LoadCredential=)
+// first. Every problem is collected into a *ConfigError.
+func LoadConfig(path string) (*Config, error) {
+	var raw rawConfig
+	md, err := toml.DecodeFile(path, &raw)
+	if err != nil {
+		var perr toml.ParseError
+		if errors.As(err, &perr) {
+			return nil, &ConfigError{Path: path, Problems: []string{strings.TrimSpace(perr.Error())}}
+		}
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, &ConfigError{Path: path, Problems: []string{"file does not exist"}}
+		}
+		return nil, &ConfigError{Path: path, Problems: []string{err.Error()}}
+	}
+	cfg := Defaults()
+	cfg.Path = path
+	dir := filepath.Dir(path)
+	var problems []string
+	addf := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+
+	for _, k := range md.Undecoded() {
+		addf("%s: unknown key", k.String())
+	}
+	if raw.StateDir != nil {
+		if *raw.StateDir == "" {
+			addf("state_dir: must not be empty")
+		} else {
+			cfg.StateDir = resolve(dir, *raw.StateDir)
+		}
+	}
+	if raw.MaxMessageSize != nil {
+		n, err := parseSize(raw.MaxMessageSize)
+		if err != nil {
+			addf("max_message_size: %v", err)
+		} else {
+			cfg.MaxMessageSize = n
+		}
+	}
+	if raw.Trust.SystemRoots != nil {
+		cfg.Trust.SystemRoots = *raw.Trust.SystemRoots
+	}
+	cfg.Trust.RejectSHA1 = raw.Trust.RejectSHA1
+	for i, f := range raw.Trust.CAFiles {
+		p := resolve(dir, f)
+		if _, err := os.Stat(p); err != nil {
+			addf("trust.ca_files[%d]: %s: %v", i, p, errors.Unwrap(err))
+		}
+		cfg.Trust.CAFiles = append(cfg.Trust.CAFiles, p)
+	}
+	for i, k := range raw.Keys {
+		key := fmt.Sprintf("keys[%d]", i)
+		kc := KeyConfig{}
+		switch {
+		case k.PKCS12File != "" && (k.CertFile != "" || k.KeyFile != ""):
+			addf("%s: give either pkcs12_file (with password_file) or cert_file and key_file, not both", key)
+			continue
+		case k.PKCS12File != "":
+			kc.PKCS12File = resolve(dir, k.PKCS12File)
+			if k.PasswordFile != "" {
+				kc.PasswordFile = resolveCredential(dir, k.PasswordFile)
+			}
+		case k.CertFile != "" || k.KeyFile != "":
+			if k.CertFile == "" || k.KeyFile == "" {
+				addf("%s: cert_file and key_file must both be set", key)
+				continue
+			}
+			if k.PasswordFile != "" {
+				addf("%s.password_file: only used with pkcs12_file (encrypted PEM keys are not supported)", key)
+			}
+			kc.CertFile = resolve(dir, k.CertFile)
+			kc.KeyFile = resolve(dir, k.KeyFile)
+		default:
+			addf("%s: needs pkcs12_file or cert_file and key_file", key)
+			continue
+		}
+		cfg.Keys = append(cfg.Keys, kc)
+	}
+	if len(problems) > 0 {
+		return cfg, &ConfigError{Path: path, Problems: problems}
+	}
+	return cfg, nil
+}
+
+// StorePath is the certificate store's bbolt file.
+func (c *Config) StorePath() string { return filepath.Join(c.StateDir, "smimed.db") }
+
+func resolve(dir, p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(dir, p)
+}
+
+// resolveCredential finds a relative secret file name in systemd's
+// credentials directory when it is there, else next to the config file.
+func resolveCredential(dir, p string) string {
+	if filepath.IsAbs(p) {
+		return p
+	}
+	if cd := os.Getenv("CREDENTIALS_DIRECTORY"); cd != "" {
+		c := filepath.Join(cd, p)
+		if _, err := os.Stat(c); err == nil {
+			return c
+		}
+	}
+	return filepath.Join(dir, p)
+}
+
+// parseSize reads a byte count: an integer, or a string such as "50MiB",
+// "10MB", "512KiB", "1GiB".
+func parseSize(v any) (int64, error) {
+	var n int64
+	switch x := v.(type) {
+	case int64:
+		n = x
+	case string:
+		s := strings.TrimSpace(x)
+		units := []struct {
+			suffix string
+			mult   int64
+		}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000}, {"B", 1}}
+		mult := int64(1)
+		for _, u := range units {
+			if strings.HasSuffix(s, u.suffix) {
+				mult = u.mult
+				s = strings.TrimSpace(strings.TrimSuffix(s, u.suffix))
+				break
+			}
+		}
+		f, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%q is not a size (e.g. 52428800 or \"50MiB\")", x)
+		}
+		n = f * mult
+	default:
+		return 0, fmt.Errorf("must be a number of bytes or a string like \"50MiB\"")
+	}
+	if n < 1024 {
+		return 0, fmt.Errorf("%d bytes is too small (at least 1024)", n)
+	}
+	return n, nil
+}
+
+// SortedProblems is a helper for tests and check-config output.
+func (e *ConfigError) SortedProblems() []string {
+	p := append([]string(nil), e.Problems...)
+	sort.Strings(p)
+	return p
+}

@@ -1,0 +1,101 @@
+package daemon
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"os"
+
+	"github.com/smimed/smimed/harvest"
+	"github.com/smimed/smimed/harvest/cms"
+)
+
+// LoadKeys reads every configured organisation key. All problems are
+// returned together, each naming its config key and file.
+func (c *Config) LoadKeys() ([]*cms.Key, error) {
+	var keys []*cms.Key
+	var problems []string
+	for i, kc := range c.Keys {
+		name := fmt.Sprintf("keys[%d]", i)
+		switch {
+		case kc.PKCS12File != "":
+			if err := harvest.CheckPrivateFile(kc.PKCS12File); err != nil {
+				problems = append(problems, fmt.Sprintf("%s.pkcs12_file: %v", name, err))
+				continue
+			}
+			password := ""
+			if kc.PasswordFile != "" {
+				p, err := harvest.ReadPasswordFile(kc.PasswordFile)
+				if err != nil {
+					problems = append(problems, fmt.Sprintf("%s.password_file: %v", name, err))
+					continue
+				}
+				password = p
+			}
+			loaded, err := harvest.LoadPKCS12(kc.PKCS12File, password)
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("%s.pkcs12_file: %v", name, err))
+				continue
+			}
+			for _, lk := range loaded {
+				keys = append(keys, &cms.Key{Cert: lk.Cert, Private: lk.Private})
+			}
+		default:
+			lk, err := harvest.LoadPEMKey(kc.CertFile, kc.KeyFile)
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("%s: %v", name, err))
+				continue
+			}
+			keys = append(keys, &cms.Key{Cert: lk.Cert, Private: lk.Private})
+		}
+	}
+	if len(problems) > 0 {
+		return keys, &ConfigError{Path: c.Path, Problems: problems}
+	}
+	return keys, nil
+}
+
+// TrustPool builds the trust anchors: the system roots when
+// trust.system_roots is set, plus every certificate in trust.ca_files.
+func (c *Config) TrustPool() (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	if c.Trust.SystemRoots {
+		sys, err := x509.SystemCertPool()
+		if err == nil && sys != nil {
+			pool = sys
+		}
+	}
+	var problems []string
+	for i, f := range c.Trust.CAFiles {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("trust.ca_files[%d]: %v", i, err))
+			continue
+		}
+		n := 0
+		for len(data) > 0 {
+			var b *pem.Block
+			b, data = pem.Decode(data)
+			if b == nil {
+				break
+			}
+			if b.Type != "CERTIFICATE" {
+				continue
+			}
+			cert, err := x509.ParseCertificate(b.Bytes)
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("trust.ca_files[%d]: %s: certificate %d: %v", i, f, n+1, err))
+				continue
+			}
+			pool.AddCert(cert)
+			n++
+		}
+		if n == 0 {
+			problems = append(problems, fmt.Sprintf("trust.ca_files[%d]: %s holds no PEM certificate", i, f))
+		}
+	}
+	if len(problems) > 0 {
+		return pool, &ConfigError{Path: c.Path, Problems: problems}
+	}
+	return pool, nil
+}

@@ -1,0 +1,568 @@
+// Package harvest reads everything out of one mail: which S/MIME layers
+// protect it (RFC 8551), its decryption with the organisation's keys, a
+// verdict on every signature (RFC 5652 section 5.6, RFC 8550 section 3 for
+// the From binding), the certificates worth keeping, and a readable
+// plaintext copy. It also holds the certificate store those certificates go
+// into.
+package harvest
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/asn1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	_ "github.com/emersion/go-message/charset" // decode non-UTF-8 Subject lines
+	"github.com/emersion/go-message/mail"
+
+	"github.com/smimed/smimed/harvest/cms"
+)
+
+// MaxDepth is the deepest nesting of S/MIME layers the engine follows.
+const MaxDepth = 8
+
+// futureSlack is how far a signing time may lie after receipt before it is
+// no longer believed.
+const futureSlack = 5 * time.Minute
+
+var (
+	// ErrTooDeep is reported when layers nest deeper than MaxDepth.
+	ErrTooDeep = errors.New("harvest: S/MIME layers nested too deeply")
+	// ErrNotSMIME marks a CMS object that is not S/MIME content.
+	ErrNotSMIME = errors.New("harvest: unsupported CMS content")
+)
+
+// Options configures an Engine.
+type Options struct {
+	Keys       []*cms.Key     // organisation keys for decryption, old and new
+	Roots      *x509.CertPool // trust anchors; nil means none
+	Store      *Store         // optional: signer certificates and intermediates; target of harvesting
+	Harvest    bool           // write harvested certificates to Store
+	RejectSHA1 bool           // judge SHA-1 signatures invalid instead of flagging them weak
+}
+
+// Engine processes messages. It is safe for concurrent use.
+type Engine struct {
+	opts Options
+}
+
+// New returns an engine with the given options.
+func New(opts Options) *Engine {
+	if opts.Roots == nil {
+		opts.Roots = x509.NewCertPool()
+	}
+	return &Engine{opts: opts}
+}
+
+// Result is the outcome of processing one message.
+type Result struct {
+	Report Report
+	// Plaintext is the readable message: the innermost content under the
+	// outer message's headers; the original bytes when nothing could be
+	// unwrapped.
+	Plaintext []byte
+}
+
+// Process reads one raw message received at the given time. Problems with
+// the message are part of the report; the error is non-nil only for a
+// failure of our own (the certificate store could not be written) after
+// which the message should be processed again later.
+func (e *Engine) Process(raw []byte, received time.Time) (*Result, error) {
+	w := &walker{e: e, received: received}
+	w.rep.Layers = []string{}
+	w.rep.Signatures = []Signature{}
+	w.rep.Harvested = []Harvested{}
+	w.rep.Decryption.Status = DecryptNone
+	res := &Result{Plaintext: raw}
+	outer, err := splitEntity(raw)
+	if err != nil {
+		w.rep.Error = err.Error()
+		res.Report = w.rep
+		return res, nil
+	}
+	w.readHeader(outer)
+	inner, err := w.entity(raw, 0)
+	switch {
+	case err != nil:
+		w.rep.Error = err.Error()
+	case len(w.rep.Layers) > 0 && !w.plain:
+		res.Plaintext = buildPlaintext(outer.rawHeader, inner)
+	}
+	res.Report = w.rep
+	return res, w.storeErr
+}
+
+type walker struct {
+	e          *Engine
+	received   time.Time
+	rep        Report
+	from       string // lower-cased From address
+	storeCerts []*x509.Certificate
+	storeRead  bool
+	storeErr   error
+	plain      bool // innermost content could not be unwrapped (certs-only)
+}
+
+func (w *walker) readHeader(ent *entity) {
+	h := mail.Header{Header: ent.header}
+	if addrs, err := h.AddressList("From"); err == nil && len(addrs) > 0 {
+		w.from = strings.ToLower(addrs[0].Address)
+		w.rep.From = addrs[0].Address
+	} else {
+		w.rep.From = strings.TrimSpace(h.Get("From"))
+	}
+	if s, err := h.Subject(); err == nil {
+		w.rep.Subject = s
+	} else {
+		w.rep.Subject = h.Get("Subject")
+	}
+	if id, err := h.MessageID(); err == nil && id != "" {
+		w.rep.MessageID = "<" + id + ">"
+	} else {
+		w.rep.MessageID = strings.TrimSpace(h.Get("Message-Id"))
+	}
+}
+
+// entity unwraps one MIME entity and returns the innermost readable entity.
+func (w *walker) entity(raw []byte, depth int) ([]byte, error) {
+	if len(w.rep.Layers) > MaxDepth {
+		return nil, fmt.Errorf("%w: more than %d layers", ErrTooDeep, MaxDepth)
+	}
+	ent, err := splitEntity(raw)
+	if err != nil {
+		if depth == 0 {
+			return nil, err
+		}
+		return raw, nil // not MIME: readable as it is
+	}
+	mt, params, err := ent.mediaType()
+	if err != nil {
+		if depth == 0 {
+			return raw, nil
+		}
+		return raw, nil
+	}
+	switch mt {
+	case "multipart/signed":
+		switch strings.ToLower(params["protocol"]) {
+		case "application/pkcs7-signature", "application/x-pkcs7-signature":
+			return w.multipartSigned(ent, params, depth)
+		}
+	case "application/pkcs7-mime", "application/x-pkcs7-mime":
+		return w.pkcs7Mime(raw, ent, depth)
+	case "application/octet-stream":
+		name := strings.ToLower(ent.fileName(params))
+		if strings.HasSuffix(name, ".p7m") || strings.HasSuffix(name, ".p7c") {
+			return w.pkcs7Mime(raw, ent, depth)
+		}
+	case "message/rfc822":
+		if depth > 0 { // a wrapped message inside a protected layer (RFC 8551 3.7)
+			body, err := ent.decodedBody()
+			if err != nil {
+				return raw, nil
+			}
+			return w.entity(body, depth+1)
+		}
+	}
+	return raw, nil
+}
+
+func (w *walker) addLayer(name string) int {
+	w.rep.Layers = append(w.rep.Layers, name)
+	return len(w.rep.Layers) - 1
+}
+
+func (w *walker) multipartSigned(ent *entity, params map[string]string, depth int) ([]byte, error) {
+	layer := w.addLayer("multipart/signed")
+	signed, sigPart, err := splitSigned(ent.body, params["boundary"])
+	if err != nil {
+		w.sigError(layer, fmt.Sprintf("multipart/signed: %v", err))
+		return nil, fmt.Errorf("multipart/signed: %w", err)
+	}
+	if sigPart == nil {
+		w.sigError(layer, "multipart/signed without its signature part")
+	} else if sd, err := w.signedData(sigPart); err != nil {
+		w.sigError(layer, fmt.Sprintf("signature part: %v", err))
+	} else {
+		w.judge(sd, canonicalCRLF(signed), signed, layer)
+	}
+	return w.entity(signed, depth+1)
+}
+
+// signedData reads the SignedData out of a signature part.
+func (w *walker) signedData(part []byte) (*cms.SignedData, error) {
+	ent, err := splitEntity(part)
+	if err != nil {
+		return nil, err
+	}
+	der, err := ent.decodedBody()
+	if err != nil {
+		return nil, err
+	}
+	ci, err := cms.ParseContentInfo(der)
+	if err != nil {
+		return nil, err
+	}
+	if !ci.Type.Equal(cms.OIDSignedData) {
+		return nil, fmt.Errorf("%w: %s where signed-data was expected", ErrNotSMIME, cms.TypeName(ci.Type))
+	}
+	return cms.ParseSignedData(ci)
+}
+
+func (w *walker) pkcs7Mime(raw []byte, ent *entity, depth int) ([]byte, error) {
+	der, err := ent.decodedBody()
+	if err != nil {
+		w.addLayer("pkcs7-mime")
+		return nil, fmt.Errorf("pkcs7-mime: %w", err)
+	}
+	ci, err := cms.ParseContentInfo(der)
+	if err != nil {
+		w.addLayer("pkcs7-mime")
+		return nil, fmt.Errorf("pkcs7-mime: %w", err)
+	}
+	switch {
+	case ci.Type.Equal(cms.OIDSignedData):
+		sd, err := cms.ParseSignedData(ci)
+		if err != nil {
+			w.addLayer("signed-data")
+			return nil, fmt.Errorf("signed-data: %w", err)
+		}
+		if len(sd.Signers) == 0 {
+			w.addLayer("certs-only")
+			w.certsOnly(sd)
+			w.plain = true
+			return raw, nil
+		}
+		layer := w.addLayer("signed-data")
+		if sd.EContent == nil {
+			w.sigError(layer, "signed-data without content (a detached signature outside multipart/signed)")
+			return nil, errors.New("signed-data: no encapsulated content")
+		}
+		w.judge(sd, sd.EContent, nil, layer)
+		return w.entity(sd.EContent, depth+1)
+	case ci.Type.Equal(cms.OIDEnvelopedData), ci.Type.Equal(cms.OIDAuthEnvelopedData):
+		name := cms.TypeName(ci.Type)
+		w.addLayer(name)
+		content, err := w.decrypt(ci)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		return w.entity(content, depth+1)
+	}
+	w.addLayer(cms.TypeName(ci.Type))
+	return nil, fmt.Errorf("%w: %s", ErrNotSMIME, cms.TypeName(ci.Type))
+}
+
+func (w *walker) decrypt(ci *cms.ContentInfo) ([]byte, error) {
+	d, err := cms.Decrypt(ci, w.e.opts.Keys)
+	first := w.rep.Decryption.Status == DecryptNone
+	if err != nil {
+		if first || w.rep.Decryption.Status == DecryptOK {
+			w.rep.Decryption = Decryption{Status: DecryptFailed, Error: err.Error()}
+		}
+		if rs, rerr := cms.Recipients(ci); rerr == nil {
+			for _, r := range rs {
+				w.rep.Recipients = append(w.rep.Recipients, r.Kind+" "+r.ID.String())
+			}
+		}
+		return nil, err
+	}
+	if first {
+		w.rep.Decryption = Decryption{
+			Status:       DecryptOK,
+			Cipher:       d.Cipher,
+			KeyTransport: d.KeyTransport,
+		}
+		if d.Key != nil && d.Key.Cert != nil {
+			w.rep.Decryption.Key = Fingerprint(d.Key.Cert)
+		}
+	}
+	return d.Content, nil
+}
+
+func (w *walker) sigError(layer int, reason string) {
+	w.rep.Signatures = append(w.rep.Signatures, Signature{Status: StatusError, Reason: reason, Layer: layer})
+}
+
+// Fingerprint is the lower-case hex SHA-256 of a certificate's DER.
+func Fingerprint(c *x509.Certificate) string {
+	sum := sha256.Sum256(c.Raw)
+	return hex.EncodeToString(sum[:])
+}
+
+// CertEmails lists a certificate's addresses, lower-cased: SAN rfc822Name
+// entries and subject emailAddress attributes (RFC 8550 section 3).
+func CertEmails(c *x509.Certificate) []string {
+	var out []string
+	seen := map[string]bool{}
+	add := func(s string) {
+		s = strings.ToLower(strings.TrimSpace(s))
+		if s != "" && !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	for _, e := range c.EmailAddresses {
+		add(e)
+	}
+	for _, n := range c.Subject.Names {
+		if n.Type.Equal(oidEmailAddress) {
+			if s, ok := n.Value.(string); ok {
+				add(s)
+			}
+		}
+	}
+	return out
+}
+
+var oidEmailAddress = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 1}
+
+func (w *walker) storeCertificates() []*x509.Certificate {
+	if w.storeRead || w.e.opts.Store == nil {
+		return w.storeCerts
+	}
+	w.storeRead = true
+	certs, err := w.e.opts.Store.Certificates()
+	if err == nil {
+		w.storeCerts = certs
+	}
+	return w.storeCerts
+}
+
+// judge gives one verdict per signer. content is what the signature is
+// expected to cover; alt, when non-nil, is the same bytes as transmitted,
+// tried when the canonical form's digest does not match (some clients sign
+// bare-LF text).
+func (w *walker) judge(sd *cms.SignedData, content, alt []byte, layer int) {
+	for _, si := range sd.Signers {
+		v := Signature{
+			Layer:      layer,
+			Digest:     si.DigestName,
+			Algorithm:  si.Algorithm,
+			WeakDigest: si.Digest == crypto.SHA1,
+		}
+		cert := sd.FindCertificate(si, nil)
+		if cert == nil {
+			cert = sd.FindCertificate(si, w.storeCertificates())
+		}
+		if cert == nil {
+			v.Status = StatusError
+			v.Reason = fmt.Sprintf("signer certificate %s is neither in the message nor in the store", si.ID.String())
+			w.rep.Signatures = append(w.rep.Signatures, v)
+			continue
+		}
+		v.Fingerprint = Fingerprint(cert)
+		v.Signer = w.signerAddress(cert)
+		err := sd.Verify(si, cert, content)
+		if errors.Is(err, cms.ErrDigestMismatch) && alt != nil && !bytes.Equal(alt, content) {
+			if sd.Verify(si, cert, alt) == nil {
+				err = nil
+			}
+		}
+		switch {
+		case errors.Is(err, cms.ErrDigestMismatch), errors.Is(err, cms.ErrBadSignature):
+			v.Status, v.Reason = StatusInvalid, err.Error()
+		case err != nil:
+			v.Status, v.Reason = StatusError, err.Error()
+		case v.WeakDigest && w.e.opts.RejectSHA1:
+			v.Status, v.Reason = StatusInvalid, "SHA-1 signatures are rejected by configuration (trust.reject_sha1)"
+		default:
+			w.judgeCertificate(&v, si, sd, cert)
+		}
+		w.rep.Signatures = append(w.rep.Signatures, v)
+	}
+}
+
+// judgeCertificate decides the verdict of a cryptographically correct
+// signature and harvests or quarantines its certificate.
+func (w *walker) judgeCertificate(v *Signature, si *cms.SignerInfo, sd *cms.SignedData, cert *x509.Certificate) {
+	at := w.received
+	var notes []string
+	if !si.SigningTime.IsZero() {
+		v.SigningTime = si.SigningTime.UTC()
+		if si.SigningTime.After(w.received.Add(futureSlack)) {
+			notes = append(notes, fmt.Sprintf("signing time %s lies after receipt and is not believed; judged at receipt time", si.SigningTime.UTC().Format(time.RFC3339)))
+		} else {
+			at = si.SigningTime
+		}
+	}
+	chain, status, reason := w.checkChain(cert, sd.Certificates, at)
+	if status == StatusValid && !hasEmail(cert, w.from) {
+		status = StatusMismatch
+		reason = fmt.Sprintf("From address %q is not among the certificate's addresses %v", w.from, CertEmails(cert))
+	}
+	if reason != "" {
+		notes = append([]string{reason}, notes...)
+	}
+	v.Status = status
+	v.Reason = strings.Join(notes, "; ")
+	switch {
+	case status == StatusValid:
+		w.harvest(cert, chain, w.encryptionPreference(si, sd, cert), si.SMIMECapabilities, false, "")
+	case status == StatusUntrusted && reason == reasonNoChain:
+		w.harvest(cert, nil, nil, si.SMIMECapabilities, true, reasonNoChain)
+	}
+}
+
+const reasonNoChain = "no chain to a trust anchor"
+
+// checkChain builds a chain from cert to a trust anchor, valid at time at,
+// allowed for email protection, with a KeyUsage that allows signing.
+func (w *walker) checkChain(cert *x509.Certificate, msgCerts []*x509.Certificate, at time.Time) ([]*x509.Certificate, string, string) {
+	chain, err := w.verifyCert(cert, msgCerts, at)
+	if err != nil {
+		var inv x509.CertificateInvalidError
+		var ua x509.UnknownAuthorityError
+		switch {
+		case errors.As(err, &inv) && inv.Reason == x509.Expired:
+			// Expired, or also untrusted? Check the chain inside the leaf's own validity.
+			mid := cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) / 2)
+			if _, err2 := w.verifyCert(cert, msgCerts, mid); errors.As(err2, &ua) {
+				return nil, StatusUntrusted, reasonNoChain
+			}
+			return nil, StatusExpired, fmt.Sprintf("certificate not valid at %s (valid %s to %s)",
+				at.UTC().Format(time.RFC3339), cert.NotBefore.UTC().Format(time.RFC3339), cert.NotAfter.UTC().Format(time.RFC3339))
+		case errors.As(err, &inv) && inv.Reason == x509.IncompatibleUsage:
+			return nil, StatusUntrusted, "certificate may not be used for email protection (extended key usage)"
+		case errors.As(err, &ua):
+			return nil, StatusUntrusted, reasonNoChain
+		}
+		return nil, StatusUntrusted, fmt.Sprintf("certificate chain: %v", err)
+	}
+	if cert.KeyUsage != 0 && cert.KeyUsage&(x509.KeyUsageDigitalSignature|x509.KeyUsageContentCommitment) == 0 {
+		return nil, StatusUntrusted, "certificate key usage allows neither digitalSignature nor nonRepudiation"
+	}
+	return chain, StatusValid, ""
+}
+
+func (w *walker) verifyCert(cert *x509.Certificate, msgCerts []*x509.Certificate, at time.Time) ([]*x509.Certificate, error) {
+	inter := x509.NewCertPool()
+	for _, c := range msgCerts {
+		if c != cert {
+			inter.AddCert(c)
+		}
+	}
+	opts := x509.VerifyOptions{
+		Roots:         w.e.opts.Roots,
+		Intermediates: inter,
+		CurrentTime:   at,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection},
+	}
+	chains, err := cert.Verify(opts)
+	var ua x509.UnknownAuthorityError
+	if errors.As(err, &ua) && w.e.opts.Store != nil {
+		if ims, ierr := w.e.opts.Store.Intermediates(); ierr == nil && len(ims) > 0 {
+			for _, c := range ims {
+				inter.AddCert(c)
+			}
+			chains, err = cert.Verify(opts)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return chains[0], nil
+}
+
+func hasEmail(c *x509.Certificate, addr string) bool {
+	if addr == "" {
+		return false
+	}
+	for _, e := range CertEmails(c) {
+		if e == addr {
+			return true
+		}
+	}
+	return false
+}
+
+func (w *walker) signerAddress(c *x509.Certificate) string {
+	if hasEmail(c, w.from) {
+		return w.from
+	}
+	if es := CertEmails(c); len(es) > 0 {
+		return es[0]
+	}
+	return ""
+}
+
+// encryptionPreference returns the certificate the signer prefers for
+// encryption (RFC 8551 section 2.5.3) when it is in the message, belongs to
+// the same address and validates; else nil.
+func (w *walker) encryptionPreference(si *cms.SignerInfo, sd *cms.SignedData, leaf *x509.Certificate) *x509.Certificate {
+	if si.EncryptionKeyPreference == nil {
+		return nil
+	}
+	for _, c := range sd.Certificates {
+		if !si.EncryptionKeyPreference.Matches(c) {
+			continue
+		}
+		if c.Equal(leaf) {
+			return c
+		}
+		if !hasEmail(c, w.from) {
+			return nil
+		}
+		if _, err := w.verifyCert(c, sd.Certificates, w.received); err != nil {
+			return nil
+		}
+		return c
+	}
+	return nil
+}
+
+// certsOnly harvests the end-entity certificates of a certs-only message
+// whose chains validate now.
+func (w *walker) certsOnly(sd *cms.SignedData) {
+	for _, c := range sd.Certificates {
+		if c.IsCA {
+			continue
+		}
+		chain, err := w.verifyCert(c, sd.Certificates, w.received)
+		if err != nil {
+			continue
+		}
+		w.harvest(c, chain, nil, nil, false, "")
+	}
+}
+
+// harvest stores (or quarantines) cert for each of its addresses and notes
+// it in the report. Nothing is written unless the engine harvests.
+func (w *walker) harvest(cert *x509.Certificate, chain []*x509.Certificate, encPref *x509.Certificate, caps []string, quarantine bool, reason string) {
+	fp := Fingerprint(cert)
+	var intermediates []*x509.Certificate
+	if len(chain) > 2 {
+		intermediates = chain[1 : len(chain)-1]
+	}
+	for _, email := range CertEmails(cert) {
+		dup := false
+		for _, h := range w.rep.Harvested {
+			if h.Email == email && h.Fingerprint == fp {
+				dup = true
+			}
+		}
+		if dup {
+			continue
+		}
+		w.rep.Harvested = append(w.rep.Harvested, Harvested{Email: email, Fingerprint: fp, Quarantined: quarantine})
+		if !w.e.opts.Harvest || w.e.opts.Store == nil {
+			continue
+		}
+		seen := Sighting{MessageID: w.rep.MessageID, Seen: w.received}
+		var err error
+		if quarantine {
+			err = w.e.opts.Store.Quarantine(email, cert, chain, reason, seen)
+		} else {
+			err = w.e.opts.Store.Harvest(email, cert, intermediates, encPref, caps, seen)
+		}
+		if err != nil && w.storeErr == nil {
+			w.storeErr = fmt.Errorf("harvest %s for %s: %w", fp, email, err)
+		}
+	}
+}

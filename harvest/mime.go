@@ -1,0 +1,251 @@
+package harvest
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"mime/quotedprintable"
+	"strings"
+
+	"github.com/emersion/go-message"
+	"github.com/emersion/go-message/textproto"
+)
+
+// entity is one MIME entity as raw bytes: its header block and its body,
+// both slices of the bytes it was read from.
+type entity struct {
+	rawHeader []byte // header lines including the final line break, excluding the blank line
+	body      []byte
+	header    message.Header
+}
+
+// splitEntity separates header and body at the first empty line (RFC 5322
+// section 2.1). A leading mbox "From " line is dropped. A message without an
+// empty line is all header.
+func splitEntity(raw []byte) (*entity, error) {
+	if bytes.HasPrefix(raw, []byte("From ")) {
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			raw = raw[i+1:]
+		}
+	}
+	var e entity
+	end, bodyStart := len(raw), len(raw)
+	if bytes.HasPrefix(raw, []byte("\r\n")) {
+		end, bodyStart = 0, 2
+	} else if bytes.HasPrefix(raw, []byte("\n")) {
+		end, bodyStart = 0, 1
+	} else {
+		for i := 0; i < len(raw); {
+			j := bytes.IndexByte(raw[i:], '\n')
+			if j < 0 {
+				break
+			}
+			next := i + j + 1
+			if bytes.HasPrefix(raw[next:], []byte("\r\n")) {
+				end, bodyStart = next, next+2
+				break
+			}
+			if bytes.HasPrefix(raw[next:], []byte("\n")) {
+				end, bodyStart = next, next+1
+				break
+			}
+			i = next
+		}
+	}
+	e.rawHeader = raw[:end]
+	e.body = raw[bodyStart:]
+	h, err := textproto.ReadHeader(bufio.NewReader(io.MultiReader(bytes.NewReader(e.rawHeader), strings.NewReader("\r\n"))))
+	if err != nil {
+		return nil, fmt.Errorf("header: %v", err)
+	}
+	e.header = message.Header{Header: h}
+	return &e, nil
+}
+
+// mediaType returns the lower-cased media type and its parameters. A
+// missing Content-Type is text/plain (RFC 2045 section 5.2); an unparsable
+// one is reported as such.
+func (e *entity) mediaType() (string, map[string]string, error) {
+	if !e.header.Has("Content-Type") {
+		return "text/plain", map[string]string{}, nil
+	}
+	t, params, err := e.header.ContentType()
+	if err != nil {
+		return "", nil, fmt.Errorf("Content-Type: %v", err)
+	}
+	lower := make(map[string]string, len(params))
+	for k, v := range params {
+		lower[strings.ToLower(k)] = v
+	}
+	return strings.ToLower(t), lower, nil
+}
+
+// fileName is the attachment name from Content-Disposition or the
+// Content-Type name parameter.
+func (e *entity) fileName(ctParams map[string]string) string {
+	if _, p, err := e.header.ContentDisposition(); err == nil {
+		if n := p["filename"]; n != "" {
+			return n
+		}
+	}
+	return ctParams["name"]
+}
+
+// decodedBody undoes the Content-Transfer-Encoding. base64 tolerates line
+// breaks and other whitespace; unknown encodings are an error.
+func (e *entity) decodedBody() ([]byte, error) {
+	enc := strings.ToLower(strings.TrimSpace(e.header.Get("Content-Transfer-Encoding")))
+	switch enc {
+	case "", "7bit", "8bit", "binary":
+		return e.body, nil
+	case "base64":
+		return decodeBase64(e.body)
+	case "quoted-printable":
+		out, err := io.ReadAll(quotedprintable.NewReader(bytes.NewReader(e.body)))
+		if err != nil {
+			return nil, fmt.Errorf("quoted-printable body: %v", err)
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("unknown Content-Transfer-Encoding %q", enc)
+}
+
+// decodeBase64 decodes base64 that may be wrapped and may carry stray
+// whitespace, into one buffer sized from the input.
+func decodeBase64(in []byte) ([]byte, error) {
+	clean := make([]byte, 0, len(in))
+	for _, c := range in {
+		switch c {
+		case ' ', '\t', '\r', '\n':
+			continue
+		}
+		clean = append(clean, c)
+	}
+	// Some senders drop the final padding.
+	if r := len(clean) % 4; r != 0 && !bytes.Contains(clean, []byte("=")) {
+		clean = append(clean, "==="[:4-r]...)
+	}
+	out := make([]byte, base64.StdEncoding.DecodedLen(len(clean)))
+	n, err := base64.StdEncoding.Decode(out, clean)
+	if err != nil {
+		return nil, fmt.Errorf("base64 body: %v", err)
+	}
+	return out[:n], nil
+}
+
+var errNoBoundary = errors.New("multipart: boundary not found")
+
+// splitSigned finds the two parts of a multipart/signed body with a
+// boundary scanner on the raw bytes (RFC 1847, RFC 2046 section 5.1.1). The
+// first part is returned exactly as transmitted: from the line after the
+// first delimiter up to, not including, the line break before the next
+// delimiter. go-message cannot be used for this because it never exposes a
+// part's raw bytes.
+func splitSigned(body []byte, boundary string) (signed, sig []byte, err error) {
+	if boundary == "" || len(boundary) > 200 {
+		return nil, nil, fmt.Errorf("%w: bad boundary parameter", errNoBoundary)
+	}
+	delim := []byte("--" + boundary)
+	// first delimiter: at the start of the body or of a line
+	start := -1
+	for i := 0; i <= len(body); {
+		j := bytes.Index(body[i:], delim)
+		if j < 0 {
+			break
+		}
+		pos := i + j
+		if pos == 0 || body[pos-1] == '\n' {
+			start = pos
+			break
+		}
+		i = pos + 1
+	}
+	if start < 0 {
+		return nil, nil, errNoBoundary
+	}
+	partStart, ok := afterDelimiterLine(body, start+len(delim))
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: first delimiter line is malformed", errNoBoundary)
+	}
+	signed, next, ok := nextPart(body, partStart, delim)
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: no delimiter after the signed part", errNoBoundary)
+	}
+	if bytes.HasPrefix(body[next+len(delim):], []byte("--")) {
+		return signed, nil, nil // close delimiter: the signature part is missing
+	}
+	sigStart, ok := afterDelimiterLine(body, next+len(delim))
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: second delimiter line is malformed", errNoBoundary)
+	}
+	sig, _, ok = nextPart(body, sigStart, delim)
+	if !ok {
+		// tolerate a missing close delimiter: the signature runs to the end
+		sig = body[sigStart:]
+	}
+	return signed, sig, nil
+}
+
+// afterDelimiterLine skips transport padding (spaces, tabs) and the line
+// break after a delimiter, returning the index where the part starts.
+func afterDelimiterLine(body []byte, i int) (int, bool) {
+	for i < len(body) && (body[i] == ' ' || body[i] == '\t') {
+		i++
+	}
+	if i < len(body) && body[i] == '\r' {
+		i++
+	}
+	if i < len(body) && body[i] == '\n' {
+		return i + 1, true
+	}
+	return i, false
+}
+
+// nextPart returns the part running from start to the line break before the
+// next delimiter line, and the index of that delimiter.
+func nextPart(body []byte, start int, delim []byte) ([]byte, int, bool) {
+	for i := start; i < len(body); {
+		j := bytes.Index(body[i:], delim)
+		if j < 0 {
+			return nil, 0, false
+		}
+		pos := i + j
+		if pos > start && body[pos-1] == '\n' {
+			end := pos - 1
+			if end > start && body[end-1] == '\r' {
+				end--
+			}
+			return body[start:end], pos, true
+		}
+		if pos == start {
+			return body[start:start], pos, true // empty part
+		}
+		i = pos + 1
+	}
+	return nil, 0, false
+}
+
+// canonicalCRLF turns every bare LF into CRLF (RFC 8551 section 3.1.1).
+// It returns the input itself when nothing needs to change.
+func canonicalCRLF(in []byte) []byte {
+	bare := 0
+	for i, c := range in {
+		if c == '\n' && (i == 0 || in[i-1] != '\r') {
+			bare++
+		}
+	}
+	if bare == 0 {
+		return in
+	}
+	out := make([]byte, 0, len(in)+bare)
+	for i, c := range in {
+		if c == '\n' && (i == 0 || in[i-1] != '\r') {
+			out = append(out, '\r')
+		}
+		out = append(out, c)
+	}
+	return out
+}

@@ -1,0 +1,67 @@
+package harvest
+
+import "time"
+
+// Verdict statuses, one per signer (see README, "How verdicts are decided").
+const (
+	StatusValid     = "valid"     // signature, chain, validity, usage and From binding all hold
+	StatusInvalid   = "invalid"   // digest or signature mismatch (or a rejected weak digest)
+	StatusUntrusted = "untrusted" // no chain to a trust anchor, or the certificate may not sign mail
+	StatusExpired   = "expired"   // certificate not valid at the signing time
+	StatusRevoked   = "revoked"   // reserved for revocation checks
+	StatusMismatch  = "mismatch"  // everything holds but From is not in the certificate
+	StatusError     = "error"     // the structure cannot be judged
+)
+
+// Decryption outcomes.
+const (
+	DecryptOK     = "ok"
+	DecryptFailed = "failed"
+	DecryptNone   = "none"
+)
+
+// Report is everything read out of one message. Its JSON form is the
+// output of `smimed inspect --json` and is stored by the archive.
+type Report struct {
+	File       string      `json:"file,omitempty"`
+	MessageID  string      `json:"message_id"`
+	From       string      `json:"from"`
+	Subject    string      `json:"subject"`
+	Layers     []string    `json:"layers"`
+	Decryption Decryption  `json:"decryption"`
+	Signatures []Signature `json:"signatures"`
+	Harvested  []Harvested `json:"harvested"`
+	// Recipients lists who an undecryptable message was encrypted to, so an
+	// admin knows which key is missing.
+	Recipients []string `json:"recipients,omitempty"`
+	Error      string   `json:"error"`
+}
+
+// Decryption describes the (outermost) encryption layer.
+type Decryption struct {
+	Status       string `json:"status"`
+	Key          string `json:"key,omitempty"` // SHA-256 fingerprint of the key's certificate
+	Cipher       string `json:"cipher,omitempty"`
+	KeyTransport string `json:"key_transport,omitempty"`
+	Error        string `json:"error,omitempty"`
+}
+
+// Signature is the verdict on one signer.
+type Signature struct {
+	Status      string    `json:"status"`
+	Signer      string    `json:"signer"`
+	Fingerprint string    `json:"fingerprint"`
+	Digest      string    `json:"digest"`
+	Algorithm   string    `json:"algorithm"`
+	SigningTime time.Time `json:"signing_time,omitzero"`
+	WeakDigest  bool      `json:"weak_digest"`
+	Reason      string    `json:"reason"`
+	Layer       int       `json:"layer"` // index into Report.Layers
+}
+
+// Harvested names a certificate stored (or quarantined) for an address.
+type Harvested struct {
+	Email       string `json:"email"`
+	Fingerprint string `json:"fingerprint"`
+	Quarantined bool   `json:"quarantined,omitempty"`
+}
