@@ -62,7 +62,17 @@ func ParseContentInfo(ber []byte) (*ContentInfo, error) {
 	if len(rest) != 0 {
 		return nil, fmt.Errorf("%w: trailing data after ContentInfo", ErrMalformed)
 	}
-	return &ContentInfo{Type: raw.Type, Content: raw.Content.FullBytes}, nil
+	// encoding/asn1 leaves the EXPLICIT [0] wrapper on a RawValue: unwrap it.
+	var content []byte
+	if len(raw.Content.FullBytes) > 0 {
+		var inner asn1.RawValue
+		rest, err := asn1.Unmarshal(raw.Content.Bytes, &inner)
+		if err != nil || len(rest) != 0 {
+			return nil, fmt.Errorf("%w: ContentInfo content is not one value", ErrMalformed)
+		}
+		content = inner.FullBytes
+	}
+	return &ContentInfo{Type: raw.Type, Content: content}, nil
 }
 
 // TypeName gives a short name for a content type, for reports.
