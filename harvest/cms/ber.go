@@ -80,6 +80,9 @@ func readBERHeader(in []byte) (berHeader, []byte, error) {
 		h.indefinite = true
 	case b < 0x80:
 		h.length = int(b)
+		if h.length > len(in)-i {
+			return h, nil, fmt.Errorf("%w: BER length %d exceeds the %d bytes left", ErrMalformed, h.length, len(in)-i)
+		}
 	default:
 		n := int(b & 0x7f)
 		if n > 4 || i+n > len(in) {
