@@ -17,6 +17,8 @@ import (
 	"strings"
 
 	"software.sslmate.com/src/go-pkcs12"
+
+	"github.com/smimed/smimed/harvest/cms"
 )
 
 // Errors returned by the key loaders; the returned errors wrap them and name
@@ -143,6 +145,13 @@ func LoadPKCS12(file string, password string) ([]*LoadedKey, error) {
 		return nil, fmt.Errorf("key file %s: %w", file, err)
 	}
 	priv, cert, cas, err := pkcs12.DecodeChain(data, password)
+	if err != nil && !errors.Is(err, pkcs12.ErrIncorrectPassword) {
+		// NSS (Firefox, Thunderbird) exports BER with indefinite lengths,
+		// which the decoder refuses; the DER form has the same MAC input.
+		if der, derr := cms.ToDER(data); derr == nil && !bytes.Equal(der, data) {
+			priv, cert, cas, err = pkcs12.DecodeChain(der, password)
+		}
+	}
 	if err != nil {
 		if errors.Is(err, pkcs12.ErrIncorrectPassword) || errors.Is(err, pkcs12.ErrDecryption) {
 			return nil, fileErrorf(ErrBadPKCS12, "key file %s: wrong password or corrupt PKCS#12", file)

@@ -1,0 +1,353 @@
+package harvest
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/smimed/smimed/harvest/cms"
+)
+
+// The fixtures under ../testdata are made by testdata/gen.sh with OpenSSL;
+// testdata/expected.tsv holds what OpenSSL says about each message. These
+// tests assert the engine against that file, never against its own output.
+
+var testdataDir = func() string {
+	d, err := filepath.Abs(filepath.Join("..", "testdata"))
+	if err != nil {
+		panic(err)
+	}
+	return d
+}()
+
+// fixtureRow is one line of testdata/expected.tsv.
+type fixtureRow struct {
+	file, layers, decrypt, sigCrypto, chain, from, signerEmails, verdict, signerFP, plainSHA, note string
+}
+
+func readExpected(tb testing.TB) []fixtureRow {
+	tb.Helper()
+	f, err := os.Open(filepath.Join(testdataDir, "expected.tsv"))
+	if err != nil {
+		tb.Fatalf("fixtures: %v (run testdata/gen.sh)", err)
+	}
+	defer f.Close()
+	var rows []fixtureRow
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for first := true; sc.Scan(); first = false {
+		if first {
+			continue
+		}
+		c := strings.Split(sc.Text(), "\t")
+		if len(c) < 11 {
+			tb.Fatalf("expected.tsv: short line %q", sc.Text())
+		}
+		rows = append(rows, fixtureRow{c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10]})
+	}
+	if len(rows) == 0 {
+		tb.Fatal("expected.tsv holds no rows")
+	}
+	return rows
+}
+
+// privateCopy copies a fixture secret into dir with mode 0600 (git does not
+// keep file modes, and the loaders refuse group-readable secrets).
+func privateCopy(tb testing.TB, dir, name string) string {
+	tb.Helper()
+	data, err := os.ReadFile(filepath.Join(testdataDir, "pki", name))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
+// orgKeys loads the organisation's fixture keys: org-new and the EC keys
+// from PEM, the rotated-away org-old from a legacy (RC2-40/3DES) PKCS#12.
+func orgKeys(tb testing.TB) map[string]*cms.Key {
+	tb.Helper()
+	dir := tb.TempDir()
+	keys := map[string]*cms.Key{}
+	for _, name := range []string{"org-new", "org-ec256", "org-ec384"} {
+		lk, err := LoadPEMKey(filepath.Join(testdataDir, "pki", name+".crt"), privateCopy(tb, dir, name+".key"))
+		if err != nil {
+			tb.Fatalf("LoadPEMKey(%s) = %v", name, err)
+		}
+		keys[name] = &cms.Key{Cert: lk.Cert, Private: lk.Private}
+	}
+	pw, err := ReadPasswordFile(privateCopy(tb, dir, "org-old-legacy.pass"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	lks, err := LoadPKCS12(privateCopy(tb, dir, "org-old-legacy.p12"), pw)
+	if err != nil || len(lks) != 1 {
+		tb.Fatalf("LoadPKCS12(org-old-legacy.p12) = %v, %v", lks, err)
+	}
+	keys["org-old"] = &cms.Key{Cert: lks[0].Cert, Private: lks[0].Private}
+	return keys
+}
+
+func keyList(m map[string]*cms.Key) []*cms.Key {
+	var out []*cms.Key
+	for _, k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+func fixtureRoots(tb testing.TB) *x509.CertPool {
+	tb.Helper()
+	data, err := os.ReadFile(filepath.Join(testdataDir, "pki", "ca-bundle.pem"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		tb.Fatal("ca-bundle.pem: no certificates")
+	}
+	return pool
+}
+
+var layerNames = map[string]string{
+	"signed-detached": "multipart/signed",
+	"signed-opaque":   "signed-data",
+	"enveloped":       "enveloped-data",
+	"auth-enveloped":  "authEnveloped-data",
+	"certs-only":      "certs-only",
+}
+
+func TestFixturesAgainstOpenSSL(t *testing.T) {
+	needOpenSSL(t)
+	rows := readExpected(t)
+	keys := orgKeys(t)
+	keyFP := map[string]string{}
+	for name := range keys {
+		keyFP[name] = opensslFingerprint(t, filepath.Join(testdataDir, "pki", name+".crt"))
+	}
+	st := openTestStore(t, filepath.Join(t.TempDir(), "smimed.db"), false)
+	defer st.Close()
+	eng := New(Options{Keys: keyList(keys), Roots: fixtureRoots(t), Store: st, Harvest: true})
+	received := time.Now()
+
+	// signed-nocerts carries no certificate: the store must supply it, so
+	// the message that harvests alice goes first.
+	for i, r := range rows {
+		if r.file == "signed-rsa-sha256.eml" {
+			rows[0], rows[i] = rows[i], rows[0]
+		}
+	}
+	for _, r := range rows {
+		t.Run(r.file, func(t *testing.T) {
+			raw, err := os.ReadFile(filepath.Join(testdataDir, "msg", r.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := eng.Process(raw, received)
+			if err != nil {
+				t.Fatalf("Process() error = %v", err)
+			}
+			rep := res.Report
+			wantErr := r.verdict == "error" && (r.file == "too-deep.eml" || r.file == "enc-nokey.eml")
+
+			// Layers, outermost first.
+			if !wantErr || r.file == "enc-nokey.eml" {
+				var want []string
+				for _, l := range strings.Split(r.layers, ">") {
+					if n, ok := layerNames[l]; ok {
+						want = append(want, n)
+					}
+				}
+				if strings.Join(rep.Layers, ">") != strings.Join(want, ">") {
+					t.Errorf("Layers = %v, want %v", rep.Layers, want)
+				}
+			}
+			if wantErr {
+				if rep.Error == "" {
+					t.Errorf("Report.Error empty, want an error (%s)", r.note)
+				}
+			} else if rep.Error != "" {
+				t.Errorf("Report.Error = %q, want none", rep.Error)
+			}
+			if r.file == "too-deep.eml" && !strings.Contains(rep.Error, "nested too deeply") {
+				t.Errorf("Report.Error = %q, want the depth limit", rep.Error)
+			}
+
+			// Decryption.
+			switch {
+			case r.decrypt == "-":
+				if rep.Decryption.Status != DecryptNone {
+					t.Errorf("Decryption.Status = %q, want none", rep.Decryption.Status)
+				}
+			case r.decrypt == "fail":
+				if rep.Decryption.Status != DecryptFailed || len(rep.Recipients) == 0 {
+					t.Errorf("Decryption = %+v, recipients %v; want failed with recipients", rep.Decryption, rep.Recipients)
+				}
+			default:
+				if rep.Decryption.Status != DecryptOK {
+					t.Fatalf("Decryption = %+v, want ok (%s)", rep.Decryption, r.decrypt)
+				}
+				ok := false
+				for _, name := range strings.Split(strings.TrimPrefix(r.decrypt, "ok:"), "+") {
+					ok = ok || keyFP[name] == rep.Decryption.Key
+				}
+				if !ok {
+					t.Errorf("Decryption.Key = %s, want the certificate of %s", rep.Decryption.Key, r.decrypt)
+				}
+			}
+
+			// Signatures: one verdict per signer, outermost layer first.
+			if r.verdict != "-" && !wantErr {
+				var got []string
+				for _, s := range rep.Signatures {
+					got = append(got, s.Status)
+				}
+				if strings.Join(got, ",") != r.verdict {
+					t.Errorf("verdicts = %v, want %s; report %+v", got, r.verdict, rep.Signatures)
+				}
+				if r.signerFP != "-" {
+					fps := strings.Split(r.signerFP, ",")
+					for i, s := range rep.Signatures {
+						if i < len(fps) && s.Fingerprint != fps[i] {
+							t.Errorf("signature %d fingerprint = %s, want %s", i, s.Fingerprint, fps[i])
+						}
+					}
+				}
+			}
+			if r.verdict == "-" && len(rep.Signatures) != 0 {
+				t.Errorf("Signatures = %+v, want none", rep.Signatures)
+			}
+
+			// Plaintext: for a single encryption layer, OpenSSL's decrypted
+			// entity is the copy's content under the outer headers.
+			if (r.layers == "enveloped" || r.layers == "auth-enveloped") && rep.Decryption.Status == DecryptOK {
+				checkPlaintext(t, r, raw, res.Plaintext)
+			}
+			if r.layers == "plain" && !bytes.Equal(res.Plaintext, raw) {
+				t.Errorf("plain message changed by processing")
+			}
+		})
+	}
+
+	// Harvest policy: valid signers are usable, self-signed is quarantined,
+	// expired/mismatch/invalid are never stored for their address.
+	alice := opensslFingerprint(t, filepath.Join(testdataDir, "pki", "alice.crt"))
+	checkStored(t, st, "alice@partner.example", alice, false)
+	checkStored(t, st, "selfsigned@partner.example", opensslFingerprint(t, filepath.Join(testdataDir, "pki", "selfsigned.crt")), true)
+	for _, email := range []string{"expired@partner.example", "bob@elsewhere.example", "noeku@partner.example"} {
+		if es, _ := st.ByEmail(email); len(es) != 0 {
+			t.Errorf("store holds %s: %+v, want nothing", email, es)
+		}
+	}
+	ims, err := st.Intermediates()
+	if err != nil || len(ims) != 1 {
+		t.Errorf("Intermediates() = %d, %v; want the one intermediate", len(ims), err)
+	}
+}
+
+func checkStored(t *testing.T, st *Store, email, fp string, quarantined bool) {
+	t.Helper()
+	es, err := st.ByEmail(email)
+	if err != nil {
+		t.Fatalf("ByEmail(%s) = %v", email, err)
+	}
+	for _, e := range es {
+		if e.Fingerprint == fp {
+			if e.Quarantined != quarantined {
+				t.Errorf("%s %s quarantined = %v, want %v", email, fp, e.Quarantined, quarantined)
+			}
+			return
+		}
+	}
+	t.Errorf("store has no %s for %s (entries %+v)", fp, email, es)
+}
+
+// checkPlaintext decrypts the message with OpenSSL and checks that the
+// engine's plaintext is OpenSSL's entity under the outer headers.
+func checkPlaintext(t *testing.T, r fixtureRow, raw, plain []byte) {
+	t.Helper()
+	key := strings.Split(strings.TrimPrefix(r.decrypt, "ok:"), "+")[0]
+	dir := t.TempDir()
+	keyFile := privateCopy(t, dir, key+".key")
+	if key == "org-old" {
+		keyFile = privateCopy(t, dir, "org-old.key")
+	}
+	args := []string{"cms", "-decrypt", "-recip", filepath.Join(testdataDir, "pki", key+".crt"), "-inkey", keyFile}
+	input := raw
+	if outer, err := splitEntity(raw); err == nil {
+		if mt, _, _ := outer.mediaType(); mt == "application/octet-stream" {
+			// OpenSSL reads only pkcs7-mime as S/MIME; hand it the DER.
+			if input, err = outer.decodedBody(); err != nil {
+				t.Fatal(err)
+			}
+			args = append(args, "-inform", "DER")
+		}
+	}
+	cmd := exec.Command("openssl", args...)
+	cmd.Stdin = bytes.NewReader(input)
+	want, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("openssl cms -decrypt: %v", err)
+	}
+	sum := sha256.Sum256(want)
+	if hex.EncodeToString(sum[:]) != r.plainSHA {
+		t.Fatalf("openssl output sha256 = %x, expected.tsv says %s (regenerate fixtures?)", sum, r.plainSHA)
+	}
+	inner, err := splitEntity(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasSuffix(plain, inner.body) {
+		t.Errorf("plaintext does not end with the decrypted body")
+	}
+	for _, f := range rawFields(inner.rawHeader) {
+		if !bytes.Contains(plain, bytes.TrimRight(f.raw, "\r\n")) {
+			t.Errorf("plaintext lacks inner header %q", f.raw)
+		}
+	}
+	for _, h := range []string{"From:", "To:", "Subject:", "Date:", "Message-ID:"} {
+		if !bytes.Contains(plain, []byte("\r\n"+h)) && !bytes.HasPrefix(plain, []byte(h)) {
+			t.Errorf("plaintext lacks outer %s header", h)
+		}
+	}
+	if pe, err := splitEntity(plain); err != nil {
+		t.Errorf("plaintext is not a message: %v", err)
+	} else if mt, _, _ := pe.mediaType(); mt != "text/plain" {
+		t.Errorf("plaintext Content-Type = %s, want the inner text/plain", mt)
+	}
+}
+
+// fuzzEngine builds an engine with the fixture keys and roots for fuzzing.
+func fuzzEngine(tb testing.TB) *Engine {
+	return New(Options{Keys: keyList(orgKeys(tb)), Roots: fixtureRoots(tb)})
+}
+
+// pemCert reads the first certificate of a PEM file.
+func pemCert(tb testing.TB, path string) *x509.Certificate {
+	tb.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	b, _ := pem.Decode(data)
+	if b == nil {
+		tb.Fatalf("%s: no PEM", path)
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c
+}
