@@ -22,7 +22,9 @@ const maxBERDepth = 64
 //
 // Only one value is read; trailing bytes are an error.
 func ToDER(in []byte) ([]byte, error) {
-	out := make([]byte, 0, len(in))
+	// Headroom for the lengths reserved while values are open, so that
+	// the buffer is normally allocated once.
+	out := make([]byte, 0, len(in)+5*maxBERDepth+64)
 	out, rest, err := berValue(out, in, 0)
 	if err != nil {
 		return nil, err
@@ -117,7 +119,11 @@ func appendLength(out []byte, l int) []byte {
 }
 
 // berValue appends the normalised form of the first value of in to out and
-// returns the remaining input.
+// returns the remaining input. Everything is written straight into out: a
+// constructed value reserves room for the longest length, its children are
+// appended after it, and the content is moved back once its length is
+// known. That costs some copying per nesting level but no allocation, so a
+// large streamed message is normalised in about its own size.
 func berValue(out, in []byte, depth int) ([]byte, []byte, error) {
 	if depth > maxBERDepth {
 		return nil, nil, fmt.Errorf("%w: BER nesting deeper than %d", ErrMalformed, maxBERDepth)
@@ -141,7 +147,14 @@ func berValue(out, in []byte, depth int) ([]byte, []byte, error) {
 	}
 	// Universal OCTET STRING (4) or BIT STRING (3), constructed: join.
 	joinString := h.class == 0 && (h.tag == 4 || h.tag == 3)
-	var inner []byte
+	if joinString {
+		out = append(out, byte(h.tag)) // primitive universal tag
+	} else {
+		out = append(out, h.idBytes...)
+	}
+	lenPos := len(out)
+	out = append(out, 0, 0, 0, 0, 0) // room for appendLength's longest form
+	contentStart := len(out)
 	for {
 		if h.indefinite {
 			if len(body) < 2 {
@@ -154,35 +167,39 @@ func berValue(out, in []byte, depth int) ([]byte, []byte, error) {
 		} else if len(body) == 0 {
 			break
 		}
-		var child []byte
-		child, body, err = berValue(nil, body, depth+1)
+		childStart := len(out)
+		out, body, err = berValue(out, body, depth+1)
 		if err != nil {
 			return nil, nil, err
 		}
 		if joinString {
-			ch, _, err := readBERHeader(child)
+			// Keep only the chunk's payload.
+			ch, _, err := readBERHeader(out[childStart:])
 			if err != nil || ch.constructed || ch.class != 0 || ch.tag != h.tag {
 				return nil, nil, fmt.Errorf("%w: constructed string holds a foreign value", ErrMalformed)
 			}
-			payload := child[len(child)-ch.length:]
-			if h.tag == 3 && len(inner) > 0 && len(payload) > 0 {
-				payload = payload[1:] // only the first chunk keeps its unused-bits octet
+			skip := len(out) - childStart - ch.length // the chunk's header
+			if h.tag == 3 && childStart > contentStart && ch.length > 0 {
+				skip++ // only the first chunk keeps its unused-bits octet
 			}
-			inner = append(inner, payload...)
-		} else {
-			inner = append(inner, child...)
+			n := copy(out[childStart:], out[childStart+skip:])
+			out = out[:childStart+n]
 		}
 	}
 	if h.indefinite {
 		rest = body
 	}
-	if joinString {
-		out = append(out, byte(h.tag)) // primitive universal tag
-	} else {
-		out = append(out, h.idBytes...)
+	contentLen := len(out) - contentStart
+	if uint64(contentLen) > 0xffffffff {
+		return nil, nil, fmt.Errorf("%w: BER value longer than 4 GiB", ErrMalformed)
 	}
-	out = appendLength(out, len(inner))
-	out = append(out, inner...)
+	var lb [5]byte
+	l := appendLength(lb[:0], contentLen)
+	copy(out[lenPos:], l)
+	if len(l) < len(lb) {
+		n := copy(out[lenPos+len(l):], out[contentStart:])
+		out = out[:lenPos+len(l)+n]
+	}
 	return out, rest, nil
 }
 
