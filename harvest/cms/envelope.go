@@ -197,16 +197,6 @@ func envParse(ci *ContentInfo) (*envEnvelope, error) {
 		name = "AuthEnvelopedData"
 	}
 	in := cryptobyte.String(ci.Content)
-	// ContentInfo.Content is documented as the value inside the [0]
-	// EXPLICIT wrapper, but encoding/asn1 keeps the wrapper for a RawValue
-	// field; accept both forms.
-	if in.PeekASN1Tag(envTagCons0) {
-		var inner cryptobyte.String
-		if !in.ReadASN1(&inner, envTagCons0) || !in.Empty() {
-			return nil, envErrf(ErrMalformed, "%s: content [0]", name)
-		}
-		in = inner
-	}
 	var seq cryptobyte.String
 	var version int64
 	if !in.ReadASN1(&seq, casn1.SEQUENCE) || !in.Empty() {

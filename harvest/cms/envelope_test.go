@@ -879,8 +879,9 @@ func TestDecryptUnsupported(t *testing.T) {
 	})
 }
 
-// TestDecryptAllocs: a 5 MiB message costs about one plaintext-sized buffer
-// inside Decrypt, whether the content arrives in one piece or chunked.
+// TestDecryptAllocs: a 5 MiB message costs about one message-sized buffer
+// in ParseContentInfo (BER normalisation) and one plaintext-sized buffer in
+// Decrypt, whether the content arrives in one piece or chunked.
 func TestDecryptAllocs(t *testing.T) {
 	fx := envNewFixture(t)
 	rsaP := fx.newParty(t, "rsa", "rsa:2048")
@@ -903,6 +904,9 @@ func TestDecryptAllocs(t *testing.T) {
 		}
 		parse, dec := ms1.TotalAlloc-ms0.TotalAlloc, ms2.TotalAlloc-ms1.TotalAlloc
 		t.Logf("%v: ParseContentInfo allocated %.1f MiB, Decrypt %.1f MiB for %d MiB", opts, float64(parse)/(1<<20), float64(dec)/(1<<20), size>>20)
+		if parse > 2*size {
+			t.Errorf("ParseContentInfo(%v) allocated %d bytes for a %d-byte message, want at most 2x", opts, parse, size)
+		}
 		if dec > 2*size {
 			t.Errorf("Decrypt(%v) allocated %d bytes for a %d-byte message, want at most 2x", opts, dec, size)
 		}
