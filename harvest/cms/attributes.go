@@ -11,6 +11,7 @@ var (
 	sdOIDAttrContentType   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 3}
 	sdOIDAttrMessageDigest = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 4}
 	sdOIDAttrSigningTime   = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 5}
+	sdOIDAttrCounterSig    = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 6}
 	sdOIDAttrSMIMECaps     = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 15}
 	sdOIDAttrEncKeyPref    = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 16, 2, 11}
 	sdOIDAttrMSEncKeyPref  = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 16, 4}
@@ -103,6 +104,8 @@ func (si *SignerInfo) readSignedAttrs(b []byte) {
 				continue
 			}
 			si.SigningTime = t
+		case a.oid.Equal(sdOIDAttrCounterSig):
+			bad("countersignature among the signed attributes")
 		case a.oid.Equal(sdOIDAttrSMIMECaps):
 			if !capsDone && len(a.values) > 0 {
 				capsDone = true
@@ -132,6 +135,26 @@ func (si *SignerInfo) readSignedAttrs(b []byte) {
 	}
 	if si.attrErr != nil {
 		si.SigningTime = time.Time{}
+	}
+}
+
+// checkUnsignedAttrs applies RFC 5652 section 11: contentType,
+// messageDigest and signingTime must not be unsigned attributes (OpenSSL
+// rejects such messages too).
+func (si *SignerInfo) checkUnsignedAttrs(b []byte) {
+	if si.attrErr != nil {
+		return
+	}
+	attrs, err := sdParseAttributes(b)
+	if err != nil {
+		si.attrErr = fmt.Errorf("%w: unsigned attributes: %v", ErrBadAttributes, err)
+		return
+	}
+	for _, a := range attrs {
+		if a.oid.Equal(sdOIDAttrContentType) || a.oid.Equal(sdOIDAttrMessageDigest) || a.oid.Equal(sdOIDAttrSigningTime) {
+			si.attrErr = fmt.Errorf("%w: %s attribute is unsigned", ErrBadAttributes, a.oid)
+			return
+		}
 	}
 }
 

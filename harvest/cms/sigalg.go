@@ -188,13 +188,6 @@ type sdSigAlg struct {
 	pssSalt int // rsa-pss only
 }
 
-type sdPSSParams struct {
-	Hash    asn1.RawValue `asn1:"optional,explicit,tag:0"`
-	MGF     asn1.RawValue `asn1:"optional,explicit,tag:1"`
-	Salt    int           `asn1:"optional,explicit,tag:2,default:20"`
-	Trailer int           `asn1:"optional,explicit,tag:3,default:1"`
-}
-
 // sdParseSigAlg checks that si's signature algorithm is supported and fits
 // its digest algorithm.
 func sdParseSigAlg(si *SignerInfo) (sdSigAlg, error) {
@@ -210,13 +203,41 @@ func sdParseSigAlg(si *SignerInfo) (sdSigAlg, error) {
 
 // parsePSS reads RSASSA-PSS-params (RFC 4055 section 3.1).
 func (s *sdSigAlg) parsePSS(si *SignerInfo) error {
-	var p sdPSSParams
+	var p struct {
+		Hash, MGF     asn1.RawValue // the values inside [0] and [1]
+		Salt, Trailer int
+	}
 	p.Salt, p.Trailer = 20, 1
 	raw := si.sigAlgParam.FullBytes
 	if raw != nil && !(len(raw) == 2 && raw[0] == asn1.TagNull && raw[1] == 0) {
-		rest, err := asn1.Unmarshal(raw, &p)
-		if err != nil || len(rest) != 0 {
+		seq, rest, err := sdNext(raw)
+		if err != nil || len(rest) != 0 || !sdIsUniversal(seq, asn1.TagSequence, true) {
 			return fmt.Errorf("%w: RSASSA-PSS parameters", ErrMalformed)
+		}
+		last := -1
+		for b := seq.Bytes; len(b) > 0; {
+			var f, inner asn1.RawValue
+			if f, b, err = sdNext(b); err != nil || f.Class != asn1.ClassContextSpecific || f.Tag <= last || f.Tag > 3 || !f.IsCompound {
+				return fmt.Errorf("%w: RSASSA-PSS parameters", ErrMalformed)
+			}
+			last = f.Tag
+			if inner, rest, err = sdNext(f.Bytes); err != nil || len(rest) != 0 {
+				return fmt.Errorf("%w: RSASSA-PSS parameters", ErrMalformed)
+			}
+			switch f.Tag {
+			case 0:
+				p.Hash = inner
+			case 1:
+				p.MGF = inner
+			default:
+				n := &p.Salt
+				if f.Tag == 3 {
+					n = &p.Trailer
+				}
+				if _, err := asn1.Unmarshal(inner.FullBytes, n); err != nil {
+					return fmt.Errorf("%w: RSASSA-PSS parameters: %v", ErrMalformed, err)
+				}
+			}
 		}
 	}
 	hash, hashName := crypto.SHA1, "sha-1"

@@ -266,9 +266,10 @@ func (si *SignerInfo) parse(s asn1.RawValue) error {
 		}
 	}
 	if len(b) > 0 {
-		if v, b, err = sdNext(b); err != nil || v.Class != asn1.ClassContextSpecific || v.Tag != 1 {
+		if v, b, err = sdNext(b); err != nil || v.Class != asn1.ClassContextSpecific || v.Tag != 1 || !v.IsCompound {
 			return fmt.Errorf("%w: SignerInfo unsignedAttrs", ErrMalformed)
 		}
+		si.checkUnsignedAttrs(v.Bytes)
 	}
 	if len(b) != 0 {
 		return fmt.Errorf("%w: trailing data in SignerInfo", ErrMalformed)
