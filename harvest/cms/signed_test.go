@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/rsa"
+	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/asn1"
@@ -947,5 +948,83 @@ func TestSignedDataBuiltAttributes(t *testing.T) {
 				t.Errorf("SigningTime = %v, want %v", si.SigningTime, when)
 			}
 		})
+	}
+}
+
+// TestSignedDataCorpusRFC4134: the RFC 4134 examples. OpenSSL verifies the
+// RSA ones (MANIFEST "sig: OK"); DSA is not supported here; 4.11 is a
+// certs-only SignedData.
+func TestSignedDataCorpusRFC4134(t *testing.T) {
+	dir := filepath.Join(corpusDir(t), "rfc4134")
+	ex, err := os.ReadFile(filepath.Join(dir, "ExContent.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		want error
+	}{{"4.1", ErrUnsupported}, {"4.2", nil}, {"4.3", ErrUnsupported}, {"4.4", ErrUnsupported}, {"4.5", nil},
+		{"4.6", ErrUnsupported}, {"4.7", ErrUnsupported}, {"4.10", ErrUnsupported}} {
+		t.Run(c.name, func(t *testing.T) {
+			der, err := os.ReadFile(filepath.Join(dir, c.name+".bin"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sd := parseSignedFile(t, der)
+			if sd.EContent != nil && !bytes.Equal(sd.EContent, ex) {
+				t.Errorf("EContent %q differs from ExContent.bin", sd.EContent)
+			}
+			for i, si := range sd.Signers {
+				cert := sd.FindCertificate(si, nil)
+				if err := sd.Verify(si, cert, ex); c.want == nil && err != nil || c.want != nil && !errors.Is(err, c.want) {
+					t.Errorf("signer %d: Verify = %v, want %v", i, err, c.want)
+				}
+				if c.want == nil {
+					if err := sd.Verify(si, cert, ex[1:]); !errors.Is(err, ErrBadSignature) {
+						t.Errorf("signer %d: Verify(other content) = %v, want ErrBadSignature", i, err)
+					}
+				}
+			}
+		})
+	}
+	der, err := os.ReadFile(filepath.Join(dir, "4.11.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sd := parseSignedFile(t, der)
+	if len(sd.Signers) != 0 || len(sd.Certificates) == 0 {
+		t.Errorf("certs-only 4.11: %d signers, %d certificates", len(sd.Signers), len(sd.Certificates))
+	}
+}
+
+// TestSignedDigestCache: one pass over the content computes every digest
+// the signers need; another buffer is hashed afresh; concurrent use is safe.
+func TestSignedDigestCache(t *testing.T) {
+	sd := &SignedData{cache: new(sdDigestCache), Signers: []*SignerInfo{
+		{Digest: crypto.SHA256}, {Digest: crypto.SHA1}, {Digest: crypto.SHA256}, {Digest: 0}}}
+	a := bytes.Repeat([]byte("a"), 1<<20)
+	b := bytes.Repeat([]byte("b"), 1<<20)
+	want256a, want1a := sha256.Sum256(a), sha1.Sum(a)
+	if got := sd.contentDigest(crypto.SHA1, a); !bytes.Equal(got, want1a[:]) {
+		t.Fatalf("sha1 %x", got)
+	}
+	if n := len(sd.cache.sums); n != 2 {
+		t.Fatalf("%d digests after the first pass, want 2 (sha1 and sha256)", n)
+	}
+	if got := sd.cache.sums[crypto.SHA256]; !bytes.Equal(got, want256a[:]) {
+		t.Fatalf("sha256 %x", got)
+	}
+	want256b := sha256.Sum256(b)
+	done := make(chan []byte)
+	for i := 0; i < 4; i++ {
+		go func() { done <- sd.contentDigest(crypto.SHA256, b) }()
+	}
+	for i := 0; i < 4; i++ {
+		if got := <-done; !bytes.Equal(got, want256b[:]) {
+			t.Fatalf("sha256(b) %x", got)
+		}
+	}
+	if got := sd.contentDigest(crypto.SHA256, a[:len(a)-1]); bytes.Equal(got, want256a[:]) {
+		t.Fatal("a shorter view of the same buffer got the cached digest")
 	}
 }
