@@ -299,7 +299,9 @@ func (sd *SignedData) FindCertificate(si *SignerInfo, extra []*x509.Certificate)
 // Verify checks one signer: its signed attributes, the message digest of
 // content and the signature with cert's public key. content is the
 // detached content (for multipart/signed, the exact raw first part) or
-// sd.EContent; a nil content means sd.EContent. Verify does not check that
+// sd.EContent; it is used as given (nil is empty content, not EContent, so
+// that an embedded eContent never stands in for a MIME body the caller
+// failed to find). Verify does not check that
 // cert is the one si names, nor anything about the certificate itself
 // (validity, chain, key usage): that is the caller's job.
 //
@@ -317,9 +319,6 @@ func (sd *SignedData) Verify(si *SignerInfo, cert *x509.Certificate, content []b
 	}
 	if si.parseErr != nil {
 		return si.parseErr
-	}
-	if content == nil {
-		content = sd.EContent
 	}
 	if si.attrErr != nil {
 		return si.attrErr

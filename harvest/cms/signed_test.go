@@ -381,7 +381,7 @@ func TestSignedDataOpenSSL(t *testing.T) {
 			}
 			content := msg
 			if !detached {
-				content = nil // Verify then uses EContent
+				content = sd.EContent
 			}
 			found := map[string]bool{}
 			for i, si := range sd.Signers {
@@ -417,10 +417,9 @@ func TestSignedDataOpenSSL(t *testing.T) {
 				if err := sd.Verify(si, cert, content); err != nil {
 					t.Errorf("signer %d: Verify: %v", i, err)
 				}
-				if !detached {
-					if err := sd.Verify(si, cert, sd.EContent); err != nil {
-						t.Errorf("signer %d: Verify(EContent): %v", i, err)
-					}
+				// nil content is empty content, never "use EContent".
+				if err := sd.Verify(si, cert, nil); err == nil {
+					t.Errorf("signer %d: Verify(nil content) succeeded", i)
 				}
 				// Modified content: digest mismatch with signed attributes,
 				// else the signature itself fails.
@@ -459,7 +458,7 @@ func TestSignedDataOpenSSL(t *testing.T) {
 					want = ErrBadSignature
 				}
 				for j, si := range sd2.Signers {
-					if err := sd2.Verify(si, sd2.FindCertificate(si, extra), nil); !errors.Is(err, want) {
+					if err := sd2.Verify(si, sd2.FindCertificate(si, extra), sd2.EContent); !errors.Is(err, want) {
 						t.Errorf("modified eContent, signer %d: %v, want %v", j, err, want)
 					}
 				}
@@ -518,7 +517,7 @@ func TestSignedDataOpenSSL(t *testing.T) {
 			t.Fatalf("EContentType %v EContent %q", sd.EContentType, sd.EContent)
 		}
 		si := sd.Signers[0]
-		if err := sd.Verify(si, sd.FindCertificate(si, nil), nil); err != nil {
+		if err := sd.Verify(si, sd.FindCertificate(si, nil), sd.EContent); err != nil {
 			t.Errorf("Verify: %v", err)
 		}
 	})
@@ -553,7 +552,7 @@ func TestSignedDataOpenSSL(t *testing.T) {
 			t.Fatalf("EContent: %d bytes, want %d", len(sd.EContent), len(big))
 		}
 		for i, si := range sd.Signers {
-			if err := sd.Verify(si, sd.FindCertificate(si, nil), nil); err != nil {
+			if err := sd.Verify(si, sd.FindCertificate(si, nil), sd.EContent); err != nil {
 				t.Errorf("signer %d: %v", i, err)
 			}
 		}
@@ -624,7 +623,7 @@ func TestSignedDataCorpusBadAttributes(t *testing.T) {
 			if cert == nil {
 				t.Fatal("signer certificate not found")
 			}
-			if err := sd.Verify(si, cert, nil); !errors.Is(err, ErrBadAttributes) {
+			if err := sd.Verify(si, cert, sd.EContent); !errors.Is(err, ErrBadAttributes) {
 				t.Errorf("Verify = %v, want ErrBadAttributes", err)
 			}
 		})
@@ -640,7 +639,7 @@ func TestSignedDataCorpusBadAttributes(t *testing.T) {
 		}
 		sd := parseSignedFile(t, blk.Bytes)
 		si := sd.Signers[0]
-		err = sd.Verify(si, sd.FindCertificate(si, nil), nil)
+		err = sd.Verify(si, sd.FindCertificate(si, nil), sd.EContent)
 		if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "md4") {
 			t.Errorf("Verify = %v, want ErrUnsupported naming md4", err)
 		}
@@ -675,7 +674,7 @@ func TestSignedDataCorpusThunderbird(t *testing.T) {
 	if cert == nil {
 		t.Fatal("signer certificate not found")
 	}
-	if err := sd.Verify(si, cert, nil); err != nil {
+	if err := sd.Verify(si, cert, sd.EContent); err != nil {
 		t.Errorf("Verify: %v", err)
 	}
 	if !si.SigningTime.Equal(time.Date(2026, 1, 26, 14, 40, 10, 0, time.UTC)) {
@@ -721,7 +720,7 @@ func TestSignedDataTruncated(t *testing.T) {
 			if cert == nil {
 				continue
 			}
-			err := sd.Verify(si, cert, nil)
+			err := sd.Verify(si, cert, sd.EContent)
 			if err != nil && !isSignedError(err) {
 				t.Fatalf("unexpected error class: %v", err)
 			}
