@@ -103,6 +103,13 @@ func envErrDetail(err error) string {
 	return err.Error()
 }
 
+const (
+	// envMaxAttempts bounds the (recipient, key) pairs Decrypt tries.
+	envMaxAttempts = 16
+	// envMaxListed bounds the recipients named in an ErrNoRecipient error.
+	envMaxListed = 16
+)
+
 var (
 	envOIDRSAEncryption = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 1}
 	envOIDRSAESOAEP     = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 7}
@@ -390,15 +397,26 @@ func Decrypt(ci *ContentInfo, keys []*Key) (*Decrypted, error) {
 		}
 	}
 	if len(pairs) == 0 {
-		list := make([]string, len(env.recipients))
+		var list []string
 		for i := range env.recipients {
-			list[i] = env.recipients[i].String()
+			if i == envMaxListed {
+				list = append(list, fmt.Sprintf("and %d more", len(env.recipients)-i))
+				break
+			}
+			list = append(list, env.recipients[i].String())
 		}
 		s := "s"
 		if nkeys == 1 {
 			s = ""
 		}
 		return nil, envErrf(ErrNoRecipient, "%d key%s tried; recipients: %s", nkeys, s, strings.Join(list, ", "))
+	}
+	// A hostile message can name our certificate thousands of times; each
+	// try costs a private-key operation and a pass over the content.
+	skipped := 0
+	if len(pairs) > envMaxAttempts {
+		skipped = len(pairs) - envMaxAttempts
+		pairs = pairs[:envMaxAttempts]
 	}
 
 	cc, err := envParseContentCipher(env.contentAlg)
@@ -454,6 +472,9 @@ func Decrypt(ci *ContentInfo, keys []*Key) (*Decrypted, error) {
 			kind = k
 			break
 		}
+	}
+	if skipped > 0 {
+		failures = append(failures, fmt.Sprintf("%d more matching recipients not tried", skipped))
 	}
 	return nil, envErrf(kind, "%s", strings.Join(failures, "; "))
 }

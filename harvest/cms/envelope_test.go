@@ -301,6 +301,12 @@ func TestDecryptOpenSSL(t *testing.T) {
 		{name: "multi/ec-rsa-hold-other-and-rsa", opts: []string{"-aes-256-gcm"}, recips: []envRecip{r(ps.p384), r(ps.rsa, oaep)}, keys: []*envParty{ps.rsa2, ps.p256, ps.rsa}, by: ps.rsa, size: 200, cipher: "aes-256-gcm", kt: "rsa-oaep"},
 		{name: "multi/three-keyid", opts: []string{"-aes-128-cbc", "-keyid"}, recips: []envRecip{r(ps.rsa2), r(ps.p521), r(ps.rsa)}, keys: []*envParty{ps.rsa}, size: 200, cipher: "aes-128-cbc", kt: "rsa-pkcs1v15", keyid: true},
 	}
+	for _, md := range []string{"sha1", "sha256", "sha512"} {
+		cases = append(cases, tc{
+			name: "ecdh/cofactor/" + md, opts: []string{"-aes-256-cbc"},
+			recips: []envRecip{r(ps.p384, "ecdh_cofactor_mode:1", "ecdh_kdf_md:"+md)}, size: 77, cipher: "aes-256-cbc", kt: "ecdh",
+		})
+	}
 	for _, curve := range []*envParty{ps.p256, ps.p384, ps.p521} {
 		for i, md := range []string{"sha1", "sha224", "sha256", "sha384", "sha512"} {
 			ciphers := []string{"aes-128-cbc", "aes-192-cbc", "aes-256-cbc", "aes-128-gcm", "aes-256-gcm"}
@@ -1014,5 +1020,44 @@ func TestCipherName(t *testing.T) {
 	}
 	if got := CipherName(asn1.ObjectIdentifier{1, 2, 3}); got != "1.2.3" {
 		t.Errorf("CipherName(1.2.3) = %q", got)
+	}
+}
+
+// TestDecryptManyRecipients: the recipient listing and the number of tries
+// are bounded, so a message naming thousands of recipients stays cheap.
+func TestDecryptManyRecipients(t *testing.T) {
+	envNeedOpenSSL(t)
+	fx := &envFixture{dir: t.TempDir()}
+	// Self-signed, one openssl run each: this test needs many.
+	quick := func(name string) *envParty {
+		p := &envParty{name: name, cert: name + ".pem", keyPEM: name + ".key"}
+		envOpenSSL(t, fx.dir, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+			"-keyout", p.keyPEM, "-out", p.cert, "-subj", "/CN="+name, "-days", "2")
+		p.key = envLoadPEMKey(t, filepath.Join(fx.dir, p.cert), filepath.Join(fx.dir, p.keyPEM))
+		return p
+	}
+	var rs []envRecip
+	for i := range 20 {
+		rs = append(rs, envRecip{p: quick(fmt.Sprintf("ec%d", i))})
+	}
+	other := quick("other")
+	der := fx.encrypt(t, []byte("hi"), "DER", []string{"-aes-128-gcm"}, rs...)
+	_, err := Decrypt(envReadCMS(t, der, "DER"), []*Key{other.key})
+	if !errors.Is(err, ErrNoRecipient) || !strings.HasSuffix(err.Error(), ", and 4 more") || strings.Count(err.Error(), "kari ") != 16 {
+		t.Fatalf("Decrypt() = %v, want ErrNoRecipient listing 16 recipients and 4 more", err)
+	}
+
+	// The same certificate 20 times, and content that fails its tag.
+	same := make([]envRecip, 20)
+	for i := range same {
+		same[i] = rs[0]
+	}
+	der = fx.encrypt(t, []byte("hi"), "DER", []string{"-aes-128-gcm"}, same...)
+	c := envContentItem(t, envASN1Parse(t, fx.dir, der))
+	der[c.off+c.hl] ^= 1
+	_, err = Decrypt(envReadCMS(t, der, "DER"), []*Key{rs[0].p.key})
+	if !errors.Is(err, ErrDecrypt) || strings.Count(err.Error(), "authentication failed") != 16 ||
+		!strings.HasSuffix(err.Error(), "; 4 more matching recipients not tried") {
+		t.Fatalf("Decrypt() = %v, want 16 failed tries and 4 not tried", err)
 	}
 }
