@@ -91,7 +91,7 @@ func (e *Engine) Process(raw []byte, received time.Time) (*Result, error) {
 	switch {
 	case err != nil:
 		w.rep.Error = err.Error()
-	case len(w.rep.Layers) > 0 && !w.plain:
+	case !sameBytes(inner, raw):
 		res.Plaintext = buildPlaintext(outer.rawHeader, inner)
 	}
 	res.Report = w.rep
@@ -106,7 +106,7 @@ type walker struct {
 	storeCerts []*x509.Certificate
 	storeRead  bool
 	storeErr   error
-	plain      bool // innermost content could not be unwrapped (certs-only)
+	parts      int // MIME parts looked at, bounded by maxParts
 }
 
 func (w *walker) readHeader(ent *entity) {
@@ -161,6 +161,9 @@ func (w *walker) entity(raw []byte, depth int) ([]byte, error) {
 		if strings.HasSuffix(name, ".p7m") || strings.HasSuffix(name, ".p7c") {
 			return w.pkcs7Mime(raw, ent, depth)
 		}
+	case "multipart/mixed", "multipart/alternative", "multipart/related", "multipart/report", "multipart/parallel", "multipart/digest":
+		w.container(ent, params, depth)
+		return raw, nil
 	case "message/rfc822":
 		if depth > 0 { // a wrapped message inside a protected layer (RFC 8551 3.7)
 			body, err := ent.decodedBody()
@@ -171,6 +174,64 @@ func (w *walker) entity(raw []byte, depth int) ([]byte, error) {
 		}
 	}
 	return raw, nil
+}
+
+// maxParts bounds how many MIME parts of containers one message may make
+// the engine look at.
+const maxParts = 200
+
+// container looks into a multipart that is not itself a protection layer
+// (e.g. a signed part with a mailing-list footer around it) and judges the
+// signatures of the parts it holds. Those parts stay as they are in the
+// plaintext: any client can read a signed part. Encrypted parts inside a
+// container are not decrypted: only whole-message encryption is, so that a
+// ciphertext planted in someone else's mail (EFAIL) is never turned into
+// plaintext in the user's mailbox.
+func (w *walker) container(ent *entity, params map[string]string, depth int) {
+	if depth >= MaxDepth {
+		return
+	}
+	for _, part := range splitParts(ent.body, params["boundary"]) {
+		if w.parts++; w.parts > maxParts {
+			w.note(fmt.Sprintf("more than %d MIME parts; the rest was not examined", maxParts))
+			return
+		}
+		pe, err := splitEntity(part)
+		if err != nil {
+			continue
+		}
+		mt, pp, err := pe.mediaType()
+		if err != nil {
+			continue
+		}
+		switch {
+		case mt == "multipart/signed":
+			if p := strings.ToLower(pp["protocol"]); p == "application/pkcs7-signature" || p == "application/x-pkcs7-signature" {
+				if _, err := w.multipartSigned(pe, pp, depth+1); err != nil {
+					w.note(fmt.Sprintf("signed part: %v", err))
+				}
+			}
+		case strings.HasPrefix(mt, "multipart/"):
+			w.container(pe, pp, depth+1)
+		case mt == "application/pkcs7-mime" || mt == "application/x-pkcs7-mime" ||
+			(mt == "application/octet-stream" && strings.HasSuffix(strings.ToLower(pe.fileName(pp)), ".p7m")):
+			w.note("an S/MIME part inside a multipart was left as it is (only whole-message encryption is decrypted)")
+		}
+	}
+}
+
+func (w *walker) note(s string) {
+	for _, n := range w.rep.Notes {
+		if n == s {
+			return
+		}
+	}
+	w.rep.Notes = append(w.rep.Notes, s)
+}
+
+// sameBytes reports whether a and b are the same slice of memory.
+func sameBytes(a, b []byte) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 func (w *walker) addLayer(name string) int {
@@ -236,7 +297,6 @@ func (w *walker) pkcs7Mime(raw []byte, ent *entity, depth int) ([]byte, error) {
 		if len(sd.Signers) == 0 {
 			w.addLayer("certs-only")
 			w.certsOnly(sd)
-			w.plain = true
 			return raw, nil
 		}
 		layer := w.addLayer("signed-data")
@@ -360,9 +420,14 @@ func (w *walker) judge(sd *cms.SignedData, content, alt []byte, layer int) {
 		v.Fingerprint = Fingerprint(cert)
 		v.Signer = w.signerAddress(cert)
 		err := sd.Verify(si, cert, content)
-		if errors.Is(err, cms.ErrDigestMismatch) && alt != nil && !bytes.Equal(alt, content) {
-			if sd.Verify(si, cert, alt) == nil {
-				err = nil
+		if errors.Is(err, cms.ErrDigestMismatch) && alt != nil {
+			// Some signers hash the text as they stored it: as transmitted,
+			// or with bare LF line ends (seen from NSS).
+			for _, form := range [][]byte{alt, crlfToLF(alt)} {
+				if !bytes.Equal(form, content) && sd.Verify(si, cert, form) == nil {
+					err = nil
+					break
+				}
 			}
 		}
 		switch {
@@ -430,6 +495,9 @@ func (w *walker) checkChain(cert *x509.Certificate, msgCerts []*x509.Certificate
 				at.UTC().Format(time.RFC3339), cert.NotBefore.UTC().Format(time.RFC3339), cert.NotAfter.UTC().Format(time.RFC3339))
 		case errors.As(err, &inv) && inv.Reason == x509.IncompatibleUsage:
 			return nil, StatusUntrusted, "certificate may not be used for email protection (extended key usage)"
+		case errors.As(err, &ua) && strings.Contains(err.Error(), "insecure algorithm"):
+			// Go refuses certificates signed with MD5 or SHA-1.
+			return nil, StatusUntrusted, "the chain holds a certificate signed with an insecure algorithm (MD5 or SHA-1), which is not accepted"
 		case errors.As(err, &ua):
 			return nil, StatusUntrusted, reasonNoChain
 		}

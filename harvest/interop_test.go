@@ -77,7 +77,6 @@ type interopException struct {
 	apply  func(e *interopExpect)
 }
 
-func interopNoLayers(e *interopExpect) { e.layers = nil }
 
 func interopKeepLayers(n int) func(e *interopExpect) {
 	return func(e *interopExpect) { e.layers = e.layers[:n] }
@@ -95,27 +94,17 @@ func interopSetSig(layer, signer int, status string) func(e *interopExpect) {
 var interopExceptions = map[string]interopException{
 	"thunderbird-nss/browser-data/multipart-alternative.eml": {
 		reason: "not on the top-level protection chain",
-		why:    "multipart/alternative with two separate enveloped parts: only the top-level protection chain is followed, so nothing is unwrapped (and no unrelated encrypted parts are merged, EFAIL)",
+		why:    "multipart/alternative with two separate enveloped parts: only whole-message encryption is decrypted, so nothing is unwrapped (and no unrelated encrypted parts are merged, EFAIL)",
 		apply:  func(e *interopExpect) { e.layers = nil; e.text = "" },
-	},
-	"thunderbird-nss/browser-data/alice.dsig.SHA256.multipart.in.mixed.eml": {
-		reason: "not on the top-level protection chain",
-		why:    "signed part inside multipart/mixed with unsigned list header/footer: multipart/mixed is not descended into, so the message counts as unsigned",
-		apply:  interopNoLayers,
-	},
-	"thunderbird-nss/browser-data/alice.dsig.SHA256.multipart.in.mixed.with.header.eml": {
-		reason: "not on the top-level protection chain",
-		why:    "signed part inside multipart/mixed with unsigned list header/footer: multipart/mixed is not descended into, so the message counts as unsigned",
-		apply:  interopNoLayers,
 	},
 	"thunderbird-nss/browser-data/nested-sigs.eml": {
 		reason: "not on the top-level protection chain",
-		why:    "the inner multipart/signed sits in a message/rfc822 part of a multipart/mixed: multipart/mixed is not descended into, only the outer signature is judged",
+		why:    "the inner multipart/signed sits in a message/rfc822 attachment: an attached message is a message of its own (its own From), so only the outer signature is judged",
 		apply:  interopKeepLayers(1),
 	},
 	"thunderbird-nss/smime-manual/alice.env.mixed.dsig.SHA256.multipart.eml": {
 		reason: "not on the top-level protection chain",
-		why:    "the enveloped part is one part of a multipart/mixed inside the signature: multipart/mixed is not descended into, so nothing is decrypted",
+		why:    "the enveloped part is one part of a multipart/mixed inside the signature: only whole-message encryption is decrypted (EFAIL), so nothing is decrypted",
 		apply:  interopKeepLayers(1),
 	},
 	"bouncycastle-mail/basicAS2.message": {

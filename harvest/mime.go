@@ -249,3 +249,54 @@ func canonicalCRLF(in []byte) []byte {
 	}
 	return out
 }
+
+// crlfToLF turns every CRLF into LF; it returns the input itself when there
+// is none.
+func crlfToLF(in []byte) []byte {
+	if !bytes.Contains(in, []byte("\r\n")) {
+		return in
+	}
+	return bytes.ReplaceAll(in, []byte("\r\n"), []byte("\n"))
+}
+
+// splitParts returns the raw body parts of a multipart body, each as
+// transmitted (header and body), using the same delimiter rules as
+// splitSigned. A missing close delimiter ends the last part at the end of
+// the body.
+func splitParts(body []byte, boundary string) [][]byte {
+	if boundary == "" || len(boundary) > 200 {
+		return nil
+	}
+	delim := []byte("--" + boundary)
+	var parts [][]byte
+	start := -1
+	for i := 0; i <= len(body); {
+		j := bytes.Index(body[i:], delim)
+		if j < 0 {
+			break
+		}
+		pos := i + j
+		if pos == 0 || body[pos-1] == '\n' {
+			start = pos
+			break
+		}
+		i = pos + 1
+	}
+	for start >= 0 && len(parts) <= maxParts {
+		if bytes.HasPrefix(body[start+len(delim):], []byte("--")) {
+			break
+		}
+		partStart, ok := afterDelimiterLine(body, start+len(delim))
+		if !ok {
+			break
+		}
+		part, next, ok := nextPart(body, partStart, delim)
+		if !ok {
+			parts = append(parts, body[partStart:])
+			break
+		}
+		parts = append(parts, part)
+		start = next
+	}
+	return parts
+}

@@ -34,7 +34,9 @@ type Report struct {
 	// Recipients lists who an undecryptable message was encrypted to, so an
 	// admin knows which key is missing.
 	Recipients []string `json:"recipients,omitempty"`
-	Error      string   `json:"error"`
+	// Notes say what was seen but not acted on.
+	Notes []string `json:"notes,omitempty"`
+	Error string   `json:"error"`
 }
 
 // Decryption describes the (outermost) encryption layer.

@@ -136,6 +136,9 @@ func printReport(w io.Writer, r *harvest.Report) {
 		}
 		fmt.Fprintf(w, "  harvested:  %s %s%s\n", h.Email, short(h.Fingerprint), q)
 	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "  note:       %s\n", n)
+	}
 	if r.Error != "" {
 		fmt.Fprintf(w, "  error:      %s\n", r.Error)
 	}

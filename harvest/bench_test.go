@@ -1,0 +1,202 @@
+package harvest
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/smimed/smimed/harvest/cms"
+)
+
+// The benchmarks report, besides ns/op and allocations:
+//   x-crypto  engine time / bare crypto time, both measured in this run
+//             (RSA-2048 operation(s) plus the symmetric pass and digest over
+//             the content) — the engine's overhead factor;
+//   alloc-x   bytes allocated per op / message size.
+
+func benchEngine(b *testing.B) (*Engine, map[string]*cms.Key) {
+	keys := orgKeys(b)
+	return New(Options{Keys: keyList(keys), Roots: fixtureRoots(b)}), keys
+}
+
+func readFixture(b *testing.B, name string) []byte {
+	b.Helper()
+	raw, err := os.ReadFile(filepath.Join(testdataDir, "msg", name))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return raw
+}
+
+// bareCrypto is the unavoidable work for a message of n content bytes:
+// decrypt=true adds one RSA-2048 private-key operation and an AES-256-CBC
+// pass; verify=true adds one RSA-2048 signature check and a SHA-256 pass.
+type bareCrypto struct {
+	priv    *rsa.PrivateKey
+	wrapped []byte
+	sig     []byte
+	digest  []byte
+	block   cipher.Block
+	buf     []byte
+	iv      []byte
+}
+
+func newBareCrypto(b *testing.B, priv *rsa.PrivateKey, n int) *bareCrypto {
+	key := make([]byte, 32)
+	rand.Read(key)
+	wrapped, err := rsa.EncryptPKCS1v15(rand.Reader, &priv.PublicKey, key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	block, _ := aes.NewCipher(key)
+	d := sha256.Sum256([]byte("x"))
+	sig, err := rsa.SignPKCS1v15(rand.Reader, priv, crypto.SHA256, d[:])
+	if err != nil {
+		b.Fatal(err)
+	}
+	n = (n + 15) / 16 * 16
+	return &bareCrypto{priv: priv, wrapped: wrapped, sig: sig, digest: d[:], block: block, buf: make([]byte, n), iv: make([]byte, 16)}
+}
+
+func (c *bareCrypto) run(decrypt, verify bool) {
+	if decrypt {
+		k := make([]byte, 32)
+		rsa.DecryptPKCS1v15SessionKey(nil, c.priv, c.wrapped, k)
+		cipher.NewCBCDecrypter(c.block, c.iv).CryptBlocks(c.buf, c.buf)
+	}
+	if verify {
+		sha256.Sum256(c.buf)
+		rsa.VerifyPKCS1v15(&c.priv.PublicKey, crypto.SHA256, c.digest, c.sig)
+	}
+}
+
+// baselineNs times the bare crypto outside the benchmark's own timer.
+func baselineNs(c *bareCrypto, decrypt, verify bool) float64 {
+	const rounds = 50
+	c.run(decrypt, verify)
+	start := time.Now()
+	for i := 0; i < rounds; i++ {
+		c.run(decrypt, verify)
+	}
+	return float64(time.Since(start).Nanoseconds()) / rounds
+}
+
+func benchProcess(b *testing.B, eng *Engine, raw []byte, base float64, wantDecrypt, wantSig bool) {
+	received := time.Now()
+	res, err := eng.Process(raw, received)
+	if err != nil || res.Report.Error != "" {
+		b.Fatalf("Process() = %v, %q", err, res.Report.Error)
+	}
+	if wantDecrypt && res.Report.Decryption.Status != DecryptOK {
+		b.Fatalf("not decrypted: %+v", res.Report.Decryption)
+	}
+	if wantSig && (len(res.Report.Signatures) == 0 || res.Report.Signatures[0].Status != StatusValid) {
+		b.Fatalf("signature not valid: %+v", res.Report.Signatures)
+	}
+	b.SetBytes(int64(len(raw)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; i < b.N; i++ {
+		if _, err := eng.Process(raw, received); err != nil {
+			b.Fatal(err)
+		}
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(elapsed.Nanoseconds())/float64(b.N)/base, "x-crypto")
+}
+
+// allocRatio reports allocated bytes per op relative to the message size.
+func allocRatio(b *testing.B, eng *Engine, raw []byte) float64 {
+	res := testing.Benchmark(func(bb *testing.B) {
+		bb.ReportAllocs()
+		for i := 0; i < bb.N; i++ {
+			eng.Process(raw, time.Now())
+		}
+	})
+	return float64(res.AllocedBytesPerOp()) / float64(len(raw))
+}
+
+func orgRSA(b *testing.B, keys map[string]*cms.Key) *rsa.PrivateKey {
+	k, ok := keys["org-new"].Private.(*rsa.PrivateKey)
+	if !ok {
+		b.Fatal("org-new is not an RSA key")
+	}
+	return k
+}
+
+// (a) a small detached-signed RSA-2048 message.
+func BenchmarkInspectSignedSmall(b *testing.B) {
+	eng, keys := benchEngine(b)
+	raw := readFixture(b, "signed-rsa-sha256.eml")
+	base := baselineNs(newBareCrypto(b, orgRSA(b, keys), len(raw)), false, true)
+	benchProcess(b, eng, raw, base, false, true)
+}
+
+// (b) a small AES-256-CBC message to RSA-2048.
+func BenchmarkInspectEncryptedSmall(b *testing.B) {
+	eng, keys := benchEngine(b)
+	raw := readFixture(b, "enc-aes256.eml")
+	base := baselineNs(newBareCrypto(b, orgRSA(b, keys), len(raw)), true, false)
+	benchProcess(b, eng, raw, base, true, false)
+}
+
+// (d) sign-then-encrypt.
+func BenchmarkInspectSignThenEncrypt(b *testing.B) {
+	eng, keys := benchEngine(b)
+	raw := readFixture(b, "sign-then-encrypt.eml")
+	base := baselineNs(newBareCrypto(b, orgRSA(b, keys), len(raw)), true, true)
+	benchProcess(b, eng, raw, base, true, true)
+}
+
+// (c) a 5 MiB attachment, AES-256-CBC to RSA-2048, made by OpenSSL here.
+func BenchmarkInspectEncryptedLarge(b *testing.B) {
+	eng, keys := benchEngine(b)
+	raw := largeEncrypted(b, 5<<20)
+	base := baselineNs(newBareCrypto(b, orgRSA(b, keys), len(raw)), true, false)
+	b.ReportMetric(allocRatio(b, eng, raw), "alloc-x")
+	benchProcess(b, eng, raw, base, true, false)
+}
+
+func largeEncrypted(b *testing.B, size int) []byte {
+	b.Helper()
+	dir := b.TempDir()
+	payload := make([]byte, size)
+	rand.Read(payload)
+	var ent bytes.Buffer
+	ent.WriteString("Content-Type: multipart/mixed; boundary=b1\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nSee attachment.\r\n--b1\r\n")
+	ent.WriteString("Content-Type: application/octet-stream; name=data.bin\r\nContent-Transfer-Encoding: base64\r\n\r\n")
+	enc := base64.StdEncoding.EncodeToString(payload)
+	for len(enc) > 76 {
+		ent.WriteString(enc[:76] + "\r\n")
+		enc = enc[76:]
+	}
+	ent.WriteString(enc + "\r\n--b1--\r\n")
+	in := filepath.Join(dir, "in.eml")
+	if err := os.WriteFile(in, ent.Bytes(), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	out := filepath.Join(dir, "out.eml")
+	cmd := exec.Command("openssl", "cms", "-encrypt", "-aes256", "-binary", "-in", in, "-out", out,
+		"-from", "alice@partner.example", "-to", "ceo@org.example", "-subject", "large",
+		filepath.Join(testdataDir, "pki", "org-new.crt"))
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("openssl cms -encrypt: %v\n%s", err, msg)
+	}
+	raw, err := os.ReadFile(out)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return raw
+}
