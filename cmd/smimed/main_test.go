@@ -1,0 +1,251 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// These tests run the command as a user would, with the OpenSSL-made
+// fixtures under ../../testdata, and compare with OpenSSL's own answers.
+
+var fixtures = func() string {
+	d, err := filepath.Abs(filepath.Join("..", "..", "testdata"))
+	if err != nil {
+		panic(err)
+	}
+	return d
+}()
+
+func runCmd(stdin []byte, args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	code := run(args, bytes.NewReader(stdin), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// writeConfig makes a config in a temp dir holding copies of the fixture
+// keys with mode 0600, and returns its path.
+func writeConfig(t *testing.T, extra string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, f := range []string{"org-new.crt", "org-new.key", "org-ec256.crt", "org-ec256.key", "org-old-legacy.p12", "org-old-legacy.pass", "ca-bundle.pem"} {
+		data, err := os.ReadFile(filepath.Join(fixtures, "pki", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := fmt.Sprintf(`state_dir = "state"
+%s
+[trust]
+system_roots = false
+ca_files = ["ca-bundle.pem"]
+
+[[keys]]
+cert_file = "org-new.crt"
+key_file = "org-new.key"
+[[keys]]
+cert_file = "org-ec256.crt"
+key_file = "org-ec256.key"
+[[keys]]
+pkcs12_file = "org-old-legacy.p12"
+password_file = "org-old-legacy.pass"
+`, extra)
+	p := filepath.Join(dir, "smimed.toml")
+	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func opensslFP(t *testing.T, cert string) string {
+	t.Helper()
+	out, err := exec.Command("openssl", "x509", "-noout", "-fingerprint", "-sha256", "-in", cert).Output()
+	if err != nil {
+		t.Fatalf("openssl x509 -fingerprint: %v (these tests need the openssl command)", err)
+	}
+	_, fp, _ := strings.Cut(strings.TrimSpace(string(out)), "=")
+	return strings.ToLower(strings.ReplaceAll(fp, ":", ""))
+}
+
+func msg(name string) string { return filepath.Join(fixtures, "msg", name) }
+
+func TestInspectJSON(t *testing.T) {
+	cfg := writeConfig(t, "")
+	code, out, errOut := runCmd(nil, "inspect", "--config", cfg, "--json", msg("sign-then-encrypt.eml"), msg("enc-nokey.eml"))
+	if code != exitOK {
+		t.Fatalf("inspect exit %d, stderr %s", code, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("inspect --json printed %d lines, want 2:\n%s", len(lines), out)
+	}
+	var got map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &got); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"file", "message_id", "from", "subject", "layers", "decryption", "signatures", "harvested", "error"} {
+		if _, ok := got[k]; !ok {
+			t.Errorf("JSON lacks %q: %s", k, lines[0])
+		}
+	}
+	dec := got["decryption"].(map[string]any)
+	if dec["status"] != "ok" || dec["cipher"] == "" || dec["key_transport"] != "rsa-pkcs1v15" {
+		t.Errorf("decryption = %v", dec)
+	}
+	if want := opensslFP(t, filepath.Join(fixtures, "pki", "org-new.crt")); dec["key"] != want {
+		t.Errorf("decryption.key = %v, want %s (openssl)", dec["key"], want)
+	}
+	sigs := got["signatures"].([]any)
+	if len(sigs) != 1 {
+		t.Fatalf("signatures = %v", sigs)
+	}
+	s := sigs[0].(map[string]any)
+	alice := opensslFP(t, filepath.Join(fixtures, "pki", "alice.crt"))
+	if s["status"] != "valid" || s["fingerprint"] != alice || s["signer"] != "alice@partner.example" || s["digest"] == "" || s["algorithm"] != "rsa-pkcs1v15" {
+		t.Errorf("signature = %v, want valid by alice (%s)", s, alice)
+	}
+	if got["message_id"] != "<sign-then-encrypt@test.smimed.example>" || got["from"] != "alice@partner.example" {
+		t.Errorf("message_id/from = %v/%v", got["message_id"], got["from"])
+	}
+	var nokey map[string]any
+	if err := json.Unmarshal([]byte(lines[1]), &nokey); err != nil {
+		t.Fatal(err)
+	}
+	if d := nokey["decryption"].(map[string]any); d["status"] != "failed" || !strings.Contains(d["error"].(string), "serial=") {
+		t.Errorf("enc-nokey decryption = %v, want failed naming the recipient", d)
+	}
+	// Nothing is written without --harvest.
+	if _, err := os.Stat(filepath.Join(filepath.Dir(cfg), "state", "smimed.db")); err == nil {
+		t.Errorf("inspect without --harvest created the store")
+	}
+}
+
+func TestInspectHarvestThenCerts(t *testing.T) {
+	cfg := writeConfig(t, "")
+	if code, _, errOut := runCmd(nil, "inspect", "--config", cfg, "--harvest", msg("signed-rsa-sha256.eml"), msg("signed-selfsigned.eml")); code != exitOK {
+		t.Fatalf("inspect --harvest exit %d: %s", code, errOut)
+	}
+	code, out, errOut := runCmd(nil, "certs", "--config", cfg, "list", "--json")
+	if code != exitOK {
+		t.Fatalf("certs list exit %d: %s", code, errOut)
+	}
+	alice := opensslFP(t, filepath.Join(fixtures, "pki", "alice.crt"))
+	self := opensslFP(t, filepath.Join(fixtures, "pki", "selfsigned.crt"))
+	found := map[string]bool{}
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		var e map[string]any
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatalf("%v: %s", err, l)
+		}
+		found[fmt.Sprintf("%v %v", e["fingerprint"], e["quarantined"])] = true
+	}
+	if !found[alice+" false"] || !found[self+" true"] {
+		t.Errorf("certs list = %s; want alice usable and selfsigned quarantined", out)
+	}
+	// The harvested certificate can be used without the message's copy.
+	code, out, _ = runCmd(nil, "inspect", "--config", cfg, "--json", msg("signed-nocerts.eml"))
+	if code != exitOK || !strings.Contains(out, `"status":"valid"`) {
+		t.Errorf("signed-nocerts after harvest: exit %d, %s", code, out)
+	}
+}
+
+func TestDecrypt(t *testing.T) {
+	cfg := writeConfig(t, "")
+	plain, err := os.ReadFile(msg("plain.eml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ := runCmd(nil, "decrypt", "--config", cfg, msg("plain.eml"))
+	if code != exitOK || out != string(plain) {
+		t.Errorf("decrypt plain.eml: exit %d, changed=%v", code, out != string(plain))
+	}
+	// stdin, and a message only the rotated-away key opens.
+	raw, err := os.ReadFile(msg("enc-old-key.eml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDir := t.TempDir()
+	key := filepath.Join(keyDir, "k.pem")
+	data, _ := os.ReadFile(filepath.Join(fixtures, "pki", "org-old.key"))
+	os.WriteFile(key, data, 0o600)
+	cmd := exec.Command("openssl", "cms", "-decrypt", "-recip", filepath.Join(fixtures, "pki", "org-old.crt"), "-inkey", key)
+	cmd.Stdin = bytes.NewReader(raw)
+	want, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("openssl cms -decrypt: %v", err)
+	}
+	_, body, _ := bytes.Cut(want, []byte("\r\n\r\n"))
+	code, out, errOut := runCmd(raw, "decrypt", "--config", cfg, "-")
+	if code != exitOK || !strings.HasSuffix(out, string(body)) || !strings.Contains(out, "Subject: smimed test: enc-old-key") {
+		t.Errorf("decrypt - (enc-old-key): exit %d, stderr %s, output:\n%s", code, errOut, out)
+	}
+	code, out, errOut = runCmd(nil, "decrypt", "--config", cfg, msg("enc-nokey.eml"))
+	if code != exitFailed || out != "" || !strings.Contains(errOut, "no recipient matches") {
+		t.Errorf("decrypt enc-nokey: exit %d, stdout %q, stderr %q; want 1, nothing, the reason", code, out, errOut)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"inspect", "--bogus", "x"},
+		{"inspect"},
+		{"decrypt", "a", "b"},
+		{"frobnicate"},
+		{},
+		{"check-config", "extra"},
+	} {
+		code, _, errOut := runCmd(nil, args...)
+		if code != exitUsage {
+			t.Errorf("smimed %v: exit %d, want 2", args, code)
+		}
+		if args != nil && len(args) > 0 && strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+			t.Errorf("smimed %v: stderr is not one line: %q", args, errOut)
+		}
+	}
+	if code, _, _ := runCmd(nil, "inspect", "--config", filepath.Join(t.TempDir(), "nope.toml"), msg("plain.eml")); code != exitUsage {
+		t.Errorf("missing config: exit %d, want 2", code)
+	}
+	if code, _, _ := runCmd(nil, "inspect", filepath.Join(t.TempDir(), "missing.eml")); code != exitFailed {
+		t.Errorf("missing message file: exit %d, want 1", code)
+	}
+	if code, out, _ := runCmd(nil, "help"); code != exitOK || !strings.Contains(out, "smimed inspect") {
+		t.Errorf("help: exit %d", code)
+	}
+}
+
+func TestCheckConfig(t *testing.T) {
+	cfg := writeConfig(t, "")
+	if code, out, errOut := runCmd(nil, "check-config", "--config", cfg); code != exitOK || !strings.Contains(out, "ok (3 decryption keys") {
+		t.Errorf("check-config good: exit %d, %s %s", code, out, errOut)
+	}
+	bad := writeConfig(t, `max_message_size = "lots"
+colour = "blue"`)
+	dir := filepath.Dir(bad)
+	os.Chmod(filepath.Join(dir, "org-new.key"), 0o644)
+	os.Remove(filepath.Join(dir, "ca-bundle.pem"))
+	code, _, errOut := runCmd(nil, "check-config", "--config", bad)
+	if code != exitUsage {
+		t.Fatalf("check-config bad: exit %d, want 2", code)
+	}
+	for _, want := range []string{"max_message_size:", "colour: unknown key", "trust.ca_files[0]:", "keys[0]:", "mode 0644"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("check-config output lacks %q:\n%s", want, errOut)
+		}
+	}
+}
+
+func TestTooLarge(t *testing.T) {
+	cfg := writeConfig(t, `max_message_size = "2KiB"`)
+	code, out, _ := runCmd(nil, "inspect", "--config", cfg, "--json", msg("too-deep.eml"))
+	if code != exitOK || !strings.Contains(out, "exceeds max_message_size") {
+		t.Errorf("too large: exit %d, %s", code, out)
+	}
+}
