@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -229,11 +228,4 @@ func parseSize(v any) (int64, error) {
 		return 0, fmt.Errorf("%d bytes is too small (at least 1024)", n)
 	}
 	return n, nil
-}
-
-// SortedProblems is a helper for tests and check-config output.
-func (e *ConfigError) SortedProblems() []string {
-	p := append([]string(nil), e.Problems...)
-	sort.Strings(p)
-	return p
 }

@@ -1,0 +1,110 @@
+package daemon
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLoadConfigDefaultsAndPaths(t *testing.T) {
+	dir := t.TempDir()
+	creds := t.TempDir()
+	writeFile(t, creds, "ceo.pass", "secret\n")
+	t.Setenv("CREDENTIALS_DIRECTORY", creds)
+	p := writeFile(t, dir, "smimed.toml", `
+state_dir = "state"
+max_message_size = "10MiB"
+[[keys]]
+pkcs12_file = "ceo.p12"
+password_file = "ceo.pass"
+[[keys]]
+pkcs12_file = "/abs/old.p12"
+password_file = "old.pass"
+`)
+	cfg, err := LoadConfig(p)
+	if err != nil {
+		t.Fatalf("LoadConfig() = %v", err)
+	}
+	if cfg.StateDir != filepath.Join(dir, "state") {
+		t.Errorf("StateDir = %s, want it next to the config", cfg.StateDir)
+	}
+	if cfg.MaxMessageSize != 10*1024*1024 {
+		t.Errorf("MaxMessageSize = %d, want 10 MiB", cfg.MaxMessageSize)
+	}
+	if !cfg.Trust.SystemRoots {
+		t.Errorf("system_roots default = false, want true")
+	}
+	if got := cfg.Keys[0].PasswordFile; got != filepath.Join(creds, "ceo.pass") {
+		t.Errorf("password_file = %s, want it from $CREDENTIALS_DIRECTORY", got)
+	}
+	// Not in the credentials directory: next to the config.
+	if got := cfg.Keys[1].PasswordFile; got != filepath.Join(dir, "old.pass") {
+		t.Errorf("password_file = %s, want it next to the config", got)
+	}
+	if cfg.Keys[1].PKCS12File != "/abs/old.p12" {
+		t.Errorf("absolute pkcs12_file changed to %s", cfg.Keys[1].PKCS12File)
+	}
+}
+
+func TestLoadConfigProblems(t *testing.T) {
+	dir := t.TempDir()
+	p := writeFile(t, dir, "smimed.toml", `
+state_dir = ""
+max_message_size = 12
+typo_key = 1
+[trust]
+ca_files = ["missing.pem"]
+[[keys]]
+cert_file = "a.pem"
+[[keys]]
+pkcs12_file = "a.p12"
+cert_file = "b.pem"
+[[keys]]
+`)
+	_, err := LoadConfig(p)
+	var ce *ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatalf("LoadConfig() = %v, want *ConfigError", err)
+	}
+	want := []string{"state_dir:", "max_message_size:", "typo_key: unknown key", "trust.ca_files[0]:", "keys[0]:", "keys[1]:", "keys[2]:"}
+	if len(ce.Problems) != len(want) {
+		t.Errorf("got %d problems, want %d:\n%s", len(ce.Problems), len(want), strings.Join(ce.Problems, "\n"))
+	}
+	all := strings.Join(ce.Problems, "\n")
+	for _, w := range want {
+		if !strings.Contains(all, w) {
+			t.Errorf("problems lack %q:\n%s", w, all)
+		}
+	}
+	if _, err := LoadConfig(filepath.Join(dir, "nope.toml")); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("missing file: %v", err)
+	}
+	bad := writeFile(t, dir, "bad.toml", "state_dir = \n")
+	if _, err := LoadConfig(bad); err == nil || strings.Count(err.Error(), "\n") > 0 {
+		t.Errorf("syntax error: %v, want one line", err)
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[any]int64{int64(4096): 4096, "50MiB": 50 << 20, "2 KiB": 2048, "1GB": 1e9, "2048": 2048} {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("parseSize(%v) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []any{"-5MiB", "x", 3.5, int64(10)} {
+		if _, err := parseSize(in); err == nil {
+			t.Errorf("parseSize(%v) accepted", in)
+		}
+	}
+}
