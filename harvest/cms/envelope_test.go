@@ -301,6 +301,14 @@ func TestDecryptOpenSSL(t *testing.T) {
 		{name: "multi/ec-rsa-hold-other-and-rsa", opts: []string{"-aes-256-gcm"}, recips: []envRecip{r(ps.p384), r(ps.rsa, oaep)}, keys: []*envParty{ps.rsa2, ps.p256, ps.rsa}, by: ps.rsa, size: 200, cipher: "aes-256-gcm", kt: "rsa-oaep"},
 		{name: "multi/three-keyid", opts: []string{"-aes-128-cbc", "-keyid"}, recips: []envRecip{r(ps.rsa2), r(ps.p521), r(ps.rsa)}, keys: []*envParty{ps.rsa}, size: 200, cipher: "aes-128-cbc", kt: "rsa-pkcs1v15", keyid: true},
 	}
+	// OpenSSL wraps a 3DES content key for an EC recipient with the
+	// Triple-DES key wrap of RFC 3217.
+	for _, curve := range []*envParty{ps.p256, ps.p521} {
+		cases = append(cases, tc{
+			name: "ecdh/des3-wrap/" + curve.name, opts: []string{"-des3"},
+			recips: []envRecip{r(curve)}, size: 200, cipher: "des-ede3-cbc", kt: "ecdh",
+		})
+	}
 	for _, md := range []string{"sha1", "sha256", "sha512"} {
 		cases = append(cases, tc{
 			name: "ecdh/cofactor/" + md, opts: []string{"-aes-256-cbc"},
@@ -849,7 +857,6 @@ func TestDecryptDecrypter(t *testing.T) {
 func TestDecryptUnsupported(t *testing.T) {
 	fx := envNewFixture(t)
 	rsaP := fx.newParty(t, "rsa", "rsa:2048")
-	ecP := fx.newParty(t, "ec", "ec", "ec_paramgen_curve:P-256")
 	t.Run("rc2-cbc", func(t *testing.T) {
 		cmd := exec.Command("openssl", "cms", "-encrypt", "-binary", "-rc2", "-provider", "legacy", "-provider", "default",
 			"-outform", "DER", "-recip", rsaP.cert)
@@ -862,14 +869,6 @@ func TestDecryptUnsupported(t *testing.T) {
 		_, err = Decrypt(envReadCMS(t, der, "DER"), []*Key{rsaP.key})
 		if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "rc2-cbc") {
 			t.Fatalf("Decrypt() = %v, want ErrUnsupported naming rc2-cbc", err)
-		}
-	})
-	t.Run("ecdh-des3-wrap", func(t *testing.T) {
-		// OpenSSL wraps a 3DES content key for ECDH with des-ede3-wrap.
-		der := fx.encrypt(t, []byte("hello"), "DER", []string{"-des3"}, envRecip{p: ecP})
-		_, err := Decrypt(envReadCMS(t, der, "DER"), []*Key{ecP.key})
-		if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "des-ede3-wrap") {
-			t.Fatalf("Decrypt() = %v, want ErrUnsupported naming des-ede3-wrap", err)
 		}
 	})
 	t.Run("signed-data", func(t *testing.T) {
@@ -988,6 +987,55 @@ func TestDecryptCorpusInterop(t *testing.T) {
 				t.Errorf("openssl output %q lacks the text MANIFEST.md promises", want)
 			}
 		})
+	}
+}
+
+// TestDecryptCorpusOpenSSL111 decrypts OpenSSL 1.1.1's ECDH output (two
+// kari recipients, sha1kdf, Triple-DES key wrap) from OpenSSL's own tests.
+func TestDecryptCorpusOpenSSL111(t *testing.T) {
+	dir, err := filepath.Abs(envCorpusDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(dir, "openssl", "recipes", "80-test_cms_data", "ciphertext_from_1_1_1.cms")
+	raw, err := os.ReadFile(f)
+	if err != nil {
+		t.Skipf("corpus not found at %s (set SMIMED_CORPUS): %v", dir, err)
+	}
+	envNeedOpenSSL(t)
+	keyFile := filepath.Join(dir, "openssl", "smime-certs", "smec3.pem")
+	pemData, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := &Key{}
+	for rest := pemData; ; {
+		var blk *pem.Block
+		blk, rest = pem.Decode(rest)
+		if blk == nil {
+			break
+		}
+		switch blk.Type {
+		case "CERTIFICATE":
+			k.Cert, err = x509.ParseCertificate(blk.Bytes)
+		case "PRIVATE KEY":
+			k.Private, err = x509.ParsePKCS8PrivateKey(blk.Bytes)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", keyFile, err)
+		}
+	}
+	want := envOpenSSL(t, t.TempDir(), "cms", "-decrypt", "-inform", "SMIME", "-binary", "-in", f, "-recip", keyFile, "-inkey", keyFile)
+	ci, err := ParseContentInfo(envSMIMEBody(t, raw))
+	if err != nil {
+		t.Fatalf("ParseContentInfo() = %v", err)
+	}
+	got, err := Decrypt(ci, []*Key{k})
+	if err != nil {
+		t.Fatalf("Decrypt() = %v", err)
+	}
+	if !bytes.Equal(got.Content, want) || got.Cipher != "des-ede3-cbc" || got.KeyTransport != "ecdh" {
+		t.Fatalf("Decrypt() = %q (%s, %s), openssl cms -decrypt = %q", got.Content, got.Cipher, got.KeyTransport, want)
 	}
 }
 

@@ -3,7 +3,8 @@ package cms
 // KeyAgreeRecipientInfo with ephemeral-static ECDH (RFC 5753 section 3.1,
 // RFC 8418 for the hash choices): the originator sends an ephemeral public
 // key, both sides derive a key-encryption key with the ANSI X9.63 KDF, and
-// the content-encryption key is AES-key-wrapped (RFC 3394) under it.
+// the content-encryption key is wrapped under it with AES key wrap (RFC
+// 3394) or, for des-ede3-cbc content, Triple-DES key wrap (RFC 3217).
 
 import (
 	"crypto"
@@ -188,7 +189,7 @@ func envKARICEK(ri *envRecipientInfo, k *Key, keyLen int) ([]byte, error) {
 	case wrap.OID.Equal(envOIDAES256Wrap):
 		kekLen = 32
 	case wrap.OID.Equal(envOID3DESWrap):
-		return nil, envErrf(ErrUnsupported, "key wrap algorithm des-ede3-wrap (%s)", wrap.OID)
+		kekLen = 24
 	default:
 		return nil, envErrf(ErrUnsupported, "key wrap algorithm %s", wrap.OID)
 	}
@@ -225,7 +226,12 @@ func envKARICEK(ri *envRecipientInfo, k *Key, keyLen int) ([]byte, error) {
 	}
 	kek := envX963KDF(h, z, sharedInfo, kekLen)
 	defer clear(kek)
-	cek, err := envAESKeyUnwrap(kek, ri.encryptedKey)
+	var cek []byte
+	if wrap.OID.Equal(envOID3DESWrap) {
+		cek, err = envDES3KeyUnwrap(kek, ri.encryptedKey)
+	} else {
+		cek, err = envAESKeyUnwrap(kek, ri.encryptedKey)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -2,8 +2,12 @@ package cms
 
 import (
 	"crypto/aes"
+	"crypto/cipher"
+	"crypto/des"
+	"crypto/sha1"
 	"crypto/subtle"
 	"encoding/binary"
+	"slices"
 )
 
 // envKeyWrapIV is the default initial value of RFC 3394 section 2.2.3.1.
@@ -43,4 +47,36 @@ func envAESKeyUnwrap(kek, wrapped []byte) ([]byte, error) {
 		return nil, envErrf(ErrDecrypt, "key unwrap: integrity check failed")
 	}
 	return r, nil
+}
+
+// envDES3WrapIV is the fixed IV of RFC 3217 section 3.
+var envDES3WrapIV = [8]byte{0x4a, 0xdd, 0xa2, 0x2c, 0x79, 0xe8, 0x21, 0x05}
+
+// envDES3KeyUnwrap is the Triple-DES key unwrap of RFC 3217 section 3.2
+// (id-alg-CMS3DESwrap), which OpenSSL uses for ECDH recipients when the
+// content cipher is des-ede3-cbc. The CMS key checksum (the first 8 octets
+// of SHA-1 of the key) is compared in constant time.
+func envDES3KeyUnwrap(kek, wrapped []byte) ([]byte, error) {
+	if len(wrapped) != 40 {
+		return nil, envErrf(ErrDecrypt, "key unwrap: 3DES-wrapped key is %d bytes, want 40", len(wrapped))
+	}
+	block, err := des.NewTripleDESCipher(kek)
+	if err != nil {
+		return nil, envErrf(ErrDecrypt, "key unwrap: %v", err)
+	}
+	// TEMP3 = CBC-decrypt(wrapped, IV 4adda22c79e82105); TEMP2 = reverse.
+	tmp := make([]byte, 40)
+	cipher.NewCBCDecrypter(block, envDES3WrapIV[:]).CryptBlocks(tmp, wrapped)
+	slices.Reverse(tmp)
+	// TEMP2 = IV || TEMP1; CEK || ICV = CBC-decrypt(TEMP1, IV).
+	iv, t1 := tmp[:8], tmp[8:]
+	cekICV := make([]byte, 32)
+	cipher.NewCBCDecrypter(block, iv).CryptBlocks(cekICV, t1)
+	clear(tmp)
+	sum := sha1.Sum(cekICV[:24])
+	if subtle.ConstantTimeCompare(sum[:8], cekICV[24:]) != 1 {
+		clear(cekICV)
+		return nil, envErrf(ErrDecrypt, "key unwrap: 3DES key checksum mismatch")
+	}
+	return cekICV[:24:24], nil
 }
