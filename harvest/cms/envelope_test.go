@@ -1109,3 +1109,51 @@ func TestDecryptManyRecipients(t *testing.T) {
 		t.Fatalf("Decrypt() = %v, want 16 failed tries and 4 not tried", err)
 	}
 }
+
+// TestX963KDF compares the KDF and the ECC-CMS-SharedInfo encoding (with a
+// ukm, which openssl cms cannot be asked to send) with OpenSSL.
+func TestX963KDF(t *testing.T) {
+	envNeedOpenSSL(t)
+	dir := t.TempDir()
+	wrap := []byte{0x30, 0x0b, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x01, 0x05} // aes128-wrap
+	ukm := bytes.Repeat([]byte{0x5a}, 64)
+	info, err := envSharedInfo(wrap, ukm, true, 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type item struct {
+		depth, l    int
+		cons        bool
+		what, value string
+	}
+	var got []item
+	for _, it := range envASN1Parse(t, dir, info) {
+		got = append(got, item{it.depth, it.l, it.cons, it.what, it.value})
+	}
+	want := []item{
+		{0, 89, true, "SEQUENCE", ""},
+		{1, 11, true, "SEQUENCE", ""},
+		{2, 9, false, "OBJECT", "id-aes128-wrap"},
+		{1, 66, true, "cont [ 0 ]", ""},
+		{2, 64, false, "OCTET STRING", strings.Repeat("Z", 64)},
+		{1, 6, true, "cont [ 2 ]", ""},
+		{2, 4, false, "OCTET STRING", "00000080"},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("ECC-CMS-SharedInfo per openssl asn1parse:\n got %+v\nwant %+v", got, want)
+	}
+	z := []byte("shared secret Z from ECDH, 32 b.")
+	for _, h := range []crypto.Hash{crypto.SHA1, crypto.SHA224, crypto.SHA256, crypto.SHA384, crypto.SHA512} {
+		for _, n := range []int{16, 24, 32, 70} {
+			out := envOpenSSL(t, dir, "kdf", "-keylen", strconv.Itoa(n), "-kdfopt", "digest:"+strings.ReplaceAll(h.String(), "-", ""),
+				"-kdfopt", "hexsecret:"+hex.EncodeToString(z), "-kdfopt", "hexinfo:"+hex.EncodeToString(info), "X963KDF")
+			want, err := hex.DecodeString(strings.ReplaceAll(strings.TrimSpace(string(out)), ":", ""))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := envX963KDF(h, z, info, n); !bytes.Equal(got, want) {
+				t.Errorf("envX963KDF(%v, %d) = %x, openssl kdf = %x", h, n, got, want)
+			}
+		}
+	}
+}

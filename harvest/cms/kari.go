@@ -208,21 +208,9 @@ func envKARICEK(ri *envRecipientInfo, k *Key, keyLen int) ([]byte, error) {
 	}
 	defer clear(z)
 
-	var b cryptobyte.Builder
-	b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
-		b.AddBytes(wrap.Raw)
-		if ri.kari.hasUKM {
-			b.AddASN1(envTagCons0, func(b *cryptobyte.Builder) { b.AddASN1OctetString(ri.kari.ukm) })
-		}
-		b.AddASN1(envTagCons2, func(b *cryptobyte.Builder) {
-			var bits [4]byte
-			binary.BigEndian.PutUint32(bits[:], uint32(kekLen*8))
-			b.AddASN1OctetString(bits[:])
-		})
-	})
-	sharedInfo, err := b.Bytes()
+	sharedInfo, err := envSharedInfo(wrap.Raw, ri.kari.ukm, ri.kari.hasUKM, kekLen)
 	if err != nil {
-		return nil, envErrf(ErrMalformed, "key agreement: ECC-CMS-SharedInfo: %v", err)
+		return nil, err
 	}
 	kek := envX963KDF(h, z, sharedInfo, kekLen)
 	defer clear(kek)
@@ -240,6 +228,32 @@ func envKARICEK(ri *envRecipientInfo, k *Key, keyLen int) ([]byte, error) {
 		return nil, envErrf(ErrDecrypt, "key agreement: content key is %d bytes, the cipher needs %d", len(cek), keyLen)
 	}
 	return cek, nil
+}
+
+// envSharedInfo encodes the KDF input of RFC 5753 section 7.2:
+//
+//	ECC-CMS-SharedInfo ::= SEQUENCE {
+//	  keyInfo         AlgorithmIdentifier,  -- the key wrap algorithm
+//	  entityUInfo [0] EXPLICIT OCTET STRING OPTIONAL,  -- the ukm
+//	  suppPubInfo [2] EXPLICIT OCTET STRING }  -- KEK length in bits, 32-bit big-endian
+func envSharedInfo(wrapAlg, ukm []byte, hasUKM bool, kekLen int) ([]byte, error) {
+	var b cryptobyte.Builder
+	b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddBytes(wrapAlg)
+		if hasUKM {
+			b.AddASN1(envTagCons0, func(b *cryptobyte.Builder) { b.AddASN1OctetString(ukm) })
+		}
+		b.AddASN1(envTagCons2, func(b *cryptobyte.Builder) {
+			var bits [4]byte
+			binary.BigEndian.PutUint32(bits[:], uint32(kekLen*8))
+			b.AddASN1OctetString(bits[:])
+		})
+	})
+	out, err := b.Bytes()
+	if err != nil {
+		return nil, envErrf(ErrMalformed, "key agreement: ECC-CMS-SharedInfo: %v", err)
+	}
+	return out, nil
 }
 
 // envOriginatorKey reads the originator's ephemeral public key:
