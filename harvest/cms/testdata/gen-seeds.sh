@@ -34,6 +34,7 @@ enc oaep-label-gcm -aes-256-gcm -recip env-seed-rsa.pem -keyopt rsa_padding_mode
 enc kari-sha256-aes192 -aes-192-cbc -recip env-seed-ec.pem -keyopt ecdh_kdf_md:sha256
 enc kari-keyid-gcm -aes-128-gcm -keyid -recip env-seed-ec.pem
 enc multi-stream -aes-256-cbc -stream -recip env-seed-rsa.pem -recip env-seed-ec.pem
+enc kari-des3wrap -des3 -recip env-seed-ec.pem
 enc kinds -aes-128-cbc -recip env-seed-ec.pem -secretkey 000102030405060708090a0b0c0d0e0f \
 	-secretkeyid 0102 -pwri_password seed
 rm env-seed-msg.txt
