@@ -77,7 +77,6 @@ type interopException struct {
 	apply  func(e *interopExpect)
 }
 
-
 func interopKeepLayers(n int) func(e *interopExpect) {
 	return func(e *interopExpect) { e.layers = e.layers[:n] }
 }
