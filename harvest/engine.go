@@ -27,6 +27,10 @@ import (
 // MaxDepth is the deepest nesting of S/MIME layers the engine follows.
 const MaxDepth = 8
 
+// internalError starts the report error of a message whose processing hit
+// a bug (a recovered panic).
+const internalError = "internal error (please report)"
+
 // futureSlack is how far a signing time may lie after receipt before it is
 // no longer believed.
 const futureSlack = 5 * time.Minute
@@ -73,13 +77,25 @@ type Result struct {
 // the message are part of the report; the error is non-nil only for a
 // failure of our own (the certificate store could not be written) after
 // which the message should be processed again later.
-func (e *Engine) Process(raw []byte, received time.Time) (*Result, error) {
+func (e *Engine) Process(raw []byte, received time.Time) (res *Result, err error) {
+	defer func() {
+		// A bug of ours must cost one message its analysis, never the
+		// daemon. The fuzz targets fail on this error text.
+		if r := recover(); r != nil {
+			res = &Result{Plaintext: raw, Report: Report{
+				Layers: []string{}, Signatures: []Signature{}, Harvested: []Harvested{},
+				Decryption: Decryption{Status: DecryptNone},
+				Error:      fmt.Sprintf("%s: %v", internalError, r),
+			}}
+			err = nil
+		}
+	}()
 	w := &walker{e: e, received: received}
 	w.rep.Layers = []string{}
 	w.rep.Signatures = []Signature{}
 	w.rep.Harvested = []Harvested{}
 	w.rep.Decryption.Status = DecryptNone
-	res := &Result{Plaintext: raw}
+	res = &Result{Plaintext: raw}
 	outer, err := splitEntity(raw)
 	if err != nil {
 		w.rep.Error = err.Error()

@@ -235,6 +235,17 @@ func TestFixturesAgainstOpenSSL(t *testing.T) {
 			if (r.layers == "enveloped" || r.layers == "auth-enveloped") && rep.Decryption.Status == DecryptOK {
 				checkPlaintext(t, r, raw, res.Plaintext)
 			}
+			if r.layers == "certs-only" {
+				// alice's certificate chains (with the intermediate in the
+				// message), so it is harvested; the CA is not an address.
+				want := opensslFingerprint(t, filepath.Join(testdataDir, "pki", "alice.crt"))
+				if len(rep.Harvested) != 1 || rep.Harvested[0].Fingerprint != want || rep.Harvested[0].Quarantined {
+					t.Errorf("Harvested = %+v, want alice's %s", rep.Harvested, want)
+				}
+				if !bytes.Equal(res.Plaintext, raw) {
+					t.Errorf("certs-only message changed by processing")
+				}
+			}
 			if r.layers == "plain" && !bytes.Equal(res.Plaintext, raw) {
 				t.Errorf("plain message changed by processing")
 			}

@@ -3,6 +3,7 @@ package harvest
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -29,6 +30,9 @@ func FuzzProcess(f *testing.F) {
 		}
 		if res == nil {
 			t.Fatal("Process() = nil result")
+		}
+		if strings.HasPrefix(res.Report.Error, internalError) {
+			t.Fatalf("Process() panicked: %s", res.Report.Error)
 		}
 		// Decrypted content can be larger than the ciphertext only by a
 		// header's worth; anything else means a runaway allocation.
