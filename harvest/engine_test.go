@@ -362,3 +362,44 @@ func pemCert(tb testing.TB, path string) *x509.Certificate {
 	}
 	return c
 }
+
+func TestSigningTimeAndSHA1Policy(t *testing.T) {
+	read := func(name string) []byte {
+		raw, err := os.ReadFile(filepath.Join(testdataDir, "msg", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return raw
+	}
+	eng := New(Options{Roots: fixtureRoots(t)})
+	// Received months before the signingTime the signer claims: the claim
+	// is not believed and the certificate is judged at receipt.
+	early := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	res, err := eng.Process(read("signed-rsa-sha256.eml"), early)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := res.Report.Signatures; len(s) != 1 || s[0].Status != StatusValid || !strings.Contains(s[0].Reason, "not believed") {
+		t.Errorf("future signing time: %+v, want valid with a note that it is not believed", s)
+	}
+	// Received before the certificates existed: expired at receipt.
+	res, _ = eng.Process(read("signed-rsa-sha256.eml"), time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC))
+	if s := res.Report.Signatures; len(s) != 1 || s[0].Status != StatusExpired {
+		t.Errorf("received before notBefore: %+v, want expired", s)
+	}
+	// SHA-1: valid and weak by default, invalid when configured so.
+	res, _ = eng.Process(read("signed-rsa-sha1.eml"), time.Now())
+	if s := res.Report.Signatures; len(s) != 1 || s[0].Status != StatusValid || !s[0].WeakDigest || s[0].Digest != "sha-1" {
+		t.Errorf("SHA-1 default: %+v, want valid with weak_digest", s)
+	}
+	strict := New(Options{Roots: fixtureRoots(t), RejectSHA1: true})
+	res, _ = strict.Process(read("signed-rsa-sha1.eml"), time.Now())
+	if s := res.Report.Signatures; len(s) != 1 || s[0].Status != StatusInvalid {
+		t.Errorf("SHA-1 with RejectSHA1: %+v, want invalid", s)
+	}
+	// Without trust anchors nothing chains.
+	res, _ = New(Options{}).Process(read("signed-rsa-sha256.eml"), time.Now())
+	if s := res.Report.Signatures; len(s) != 1 || s[0].Status != StatusUntrusted {
+		t.Errorf("no anchors: %+v, want untrusted", s)
+	}
+}
