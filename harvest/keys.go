@@ -16,9 +16,7 @@ import (
 	"os"
 	"strings"
 
-	"software.sslmate.com/src/go-pkcs12"
-
-	"github.com/smimed/smimed/harvest/cms"
+	"github.com/smimed/smimed/harvest/pkcs12"
 )
 
 // Errors returned by the key loaders; the returned errors wrap them and name
@@ -131,11 +129,13 @@ func LoadPEMKey(certFile, keyFile string) (*LoadedKey, error) {
 	return &LoadedKey{Cert: leaf, Private: priv, Chain: chain, Source: keyFile}, nil
 }
 
-// LoadPKCS12 reads a PKCS#12 file: modern (PBES2 with AES and PBKDF2, the
-// OpenSSL 3 default) and legacy (RC2-40 certificate bag, 3DES key bag, SHA-1
-// MAC, as exported by Windows and Outlook) both work. The password is used
-// exactly as given; read it with ReadPasswordFile. The file holds exactly
-// one private key, so the result has one element.
+// LoadPKCS12 reads a PKCS#12 file with harvest/pkcs12: modern (PBES2 with
+// AES and PBKDF2, the OpenSSL 3 default), legacy (RC2-40 certificate bag,
+// 3DES key bag, SHA-1 MAC, as exported by Windows and Outlook) and the BER
+// files of Thunderbird and Firefox (NSS) all work. The password is used
+// exactly as given; read it with ReadPasswordFile. Only the first private
+// key of the file is used, so the result has one element; the certificate
+// matching that key becomes Cert, the others Chain.
 func LoadPKCS12(file string, password string) ([]*LoadedKey, error) {
 	if err := CheckPrivateFile(file); err != nil {
 		return nil, err
@@ -144,23 +144,16 @@ func LoadPKCS12(file string, password string) ([]*LoadedKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("key file %s: %w", file, err)
 	}
-	priv, cert, cas, err := pkcs12.DecodeChain(data, password)
-	if err != nil && !errors.Is(err, pkcs12.ErrIncorrectPassword) {
-		// NSS (Firefox, Thunderbird) exports BER with indefinite lengths,
-		// which the decoder refuses; the DER form has the same MAC input.
-		if der, derr := cms.ToDER(data); derr == nil && !bytes.Equal(der, data) {
-			priv, cert, cas, err = pkcs12.DecodeChain(der, password)
-		}
-	}
+	priv, certs, err := pkcs12.Decode(data, password)
 	if err != nil {
-		if errors.Is(err, pkcs12.ErrIncorrectPassword) || errors.Is(err, pkcs12.ErrDecryption) {
+		if errors.Is(err, pkcs12.ErrIncorrectPassword) {
 			return nil, fileErrorf(ErrBadPKCS12, "key file %s: wrong password or corrupt PKCS#12", file)
 		}
 		return nil, fileErrorf(ErrBadPKCS12, "key file %s: wrong password or corrupt PKCS#12 (%v)", file, err)
 	}
-	// DecodeChain takes the first certificate bag as the leaf; exporters do
-	// not all agree on the order, so pick the one that matches the key.
-	leaf, chain, ok := splitByKey(priv, append([]*x509.Certificate{cert}, cas...))
+	// Exporters do not agree on the order of the certificates, so pick
+	// the one that matches the key.
+	leaf, chain, ok := splitByKey(priv, certs)
 	if !ok {
 		return nil, fileErrorf(ErrKeyMismatch, "key file %s: key does not match certificate", file)
 	}

@@ -387,3 +387,62 @@ func TestLoadPKCS12(t *testing.T) {
 		}
 	})
 }
+
+// TestLoadPKCS12Corpus loads PKCS#12 files written by other programs: NSS
+// (Thunderbird, Firefox) exports in BER with indefinite lengths at every
+// level, and a Java KeyStore holding an RSA and a DSA entry (the first key,
+// RSA, is used). The expected leaf is what `openssl pkcs12 -clcerts` prints
+// first.
+func TestLoadPKCS12Corpus(t *testing.T) {
+	corpus := os.Getenv("SMIMED_CORPUS")
+	if corpus == "" {
+		corpus = filepath.Join("..", "..", "shared", "corpus")
+	}
+	if fi, err := os.Stat(corpus); err != nil || !fi.IsDir() {
+		t.Skipf("corpus not found at %s", corpus)
+	}
+	for _, tc := range []struct {
+		file, password string
+		certs          int // certificates in the file
+	}{
+		{"thunderbird-nss/smime/Alice.p12", "nss", 2},
+		{"thunderbird-nss/smime/Alice-ec.p12", "nss", 2},
+		{"thunderbird-nss/smime/Bob.p12", "nss", 2},
+		{"thunderbird-nss/smime-interop/Fran.p12", "nss", 1},
+		{"simple-java-mail/pkcs12/smime_keystore.pkcs12", "letmein", 2},
+		{"bouncycastle-mail/johndoe.p12", "", 1},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			dir := t.TempDir()
+			data, err := os.ReadFile(filepath.Join(corpus, tc.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p12 := filepath.Join(dir, filepath.Base(tc.file))
+			writeFile(t, p12, string(data), 0o600)
+			leafPEM := filepath.Join(dir, "leaf.pem")
+			openssl(t, dir, "pkcs12", "-in", p12, "-passin", "pass:"+tc.password, "-nokeys", "-clcerts", "-legacy", "-out", leafPEM)
+			wantFP := opensslFingerprint(t, leafPEM)
+
+			keys, err := LoadPKCS12(p12, tc.password)
+			if err != nil {
+				t.Fatalf("LoadPKCS12() = %v", err)
+			}
+			if len(keys) != 1 {
+				t.Fatalf("LoadPKCS12() returned %d keys, want 1", len(keys))
+			}
+			k := keys[0]
+			if got := fingerprintOf(k.Cert.Raw); got != wantFP {
+				t.Errorf("Cert fingerprint = %s, openssl says %s", got, wantFP)
+			}
+			if len(k.Chain) != tc.certs-1 || !keyMatches(k.Private, k.Cert) {
+				t.Errorf("LoadPKCS12() = chain of %d, key matches %v; want chain of %d and a matching key",
+					len(k.Chain), keyMatches(k.Private, k.Cert), tc.certs-1)
+			}
+			_, err = LoadPKCS12(p12, tc.password+"x")
+			if !errors.Is(err, ErrBadPKCS12) || !strings.Contains(err.Error(), "wrong password or corrupt PKCS#12") || !strings.Contains(err.Error(), p12) {
+				t.Errorf("LoadPKCS12(wrong password) = %v, want ErrBadPKCS12 naming the file", err)
+			}
+		})
+	}
+}
