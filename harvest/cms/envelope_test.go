@@ -28,7 +28,6 @@ import (
 	"strings"
 	"testing"
 
-	pkcs12 "software.sslmate.com/src/go-pkcs12"
 )
 
 // envNeedOpenSSL fails (not skips) the test when the openssl command is
@@ -947,17 +946,29 @@ func TestDecryptCorpusInterop(t *testing.T) {
 	tmp := t.TempDir()
 	keys := map[string]*Key{}
 	for _, p12 := range []string{"Fran.p12", "Fran-ec.p12"} {
-		data, err := os.ReadFile(filepath.Join(interop, p12))
+		// The key and its certificate as OpenSSL reads them, as PEM.
+		envOpenSSL(t, tmp, "pkcs12", "-in", filepath.Join(interop, p12), "-passin", "pass:nss", "-nodes", "-clcerts", "-out", p12+".pem")
+		data, err := os.ReadFile(filepath.Join(tmp, p12+".pem"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		priv, cert, _, err := pkcs12.DecodeChain(data, "nss")
-		if err != nil {
-			t.Fatalf("pkcs12.DecodeChain(%s) = %v", p12, err)
+		k := &Key{}
+		for b, rest := pem.Decode(data); b != nil; b, rest = pem.Decode(rest) {
+			switch b.Type {
+			case "PRIVATE KEY":
+				if k.Private, err = x509.ParsePKCS8PrivateKey(b.Bytes); err != nil {
+					t.Fatalf("%s: key: %v", p12, err)
+				}
+			case "CERTIFICATE":
+				if k.Cert, err = x509.ParseCertificate(b.Bytes); err != nil {
+					t.Fatalf("%s: certificate: %v", p12, err)
+				}
+			}
 		}
-		keys[p12] = &Key{Cert: cert, Private: priv}
-		// The same key for openssl, as PEM.
-		envOpenSSL(t, tmp, "pkcs12", "-in", filepath.Join(interop, p12), "-passin", "pass:nss", "-nodes", "-out", p12+".pem")
+		if k.Cert == nil || k.Private == nil {
+			t.Fatalf("%s: openssl gave no key or certificate", p12)
+		}
+		keys[p12] = k
 	}
 	all := []*Key{keys["Fran.p12"], keys["Fran-ec.p12"]}
 	for _, row := range rows {
