@@ -27,7 +27,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-
 )
 
 // envNeedOpenSSL fails (not skips) the test when the openssl command is
