@@ -96,6 +96,7 @@ func (e *Engine) Process(raw []byte, received time.Time) (res *Result, err error
 	w.rep.Harvested = []Harvested{}
 	w.rep.Decryption.Status = DecryptNone
 	res = &Result{Plaintext: raw}
+	raw = stripMboxLine(raw)
 	outer, err := splitEntity(raw)
 	if err != nil {
 		w.rep.Error = err.Error()
@@ -109,6 +110,7 @@ func (e *Engine) Process(raw []byte, received time.Time) (res *Result, err error
 		w.rep.Error = err.Error()
 	case !sameBytes(inner, raw):
 		res.Plaintext = buildPlaintext(outer.rawHeader, inner)
+
 	}
 	res.Report = w.rep
 	return res, w.storeErr
@@ -119,6 +121,11 @@ type walker struct {
 	received   time.Time
 	rep        Report
 	from       string // lower-cased From address
+	fromIssue  string // why From cannot be bound to a certificate, if it cannot
+	inPart     int    // >0 while inside a container that is not a protection layer
+	pools      map[*cms.SignedData]*x509.CertPool
+	storeIMs   []*x509.Certificate
+	storeIMsOK bool
 	storeCerts []*x509.Certificate
 	storeRead  bool
 	storeErr   error
@@ -127,11 +134,29 @@ type walker struct {
 
 func (w *walker) readHeader(ent *entity) {
 	h := mail.Header{Header: ent.header}
-	if addrs, err := h.AddressList("From"); err == nil && len(addrs) > 0 {
+	fields := len(h.Values("From"))
+	addrs, err := h.AddressList("From")
+	switch {
+	case err == nil && len(addrs) > 0:
 		w.from = strings.ToLower(addrs[0].Address)
 		w.rep.From = addrs[0].Address
-	} else {
+	default:
 		w.rep.From = strings.TrimSpace(h.Get("From"))
+	}
+	// RFC 8550 section 3 binds the certificate to the sender; a From that
+	// names more than one mailbox, or shows another address in its display
+	// name, cannot be bound.
+	switch {
+	case fields == 0 || err != nil || len(addrs) == 0:
+		w.fromIssue = "the message has no readable From address"
+	case fields > 1:
+		w.fromIssue = fmt.Sprintf("the message has %d From fields", fields)
+	case len(addrs) > 1:
+		w.fromIssue = fmt.Sprintf("From names %d mailboxes", len(addrs))
+	default:
+		if shown := addressIn(addrs[0].Name); shown != "" && shown != w.from {
+			w.fromIssue = fmt.Sprintf("the From display name shows another address (%q)", shown)
+		}
 	}
 	if s, err := h.Subject(); err == nil {
 		w.rep.Subject = s
@@ -145,10 +170,32 @@ func (w *walker) readHeader(ent *entity) {
 	}
 }
 
+// addressIn returns the first thing that looks like an e-mail address in a
+// display name, lower-cased, or "".
+func addressIn(name string) string {
+	for _, f := range strings.FieldsFunc(name, func(r rune) bool {
+		return r == ' ' || r == '<' || r == '>' || r == '"' || r == '(' || r == ')' || r == ',' || r == ';' || r == '\''
+	}) {
+		if at := strings.IndexByte(f, '@'); at > 0 && at < len(f)-1 {
+			return strings.ToLower(f)
+		}
+	}
+	return ""
+}
+
+// layerRoom refuses one more protection layer beyond MaxDepth.
+func (w *walker) layerRoom() error {
+	if len(w.rep.Layers) >= MaxDepth {
+		return fmt.Errorf("%w: more than %d layers", ErrTooDeep, MaxDepth)
+	}
+	return nil
+}
+
 // entity unwraps one MIME entity and returns the innermost readable entity.
 func (w *walker) entity(raw []byte, depth int) ([]byte, error) {
-	if len(w.rep.Layers) > MaxDepth {
-		return nil, fmt.Errorf("%w: more than %d layers", ErrTooDeep, MaxDepth)
+	// Protection layers and wrapped messages each count one level.
+	if depth > 2*MaxDepth {
+		return nil, fmt.Errorf("%w: more than %d nested entities", ErrTooDeep, 2*MaxDepth)
 	}
 	ent, err := splitEntity(raw)
 	if err != nil {
@@ -159,29 +206,40 @@ func (w *walker) entity(raw []byte, depth int) ([]byte, error) {
 	}
 	mt, params, err := ent.mediaType()
 	if err != nil {
-		if depth == 0 {
-			return raw, nil
-		}
 		return raw, nil
 	}
-	switch mt {
-	case "multipart/signed":
+	smimeMime := mt == "application/pkcs7-mime" || mt == "application/x-pkcs7-mime"
+	if mt == "application/octet-stream" {
+		name := strings.ToLower(ent.fileName(params))
+		smimeMime = strings.HasSuffix(name, ".p7m") || strings.HasSuffix(name, ".p7c")
+	}
+	switch {
+	case mt == "multipart/signed":
 		switch strings.ToLower(params["protocol"]) {
 		case "application/pkcs7-signature", "application/x-pkcs7-signature":
+			if err := w.layerRoom(); err != nil {
+				return nil, err
+			}
 			return w.multipartSigned(ent, params, depth)
 		}
-	case "application/pkcs7-mime", "application/x-pkcs7-mime":
-		return w.pkcs7Mime(raw, ent, depth)
-	case "application/octet-stream":
-		name := strings.ToLower(ent.fileName(params))
-		if strings.HasSuffix(name, ".p7m") || strings.HasSuffix(name, ".p7c") {
-			return w.pkcs7Mime(raw, ent, depth)
+		return raw, nil
+	case smimeMime && w.inPart > 0:
+		w.note("an S/MIME part inside a multipart was left as it is (only whole-message encryption is decrypted)")
+		return raw, nil
+	case smimeMime:
+		if err := w.layerRoom(); err != nil {
+			return nil, err
 		}
+		return w.pkcs7Mime(raw, ent, depth)
+	}
+	switch mt {
 	case "multipart/mixed", "multipart/alternative", "multipart/related", "multipart/report", "multipart/parallel", "multipart/digest":
 		w.container(ent, params, depth)
 		return raw, nil
 	case "message/rfc822":
-		if depth > 0 { // a wrapped message inside a protected layer (RFC 8551 3.7)
+		// A message wrapped inside a protection layer (RFC 8551 3.7); an
+		// attached message in a container is a message of its own.
+		if depth > 0 && w.inPart == 0 {
 			body, err := ent.decodedBody()
 			if err != nil {
 				return raw, nil
@@ -207,6 +265,8 @@ func (w *walker) container(ent *entity, params map[string]string, depth int) {
 	if depth >= MaxDepth {
 		return
 	}
+	w.inPart++
+	defer func() { w.inPart-- }()
 	for _, part := range splitParts(ent.body, params["boundary"]) {
 		if w.parts++; w.parts > maxParts {
 			w.note(fmt.Sprintf("more than %d MIME parts; the rest was not examined", maxParts))
@@ -221,17 +281,12 @@ func (w *walker) container(ent *entity, params map[string]string, depth int) {
 			continue
 		}
 		switch {
-		case mt == "multipart/signed":
-			if p := strings.ToLower(pp["protocol"]); p == "application/pkcs7-signature" || p == "application/x-pkcs7-signature" {
-				if _, err := w.multipartSigned(pe, pp, depth+1); err != nil {
-					w.note(fmt.Sprintf("signed part: %v", err))
-				}
-			}
-		case strings.HasPrefix(mt, "multipart/"):
+		case strings.HasPrefix(mt, "multipart/") && mt != "multipart/signed":
 			w.container(pe, pp, depth+1)
-		case mt == "application/pkcs7-mime" || mt == "application/x-pkcs7-mime" ||
-			(mt == "application/octet-stream" && strings.HasSuffix(strings.ToLower(pe.fileName(pp)), ".p7m")):
-			w.note("an S/MIME part inside a multipart was left as it is (only whole-message encryption is decrypted)")
+		default:
+			if _, err := w.entity(part, depth+1); err != nil {
+				w.note(fmt.Sprintf("a part could not be read: %v", err))
+			}
 		}
 	}
 }
@@ -256,7 +311,13 @@ func (w *walker) addLayer(name string) int {
 }
 
 func (w *walker) multipartSigned(ent *entity, params map[string]string, depth int) ([]byte, error) {
-	layer := w.addLayer("multipart/signed")
+	name := "multipart/signed"
+	if w.inPart > 0 {
+		// The signature covers one part of the message, not all of it.
+		name = "multipart/signed (part)"
+		w.note("a signature covers only one part of the message; the rest is unsigned")
+	}
+	layer := w.addLayer(name)
 	signed, sigPart, err := splitSigned(ent.body, params["boundary"])
 	if err != nil {
 		w.sigError(layer, fmt.Sprintf("multipart/signed: %v", err))
@@ -316,6 +377,10 @@ func (w *walker) pkcs7Mime(raw []byte, ent *entity, depth int) ([]byte, error) {
 			return raw, nil
 		}
 		layer := w.addLayer("signed-data")
+		if !sd.EContentType.Equal(cms.OIDData) {
+			w.sigError(layer, fmt.Sprintf("signed-data encapsulates %s, not a MIME entity", cms.TypeName(sd.EContentType)))
+			return nil, fmt.Errorf("signed-data: content type %s is not S/MIME", cms.TypeName(sd.EContentType))
+		}
 		if sd.EContent == nil {
 			w.sigError(layer, "signed-data without content (a detached signature outside multipart/signed)")
 			return nil, errors.New("signed-data: no encapsulated content")
@@ -411,12 +476,85 @@ func (w *walker) storeCertificates() []*x509.Certificate {
 	return w.storeCerts
 }
 
+// Bounds on what one SignedData may make the engine do.
+const (
+	maxSigners   = 16  // signers judged per SignedData
+	maxCerts     = 256 // message certificates used for chain building
+	maxAddresses = 20  // addresses harvested per certificate
+)
+
+// pool returns the intermediates for chains of sd's signers: the message's
+// certificates and the intermediates harvested earlier, built once.
+func (w *walker) pool(sd *cms.SignedData) *x509.CertPool {
+	if p, ok := w.pools[sd]; ok {
+		return p
+	}
+	p := x509.NewCertPool()
+	for i, c := range sd.Certificates {
+		if i == maxCerts {
+			w.note(fmt.Sprintf("only the first %d certificates of a signature were used", maxCerts))
+			break
+		}
+		p.AddCert(c)
+	}
+	if !w.storeIMsOK && w.e.opts.Store != nil {
+		w.storeIMsOK = true
+		if ims, err := w.e.opts.Store.Intermediates(); err == nil {
+			w.storeIMs = ims
+		}
+	}
+	for _, c := range w.storeIMs {
+		p.AddCert(c)
+	}
+	if w.pools == nil {
+		w.pools = map[*cms.SignedData]*x509.CertPool{}
+	}
+	w.pools[sd] = p
+	return p
+}
+
+// altForms gives the other byte forms a detached signature may have been
+// made over, computed once: the part as transmitted (when canonicalisation
+// changed it) and with bare LF line ends (seen from NSS). None when the
+// part holds a lone CR, which would let differently displayed text verify.
+type altForms struct {
+	raw, canonical []byte
+	done           bool
+	forms          [][]byte
+}
+
+func (a *altForms) get() [][]byte {
+	if a == nil || a.raw == nil {
+		return nil
+	}
+	if !a.done {
+		a.done = true
+		for i, c := range a.raw {
+			if c == '\r' && (i+1 == len(a.raw) || a.raw[i+1] != '\n') {
+				return nil
+			}
+		}
+		if !bytes.Equal(a.raw, a.canonical) {
+			a.forms = append(a.forms, a.raw)
+		}
+		if lf := crlfToLF(a.raw); !bytes.Equal(lf, a.raw) {
+			a.forms = append(a.forms, lf)
+		}
+	}
+	return a.forms
+}
+
 // judge gives one verdict per signer. content is what the signature is
-// expected to cover; alt, when non-nil, is the same bytes as transmitted,
-// tried when the canonical form's digest does not match (some clients sign
-// bare-LF text).
+// expected to cover; alt, when non-nil, is the same part as transmitted,
+// whose other forms are tried when the canonical form's digest does not
+// match.
 func (w *walker) judge(sd *cms.SignedData, content, alt []byte, layer int) {
-	for _, si := range sd.Signers {
+	forms := &altForms{raw: alt, canonical: content}
+	for i, si := range sd.Signers {
+		if i == maxSigners {
+			w.note(fmt.Sprintf("only the first %d of %d signers were judged", maxSigners, len(sd.Signers)))
+			break
+		}
 		v := Signature{
 			Layer:      layer,
 			Digest:     si.DigestName,
@@ -436,11 +574,9 @@ func (w *walker) judge(sd *cms.SignedData, content, alt []byte, layer int) {
 		v.Fingerprint = Fingerprint(cert)
 		v.Signer = w.signerAddress(cert)
 		err := sd.Verify(si, cert, content)
-		if errors.Is(err, cms.ErrDigestMismatch) && alt != nil {
-			// Some signers hash the text as they stored it: as transmitted,
-			// or with bare LF line ends (seen from NSS).
-			for _, form := range [][]byte{alt, crlfToLF(alt)} {
-				if !bytes.Equal(form, content) && sd.Verify(si, cert, form) == nil {
+		if errors.Is(err, cms.ErrDigestMismatch) {
+			for _, form := range forms.get() {
+				if sd.Verify(si, cert, form) == nil {
 					err = nil
 					break
 				}
@@ -473,10 +609,15 @@ func (w *walker) judgeCertificate(v *Signature, si *cms.SignerInfo, sd *cms.Sign
 			at = si.SigningTime
 		}
 	}
-	chain, status, reason := w.checkChain(cert, sd.Certificates, at)
-	if status == StatusValid && !hasEmail(cert, w.from) {
-		status = StatusMismatch
-		reason = fmt.Sprintf("From address %q is not among the certificate's addresses %v", w.from, CertEmails(cert))
+	chain, status, reason := w.checkChain(cert, w.pool(sd), at)
+	if status == StatusValid {
+		switch addrs := BoundEmails(cert, chain); {
+		case w.fromIssue != "":
+			status, reason = StatusMismatch, w.fromIssue
+		case !contains(addrs, w.from):
+			status = StatusMismatch
+			reason = fmt.Sprintf("From address %q is not among the certificate's addresses %v", w.from, addrs)
+		}
 	}
 	if reason != "" {
 		notes = append([]string{reason}, notes...)
@@ -485,9 +626,11 @@ func (w *walker) judgeCertificate(v *Signature, si *cms.SignerInfo, sd *cms.Sign
 	v.Reason = strings.Join(notes, "; ")
 	switch {
 	case status == StatusValid:
-		w.harvest(cert, chain, w.encryptionPreference(si, sd, cert), si.SMIMECapabilities, false, "")
-	case status == StatusUntrusted && reason == reasonNoChain:
-		w.harvest(cert, nil, nil, si.SMIMECapabilities, true, reasonNoChain)
+		w.harvest(cert, chain, BoundEmails(cert, chain), w.encryptionPreference(si, sd, cert), si.SMIMECapabilities)
+	case status == StatusUntrusted && reason == reasonNoChain && w.fromIssue == "" && contains(CertEmails(cert), w.from):
+		// Only for the address the mail came from: a self-made
+		// certificate must not fill the quarantine of other addresses.
+		w.quarantine(cert, w.from, si.SMIMECapabilities)
 	}
 }
 
@@ -495,8 +638,8 @@ const reasonNoChain = "no chain to a trust anchor"
 
 // checkChain builds a chain from cert to a trust anchor, valid at time at,
 // allowed for email protection, with a KeyUsage that allows signing.
-func (w *walker) checkChain(cert *x509.Certificate, msgCerts []*x509.Certificate, at time.Time) ([]*x509.Certificate, string, string) {
-	chain, err := w.verifyCert(cert, msgCerts, at)
+func (w *walker) checkChain(cert *x509.Certificate, inter *x509.CertPool, at time.Time) ([]*x509.Certificate, string, string) {
+	chain, err := w.verifyCert(cert, inter, at)
 	if err != nil {
 		var inv x509.CertificateInvalidError
 		var ua x509.UnknownAuthorityError
@@ -504,7 +647,7 @@ func (w *walker) checkChain(cert *x509.Certificate, msgCerts []*x509.Certificate
 		case errors.As(err, &inv) && inv.Reason == x509.Expired:
 			// Expired, or also untrusted? Check the chain inside the leaf's own validity.
 			mid := cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) / 2)
-			if _, err2 := w.verifyCert(cert, msgCerts, mid); errors.As(err2, &ua) {
+			if _, err2 := w.verifyCert(cert, inter, mid); errors.As(err2, &ua) {
 				return nil, StatusUntrusted, reasonNoChain
 			}
 			return nil, StatusExpired, fmt.Sprintf("certificate not valid at %s (valid %s to %s)",
@@ -525,41 +668,48 @@ func (w *walker) checkChain(cert *x509.Certificate, msgCerts []*x509.Certificate
 	return chain, StatusValid, ""
 }
 
-func (w *walker) verifyCert(cert *x509.Certificate, msgCerts []*x509.Certificate, at time.Time) ([]*x509.Certificate, error) {
-	inter := x509.NewCertPool()
-	for _, c := range msgCerts {
-		if c != cert {
-			inter.AddCert(c)
-		}
-	}
-	opts := x509.VerifyOptions{
+func (w *walker) verifyCert(cert *x509.Certificate, inter *x509.CertPool, at time.Time) ([]*x509.Certificate, error) {
+	chains, err := cert.Verify(x509.VerifyOptions{
 		Roots:         w.e.opts.Roots,
 		Intermediates: inter,
 		CurrentTime:   at,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection},
-	}
-	chains, err := cert.Verify(opts)
-	var ua x509.UnknownAuthorityError
-	if errors.As(err, &ua) && w.e.opts.Store != nil {
-		if ims, ierr := w.e.opts.Store.Intermediates(); ierr == nil && len(ims) > 0 {
-			for _, c := range ims {
-				inter.AddCert(c)
-			}
-			chains, err = cert.Verify(opts)
-		}
-	}
+	})
 	if err != nil {
 		return nil, err
 	}
 	return chains[0], nil
 }
 
-func hasEmail(c *x509.Certificate, addr string) bool {
-	if addr == "" {
+// BoundEmails lists the addresses a verified chain vouches for, lower-cased:
+// the SAN rfc822Names; only when there are none, the subject emailAddress
+// attributes (RFC 8550 section 3) — and not even those when a CA in the
+// chain has email name constraints, which Go (like RFC 5280) applies to
+// SANs only.
+func BoundEmails(c *x509.Certificate, chain []*x509.Certificate) []string {
+	if len(c.EmailAddresses) > 0 {
+		var out []string
+		for _, e := range c.EmailAddresses {
+			if e = strings.ToLower(strings.TrimSpace(e)); e != "" && !contains(out, e) {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	for _, ca := range chain {
+		if len(ca.PermittedEmailAddresses) > 0 || len(ca.ExcludedEmailAddresses) > 0 {
+			return nil
+		}
+	}
+	return CertEmails(c)
+}
+
+func contains(list []string, s string) bool {
+	if s == "" {
 		return false
 	}
-	for _, e := range CertEmails(c) {
-		if e == addr {
+	for _, e := range list {
+		if e == s {
 			return true
 		}
 	}
@@ -567,18 +717,19 @@ func hasEmail(c *x509.Certificate, addr string) bool {
 }
 
 func (w *walker) signerAddress(c *x509.Certificate) string {
-	if hasEmail(c, w.from) {
+	es := CertEmails(c)
+	if contains(es, w.from) {
 		return w.from
 	}
-	if es := CertEmails(c); len(es) > 0 {
+	if len(es) > 0 {
 		return es[0]
 	}
 	return ""
 }
 
 // encryptionPreference returns the certificate the signer prefers for
-// encryption (RFC 8551 section 2.5.3) when it is in the message, belongs to
-// the same address and validates; else nil.
+// encryption (RFC 8551 section 2.5.3) when it is in the message, vouched for
+// the From address by a valid chain, and may encrypt; else nil.
 func (w *walker) encryptionPreference(si *cms.SignerInfo, sd *cms.SignedData, leaf *x509.Certificate) *x509.Certificate {
 	if si.EncryptionKeyPreference == nil {
 		return nil
@@ -587,13 +738,14 @@ func (w *walker) encryptionPreference(si *cms.SignerInfo, sd *cms.SignedData, le
 		if !si.EncryptionKeyPreference.Matches(c) {
 			continue
 		}
+		if c.KeyUsage != 0 && c.KeyUsage&(x509.KeyUsageKeyEncipherment|x509.KeyUsageKeyAgreement) == 0 {
+			return nil
+		}
 		if c.Equal(leaf) {
 			return c
 		}
-		if !hasEmail(c, w.from) {
-			return nil
-		}
-		if _, err := w.verifyCert(c, sd.Certificates, w.received); err != nil {
+		chain, err := w.verifyCert(c, w.pool(sd), w.received)
+		if err != nil || !contains(BoundEmails(c, chain), w.from) {
 			return nil
 		}
 		return c
@@ -604,49 +756,64 @@ func (w *walker) encryptionPreference(si *cms.SignerInfo, sd *cms.SignedData, le
 // certsOnly harvests the end-entity certificates of a certs-only message
 // whose chains validate now.
 func (w *walker) certsOnly(sd *cms.SignedData) {
-	for _, c := range sd.Certificates {
+	for i, c := range sd.Certificates {
+		if i == maxCerts {
+			break
+		}
 		if c.IsCA {
 			continue
 		}
-		chain, err := w.verifyCert(c, sd.Certificates, w.received)
+		chain, err := w.verifyCert(c, w.pool(sd), w.received)
 		if err != nil {
 			continue
 		}
-		w.harvest(c, chain, nil, nil, false, "")
+		w.harvest(c, chain, BoundEmails(c, chain), nil, nil)
 	}
 }
 
-// harvest stores (or quarantines) cert for each of its addresses and notes
-// it in the report. Nothing is written unless the engine harvests.
-func (w *walker) harvest(cert *x509.Certificate, chain []*x509.Certificate, encPref *x509.Certificate, caps []string, quarantine bool, reason string) {
-	fp := Fingerprint(cert)
+// harvest stores cert as usable for its addresses (at most maxAddresses)
+// and notes it in the report; encPref applies to the From address only.
+// Nothing is written unless the engine harvests.
+func (w *walker) harvest(cert *x509.Certificate, chain []*x509.Certificate, addrs []string, encPref *x509.Certificate, caps []string) {
 	var intermediates []*x509.Certificate
 	if len(chain) > 2 {
 		intermediates = chain[1 : len(chain)-1]
 	}
-	for _, email := range CertEmails(cert) {
-		dup := false
-		for _, h := range w.rep.Harvested {
-			if h.Email == email && h.Fingerprint == fp {
-				dup = true
-			}
+	if len(addrs) > maxAddresses {
+		w.note(fmt.Sprintf("a certificate with %d addresses was harvested for the first %d", len(addrs), maxAddresses))
+		addrs = addrs[:maxAddresses]
+	}
+	for _, email := range addrs {
+		var pref *x509.Certificate
+		if email == w.from {
+			pref = encPref
 		}
-		if dup {
-			continue
+		w.record(cert, email, false, func(st *Store, seen Sighting) error {
+			return st.Harvest(email, cert, intermediates, pref, caps, seen)
+		})
+	}
+}
+
+// quarantine keeps an untrusted certificate for one address until an admin
+// trusts it.
+func (w *walker) quarantine(cert *x509.Certificate, email string, caps []string) {
+	w.record(cert, email, true, func(st *Store, seen Sighting) error {
+		return st.Quarantine(email, cert, nil, reasonNoChain, seen)
+	})
+}
+
+func (w *walker) record(cert *x509.Certificate, email string, quarantined bool, write func(*Store, Sighting) error) {
+	fp := Fingerprint(cert)
+	for _, h := range w.rep.Harvested {
+		if h.Email == email && h.Fingerprint == fp {
+			return
 		}
-		w.rep.Harvested = append(w.rep.Harvested, Harvested{Email: email, Fingerprint: fp, Quarantined: quarantine})
-		if !w.e.opts.Harvest || w.e.opts.Store == nil {
-			continue
-		}
-		seen := Sighting{MessageID: w.rep.MessageID, Seen: w.received}
-		var err error
-		if quarantine {
-			err = w.e.opts.Store.Quarantine(email, cert, chain, reason, seen)
-		} else {
-			err = w.e.opts.Store.Harvest(email, cert, intermediates, encPref, caps, seen)
-		}
-		if err != nil && w.storeErr == nil {
-			w.storeErr = fmt.Errorf("harvest %s for %s: %w", fp, email, err)
-		}
+	}
+	w.rep.Harvested = append(w.rep.Harvested, Harvested{Email: email, Fingerprint: fp, Quarantined: quarantined})
+	if !w.e.opts.Harvest || w.e.opts.Store == nil {
+		return
+	}
+	if err := write(w.e.opts.Store, Sighting{MessageID: w.rep.MessageID, Seen: w.received}); err != nil && w.storeErr == nil {
+		w.storeErr = fmt.Errorf("harvest %s for %s: %w", fp, email, err)
 	}
 }

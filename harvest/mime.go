@@ -22,15 +22,26 @@ type entity struct {
 	header    message.Header
 }
 
-// splitEntity separates header and body at the first empty line (RFC 5322
-// section 2.1). A leading mbox "From " line is dropped. A message without an
-// empty line is all header.
-func splitEntity(raw []byte) (*entity, error) {
-	if bytes.HasPrefix(raw, []byte("From ")) {
-		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
-			raw = raw[i+1:]
-		}
+// stripMboxLine drops the "From sender date" line that starts a message
+// taken from an mbox file. The obsolete header syntax "From : addr" is a
+// header field, not an mbox line, and stays.
+func stripMboxLine(raw []byte) []byte {
+	if !bytes.HasPrefix(raw, []byte("From ")) {
+		return raw
 	}
+	i := bytes.IndexByte(raw, '\n')
+	if i < 0 {
+		return raw
+	}
+	if f := bytes.Fields(raw[5:i]); len(f) == 0 || bytes.HasPrefix(f[0], []byte(":")) {
+		return raw
+	}
+	return raw[i+1:]
+}
+
+// splitEntity separates header and body at the first empty line (RFC 5322
+// section 2.1). A message without an empty line is all header.
+func splitEntity(raw []byte) (*entity, error) {
 	var e entity
 	end, bodyStart := len(raw), len(raw)
 	if bytes.HasPrefix(raw, []byte("\r\n")) {
@@ -59,7 +70,9 @@ func splitEntity(raw []byte) (*entity, error) {
 	e.body = raw[bodyStart:]
 	h, err := textproto.ReadHeader(bufio.NewReader(io.MultiReader(bytes.NewReader(e.rawHeader), strings.NewReader("\r\n"))))
 	if err != nil {
-		return nil, fmt.Errorf("header: %v", err)
+		// The parser's error quotes the offending line, which may be body
+		// text: report a fixed message instead.
+		return nil, errMalformedHeader
 	}
 	e.header = message.Header{Header: h}
 	return &e, nil
@@ -136,7 +149,10 @@ func decodeBase64(in []byte) ([]byte, error) {
 	return out[:n], nil
 }
 
-var errNoBoundary = errors.New("multipart: boundary not found")
+var (
+	errNoBoundary      = errors.New("multipart: boundary not found")
+	errMalformedHeader = errors.New("header: malformed (a line is neither a header field nor its continuation)")
+)
 
 // splitSigned finds the two parts of a multipart/signed body with a
 // boundary scanner on the raw bytes (RFC 1847, RFC 2046 section 5.1.1). The

@@ -38,70 +38,56 @@ func rawFields(block []byte) []rawField {
 	return fields
 }
 
-// contentFields are the header fields that describe an entity's body; in a
+// isContentField tells the fields that describe an entity's body; in a
 // plaintext copy they come from the innermost entity, never the envelope.
-var contentFields = map[string]bool{
-	"content-type":              true,
-	"content-transfer-encoding": true,
-	"content-disposition":       true,
-	"content-description":       true,
-	"content-id":                true,
-	"content-md5":               true,
-	"mime-version":              true,
+func isContentField(name string) bool {
+	return strings.HasPrefix(name, "content-") || name == "mime-version"
 }
 
-// appendCRLF appends a header field with every line ending made CRLF.
+// appendCRLF appends a header field with every line ending made CRLF and
+// every lone CR made a space, so no parser can see a field break that the
+// engine did not.
 func appendCRLF(out, line []byte) []byte {
 	line = bytes.TrimRight(line, "\r\n")
-	for {
-		i := bytes.IndexByte(line, '\n')
-		if i < 0 {
-			break
+	for i, c := range line {
+		switch {
+		case c == '\n':
+			out = append(out, '\r', '\n')
+		case c == '\r' && i+1 < len(line) && line[i+1] == '\n':
+			// the LF writes the line end
+		case c == '\r':
+			out = append(out, ' ')
+		default:
+			out = append(out, c)
 		}
-		out = append(out, bytes.TrimRight(line[:i], "\r")...)
-		out = append(out, '\r', '\n')
-		line = line[i+1:]
 	}
-	out = append(out, line...)
 	return append(out, '\r', '\n')
 }
 
 // buildPlaintext makes a complete, readable message out of the outer
 // message's header and the innermost entity: the outer header fields
-// (From, To, Date, Subject, Message-ID, Received, …) without its
-// Content-* fields, then the inner entity's own fields and body. A field the
-// inner entity carries itself (a protected header, RFC 8551 section 3.1)
-// wins over the outer one.
+// (From, To, Date, Subject, Message-ID, Received, …) without its Content-*
+// fields, then the inner entity's Content-* fields and body. Other fields
+// of the inner entity are not taken: the sender controls them, and the
+// verdicts are bound to the outer From.
 func buildPlaintext(outerHeader []byte, inner []byte) []byte {
-	in, err := splitEntity(inner)
-	if err != nil {
-		// Not a MIME entity: keep it whole as a text body.
-		out := make([]byte, 0, len(outerHeader)+len(inner)+64)
-		for _, f := range rawFields(outerHeader) {
-			if !contentFields[f.name] {
-				out = appendCRLF(out, f.raw)
-			}
-		}
-		out = append(out, "MIME-Version: 1.0\r\nContent-Type: application/octet-stream\r\n\r\n"...)
-		return append(out, inner...)
-	}
-	innerFields := rawFields(in.rawHeader)
-	has := make(map[string]bool, len(innerFields))
-	for _, f := range innerFields {
-		has[f.name] = true
-	}
 	out := make([]byte, 0, len(outerHeader)+len(inner)+64)
 	for _, f := range rawFields(outerHeader) {
-		if contentFields[f.name] || has[f.name] {
-			continue
+		if !isContentField(f.name) {
+			out = appendCRLF(out, f.raw)
 		}
-		out = appendCRLF(out, f.raw)
 	}
-	if !has["mime-version"] {
-		out = append(out, "MIME-Version: 1.0\r\n"...)
+	out = append(out, "MIME-Version: 1.0\r\n"...)
+	in, err := splitEntity(inner)
+	if err != nil {
+		// Not a MIME entity: keep it whole as an opaque body.
+		out = append(out, "Content-Type: application/octet-stream\r\n\r\n"...)
+		return append(out, inner...)
 	}
-	for _, f := range innerFields {
-		out = appendCRLF(out, f.raw)
+	for _, f := range rawFields(in.rawHeader) {
+		if isContentField(f.name) && f.name != "mime-version" {
+			out = appendCRLF(out, f.raw)
+		}
 	}
 	out = append(out, '\r', '\n')
 	return append(out, in.body...)
