@@ -130,11 +130,11 @@ func LoadConfig(path string) (*Config, error) {
 	}
 	cfg.Trust.RejectSHA1 = raw.Trust.RejectSHA1
 	for i, f := range raw.Trust.CAFiles {
-		p := resolve(dir, f)
-		if _, err := os.Stat(p); err != nil {
-			addf("trust.ca_files[%d]: %s: %v", i, p, errors.Unwrap(err))
+		if f == "" {
+			addf("trust.ca_files[%d]: empty file name", i)
+			continue
 		}
-		cfg.Trust.CAFiles = append(cfg.Trust.CAFiles, p)
+		cfg.Trust.CAFiles = append(cfg.Trust.CAFiles, resolve(dir, f)) // read by TrustPool
 	}
 	for i, k := range raw.Keys {
 		key := fmt.Sprintf("keys[%d]", i)
@@ -217,8 +217,11 @@ func parseSize(v any) (int64, error) {
 			}
 		}
 		f, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
+		if err != nil || f < 0 {
 			return 0, fmt.Errorf("%q is not a size (e.g. 52428800 or \"50MiB\")", x)
+		}
+		if f > (1<<62)/mult {
+			return 0, fmt.Errorf("%q is too large", x)
 		}
 		n = f * mult
 	default:

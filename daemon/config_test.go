@@ -77,7 +77,7 @@ cert_file = "b.pem"
 	if !errors.As(err, &ce) {
 		t.Fatalf("LoadConfig() = %v, want *ConfigError", err)
 	}
-	want := []string{"state_dir:", "max_message_size:", "typo_key: unknown key", "trust.ca_files[0]:", "keys[0]:", "keys[1]:", "keys[2]:"}
+	want := []string{"state_dir:", "max_message_size:", "typo_key: unknown key", "keys[0]:", "keys[1]:", "keys[2]:"}
 	if len(ce.Problems) != len(want) {
 		t.Errorf("got %d problems, want %d:\n%s", len(ce.Problems), len(want), strings.Join(ce.Problems, "\n"))
 	}
@@ -106,5 +106,28 @@ func TestParseSize(t *testing.T) {
 		if _, err := parseSize(in); err == nil {
 			t.Errorf("parseSize(%v) accepted", in)
 		}
+	}
+}
+
+func TestTrustPoolProblems(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "junk.pem", "not a certificate\n")
+	p := writeFile(t, dir, "smimed.toml", `
+[trust]
+system_roots = false
+ca_files = ["missing.pem", "junk.pem"]
+`)
+	cfg, err := LoadConfig(p)
+	if err != nil {
+		t.Fatalf("LoadConfig() = %v", err)
+	}
+	_, err = cfg.TrustPool()
+	var ce *ConfigError
+	if !errors.As(err, &ce) || len(ce.Problems) != 2 ||
+		!strings.Contains(ce.Problems[0], "trust.ca_files[0]") || !strings.Contains(ce.Problems[1], "trust.ca_files[1]") {
+		t.Errorf("TrustPool() = %v, want one problem per bad CA file", err)
+	}
+	if _, err := parseSize("9000000000GiB"); err == nil || !strings.Contains(err.Error(), "too large") {
+		t.Errorf("parseSize(huge) = %v, want too large", err)
 	}
 }

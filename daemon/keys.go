@@ -59,13 +59,15 @@ func (c *Config) LoadKeys() ([]*cms.Key, error) {
 // trust.system_roots is set, plus every certificate in trust.ca_files.
 func (c *Config) TrustPool() (*x509.CertPool, error) {
 	pool := x509.NewCertPool()
+	var problems []string
 	if c.Trust.SystemRoots {
 		sys, err := x509.SystemCertPool()
-		if err == nil && sys != nil {
+		if err != nil || sys == nil {
+			problems = append(problems, fmt.Sprintf("trust.system_roots: the system's CA roots cannot be read (%v); install ca-certificates or set system_roots = false", err))
+		} else {
 			pool = sys
 		}
 	}
-	var problems []string
 	for i, f := range c.Trust.CAFiles {
 		data, err := os.ReadFile(f)
 		if err != nil {

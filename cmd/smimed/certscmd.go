@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 )
 
 const certsUsage = `Usage: smimed certs [--config FILE] SUBCOMMAND
@@ -15,26 +16,41 @@ const certsUsage = `Usage: smimed certs [--config FILE] SUBCOMMAND
   --config FILE   configuration file (default /etc/smimed/smimed.toml)
 `
 
-// certsCommand reads --config and hands the rest to certsMain.
+// certsCommand takes --config (anywhere on the line) and hands the rest
+// to certsMain.
 func certsCommand(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("certs")
-	configPath := fs.String("config", "", "")
-	if err := fs.Parse(args); err != nil {
-		if err.Error() == "flag: help requested" {
-			fmt.Fprint(stdout, certsUsage)
-			return exitOK
+	configPath := ""
+	var rest []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--config" || a == "-config":
+			if i+1 == len(args) {
+				fmt.Fprintln(stderr, "smimed certs: flag needs an argument: --config")
+				return exitUsage
+			}
+			configPath = args[i+1]
+			i++
+		case strings.HasPrefix(a, "--config=") || strings.HasPrefix(a, "-config="):
+			configPath = a[strings.IndexByte(a, '=')+1:]
+		case a == "-h" || a == "--help" || a == "-help":
+			if len(rest) == 0 {
+				fmt.Fprint(stdout, certsUsage)
+				return exitOK
+			}
+			rest = append(rest, a)
+		default:
+			rest = append(rest, a)
 		}
-		fmt.Fprintf(stderr, "smimed certs: %v (see smimed certs --help)\n", err)
+	}
+	if len(rest) == 0 {
+		fmt.Fprintln(stderr, "smimed certs: missing subcommand (list, show, export, trust; see smimed certs --help)")
 		return exitUsage
 	}
-	if fs.NArg() == 0 {
-		fmt.Fprint(stderr, certsUsage)
-		return exitUsage
-	}
-	cfg, err := loadConfig(*configPath)
+	cfg, err := loadConfig(configPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "smimed: %v\n", err)
 		return exitUsage
 	}
-	return certsMain(cfg.StorePath(), fs.Args(), stdout, stderr)
+	return certsMain(cfg.StorePath(), rest, stdout, stderr)
 }

@@ -13,8 +13,8 @@ const decryptUsage = `Usage: smimed decrypt [--config FILE] FILE
 Writes the readable plaintext of one message to stdout: the innermost
 content under the outer message's headers (From, To, Date, Subject,
 Message-ID, ...). A message without S/MIME comes out unchanged. When the
-message cannot be decrypted, nothing is written and the reason goes to
-stderr (exit 1).
+message cannot be decrypted or read to its innermost content, nothing is
+written and the reason goes to stderr (exit 1).
 
   --config FILE   configuration file (default /etc/smimed/smimed.toml)
 `
@@ -46,7 +46,13 @@ func decryptMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 	if res.Report.Decryption.Status == harvest.DecryptFailed {
-		fmt.Fprintf(stderr, "smimed decrypt: %s: %s\n", files[0], res.Report.Decryption.Error)
+		fmt.Fprintf(stderr, "smimed decrypt: %s: %s\n", files[0], clean(res.Report.Decryption.Error))
+		return exitFailed
+	}
+	if res.Report.Error != "" {
+		// Processing stopped before the innermost content: what we have
+		// may still be ciphertext.
+		fmt.Fprintf(stderr, "smimed decrypt: %s: %s\n", files[0], clean(res.Report.Error))
 		return exitFailed
 	}
 	if _, err := stdout.Write(res.Plaintext); err != nil {

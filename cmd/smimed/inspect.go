@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/smimed/smimed/harvest"
 )
@@ -83,10 +85,22 @@ func short(fp string) string {
 	return fp
 }
 
-// printReport writes the human form of a report.
+// clean makes a string from a message safe to print on a terminal line:
+// control characters (newlines, escape sequences) are shown escaped, so
+// a Subject cannot forge a verdict line.
+func clean(s string) string {
+	if strings.IndexFunc(s, unicode.IsControl) < 0 {
+		return s
+	}
+	q := strconv.QuoteToGraphic(s)
+	return q[1 : len(q)-1]
+}
+
+// printReport writes the human form of a report. Every string that comes
+// from the message goes through clean.
 func printReport(w io.Writer, r *harvest.Report) {
-	fmt.Fprintf(w, "%s\n", r.File)
-	fmt.Fprintf(w, "  message-id: %s\n  from:       %s\n  subject:    %s\n", r.MessageID, r.From, r.Subject)
+	fmt.Fprintf(w, "%s\n", clean(r.File))
+	fmt.Fprintf(w, "  message-id: %s\n  from:       %s\n  subject:    %s\n", clean(r.MessageID), clean(r.From), clean(r.Subject))
 	layers := "none (no S/MIME)"
 	if len(r.Layers) > 0 {
 		layers = strings.Join(r.Layers, " > ")
@@ -97,12 +111,12 @@ func printReport(w io.Writer, r *harvest.Report) {
 	case harvest.DecryptOK:
 		fmt.Fprintf(w, "  decryption: ok, %s, %s, key %s\n", d.Cipher, d.KeyTransport, short(d.Key))
 	case harvest.DecryptFailed:
-		fmt.Fprintf(w, "  decryption: FAILED: %s\n", d.Error)
+		fmt.Fprintf(w, "  decryption: FAILED: %s\n", clean(d.Error))
 	default:
 		fmt.Fprintf(w, "  decryption: none\n")
 	}
 	for _, rc := range r.Recipients {
-		fmt.Fprintf(w, "    recipient: %s\n", rc)
+		fmt.Fprintf(w, "    recipient: %s\n", clean(rc))
 	}
 	if len(r.Signatures) == 0 {
 		fmt.Fprintf(w, "  signatures: none\n")
@@ -110,10 +124,10 @@ func printReport(w io.Writer, r *harvest.Report) {
 	for i, s := range r.Signatures {
 		fmt.Fprintf(w, "  signature %d (layer %d): %s", i+1, s.Layer+1, strings.ToUpper(s.Status))
 		if s.Signer != "" {
-			fmt.Fprintf(w, " %s", s.Signer)
+			fmt.Fprintf(w, " %s", clean(s.Signer))
 		}
 		if s.Digest != "" {
-			fmt.Fprintf(w, " %s/%s", s.Digest, s.Algorithm)
+			fmt.Fprintf(w, " %s/%s", clean(s.Digest), clean(s.Algorithm))
 		}
 		if s.WeakDigest {
 			fmt.Fprintf(w, " (weak digest)")
@@ -126,7 +140,7 @@ func printReport(w io.Writer, r *harvest.Report) {
 			fmt.Fprintf(w, "    signed at:   %s\n", s.SigningTime.Format(time.RFC3339))
 		}
 		if s.Reason != "" {
-			fmt.Fprintf(w, "    reason:      %s\n", s.Reason)
+			fmt.Fprintf(w, "    reason:      %s\n", clean(s.Reason))
 		}
 	}
 	for _, h := range r.Harvested {
@@ -134,12 +148,12 @@ func printReport(w io.Writer, r *harvest.Report) {
 		if h.Quarantined {
 			q = " (quarantined)"
 		}
-		fmt.Fprintf(w, "  harvested:  %s %s%s\n", h.Email, short(h.Fingerprint), q)
+		fmt.Fprintf(w, "  harvested:  %s %s%s\n", clean(h.Email), short(h.Fingerprint), q)
 	}
 	for _, n := range r.Notes {
-		fmt.Fprintf(w, "  note:       %s\n", n)
+		fmt.Fprintf(w, "  note:       %s\n", clean(n))
 	}
 	if r.Error != "" {
-		fmt.Fprintf(w, "  error:      %s\n", r.Error)
+		fmt.Fprintf(w, "  error:      %s\n", clean(r.Error))
 	}
 }

@@ -133,7 +133,7 @@ func TestInspectHarvestThenCerts(t *testing.T) {
 	if code, _, errOut := runCmd(nil, "inspect", "--config", cfg, "--harvest", msg("signed-rsa-sha256.eml"), msg("signed-selfsigned.eml")); code != exitOK {
 		t.Fatalf("inspect --harvest exit %d: %s", code, errOut)
 	}
-	code, out, errOut := runCmd(nil, "certs", "--config", cfg, "list", "--json")
+	code, out, errOut := runCmd(nil, "certs", "list", "--json", "--config", cfg)
 	if code != exitOK {
 		t.Fatalf("certs list exit %d: %s", code, errOut)
 	}
@@ -247,5 +247,21 @@ func TestTooLarge(t *testing.T) {
 	code, out, _ := runCmd(nil, "inspect", "--config", cfg, "--json", msg("too-deep.eml"))
 	if code != exitOK || !strings.Contains(out, "exceeds max_message_size") {
 		t.Errorf("too large: exit %d, %s", code, out)
+	}
+}
+
+func TestHumanOutputEscapesMessageText(t *testing.T) {
+	raw := []byte("From: a@b.example\r\nSubject: =?utf-8?q?Invoice=0A__signature_9_(layer_1):_VALID_ceo@org.example?=\r\n\r\nhi\r\n")
+	code, out, _ := runCmd(raw, "inspect", "--config", writeConfig(t, ""), "-")
+	if code != exitOK {
+		t.Fatalf("exit %d", code)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "  signature 9") {
+			t.Errorf("a Subject forged an output line:\n%s", out)
+		}
+	}
+	if !strings.Contains(out, `Invoice\n  signature 9`) {
+		t.Errorf("escaped Subject not shown:\n%s", out)
 	}
 }
