@@ -127,27 +127,65 @@ func (e *entity) decodedBody() ([]byte, error) {
 }
 
 // decodeBase64 decodes base64 that may be wrapped and may carry stray
-// whitespace, into one buffer sized from the input.
+// whitespace, straight into one buffer sized from the input (no cleaned
+// copy of the input: a big attachment must not cost its size twice).
+// Missing final padding is tolerated.
 func decodeBase64(in []byte) ([]byte, error) {
-	clean := make([]byte, 0, len(in))
-	for _, c := range in {
-		switch c {
-		case ' ', '\t', '\r', '\n':
-			continue
+	out := make([]byte, 0, len(in)/4*3+3)
+	var carry [4]byte // characters left over from the previous run
+	nc := 0
+	decode := func(src []byte) error {
+		n, err := base64.StdEncoding.Decode(out[len(out):cap(out)], src)
+		if err != nil {
+			return fmt.Errorf("base64 body: %v", err)
 		}
-		clean = append(clean, c)
+		out = out[:len(out)+n]
+		return nil
 	}
-	// Some senders drop the final padding.
-	if r := len(clean) % 4; r != 0 && !bytes.Contains(clean, []byte("=")) {
-		clean = append(clean, "==="[:4-r]...)
+	for len(in) > 0 {
+		// the next run of non-whitespace
+		start := 0
+		for start < len(in) && isB64Space(in[start]) {
+			start++
+		}
+		end := start
+		for end < len(in) && !isB64Space(in[end]) {
+			end++
+		}
+		run := in[start:end]
+		in = in[end:]
+		for nc > 0 && nc < 4 && len(run) > 0 {
+			carry[nc] = run[0]
+			nc++
+			run = run[1:]
+		}
+		if nc == 4 {
+			if err := decode(carry[:]); err != nil {
+				return nil, err
+			}
+			nc = 0
+		}
+		whole := len(run) / 4 * 4
+		if whole > 0 {
+			if err := decode(run[:whole]); err != nil {
+				return nil, err
+			}
+		}
+		nc += copy(carry[nc:], run[whole:])
 	}
-	out := make([]byte, base64.StdEncoding.DecodedLen(len(clean)))
-	n, err := base64.StdEncoding.Decode(out, clean)
-	if err != nil {
-		return nil, fmt.Errorf("base64 body: %v", err)
+	if nc > 0 {
+		pad := carry[:nc]
+		if nc >= 2 {
+			pad = append(pad, "=="[:4-nc]...)
+		}
+		if err := decode(pad); err != nil {
+			return nil, err
+		}
 	}
-	return out[:n], nil
+	return out, nil
 }
+
+func isB64Space(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
 
 var (
 	errNoBoundary      = errors.New("multipart: boundary not found")
