@@ -211,3 +211,19 @@ func TestHeaderErrorHasNoBodyText(t *testing.T) {
 		t.Errorf("Error = %q, want a fixed message without message text", res.Report.Error)
 	}
 }
+
+func TestBoundaryPrefixOfNestedBoundary(t *testing.T) {
+	// The inner multipart's boundary "b1x" starts with the outer "b1": it
+	// must not end the outer part.
+	body := []byte("--b1\r\nContent-Type: multipart/mixed; boundary=b1x\r\n\r\n--b1x\r\n\r\ninner\r\n--b1x--\r\n--b1\r\nContent-Type: application/pkcs7-signature\r\n\r\nSIG\r\n--b1--\r\n")
+	signed, sig, err := splitSigned(body, "b1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "Content-Type: multipart/mixed; boundary=b1x\r\n\r\n--b1x\r\n\r\ninner\r\n--b1x--"; string(signed) != want {
+		t.Errorf("signed part = %q, want %q", signed, want)
+	}
+	if !strings.HasSuffix(string(sig), "SIG") {
+		t.Errorf("signature part = %q", sig)
+	}
+}

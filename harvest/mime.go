@@ -192,55 +192,24 @@ var (
 	errMalformedHeader = errors.New("header: malformed (a line is neither a header field nor its continuation)")
 )
 
-// splitSigned finds the two parts of a multipart/signed body with a
-// boundary scanner on the raw bytes (RFC 1847, RFC 2046 section 5.1.1). The
-// first part is returned exactly as transmitted: from the line after the
-// first delimiter up to, not including, the line break before the next
-// delimiter. go-message cannot be used for this because it never exposes a
-// part's raw bytes.
+// splitSigned finds the two parts of a multipart/signed body with the
+// boundary scanner (RFC 1847, RFC 2046 section 5.1.1). The first part is
+// returned exactly as transmitted: from the line after the first delimiter
+// up to, not including, the line break before the next delimiter.
+// go-message cannot be used for this because it never exposes a part's raw
+// bytes. sig is nil when the signature part is missing.
 func splitSigned(body []byte, boundary string) (signed, sig []byte, err error) {
 	if boundary == "" || len(boundary) > 200 {
 		return nil, nil, fmt.Errorf("%w: bad boundary parameter", errNoBoundary)
 	}
-	delim := []byte("--" + boundary)
-	// first delimiter: at the start of the body or of a line
-	start := -1
-	for i := 0; i <= len(body); {
-		j := bytes.Index(body[i:], delim)
-		if j < 0 {
-			break
-		}
-		pos := i + j
-		if pos == 0 || body[pos-1] == '\n' {
-			start = pos
-			break
-		}
-		i = pos + 1
-	}
-	if start < 0 {
+	parts := splitParts(body, boundary)
+	if len(parts) == 0 {
 		return nil, nil, errNoBoundary
 	}
-	partStart, ok := afterDelimiterLine(body, start+len(delim))
-	if !ok {
-		return nil, nil, fmt.Errorf("%w: first delimiter line is malformed", errNoBoundary)
+	if len(parts) > 1 {
+		sig = parts[1]
 	}
-	signed, next, ok := nextPart(body, partStart, delim)
-	if !ok {
-		return nil, nil, fmt.Errorf("%w: no delimiter after the signed part", errNoBoundary)
-	}
-	if bytes.HasPrefix(body[next+len(delim):], []byte("--")) {
-		return signed, nil, nil // close delimiter: the signature part is missing
-	}
-	sigStart, ok := afterDelimiterLine(body, next+len(delim))
-	if !ok {
-		return nil, nil, fmt.Errorf("%w: second delimiter line is malformed", errNoBoundary)
-	}
-	sig, _, ok = nextPart(body, sigStart, delim)
-	if !ok {
-		// tolerate a missing close delimiter: the signature runs to the end
-		sig = body[sigStart:]
-	}
-	return signed, sig, nil
+	return parts[0], sig, nil
 }
 
 // afterDelimiterLine skips transport padding (spaces, tabs) and the line
@@ -267,6 +236,10 @@ func nextPart(body []byte, start int, delim []byte) ([]byte, int, bool) {
 			return nil, 0, false
 		}
 		pos := i + j
+		i = pos + 1
+		if !isDelimiterLine(body[pos+len(delim):]) {
+			continue // a longer boundary that starts with ours
+		}
 		if pos > start && body[pos-1] == '\n' {
 			end := pos - 1
 			if end > start && body[end-1] == '\r' {
@@ -277,9 +250,19 @@ func nextPart(body []byte, start int, delim []byte) ([]byte, int, bool) {
 		if pos == start {
 			return body[start:start], pos, true // empty part
 		}
-		i = pos + 1
 	}
 	return nil, 0, false
+}
+
+// isDelimiterLine reports whether what follows "--boundary" ends a
+// delimiter line: "--" (the close delimiter), or transport padding and a
+// line break, or the end of the body.
+func isDelimiterLine(rest []byte) bool {
+	if bytes.HasPrefix(rest, []byte("--")) {
+		return true
+	}
+	rest = bytes.TrimLeft(rest, " \t")
+	return len(rest) == 0 || rest[0] == '\r' || rest[0] == '\n'
 }
 
 // canonicalCRLF turns every bare LF into CRLF (RFC 8551 section 3.1.1).
@@ -314,9 +297,9 @@ func crlfToLF(in []byte) []byte {
 }
 
 // splitParts returns the raw body parts of a multipart body, each as
-// transmitted (header and body), using the same delimiter rules as
-// splitSigned. A missing close delimiter ends the last part at the end of
-// the body.
+// transmitted (header and body): from the line after a delimiter up to, not
+// including, the line break before the next one. A missing close delimiter
+// ends the last part at the end of the body. At most maxParts+1 parts.
 func splitParts(body []byte, boundary string) [][]byte {
 	if boundary == "" || len(boundary) > 200 {
 		return nil
@@ -330,7 +313,7 @@ func splitParts(body []byte, boundary string) [][]byte {
 			break
 		}
 		pos := i + j
-		if pos == 0 || body[pos-1] == '\n' {
+		if (pos == 0 || body[pos-1] == '\n') && isDelimiterLine(body[pos+len(delim):]) {
 			start = pos
 			break
 		}
