@@ -42,10 +42,10 @@ type Report struct {
 // Decryption describes the (outermost) encryption layer.
 type Decryption struct {
 	Status       string `json:"status"`
-	Key          string `json:"key,omitempty"` // SHA-256 fingerprint of the key's certificate
-	Cipher       string `json:"cipher,omitempty"`
-	KeyTransport string `json:"key_transport,omitempty"`
-	Error        string `json:"error,omitempty"`
+	Key          string `json:"key"` // SHA-256 fingerprint of the key's certificate
+	Cipher       string `json:"cipher"`
+	KeyTransport string `json:"key_transport"`
+	Error        string `json:"error"`
 }
 
 // Signature is the verdict on one signer.

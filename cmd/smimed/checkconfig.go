@@ -44,7 +44,7 @@ func checkConfigMain(args []string, stdout, stderr io.Writer) int {
 		_, err = cfg.TrustPool()
 		collect(err)
 		if len(problems) == 0 {
-			fmt.Fprintf(stdout, "%s: ok (%d decryption keys, state_dir %s)\n", *configPath, len(keys), cfg.StateDir)
+			fmt.Fprintf(stdout, "%s: ok (%d decryption key(s), state_dir %s)\n", *configPath, len(keys), cfg.StateDir)
 			return exitOK
 		}
 	}

@@ -223,7 +223,7 @@ func TestUsageErrors(t *testing.T) {
 
 func TestCheckConfig(t *testing.T) {
 	cfg := writeConfig(t, "")
-	if code, out, errOut := runCmd(nil, "check-config", "--config", cfg); code != exitOK || !strings.Contains(out, "ok (3 decryption keys") {
+	if code, out, errOut := runCmd(nil, "check-config", "--config", cfg); code != exitOK || !strings.Contains(out, "ok (3 decryption key(s)") {
 		t.Errorf("check-config good: exit %d, %s %s", code, out, errOut)
 	}
 	bad := writeConfig(t, `max_message_size = "lots"
