@@ -115,6 +115,11 @@ func OpenStore(path string, readOnly bool) (*Store, error) {
 	return s, nil
 }
 
+// DB returns the store's bbolt handle, for the daemon's own buckets in the
+// same file (one file, one lock per process). Callers must not touch the
+// store's buckets (meta, certs, addresses, intermediates).
+func (s *Store) DB() *bbolt.DB { return s.db }
+
 // Close releases the file and its lock.
 func (s *Store) Close() error { return s.db.Close() }
 
