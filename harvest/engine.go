@@ -625,6 +625,16 @@ func (w *walker) judgeCertificate(v *Signature, si *cms.SignerInfo, sd *cms.Sign
 	v.Status = status
 	v.Reason = strings.Join(notes, "; ")
 	switch {
+	case status == StatusValid && !at.Equal(w.received):
+		// The verdict may rest on the signer's signing time; what is
+		// stored for encrypting to the partner must be valid now too, or
+		// a key that leaked after expiry could sign backdated mail into
+		// the store.
+		if _, err := w.verifyCert(cert, w.pool(sd), w.received); err != nil {
+			w.note("a signer certificate valid at the signing time but not at receipt was not harvested")
+			break
+		}
+		fallthrough
 	case status == StatusValid:
 		w.harvest(cert, chain, BoundEmails(cert, chain), w.encryptionPreference(si, sd, cert), si.SMIMECapabilities)
 	case status == StatusUntrusted && reason == reasonNoChain && w.fromIssue == "" && contains(CertEmails(cert), w.from):

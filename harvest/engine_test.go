@@ -403,3 +403,22 @@ func TestSigningTimeAndSHA1Policy(t *testing.T) {
 		t.Errorf("no anchors: %+v, want untrusted", s)
 	}
 }
+
+func TestNoHarvestOfCertificateExpiredAtReceipt(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(testdataDir, "msg", "signed-rsa-sha256.eml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Read in 2046: the signature was good when made (2026), the chain has
+	// expired since (the fixture root ends 2046-01-01).
+	res, err := New(Options{Roots: fixtureRoots(t)}).Process(raw, time.Date(2046, 6, 1, 0, 0, 0, 0, time.UTC))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := res.Report.Signatures; len(s) != 1 || s[0].Status != StatusValid {
+		t.Fatalf("signatures = %+v, want valid at the signing time", s)
+	}
+	if len(res.Report.Harvested) != 0 {
+		t.Errorf("harvested %+v, want nothing: the certificate is no longer valid", res.Report.Harvested)
+	}
+}

@@ -554,18 +554,21 @@ func parseStored(b *bbolt.Bucket, fp string) (*x509.Certificate, error) {
 // usable certificate with the latest not_after whose key and KeyUsage allow
 // encryption.
 func preferred(rec *addressRecord, certs map[string]*x509.Certificate, now time.Time) string {
-	if fp := rec.PreferredEncryption; fp != "" {
-		if cr, ok := rec.Certs[fp]; ok && !cr.Quarantined && certs[fp] != nil && now.Before(certs[fp].NotAfter) {
-			return fp
-		}
+	usable := func(fp string) bool {
+		cr, ok := rec.Certs[fp]
+		c := certs[fp]
+		return ok && !cr.Quarantined && c != nil && canEncrypt(c) &&
+			!now.Before(c.NotBefore) && now.Before(c.NotAfter)
+	}
+	if fp := rec.PreferredEncryption; fp != "" && usable(fp) {
+		return fp
 	}
 	best := ""
-	for fp, cr := range rec.Certs {
-		c := certs[fp]
-		if cr.Quarantined || c == nil || !canEncrypt(c) {
+	for fp := range rec.Certs {
+		if !usable(fp) {
 			continue
 		}
-		if best == "" || newer(c, fp, certs[best], best) {
+		if best == "" || newer(certs[fp], fp, certs[best], best) {
 			best = fp
 		}
 	}

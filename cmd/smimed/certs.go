@@ -206,7 +206,7 @@ func certsList(storePath string, args []string, stdout, stderr io.Writer) int {
 	tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "EMAIL\tFINGERPRINT\tNOT_AFTER\tSTATUS")
 	for _, e := range entries {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Email, e.Fingerprint[:16], e.Cert.NotAfter.UTC().Format(time.DateOnly), certsStatus(e))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", clean(e.Email), e.Fingerprint[:16], e.Cert.NotAfter.UTC().Format(time.DateOnly), certsStatus(e))
 	}
 	if err := tw.Flush(); err != nil {
 		fmt.Fprintf(stderr, "smimed certs list: %v\n", err)
@@ -263,7 +263,8 @@ func certsShow(storePath string, args []string, stdout, stderr io.Writer) int {
 }
 
 func certsPrintEntry(w io.Writer, e harvest.Entry) {
-	line := func(k, v string) { fmt.Fprintf(w, "%-15s %s\n", k+":", v) }
+	// Every value may come from a stranger's certificate or message.
+	line := func(k, v string) { fmt.Fprintf(w, "%-15s %s\n", k+":", clean(v)) }
 	line("email", e.Email)
 	status := "usable"
 	if e.Quarantined {
@@ -285,7 +286,8 @@ func certsPrintEntry(w io.Writer, e harvest.Entry) {
 }
 
 func certsPrintCert(w io.Writer, c *x509.Certificate) {
-	line := func(k, v string) { fmt.Fprintf(w, "%-15s %s\n", k+":", v) }
+	// Every value may come from a stranger's certificate or message.
+	line := func(k, v string) { fmt.Fprintf(w, "%-15s %s\n", k+":", clean(v)) }
 	line("fingerprint", certsFingerprint(c))
 	line("subject", c.Subject.String())
 	line("issuer", c.Issuer.String())
@@ -461,14 +463,14 @@ func certsTrust(storePath string, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if len(before) > 0 && len(quarantined) == 0 {
-		fmt.Fprintf(stdout, "%s is already usable for %s\n", before[0].Fingerprint, certsEmails(before))
+		fmt.Fprintf(stdout, "%s is already usable for %s\n", before[0].Fingerprint, clean(certsEmails(before)))
 		return exitOK
 	}
 	e, err := st.Trust(pos[0])
 	if err != nil {
 		return certsLookupError("trust", err, stderr)
 	}
-	fmt.Fprintf(stdout, "trusted %s (%s) for %s\n", e.Fingerprint, e.Cert.Subject.String(), strings.Join(quarantined, ", "))
+	fmt.Fprintf(stdout, "trusted %s (%s) for %s\n", e.Fingerprint, clean(e.Cert.Subject.String()), clean(strings.Join(quarantined, ", ")))
 	return exitOK
 }
 

@@ -89,7 +89,7 @@ func short(fp string) string {
 // control characters (newlines, escape sequences) are shown escaped, so
 // a Subject cannot forge a verdict line.
 func clean(s string) string {
-	if strings.IndexFunc(s, unicode.IsControl) < 0 {
+	if strings.IndexFunc(s, func(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) }) < 0 {
 		return s
 	}
 	q := strconv.QuoteToGraphic(s)

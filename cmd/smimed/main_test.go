@@ -2,13 +2,22 @@ package main
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"fmt"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/smimed/smimed/harvest"
 )
 
 // These tests run the command as a user would, with the OpenSSL-made
@@ -263,5 +272,41 @@ func TestHumanOutputEscapesMessageText(t *testing.T) {
 	}
 	if !strings.Contains(out, `Invoice\n  signature 9`) {
 		t.Errorf("escaped Subject not shown:\n%s", out)
+	}
+}
+
+func TestCertsShowEscapesCertificateText(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(9), Subject: pkix.Name{CommonName: "evil\x1b[2J\rCN=Trusted CA\u202e"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		EmailAddresses: []string{"p@partner.example"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "smimed.db")
+	st, err := harvest.OpenStore(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Quarantine("p@partner.example", cert, nil, "test", harvest.Sighting{MessageID: "<x\x1b@y>", Seen: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	var out, errb bytes.Buffer
+	if code := certsMain(path, []string{"show", "p@partner.example"}, &out, &errb); code != exitOK {
+		t.Fatalf("certs show: exit %d, %s", code, errb.String())
+	}
+	if strings.ContainsAny(out.String(), "\x1b\r\u202e") {
+		t.Errorf("certs show printed control characters from the certificate:\n%q", out.String())
 	}
 }

@@ -542,15 +542,23 @@ func envKTRICEK(ri *envRecipientInfo, k *Key, keyLen int) ([]byte, error) {
 	if !ok {
 		return nil, envErrf(ErrUnsupported, "key transport needs an RSA key, have %T", dec.Public())
 	}
-	if len(ri.encryptedKey) != pub.Size() {
-		return nil, envErrf(ErrDecrypt, "key transport: encrypted key is %d bytes, the RSA modulus %d", len(ri.encryptedKey), pub.Size())
+	encryptedKey := ri.encryptedKey
+	switch {
+	case len(encryptedKey) > pub.Size():
+		return nil, envErrf(ErrDecrypt, "key transport: encrypted key is %d bytes, the RSA modulus %d", len(encryptedKey), pub.Size())
+	case len(encryptedKey) < pub.Size():
+		// Some encoders drop leading zero bytes of the ciphertext
+		// integer; OpenSSL accepts that, and so do we.
+		padded := make([]byte, pub.Size())
+		copy(padded[pub.Size()-len(encryptedKey):], encryptedKey)
+		encryptedKey = padded
 	}
 	switch {
 	case ri.keyAlg.OID.Equal(envOIDRSAEncryption):
 		// With SessionKeyLen set, a padding failure yields a random key of
 		// that length instead of an error (RFC 3218 section 2.3.2), so a
 		// wrong key fails later, at the content, like a tampered one.
-		cek, err := dec.Decrypt(rand.Reader, ri.encryptedKey, &rsa.PKCS1v15DecryptOptions{SessionKeyLen: keyLen})
+		cek, err := dec.Decrypt(rand.Reader, encryptedKey, &rsa.PKCS1v15DecryptOptions{SessionKeyLen: keyLen})
 		if err != nil {
 			return nil, envErrf(ErrDecrypt, "key transport: RSA PKCS #1 v1.5 decryption failed")
 		}
@@ -564,7 +572,7 @@ func envKTRICEK(ri *envRecipientInfo, k *Key, keyLen int) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		cek, err := dec.Decrypt(rand.Reader, ri.encryptedKey, opts)
+		cek, err := dec.Decrypt(rand.Reader, encryptedKey, opts)
 		if err != nil {
 			return nil, envErrf(ErrDecrypt, "key transport: RSA-OAEP decryption failed")
 		}
