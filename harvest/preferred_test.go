@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"math/big"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -59,5 +60,35 @@ func TestPreferredNeverExpiredOrSigningOnly(t *testing.T) {
 	delete(rec.Certs, Fingerprint(current))
 	if got := preferred(rec, certs, now); got != "" {
 		t.Errorf("preferred = %s with no usable certificate, want none", got)
+	}
+}
+
+func TestQuarantineIsBounded(t *testing.T) {
+	st, err := OpenStore(filepath.Join(t.TempDir(), "smimed.db"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	now := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
+	var last *x509.Certificate
+	for i := 0; i < MaxQuarantined+5; i++ {
+		last = goCert(t, int64(100+i), now.Add(-time.Hour), now.Add(time.Hour), 0)
+		if err := st.Quarantine("p@partner.example", last, nil, "test", Sighting{Seen: now.Add(time.Duration(i) * time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	es, err := st.ByEmail("p@partner.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != MaxQuarantined {
+		t.Errorf("%d quarantined entries kept, want %d", len(es), MaxQuarantined)
+	}
+	found := false
+	for _, e := range es {
+		found = found || e.Fingerprint == Fingerprint(last)
+	}
+	if !found {
+		t.Errorf("the newest quarantined certificate was dropped")
 	}
 }

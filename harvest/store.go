@@ -440,8 +440,33 @@ func (s *Store) Quarantine(email string, cert *x509.Certificate, chain []*x509.C
 		if created || cr.Quarantined {
 			cr.Quarantined, cr.QuarantineReason = true, reason
 		}
+		rec.capQuarantine(MaxQuarantined)
 		return putRecord(tx, addr, rec)
 	})
+}
+
+// MaxQuarantined bounds the quarantined certificates kept per address, so
+// that strangers sending self-made certificates cannot grow the store
+// without end: beyond it the least recently seen ones are dropped.
+const MaxQuarantined = 10
+
+func (rec *addressRecord) capQuarantine(limit int) {
+	for {
+		n, oldest := 0, ""
+		for fp, cr := range rec.Certs {
+			if !cr.Quarantined {
+				continue
+			}
+			n++
+			if o := rec.Certs[oldest]; oldest == "" || cr.LastSeen.Before(o.LastSeen) || (cr.LastSeen.Equal(o.LastSeen) && fp < oldest) {
+				oldest = fp
+			}
+		}
+		if n <= limit {
+			return
+		}
+		delete(rec.Certs, oldest)
+	}
 }
 
 // AddIntermediates stores the CA certificates among certs that are not
