@@ -110,7 +110,6 @@ func (e *Engine) Process(raw []byte, received time.Time) (res *Result, err error
 		w.rep.Error = err.Error()
 	case !sameBytes(inner, raw):
 		res.Plaintext = buildPlaintext(outer.rawHeader, inner)
-
 	}
 	res.Report = w.rep
 	return res, w.storeErr
