@@ -1,0 +1,395 @@
+// Package dovecottest runs a private Dovecot IMAP server for tests.
+//
+// Start writes a configuration of its own into a temporary directory
+// (base_dir, state_dir, log and mail all inside it), listens on 127.0.0.1 on a
+// free port and stops the server when the test ends. Nothing of the system's
+// Dovecot service is used or touched: only the binaries of the Debian package
+// dovecot-imapd (/usr/sbin/dovecot, doveadm).
+//
+// Assertions in tests should come from Dovecot's own view (Doveadm), never
+// from the code under test; Deliver puts messages in with doveadm save, so the
+// code under test is not needed to prepare a mailbox.
+package dovecottest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const installHint = "dovecot-imapd is required for the IMAP integration tests: apt-get install dovecot-imapd"
+
+// Server is a running private Dovecot.
+type Server struct {
+	t       testing.TB
+	dir     string
+	conf    string
+	passwd  string
+	addr    string
+	version string
+	doveadm string
+
+	mu      sync.Mutex
+	users   map[string]string
+	stopped bool
+}
+
+// Start starts a private Dovecot and registers its Stop with t.Cleanup.
+// It fails the test (it does not skip) when Dovecot is not installed.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	dovecot, err := lookPath("dovecot", "/usr/sbin/dovecot")
+	if err != nil {
+		t.Fatalf("dovecot not found (%v); %s", err, installHint)
+	}
+	doveadm, err := lookPath("doveadm", "/usr/bin/doveadm")
+	if err != nil {
+		t.Fatalf("doveadm not found (%v); %s", err, installHint)
+	}
+	if _, err := os.Stat("/usr/lib/dovecot/imap"); err != nil {
+		t.Fatalf("Dovecot's imap binary is missing (%v); %s", err, installHint)
+	}
+	out, err := exec.Command(dovecot, "--version").Output()
+	if err != nil {
+		t.Fatalf("dovecot --version: %v; %s", err, installHint)
+	}
+	version := strings.TrimSpace(string(out))
+	major, minor := parseVersion(version)
+	if major != 2 || minor != 3 {
+		// 2.4 renamed or restructured most settings used below
+		// (auth_allow_cleartext, mail_driver/mail_path, passdb blocks).
+		t.Fatalf("dovecottest: Dovecot %q is not supported: this harness writes a Dovecot 2.3 configuration", version)
+	}
+	dc, err := user.Lookup("dovecot")
+	if err != nil {
+		t.Fatalf("dovecottest: no dovecot user (%v); %s", err, installHint)
+	}
+	if _, err := user.Lookup("dovenull"); err != nil {
+		t.Fatalf("dovecottest: no dovenull user (%v); %s", err, installHint)
+	}
+	uid, _ := strconv.Atoi(dc.Uid)
+	gid, _ := strconv.Atoi(dc.Gid)
+
+	dir, err := os.MkdirTemp("", "dovecottest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// mkdtemp makes 0700 dirs: the dovecot users must traverse this one.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range []string{"run", "state", "mail"} {
+		if err := os.Mkdir(filepath.Join(dir, sub), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Mail processes run as the dovecot user: it owns the mail tree.
+	if err := os.Chown(filepath.Join(dir, "mail"), uid, gid); err != nil {
+		t.Fatal(err)
+	}
+
+	s := &Server{
+		t:       t,
+		dir:     dir,
+		conf:    filepath.Join(dir, "dovecot.conf"),
+		passwd:  filepath.Join(dir, "passwd"),
+		version: version,
+		doveadm: doveadm,
+		users:   map[string]string{},
+	}
+	if err := s.writePasswd(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.Stop()
+		if !t.Failed() {
+			os.RemoveAll(dir)
+		} else {
+			t.Logf("dovecottest: kept %s for inspection", dir)
+		}
+	})
+
+	// A free port can be taken by someone else between our probe and
+	// Dovecot's bind: try a few.
+	var lastErr error
+	for attempt := 0; attempt < 5; attempt++ {
+		port, err := freePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		if err := os.WriteFile(s.conf, []byte(s.config(port)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if lastErr = s.start(dovecot); lastErr == nil {
+			return s
+		}
+		s.Stop()
+		s.mu.Lock()
+		s.stopped = false
+		s.mu.Unlock()
+	}
+	t.Fatalf("dovecottest: cannot start Dovecot %s: %v\nlog:\n%s", version, lastErr, s.Log())
+	return nil
+}
+
+func lookPath(name, fallback string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	if _, err := os.Stat(fallback); err != nil {
+		return "", err
+	}
+	return fallback, nil
+}
+
+var versionRE = regexp.MustCompile(`^(\d+)\.(\d+)`)
+
+func parseVersion(v string) (major, minor int) {
+	m := versionRE.FindStringSubmatch(v)
+	if m == nil {
+		return 0, 0
+	}
+	major, _ = strconv.Atoi(m[1])
+	minor, _ = strconv.Atoi(m[2])
+	return major, minor
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// config is a Dovecot 2.3 configuration with no include of the system's.
+func (s *Server) config(port int) string {
+	d := s.dir
+	return fmt.Sprintf(`# written by dovecottest
+base_dir = %[1]s/run
+state_dir = %[1]s/state
+log_path = %[1]s/dovecot.log
+info_log_path = %[1]s/dovecot.log
+debug_log_path = %[1]s/dovecot.log
+listen = 127.0.0.1
+protocols = imap
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_failure_delay = 0
+default_login_user = dovenull
+default_internal_user = dovecot
+first_valid_uid = 1
+first_valid_gid = 1
+mail_location = maildir:~/Maildir
+mailbox_idle_check_interval = 1 secs
+mail_max_userip_connections = 100
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%%u %[1]s/passwd
+}
+userdb {
+  driver = static
+  args = uid=dovecot gid=dovecot home=%[1]s/mail/%%u
+}
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = %[2]d
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+service pop3-login {
+  inet_listener pop3 {
+    port = 0
+  }
+  inet_listener pop3s {
+    port = 0
+  }
+}
+`, d, port)
+}
+
+func (s *Server) start(dovecot string) error {
+	// The master forks into the background keeping its stdio: give it a
+	// file, not a pipe, or Run would wait for the daemon to exit.
+	outPath := filepath.Join(s.dir, "dovecot.out")
+	outFile, err := os.Create(outPath)
+	if err != nil {
+		return err
+	}
+	defer outFile.Close()
+	cmd := exec.Command(dovecot, "-c", s.conf)
+	cmd.Stdout = outFile
+	cmd.Stderr = outFile
+	if err := cmd.Run(); err != nil {
+		out, _ := os.ReadFile(outPath)
+		return fmt.Errorf("dovecot -c %s: %v: %s", s.conf, err, strings.TrimSpace(string(out)))
+	}
+	// The master forks into the background; wait until imap-login answers.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", s.addr, time.Second)
+		if err == nil {
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			buf := make([]byte, 256)
+			n, rerr := c.Read(buf)
+			c.Close()
+			if rerr == nil && bytes.HasPrefix(buf[:n], []byte("* OK")) {
+				return nil
+			}
+			err = fmt.Errorf("greeting %q: %v", buf[:n], rerr)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("Dovecot did not answer on %s: %v", s.addr, err)
+		}
+		if pid := s.masterPID(); pid > 0 && !alive(pid) {
+			return fmt.Errorf("Dovecot master %d exited", pid)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (s *Server) masterPID() int {
+	b, err := os.ReadFile(filepath.Join(s.dir, "run", "master.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+func alive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// Stop stops Dovecot (doveadm stop) and waits until its master process is
+// gone. It is safe to call more than once; t.Cleanup calls it.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return
+	}
+	s.stopped = true
+	s.mu.Unlock()
+	pid := s.masterPID()
+	if pid <= 0 {
+		return
+	}
+	out, err := exec.Command(s.doveadm, "-c", s.conf, "stop").CombinedOutput()
+	if err != nil && alive(pid) {
+		s.t.Logf("dovecottest: doveadm stop: %v: %s; sending SIGTERM to %d", err, out, pid)
+		syscall.Kill(pid, syscall.SIGTERM)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			s.t.Errorf("dovecottest: Dovecot master %d still running after 20s; killing it", pid)
+			syscall.Kill(pid, syscall.SIGKILL)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Addr is the host:port of the IMAP listener (plaintext, 127.0.0.1).
+func (s *Server) Addr() string { return s.addr }
+
+// Version is what dovecot --version printed.
+func (s *Server) Version() string { return s.version }
+
+// ConfigFile is the path of the configuration, for doveadm -c.
+func (s *Server) ConfigFile() string { return s.conf }
+
+// Log returns Dovecot's log so far.
+func (s *Server) Log() string {
+	b, _ := os.ReadFile(filepath.Join(s.dir, "dovecot.log"))
+	return string(b)
+}
+
+// AddUser adds (or changes) a user with a plaintext password. The passwd-file
+// is re-read by Dovecot on change, so it works before and after Start.
+func (s *Server) AddUser(name, password string) {
+	s.t.Helper()
+	if strings.ContainsAny(name, ":\n") || strings.ContainsAny(password, ":\n") {
+		s.t.Fatalf("dovecottest: AddUser(%q): name and password must not contain ':' or newlines", name)
+	}
+	s.mu.Lock()
+	s.users[name] = password
+	err := s.writePasswd()
+	s.mu.Unlock()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// writePasswd is called with s.mu held (or before the server is shared).
+func (s *Server) writePasswd() error {
+	var b strings.Builder
+	for name, pw := range s.users {
+		fmt.Fprintf(&b, "%s:{PLAIN}%s\n", name, pw)
+	}
+	tmp := s.passwd + ".tmp"
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, s.passwd)
+}
+
+// Doveadm runs doveadm -c CONF args... and returns its standard output. It
+// fails the test when doveadm fails.
+func (s *Server) Doveadm(args ...string) string {
+	s.t.Helper()
+	out, err := s.DoveadmInput(nil, args...)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return out
+}
+
+// DoveadmInput runs doveadm with stdin and returns stdout or an error that
+// includes stderr.
+func (s *Server) DoveadmInput(stdin []byte, args ...string) (string, error) {
+	cmd := exec.Command(s.doveadm, append([]string{"-c", s.conf}, args...)...)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("doveadm %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
+}
+
+// Deliver saves msg into user's folder with doveadm save, independently of
+// the code under test. A missing folder is created first.
+func (s *Server) Deliver(user, folder string, msg []byte) {
+	s.t.Helper()
+	if !strings.EqualFold(folder, "INBOX") {
+		// Ignore "already exists"; a real failure shows in save below.
+		s.DoveadmInput(nil, "mailbox", "create", "-u", user, folder)
+	}
+	if _, err := s.DoveadmInput(msg, "save", "-u", user, "-m", folder); err != nil {
+		s.t.Fatal(err)
+	}
+}
