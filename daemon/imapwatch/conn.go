@@ -1,0 +1,298 @@
+// Package imapwatch is the one place in smimed that speaks IMAP (RFC 3501,
+// RFC 9051). It wraps the beta API of github.com/emersion/go-imap/v2 behind a
+// small adapter, so an upgrade of that library touches only this package.
+//
+// The watched folder is only ever opened read-only (EXAMINE, RFC 3501 6.3.2)
+// and messages are fetched with BODY.PEEK[] (6.4.5), so watching never changes
+// a flag. New messages are found by UID (UID SEARCH UID n:*), checked against
+// UIDVALIDITY by the caller, and announced by IDLE (RFC 2177).
+//
+// go-imap has no read deadline between responses: every command here runs
+// under a timer (Config.CommandTimeout or the caller's context, whichever
+// ends first) and the connection is closed when it fires. A Conn is then
+// unusable; callers reconnect and resync from their checkpoint. A Conn is not
+// safe for concurrent use.
+package imapwatch
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+	"github.com/emersion/go-sasl"
+)
+
+// DefaultCommandTimeout bounds every command when Config.CommandTimeout is 0.
+const DefaultCommandTimeout = 60 * time.Second
+
+var (
+	// ErrAuth means the server answered NO to LOGIN or AUTHENTICATE: a
+	// permanent failure for that account. Every other error is temporary.
+	ErrAuth = errors.New("imapwatch: authentication failed")
+	// ErrGone means the server returned nothing for a UID (e.g. expunged).
+	ErrGone = errors.New("imapwatch: message not returned by the server")
+	// ErrNoIdle means the server lacks IDLE: callers poll instead.
+	ErrNoIdle = errors.New("imapwatch: server does not support IDLE")
+	// ErrTimeout means a command got no answer in time; the connection has
+	// been closed.
+	ErrTimeout = errors.New("imapwatch: command timed out")
+	// ErrClosed means the connection was closed earlier (by Close, a
+	// timeout or a cancelled context).
+	ErrClosed = errors.New("imapwatch: connection closed")
+	// ErrConfig is wrapped by every configuration error Dial returns.
+	ErrConfig = errors.New("imapwatch: invalid configuration")
+)
+
+// Config says where and how to log in.
+type Config struct {
+	Addr          string // host:port
+	TLS           string // "implicit", "starttls" or "none" (loopback addresses only)
+	TLSCAFile     string // PEM roots instead of the system's
+	TLSServerName string // defaults to the host of Addr
+	Username      string
+	Password      string
+	Auth          string // "plain" (AUTHENTICATE PLAIN, the default) or "login" (the LOGIN command)
+	Logger        *slog.Logger
+	// CommandTimeout bounds every command (default DefaultCommandTimeout).
+	CommandTimeout time.Duration
+}
+
+// Conn is one logged-in IMAP connection.
+type Conn struct {
+	client  *imapclient.Client
+	cfg     Config
+	log     *slog.Logger
+	caps    imap.CapSet
+	exists  chan struct{} // 1 slot: an EXISTS arrived since the last UIDsAfter
+	broken  error         // set once the connection was closed under us
+	examine string        // the folder EXAMINEd, "" if none
+}
+
+// Mailbox is what EXAMINE reported.
+type Mailbox struct {
+	UIDValidity, UIDNext, Exists uint32
+}
+
+func (cfg *Config) check() (host string, err error) {
+	host, _, err = net.SplitHostPort(cfg.Addr)
+	if err != nil {
+		return "", fmt.Errorf("%w: addr %q: %v", ErrConfig, cfg.Addr, err)
+	}
+	switch cfg.TLS {
+	case "implicit", "starttls":
+	case "none":
+		if !isLoopback(host) {
+			return "", fmt.Errorf("%w: tls = none is allowed only to a loopback address, not %q: the password would cross the network in clear text", ErrConfig, host)
+		}
+	default:
+		return "", fmt.Errorf("%w: tls %q: want implicit, starttls or none", ErrConfig, cfg.TLS)
+	}
+	switch cfg.Auth {
+	case "", "plain", "login":
+	default:
+		return "", fmt.Errorf("%w: auth %q: want plain or login", ErrConfig, cfg.Auth)
+	}
+	if cfg.CommandTimeout < 0 {
+		return "", fmt.Errorf("%w: negative command timeout", ErrConfig)
+	}
+	return host, nil
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (cfg *Config) tlsConfig(host string) (*tls.Config, error) {
+	tc := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+	if cfg.TLSServerName != "" {
+		tc.ServerName = cfg.TLSServerName
+	}
+	if cfg.TLSCAFile != "" {
+		pem, err := os.ReadFile(cfg.TLSCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: tls CA file: %v", ErrConfig, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%w: tls CA file %s: no PEM certificate", ErrConfig, cfg.TLSCAFile)
+		}
+		tc.RootCAs = pool
+	}
+	return tc, nil
+}
+
+// Dial connects, negotiates TLS and logs in. A NO to the login is ErrAuth;
+// configuration errors wrap ErrConfig and are found before any dialing.
+func Dial(ctx context.Context, cfg Config) (*Conn, error) {
+	host, err := cfg.check()
+	if err != nil {
+		return nil, err
+	}
+	var tc *tls.Config
+	if cfg.TLS != "none" {
+		if tc, err = cfg.tlsConfig(host); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.CommandTimeout == 0 {
+		cfg.CommandTimeout = DefaultCommandTimeout
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("pkg", "imapwatch", "addr", cfg.Addr, "user", cfg.Username)
+
+	ctx, cancel := context.WithTimeout(ctx, cfg.CommandTimeout)
+	defer cancel()
+	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("imapwatch: dial %s: %w", cfg.Addr, err)
+	}
+	// Until Dial returns, a timeout or cancellation closes the socket, which
+	// unblocks whatever is waiting on it.
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
+	fail := func(err error) (*Conn, error) {
+		raw.Close()
+		if !stop() {
+			return nil, fmt.Errorf("imapwatch: connect to %s: %w (%v)", cfg.Addr, ctxErr(ctx), err)
+		}
+		return nil, err
+	}
+
+	c := &Conn{cfg: cfg, log: log, exists: make(chan struct{}, 1)}
+	opts := &imapclient.Options{
+		TLSConfig: tc,
+		UnilateralDataHandler: &imapclient.UnilateralDataHandler{
+			// Runs in go-imap's reader goroutine: must never block.
+			Mailbox: func(data *imapclient.UnilateralDataMailbox) {
+				if data.NumMessages != nil {
+					select {
+					case c.exists <- struct{}{}:
+					default:
+					}
+				}
+			},
+		},
+	}
+	switch cfg.TLS {
+	case "implicit":
+		tconn := tls.Client(raw, tc)
+		if err := tconn.HandshakeContext(ctx); err != nil {
+			return fail(fmt.Errorf("imapwatch: TLS handshake with %s: %w", cfg.Addr, err))
+		}
+		c.client = imapclient.New(tconn, opts)
+	case "starttls":
+		c.client, err = imapclient.NewStartTLS(raw, opts)
+		if err != nil {
+			return fail(fmt.Errorf("imapwatch: STARTTLS with %s: %w", cfg.Addr, err))
+		}
+	default:
+		c.client = imapclient.New(raw, opts)
+	}
+	if err := c.client.WaitGreeting(); err != nil {
+		return fail(fmt.Errorf("imapwatch: greeting from %s: %w", cfg.Addr, err))
+	}
+	if err := c.login(); err != nil {
+		c.client.Close()
+		return fail(err)
+	}
+	c.caps = c.client.Caps()
+	if c.caps == nil {
+		return fail(fmt.Errorf("imapwatch: no CAPABILITY from %s", cfg.Addr))
+	}
+	if !stop() {
+		c.client.Close()
+		return nil, fmt.Errorf("imapwatch: connect to %s: %w", cfg.Addr, ctxErr(ctx))
+	}
+	log.Info("imap connected", "tls", cfg.TLS)
+	return c, nil
+}
+
+func (c *Conn) login() error {
+	var err error
+	if c.cfg.Auth == "login" {
+		err = c.client.Login(c.cfg.Username, c.cfg.Password).Wait()
+	} else {
+		err = c.client.Authenticate(sasl.NewPlainClient("", c.cfg.Username, c.cfg.Password))
+	}
+	if err == nil {
+		return nil
+	}
+	var ie *imap.Error
+	if errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeNo {
+		// The server's text may be shown; it never contains our password.
+		return fmt.Errorf("%w: %s as %s: %s", ErrAuth, c.cfg.Addr, c.cfg.Username, ie.Text)
+	}
+	return fmt.Errorf("imapwatch: login to %s: %w", c.cfg.Addr, err)
+}
+
+func ctxErr(ctx context.Context) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return ErrTimeout
+	}
+	return ctx.Err()
+}
+
+// run runs fn, one command exchange, under timeout (CommandTimeout when 0)
+// and ctx. When either ends first the connection is closed, which makes fn
+// return, and the Conn is marked broken.
+func (c *Conn) run(ctx context.Context, timeout time.Duration, op string, fn func() error) error {
+	if c.broken != nil {
+		return c.broken
+	}
+	if timeout <= 0 {
+		timeout = c.cfg.CommandTimeout
+	}
+	tctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	stop := context.AfterFunc(tctx, func() { c.client.Close() })
+	err := fn()
+	if !stop() {
+		c.broken = fmt.Errorf("%w: %s was interrupted", ErrClosed, op)
+		cause := ctx.Err()
+		if cause == nil {
+			cause = ErrTimeout
+		}
+		c.log.Warn("imap command interrupted, connection closed", "op", op, "timeout", timeout, "err", cause)
+		return fmt.Errorf("imapwatch: %s: %w", op, cause)
+	}
+	if err != nil {
+		return fmt.Errorf("imapwatch: %s: %w", op, err)
+	}
+	return nil
+}
+
+// Noop sends NOOP under its own timeout (CommandTimeout when 0): the way to
+// notice a half-open connection. On timeout the connection is closed.
+func (c *Conn) Noop(ctx context.Context, timeout time.Duration) error {
+	return c.run(ctx, timeout, "NOOP", func() error { return c.client.Noop().Wait() })
+}
+
+// Close logs out (briefly bounded) and closes the connection.
+func (c *Conn) Close() error {
+	if c.broken == nil {
+		timeout := min(c.cfg.CommandTimeout, 10*time.Second)
+		c.run(context.Background(), timeout, "LOGOUT", func() error { return c.client.Logout().Wait() })
+		c.broken = fmt.Errorf("%w: closed by Close", ErrClosed)
+	}
+	err := c.client.Close()
+	if err != nil && errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	c.log.Info("imap disconnected")
+	return err
+}

@@ -1,0 +1,79 @@
+package imapwatch
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/emersion/go-imap/v2"
+)
+
+// Examine opens folder read-only (EXAMINE): the watched folder is never
+// opened read-write, so no \Recent or \Seen changes come from us.
+func (c *Conn) Examine(ctx context.Context, folder string) (Mailbox, error) {
+	var data *imap.SelectData
+	err := c.run(ctx, 0, "EXAMINE "+folder, func() error {
+		var err error
+		data, err = c.client.Select(folder, &imap.SelectOptions{ReadOnly: true}).Wait()
+		return err
+	})
+	if err != nil {
+		c.examine = ""
+		return Mailbox{}, err
+	}
+	if data.UIDValidity == 0 {
+		return Mailbox{}, fmt.Errorf("imapwatch: EXAMINE %s: server sent no UIDVALIDITY", folder)
+	}
+	c.examine = folder
+	return Mailbox{UIDValidity: data.UIDValidity, UIDNext: uint32(data.UIDNext), Exists: data.NumMessages}, nil
+}
+
+// UIDsAfter returns the UIDs greater than after in the examined folder,
+// ascending (UID SEARCH UID after+1:*). By RFC 3501 6.4.8 "n:*" always
+// includes the highest UID even when it is below n: such UIDs are dropped.
+func (c *Conn) UIDsAfter(ctx context.Context, after uint32) ([]uint32, error) {
+	if after == math.MaxUint32 {
+		return nil, nil
+	}
+	// An EXISTS seen before this search is answered by it.
+	select {
+	case <-c.exists:
+	default:
+	}
+	var set imap.UIDSet
+	set.AddRange(imap.UID(after+1), 0) // 0 is "*"
+	return c.search(ctx, "UID SEARCH UID", &imap.SearchCriteria{UID: []imap.UIDSet{set}}, after)
+}
+
+// SearchHeader EXAMINEs folder and returns the UIDs of messages whose header
+// field contains value (UID SEARCH HEADER, RFC 3501 6.4.4: a substring match,
+// case-insensitive). The folder stays selected: use a Conn of its own, not the
+// watcher's.
+func (c *Conn) SearchHeader(ctx context.Context, folder, field, value string) ([]uint32, error) {
+	if _, err := c.Examine(ctx, folder); err != nil {
+		return nil, err
+	}
+	crit := &imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: field, Value: value}}}
+	return c.search(ctx, "UID SEARCH HEADER", crit, 0)
+}
+
+func (c *Conn) search(ctx context.Context, op string, crit *imap.SearchCriteria, after uint32) ([]uint32, error) {
+	var data *imap.SearchData
+	err := c.run(ctx, 0, op, func() error {
+		var err error
+		data, err = c.client.UIDSearch(crit, nil).Wait()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	var uids []uint32
+	for _, u := range data.AllUIDs() {
+		if uint32(u) > after {
+			uids = append(uids, uint32(u))
+		}
+	}
+	slices.Sort(uids)
+	return slices.Compact(uids), nil
+}
