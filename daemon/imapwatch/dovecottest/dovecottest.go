@@ -36,14 +36,13 @@ type Server struct {
 	t       testing.TB
 	dir     string
 	conf    string
-	passwd  string
 	addr    string
 	version string
 	doveadm string
 
-	mu      sync.Mutex
-	users   map[string]string
-	stopped bool
+	mu          sync.Mutex
+	passwdMtime time.Time
+	stopped     bool
 }
 
 // Start starts a private Dovecot and registers its Stop with t.Cleanup.
@@ -90,7 +89,7 @@ func Start(t testing.TB) *Server {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, sub := range []string{"run", "state", "mail"} {
+	for _, sub := range []string{"run", "state", "mail", "users"} {
 		if err := os.Mkdir(filepath.Join(dir, sub), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -104,13 +103,8 @@ func Start(t testing.TB) *Server {
 		t:       t,
 		dir:     dir,
 		conf:    filepath.Join(dir, "dovecot.conf"),
-		passwd:  filepath.Join(dir, "passwd"),
 		version: version,
 		doveadm: doveadm,
-		users:   map[string]string{},
-	}
-	if err := s.writePasswd(); err != nil {
-		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		s.Stop()
@@ -200,7 +194,9 @@ mailbox_idle_check_interval = 1 secs
 mail_max_userip_connections = 100
 passdb {
   driver = passwd-file
-  args = scheme=PLAIN username_format=%%u %[1]s/passwd
+  # One file per user: Dovecot re-reads a changed passwd-file at most once
+  # a second, but a new user's new file is read at once.
+  args = scheme=PLAIN username_format=%%u %[1]s/users/%%u
 }
 userdb {
   driver = static
@@ -326,41 +322,49 @@ func (s *Server) Log() string {
 }
 
 // AddUser adds (or changes) a user with a plaintext password. The passwd-file
-// is re-read by Dovecot on change, so it works before and after Start.
-func (s *Server) AddUser(name, password string) {
-	s.t.Helper()
-	if strings.ContainsAny(name, ":\n") || strings.ContainsAny(password, ":\n") {
-		s.t.Fatalf("dovecottest: AddUser(%q): name and password must not contain ':' or newlines", name)
+// is re-read by Dovecot on change, so it works before and after Start. The
+// helpers take the calling (sub)test's t, which they fail on error.
+func (s *Server) AddUser(t testing.TB, name, password string) {
+	t.Helper()
+	if !userRE.MatchString(name) || strings.ContainsAny(password, ":\n") {
+		t.Fatalf("dovecottest: AddUser(%q): want a name of [a-z0-9._-] and a password without ':' or newlines", name)
 	}
 	s.mu.Lock()
-	s.users[name] = password
-	err := s.writePasswd()
-	s.mu.Unlock()
-	if err != nil {
-		s.t.Fatal(err)
+	defer s.mu.Unlock()
+	if err := s.writePasswd(name, password); err != nil {
+		t.Fatal(err)
 	}
 }
 
-// writePasswd is called with s.mu held (or before the server is shared).
-func (s *Server) writePasswd() error {
-	var b strings.Builder
-	for name, pw := range s.users {
-		fmt.Fprintf(&b, "%s:{PLAIN}%s\n", name, pw)
-	}
-	tmp := s.passwd + ".tmp"
-	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
+var userRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
+
+// writePasswd is called with s.mu held.
+func (s *Server) writePasswd(name, password string) error {
+	path := filepath.Join(s.dir, "users", name)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, fmt.Appendf(nil, "%s:{PLAIN}%s\n", name, password), 0o644); err != nil {
 		return err
 	}
-	return os.Rename(tmp, s.passwd)
+	// Dovecot notices a changed passwd-file by its mtime in whole seconds:
+	// make every version's mtime differ.
+	mtime := time.Now().Truncate(time.Second)
+	if !mtime.After(s.passwdMtime) {
+		mtime = s.passwdMtime.Add(time.Second)
+	}
+	s.passwdMtime = mtime
+	if err := os.Chtimes(tmp, mtime, mtime); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 // Doveadm runs doveadm -c CONF args... and returns its standard output. It
-// fails the test when doveadm fails.
-func (s *Server) Doveadm(args ...string) string {
-	s.t.Helper()
+// fails t when doveadm fails.
+func (s *Server) Doveadm(t testing.TB, args ...string) string {
+	t.Helper()
 	out, err := s.DoveadmInput(nil, args...)
 	if err != nil {
-		s.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return out
 }
@@ -383,13 +387,13 @@ func (s *Server) DoveadmInput(stdin []byte, args ...string) (string, error) {
 
 // Deliver saves msg into user's folder with doveadm save, independently of
 // the code under test. A missing folder is created first.
-func (s *Server) Deliver(user, folder string, msg []byte) {
-	s.t.Helper()
+func (s *Server) Deliver(t testing.TB, user, folder string, msg []byte) {
+	t.Helper()
 	if !strings.EqualFold(folder, "INBOX") {
 		// Ignore "already exists"; a real failure shows in save below.
 		s.DoveadmInput(nil, "mailbox", "create", "-u", user, folder)
 	}
 	if _, err := s.DoveadmInput(msg, "save", "-u", user, "-m", folder); err != nil {
-		s.t.Fatal(err)
+		t.Fatal(err)
 	}
 }

@@ -1,0 +1,470 @@
+package imapwatch
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
+
+	"github.com/smimed/smimed/daemon/imapwatch/dovecottest"
+)
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// testMessage is a CRLF message of about size bytes with a unique header.
+func testMessage(id string, size int) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "From: alice@partner.example\r\nTo: bob@org.example\r\nSubject: test %s\r\nMessage-ID: <%s@test.smimed.example>\r\nX-Smimed-Test: %s\r\n\r\n", id, id, id)
+	line := strings.Repeat("0123456789abcdef", 4) + "\r\n"
+	for i := 0; b.Len() < size; i++ {
+		fmt.Fprintf(&b, "%06d %s", i, line)
+	}
+	return b.Bytes()
+}
+
+// TestMemServer exercises the adapter against go-imap's in-memory server.
+func TestMemServer(t *testing.T) {
+	mem := imapmemserver.New()
+	user := imapmemserver.NewUser("alice", "secret")
+	mem.AddUser(user)
+	if err := user.Create("INBOX", nil); err != nil {
+		t.Fatal(err)
+	}
+	var want []uint32
+	for i := range 3 {
+		msg := testMessage(strconv.Itoa(i), 200)
+		data, err := user.Append("INBOX", bytes.NewReader(msg), &imap.AppendOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, uint32(data.UID))
+	}
+	status, err := user.Status("INBOX", &imap.StatusOptions{UIDValidity: true, UIDNext: true, NumMessages: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	srv := imapserver.New(&imapserver.Options{
+		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+			return mem.NewSession(), nil, nil
+		},
+		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}},
+		InsecureAuth: true,
+		Logger:       slog.NewLogLogger(slog.DiscardHandler, slog.LevelError),
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	ctx := context.Background()
+	c, err := Dial(ctx, Config{Addr: ln.Addr().String(), TLS: "none", Username: "alice", Password: "secret", Auth: "login", Logger: testLogger(t), CommandTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatalf("Dial() = %v", err)
+	}
+	defer c.Close()
+	mb, err := c.Examine(ctx, "INBOX")
+	if err != nil {
+		t.Fatalf("Examine() = %v", err)
+	}
+	if mb.UIDValidity != status.UIDValidity || mb.UIDNext != uint32(status.UIDNext) || mb.Exists != *status.NumMessages {
+		t.Fatalf("Examine() = %+v, want UIDVALIDITY %d UIDNEXT %d EXISTS %d", mb, status.UIDValidity, status.UIDNext, *status.NumMessages)
+	}
+	got, err := c.UIDsAfter(ctx, 0)
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("UIDsAfter(0) = %v, %v, want %v", got, err, want)
+	}
+	got, err = c.UIDsAfter(ctx, want[0])
+	if err != nil || !slices.Equal(got, want[1:]) {
+		t.Fatalf("UIDsAfter(%d) = %v, %v, want %v", want[0], got, err, want[1:])
+	}
+	got, err = c.UIDsAfter(ctx, want[2])
+	if err != nil || len(got) != 0 {
+		t.Fatalf("UIDsAfter(last) = %v, %v, want none", got, err)
+	}
+	if err := c.Noop(ctx, 5*time.Second); err != nil {
+		t.Fatalf("Noop() = %v", err)
+	}
+	if _, err := Dial(ctx, Config{Addr: ln.Addr().String(), TLS: "none", Username: "alice", Password: "wrong", Auth: "login"}); !errors.Is(err, ErrAuth) {
+		t.Fatalf("Dial(wrong password) = %v, want ErrAuth", err)
+	}
+}
+
+func TestConfigRefused(t *testing.T) {
+	// A cancelled context: should the check be missing, nothing is sent.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, cfg := range []Config{
+		{Addr: "192.0.2.1:143", TLS: "none"},
+		{Addr: "[2001:db8::1]:143", TLS: "none"},
+		{Addr: "mail.example:143", TLS: "none"},
+		{Addr: "127.0.0.1:143", TLS: "sometimes"},
+		{Addr: "127.0.0.1:143", TLS: "none", Auth: "cram-md5"},
+		{Addr: "127.0.0.1", TLS: "none"},
+		{Addr: "127.0.0.1:993", TLS: "implicit", TLSCAFile: "/nonexistent/ca.pem"},
+	} {
+		_, err := Dial(ctx, cfg)
+		if !errors.Is(err, ErrConfig) {
+			t.Errorf("Dial(%+v) = %v, want ErrConfig", cfg, err)
+		}
+	}
+	_, err := Dial(ctx, Config{Addr: "192.0.2.1:143", TLS: "none"})
+	if !strings.Contains(err.Error(), "loopback") {
+		t.Errorf("Dial(tls none, remote) = %v, want an error naming loopback", err)
+	}
+}
+
+// dovecot is one private Dovecot shared by the subtests of TestDovecot, each
+// with a user of its own.
+type dovecot struct {
+	*dovecottest.Server
+	t *testing.T
+}
+
+func (d dovecot) user(t *testing.T) string {
+	name := strings.ToLower(strings.NewReplacer("/", "-", " ", "-").Replace(t.Name()))
+	d.AddUser(t, name, "pw-"+name)
+	return name
+}
+
+func (d dovecot) dial(t *testing.T, user string) *Conn {
+	t.Helper()
+	c, err := Dial(context.Background(), Config{Addr: d.Addr(), TLS: "none", Username: user, Password: "pw-" + user, Logger: testLogger(t), CommandTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatalf("Dial() = %v\nDovecot log:\n%s", err, d.Log())
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// uids is what doveadm search reports for folder.
+func (d dovecot) uids(t *testing.T, user, folder string) []uint32 {
+	t.Helper()
+	var uids []uint32
+	for _, line := range strings.Split(strings.TrimSpace(d.Doveadm(t, "search", "-u", user, "mailbox", folder, "all")), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			continue
+		}
+		n, err := strconv.ParseUint(f[1], 10, 32)
+		if err != nil {
+			t.Fatalf("doveadm search: %q", line)
+		}
+		uids = append(uids, uint32(n))
+	}
+	return uids
+}
+
+// field is one field of doveadm fetch for one message, e.g. "flags".
+func (d dovecot) field(t *testing.T, user, folder string, uid uint32, field string) string {
+	t.Helper()
+	out := d.Doveadm(t, "fetch", "-u", user, field, "mailbox", folder, "uid", strconv.FormatUint(uint64(uid), 10))
+	v, ok := strings.CutPrefix(out, field+":")
+	if !ok {
+		t.Fatalf("doveadm fetch %s = %q", field, out)
+	}
+	return strings.TrimSpace(v)
+}
+
+func (d dovecot) status(t *testing.T, user, folder, fields string) string {
+	t.Helper()
+	out := strings.TrimSpace(d.Doveadm(t, "mailbox", "status", "-u", user, fields, folder))
+	return strings.TrimPrefix(out, folder+" ")
+}
+
+func TestDovecot(t *testing.T) {
+	d := dovecot{Server: dovecottest.Start(t), t: t}
+	t.Logf("Dovecot %s on %s", d.Version(), d.Addr())
+	ctx := context.Background()
+
+	t.Run("Examine", func(t *testing.T) {
+		u := d.user(t)
+		d.Deliver(t, u, "INBOX", testMessage("e1", 100))
+		c := d.dial(t, u)
+		mb, err := c.Examine(ctx, "INBOX")
+		if err != nil {
+			t.Fatalf("Examine() = %v", err)
+		}
+		want := d.status(t, u, "INBOX", "uidvalidity uidnext messages")
+		got := fmt.Sprintf("messages=%d uidnext=%d uidvalidity=%d", mb.Exists, mb.UIDNext, mb.UIDValidity)
+		if got != want {
+			t.Fatalf("Examine() = %s, doveadm mailbox status = %s", got, want)
+		}
+	})
+
+	t.Run("UIDsAfter", func(t *testing.T) {
+		u := d.user(t)
+		for i := range 3 {
+			d.Deliver(t, u, "INBOX", testMessage(fmt.Sprint("u", i), 100))
+		}
+		want := d.uids(t, u, "INBOX")
+		if len(want) != 3 {
+			t.Fatalf("doveadm search = %v, want 3 UIDs", want)
+		}
+		c := d.dial(t, u)
+		if _, err := c.Examine(ctx, "INBOX"); err != nil {
+			t.Fatal(err)
+		}
+		got, err := c.UIDsAfter(ctx, 0)
+		if err != nil || !slices.Equal(got, want) {
+			t.Fatalf("UIDsAfter(0) = %v, %v, want %v", got, err, want)
+		}
+		got, err = c.UIDsAfter(ctx, want[0])
+		if err != nil || !slices.Equal(got, want[1:]) {
+			t.Fatalf("UIDsAfter(%d) = %v, %v, want %v", want[0], got, err, want[1:])
+		}
+		// RFC 3501 6.4.8: "last+1:*" matches the last message too.
+		got, err = c.UIDsAfter(ctx, want[2])
+		if err != nil || len(got) != 0 {
+			t.Fatalf("UIDsAfter(last) = %v, %v, want none", got, err)
+		}
+	})
+
+	t.Run("FetchToFile", func(t *testing.T) {
+		u := d.user(t)
+		msg := testMessage("f1", 3000)
+		d.Deliver(t, u, "INBOX", msg)
+		uid := d.uids(t, u, "INBOX")[0]
+		statusBefore := d.status(t, u, "INBOX", "messages unseen recent highestmodseq")
+		flagsBefore := d.field(t, u, "INBOX", uid, "flags")
+		received := d.field(t, u, "INBOX", uid, "date.received")
+		virtual := d.field(t, u, "INBOX", uid, "size.virtual")
+
+		c := d.dial(t, u)
+		if _, err := c.Examine(ctx, "INBOX"); err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		f, err := c.FetchToFile(ctx, uid, dir, 1<<20)
+		if err != nil {
+			t.Fatalf("FetchToFile() = %v", err)
+		}
+		got, err := os.ReadFile(f.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Delivered with CRLF; Dovecot's IMAP output is CRLF.
+		if !bytes.Equal(got, msg) {
+			t.Fatalf("fetched %d bytes, delivered %d: contents differ", len(got), len(msg))
+		}
+		if f.UID != uid || f.TooLarge || strconv.FormatInt(f.Size, 10) != virtual {
+			t.Fatalf("FetchToFile() = %+v, want UID %d, Size %s (doveadm size.virtual)", f, uid, virtual)
+		}
+		if gotDate := f.InternalDate.Local().Format("2006-01-02 15:04:05"); gotDate != received {
+			t.Errorf("InternalDate = %s, doveadm date.received = %s", gotDate, received)
+		}
+		st, err := os.Stat(f.Path)
+		if err != nil || st.Mode().Perm() != 0o600 || filepath.Dir(f.Path) != dir {
+			t.Fatalf("file %s: mode %v, %v; want 0600 in %s", f.Path, st.Mode(), err, dir)
+		}
+		if err := c.Noop(ctx, 0); err != nil {
+			t.Fatal(err)
+		}
+		flagsAfter := d.field(t, u, "INBOX", uid, "flags")
+		if strings.Contains(flagsAfter, `\Seen`) || flagsAfter != flagsBefore {
+			t.Fatalf("flags after fetch = %q, before %q: want unchanged, no \\Seen", flagsAfter, flagsBefore)
+		}
+		if after := d.status(t, u, "INBOX", "messages unseen recent highestmodseq"); after != statusBefore {
+			t.Fatalf("mailbox status after fetch = %s, before %s", after, statusBefore)
+		}
+
+		_, err = c.FetchToFile(ctx, uid+100, dir, 1<<20)
+		if !errors.Is(err, ErrGone) {
+			t.Fatalf("FetchToFile(missing uid) = %v, want ErrGone", err)
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+			t.Fatalf("%d files in %s after a failed fetch, want only the first", len(ents), dir)
+		}
+	})
+
+	t.Run("FetchLargeStreams", func(t *testing.T) {
+		u := d.user(t)
+		msg := testMessage("big", 2<<20)
+		d.Deliver(t, u, "INBOX", msg)
+		uid := d.uids(t, u, "INBOX")[0]
+		c := d.dial(t, u)
+		if _, err := c.Examine(ctx, "INBOX"); err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		f, err := c.FetchToFile(ctx, uid, dir, 10<<20)
+		runtime.ReadMemStats(&after)
+		if err != nil {
+			t.Fatalf("FetchToFile() = %v", err)
+		}
+		// Everything allocated during the fetch bounds the peak heap growth.
+		if alloc := after.TotalAlloc - before.TotalAlloc; alloc > uint64(len(msg))/4 {
+			t.Errorf("FetchToFile allocated %d bytes for a %d-byte message: not streaming", alloc, len(msg))
+		}
+		got, err := os.ReadFile(f.Path)
+		if err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("fetched %d bytes (%v), delivered %d: contents differ", len(got), err, len(msg))
+		}
+	})
+
+	t.Run("FetchTooLarge", func(t *testing.T) {
+		u := d.user(t)
+		msg := testMessage("large", 50_000)
+		d.Deliver(t, u, "INBOX", msg)
+		uid := d.uids(t, u, "INBOX")[0]
+		c := d.dial(t, u)
+		if _, err := c.Examine(ctx, "INBOX"); err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		f, err := c.FetchToFile(ctx, uid, dir, 10_000)
+		if err != nil {
+			t.Fatalf("FetchToFile() = %v", err)
+		}
+		virtual := d.field(t, u, "INBOX", uid, "size.virtual")
+		if !f.TooLarge || f.Path != "" || strconv.FormatInt(f.Size, 10) != virtual {
+			t.Fatalf("FetchToFile(maxSize 10000) = %+v, want TooLarge, no path, size %s", f, virtual)
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+			t.Fatalf("%d files written for a too-large message", len(ents))
+		}
+	})
+
+	t.Run("Idle", func(t *testing.T) {
+		u := d.user(t)
+		d.Deliver(t, u, "INBOX", testMessage("i0", 100))
+		c := d.dial(t, u)
+		if _, err := c.Examine(ctx, "INBOX"); err != nil {
+			t.Fatal(err)
+		}
+		if uids, err := c.UIDsAfter(ctx, 0); err != nil || len(uids) != 1 {
+			t.Fatalf("UIDsAfter(0) = %v, %v", uids, err)
+		}
+
+		// Nothing arrives: back after maxWait.
+		start := time.Now()
+		woke, err := c.Idle(ctx, 300*time.Millisecond)
+		if err != nil || woke {
+			t.Fatalf("Idle(300ms) = %v, %v, want false, nil", woke, err)
+		}
+		if el := time.Since(start); el < 300*time.Millisecond || el > 10*time.Second {
+			t.Fatalf("Idle(300ms) took %v", el)
+		}
+
+		// A delivery from outside wakes it.
+		type result struct {
+			woke bool
+			err  error
+			at   time.Time
+		}
+		done := make(chan result, 1)
+		go func() {
+			woke, err := c.Idle(ctx, time.Minute)
+			done <- result{woke, err, time.Now()}
+		}()
+		d.Deliver(t, u, "INBOX", testMessage("i1", 100))
+		delivered := time.Now()
+		r := <-done
+		if r.err != nil || !r.woke {
+			t.Fatalf("Idle() after a delivery = %v, %v, want true", r.woke, r.err)
+		}
+		if lag := r.at.Sub(delivered); lag > 2*time.Second {
+			t.Fatalf("Idle() woke %v after the delivery, want within 2s", lag)
+		}
+		uids, err := c.UIDsAfter(ctx, 0)
+		if want := d.uids(t, u, "INBOX"); err != nil || !slices.Equal(uids, want) {
+			t.Fatalf("UIDsAfter(0) after IDLE = %v, %v, want %v", uids, err, want)
+		}
+
+		// A cancelled context ends it promptly, and the Conn goes on.
+		cctx, cancel := context.WithCancel(ctx)
+		go func() {
+			time.Sleep(200 * time.Millisecond)
+			cancel()
+		}()
+		start = time.Now()
+		woke, err = c.Idle(cctx, time.Minute)
+		if !errors.Is(err, context.Canceled) || woke {
+			t.Fatalf("Idle(cancelled) = %v, %v, want context.Canceled", woke, err)
+		}
+		if el := time.Since(start); el > 5*time.Second {
+			t.Fatalf("Idle(cancelled) took %v", el)
+		}
+		if err := c.Noop(ctx, 5*time.Second); err != nil {
+			t.Fatalf("Noop() after IDLE = %v", err)
+		}
+	})
+
+	t.Run("WrongPassword", func(t *testing.T) {
+		u := d.user(t)
+		for _, auth := range []string{"plain", "login"} {
+			_, err := Dial(ctx, Config{Addr: d.Addr(), TLS: "none", Username: u, Password: "not-" + u, Auth: auth, Logger: testLogger(t)})
+			if !errors.Is(err, ErrAuth) {
+				t.Fatalf("Dial(wrong password, %s) = %v, want ErrAuth", auth, err)
+			}
+			if strings.Contains(err.Error(), "not-"+u) {
+				t.Fatalf("error shows the password: %v", err)
+			}
+		}
+		c, err := Dial(ctx, Config{Addr: d.Addr(), TLS: "none", Username: u, Password: "pw-" + u, Auth: "login"})
+		if err != nil {
+			t.Fatalf("Dial(auth login) = %v", err)
+		}
+		c.Close()
+	})
+
+	t.Run("AppendSearchHeader", func(t *testing.T) {
+		u := d.user(t)
+		msg := testMessage("a1", 500)
+		path := filepath.Join(t.TempDir(), "msg.eml")
+		if err := os.WriteFile(path, msg, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		date := time.Date(2024, 3, 4, 5, 6, 7, 0, time.FixedZone("", 3600))
+		c := d.dial(t, u)
+		uid, err := c.Append(ctx, "Archive", path, date)
+		if err != nil {
+			t.Fatalf("Append() = %v", err)
+		}
+		if want := d.uids(t, u, "Archive"); !slices.Equal(want, []uint32{uid}) {
+			t.Fatalf("Append() = UID %d, doveadm search Archive = %v", uid, want)
+		}
+		if flags := d.field(t, u, "Archive", uid, "flags"); strings.Contains(flags, `\Seen`) {
+			t.Fatalf("appended message flags = %q, want unread", flags)
+		}
+		// doveadm prints date.received in local time.
+		if got, want := d.field(t, u, "Archive", uid, "date.received"), date.Local().Format("2006-01-02 15:04:05"); got != want {
+			t.Fatalf("date.received = %s, want %s", got, want)
+		}
+		// A second append into the now existing folder.
+		uid2, err := c.Append(ctx, "Archive", path, date)
+		if err != nil || uid2 <= uid {
+			t.Fatalf("second Append() = %d, %v", uid2, err)
+		}
+
+		got, err := c.SearchHeader(ctx, "Archive", "X-Smimed-Test", "a1")
+		if err != nil || !slices.Equal(got, []uint32{uid, uid2}) {
+			t.Fatalf("SearchHeader(a1) = %v, %v, want %v", got, err, []uint32{uid, uid2})
+		}
+		got, err = c.SearchHeader(ctx, "Archive", "X-Smimed-Test", "nothing-like-it")
+		if err != nil || len(got) != 0 {
+			t.Fatalf("SearchHeader(absent) = %v, %v, want none", got, err)
+		}
+	})
+}
