@@ -21,6 +21,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -271,9 +272,18 @@ func (s *Server) masterPID() int {
 	return pid
 }
 
+// alive reports whether pid runs; a zombie (exited, not yet reaped by its
+// parent) does not.
 func alive(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return !errors.Is(err, os.ErrNotExist)
+	}
+	i := bytes.LastIndexByte(stat, ')')
+	return i < 0 || len(stat) <= i+2 || stat[i+2] != 'Z'
 }
 
 // Stop stops Dovecot (doveadm stop) and waits until its master process is
@@ -286,24 +296,54 @@ func (s *Server) Stop() {
 	}
 	s.stopped = true
 	s.mu.Unlock()
-	pid := s.masterPID()
-	if pid <= 0 {
+	pids := s.masterPIDs()
+	if len(pids) == 0 {
 		return
 	}
 	out, err := exec.Command(s.doveadm, "-c", s.conf, "stop").CombinedOutput()
-	if err != nil && alive(pid) {
-		s.t.Logf("dovecottest: doveadm stop: %v: %s; sending SIGTERM to %d", err, out, pid)
-		syscall.Kill(pid, syscall.SIGTERM)
+	if err != nil {
+		s.t.Logf("dovecottest: doveadm stop: %v: %s; sending SIGTERM to %v", err, out, pids)
+		for _, pid := range pids {
+			syscall.Kill(pid, syscall.SIGTERM)
+		}
 	}
 	deadline := time.Now().Add(20 * time.Second)
-	for alive(pid) {
+	for {
+		pids = s.masterPIDs()
+		if len(pids) == 0 {
+			return
+		}
 		if time.Now().After(deadline) {
-			s.t.Errorf("dovecottest: Dovecot master %d still running after 20s; killing it", pid)
-			syscall.Kill(pid, syscall.SIGKILL)
+			s.t.Errorf("dovecottest: Dovecot master %v still running after 20s; killing it", pids)
+			for _, pid := range pids {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// masterPIDs are the live processes started with our configuration file:
+// the master (from master.pid, which Dovecot removes early in its shutdown)
+// and anything whose command line names our private config.
+func (s *Server) masterPIDs() []int {
+	var pids []int
+	if pid := s.masterPID(); pid > 0 && alive(pid) {
+		pids = append(pids, pid)
+	}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || slices.Contains(pids, pid) {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && bytes.Contains(cmdline, []byte("\x00"+s.conf)) && alive(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // Addr is the host:port of the IMAP listener (plaintext, 127.0.0.1).
