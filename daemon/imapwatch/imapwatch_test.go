@@ -314,7 +314,9 @@ func TestDovecot(t *testing.T) {
 			t.Fatalf("FetchToFile() = %v", err)
 		}
 		// Everything allocated during the fetch bounds the peak heap growth.
-		if alloc := after.TotalAlloc - before.TotalAlloc; alloc > uint64(len(msg))/4 {
+		alloc := after.TotalAlloc - before.TotalAlloc
+		t.Logf("FetchToFile allocated %d bytes for a %d-byte message", alloc, len(msg))
+		if alloc > uint64(len(msg))/4 {
 			t.Errorf("FetchToFile allocated %d bytes for a %d-byte message: not streaming", alloc, len(msg))
 		}
 		got, err := os.ReadFile(f.Path)
@@ -467,4 +469,89 @@ func TestDovecot(t *testing.T) {
 			t.Fatalf("SearchHeader(absent) = %v, %v, want none", got, err)
 		}
 	})
+}
+
+// silentServer greets, accepts LOGIN and then never answers again: a
+// half-open connection as go-imap alone would never notice it.
+func silentServer(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				fmt.Fprintf(conn, "* OK [CAPABILITY IMAP4rev1 IDLE] silent\r\n")
+				buf := make([]byte, 4096)
+				n, err := conn.Read(buf)
+				if err != nil {
+					return
+				}
+				tag, _, _ := strings.Cut(string(buf[:n]), " ")
+				fmt.Fprintf(conn, "%s OK [CAPABILITY IMAP4rev1 IDLE] logged in\r\n", tag)
+				for {
+					if _, err := conn.Read(buf); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func TestCommandTimeout(t *testing.T) {
+	addr := silentServer(t)
+	ctx := context.Background()
+	cfg := Config{Addr: addr, TLS: "none", Username: "u", Password: "p", Auth: "login", Logger: testLogger(t), CommandTimeout: 300 * time.Millisecond}
+
+	c, err := Dial(ctx, cfg)
+	if err != nil {
+		t.Fatalf("Dial() = %v", err)
+	}
+	start := time.Now()
+	err = c.Noop(ctx, 200*time.Millisecond)
+	if !errors.Is(err, ErrTimeout) {
+		t.Fatalf("Noop() to a silent server = %v, want ErrTimeout", err)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("Noop(200ms) took %v", el)
+	}
+	if _, err := c.Examine(ctx, "INBOX"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Examine() after a timeout = %v, want ErrClosed", err)
+	}
+	c.Close()
+
+	// The default command timeout bounds every command.
+	c, err = Dial(ctx, cfg)
+	if err != nil {
+		t.Fatalf("Dial() = %v", err)
+	}
+	if _, err := c.Examine(ctx, "INBOX"); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("Examine() to a silent server = %v, want ErrTimeout", err)
+	}
+	c.Close()
+
+	// So does the caller's context.
+	c, err = Dial(ctx, cfg)
+	if err != nil {
+		t.Fatalf("Dial() = %v", err)
+	}
+	c.cfg.CommandTimeout = time.Minute
+	cctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	start = time.Now()
+	if _, err := c.UIDsAfter(cctx, 0); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("UIDsAfter(ctx with deadline) = %v, want context.DeadlineExceeded", err)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("UIDsAfter took %v after its context ended", el)
+	}
+	c.Close()
 }
