@@ -68,13 +68,12 @@ type Config struct {
 
 // Conn is one logged-in IMAP connection.
 type Conn struct {
-	client  *imapclient.Client
-	cfg     Config
-	log     *slog.Logger
-	caps    imap.CapSet
-	exists  chan struct{} // 1 slot: an EXISTS arrived since the last UIDsAfter
-	broken  error         // set once the connection was closed under us
-	examine string        // the folder EXAMINEd, "" if none
+	client *imapclient.Client
+	cfg    Config
+	log    *slog.Logger
+	caps   imap.CapSet
+	exists chan struct{} // 1 slot: an EXISTS arrived since the last UIDsAfter
+	broken error         // set once the connection was closed under us
 }
 
 // Mailbox is what EXAMINE reported.

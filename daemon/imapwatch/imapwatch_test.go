@@ -3,9 +3,17 @@ package imapwatch
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -38,6 +46,33 @@ func testMessage(id string, size int) []byte {
 	return b.Bytes()
 }
 
+// memServer serves go-imap's in-memory server on 127.0.0.1 (with implicit
+// TLS when implicit, else with STARTTLS offered when tc is set).
+func memServer(t *testing.T, mem *imapmemserver.Server, tc *tls.Config, implicit bool) string {
+	opts := &imapserver.Options{
+		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+			return mem.NewSession(), nil, nil
+		},
+		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}},
+		InsecureAuth: true,
+		Logger:       slog.NewLogLogger(slog.DiscardHandler, slog.LevelError),
+	}
+	if !implicit {
+		opts.TLSConfig = tc
+	}
+	srv := imapserver.New(opts)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if implicit {
+		ln = tls.NewListener(ln, tc)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
 // TestMemServer exercises the adapter against go-imap's in-memory server.
 func TestMemServer(t *testing.T) {
 	mem := imapmemserver.New()
@@ -59,24 +94,10 @@ func TestMemServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-
-	srv := imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return mem.NewSession(), nil, nil
-		},
-		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}},
-		InsecureAuth: true,
-		Logger:       slog.NewLogLogger(slog.DiscardHandler, slog.LevelError),
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	addr := memServer(t, mem, nil, false)
 
 	ctx := context.Background()
-	c, err := Dial(ctx, Config{Addr: ln.Addr().String(), TLS: "none", Username: "alice", Password: "secret", Auth: "login", Logger: testLogger(t), CommandTimeout: 10 * time.Second})
+	c, err := Dial(ctx, Config{Addr: addr, TLS: "none", Username: "alice", Password: "secret", Auth: "login", Logger: testLogger(t), CommandTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatalf("Dial() = %v", err)
 	}
@@ -103,8 +124,65 @@ func TestMemServer(t *testing.T) {
 	if err := c.Noop(ctx, 5*time.Second); err != nil {
 		t.Fatalf("Noop() = %v", err)
 	}
-	if _, err := Dial(ctx, Config{Addr: ln.Addr().String(), TLS: "none", Username: "alice", Password: "wrong", Auth: "login"}); !errors.Is(err, ErrAuth) {
+	if _, err := Dial(ctx, Config{Addr: addr, TLS: "none", Username: "alice", Password: "wrong", Auth: "login"}); !errors.Is(err, ErrAuth) {
 		t.Fatalf("Dial(wrong password) = %v, want ErrAuth", err)
+	}
+}
+
+// TestTLS logs in over implicit TLS and STARTTLS with a CA of the test's own,
+// and refuses a certificate for another name.
+func TestTLS(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "imap.test"},
+		DNSNames:              []string{"imap.test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+
+	mem := imapmemserver.New()
+	user := imapmemserver.NewUser("alice", "secret")
+	mem.AddUser(user)
+	if err := user.Create("INBOX", nil); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, mode := range []string{"implicit", "starttls"} {
+		addr := memServer(t, mem, tc, mode == "implicit")
+		cfg := Config{Addr: addr, TLS: mode, TLSCAFile: caFile, TLSServerName: "imap.test", Username: "alice", Password: "secret", Logger: testLogger(t)}
+		c, err := Dial(ctx, cfg)
+		if err != nil {
+			t.Fatalf("Dial(%s) = %v", mode, err)
+		}
+		if _, err := c.Examine(ctx, "INBOX"); err != nil {
+			t.Fatalf("Examine() over %s = %v", mode, err)
+		}
+		c.Close()
+
+		cfg.TLSServerName = "other.test"
+		if c, err := Dial(ctx, cfg); err == nil || errors.Is(err, ErrAuth) {
+			if c != nil {
+				c.Close()
+			}
+			t.Fatalf("Dial(%s, wrong server name) = %v, want a certificate error", mode, err)
+		}
 	}
 }
 

@@ -19,13 +19,11 @@ func (c *Conn) Examine(ctx context.Context, folder string) (Mailbox, error) {
 		return err
 	})
 	if err != nil {
-		c.examine = ""
 		return Mailbox{}, err
 	}
 	if data.UIDValidity == 0 {
 		return Mailbox{}, fmt.Errorf("imapwatch: EXAMINE %s: server sent no UIDVALIDITY", folder)
 	}
-	c.examine = folder
 	return Mailbox{UIDValidity: data.UIDValidity, UIDNext: uint32(data.UIDNext), Exists: data.NumMessages}, nil
 }
 
