@@ -1,0 +1,452 @@
+package daemon
+
+// This file holds the per-folder watch loop: it connects to the IMAP
+// server, EXAMINEs one folder, hands every message above the folder's
+// checkpoint to a Sink exactly once per successful delivery, advances the
+// checkpoint in UID order (Tracker) and then waits for new mail in IDLE (or
+// polls). The folder is only ever EXAMINEd and fetched with BODY.PEEK, so it
+// is never changed.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/smimed/smimed/daemon/imapwatch"
+)
+
+// ErrTemporary marks a Sink error as temporary: the same message is tried
+// again later and the folder's checkpoint does not pass it meanwhile.
+var ErrTemporary = errors.New("daemon: temporary failure")
+
+// Temporary wraps err so that errors.Is(err, ErrTemporary) holds.
+func Temporary(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrTemporary, err)
+}
+
+// Sink receives each fetched message. It must be idempotent on (Account,
+// Folder, UIDValidity, UID): after a crash or a temporary failure the same
+// message may be handed over again. An error for which errors.Is(err,
+// ErrTemporary) holds means "retry this message later, stop this folder for
+// now"; any other error is a permanent problem with the message that the
+// sink has already recorded, and the checkpoint moves on.
+//
+// The context given to Deliver is not cancelled when the watcher is told to
+// stop: messages in hand are finished.
+type Sink interface {
+	Deliver(ctx context.Context, m Message) error
+}
+
+// Message is one fetched message.
+type Message struct {
+	Account, Folder  string
+	UIDValidity, UID uint32
+	// Path is a temporary file with the message; the sink may read it
+	// during Deliver, the watcher removes it after Deliver returns. It is
+	// "" when TooLarge.
+	Path         string
+	Size         int64 // bytes in Path, or the server's RFC822.SIZE when TooLarge
+	InternalDate time.Time
+	TooLarge     bool // larger than MaxMessageSize: the body was not downloaded
+}
+
+// WatchConfig configures the watcher of one folder.
+type WatchConfig struct {
+	Account, Folder string
+	IMAP            imapwatch.Config
+	TempDir         string // state_dir/tmp
+	MaxMessageSize  int64  // 0: no limit
+	Workers         int    // messages of this folder delivered at once; default 1
+
+	IdleRestart      time.Duration // leave and re-enter IDLE after this; default 25m
+	LivenessInterval time.Duration // NOOP at least this often; default 5m
+	PollInterval     time.Duration // without IDLE, poll this often; default 60s
+
+	// Backfill is what to do at the first start (no checkpoint yet):
+	// "all" (the default) from UID 1, "none" only mail arriving from now on
+	// (UIDNEXT-1), "since:2006-01-02" from the first message whose
+	// INTERNALDATE is on or after that day (UTC), see backfillSince.
+	Backfill string
+	Logger   *slog.Logger
+}
+
+// Watcher watches one folder; see Run.
+type Watcher struct {
+	cfg  WatchConfig
+	cps  *Checkpoints
+	sink Sink
+	log  *slog.Logger
+
+	backoff   *Backoff
+	authRetry time.Duration
+
+	// tracker survives reconnects while the UIDVALIDITY stays the same, so
+	// messages already done above a stuck checkpoint are not handed over
+	// again within this process.
+	tracker     *Tracker
+	uidValidity uint32
+
+	commitMu sync.Mutex
+	stored   uint32 // highest checkpoint stored under uidValidity
+
+	// onReady, for tests, is called in every session once the starting
+	// checkpoint is known, before any message is listed.
+	onReady func(start uint32)
+}
+
+// NewWatcher returns a Watcher of cfg.Account's cfg.Folder that keeps its
+// checkpoint in cps and hands messages to sink.
+func NewWatcher(cfg WatchConfig, cps *Checkpoints, sink Sink) *Watcher {
+	if cfg.Workers <= 0 {
+		cfg.Workers = 1
+	}
+	if cfg.IdleRestart <= 0 {
+		cfg.IdleRestart = 25 * time.Minute
+	}
+	if cfg.LivenessInterval <= 0 {
+		cfg.LivenessInterval = 5 * time.Minute
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 60 * time.Second
+	}
+	if cfg.Backfill == "" {
+		cfg.Backfill = "all"
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Watcher{
+		cfg:       cfg,
+		cps:       cps,
+		sink:      sink,
+		log:       log.With("account", cfg.Account, "folder", cfg.Folder),
+		backoff:   NewBackoff(FullJitter),
+		authRetry: AuthRetry,
+	}
+}
+
+// errStopped ends a session after a temporary sink failure.
+var errStopped = errors.New("daemon: folder stopped after a temporary delivery failure")
+
+// errPermanent marks errors that retrying cannot fix (configuration).
+type errPermanent struct{ error }
+
+func (e errPermanent) Unwrap() error { return e.error }
+
+// Run watches the folder until ctx ends, then finishes the messages in
+// hand, stores the checkpoint, logs out and returns nil. Connection and
+// server errors are retried with Backoff, refused logins after AuthRetry.
+// It returns an error only for problems that retrying cannot fix: an
+// invalid configuration (imapwatch.ErrConfig, a bad Backfill) or an unusable
+// checkpoint key.
+func (w *Watcher) Run(ctx context.Context) error {
+	if _, err := parseBackfill(w.cfg.Backfill); err != nil {
+		return err
+	}
+	authFailing := false
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		started := time.Now()
+		err := w.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var perm errPermanent
+		switch {
+		case errors.As(err, &perm), errors.Is(err, imapwatch.ErrConfig), errors.Is(err, ErrCheckpointKey):
+			w.log.Error("folder watcher stopped", "err", err)
+			return err
+		case errors.Is(err, imapwatch.ErrAuth):
+			if !authFailing {
+				w.log.Error("imap login refused; retrying later", "retry_in", w.authRetry, "err", err)
+			} else {
+				w.log.Debug("imap login still refused", "retry_in", w.authRetry, "err", err)
+			}
+			authFailing = true
+			if sleepCtx(ctx, w.authRetry) != nil {
+				return nil
+			}
+			continue
+		}
+		if err == nil {
+			continue
+		}
+		if time.Since(started) > time.Minute {
+			w.backoff.Reset()
+		}
+		d := w.backoff.Next()
+		if errors.Is(err, errStopped) {
+			w.log.Info("retrying from the checkpoint later", "retry_in", d)
+		} else {
+			w.log.Warn("folder watcher session ended", "err", err, "retry_in", d)
+		}
+		if sleepCtx(ctx, d) != nil {
+			return nil
+		}
+	}
+}
+
+// parseBackfill checks a Backfill setting; for "since:" it returns the day.
+func parseBackfill(s string) (time.Time, error) {
+	switch s {
+	case "all", "none":
+		return time.Time{}, nil
+	}
+	if day, ok := strings.CutPrefix(s, "since:"); ok {
+		t, err := time.Parse("2006-01-02", day)
+		if err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, errPermanent{fmt.Errorf("daemon: backfill %q: want all, none or since:YYYY-MM-DD", s)}
+}
+
+// session is one connection: it returns why it ended.
+func (w *Watcher) session(ctx context.Context) error {
+	conn, err := imapwatch.Dial(ctx, w.cfg.IMAP)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	mb, err := conn.Examine(ctx, w.cfg.Folder)
+	if err != nil {
+		return err
+	}
+	if err := w.start(ctx, conn, mb); err != nil {
+		return err
+	}
+	if w.onReady != nil {
+		w.onReady(w.tracker.Checkpoint())
+	}
+
+	// sctx ends the session early after a temporary sink failure.
+	sctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	sem := make(chan struct{}, w.cfg.Workers)
+	nextNoop := time.Now().Add(w.cfg.LivenessInterval)
+
+	for {
+		uids, err := conn.UIDsAfter(sctx, w.tracker.Checkpoint())
+		if err != nil {
+			return w.ended(ctx, sctx, &wg, err)
+		}
+		for _, uid := range uids {
+			select {
+			case sem <- struct{}{}:
+			case <-sctx.Done():
+				return w.ended(ctx, sctx, &wg, nil)
+			}
+			if !w.tracker.Dispatch(uid) { // in flight or done already
+				<-sem
+				continue
+			}
+			f, err := conn.FetchToFile(sctx, uid, w.cfg.TempDir, w.cfg.MaxMessageSize)
+			if errors.Is(err, imapwatch.ErrGone) {
+				<-sem
+				w.log.Info("message expunged before it was fetched; skipped", "uid", uid, "uidvalidity", w.uidValidity)
+				w.done(uid)
+				continue
+			}
+			if err != nil {
+				<-sem
+				w.tracker.Failed(uid)
+				return w.ended(ctx, sctx, &wg, err)
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				w.deliver(ctx, stop, f)
+			}()
+		}
+
+		// Wait for new mail, with a NOOP at least every LivenessInterval.
+		if now := time.Now(); !now.Before(nextNoop) {
+			if err := conn.Noop(sctx, 0); err != nil {
+				return w.ended(ctx, sctx, &wg, err)
+			}
+			nextNoop = now.Add(w.cfg.LivenessInterval)
+		}
+		wait := min(w.cfg.IdleRestart, time.Until(nextNoop))
+		_, err = conn.Idle(sctx, wait)
+		if errors.Is(err, imapwatch.ErrNoIdle) {
+			err = sleepCtx(sctx, min(w.cfg.PollInterval, time.Until(nextNoop)))
+		}
+		if err != nil {
+			return w.ended(ctx, sctx, &wg, err)
+		}
+	}
+}
+
+// ended waits for the messages in hand and tells why the session ends.
+func (w *Watcher) ended(ctx, sctx context.Context, wg *sync.WaitGroup, err error) error {
+	wg.Wait()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if cause := context.Cause(sctx); errors.Is(cause, errStopped) {
+		return cause
+	}
+	if err == nil {
+		err = context.Cause(sctx)
+	}
+	return err
+}
+
+// start sets the tracker for the examined folder: from the stored
+// checkpoint, from 0 after a UIDVALIDITY change, or from Backfill at the
+// very first start (stored at once, so a restart does not move it).
+func (w *Watcher) start(ctx context.Context, conn *imapwatch.Conn, mb imapwatch.Mailbox) error {
+	cp, ok, err := w.cps.Get(w.cfg.Account, w.cfg.Folder)
+	if err != nil {
+		return err
+	}
+	var from uint32
+	switch {
+	case ok && cp.UIDValidity == mb.UIDValidity:
+		if w.tracker != nil && w.uidValidity == mb.UIDValidity && w.tracker.Checkpoint() >= cp.UID {
+			return nil // keep what this process knows is done
+		}
+		from = cp.UID
+	case ok:
+		w.log.Warn("UIDVALIDITY changed: the folder was recreated or renumbered; processing every message again from UID 1",
+			"old_uidvalidity", cp.UIDValidity, "new_uidvalidity", mb.UIDValidity, "old_checkpoint", cp.UID)
+		from = 0
+	default:
+		from, err = w.backfill(ctx, conn, mb)
+		if err != nil {
+			return err
+		}
+		w.log.Info("first start of this folder", "backfill", w.cfg.Backfill, "checkpoint", from, "uidvalidity", mb.UIDValidity)
+	}
+	if !ok || cp.UIDValidity != mb.UIDValidity || cp.UID != from {
+		if err := w.cps.Set(w.cfg.Account, w.cfg.Folder, Checkpoint{UIDValidity: mb.UIDValidity, UID: from}); err != nil {
+			return err
+		}
+	}
+	w.commitMu.Lock()
+	w.tracker = NewTracker(from)
+	w.uidValidity = mb.UIDValidity
+	w.stored = from
+	w.commitMu.Unlock()
+	return nil
+}
+
+// backfill returns the starting checkpoint of a folder seen for the first
+// time.
+func (w *Watcher) backfill(ctx context.Context, conn *imapwatch.Conn, mb imapwatch.Mailbox) (uint32, error) {
+	since, err := parseBackfill(w.cfg.Backfill)
+	if err != nil {
+		return 0, err
+	}
+	switch w.cfg.Backfill {
+	case "all":
+		return 0, nil
+	case "none":
+		if mb.UIDNext > 0 {
+			return mb.UIDNext - 1, nil
+		}
+		uids, err := conn.UIDsAfter(ctx, 0)
+		if err != nil || len(uids) == 0 {
+			return 0, err
+		}
+		return uids[len(uids)-1], nil
+	}
+	return w.backfillSince(ctx, conn, since)
+}
+
+// backfillSince returns the UID before the first message whose INTERNALDATE
+// is on or after since. imapwatch has no SEARCH SINCE, so it binary-searches
+// the UIDs, fetching only the metadata of each probe (FetchToFile with a
+// 1-byte limit reports TooLarge without downloading the body). It assumes
+// INTERNALDATE grows with the UID, which holds for delivered mail but not
+// for messages APPENDed with old dates: such a message after the start is
+// processed although it is older than since (never the reverse, except for
+// a message older than its predecessor's date at the boundary). A probe
+// that was expunged counts as "on or after", which only starts earlier.
+func (w *Watcher) backfillSince(ctx context.Context, conn *imapwatch.Conn, since time.Time) (uint32, error) {
+	uids, err := conn.UIDsAfter(ctx, 0)
+	if err != nil {
+		return 0, err
+	}
+	var probeErr error
+	i := sort.Search(len(uids), func(i int) bool {
+		if probeErr != nil {
+			return true
+		}
+		f, err := conn.FetchToFile(ctx, uids[i], w.cfg.TempDir, 1)
+		if errors.Is(err, imapwatch.ErrGone) {
+			return true
+		}
+		if err != nil {
+			probeErr = err
+			return true
+		}
+		if f.Path != "" {
+			os.Remove(f.Path)
+		}
+		return !f.InternalDate.Before(since)
+	})
+	if probeErr != nil {
+		return 0, probeErr
+	}
+	if i == 0 {
+		return 0, nil
+	}
+	return uids[i-1], nil
+}
+
+// deliver hands f to the sink and records the outcome.
+func (w *Watcher) deliver(ctx context.Context, stop context.CancelCauseFunc, f *imapwatch.Fetched) {
+	if f.Path != "" {
+		defer os.Remove(f.Path)
+	}
+	m := Message{
+		Account: w.cfg.Account, Folder: w.cfg.Folder,
+		UIDValidity: w.uidValidity, UID: f.UID,
+		Path: f.Path, Size: f.Size, InternalDate: f.InternalDate, TooLarge: f.TooLarge,
+	}
+	err := w.sink.Deliver(context.WithoutCancel(ctx), m)
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrTemporary):
+		w.log.Warn("temporary delivery failure; stopping the folder to retry from the checkpoint", "uid", f.UID, "err", err)
+		w.tracker.Failed(f.UID)
+		stop(errStopped)
+		return
+	default:
+		w.log.Warn("message failed permanently (recorded by the sink); moving on", "uid", f.UID, "err", err)
+	}
+	w.done(f.UID)
+}
+
+// done marks uid done and stores the checkpoint if it advanced. The lock
+// keeps the stored checkpoints in order when workers finish together.
+func (w *Watcher) done(uid uint32) {
+	w.commitMu.Lock()
+	defer w.commitMu.Unlock()
+	_, cp := w.tracker.Done(uid)
+	if cp <= w.stored {
+		return
+	}
+	if err := w.cps.Set(w.cfg.Account, w.cfg.Folder, Checkpoint{UIDValidity: w.uidValidity, UID: cp}); err != nil {
+		// The next advance stores it; until then a restart redelivers.
+		w.log.Error("storing the checkpoint failed", "checkpoint", cp, "err", err)
+		return
+	}
+	w.stored = cp
+}
