@@ -38,11 +38,19 @@ func newFakeSink() *fakeSink {
 }
 
 func (s *fakeSink) Deliver(ctx context.Context, m Message) error {
-	body, err := os.ReadFile(m.Path)
-	if err != nil {
-		return fmt.Errorf("fake sink: %w", err)
-	}
+	var body []byte
 	id := ""
+	if m.TooLarge {
+		if m.Path != "" || m.Size <= 0 {
+			return fmt.Errorf("fake sink: TooLarge message with path %q, size %d", m.Path, m.Size)
+		}
+		id = fmt.Sprintf("too large (%d bytes)", m.Size)
+	} else {
+		var err error
+		if body, err = os.ReadFile(m.Path); err != nil {
+			return fmt.Errorf("fake sink: %w", err)
+		}
+	}
 	for line := range strings.SplitSeq(string(body), "\r\n") {
 		if v, ok := strings.CutPrefix(line, "X-Smimed-Test: "); ok {
 			id = v
@@ -479,6 +487,48 @@ func TestWatcher(t *testing.T) {
 			r.stop(t)
 			checkTempEmpty(t, cfg)
 		}
+	})
+
+	t.Run("UIDValidityChanged", func(t *testing.T) {
+		u := e.user(t)
+		e.deliver(t, u, "v1", "v2")
+		uv := e.uidValidity(t, u)
+		cfg := e.config(t, u)
+		_, cps := openWatchDB(t, filepath.Join(t.TempDir(), "state.db"))
+		// A checkpoint of an earlier incarnation of the folder, past its end.
+		if err := cps.Set(u, "INBOX", Checkpoint{UIDValidity: uv - 1, UID: 1000}); err != nil {
+			t.Fatal(err)
+		}
+		sink := newFakeSink()
+		r := startWatcher(t, cfg, cps, sink)
+		if start := r.waitReady(t); start != 0 {
+			t.Errorf("start after a UIDVALIDITY change = %d, want 0", start)
+		}
+		sink.waitDone(t, 2)
+		r.stop(t)
+		checkOnce(t, sink)
+		uids := e.uids(t, u)
+		if cp := checkpointOf(t, cps, u); cp != (Checkpoint{uv, uids[1]}) {
+			t.Errorf("checkpoint = %+v, want %+v", cp, Checkpoint{uv, uids[1]})
+		}
+	})
+
+	t.Run("TooLarge", func(t *testing.T) {
+		u := e.user(t)
+		e.deliver(t, u, "big")
+		cfg := e.config(t, u)
+		cfg.MaxMessageSize = 10
+		_, cps := openWatchDB(t, filepath.Join(t.TempDir(), "state.db"))
+		sink := newFakeSink()
+		r := startWatcher(t, cfg, cps, sink)
+		done := sink.waitDone(t, 1)
+		r.stop(t)
+		for _, id := range done {
+			if !strings.HasPrefix(id, "too large (") {
+				t.Errorf("sink got %q, want a TooLarge message", id)
+			}
+		}
+		checkTempEmpty(t, cfg)
 	})
 
 	t.Run("BadBackfill", func(t *testing.T) {
