@@ -31,7 +31,7 @@ const certsSubUsage = `Usage: smimed certs SUBCOMMAND
   list [--json]            every certificate in the store, usable and quarantined
   show FINGERPRINT|EMAIL   details of the matching certificates
   export EMAIL             PEM of the usable certificates for EMAIL, preferred first
-  trust FINGERPRINT        release a quarantined certificate for use
+  trust [--all] FINGERPRINT  release a quarantined certificate for use
 
 FINGERPRINT is the SHA-256 fingerprint in hex (colons allowed) or a unique
 prefix of at least 8 digits, such as the 16 that "list" shows.
@@ -443,6 +443,7 @@ func certsExport(storePath string, args []string, stdout, stderr io.Writer) int 
 
 func certsTrust(storePath string, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("trust", flag.ContinueOnError)
+	all := fs.Bool("all", false, "trust for every address it is quarantined under")
 	pos, code, done := certsParse(fs, args, 1, "FINGERPRINT", stdout, stderr)
 	if done {
 		return code
@@ -465,6 +466,13 @@ func certsTrust(storePath string, args []string, stdout, stderr io.Writer) int {
 	if len(before) > 0 && len(quarantined) == 0 {
 		fmt.Fprintf(stdout, "%s is already usable for %s\n", before[0].Fingerprint, clean(certsEmails(before)))
 		return exitOK
+	}
+	if len(quarantined) > 1 && !*all {
+		// One look at one address must not release the certificate for
+		// others the admin has not checked.
+		fmt.Fprintf(stderr, "smimed certs trust: %s is quarantined for %d addresses (%s); check each, then repeat with --all\n",
+			before[0].Fingerprint, len(quarantined), clean(strings.Join(quarantined, ", ")))
+		return exitUsage
 	}
 	e, err := st.Trust(pos[0])
 	if err != nil {

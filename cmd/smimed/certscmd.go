@@ -11,7 +11,7 @@ const certsUsage = `Usage: smimed certs [--config FILE] SUBCOMMAND
   list [--json]               every certificate in the store, usable and quarantined
   show FINGERPRINT|EMAIL      details of the matching certificates
   export EMAIL                PEM of the certificates to encrypt to EMAIL (preferred first)
-  trust FINGERPRINT           release a quarantined certificate for use
+  trust [--all] FINGERPRINT   release a quarantined certificate for use
 
   --config FILE   configuration file (default /etc/smimed/smimed.toml)
 `

@@ -25,7 +25,7 @@ Usage:
   smimed certs [--config FILE] list [--json]                    certificates in the store
   smimed certs [--config FILE] show FINGERPRINT|EMAIL           one certificate in detail
   smimed certs [--config FILE] export EMAIL                     PEM certificate(s) to encrypt to EMAIL
-  smimed certs [--config FILE] trust FINGERPRINT                release a certificate from quarantine
+  smimed certs [--config FILE] trust [--all] FINGERPRINT        release a certificate from quarantine
   smimed check-config [--config FILE]                           list every problem in the configuration
   smimed help                                                   this text
 

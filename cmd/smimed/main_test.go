@@ -310,3 +310,50 @@ func TestCertsShowEscapesCertificateText(t *testing.T) {
 		t.Errorf("certs show printed control characters from the certificate:\n%q", out.String())
 	}
 }
+
+func TestCertsTrustSeveralAddressesNeedsAll(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(11), Subject: pkix.Name{CommonName: "self"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		EmailAddresses: []string{"a@partner.example", "ceo@partner.example"},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	path := filepath.Join(t.TempDir(), "smimed.db")
+	st, err := harvest.OpenStore(path, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []string{"a@partner.example", "ceo@partner.example"} {
+		if err := st.Quarantine(a, cert, nil, "test", harvest.Sighting{Seen: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.Close()
+	fp := harvest.Fingerprint(cert)
+	var out, errb bytes.Buffer
+	if code := certsMain(path, []string{"trust", fp}, &out, &errb); code != exitUsage || !strings.Contains(errb.String(), "--all") {
+		t.Fatalf("trust without --all: exit %d, %q; want 2 and a hint", code, errb.String())
+	}
+	if code := certsMain(path, []string{"trust", "--all", fp}, &out, &errb); code != exitOK {
+		t.Fatalf("trust --all: exit %d, %s", code, errb.String())
+	}
+	st, err = harvest.OpenStore(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	es, _ := st.ByFingerprint(fp)
+	for _, e := range es {
+		if e.Quarantined {
+			t.Errorf("%s still quarantined after trust --all", e.Email)
+		}
+	}
+}
