@@ -26,6 +26,8 @@ type Config struct {
 	MaxMessageSize int64
 	Trust          TrustConfig
 	Keys           []KeyConfig
+	Accounts       []AccountConfig // watched by `smimed run`
+	Daemon         DaemonConfig
 }
 
 // TrustConfig names the trust anchors for signature verdicts.
@@ -59,6 +61,8 @@ type rawConfig struct {
 		CertFile     string `toml:"cert_file"`
 		KeyFile      string `toml:"key_file"`
 	} `toml:"keys"`
+	Accounts []rawAccount `toml:"accounts"`
+	Daemon   rawDaemon    `toml:"daemon"`
 }
 
 // Defaults is the configuration used when no file exists.
@@ -67,6 +71,7 @@ func Defaults() *Config {
 		StateDir:       "/var/lib/smimed",
 		MaxMessageSize: DefaultMaxMessageSize,
 		Trust:          TrustConfig{SystemRoots: true},
+		Daemon:         defaultDaemon(),
 	}
 }
 
@@ -164,6 +169,8 @@ func LoadConfig(path string) (*Config, error) {
 		}
 		cfg.Keys = append(cfg.Keys, kc)
 	}
+	cfg.Accounts = parseAccounts(raw.Accounts, dir, addf)
+	cfg.Daemon = parseDaemon(raw.Daemon, addf)
 	if len(problems) > 0 {
 		return cfg, &ConfigError{Path: path, Problems: problems}
 	}

@@ -131,3 +131,95 @@ ca_files = ["missing.pem", "junk.pem"]
 		t.Errorf("parseSize(huge) = %v, want too large", err)
 	}
 }
+
+func TestAccountsAndDaemon(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "ceo.imap.pass", "pw\n")
+	p := writeFile(t, dir, "smimed.toml", `
+[daemon]
+workers = 3
+idle_restart = "20m"
+log_format = "json"
+
+[[accounts]]
+name = "ceo"
+server = "imap.example.org:993"
+username = "ceo@example.org"
+password_file = "ceo.imap.pass"
+folders = ["INBOX", "Partners"]
+archive_folder = "Decrypted"
+backfill = "since:2026-01-01"
+
+[[accounts]]
+name = "local"
+server = "127.0.0.1:143"
+tls = "none"
+auth = "login"
+username = "u"
+password_file = "ceo.imap.pass"
+folders = ["INBOX"]
+`)
+	cfg, err := LoadConfig(p)
+	if err != nil {
+		t.Fatalf("LoadConfig() = %v", err)
+	}
+	if len(cfg.Accounts) != 2 {
+		t.Fatalf("Accounts = %+v", cfg.Accounts)
+	}
+	a := cfg.Accounts[0]
+	if a.TLS != "implicit" || a.Auth != "plain" || a.PasswordFile != filepath.Join(dir, "ceo.imap.pass") || a.ArchiveFolder != "Decrypted" || a.Backfill != "since:2026-01-01" {
+		t.Errorf("account defaults/paths wrong: %+v", a)
+	}
+	if d := cfg.Daemon; d.Workers != 3 || d.IdleRestart.Minutes() != 20 || d.LivenessInterval.Minutes() != 5 || d.PollInterval.Seconds() != 60 || d.LogFormat != "json" || d.MetricsListen != "" {
+		t.Errorf("daemon = %+v", d)
+	}
+	if err := cfg.CheckAccounts(); err != nil {
+		t.Errorf("CheckAccounts() = %v", err)
+	}
+	os.Chmod(filepath.Join(dir, "ceo.imap.pass"), 0o644)
+	if err := cfg.CheckAccounts(); err == nil || !strings.Contains(err.Error(), "accounts[0].password_file") {
+		t.Errorf("CheckAccounts() with a group-readable password file = %v", err)
+	}
+
+	bad := writeFile(t, dir, "bad.toml", `
+[daemon]
+workers = 0
+idle_restart = "45m"
+poll_interval = "soon"
+log_format = "xml"
+metrics_listen = "9187"
+
+[[accounts]]
+name = "a"
+server = "imap.example.org"
+tls = "none"
+username = ""
+folders = ["INBOX", "INBOX"]
+archive_folder = "INBOX"
+backfill = "since:yesterday"
+auth = "xoauth2"
+
+[[accounts]]
+name = "a"
+server = "mail.example.org:993"
+username = "x"
+password_file = "p"
+folders = []
+`)
+	_, err = LoadConfig(bad)
+	var ce *ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatalf("LoadConfig(bad) = %v", err)
+	}
+	all := strings.Join(ce.Problems, "\n")
+	for _, want := range []string{
+		"daemon.workers:", "daemon.idle_restart:", "daemon.poll_interval:", "daemon.log_format:", "daemon.metrics_listen:",
+		"accounts[0].server:", "accounts[0].tls:", "accounts[0].username:", "accounts[0].password_file:", "accounts[0].auth:",
+		"accounts[0].folders[1]:", "accounts[0].archive_folder:", "accounts[0].backfill:",
+		"accounts[1].name:", "accounts[1].folders:",
+	} {
+		if !strings.Contains(all, want) {
+			t.Errorf("problems lack %q:\n%s", want, all)
+		}
+	}
+}

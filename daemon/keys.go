@@ -101,3 +101,28 @@ func (c *Config) TrustPool() (*x509.CertPool, error) {
 	}
 	return pool, nil
 }
+
+// CheckAccounts checks what the accounts need at run time: each IMAP
+// password file exists and is private, each tls_ca_file holds a PEM
+// certificate. All problems are returned together.
+func (c *Config) CheckAccounts() error {
+	var problems []string
+	for i, a := range c.Accounts {
+		if err := harvest.CheckPrivateFile(a.PasswordFile); err != nil {
+			problems = append(problems, fmt.Sprintf("accounts[%d].password_file: %v", i, err))
+		}
+		if a.TLSCAFile != "" {
+			data, err := os.ReadFile(a.TLSCAFile)
+			if err == nil && !x509.NewCertPool().AppendCertsFromPEM(data) {
+				err = fmt.Errorf("%s holds no PEM certificate", a.TLSCAFile)
+			}
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("accounts[%d].tls_ca_file: %v", i, err))
+			}
+		}
+	}
+	if len(problems) > 0 {
+		return &ConfigError{Path: c.Path, Problems: problems}
+	}
+	return nil
+}

@@ -1,0 +1,214 @@
+package daemon
+
+import (
+	"fmt"
+	"net"
+	"regexp"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// AccountConfig is one IMAP account whose folders are watched.
+type AccountConfig struct {
+	Name          string
+	Server        string // host:port
+	TLS           string // "implicit" | "starttls" | "none"
+	TLSCAFile     string
+	TLSServerName string
+	Username      string
+	PasswordFile  string // resolved path
+	Auth          string // "plain" | "login"
+	Folders       []string
+	ArchiveFolder string // "" = no plaintext copies
+	Backfill      string // "all" | "none" | "since:YYYY-MM-DD"
+}
+
+// DaemonConfig holds the [daemon] settings.
+type DaemonConfig struct {
+	Workers          int
+	IdleRestart      time.Duration
+	LivenessInterval time.Duration
+	PollInterval     time.Duration
+	LogFormat        string // "text" | "json"
+	MetricsListen    string // "" = off
+}
+
+func defaultDaemon() DaemonConfig {
+	return DaemonConfig{
+		Workers:          runtime.NumCPU(),
+		IdleRestart:      25 * time.Minute,
+		LivenessInterval: 5 * time.Minute,
+		PollInterval:     60 * time.Second,
+		LogFormat:        "text",
+	}
+}
+
+type rawAccount struct {
+	Name          string   `toml:"name"`
+	Server        string   `toml:"server"`
+	TLS           *string  `toml:"tls"`
+	TLSCAFile     string   `toml:"tls_ca_file"`
+	TLSServerName string   `toml:"tls_server_name"`
+	Username      string   `toml:"username"`
+	PasswordFile  string   `toml:"password_file"`
+	Auth          *string  `toml:"auth"`
+	Folders       []string `toml:"folders"`
+	ArchiveFolder *string  `toml:"archive_folder"`
+	Backfill      *string  `toml:"backfill"`
+}
+
+type rawDaemon struct {
+	Workers          *int    `toml:"workers"`
+	IdleRestart      *string `toml:"idle_restart"`
+	LivenessInterval *string `toml:"liveness_interval"`
+	PollInterval     *string `toml:"poll_interval"`
+	LogFormat        *string `toml:"log_format"`
+	MetricsListen    *string `toml:"metrics_listen"`
+}
+
+var accountName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// parseAccounts checks every [[accounts]] entry; problems go to addf.
+func parseAccounts(raws []rawAccount, dir string, addf func(string, ...any)) []AccountConfig {
+	var out []AccountConfig
+	seen := map[string]bool{}
+	for i, r := range raws {
+		key := fmt.Sprintf("accounts[%d]", i)
+		a := AccountConfig{
+			Name: r.Name, Server: r.Server, TLS: "implicit", TLSServerName: r.TLSServerName,
+			Username: r.Username, Auth: "plain", Folders: r.Folders, Backfill: "all",
+		}
+		ok := true
+		bad := func(format string, args ...any) { addf(key+"."+format, args...); ok = false }
+		switch {
+		case !accountName.MatchString(r.Name):
+			bad("name: %q must be 1-64 letters, digits, '.', '_' or '-'", r.Name)
+		case seen[r.Name]:
+			bad("name: %q is used twice", r.Name)
+		}
+		seen[r.Name] = true
+		host, port, err := net.SplitHostPort(r.Server)
+		if err != nil || host == "" || port == "" {
+			bad("server: %q must be host:port (e.g. imap.example.org:993)", r.Server)
+		}
+		if r.TLS != nil {
+			a.TLS = *r.TLS
+		}
+		switch a.TLS {
+		case "implicit", "starttls":
+		case "none":
+			if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+				bad("tls: \"none\" sends the password in clear and is only allowed to a loopback address, not %q", host)
+			}
+		default:
+			bad("tls: %q must be \"implicit\", \"starttls\" or \"none\"", a.TLS)
+		}
+		if r.TLSCAFile != "" {
+			a.TLSCAFile = resolve(dir, r.TLSCAFile)
+		}
+		if r.Username == "" {
+			bad("username: must be set")
+		}
+		if r.PasswordFile == "" {
+			bad("password_file: must be set")
+		} else {
+			a.PasswordFile = resolveCredential(dir, r.PasswordFile)
+		}
+		if r.Auth != nil {
+			a.Auth = *r.Auth
+		}
+		if a.Auth != "plain" && a.Auth != "login" {
+			bad("auth: %q must be \"plain\" or \"login\"", a.Auth)
+		}
+		if len(r.Folders) == 0 {
+			bad("folders: list at least one folder to watch (e.g. [\"INBOX\"])")
+		}
+		folders := map[string]bool{}
+		for j, f := range r.Folders {
+			switch {
+			case strings.TrimSpace(f) == "":
+				bad("folders[%d]: empty folder name", j)
+			case folders[f]:
+				bad("folders[%d]: %q is listed twice", j, f)
+			}
+			folders[f] = true
+		}
+		if r.ArchiveFolder != nil {
+			a.ArchiveFolder = *r.ArchiveFolder
+			if folders[a.ArchiveFolder] {
+				bad("archive_folder: %q is also watched; the copies would be processed again", a.ArchiveFolder)
+			}
+		}
+		if r.Backfill != nil {
+			a.Backfill = *r.Backfill
+		}
+		if err := checkBackfill(a.Backfill); err != nil {
+			bad("backfill: %v", err)
+		}
+		if ok {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func checkBackfill(s string) error {
+	switch {
+	case s == "all" || s == "none":
+		return nil
+	case strings.HasPrefix(s, "since:"):
+		if _, err := time.Parse(time.DateOnly, strings.TrimPrefix(s, "since:")); err != nil {
+			return fmt.Errorf("%q: the date must be YYYY-MM-DD", s)
+		}
+		return nil
+	}
+	return fmt.Errorf("%q must be \"all\", \"none\" or \"since:YYYY-MM-DD\"", s)
+}
+
+// parseDaemon lays the [daemon] settings over the defaults.
+func parseDaemon(r rawDaemon, addf func(string, ...any)) DaemonConfig {
+	d := defaultDaemon()
+	if r.Workers != nil {
+		if *r.Workers < 1 || *r.Workers > 1024 {
+			addf("daemon.workers: %d must be between 1 and 1024", *r.Workers)
+		} else {
+			d.Workers = *r.Workers
+		}
+	}
+	dur := func(key string, v *string, min time.Duration, dst *time.Duration) {
+		if v == nil {
+			return
+		}
+		x, err := time.ParseDuration(*v)
+		switch {
+		case err != nil:
+			addf("daemon.%s: %q is not a duration (e.g. \"25m\", \"90s\")", key, *v)
+		case x < min:
+			addf("daemon.%s: %s is shorter than %s", key, x, min)
+		default:
+			*dst = x
+		}
+	}
+	dur("idle_restart", r.IdleRestart, time.Minute, &d.IdleRestart)
+	dur("liveness_interval", r.LivenessInterval, 10*time.Second, &d.LivenessInterval)
+	dur("poll_interval", r.PollInterval, 5*time.Second, &d.PollInterval)
+	if d.IdleRestart > 29*time.Minute {
+		addf("daemon.idle_restart: %s is longer than the 29 minutes servers allow an IDLE (RFC 9051)", d.IdleRestart)
+	}
+	if r.LogFormat != nil {
+		if *r.LogFormat != "text" && *r.LogFormat != "json" {
+			addf("daemon.log_format: %q must be \"text\" or \"json\"", *r.LogFormat)
+		} else {
+			d.LogFormat = *r.LogFormat
+		}
+	}
+	if r.MetricsListen != nil && *r.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(*r.MetricsListen); err != nil {
+			addf("daemon.metrics_listen: %q must be host:port (e.g. \"127.0.0.1:9187\") or empty", *r.MetricsListen)
+		} else {
+			d.MetricsListen = *r.MetricsListen
+		}
+	}
+	return d
+}
