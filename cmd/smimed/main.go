@@ -27,6 +27,7 @@ Usage:
   smimed certs [--config FILE] export EMAIL                     PEM certificate(s) to encrypt to EMAIL
   smimed certs [--config FILE] trust [--all] FINGERPRINT        release a certificate from quarantine
   smimed check-config [--config FILE]                           list every problem in the configuration
+  smimed run [--config FILE]                                    watch the IMAP folders (the service)
   smimed help                                                   this text
 
 FILE may be "-" for standard input. The default config is /etc/smimed/smimed.toml.
@@ -52,6 +53,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return certsCommand(rest, stdout, stderr)
 	case "check-config":
 		return checkConfigMain(rest, stdout, stderr)
+	case "run":
+		return runMain(rest, stdout, stderr)
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, usageText)
 		return exitOK

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/smimed/smimed/daemon"
+)
+
+const runUsage = `Usage: smimed run [--config FILE]
+
+Watches every configured account's folders (read-only) and hands each new
+message to the engine: certificates of valid signatures are harvested,
+untrusted ones quarantined, and one log line per message records the
+decryption outcome and the verdicts. Runs until SIGTERM or SIGINT; a
+second signal exits at once. Speaks systemd's notify protocol when
+NOTIFY_SOCKET is set.
+
+  --config FILE   configuration file (default /etc/smimed/smimed.toml)
+`
+
+// shutdownGrace is how long the messages in hand may take after a stop
+// signal.
+const shutdownGrace = 10 * time.Second
+
+func runMain(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("run")
+	configPath := fs.String("config", daemon.DefaultConfigPath, "")
+	rest, code, done := parseFlags(fs, args, stdout, stderr, runUsage)
+	if done {
+		return code
+	}
+	if len(rest) > 0 {
+		fmt.Fprintf(stderr, "smimed run: unexpected argument %q\n", rest[0])
+		return exitUsage
+	}
+	cfg, err := daemon.LoadConfig(*configPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "smimed: %v\n", err)
+		return exitUsage
+	}
+	var handler slog.Handler = slog.NewTextHandler(stderr, nil)
+	if cfg.Daemon.LogFormat == "json" {
+		handler = slog.NewJSONHandler(stderr, nil)
+	}
+	log := slog.New(handler)
+	notify := daemon.NewNotifier()
+	svc, err := daemon.NewService(cfg, log, notify)
+	if err != nil {
+		fmt.Fprintf(stderr, "smimed: %v\n", err)
+		return exitUsage
+	}
+	defer svc.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		sig := <-sigs
+		log.Info("stopping: finishing the messages in hand", "signal", sig.String())
+		notify.Stopping()
+		cancel()
+		select {
+		case sig = <-sigs:
+			log.Warn("second signal: exiting at once", "signal", sig.String())
+		case <-time.After(shutdownGrace):
+			log.Warn("messages in hand not finished in time: exiting", "grace", shutdownGrace)
+		}
+		os.Exit(exitFailed)
+	}()
+	if d, ok := daemon.WatchdogInterval(); ok {
+		go func() {
+			t := time.NewTicker(d / 2)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					notify.Watchdog()
+				}
+			}
+		}()
+	}
+	log.Info("smimed running", "accounts", len(cfg.Accounts), "state_dir", cfg.StateDir)
+	if err := svc.Run(ctx); err != nil {
+		log.Error("stopped with errors", "err", err)
+		return exitFailed
+	}
+	log.Info("stopped")
+	return exitOK
+}

@@ -1,0 +1,173 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/smimed/smimed/daemon/imapwatch/dovecottest"
+	"github.com/smimed/smimed/harvest"
+)
+
+// lockedBuffer collects log output from several goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func fixture(t *testing.T, parts ...string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(append([]string{"..", "testdata"}, parts...)...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+// runService starts the service and returns a stop function that waits for
+// it to return.
+func runService(t *testing.T, cfgPath string, logs *lockedBuffer) (stop func()) {
+	t.Helper()
+	cfg, err := LoadConfig(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := NewService(cfg, slog.New(slog.NewTextHandler(logs, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	return func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run() = %v", err)
+			}
+		case <-time.After(shutdownWait):
+			t.Fatalf("Run() did not return within %s of the stop", shutdownWait)
+		}
+		svc.Close()
+	}
+}
+
+const shutdownWait = 10 * time.Second
+
+func waitFor(t *testing.T, logs *lockedBuffer, what string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for strings.Count(logs.String(), what) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %d× %q in the log within 30 s:\n%s", n, what, logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestServiceEndToEnd runs `smimed run`'s service against a private
+// Dovecot: mail already there and mail arriving later is processed once,
+// the partner's certificate is harvested, the watched folder is untouched,
+// and a restart processes nothing twice.
+func TestServiceEndToEnd(t *testing.T) {
+	d := dovecottest.Start(t)
+	d.AddUser(t, "ceo", "pw-ceo")
+	d.Deliver(t, "ceo", "INBOX", fixture(t, "msg", "signed-rsa-sha256.eml"))
+	d.Deliver(t, "ceo", "INBOX", fixture(t, "msg", "sign-then-encrypt.eml"))
+
+	dir := t.TempDir()
+	for _, f := range []string{"org-new.crt", "org-new.key", "ca-bundle.pem"} {
+		if err := os.WriteFile(filepath.Join(dir, f), fixture(t, "pki", f), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(dir, "ceo.pass"), []byte("pw-ceo\n"), 0o600)
+	cfgPath := filepath.Join(dir, "smimed.toml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
+state_dir = "state"
+[daemon]
+workers = 2
+[trust]
+system_roots = false
+ca_files = ["ca-bundle.pem"]
+[[keys]]
+cert_file = "org-new.crt"
+key_file = "org-new.key"
+[[accounts]]
+name = "ceo"
+server = %q
+tls = "none"
+username = "ceo"
+password_file = "ceo.pass"
+folders = ["INBOX"]
+`, d.Addr())), 0o600)
+
+	logs := &lockedBuffer{}
+	stop := runService(t, cfgPath, logs)
+	waitFor(t, logs, "message processed", 2)
+	d.Deliver(t, "ceo", "INBOX", fixture(t, "msg", "signed-ec256.eml"))
+	waitFor(t, logs, "message processed", 3)
+	stop()
+	out := logs.String()
+	for _, want := range []string{"decryption=ok", "verdicts=valid", `harvested="alice@partner.example=`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "Amount: 100 EUR") || strings.Contains(out, "pw-ceo") {
+		t.Errorf("the log holds message text or the password:\n%s", out)
+	}
+
+	// The watched folder is untouched: three messages, none seen.
+	if st := d.Doveadm(t, "mailbox", "status", "-u", "ceo", "messages unseen", "INBOX"); !strings.Contains(st, "messages=3") || !strings.Contains(st, "unseen=3") {
+		t.Errorf("INBOX status after processing = %q, want 3 messages, 3 unseen", st)
+	}
+
+	// A restart processes nothing twice; new mail still flows.
+	d.Deliver(t, "ceo", "INBOX", fixture(t, "msg", "plain.eml"))
+	logs2 := &lockedBuffer{}
+	stop = runService(t, cfgPath, logs2)
+	waitFor(t, logs2, "message processed", 1)
+	stop()
+	if n := strings.Count(logs2.String(), "message processed"); n != 1 {
+		t.Errorf("after restart %d messages processed, want only the new one:\n%s", n, logs2.String())
+	}
+
+	st, err := harvest.OpenStore(filepath.Join(dir, "state", "smimed.db"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for _, email := range []string{"alice@partner.example", "alice-ec256@partner.example"} {
+		if es, err := st.ByEmail(email); err != nil || len(es) != 1 || es[0].Quarantined {
+			t.Errorf("store for %s = %+v, %v; want one usable certificate", email, es, err)
+		}
+	}
+	cps, err := NewCheckpoints(st.DB())
+	if err == nil {
+		cp, ok, err := cps.Get("ceo", "INBOX")
+		if err != nil || !ok || cp.UID != 4 {
+			t.Errorf("checkpoint = %+v %v %v, want UID 4", cp, ok, err)
+		}
+	}
+}
