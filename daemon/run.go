@@ -45,8 +45,16 @@ func NewService(cfg *Config, log *slog.Logger, notify *Notifier) (*Service, erro
 	if err := cfg.CheckAccounts(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Join(cfg.StateDir, "tmp"), 0o700); err != nil {
+	tmp := filepath.Join(cfg.StateDir, "tmp")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return nil, fmt.Errorf("state_dir: %w", err)
+	}
+	// Fetched messages left by a crash or a forced exit: their folders'
+	// checkpoints did not pass them, so they are fetched again.
+	if left, err := filepath.Glob(filepath.Join(tmp, "imapwatch-*.eml")); err == nil {
+		for _, f := range left {
+			os.Remove(f)
+		}
 	}
 	store, err := harvest.OpenStore(cfg.StorePath(), false)
 	if err != nil {
@@ -68,7 +76,11 @@ func (s *Service) Close() error { return s.store.Close() }
 // watchers finish the messages in hand and returns.
 func (s *Service) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	errs := make(chan error, 64)
+	n := 0
+	for _, a := range s.cfg.Accounts {
+		n += len(a.Folders)
+	}
+	errs := make(chan error, n)
 	for _, a := range s.cfg.Accounts {
 		password, err := harvest.ReadPasswordFile(a.PasswordFile)
 		if err != nil {

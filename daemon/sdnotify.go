@@ -6,10 +6,11 @@ package daemon
 // with a leading "@", an abstract socket name. Outside systemd the variable
 // is unset and every call does nothing.
 //
-// The unit uses Type=notify-reload: READY=1 once the watchers run,
-// RELOADING=1 with MONOTONIC_USEC (required since systemd 253) when SIGHUP
-// starts a reload and READY=1 again after it, STOPPING=1 at shutdown, and
-// WATCHDOG=1 at half of $WATCHDOG_USEC (sd_watchdog_enabled(3)).
+// smimed run sends READY=1 once the watchers run, STOPPING=1 at shutdown
+// and WATCHDOG=1 at half of $WATCHDOG_USEC (sd_watchdog_enabled(3)), so the
+// unit is Type=notify. Reloading (RELOADING=1 with MONOTONIC_USEC, required
+// since systemd 253, for Type=notify-reload) is here for when SIGHUP
+// reloads the configuration; it does not yet.
 
 import (
 	"errors"

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -180,6 +181,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 			}
 			continue
 		}
+		authFailing = false // got past login: a later refusal is news again
 		if err == nil {
 			continue
 		}
@@ -243,6 +245,15 @@ func (w *Watcher) session(ctx context.Context) error {
 		uids, err := conn.UIDsAfter(sctx, w.tracker.Checkpoint())
 		if err != nil {
 			return w.ended(ctx, sctx, &wg, err)
+		}
+		// A message that failed earlier and is no longer in the folder
+		// (moved or deleted meanwhile) cannot be retried: it must not hold
+		// the checkpoint back for ever.
+		for _, uid := range w.tracker.Retryable() {
+			if !slices.Contains(uids, uid) {
+				w.log.Info("a message that failed earlier is no longer in the folder; skipped", "uid", uid, "uidvalidity", w.uidValidity)
+				w.done(uid)
+			}
 		}
 		for _, uid := range uids {
 			select {

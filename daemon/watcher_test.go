@@ -434,6 +434,35 @@ func TestWatcher(t *testing.T) {
 		checkTempEmpty(t, cfg)
 	})
 
+	t.Run("FailedThenExpunged", func(t *testing.T) {
+		// A message fails temporarily and is deleted by the user before
+		// the retry: it must not hold the checkpoint back.
+		u := e.user(t)
+		e.deliver(t, u, "f1", "f2", "f3", "f4")
+		uids := e.uids(t, u)
+		failUID := uids[1]
+		cfg := e.config(t, u)
+		_, cps := openWatchDB(t, filepath.Join(t.TempDir(), "state.db"))
+		sink := newFakeSink()
+		sink.fail = func(m Message, call int) error {
+			if m.UID != failUID {
+				return nil
+			}
+			e.d.Doveadm(t, "expunge", "-u", u, "mailbox", "INBOX", "uid", fmt.Sprint(failUID))
+			return Temporary(errors.New("spool disk full"))
+		}
+		r := startWatcher(t, cfg, cps, sink)
+		sink.waitDone(t, 3)
+		deadline := time.Now().Add(30 * time.Second)
+		for checkpointOf(t, cps, u).UID != uids[3] {
+			if time.Now().After(deadline) {
+				t.Fatalf("checkpoint = %+v, want UID %d once the failed message is gone", checkpointOf(t, cps, u), uids[3])
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		r.stop(t)
+	})
+
 	t.Run("BackfillNone", func(t *testing.T) {
 		u := e.user(t)
 		e.deliver(t, u, "old1", "old2", "old3")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -54,7 +55,14 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 	svc, err := daemon.NewService(cfg, log, notify)
 	if err != nil {
 		fmt.Fprintf(stderr, "smimed: %v\n", err)
-		return exitUsage
+		// Exit 2 tells systemd not to restart: only for what a restart
+		// cannot mend (RestartPreventExitStatus=2); a locked store or a
+		// full disk is worth another try.
+		var ce *daemon.ConfigError
+		if errors.As(err, &ce) {
+			return exitUsage
+		}
+		return exitFailed
 	}
 	defer svc.Close()
 

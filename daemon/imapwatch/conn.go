@@ -40,6 +40,9 @@ var (
 	ErrAuth = errors.New("imapwatch: authentication failed")
 	// ErrGone means the server returned nothing for a UID (e.g. expunged).
 	ErrGone = errors.New("imapwatch: message not returned by the server")
+	// ErrNoBody means the message exists but its body was not received;
+	// it is a temporary failure, never a reason to skip the message.
+	ErrNoBody = errors.New("imapwatch: message body not received")
 	// ErrNoIdle means the server lacks IDLE: callers poll instead.
 	ErrNoIdle = errors.New("imapwatch: server does not support IDLE")
 	// ErrTimeout means a command got no answer in time; the connection has
@@ -284,7 +287,9 @@ func (c *Conn) Noop(ctx context.Context, timeout time.Duration) error {
 // Close logs out (briefly bounded) and closes the connection.
 func (c *Conn) Close() error {
 	if c.broken == nil {
-		timeout := min(c.cfg.CommandTimeout, 10*time.Second)
+		// Short: at shutdown the messages in hand must finish within 10 s
+		// in all, and a silent server must not take that time.
+		timeout := min(c.cfg.CommandTimeout, 2*time.Second)
 		c.run(context.Background(), timeout, "LOGOUT", func() error { return c.client.Logout().Wait() })
 		c.broken = fmt.Errorf("%w: closed by Close", ErrClosed)
 	}

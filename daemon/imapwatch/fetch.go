@@ -105,7 +105,11 @@ func (c *Conn) FetchToFile(ctx context.Context, uid uint32, dir string, maxSize 
 		return nil, fmt.Errorf("imapwatch: %s: writing %s: %w", op, file.Name(), copyErr)
 	}
 	if !got {
-		return nil, fmt.Errorf("%w: %s: no body", ErrGone, op)
+		// The message exists (its UID, size and date came back), but the
+		// body did not reach us — e.g. a server that sends the literal
+		// before the UID, which go-imap cannot route. Never "gone": the
+		// caller must retry, not skip.
+		return nil, fmt.Errorf("%w: %s: the server returned no body for an existing message", ErrNoBody, op)
 	}
 	if tooBig {
 		f.TooLarge = true
