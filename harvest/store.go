@@ -29,7 +29,6 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -222,14 +221,6 @@ type certRecord struct {
 	QuarantineReason string    `json:"quarantine_reason,omitempty"`
 }
 
-// certFingerprint is the store's key for a certificate: the lower-case hex
-// SHA-256 of its DER (the same as Fingerprint in engine.go; kept separate so
-// the store stands on its own).
-func certFingerprint(cert *x509.Certificate) string {
-	sum := sha256.Sum256(cert.Raw)
-	return hex.EncodeToString(sum[:])
-}
-
 func normalizeEmail(email string) (string, error) {
 	e := strings.ToLower(strings.TrimSpace(email))
 	if e == "" || !strings.Contains(e, "@") {
@@ -326,7 +317,7 @@ func putRecord(tx *bbolt.Tx, email string, rec *addressRecord) error {
 }
 
 func putCert(b *bbolt.Bucket, c *x509.Certificate) (string, error) {
-	fp := certFingerprint(c)
+	fp := Fingerprint(c)
 	if b.Get([]byte(fp)) != nil {
 		return fp, nil
 	}
@@ -402,7 +393,7 @@ func (s *Store) Harvest(email string, leaf *x509.Certificate, chain []*x509.Cert
 		}
 		if encPref != nil {
 			if t := seenTime(seen); !t.Before(rec.PreferredSeen) {
-				rec.PreferredEncryption, rec.PreferredSeen = certFingerprint(encPref), t
+				rec.PreferredEncryption, rec.PreferredSeen = Fingerprint(encPref), t
 			}
 		}
 		if err := putIntermediates(tx, chain); err != nil {

@@ -118,7 +118,7 @@ func TestStorePersistence(t *testing.T) {
 		t.Fatalf("ByEmail() returned %d entries, want 1", len(es))
 	}
 	e := es[0]
-	if e.Fingerprint != leaf.FP || certFingerprint(e.Cert) != leaf.FP {
+	if e.Fingerprint != leaf.FP || Fingerprint(e.Cert) != leaf.FP {
 		t.Errorf("Fingerprint = %s, want %s (openssl)", e.Fingerprint, leaf.FP)
 	}
 	if !e.Cert.NotAfter.Equal(leaf.NotAfter) {
@@ -290,10 +290,10 @@ func TestStorePreferred(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ims) != 1 || certFingerprint(ims[0]) != sub.FP {
+	if len(ims) != 1 || Fingerprint(ims[0]) != sub.FP {
 		t.Errorf("Intermediates() = %d certs, want only the sub-CA %s (not the root)", len(ims), sub.FP)
 	}
-	if c, err := s.Certificate(sub.FP); err != nil || c == nil || certFingerprint(c) != sub.FP {
+	if c, err := s.Certificate(sub.FP); err != nil || c == nil || Fingerprint(c) != sub.FP {
 		t.Errorf("Certificate(sub-CA) = %v, %v", c, err)
 	}
 	all, err := s.Certificates()
@@ -329,7 +329,7 @@ func TestStoreQuarantineTrust(t *testing.T) {
 		t.Errorf("Usable(ByEmail()) = %v, want only %s, preferred", fingerprints(u), good.FP)
 	}
 	all, _ := s.Certificates()
-	if len(all) != 1 || certFingerprint(all[0]) != good.FP {
+	if len(all) != 1 || Fingerprint(all[0]) != good.FP {
 		t.Errorf("Certificates() includes a quarantined certificate")
 	}
 	if c, err := s.Certificate(bad.FP); err != nil || c == nil {
@@ -417,7 +417,7 @@ func TestStoreAddIntermediates(t *testing.T) {
 		t.Fatal(err)
 	}
 	ims, err := s.Intermediates()
-	if err != nil || len(ims) != 1 || certFingerprint(ims[0]) != sub.FP {
+	if err != nil || len(ims) != 1 || Fingerprint(ims[0]) != sub.FP {
 		t.Errorf("Intermediates() = %d, %v, want only %s", len(ims), err, sub.FP)
 	}
 	if all, _ := s.Certificates(); len(all) != 0 {

@@ -66,29 +66,10 @@ func certsMain(storePath string, args []string, stdout, stderr io.Writer) int {
 // arguments, and checks that exactly nargs positional arguments remain. On
 // failure it prints one line and returns done with the exit code.
 func certsParse(fs *flag.FlagSet, args []string, nargs int, argName string, stdout, stderr io.Writer) (pos []string, code int, done bool) {
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {}
-	name := "smimed certs " + fs.Name()
-	for {
-		err := fs.Parse(args)
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, certsSubUsage)
-			return nil, exitOK, true
-		}
-		if err != nil {
-			fmt.Fprintf(stderr, "%s: %v\n", name, err)
-			return nil, exitUsage, true
-		}
-		rest := fs.Args()
-		if len(rest) == 0 {
-			break
-		}
-		if rest[0] == "--" {
-			pos = append(pos, rest[1:]...)
-			break
-		}
-		pos = append(pos, rest[0])
-		args = rest[1:]
+	name := "smimed " + fs.Name()
+	pos, code, done = parseFlags(fs, args, stdout, stderr, certsSubUsage)
+	if done {
+		return nil, code, true
 	}
 	switch {
 	case len(pos) < nargs:
@@ -159,7 +140,7 @@ func certsStatus(e harvest.Entry) string {
 }
 
 func certsList(storePath string, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("list", flag.ContinueOnError)
+	fs := newFlags("certs list")
 	asJSON := fs.Bool("json", false, "one JSON object per line")
 	if _, code, done := certsParse(fs, args, 0, "", stdout, stderr); done {
 		return code
@@ -216,7 +197,7 @@ func certsList(storePath string, args []string, stdout, stderr io.Writer) int {
 }
 
 func certsShow(storePath string, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("show", flag.ContinueOnError)
+	fs := newFlags("certs show")
 	pos, code, done := certsParse(fs, args, 1, "FINGERPRINT or EMAIL", stdout, stderr)
 	if done {
 		return code
@@ -397,7 +378,7 @@ func certsExtKeyUsage(c *x509.Certificate) string {
 }
 
 func certsExport(storePath string, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("export", flag.ContinueOnError)
+	fs := newFlags("certs export")
 	pos, code, done := certsParse(fs, args, 1, "EMAIL", stdout, stderr)
 	if done {
 		return code
@@ -442,7 +423,7 @@ func certsExport(storePath string, args []string, stdout, stderr io.Writer) int 
 }
 
 func certsTrust(storePath string, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("trust", flag.ContinueOnError)
+	fs := newFlags("certs trust")
 	all := fs.Bool("all", false, "trust for every address it is quarantined under")
 	pos, code, done := certsParse(fs, args, 1, "FINGERPRINT", stdout, stderr)
 	if done {
