@@ -1,0 +1,446 @@
+// Package archive is the plaintext archive, the system of record: every
+// processed message kept as it came (content-addressed by SHA-256) and as
+// plaintext (a Maildir that mutt, notmuch or Dovecot can open), an index in
+// the bbolt store whose records form a hash chain, the admin queries, and
+// the readable copy for the user's IMAP folder.
+//
+// On disk, under the archive directory (state_dir/archive):
+//
+//	maildir/{tmp,new,cur}/NAME   plaintexts (NAME = Record.PlaintextFile)
+//	originals/ab/abcdef…         originals, named by their SHA-256 (hex)
+//
+// For a message without S/MIME the plaintext is the original: the one file
+// has both names (a hard link), so it is stored once.
+//
+// In the store's bbolt file (buckets of their own beside the certificate
+// store's):
+//
+//	archive_records  id (8 bytes, big-endian) → hash (32) | record JSON
+//	archive_meta     "head" → id (8) | hash (32): the chain head
+//	archive_keys     account 0 folder 0 uidvalidity uid sha256 → id (current version)
+//	archive_index    kind | value 0 | time (8) | id (8) → nothing
+//	archive_copies   id → copy JSON (the user's IMAP copy)
+package archive
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/smimed/smimed/harvest"
+)
+
+var (
+	bucketRecords = []byte("archive_records")
+	bucketMeta    = []byte("archive_meta")
+	bucketKeys    = []byte("archive_keys")
+	bucketIndex   = []byte("archive_index")
+	bucketCopies  = []byte("archive_copies")
+	keyHead       = []byte("head")
+)
+
+// Errors; returned errors wrap them.
+var (
+	ErrNotFound = errors.New("archive: no such record")
+	ErrCorrupt  = errors.New("archive: corrupt record")
+	ErrReadOnly = errors.New("archive: opened read-only")
+)
+
+// Archive is the archive under one directory, indexed in one bbolt file.
+// It is safe for concurrent use.
+type Archive struct {
+	dir      string
+	db       *bbolt.DB
+	readOnly bool
+	now      func() time.Time
+}
+
+// Open opens the archive in dir (state_dir/archive) with its index in db
+// (the certificate store's file, harvest.Store.DB). A writable db gets the
+// directories (0700) and buckets created; a read-only one is only read.
+func Open(dir string, db *bbolt.DB) (*Archive, error) {
+	a := &Archive{dir: dir, db: db, readOnly: db.IsReadOnly(), now: time.Now}
+	if a.readOnly {
+		return a, nil
+	}
+	for _, d := range []string{"maildir/tmp", "maildir/new", "maildir/cur", "originals/tmp"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			return nil, fmt.Errorf("archive: %w", err)
+		}
+	}
+	err := db.Update(func(tx *bbolt.Tx) error {
+		for _, b := range [][]byte{bucketRecords, bucketMeta, bucketKeys, bucketIndex, bucketCopies} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("archive: index buckets: %w", err)
+	}
+	return a, nil
+}
+
+// Dir is the archive directory.
+func (a *Archive) Dir() string { return a.dir }
+
+// MaildirPath is the Maildir holding the plaintexts.
+func (a *Archive) MaildirPath() string { return filepath.Join(a.dir, "maildir") }
+
+func sum(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func u64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+// idemKey is the idempotency key of a message: its source and the SHA-256
+// of the fetched bytes (hex).
+func idemKey(src Source, sha string) ([]byte, error) {
+	if strings.IndexByte(src.Account, 0) >= 0 || strings.IndexByte(src.Folder, 0) >= 0 {
+		return nil, fmt.Errorf("archive: account or folder name contains NUL: %q/%q", src.Account, src.Folder)
+	}
+	raw, err := hex.DecodeString(sha)
+	if err != nil || len(raw) != sha256.Size {
+		return nil, fmt.Errorf("archive: bad SHA-256 %q", sha)
+	}
+	k := []byte(src.Account + "\x00" + src.Folder + "\x00")
+	k = binary.BigEndian.AppendUint32(k, src.UIDValidity)
+	k = binary.BigEndian.AppendUint32(k, src.UID)
+	return append(k, raw...), nil
+}
+
+// OriginalPath is where the original with this SHA-256 (hex) is kept.
+func (a *Archive) OriginalPath(sha string) string {
+	if len(sha) < 2 {
+		return filepath.Join(a.dir, "originals", "invalid")
+	}
+	return filepath.Join(a.dir, "originals", sha[:2], sha)
+}
+
+// PlaintextPath finds the plaintext file of r in the Maildir: in new/, or
+// in cur/ under its name with or without the flags a mail reader adds.
+func (a *Archive) PlaintextPath(r *Record) (string, error) {
+	if r.PlaintextFile == "" || strings.ContainsAny(r.PlaintextFile, "/\\:") {
+		return "", fmt.Errorf("%w: record %d has no valid plaintext file name", ErrCorrupt, r.ID)
+	}
+	md := a.MaildirPath()
+	for _, p := range []string{filepath.Join(md, "new", r.PlaintextFile), filepath.Join(md, "cur", r.PlaintextFile)} {
+		if _, err := os.Lstat(p); err == nil {
+			return p, nil
+		}
+	}
+	if m, _ := filepath.Glob(filepath.Join(md, "cur", r.PlaintextFile+":*")); len(m) > 0 {
+		return m[0], nil
+	}
+	return "", fmt.Errorf("archive: record %d: plaintext %s: %w", r.ID, r.PlaintextFile, os.ErrNotExist)
+}
+
+// Lookup returns the current record of the message fetched from src with
+// the given SHA-256 (hex), or nil when it is not archived.
+func (a *Archive) Lookup(src Source, sha string) (*Record, error) {
+	key, err := idemKey(src, sha)
+	if err != nil {
+		return nil, err
+	}
+	var rec *Record
+	err = a.db.View(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketKeys)
+		if b == nil {
+			return nil
+		}
+		id := b.Get(key)
+		if id == nil {
+			return nil
+		}
+		var err error
+		rec, err = getRecord(tx, binary.BigEndian.Uint64(id))
+		return err
+	})
+	return rec, err
+}
+
+// Get returns record id.
+func (a *Archive) Get(id uint64) (*Record, error) {
+	var rec *Record
+	err := a.db.View(func(tx *bbolt.Tx) error {
+		var err error
+		rec, err = getRecord(tx, id)
+		return err
+	})
+	return rec, err
+}
+
+// Current returns the newest version of the message record id belongs to.
+func (a *Archive) Current(id uint64) (*Record, error) {
+	rec, err := a.Get(id)
+	if err != nil {
+		return nil, err
+	}
+	cur, err := a.Lookup(rec.Source(), rec.OriginalSHA256)
+	if err != nil || cur == nil {
+		return rec, err
+	}
+	return cur, nil
+}
+
+func getRecord(tx *bbolt.Tx, id uint64) (*Record, error) {
+	b := tx.Bucket(bucketRecords)
+	if b == nil {
+		return nil, fmt.Errorf("%w: %d", ErrNotFound, id)
+	}
+	v := b.Get(u64(id))
+	if v == nil {
+		return nil, fmt.Errorf("%w: %d", ErrNotFound, id)
+	}
+	return decodeRecord(id, v)
+}
+
+func decodeRecord(id uint64, v []byte) (*Record, error) {
+	if len(v) < sha256.Size {
+		return nil, fmt.Errorf("%w: %d is too short", ErrCorrupt, id)
+	}
+	var r Record
+	if err := json.Unmarshal(v[sha256.Size:], &r); err != nil {
+		return nil, fmt.Errorf("%w: %d: %v", ErrCorrupt, id, err)
+	}
+	r.Hash = hex.EncodeToString(v[:sha256.Size])
+	if r.ID != id {
+		return nil, fmt.Errorf("%w: %d says it is record %d", ErrCorrupt, id, r.ID)
+	}
+	return &r, nil
+}
+
+// chainHash is the hash of a record: SHA-256 over a domain label, the
+// previous record's hash, the record's id and its JSON (which itself holds
+// both file digests and the previous hash).
+func chainHash(prev []byte, id uint64, body []byte) []byte {
+	h := sha256.New()
+	h.Write([]byte("smimed archive record v1\n"))
+	h.Write(prev)
+	h.Write(u64(id))
+	h.Write(body)
+	return h.Sum(nil)
+}
+
+// Put archives one processed message: the original bytes as fetched, and
+// the engine's result. Both files are durable (fsync of file and directory)
+// before the index record is committed; Put returns only then. Storing the
+// same message again (same source and bytes) writes nothing and returns the
+// existing current record with created == false.
+func (a *Archive) Put(src Source, original []byte, res *harvest.Result) (rec *Record, created bool, err error) {
+	if a.readOnly {
+		return nil, false, ErrReadOnly
+	}
+	osha := sum(original)
+	if rec, err := a.Lookup(src, osha); err != nil || rec != nil {
+		return rec, false, err
+	}
+	r := a.newRecord(src, &res.Report)
+	r.Version = 1
+	r.OriginalSHA256, r.OriginalSize = osha, int64(len(original))
+	if err := a.storeFiles(r, original, res.Plaintext); err != nil {
+		return nil, false, err
+	}
+	return a.commit(r, 0)
+}
+
+// PutUnfetched records a message that was not downloaded (larger than
+// max_message_size): it is listed with its reason, so it is not lost from
+// sight, but the archive holds no bytes of it.
+func (a *Archive) PutUnfetched(src Source, size int64, reason string) (*Record, bool, error) {
+	if a.readOnly {
+		return nil, false, ErrReadOnly
+	}
+	osha := sum(nil)
+	if rec, err := a.Lookup(src, osha); err != nil || rec != nil {
+		return rec, false, err
+	}
+	rep := &harvest.Report{Layers: []string{}, Signatures: []harvest.Signature{}, Harvested: []harvest.Harvested{}, Decryption: harvest.Decryption{Status: harvest.DecryptNone}, Error: reason}
+	r := a.newRecord(src, rep)
+	r.Version = 1
+	r.OriginalSHA256, r.OriginalSize = osha, size
+	return a.commit(r, 0)
+}
+
+func (a *Archive) newRecord(src Source, rep *harvest.Report) *Record {
+	r := &Record{
+		Account: src.Account, Folder: src.Folder, UIDValidity: src.UIDValidity, UID: src.UID,
+		MessageID: rep.MessageID, From: rep.From, Subject: rep.Subject,
+		ArchivedAt: a.now().UTC().Truncate(time.Millisecond),
+		Status:     statuses(rep),
+		Layers:     rep.Layers, Decryption: rep.Decryption, Signatures: rep.Signatures,
+		Harvested: rep.Harvested, Recipients: rep.Recipients, Notes: rep.Notes, Error: rep.Error,
+	}
+	if !src.InternalDate.IsZero() {
+		r.Received = src.InternalDate.UTC()
+	}
+	return r
+}
+
+// storeFiles writes the original (content-addressed) and the plaintext
+// (Maildir) of r, durably, and fills in the plaintext fields.
+func (a *Archive) storeFiles(r *Record, original, plaintext []byte) error {
+	r.To, r.Date = headerFields(plaintext)
+	r.PlaintextSHA256, r.PlaintextSize = sum(plaintext), int64(len(plaintext))
+	r.PlaintextFile = a.maildirName(r)
+	md := a.MaildirPath()
+	final := filepath.Join(md, "new", r.PlaintextFile)
+	if err := writeDurable(filepath.Join(md, "tmp", r.PlaintextFile), final, plaintext); err != nil {
+		return fmt.Errorf("archive: plaintext of %s: %w", r.Source().Marker(), err)
+	}
+	opath := a.OriginalPath(r.OriginalSHA256)
+	if _, err := os.Stat(opath); err == nil {
+		return nil // the same bytes are already kept
+	}
+	if err := os.MkdirAll(filepath.Dir(opath), 0o700); err != nil {
+		return fmt.Errorf("archive: %w", err)
+	}
+	if bytes.Equal(original, plaintext) {
+		// One file, two names: nothing to unwrap, so the plaintext is the
+		// original.
+		if err := os.Link(final, opath); err == nil {
+			return syncDir(filepath.Dir(opath))
+		}
+	}
+	tmp := filepath.Join(a.dir, "originals", "tmp", r.OriginalSHA256)
+	if err := writeDurable(tmp, opath, original); err != nil {
+		return fmt.Errorf("archive: original of %s: %w", r.Source().Marker(), err)
+	}
+	return nil
+}
+
+// maildirName is a unique Maildir file name derived from the record's
+// idempotency key and version, so that a second attempt after a crash
+// writes the same file instead of leaving an orphan.
+func (a *Archive) maildirName(r *Record) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%d\x00%d\x00%s\x00%d", r.Account, r.Folder, r.UIDValidity, r.UID, r.OriginalSHA256, r.Version)
+	t := r.When().Unix()
+	if t < 0 {
+		t = 0
+	}
+	return fmt.Sprintf("%d.%s.smimed", t, hex.EncodeToString(h.Sum(nil))[:32])
+}
+
+// writeDurable writes data to tmp, syncs it, renames it to final and
+// syncs final's directory.
+func writeDurable(tmp, final string, data []byte) error {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, final)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDir(filepath.Dir(final))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// commit appends r to the chain and indexes it. When supersedes is not 0,
+// r replaces that record as the current version of its message.
+func (a *Archive) commit(r *Record, supersedes uint64) (*Record, bool, error) {
+	key, err := idemKey(r.Source(), r.OriginalSHA256)
+	if err != nil {
+		return nil, false, err
+	}
+	var existing *Record
+	err = a.db.Update(func(tx *bbolt.Tx) error {
+		keys := tx.Bucket(bucketKeys)
+		if cur := keys.Get(key); cur != nil && supersedes == 0 {
+			var err error
+			existing, err = getRecord(tx, binary.BigEndian.Uint64(cur))
+			return err
+		}
+		recs := tx.Bucket(bucketRecords)
+		meta := tx.Bucket(bucketMeta)
+		id, err := recs.NextSequence()
+		if err != nil {
+			return err
+		}
+		prev := make([]byte, sha256.Size)
+		if head := meta.Get(keyHead); head != nil {
+			if len(head) != 8+sha256.Size {
+				return fmt.Errorf("%w: chain head", ErrCorrupt)
+			}
+			copy(prev, head[8:])
+		}
+		r.ID = id
+		r.Supersedes = supersedes
+		r.Prev = hex.EncodeToString(prev)
+		r.Hash = ""
+		body, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		h := chainHash(prev, id, body)
+		if err := recs.Put(u64(id), append(append([]byte{}, h...), body...)); err != nil {
+			return err
+		}
+		if err := meta.Put(keyHead, append(u64(id), h...)); err != nil {
+			return err
+		}
+		r.Hash = hex.EncodeToString(h)
+		if err := keys.Put(key, u64(id)); err != nil {
+			return err
+		}
+		idx := tx.Bucket(bucketIndex)
+		if supersedes != 0 {
+			old, err := getRecord(tx, supersedes)
+			if err != nil {
+				return err
+			}
+			for _, k := range indexKeys(old) {
+				if err := idx.Delete(k); err != nil {
+					return err
+				}
+			}
+		}
+		for _, k := range indexKeys(r) {
+			if err := idx.Put(k, nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("archive: index %s: %w", r.Source().Marker(), err)
+	}
+	if existing != nil {
+		return existing, false, nil
+	}
+	return r, true, nil
+}

@@ -1,0 +1,244 @@
+package archive
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"go.etcd.io/bbolt"
+)
+
+// Index kinds: the first byte of an archive_index key.
+const (
+	idxAll        = 'd' // every current record, by time
+	idxFrom       = 'f' // From address
+	idxFromDomain = 'F' // From domain
+	idxTo         = 't' // To/Cc address
+	idxToDomain   = 'T' // To/Cc domain
+	idxMessageID  = 'm'
+	idxStatus     = 's'
+	idxAccount    = 'a'
+)
+
+// maxIndexValue bounds an indexed value (bbolt keys must stay small).
+const maxIndexValue = 512
+
+func indexPrefix(kind byte, value string) []byte {
+	value = strings.ReplaceAll(value, "\x00", "")
+	if len(value) > maxIndexValue {
+		value = value[:maxIndexValue]
+	}
+	k := append([]byte{kind}, value...)
+	return append(k, 0)
+}
+
+func timeKey(t time.Time) uint64 {
+	if t.Before(time.Unix(0, 0)) {
+		return 0
+	}
+	return uint64(t.UnixNano())
+}
+
+func indexKey(kind byte, value string, t time.Time, id uint64) []byte {
+	k := indexPrefix(kind, value)
+	k = binary.BigEndian.AppendUint64(k, timeKey(t))
+	return binary.BigEndian.AppendUint64(k, id)
+}
+
+func domainOf(addr string) string {
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		return addr[i+1:]
+	}
+	return ""
+}
+
+// indexKeys are the secondary index entries of a current record.
+func indexKeys(r *Record) [][]byte {
+	t := r.When()
+	keys := [][]byte{indexKey(idxAll, "", t, r.ID), indexKey(idxAccount, r.Account, t, r.ID)}
+	if from := strings.ToLower(r.From); from != "" {
+		keys = append(keys, indexKey(idxFrom, from, t, r.ID))
+		if d := domainOf(from); d != "" {
+			keys = append(keys, indexKey(idxFromDomain, d, t, r.ID))
+		}
+	}
+	domains := map[string]bool{}
+	for _, to := range r.To {
+		keys = append(keys, indexKey(idxTo, to, t, r.ID))
+		if d := domainOf(to); d != "" && !domains[d] {
+			domains[d] = true
+			keys = append(keys, indexKey(idxToDomain, d, t, r.ID))
+		}
+	}
+	if r.MessageID != "" {
+		keys = append(keys, indexKey(idxMessageID, normalizeMessageID(r.MessageID), t, r.ID))
+	}
+	for _, s := range r.Status {
+		keys = append(keys, indexKey(idxStatus, s, t, r.ID))
+	}
+	return keys
+}
+
+func normalizeMessageID(id string) string {
+	return strings.Trim(strings.TrimSpace(id), "<>")
+}
+
+// Query selects current records. Empty fields do not filter.
+type Query struct {
+	// From and To match an address (case-insensitive), or a whole domain
+	// when they start with "@". To matches To and Cc.
+	From, To  string
+	Subject   string // case-insensitive substring
+	Status    string // one of Statuses
+	Account   string
+	MessageID string    // with or without angle brackets
+	Since     time.Time // arrival time on or after
+	Until     time.Time // arrival time before
+	Limit     int       // 0: no limit
+}
+
+// Check reports the first invalid field of q.
+func (q *Query) Check() error {
+	if q.Status != "" && !slices.Contains(Statuses, q.Status) {
+		return fmt.Errorf("unknown status %q (want one of %s)", q.Status, strings.Join(Statuses, ", "))
+	}
+	if q.Limit < 0 {
+		return fmt.Errorf("limit %d is negative", q.Limit)
+	}
+	if !q.Since.IsZero() && !q.Until.IsZero() && !q.Until.After(q.Since) {
+		return fmt.Errorf("until (%s) is not after since (%s)", q.Until.Format(time.DateOnly), q.Since.Format(time.DateOnly))
+	}
+	return nil
+}
+
+// prefix picks the most selective index for q.
+func (q *Query) prefix() []byte {
+	addr := func(kind, domainKind byte, v string) []byte {
+		v = strings.ToLower(strings.TrimSpace(v))
+		if strings.HasPrefix(v, "@") {
+			return indexPrefix(domainKind, v[1:])
+		}
+		return indexPrefix(kind, v)
+	}
+	switch {
+	case q.MessageID != "":
+		return indexPrefix(idxMessageID, normalizeMessageID(q.MessageID))
+	case q.From != "":
+		return addr(idxFrom, idxFromDomain, q.From)
+	case q.To != "":
+		return addr(idxTo, idxToDomain, q.To)
+	case q.Status != "":
+		return indexPrefix(idxStatus, q.Status)
+	case q.Account != "":
+		return indexPrefix(idxAccount, q.Account)
+	}
+	return indexPrefix(idxAll, "")
+}
+
+// match applies the filters the chosen index did not.
+func (q *Query) match(r *Record) bool {
+	addrMatch := func(want string, have []string) bool {
+		want = strings.ToLower(strings.TrimSpace(want))
+		for _, h := range have {
+			h = strings.ToLower(h)
+			if h == want || (strings.HasPrefix(want, "@") && domainOf(h) == want[1:]) {
+				return true
+			}
+		}
+		return false
+	}
+	switch {
+	case q.From != "" && !addrMatch(q.From, []string{r.From}):
+	case q.To != "" && !addrMatch(q.To, r.To):
+	case q.Status != "" && !r.Has(q.Status):
+	case q.Account != "" && r.Account != q.Account:
+	case q.MessageID != "" && normalizeMessageID(r.MessageID) != normalizeMessageID(q.MessageID):
+	case q.Subject != "" && !strings.Contains(strings.ToLower(r.Subject), strings.ToLower(q.Subject)):
+	case !q.Since.IsZero() && r.When().Before(q.Since):
+	case !q.Until.IsZero() && !r.When().Before(q.Until):
+	default:
+		return true
+	}
+	return false
+}
+
+// listBatch is how many records one read transaction collects: fn runs
+// outside transactions, so a slow consumer (an export) never holds one
+// open for long.
+const listBatch = 256
+
+// List calls fn for each current record matching q, newest first, until fn
+// returns an error (which List returns) or q.Limit records were passed.
+func (a *Archive) List(q Query, fn func(*Record) error) error {
+	if err := q.Check(); err != nil {
+		return err
+	}
+	prefix := q.prefix()
+	// upper: keys below it are candidates.
+	var upper []byte
+	if !q.Until.IsZero() {
+		upper = binary.BigEndian.AppendUint64(bytes.Clone(prefix), timeKey(q.Until))
+	} else {
+		upper = append(bytes.Clone(prefix), 0xff)
+	}
+	n := 0
+	for {
+		var batch []*Record
+		done := false
+		err := a.db.View(func(tx *bbolt.Tx) error {
+			idx := tx.Bucket(bucketIndex)
+			if idx == nil {
+				done = true
+				return nil
+			}
+			c := idx.Cursor()
+			k, _ := c.Seek(upper)
+			if k == nil {
+				k, _ = c.Last()
+			} else {
+				k, _ = c.Prev()
+			}
+			for ; ; k, _ = c.Prev() {
+				if k == nil || !bytes.HasPrefix(k, prefix) || len(k) != len(prefix)+16 {
+					done = true
+					return nil
+				}
+				t := binary.BigEndian.Uint64(k[len(prefix):])
+				if !q.Since.IsZero() && t < timeKey(q.Since) {
+					done = true
+					return nil
+				}
+				if len(batch) == listBatch {
+					upper = bytes.Clone(k)
+					upper = append(upper[:len(upper):len(upper)], 0) // just above k: k itself is next
+					return nil
+				}
+				r, err := getRecord(tx, binary.BigEndian.Uint64(k[len(prefix)+8:]))
+				if err != nil {
+					return err
+				}
+				if q.match(r) {
+					batch = append(batch, r)
+				}
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("archive: list: %w", err)
+		}
+		for _, r := range batch {
+			if err := fn(r); err != nil {
+				return err
+			}
+			n++
+			if q.Limit > 0 && n >= q.Limit {
+				return nil
+			}
+		}
+		if done {
+			return nil
+		}
+	}
+}

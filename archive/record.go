@@ -1,0 +1,197 @@
+package archive
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net/mail"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-message/textproto"
+
+	"github.com/smimed/smimed/harvest"
+)
+
+// Status values of a record; a record may have several (a message can be
+// decrypted and signed-valid). They are what `archive list --status`
+// filters on.
+const (
+	StatusDecrypted     = "decrypted"      // an encryption layer was removed
+	StatusUndecryptable = "undecryptable"  // encrypted, but to no key we hold (or broken)
+	StatusSignedValid   = "signed-valid"   // signed, and every verdict is valid
+	StatusSignedInvalid = "signed-invalid" // signed, and some verdict is not valid
+	StatusPlain         = "plain"          // no S/MIME layer at all
+	StatusError         = "error"          // not (fully) readable, or not fetched
+)
+
+// Statuses lists every status value, for flag checking.
+var Statuses = []string{StatusDecrypted, StatusUndecryptable, StatusSignedValid, StatusSignedInvalid, StatusPlain, StatusError}
+
+// Record is one archived message version. Its JSON form is what `smimed
+// archive list --json` prints; the fields from layers to error have the
+// shape of `smimed inspect --json`.
+type Record struct {
+	ID uint64 `json:"id"`
+	// Version is 1 for the record written when the message arrived, and
+	// one more for each later re-processing (archive retry), which writes a
+	// new record naming the one it Supersedes; history is never rewritten.
+	Version    int    `json:"version"`
+	Supersedes uint64 `json:"supersedes,omitempty"`
+
+	Account     string `json:"account"`
+	Folder      string `json:"folder"`
+	UIDValidity uint32 `json:"uidvalidity"`
+	UID         uint32 `json:"uid"`
+
+	MessageID string    `json:"message_id"`
+	From      string    `json:"from"`
+	To        []string  `json:"to"` // To and Cc addresses
+	Subject   string    `json:"subject"`
+	Date      time.Time `json:"date,omitzero"`     // the Date field, as the sender wrote it
+	Received  time.Time `json:"received,omitzero"` // the IMAP INTERNALDATE
+	// ArchivedAt is when this record was written.
+	ArchivedAt time.Time `json:"archived_at"`
+
+	OriginalSHA256  string `json:"original_sha256"`
+	OriginalSize    int64  `json:"original_size"`
+	PlaintextSHA256 string `json:"plaintext_sha256"`
+	PlaintextSize   int64  `json:"plaintext_size"`
+	// PlaintextFile is the plaintext's unique name in the Maildir (the part
+	// before any ":2," flags a mail reader may add).
+	PlaintextFile string `json:"plaintext_file"`
+
+	Status     []string            `json:"status"`
+	Layers     []string            `json:"layers"`
+	Decryption harvest.Decryption  `json:"decryption"`
+	Signatures []harvest.Signature `json:"signatures"`
+	Harvested  []harvest.Harvested `json:"harvested"`
+	Recipients []string            `json:"recipients,omitempty"`
+	Notes      []string            `json:"notes,omitempty"`
+	Error      string              `json:"error"`
+
+	// Prev is the hash of the record before this one in the chain (hex,
+	// all zeros for the first); Hash this record's own (see chainHash).
+	Prev string `json:"prev"`
+	Hash string `json:"hash,omitempty"`
+}
+
+// Source returns where the record's message was fetched from.
+func (r *Record) Source() Source {
+	return Source{Account: r.Account, Folder: r.Folder, UIDValidity: r.UIDValidity, UID: r.UID, InternalDate: r.Received}
+}
+
+// When is the time a record is sorted and filtered by: the arrival time,
+// or when it was archived if the server did not say.
+func (r *Record) When() time.Time {
+	if !r.Received.IsZero() {
+		return r.Received
+	}
+	return r.ArchivedAt
+}
+
+// Report returns the engine's report as stored.
+func (r *Record) Report() *harvest.Report {
+	return &harvest.Report{
+		MessageID: r.MessageID, From: r.From, Subject: r.Subject,
+		Layers: r.Layers, Decryption: r.Decryption, Signatures: r.Signatures,
+		Harvested: r.Harvested, Recipients: r.Recipients, Notes: r.Notes, Error: r.Error,
+	}
+}
+
+// Has reports whether the record has the given status.
+func (r *Record) Has(status string) bool { return slices.Contains(r.Status, status) }
+
+// statuses classifies a report.
+func statuses(rep *harvest.Report) []string {
+	var out []string
+	switch rep.Decryption.Status {
+	case harvest.DecryptOK:
+		out = append(out, StatusDecrypted)
+	case harvest.DecryptFailed:
+		out = append(out, StatusUndecryptable)
+	}
+	if len(rep.Signatures) > 0 {
+		valid := true
+		for _, s := range rep.Signatures {
+			valid = valid && s.Status == harvest.StatusValid
+		}
+		if valid {
+			out = append(out, StatusSignedValid)
+		} else {
+			out = append(out, StatusSignedInvalid)
+		}
+	}
+	if len(rep.Layers) == 0 && rep.Error == "" {
+		out = append(out, StatusPlain)
+	}
+	if rep.Error != "" {
+		out = append(out, StatusError)
+	}
+	return out
+}
+
+// maxHeaderRead bounds how much of a message is read for its index fields.
+const maxHeaderRead = 256 << 10
+
+// headerFields reads To, Cc and Date from the top-level header of msg.
+// Unreadable fields are left empty: the index is a convenience, the
+// message itself is kept whole.
+func headerFields(msg []byte) (to []string, date time.Time) {
+	if len(msg) > maxHeaderRead {
+		msg = msg[:maxHeaderRead]
+	}
+	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(msg)))
+	if err != nil && err != io.EOF {
+		// A header cut off by maxHeaderRead or without an empty line:
+		// go-message returns what it read along with the error.
+		if h.Len() == 0 {
+			return nil, time.Time{}
+		}
+	}
+	mh := mail.Header{}
+	for _, k := range []string{"To", "Cc", "Date"} {
+		if v := h.Values(k); len(v) > 0 {
+			mh[k] = v
+		}
+	}
+	seen := map[string]bool{}
+	for _, k := range []string{"To", "Cc"} {
+		for _, v := range mh[k] {
+			for _, a := range addresses(v) {
+				if !seen[a] && len(to) < maxIndexedAddresses {
+					seen[a] = true
+					to = append(to, a)
+				}
+			}
+		}
+	}
+	if d, err := mh.Date(); err == nil {
+		date = d.UTC()
+	}
+	return to, date
+}
+
+// maxIndexedAddresses bounds the To/Cc addresses kept per record.
+const maxIndexedAddresses = 100
+
+// addresses returns the lower-cased addresses of an address-list field;
+// when it does not parse, every word that looks like an address.
+func addresses(v string) []string {
+	var out []string
+	if list, err := mail.ParseAddressList(v); err == nil {
+		for _, a := range list {
+			out = append(out, strings.ToLower(a.Address))
+		}
+		return out
+	}
+	for _, w := range strings.FieldsFunc(v, func(r rune) bool {
+		return r == ',' || r == ';' || r == '<' || r == '>' || r == ' ' || r == '\t' || r == '"' || r == '\r' || r == '\n'
+	}) {
+		if i := strings.IndexByte(w, '@'); i > 0 && i < len(w)-1 {
+			out = append(out, strings.ToLower(w))
+		}
+	}
+	return out
+}

@@ -1,0 +1,166 @@
+package archive
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/smimed/smimed/harvest"
+)
+
+// ReadOriginal returns the original bytes of r, checked against the
+// record's SHA-256.
+func (a *Archive) ReadOriginal(r *Record) ([]byte, error) {
+	if r.PlaintextFile == "" {
+		return nil, fmt.Errorf("archive: record %d: the message was not fetched (%s)", r.ID, r.Error)
+	}
+	return readChecked(a.OriginalPath(r.OriginalSHA256), r.OriginalSHA256, r.ID)
+}
+
+// ReadPlaintext returns the plaintext of r, checked against the record's
+// SHA-256.
+func (a *Archive) ReadPlaintext(r *Record) ([]byte, error) {
+	if r.PlaintextFile == "" {
+		return nil, fmt.Errorf("archive: record %d: the message was not fetched (%s)", r.ID, r.Error)
+	}
+	p, err := a.PlaintextPath(r)
+	if err != nil {
+		return nil, err
+	}
+	return readChecked(p, r.PlaintextSHA256, r.ID)
+}
+
+func readChecked(path, sha string, id uint64) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("archive: record %d: %w", id, err)
+	}
+	if got := sum(b); got != sha {
+		return nil, fmt.Errorf("archive: record %d: %s was altered (SHA-256 %s, the record says %s); run smimed archive verify", id, path, got, sha)
+	}
+	return b, nil
+}
+
+// Reprocess runs eng again on the stored original of the message record
+// id belongs to (after an old key was added, say). When the outcome
+// differs, a new version is written (new plaintext, new record that
+// supersedes the current one; the old stays in the chain) and returned
+// with changed == true; otherwise the current record is returned.
+func (a *Archive) Reprocess(id uint64, eng *harvest.Engine) (rec *Record, changed bool, err error) {
+	if a.readOnly {
+		return nil, false, ErrReadOnly
+	}
+	cur, err := a.Current(id)
+	if err != nil {
+		return nil, false, err
+	}
+	original, err := a.ReadOriginal(cur)
+	if err != nil {
+		return nil, false, err
+	}
+	received := cur.Received
+	if received.IsZero() {
+		received = cur.ArchivedAt
+	}
+	res, err := eng.Process(original, received)
+	if err != nil {
+		return nil, false, fmt.Errorf("archive: reprocess record %d: %w", cur.ID, err)
+	}
+	r := a.newRecord(cur.Source(), &res.Report)
+	r.Version = cur.Version + 1
+	r.OriginalSHA256, r.OriginalSize = cur.OriginalSHA256, cur.OriginalSize
+	if sum(res.Plaintext) == cur.PlaintextSHA256 && sameOutcome(r, cur) {
+		return cur, false, nil
+	}
+	if err := a.storeFiles(r, original, res.Plaintext); err != nil {
+		return nil, false, err
+	}
+	rec, _, err = a.commit(r, cur.ID)
+	return rec, err == nil, err
+}
+
+// sameOutcome compares what the engine found, not when.
+func sameOutcome(a, b *Record) bool {
+	ja, _ := json.Marshal([]any{a.Status, a.Layers, a.Decryption, a.Signatures, a.Recipients, a.Error})
+	jb, _ := json.Marshal([]any{b.Status, b.Layers, b.Decryption, b.Signatures, b.Recipients, b.Error})
+	return slices.Equal(ja, jb)
+}
+
+// Copy is where the user's readable copy of a record went.
+type Copy struct {
+	Folder     string    `json:"folder"`
+	UID        uint32    `json:"uid,omitempty"` // 0 when the server does not say (no UIDPLUS)
+	AppendedAt time.Time `json:"appended_at"`
+}
+
+// SetCopy records that the user's copy of record id was appended.
+func (a *Archive) SetCopy(id uint64, c Copy) error {
+	if a.readOnly {
+		return ErrReadOnly
+	}
+	v, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	err = a.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketCopies).Put(u64(id), v) })
+	if err != nil {
+		return fmt.Errorf("archive: record %d copy: %w", id, err)
+	}
+	return nil
+}
+
+// GetCopy returns the user's copy of record id, or nil if none was made.
+func (a *Archive) GetCopy(id uint64) (*Copy, error) {
+	var c *Copy
+	err := a.db.View(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketCopies)
+		if b == nil {
+			return nil
+		}
+		v := b.Get(u64(id))
+		if v == nil {
+			return nil
+		}
+		c = new(Copy)
+		return json.Unmarshal(v, c)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("archive: record %d copy: %w", id, err)
+	}
+	return c, nil
+}
+
+// Count returns the number of records (all versions).
+func (a *Archive) Count() (int, error) {
+	n := 0
+	err := a.db.View(func(tx *bbolt.Tx) error {
+		if b := tx.Bucket(bucketRecords); b != nil {
+			n = b.Stats().KeyN
+		}
+		return nil
+	})
+	return n, err
+}
+
+// Head returns the chain head: the last record's id and hash (hex).
+func (a *Archive) Head() (uint64, string, error) {
+	var id uint64
+	var h string
+	err := a.db.View(func(tx *bbolt.Tx) error {
+		m := tx.Bucket(bucketMeta)
+		if m == nil {
+			return nil
+		}
+		if v := m.Get(keyHead); len(v) == 40 {
+			id = binary.BigEndian.Uint64(v)
+			h = fmt.Sprintf("%x", v[8:])
+		}
+		return nil
+	})
+	return id, h, err
+}
