@@ -1,12 +1,19 @@
 package imapwatch
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
+	"strings"
 	"time"
+
+	"github.com/emersion/go-message/textproto"
 
 	"github.com/emersion/go-imap/v2"
 )
@@ -34,15 +41,7 @@ func (c *Conn) Append(ctx context.Context, folder, path string, date time.Time) 
 	}
 	size := st.Size()
 
-	err = c.run(ctx, 0, "CREATE "+folder, func() error {
-		err := c.client.Create(folder, nil).Wait()
-		var ie *imap.Error
-		if errors.As(err, &ie) && ie.Code == imap.ResponseCodeAlreadyExists {
-			return nil
-		}
-		return err
-	})
-	if err != nil {
+	if err := c.Create(ctx, folder); err != nil {
 		return 0, err
 	}
 
@@ -71,4 +70,75 @@ func (c *Conn) Append(ctx context.Context, folder, path string, date time.Time) 
 		return 0, err
 	}
 	return uint32(data.UID), nil
+}
+
+// Create creates folder; one that exists already is fine.
+func (c *Conn) Create(ctx context.Context, folder string) error {
+	return c.run(ctx, 0, "CREATE "+folder, func() error {
+		err := c.client.Create(folder, nil).Wait()
+		var ie *imap.Error
+		if errors.As(err, &ie) && ie.Code == imap.ResponseCodeAlreadyExists {
+			return nil
+		}
+		return err
+	})
+}
+
+// FindCopies returns the UIDs of the messages in folder whose header has
+// every field of want with exactly that value (unfolded, surrounding
+// white space ignored). folder is created when missing and stays
+// selected (read-only). The server's HEADER search is only a substring
+// match, so the candidates' fields are fetched and compared here.
+func (c *Conn) FindCopies(ctx context.Context, folder string, want map[string]string) ([]uint32, error) {
+	if len(want) == 0 {
+		return nil, fmt.Errorf("%w: FindCopies needs at least one field", ErrConfig)
+	}
+	if err := c.Create(ctx, folder); err != nil {
+		return nil, err
+	}
+	names := slices.Sorted(maps.Keys(want))
+	uids, err := c.SearchHeader(ctx, folder, names[0], want[names[0]])
+	if err != nil || len(uids) == 0 {
+		return nil, err
+	}
+	var set imap.UIDSet
+	for _, u := range uids {
+		set.AddNum(imap.UID(u))
+	}
+	section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: names, Peek: true}
+	var found []uint32
+	err = c.run(ctx, 0, "UID FETCH (BODY.PEEK[HEADER.FIELDS])", func() error {
+		msgs, err := c.client.Fetch(set, &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{section}}).Collect()
+		for _, m := range msgs {
+			if m.UID != 0 && headerHas(m.FindBodySection(section), want) {
+				found = append(found, uint32(m.UID))
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(found)
+	return found, nil
+}
+
+// headerHas reports whether the raw header block has each field of want
+// exactly once with that value.
+func headerHas(block []byte, want map[string]string) bool {
+	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(block)))
+	if err != nil && h.Len() == 0 {
+		return false
+	}
+	for k, v := range want {
+		got := h.Values(k)
+		if len(got) != 1 || unfold(got[0]) != unfold(v) {
+			return false
+		}
+	}
+	return true
+}
+
+func unfold(s string) string {
+	return strings.Join(strings.Fields(s), " ")
 }

@@ -547,6 +547,43 @@ func TestDovecot(t *testing.T) {
 			t.Fatalf("SearchHeader(absent) = %v, %v, want none", got, err)
 		}
 	})
+
+	t.Run("FindCopies", func(t *testing.T) {
+		u := d.user(t)
+		c := d.dial(t, u)
+		// A folder that does not exist yet: created, nothing found.
+		got, err := c.FindCopies(ctx, "Decrypted", map[string]string{"X-Smimed-Source": "ceo/INBOX/7/1"})
+		if err != nil || len(got) != 0 {
+			t.Fatalf("FindCopies in a new folder = %v, %v", got, err)
+		}
+		if !strings.Contains(d.Doveadm(t, "mailbox", "list", "-u", u), "Decrypted") {
+			t.Fatal("FindCopies did not create the folder")
+		}
+		dir := t.TempDir()
+		appendMsg := func(src, dec string) uint32 {
+			p := filepath.Join(dir, "m.eml")
+			msg := fmt.Sprintf("X-Smimed-Source: %s\r\nX-Smimed-Decryption: %s\r\nSubject: s\r\n\r\nbody\r\n", src, dec)
+			os.WriteFile(p, []byte(msg), 0o600)
+			uid, err := c.Append(ctx, "Decrypted", p, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return uid
+		}
+		u1 := appendMsg("ceo/INBOX/7/1", "ok; cipher=aes-256-cbc")
+		appendMsg("ceo/INBOX/7/12", "ok; cipher=aes-256-cbc") // substring of the same search
+		appendMsg("ceo/INBOX/7/1", "failed; error=no key")    // same source, other version
+		appendMsg("xceo/INBOX/7/1", "ok; cipher=aes-256-cbc") // another account
+		want := map[string]string{"X-Smimed-Source": "ceo/INBOX/7/1", "X-Smimed-Decryption": "ok; cipher=aes-256-cbc"}
+		got, err = c.FindCopies(ctx, "Decrypted", want)
+		if err != nil || !slices.Equal(got, []uint32{u1}) {
+			t.Fatalf("FindCopies = %v, %v; want [%d]", got, err, u1)
+		}
+		// What doveadm sees: four messages, all of them unread.
+		if n := len(d.uids(t, u, "Decrypted")); n != 4 {
+			t.Fatalf("doveadm sees %d messages, want 4", n)
+		}
+	})
 }
 
 // silentServer greets, accepts LOGIN and then never answers again: a
