@@ -3,6 +3,7 @@ package daemon
 import (
 	"fmt"
 	"net"
+	"os"
 	"regexp"
 	"runtime"
 	"strings"
@@ -21,7 +22,11 @@ type AccountConfig struct {
 	Auth          string // "plain" | "login"
 	Folders       []string
 	ArchiveFolder string // "" = no plaintext copies
-	Backfill      string // "all" | "none" | "since:YYYY-MM-DD"
+	// ArchiveFolderMessages says which messages get a copy in
+	// ArchiveFolder: "encrypted" (decrypted ones, the default), "smime"
+	// (also signed ones) or "all".
+	ArchiveFolderMessages string
+	Backfill              string // "all" | "none" | "since:YYYY-MM-DD"
 }
 
 // DaemonConfig holds the [daemon] settings.
@@ -32,6 +37,10 @@ type DaemonConfig struct {
 	PollInterval     time.Duration
 	LogFormat        string // "text" | "json"
 	MetricsListen    string // "" = off
+	// AuthservID names us in the Authentication-Results field of the
+	// users' copies (RFC 8601); incoming fields with this id are removed.
+	// Default: the host name.
+	AuthservID string
 }
 
 func defaultDaemon() DaemonConfig {
@@ -41,21 +50,23 @@ func defaultDaemon() DaemonConfig {
 		LivenessInterval: 5 * time.Minute,
 		PollInterval:     60 * time.Second,
 		LogFormat:        "text",
+		AuthservID:       defaultAuthservID(),
 	}
 }
 
 type rawAccount struct {
-	Name          string   `toml:"name"`
-	Server        string   `toml:"server"`
-	TLS           *string  `toml:"tls"`
-	TLSCAFile     string   `toml:"tls_ca_file"`
-	TLSServerName string   `toml:"tls_server_name"`
-	Username      string   `toml:"username"`
-	PasswordFile  string   `toml:"password_file"`
-	Auth          *string  `toml:"auth"`
-	Folders       []string `toml:"folders"`
-	ArchiveFolder *string  `toml:"archive_folder"`
-	Backfill      *string  `toml:"backfill"`
+	Name                  string   `toml:"name"`
+	Server                string   `toml:"server"`
+	TLS                   *string  `toml:"tls"`
+	TLSCAFile             string   `toml:"tls_ca_file"`
+	TLSServerName         string   `toml:"tls_server_name"`
+	Username              string   `toml:"username"`
+	PasswordFile          string   `toml:"password_file"`
+	Auth                  *string  `toml:"auth"`
+	Folders               []string `toml:"folders"`
+	ArchiveFolder         *string  `toml:"archive_folder"`
+	ArchiveFolderMessages *string  `toml:"archive_folder_messages"`
+	Backfill              *string  `toml:"backfill"`
 }
 
 type rawDaemon struct {
@@ -65,6 +76,7 @@ type rawDaemon struct {
 	PollInterval     *string `toml:"poll_interval"`
 	LogFormat        *string `toml:"log_format"`
 	MetricsListen    *string `toml:"metrics_listen"`
+	AuthservID       *string `toml:"authserv_id"`
 }
 
 var accountName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
@@ -140,6 +152,15 @@ func parseAccounts(raws []rawAccount, dir string, addf func(string, ...any)) []A
 				bad("archive_folder: %q is also watched; the copies would be processed again", a.ArchiveFolder)
 			}
 		}
+		a.ArchiveFolderMessages = "encrypted"
+		if r.ArchiveFolderMessages != nil {
+			a.ArchiveFolderMessages = *r.ArchiveFolderMessages
+		}
+		switch a.ArchiveFolderMessages {
+		case "encrypted", "smime", "all":
+		default:
+			bad("archive_folder_messages: %q must be \"encrypted\", \"smime\" or \"all\"", a.ArchiveFolderMessages)
+		}
 		if r.Backfill != nil {
 			a.Backfill = *r.Backfill
 		}
@@ -210,5 +231,24 @@ func parseDaemon(r rawDaemon, addf func(string, ...any)) DaemonConfig {
 			d.MetricsListen = *r.MetricsListen
 		}
 	}
+	if r.AuthservID != nil {
+		if !authservID.MatchString(*r.AuthservID) {
+			addf("daemon.authserv_id: %q must be a host name (letters, digits, '.', '-')", *r.AuthservID)
+		} else {
+			d.AuthservID = *r.AuthservID
+		}
+	}
 	return d
+}
+
+var authservID = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$`)
+
+// defaultAuthservID is the host name, or "smimed" when it is not a usable
+// one.
+func defaultAuthservID() string {
+	h, err := os.Hostname()
+	if err != nil || !authservID.MatchString(h) {
+		return "smimed"
+	}
+	return h
 }

@@ -140,6 +140,7 @@ func TestAccountsAndDaemon(t *testing.T) {
 workers = 3
 idle_restart = "20m"
 log_format = "json"
+authserv_id = "mx.example.org"
 
 [[accounts]]
 name = "ceo"
@@ -148,6 +149,7 @@ username = "ceo@example.org"
 password_file = "ceo.imap.pass"
 folders = ["INBOX", "Partners"]
 archive_folder = "Decrypted"
+archive_folder_messages = "smime"
 backfill = "since:2026-01-01"
 
 [[accounts]]
@@ -167,14 +169,17 @@ folders = ["INBOX"]
 		t.Fatalf("Accounts = %+v", cfg.Accounts)
 	}
 	a := cfg.Accounts[0]
-	if a.TLS != "implicit" || a.Auth != "plain" || a.PasswordFile != filepath.Join(dir, "ceo.imap.pass") || a.ArchiveFolder != "Decrypted" || a.Backfill != "since:2026-01-01" {
+	if a.TLS != "implicit" || a.Auth != "plain" || a.PasswordFile != filepath.Join(dir, "ceo.imap.pass") || a.ArchiveFolder != "Decrypted" || a.Backfill != "since:2026-01-01" || a.ArchiveFolderMessages != "smime" {
 		t.Errorf("account defaults/paths wrong: %+v", a)
 	}
-	if d := cfg.Daemon; d.Workers != 3 || d.IdleRestart.Minutes() != 20 || d.LivenessInterval.Minutes() != 5 || d.PollInterval.Seconds() != 60 || d.LogFormat != "json" || d.MetricsListen != "" {
+	if d := cfg.Daemon; d.Workers != 3 || d.IdleRestart.Minutes() != 20 || d.LivenessInterval.Minutes() != 5 || d.PollInterval.Seconds() != 60 || d.LogFormat != "json" || d.MetricsListen != "" || d.AuthservID != "mx.example.org" {
 		t.Errorf("daemon = %+v", d)
 	}
 	if err := cfg.CheckAccounts(); err != nil {
 		t.Errorf("CheckAccounts() = %v", err)
+	}
+	if m := cfg.Accounts[1].ArchiveFolderMessages; m != "encrypted" {
+		t.Errorf("archive_folder_messages default = %q, want encrypted", m)
 	}
 	os.Chmod(filepath.Join(dir, "ceo.imap.pass"), 0o644)
 	if err := cfg.CheckAccounts(); err == nil || !strings.Contains(err.Error(), "accounts[0].password_file") {
@@ -188,6 +193,7 @@ idle_restart = "45m"
 poll_interval = "soon"
 log_format = "xml"
 metrics_listen = "9187"
+authserv_id = "bad id; x"
 
 [[accounts]]
 name = "a"
@@ -196,6 +202,7 @@ tls = "none"
 username = ""
 folders = ["INBOX", "INBOX"]
 archive_folder = "INBOX"
+archive_folder_messages = "signed"
 backfill = "since:yesterday"
 auth = "xoauth2"
 
@@ -213,7 +220,7 @@ folders = []
 	}
 	all := strings.Join(ce.Problems, "\n")
 	for _, want := range []string{
-		"daemon.workers:", "daemon.idle_restart:", "daemon.poll_interval:", "daemon.log_format:", "daemon.metrics_listen:",
+		"daemon.workers:", "daemon.idle_restart:", "daemon.poll_interval:", "daemon.log_format:", "daemon.metrics_listen:", "daemon.authserv_id:", "accounts[0].archive_folder_messages:",
 		"accounts[0].server:", "accounts[0].tls:", "accounts[0].username:", "accounts[0].password_file:", "accounts[0].auth:",
 		"accounts[0].folders[1]:", "accounts[0].archive_folder:", "accounts[0].backfill:",
 		"accounts[1].name:", "accounts[1].folders:",
