@@ -180,6 +180,9 @@ func LoadConfig(path string) (*Config, error) {
 // StorePath is the certificate store's bbolt file.
 func (c *Config) StorePath() string { return filepath.Join(c.StateDir, "smimed.db") }
 
+// ArchiveDir is where the archive keeps its files: state_dir/archive.
+func (c *Config) ArchiveDir() string { return filepath.Join(c.StateDir, "archive") }
+
 func resolve(dir, p string) string {
 	if p == "" || filepath.IsAbs(p) {
 		return p

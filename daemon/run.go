@@ -7,21 +7,21 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
-	"time"
 
+	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/daemon/imapwatch"
 	"github.com/smimed/smimed/harvest"
 )
 
 // Service is `smimed run`: one watcher per account and folder, every
-// message handed to the harvest engine. Until the archive exists, a
-// message counts as done once its certificates are harvested durably and
-// its outcome is logged.
+// message handed to the harvest engine and kept in the archive; a message
+// counts as done once the archive holds it durably and the user's copy (if
+// any) is in the archive folder.
 type Service struct {
 	cfg    *Config
 	store  *harvest.Store
+	arch   *archive.Archive
 	cps    *Checkpoints
 	eng    *harvest.Engine
 	log    *slog.Logger
@@ -49,9 +49,9 @@ func NewService(cfg *Config, log *slog.Logger, notify *Notifier) (*Service, erro
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return nil, fmt.Errorf("state_dir: %w", err)
 	}
-	// Fetched messages left by a crash or a forced exit: their folders'
+	// Fetched messages and unsent copies left by a crash or a forced exit: their folders
 	// checkpoints did not pass them, so they are fetched again.
-	if left, err := filepath.Glob(filepath.Join(tmp, "imapwatch-*.eml")); err == nil {
+	if left, err := filepath.Glob(filepath.Join(tmp, "*.eml")); err == nil {
 		for _, f := range left {
 			os.Remove(f)
 		}
@@ -65,8 +65,13 @@ func NewService(cfg *Config, log *slog.Logger, notify *Notifier) (*Service, erro
 		store.Close()
 		return nil, err
 	}
+	arch, err := archive.Open(cfg.ArchiveDir(), store.DB())
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
 	eng := harvest.New(harvest.Options{Keys: keys, Roots: roots, Store: store, Harvest: true, RejectSHA1: cfg.Trust.RejectSHA1})
-	return &Service{cfg: cfg, store: store, cps: cps, eng: eng, log: log, notify: notify}, nil
+	return &Service{cfg: cfg, store: store, arch: arch, cps: cps, eng: eng, log: log, notify: notify}, nil
 }
 
 // Close releases the store.
@@ -86,14 +91,23 @@ func (s *Service) Run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("account %s: %w", a.Name, err)
 		}
+		imapCfg := func(log *slog.Logger) imapwatch.Config {
+			return imapwatch.Config{
+				Addr: a.Server, TLS: a.TLS, TLSCAFile: a.TLSCAFile, TLSServerName: a.TLSServerName,
+				Username: a.Username, Password: password, Auth: a.Auth, Logger: log,
+			}
+		}
+		var cp *copier
+		if a.ArchiveFolder != "" {
+			log := s.log.With("account", a.Name, "archive_folder", a.ArchiveFolder)
+			cp = &copier{cfg: imapCfg(log), folder: a.ArchiveFolder, tmpDir: filepath.Join(s.cfg.StateDir, "tmp"), log: log}
+			defer cp.close()
+		}
 		for _, folder := range a.Folders {
 			log := s.log.With("account", a.Name, "folder", folder)
 			w := NewWatcher(WatchConfig{
 				Account: a.Name, Folder: folder,
-				IMAP: imapwatch.Config{
-					Addr: a.Server, TLS: a.TLS, TLSCAFile: a.TLSCAFile, TLSServerName: a.TLSServerName,
-					Username: a.Username, Password: password, Auth: a.Auth, Logger: log,
-				},
+				IMAP:             imapCfg(log),
 				TempDir:          filepath.Join(s.cfg.StateDir, "tmp"),
 				MaxMessageSize:   s.cfg.MaxMessageSize,
 				Workers:          s.cfg.Daemon.Workers,
@@ -102,7 +116,7 @@ func (s *Service) Run(ctx context.Context) error {
 				PollInterval:     s.cfg.Daemon.PollInterval,
 				Backfill:         a.Backfill,
 				Logger:           s.log, // the watcher adds account and folder itself
-			}, s.cps, &engineSink{eng: s.eng, log: log})
+			}, s.cps, &archiveSink{eng: s.eng, arch: s.arch, copier: cp, mode: a.ArchiveFolderMessages, authserv: s.cfg.Daemon.AuthservID, log: log})
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -124,53 +138,4 @@ func (s *Service) Run(ctx context.Context) error {
 		all = append(all, err)
 	}
 	return errors.Join(all...)
-}
-
-// engineSink runs the harvest engine on each fetched message and logs one
-// line with its outcome (never its content).
-type engineSink struct {
-	eng *harvest.Engine
-	log *slog.Logger
-}
-
-func (k *engineSink) Deliver(ctx context.Context, m Message) error {
-	log := k.log.With("uid", m.UID, "uidvalidity", m.UIDValidity)
-	if m.TooLarge {
-		log.Warn("message not processed: larger than max_message_size", "size", m.Size)
-		return nil
-	}
-	raw, err := os.ReadFile(m.Path)
-	if err != nil {
-		return Temporary(fmt.Errorf("read fetched message: %w", err))
-	}
-	received := m.InternalDate
-	if received.IsZero() {
-		received = time.Now()
-	}
-	res, err := k.eng.Process(raw, received)
-	if err != nil {
-		// Our store could not be written: retry this message later.
-		return Temporary(err)
-	}
-	r := res.Report
-	var verdicts, signers []string
-	for _, sig := range r.Signatures {
-		verdicts = append(verdicts, sig.Status)
-		signers = append(signers, sig.Fingerprint)
-	}
-	var harvested []string
-	for _, h := range r.Harvested {
-		harvested = append(harvested, h.Email+"="+h.Fingerprint)
-	}
-	log.Info("message processed",
-		"message_id", r.MessageID,
-		"layers", strings.Join(r.Layers, ">"),
-		"decryption", r.Decryption.Status,
-		"cipher", r.Decryption.Cipher,
-		"key", r.Decryption.Key,
-		"verdicts", strings.Join(verdicts, ","),
-		"signers", strings.Join(signers, ","),
-		"harvested", strings.Join(harvested, ","),
-		"error", r.Error)
-	return nil
 }

@@ -3,6 +3,8 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"os"
@@ -12,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/daemon/imapwatch/dovecottest"
 	"github.com/smimed/smimed/harvest"
 )
@@ -120,6 +123,7 @@ tls = "none"
 username = "ceo"
 password_file = "ceo.pass"
 folders = ["INBOX"]
+archive_folder = "Decrypted"
 `, d.Addr())), 0o600)
 
 	logs := &lockedBuffer{}
@@ -153,7 +157,7 @@ folders = ["INBOX"]
 		t.Errorf("after restart %d messages processed, want only the new one:\n%s", n, logs2.String())
 	}
 
-	st, err := harvest.OpenStore(filepath.Join(dir, "state", "smimed.db"), true)
+	st, err := harvest.OpenStore(filepath.Join(dir, "state", "smimed.db"), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,10 +168,67 @@ folders = ["INBOX"]
 		}
 	}
 	cps, err := NewCheckpoints(st.DB())
-	if err == nil {
-		cp, ok, err := cps.Get("ceo", "INBOX")
-		if err != nil || !ok || cp.UID != 4 {
-			t.Errorf("checkpoint = %+v %v %v, want UID 4", cp, ok, err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, ok, err := cps.Get("ceo", "INBOX")
+	if err != nil || !ok || cp.UID != 4 {
+		t.Errorf("checkpoint = %+v %v %v, want UID 4", cp, ok, err)
+	}
+
+	// The archive holds all four, each once, and verifies.
+	arch, err := archive.Open(filepath.Join(dir, "state", "archive"), st.DB())
+	if err != nil {
+		t.Fatal(err)
+	}
+	byUID := map[uint32]*archive.Record{}
+	arch.List(archive.Query{}, func(r *archive.Record) error {
+		if byUID[r.UID] != nil {
+			t.Errorf("UID %d archived twice", r.UID)
+		}
+		byUID[r.UID] = r
+		return nil
+	})
+	if len(byUID) != 4 || byUID[2] == nil || !byUID[2].Has(archive.StatusDecrypted) || !byUID[4].Has(archive.StatusPlain) {
+		t.Errorf("archive holds %v", byUID)
+	}
+	for uid, name := range map[uint32]string{1: "signed-rsa-sha256.eml", 2: "sign-then-encrypt.eml", 4: "plain.eml"} {
+		if r := byUID[uid]; r == nil || r.OriginalSHA256 != sha256Hex(fixture(t, "msg", name)) {
+			t.Errorf("UID %d: original is not %s as delivered", uid, name)
 		}
 	}
+	if res, err := arch.Verify(nil); err != nil || !res.OK() {
+		t.Errorf("archive verify = %+v, %v", res, err)
+	}
+
+	// The user's copy: only the encrypted message (archive_folder_messages
+	// defaults to "encrypted"), unread, marked, with the archived plaintext.
+	uids := strings.Fields(d.Doveadm(t, "-f", "flow", "search", "-u", "ceo", "mailbox", "Decrypted", "all"))
+	if len(uids) != 2 { // "<guid> <uid>"
+		t.Fatalf("Decrypted holds %q, want one message", uids)
+	}
+	hdr := d.Doveadm(t, "fetch", "-u", "ceo", "hdr", "mailbox", "Decrypted", "all")
+	marker := fmt.Sprintf("X-Smimed-Source: ceo/INBOX/%d/2", byUID[2].UIDValidity)
+	for _, want := range []string{marker, "X-Smimed-Decryption: ok", "Authentication-Results: "} {
+		if !strings.Contains(hdr, want) {
+			t.Errorf("copy header lacks %q:\n%s", want, hdr)
+		}
+	}
+	if st := d.Doveadm(t, "mailbox", "status", "-u", "ceo", "unseen", "Decrypted"); !strings.Contains(st, "unseen=1") {
+		t.Errorf("Decrypted status %q, want the copy unread", st)
+	}
+	pt, err := arch.ReadPlaintext(byUID[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ptBody, _ := bytes.Cut(bytes.ReplaceAll(pt, []byte("\r\n"), []byte("\n")), []byte("\n\n"))
+	body := d.Doveadm(t, "fetch", "-u", "ceo", "body", "mailbox", "Decrypted", "all")
+	if len(ptBody) < 20 || !strings.Contains(strings.ReplaceAll(body, "\r\n", "\n"), string(ptBody[:len(ptBody)-1])) {
+		t.Errorf("the copy's body is not the archived plaintext's")
+	}
+}
+
+func sha256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
 }
