@@ -27,20 +27,8 @@ func TestRunBinarySignals(t *testing.T) {
 	}
 	d.Deliver(t, "ceo", "INBOX", msg)
 
-	cfg := writeConfig(t, "")
-	dir := filepath.Dir(cfg)
-	os.WriteFile(filepath.Join(dir, "ceo.pass"), []byte("pw-ceo\n"), 0o600)
-	f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(f, "\n[[accounts]]\nname = \"ceo\"\nserver = %q\ntls = \"none\"\nusername = \"ceo\"\npassword_file = \"ceo.pass\"\nfolders = [\"INBOX\"]\n", d.Addr())
-	f.Close()
-
-	bin := filepath.Join(t.TempDir(), "smimed")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	cfg := writeAccountConfig(t, "", d.Addr(), "")
+	bin := buildBinary(t)
 	sockDir, err := os.MkdirTemp("", "sdn")
 	if err != nil {
 		t.Fatal(err)
@@ -107,6 +95,35 @@ func TestRunBinarySignals(t *testing.T) {
 	if !strings.Contains(logs.String(), "verdicts=valid") {
 		t.Errorf("log lacks the verdict:\n%s", logs.String())
 	}
+}
+
+// writeAccountConfig writes a config (see writeConfig) watching the INBOX
+// of the Dovecot user "ceo" (password "pw-ceo") at addr; accountExtra is
+// added to the account's table.
+func writeAccountConfig(t *testing.T, extra, addr, accountExtra string) string {
+	t.Helper()
+	cfg := writeConfig(t, extra)
+	dir := filepath.Dir(cfg)
+	if err := os.WriteFile(filepath.Join(dir, "ceo.pass"), []byte("pw-ceo\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "\n[[accounts]]\nname = \"ceo\"\nserver = %q\ntls = \"none\"\nusername = \"ceo\"\npassword_file = \"ceo.pass\"\nfolders = [\"INBOX\"]\n%s\n", addr, accountExtra)
+	return cfg
+}
+
+// buildBinary builds smimed into a temporary directory.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "smimed")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
 }
 
 // lockedBuf is a bytes buffer safe for the writer goroutine of exec.
