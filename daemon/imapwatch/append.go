@@ -46,9 +46,9 @@ func (c *Conn) Append(ctx context.Context, folder, path string, date time.Time) 
 	}
 
 	var data *imap.AppendData
-	err = c.run(ctx, 0, "APPEND "+folder, func() error {
+	err = c.runMoving(ctx, "APPEND "+folder, func(moved func()) error {
 		cmd := c.client.Append(folder, size, &imap.AppendOptions{Time: date})
-		n, werr := io.Copy(cmd, io.LimitReader(file, size))
+		n, werr := io.Copy(movingWriter{cmd, moved}, io.LimitReader(file, size))
 		if werr == nil && n != size {
 			werr = fmt.Errorf("%s changed size while appending (%d of %d bytes)", path, n, size)
 		}

@@ -20,10 +20,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -263,7 +266,55 @@ func (c *Conn) run(ctx context.Context, timeout time.Duration, op string, fn fun
 	defer cancel()
 	stop := context.AfterFunc(tctx, func() { c.client.Close() })
 	err := fn()
-	if !stop() {
+	return c.finish(ctx, op, timeout, !stop(), err)
+}
+
+// runMoving is run for a transfer of unknown length (a message body): the
+// timeout counts from the last progress, not from the start, so a large
+// message on a slow link may take as long as it needs while a stalled one
+// is still cut off after CommandTimeout. fn calls moved whenever bytes
+// flow.
+func (c *Conn) runMoving(ctx context.Context, op string, fn func(moved func()) error) error {
+	if c.broken != nil {
+		return c.broken
+	}
+	timeout := c.cfg.CommandTimeout
+	var last atomic.Int64
+	last.Store(time.Now().UnixNano())
+	moved := func() { last.Store(time.Now().UnixNano()) }
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	var fired bool
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(max(timeout/8, 10*time.Millisecond))
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+			case <-tick.C:
+				if time.Since(time.Unix(0, last.Load())) < timeout {
+					continue
+				}
+			}
+			fired = true
+			c.client.Close()
+			return
+		}
+	}()
+	err := fn(moved)
+	close(done)
+	wg.Wait()
+	return c.finish(ctx, op, timeout, fired, err)
+}
+
+// finish turns the outcome of a command into its error; interrupted says
+// that ctx or the timeout closed the connection.
+func (c *Conn) finish(ctx context.Context, op string, timeout time.Duration, interrupted bool, err error) error {
+	if interrupted {
 		c.broken = fmt.Errorf("%w: %s was interrupted", ErrClosed, op)
 		cause := ctx.Err()
 		if cause == nil {
@@ -276,6 +327,40 @@ func (c *Conn) run(ctx context.Context, timeout time.Duration, op string, fn fun
 		return fmt.Errorf("imapwatch: %s: %w", op, err)
 	}
 	return nil
+}
+
+// movingReader calls moved after every read that returned bytes, and
+// keeps the first error of the underlying reader.
+type movingReader struct {
+	r     io.Reader
+	moved func()
+	err   error
+}
+
+func (m *movingReader) Read(p []byte) (int, error) {
+	if m.err != nil {
+		return 0, m.err
+	}
+	n, err := m.r.Read(p)
+	if n > 0 {
+		m.moved()
+	}
+	m.err = err
+	return n, err
+}
+
+// movingWriter calls moved after every write that took bytes.
+type movingWriter struct {
+	w     io.Writer
+	moved func()
+}
+
+func (m movingWriter) Write(p []byte) (int, error) {
+	n, err := m.w.Write(p)
+	if n > 0 {
+		m.moved()
+	}
+	return n, err
 }
 
 // Noop sends NOOP under its own timeout (CommandTimeout when 0): the way to

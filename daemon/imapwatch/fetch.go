@@ -72,7 +72,7 @@ func (c *Conn) FetchToFile(ctx context.Context, uid uint32, dir string, maxSize 
 		tooBig  bool
 		copyErr error
 	)
-	err = c.run(ctx, 0, op+" (UID BODY.PEEK[])", func() error {
+	err = c.runMoving(ctx, op+" (UID BODY.PEEK[])", func(moved func()) error {
 		cmd := c.client.Fetch(set, &imap.FetchOptions{
 			UID:         true,
 			BodySection: []*imap.FetchItemBodySection{{Peek: true}},
@@ -86,11 +86,21 @@ func (c *Conn) FetchToFile(ctx context.Context, uid uint32, dir string, maxSize 
 				got = true
 				// The reader blocks until the literal is consumed: straight
 				// to the file, bounded by maxSize.
-				var r io.Reader = body.Literal
+				lit := &movingReader{r: body.Literal, moved: moved}
+				var r io.Reader = lit
 				if maxSize > 0 {
 					r = io.LimitReader(r, maxSize+1)
 				}
 				written, copyErr = io.Copy(file, r)
+				if lit.err != nil && lit.err != io.EOF {
+					// The connection failed inside the literal: go-imap's
+					// reader has already moved on, and draining this
+					// command (Next, Close) would read the same buffer
+					// at the same time. Drop the connection instead.
+					c.broken = fmt.Errorf("%w: %s failed while reading the body", ErrClosed, op)
+					c.client.Close()
+					return fmt.Errorf("reading the body: %w", lit.err)
+				}
 				if copyErr == nil && maxSize > 0 && written > maxSize {
 					tooBig = true
 				}

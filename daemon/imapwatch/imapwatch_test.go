@@ -1,6 +1,7 @@
 package imapwatch
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -667,6 +668,91 @@ func TestCommandTimeout(t *testing.T) {
 	}
 	if el := time.Since(start); el > 5*time.Second {
 		t.Fatalf("UIDsAfter took %v after its context ended", el)
+	}
+	c.Close()
+}
+
+// dripServer serves one message whose body literal arrives in chunks of
+// 100 bytes every pause; after stallAfter bytes (when > 0) it goes silent.
+func dripServer(t *testing.T, size, stallAfter int, pause time.Duration) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		r := bufio.NewReader(conn)
+		fmt.Fprintf(conn, "* OK [CAPABILITY IMAP4rev1] drip\r\n")
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			tag, rest, _ := strings.Cut(line, " ")
+			switch {
+			case strings.HasPrefix(rest, "LOGIN"):
+				fmt.Fprintf(conn, "%s OK [CAPABILITY IMAP4rev1] in\r\n", tag)
+			case strings.Contains(rest, "BODY.PEEK[]"):
+				fmt.Fprintf(conn, "* 1 FETCH (UID 1 BODY[] {%d}\r\n", size)
+				chunk := bytes.Repeat([]byte("x"), 100)
+				for sent := 0; sent < size; sent += 100 {
+					if stallAfter > 0 && sent >= stallAfter {
+						time.Sleep(time.Hour)
+						return
+					}
+					conn.Write(chunk[:min(100, size-sent)])
+					time.Sleep(pause)
+				}
+				fmt.Fprintf(conn, ")\r\n%s OK done\r\n", tag)
+			case strings.Contains(rest, "FETCH"):
+				fmt.Fprintf(conn, "* 1 FETCH (UID 1 RFC822.SIZE %d INTERNALDATE \"01-Jan-2026 00:00:00 +0000\")\r\n%s OK done\r\n", size, tag)
+			case strings.HasPrefix(rest, "LOGOUT"):
+				fmt.Fprintf(conn, "* BYE\r\n%s OK bye\r\n", tag)
+				return
+			default:
+				fmt.Fprintf(conn, "%s BAD unexpected\r\n", tag)
+			}
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestFetchTimeoutCountsFromProgress: a body that keeps flowing may take
+// longer than the command timeout; one that stops is cut off.
+func TestFetchTimeoutCountsFromProgress(t *testing.T) {
+	ctx := context.Background()
+	cfg := Config{TLS: "none", Username: "u", Password: "p", Auth: "login", Logger: testLogger(t), CommandTimeout: 300 * time.Millisecond}
+
+	cfg.Addr = dripServer(t, 2000, 0, 40*time.Millisecond) // 20 chunks, ~0.8 s in all
+	c, err := Dial(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	f, err := c.FetchToFile(ctx, 1, t.TempDir(), 0)
+	if err != nil {
+		t.Fatalf("FetchToFile of a slow but moving body = %v", err)
+	}
+	if f.Size != 2000 || time.Since(start) < cfg.CommandTimeout {
+		t.Errorf("fetched %d bytes in %s; want 2000 bytes taking longer than the %s timeout", f.Size, time.Since(start), cfg.CommandTimeout)
+	}
+	c.Close()
+
+	cfg.Addr = dripServer(t, 2000, 500, 10*time.Millisecond)
+	if c, err = Dial(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	if _, err := c.FetchToFile(ctx, 1, t.TempDir(), 0); !errors.Is(err, ErrTimeout) {
+		t.Errorf("FetchToFile of a stalled body = %v, want ErrTimeout", err)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("stalled fetch took %s to give up", el)
 	}
 	c.Close()
 }
