@@ -126,13 +126,17 @@ func (cfg *Config) tlsConfig(host string) (*tls.Config, error) {
 		tc.ServerName = cfg.TLSServerName
 	}
 	if cfg.TLSCAFile != "" {
+		// Read at every connect, so a renewed CA is picked up. A file
+		// that is missing or broken now (being replaced, say) is a
+		// temporary failure, retried with backoff: the configuration
+		// check at startup already found it good once.
 		pem, err := os.ReadFile(cfg.TLSCAFile)
 		if err != nil {
-			return nil, fmt.Errorf("%w: tls CA file: %v", ErrConfig, err)
+			return nil, fmt.Errorf("imapwatch: tls_ca_file: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%w: tls CA file %s: no PEM certificate", ErrConfig, cfg.TLSCAFile)
+			return nil, fmt.Errorf("imapwatch: tls_ca_file %s: no PEM certificate", cfg.TLSCAFile)
 		}
 		tc.RootCAs = pool
 	}

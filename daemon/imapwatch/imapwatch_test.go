@@ -198,14 +198,19 @@ func TestConfigRefused(t *testing.T) {
 		{Addr: "127.0.0.1:143", TLS: "sometimes"},
 		{Addr: "127.0.0.1:143", TLS: "none", Auth: "cram-md5"},
 		{Addr: "127.0.0.1", TLS: "none"},
-		{Addr: "127.0.0.1:993", TLS: "implicit", TLSCAFile: "/nonexistent/ca.pem"},
 	} {
 		_, err := Dial(ctx, cfg)
 		if !errors.Is(err, ErrConfig) {
 			t.Errorf("Dial(%+v) = %v, want ErrConfig", cfg, err)
 		}
 	}
-	_, err := Dial(ctx, Config{Addr: "192.0.2.1:143", TLS: "none"})
+	// A CA file missing at connect time is worth retrying: it may be being
+	// replaced.
+	_, err := Dial(ctx, Config{Addr: "127.0.0.1:993", TLS: "implicit", TLSCAFile: "/nonexistent/ca.pem"})
+	if err == nil || errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "tls_ca_file") {
+		t.Errorf("Dial(missing CA file) = %v, want a temporary error naming tls_ca_file", err)
+	}
+	_, err = Dial(ctx, Config{Addr: "192.0.2.1:143", TLS: "none"})
 	if !strings.Contains(err.Error(), "loopback") {
 		t.Errorf("Dial(tls none, remote) = %v, want an error naming loopback", err)
 	}
