@@ -242,6 +242,11 @@ func (c *Conn) login() error {
 		return nil
 	}
 	var ie *imap.Error
+	if errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeNo && ie.Code == imap.ResponseCodeUnavailable {
+		// RFC 5530: the server cannot check credentials right now (its
+		// user database is down): an ordinary retry, not a refusal.
+		return fmt.Errorf("imapwatch: login to %s: server unavailable: %s", c.cfg.Addr, ie.Text)
+	}
 	if errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeNo {
 		// The server's text may be shown; it never contains our password.
 		return fmt.Errorf("%w: %s as %s: %s", ErrAuth, c.cfg.Addr, c.cfg.Username, ie.Text)

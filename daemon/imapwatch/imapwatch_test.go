@@ -761,3 +761,38 @@ func TestFetchTimeoutCountsFromProgress(t *testing.T) {
 	}
 	c.Close()
 }
+
+// TestLoginRefusalKinds: only a real refusal is ErrAuth (retried slowly);
+// NO [UNAVAILABLE] means the server cannot check now (RFC 5530).
+func TestLoginRefusalKinds(t *testing.T) {
+	serve := func(answer string) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			fmt.Fprintf(conn, "* OK [CAPABILITY IMAP4rev1] hi\r\n")
+			line, _ := bufio.NewReader(conn).ReadString('\n')
+			tag, _, _ := strings.Cut(line, " ")
+			fmt.Fprintf(conn, "%s %s\r\n", tag, answer)
+		}()
+		return ln.Addr().String()
+	}
+	ctx := context.Background()
+	for answer, wantAuth := range map[string]bool{
+		"NO [AUTHENTICATIONFAILED] invalid credentials": true,
+		"NO no such user":                     true,
+		"NO [UNAVAILABLE] user database down": false,
+	} {
+		_, err := Dial(ctx, Config{Addr: serve(answer), TLS: "none", Username: "u", Password: "p", Auth: "login"})
+		if err == nil || errors.Is(err, ErrAuth) != wantAuth {
+			t.Errorf("login answered %q: Dial = %v, ErrAuth %v, want %v", answer, err, errors.Is(err, ErrAuth), wantAuth)
+		}
+	}
+}
