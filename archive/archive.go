@@ -20,6 +20,7 @@
 //	archive_keys     account 0 folder 0 uidvalidity uid sha256 → id (current version)
 //	archive_index    kind | value 0 | time (8) | id (8) → nothing
 //	archive_copies   id → copy JSON (the user's IMAP copy)
+//	archive_pending  id → nothing: a new version whose user copy is still to be updated
 package archive
 
 import (
@@ -46,6 +47,7 @@ var (
 	bucketKeys    = []byte("archive_keys")
 	bucketIndex   = []byte("archive_index")
 	bucketCopies  = []byte("archive_copies")
+	bucketPending = []byte("archive_pending")
 	keyHead       = []byte("head")
 )
 
@@ -79,7 +81,7 @@ func Open(dir string, db *bbolt.DB) (*Archive, error) {
 		}
 	}
 	err := db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketRecords, bucketMeta, bucketKeys, bucketIndex, bucketCopies} {
+		for _, b := range [][]byte{bucketRecords, bucketMeta, bucketKeys, bucketIndex, bucketCopies, bucketPending} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -419,6 +421,12 @@ func (a *Archive) commit(r *Record, supersedes uint64) (*Record, bool, error) {
 		}
 		idx := tx.Bucket(bucketIndex)
 		if supersedes != 0 {
+			// The user's copy must follow the new version; the daemon
+			// does that (PendingCopies), also after a retry run while it
+			// was stopped.
+			if err := tx.Bucket(bucketPending).Put(u64(id), nil); err != nil {
+				return err
+			}
 			old, err := getRecord(tx, supersedes)
 			if err != nil {
 				return err

@@ -465,6 +465,16 @@ func TestReprocessAfterAddingOldKey(t *testing.T) {
 	if res, _ := a.Verify(nil); !res.OK() || res.Records != 2 {
 		t.Errorf("Verify after retry: %+v", res)
 	}
+	// The user's copy must follow: the new version is pending until done.
+	if p, err := a.PendingCopies(); err != nil || !slices.Equal(p, []uint64{r2.ID}) {
+		t.Errorf("PendingCopies = %v, %v; want [%d]", p, err, r2.ID)
+	}
+	if err := a.CopyDone(r2.ID); err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := a.PendingCopies(); len(p) != 0 {
+		t.Errorf("PendingCopies after CopyDone = %v", p)
+	}
 }
 
 func TestConcurrentPuts(t *testing.T) {

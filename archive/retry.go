@@ -164,3 +164,37 @@ func (a *Archive) Head() (uint64, string, error) {
 	})
 	return id, h, err
 }
+
+// PendingCopies returns the records (new versions written by Reprocess)
+// whose user copy has not been brought up to date yet, oldest first.
+func (a *Archive) PendingCopies() ([]uint64, error) {
+	var ids []uint64
+	err := a.db.View(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketPending)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, _ []byte) error {
+			if len(k) == 8 {
+				ids = append(ids, binary.BigEndian.Uint64(k))
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("archive: pending copies: %w", err)
+	}
+	return ids, nil
+}
+
+// CopyDone removes id from PendingCopies.
+func (a *Archive) CopyDone(id uint64) error {
+	if a.readOnly {
+		return ErrReadOnly
+	}
+	err := a.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketPending).Delete(u64(id)) })
+	if err != nil {
+		return fmt.Errorf("archive: record %d: %w", id, err)
+	}
+	return nil
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/daemon/imapwatch"
@@ -26,6 +27,8 @@ type Service struct {
 	eng    *harvest.Engine
 	log    *slog.Logger
 	notify *Notifier
+	// copyWake (one slot) wakes copyLoop.
+	copyWake chan struct{}
 }
 
 // NewService loads keys and trust anchors and opens the store. The caller
@@ -71,7 +74,7 @@ func NewService(cfg *Config, log *slog.Logger, notify *Notifier) (*Service, erro
 		return nil, err
 	}
 	eng := harvest.New(harvest.Options{Keys: keys, Roots: roots, Store: store, Harvest: true, RejectSHA1: cfg.Trust.RejectSHA1})
-	return &Service{cfg: cfg, store: store, arch: arch, cps: cps, eng: eng, log: log, notify: notify}, nil
+	return &Service{cfg: cfg, store: store, arch: arch, cps: cps, eng: eng, log: log, notify: notify, copyWake: make(chan struct{}, 1)}, nil
 }
 
 // Close releases the store.
@@ -86,6 +89,7 @@ func (s *Service) Run(ctx context.Context) error {
 		n += len(a.Folders)
 	}
 	errs := make(chan error, n)
+	sinks := map[string]*archiveSink{}
 	for _, a := range s.cfg.Accounts {
 		password, err := harvest.ReadPasswordFile(a.PasswordFile)
 		if err != nil {
@@ -103,6 +107,8 @@ func (s *Service) Run(ctx context.Context) error {
 			cp = &copier{cfg: imapCfg(log), folder: a.ArchiveFolder, tmpDir: filepath.Join(s.cfg.StateDir, "tmp"), log: log}
 			defer cp.close()
 		}
+		sink := &archiveSink{eng: s.eng, arch: s.arch, copier: cp, mode: a.ArchiveFolderMessages, authserv: s.cfg.Daemon.AuthservID, log: s.log.With("account", a.Name)}
+		sinks[a.Name] = sink
 		for _, folder := range a.Folders {
 			log := s.log.With("account", a.Name, "folder", folder)
 			w := NewWatcher(WatchConfig{
@@ -116,7 +122,7 @@ func (s *Service) Run(ctx context.Context) error {
 				PollInterval:     s.cfg.Daemon.PollInterval,
 				Backfill:         a.Backfill,
 				Logger:           s.log, // the watcher adds account and folder itself
-			}, s.cps, &archiveSink{eng: s.eng, arch: s.arch, copier: cp, mode: a.ArchiveFolderMessages, authserv: s.cfg.Daemon.AuthservID, log: log})
+			}, s.cps, sink)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -127,6 +133,12 @@ func (s *Service) Run(ctx context.Context) error {
 			}()
 		}
 	}
+	// The copies of re-processed messages, at start and when woken.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.copyLoop(ctx, func(account string) *archiveSink { return sinks[account] })
+	}()
 	if err := s.notify.Ready(); err != nil {
 		s.log.Warn("sd_notify READY failed", "err", err)
 	}
@@ -138,4 +150,33 @@ func (s *Service) Run(ctx context.Context) error {
 		all = append(all, err)
 	}
 	return errors.Join(all...)
+}
+
+// copyInterval is how often pending user copies are retried without a
+// wake-up.
+const copyInterval = 5 * time.Minute
+
+// copyLoop runs updateCopies at start, when WakeCopies is called, and every
+// copyInterval, until ctx ends.
+func (s *Service) copyLoop(ctx context.Context, sinkFor func(string) *archiveSink) {
+	t := time.NewTicker(copyInterval)
+	defer t.Stop()
+	for {
+		updateCopies(ctx, s.arch, sinkFor, s.log)
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.copyWake:
+		case <-t.C:
+		}
+	}
+}
+
+// WakeCopies asks the service to bring the users' copies up to date now
+// (after an archive retry through the control socket).
+func (s *Service) WakeCopies() {
+	select {
+	case s.copyWake <- struct{}{}:
+	default:
+	}
 }

@@ -39,7 +39,7 @@ type archiveSink struct {
 
 func (k *archiveSink) Deliver(ctx context.Context, m Message) error {
 	src := archive.Source{Account: m.Account, Folder: m.Folder, UIDValidity: m.UIDValidity, UID: m.UID, InternalDate: m.InternalDate}
-	log := k.log.With("uid", m.UID, "uidvalidity", m.UIDValidity)
+	log := k.log.With("folder", m.Folder, "uid", m.UID, "uidvalidity", m.UIDValidity)
 	if m.TooLarge {
 		rec, _, err := k.arch.PutUnfetched(src, m.Size, fmt.Sprintf("not fetched: %d bytes is larger than max_message_size", m.Size))
 		if err != nil {
@@ -234,5 +234,75 @@ func (c *copier) close() {
 	if c.conn != nil {
 		c.conn.Close()
 		c.conn = nil
+	}
+}
+
+// remove deletes a copy this daemon made earlier from folder.
+func (c *copier) remove(ctx context.Context, folder string, uid uint32) (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn == nil {
+		conn, err := imapwatch.Dial(ctx, c.cfg)
+		if err != nil {
+			return false, err
+		}
+		c.conn = conn
+	}
+	gone, err := c.conn.Remove(ctx, folder, uid)
+	if err != nil {
+		c.conn.Close()
+		c.conn = nil
+	}
+	return gone, err
+}
+
+// updateCopies brings the users' copies up to date after messages were
+// re-processed (archive retry): the new version's copy is appended, then
+// the old version's copy is removed from the archive folder. What fails
+// stays pending for the next call. sinkFor returns the sink of an account,
+// nil when the account is no longer configured.
+func updateCopies(ctx context.Context, arch *archive.Archive, sinkFor func(account string) *archiveSink, log *slog.Logger) {
+	ids, err := arch.PendingCopies()
+	if err != nil {
+		log.Warn("cannot read the pending user copies", "err", err)
+		return
+	}
+	for _, id := range ids {
+		if ctx.Err() != nil {
+			return
+		}
+		rec, err := arch.Get(id)
+		if err != nil {
+			log.Warn("pending user copy: record unreadable", "record", id, "err", err)
+			continue
+		}
+		k := sinkFor(rec.Account)
+		if cur, err := arch.Current(id); err == nil && cur.ID != id || k == nil || k.copier == nil {
+			// A newer version has its own entry, or there is nowhere
+			// to copy to any more.
+			arch.CopyDone(id)
+			continue
+		}
+		where, err := k.copy(ctx, rec)
+		if err != nil {
+			log.Warn("user copy of a re-processed message not stored; will retry", "account", rec.Account, "record", id, "err", err)
+			continue
+		}
+		if where != "" && rec.Supersedes != 0 {
+			if old, err := arch.GetCopy(rec.Supersedes); err == nil && old != nil && old.UID != 0 {
+				gone, err := k.copier.remove(ctx, old.Folder, old.UID)
+				switch {
+				case err != nil:
+					log.Warn("old user copy not removed; will retry", "account", rec.Account, "folder", old.Folder, "uid", old.UID, "err", err)
+					continue
+				case !gone:
+					log.Info("old user copy flagged \\Deleted (the server has no UIDPLUS to expunge just it)", "account", rec.Account, "folder", old.Folder, "uid", old.UID)
+				}
+			}
+		}
+		log.Info("user copy updated after re-processing", "account", rec.Account, "record", id, "supersedes", rec.Supersedes, "copy", where)
+		if err := arch.CopyDone(id); err != nil {
+			log.Warn("pending user copy not cleared", "record", id, "err", err)
+		}
 	}
 }

@@ -117,3 +117,76 @@ func TestSinkCrashWindows(t *testing.T) {
 		t.Errorf("retry after the refused copy: %v, %d copies", err, copies())
 	}
 }
+
+// TestUpdateCopiesAfterRetry: a message archived undecryptable (its copy
+// under archive_folder_messages = "all" shows it as such) is decrypted by
+// a retry with an old key; the copy in the archive folder is replaced.
+func TestUpdateCopiesAfterRetry(t *testing.T) {
+	d := dovecottest.Start(t)
+	d.AddUser(t, "ceo", "pw-ceo")
+	dir := t.TempDir()
+	st, err := harvest.OpenStore(filepath.Join(dir, "smimed.db"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	arch, err := archive.Open(filepath.Join(dir, "archive"), st.DB())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := func(name string) *cms.Key {
+		kp := filepath.Join(dir, name+".key")
+		os.WriteFile(kp, fixture(t, "pki", name+".key"), 0o600)
+		lk, err := harvest.LoadPEMKey(filepath.Join("..", "testdata", "pki", name+".crt"), kp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &cms.Key{Cert: lk.Cert, Private: lk.Private}
+	}
+	logs := &lockedBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	cp := &copier{
+		cfg:    imapwatch.Config{Addr: d.Addr(), TLS: "none", Username: "ceo", Password: "pw-ceo", Logger: log},
+		folder: "Decrypted", tmpDir: dir, log: log,
+	}
+	defer cp.close()
+	sink := &archiveSink{eng: harvest.New(harvest.Options{Keys: []*cms.Key{key("org-new")}}), arch: arch, copier: cp, mode: "all", authserv: "mx.test", log: log}
+
+	raw := fixture(t, "msg", "enc-old-key.eml")
+	p := filepath.Join(dir, "fetched.eml")
+	os.WriteFile(p, raw, 0o600)
+	ctx := context.Background()
+	if err := sink.Deliver(ctx, Message{Account: "ceo", Folder: "INBOX", UIDValidity: 3, UID: 8, Path: p, Size: int64(len(raw))}); err != nil {
+		t.Fatal(err)
+	}
+	hdr := func() string { return d.Doveadm(t, "fetch", "-u", "ceo", "hdr", "mailbox", "Decrypted", "all") }
+	if h := hdr(); strings.Count(h, "X-Smimed-Decryption: failed") != 1 {
+		t.Fatalf("copy before the retry:\n%s", h)
+	}
+	rec, _ := arch.Lookup(archive.Source{Account: "ceo", Folder: "INBOX", UIDValidity: 3, UID: 8}, sha256Hex(raw))
+	v2, changed, err := arch.Reprocess(rec.ID, harvest.New(harvest.Options{Keys: []*cms.Key{key("org-new"), key("org-old")}}))
+	if err != nil || !changed {
+		t.Fatalf("Reprocess = %v, %v", changed, err)
+	}
+
+	updateCopies(ctx, arch, func(a string) *archiveSink {
+		if a == "ceo" {
+			return sink
+		}
+		return nil
+	}, log)
+	h := hdr()
+	if strings.Count(h, "X-Smimed-Source:") != 1 || !strings.Contains(h, "X-Smimed-Decryption: ok") {
+		t.Errorf("after updateCopies the folder holds:\n%s", h)
+	}
+	if c, _ := arch.GetCopy(v2.ID); c == nil || c.UID == 0 {
+		t.Errorf("new copy not recorded: %+v", c)
+	}
+	if p, _ := arch.PendingCopies(); len(p) != 0 {
+		t.Errorf("still pending: %v", p)
+	}
+	body := d.Doveadm(t, "fetch", "-u", "ceo", "text", "mailbox", "Decrypted", "all")
+	if strings.Contains(body, "application/pkcs7-mime") {
+		t.Error("the copy after the retry is still the encrypted message")
+	}
+}

@@ -142,3 +142,33 @@ func headerHas(block []byte, want map[string]string) bool {
 func unfold(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
+
+// Remove deletes message uid from folder, one of our own folders (the
+// archive folder), never a watched one: SELECT, UID STORE +FLAGS.SILENT
+// (\Deleted), and UID EXPUNGE of that UID when the server has UIDPLUS
+// (RFC 4315). Without UIDPLUS the message is only flagged \Deleted: a plain
+// EXPUNGE would also remove what the user flagged. It reports whether the
+// message is gone.
+func (c *Conn) Remove(ctx context.Context, folder string, uid uint32) (bool, error) {
+	err := c.run(ctx, 0, "SELECT "+folder, func() error {
+		_, err := c.client.Select(folder, nil).Wait()
+		return err
+	})
+	if err != nil {
+		return false, err
+	}
+	set := imap.UIDSetNum(imap.UID(uid))
+	err = c.run(ctx, 0, fmt.Sprintf("UID STORE %d +FLAGS.SILENT (\\Deleted)", uid), func() error {
+		return c.client.Store(set, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close()
+	})
+	if err != nil {
+		return false, err
+	}
+	if !c.caps.Has(imap.CapUIDPlus) && !c.caps.Has(imap.CapIMAP4rev2) {
+		return false, nil
+	}
+	err = c.run(ctx, 0, fmt.Sprintf("UID EXPUNGE %d", uid), func() error {
+		return c.client.UIDExpunge(set).Close()
+	})
+	return err == nil, err
+}

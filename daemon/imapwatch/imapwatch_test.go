@@ -589,6 +589,14 @@ func TestDovecot(t *testing.T) {
 		if n := len(d.uids(t, u, "Decrypted")); n != 4 {
 			t.Fatalf("doveadm sees %d messages, want 4", n)
 		}
+		// Remove takes exactly that one away (Dovecot has UIDPLUS).
+		if gone, err := c.Remove(ctx, "Decrypted", u1); err != nil || !gone {
+			t.Fatalf("Remove(%d) = %v, %v", u1, gone, err)
+		}
+		left := d.uids(t, u, "Decrypted")
+		if len(left) != 3 || slices.Contains(left, u1) {
+			t.Fatalf("after Remove(%d) doveadm sees %v", u1, left)
+		}
 	})
 }
 
