@@ -28,6 +28,7 @@ Usage:
   smimed certs [--config FILE] trust [--all] FINGERPRINT        release a certificate from quarantine
   smimed check-config [--config FILE]                           list every problem in the configuration
   smimed run [--config FILE]                                    watch the IMAP folders (the service)
+  smimed archive [--config FILE] SUBCOMMAND                     list, show, export, failed, retry, verify the archive
   smimed help                                                   this text
 
 FILE may be "-" for standard input. The default config is /etc/smimed/smimed.toml.
@@ -55,6 +56,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return checkConfigMain(rest, stdout, stderr)
 	case "run":
 		return runMain(rest, stdout, stderr)
+	case "archive":
+		return archiveCommand(rest, stdout, stderr)
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, usageText)
 		return exitOK
