@@ -29,6 +29,7 @@ Usage:
   smimed check-config [--config FILE]                           list every problem in the configuration
   smimed run [--config FILE]                                    watch the IMAP folders (the service)
   smimed archive [--config FILE] SUBCOMMAND                     list, show, export, failed, retry, verify the archive
+  smimed backup [--config FILE] --out FILE [--force]            consistent copy of the store (not the archive files)
   smimed help                                                   this text
 
 FILE may be "-" for standard input. The default config is /etc/smimed/smimed.toml.
@@ -58,6 +59,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runMain(rest, stdout, stderr)
 	case "archive":
 		return archiveCommand(rest, stdout, stderr)
+	case "backup":
+		return backupMain(rest, stdout, stderr)
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, usageText)
 		return exitOK
