@@ -345,8 +345,12 @@ func archiveList(args []string, stdout, stderr io.Writer) int {
 			if status == "" {
 				status = "-"
 			}
+			from, subject := r.From, r.Subject
+			if r.PlaintextFile == "" {
+				from, subject = "-", "(not fetched: "+r.Error+")"
+			}
 			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", r.ID, listTime(r), status,
-				cut(clean(r.From), listFromWidth), cut(clean(r.Subject), listSubjectWidth))
+				cut(clean(from), listFromWidth), cut(clean(subject), listSubjectWidth))
 			return nil
 		})
 		if ferr := tw.Flush(); err == nil {

@@ -195,6 +195,9 @@ func TestArchiveListText(t *testing.T) {
 	if !strings.Contains(ste, "decrypted,signed-valid") || !strings.Contains(ste, "2026-02-15 12:30") || !strings.Contains(ste, "alice@partner.example") {
 		t.Errorf("sign-then-encrypt line = %q", ste)
 	}
+	if big := lines[1]; !strings.Contains(big, "(not fetched: message exceeds max_message_size)") {
+		t.Errorf("the unfetched record's line %q does not say why it has no message", big)
+	}
 	// The evil Subject stays on its line, escaped.
 	if !strings.Contains(out, `Invoice\n99`) {
 		t.Errorf("escaped subject not shown:\n%s", out)
