@@ -3,7 +3,7 @@ GO ?= go
 PREFIX ?= /usr
 DESTDIR ?=
 
-.PHONY: all build test vet fmt-check fuzz bench clean
+.PHONY: all build test vet fmt-check fuzz bench clean install
 
 all: build
 
@@ -33,3 +33,21 @@ bench:
 
 clean:
 	rm -f smimed
+
+# Install the binary and the service files (systemd/README.md): PREFIX
+# (default /usr) takes the binary and the systemd, sysusers.d and tmpfiles.d
+# files, and the unit's ExecStart= follows it; the example configuration
+# goes to /etc/smimed (where the unit looks, whatever PREFIX) beside
+# smimed.toml, which is never written. DESTDIR stages it all under another
+# root for packaging. INSTALL_BIN is where the binary is built first.
+INSTALL_BIN ?= smimed
+UNITDIR = $(DESTDIR)$(PREFIX)/lib/systemd/system
+install:
+	$(GO) build -trimpath -o $(INSTALL_BIN) ./cmd/smimed
+	install -D -m 0755 $(INSTALL_BIN) $(DESTDIR)$(PREFIX)/bin/smimed
+	install -d -m 0755 $(UNITDIR)
+	sed 's|^ExecStart=/usr/bin/smimed |ExecStart=$(PREFIX)/bin/smimed |' systemd/smimed.service >$(UNITDIR)/smimed.service
+	chmod 0644 $(UNITDIR)/smimed.service
+	install -D -m 0644 systemd/smimed.sysusers $(DESTDIR)$(PREFIX)/lib/sysusers.d/smimed.conf
+	install -D -m 0644 systemd/smimed.tmpfiles $(DESTDIR)$(PREFIX)/lib/tmpfiles.d/smimed.conf
+	install -D -m 0644 systemd/smimed.toml.example $(DESTDIR)/etc/smimed/smimed.toml.example
