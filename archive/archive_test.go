@@ -430,9 +430,12 @@ func TestReprocessAfterAddingOldKey(t *testing.T) {
 	if !r1.Has(StatusUndecryptable) || len(r1.Recipients) == 0 {
 		t.Fatalf("without org-old: status %v recipients %v", r1.Status, r1.Recipients)
 	}
-	// Nothing changed: no new version.
-	if r, changed, err := a.Reprocess(r1.ID, engine(t, "org-new")); err != nil || changed || r.ID != r1.ID {
-		t.Errorf("Reprocess with the same keys: id %d changed %v err %v", r.ID, changed, err)
+	// Nothing changed: no new version — also with another key that does
+	// not fit (the error text counts the keys tried).
+	for _, keys := range [][]string{{"org-new"}, {"org-new", "org-ec256"}} {
+		if r, changed, err := a.Reprocess(r1.ID, engine(t, keys...)); err != nil || changed || r.ID != r1.ID {
+			t.Errorf("Reprocess with keys %v: id %d changed %v err %v", keys, r.ID, changed, err)
+		}
 	}
 	r2, changed, err := a.Reprocess(r1.ID, engine(t, "org-new", "org-old"))
 	if err != nil || !changed {

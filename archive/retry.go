@@ -84,11 +84,20 @@ func (a *Archive) Reprocess(id uint64, eng *harvest.Engine) (rec *Record, change
 	return rec, err == nil, err
 }
 
-// sameOutcome compares what the engine found, not when.
+// sameOutcome compares what the engine found, not when, and not how it
+// put a failure into words: the text of a failed decryption names how many
+// keys were tried, which changes with every key added, while the message
+// stays as undecryptable as before.
 func sameOutcome(a, b *Record) bool {
-	ja, _ := json.Marshal([]any{a.Status, a.Layers, a.Decryption, a.Signatures, a.Recipients, a.Error})
-	jb, _ := json.Marshal([]any{b.Status, b.Layers, b.Decryption, b.Signatures, b.Recipients, b.Error})
-	return slices.Equal(ja, jb)
+	key := func(r *Record) []byte {
+		d, e := r.Decryption, r.Error
+		if d.Status == harvest.DecryptFailed {
+			d.Error, e = "", "" // both hold the failure's text
+		}
+		j, _ := json.Marshal([]any{r.Status, r.Layers, d, r.Signatures, r.Recipients, e})
+		return j
+	}
+	return slices.Equal(key(a), key(b))
 }
 
 // Copy is where the user's readable copy of a record went.
