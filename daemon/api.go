@@ -5,12 +5,22 @@ package daemon
 // socket (control.go) offers the same interface to `smimed archive …` while
 // the daemon runs and holds the store's lock; without a running daemon the
 // commands open the store themselves and use Local.
+//
+// Every read leaves an entry in the archive's audit log (archive.Audit)
+// before any data is handed out; when the entry cannot be written, the
+// read fails. Listing the audit log is itself audited (action "audit"):
+// who looked at who read what is worth knowing too.
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/user"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/harvest"
@@ -48,15 +58,46 @@ type ArchiveAPI interface {
 	Retry(ctx context.Context, ids []uint64, fn func(RetryResult) error) error
 	// Backup writes a consistent copy of the store to w.
 	Backup(ctx context.Context, w io.Writer) (int64, error)
+	// Audit passes the audit log entries written at or after since to
+	// fn, oldest first.
+	Audit(ctx context.Context, since time.Time, fn func(archive.AuditEntry) error) error
 	Close() error
 }
 
-// Local is ArchiveAPI on an archive this process has open.
+// Admin commands the audit log tells apart from the API call they make:
+// `archive failed` lists records as `archive list` does, `archive export`
+// reads messages as `archive show` does.
+const (
+	CommandFailed = "failed"
+	CommandExport = "export"
+)
+
+type auditCommandKey struct{}
+
+// WithAuditCommand names the admin command (CommandFailed or
+// CommandExport) whose calls are made with the returned context, so that
+// their audit entries say "failed" or "export" instead of "list" or
+// "show". It changes nothing else: the read is audited either way. Other
+// names are ignored.
+func WithAuditCommand(ctx context.Context, command string) context.Context {
+	if command != CommandFailed && command != CommandExport {
+		return ctx
+	}
+	return context.WithValue(ctx, auditCommandKey{}, command)
+}
+
+func auditCommand(ctx context.Context) string {
+	c, _ := ctx.Value(auditCommandKey{}).(string)
+	return c
+}
+
+// Local is ArchiveAPI on an archive this process has open. Its Archive
+// must be writable: every read writes an audit entry.
 type Local struct {
 	Archive *archive.Archive
 	Store   *harvest.Store
 	Engine  *harvest.Engine // for Retry; nil: Retry fails
-	Caller  Caller
+	Caller  Caller          // who the reads are audited as; Via must be set
 	// Closer, if set, is called by Close (the command that opened the
 	// store closes it).
 	Closer func() error
@@ -64,7 +105,76 @@ type Local struct {
 
 var _ ArchiveAPI = (*Local)(nil)
 
+// ErrNotAudited is returned, wrapped, for a read that did not happen
+// because its audit entry could not be written.
+var ErrNotAudited = errors.New("daemon: not read: the audit log cannot be written")
+
+// audit records one access by l.Caller.
+func (l *Local) audit(action, detail string) error {
+	c := l.Caller
+	if c.Via == "" {
+		return fmt.Errorf("%w: the caller is unknown", ErrNotAudited)
+	}
+	err := l.Archive.Audit(archive.AuditEntry{
+		UID: c.UID, GID: c.GID, PID: c.PID, User: userName(c.UID), Via: c.Via,
+		Action: action, Detail: detail,
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrNotAudited, err)
+	}
+	return nil
+}
+
+// userName is the login name of uid, or "" when it has none.
+func userName(uid int) string {
+	u, err := user.LookupId(strconv.Itoa(uid))
+	if err != nil {
+		return ""
+	}
+	return u.Username
+}
+
+// queryDetail describes q for the audit log (the filters, not what they
+// matched).
+func queryDetail(q archive.Query) string {
+	var b strings.Builder
+	add := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(&b, " %s=%s", k, strconv.Quote(v))
+		}
+	}
+	add("from", q.From)
+	add("to", q.To)
+	add("subject", q.Subject)
+	add("status", q.Status)
+	add("account", q.Account)
+	add("message-id", q.MessageID)
+	if !q.Since.IsZero() {
+		add("since", q.Since.UTC().Format(time.RFC3339))
+	}
+	if !q.Until.IsZero() {
+		add("until", q.Until.UTC().Format(time.RFC3339))
+	}
+	if q.Limit > 0 {
+		fmt.Fprintf(&b, " limit=%d", q.Limit)
+	}
+	if b.Len() == 0 {
+		return "all"
+	}
+	return b.String()[1:]
+}
+
 func (l *Local) List(ctx context.Context, q archive.Query, fn func(*archive.Record) error) error {
+	if err := q.Check(); err != nil {
+		return err
+	}
+	action := archive.AuditList
+	if auditCommand(ctx) == CommandFailed {
+		action = archive.AuditFailed
+	}
+	if err := l.audit(action, queryDetail(q)); err != nil {
+		return err
+	}
 	return l.Archive.List(q, func(r *archive.Record) error {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -74,10 +184,27 @@ func (l *Local) List(ctx context.Context, q archive.Query, fn func(*archive.Reco
 }
 
 func (l *Local) Get(ctx context.Context, id uint64) (*archive.Record, error) {
+	if err := l.audit(archive.AuditList, fmt.Sprintf("id=%d", id)); err != nil {
+		return nil, err
+	}
 	return l.Archive.Get(id)
 }
 
 func (l *Local) Message(ctx context.Context, id uint64, original bool, w io.Writer) error {
+	action := archive.AuditShow
+	switch {
+	case auditCommand(ctx) == CommandExport:
+		action = archive.AuditExport
+	case original:
+		action = archive.AuditShowOriginal
+	}
+	detail := fmt.Sprintf("id=%d", id)
+	if original {
+		detail += " original"
+	}
+	if err := l.audit(action, detail); err != nil {
+		return err
+	}
 	r, err := l.Archive.Get(id)
 	if err != nil {
 		return err
@@ -95,13 +222,65 @@ func (l *Local) Message(ctx context.Context, id uint64, original bool, w io.Writ
 	return err
 }
 
-func (l *Local) Verify(ctx context.Context, progress func(done, total int)) (*archive.VerifyResult, error) {
-	return l.Archive.Verify(progress)
+// Verify checks the records' chain and every file, and the audit log's
+// chain; problems of the audit log are reported with ID 0 and say which
+// entry they concern.
+func (l *Local) Verify(ctx context.Context, progress func(done, total int)) (res *archive.VerifyResult, err error) {
+	if err := l.audit(archive.AuditVerify, ""); err != nil {
+		return nil, err
+	}
+	// archive.Verify takes no context; a cancelled ctx unwinds it from its
+	// progress callback, which it calls between read transactions (so none
+	// is left open), and the panic is turned back into ctx's error here.
+	defer func() {
+		if p := recover(); p != nil {
+			if p != errVerifyCancelled {
+				panic(p)
+			}
+			res, err = nil, fmt.Errorf("verify: %w", ctx.Err())
+		}
+	}()
+	res, err = l.Archive.Verify(func(done, total int) {
+		if ctx.Err() != nil {
+			panic(errVerifyCancelled)
+		}
+		if progress != nil {
+			progress(done, total)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	ares, err := l.Archive.VerifyAudit()
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range ares.Problems {
+		what := "audit log: " + p.What
+		if p.ID != 0 {
+			what = fmt.Sprintf("audit log: entry %d: %s", p.ID, p.What)
+		}
+		res.Problems = append(res.Problems, archive.Problem{What: what})
+	}
+	return res, nil
 }
+
+var errVerifyCancelled = errors.New("verify cancelled")
 
 func (l *Local) Retry(ctx context.Context, ids []uint64, fn func(RetryResult) error) error {
 	if l.Engine == nil {
 		return fmt.Errorf("retry: no engine (keys not loaded)")
+	}
+	detail := "all undecryptable"
+	if len(ids) > 0 {
+		s := make([]string, len(ids))
+		for i, id := range ids {
+			s[i] = strconv.FormatUint(id, 10)
+		}
+		detail = "ids=" + strings.Join(s, ",")
+	}
+	if err := l.audit(archive.AuditRetry, detail); err != nil {
+		return err
 	}
 	if len(ids) == 0 {
 		err := l.Archive.List(archive.Query{Status: archive.StatusUndecryptable}, func(r *archive.Record) error {
@@ -131,7 +310,26 @@ func (l *Local) Retry(ctx context.Context, ids []uint64, fn func(RetryResult) er
 }
 
 func (l *Local) Backup(ctx context.Context, w io.Writer) (int64, error) {
+	if err := l.audit(archive.AuditBackup, ""); err != nil {
+		return 0, err
+	}
 	return backupStore(l.Store, w)
+}
+
+func (l *Local) Audit(ctx context.Context, since time.Time, fn func(archive.AuditEntry) error) error {
+	detail := "all"
+	if !since.IsZero() {
+		detail = "since=" + since.UTC().Format(time.RFC3339)
+	}
+	if err := l.audit(archive.AuditAudit, detail); err != nil {
+		return err
+	}
+	return l.Archive.AuditLog(since, func(e archive.AuditEntry) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return fn(e)
+	})
 }
 
 func (l *Local) Close() error {
