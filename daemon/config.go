@@ -171,6 +171,12 @@ func LoadConfig(path string) (*Config, error) {
 	}
 	cfg.Accounts = parseAccounts(raw.Accounts, dir, addf)
 	cfg.Daemon = parseDaemon(raw.Daemon, addf)
+	if cs := cfg.Daemon.ControlSocket; cs != "" {
+		cfg.Daemon.ControlSocket = resolve(dir, cs)
+		if len(cfg.Daemon.ControlSocket) > maxSocketPath {
+			addf("daemon.control_socket: %q is longer than the %d bytes a unix socket path may have", cfg.Daemon.ControlSocket, maxSocketPath)
+		}
+	}
 	if len(problems) > 0 {
 		return cfg, &ConfigError{Path: path, Problems: problems}
 	}

@@ -41,6 +41,9 @@ type DaemonConfig struct {
 	// users' copies (RFC 8601); incoming fields with this id are removed.
 	// Default: the host name.
 	AuthservID string
+	// ControlSocket is the control socket's path; "" = the default
+	// (Config.ControlSocketPath).
+	ControlSocket string
 }
 
 func defaultDaemon() DaemonConfig {
@@ -77,6 +80,7 @@ type rawDaemon struct {
 	LogFormat        *string `toml:"log_format"`
 	MetricsListen    *string `toml:"metrics_listen"`
 	AuthservID       *string `toml:"authserv_id"`
+	ControlSocket    *string `toml:"control_socket"`
 }
 
 var accountName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
@@ -237,6 +241,9 @@ func parseDaemon(r rawDaemon, addf func(string, ...any)) DaemonConfig {
 		} else {
 			d.AuthservID = *r.AuthservID
 		}
+	}
+	if r.ControlSocket != nil {
+		d.ControlSocket = *r.ControlSocket // resolved against the config's directory by LoadConfig
 	}
 	return d
 }

@@ -1,0 +1,643 @@
+package daemon
+
+// The control socket: while the daemon runs it holds the store's lock, so
+// `smimed archive …` reaches the archive through a unix socket instead
+// (control_client.go is its client). Who may connect is decided twice: the
+// socket file is mode 0660 in the service's group, and every connection's
+// peer credentials (SO_PEERCRED, which the kernel fills in and the peer
+// cannot forge) must name root, the daemon's own user, or a member of the
+// service's group. Every read is audited as the peer (via "socket").
+//
+// Protocol, one request per connection, every line a JSON object ending
+// in "\n":
+//
+//	client → {"op":"list","query":{…},"command":"failed"}   at most 64 KiB, within 10 s
+//	daemon → {"record":{…}}            list, get
+//	         {"data":"base64…"}        message, backup: chunks of the bytes
+//	         {"progress":[done,total]} verify
+//	         {"verify":{…}}            verify: the result
+//	         {"retry":{…}}             retry: one per record
+//	         {"audit":{…}}             audit: one per entry
+//	         {"end":true,"n":…}        success (n: bytes of a backup; state_dir for ping)
+//	         {"error":"…","codes":[…]} failure; nothing follows (codes: errorCodes)
+//
+// Ops: ping (not audited; DialControl's check), list, get, message, verify,
+// retry, backup, audit. The client keeps its side open until the last
+// line: a closed client cancels the request.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/smimed/smimed/archive"
+)
+
+const (
+	// maxRequestSize bounds the request line.
+	maxRequestSize = 64 << 10
+	// maxRetryIDs bounds the record ids of one retry request.
+	maxRetryIDs = 4096
+	// dataChunk is the number of bytes in one data frame.
+	dataChunk = 32 << 10
+	// maxSocketPath is the longest path a unix socket address holds
+	// (sun_path is 108 bytes with the final NUL).
+	maxSocketPath = 107
+	// controlSocketName is the socket's file name in the default
+	// directories.
+	controlSocketName = "control.sock"
+)
+
+var (
+	// requestTimeout is how long a client has to send its request.
+	requestTimeout = 10 * time.Second
+	// frameTimeout is how long one reply line may wait for a client that
+	// does not read; then the request is abandoned (a backup holds a read
+	// transaction meanwhile).
+	frameTimeout = 5 * time.Minute
+	// progressInterval spaces verify's progress lines.
+	progressInterval = 250 * time.Millisecond
+)
+
+// ErrPeerRefused is the refusal of a connecting process that is neither
+// root, the service user, nor in the service's group.
+var ErrPeerRefused = errors.New("permission denied")
+
+// ControlSocketPath is where the daemon listens: [daemon] control_socket
+// when set, else control.sock in $RUNTIME_DIRECTORY (systemd's
+// RuntimeDirectory=smimed, so /run/smimed) when that is set, else in
+// state_dir.
+func (c *Config) ControlSocketPath() string {
+	if c.Daemon.ControlSocket != "" {
+		return c.Daemon.ControlSocket
+	}
+	if rd := os.Getenv("RUNTIME_DIRECTORY"); rd != "" {
+		// Several RuntimeDirectory= entries arrive colon-separated.
+		return filepath.Join(strings.Split(rd, ":")[0], controlSocketName)
+	}
+	return filepath.Join(c.StateDir, controlSocketName)
+}
+
+// ControlSocketPaths are where a command looks for the daemon: the
+// configured socket when there is one; else $RUNTIME_DIRECTORY's (when
+// set), /run/smimed's (the unit's RuntimeDirectory, which an admin's shell
+// does not know of) and state_dir's.
+func (c *Config) ControlSocketPaths() []string {
+	if c.Daemon.ControlSocket != "" {
+		return []string{c.Daemon.ControlSocket}
+	}
+	var out []string
+	for _, p := range []string{c.ControlSocketPath(), filepath.Join("/run/smimed", controlSocketName), filepath.Join(c.StateDir, controlSocketName)} {
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// ControlOptions configure ServeControl.
+type ControlOptions struct {
+	// Path is the socket file (Config.ControlSocketPath).
+	Path string
+	// GID is the service's group: the socket file's group, and the group
+	// whose members may connect. Negative: the daemon's own group.
+	GID int
+	// StateDir is told to clients, which check that they reached the
+	// daemon of their own configuration.
+	StateDir string
+	// Open returns the archive acting for one caller, the connection's
+	// peer; it is called once per request and its Close when the request
+	// is done, so it must not close the daemon's store.
+	Open func(Caller) ArchiveAPI
+	Log  *slog.Logger
+}
+
+// ServeControl listens on the control socket until ctx ends or stop is
+// called; stop closes every connection and returns once their requests
+// have ended. A stale socket file is replaced; any other file at Path, or
+// a socket some process still answers on, is an error.
+func ServeControl(ctx context.Context, o ControlOptions) (stop func(), err error) {
+	s, err := startControl(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	return s.stop, nil
+}
+
+// controlServer is one listening control socket.
+type controlServer struct {
+	ln     *net.UnixListener
+	opts   ControlOptions
+	policy peerPolicy
+	log    *slog.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+
+	mu    sync.Mutex
+	conns map[*net.UnixConn]struct{}
+	// active counts connections being served, for the tests.
+	active atomic.Int32
+	// requestTimeout is the package's, when the server started.
+	requestTimeout time.Duration
+}
+
+func startControl(ctx context.Context, o ControlOptions) (*controlServer, error) {
+	if o.Open == nil {
+		return nil, errors.New("control socket: no archive to serve")
+	}
+	if o.GID < 0 {
+		o.GID = os.Getgid()
+	}
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("pkg", "daemon", "socket", o.Path)
+	ln, err := listenControl(o.Path, o.GID)
+	if err != nil {
+		return nil, err
+	}
+	s := &controlServer{
+		ln:             ln,
+		opts:           o,
+		log:            log,
+		conns:          map[*net.UnixConn]struct{}{},
+		requestTimeout: requestTimeout,
+		policy: peerPolicy{
+			uid: os.Getuid(), gid: o.GID, group: groupName(o.GID), groupsOf: supplementaryGroups,
+		},
+	}
+	s.ctx, s.cancel = context.WithCancel(ctx)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		<-s.ctx.Done()
+		s.ln.Close()
+		s.mu.Lock()
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+	}()
+	s.wg.Add(1)
+	go s.accept()
+	log.Info("control socket listening", "gid", o.GID)
+	return s, nil
+}
+
+func (s *controlServer) stop() {
+	s.once.Do(func() {
+		s.cancel()
+		s.wg.Wait()
+		s.log.Info("control socket closed")
+	})
+}
+
+// listenControl creates the socket file: mode 0660, group gid.
+func listenControl(path string, gid int) (*net.UnixListener, error) {
+	if len(path) > maxSocketPath {
+		return nil, fmt.Errorf("control socket %s: the path is longer than %d bytes (set [daemon] control_socket)", path, maxSocketPath)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("control socket %s: exists and is not a socket; not removing it", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("control socket %s: another process is listening on it (is smimed already running?)", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("control socket %s: removing the stale socket: %w", path, err)
+		}
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chown(path, -1, gid); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket %s: group %d: %w", path, gid, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+func (s *controlServer) accept() {
+	defer s.wg.Done()
+	for {
+		c, err := s.ln.AcceptUnix()
+		if err != nil {
+			if s.ctx.Err() != nil {
+				return
+			}
+			// Out of file descriptors, say: wait a little, go on.
+			s.log.Warn("control socket: accept failed", "err", err)
+			select {
+			case <-s.ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		s.mu.Lock()
+		if s.ctx.Err() != nil {
+			s.mu.Unlock()
+			c.Close()
+			return
+		}
+		s.conns[c] = struct{}{}
+		s.active.Add(1)
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.serve(c)
+	}
+}
+
+// peerPolicy decides who may use the control socket.
+type peerPolicy struct {
+	uid      int    // the daemon's own user
+	gid      int    // the service's group
+	group    string // its name, for the refusal
+	groupsOf func(uid int) ([]int, error)
+}
+
+// allow accepts root, the daemon's user, and members of its group (the
+// peer's primary group, or one of its user's supplementary groups).
+func (p *peerPolicy) allow(cred unix.Ucred) error {
+	uid, gid := int(cred.Uid), int(cred.Gid)
+	if uid == 0 || uid == p.uid || gid == p.gid {
+		return nil
+	}
+	if groups, err := p.groupsOf(uid); err == nil && slices.Contains(groups, p.gid) {
+		return nil
+	}
+	return fmt.Errorf("%w: uid %d is not root, the service user, or in group %s", ErrPeerRefused, uid, p.group)
+}
+
+// supplementaryGroups are the groups uid's user is a member of.
+func supplementaryGroups(uid int) ([]int, error) {
+	u, err := user.LookupId(strconv.Itoa(uid))
+	if err != nil {
+		return nil, err
+	}
+	ids, err := u.GroupIds()
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, id := range ids {
+		if n, err := strconv.Atoi(id); err == nil {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+func groupName(gid int) string {
+	if g, err := user.LookupGroupId(strconv.Itoa(gid)); err == nil {
+		return g.Name
+	}
+	return strconv.Itoa(gid)
+}
+
+// peerCredentials reads the connecting process's pid, uid and gid as the
+// kernel recorded them at connect time.
+func peerCredentials(c *net.UnixConn) (*unix.Ucred, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	err = raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	if err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("SO_PEERCRED: %w", err)
+	}
+	return cred, nil
+}
+
+// serve answers one connection.
+func (s *controlServer) serve(c *net.UnixConn) {
+	defer func() {
+		c.Close()
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		s.active.Add(-1)
+		s.wg.Done()
+	}()
+	fw := &frameWriter{conn: c, bw: bufio.NewWriter(c)}
+	cred, err := peerCredentials(c)
+	if err != nil {
+		s.log.Warn("control socket: connection without credentials", "err", err)
+		fw.fail(err)
+		return
+	}
+	caller := Caller{UID: int(cred.Uid), GID: int(cred.Gid), PID: int(cred.Pid), Via: "socket"}
+	log := s.log.With("uid", caller.UID, "gid", caller.GID, "pid", caller.PID)
+	if err := s.policy.allow(*cred); err != nil {
+		log.Warn("control socket: connection refused", "err", err)
+		api := s.opts.Open(caller)
+		if l, ok := api.(*Local); ok {
+			if aerr := l.audit(archive.AuditRefused, "connection refused"); aerr != nil {
+				log.Error("control socket: refusal not audited", "err", aerr)
+			}
+		}
+		api.Close()
+		fw.fail(err)
+		return
+	}
+
+	br := bufio.NewReader(c)
+	c.SetReadDeadline(time.Now().Add(s.requestTimeout))
+	line, err := readLine(br, maxRequestSize)
+	var req *controlRequest
+	if err == nil {
+		req, err = decodeRequest(line)
+	}
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			err = fmt.Errorf("no request within %s", s.requestTimeout)
+		}
+		log.Warn("control socket: bad request", "err", err)
+		fw.fail(fmt.Errorf("bad request: %w", err))
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+
+	// The client sends nothing more; when its side closes, the request
+	// is abandoned. The watcher ends when c is closed below.
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		io.Copy(io.Discard, br)
+		cancel()
+	}()
+	defer func() {
+		c.Close()
+		<-watched
+	}()
+	fw.ctx = ctx
+
+	start := time.Now()
+	api := s.opts.Open(caller)
+	defer api.Close()
+	end, err := s.do(ctx, api, req, fw)
+	if err == nil {
+		err = fw.frame(end)
+	} else {
+		fw.fail(err)
+	}
+	if err != nil {
+		log.Warn("control request failed", "op", req.Op, "err", err, "duration", time.Since(start).Round(time.Millisecond))
+		return
+	}
+	log.Info("control request", "op", req.Op, "duration", time.Since(start).Round(time.Millisecond))
+}
+
+// do runs one request, writing its frames; it returns the end frame.
+func (s *controlServer) do(ctx context.Context, api ArchiveAPI, req *controlRequest, fw *frameWriter) (*controlFrame, error) {
+	ctx = WithAuditCommand(ctx, req.Command)
+	end := &controlFrame{End: true}
+	var err error
+	switch req.Op {
+	case "ping":
+		end.StateDir = s.opts.StateDir
+	case "list":
+		err = api.List(ctx, req.query(), func(r *archive.Record) error {
+			return fw.frame(&controlFrame{Record: r})
+		})
+	case "get":
+		var r *archive.Record
+		if r, err = api.Get(ctx, req.ID); err == nil {
+			err = fw.frame(&controlFrame{Record: r})
+		}
+	case "message":
+		err = api.Message(ctx, req.ID, req.Original, fw)
+	case "verify":
+		var last time.Time
+		var res *archive.VerifyResult
+		res, err = api.Verify(ctx, func(done, total int) {
+			if now := time.Now(); now.Sub(last) >= progressInterval || done == total {
+				last = now
+				fw.frame(&controlFrame{Progress: &[2]int{done, total}})
+			}
+		})
+		if err == nil {
+			err = fw.frame(&controlFrame{Verify: res})
+		}
+	case "retry":
+		err = api.Retry(ctx, req.IDs, func(r RetryResult) error {
+			return fw.frame(&controlFrame{Retry: &r})
+		})
+	case "backup":
+		end.N, err = api.Backup(ctx, fw)
+	case "audit":
+		err = api.Audit(ctx, req.Since, func(e archive.AuditEntry) error {
+			return fw.frame(&controlFrame{Audit: &e})
+		})
+	default:
+		err = fmt.Errorf("unknown op %q", req.Op) // decodeRequest lets none through
+	}
+	if err == nil {
+		err = fw.err
+	}
+	return end, err
+}
+
+// controlRequest is the line a client sends.
+type controlRequest struct {
+	Op       string         `json:"op"`
+	Query    *archive.Query `json:"query,omitempty"`    // list
+	ID       uint64         `json:"id,omitempty"`       // get, message
+	Original bool           `json:"original,omitempty"` // message
+	IDs      []uint64       `json:"ids,omitempty"`      // retry; none: every undecryptable record
+	Since    time.Time      `json:"since,omitzero"`     // audit
+	// Command is the admin command making the request (WithAuditCommand).
+	Command string `json:"command,omitempty"`
+}
+
+func (r *controlRequest) query() archive.Query {
+	if r.Query == nil {
+		return archive.Query{}
+	}
+	return *r.Query
+}
+
+var controlOps = []string{"ping", "list", "get", "message", "verify", "retry", "backup", "audit"}
+
+// decodeRequest reads and checks a request line: exactly one JSON object,
+// no unknown fields, a known op with what it needs.
+func decodeRequest(line []byte) (*controlRequest, error) {
+	if len(line) > maxRequestSize {
+		return nil, fmt.Errorf("request larger than %d KiB", maxRequestSize>>10)
+	}
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	var req controlRequest
+	if err := dec.Decode(&req); err != nil {
+		return nil, fmt.Errorf("not a JSON request: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("more than one JSON value on the request line")
+	}
+	if !slices.Contains(controlOps, req.Op) {
+		return nil, fmt.Errorf("unknown op %q (want one of %s)", req.Op, strings.Join(controlOps, ", "))
+	}
+	switch req.Op {
+	case "list":
+		q := req.query()
+		if err := q.Check(); err != nil {
+			return nil, fmt.Errorf("query: %w", err)
+		}
+	case "get", "message":
+		if req.ID == 0 {
+			return nil, fmt.Errorf("%s needs a record id", req.Op)
+		}
+	case "retry":
+		if len(req.IDs) > maxRetryIDs {
+			return nil, fmt.Errorf("retry of %d records: at most %d at once", len(req.IDs), maxRetryIDs)
+		}
+	}
+	switch req.Command {
+	case "", CommandFailed, CommandExport:
+	default:
+		return nil, fmt.Errorf("unknown command %q", req.Command)
+	}
+	return &req, nil
+}
+
+// readLine reads one line (with its "\n") of at most max bytes.
+func readLine(br *bufio.Reader, max int) ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if len(line)+len(chunk) > max {
+			return nil, fmt.Errorf("line larger than %d KiB", max>>10)
+		}
+		line = append(line, chunk...)
+		switch {
+		case err == nil:
+			return line, nil
+		case err == io.EOF && len(line) > 0:
+			return nil, io.ErrUnexpectedEOF
+		case err != bufio.ErrBufferFull:
+			return nil, err
+		}
+	}
+}
+
+// controlFrame is one reply line.
+type controlFrame struct {
+	Record   *archive.Record       `json:"record,omitempty"`
+	Data     []byte                `json:"data,omitempty"` // base64 in JSON
+	Progress *[2]int               `json:"progress,omitempty"`
+	Verify   *archive.VerifyResult `json:"verify,omitempty"`
+	Retry    *RetryResult          `json:"retry,omitempty"`
+	Audit    *archive.AuditEntry   `json:"audit,omitempty"`
+	Error    string                `json:"error,omitempty"`
+	Codes    []string              `json:"codes,omitempty"` // errorCodes the error wraps
+	End      bool                  `json:"end,omitempty"`
+	N        int64                 `json:"n,omitempty"`
+	StateDir string                `json:"state_dir,omitempty"`
+}
+
+// Error codes carry the sentinel errors an error wraps to the client.
+var errorCodes = []struct {
+	code string
+	err  error
+}{
+	{"not_found", archive.ErrNotFound},
+	{"corrupt", archive.ErrCorrupt},
+	{"read_only", archive.ErrReadOnly},
+	{"not_audited", ErrNotAudited},
+	{"permission_denied", ErrPeerRefused},
+	{"cancelled", context.Canceled},
+}
+
+// frameWriter writes reply lines; as an io.Writer it sends data frames.
+// The first write error sticks.
+type frameWriter struct {
+	ctx  context.Context // nil before the request is read
+	conn net.Conn
+	bw   *bufio.Writer
+	err  error
+}
+
+func (fw *frameWriter) frame(f *controlFrame) error {
+	if fw.err != nil {
+		return fw.err
+	}
+	if fw.ctx != nil && fw.ctx.Err() != nil {
+		fw.err = fw.ctx.Err()
+		return fw.err
+	}
+	b, err := json.Marshal(f)
+	if err != nil {
+		return fmt.Errorf("control reply: %w", err)
+	}
+	fw.conn.SetWriteDeadline(time.Now().Add(frameTimeout))
+	if _, err = fw.bw.Write(append(b, '\n')); err == nil {
+		err = fw.bw.Flush()
+	}
+	if err != nil {
+		fw.err = fmt.Errorf("control reply: %w", err)
+	}
+	return fw.err
+}
+
+// fail sends the error frame.
+func (fw *frameWriter) fail(err error) {
+	f := &controlFrame{Error: err.Error()}
+	for _, c := range errorCodes {
+		if errors.Is(err, c.err) {
+			f.Codes = append(f.Codes, c.code)
+		}
+	}
+	fw.err = nil // a data write may have failed; try to say why
+	fw.frame(f)
+}
+
+// Write sends p as data frames.
+func (fw *frameWriter) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		k := min(len(p), dataChunk)
+		if err := fw.frame(&controlFrame{Data: p[:k]}); err != nil {
+			return n, err
+		}
+		n += k
+		p = p[k:]
+	}
+	return n, nil
+}
