@@ -26,6 +26,7 @@ type Service struct {
 	eng    *harvest.Engine
 	log    *slog.Logger
 	notify *Notifier
+	pool   *Pool // [daemon] workers, shared by every folder
 }
 
 // NewService loads keys and trust anchors and opens the store. The caller
@@ -66,7 +67,7 @@ func NewService(cfg *Config, log *slog.Logger, notify *Notifier) (*Service, erro
 		return nil, err
 	}
 	eng := harvest.New(harvest.Options{Keys: keys, Roots: roots, Store: store, Harvest: true, RejectSHA1: cfg.Trust.RejectSHA1})
-	return &Service{cfg: cfg, store: store, cps: cps, eng: eng, log: log, notify: notify}, nil
+	return &Service{cfg: cfg, store: store, cps: cps, eng: eng, log: log, notify: notify, pool: NewPool(cfg.Daemon.Workers)}, nil
 }
 
 // Close releases the store.
@@ -96,7 +97,7 @@ func (s *Service) Run(ctx context.Context) error {
 				},
 				TempDir:          filepath.Join(s.cfg.StateDir, "tmp"),
 				MaxMessageSize:   s.cfg.MaxMessageSize,
-				Workers:          s.cfg.Daemon.Workers,
+				Pool:             s.pool,
 				IdleRestart:      s.cfg.Daemon.IdleRestart,
 				LivenessInterval: s.cfg.Daemon.LivenessInterval,
 				PollInterval:     s.cfg.Daemon.PollInterval,

@@ -66,7 +66,11 @@ type WatchConfig struct {
 	IMAP            imapwatch.Config
 	TempDir         string // state_dir/tmp
 	MaxMessageSize  int64  // 0: no limit
-	Workers         int    // messages of this folder delivered at once; default 1
+	// Pool is the worker pool shared with other folders (see pool.go).
+	// When nil the folder gets a pool of its own of Workers slots
+	// (default 1).
+	Pool    *Pool
+	Workers int
 
 	IdleRestart      time.Duration // leave and re-enter IDLE after this; default 25m
 	LivenessInterval time.Duration // NOOP at least this often; default 5m
@@ -107,8 +111,8 @@ type Watcher struct {
 // NewWatcher returns a Watcher of cfg.Account's cfg.Folder that keeps its
 // checkpoint in cps and hands messages to sink.
 func NewWatcher(cfg WatchConfig, cps *Checkpoints, sink Sink) *Watcher {
-	if cfg.Workers <= 0 {
-		cfg.Workers = 1
+	if cfg.Pool == nil {
+		cfg.Pool = NewPool(cfg.Workers)
 	}
 	if cfg.IdleRestart <= 0 {
 		cfg.IdleRestart = 25 * time.Minute
@@ -154,13 +158,15 @@ func (w *Watcher) Run(ctx context.Context) error {
 	if _, err := parseBackfill(w.cfg.Backfill); err != nil {
 		return err
 	}
+	slots := w.cfg.Pool.Join()
+	defer slots.Leave()
 	authFailing := false
 	for {
 		if ctx.Err() != nil {
 			return nil
 		}
 		started := time.Now()
-		err := w.session(ctx)
+		err := w.session(ctx, slots)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -216,7 +222,7 @@ func parseBackfill(s string) (time.Time, error) {
 }
 
 // session is one connection: it returns why it ended.
-func (w *Watcher) session(ctx context.Context) error {
+func (w *Watcher) session(ctx context.Context, slots *PoolFolder) error {
 	conn, err := imapwatch.Dial(ctx, w.cfg.IMAP)
 	if err != nil {
 		return err
@@ -238,7 +244,6 @@ func (w *Watcher) session(ctx context.Context) error {
 	defer stop(nil)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	sem := make(chan struct{}, w.cfg.Workers)
 	nextNoop := time.Now().Add(w.cfg.LivenessInterval)
 
 	for {
@@ -256,31 +261,29 @@ func (w *Watcher) session(ctx context.Context) error {
 			}
 		}
 		for _, uid := range uids {
-			select {
-			case sem <- struct{}{}:
-			case <-sctx.Done():
+			if slots.Acquire(sctx) != nil {
 				return w.ended(ctx, sctx, &wg, nil)
 			}
 			if !w.tracker.Dispatch(uid) { // in flight or done already
-				<-sem
+				slots.Release()
 				continue
 			}
 			f, err := conn.FetchToFile(sctx, uid, w.cfg.TempDir, w.cfg.MaxMessageSize)
 			if errors.Is(err, imapwatch.ErrGone) {
-				<-sem
+				slots.Release()
 				w.log.Info("message expunged before it was fetched; skipped", "uid", uid, "uidvalidity", w.uidValidity)
 				w.done(uid)
 				continue
 			}
 			if err != nil {
-				<-sem
+				slots.Release()
 				w.tracker.Failed(uid)
 				return w.ended(ctx, sctx, &wg, err)
 			}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer func() { <-sem }()
+				defer slots.Release()
 				w.deliver(ctx, stop, f)
 			}()
 		}

@@ -560,6 +560,66 @@ func TestWatcher(t *testing.T) {
 		checkTempEmpty(t, cfg)
 	})
 
+	t.Run("SharedPoolBacklog", func(t *testing.T) {
+		// Two accounts share a pool of 2 workers. The first has a backlog
+		// whose deliveries hang; the second's new message must still get
+		// through, and the first may hold only its share (1) meanwhile.
+		busy := e.user(t)
+		e.d.AddUser(t, busy+"-fresh", "pw-"+busy+"-fresh")
+		fresh := busy + "-fresh"
+		ids := make([]string, 10)
+		for i := range ids {
+			ids[i] = fmt.Sprint("q", i)
+		}
+		e.deliver(t, busy, ids...)
+		pool := NewPool(2)
+		cfgBusy, cfgFresh := e.config(t, busy), e.config(t, fresh)
+		cfgBusy.Pool, cfgFresh.Pool = pool, pool
+		_, cps := openWatchDB(t, filepath.Join(t.TempDir(), "state.db"))
+
+		release := make(chan struct{})
+		var (
+			mu                sync.Mutex
+			inFlight, maxBusy int
+		)
+		sinkBusy := newFakeSink()
+		sinkBusy.fail = func(m Message, call int) error {
+			mu.Lock()
+			inFlight++
+			maxBusy = max(maxBusy, inFlight)
+			mu.Unlock()
+			<-release
+			mu.Lock()
+			inFlight--
+			mu.Unlock()
+			return nil
+		}
+		rb := startWatcher(t, cfgBusy, cps, sinkBusy)
+		rf := startWatcher(t, cfgFresh, cps, newFakeSink())
+		rb.waitReady(t)
+		rf.waitReady(t)
+		e.deliver(t, fresh, "fresh1")
+		sinkFresh := rf.w.sink.(*fakeSink)
+		done := sinkFresh.waitDone(t, 1)
+		if got := done[sinkKey{e.uidValidity(t, fresh), e.uids(t, fresh)[0]}]; got != "fresh1" {
+			t.Errorf("fresh folder's sink got %v, want fresh1", done)
+		}
+		mu.Lock()
+		if maxBusy != 1 {
+			t.Errorf("the backlog folder held %d slots of 2 while the other folder had mail, want 1", maxBusy)
+		}
+		mu.Unlock()
+		close(release)
+		sinkBusy.waitDone(t, 10)
+		rb.stop(t)
+		rf.stop(t)
+		checkOnce(t, sinkBusy)
+		uids := e.uids(t, busy)
+		if cp := checkpointOf(t, cps, busy); cp.UID != uids[9] {
+			t.Errorf("backlog checkpoint = %+v, want UID %d", cp, uids[9])
+		}
+	})
+
 	t.Run("BadBackfill", func(t *testing.T) {
 		cfg := e.config(t, "nobody")
 		cfg.Backfill = "some"
