@@ -82,6 +82,7 @@ type WatchConfig struct {
 	// INTERNALDATE is on or after that day (UTC), see backfillSince.
 	Backfill string
 	Logger   *slog.Logger
+	Metrics  *Metrics // folder states and backlog; nil: not recorded
 }
 
 // Watcher watches one folder; see Run.
@@ -101,7 +102,8 @@ type Watcher struct {
 	uidValidity uint32
 
 	commitMu sync.Mutex
-	stored   uint32 // highest checkpoint stored under uidValidity
+	stored   uint32          // highest checkpoint stored under uidValidity
+	listed   map[uint32]bool // the last listing's UIDs not done yet: the backlog
 
 	// onReady, for tests, is called in every session once the starting
 	// checkpoint is known, before any message is listed.
@@ -160,6 +162,8 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 	slots := w.cfg.Pool.Join()
 	defer slots.Leave()
+	acc, folder, mx := w.cfg.Account, w.cfg.Folder, w.cfg.Metrics
+	mx.FolderConnecting(acc, folder)
 	authFailing := false
 	for {
 		if ctx.Err() != nil {
@@ -174,6 +178,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		switch {
 		case errors.As(err, &perm), errors.Is(err, imapwatch.ErrConfig), errors.Is(err, ErrCheckpointKey):
 			w.log.Error("folder watcher stopped", "err", err)
+			mx.FolderDown(acc, folder, stateStopped, 0)
 			return err
 		case errors.Is(err, imapwatch.ErrAuth):
 			if !authFailing {
@@ -182,6 +187,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 				w.log.Debug("imap login still refused", "retry_in", w.authRetry, "err", err)
 			}
 			authFailing = true
+			mx.FolderDown(acc, folder, stateLoginRefused, w.authRetry)
 			if sleepCtx(ctx, w.authRetry) != nil {
 				return nil
 			}
@@ -189,12 +195,14 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 		authFailing = false // got past login: a later refusal is news again
 		if err == nil {
+			mx.FolderDown(acc, folder, stateReconnecting, 0)
 			continue
 		}
 		if time.Since(started) > time.Minute {
 			w.backoff.Reset()
 		}
 		d := w.backoff.Next()
+		mx.FolderDown(acc, folder, stateReconnecting, d)
 		if errors.Is(err, errStopped) {
 			w.log.Info("retrying from the checkpoint later", "retry_in", d)
 		} else {
@@ -238,6 +246,7 @@ func (w *Watcher) session(ctx context.Context, slots *PoolFolder) error {
 	if w.onReady != nil {
 		w.onReady(w.tracker.Checkpoint())
 	}
+	w.cfg.Metrics.FolderUp(w.cfg.Account, w.cfg.Folder)
 
 	// sctx ends the session early after a temporary sink failure.
 	sctx, stop := context.WithCancelCause(ctx)
@@ -251,6 +260,8 @@ func (w *Watcher) session(ctx context.Context, slots *PoolFolder) error {
 		if err != nil {
 			return w.ended(ctx, sctx, &wg, err)
 		}
+		w.cfg.Metrics.Checked(w.cfg.Account, w.cfg.Folder)
+		w.setListed(uids)
 		// A message that failed earlier and is no longer in the folder
 		// (moved or deleted meanwhile) cannot be retried: it must not hold
 		// the checkpoint back for ever.
@@ -293,6 +304,7 @@ func (w *Watcher) session(ctx context.Context, slots *PoolFolder) error {
 			if err := conn.Noop(sctx, 0); err != nil {
 				return w.ended(ctx, sctx, &wg, err)
 			}
+			w.cfg.Metrics.Checked(w.cfg.Account, w.cfg.Folder)
 			nextNoop = now.Add(w.cfg.LivenessInterval)
 		}
 		wait := min(w.cfg.IdleRestart, time.Until(nextNoop))
@@ -448,12 +460,30 @@ func (w *Watcher) deliver(ctx context.Context, stop context.CancelCauseFunc, f *
 	w.done(f.UID)
 }
 
+// setListed records the UIDs just listed (all above the checkpoint) as
+// the backlog, less those already done.
+func (w *Watcher) setListed(uids []uint32) {
+	w.commitMu.Lock()
+	defer w.commitMu.Unlock()
+	w.listed = make(map[uint32]bool, len(uids))
+	for _, uid := range uids {
+		if !w.tracker.Finished(uid) {
+			w.listed[uid] = true
+		}
+	}
+	w.cfg.Metrics.Backlog(w.cfg.Account, w.cfg.Folder, len(w.listed))
+}
+
 // done marks uid done and stores the checkpoint if it advanced. The lock
 // keeps the stored checkpoints in order when workers finish together.
 func (w *Watcher) done(uid uint32) {
 	w.commitMu.Lock()
 	defer w.commitMu.Unlock()
 	_, cp := w.tracker.Done(uid)
+	if w.listed[uid] {
+		delete(w.listed, uid)
+		w.cfg.Metrics.Backlog(w.cfg.Account, w.cfg.Folder, len(w.listed))
+	}
 	if cp <= w.stored {
 		return
 	}
