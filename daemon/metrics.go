@@ -27,7 +27,7 @@ const (
 	OutcomeUndecryptable = "undecryptable" // encrypted, but to none of our keys (or broken)
 	OutcomeSigned        = "signed"        // signed, not encrypted
 	OutcomePlain         = "plain"         // neither
-	OutcomeError         = "error"         // the engine could not read it at all
+	OutcomeError         = "error"         // the engine could not read it (or its decrypted content)
 	OutcomeTooLarge      = "too_large"     // over max_message_size, not downloaded
 )
 
@@ -84,10 +84,12 @@ func Outcome(m Message, rep *harvest.Report) string {
 	switch {
 	case m.TooLarge:
 		return OutcomeTooLarge
-	case rep == nil || rep.Error != "":
+	case rep == nil:
 		return OutcomeError
-	case rep.Decryption.Status == harvest.DecryptFailed:
+	case rep.Decryption.Status == harvest.DecryptFailed: // rep.Error says why
 		return OutcomeUndecryptable
+	case rep.Error != "":
+		return OutcomeError
 	case rep.Decryption.Status == harvest.DecryptOK:
 		return OutcomeDecrypted
 	case len(rep.Signatures) > 0:

@@ -594,10 +594,25 @@ func TestWatcher(t *testing.T) {
 			mu.Unlock()
 			return nil
 		}
+		metrics := NewMetrics()
+		cfgBusy.Metrics = metrics
 		rb := startWatcher(t, cfgBusy, cps, sinkBusy)
 		rf := startWatcher(t, cfgFresh, cps, newFakeSink())
-		rb.waitReady(t)
 		rf.waitReady(t)
+		// Fresh mail arrives while the backlog's deliveries hang.
+		deadline := time.Now().Add(watchTimeout)
+		for {
+			mu.Lock()
+			n := inFlight
+			mu.Unlock()
+			if n > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the backlog folder delivered nothing")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 		e.deliver(t, fresh, "fresh1")
 		sinkFresh := rf.w.sink.(*fakeSink)
 		done := sinkFresh.waitDone(t, 1)
@@ -609,9 +624,15 @@ func TestWatcher(t *testing.T) {
 			t.Errorf("the backlog folder held %d slots of 2 while the other folder had mail, want 1", maxBusy)
 		}
 		mu.Unlock()
+		if n := gauge(t, metrics, "smimed_folder_backlog_messages", busy); n != 10 {
+			t.Errorf("backlog gauge = %v while all 10 messages hang, want 10", n)
+		}
 		close(release)
 		sinkBusy.waitDone(t, 10)
 		rb.stop(t)
+		if n := gauge(t, metrics, "smimed_folder_backlog_messages", busy); n != 0 {
+			t.Errorf("backlog gauge = %v after all 10 messages are done, want 0", n)
+		}
 		rf.stop(t)
 		checkOnce(t, sinkBusy)
 		uids := e.uids(t, busy)
