@@ -105,8 +105,8 @@ func (s *Service) Reload() error {
 		}
 	}
 	s.cfg = cfg
-	for _, l := range [][]string{added, removed, restarted, unchanged} {
-		slices.Sort(l)
+	for _, list := range [][]string{added, removed, restarted, unchanged} {
+		slices.Sort(list)
 	}
 	s.log.Info("configuration reloaded",
 		"added", strings.Join(added, ","), "removed", strings.Join(removed, ","),
