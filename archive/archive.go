@@ -316,7 +316,10 @@ func (a *Archive) storeFiles(r *Record, original, plaintext []byte) error {
 			return syncDir(filepath.Dir(opath))
 		}
 	}
-	tmp := filepath.Join(a.dir, "originals", "tmp", r.OriginalSHA256)
+	// Another message with the same bytes may be stored at the same time:
+	// each writer has a temporary name of its own (the rename is atomic
+	// and both write the same content).
+	tmp := filepath.Join(a.dir, "originals", "tmp", r.PlaintextFile)
 	if err := writeDurable(tmp, opath, original); err != nil {
 		return fmt.Errorf("archive: original of %s: %w", r.Source().Marker(), err)
 	}

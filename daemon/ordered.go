@@ -119,6 +119,14 @@ func (t *Tracker) Retryable() []uint32 {
 	return uids
 }
 
+// Finished reports whether uid is done: at or below the checkpoint, or
+// marked Done above it.
+func (t *Tracker) Finished(uid uint32) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return uid <= t.checkpoint || t.state[uid] == uidDone
+}
+
 // Checkpoint returns the current checkpoint.
 func (t *Tracker) Checkpoint() uint32 {
 	t.mu.Lock()

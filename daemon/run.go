@@ -2,38 +2,95 @@ package daemon
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/daemon/imapwatch"
 	"github.com/smimed/smimed/harvest"
+	"github.com/smimed/smimed/harvest/cms"
 )
 
 // Service is `smimed run`: one watcher per account and folder, every
 // message handed to the harvest engine and kept in the archive; a message
 // counts as done once the archive holds it durably and the user's copy (if
-// any) is in the archive folder.
+// any) is in the archive folder. Reload (SIGHUP) re-reads the
+// configuration file while it runs.
 type Service struct {
-	cfg    *Config
-	store  *harvest.Store
-	arch   *archive.Archive
-	cps    *Checkpoints
-	eng    *harvest.Engine
-	log    *slog.Logger
-	notify *Notifier
-	// copyWake (one slot) wakes copyLoop.
-	copyWake chan struct{}
+	store     *harvest.Store
+	arch      *archive.Archive
+	copyWake  chan struct{} // 1 slot: wakes copyLoop
+	cps       *Checkpoints
+	log       *slog.Logger
+	notify    *Notifier
+	pool      *Pool // [daemon] workers, shared by every folder
+	metrics   *Metrics
+	metricsLn net.Listener // nil when metrics_listen is ""
+	engine    atomic.Pointer[harvest.Engine]
+	running   atomic.Int64  // watchers that have not returned
+	ended     chan struct{} // 1 slot: running dropped to 0
+
+	mu       sync.Mutex // serialises Run's start and end and Reload
+	cfg      *Config    // the configuration in force
+	ctx      context.Context
+	stopped  bool
+	initial  []accountSettings // started by Run
+	accounts map[string]*accountRun
+
+	errMu sync.Mutex
+	errs  []error // of watchers that stopped for good
 }
 
-// NewService loads keys and trust anchors and opens the store. The caller
-// must Close it.
-func NewService(cfg *Config, log *slog.Logger, notify *Notifier) (*Service, error) {
+// accountSettings is everything an account's watchers are started with:
+// a reload restarts an account exactly when they differ.
+type accountSettings struct {
+	Account          AccountConfig
+	Password         string
+	TempDir          string
+	MaxMessageSize   int64
+	IdleRestart      time.Duration
+	LivenessInterval time.Duration
+	PollInterval     time.Duration
+	AuthservID       string
+}
+
+// accountRun is one account's running watchers.
+type accountRun struct {
+	settings accountSettings
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	sink     *archiveSink
+}
+
+// wait waits for the account's watchers to finish the messages in hand,
+// then closes its APPEND connection.
+func (r *accountRun) wait() {
+	r.wg.Wait()
+	if r.sink.copier != nil {
+		r.sink.copier.close()
+	}
+}
+
+// loaded is what a configuration needs from files before it can run.
+type loaded struct {
+	keys      []*cms.Key
+	roots     *x509.CertPool
+	passwords map[string]string // by account name
+}
+
+// load reads the keys, trust anchors and account passwords cfg names, so
+// that a configuration is refused whole before anything uses it.
+func load(cfg *Config) (*loaded, error) {
 	if len(cfg.Accounts) == 0 {
 		return nil, &ConfigError{Path: cfg.Path, Problems: []string{"accounts: no [[accounts]] to watch"}}
 	}
@@ -46,6 +103,41 @@ func NewService(cfg *Config, log *slog.Logger, notify *Notifier) (*Service, erro
 		return nil, err
 	}
 	if err := cfg.CheckAccounts(); err != nil {
+		return nil, err
+	}
+	l := &loaded{keys: keys, roots: roots, passwords: map[string]string{}}
+	for _, a := range cfg.Accounts {
+		pw, err := harvest.ReadPasswordFile(a.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("account %s: %w", a.Name, err)
+		}
+		l.passwords[a.Name] = pw
+	}
+	return l, nil
+}
+
+// settings returns the watchers' settings of every account of cfg.
+func (l *loaded) settings(cfg *Config) []accountSettings {
+	var out []accountSettings
+	for _, a := range cfg.Accounts {
+		out = append(out, accountSettings{
+			Account: a, Password: l.passwords[a.Name],
+			TempDir:          filepath.Join(cfg.StateDir, "tmp"),
+			MaxMessageSize:   cfg.MaxMessageSize,
+			IdleRestart:      cfg.Daemon.IdleRestart,
+			LivenessInterval: cfg.Daemon.LivenessInterval,
+			PollInterval:     cfg.Daemon.PollInterval,
+			AuthservID:       cfg.Daemon.AuthservID,
+		})
+	}
+	return out
+}
+
+// NewService loads keys, trust anchors and passwords, opens the store and
+// the metrics listener. The caller must Close it.
+func NewService(cfg *Config, log *slog.Logger, notify *Notifier) (*Service, error) {
+	l, err := load(cfg)
+	if err != nil {
 		return nil, err
 	}
 	tmp := filepath.Join(cfg.StateDir, "tmp")
@@ -73,83 +165,180 @@ func NewService(cfg *Config, log *slog.Logger, notify *Notifier) (*Service, erro
 		store.Close()
 		return nil, err
 	}
-	eng := harvest.New(harvest.Options{Keys: keys, Roots: roots, Store: store, Harvest: true, RejectSHA1: cfg.Trust.RejectSHA1})
-	return &Service{cfg: cfg, store: store, arch: arch, cps: cps, eng: eng, log: log, notify: notify, copyWake: make(chan struct{}, 1)}, nil
+	s := &Service{
+		cfg: cfg, store: store, arch: arch, copyWake: make(chan struct{}, 1), cps: cps, log: log, notify: notify,
+		pool: NewPool(cfg.Daemon.Workers), metrics: NewMetrics(),
+		ended: make(chan struct{}, 1), initial: l.settings(cfg), accounts: map[string]*accountRun{},
+	}
+	if cfg.Daemon.MetricsListen != "" {
+		s.metricsLn, err = net.Listen("tcp", cfg.Daemon.MetricsListen)
+		if err != nil {
+			store.Close()
+			return nil, fmt.Errorf("daemon.metrics_listen: %w", err)
+		}
+	}
+	s.engine.Store(s.newEngine(cfg, l))
+	return s, nil
 }
 
-// Close releases the store.
-func (s *Service) Close() error { return s.store.Close() }
+func (s *Service) newEngine(cfg *Config, l *loaded) *harvest.Engine {
+	return harvest.New(harvest.Options{Keys: l.keys, Roots: l.roots, Store: s.store, Harvest: true, RejectSHA1: cfg.Trust.RejectSHA1})
+}
+
+// Close releases the store (and the metrics listener if Run did not).
+func (s *Service) Close() error {
+	if s.metricsLn != nil {
+		s.metricsLn.Close()
+	}
+	return s.store.Close()
+}
+
+// MetricsAddr is the address the metrics are served on, or nil.
+func (s *Service) MetricsAddr() net.Addr {
+	if s.metricsLn == nil {
+		return nil
+	}
+	return s.metricsLn.Addr()
+}
+
+// Metrics returns the service's metrics and folder states.
+func (s *Service) Metrics() *Metrics { return s.metrics }
 
 // Run watches every configured folder until ctx ends, then lets the
-// watchers finish the messages in hand and returns.
+// watchers finish the messages in hand and returns. It also returns when
+// every watcher has stopped for good, with their errors.
 func (s *Service) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
-	n := 0
-	for _, a := range s.cfg.Accounts {
-		n += len(a.Folders)
+	s.mu.Lock()
+	if s.ctx != nil {
+		s.mu.Unlock()
+		return errors.New("daemon: Service.Run called twice")
 	}
-	errs := make(chan error, n)
-	sinks := map[string]*archiveSink{}
-	for _, a := range s.cfg.Accounts {
-		password, err := harvest.ReadPasswordFile(a.PasswordFile)
-		if err != nil {
-			return fmt.Errorf("account %s: %w", a.Name, err)
-		}
-		imapCfg := func(log *slog.Logger) imapwatch.Config {
-			return imapwatch.Config{
-				Addr: a.Server, TLS: a.TLS, TLSCAFile: a.TLSCAFile, TLSServerName: a.TLSServerName,
-				Username: a.Username, Password: password, Auth: a.Auth, Logger: log,
+	s.ctx = ctx
+	for _, a := range s.initial {
+		s.startAccount(a)
+	}
+	s.initial = nil
+	s.mu.Unlock()
+
+	// The metrics and the status outlive ctx until the watchers are done.
+	bgCtx, stopBg := context.WithCancel(context.WithoutCancel(ctx))
+	var bg sync.WaitGroup
+	if s.metricsLn != nil {
+		bg.Go(func() {
+			if err := s.metrics.Serve(bgCtx, s.metricsLn); err != nil {
+				s.log.Error("metrics server stopped", "err", err)
 			}
-		}
-		var cp *copier
-		if a.ArchiveFolder != "" {
-			log := s.log.With("account", a.Name, "archive_folder", a.ArchiveFolder)
-			cp = &copier{cfg: imapCfg(log), folder: a.ArchiveFolder, tmpDir: filepath.Join(s.cfg.StateDir, "tmp"), log: log}
-			defer cp.close()
-		}
-		sink := &archiveSink{eng: s.eng, arch: s.arch, copier: cp, mode: a.ArchiveFolderMessages, authserv: s.cfg.Daemon.AuthservID, log: s.log.With("account", a.Name)}
-		sinks[a.Name] = sink
-		for _, folder := range a.Folders {
-			log := s.log.With("account", a.Name, "folder", folder)
-			w := NewWatcher(WatchConfig{
-				Account: a.Name, Folder: folder,
-				IMAP:             imapCfg(log),
-				TempDir:          filepath.Join(s.cfg.StateDir, "tmp"),
-				MaxMessageSize:   s.cfg.MaxMessageSize,
-				Workers:          s.cfg.Daemon.Workers,
-				IdleRestart:      s.cfg.Daemon.IdleRestart,
-				LivenessInterval: s.cfg.Daemon.LivenessInterval,
-				PollInterval:     s.cfg.Daemon.PollInterval,
-				Backfill:         a.Backfill,
-				Logger:           s.log, // the watcher adds account and folder itself
-			}, s.cps, sink)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if err := w.Run(ctx); err != nil {
-					log.Error("watcher stopped", "err", err)
-					errs <- fmt.Errorf("account %s folder %s: %w", a.Name, folder, err)
-				}
-			}()
-		}
+		})
 	}
+	bg.Go(func() { s.statusLoop(bgCtx) })
 	// The copies of re-processed messages, at start and when woken.
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.copyLoop(ctx, func(account string) *archiveSink { return sinks[account] })
-	}()
+	bg.Go(func() { s.copyLoop(ctx) })
 	if err := s.notify.Ready(); err != nil {
 		s.log.Warn("sd_notify READY failed", "err", err)
 	}
-	s.notify.Status(fmt.Sprintf("watching %d account(s)", len(s.cfg.Accounts)))
-	wg.Wait()
-	close(errs)
-	var all []error
-	for err := range errs {
-		all = append(all, err)
+
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-s.ended:
+			s.mu.Lock() // a reload in progress may start watchers again
+			done = s.running.Load() == 0
+			s.mu.Unlock()
+		}
 	}
-	return errors.Join(all...)
+	s.mu.Lock()
+	s.stopped = true
+	runs := slices.Collect(maps.Values(s.accounts))
+	s.mu.Unlock()
+	for _, r := range runs {
+		r.cancel()
+	}
+	for _, r := range runs {
+		r.wait()
+	}
+	stopBg()
+	bg.Wait()
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	return errors.Join(s.errs...)
+}
+
+// startAccount starts one watcher per folder of a. Called with mu held.
+func (s *Service) startAccount(a accountSettings) {
+	actx, cancel := context.WithCancel(s.ctx)
+	imapCfg := func(log *slog.Logger) imapwatch.Config {
+		return imapwatch.Config{
+			Addr: a.Account.Server, TLS: a.Account.TLS, TLSCAFile: a.Account.TLSCAFile, TLSServerName: a.Account.TLSServerName,
+			Username: a.Account.Username, Password: a.Password, Auth: a.Account.Auth, Logger: log,
+		}
+	}
+	sink := &archiveSink{
+		engine: &s.engine, arch: s.arch, metrics: s.metrics,
+		mode: a.Account.ArchiveFolderMessages, authserv: a.AuthservID,
+		log: s.log.With("account", a.Account.Name),
+	}
+	if a.Account.ArchiveFolder != "" {
+		log := s.log.With("account", a.Account.Name, "archive_folder", a.Account.ArchiveFolder)
+		sink.copier = &copier{cfg: imapCfg(log), folder: a.Account.ArchiveFolder, tmpDir: a.TempDir, log: log}
+	}
+	r := &accountRun{settings: a, cancel: cancel, sink: sink}
+	for _, folder := range a.Account.Folders {
+		log := s.log.With("account", a.Account.Name, "folder", folder)
+		w := NewWatcher(WatchConfig{
+			Account: a.Account.Name, Folder: folder,
+			IMAP:             imapCfg(log),
+			TempDir:          a.TempDir,
+			MaxMessageSize:   a.MaxMessageSize,
+			Pool:             s.pool,
+			IdleRestart:      a.IdleRestart,
+			LivenessInterval: a.LivenessInterval,
+			PollInterval:     a.PollInterval,
+			Backfill:         a.Account.Backfill,
+			Logger:           s.log, // the watcher adds account and folder itself
+			Metrics:          s.metrics,
+		}, s.cps, sink)
+		r.wg.Add(1)
+		s.running.Add(1)
+		go func() {
+			defer r.wg.Done()
+			if err := w.Run(actx); err != nil {
+				log.Error("watcher stopped", "err", err)
+				s.errMu.Lock()
+				s.errs = append(s.errs, fmt.Errorf("account %s folder %s: %w", a.Account.Name, folder, err))
+				s.errMu.Unlock()
+			}
+			if s.running.Add(-1) == 0 {
+				select {
+				case s.ended <- struct{}{}:
+				default:
+				}
+			}
+		}()
+	}
+	s.accounts[a.Account.Name] = r
+}
+
+// statusLoop sends the STATUS= line when it changed, at most once a
+// second.
+func (s *Service) statusLoop(ctx context.Context) {
+	last := ""
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.metrics.changed():
+		}
+		if line := s.metrics.Status(); line != last {
+			if err := s.notify.Status(line); err != nil {
+				s.log.Debug("sd_notify STATUS failed", "err", err)
+			}
+			last = line
+		}
+		if sleepCtx(ctx, time.Second) != nil {
+			return
+		}
+	}
 }
 
 // copyInterval is how often pending user copies are retried without a
@@ -158,9 +347,17 @@ const copyInterval = 5 * time.Minute
 
 // copyLoop runs updateCopies at start, when WakeCopies is called, and every
 // copyInterval, until ctx ends.
-func (s *Service) copyLoop(ctx context.Context, sinkFor func(string) *archiveSink) {
+func (s *Service) copyLoop(ctx context.Context) {
 	t := time.NewTicker(copyInterval)
 	defer t.Stop()
+	sinkFor := func(account string) *archiveSink {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if r := s.accounts[account]; r != nil {
+			return r.sink
+		}
+		return nil
+	}
 	for {
 		updateCopies(ctx, s.arch, sinkFor, s.log)
 		select {

@@ -46,32 +46,93 @@ func fixture(t *testing.T, parts ...string) []byte {
 	return data
 }
 
-// runService starts the service and returns a stop function that waits for
-// it to return.
-func runService(t *testing.T, cfgPath string, logs *lockedBuffer) (stop func()) {
+// runService starts the service and returns it with a stop function that
+// waits for it to return.
+func runService(t *testing.T, cfgPath string, logs *lockedBuffer) (svc *Service, stop func()) {
 	t.Helper()
 	cfg, err := LoadConfig(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := NewService(cfg, slog.New(slog.NewTextHandler(logs, nil)), nil)
+	svc, err = NewService(cfg, slog.New(slog.NewTextHandler(logs, nil)), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx) }()
-	return func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run() = %v", err)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("Run() = %v", err)
+				}
+			case <-time.After(shutdownWait):
+				t.Fatalf("Run() did not return within %s of the stop", shutdownWait)
 			}
-		case <-time.After(shutdownWait):
-			t.Fatalf("Run() did not return within %s of the stop", shutdownWait)
+			svc.Close()
+		})
+	}
+	t.Cleanup(stop)
+	return svc, stop
+}
+
+// svcEnv is a private Dovecot and a configuration directory with the
+// organisation's keys and the partners' CA, for Service tests.
+type svcEnv struct {
+	d       *dovecottest.Server
+	dir     string
+	cfgPath string
+}
+
+func newSvcEnv(t *testing.T, users ...string) *svcEnv {
+	t.Helper()
+	e := &svcEnv{d: dovecottest.Start(t), dir: t.TempDir()}
+	e.cfgPath = filepath.Join(e.dir, "smimed.toml")
+	for _, f := range []string{"org-new.crt", "org-new.key", "org-old.crt", "org-old.key", "ca-bundle.pem"} {
+		if err := os.WriteFile(filepath.Join(e.dir, f), fixture(t, "pki", f), 0o600); err != nil {
+			t.Fatal(err)
 		}
-		svc.Close()
+	}
+	for _, u := range users {
+		e.d.AddUser(t, u, "pw-"+u)
+		if err := os.WriteFile(filepath.Join(e.dir, u+".pass"), []byte("pw-"+u+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return e
+}
+
+// account is one [[accounts]] entry for user, watching folders.
+func (e *svcEnv) account(user string, folders ...string) string {
+	if len(folders) == 0 {
+		folders = []string{"INBOX"}
+	}
+	q := make([]string, len(folders))
+	for i, f := range folders {
+		q[i] = fmt.Sprintf("%q", f)
+	}
+	return fmt.Sprintf("[[accounts]]\nname = %q\nserver = %q\ntls = \"none\"\nusername = %q\npassword_file = %q\nfolders = [%s]\n",
+		user, e.d.Addr(), user, user+".pass", strings.Join(q, ", "))
+}
+
+// writeConfig writes the configuration: the settings in head (top-level
+// keys and tables), key files keys (e.g. "org-new"), then the accounts.
+func (e *svcEnv) writeConfig(t *testing.T, head string, keys []string, accounts ...string) {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "state_dir = \"state\"\n%s\n[trust]\nsystem_roots = false\nca_files = [\"ca-bundle.pem\"]\n", head)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "[[keys]]\ncert_file = %q\nkey_file = %q\n", k+".crt", k+".key")
+	}
+	for _, a := range accounts {
+		b.WriteString(a)
+	}
+	if err := os.WriteFile(e.cfgPath, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -93,41 +154,15 @@ func waitFor(t *testing.T, logs *lockedBuffer, what string, n int) {
 // the partner's certificate is harvested, the watched folder is untouched,
 // and a restart processes nothing twice.
 func TestServiceEndToEnd(t *testing.T) {
-	d := dovecottest.Start(t)
-	d.AddUser(t, "ceo", "pw-ceo")
+	e := newSvcEnv(t, "ceo")
+	d := e.d
 	d.Deliver(t, "ceo", "INBOX", fixture(t, "msg", "signed-rsa-sha256.eml"))
 	d.Deliver(t, "ceo", "INBOX", fixture(t, "msg", "sign-then-encrypt.eml"))
-
-	dir := t.TempDir()
-	for _, f := range []string{"org-new.crt", "org-new.key", "ca-bundle.pem"} {
-		if err := os.WriteFile(filepath.Join(dir, f), fixture(t, "pki", f), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	os.WriteFile(filepath.Join(dir, "ceo.pass"), []byte("pw-ceo\n"), 0o600)
-	cfgPath := filepath.Join(dir, "smimed.toml")
-	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`
-state_dir = "state"
-[daemon]
-workers = 2
-[trust]
-system_roots = false
-ca_files = ["ca-bundle.pem"]
-[[keys]]
-cert_file = "org-new.crt"
-key_file = "org-new.key"
-[[accounts]]
-name = "ceo"
-server = %q
-tls = "none"
-username = "ceo"
-password_file = "ceo.pass"
-folders = ["INBOX"]
-archive_folder = "Decrypted"
-`, d.Addr())), 0o600)
+	e.writeConfig(t, "[daemon]\nworkers = 2", []string{"org-new"}, e.account("ceo")+"archive_folder = \"Decrypted\"\n")
+	cfgPath, dir := e.cfgPath, e.dir
 
 	logs := &lockedBuffer{}
-	stop := runService(t, cfgPath, logs)
+	_, stop := runService(t, cfgPath, logs)
 	waitFor(t, logs, "message processed", 2)
 	d.Deliver(t, "ceo", "INBOX", fixture(t, "msg", "signed-ec256.eml"))
 	waitFor(t, logs, "message processed", 3)
@@ -150,7 +185,7 @@ archive_folder = "Decrypted"
 	// A restart processes nothing twice; new mail still flows.
 	d.Deliver(t, "ceo", "INBOX", fixture(t, "msg", "plain.eml"))
 	logs2 := &lockedBuffer{}
-	stop = runService(t, cfgPath, logs2)
+	_, stop = runService(t, cfgPath, logs2)
 	waitFor(t, logs2, "message processed", 1)
 	stop()
 	if n := strings.Count(logs2.String(), "message processed"); n != 1 {

@@ -6,11 +6,12 @@ package daemon
 // with a leading "@", an abstract socket name. Outside systemd the variable
 // is unset and every call does nothing.
 //
-// smimed run sends READY=1 once the watchers run, STOPPING=1 at shutdown
-// and WATCHDOG=1 at half of $WATCHDOG_USEC (sd_watchdog_enabled(3)), so the
-// unit is Type=notify. Reloading (RELOADING=1 with MONOTONIC_USEC, required
-// since systemd 253, for Type=notify-reload) is here for when SIGHUP
-// reloads the configuration; it does not yet.
+// smimed run sends READY=1 once the watchers run, STATUS= when a folder's
+// state or an account's counts change (status.go), STOPPING=1 at shutdown
+// and WATCHDOG=1 at half of $WATCHDOG_USEC (sd_watchdog_enabled(3)). On
+// SIGHUP it sends RELOADING=1 with MONOTONIC_USEC (which systemd 253 and
+// later require for Type=notify-reload) and READY=1 when the reload is
+// done, so the unit may be Type=notify or Type=notify-reload.
 
 import (
 	"errors"

@@ -16,6 +16,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-message/textproto"
@@ -27,14 +28,13 @@ import (
 
 // archiveSink delivers the messages of one account.
 type archiveSink struct {
-	eng      *harvest.Engine
+	engine   *atomic.Pointer[harvest.Engine] // replaced by a reload
 	arch     *archive.Archive
-	copier   *copier // nil: the account has no archive_folder
-	mode     string  // archive_folder_messages
+	metrics  *Metrics // nil-safe
+	copier   *copier  // nil: the account has no archive_folder
+	mode     string   // archive_folder_messages
 	authserv string
 	log      *slog.Logger
-	// processed, if set, is told about each finished message (metrics).
-	processed func(rec *archive.Record, arrived time.Time)
 }
 
 func (k *archiveSink) Deliver(ctx context.Context, m Message) error {
@@ -46,7 +46,7 @@ func (k *archiveSink) Deliver(ctx context.Context, m Message) error {
 			return Temporary(err)
 		}
 		log.Warn("message not fetched: larger than max_message_size", "size", m.Size, "record", rec.ID)
-		k.done(rec, m.InternalDate)
+		k.metrics.Processed(m, nil)
 		return nil
 	}
 	raw, err := os.ReadFile(m.Path)
@@ -66,7 +66,7 @@ func (k *archiveSink) Deliver(ctx context.Context, m Message) error {
 		if received.IsZero() {
 			received = time.Now()
 		}
-		res, err := k.eng.Process(raw, received)
+		res, err := k.engine.Load().Process(raw, received)
 		if err != nil {
 			// Our certificate store could not be written.
 			return Temporary(err)
@@ -102,14 +102,8 @@ func (k *archiveSink) Deliver(ctx context.Context, m Message) error {
 		"harvested", strings.Join(harvested, ","),
 		"copy", copied,
 		"error", rec.Error)
-	k.done(rec, m.InternalDate)
+	k.metrics.Processed(m, rec.Report())
 	return nil
-}
-
-func (k *archiveSink) done(rec *archive.Record, arrived time.Time) {
-	if k.processed != nil {
-		k.processed(rec, arrived)
-	}
 }
 
 // copy puts the user's readable copy of rec into the archive folder unless

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,7 +49,7 @@ func TestSinkCrashWindows(t *testing.T) {
 		folder: "Decrypted", tmpDir: dir, log: log,
 	}
 	defer cp.close()
-	sink := &archiveSink{eng: eng, arch: arch, copier: cp, mode: "encrypted", authserv: "mx.test", log: log}
+	sink := &archiveSink{engine: enginePtr(eng), arch: arch, copier: cp, mode: "encrypted", authserv: "mx.test", log: log}
 
 	raw := fixture(t, "msg", "enc-aes256.eml")
 	msgFile := filepath.Join(dir, "fetched.eml")
@@ -106,7 +107,7 @@ func TestSinkCrashWindows(t *testing.T) {
 	// The server refuses the APPEND: a temporary failure, nothing recorded,
 	// and the next attempt succeeds.
 	m.UID = 3
-	bad := &archiveSink{eng: eng, arch: arch, copier: &copier{
+	bad := &archiveSink{engine: enginePtr(eng), arch: arch, copier: &copier{
 		cfg:    imapwatch.Config{Addr: d.Addr(), TLS: "none", Username: "ceo", Password: "wrong", Logger: log},
 		folder: "Decrypted", tmpDir: dir, log: log,
 	}, mode: "encrypted", authserv: "mx.test", log: log}
@@ -150,7 +151,7 @@ func TestUpdateCopiesAfterRetry(t *testing.T) {
 		folder: "Decrypted", tmpDir: dir, log: log,
 	}
 	defer cp.close()
-	sink := &archiveSink{eng: harvest.New(harvest.Options{Keys: []*cms.Key{key("org-new")}}), arch: arch, copier: cp, mode: "all", authserv: "mx.test", log: log}
+	sink := &archiveSink{engine: enginePtr(harvest.New(harvest.Options{Keys: []*cms.Key{key("org-new")}})), arch: arch, copier: cp, mode: "all", authserv: "mx.test", log: log}
 
 	raw := fixture(t, "msg", "enc-old-key.eml")
 	p := filepath.Join(dir, "fetched.eml")
@@ -189,4 +190,10 @@ func TestUpdateCopiesAfterRetry(t *testing.T) {
 	if strings.Contains(body, "application/pkcs7-mime") {
 		t.Error("the copy after the retry is still the encrypted message")
 	}
+}
+
+func enginePtr(e *harvest.Engine) *atomic.Pointer[harvest.Engine] {
+	var p atomic.Pointer[harvest.Engine]
+	p.Store(e)
+	return &p
 }

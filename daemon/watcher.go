@@ -66,7 +66,11 @@ type WatchConfig struct {
 	IMAP            imapwatch.Config
 	TempDir         string // state_dir/tmp
 	MaxMessageSize  int64  // 0: no limit
-	Workers         int    // messages of this folder delivered at once; default 1
+	// Pool is the worker pool shared with other folders (see pool.go).
+	// When nil the folder gets a pool of its own of Workers slots
+	// (default 1).
+	Pool    *Pool
+	Workers int
 
 	IdleRestart      time.Duration // leave and re-enter IDLE after this; default 25m
 	LivenessInterval time.Duration // NOOP at least this often; default 5m
@@ -78,6 +82,7 @@ type WatchConfig struct {
 	// INTERNALDATE is on or after that day (UTC), see backfillSince.
 	Backfill string
 	Logger   *slog.Logger
+	Metrics  *Metrics // folder states and backlog; nil: not recorded
 }
 
 // Watcher watches one folder; see Run.
@@ -97,7 +102,8 @@ type Watcher struct {
 	uidValidity uint32
 
 	commitMu sync.Mutex
-	stored   uint32 // highest checkpoint stored under uidValidity
+	stored   uint32          // highest checkpoint stored under uidValidity
+	listed   map[uint32]bool // the last listing's UIDs not done yet: the backlog
 
 	// onReady, for tests, is called in every session once the starting
 	// checkpoint is known, before any message is listed.
@@ -107,8 +113,8 @@ type Watcher struct {
 // NewWatcher returns a Watcher of cfg.Account's cfg.Folder that keeps its
 // checkpoint in cps and hands messages to sink.
 func NewWatcher(cfg WatchConfig, cps *Checkpoints, sink Sink) *Watcher {
-	if cfg.Workers <= 0 {
-		cfg.Workers = 1
+	if cfg.Pool == nil {
+		cfg.Pool = NewPool(cfg.Workers)
 	}
 	if cfg.IdleRestart <= 0 {
 		cfg.IdleRestart = 25 * time.Minute
@@ -154,13 +160,17 @@ func (w *Watcher) Run(ctx context.Context) error {
 	if _, err := parseBackfill(w.cfg.Backfill); err != nil {
 		return err
 	}
+	slots := w.cfg.Pool.Join()
+	defer slots.Leave()
+	acc, folder, mx := w.cfg.Account, w.cfg.Folder, w.cfg.Metrics
+	mx.FolderConnecting(acc, folder)
 	authFailing := false
 	for {
 		if ctx.Err() != nil {
 			return nil
 		}
 		started := time.Now()
-		err := w.session(ctx)
+		err := w.session(ctx, slots)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -168,6 +178,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		switch {
 		case errors.As(err, &perm), errors.Is(err, imapwatch.ErrConfig), errors.Is(err, ErrCheckpointKey):
 			w.log.Error("folder watcher stopped", "err", err)
+			mx.FolderDown(acc, folder, stateStopped, 0)
 			return err
 		case errors.Is(err, imapwatch.ErrAuth):
 			if !authFailing {
@@ -176,6 +187,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 				w.log.Debug("imap login still refused", "retry_in", w.authRetry, "err", err)
 			}
 			authFailing = true
+			mx.FolderDown(acc, folder, stateLoginRefused, w.authRetry)
 			if sleepCtx(ctx, w.authRetry) != nil {
 				return nil
 			}
@@ -183,12 +195,14 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 		authFailing = false // got past login: a later refusal is news again
 		if err == nil {
+			mx.FolderDown(acc, folder, stateReconnecting, 0)
 			continue
 		}
 		if time.Since(started) > time.Minute {
 			w.backoff.Reset()
 		}
 		d := w.backoff.Next()
+		mx.FolderDown(acc, folder, stateReconnecting, d)
 		if errors.Is(err, errStopped) {
 			w.log.Info("retrying from the checkpoint later", "retry_in", d)
 		} else {
@@ -216,7 +230,7 @@ func parseBackfill(s string) (time.Time, error) {
 }
 
 // session is one connection: it returns why it ended.
-func (w *Watcher) session(ctx context.Context) error {
+func (w *Watcher) session(ctx context.Context, slots *PoolFolder) error {
 	conn, err := imapwatch.Dial(ctx, w.cfg.IMAP)
 	if err != nil {
 		return err
@@ -232,13 +246,13 @@ func (w *Watcher) session(ctx context.Context) error {
 	if w.onReady != nil {
 		w.onReady(w.tracker.Checkpoint())
 	}
+	w.cfg.Metrics.FolderUp(w.cfg.Account, w.cfg.Folder)
 
 	// sctx ends the session early after a temporary sink failure.
 	sctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	sem := make(chan struct{}, w.cfg.Workers)
 	nextNoop := time.Now().Add(w.cfg.LivenessInterval)
 
 	for {
@@ -246,6 +260,8 @@ func (w *Watcher) session(ctx context.Context) error {
 		if err != nil {
 			return w.ended(ctx, sctx, &wg, err)
 		}
+		w.cfg.Metrics.Checked(w.cfg.Account, w.cfg.Folder)
+		w.setListed(uids)
 		// A message that failed earlier and is no longer in the folder
 		// (moved or deleted meanwhile) cannot be retried: it must not hold
 		// the checkpoint back for ever.
@@ -256,31 +272,29 @@ func (w *Watcher) session(ctx context.Context) error {
 			}
 		}
 		for _, uid := range uids {
-			select {
-			case sem <- struct{}{}:
-			case <-sctx.Done():
+			if slots.Acquire(sctx) != nil {
 				return w.ended(ctx, sctx, &wg, nil)
 			}
 			if !w.tracker.Dispatch(uid) { // in flight or done already
-				<-sem
+				slots.Release()
 				continue
 			}
 			f, err := conn.FetchToFile(sctx, uid, w.cfg.TempDir, w.cfg.MaxMessageSize)
 			if errors.Is(err, imapwatch.ErrGone) {
-				<-sem
+				slots.Release()
 				w.log.Info("message expunged before it was fetched; skipped", "uid", uid, "uidvalidity", w.uidValidity)
 				w.done(uid)
 				continue
 			}
 			if err != nil {
-				<-sem
+				slots.Release()
 				w.tracker.Failed(uid)
 				return w.ended(ctx, sctx, &wg, err)
 			}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer func() { <-sem }()
+				defer slots.Release()
 				w.deliver(ctx, stop, f)
 			}()
 		}
@@ -290,6 +304,7 @@ func (w *Watcher) session(ctx context.Context) error {
 			if err := conn.Noop(sctx, 0); err != nil {
 				return w.ended(ctx, sctx, &wg, err)
 			}
+			w.cfg.Metrics.Checked(w.cfg.Account, w.cfg.Folder)
 			nextNoop = now.Add(w.cfg.LivenessInterval)
 		}
 		wait := min(w.cfg.IdleRestart, time.Until(nextNoop))
@@ -445,12 +460,30 @@ func (w *Watcher) deliver(ctx context.Context, stop context.CancelCauseFunc, f *
 	w.done(f.UID)
 }
 
+// setListed records the UIDs just listed (all above the checkpoint) as
+// the backlog, less those already done.
+func (w *Watcher) setListed(uids []uint32) {
+	w.commitMu.Lock()
+	defer w.commitMu.Unlock()
+	w.listed = make(map[uint32]bool, len(uids))
+	for _, uid := range uids {
+		if !w.tracker.Finished(uid) {
+			w.listed[uid] = true
+		}
+	}
+	w.cfg.Metrics.Backlog(w.cfg.Account, w.cfg.Folder, len(w.listed))
+}
+
 // done marks uid done and stores the checkpoint if it advanced. The lock
 // keeps the stored checkpoints in order when workers finish together.
 func (w *Watcher) done(uid uint32) {
 	w.commitMu.Lock()
 	defer w.commitMu.Unlock()
 	_, cp := w.tracker.Done(uid)
+	if w.listed[uid] {
+		delete(w.listed, uid)
+		w.cfg.Metrics.Backlog(w.cfg.Account, w.cfg.Folder, len(w.listed))
+	}
 	if cp <= w.stored {
 		return
 	}

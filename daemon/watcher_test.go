@@ -560,6 +560,87 @@ func TestWatcher(t *testing.T) {
 		checkTempEmpty(t, cfg)
 	})
 
+	t.Run("SharedPoolBacklog", func(t *testing.T) {
+		// Two accounts share a pool of 2 workers. The first has a backlog
+		// whose deliveries hang; the second's new message must still get
+		// through, and the first may hold only its share (1) meanwhile.
+		busy := e.user(t)
+		e.d.AddUser(t, busy+"-fresh", "pw-"+busy+"-fresh")
+		fresh := busy + "-fresh"
+		ids := make([]string, 10)
+		for i := range ids {
+			ids[i] = fmt.Sprint("q", i)
+		}
+		e.deliver(t, busy, ids...)
+		pool := NewPool(2)
+		cfgBusy, cfgFresh := e.config(t, busy), e.config(t, fresh)
+		cfgBusy.Pool, cfgFresh.Pool = pool, pool
+		_, cps := openWatchDB(t, filepath.Join(t.TempDir(), "state.db"))
+
+		release := make(chan struct{})
+		var (
+			mu                sync.Mutex
+			inFlight, maxBusy int
+		)
+		sinkBusy := newFakeSink()
+		sinkBusy.fail = func(m Message, call int) error {
+			mu.Lock()
+			inFlight++
+			maxBusy = max(maxBusy, inFlight)
+			mu.Unlock()
+			<-release
+			mu.Lock()
+			inFlight--
+			mu.Unlock()
+			return nil
+		}
+		metrics := NewMetrics()
+		cfgBusy.Metrics = metrics
+		rb := startWatcher(t, cfgBusy, cps, sinkBusy)
+		rf := startWatcher(t, cfgFresh, cps, newFakeSink())
+		rf.waitReady(t)
+		// Fresh mail arrives while the backlog's deliveries hang.
+		deadline := time.Now().Add(watchTimeout)
+		for {
+			mu.Lock()
+			n := inFlight
+			mu.Unlock()
+			if n > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the backlog folder delivered nothing")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		e.deliver(t, fresh, "fresh1")
+		sinkFresh := rf.w.sink.(*fakeSink)
+		done := sinkFresh.waitDone(t, 1)
+		if got := done[sinkKey{e.uidValidity(t, fresh), e.uids(t, fresh)[0]}]; got != "fresh1" {
+			t.Errorf("fresh folder's sink got %v, want fresh1", done)
+		}
+		mu.Lock()
+		if maxBusy != 1 {
+			t.Errorf("the backlog folder held %d slots of 2 while the other folder had mail, want 1", maxBusy)
+		}
+		mu.Unlock()
+		if n := gauge(t, metrics, "smimed_folder_backlog_messages", busy); n != 10 {
+			t.Errorf("backlog gauge = %v while all 10 messages hang, want 10", n)
+		}
+		close(release)
+		sinkBusy.waitDone(t, 10)
+		rb.stop(t)
+		if n := gauge(t, metrics, "smimed_folder_backlog_messages", busy); n != 0 {
+			t.Errorf("backlog gauge = %v after all 10 messages are done, want 0", n)
+		}
+		rf.stop(t)
+		checkOnce(t, sinkBusy)
+		uids := e.uids(t, busy)
+		if cp := checkpointOf(t, cps, busy); cp.UID != uids[9] {
+			t.Errorf("backlog checkpoint = %+v, want UID %d", cp, uids[9])
+		}
+	})
+
 	t.Run("BadBackfill", func(t *testing.T) {
 		cfg := e.config(t, "nobody")
 		cfg.Backfill = "some"

@@ -453,7 +453,7 @@ original of each message ID (without IDs: every undecryptable message).
 A message whose outcome changes gets a new record that supersedes the old
 one (the old stays in the chain). Prints per message:
   ID: decrypted now (new record N)
-  ID: still undecryptable (new record N)   the error text changed
+  ID: still undecryptable (new record N)   other recipients than before
   ID: reprocessed (new record N): STATUS   another change (a verdict)
   ID: unchanged
   ID: error ...
@@ -489,7 +489,8 @@ func archiveRetry(args []string, stdout, stderr io.Writer) int {
 			case res.Record.Has(archive.StatusDecrypted):
 				fmt.Fprintf(stdout, "%d: decrypted now (new record %d)\n", res.ID, res.Record.ID)
 			case res.Record.Has(archive.StatusUndecryptable):
-				// What the engine says changed (other keys tried), not the outcome.
+				// The recipients read out of the message differ from
+				// before (an engine change), not the outcome.
 				fmt.Fprintf(stdout, "%d: still undecryptable (new record %d)\n", res.ID, res.Record.ID)
 			default:
 				fmt.Fprintf(stdout, "%d: reprocessed (new record %d): %s\n", res.ID, res.Record.ID, strings.Join(res.Record.Status, ","))

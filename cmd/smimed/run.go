@@ -20,8 +20,9 @@ Watches every configured account's folders (read-only) and hands each new
 message to the engine: certificates of valid signatures are harvested,
 untrusted ones quarantined, and one log line per message records the
 decryption outcome and the verdicts. Runs until SIGTERM or SIGINT; a
-second signal exits at once. Speaks systemd's notify protocol when
-NOTIFY_SOCKET is set.
+second signal exits at once. SIGHUP re-reads the configuration (an
+invalid one is logged and the running one kept). Speaks systemd's notify
+protocol when NOTIFY_SOCKET is set.
 
   --config FILE   configuration file (default /etc/smimed/smimed.toml)
 `
@@ -41,6 +42,11 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "smimed run: unexpected argument %q\n", rest[0])
 		return exitUsage
 	}
+	// SIGHUP's default action ends the process: catch it before anything
+	// can take long.
+	hups := make(chan os.Signal, 1)
+	signal.Notify(hups, syscall.SIGHUP)
+	defer signal.Stop(hups)
 	cfg, err := daemon.LoadConfig(*configPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "smimed: %v\n", err)
@@ -97,7 +103,20 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 			}
 		}()
 	}
-	log.Info("smimed running", "accounts", len(cfg.Accounts), "state_dir", cfg.StateDir)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hups:
+				log.Info("SIGHUP: reloading the configuration", "config", cfg.Path)
+				if err := svc.Reload(); errors.Is(err, daemon.ErrNotRunning) {
+					log.Warn("SIGHUP ignored: the service is starting or stopping")
+				} // other outcomes are logged by Reload
+			}
+		}
+	}()
+	log.Info("smimed running", "accounts", len(cfg.Accounts), "state_dir", cfg.StateDir, "metrics", cfg.Daemon.MetricsListen)
 	if err := svc.Run(ctx); err != nil {
 		log.Error("stopped with errors", "err", err)
 		return exitFailed

@@ -6,18 +6,24 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/smimed/smimed/daemon/imapwatch/dovecottest"
 )
 
 // TestRunBinarySignals builds smimed and runs the service as systemd
-// would: it must say READY=1 on the notify socket, process the mail there,
-// and on SIGTERM say STOPPING=1 and exit 0 within 10 s.
+// would: it must say READY=1 on the notify socket, process the mail there
+// and say so in STATUS=; on SIGHUP say RELOADING=1 with MONOTONIC_USEC,
+// start the account added meanwhile and say READY=1; and on SIGTERM say
+// STOPPING=1 and exit 0 within 10 s.
 func TestRunBinarySignals(t *testing.T) {
 	d := dovecottest.Start(t)
 	d.AddUser(t, "ceo", "pw-ceo")
@@ -51,17 +57,18 @@ func TestRunBinarySignals(t *testing.T) {
 			notes <- string(buf[:n])
 		}
 	}()
-	waitNote := func(prefix string) {
+	waitNote := func(re string) string {
 		t.Helper()
+		want := regexp.MustCompile(re)
 		deadline := time.After(30 * time.Second)
 		for {
 			select {
 			case n := <-notes:
-				if strings.HasPrefix(n, prefix) {
-					return
+				if want.MatchString(n) {
+					return n
 				}
 			case <-deadline:
-				t.Fatalf("no %s on the notify socket", prefix)
+				t.Fatalf("no note matching %s on the notify socket", re)
 			}
 		}
 	}
@@ -74,7 +81,7 @@ func TestRunBinarySignals(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	waitNote("READY=1")
+	waitNote("^READY=1$")
 	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(logs.String(), "message processed") {
 		if time.Now().After(deadline) {
@@ -82,9 +89,38 @@ func TestRunBinarySignals(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	waitNote(`^STATUS=ceo: 1/1 folders up, 1 processed, 0 failed$`)
+
+	// SIGHUP with an account added: RELOADING=1 with the monotonic clock
+	// (systemd's Type=notify-reload), then READY=1, and the new account
+	// runs.
+	d.AddUser(t, "sales", "pw-sales")
+	os.WriteFile(filepath.Join(filepath.Dir(cfg), "sales.pass"), []byte("pw-sales\n"), 0o600)
+	f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "\n[[accounts]]\nname = \"sales\"\nserver = %q\ntls = \"none\"\nusername = \"sales\"\npassword_file = \"sales.pass\"\nfolders = [\"INBOX\"]\n", d.Addr())
+	f.Close()
+	before := monotonicUsec(t)
+	cmd.Process.Signal(syscall.SIGHUP)
+	note := waitNote(`^RELOADING=1\nMONOTONIC_USEC=[1-9][0-9]*$`)
+	if usec, _ := strconv.ParseUint(strings.TrimPrefix(note, "RELOADING=1\nMONOTONIC_USEC="), 10, 64); usec < before || usec > monotonicUsec(t) {
+		t.Errorf("MONOTONIC_USEC=%d, want CLOCK_MONOTONIC between %d and now", usec, before)
+	}
+	waitNote(`^READY=1$`)
+	// The log comes through a pipe, the notes through a socket: wait.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), "added=sales"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("log lacks the reload summary with added=sales:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	waitNote(`^STATUS=ceo: 1/1 folders up, 1 processed, 0 failed; sales: 1/1 folders up, 0 processed, 0 failed$`)
+
 	start := time.Now()
 	cmd.Process.Signal(syscall.SIGTERM)
-	waitNote("STOPPING=1")
+	waitNote("^STOPPING=1$")
 	err = cmd.Wait()
 	if err != nil {
 		t.Fatalf("smimed run after SIGTERM: %v\n%s", err, logs.String())
@@ -124,6 +160,16 @@ func buildBinary(t *testing.T) string {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	return bin
+}
+
+// monotonicUsec reads CLOCK_MONOTONIC in microseconds, as systemd does.
+func monotonicUsec(t *testing.T) uint64 {
+	t.Helper()
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		t.Fatal(err)
+	}
+	return uint64(ts.Sec)*1e6 + uint64(ts.Nsec)/1e3
 }
 
 // lockedBuf is a bytes buffer safe for the writer goroutine of exec.

@@ -1,0 +1,156 @@
+package daemon
+
+// This file holds the worker pool: `[daemon] workers` slots shared by every
+// watched folder of every account. A slot is held from the fetch of one
+// message until its delivery is finished, so it bounds both the engine's
+// work and the temporary files on disk.
+//
+// Fairness: one mailbox's big backlog must not stall another's fresh mail.
+// Two rules give that:
+//   - a folder holds at most its share of the slots: all of them while it
+//     is the only folder, otherwise half (at least one), so even a folder
+//     whose deliveries hang leaves slots to the others;
+//   - folders waiting for a slot are served first come, first served, and
+//     a folder's dispatcher asks for one slot at a time, so a waiting
+//     folder gets a slot after at most one delivery of each folder queued
+//     ahead of it (round robin under load).
+
+import (
+	"context"
+	"slices"
+	"sync"
+)
+
+// Pool is the set of worker slots shared by the folders that Join it. It is
+// safe for concurrent use.
+type Pool struct {
+	mu      sync.Mutex
+	size    int
+	busy    int
+	folders int
+	queue   []*poolWaiter // first come, first served
+}
+
+type poolWaiter struct {
+	f     *PoolFolder
+	ready chan struct{} // closed when the slot is granted
+}
+
+// PoolFolder is one folder's access to a Pool.
+type PoolFolder struct {
+	p    *Pool
+	held int // guarded by p.mu
+}
+
+// NewPool returns a pool of workers slots (at least one).
+func NewPool(workers int) *Pool {
+	return &Pool{size: max(1, workers)}
+}
+
+// Resize changes the number of slots. Slots held above a smaller size are
+// kept until released.
+func (p *Pool) Resize(workers int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.size = max(1, workers)
+	p.grant()
+}
+
+// Size returns the number of slots.
+func (p *Pool) Size() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.size
+}
+
+// Join registers a folder; call Leave when its watcher ends.
+func (p *Pool) Join() *PoolFolder {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.folders++
+	return &PoolFolder{p: p}
+}
+
+// Leave unregisters the folder. Its slots must have been released.
+func (f *PoolFolder) Leave() {
+	f.p.mu.Lock()
+	defer f.p.mu.Unlock()
+	f.p.folders--
+	f.p.grant() // the others' share may have grown
+}
+
+// share is the most slots one folder may hold. Called with mu held.
+func (p *Pool) share() int {
+	if p.folders <= 1 {
+		return p.size
+	}
+	return max(1, p.size/2)
+}
+
+// Acquire waits for a slot for one message of the folder, or for ctx to
+// end (then it returns ctx's error and holds nothing).
+func (f *PoolFolder) Acquire(ctx context.Context) error {
+	p := f.p
+	p.mu.Lock()
+	// A queued folder is either over its share or waiting for a busy pool
+	// (grant runs on every release), so a free slot within our share is
+	// not owed to anyone ahead of us.
+	if p.busy < p.size && f.held < p.share() {
+		p.busy++
+		f.held++
+		p.mu.Unlock()
+		return nil
+	}
+	w := &poolWaiter{f: f, ready: make(chan struct{})}
+	p.queue = append(p.queue, w)
+	p.mu.Unlock()
+
+	select {
+	case <-w.ready:
+		return nil
+	case <-ctx.Done():
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if i := slices.Index(p.queue, w); i >= 0 {
+		p.queue = slices.Delete(p.queue, i, i+1)
+	} else { // granted meanwhile: give it back
+		p.busy--
+		f.held--
+		p.grant()
+	}
+	return ctx.Err()
+}
+
+// Release returns a slot taken by Acquire.
+func (f *PoolFolder) Release() {
+	f.p.mu.Lock()
+	defer f.p.mu.Unlock()
+	f.p.busy--
+	f.held--
+	f.p.grant()
+}
+
+// grant hands free slots to the waiters in queue order, skipping those
+// at their share. Called with mu held.
+func (p *Pool) grant() {
+	share := p.share()
+	for i := 0; i < len(p.queue) && p.busy < p.size; {
+		w := p.queue[i]
+		if w.f.held >= share {
+			i++
+			continue
+		}
+		p.busy++
+		w.f.held++
+		close(w.ready)
+		p.queue = slices.Delete(p.queue, i, i+1)
+	}
+}
+
+// waiting returns how many Acquire calls are queued, for tests.
+func (p *Pool) waiting() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.queue)
+}

@@ -1,0 +1,126 @@
+package daemon
+
+// This file is the SIGHUP reload of `smimed run`: the configuration file is
+// read again and, when it is valid as a whole, put in force without a
+// restart. Keys and trust anchors are reloaded (a new engine takes the next
+// message), [daemon] workers resizes the pool, and accounts are compared by
+// everything their watchers were started with: added ones start, removed
+// ones stop (messages in hand finished, checkpoints committed, LOGOUT),
+// changed ones restart, unchanged ones keep their connections. state_dir,
+// log_format and metrics_listen need a restart: the running value is kept
+// and a warning says so.
+
+import (
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+)
+
+// ErrNotRunning is returned by Reload before Run or after it ended.
+var ErrNotRunning = errors.New("daemon: service not running")
+
+// Reload re-reads the configuration file. An invalid configuration is
+// logged in one line and returned; the running one stays in force. It
+// tells systemd RELOADING=1 before and READY=1 after.
+func (s *Service) Reload() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx == nil || s.stopped || s.ctx.Err() != nil {
+		return ErrNotRunning
+	}
+	if err := s.notify.Reloading(); err != nil {
+		s.log.Warn("sd_notify RELOADING failed", "err", err)
+	}
+	defer func() {
+		if err := s.notify.Ready(); err != nil {
+			s.log.Warn("sd_notify READY failed", "err", err)
+		}
+	}()
+	old := s.cfg
+	cfg, err := LoadConfig(old.Path)
+	var l *loaded
+	if err == nil {
+		l, err = load(cfg)
+	}
+	if err != nil {
+		s.log.Error("reload refused: keeping the running configuration", "err", oneLine(err))
+		return err
+	}
+
+	restartNeeded := func(key string, running, configured *string) {
+		if *configured != *running {
+			s.log.Warn(key+" changed; restart needed", "running", *running, "configured", *configured)
+			*configured = *running
+		}
+	}
+	restartNeeded("state_dir", &old.StateDir, &cfg.StateDir)
+	restartNeeded("daemon.log_format", &old.Daemon.LogFormat, &cfg.Daemon.LogFormat)
+	restartNeeded("daemon.metrics_listen", &old.Daemon.MetricsListen, &cfg.Daemon.MetricsListen)
+	if cfg.Daemon.Workers != old.Daemon.Workers {
+		s.pool.Resize(cfg.Daemon.Workers)
+	}
+	s.engine.Store(s.newEngine(cfg, l))
+
+	want := map[string]accountSettings{}
+	var names []string
+	for _, a := range l.settings(cfg) {
+		want[a.Account.Name] = a
+		names = append(names, a.Account.Name)
+	}
+	var added, removed, restarted, unchanged []string
+	var stop []*accountRun
+	for name, r := range s.accounts {
+		a, ok := want[name]
+		switch {
+		case !ok:
+			removed = append(removed, name)
+		case !reflect.DeepEqual(a, r.settings):
+			restarted = append(restarted, name)
+		default:
+			unchanged = append(unchanged, name)
+			continue
+		}
+		r.cancel()
+		stop = append(stop, r)
+	}
+	// Every stopping watcher finishes its messages in parallel.
+	for _, r := range stop {
+		r.wait()
+		name := r.settings.Account.Name
+		for _, f := range r.settings.Account.Folders {
+			if a, ok := want[name]; !ok || !slices.Contains(a.Account.Folders, f) {
+				s.metrics.ForgetFolder(name, f)
+			}
+		}
+		delete(s.accounts, name)
+	}
+	for _, name := range names {
+		if _, running := s.accounts[name]; !running {
+			if !slices.Contains(restarted, name) {
+				added = append(added, name)
+			}
+			s.startAccount(want[name])
+		}
+	}
+	s.cfg = cfg
+	for _, list := range [][]string{added, removed, restarted, unchanged} {
+		slices.Sort(list)
+	}
+	s.log.Info("configuration reloaded",
+		"added", strings.Join(added, ","), "removed", strings.Join(removed, ","),
+		"restarted", strings.Join(restarted, ","), "unchanged", strings.Join(unchanged, ","),
+		"keys", len(l.keys), "workers", cfg.Daemon.Workers)
+	return nil
+}
+
+// oneLine renders err on one line: a *ConfigError's problems joined by
+// "; ".
+func oneLine(err error) string {
+	var ce *ConfigError
+	if errors.As(err, &ce) {
+		return fmt.Sprintf("config %s: %s", ce.Path, strings.Join(ce.Problems, "; "))
+	}
+	return strings.ReplaceAll(err.Error(), "\n", " ")
+}
