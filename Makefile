@@ -27,6 +27,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecrypt$$' -fuzztime $(FUZZTIME) ./harvest/cms
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSignedData$$' -fuzztime $(FUZZTIME) ./harvest/cms
 	$(GO) test -run '^$$' -fuzz '^FuzzToDER$$' -fuzztime $(FUZZTIME) ./harvest/cms
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./harvest/pkcs12
+	$(GO) test -run '^$$' -fuzz '^FuzzUserCopy$$' -fuzztime $(FUZZTIME) ./archive
+	$(GO) test -run '^$$' -fuzz '^FuzzHeaderFields$$' -fuzztime $(FUZZTIME) ./archive
+	$(GO) test -run '^$$' -fuzz '^FuzzControlRequest$$' -fuzztime $(FUZZTIME) ./daemon
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./harvest

@@ -101,6 +101,9 @@ type Local struct {
 	// Closer, if set, is called by Close (the command that opened the
 	// store closes it).
 	Closer func() error
+	// Changed, if set, is called after a Retry that wrote new versions
+	// (the daemon then updates the users' copies).
+	Changed func()
 }
 
 var _ ArchiveAPI = (*Local)(nil)
@@ -291,6 +294,12 @@ func (l *Local) Retry(ctx context.Context, ids []uint64, fn func(RetryResult) er
 			return err
 		}
 	}
+	wrote := false
+	defer func() {
+		if wrote && l.Changed != nil {
+			l.Changed()
+		}
+	}()
 	for _, id := range ids {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -301,6 +310,7 @@ func (l *Local) Retry(ctx context.Context, ids []uint64, fn func(RetryResult) er
 			res.Error = err.Error()
 		} else {
 			res.Record, res.Changed = rec, changed
+			wrote = wrote || changed
 		}
 		if err := fn(res); err != nil {
 			return err

@@ -213,6 +213,19 @@ func (s *Service) Run(ctx context.Context) error {
 		s.mu.Unlock()
 		return errors.New("daemon: Service.Run called twice")
 	}
+	// The admin commands reach the archive through the control socket
+	// while we hold the store.
+	stopControl, err := ServeControl(ctx, ControlOptions{
+		Path: s.cfg.ControlSocketPath(), GID: -1, StateDir: s.cfg.StateDir, Log: s.log,
+		Open: func(c Caller) ArchiveAPI {
+			return &Local{Archive: s.arch, Store: s.store, Engine: s.engine.Load(), Caller: c, Changed: s.WakeCopies}
+		},
+	})
+	if err != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("control socket: %w", err)
+	}
+	defer stopControl()
 	s.ctx = ctx
 	for _, a := range s.initial {
 		s.startAccount(a)

@@ -2,8 +2,8 @@ package main
 
 // This file is `smimed archive`: list, show, failed, retry and verify
 // (export is in archive_export.go). Every subcommand talks to a
-// daemon.ArchiveAPI, got from openArchiveAPI: today that is the store opened
-// directly; once the control socket exists, the running daemon.
+// daemon.ArchiveAPI, got from openArchiveAPI: the running daemon through
+// its control socket, or the store opened directly when no daemon runs.
 
 import (
 	"context"
@@ -38,6 +38,7 @@ const archiveUsage = `Usage: smimed archive [--config FILE] SUBCOMMAND
   failed [--json]                                undecryptable messages and the keys they need
   retry [ID...]                                  decrypt again with the configured keys
   verify [--json]                                check the hash chain and every file
+  audit [--since DATE] [--json]                  who read the archive, when and what
 
 FILTERS (list, export):
 ` + archiveFilterHelp + `
@@ -91,7 +92,7 @@ func archiveCommand(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if sub < 0 {
-		fmt.Fprintln(stderr, "smimed archive: missing subcommand: list, show, export, failed, retry or verify (see smimed archive --help)")
+		fmt.Fprintln(stderr, "smimed archive: missing subcommand: list, show, export, failed, retry, verify or audit (see smimed archive --help)")
 		return exitUsage
 	}
 	rest := append(append([]string{}, args[:sub]...), args[sub+1:]...)
@@ -108,11 +109,13 @@ func archiveCommand(args []string, stdout, stderr io.Writer) int {
 		return archiveRetry(rest, stdout, stderr)
 	case "verify":
 		return archiveVerify(rest, stdout, stderr)
+	case "audit":
+		return archiveAudit(rest, stdout, stderr)
 	case "help":
 		fmt.Fprint(stdout, archiveUsage)
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "smimed archive: unknown subcommand %q: want list, show, export, failed, retry or verify\n", args[sub])
+	fmt.Fprintf(stderr, "smimed archive: unknown subcommand %q: want list, show, export, failed, retry, verify or audit\n", args[sub])
 	return exitUsage
 }
 
@@ -125,10 +128,16 @@ var errConfig = errors.New("configuration")
 // on the way are harvested, as the daemon does. stderr is for notes about
 // how the archive was reached.
 func openArchiveAPI(cfg *daemon.Config, needEngine bool, stderr io.Writer) (daemon.ArchiveAPI, error) {
-	// ---- control socket (the one place for it) ----
-	// When the daemon's control socket answers, return its client here;
-	// only when no daemon answers (ErrNoDaemon) go on to open the store
-	// directly below, as a stopped daemon leaves it free.
+	// A running daemon holds the store: ask it over its control socket
+	// (it retries with its own keys). Only when no daemon answers, open
+	// the store directly, as a stopped daemon leaves it free.
+	api, err := daemon.DialConfig(cfg)
+	if err == nil {
+		return api, nil
+	}
+	if !errors.Is(err, daemon.ErrNoDaemon) {
+		return nil, err
+	}
 
 	storePath := cfg.StorePath()
 	if _, err := os.Stat(storePath); errors.Is(err, os.ErrNotExist) {
@@ -149,7 +158,7 @@ func openArchiveAPI(cfg *daemon.Config, needEngine bool, stderr io.Writer) (daem
 	}
 	store, err := harvest.OpenStore(storePath, false)
 	if errors.Is(err, harvest.ErrStoreLocked) {
-		return nil, fmt.Errorf("the store %s is locked: the daemon is running and its control socket is not available yet (stop smimed to use this command)", storePath)
+		return nil, fmt.Errorf("the store %s is locked by a running smimed whose control socket did not answer; check [daemon] control_socket", storePath)
 	}
 	if err != nil {
 		return nil, err
@@ -426,6 +435,7 @@ func archiveFailed(args []string, stdout, stderr io.Writer) int {
 	}
 	return s.with(false, func(ctx context.Context, api daemon.ArchiveAPI, _ *daemon.Config) int {
 		enc := jsonLines(stdout)
+		ctx = daemon.WithAuditCommand(ctx, daemon.CommandFailed)
 		err := api.List(ctx, archive.Query{Status: archive.StatusUndecryptable}, func(r *archive.Record) error {
 			if *asJSON {
 				return enc.Encode(r)
@@ -613,4 +623,52 @@ func isTerminal(w io.Writer) bool {
 	}
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
+}
+
+const archiveAuditUsage = `Usage: smimed archive audit [--since DATE] [--json] [--config FILE]
+
+Lists who read the archive, oldest first: time, user (uid, gid, pid),
+whether through the daemon's control socket or directly, the action and
+its detail (query or record ids, never message content). Listing the log
+is itself recorded.
+
+  --since DATE    entries on or after DATE (YYYY-MM-DD in UTC, or RFC 3339)
+  --json          one entry per line as JSON
+  --config FILE   configuration file (default /etc/smimed/smimed.toml)
+`
+
+func archiveAudit(args []string, stdout, stderr io.Writer) int {
+	s := newArchiveSession("archive audit", stdout, stderr)
+	asJSON := s.fs.Bool("json", false, "")
+	since := s.fs.String("since", "", "")
+	if _, code, done := s.parse(args, archiveAuditUsage, 0); done {
+		return code
+	}
+	var from time.Time
+	if *since != "" {
+		var err error
+		if from, _, err = parseDate(*since); err != nil {
+			return s.usagef("--since: %v", err)
+		}
+	}
+	return s.with(false, func(ctx context.Context, api daemon.ArchiveAPI, _ *daemon.Config) int {
+		enc := jsonLines(stdout)
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		err := api.Audit(ctx, from, func(e archive.AuditEntry) error {
+			if *asJSON {
+				return enc.Encode(e)
+			}
+			who := e.User
+			if who == "" {
+				who = "uid " + strconv.Itoa(e.UID)
+			}
+			_, err := fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.Time.UTC().Format("2006-01-02 15:04:05"), clean(who), e.Via, e.Action, clean(e.Detail))
+			return err
+		})
+		tw.Flush()
+		if err != nil {
+			return s.failf("%v", err)
+		}
+		return exitOK
+	})
 }

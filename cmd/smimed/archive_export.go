@@ -135,6 +135,7 @@ func archiveExport(args []string, stdout, stderr io.Writer) int {
 func exportItems(ctx context.Context, s *archiveSession, api daemon.ArchiveAPI, target exportTarget, items []exportItem, original bool) (n, code int) {
 	bar := newProgress(s.stderr, "exporting")
 	defer bar.finish()
+	ctx = daemon.WithAuditCommand(ctx, daemon.CommandExport)
 	var buf bytes.Buffer
 	for i, it := range items {
 		bar.update(i, len(items))

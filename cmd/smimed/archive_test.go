@@ -650,7 +650,7 @@ func TestArchiveStoreLockedOrMissing(t *testing.T) {
 	}
 	defer st.Close()
 	code, _, errOut := runCmd(nil, "archive", "list", "--config", f.cfg)
-	if code != exitFailed || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "the daemon is running and its control socket is not available yet") {
+	if code != exitFailed || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "locked by a running smimed whose control socket did not answer") {
 		t.Errorf("list on a locked store: exit %d, %q", code, errOut)
 	}
 	empty := writeConfig(t, "")

@@ -91,6 +91,18 @@ func TestRunBinarySignals(t *testing.T) {
 	}
 	waitNote(`^STATUS=ceo: 1/1 folders up, 1 processed, 0 failed$`)
 
+	// The admin commands reach the running daemon through its control
+	// socket (state_dir/control.sock here): the record is listed, and the
+	// audit log names this process as the reader.
+	code, out, errOut := runCmd(nil, "archive", "list", "--json", "--config", cfg)
+	if code != exitOK || strings.Count(out, "\n") != 1 || !strings.Contains(out, `"status":["signed-valid"]`) {
+		t.Errorf("archive list through the daemon: exit %d, %q, %q", code, out, errOut)
+	}
+	code, out, errOut = runCmd(nil, "archive", "audit", "--json", "--config", cfg)
+	if code != exitOK || !strings.Contains(out, `"via":"socket"`) || !strings.Contains(out, fmt.Sprintf(`"pid":%d`, os.Getpid())) {
+		t.Errorf("archive audit through the daemon: exit %d, %q, %q", code, out, errOut)
+	}
+
 	// SIGHUP with an account added: RELOADING=1 with the monotonic clock
 	// (systemd's Type=notify-reload), then READY=1, and the new account
 	// runs.
