@@ -173,6 +173,43 @@ func (a *Archive) Lookup(src Source, sha string) (*Record, error) {
 	return rec, err
 }
 
+// Seen returns the current record of the message fetched from src with the
+// given SHA-256, like Lookup; failing that, a record of the same bytes in
+// the same account and folder under another UIDVALIDITY. A server that
+// renumbered a folder (a new UIDVALIDITY, a migration) sends every message
+// again; they are the messages already archived, not new ones. Identical
+// bytes under the same UIDVALIDITY are different messages (a duplicate
+// delivery) and are archived each.
+func (a *Archive) Seen(src Source, sha string) (*Record, error) {
+	rec, err := a.Lookup(src, sha)
+	if err != nil || rec != nil {
+		return rec, err
+	}
+	prefix := indexPrefix(idxBytes, bytesValue(src.Account, src.Folder, sha))
+	err = a.db.View(func(tx *bbolt.Tx) error {
+		idx := tx.Bucket(bucketIndex)
+		if idx == nil {
+			return nil
+		}
+		c := idx.Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			if len(k) != len(prefix)+16 {
+				continue
+			}
+			r, err := getRecord(tx, binary.BigEndian.Uint64(k[len(prefix)+8:]))
+			if err != nil {
+				return err
+			}
+			if r.UIDValidity != src.UIDValidity {
+				rec = r
+				return nil
+			}
+		}
+		return nil
+	})
+	return rec, err
+}
+
 // Get returns record id.
 func (a *Archive) Get(id uint64) (*Record, error) {
 	var rec *Record
@@ -240,13 +277,15 @@ func chainHash(prev []byte, id uint64, body []byte) []byte {
 // the engine's result. Both files are durable (fsync of file and directory)
 // before the index record is committed; Put returns only then. Storing the
 // same message again (same source and bytes) writes nothing and returns the
-// existing current record with created == false.
+// existing current record with created == false — also when the folder's
+// UIDVALIDITY changed meanwhile and the same bytes come back under a new
+// UID (see Seen).
 func (a *Archive) Put(src Source, original []byte, res *harvest.Result) (rec *Record, created bool, err error) {
 	if a.readOnly {
 		return nil, false, ErrReadOnly
 	}
 	osha := sum(original)
-	if rec, err := a.Lookup(src, osha); err != nil || rec != nil {
+	if rec, err := a.Seen(src, osha); err != nil || rec != nil {
 		return rec, false, err
 	}
 	r := a.newRecord(src, &res.Report)

@@ -126,6 +126,22 @@ func TestPutKeepsBothAndIsIdempotent(t *testing.T) {
 	if n, _ := a.Count(); n != 3 {
 		t.Errorf("Count = %d, want 3", n)
 	}
+	// The folder was renumbered (new UIDVALIDITY): the same bytes under a
+	// new UID are the message already archived.
+	moved := Source{Account: "ceo", Folder: "INBOX", UIDValidity: 8, UID: 1}
+	if r, created := put(t, a, eng, moved, enc); created || r.ID != r1.ID {
+		t.Errorf("same bytes after a UIDVALIDITY change: id %d created %v, want %d not created", r.ID, created, r1.ID)
+	}
+	// In another folder, or twice under one UIDVALIDITY, they are not.
+	if r, created := put(t, a, eng, Source{Account: "ceo", Folder: "Partners", UIDValidity: 8, UID: 1}, enc); !created || r.ID == r1.ID {
+		t.Errorf("same bytes in another folder: id %d created %v", r.ID, created)
+	}
+	if r, created := put(t, a, eng, src(9), enc); !created || r.ID == r1.ID {
+		t.Errorf("same bytes, same UIDVALIDITY, another UID: id %d created %v", r.ID, created)
+	}
+	if n, _ := a.Count(); n != 5 {
+		t.Errorf("Count = %d, want 5", n)
+	}
 
 	// The original is kept byte for byte under its SHA-256.
 	got, err := os.ReadFile(a.OriginalPath(hexSHA(enc)))

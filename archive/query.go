@@ -21,6 +21,7 @@ const (
 	idxMessageID  = 'm'
 	idxStatus     = 's'
 	idxAccount    = 'a'
+	idxBytes      = 'h' // account, folder and the original's SHA-256
 )
 
 // maxIndexValue bounds an indexed value (bbolt keys must stay small).
@@ -79,7 +80,12 @@ func indexKeys(r *Record) [][]byte {
 	for _, s := range r.Status {
 		keys = append(keys, indexKey(idxStatus, s, t, r.ID))
 	}
+	keys = append(keys, indexKey(idxBytes, bytesValue(r.Account, r.Folder, r.OriginalSHA256), t, r.ID))
 	return keys
+}
+
+func bytesValue(account, folder, sha string) string {
+	return account + "\x01" + folder + "\x01" + sha
 }
 
 func normalizeMessageID(id string) string {

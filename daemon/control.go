@@ -44,6 +44,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -234,9 +235,14 @@ func listenControl(path string, gid int) (*net.UnixListener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	if err := os.Chown(path, -1, gid); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("control socket %s: group %d: %w", path, gid, err)
+	// A new file has the process's group already — under the shipped
+	// unit, smimed's — so chown(2) is called only when it differs: the
+	// unit's system-call filter refuses it.
+	if fi, err := os.Stat(path); err != nil || fileGID(fi) != gid {
+		if err := os.Chown(path, -1, gid); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("control socket %s: group %d: %w", path, gid, err)
+		}
 	}
 	if err := os.Chmod(path, 0o660); err != nil {
 		ln.Close()
@@ -640,4 +646,12 @@ func (fw *frameWriter) Write(p []byte) (int, error) {
 		p = p[k:]
 	}
 	return n, nil
+}
+
+// fileGID is the group of a file, or -1 when the system does not say.
+func fileGID(fi os.FileInfo) int {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return int(st.Gid)
+	}
+	return -1
 }

@@ -55,8 +55,9 @@ func (k *archiveSink) Deliver(ctx context.Context, m Message) error {
 	}
 	sha := sha256.Sum256(raw)
 	// Already archived (a crash after the archive, before the
-	// checkpoint): do not run the engine again, only finish the copy.
-	rec, err := k.arch.Lookup(src, hex.EncodeToString(sha[:]))
+	// checkpoint; or the same bytes before a UIDVALIDITY change): do not
+	// run the engine again, only finish the copy.
+	rec, err := k.arch.Seen(src, hex.EncodeToString(sha[:]))
 	if err != nil {
 		return Temporary(err)
 	}

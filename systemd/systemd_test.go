@@ -40,7 +40,6 @@ var openItems = map[string]string{
 	"RestrictAddressFamilies_AF_UNIX":       "sd_notify, the journal and the control socket",
 	"IPAddressDeny":                         "the IMAP servers' addresses are the admin's to pin (a drop-in)",
 	"PrivateUsers":                          "would hide group smimed's admins from the control socket's peer check",
-	"SystemCallFilter_privileged":           "chown(2) of the control socket to the service's group",
 	"RootDirectoryOrRootImage":              "a chroot buys little over ProtectSystem=strict for one static binary",
 	"DeviceAllow":                           "char-rtc:r, which ProtectClock=yes itself adds",
 }
