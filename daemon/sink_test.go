@@ -73,6 +73,17 @@ func TestSinkCrashWindows(t *testing.T) {
 		t.Errorf("the second delivery was not recognised as archived already:\n%s", logs.String())
 	}
 
+	// The server renumbered the folder: the same bytes under a new
+	// UIDVALIDITY are the message already archived and copied.
+	renumbered := m
+	renumbered.UIDValidity = 10
+	if err := sink.Deliver(ctx, renumbered); err != nil {
+		t.Fatalf("Deliver after a UIDVALIDITY change = %v", err)
+	}
+	if n, _ := arch.Count(); n != 1 || copies() != 1 {
+		t.Fatalf("after a UIDVALIDITY change: %d records, %d copies; want 1 and 1", n, copies())
+	}
+
 	// UID 2: the archive has it and the copy went out, but the crash came
 	// before SetCopy.
 	m.UID = 2
