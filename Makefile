@@ -34,6 +34,7 @@ fuzz:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./harvest
+	$(GO) test -run '^$$' -bench . -benchmem ./archive
 
 clean:
 	rm -f smimed

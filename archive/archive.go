@@ -479,8 +479,13 @@ func (a *Archive) commit(r *Record, supersedes uint64) (*Record, bool, error) {
 				}
 			}
 		}
+		summary := indexSummary(r)
 		for _, k := range indexKeys(r) {
-			if err := idx.Put(k, nil); err != nil {
+			var v []byte
+			if broadIndex(k[0]) {
+				v = summary
+			}
+			if err := idx.Put(k, v); err != nil {
 				return err
 			}
 		}

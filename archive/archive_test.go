@@ -374,6 +374,7 @@ func TestListFilters(t *testing.T) {
 	}
 	put(t, a, eng, src(10), fixture(t, "enc-aes256.eml"))
 	put(t, a, eng, src(11), fixture(t, "enc-nokey.eml"))
+	put(t, a, eng, src(12), synthetic("dave@partner.example", "hr@org.example", strings.Repeat("x", 300)+" tail-of-a-long-subject", 12))
 
 	ids := func(q Query) []uint32 {
 		var out []uint32
@@ -387,16 +388,19 @@ func TestListFilters(t *testing.T) {
 		q    Query
 		want []uint32
 	}{
-		{Query{}, []uint32{11, 10, 4, 3, 2, 1}},
-		{Query{Limit: 2}, []uint32{11, 10}},
+		{Query{}, []uint32{12, 11, 10, 4, 3, 2, 1}},
+		{Query{Limit: 2}, []uint32{12, 11}},
 		{Query{From: "ALICE@partner.example"}, []uint32{11, 10, 3, 1}},
-		{Query{From: "@partner.example"}, []uint32{11, 10, 4, 3, 1}},
+		{Query{From: "@partner.example"}, []uint32{12, 11, 10, 4, 3, 1}},
 		{Query{To: "sales@org.example"}, []uint32{3, 2}},
 		{Query{To: "@org.example", Subject: "INVOICE"}, []uint32{3, 2}},
 		{Query{Status: StatusDecrypted}, []uint32{10}},
 		{Query{Status: StatusUndecryptable}, []uint32{11}},
 		{Query{Status: StatusPlain, From: "alice@partner.example"}, []uint32{3, 1}},
 		{Query{MessageID: "m2@test"}, []uint32{2}},
+		{Query{Subject: "INVOICE"}, []uint32{3, 2}},              // the summary in the broad index
+		{Query{Subject: "tail-of-a-long-subject"}, []uint32{12}}, // past the summary's length
+		{Query{Status: StatusPlain, Subject: "quarterly"}, []uint32{1}},
 		{Query{Since: src(3).InternalDate, Until: src(10).InternalDate}, []uint32{4, 3}},
 		{Query{Account: "other"}, nil},
 		{Query{Until: day("2026-01-01")}, nil},

@@ -84,6 +84,36 @@ func indexKeys(r *Record) [][]byte {
 	return keys
 }
 
+// broadIndex tells the index kinds that select many records (all, by
+// status, by account): their entries carry a summary, so that a Subject
+// filter can skip records without reading them.
+func broadIndex(kind byte) bool {
+	return kind == idxAll || kind == idxStatus || kind == idxAccount
+}
+
+// maxSummary bounds the summary kept in broad index entries.
+const maxSummary = 256
+
+// indexSummary is the lower-cased Subject (cut to maxSummary bytes, with a
+// marker byte saying whether it was cut).
+func indexSummary(r *Record) []byte {
+	s := strings.ToLower(r.Subject)
+	if len(s) > maxSummary {
+		return append([]byte{1}, s[:maxSummary]...)
+	}
+	return append([]byte{0}, s...)
+}
+
+// summaryExcludes reports whether an index entry's summary proves that the
+// record's Subject does not contain sub (lower-cased); an entry without
+// one, or cut short, proves nothing.
+func summaryExcludes(v []byte, sub string) bool {
+	if sub == "" || len(v) == 0 || v[0] != 0 {
+		return false
+	}
+	return !strings.Contains(string(v[1:]), sub)
+}
+
 func bytesValue(account, folder, sha string) string {
 	return account + "\x01" + folder + "\x01" + sha
 }
@@ -191,6 +221,7 @@ func (a *Archive) List(q Query, fn func(*Record) error) error {
 		upper = append(bytes.Clone(prefix), 0xff)
 	}
 	n := 0
+	subject := strings.ToLower(q.Subject)
 	for {
 		var batch []*Record
 		done := false
@@ -201,13 +232,13 @@ func (a *Archive) List(q Query, fn func(*Record) error) error {
 				return nil
 			}
 			c := idx.Cursor()
-			k, _ := c.Seek(upper)
+			k, v := c.Seek(upper)
 			if k == nil {
-				k, _ = c.Last()
+				k, v = c.Last()
 			} else {
-				k, _ = c.Prev()
+				k, v = c.Prev()
 			}
-			for ; ; k, _ = c.Prev() {
+			for ; ; k, v = c.Prev() {
 				if k == nil || !bytes.HasPrefix(k, prefix) || len(k) != len(prefix)+16 {
 					done = true
 					return nil
@@ -221,6 +252,9 @@ func (a *Archive) List(q Query, fn func(*Record) error) error {
 					upper = bytes.Clone(k)
 					upper = append(upper[:len(upper):len(upper)], 0) // just above k: k itself is next
 					return nil
+				}
+				if summaryExcludes(v, subject) {
+					continue
 				}
 				r, err := getRecord(tx, binary.BigEndian.Uint64(k[len(prefix)+8:]))
 				if err != nil {
