@@ -30,6 +30,7 @@ Usage:
   smimed run [--config FILE]                                    watch the IMAP folders (the service)
   smimed archive [--config FILE] SUBCOMMAND                     list, show, export, failed, retry, verify the archive
   smimed backup [--config FILE] --out FILE [--force]            consistent copy of the store (not the archive files)
+  smimed demo [--dir DIR] [--listen ADDR] [--once]              the service on a demo mailbox of its own, no setup
   smimed help                                                   this text
 
 FILE may be "-" for standard input. The default config is /etc/smimed/smimed.toml.
@@ -61,6 +62,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return archiveCommand(rest, stdout, stderr)
 	case "backup":
 		return backupMain(rest, stdout, stderr)
+	case "demo":
+		return demoMain(rest, stdout, stderr)
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, usageText)
 		return exitOK
