@@ -1,12 +1,13 @@
 package daemon
 
 // The control socket: while the daemon runs it holds the store's lock, so
-// `smimed archive …` reaches the archive through a unix socket instead
-// (control_client.go is its client). Who may connect is decided twice: the
-// socket file is mode 0660 in the service's group, and every connection's
-// peer credentials (SO_PEERCRED, which the kernel fills in and the peer
-// cannot forge) must name root, the daemon's own user, or a member of the
-// service's group. Every read is audited as the peer (via "socket").
+// `smimed archive …`, `smimed certs …` and `smimed status` reach it through
+// a unix socket instead (control_client.go is its client). Who may connect
+// is decided twice: the socket file is mode 0660 in the service's group,
+// and every connection's peer credentials (SO_PEERCRED, which the kernel
+// fills in and the peer cannot forge) must name root, the daemon's own
+// user, or a member of the service's group. Every read of the archive is
+// audited as the peer (via "socket").
 //
 // Protocol, one request per connection, every line a JSON object ending
 // in "\n":
@@ -18,17 +19,24 @@ package daemon
 //	         {"verify":{…}}            verify: the result
 //	         {"retry":{…}}             retry: one per record
 //	         {"audit":{…}}             audit: one per entry
+//	         {"entry":{…,"der":"…"}}   certs_*: one per certificate and address
+//	         {"certificate":"base64…"} certs_certificate: the DER, when found
+//	         {"status":{…}}            status
 //	         {"end":true,"n":…}        success (n: bytes of a backup; state_dir for ping)
 //	         {"error":"…","codes":[…]} failure; nothing follows (codes: errorCodes)
 //
 // Ops: ping (not audited; DialControl's check), list, get, message, verify,
-// retry, backup, audit. The client keeps its side open until the last
-// line: a closed client cancels the request.
+// retry, backup, audit; certs_list, certs_email, certs_fingerprint,
+// certs_certificate and certs_trust ("match": the address or fingerprint;
+// not audited, as they read no mail; a trust is logged); status (not
+// audited). The client keeps its side open until the last line: a closed
+// client cancels the request.
 
 import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -50,6 +58,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/harvest"
 )
 
 const (
@@ -128,7 +137,12 @@ type ControlOptions struct {
 	// peer; it is called once per request and its Close when the request
 	// is done, so it must not close the daemon's store.
 	Open func(Caller) ArchiveAPI
-	Log  *slog.Logger
+	// Certs, if set, is the certificate store for the certs_* ops; else
+	// the Store of the *Local that Open returns serves them.
+	Certs CertsAPI
+	// Status, if set, answers the status op.
+	Status func() (*DaemonStatus, error)
+	Log    *slog.Logger
 }
 
 // ServeControl listens on the control socket until ctx ends or stop is
@@ -418,7 +432,7 @@ func (s *controlServer) serve(c *net.UnixConn) {
 	start := time.Now()
 	api := s.opts.Open(caller)
 	defer api.Close()
-	end, err := s.do(ctx, api, req, fw)
+	end, err := s.do(ctx, api, req, fw, log)
 	if err == nil {
 		err = fw.frame(end)
 	} else {
@@ -432,7 +446,11 @@ func (s *controlServer) serve(c *net.UnixConn) {
 }
 
 // do runs one request, writing its frames; it returns the end frame.
-func (s *controlServer) do(ctx context.Context, api ArchiveAPI, req *controlRequest, fw *frameWriter) (*controlFrame, error) {
+// log carries the peer.
+func (s *controlServer) do(ctx context.Context, api ArchiveAPI, req *controlRequest, fw *frameWriter, log *slog.Logger) (*controlFrame, error) {
+	if strings.HasPrefix(req.Op, "certs_") {
+		return s.doCerts(ctx, api, req, fw, log)
+	}
 	ctx = WithAuditCommand(ctx, req.Command)
 	end := &controlFrame{End: true}
 	var err error
@@ -472,6 +490,15 @@ func (s *controlServer) do(ctx context.Context, api ArchiveAPI, req *controlRequ
 		err = api.Audit(ctx, req.Since, func(e archive.AuditEntry) error {
 			return fw.frame(&controlFrame{Audit: &e})
 		})
+	case opStatus:
+		if s.opts.Status == nil {
+			return nil, errors.New("status: this daemon does not report one")
+		}
+		var st *DaemonStatus
+		if st, err = s.opts.Status(); err == nil {
+			st.Running = true
+			err = fw.frame(&controlFrame{Status: st})
+		}
 	default:
 		err = fmt.Errorf("unknown op %q", req.Op) // decodeRequest lets none through
 	}
@@ -479,6 +506,45 @@ func (s *controlServer) do(ctx context.Context, api ArchiveAPI, req *controlRequ
 		err = fw.err
 	}
 	return end, err
+}
+
+// doCerts runs a certs_* request.
+func (s *controlServer) doCerts(ctx context.Context, api ArchiveAPI, req *controlRequest, fw *frameWriter, log *slog.Logger) (*controlFrame, error) {
+	certs := s.opts.Certs
+	if l, ok := api.(*Local); certs == nil && ok && l.Store != nil {
+		certs = &LocalCerts{Store: l.Store}
+	}
+	if certs == nil {
+		return nil, errors.New("certificates: this daemon does not serve its store")
+	}
+	var es []harvest.Entry
+	var err error
+	switch req.Op {
+	case opCertsList:
+		es, err = certs.List(ctx)
+	case opCertsEmail:
+		es, err = certs.ByEmail(ctx, req.Match)
+	case opCertsFingerprint:
+		es, err = certs.ByFingerprint(ctx, req.Match)
+	case opCertsCertificate:
+		var c *x509.Certificate
+		if c, err = certs.Certificate(ctx, req.Match); err == nil && c != nil {
+			err = fw.frame(&controlFrame{Certificate: c.Raw})
+		}
+	case opCertsTrust:
+		var e *harvest.Entry
+		if e, err = certs.Trust(ctx, req.Match); err == nil {
+			log.Info("certificate trusted", "fingerprint", e.Fingerprint, "email", e.Email)
+			es = []harvest.Entry{*e}
+		}
+	}
+	for i := 0; err == nil && i < len(es); i++ {
+		err = fw.frame(&controlFrame{Entry: wireEntry(&es[i])})
+	}
+	if err == nil {
+		err = fw.err
+	}
+	return &controlFrame{End: true}, err
 }
 
 // controlRequest is the line a client sends.
@@ -489,6 +555,7 @@ type controlRequest struct {
 	Original bool           `json:"original,omitempty"` // message
 	IDs      []uint64       `json:"ids,omitempty"`      // retry; none: every undecryptable record
 	Since    time.Time      `json:"since,omitzero"`     // audit
+	Match    string         `json:"match,omitempty"`    // certs_*: an address or a fingerprint
 	// Command is the admin command making the request (WithAuditCommand).
 	Command string `json:"command,omitempty"`
 }
@@ -500,7 +567,18 @@ func (r *controlRequest) query() archive.Query {
 	return *r.Query
 }
 
-var controlOps = []string{"ping", "list", "get", "message", "verify", "retry", "backup", "audit"}
+// The ops of the certificate store and of the daemon's state.
+const (
+	opCertsList        = "certs_list"
+	opCertsEmail       = "certs_email"
+	opCertsFingerprint = "certs_fingerprint"
+	opCertsCertificate = "certs_certificate"
+	opCertsTrust       = "certs_trust"
+	opStatus           = "status"
+)
+
+var controlOps = []string{"ping", "list", "get", "message", "verify", "retry", "backup", "audit",
+	opCertsList, opCertsEmail, opCertsFingerprint, opCertsCertificate, opCertsTrust, opStatus}
 
 // decodeRequest reads and checks a request line: exactly one JSON object,
 // no unknown fields, a known op with what it needs.
@@ -533,6 +611,10 @@ func decodeRequest(line []byte) (*controlRequest, error) {
 	case "retry":
 		if len(req.IDs) > maxRetryIDs {
 			return nil, fmt.Errorf("retry of %d records: at most %d at once", len(req.IDs), maxRetryIDs)
+		}
+	case opCertsEmail, opCertsFingerprint, opCertsCertificate, opCertsTrust:
+		if req.Match == "" {
+			return nil, fmt.Errorf("%s needs an address or fingerprint (match)", req.Op)
 		}
 	}
 	switch req.Command {
@@ -576,6 +658,10 @@ type controlFrame struct {
 	End      bool                  `json:"end,omitempty"`
 	N        int64                 `json:"n,omitempty"`
 	StateDir string                `json:"state_dir,omitempty"`
+	// certs_* and status
+	Entry       *certEntry    `json:"entry,omitempty"`
+	Certificate []byte        `json:"certificate,omitempty"` // DER, base64 in JSON
+	Status      *DaemonStatus `json:"status,omitempty"`
 }
 
 // Error codes carry the sentinel errors an error wraps to the client.
@@ -589,6 +675,10 @@ var errorCodes = []struct {
 	{"not_audited", ErrNotAudited},
 	{"permission_denied", ErrPeerRefused},
 	{"cancelled", context.Canceled},
+	{"cert_not_found", harvest.ErrNotFound},
+	{"ambiguous", harvest.ErrAmbiguous},
+	{"bad_fingerprint", harvest.ErrBadFingerprint},
+	{"bad_address", harvest.ErrBadAddress},
 }
 
 // frameWriter writes reply lines; as an io.Writer it sends data frames.

@@ -1,7 +1,7 @@
 package daemon
 
 // The client of the control socket (control.go): an ArchiveAPI that asks
-// the running daemon.
+// the running daemon (certsapi.go has the CertsAPI, status.go the status).
 
 import (
 	"bufio"
@@ -90,6 +90,16 @@ func dialControl(path string) (string, error) {
 // returns an ArchiveAPI that asks it; a daemon that serves another
 // state_dir is passed over. ErrNoDaemon when none answers.
 func DialConfig(cfg *Config) (ArchiveAPI, error) {
+	path, err := findDaemon(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &controlClient{path: path}, nil
+}
+
+// findDaemon returns the socket of cfg's daemon: the first of
+// cfg.ControlSocketPaths whose daemon answers and serves cfg.StateDir.
+func findDaemon(cfg *Config) (string, error) {
 	var tried []string
 	for _, p := range cfg.ControlSocketPaths() {
 		stateDir, err := dialControl(p)
@@ -98,14 +108,14 @@ func DialConfig(cfg *Config) (ArchiveAPI, error) {
 			tried = append(tried, p)
 			continue
 		case err != nil:
-			return nil, err
+			return "", err
 		case !sameDir(stateDir, cfg.StateDir):
 			tried = append(tried, fmt.Sprintf("%s (a daemon with state_dir %s)", p, stateDir))
 			continue
 		}
-		return &controlClient{path: p}, nil
+		return p, nil
 	}
-	return nil, fmt.Errorf("%w: tried %s", ErrNoDaemon, strings.Join(tried, ", "))
+	return "", fmt.Errorf("%w: tried %s", ErrNoDaemon, strings.Join(tried, ", "))
 }
 
 func sameDir(a, b string) bool {

@@ -5,9 +5,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -636,6 +638,7 @@ func TestControlBadRequests(t *testing.T) {
 		{`{"op":"drop"}` + "\n", `unknown op "drop"`},
 		{`{"op":"list","evil":1}` + "\n", "unknown field"},
 		{`{"op":"message"}` + "\n", "needs a record id"},
+		{`{"op":"certs_trust"}` + "\n", "needs an address or fingerprint"},
 		{`{"op":"list"} {"op":"backup"}` + "\n", "more than one"},
 		{`{"op":"list"}`, "unexpected EOF"}, // no newline, then half-closed below
 	} {
@@ -777,6 +780,10 @@ func FuzzControlRequest(f *testing.F) {
 		`{"op":"retry","ids":[1,2,3]}`,
 		`{"op":"backup"}`,
 		`{"op":"audit","since":"2026-04-01T00:00:00Z"}`,
+		`{"op":"certs_list"}`,
+		`{"op":"certs_email","match":"alice@partner.example"}`,
+		`{"op":"certs_trust","match":"1F:66:F0:B4:92:0C:7F:2F"}`,
+		`{"op":"status"}`,
 		`{"op":"list","query":{"Limit":-1}}`,
 		`{"op":"list"}{}`,
 		`[]`,
@@ -806,4 +813,235 @@ func FuzzControlRequest(f *testing.F) {
 			t.Fatalf("decodeRequest(%q) = %s, after re-encoding %s", line, b, b2)
 		}
 	})
+}
+
+// opensslCert reads a fixture certificate and asks openssl for its SHA-256
+// fingerprint (lower-case hex), independently of the store.
+func opensslCert(t *testing.T, name string) (*x509.Certificate, string) {
+	t.Helper()
+	path := filepath.Join("..", "testdata", "pki", name)
+	out, err := exec.Command("openssl", "x509", "-in", path, "-noout", "-fingerprint", "-sha256").Output()
+	if err != nil {
+		t.Fatalf("openssl x509 -fingerprint %s: %v", name, err)
+	}
+	_, fp, _ := strings.Cut(strings.TrimSpace(string(out)), "=")
+	block, _ := pem.Decode(fixture(t, "pki", name))
+	if block == nil {
+		t.Fatalf("%s: no PEM", name)
+	}
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, strings.ToLower(strings.ReplaceAll(fp, ":", ""))
+}
+
+// TestControlCerts: the certs_* ops give what the store gives, the
+// certificates byte for byte (fingerprints as openssl computes them), the
+// store's errors keep their sentinels, and a trust is logged with the
+// peer's uid.
+func TestControlCerts(t *testing.T) {
+	f := newControlFixture(t, nil)
+	alice, aliceFP := opensslCert(t, "alice.crt")
+	bob, bobFP := opensslCert(t, "bob.crt")
+	inter, interFP := opensslCert(t, "intermediate.pem")
+	seen := harvest.Sighting{MessageID: "<m1@partner.example>", Seen: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	if err := f.store.Harvest("alice@partner.example", alice, nil, nil, []string{"aes256-CBC"}, seen); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.store.Quarantine("bob@elsewhere.example", bob, nil, "unknown authority", seen); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.store.AddIntermediates([]*x509.Certificate{inter}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Defaults()
+	cfg.StateDir, cfg.Daemon.ControlSocket = f.dir, f.path
+	remote, err := DialConfigCerts(cfg)
+	if err != nil {
+		t.Fatalf("DialConfigCerts = %v", err)
+	}
+	local := &LocalCerts{Store: f.store}
+	ctx := context.Background()
+
+	type view struct {
+		Email, Fingerprint, DER string
+		Quarantined, Preferred  bool
+		Reason, MessageID       string
+		Caps                    string
+		FirstSeen, LastSeen     time.Time
+	}
+	views := func(es []harvest.Entry) []view {
+		var out []view
+		for _, e := range es {
+			out = append(out, view{e.Email, e.Fingerprint, hex.EncodeToString(e.Cert.Raw), e.Quarantined, e.EncryptionPreferred,
+				e.QuarantineReason, e.MessageID, strings.Join(e.Capabilities, ","), e.FirstSeen.UTC(), e.LastSeen.UTC()})
+		}
+		return out
+	}
+	both := func(name string, call func(CertsAPI) ([]harvest.Entry, error)) []view {
+		t.Helper()
+		want, werr := call(local)
+		got, gerr := call(remote)
+		if (werr == nil) != (gerr == nil) || !slices.Equal(views(got), views(want)) {
+			t.Errorf("%s through the socket = %+v, %v; the store says %+v, %v", name, views(got), gerr, views(want), werr)
+		}
+		return views(got)
+	}
+
+	list := both("List", func(c CertsAPI) ([]harvest.Entry, error) { return c.List(ctx) })
+	if len(list) != 2 || list[0].Fingerprint != aliceFP || list[1].Fingerprint != bobFP || !list[1].Quarantined {
+		t.Errorf("List = %+v, want alice (%s) then quarantined bob (%s)", list, aliceFP, bobFP)
+	}
+	if list[0].DER != hex.EncodeToString(alice.Raw) {
+		t.Errorf("List: alice's certificate is not the fixture's DER")
+	}
+	both("ByEmail", func(c CertsAPI) ([]harvest.Entry, error) { return c.ByEmail(ctx, "Alice@Partner.example") })
+	both("ByFingerprint", func(c CertsAPI) ([]harvest.Entry, error) { return c.ByFingerprint(ctx, strings.ToUpper(bobFP[:16])) })
+	both("ByEmail unknown", func(c CertsAPI) ([]harvest.Entry, error) { return c.ByEmail(ctx, "nobody@partner.example") })
+
+	c, err := remote.Certificate(ctx, interFP)
+	if err != nil || c == nil || !bytes.Equal(c.Raw, inter.Raw) {
+		t.Errorf("Certificate(intermediate) = %v, %v; want the fixture", c, err)
+	}
+	if c, err := remote.Certificate(ctx, strings.Repeat("0", 64)); c != nil || err != nil {
+		t.Errorf("Certificate(absent) = %v, %v; want nil, nil", c, err)
+	}
+
+	for _, tc := range []struct {
+		fp   string
+		want error
+	}{
+		{"xyz", harvest.ErrBadFingerprint},
+		{strings.Repeat("0", 64), harvest.ErrNotFound},
+	} {
+		if _, err := remote.Trust(ctx, tc.fp); !errors.Is(err, tc.want) {
+			t.Errorf("Trust(%s) = %v, want %v", tc.fp, err, tc.want)
+		}
+	}
+	if _, err := remote.ByEmail(ctx, "not-an-address"); !errors.Is(err, harvest.ErrBadAddress) {
+		t.Errorf("ByEmail(not-an-address) = %v, want ErrBadAddress", err)
+	}
+
+	e, err := remote.Trust(ctx, bobFP)
+	if err != nil || e.Fingerprint != bobFP || e.Quarantined {
+		t.Fatalf("Trust(bob) = %+v, %v", e, err)
+	}
+	if es, _ := local.ByEmail(ctx, "bob@elsewhere.example"); len(es) != 1 || es[0].Quarantined {
+		t.Errorf("after Trust through the socket the store says %+v", views(es))
+	}
+	f.waitIdle(t)
+	var line string
+	for _, l := range strings.Split(f.logBuf.String(), "\n") {
+		if strings.Contains(l, `msg="certificate trusted"`) {
+			line = l
+		}
+	}
+	if !strings.Contains(line, "fingerprint="+bobFP) || !strings.Contains(line, fmt.Sprintf(" uid=%d ", os.Getuid())) {
+		t.Errorf("log line of the trust = %q, want fingerprint=%s and uid=%d", line, bobFP, os.Getuid())
+	}
+	// Reading certificates reads no mail: nothing audited (but the
+	// listing of the log itself).
+	var audited []string
+	if err := f.local.Audit(ctx, time.Time{}, func(e archive.AuditEntry) error {
+		audited = append(audited, e.Action)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(audited, []string{archive.AuditAudit}) {
+		t.Errorf("audit log after the certificate ops = %v, want only this listing", audited)
+	}
+}
+
+// TestStatusSnapshot: the status op reports every watched folder with
+// what the watchers and the sink reported, the checkpoints from the store
+// (also of folders no longer watched), through the socket.
+func TestStatusSnapshot(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	m := NewMetrics()
+	m.now = func() time.Time { return now }
+	signed := &harvest.Report{Signatures: []harvest.Signature{{Status: harvest.StatusValid}}}
+	m.FolderUp("ceo", "INBOX")
+	m.Processed(Message{Account: "ceo", Folder: "INBOX"}, signed)
+	m.Processed(Message{Account: "ceo", Folder: "INBOX"}, signed)
+	m.Processed(Message{Account: "ceo", Folder: "INBOX", TooLarge: true}, nil)
+	m.Backlog("ceo", "INBOX", 4)
+	m.Checked("ceo", "INBOX")
+	m.FolderConnecting("sales", "INBOX")
+	m.FolderError("sales", "INBOX", errors.New("dial tcp 192.0.2.1:993: connection refused"))
+	m.FolderDown("sales", "INBOX", stateReconnecting, 8*time.Second)
+	m.FolderDown("hr", "INBOX", stateLoginRefused, 15*time.Minute)
+
+	f := newControlFixture(t, nil)
+	cps, err := NewCheckpoints(f.store.DB())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		account, folder string
+		cp              Checkpoint
+	}{
+		{"ceo", "INBOX", Checkpoint{UIDValidity: 1712000001, UID: 42}},
+		{"old", "Sent", Checkpoint{UIDValidity: 7, UID: 3}},
+	} {
+		if err := cps.Set(c.account, c.folder, c.cp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// What Service.Status does, without the IMAP side.
+	svc := &Service{cfg: &Config{StateDir: f.dir}, metrics: m, store: f.store}
+	f.srv.opts.Status = svc.Status
+	cfg := Defaults()
+	cfg.StateDir, cfg.Daemon.ControlSocket = f.dir, f.path
+	st, err := QueryStatus(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("QueryStatus = %v", err)
+	}
+	if !st.Running || st.StateDir != f.dir || st.Socket != f.path || st.Started.IsZero() {
+		t.Errorf("QueryStatus = running %v, state_dir %q, socket %q, started %v", st.Running, st.StateDir, st.Socket, st.Started)
+	}
+	want := []FolderStatus{
+		{Account: "ceo", Folder: "INBOX", State: FolderConnected, Connected: true, UIDValidity: 1712000001, CheckpointUID: 42,
+			Backlog: 4, Processed: 3, Outcomes: map[string]uint64{OutcomeSigned: 2, OutcomeTooLarge: 1}, LastCheck: now},
+		{Account: "hr", Folder: "INBOX", State: FolderLoginRefused, RetryAt: now.Add(15 * time.Minute)},
+		{Account: "sales", Folder: "INBOX", State: FolderReconnecting, RetryAt: now.Add(8 * time.Second),
+			LastError: "dial tcp 192.0.2.1:993: connection refused", LastErrorAt: now},
+		{Account: "old", Folder: "Sent", State: FolderNotWatched, UIDValidity: 7, CheckpointUID: 3},
+	}
+	got, _ := json.Marshal(st.Folders)
+	wantJSON, _ := json.Marshal(want)
+	if !bytes.Equal(got, wantJSON) {
+		t.Errorf("QueryStatus folders =\n%s\nwant\n%s", got, wantJSON)
+	}
+	for i, w := range []string{"connected", "login refused, retry in 15m", "reconnecting in 8s", "not watched"} {
+		if d := st.Folders[i].Describe(now); d != w {
+			t.Errorf("%s/%s: Describe() = %q, want %q", st.Folders[i].Account, st.Folders[i].Folder, d, w)
+		}
+	}
+
+	// Without a daemon the store, opened read-only, still tells the
+	// checkpoints.
+	f.srv.stop()
+	if _, err := QueryStatus(context.Background(), cfg); !errors.Is(err, ErrNoDaemon) {
+		t.Errorf("QueryStatus without a daemon = %v, want ErrNoDaemon", err)
+	}
+	f.store.Close()
+	ro, err := harvest.OpenStore(filepath.Join(f.dir, "smimed.db"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	list, err := StoreCheckpoints(ro.DB())
+	if err != nil {
+		t.Fatalf("StoreCheckpoints = %v", err)
+	}
+	got, _ = json.Marshal(list)
+	wantJSON, _ = json.Marshal([]FolderStatus{
+		{Account: "ceo", Folder: "INBOX", UIDValidity: 1712000001, CheckpointUID: 42},
+		{Account: "old", Folder: "Sent", UIDValidity: 7, CheckpointUID: 3},
+	})
+	if !bytes.Equal(got, wantJSON) {
+		t.Errorf("StoreCheckpoints = %s, want %s", got, wantJSON)
+	}
 }

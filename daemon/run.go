@@ -216,7 +216,7 @@ func (s *Service) Run(ctx context.Context) error {
 	// The admin commands reach the archive through the control socket
 	// while we hold the store.
 	stopControl, err := ServeControl(ctx, ControlOptions{
-		Path: s.cfg.ControlSocketPath(), GID: -1, StateDir: s.cfg.StateDir, Log: s.log,
+		Path: s.cfg.ControlSocketPath(), GID: -1, StateDir: s.cfg.StateDir, Log: s.log, Status: s.Status,
 		Open: func(c Caller) ArchiveAPI {
 			return &Local{Archive: s.arch, Store: s.store, Engine: s.engine.Load(), Caller: c, Changed: s.WakeCopies}
 		},

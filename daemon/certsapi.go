@@ -1,0 +1,202 @@
+package daemon
+
+// This file is the certificate store as the admin commands see it
+// (`smimed certs …`): CertsAPI, implemented by LocalCerts on a store this
+// process has open, and by the control socket's client while the daemon
+// holds the store. Certificates travel as DER (base64 in JSON).
+//
+// Reading certificates is not reading the archive: nothing here is
+// audited. Trust, a change, is logged by the daemon in one line with the
+// peer's uid and the fingerprint (control.go).
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/smimed/smimed/harvest"
+)
+
+// CertsAPI is what `smimed certs` uses; the methods are the store's
+// (harvest.Store), with the same results and errors.
+type CertsAPI interface {
+	// List returns every address's entries, usable and quarantined.
+	List(ctx context.Context) ([]harvest.Entry, error)
+	// ByEmail returns the address's entries, latest not_after first.
+	ByEmail(ctx context.Context, email string) ([]harvest.Entry, error)
+	// ByFingerprint returns one certificate's entries, one per address.
+	ByFingerprint(ctx context.Context, fp string) ([]harvest.Entry, error)
+	// Certificate returns the end-entity or intermediate certificate
+	// with this fingerprint; nil, nil when absent.
+	Certificate(ctx context.Context, fp string) (*x509.Certificate, error)
+	// Trust releases a quarantined certificate for every address.
+	Trust(ctx context.Context, fp string) (*harvest.Entry, error)
+	Close() error
+}
+
+// LocalCerts is CertsAPI on a store this process has open.
+type LocalCerts struct {
+	Store *harvest.Store
+	// Closer, if set, is called by Close (the command that opened the
+	// store closes it; the daemon's store stays open).
+	Closer func() error
+}
+
+var _ CertsAPI = (*LocalCerts)(nil)
+
+func (l *LocalCerts) List(ctx context.Context) ([]harvest.Entry, error) { return l.Store.List() }
+
+func (l *LocalCerts) ByEmail(ctx context.Context, email string) ([]harvest.Entry, error) {
+	return l.Store.ByEmail(email)
+}
+
+func (l *LocalCerts) ByFingerprint(ctx context.Context, fp string) ([]harvest.Entry, error) {
+	return l.Store.ByFingerprint(fp)
+}
+
+func (l *LocalCerts) Certificate(ctx context.Context, fp string) (*x509.Certificate, error) {
+	return l.Store.Certificate(fp)
+}
+
+func (l *LocalCerts) Trust(ctx context.Context, fp string) (*harvest.Entry, error) {
+	return l.Store.Trust(fp)
+}
+
+func (l *LocalCerts) Close() error {
+	if l.Closer != nil {
+		return l.Closer()
+	}
+	return nil
+}
+
+// certEntry is a harvest.Entry on the wire.
+type certEntry struct {
+	Email               string    `json:"email"`
+	Fingerprint         string    `json:"fingerprint"`
+	DER                 []byte    `json:"der"`
+	FirstSeen           time.Time `json:"first_seen"`
+	LastSeen            time.Time `json:"last_seen"`
+	MessageID           string    `json:"message_id,omitempty"`
+	Quarantined         bool      `json:"quarantined,omitempty"`
+	QuarantineReason    string    `json:"quarantine_reason,omitempty"`
+	EncryptionPreferred bool      `json:"encryption_preferred,omitempty"`
+	Capabilities        []string  `json:"capabilities,omitempty"`
+}
+
+func wireEntry(e *harvest.Entry) *certEntry {
+	return &certEntry{
+		Email: e.Email, Fingerprint: e.Fingerprint, DER: e.Cert.Raw,
+		FirstSeen: e.FirstSeen, LastSeen: e.LastSeen, MessageID: e.MessageID,
+		Quarantined: e.Quarantined, QuarantineReason: e.QuarantineReason,
+		EncryptionPreferred: e.EncryptionPreferred, Capabilities: e.Capabilities,
+	}
+}
+
+// entry parses the certificate and checks that it has the fingerprint
+// the daemon gave.
+func (w *certEntry) entry() (harvest.Entry, error) {
+	c, err := parseDER(w.DER)
+	if err != nil {
+		return harvest.Entry{}, err
+	}
+	if sum := sha256.Sum256(c.Raw); hex.EncodeToString(sum[:]) != w.Fingerprint {
+		return harvest.Entry{}, fmt.Errorf("control socket: certificate of %s does not have the fingerprint %s", w.Email, w.Fingerprint)
+	}
+	return harvest.Entry{
+		Email: w.Email, Fingerprint: w.Fingerprint, Cert: c,
+		FirstSeen: w.FirstSeen, LastSeen: w.LastSeen, MessageID: w.MessageID,
+		Quarantined: w.Quarantined, QuarantineReason: w.QuarantineReason,
+		EncryptionPreferred: w.EncryptionPreferred, Capabilities: w.Capabilities,
+	}, nil
+}
+
+func parseDER(der []byte) (*x509.Certificate, error) {
+	c, err := x509.ParseCertificate(bytes.Clone(der))
+	if err != nil {
+		return nil, fmt.Errorf("control socket: unreadable certificate: %w", err)
+	}
+	return c, nil
+}
+
+// certsClient is CertsAPI over the control socket.
+type certsClient struct {
+	c *controlClient
+}
+
+var _ CertsAPI = (*certsClient)(nil)
+
+// DialConfigCerts finds the daemon of cfg as DialConfig does and returns
+// a CertsAPI that asks it. ErrNoDaemon when none answers.
+func DialConfigCerts(cfg *Config) (CertsAPI, error) {
+	path, err := findDaemon(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &certsClient{c: &controlClient{path: path}}, nil
+}
+
+// entries runs an op that answers with entry frames.
+func (cc *certsClient) entries(ctx context.Context, op, match string) ([]harvest.Entry, error) {
+	var out []harvest.Entry
+	_, err := cc.c.call(ctx, &controlRequest{Op: op, Match: match}, func(f *controlFrame) error {
+		if f.Entry == nil {
+			return unexpected(op)
+		}
+		e, err := f.Entry.entry()
+		if err != nil {
+			return err
+		}
+		out = append(out, e)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (cc *certsClient) List(ctx context.Context) ([]harvest.Entry, error) {
+	return cc.entries(ctx, opCertsList, "")
+}
+
+func (cc *certsClient) ByEmail(ctx context.Context, email string) ([]harvest.Entry, error) {
+	return cc.entries(ctx, opCertsEmail, email)
+}
+
+func (cc *certsClient) ByFingerprint(ctx context.Context, fp string) ([]harvest.Entry, error) {
+	return cc.entries(ctx, opCertsFingerprint, fp)
+}
+
+func (cc *certsClient) Certificate(ctx context.Context, fp string) (*x509.Certificate, error) {
+	var cert *x509.Certificate
+	_, err := cc.c.call(ctx, &controlRequest{Op: opCertsCertificate, Match: fp}, func(f *controlFrame) error {
+		if f.Certificate == nil || cert != nil {
+			return unexpected(opCertsCertificate)
+		}
+		var err error
+		cert, err = parseDER(f.Certificate)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return cert, nil
+}
+
+func (cc *certsClient) Trust(ctx context.Context, fp string) (*harvest.Entry, error) {
+	es, err := cc.entries(ctx, opCertsTrust, fp)
+	if err != nil {
+		return nil, err
+	}
+	if len(es) != 1 {
+		return nil, unexpected(opCertsTrust)
+	}
+	return &es[0], nil
+}
+
+// Close does nothing: every call has its own connection.
+func (cc *certsClient) Close() error { return nil }
