@@ -1,11 +1,14 @@
 package main
 
 // This file is `smimed certs`: list, show, export and trust the partners'
-// certificates in the store. It opens the bbolt file itself, read-only for
-// everything but trust; while the daemon runs it holds the file's lock, and
-// the open fails after harvest.LockTimeout with a message saying so.
+// certificates in the store. The subcommands work on a daemon.CertsAPI:
+// the running daemon's, over its control socket (it holds the store), or,
+// when none answers, the bbolt file opened here, read-only for everything
+// but trust; a store locked by a daemon whose socket did not answer fails
+// after harvest.LockTimeout with a message saying so.
 
 import (
+	"context"
 	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -23,6 +26,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/smimed/smimed/daemon"
 	"github.com/smimed/smimed/harvest"
 )
 
@@ -37,23 +41,55 @@ FINGERPRINT is the SHA-256 fingerprint in hex (colons allowed) or a unique
 prefix of at least 8 digits, such as the 16 that "list" shows.
 `
 
-// certsMain runs `smimed certs SUBCOMMAND ...`; storePath is the bbolt file
-// (state_dir/smimed.db). Returns the exit code: 0 ok, 1 runtime error (e.g.
-// not found), 2 usage error.
+// certsOpener returns the store to work on, once a subcommand's arguments
+// are checked; readOnly is false for trust.
+type certsOpener func(readOnly bool) (daemon.CertsAPI, error)
+
+// certsStoreOpener opens the bbolt file at storePath (state_dir/smimed.db).
+func certsStoreOpener(storePath string) certsOpener {
+	return func(readOnly bool) (daemon.CertsAPI, error) {
+		st, err := harvest.OpenStore(storePath, readOnly)
+		if err != nil {
+			return nil, err
+		}
+		return &daemon.LocalCerts{Store: st, Closer: st.Close}, nil
+	}
+}
+
+// certsConfigOpener asks the daemon of cfg, or opens its store when no
+// daemon answers.
+func certsConfigOpener(cfg *daemon.Config) certsOpener {
+	return func(readOnly bool) (daemon.CertsAPI, error) {
+		api, err := daemon.DialConfigCerts(cfg)
+		if errors.Is(err, daemon.ErrNoDaemon) {
+			return certsStoreOpener(cfg.StorePath())(readOnly)
+		}
+		return api, err
+	}
+}
+
+// certsMain runs `smimed certs SUBCOMMAND ...` on the bbolt file at
+// storePath (state_dir/smimed.db). Returns the exit code: 0 ok, 1 runtime
+// error (e.g. not found), 2 usage error.
 func certsMain(storePath string, args []string, stdout, stderr io.Writer) int {
+	return certsDo(certsStoreOpener(storePath), args, stdout, stderr)
+}
+
+// certsDo runs `smimed certs SUBCOMMAND ...` on the store open returns.
+func certsDo(open certsOpener, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, "smimed certs: missing subcommand: list, show, export or trust (see smimed certs --help)")
 		return exitUsage
 	}
 	switch args[0] {
 	case "list":
-		return certsList(storePath, args[1:], stdout, stderr)
+		return certsList(open, args[1:], stdout, stderr)
 	case "show":
-		return certsShow(storePath, args[1:], stdout, stderr)
+		return certsShow(open, args[1:], stdout, stderr)
 	case "export":
-		return certsExport(storePath, args[1:], stdout, stderr)
+		return certsExport(open, args[1:], stdout, stderr)
 	case "trust":
-		return certsTrust(storePath, args[1:], stdout, stderr)
+		return certsTrust(open, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, certsSubUsage)
 		return exitOK
@@ -83,8 +119,8 @@ func certsParse(fs *flag.FlagSet, args []string, nargs int, argName string, stdo
 }
 
 // certsOpen opens the store and prints the error if it cannot.
-func certsOpen(storePath string, readOnly bool, cmd string, stderr io.Writer) (*harvest.Store, bool) {
-	st, err := harvest.OpenStore(storePath, readOnly)
+func certsOpen(open certsOpener, readOnly bool, cmd string, stderr io.Writer) (daemon.CertsAPI, bool) {
+	st, err := open(readOnly)
 	if err != nil {
 		fmt.Fprintf(stderr, "smimed certs %s: %v\n", cmd, err)
 		return nil, false
@@ -139,18 +175,18 @@ func certsStatus(e harvest.Entry) string {
 	return s
 }
 
-func certsList(storePath string, args []string, stdout, stderr io.Writer) int {
+func certsList(open certsOpener, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("certs list")
 	asJSON := fs.Bool("json", false, "one JSON object per line")
 	if _, code, done := certsParse(fs, args, 0, "", stdout, stderr); done {
 		return code
 	}
-	st, ok := certsOpen(storePath, true, "list", stderr)
+	st, ok := certsOpen(open, true, "list", stderr)
 	if !ok {
 		return exitFailed
 	}
 	defer st.Close()
-	entries, err := st.List()
+	entries, err := st.List(context.Background())
 	if err != nil {
 		fmt.Fprintf(stderr, "smimed certs list: %v\n", err)
 		return exitFailed
@@ -196,13 +232,13 @@ func certsList(storePath string, args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-func certsShow(storePath string, args []string, stdout, stderr io.Writer) int {
+func certsShow(open certsOpener, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("certs show")
 	pos, code, done := certsParse(fs, args, 1, "FINGERPRINT or EMAIL", stdout, stderr)
 	if done {
 		return code
 	}
-	st, ok := certsOpen(storePath, true, "show", stderr)
+	st, ok := certsOpen(open, true, "show", stderr)
 	if !ok {
 		return exitFailed
 	}
@@ -211,16 +247,16 @@ func certsShow(storePath string, args []string, stdout, stderr io.Writer) int {
 	var entries []harvest.Entry
 	var err error
 	if strings.Contains(arg, "@") {
-		entries, err = st.ByEmail(arg)
+		entries, err = st.ByEmail(context.Background(), arg)
 	} else {
-		entries, err = st.ByFingerprint(arg)
+		entries, err = st.ByFingerprint(context.Background(), arg)
 	}
 	if err != nil {
 		return certsLookupError("show", err, stderr)
 	}
 	if len(entries) == 0 && !strings.Contains(arg, "@") {
 		// Not bound to an address: perhaps an intermediate.
-		c, err := st.Certificate(arg)
+		c, err := st.Certificate(context.Background(), arg)
 		if err != nil {
 			return certsLookupError("show", err, stderr)
 		}
@@ -377,18 +413,18 @@ func certsExtKeyUsage(c *x509.Certificate) string {
 	return strings.Join(names, ", ")
 }
 
-func certsExport(storePath string, args []string, stdout, stderr io.Writer) int {
+func certsExport(open certsOpener, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("certs export")
 	pos, code, done := certsParse(fs, args, 1, "EMAIL", stdout, stderr)
 	if done {
 		return code
 	}
-	st, ok := certsOpen(storePath, true, "export", stderr)
+	st, ok := certsOpen(open, true, "export", stderr)
 	if !ok {
 		return exitFailed
 	}
 	defer st.Close()
-	entries, err := st.ByEmail(pos[0])
+	entries, err := st.ByEmail(context.Background(), pos[0])
 	if err != nil {
 		return certsLookupError("export", err, stderr)
 	}
@@ -422,19 +458,19 @@ func certsExport(storePath string, args []string, stdout, stderr io.Writer) int 
 	return exitOK
 }
 
-func certsTrust(storePath string, args []string, stdout, stderr io.Writer) int {
+func certsTrust(open certsOpener, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("certs trust")
 	all := fs.Bool("all", false, "trust for every address it is quarantined under")
 	pos, code, done := certsParse(fs, args, 1, "FINGERPRINT", stdout, stderr)
 	if done {
 		return code
 	}
-	st, ok := certsOpen(storePath, false, "trust", stderr)
+	st, ok := certsOpen(open, false, "trust", stderr)
 	if !ok {
 		return exitFailed
 	}
 	defer st.Close()
-	before, err := st.ByFingerprint(pos[0])
+	before, err := st.ByFingerprint(context.Background(), pos[0])
 	if err != nil {
 		return certsLookupError("trust", err, stderr)
 	}
@@ -455,7 +491,7 @@ func certsTrust(storePath string, args []string, stdout, stderr io.Writer) int {
 			before[0].Fingerprint, len(quarantined), clean(strings.Join(quarantined, ", ")))
 		return exitUsage
 	}
-	e, err := st.Trust(pos[0])
+	e, err := st.Trust(context.Background(), pos[0])
 	if err != nil {
 		return certsLookupError("trust", err, stderr)
 	}

@@ -14,10 +14,13 @@ const certsUsage = `Usage: smimed certs [--config FILE] SUBCOMMAND
   trust [--all] FINGERPRINT   release a quarantined certificate for use
 
   --config FILE   configuration file (default /etc/smimed/smimed.toml)
+
+While smimed run holds the store, the commands ask it over its control
+socket; when no daemon answers, they open the store themselves.
 `
 
 // certsCommand takes --config (anywhere on the line) and hands the rest
-// to certsMain.
+// to certsDo, which asks the configuration's daemon or opens its store.
 func certsCommand(args []string, stdout, stderr io.Writer) int {
 	configPath := ""
 	var rest []string
@@ -52,5 +55,5 @@ func certsCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "smimed: %v\n", err)
 		return exitUsage
 	}
-	return certsMain(cfg.StorePath(), rest, stdout, stderr)
+	return certsDo(certsConfigOpener(cfg), rest, stdout, stderr)
 }
