@@ -30,6 +30,7 @@ Usage:
   smimed run [--config FILE]                                    watch the IMAP folders (the service)
   smimed archive [--config FILE] SUBCOMMAND                     list, show, export, failed, retry, verify the archive
   smimed backup [--config FILE] --out FILE [--force]            consistent copy of the store (not the archive files)
+  smimed status [--config FILE] [--json]                        the running daemon's accounts and folders
   smimed demo [--dir DIR] [--listen ADDR] [--once]              the service on a demo mailbox of its own, no setup
   smimed help                                                   this text
 
@@ -62,6 +63,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return archiveCommand(rest, stdout, stderr)
 	case "backup":
 		return backupMain(rest, stdout, stderr)
+	case "status":
+		return statusMain(rest, stdout, stderr)
 	case "demo":
 		return demoMain(rest, stdout, stderr)
 	case "help", "-h", "--help", "-help":

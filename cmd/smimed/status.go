@@ -1,0 +1,203 @@
+package main
+
+// This file is `smimed status`: what the running daemon says about every
+// account and folder, asked over its control socket. With no daemon it
+// says so (exit 1) and still shows how far each folder got: the
+// checkpoints in the store, opened read-only.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/smimed/smimed/daemon"
+	"github.com/smimed/smimed/harvest"
+)
+
+const statusUsage = `Usage: smimed status [--json] [--config FILE]
+
+What the running smimed says about every account and folder: connected,
+or why not and when it retries (with the last error); the checkpoint
+(UIDVALIDITY and the UID up to which everything is done); the backlog;
+the messages processed since it started, by outcome; the last check.
+Without a running daemon: exit 1, with the checkpoints of the store.
+
+  --json          one JSON object
+  --config FILE   configuration file (default /etc/smimed/smimed.toml)
+`
+
+// statusTimeout bounds the daemon's answer.
+const statusTimeout = 30 * time.Second
+
+// statusOutcomes is the order outcomes are listed in.
+var statusOutcomes = []string{
+	daemon.OutcomeDecrypted, daemon.OutcomeUndecryptable, daemon.OutcomeSigned,
+	daemon.OutcomePlain, daemon.OutcomeError, daemon.OutcomeTooLarge,
+}
+
+func statusMain(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("status")
+	asJSON := fs.Bool("json", false, "one JSON object")
+	configPath := fs.String("config", "", "configuration file")
+	pos, code, done := parseFlags(fs, args, stdout, stderr, statusUsage)
+	if done {
+		return code
+	}
+	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "smimed status: unexpected argument %q\n", pos[0])
+		return exitUsage
+	}
+	cfg, err := loadConfig(*configPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "smimed: %v\n", err)
+		return exitUsage
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
+	defer cancel()
+	st, err := daemon.QueryStatus(ctx, cfg)
+	if err != nil && !errors.Is(err, daemon.ErrNoDaemon) {
+		fmt.Fprintf(stderr, "smimed status: %v\n", err)
+		return exitFailed
+	}
+	code = exitOK
+	var storeErr error
+	if err != nil {
+		// No daemon: say so, and show what the store knows.
+		code = exitFailed
+		st = &daemon.DaemonStatus{
+			StateDir: cfg.StateDir,
+			Error:    fmt.Sprintf("smimed is not running (no control socket answered at %s)", strings.Join(cfg.ControlSocketPaths(), ", ")),
+		}
+		fmt.Fprintln(stderr, st.Error)
+		if st.Folders, storeErr = statusCheckpoints(cfg); storeErr != nil {
+			fmt.Fprintf(stderr, "smimed status: %v\n", storeErr)
+		}
+	}
+	if st.Folders == nil {
+		st.Folders = []daemon.FolderStatus{} // [] rather than null in JSON
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetEscapeHTML(false)
+		err = enc.Encode(st)
+	} else if st.Running {
+		err = statusPrint(stdout, st, time.Now())
+	} else if storeErr == nil {
+		err = statusPrintCheckpoints(stdout, cfg.StorePath(), st.Folders)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "smimed status: %v\n", err)
+		return exitFailed
+	}
+	return code
+}
+
+// statusCheckpoints reads the checkpoints of cfg's store, opened
+// read-only.
+func statusCheckpoints(cfg *daemon.Config) ([]daemon.FolderStatus, error) {
+	path := cfg.StorePath()
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("no store at %s: no folder has been watched with this configuration", path)
+	}
+	st, err := harvest.OpenStore(path, true)
+	if errors.Is(err, harvest.ErrStoreLocked) {
+		return nil, fmt.Errorf("the store %s is locked by a running smimed whose control socket did not answer; check [daemon] control_socket", path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	return daemon.StoreCheckpoints(st.DB())
+}
+
+// statusPrint writes a running daemon's status as a table, the folders'
+// last errors below it.
+func statusPrint(w io.Writer, st *daemon.DaemonStatus, now time.Time) error {
+	version := st.Version
+	if version == "" {
+		version = "(version unknown)"
+	}
+	uptime := time.Duration(st.UptimeSeconds) * time.Second
+	fmt.Fprintf(w, "smimed %s, up %s, state_dir %s, socket %s\n\n", version, uptime, clean(st.StateDir), clean(st.Socket))
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "ACCOUNT\tFOLDER\tSTATE\tUIDVALIDITY\tCHECKPOINT\tBACKLOG\tPROCESSED\tLAST_CHECK")
+	var errs []string
+	for _, f := range st.Folders {
+		state := f.Describe(now)
+		if f.State == daemon.FolderStopped {
+			state = "stopped" // the error follows the table
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", clean(f.Account), clean(f.Folder), state,
+			statusUIDValidity(f), statusCheckpointUID(f), f.Backlog, statusProcessed(f), statusTime(f.LastCheck))
+		if f.LastError != "" && !f.Connected {
+			e := fmt.Sprintf("%s/%s: %s (%s)", clean(f.Account), clean(f.Folder), clean(f.LastError), statusTime(f.LastErrorAt))
+			if !f.RetryAt.IsZero() {
+				e += "; next retry " + statusTime(f.RetryAt)
+			}
+			errs = append(errs, e)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(errs) > 0 {
+		fmt.Fprintf(w, "\nlast errors:\n  %s\n", strings.Join(errs, "\n  "))
+	}
+	return nil
+}
+
+// statusPrintCheckpoints writes the store's checkpoints as a table.
+func statusPrintCheckpoints(w io.Writer, storePath string, folders []daemon.FolderStatus) error {
+	if len(folders) == 0 {
+		_, err := fmt.Fprintf(w, "no checkpoints in %s\n", clean(storePath))
+		return err
+	}
+	fmt.Fprintf(w, "checkpoints in %s:\n", clean(storePath))
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "ACCOUNT\tFOLDER\tUIDVALIDITY\tCHECKPOINT")
+	for _, f := range folders {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", clean(f.Account), clean(f.Folder), statusUIDValidity(f), statusCheckpointUID(f))
+	}
+	return tw.Flush()
+}
+
+func statusUIDValidity(f daemon.FolderStatus) string {
+	if f.UIDValidity == 0 {
+		return "-"
+	}
+	return fmt.Sprint(f.UIDValidity)
+}
+
+func statusCheckpointUID(f daemon.FolderStatus) string {
+	if f.UIDValidity == 0 {
+		return "-"
+	}
+	return fmt.Sprint(f.CheckpointUID)
+}
+
+// statusProcessed is the count with its outcomes: "3 (2 decrypted, 1 signed)".
+func statusProcessed(f daemon.FolderStatus) string {
+	var parts []string
+	for _, o := range statusOutcomes {
+		if n := f.Outcomes[o]; n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n, o))
+		}
+	}
+	if len(parts) == 0 {
+		return fmt.Sprint(f.Processed)
+	}
+	return fmt.Sprintf("%d (%s)", f.Processed, strings.Join(parts, ", "))
+}
+
+func statusTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
