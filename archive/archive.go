@@ -34,7 +34,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
+	"unicode/utf8"
 
 	"go.etcd.io/bbolt"
 
@@ -56,6 +58,7 @@ var (
 	ErrNotFound = errors.New("archive: no such record")
 	ErrCorrupt  = errors.New("archive: corrupt record")
 	ErrReadOnly = errors.New("archive: opened read-only")
+	ErrConflict = errors.New("archive: changed meanwhile")
 )
 
 // Archive is the archive under one directory, indexed in one bbolt file.
@@ -65,6 +68,9 @@ type Archive struct {
 	db       *bbolt.DB
 	readOnly bool
 	now      func() time.Time
+	// retryMu serialises Reprocess: two retries of one message at once
+	// would both supersede the same version.
+	retryMu sync.Mutex
 }
 
 // Open opens the archive in dir (state_dir/archive) with its index in db
@@ -200,7 +206,8 @@ func (a *Archive) Seen(src Source, sha string) (*Record, error) {
 			if err != nil {
 				return err
 			}
-			if r.UIDValidity != src.UIDValidity {
+			// The index value may be cut (very long names): check.
+			if r.UIDValidity != src.UIDValidity && r.OriginalSHA256 == sha && r.Account == src.Account && r.Folder == src.Folder {
 				rec = r
 				return nil
 			}
@@ -305,7 +312,7 @@ func (a *Archive) PutUnfetched(src Source, size int64, reason string) (*Record, 
 		return nil, false, ErrReadOnly
 	}
 	osha := sum(nil)
-	if rec, err := a.Lookup(src, osha); err != nil || rec != nil {
+	if rec, err := a.Seen(src, osha); err != nil || rec != nil {
 		return rec, false, err
 	}
 	rep := &harvest.Report{Layers: []string{}, Signatures: []harvest.Signature{}, Harvested: []harvest.Harvested{}, Decryption: harvest.Decryption{Status: harvest.DecryptNone}, Error: reason}
@@ -318,7 +325,7 @@ func (a *Archive) PutUnfetched(src Source, size int64, reason string) (*Record, 
 func (a *Archive) newRecord(src Source, rep *harvest.Report) *Record {
 	r := &Record{
 		Account: src.Account, Folder: src.Folder, UIDValidity: src.UIDValidity, UID: src.UID,
-		MessageID: rep.MessageID, From: rep.From, Subject: rep.Subject,
+		MessageID: capField(rep.MessageID), From: capField(rep.From), Subject: capField(rep.Subject),
 		ArchivedAt: a.now().UTC().Truncate(time.Millisecond),
 		Status:     statuses(rep),
 		Layers:     rep.Layers, Decryption: rep.Decryption, Signatures: rep.Signatures,
@@ -328,6 +335,22 @@ func (a *Archive) newRecord(src Source, rep *harvest.Report) *Record {
 		r.Received = src.InternalDate.UTC()
 	}
 	return r
+}
+
+// maxField bounds the header values a record keeps (the message itself is
+// kept whole): a sender's 100 KiB Subject must not make every record
+// batch of a query huge.
+const maxField = 2048
+
+func capField(s string) string {
+	if len(s) <= maxField {
+		return s
+	}
+	s = s[:maxField]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s + "…"
 }
 
 // storeFiles writes the original (content-addressed) and the plaintext
@@ -343,9 +366,11 @@ func (a *Archive) storeFiles(r *Record, original, plaintext []byte) error {
 	}
 	opath := a.OriginalPath(r.OriginalSHA256)
 	if _, err := os.Stat(opath); err == nil {
-		return nil // the same bytes are already kept
+		// The same bytes are already kept; sync the directory in case
+		// an earlier attempt stopped between the rename and its sync.
+		return syncDir(filepath.Dir(opath))
 	}
-	if err := os.MkdirAll(filepath.Dir(opath), 0o700); err != nil {
+	if err := mkdirDurable(filepath.Dir(opath)); err != nil {
 		return fmt.Errorf("archive: %w", err)
 	}
 	if bytes.Equal(original, plaintext) {
@@ -356,9 +381,9 @@ func (a *Archive) storeFiles(r *Record, original, plaintext []byte) error {
 		}
 	}
 	// Another message with the same bytes may be stored at the same time:
-	// each writer has a temporary name of its own (the rename is atomic
-	// and both write the same content).
-	tmp := filepath.Join(a.dir, "originals", "tmp", r.PlaintextFile)
+	// each writer has a temporary file of its own (writeDurable), the
+	// rename is atomic and both write the same content.
+	tmp := filepath.Join(a.dir, "originals", "tmp", r.OriginalSHA256)
 	if err := writeDurable(tmp, opath, original); err != nil {
 		return fmt.Errorf("archive: original of %s: %w", r.Source().Marker(), err)
 	}
@@ -378,13 +403,15 @@ func (a *Archive) maildirName(r *Record) string {
 	return fmt.Sprintf("%d.%s.smimed", t, hex.EncodeToString(h.Sum(nil))[:32])
 }
 
-// writeDurable writes data to tmp, syncs it, renames it to final and
-// syncs final's directory.
+// writeDurable writes data to a new file named after tmp (a unique suffix
+// is added, so concurrent writers never share one), syncs it, renames it
+// to final and syncs final's directory.
 func writeDurable(tmp, final string, data []byte) error {
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := os.CreateTemp(filepath.Dir(tmp), filepath.Base(tmp)+".*") // mode 0600
 	if err != nil {
 		return err
 	}
+	tmp = f.Name()
 	_, err = f.Write(data)
 	if err == nil {
 		err = f.Sync()
@@ -400,6 +427,18 @@ func writeDurable(tmp, final string, data []byte) error {
 		return err
 	}
 	return syncDir(filepath.Dir(final))
+}
+
+// mkdirDurable creates dir (0700) if missing and then syncs its parent, so
+// that the new directory entry survives a crash.
+func mkdirDurable(dir string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(dir))
 }
 
 func syncDir(dir string) error {
@@ -424,10 +463,14 @@ func (a *Archive) commit(r *Record, supersedes uint64) (*Record, bool, error) {
 	var existing *Record
 	err = a.db.Update(func(tx *bbolt.Tx) error {
 		keys := tx.Bucket(bucketKeys)
-		if cur := keys.Get(key); cur != nil && supersedes == 0 {
+		cur := keys.Get(key)
+		if cur != nil && supersedes == 0 {
 			var err error
 			existing, err = getRecord(tx, binary.BigEndian.Uint64(cur))
 			return err
+		}
+		if supersedes != 0 && (cur == nil || binary.BigEndian.Uint64(cur) != supersedes) {
+			return fmt.Errorf("%w: record %d is no longer the current version", ErrConflict, supersedes)
 		}
 		recs := tx.Bucket(bucketRecords)
 		meta := tx.Bucket(bucketMeta)

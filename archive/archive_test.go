@@ -346,6 +346,43 @@ func TestVerifyNamesWhatWasTampered(t *testing.T) {
 		})
 		expectProblem(t, a, recs[1].ID, "", "missing")
 	})
+	t.Run("index entry deleted", func(t *testing.T) {
+		a, db, recs := setup(t)
+		db.Update(func(tx *bbolt.Tx) error {
+			return tx.Bucket([]byte("archive_index")).Delete(indexKey(idxAll, "", recs[2].When(), recs[2].ID))
+		})
+		expectProblem(t, a, recs[2].ID, "", "hidden from queries")
+	})
+	t.Run("key points at another record", func(t *testing.T) {
+		a, db, recs := setup(t)
+		db.Update(func(tx *bbolt.Tx) error {
+			k, _ := idemKey(recs[0].Source(), recs[0].OriginalSHA256)
+			return tx.Bucket([]byte("archive_keys")).Put(k, binary.BigEndian.AppendUint64(nil, recs[1].ID))
+		})
+		expectProblem(t, a, recs[0].ID, "", "current version")
+	})
+	t.Run("file planted in the Maildir", func(t *testing.T) {
+		a, _, _ := setup(t)
+		p := filepath.Join(a.MaildirPath(), "new", "1700000000.forged.smimed")
+		os.WriteFile(p, []byte("From: boss@org.example\r\n\r\npay now\r\n"), 0o600)
+		old := time.Now().Add(-time.Hour)
+		os.Chtimes(p, old, old)
+		expectProblem(t, a, 0, p, "not named by any record")
+	})
+	t.Run("archiving goes on during verify", func(t *testing.T) {
+		a, _, _ := setup(t)
+		eng := engine(t, "org-new")
+		n := 0
+		res, err := a.Verify(func(done, total int) {
+			if n < 3 {
+				n++
+				put(t, a, eng, src(uint32(100+n)), synthetic("x@y.example", "z@y.example", "late", 100+n))
+			}
+		})
+		if err != nil || !res.OK() || res.Records != 7 {
+			t.Errorf("Verify while archiving: %+v, %v", res, err)
+		}
+	})
 	t.Run("last record deleted", func(t *testing.T) {
 		a, db, recs := setup(t)
 		db.Update(func(tx *bbolt.Tx) error {

@@ -171,8 +171,11 @@ func decodeAudit(id uint64, v []byte) (*AuditEntry, error) {
 // listBatch per read transaction; fn runs outside any transaction, so it
 // may write (an audit entry, say) without deadlocking bbolt, and a slow fn
 // never holds a transaction open.
-func (a *Archive) bucketBatches(bucket []byte, fn func(id uint64, v []byte) error) error {
+func (a *Archive) bucketBatches(bucket []byte, from uint64, fn func(id uint64, v []byte) error) error {
 	var after []byte
+	if from > 0 {
+		after = u64(from)
+	}
 	for {
 		type item struct {
 			id uint64
@@ -219,7 +222,7 @@ func (a *Archive) bucketBatches(bucket []byte, fn func(id uint64, v []byte) erro
 // error, which AuditLog returns.
 func (a *Archive) AuditLog(since time.Time, fn func(AuditEntry) error) error {
 	var stop error
-	err := a.bucketBatches(bucketAudit, func(id uint64, v []byte) error {
+	err := a.bucketBatches(bucketAudit, 0, func(id uint64, v []byte) error {
 		e, err := decodeAudit(id, v)
 		if err != nil {
 			return err
@@ -251,51 +254,61 @@ func (a *Archive) VerifyAudit() (*VerifyResult, error) {
 	bad := func(id uint64, format string, args ...any) {
 		res.Problems = append(res.Problems, Problem{ID: id, What: fmt.Sprintf(format, args...)})
 	}
-	var headID uint64
-	var head []byte
-	err := a.db.View(func(tx *bbolt.Tx) error {
-		if m := tx.Bucket(bucketMeta); m != nil {
-			if h := m.Get(keyAuditHead); h != nil {
-				if len(h) != 8+sha256.Size {
-					bad(0, "the audit chain head is malformed")
-				} else {
-					headID, head = binary.BigEndian.Uint64(h), bytes.Clone(h[8:])
-				}
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("archive: verify audit: %w", err)
-	}
 	prev := make([]byte, sha256.Size)
 	var expect uint64 = 1
-	err = a.bucketBatches(bucketAudit, func(id uint64, v []byte) error {
-		for ; expect < id; expect++ {
-			bad(expect, "audit entry missing (deleted)")
-		}
-		expect = id + 1
-		res.Records++
-		if len(v) < sha256.Size {
-			bad(id, "audit entry is truncated")
+	walk := func(after uint64) error {
+		return a.bucketBatches(bucketAudit, after, func(id uint64, v []byte) error {
+			for ; expect < id; expect++ {
+				bad(expect, "audit entry missing (deleted)")
+			}
+			expect = id + 1
+			res.Records++
+			if len(v) < sha256.Size {
+				bad(id, "audit entry is truncated")
+				return nil
+			}
+			stored, body := v[:sha256.Size], v[sha256.Size:]
+			if !bytes.Equal(auditHash(prev, id, body), stored) {
+				bad(id, "audit entry altered: its hash does not match its content and the previous entry's hash")
+			}
+			e, err := decodeAudit(id, v)
+			switch {
+			case err != nil:
+				bad(id, "%v", err)
+			case e.Prev != hex.EncodeToString(prev):
+				bad(id, "audit entry names another previous entry (chain broken)")
+			}
+			prev = bytes.Clone(stored)
 			return nil
+		})
+	}
+	// Walk, then compare with the head; reads going on meanwhile add
+	// entries and move the head: walk on to it.
+	var headID uint64
+	var head []byte
+	for round := 0; ; round++ {
+		if err := walk(expect - 1); err != nil {
+			return nil, fmt.Errorf("archive: verify audit: %w", err)
 		}
-		stored, body := v[:sha256.Size], v[sha256.Size:]
-		if !bytes.Equal(auditHash(prev, id, body), stored) {
-			bad(id, "audit entry altered: its hash does not match its content and the previous entry's hash")
+		headID, head = 0, nil
+		err := a.db.View(func(tx *bbolt.Tx) error {
+			if m := tx.Bucket(bucketMeta); m != nil {
+				if h := m.Get(keyAuditHead); h != nil {
+					if len(h) != 8+sha256.Size {
+						bad(0, "the audit chain head is malformed")
+					} else {
+						headID, head = binary.BigEndian.Uint64(h), bytes.Clone(h[8:])
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("archive: verify audit: %w", err)
 		}
-		e, err := decodeAudit(id, v)
-		switch {
-		case err != nil:
-			bad(id, "%v", err)
-		case e.Prev != hex.EncodeToString(prev):
-			bad(id, "audit entry names another previous entry (chain broken)")
+		if headID <= expect-1 || round == 10 {
+			break
 		}
-		prev = bytes.Clone(stored)
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("archive: verify audit: %w", err)
 	}
 	last := expect - 1
 	switch {

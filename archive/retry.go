@@ -55,6 +55,8 @@ func (a *Archive) Reprocess(id uint64, eng *harvest.Engine) (rec *Record, change
 	if a.readOnly {
 		return nil, false, ErrReadOnly
 	}
+	a.retryMu.Lock()
+	defer a.retryMu.Unlock()
 	cur, err := a.Current(id)
 	if err != nil {
 		return nil, false, err

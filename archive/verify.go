@@ -9,6 +9,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
+	"time"
 
 	"go.etcd.io/bbolt"
 )
@@ -45,129 +48,172 @@ type VerifyResult struct {
 func (v *VerifyResult) OK() bool { return len(v.Problems) == 0 }
 
 // Verify recomputes the hash chain over every record and the SHA-256 of
-// every file a record names, and reports each missing or altered record or
-// file. progress, if not nil, is called after each record. The error is
-// non-nil only when the index cannot be read at all.
+// every file a record names; checks that the secondary indexes and the
+// idempotency keys list exactly the current records; and looks for files
+// in the archive that no record names (planted, or left by a crash). It
+// reports each problem. Records archived while it runs are verified too;
+// files newer than its start are not taken for strangers. progress, if
+// not nil, is called after each record. The error is non-nil only when the
+// index cannot be read at all.
 func (a *Archive) Verify(progress func(done, total int)) (*VerifyResult, error) {
-	res := &VerifyResult{Problems: []Problem{}}
-	var total int
+	v := &verifier{
+		a: a, res: &VerifyResult{Problems: []Problem{}}, started: time.Now(),
+		prev: make([]byte, sha256.Size), expect: 1,
+		digests: map[string]string{}, superseded: map[uint64]bool{},
+		names: map[string]bool{}, originals: map[string]bool{}, progress: progress,
+	}
+	// The chain: walk the records, then compare with the head; while
+	// the daemon keeps archiving, the head moves on: walk on to it.
 	var headID uint64
 	var head []byte
-	err := a.db.View(func(tx *bbolt.Tx) error {
-		if b := tx.Bucket(bucketRecords); b != nil {
-			total = b.Stats().KeyN
+	for round := 0; ; round++ {
+		if err := v.walk(); err != nil {
+			return nil, fmt.Errorf("archive: verify: %w", err)
 		}
-		if m := tx.Bucket(bucketMeta); m != nil {
-			if h := m.Get(keyHead); h != nil {
-				if len(h) != 8+sha256.Size {
-					res.Problems = append(res.Problems, Problem{What: "the chain head record is malformed"})
-				} else {
-					headID, head = binary.BigEndian.Uint64(h), bytes.Clone(h[8:])
-				}
-			}
+		var err error
+		if headID, head, err = a.readHead(v.res); err != nil {
+			return nil, fmt.Errorf("archive: verify: %w", err)
+		}
+		if headID <= v.last || round == 10 {
+			break
+		}
+	}
+	res := v.res
+	switch {
+	case head == nil && res.Records > 0:
+		res.Problems = append(res.Problems, Problem{What: "the chain head is missing"})
+	case head != nil && headID != v.last:
+		res.Problems = append(res.Problems, Problem{ID: headID, What: fmt.Sprintf("the chain head names record %d but the last record is %d (records deleted or added behind the chain's back)", headID, v.last)})
+	case head != nil && !bytes.Equal(head, v.prev):
+		res.Problems = append(res.Problems, Problem{ID: headID, What: "the chain head does not match the last record's hash"})
+	}
+	if err := v.checkIndexes(); err != nil {
+		return nil, fmt.Errorf("archive: verify: %w", err)
+	}
+	v.strayFiles()
+	res.Files = len(v.digests)
+	res.HeadID = v.last
+	res.Head = hex.EncodeToString(v.prev)
+	return res, nil
+}
+
+// verifier is the state of one Verify.
+type verifier struct {
+	a        *Archive
+	res      *VerifyResult
+	started  time.Time
+	progress func(done, total int)
+
+	prev   []byte // hash of the last record walked
+	last   uint64 // its id
+	expect uint64 // the next id the chain should have
+	ids    []uint64
+
+	digests    map[string]string // path → SHA-256 already computed
+	superseded map[uint64]bool
+	names      map[string]bool // Maildir names of every record
+	originals  map[string]bool // SHA-256 of every original
+}
+
+func (a *Archive) readHead(res *VerifyResult) (id uint64, head []byte, err error) {
+	err = a.db.View(func(tx *bbolt.Tx) error {
+		m := tx.Bucket(bucketMeta)
+		if m == nil {
+			return nil
+		}
+		h := m.Get(keyHead)
+		switch {
+		case h == nil:
+		case len(h) != 8+sha256.Size:
+			res.Problems = append(res.Problems, Problem{What: "the chain head record is malformed"})
+		default:
+			id, head = binary.BigEndian.Uint64(h), bytes.Clone(h[8:])
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("archive: verify: %w", err)
-	}
+	return id, head, err
+}
 
-	digests := map[string]string{} // path → SHA-256 already computed
-	prev := make([]byte, sha256.Size)
-	var expect uint64 = 1
-	var after []byte // resume key
+// walk verifies the records after v.last, in batches read in short
+// transactions.
+func (v *verifier) walk() error {
 	for {
 		type item struct {
 			id  uint64
 			val []byte
 		}
 		var batch []item
-		err := a.db.View(func(tx *bbolt.Tx) error {
+		total := 0
+		err := v.a.db.View(func(tx *bbolt.Tx) error {
 			b := tx.Bucket(bucketRecords)
 			if b == nil {
 				return nil
 			}
+			total = b.Stats().KeyN
 			c := b.Cursor()
-			var k, v []byte
-			if after == nil {
-				k, v = c.First()
-			} else if k, v = c.Seek(after); k != nil && bytes.Equal(k, after) {
-				k, v = c.Next()
-			}
-			for ; k != nil && len(batch) < listBatch; k, v = c.Next() {
+			k, val := c.Seek(u64(v.last + 1))
+			for ; k != nil && len(batch) < listBatch; k, val = c.Next() {
 				if len(k) != 8 {
-					res.Problems = append(res.Problems, Problem{What: fmt.Sprintf("index holds a malformed record key %x", k)})
+					v.res.Problems = append(v.res.Problems, Problem{What: fmt.Sprintf("index holds a malformed record key %x", k)})
 					continue
 				}
-				batch = append(batch, item{binary.BigEndian.Uint64(k), bytes.Clone(v)})
+				batch = append(batch, item{binary.BigEndian.Uint64(k), bytes.Clone(val)})
 			}
 			return nil
 		})
-		if err != nil {
-			return nil, fmt.Errorf("archive: verify: %w", err)
+		if err != nil || len(batch) == 0 {
+			return err
 		}
-		if len(batch) == 0 {
-			break
-		}
-		after = u64(batch[len(batch)-1].id)
 		for _, it := range batch {
-			for ; expect < it.id; expect++ {
-				res.Problems = append(res.Problems, Problem{ID: expect, What: "record missing from the index (deleted)"})
+			for ; v.expect < it.id; v.expect++ {
+				v.res.Problems = append(v.res.Problems, Problem{ID: v.expect, What: "record missing from the index (deleted)"})
 			}
-			expect = it.id + 1
-			res.Records++
-			a.verifyRecord(it.id, it.val, &prev, digests, res)
-			if progress != nil {
-				progress(res.Records, total)
+			v.expect = it.id + 1
+			v.last = it.id
+			v.res.Records++
+			v.ids = append(v.ids, it.id)
+			v.record(it.id, it.val)
+			if v.progress != nil {
+				v.progress(v.res.Records, total)
 			}
 		}
 	}
-	res.Files = len(digests)
-	last := expect - 1
-	switch {
-	case head == nil && res.Records > 0:
-		res.Problems = append(res.Problems, Problem{What: "the chain head is missing"})
-	case head != nil && headID != last:
-		res.Problems = append(res.Problems, Problem{ID: headID, What: fmt.Sprintf("the chain head names record %d but the last record is %d (records deleted or added behind the chain's back)", headID, last)})
-	case head != nil && !bytes.Equal(head, prev):
-		res.Problems = append(res.Problems, Problem{ID: headID, What: "the chain head does not match the last record's hash"})
-	}
-	res.HeadID = last
-	res.Head = hex.EncodeToString(prev)
-	return res, nil
 }
 
-// verifyRecord checks one record's link in the chain and its files; prev is
+// record checks one record's link in the chain and its files; prev is
 // advanced to the record's stored hash so one bad record is reported once
 // and does not make every later one fail too.
-func (a *Archive) verifyRecord(id uint64, val []byte, prev *[]byte, digests map[string]string, res *VerifyResult) {
+func (v *verifier) record(id uint64, val []byte) {
 	bad := func(file, format string, args ...any) {
-		res.Problems = append(res.Problems, Problem{ID: id, File: file, What: fmt.Sprintf(format, args...)})
+		v.res.Problems = append(v.res.Problems, Problem{ID: id, File: file, What: fmt.Sprintf(format, args...)})
 	}
 	if len(val) < sha256.Size {
 		bad("", "record is truncated")
 		return
 	}
 	stored, body := val[:sha256.Size], val[sha256.Size:]
-	if !bytes.Equal(chainHash(*prev, id, body), stored) {
+	if !bytes.Equal(chainHash(v.prev, id, body), stored) {
 		bad("", "record altered: its hash does not match its content and the previous record's hash")
 	}
 	r, err := decodeRecord(id, val)
 	if err != nil {
 		bad("", "%v", err)
-		*prev = bytes.Clone(stored)
+		v.prev = bytes.Clone(stored)
 		return
 	}
-	if r.Prev != hex.EncodeToString(*prev) {
+	if r.Prev != hex.EncodeToString(v.prev) {
 		bad("", "record names another previous record (chain broken)")
 	}
-	*prev = bytes.Clone(stored)
+	v.prev = bytes.Clone(stored)
+	if r.Supersedes != 0 {
+		v.superseded[r.Supersedes] = true
+	}
 
 	check := func(path, want string) {
-		got, seen := digests[path]
+		got, seen := v.digests[path]
 		if !seen {
 			got = fileSHA256(path)
-			digests[path] = got
+			v.digests[path] = got
 		}
 		switch {
 		case got == fileMissing:
@@ -181,13 +227,145 @@ func (a *Archive) verifyRecord(id uint64, val []byte, prev *[]byte, digests map[
 	if r.PlaintextFile == "" {
 		return // not fetched: no files
 	}
-	check(a.OriginalPath(r.OriginalSHA256), r.OriginalSHA256)
-	p, perr := a.PlaintextPath(r)
+	v.names[r.PlaintextFile] = true
+	v.originals[r.OriginalSHA256] = true
+	check(v.a.OriginalPath(r.OriginalSHA256), r.OriginalSHA256)
+	p, perr := v.a.PlaintextPath(r)
 	if perr != nil {
 		bad("maildir/new/"+r.PlaintextFile, "file missing")
 		return
 	}
 	check(p, r.PlaintextSHA256)
+}
+
+// checkIndexes compares the idempotency keys and the secondary indexes
+// with what the chain says is current: an index entry deleted hides a
+// message from every query, one pointing at an old version shows what was
+// superseded.
+func (v *verifier) checkIndexes() error {
+	current := map[uint64]bool{}
+	var cur []uint64
+	for _, id := range v.ids {
+		if !v.superseded[id] {
+			current[id] = true
+			cur = append(cur, id)
+		}
+	}
+	bad := func(id uint64, format string, args ...any) {
+		v.res.Problems = append(v.res.Problems, Problem{ID: id, What: fmt.Sprintf(format, args...)})
+	}
+	// Every current record has its key and its index entries.
+	for len(cur) > 0 {
+		n := min(len(cur), listBatch)
+		batch := cur[:n]
+		cur = cur[n:]
+		err := v.a.db.View(func(tx *bbolt.Tx) error {
+			keys, idx := tx.Bucket(bucketKeys), tx.Bucket(bucketIndex)
+			if keys == nil || idx == nil {
+				return nil
+			}
+			for _, id := range batch {
+				r, err := getRecord(tx, id)
+				if err != nil {
+					continue // reported by the walk
+				}
+				k, err := idemKey(r.Source(), r.OriginalSHA256)
+				if err != nil {
+					bad(id, "%v", err)
+					continue
+				}
+				if got := keys.Get(k); got == nil || binary.BigEndian.Uint64(got) != id {
+					bad(id, "the index does not name this record as its message's current version (index edited)")
+				}
+				for _, ik := range indexKeys(r) {
+					if !hasKey(idx, ik) {
+						bad(id, "index entry missing: the record is hidden from queries (index edited)")
+						break
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	// No entry names a record that is not current (or not there).
+	return v.a.db.View(func(tx *bbolt.Tx) error {
+		if keys := tx.Bucket(bucketKeys); keys != nil {
+			err := keys.ForEach(func(k, val []byte) error {
+				if len(val) != 8 {
+					bad(0, "malformed index key value %x", val)
+					return nil
+				}
+				if id := binary.BigEndian.Uint64(val); id <= v.last && !current[id] {
+					bad(id, "the index names this record as current, but it is superseded or missing (index edited)")
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		idx := tx.Bucket(bucketIndex)
+		if idx == nil {
+			return nil
+		}
+		reported := map[uint64]bool{}
+		return idx.ForEach(func(k, _ []byte) error {
+			if len(k) < 17 {
+				bad(0, "malformed secondary index entry %x", k)
+				return nil
+			}
+			id := binary.BigEndian.Uint64(k[len(k)-8:])
+			if id <= v.last && !current[id] && !reported[id] {
+				reported[id] = true
+				bad(id, "secondary index lists a record that is superseded or missing (index edited)")
+			}
+			return nil
+		})
+	})
+}
+
+// hasKey reports whether b holds key k (whatever its value, nil included).
+func hasKey(b *bbolt.Bucket, k []byte) bool {
+	got, _ := b.Cursor().Seek(k)
+	return bytes.Equal(got, k)
+}
+
+// strayFiles reports files in the Maildir and among the originals that no
+// record names: a message planted there would be shown by every Maildir
+// reader. Files newer than the start of Verify are being archived now.
+func (v *verifier) strayFiles() {
+	stray := func(path string) {
+		if fi, err := os.Lstat(path); err == nil && fi.ModTime().After(v.started) {
+			return
+		}
+		v.res.Problems = append(v.res.Problems, Problem{File: path, What: "file not named by any record (planted, or left by an interrupted write)"})
+	}
+	md := v.a.MaildirPath()
+	for _, sub := range []string{"new", "cur"} {
+		entries, _ := os.ReadDir(filepath.Join(md, sub))
+		for _, e := range entries {
+			name, _, _ := strings.Cut(e.Name(), ":")
+			if !v.names[name] {
+				stray(filepath.Join(md, sub, e.Name()))
+			}
+		}
+	}
+	odir := filepath.Join(v.a.dir, "originals")
+	dirs, _ := os.ReadDir(odir)
+	for _, d := range dirs {
+		if d.Name() == "tmp" || !d.IsDir() {
+			continue
+		}
+		files, _ := os.ReadDir(filepath.Join(odir, d.Name()))
+		for _, f := range files {
+			if !v.originals[f.Name()] {
+				stray(filepath.Join(odir, d.Name(), f.Name()))
+			}
+		}
+	}
 }
 
 const fileMissing = "missing"
