@@ -102,11 +102,14 @@ func sameOutcome(a, b *Record) bool {
 	return slices.Equal(key(a), key(b))
 }
 
-// Copy is where the user's readable copy of a record went.
+// Copy is where the user's readable copy of a record went, or why it
+// could not go there (Error set: it is pending, see CopyPending).
 type Copy struct {
 	Folder     string    `json:"folder"`
 	UID        uint32    `json:"uid,omitempty"` // 0 when the server does not say (no UIDPLUS)
-	AppendedAt time.Time `json:"appended_at"`
+	AppendedAt time.Time `json:"appended_at,omitzero"`
+	Error      string    `json:"error,omitempty"`
+	FailedAt   time.Time `json:"failed_at,omitzero"`
 }
 
 // SetCopy records that the user's copy of record id was appended.
@@ -196,6 +199,19 @@ func (a *Archive) PendingCopies() ([]uint64, error) {
 		return nil, fmt.Errorf("archive: pending copies: %w", err)
 	}
 	return ids, nil
+}
+
+// CopyPending adds id to PendingCopies: its user copy is still to be made
+// (the server refused it; the daemon tries again later).
+func (a *Archive) CopyPending(id uint64) error {
+	if a.readOnly {
+		return ErrReadOnly
+	}
+	err := a.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketPending).Put(u64(id), nil) })
+	if err != nil {
+		return fmt.Errorf("archive: record %d: %w", id, err)
+	}
+	return nil
 }
 
 // CopyDone removes id from PendingCopies.

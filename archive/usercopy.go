@@ -37,6 +37,9 @@ const (
 const (
 	UserCopySourceField     = "X-Smimed-Source"
 	UserCopyDecryptionField = "X-Smimed-Decryption"
+	// UserCopyRecordField names the archive record (the version of the
+	// message) a copy shows: with X-Smimed-Source it identifies a copy.
+	UserCopyRecordField = "X-Smimed-Record"
 )
 
 const authResultsField = "Authentication-Results"
@@ -138,6 +141,20 @@ func UserCopy(plaintext []byte, rep *harvest.Report, src Source, authservID stri
 	return append(out, eol...)
 }
 
+// UserCopyRecord is UserCopy with one more field on top,
+// "X-Smimed-Record: <id>", naming the archive record the copy shows, so
+// that the copy of a re-processed message (a new record) is told apart
+// from the copy of its earlier version even when both read the same.
+func UserCopyRecord(plaintext []byte, rep *harvest.Report, src Source, authservID string, id uint64) []byte {
+	out := UserCopy(plaintext, rep, src, authservID)
+	eol := "\n"
+	if i := bytes.IndexByte(out, '\n'); i > 0 && out[i-1] == '\r' {
+		eol = "\r\n"
+	}
+	field := UserCopyRecordField + ": " + strconv.FormatUint(id, 10) + eol
+	return append([]byte(field), out...)
+}
+
 // splitHeaderBlock splits msg at its first empty line ("\n" or "\r\n"):
 // header is everything before it, rest the empty line and the body.
 func splitHeaderBlock(msg []byte) (header, rest []byte, ok bool) {
@@ -222,7 +239,7 @@ func dropIncomingField(f []byte, authservID string) bool {
 		return r
 	}, name), " \t")
 	switch {
-	case asciiEqualFold(name, UserCopySourceField), asciiEqualFold(name, UserCopyDecryptionField):
+	case asciiEqualFold(name, UserCopySourceField), asciiEqualFold(name, UserCopyDecryptionField), asciiEqualFold(name, UserCopyRecordField):
 		return true
 	case asciiEqualFold(name, authResultsField):
 		// Compared with the id we write, so that exactly what could be

@@ -11,9 +11,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,6 +37,9 @@ type archiveSink struct {
 	mode     string   // archive_folder_messages
 	authserv string
 	log      *slog.Logger
+
+	failMu   sync.Mutex
+	failures map[uint64]int // record → copies failed in a row
 }
 
 func (k *archiveSink) Deliver(ctx context.Context, m Message) error {
@@ -76,7 +81,7 @@ func (k *archiveSink) Deliver(ctx context.Context, m Message) error {
 			return Temporary(err)
 		}
 	}
-	copied, err := k.copy(ctx, rec)
+	copied, err := k.copy(ctx, rec, false)
 	if err != nil {
 		log.Warn("user copy not stored; will retry", "record", rec.ID, "err", err)
 		return Temporary(err)
@@ -107,36 +112,78 @@ func (k *archiveSink) Deliver(ctx context.Context, m Message) error {
 	return nil
 }
 
+// maxCopyAttempts is how often the copy of one message may fail in a row
+// before it is set aside as pending, so that the folder moves on.
+const maxCopyAttempts = 5
+
 // copy puts the user's readable copy of rec into the archive folder unless
 // that is not wanted or already done, and returns where it went ("" for
-// none).
-func (k *archiveSink) copy(ctx context.Context, rec *archive.Record) (string, error) {
+// none). A copy the server refuses (NO to APPEND: over quota, too big), or
+// that failed maxCopyAttempts times in a row, is recorded as failed and
+// left to updateCopies, which tries again every copyInterval: the archive
+// holds the message, so the folder does not stop over its copy. With
+// pending (updateCopies), an earlier failure is tried again.
+func (k *archiveSink) copy(ctx context.Context, rec *archive.Record, pending bool) (string, error) {
 	if k.copier == nil || !archive.WantCopy(k.mode, rec.Report()) {
 		return "", nil
 	}
-	if c, err := k.arch.GetCopy(rec.ID); err != nil || c != nil {
-		if c != nil {
-			return fmt.Sprintf("%s/%d", c.Folder, c.UID), nil
-		}
+	c, err := k.arch.GetCopy(rec.ID)
+	switch {
+	case err != nil:
 		return "", err
+	case c != nil && c.Error == "":
+		return fmt.Sprintf("%s/%d", c.Folder, c.UID), nil
+	case c != nil && !pending:
+		return "pending: " + c.Error, nil
 	}
 	pt, err := k.arch.ReadPlaintext(rec)
 	if err != nil {
 		return "", err
 	}
-	msg := archive.UserCopy(pt, rec.Report(), rec.Source(), k.authserv)
+	msg := archive.UserCopyRecord(pt, rec.Report(), rec.Source(), k.authserv, rec.ID)
 	date := rec.Received
 	if date.IsZero() {
 		date = rec.ArchivedAt
 	}
 	uid, err := k.copier.put(ctx, msg, date)
 	if err != nil {
-		return "", err
+		if !imapwatch.IsRefusal(err) && k.failedAgain(rec.ID) < maxCopyAttempts {
+			return "", err
+		}
+		// Set aside: recorded, pending, and the message is done.
+		k.log.Error("user copy refused; the message is archived, its copy will be tried again later", "record", rec.ID, "folder", k.copier.folder, "err", err)
+		if err := k.arch.SetCopy(rec.ID, archive.Copy{Folder: k.copier.folder, Error: err.Error(), FailedAt: time.Now().UTC()}); err != nil {
+			return "", err
+		}
+		if err := k.arch.CopyPending(rec.ID); err != nil {
+			return "", err
+		}
+		k.failedClear(rec.ID)
+		return "pending: " + err.Error(), nil
 	}
+	k.failedClear(rec.ID)
 	if err := k.arch.SetCopy(rec.ID, archive.Copy{Folder: k.copier.folder, UID: uid, AppendedAt: time.Now().UTC()}); err != nil {
 		return "", err
 	}
 	return fmt.Sprintf("%s/%d", k.copier.folder, uid), nil
+}
+
+// failedAgain counts one more failed copy of record id and returns the
+// count.
+func (k *archiveSink) failedAgain(id uint64) int {
+	k.failMu.Lock()
+	defer k.failMu.Unlock()
+	if k.failures == nil {
+		k.failures = map[uint64]int{}
+	}
+	k.failures[id]++
+	return k.failures[id]
+}
+
+func (k *archiveSink) failedClear(id uint64) {
+	k.failMu.Lock()
+	defer k.failMu.Unlock()
+	delete(k.failures, id)
 }
 
 // copier APPENDs the users' copies of one account over a connection of its
@@ -147,14 +194,32 @@ type copier struct {
 	tmpDir string
 	log    *slog.Logger
 
-	mu   sync.Mutex
-	conn *imapwatch.Conn
+	mu     sync.Mutex
+	conn   *imapwatch.Conn
+	closed bool // after close: no new connection
 }
 
-// markerFields are the header fields of a copy that identify it: the same
-// source and the same decryption outcome (a re-processed message whose
-// outcome changed gets a new copy).
-var markerFields = []string{"X-Smimed-Source", "X-Smimed-Decryption"}
+// errCopierClosed is returned by a copier used after its account stopped.
+var errCopierClosed = errors.New("daemon: the account's APPEND connection is closed (account stopped)")
+
+// markerFields are the header fields of a copy that identify it: the
+// message it came from and the archive record (version) it shows.
+var markerFields = []string{archive.UserCopySourceField, archive.UserCopyRecordField}
+
+// connLocked returns the copier's connection, dialling when needed.
+func (c *copier) connLocked(ctx context.Context) (*imapwatch.Conn, error) {
+	if c.closed {
+		return nil, errCopierClosed
+	}
+	if c.conn == nil {
+		conn, err := imapwatch.Dial(ctx, c.cfg)
+		if err != nil {
+			return nil, err
+		}
+		c.conn = conn
+	}
+	return c.conn, nil
+}
 
 // put appends msg unless a copy with the same marker fields is there
 // already (a crash between APPEND and recording it), and returns the
@@ -166,12 +231,8 @@ func (c *copier) put(ctx context.Context, msg []byte, date time.Time) (uint32, e
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.conn == nil {
-		conn, err := imapwatch.Dial(ctx, c.cfg)
-		if err != nil {
-			return 0, err
-		}
-		c.conn = conn
+	if _, err := c.connLocked(ctx); err != nil {
+		return 0, err
 	}
 	uid, err := c.putLocked(ctx, msg, want, date)
 	if err != nil {
@@ -226,24 +287,22 @@ func copyMarker(msg []byte) (map[string]string, error) {
 func (c *copier) close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.closed = true
 	if c.conn != nil {
 		c.conn.Close()
 		c.conn = nil
 	}
 }
 
-// remove deletes a copy this daemon made earlier from folder.
-func (c *copier) remove(ctx context.Context, folder string, uid uint32) (bool, error) {
+// remove deletes a copy this daemon made earlier from folder, if that UID
+// still holds it (its marker fields are want).
+func (c *copier) remove(ctx context.Context, folder string, uid uint32, want map[string]string) (bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.conn == nil {
-		conn, err := imapwatch.Dial(ctx, c.cfg)
-		if err != nil {
-			return false, err
-		}
-		c.conn = conn
+	if _, err := c.connLocked(ctx); err != nil {
+		return false, err
 	}
-	gone, err := c.conn.Remove(ctx, folder, uid)
+	gone, err := c.conn.Remove(ctx, folder, uid, want)
 	if err != nil {
 		c.conn.Close()
 		c.conn = nil
@@ -278,21 +337,18 @@ func updateCopies(ctx context.Context, arch *archive.Archive, sinkFor func(accou
 			arch.CopyDone(id)
 			continue
 		}
-		where, err := k.copy(ctx, rec)
+		where, err := k.copy(ctx, rec, true)
+		if err == nil && strings.HasPrefix(where, "pending: ") {
+			continue // refused again; stays pending
+		}
 		if err != nil {
-			log.Warn("user copy of a re-processed message not stored; will retry", "account", rec.Account, "record", id, "err", err)
+			log.Warn("user copy not stored; will retry", "account", rec.Account, "record", id, "err", err)
 			continue
 		}
 		if where != "" && rec.Supersedes != 0 {
-			if old, err := arch.GetCopy(rec.Supersedes); err == nil && old != nil && old.UID != 0 {
-				gone, err := k.copier.remove(ctx, old.Folder, old.UID)
-				switch {
-				case err != nil:
-					log.Warn("old user copy not removed; will retry", "account", rec.Account, "folder", old.Folder, "uid", old.UID, "err", err)
-					continue
-				case !gone:
-					log.Info("old user copy flagged \\Deleted (the server has no UIDPLUS to expunge just it)", "account", rec.Account, "folder", old.Folder, "uid", old.UID)
-				}
+			if err := removeOldCopy(ctx, arch, k, rec, log); err != nil {
+				log.Warn("old user copy not removed; will retry", "account", rec.Account, "record", id, "err", err)
+				continue
 			}
 		}
 		log.Info("user copy updated after re-processing", "account", rec.Account, "record", id, "supersedes", rec.Supersedes, "copy", where)
@@ -300,4 +356,44 @@ func updateCopies(ctx context.Context, arch *archive.Archive, sinkFor func(accou
 			log.Warn("pending user copy not cleared", "record", id, "err", err)
 		}
 	}
+}
+
+// removeOldCopy removes the copy of the newest earlier version of rec that
+// has one (versions retried while the daemon was stopped may have none),
+// unless it is the very copy rec now has.
+func removeOldCopy(ctx context.Context, arch *archive.Archive, k *archiveSink, rec *archive.Record, log *slog.Logger) error {
+	now, err := arch.GetCopy(rec.ID)
+	if err != nil {
+		return err
+	}
+	for id, hops := rec.Supersedes, 0; id != 0 && hops < 100; hops++ {
+		old, err := arch.Get(id)
+		if err != nil {
+			return err
+		}
+		c, err := arch.GetCopy(id)
+		if err != nil {
+			return err
+		}
+		if c == nil || c.Error != "" || c.UID == 0 {
+			id = old.Supersedes
+			continue
+		}
+		if now != nil && c.Folder == now.Folder && c.UID == now.UID {
+			return nil
+		}
+		want := map[string]string{
+			archive.UserCopySourceField: old.Source().Marker(),
+			archive.UserCopyRecordField: strconv.FormatUint(old.ID, 10),
+		}
+		gone, err := k.copier.remove(ctx, c.Folder, c.UID, want)
+		if err != nil {
+			return err
+		}
+		if !gone {
+			log.Info("old user copy left in place: gone already, another message under its UID, or only flagged \\Deleted (no UIDPLUS)", "account", rec.Account, "folder", c.Folder, "uid", c.UID)
+		}
+		return nil
+	}
+	return nil
 }

@@ -2,9 +2,11 @@ package daemon
 
 import (
 	"context"
+	"crypto/x509"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -96,7 +98,7 @@ func TestSinkCrashWindows(t *testing.T) {
 		t.Fatal(err)
 	}
 	pt, _ := arch.ReadPlaintext(rec)
-	if _, err := cp.put(ctx, archive.UserCopy(pt, rec.Report(), rec.Source(), "mx.test"), m.InternalDate); err != nil {
+	if _, err := cp.put(ctx, archive.UserCopyRecord(pt, rec.Report(), rec.Source(), "mx.test", rec.ID), m.InternalDate); err != nil {
 		t.Fatal(err)
 	}
 	if copies() != 2 {
@@ -207,4 +209,98 @@ func enginePtr(e *harvest.Engine) *atomic.Pointer[harvest.Engine] {
 	var p atomic.Pointer[harvest.Engine]
 	p.Store(e)
 	return &p
+}
+
+// TestCopyRefusedIsSetAside: a copy the server refuses (NO) does not stop
+// the folder: the message counts as done, its copy is pending and tried
+// again by updateCopies.
+func TestCopyRefusedIsSetAside(t *testing.T) {
+	d := dovecottest.Start(t)
+	d.AddUser(t, "ceo", "pw-ceo")
+	dir := t.TempDir()
+	st, err := harvest.OpenStore(filepath.Join(dir, "smimed.db"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	arch, err := archive.Open(filepath.Join(dir, "archive"), st.DB())
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &lockedBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	// Dovecot refuses this folder name (NO to CREATE).
+	cp := &copier{cfg: imapwatch.Config{Addr: d.Addr(), TLS: "none", Username: "ceo", Password: "pw-ceo", Logger: log}, folder: "../escape", tmpDir: dir, log: log}
+	defer cp.close()
+	sink := &archiveSink{engine: enginePtr(harvest.New(harvest.Options{})), arch: arch, copier: cp, mode: "all", authserv: "mx.test", log: log}
+	raw := fixture(t, "msg", "plain.eml")
+	p := filepath.Join(dir, "fetched.eml")
+	os.WriteFile(p, raw, 0o600)
+	if err := sink.Deliver(context.Background(), Message{Account: "ceo", Folder: "INBOX", UIDValidity: 1, UID: 1, Path: p, Size: int64(len(raw))}); err != nil {
+		t.Fatalf("Deliver with a refused copy = %v, want nil (set aside)", err)
+	}
+	pend, _ := arch.PendingCopies()
+	if len(pend) != 1 {
+		t.Fatalf("pending copies %v, want one", pend)
+	}
+	if c, _ := arch.GetCopy(pend[0]); c == nil || c.Error == "" {
+		t.Errorf("copy record %+v, want the refusal", c)
+	}
+	if !strings.Contains(logs.String(), "user copy refused") {
+		t.Errorf("no log line for the refusal:\n%s", logs.String())
+	}
+	// Still refused: stays pending, no error line storm.
+	updateCopies(context.Background(), arch, func(string) *archiveSink { return sink }, log)
+	if pend, _ := arch.PendingCopies(); len(pend) != 1 {
+		t.Errorf("after a second refusal pending = %v", pend)
+	}
+	// The folder is fixed: the next round makes the copy.
+	cp.folder = "Decrypted"
+	updateCopies(context.Background(), arch, func(string) *archiveSink { return sink }, log)
+	if pend, _ := arch.PendingCopies(); len(pend) != 0 {
+		t.Errorf("after the fix pending = %v", pend)
+	}
+	if n := len(strings.Fields(d.Doveadm(t, "-f", "flow", "search", "-u", "ceo", "mailbox", "Decrypted", "all"))) / 2; n != 1 {
+		t.Errorf("Decrypted holds %d copies, want 1", n)
+	}
+}
+
+// TestRetryWithSameDecryptionKeepsTheCopy: a retry that changes only a
+// verdict (a trust anchor was added) replaces the copy, never leaves the
+// user without one.
+func TestRetryWithSameDecryptionKeepsTheCopy(t *testing.T) {
+	d := dovecottest.Start(t)
+	d.AddUser(t, "ceo", "pw-ceo")
+	dir := t.TempDir()
+	st, err := harvest.OpenStore(filepath.Join(dir, "smimed.db"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	arch, err := archive.Open(filepath.Join(dir, "archive"), st.DB())
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(&lockedBuffer{}, nil))
+	cp := &copier{cfg: imapwatch.Config{Addr: d.Addr(), TLS: "none", Username: "ceo", Password: "pw-ceo", Logger: log}, folder: "Decrypted", tmpDir: dir, log: log}
+	defer cp.close()
+	sink := &archiveSink{engine: enginePtr(harvest.New(harvest.Options{})), arch: arch, copier: cp, mode: "smime", authserv: "mx.test", log: log}
+	raw := fixture(t, "msg", "signed-rsa-sha256.eml")
+	p := filepath.Join(dir, "fetched.eml")
+	os.WriteFile(p, raw, 0o600)
+	if err := sink.Deliver(context.Background(), Message{Account: "ceo", Folder: "INBOX", UIDValidity: 1, UID: 1, Path: p, Size: int64(len(raw))}); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := arch.Lookup(archive.Source{Account: "ceo", Folder: "INBOX", UIDValidity: 1, UID: 1}, sha256Hex(raw))
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(fixture(t, "pki", "ca-bundle.pem"))
+	v2, changed, err := arch.Reprocess(rec.ID, harvest.New(harvest.Options{Roots: roots}))
+	if err != nil || !changed || !v2.Has(archive.StatusSignedValid) {
+		t.Fatalf("Reprocess with the anchor: %+v %v %v", v2, changed, err)
+	}
+	updateCopies(context.Background(), arch, func(string) *archiveSink { return sink }, log)
+	hdr := d.Doveadm(t, "fetch", "-u", "ceo", "hdr", "mailbox", "Decrypted", "all")
+	if n := strings.Count(hdr, "X-Smimed-Source:"); n != 1 || !strings.Contains(hdr, "X-Smimed-Record: "+strconv.FormatUint(v2.ID, 10)) || !strings.Contains(hdr, "smime=pass") {
+		t.Errorf("Decrypted after the retry holds %d copies:\n%s", n, hdr)
+	}
 }

@@ -97,7 +97,16 @@ func (c *Conn) FindCopies(ctx context.Context, folder string, want map[string]st
 		return nil, err
 	}
 	names := slices.Sorted(maps.Keys(want))
-	uids, err := c.SearchHeader(ctx, folder, names[0], want[names[0]])
+	// Every field in one SEARCH (its criteria are ANDed), so that the
+	// candidates are few however many copies the folder holds.
+	if _, err := c.Examine(ctx, folder); err != nil {
+		return nil, err
+	}
+	crit := &imap.SearchCriteria{}
+	for _, n := range names {
+		crit.Header = append(crit.Header, imap.SearchCriteriaHeaderField{Key: n, Value: want[n]})
+	}
+	uids, err := c.search(ctx, "UID SEARCH HEADER", crit, 0)
 	if err != nil || len(uids) == 0 {
 		return nil, err
 	}
@@ -144,12 +153,18 @@ func unfold(s string) string {
 }
 
 // Remove deletes message uid from folder, one of our own folders (the
-// archive folder), never a watched one: SELECT, UID STORE +FLAGS.SILENT
-// (\Deleted), and UID EXPUNGE of that UID when the server has UIDPLUS
-// (RFC 4315). Without UIDPLUS the message is only flagged \Deleted: a plain
-// EXPUNGE would also remove what the user flagged. It reports whether the
-// message is gone.
-func (c *Conn) Remove(ctx context.Context, folder string, uid uint32) (bool, error) {
+// archive folder), never a watched one — and only when its header still
+// has every field of want (the folder may have been recreated since the
+// UID was noted, and the UID now names another message): SELECT, UID
+// STORE +FLAGS.SILENT (\Deleted), and UID EXPUNGE of that UID when the
+// server has UIDPLUS (RFC 4315). Without UIDPLUS the message is only
+// flagged \Deleted: a plain EXPUNGE would also remove what the user
+// flagged. It reports whether the message is gone; a UID that is not
+// there or is another message is left alone (false, nil).
+func (c *Conn) Remove(ctx context.Context, folder string, uid uint32, want map[string]string) (bool, error) {
+	if len(want) == 0 {
+		return false, fmt.Errorf("%w: Remove needs the fields to check", ErrConfig)
+	}
 	err := c.run(ctx, 0, "SELECT "+folder, func() error {
 		_, err := c.client.Select(folder, nil).Wait()
 		return err
@@ -158,6 +173,20 @@ func (c *Conn) Remove(ctx context.Context, folder string, uid uint32) (bool, err
 		return false, err
 	}
 	set := imap.UIDSetNum(imap.UID(uid))
+	section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: slices.Sorted(maps.Keys(want)), Peek: true}
+	same := false
+	err = c.run(ctx, 0, fmt.Sprintf("UID FETCH %d (BODY.PEEK[HEADER.FIELDS])", uid), func() error {
+		msgs, err := c.client.Fetch(set, &imap.FetchOptions{UID: true, BodySection: []*imap.FetchItemBodySection{section}}).Collect()
+		for _, m := range msgs {
+			if uint32(m.UID) == uid && headerHas(m.FindBodySection(section), want) {
+				same = true
+			}
+		}
+		return err
+	})
+	if err != nil || !same {
+		return false, err
+	}
 	err = c.run(ctx, 0, fmt.Sprintf("UID STORE %d +FLAGS.SILENT (\\Deleted)", uid), func() error {
 		return c.client.Store(set, &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagDeleted}}, nil).Close()
 	})

@@ -394,3 +394,11 @@ func (c *Conn) Close() error {
 	c.log.Info("imap disconnected")
 	return err
 }
+
+// IsRefusal reports whether err is the server's NO to a command (a
+// refusal it would repeat: over quota, too big, not allowed), as opposed
+// to a failure of the connection.
+func IsRefusal(err error) bool {
+	var ie *imap.Error
+	return errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeNo
+}

@@ -589,8 +589,13 @@ func TestDovecot(t *testing.T) {
 		if n := len(d.uids(t, u, "Decrypted")); n != 4 {
 			t.Fatalf("doveadm sees %d messages, want 4", n)
 		}
-		// Remove takes exactly that one away (Dovecot has UIDPLUS).
-		if gone, err := c.Remove(ctx, "Decrypted", u1); err != nil || !gone {
+		// Remove leaves a UID alone whose fields differ (another message
+		// than the one noted), and takes exactly that one away when they
+		// match (Dovecot has UIDPLUS).
+		if gone, err := c.Remove(ctx, "Decrypted", u1, map[string]string{"X-Smimed-Source": "ceo/INBOX/7/12"}); err != nil || gone {
+			t.Fatalf("Remove(%d) of another message = %v, %v; want false, nil", u1, gone, err)
+		}
+		if gone, err := c.Remove(ctx, "Decrypted", u1, want); err != nil || !gone {
 			t.Fatalf("Remove(%d) = %v, %v", u1, gone, err)
 		}
 		left := d.uids(t, u, "Decrypted")
