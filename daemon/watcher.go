@@ -178,6 +178,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		switch {
 		case errors.As(err, &perm), errors.Is(err, imapwatch.ErrConfig), errors.Is(err, ErrCheckpointKey):
 			w.log.Error("folder watcher stopped", "err", err)
+			mx.FolderError(acc, folder, err)
 			mx.FolderDown(acc, folder, stateStopped, 0)
 			return err
 		case errors.Is(err, imapwatch.ErrAuth):
@@ -187,6 +188,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 				w.log.Debug("imap login still refused", "retry_in", w.authRetry, "err", err)
 			}
 			authFailing = true
+			mx.FolderError(acc, folder, err)
 			mx.FolderDown(acc, folder, stateLoginRefused, w.authRetry)
 			if sleepCtx(ctx, w.authRetry) != nil {
 				return nil
@@ -202,6 +204,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 			w.backoff.Reset()
 		}
 		d := w.backoff.Next()
+		mx.FolderError(acc, folder, err)
 		mx.FolderDown(acc, folder, stateReconnecting, d)
 		if errors.Is(err, errStopped) {
 			w.log.Info("retrying from the checkpoint later", "retry_in", d)
