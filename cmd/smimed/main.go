@@ -28,7 +28,7 @@ Usage:
   smimed certs [--config FILE] trust [--all] FINGERPRINT        release a certificate from quarantine
   smimed check-config [--config FILE]                           list every problem in the configuration
   smimed run [--config FILE]                                    watch the IMAP folders (the service)
-  smimed archive [--config FILE] SUBCOMMAND                     list, show, export, failed, retry, verify the archive
+  smimed archive [--config FILE] SUBCOMMAND                     list, show, export, failed, retry, verify, audit the archive
   smimed backup [--config FILE] --out FILE [--force]            consistent copy of the store (not the archive files)
   smimed status [--config FILE] [--json]                        the running daemon's accounts and folders
   smimed demo [--dir DIR] [--listen ADDR] [--once]              the service on a demo mailbox of its own, no setup
