@@ -47,6 +47,7 @@ const (
 	AuditFailed       = "failed"        // undecryptable records listed (archive failed)
 	AuditAudit        = "audit"         // the audit log itself
 	AuditRefused      = "refused"       // a caller refused at the control socket
+	AuditTrust        = "trust"         // a quarantined certificate released (changes later verdicts)
 )
 
 // MaxAuditDetail bounds an entry's Detail (bytes); longer details are cut.

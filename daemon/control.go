@@ -532,6 +532,13 @@ func (s *controlServer) doCerts(ctx context.Context, api ArchiveAPI, req *contro
 			err = fw.frame(&controlFrame{Certificate: c.Raw})
 		}
 	case opCertsTrust:
+		// A trust changes every later verdict for the address: it goes
+		// into the audit log, before it happens, like a read of mail.
+		if l, ok := api.(*Local); ok {
+			if err = l.audit(archive.AuditTrust, "certificate="+req.Match); err != nil {
+				break
+			}
+		}
 		var e *harvest.Entry
 		if e, err = certs.Trust(ctx, req.Match); err == nil {
 			log.Info("certificate trusted", "fingerprint", e.Fingerprint, "email", e.Email)

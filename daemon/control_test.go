@@ -940,8 +940,8 @@ func TestControlCerts(t *testing.T) {
 	if !strings.Contains(line, "fingerprint="+bobFP) || !strings.Contains(line, fmt.Sprintf(" uid=%d ", os.Getuid())) {
 		t.Errorf("log line of the trust = %q, want fingerprint=%s and uid=%d", line, bobFP, os.Getuid())
 	}
-	// Reading certificates reads no mail: nothing audited (but the
-	// listing of the log itself).
+	// Reading certificates reads no mail: not audited; the trust, a
+	// change of later verdicts, is (and so is the listing of the log).
 	var audited []string
 	if err := f.local.Audit(ctx, time.Time{}, func(e archive.AuditEntry) error {
 		audited = append(audited, e.Action)
@@ -949,8 +949,8 @@ func TestControlCerts(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(audited, []string{archive.AuditAudit}) {
-		t.Errorf("audit log after the certificate ops = %v, want only this listing", audited)
+	if !slices.Contains(audited, archive.AuditTrust) || audited[len(audited)-1] != archive.AuditAudit || slices.ContainsFunc(audited, func(a string) bool { return a != archive.AuditTrust && a != archive.AuditAudit }) {
+		t.Errorf("audit log after the certificate ops = %v, want the trust(s) and this listing", audited)
 	}
 }
 
