@@ -368,7 +368,7 @@ func (a *Archive) storeFiles(r *Record, original, plaintext []byte) error {
 	if _, err := os.Stat(opath); err == nil {
 		// The same bytes are already kept; sync the directory in case
 		// an earlier attempt stopped between the rename and its sync.
-		return syncDir(filepath.Dir(opath))
+		return SyncDir(filepath.Dir(opath))
 	}
 	if err := mkdirDurable(filepath.Dir(opath)); err != nil {
 		return fmt.Errorf("archive: %w", err)
@@ -377,7 +377,7 @@ func (a *Archive) storeFiles(r *Record, original, plaintext []byte) error {
 		// One file, two names: nothing to unwrap, so the plaintext is the
 		// original.
 		if err := os.Link(final, opath); err == nil {
-			return syncDir(filepath.Dir(opath))
+			return SyncDir(filepath.Dir(opath))
 		}
 	}
 	// Another message with the same bytes may be stored at the same time:
@@ -426,7 +426,7 @@ func writeDurable(tmp, final string, data []byte) error {
 		os.Remove(tmp)
 		return err
 	}
-	return syncDir(filepath.Dir(final))
+	return SyncDir(filepath.Dir(final))
 }
 
 // mkdirDurable creates dir (0700) if missing and then syncs its parent, so
@@ -438,10 +438,12 @@ func mkdirDurable(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(dir))
+	return SyncDir(filepath.Dir(dir))
 }
 
-func syncDir(dir string) error {
+// SyncDir fsyncs a directory, so that the entries created or renamed in
+// it survive a crash.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

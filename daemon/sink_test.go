@@ -25,42 +25,16 @@ import (
 // is in the folder, the archive does not know). Neither may archive or
 // copy twice.
 func TestSinkCrashWindows(t *testing.T) {
-	d := dovecottest.Start(t)
-	d.AddUser(t, "ceo", "pw-ceo")
-	dir := t.TempDir()
-	st, err := harvest.OpenStore(filepath.Join(dir, "smimed.db"), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	arch, err := archive.Open(filepath.Join(dir, "archive"), st.DB())
-	if err != nil {
-		t.Fatal(err)
-	}
-	kp := filepath.Join(dir, "org-new.key")
-	os.WriteFile(kp, fixture(t, "pki", "org-new.key"), 0o600)
-	lk, err := harvest.LoadPEMKey(filepath.Join("..", "testdata", "pki", "org-new.crt"), kp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng := harvest.New(harvest.Options{Keys: []*cms.Key{{Cert: lk.Cert, Private: lk.Private}}})
-	logs := &lockedBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, nil))
-	cp := &copier{
-		cfg:    imapwatch.Config{Addr: d.Addr(), TLS: "none", Username: "ceo", Password: "pw-ceo", Logger: log},
-		folder: "Decrypted", tmpDir: dir, log: log,
-	}
+	e := newSinkEnv(t)
+	arch, cp, logs, log := e.arch, e.cp, e.logs, e.log
 	defer cp.close()
+	eng := harvest.New(harvest.Options{Keys: []*cms.Key{e.key(t, "org-new")}})
 	sink := &archiveSink{engine: enginePtr(eng), arch: arch, copier: cp, mode: "encrypted", authserv: "mx.test", log: log}
 
-	raw := fixture(t, "msg", "enc-aes256.eml")
-	msgFile := filepath.Join(dir, "fetched.eml")
-	os.WriteFile(msgFile, raw, 0o600)
-	m := Message{Account: "ceo", Folder: "INBOX", UIDValidity: 9, UID: 1, Path: msgFile, Size: int64(len(raw)), InternalDate: time.Date(2026, 5, 1, 8, 0, 0, 0, time.UTC)}
+	m, raw := e.message(t, "enc-aes256.eml", 9, 1)
+	m.InternalDate = time.Date(2026, 5, 1, 8, 0, 0, 0, time.UTC)
 	ctx := context.Background()
-	copies := func() int {
-		return len(strings.Fields(d.Doveadm(t, "-f", "flow", "search", "-u", "ceo", "mailbox", "Decrypted", "all"))) / 2
-	}
+	copies := func() int { return e.copies(t, "Decrypted") }
 
 	// Delivered, then delivered again (checkpoint not stored before a crash).
 	for range 2 {
@@ -120,10 +94,7 @@ func TestSinkCrashWindows(t *testing.T) {
 	// The server refuses the APPEND: a temporary failure, nothing recorded,
 	// and the next attempt succeeds.
 	m.UID = 3
-	bad := &archiveSink{engine: enginePtr(eng), arch: arch, copier: &copier{
-		cfg:    imapwatch.Config{Addr: d.Addr(), TLS: "none", Username: "ceo", Password: "wrong", Logger: log},
-		folder: "Decrypted", tmpDir: dir, log: log,
-	}, mode: "encrypted", authserv: "mx.test", log: log}
+	bad := &archiveSink{engine: enginePtr(eng), arch: arch, copier: e.copier("wrong", "Decrypted"), mode: "encrypted", authserv: "mx.test", log: log}
 	if err := bad.Deliver(ctx, m); err == nil || !strings.Contains(err.Error(), ErrTemporary.Error()) {
 		t.Errorf("Deliver with a refused copy = %v, want a temporary error", err)
 	}
@@ -136,41 +107,14 @@ func TestSinkCrashWindows(t *testing.T) {
 // under archive_folder_messages = "all" shows it as such) is decrypted by
 // a retry with an old key; the copy in the archive folder is replaced.
 func TestUpdateCopiesAfterRetry(t *testing.T) {
-	d := dovecottest.Start(t)
-	d.AddUser(t, "ceo", "pw-ceo")
-	dir := t.TempDir()
-	st, err := harvest.OpenStore(filepath.Join(dir, "smimed.db"), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	arch, err := archive.Open(filepath.Join(dir, "archive"), st.DB())
-	if err != nil {
-		t.Fatal(err)
-	}
-	key := func(name string) *cms.Key {
-		kp := filepath.Join(dir, name+".key")
-		os.WriteFile(kp, fixture(t, "pki", name+".key"), 0o600)
-		lk, err := harvest.LoadPEMKey(filepath.Join("..", "testdata", "pki", name+".crt"), kp)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &cms.Key{Cert: lk.Cert, Private: lk.Private}
-	}
-	logs := &lockedBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, nil))
-	cp := &copier{
-		cfg:    imapwatch.Config{Addr: d.Addr(), TLS: "none", Username: "ceo", Password: "pw-ceo", Logger: log},
-		folder: "Decrypted", tmpDir: dir, log: log,
-	}
+	e := newSinkEnv(t)
+	d, arch, cp, log := e.d, e.arch, e.cp, e.log
 	defer cp.close()
+	key := func(name string) *cms.Key { return e.key(t, name) }
 	sink := &archiveSink{engine: enginePtr(harvest.New(harvest.Options{Keys: []*cms.Key{key("org-new")}})), arch: arch, copier: cp, mode: "all", authserv: "mx.test", log: log}
-
-	raw := fixture(t, "msg", "enc-old-key.eml")
-	p := filepath.Join(dir, "fetched.eml")
-	os.WriteFile(p, raw, 0o600)
+	m, raw := e.message(t, "enc-old-key.eml", 3, 8)
 	ctx := context.Background()
-	if err := sink.Deliver(ctx, Message{Account: "ceo", Folder: "INBOX", UIDValidity: 3, UID: 8, Path: p, Size: int64(len(raw))}); err != nil {
+	if err := sink.Deliver(ctx, m); err != nil {
 		t.Fatal(err)
 	}
 	hdr := func() string { return d.Doveadm(t, "fetch", "-u", "ceo", "hdr", "mailbox", "Decrypted", "all") }
@@ -215,28 +159,14 @@ func enginePtr(e *harvest.Engine) *atomic.Pointer[harvest.Engine] {
 // the folder: the message counts as done, its copy is pending and tried
 // again by updateCopies.
 func TestCopyRefusedIsSetAside(t *testing.T) {
-	d := dovecottest.Start(t)
-	d.AddUser(t, "ceo", "pw-ceo")
-	dir := t.TempDir()
-	st, err := harvest.OpenStore(filepath.Join(dir, "smimed.db"), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	arch, err := archive.Open(filepath.Join(dir, "archive"), st.DB())
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &lockedBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, nil))
+	e := newSinkEnv(t)
+	arch, logs, log := e.arch, e.logs, e.log
 	// Dovecot refuses this folder name (NO to CREATE).
-	cp := &copier{cfg: imapwatch.Config{Addr: d.Addr(), TLS: "none", Username: "ceo", Password: "pw-ceo", Logger: log}, folder: "../escape", tmpDir: dir, log: log}
+	cp := e.copier("pw-ceo", "../escape")
 	defer cp.close()
 	sink := &archiveSink{engine: enginePtr(harvest.New(harvest.Options{})), arch: arch, copier: cp, mode: "all", authserv: "mx.test", log: log}
-	raw := fixture(t, "msg", "plain.eml")
-	p := filepath.Join(dir, "fetched.eml")
-	os.WriteFile(p, raw, 0o600)
-	if err := sink.Deliver(context.Background(), Message{Account: "ceo", Folder: "INBOX", UIDValidity: 1, UID: 1, Path: p, Size: int64(len(raw))}); err != nil {
+	m, _ := e.message(t, "plain.eml", 1, 1)
+	if err := sink.Deliver(context.Background(), m); err != nil {
 		t.Fatalf("Deliver with a refused copy = %v, want nil (set aside)", err)
 	}
 	pend, _ := arch.PendingCopies()
@@ -260,7 +190,7 @@ func TestCopyRefusedIsSetAside(t *testing.T) {
 	if pend, _ := arch.PendingCopies(); len(pend) != 0 {
 		t.Errorf("after the fix pending = %v", pend)
 	}
-	if n := len(strings.Fields(d.Doveadm(t, "-f", "flow", "search", "-u", "ceo", "mailbox", "Decrypted", "all"))) / 2; n != 1 {
+	if n := e.copies(t, "Decrypted"); n != 1 {
 		t.Errorf("Decrypted holds %d copies, want 1", n)
 	}
 }
@@ -269,26 +199,12 @@ func TestCopyRefusedIsSetAside(t *testing.T) {
 // verdict (a trust anchor was added) replaces the copy, never leaves the
 // user without one.
 func TestRetryWithSameDecryptionKeepsTheCopy(t *testing.T) {
-	d := dovecottest.Start(t)
-	d.AddUser(t, "ceo", "pw-ceo")
-	dir := t.TempDir()
-	st, err := harvest.OpenStore(filepath.Join(dir, "smimed.db"), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	arch, err := archive.Open(filepath.Join(dir, "archive"), st.DB())
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(&lockedBuffer{}, nil))
-	cp := &copier{cfg: imapwatch.Config{Addr: d.Addr(), TLS: "none", Username: "ceo", Password: "pw-ceo", Logger: log}, folder: "Decrypted", tmpDir: dir, log: log}
+	e := newSinkEnv(t)
+	d, arch, cp, log := e.d, e.arch, e.cp, e.log
 	defer cp.close()
 	sink := &archiveSink{engine: enginePtr(harvest.New(harvest.Options{})), arch: arch, copier: cp, mode: "smime", authserv: "mx.test", log: log}
-	raw := fixture(t, "msg", "signed-rsa-sha256.eml")
-	p := filepath.Join(dir, "fetched.eml")
-	os.WriteFile(p, raw, 0o600)
-	if err := sink.Deliver(context.Background(), Message{Account: "ceo", Folder: "INBOX", UIDValidity: 1, UID: 1, Path: p, Size: int64(len(raw))}); err != nil {
+	m, raw := e.message(t, "signed-rsa-sha256.eml", 1, 1)
+	if err := sink.Deliver(context.Background(), m); err != nil {
 		t.Fatal(err)
 	}
 	rec, _ := arch.Lookup(archive.Source{Account: "ceo", Folder: "INBOX", UIDValidity: 1, UID: 1}, sha256Hex(raw))
@@ -303,4 +219,64 @@ func TestRetryWithSameDecryptionKeepsTheCopy(t *testing.T) {
 	if n := strings.Count(hdr, "X-Smimed-Source:"); n != 1 || !strings.Contains(hdr, "X-Smimed-Record: "+strconv.FormatUint(v2.ID, 10)) || !strings.Contains(hdr, "smime=pass") {
 		t.Errorf("Decrypted after the retry holds %d copies:\n%s", n, hdr)
 	}
+}
+
+// sinkEnv is a Dovecot with user "ceo", a store and archive in a temp dir,
+// and a copier to ceo's "Decrypted" folder, for the sink tests.
+type sinkEnv struct {
+	d    *dovecottest.Server
+	dir  string
+	arch *archive.Archive
+	cp   *copier
+	logs *lockedBuffer
+	log  *slog.Logger
+}
+
+func newSinkEnv(t *testing.T) *sinkEnv {
+	t.Helper()
+	e := &sinkEnv{d: dovecottest.Start(t), dir: t.TempDir(), logs: &lockedBuffer{}}
+	e.d.AddUser(t, "ceo", "pw-ceo")
+	st, err := harvest.OpenStore(filepath.Join(e.dir, "smimed.db"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if e.arch, err = archive.Open(filepath.Join(e.dir, "archive"), st.DB()); err != nil {
+		t.Fatal(err)
+	}
+	e.log = slog.New(slog.NewTextHandler(e.logs, nil))
+	e.cp = e.copier("pw-ceo", "Decrypted")
+	return e
+}
+
+// copier returns a copier of ceo with this password to folder, closed at
+// the end of the test.
+func (e *sinkEnv) copier(password, folder string) *copier {
+	cp := &copier{cfg: imapwatch.Config{Addr: e.d.Addr(), TLS: "none", Username: "ceo", Password: password, Logger: e.log}, folder: folder, tmpDir: e.dir, log: e.log}
+	return cp
+}
+
+// key loads a fixture organisation key (PEM).
+func (e *sinkEnv) key(t *testing.T, name string) *cms.Key {
+	t.Helper()
+	kp := filepath.Join(e.dir, name+".key")
+	os.WriteFile(kp, fixture(t, "pki", name+".key"), 0o600)
+	lk, err := harvest.LoadPEMKey(filepath.Join("..", "testdata", "pki", name+".crt"), kp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &cms.Key{Cert: lk.Cert, Private: lk.Private}
+}
+
+// message writes a fixture as a fetched message of ceo's INBOX.
+func (e *sinkEnv) message(t *testing.T, name string, uidValidity, uid uint32) (Message, []byte) {
+	raw := fixture(t, "msg", name)
+	p := filepath.Join(e.dir, "fetched.eml")
+	os.WriteFile(p, raw, 0o600)
+	return Message{Account: "ceo", Folder: "INBOX", UIDValidity: uidValidity, UID: uid, Path: p, Size: int64(len(raw))}, raw
+}
+
+// copies counts the messages in ceo's folder, as doveadm sees them.
+func (e *sinkEnv) copies(t *testing.T, folder string) int {
+	return len(strings.Fields(e.d.Doveadm(t, "-f", "flow", "search", "-u", "ceo", "mailbox", folder, "all"))) / 2
 }

@@ -311,7 +311,7 @@ func (m *maildirTarget) add(it exportItem, msg []byte) error {
 	return err
 }
 
-func (m *maildirTarget) commit() error { return syncDir(filepath.Join(m.dir, "new")) }
+func (m *maildirTarget) commit() error { return archive.SyncDir(filepath.Join(m.dir, "new")) }
 
 // abort keeps what was delivered: each message in new/ is complete.
 func (m *maildirTarget) abort() {}
@@ -346,22 +346,10 @@ func (a *atomicFile) commit() error {
 		os.Remove(a.Name())
 		return err
 	}
-	return syncDir(filepath.Dir(a.final))
+	return archive.SyncDir(filepath.Dir(a.final))
 }
 
 func (a *atomicFile) abort() {
 	a.Close()
 	os.Remove(a.Name())
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
