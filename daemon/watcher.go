@@ -284,10 +284,19 @@ func (w *Watcher) session(ctx context.Context, slots *PoolFolder) error {
 			}
 			f, err := conn.FetchToFile(sctx, uid, w.cfg.TempDir, w.cfg.MaxMessageSize)
 			if errors.Is(err, imapwatch.ErrGone) {
-				slots.Release()
-				w.log.Info("message expunged before it was fetched; skipped", "uid", uid, "uidvalidity", w.uidValidity)
-				w.done(uid)
-				continue
+				// Never advance on an empty FETCH answer alone: skip
+				// only what a search confirms is gone.
+				if there, serr := conn.HasUID(sctx, uid); serr != nil || there {
+					if serr == nil {
+						serr = fmt.Errorf("uid %d: the server returned nothing for a message it still lists: %w", uid, err)
+					}
+					err = serr
+				} else {
+					slots.Release()
+					w.log.Info("message expunged before it was fetched; skipped", "uid", uid, "uidvalidity", w.uidValidity)
+					w.done(uid)
+					continue
+				}
 			}
 			if err != nil {
 				slots.Release()

@@ -602,6 +602,13 @@ func TestDovecot(t *testing.T) {
 		if len(left) != 3 || slices.Contains(left, u1) {
 			t.Fatalf("after Remove(%d) doveadm sees %v", u1, left)
 		}
+		// HasUID tells a gone message from one that is there.
+		if there, err := c.HasUID(ctx, u1); err != nil || there {
+			t.Errorf("HasUID(removed %d) = %v, %v", u1, there, err)
+		}
+		if there, err := c.HasUID(ctx, left[0]); err != nil || !there {
+			t.Errorf("HasUID(%d) = %v, %v; doveadm lists it", left[0], there, err)
+		}
 	})
 }
 

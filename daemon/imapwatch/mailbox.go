@@ -75,3 +75,10 @@ func (c *Conn) search(ctx context.Context, op string, crit *imap.SearchCriteria,
 	slices.Sort(uids)
 	return slices.Compact(uids), nil
 }
+
+// HasUID reports whether the examined folder still holds uid (UID SEARCH
+// UID uid): an empty FETCH answer alone does not prove a message gone.
+func (c *Conn) HasUID(ctx context.Context, uid uint32) (bool, error) {
+	uids, err := c.search(ctx, "UID SEARCH UID", &imap.SearchCriteria{UID: []imap.UIDSet{imap.UIDSetNum(imap.UID(uid))}}, 0)
+	return slices.Contains(uids, uid), err
+}
