@@ -18,9 +18,12 @@ import (
 	"io"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
+
+	"go.etcd.io/bbolt"
 
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/harvest"
@@ -349,15 +352,29 @@ func (l *Local) Close() error {
 	return nil
 }
 
-// backupStore writes a consistent snapshot of the store's bbolt file (one
-// read transaction) to w.
+// backupStore writes a consistent snapshot of the store's bbolt file to
+// w. The snapshot is first taken into a local temporary file (one short
+// read transaction), then copied to w: a slow reader at the other end of
+// the control socket must not hold a read transaction open, which would
+// block every write once the file has to grow.
 func backupStore(st *harvest.Store, w io.Writer) (int64, error) {
-	tx, err := st.DB().Begin(false)
+	f, err := os.CreateTemp(filepath.Dir(st.Path()), ".backup-*") // 0600
 	if err != nil {
 		return 0, fmt.Errorf("backup: %w", err)
 	}
-	defer tx.Rollback()
-	n, err := tx.WriteTo(w)
+	defer os.Remove(f.Name())
+	defer f.Close()
+	err = st.DB().View(func(tx *bbolt.Tx) error {
+		_, err := tx.WriteTo(f)
+		return err
+	})
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("backup: %w", err)
+	}
+	n, err := io.Copy(w, f)
 	if err != nil {
 		return n, fmt.Errorf("backup: %w", err)
 	}
