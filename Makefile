@@ -35,6 +35,7 @@ fuzz:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./harvest
 	$(GO) test -run '^$$' -bench . -benchmem ./archive
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./daemon
 
 clean:
 	rm -f smimed

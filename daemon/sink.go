@@ -229,22 +229,44 @@ func (c *copier) put(ctx context.Context, msg []byte, date time.Time) (uint32, e
 	if err != nil {
 		return 0, err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, err := c.connLocked(ctx); err != nil {
-		return 0, err
-	}
-	uid, err := c.putLocked(ctx, msg, want, date)
-	if err != nil {
-		// After any error the connection's state is unknown: start over.
-		c.conn.Close()
-		c.conn = nil
-	}
+	var uid uint32
+	err = c.with(ctx, func(conn *imapwatch.Conn) error {
+		var err error
+		uid, err = c.putLocked(ctx, conn, msg, want, date)
+		return err
+	})
 	return uid, err
 }
 
-func (c *copier) putLocked(ctx context.Context, msg []byte, want map[string]string, date time.Time) (uint32, error) {
-	found, err := c.conn.FindCopies(ctx, c.folder, want)
+// with runs fn on the copier's connection. The connection is kept between
+// copies, and the server may have closed it meanwhile (a restart, an idle
+// timeout): when fn fails on a kept connection for any reason but a
+// refusal, it runs once more on a new one — fn searches before it
+// appends, so that is safe. After any error the connection is dropped.
+func (c *copier) with(ctx context.Context, fn func(*imapwatch.Conn) error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	kept := c.conn != nil
+	for {
+		conn, err := c.connLocked(ctx)
+		if err != nil {
+			return err
+		}
+		err = fn(conn)
+		if err == nil {
+			return nil
+		}
+		conn.Close()
+		c.conn = nil
+		if !kept || imapwatch.IsRefusal(err) || ctx.Err() != nil {
+			return err
+		}
+		kept = false
+	}
+}
+
+func (c *copier) putLocked(ctx context.Context, conn *imapwatch.Conn, msg []byte, want map[string]string, date time.Time) (uint32, error) {
+	found, err := conn.FindCopies(ctx, c.folder, want)
 	if err != nil {
 		return 0, err
 	}
@@ -264,7 +286,7 @@ func (c *copier) putLocked(ctx context.Context, msg []byte, want map[string]stri
 	if err != nil {
 		return 0, fmt.Errorf("user copy: %w", err)
 	}
-	return c.conn.Append(ctx, c.folder, f.Name(), date)
+	return conn.Append(ctx, c.folder, f.Name(), date)
 }
 
 // copyMarker reads the marker fields out of a copy's header.
@@ -297,16 +319,12 @@ func (c *copier) close() {
 // remove deletes a copy this daemon made earlier from folder, if that UID
 // still holds it (its marker fields are want).
 func (c *copier) remove(ctx context.Context, folder string, uid uint32, want map[string]string) (bool, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, err := c.connLocked(ctx); err != nil {
-		return false, err
-	}
-	gone, err := c.conn.Remove(ctx, folder, uid, want)
-	if err != nil {
-		c.conn.Close()
-		c.conn = nil
-	}
+	var gone bool
+	err := c.with(ctx, func(conn *imapwatch.Conn) error {
+		var err error
+		gone, err = conn.Remove(ctx, folder, uid, want)
+		return err
+	})
 	return gone, err
 }
 

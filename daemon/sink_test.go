@@ -280,3 +280,24 @@ func (e *sinkEnv) message(t *testing.T, name string, uidValidity, uid uint32) (M
 func (e *sinkEnv) copies(t *testing.T, folder string) int {
 	return len(strings.Fields(e.d.Doveadm(t, "-f", "flow", "search", "-u", "ceo", "mailbox", folder, "all"))) / 2
 }
+
+// TestCopierRedialsAfterServerRestart: the APPEND connection kept between
+// copies dies with a server restart; the next copy goes out on a new one
+// at the first try, without failing the message.
+func TestCopierRedialsAfterServerRestart(t *testing.T) {
+	e := newSinkEnv(t)
+	defer e.cp.close()
+	sink := &archiveSink{engine: enginePtr(harvest.New(harvest.Options{})), arch: e.arch, copier: e.cp, mode: "all", authserv: "mx.test", log: e.log}
+	m, _ := e.message(t, "plain.eml", 1, 1)
+	if err := sink.Deliver(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	e.d.Restart(t)
+	m2, _ := e.message(t, "signed-rsa-sha256.eml", 1, 2)
+	if err := sink.Deliver(context.Background(), m2); err != nil {
+		t.Fatalf("Deliver after the server restarted = %v, want the copy made on a new connection", err)
+	}
+	if n := e.copies(t, "Decrypted"); n != 2 {
+		t.Errorf("Decrypted holds %d copies, want 2", n)
+	}
+}

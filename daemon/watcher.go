@@ -103,6 +103,7 @@ type Watcher struct {
 
 	commitMu sync.Mutex
 	stored   uint32          // highest checkpoint stored under uidValidity
+	storedAt time.Time       // when it was stored
 	listed   map[uint32]bool // the last listing's UIDs not done yet: the backlog
 
 	// onReady, for tests, is called in every session once the starting
@@ -171,6 +172,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 		started := time.Now()
 		err := w.session(ctx, slots)
+		w.flush() // the messages done in the session, whatever ended it
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -333,6 +335,7 @@ func (w *Watcher) session(ctx context.Context, slots *PoolFolder) error {
 // ended waits for the messages in hand and tells why the session ends.
 func (w *Watcher) ended(ctx, sctx context.Context, wg *sync.WaitGroup, err error) error {
 	wg.Wait()
+	w.flush()
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -499,10 +502,40 @@ func (w *Watcher) done(uid uint32) {
 	if cp <= w.stored {
 		return
 	}
+	// While a backlog is worked off, the checkpoint is written at most
+	// every checkpointEvery: each write is an fsync, and a message done
+	// but not yet under the stored checkpoint is only handed over again
+	// after a crash, when the archive recognises it (no second record,
+	// no second copy). Once the folder is idle, and when the session
+	// ends, it is written at once (flush).
+	if len(w.listed) > 0 && time.Since(w.storedAt) < checkpointEvery {
+		return
+	}
+	w.storeLocked(cp)
+}
+
+// checkpointEvery is the most often a folder's checkpoint is written while
+// a backlog is processed.
+const checkpointEvery = time.Second
+
+// flush writes the checkpoint if done messages went past the stored one.
+func (w *Watcher) flush() {
+	w.commitMu.Lock()
+	defer w.commitMu.Unlock()
+	if w.tracker == nil {
+		return
+	}
+	if cp := w.tracker.Checkpoint(); cp > w.stored {
+		w.storeLocked(cp)
+	}
+}
+
+func (w *Watcher) storeLocked(cp uint32) {
 	if err := w.cps.Set(w.cfg.Account, w.cfg.Folder, Checkpoint{UIDValidity: w.uidValidity, UID: cp}); err != nil {
 		// The next advance stores it; until then a restart redelivers.
 		w.log.Error("storing the checkpoint failed", "checkpoint", cp, "err", err)
 		return
 	}
 	w.stored = cp
+	w.storedAt = time.Now()
 }
