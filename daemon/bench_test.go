@@ -169,7 +169,7 @@ func BenchmarkBackfill(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		// The service, from start to the last record.
-		cfgPath := e.benchConfig(b, fmt.Sprintf("state-%d", i), "", e.account("ceo"))
+		cfgPath := e.benchConfig(b, fmt.Sprintf("state-%d", i), os.Getenv("SMIMED_BENCH_HEAD"), e.account("ceo"))
 		start := time.Now()
 		svc, stop := startBench(b, cfgPath)
 		waitCount(b, svc, n, 20*time.Millisecond)
