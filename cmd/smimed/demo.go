@@ -635,9 +635,9 @@ func demoPrintExplore(w io.Writer, dir, cfgPath, addr, password string, recs []*
 			showID = r.ID
 		}
 	}
-	now, after := "While the demo runs, the archive commands ask it over its control socket:", "After it stops (the service holds the certificate store while it runs):"
+	now := "While the demo runs, these commands ask it over its control socket:"
 	if once {
-		now, after = "Explore what it left:", ""
+		now = "Explore what it left:"
 	}
 	fmt.Fprintln(w, now)
 	fmt.Fprintf(w, "  %s archive list --config %s\n", self, cfg)
@@ -646,10 +646,8 @@ func demoPrintExplore(w io.Writer, dir, cfgPath, addr, password string, recs []*
 	}
 	fmt.Fprintf(w, "  %s archive verify --config %s\n", self, cfg)
 	fmt.Fprintf(w, "  %s archive audit --config %s\n", self, cfg)
-	if after != "" {
-		fmt.Fprintln(w, after)
-	}
 	fmt.Fprintf(w, "  %s certs list --config %s\n", self, cfg)
+	fmt.Fprintf(w, "  %s status --config %s\n", self, cfg)
 	fmt.Fprintf(w, "  %s inspect --config %s %s\n", self, cfg, demoShellQuote(filepath.Join(dir, "mail"))+"/*.eml")
 	if once {
 		return

@@ -185,6 +185,7 @@ func TestDemoOnce(t *testing.T) {
 		"archive list --config " + cfg,
 		"archive verify --config " + cfg,
 		"certs list --config " + cfg,
+		"status --config " + cfg,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("stdout lacks %q", want)
@@ -329,6 +330,14 @@ func TestDemoRunsUntilStopped(t *testing.T) {
 	code, list, listErr := runCmd(nil, "archive", "list", "--config", cfg)
 	if code != exitOK || strings.Count(list, "\n") != 1+len(demoWant) {
 		t.Errorf("archive list while the demo runs: exit %d, %q, %q; want %d records", code, list, listErr, len(demoWant))
+	}
+
+	// The other printed commands work while it runs too.
+	if code, certs, certsErr := runCmd(nil, "certs", "list", "--config", cfg); code != exitOK || !strings.Contains(certs, demoPartnerAddr) {
+		t.Errorf("certs list while the demo runs: exit %d, %q, %q", code, certs, certsErr)
+	}
+	if code, st, stErr := runCmd(nil, "status", "--config", cfg); code != exitOK || !strings.Contains(st, "connected") {
+		t.Errorf("status while the demo runs: exit %d, %q, %q", code, st, stErr)
 	}
 
 	// A mail client appends a message to INBOX.
