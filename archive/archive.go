@@ -188,8 +188,8 @@ func (a *Archive) Lookup(src Source, sha string) (*Record, error) {
 // delivery) and are archived each.
 func (a *Archive) Seen(src Source, sha string) (*Record, error) {
 	rec, err := a.Lookup(src, sha)
-	if err != nil || rec != nil {
-		return rec, err
+	if err != nil || rec != nil || sha == sum(nil) {
+		return rec, err // empty bytes prove nothing
 	}
 	prefix := indexPrefix(idxBytes, bytesValue(src.Account, src.Folder, sha))
 	err = a.db.View(func(tx *bbolt.Tx) error {
@@ -312,7 +312,11 @@ func (a *Archive) PutUnfetched(src Source, size int64, reason string) (*Record, 
 		return nil, false, ErrReadOnly
 	}
 	osha := sum(nil)
-	if rec, err := a.Seen(src, osha); err != nil || rec != nil {
+	// Lookup, not Seen: without bytes there is nothing to recognise a
+	// message by across a UIDVALIDITY change (every unfetched message has
+	// the SHA-256 of nothing), so a renumbered folder's too-large messages
+	// are listed again rather than taken for one another.
+	if rec, err := a.Lookup(src, osha); err != nil || rec != nil {
 		return rec, false, err
 	}
 	rep := &harvest.Report{Layers: []string{}, Signatures: []harvest.Signature{}, Harvested: []harvest.Harvested{}, Decryption: harvest.Decryption{Status: harvest.DecryptNone}, Error: reason}

@@ -584,6 +584,12 @@ func TestUnfetchedAndReadOnly(t *testing.T) {
 	if _, err := a.ReadOriginal(r); err == nil {
 		t.Error("ReadOriginal of an unfetched message: no error")
 	}
+	// After a renumbering, another too-large message is not taken for it
+	// (there are no bytes to recognise it by).
+	other := Source{Account: "ceo", Folder: "INBOX", UIDValidity: 8, UID: 77}
+	if r2, created, err := a.PutUnfetched(other, 200<<20, "larger than max_message_size"); err != nil || !created || r2.ID == r.ID {
+		t.Errorf("PutUnfetched of another message after a UIDVALIDITY change = %+v %v %v", r2, created, err)
+	}
 	st.Close()
 
 	ro, err := harvest.OpenStore(filepath.Join(dir, "smimed.db"), true)
@@ -595,7 +601,7 @@ func TestUnfetchedAndReadOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res, err := a.Verify(nil); err != nil || !res.OK() || res.Records != 1 {
+	if res, err := a.Verify(nil); err != nil || !res.OK() || res.Records != 2 {
 		t.Errorf("read-only Verify = %+v %v", res, err)
 	}
 	if _, _, err := a.PutUnfetched(src(10), 1, "x"); !errors.Is(err, ErrReadOnly) {

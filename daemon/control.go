@@ -534,10 +534,21 @@ func (s *controlServer) doCerts(ctx context.Context, api ArchiveAPI, req *contro
 	case opCertsTrust:
 		// A trust changes every later verdict for the address: it goes
 		// into the audit log, before it happens, like a read of mail.
-		if l, ok := api.(*Local); ok {
-			if err = l.audit(archive.AuditTrust, "certificate="+req.Match); err != nil {
-				break
-			}
+		// It also decides which key the organisation encrypts to: only
+		// root and the service user may do it, not every member of the
+		// group (who may read the archive).
+		l, ok := api.(*Local)
+		if !ok {
+			err = errors.New("certs trust: the caller is unknown")
+			break
+		}
+		if l.Caller.UID != 0 && l.Caller.UID != os.Getuid() {
+			l.audit(archive.AuditRefused, "certs trust certificate="+req.Match)
+			err = fmt.Errorf("%w: certs trust needs root or the service user; uid %d may only read", ErrPeerRefused, l.Caller.UID)
+			break
+		}
+		if err = l.audit(archive.AuditTrust, "certificate="+req.Match); err != nil {
+			break
 		}
 		var e *harvest.Entry
 		if e, err = certs.Trust(ctx, req.Match); err == nil {

@@ -1045,3 +1045,43 @@ func TestStatusSnapshot(t *testing.T) {
 		t.Errorf("StoreCheckpoints = %s, want %s", got, wantJSON)
 	}
 }
+
+// TestControlTrustNeedsServiceUser: a member of the service's group may
+// read through the socket, but not release a quarantined certificate (it
+// decides which key the organisation encrypts to); the attempt is audited.
+func TestControlTrustNeedsServiceUser(t *testing.T) {
+	const member = 4242 // the socket passed it as a group member
+	f := newControlFixture(t, func(f *controlFixture, c Caller) ArchiveAPI {
+		c.UID = member
+		return &Local{Archive: f.arc, Store: f.store, Engine: f.eng, Caller: c}
+	})
+	bob, bobFP := opensslCert(t, "bob.crt")
+	seen := harvest.Sighting{MessageID: "<m1@partner.example>", Seen: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	if err := f.store.Quarantine("bob@elsewhere.example", bob, nil, "unknown authority", seen); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Defaults()
+	cfg.StateDir, cfg.Daemon.ControlSocket = f.dir, f.path
+	remote, err := DialConfigCerts(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := remote.Trust(ctx, bobFP); !errors.Is(err, ErrPeerRefused) {
+		t.Fatalf("Trust by a group member = %v, want ErrPeerRefused", err)
+	}
+	if es, err := f.store.ByFingerprint(bobFP); err != nil || len(es) != 1 || !es[0].Quarantined {
+		t.Errorf("after the refused trust the store holds %+v, %v; want bob still quarantined", es, err)
+	}
+	if es, err := remote.List(ctx); err != nil || len(es) != 1 {
+		t.Errorf("List by a group member = %v, %v; reading is allowed", es, err)
+	}
+	var refused bool
+	f.local.Audit(ctx, time.Time{}, func(e archive.AuditEntry) error {
+		refused = refused || (e.Action == archive.AuditRefused && e.UID == member && strings.Contains(e.Detail, "trust"))
+		return nil
+	})
+	if !refused {
+		t.Error("the refused trust is not in the audit log")
+	}
+}

@@ -58,6 +58,7 @@ func (s *Service) Reload() error {
 	restartNeeded("state_dir", &old.StateDir, &cfg.StateDir)
 	restartNeeded("daemon.log_format", &old.Daemon.LogFormat, &cfg.Daemon.LogFormat)
 	restartNeeded("daemon.metrics_listen", &old.Daemon.MetricsListen, &cfg.Daemon.MetricsListen)
+	restartNeeded("daemon.control_socket", &old.Daemon.ControlSocket, &cfg.Daemon.ControlSocket)
 	if cfg.Daemon.Workers != old.Daemon.Workers {
 		s.pool.Resize(cfg.Daemon.Workers)
 	}

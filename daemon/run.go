@@ -245,7 +245,7 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	bg.Go(func() { s.statusLoop(bgCtx) })
 	// The copies of re-processed messages, at start and when woken.
-	bg.Go(func() { s.copyLoop(ctx) })
+	bg.Go(func() { s.copyLoop(bgCtx) })
 	if err := s.notify.Ready(); err != nil {
 		s.log.Warn("sd_notify READY failed", "err", err)
 	}

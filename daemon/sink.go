@@ -240,9 +240,12 @@ func (c *copier) put(ctx context.Context, msg []byte, date time.Time) (uint32, e
 
 // with runs fn on the copier's connection. The connection is kept between
 // copies, and the server may have closed it meanwhile (a restart, an idle
-// timeout): when fn fails on a kept connection for any reason but a
-// refusal, it runs once more on a new one — fn searches before it
-// appends, so that is safe. After any error the connection is dropped.
+// timeout): when fn fails on a kept connection with an error it marked
+// safe to repeat (safeAgain: nothing was sent that could have changed the
+// folder), it runs once more on a new one. An APPEND that failed midway
+// is not repeated here: the server may still store it, and a search at
+// once could miss it; the message's next delivery, after the folder's
+// backoff, searches again. After any error the connection is dropped.
 func (c *copier) with(ctx context.Context, fn func(*imapwatch.Conn) error) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -258,17 +261,24 @@ func (c *copier) with(ctx context.Context, fn func(*imapwatch.Conn) error) error
 		}
 		conn.Close()
 		c.conn = nil
-		if !kept || imapwatch.IsRefusal(err) || ctx.Err() != nil {
+		var again safeAgain
+		if !kept || !errors.As(err, &again) || imapwatch.IsRefusal(err) || ctx.Err() != nil {
 			return err
 		}
 		kept = false
 	}
 }
 
+// safeAgain marks an error after which the copier's operation may simply
+// be repeated on a new connection.
+type safeAgain struct{ error }
+
+func (e safeAgain) Unwrap() error { return e.error }
+
 func (c *copier) putLocked(ctx context.Context, conn *imapwatch.Conn, msg []byte, want map[string]string, date time.Time) (uint32, error) {
 	found, err := conn.FindCopies(ctx, c.folder, want)
 	if err != nil {
-		return 0, err
+		return 0, safeAgain{err}
 	}
 	if len(found) > 0 {
 		c.log.Info("user copy already in the archive folder", "copy_uid", found[0])
@@ -323,7 +333,10 @@ func (c *copier) remove(ctx context.Context, folder string, uid uint32, want map
 	err := c.with(ctx, func(conn *imapwatch.Conn) error {
 		var err error
 		gone, err = conn.Remove(ctx, folder, uid, want)
-		return err
+		if err != nil {
+			return safeAgain{err} // STORE \Deleted and UID EXPUNGE repeat harmlessly
+		}
+		return nil
 	})
 	return gone, err
 }

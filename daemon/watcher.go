@@ -102,9 +102,11 @@ type Watcher struct {
 	uidValidity uint32
 
 	commitMu sync.Mutex
-	stored   uint32          // highest checkpoint stored under uidValidity
-	storedAt time.Time       // when it was stored
-	listed   map[uint32]bool // the last listing's UIDs not done yet: the backlog
+	stored   uint32    // highest checkpoint stored under uidValidity
+	storedAt time.Time // when it was stored
+	// flushTimer writes a checkpoint whose write done skipped.
+	flushTimer *time.Timer
+	listed     map[uint32]bool // the last listing's UIDs not done yet: the backlog
 
 	// onReady, for tests, is called in every session once the starting
 	// checkpoint is known, before any message is listed.
@@ -271,7 +273,16 @@ func (w *Watcher) session(ctx context.Context, slots *PoolFolder) error {
 		// (moved or deleted meanwhile) cannot be retried: it must not hold
 		// the checkpoint back for ever.
 		for _, uid := range w.tracker.Retryable() {
-			if !slices.Contains(uids, uid) {
+			if slices.Contains(uids, uid) {
+				continue
+			}
+			// Not listed: confirm before skipping (a short answer alone
+			// must not move the checkpoint past an unarchived message).
+			there, err := conn.HasUID(sctx, uid)
+			if err != nil {
+				return w.ended(ctx, sctx, &wg, err)
+			}
+			if !there {
 				w.log.Info("a message that failed earlier is no longer in the folder; skipped", "uid", uid, "uidvalidity", w.uidValidity)
 				w.done(uid)
 			}
@@ -334,6 +345,7 @@ func (w *Watcher) session(ctx context.Context, slots *PoolFolder) error {
 
 // ended waits for the messages in hand and tells why the session ends.
 func (w *Watcher) ended(ctx, sctx context.Context, wg *sync.WaitGroup, err error) error {
+	w.flush() // what is done already, before waiting for a slow message
 	wg.Wait()
 	w.flush()
 	if ctx.Err() != nil {
@@ -509,6 +521,10 @@ func (w *Watcher) done(uid uint32) {
 	// no second copy). Once the folder is idle, and when the session
 	// ends, it is written at once (flush).
 	if len(w.listed) > 0 && time.Since(w.storedAt) < checkpointEvery {
+		// Written by the next advance, or by this timer if none comes.
+		if w.flushTimer == nil {
+			w.flushTimer = time.AfterFunc(checkpointEvery, w.flush)
+		}
 		return
 	}
 	w.storeLocked(cp)
@@ -522,6 +538,10 @@ const checkpointEvery = time.Second
 func (w *Watcher) flush() {
 	w.commitMu.Lock()
 	defer w.commitMu.Unlock()
+	if w.flushTimer != nil {
+		w.flushTimer.Stop()
+		w.flushTimer = nil
+	}
 	if w.tracker == nil {
 		return
 	}
