@@ -87,8 +87,8 @@ func (s *Service) Reload() error {
 		stop = append(stop, r)
 	}
 	// Every stopping watcher finishes its messages in parallel.
+	waitAll(stop)
 	for _, r := range stop {
-		r.wait()
 		name := r.settings.Account.Name
 		for _, f := range r.settings.Account.Folders {
 			if a, ok := want[name]; !ok || !slices.Contains(a.Account.Folders, f) {

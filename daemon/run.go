@@ -72,6 +72,16 @@ type accountRun struct {
 	sink     *archiveSink
 }
 
+// waitAll waits for every account in runs at once: their messages in hand
+// and their LOGOUTs must fit in the 10 s of a shutdown together.
+func waitAll(runs []*accountRun) {
+	var wg sync.WaitGroup
+	for _, r := range runs {
+		wg.Go(r.wait)
+	}
+	wg.Wait()
+}
+
 // wait waits for the account's watchers to finish the messages in hand,
 // then closes its APPEND connection.
 func (r *accountRun) wait() {
@@ -267,9 +277,7 @@ func (s *Service) Run(ctx context.Context) error {
 	for _, r := range runs {
 		r.cancel()
 	}
-	for _, r := range runs {
-		r.wait()
-	}
+	waitAll(runs)
 	stopBg()
 	bg.Wait()
 	s.errMu.Lock()
