@@ -990,7 +990,7 @@ func TestStatusSnapshot(t *testing.T) {
 		}
 	}
 	// What Service.Status does, without the IMAP side.
-	svc := &Service{cfg: &Config{StateDir: f.dir}, metrics: m, store: f.store}
+	svc := &Service{cfg: &Config{StateDir: f.dir}, stateDir: f.dir, metrics: m, store: f.store}
 	f.srv.opts.Status = svc.Status
 	cfg := Defaults()
 	cfg.StateDir, cfg.Daemon.ControlSocket = f.dir, f.path

@@ -28,6 +28,7 @@ import (
 // configuration file while it runs.
 type Service struct {
 	store     *harvest.Store
+	stateDir  string // fixed for the life of the service (a reload keeps it)
 	arch      *archive.Archive
 	copyWake  chan struct{} // 1 slot: wakes copyLoop
 	cps       *Checkpoints
@@ -176,7 +177,7 @@ func NewService(cfg *Config, log *slog.Logger, notify *Notifier) (*Service, erro
 		return nil, err
 	}
 	s := &Service{
-		cfg: cfg, store: store, arch: arch, copyWake: make(chan struct{}, 1), cps: cps, log: log, notify: notify,
+		cfg: cfg, store: store, stateDir: cfg.StateDir, arch: arch, copyWake: make(chan struct{}, 1), cps: cps, log: log, notify: notify,
 		pool: NewPool(cfg.Daemon.Workers), metrics: NewMetrics(),
 		ended: make(chan struct{}, 1), initial: l.settings(cfg), accounts: map[string]*accountRun{},
 	}

@@ -370,11 +370,11 @@ func sortFolders(fs []FolderStatus) {
 // folder with its checkpoint, then the checkpoints of folders no longer
 // watched.
 func (s *Service) Status() (*DaemonStatus, error) {
-	s.mu.Lock()
-	stateDir := s.cfg.StateDir
-	s.mu.Unlock()
+	// Not under s.mu: a reload holds it while stopped accounts finish
+	// their messages, and status must answer meanwhile. state_dir never
+	// changes while the service runs.
 	st := &DaemonStatus{
-		Version: buildVersion(), StateDir: stateDir,
+		Version: buildVersion(), StateDir: s.stateDir,
 		Started: processStart, UptimeSeconds: int64(time.Since(processStart).Seconds()),
 		Folders: s.metrics.folders(),
 	}
