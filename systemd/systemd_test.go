@@ -525,3 +525,27 @@ func TestSysusersTmpfiles(t *testing.T) {
 		t.Errorf("/etc/smimed: %v uid %d gid %d, want a directory 0750 uid 0 gid %s (smimed)", info.Mode(), st.Uid, st.Gid, ggid)
 	}
 }
+
+// TestREADMENamesEveryKey: the README's configuration reference (the
+// user's manual) names every key the configuration accepts.
+func TestREADMENamesEveryKey(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join(repoRoot(t), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(readme)
+	start := strings.Index(s, "\n## Configuration\n")
+	if start < 0 {
+		t.Fatal("README.md has no \"## Configuration\" section")
+	}
+	section := s[start+1:]
+	if end := strings.Index(section[3:], "\n## "); end >= 0 {
+		section = section[:end+3]
+	}
+	for _, k := range configKeys(t) {
+		key := regexp.QuoteMeta(k)
+		if !regexp.MustCompile(`(?m)^(` + key + ` *=|\[\[?` + key + `\]\]?)`).MatchString(section) {
+			t.Errorf("README.md's configuration reference lacks %q (a key in daemon/*.go)", k)
+		}
+	}
+}
