@@ -287,6 +287,11 @@ func demoDir(path string) (string, error) {
 	case err != nil:
 		return "", &demoUsageError{fmt.Sprintf("--dir: %v", err)}
 	case len(entries) == 0:
+		// An existing empty directory may be open to others (0777): the
+		// keys and passwords go in, so only we may change what is there.
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return "", &demoUsageError{fmt.Sprintf("--dir: %v", err)}
+		}
 		return dir, demoWriteFile(filepath.Join(dir, demoMarker), marker, 0o644)
 	}
 	if _, err := os.Stat(filepath.Join(dir, demoMarker)); err != nil {
