@@ -547,6 +547,10 @@ func authResultsPieces(rep *harvest.Report, authservID string) []piece {
 		if fp != "" && ident != fp {
 			ps = append(ps, piece{text: "(sha256:" + fp + ")"})
 		}
+		// RFC 7281 3.2.3: serial and issuer go together, or not at all.
+		if serial, issuer := hexSerial(s.Serial), sanitize(s.Issuer, true, maxReasonLen); serial != "" && issuer != "" {
+			ps = append(ps, piece{text: "body.smime-serial=" + serial}, piece{text: "body.smime-issuer=" + mimeValue(issuer)})
+		}
 		if i < len(sigs)-1 {
 			ps[len(ps)-1].text += ";"
 		}
@@ -655,4 +659,13 @@ func decryptionPieces(d harvest.Decryption) []piece {
 		ps = append(ps, piece{text: p[0] + "=" + mimeValue(v)})
 	}
 	return ps
+}
+
+// hexSerial returns a certificate serial number in hex (a token), or ""
+// when it is not one.
+func hexSerial(s string) string {
+	if s == "" || len(s) > 64 || strings.Trim(strings.ToUpper(s), "0123456789ABCDEF") != "" {
+		return ""
+	}
+	return strings.ToUpper(s)
 }

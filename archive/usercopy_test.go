@@ -267,13 +267,17 @@ func TestUserCopyResults(t *testing.T) {
 			[]resinfo{{method: "smime", result: "pass", props: map[string]string{"body.smime-identifier": testFP}}}},
 		{"single-label domain", harvest.Report{Signatures: []harvest.Signature{sig("valid", "root@localhost", "")}},
 			[]resinfo{{method: "smime", result: "pass", props: map[string]string{"body.smime-identifier": "root@localhost"}}}},
+		{"serial and issuer", harvest.Report{Signatures: []harvest.Signature{{Status: "valid", Signer: "a@b.example", Fingerprint: testFP, Serial: "1001", Issuer: "CN=Smimed Test Intermediate CA,O=Smimed Test"}}},
+			[]resinfo{{method: "smime", result: "pass", props: map[string]string{"body.smime-identifier": "a@b.example", "body.smime-serial": "1001", "body.smime-issuer": "CN=Smimed Test Intermediate CA,O=Smimed Test"}}}},
+		{"serial without issuer", harvest.Report{Signatures: []harvest.Signature{{Status: "valid", Signer: "a@b.example", Fingerprint: testFP, Serial: "1001"}}},
+			[]resinfo{{method: "smime", result: "pass", props: map[string]string{"body.smime-identifier": "a@b.example"}}}},
 		{"two signers", harvest.Report{Signatures: []harvest.Signature{sig("valid", "a@b.example", ""), sig("invalid", "c@d.example", "bad")}},
 			[]resinfo{
 				{method: "smime", result: "pass", props: map[string]string{"body.smime-identifier": "a@b.example"}},
 				{method: "smime", result: "fail", reason: "bad", props: map[string]string{"body.smime-identifier": "c@d.example"}},
 			}},
 	}
-	long := map[string]bool{"error, no signer": true, "no signer address": true, "non-ASCII signer": true}
+	long := map[string]bool{"error, no signer": true, "no signer address": true, "non-ASCII signer": true, "serial and issuer": true}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := UserCopy([]byte("Subject: x\r\n\r\nbody\r\n"), &tt.rep, testSource, testAuthserv)

@@ -571,6 +571,8 @@ func (w *walker) judge(sd *cms.SignedData, content, alt []byte, layer int) {
 			continue
 		}
 		v.Fingerprint = Fingerprint(cert)
+		v.Serial = strings.ToUpper(cert.SerialNumber.Text(16))
+		v.Issuer = cert.Issuer.String()
 		v.Signer = w.signerAddress(cert)
 		err := sd.Verify(si, cert, content)
 		if errors.Is(err, cms.ErrDigestMismatch) {

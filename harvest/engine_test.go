@@ -422,3 +422,30 @@ func TestNoHarvestOfCertificateExpiredAtReceipt(t *testing.T) {
 		t.Errorf("harvested %+v, want nothing: the certificate is no longer valid", res.Report.Harvested)
 	}
 }
+
+// TestSignerSerialIssuer: the serial and issuer the report names for a
+// signer (for RFC 7281's body.smime-serial and body.smime-issuer) are what
+// OpenSSL prints for the signer's certificate.
+func TestSignerSerialIssuer(t *testing.T) {
+	crt := filepath.Join(testdataDir, "pki", "alice.crt")
+	serial := strings.TrimPrefix(strings.TrimSpace(openssl(t, filepath.Dir(crt), "x509", "-in", crt, "-noout", "-serial")), "serial=")
+	issuer := strings.TrimPrefix(strings.TrimSpace(openssl(t, filepath.Dir(crt), "x509", "-in", crt, "-noout", "-issuer", "-nameopt", "RFC2253")), "issuer=")
+	raw, err := os.ReadFile(filepath.Join(testdataDir, "msg", "signed-rsa-sha256.eml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := New(Options{}).Process(raw, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Report.Signatures) != 1 {
+		t.Fatalf("signatures %+v", res.Report.Signatures)
+	}
+	s := res.Report.Signatures[0]
+	if s.Serial != strings.TrimLeft(serial, "0") && s.Serial != serial {
+		t.Errorf("Serial = %q, openssl says %q", s.Serial, serial)
+	}
+	if s.Issuer != issuer {
+		t.Errorf("Issuer = %q, openssl -nameopt RFC2253 says %q", s.Issuer, issuer)
+	}
+}

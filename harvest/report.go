@@ -50,9 +50,14 @@ type Decryption struct {
 
 // Signature is the verdict on one signer.
 type Signature struct {
-	Status      string    `json:"status"`
-	Signer      string    `json:"signer"`
-	Fingerprint string    `json:"fingerprint"`
+	Status      string `json:"status"`
+	Signer      string `json:"signer"`
+	Fingerprint string `json:"fingerprint"`
+	// Serial (hex, as OpenSSL prints it) and Issuer (RFC 4514) name the
+	// signer's certificate, for RFC 7281's body.smime-serial and
+	// body.smime-issuer; empty when no certificate was found.
+	Serial      string    `json:"serial,omitempty"`
+	Issuer      string    `json:"issuer,omitempty"`
 	Digest      string    `json:"digest"`
 	Algorithm   string    `json:"algorithm"`
 	SigningTime time.Time `json:"signing_time,omitzero"`
