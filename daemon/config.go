@@ -1,5 +1,8 @@
-// Package daemon holds smimed's configuration and (later) its lifecycle:
-// the IMAP watchers, signals, sd_notify and the control socket.
+// Package daemon is `smimed run`: the configuration, the service and its
+// reload, one IMAP watcher per folder with a shared worker pool and
+// per-folder checkpoints, the sink that archives each message and makes
+// the user's copy, sd_notify, the metrics, and the control socket the
+// admin commands use while it runs.
 package daemon
 
 import (
