@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -352,12 +353,22 @@ func (l *Local) Close() error {
 	return nil
 }
 
+// backupMu lets one backup run at a time.
+var backupMu sync.Mutex
+
 // backupStore writes a consistent snapshot of the store's bbolt file to
 // w. The snapshot is first taken into a local temporary file (one short
 // read transaction), then copied to w: a slow reader at the other end of
 // the control socket must not hold a read transaction open, which would
 // block every write once the file has to grow.
 func backupStore(st *harvest.Store, w io.Writer) (int64, error) {
+	// One at a time: each holds a full copy of the store in state_dir
+	// until its reader is done, and many slow ones would fill the disk
+	// the archive needs.
+	if !backupMu.TryLock() {
+		return 0, errors.New("backup: another backup is running; try again when it is done")
+	}
+	defer backupMu.Unlock()
 	f, err := os.CreateTemp(filepath.Dir(st.Path()), ".backup-*") // 0600
 	if err != nil {
 		return 0, fmt.Errorf("backup: %w", err)

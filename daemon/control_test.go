@@ -1085,3 +1085,19 @@ func TestControlTrustNeedsServiceUser(t *testing.T) {
 		t.Error("the refused trust is not in the audit log")
 	}
 }
+
+// TestBackupOneAtATime: while one backup runs, another is refused with a
+// clear message instead of a second copy of the store on disk.
+func TestBackupOneAtATime(t *testing.T) {
+	f := newControlFixture(t, nil)
+	backupMu.Lock() // a backup in progress
+	var buf bytes.Buffer
+	_, err := f.local.Backup(context.Background(), &buf)
+	backupMu.Unlock()
+	if err == nil || !strings.Contains(err.Error(), "another backup is running") {
+		t.Fatalf("Backup during another = %v", err)
+	}
+	if n, err := f.local.Backup(context.Background(), &buf); err != nil || n == 0 {
+		t.Fatalf("Backup afterwards = %d, %v", n, err)
+	}
+}
