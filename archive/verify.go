@@ -59,8 +59,8 @@ func (a *Archive) Verify(progress func(done, total int)) (*VerifyResult, error) 
 	v := &verifier{
 		a: a, res: &VerifyResult{Problems: []Problem{}}, started: time.Now(),
 		prev: make([]byte, sha256.Size), expect: 1,
-		digests: map[string]string{}, superseded: map[uint64]bool{},
-		names: map[string]bool{}, originals: map[string]bool{}, progress: progress,
+		superseded: map[uint64]bool{},
+		names:      map[string]bool{}, originals: map[string]string{}, progress: progress,
 	}
 	// The chain: walk the records, then compare with the head; while
 	// the daemon keeps archiving, the head moves on: walk on to it.
@@ -91,7 +91,7 @@ func (a *Archive) Verify(progress func(done, total int)) (*VerifyResult, error) 
 		return nil, fmt.Errorf("archive: verify: %w", err)
 	}
 	v.strayFiles()
-	res.Files = len(v.digests)
+	res.Files = len(v.originals) + v.plaintexts
 	res.HeadID = v.last
 	res.Head = hex.EncodeToString(v.prev)
 	return res, nil
@@ -109,10 +109,10 @@ type verifier struct {
 	expect uint64 // the next id the chain should have
 	ids    []uint64
 
-	digests    map[string]string // path → SHA-256 already computed
 	superseded map[uint64]bool
-	names      map[string]bool // Maildir names of every record
-	originals  map[string]bool // SHA-256 of every original
+	names      map[string]bool   // Maildir names of every record
+	originals  map[string]string // SHA-256 of every original → what its file hashed to (shared by records with the same bytes: hashed once)
+	plaintexts int               // plaintext files hashed
 }
 
 func (a *Archive) readHead(res *VerifyResult) (id uint64, head []byte, err error) {
@@ -209,12 +209,7 @@ func (v *verifier) record(id uint64, val []byte) {
 		v.superseded[r.Supersedes] = true
 	}
 
-	check := func(path, want string) {
-		got, seen := v.digests[path]
-		if !seen {
-			got = fileSHA256(path)
-			v.digests[path] = got
-		}
+	check := func(path, want, got string) {
 		switch {
 		case got == fileMissing:
 			bad(path, "file missing")
@@ -228,14 +223,20 @@ func (v *verifier) record(id uint64, val []byte) {
 		return // not fetched: no files
 	}
 	v.names[r.PlaintextFile] = true
-	v.originals[r.OriginalSHA256] = true
-	check(v.a.OriginalPath(r.OriginalSHA256), r.OriginalSHA256)
+	opath := v.a.OriginalPath(r.OriginalSHA256)
+	got, seen := v.originals[r.OriginalSHA256]
+	if !seen {
+		got = fileSHA256(opath)
+		v.originals[r.OriginalSHA256] = got
+	}
+	check(opath, r.OriginalSHA256, got)
 	p, perr := v.a.PlaintextPath(r)
 	if perr != nil {
 		bad("maildir/new/"+r.PlaintextFile, "file missing")
 		return
 	}
-	check(p, r.PlaintextSHA256)
+	v.plaintexts++
+	check(p, r.PlaintextSHA256, fileSHA256(p))
 }
 
 // checkIndexes compares the idempotency keys and the secondary indexes
@@ -361,7 +362,7 @@ func (v *verifier) strayFiles() {
 		}
 		files, _ := os.ReadDir(filepath.Join(odir, d.Name()))
 		for _, f := range files {
-			if !v.originals[f.Name()] {
+			if _, named := v.originals[f.Name()]; !named {
 				stray(filepath.Join(odir, d.Name(), f.Name()))
 			}
 		}
