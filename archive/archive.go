@@ -106,7 +106,9 @@ func (a *Archive) Dir() string { return a.dir }
 // MaildirPath is the Maildir holding the plaintexts.
 func (a *Archive) MaildirPath() string { return filepath.Join(a.dir, "maildir") }
 
-func sum(b []byte) string {
+// Sum is the SHA-256 of b in hex, as the archive names originals and
+// plaintexts.
+func Sum(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
 }
@@ -188,7 +190,7 @@ func (a *Archive) Lookup(src Source, sha string) (*Record, error) {
 // delivery) and are archived each.
 func (a *Archive) Seen(src Source, sha string) (*Record, error) {
 	rec, err := a.Lookup(src, sha)
-	if err != nil || rec != nil || sha == sum(nil) {
+	if err != nil || rec != nil || sha == Sum(nil) {
 		return rec, err // empty bytes prove nothing
 	}
 	prefix := indexPrefix(idxBytes, bytesValue(src.Account, src.Folder, sha))
@@ -288,10 +290,15 @@ func chainHash(prev []byte, id uint64, body []byte) []byte {
 // UIDVALIDITY changed meanwhile and the same bytes come back under a new
 // UID (see Seen).
 func (a *Archive) Put(src Source, original []byte, res *harvest.Result) (rec *Record, created bool, err error) {
+	return a.PutSum(src, original, Sum(original), res)
+}
+
+// PutSum is Put for a caller that has the original's SHA-256 (Sum) at hand
+// already, so that a large message is not hashed twice.
+func (a *Archive) PutSum(src Source, original []byte, osha string, res *harvest.Result) (rec *Record, created bool, err error) {
 	if a.readOnly {
 		return nil, false, ErrReadOnly
 	}
-	osha := sum(original)
 	if rec, err := a.Seen(src, osha); err != nil || rec != nil {
 		return rec, false, err
 	}
@@ -311,7 +318,7 @@ func (a *Archive) PutUnfetched(src Source, size int64, reason string) (*Record, 
 	if a.readOnly {
 		return nil, false, ErrReadOnly
 	}
-	osha := sum(nil)
+	osha := Sum(nil)
 	// Lookup, not Seen: without bytes there is nothing to recognise a
 	// message by across a UIDVALIDITY change (every unfetched message has
 	// the SHA-256 of nothing), so a renumbered folder's too-large messages
@@ -361,7 +368,11 @@ func capField(s string) string {
 // (Maildir) of r, durably, and fills in the plaintext fields.
 func (a *Archive) storeFiles(r *Record, original, plaintext []byte) error {
 	r.To, r.Date = headerFields(plaintext)
-	r.PlaintextSHA256, r.PlaintextSize = sum(plaintext), int64(len(plaintext))
+	same := bytes.Equal(original, plaintext) // nothing unwrapped: one file
+	r.PlaintextSHA256, r.PlaintextSize = r.OriginalSHA256, int64(len(plaintext))
+	if !same {
+		r.PlaintextSHA256 = Sum(plaintext)
+	}
 	r.PlaintextFile = a.maildirName(r)
 	md := a.MaildirPath()
 	final := filepath.Join(md, "new", r.PlaintextFile)
@@ -377,7 +388,7 @@ func (a *Archive) storeFiles(r *Record, original, plaintext []byte) error {
 	if err := mkdirDurable(filepath.Dir(opath)); err != nil {
 		return fmt.Errorf("archive: %w", err)
 	}
-	if bytes.Equal(original, plaintext) {
+	if same {
 		// One file, two names: nothing to unwrap, so the plaintext is the
 		// original.
 		if err := os.Link(final, opath); err == nil {

@@ -40,7 +40,7 @@ func readChecked(path, sha string, id uint64) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("archive: record %d: %w", id, err)
 	}
-	if got := sum(b); got != sha {
+	if got := Sum(b); got != sha {
 		return nil, fmt.Errorf("archive: record %d: %s was altered (SHA-256 %s, the record says %s); run smimed archive verify", id, path, got, sha)
 	}
 	return b, nil
@@ -76,7 +76,7 @@ func (a *Archive) Reprocess(id uint64, eng *harvest.Engine) (rec *Record, change
 	r := a.newRecord(cur.Source(), &res.Report)
 	r.Version = cur.Version + 1
 	r.OriginalSHA256, r.OriginalSize = cur.OriginalSHA256, cur.OriginalSize
-	if sum(res.Plaintext) == cur.PlaintextSHA256 && sameOutcome(r, cur) {
+	if Sum(res.Plaintext) == cur.PlaintextSHA256 && sameOutcome(r, cur) {
 		return cur, false, nil
 	}
 	if err := a.storeFiles(r, original, res.Plaintext); err != nil {

@@ -9,8 +9,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -58,15 +56,16 @@ func (k *archiveSink) Deliver(ctx context.Context, m Message) error {
 	if err != nil {
 		return Temporary(fmt.Errorf("read fetched message: %w", err))
 	}
-	sha := sha256.Sum256(raw)
+	sha := archive.Sum(raw)
 	// Already archived (a crash after the archive, before the
 	// checkpoint; or the same bytes before a UIDVALIDITY change): do not
 	// run the engine again, only finish the copy.
-	rec, err := k.arch.Seen(src, hex.EncodeToString(sha[:]))
+	rec, err := k.arch.Seen(src, sha)
 	if err != nil {
 		return Temporary(err)
 	}
 	again := rec != nil
+	var plaintext []byte // in hand when just archived; else read back
 	if rec == nil {
 		received := m.InternalDate
 		if received.IsZero() {
@@ -77,11 +76,12 @@ func (k *archiveSink) Deliver(ctx context.Context, m Message) error {
 			// Our certificate store could not be written.
 			return Temporary(err)
 		}
-		if rec, _, err = k.arch.Put(src, raw, res); err != nil {
+		if rec, _, err = k.arch.PutSum(src, raw, sha, res); err != nil {
 			return Temporary(err)
 		}
+		plaintext = res.Plaintext
 	}
-	copied, err := k.copy(ctx, rec, false)
+	copied, err := k.copy(ctx, rec, plaintext, false)
 	if err != nil {
 		log.Warn("user copy not stored; will retry", "record", rec.ID, "err", err)
 		return Temporary(err)
@@ -122,8 +122,9 @@ const maxCopyAttempts = 5
 // that failed maxCopyAttempts times in a row, is recorded as failed and
 // left to updateCopies, which tries again every copyInterval: the archive
 // holds the message, so the folder does not stop over its copy. With
-// pending (updateCopies), an earlier failure is tried again.
-func (k *archiveSink) copy(ctx context.Context, rec *archive.Record, pending bool) (string, error) {
+// pending (updateCopies), an earlier failure is tried again. pt is rec's
+// plaintext when the caller has it, else nil: it is read from the archive.
+func (k *archiveSink) copy(ctx context.Context, rec *archive.Record, pt []byte, pending bool) (string, error) {
 	if k.copier == nil || !archive.WantCopy(k.mode, rec.Report()) {
 		return "", nil
 	}
@@ -136,9 +137,10 @@ func (k *archiveSink) copy(ctx context.Context, rec *archive.Record, pending boo
 	case c != nil && !pending:
 		return "pending: " + c.Error, nil
 	}
-	pt, err := k.arch.ReadPlaintext(rec)
-	if err != nil {
-		return "", err
+	if pt == nil {
+		if pt, err = k.arch.ReadPlaintext(rec); err != nil {
+			return "", err
+		}
 	}
 	msg := archive.UserCopyRecord(pt, rec.Report(), rec.Source(), k.authserv, rec.ID)
 	date := rec.Received
@@ -368,7 +370,7 @@ func updateCopies(ctx context.Context, arch *archive.Archive, sinkFor func(accou
 			arch.CopyDone(id)
 			continue
 		}
-		where, err := k.copy(ctx, rec, true)
+		where, err := k.copy(ctx, rec, nil, true)
 		if err == nil && strings.HasPrefix(where, "pending: ") {
 			continue // refused again; stays pending
 		}
