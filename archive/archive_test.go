@@ -26,17 +26,25 @@ const testdataDir = "../testdata"
 
 func openTest(t *testing.T) (*Archive, *bbolt.DB) {
 	t.Helper()
-	dir := t.TempDir()
-	st, err := harvest.OpenStore(filepath.Join(dir, "smimed.db"), false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, st := openAt(t, t.TempDir(), false)
 	t.Cleanup(func() { st.Close() })
+	return a, st.DB()
+}
+
+// openAt opens the store in dir (smimed.db) and the archive beside it
+// (archive/); the caller closes the store.
+func openAt(tb testing.TB, dir string, readOnly bool) (*Archive, *harvest.Store) {
+	tb.Helper()
+	st, err := harvest.OpenStore(filepath.Join(dir, "smimed.db"), readOnly)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	a, err := Open(filepath.Join(dir, "archive"), st.DB())
 	if err != nil {
-		t.Fatal(err)
+		st.Close()
+		tb.Fatal(err)
 	}
-	return a, st.DB()
+	return a, st
 }
 
 // orgKey loads one of the fixture organisation keys (PEM).
@@ -569,14 +577,7 @@ func TestConcurrentPuts(t *testing.T) {
 
 func TestUnfetchedAndReadOnly(t *testing.T) {
 	dir := t.TempDir()
-	st, err := harvest.OpenStore(filepath.Join(dir, "smimed.db"), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := Open(filepath.Join(dir, "archive"), st.DB())
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, st := openAt(t, dir, false)
 	r, created, err := a.PutUnfetched(src(9), 80<<20, "larger than max_message_size")
 	if err != nil || !created || !r.Has(StatusError) {
 		t.Fatalf("PutUnfetched = %+v %v %v", r, created, err)
@@ -592,15 +593,8 @@ func TestUnfetchedAndReadOnly(t *testing.T) {
 	}
 	st.Close()
 
-	ro, err := harvest.OpenStore(filepath.Join(dir, "smimed.db"), true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, ro := openAt(t, dir, true)
 	defer ro.Close()
-	a, err = Open(filepath.Join(dir, "archive"), ro.DB())
-	if err != nil {
-		t.Fatal(err)
-	}
 	if res, err := a.Verify(nil); err != nil || !res.OK() || res.Records != 2 {
 		t.Errorf("read-only Verify = %+v %v", res, err)
 	}

@@ -6,15 +6,12 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
 
 	"go.etcd.io/bbolt"
-
-	"github.com/smimed/smimed/harvest"
 )
 
 var auditT0 = time.Date(2026, 4, 1, 9, 0, 0, 0, time.UTC)
@@ -176,26 +173,12 @@ func TestVerifyAuditFindsTampering(t *testing.T) {
 
 func TestAuditReadOnly(t *testing.T) {
 	dir := t.TempDir()
-	st, err := harvest.OpenStore(filepath.Join(dir, "smimed.db"), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := Open(filepath.Join(dir, "archive"), st.DB())
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, st := openAt(t, dir, false)
 	writeAudit(t, a, auditFixture()[:1])
 	st.Close()
 
-	ro, err := harvest.OpenStore(filepath.Join(dir, "smimed.db"), true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, ro := openAt(t, dir, true)
 	defer ro.Close()
-	a, err = Open(filepath.Join(dir, "archive"), ro.DB())
-	if err != nil {
-		t.Fatal(err)
-	}
 	if err := a.Audit(AuditEntry{Via: "direct", Action: AuditList}); !errors.Is(err, ErrReadOnly) {
 		t.Errorf("Audit on a read-only archive = %v, want ErrReadOnly", err)
 	}

@@ -142,15 +142,8 @@ func u64from(k []byte) uint64 {
 // and fsyncing the same bytes to one file.
 func BenchmarkPut(b *testing.B) {
 	dir := b.TempDir()
-	st, err := harvest.OpenStore(filepath.Join(dir, "smimed.db"), false)
-	if err != nil {
-		b.Fatal(err)
-	}
+	a, st := openAt(b, dir, false)
 	defer st.Close()
-	a, err := Open(filepath.Join(dir, "archive"), st.DB())
-	if err != nil {
-		b.Fatal(err)
-	}
 	raw, err := os.ReadFile(filepath.Join(testdataDir, "msg", "enc-aes256.eml"))
 	if err != nil {
 		b.Fatal(err)
