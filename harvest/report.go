@@ -10,6 +10,11 @@ const (
 	StatusExpired   = "expired"   // certificate not valid at the signing time
 	StatusRevoked   = "revoked"   // reserved for revocation checks
 	StatusMismatch  = "mismatch"  // everything holds but From is not in the certificate
+	// StatusPartial: the signature itself holds (chain, validity, From
+	// binding) but it covers only part of what a mail client shows (a
+	// signed part beside unsigned parts); the reason names what is not
+	// signed. Never counted as valid, and harvests nothing.
+	StatusPartial = "partial"
 	StatusError     = "error"     // the structure cannot be judged
 )
 
