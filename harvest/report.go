@@ -15,7 +15,7 @@ const (
 	// signed part beside unsigned parts); the reason names what is not
 	// signed. Never counted as valid, and harvests nothing.
 	StatusPartial = "partial"
-	StatusError     = "error"     // the structure cannot be judged
+	StatusError   = "error" // the structure cannot be judged
 )
 
 // Decryption outcomes.
