@@ -143,8 +143,8 @@ func (w *walker) readHeader(ent *entity) {
 		w.rep.From = strings.TrimSpace(h.Get("From"))
 	}
 	// RFC 8550 section 3 binds the certificate to the sender; a From that
-	// names more than one mailbox, or shows another address in its display
-	// name, cannot be bound.
+	// names more than one mailbox, or shows another address anywhere in
+	// it, cannot be bound.
 	switch {
 	case fields == 0 || err != nil || len(addrs) == 0:
 		w.fromIssue = "the message has no readable From address"
@@ -153,9 +153,11 @@ func (w *walker) readHeader(ent *entity) {
 	case len(addrs) > 1:
 		w.fromIssue = fmt.Sprintf("From names %d mailboxes", len(addrs))
 	default:
-		if shown := addressIn(addrs[0].Name); shown != "" && shown != w.from {
-			w.fromIssue = fmt.Sprintf("the From display name shows another address (%q)", shown)
+		text, terr := h.Text("From")
+		if terr != nil {
+			text = h.Get("From")
 		}
+		w.fromIssue = fromIssue(h.Get("From"), text, w.from)
 	}
 	if s, err := h.Subject(); err == nil {
 		w.rep.Subject = s
@@ -167,19 +169,6 @@ func (w *walker) readHeader(ent *entity) {
 	} else {
 		w.rep.MessageID = strings.TrimSpace(h.Get("Message-Id"))
 	}
-}
-
-// addressIn returns the first thing that looks like an e-mail address in a
-// display name, lower-cased, or "".
-func addressIn(name string) string {
-	for _, f := range strings.FieldsFunc(name, func(r rune) bool {
-		return r == ' ' || r == '<' || r == '>' || r == '"' || r == '(' || r == ')' || r == ',' || r == ';' || r == '\''
-	}) {
-		if at := strings.IndexByte(f, '@'); at > 0 && at < len(f)-1 {
-			return strings.ToLower(f)
-		}
-	}
-	return ""
 }
 
 // layerRoom refuses one more protection layer beyond MaxDepth.
