@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -49,6 +50,9 @@ type Options struct {
 	Store      *Store         // optional: signer certificates and intermediates; target of harvesting
 	Harvest    bool           // write harvested certificates to Store
 	RejectSHA1 bool           // judge SHA-1 signatures invalid instead of flagging them weak
+	// Now, when set, is the present for verdicts that mention it ("expired
+	// since"); tests set it. Messages are judged at their arrival.
+	Now func() time.Time
 }
 
 // Engine processes messages. It is safe for concurrent use.
@@ -105,11 +109,12 @@ func (e *Engine) Process(raw []byte, received time.Time) (res *Result, err error
 	}
 	w.readHeader(outer)
 	inner, err := w.entity(raw, 0)
+	w.finish(outer)
 	switch {
 	case err != nil:
 		w.rep.Error = err.Error()
 	case !sameBytes(inner, raw):
-		res.Plaintext = buildPlaintext(outer.rawHeader, inner)
+		res.Plaintext = buildPlaintext(outer.rawHeader, inner, w.protected, w.rep.Unprotected)
 	}
 	res.Report = w.rep
 	return res, w.storeErr
@@ -129,46 +134,81 @@ type walker struct {
 	storeRead  bool
 	storeErr   error
 	parts      int // MIME parts looked at, bounded by maxParts
+
+	// outside names the content a reader is shown beside the entity being
+	// walked and that no signature around it covers: the other parts of
+	// every container on the way down (see coverage.go).
+	outside []string
+	// pending holds the signatures whose chain was checked; their From
+	// binding, coverage and harvesting are decided in finish, once the
+	// protected header section (if any) is known.
+	pending []pendingSig
+	// protected is the header section inside the cryptographic payload
+	// (RFC 9788, or a message/rfc822 wrapper per RFC 8551 section 3.1).
+	protected *protectedHeader
+	// signedLayers counts the signature layers around the entity being
+	// walked.
+	signedLayers int
 }
 
 func (w *walker) readHeader(ent *entity) {
+	hi := readHeaderInfo(ent)
+	w.from, w.fromIssue = hi.from, hi.fromIssue
+	w.rep.From, w.rep.Subject, w.rep.MessageID = hi.shownFrom, hi.subject, hi.messageID
+}
+
+// headerInfo is what the engine reads out of a header section.
+type headerInfo struct {
+	from, shownFrom, fromIssue string
+	subject, messageID         string
+}
+
+func readHeaderInfo(ent *entity) headerInfo {
 	h := mail.Header{Header: ent.header}
+	var hi headerInfo
+	hi.from, hi.shownFrom, hi.fromIssue = readFrom(h)
+	if s, err := h.Subject(); err == nil {
+		hi.subject = s
+	} else {
+		hi.subject = h.Get("Subject")
+	}
+	if id, err := h.MessageID(); err == nil && id != "" {
+		hi.messageID = "<" + id + ">"
+	} else {
+		hi.messageID = strings.TrimSpace(h.Get("Message-Id"))
+	}
+	return hi
+}
+
+// readFrom returns the lower-cased address of a header's From field, the
+// address as written (or the field's text when it has none), and why the
+// field cannot be bound to a certificate (RFC 8550 section 3), if it
+// cannot: a From that names more than one mailbox, or shows another
+// address anywhere in it.
+func readFrom(h mail.Header) (addr, shown, issue string) {
 	fields := len(h.Values("From"))
 	addrs, err := h.AddressList("From")
 	switch {
 	case err == nil && len(addrs) > 0:
-		w.from = strings.ToLower(addrs[0].Address)
-		w.rep.From = addrs[0].Address
+		addr, shown = strings.ToLower(addrs[0].Address), addrs[0].Address
 	default:
-		w.rep.From = strings.TrimSpace(h.Get("From"))
+		shown = strings.TrimSpace(h.Get("From"))
 	}
-	// RFC 8550 section 3 binds the certificate to the sender; a From that
-	// names more than one mailbox, or shows another address anywhere in
-	// it, cannot be bound.
 	switch {
 	case fields == 0 || err != nil || len(addrs) == 0:
-		w.fromIssue = "the message has no readable From address"
+		issue = "the message has no readable From address"
 	case fields > 1:
-		w.fromIssue = fmt.Sprintf("the message has %d From fields", fields)
+		issue = fmt.Sprintf("the message has %d From fields", fields)
 	case len(addrs) > 1:
-		w.fromIssue = fmt.Sprintf("From names %d mailboxes", len(addrs))
+		issue = fmt.Sprintf("From names %d mailboxes", len(addrs))
 	default:
 		text, terr := h.Text("From")
 		if terr != nil {
 			text = h.Get("From")
 		}
-		w.fromIssue = fromIssue(h.Get("From"), text, w.from)
+		issue = fromIssue(h.Get("From"), text, addr)
 	}
-	if s, err := h.Subject(); err == nil {
-		w.rep.Subject = s
-	} else {
-		w.rep.Subject = h.Get("Subject")
-	}
-	if id, err := h.MessageID(); err == nil && id != "" {
-		w.rep.MessageID = "<" + id + ">"
-	} else {
-		w.rep.MessageID = strings.TrimSpace(h.Get("Message-Id"))
-	}
+	return addr, shown, issue
 }
 
 // layerRoom refuses one more protection layer beyond MaxDepth.
@@ -220,20 +260,30 @@ func (w *walker) entity(raw []byte, depth int) ([]byte, error) {
 		}
 		return w.pkcs7Mime(raw, ent, depth)
 	}
+	if mt == "message/rfc822" && depth > 0 && w.inPart == 0 {
+		// A message wrapped inside a protection layer (RFC 8551 sections
+		// 3.1 and 3.7): its header section is protected. An attached
+		// message in a container is a message of its own.
+		body, err := ent.decodedBody()
+		if err != nil {
+			return raw, nil
+		}
+		if inner, err := splitEntity(body); err == nil {
+			w.protect(inner, "message/rfc822 wrapper")
+		}
+		return w.entity(body, depth+1)
+	}
+	if depth > 0 && w.inPart == 0 {
+		// The cryptographic payload's root: RFC 9788 marks its header
+		// section as protected with the hp parameter.
+		switch hp := strings.ToLower(params["hp"]); hp {
+		case "clear", "cipher":
+			w.protect(ent, "hp=\""+hp+"\"")
+		}
+	}
 	switch mt {
 	case "multipart/mixed", "multipart/alternative", "multipart/related", "multipart/report", "multipart/parallel", "multipart/digest":
 		w.container(ent, params, depth)
-		return raw, nil
-	case "message/rfc822":
-		// A message wrapped inside a protection layer (RFC 8551 3.7); an
-		// attached message in a container is a message of its own.
-		if depth > 0 && w.inPart == 0 {
-			body, err := ent.decodedBody()
-			if err != nil {
-				return raw, nil
-			}
-			return w.entity(body, depth+1)
-		}
 	}
 	return raw, nil
 }
@@ -255,7 +305,12 @@ func (w *walker) container(ent *entity, params map[string]string, depth int) {
 	}
 	w.inPart++
 	defer func() { w.inPart-- }()
-	for _, part := range splitParts(ent.body, params["boundary"]) {
+	parts := splitParts(ent.body, params["boundary"])
+	shown := make([]string, len(parts))
+	for i, part := range parts {
+		shown[i] = describeShown(part)
+	}
+	for i, part := range parts {
 		if w.parts++; w.parts > maxParts {
 			w.note(fmt.Sprintf("more than %d MIME parts; the rest was not examined", maxParts))
 			return
@@ -268,6 +323,12 @@ func (w *walker) container(ent *entity, params map[string]string, depth int) {
 		if err != nil {
 			continue
 		}
+		n := len(w.outside)
+		for j, d := range shown {
+			if j != i && d != "" {
+				w.outside = append(w.outside, d)
+			}
+		}
 		switch {
 		case strings.HasPrefix(mt, "multipart/") && mt != "multipart/signed":
 			w.container(pe, pp, depth+1)
@@ -276,6 +337,7 @@ func (w *walker) container(ent *entity, params map[string]string, depth int) {
 				w.note(fmt.Sprintf("a part could not be read: %v", err))
 			}
 		}
+		w.outside = w.outside[:n]
 	}
 }
 
@@ -318,6 +380,8 @@ func (w *walker) multipartSigned(ent *entity, params map[string]string, depth in
 	} else {
 		w.judge(sd, canonicalCRLF(signed), signed, layer)
 	}
+	w.signedLayers++
+	defer func() { w.signedLayers-- }()
 	return w.entity(signed, depth+1)
 }
 
@@ -374,6 +438,8 @@ func (w *walker) pkcs7Mime(raw []byte, ent *entity, depth int) ([]byte, error) {
 			return nil, errors.New("signed-data: no encapsulated content")
 		}
 		w.judge(sd, sd.EContent, nil, layer)
+		w.signedLayers++
+		defer func() { w.signedLayers-- }()
 		return w.entity(sd.EContent, depth+1)
 	case ci.Type.Equal(cms.OIDEnvelopedData), ci.Type.Equal(cms.OIDAuthEnvelopedData):
 		name := cms.TypeName(ci.Type)
@@ -586,52 +652,28 @@ func (w *walker) judge(sd *cms.SignedData, content, alt []byte, layer int) {
 	}
 }
 
-// judgeCertificate decides the verdict of a cryptographically correct
-// signature and harvests or quarantines its certificate.
+// judgeCertificate checks the chain of a cryptographically correct
+// signature at the time of judgement (the message's arrival). Binding to
+// From, coverage and harvesting follow in finish.
 func (w *walker) judgeCertificate(v *Signature, si *cms.SignerInfo, sd *cms.SignedData, cert *x509.Certificate) {
-	at := w.received
 	var notes []string
 	if !si.SigningTime.IsZero() {
 		v.SigningTime = si.SigningTime.UTC()
 		if si.SigningTime.After(w.received.Add(futureSlack)) {
-			notes = append(notes, fmt.Sprintf("signing time %s lies after receipt and is not believed; judged at receipt time", si.SigningTime.UTC().Format(time.RFC3339)))
-		} else {
-			at = si.SigningTime
+			notes = append(notes, fmt.Sprintf("signing time %s lies after receipt (%s); the signature is judged at receipt",
+				si.SigningTime.UTC().Format(time.RFC3339), w.received.UTC().Format(time.RFC3339)))
 		}
 	}
-	chain, status, reason := w.checkChain(cert, w.pool(sd), at)
-	if status == StatusValid {
-		switch addrs := BoundEmails(cert, chain); {
-		case w.fromIssue != "":
-			status, reason = StatusMismatch, w.fromIssue
-		case !contains(addrs, w.from):
-			status = StatusMismatch
-			reason = fmt.Sprintf("From address %q is not among the certificate's addresses %v", w.from, addrs)
-		}
-	}
-	if reason != "" {
-		notes = append([]string{reason}, notes...)
+	chain, status, reason := w.checkChain(cert, w.pool(sd), w.received)
+	if status == StatusValid && w.now().After(cert.NotAfter) {
+		notes = append(notes, fmt.Sprintf("certificate expired since %s (valid when the message arrived)", cert.NotAfter.UTC().Format(time.RFC3339)))
 	}
 	v.Status = status
-	v.Reason = strings.Join(notes, "; ")
-	switch {
-	case status == StatusValid && !at.Equal(w.received):
-		// The verdict may rest on the signer's signing time; what is
-		// stored for encrypting to the partner must be valid now too, or
-		// a key that leaked after expiry could sign backdated mail into
-		// the store.
-		if _, err := w.verifyCert(cert, w.pool(sd), w.received); err != nil {
-			w.note("a signer certificate valid at the signing time but not at receipt was not harvested")
-			break
-		}
-		fallthrough
-	case status == StatusValid:
-		w.harvest(cert, chain, BoundEmails(cert, chain), w.encryptionPreference(si, sd, cert), si.SMIMECapabilities)
-	case status == StatusUntrusted && reason == reasonNoChain && w.fromIssue == "" && contains(CertEmails(cert), w.from):
-		// Only for the address the mail came from: a self-made
-		// certificate must not fill the quarantine of other addresses.
-		w.quarantine(cert, w.from, si.SMIMECapabilities)
-	}
+	w.pending = append(w.pending, pendingSig{
+		idx: len(w.rep.Signatures), si: si, sd: sd, cert: cert, chain: chain,
+		status: status, reason: reason, notes: notes,
+		part: w.inPart > 0, outside: slices.Clone(w.outside),
+	})
 }
 
 const reasonNoChain = "no chain to a trust anchor"
@@ -753,23 +795,34 @@ func (w *walker) encryptionPreference(si *cms.SignerInfo, sd *cms.SignedData, le
 	return nil
 }
 
-// certsOnly harvests the end-entity certificates of a certs-only message
-// whose chains validate now.
+// certsOnly looks at a certs-only message (RFC 8551 section 3.6): nothing
+// in it is signed, so anyone can send anybody's certificate in one. Its
+// certificates are never made usable; one that names the From address and
+// whose chain validates is quarantined for that address only, marked as
+// coming from a certs-only message, until an admin trusts it. Nothing else
+// is stored (no intermediates either).
 func (w *walker) certsOnly(sd *cms.SignedData) {
+	w.note("a certs-only message is not signed: its certificates were not harvested")
+	if w.inPart > 0 || w.fromIssue != "" {
+		return
+	}
 	for i, c := range sd.Certificates {
 		if i == maxCerts {
 			break
 		}
-		if c.IsCA {
+		if c.IsCA || !contains(CertEmails(c), w.from) {
 			continue
 		}
-		chain, err := w.verifyCert(c, w.pool(sd), w.received)
-		if err != nil {
+		if _, err := w.verifyCert(c, w.pool(sd), w.received); err != nil {
 			continue
 		}
-		w.harvest(c, chain, BoundEmails(c, chain), nil, nil)
+		w.quarantine(c, w.from, nil, reasonCertsOnly)
 	}
 }
+
+// reasonCertsOnly is the quarantine reason of a certificate that came in a
+// certs-only message.
+const reasonCertsOnly = "from a certs-only message (unsigned): anyone can send it"
 
 // harvest stores cert as usable for its addresses (at most maxAddresses)
 // and notes it in the report; encPref applies to the From address only.
@@ -796,9 +849,9 @@ func (w *walker) harvest(cert *x509.Certificate, chain []*x509.Certificate, addr
 
 // quarantine keeps an untrusted certificate for one address until an admin
 // trusts it.
-func (w *walker) quarantine(cert *x509.Certificate, email string, caps []string) {
+func (w *walker) quarantine(cert *x509.Certificate, email string, caps []string, reason string) {
 	w.record(cert, email, true, func(st *Store, seen Sighting) error {
-		return st.Quarantine(email, cert, nil, reasonNoChain, seen)
+		return st.Quarantine(email, cert, nil, reason, seen)
 	})
 }
 

@@ -237,10 +237,11 @@ func TestFixturesAgainstOpenSSL(t *testing.T) {
 			}
 			if r.layers == "certs-only" {
 				// alice's certificate chains (with the intermediate in the
-				// message), so it is harvested; the CA is not an address.
+				// message), but nothing in a certs-only message is signed:
+				// it is quarantined for the From address, never usable.
 				want := opensslFingerprint(t, filepath.Join(testdataDir, "pki", "alice.crt"))
-				if len(rep.Harvested) != 1 || rep.Harvested[0].Fingerprint != want || rep.Harvested[0].Quarantined {
-					t.Errorf("Harvested = %+v, want alice's %s", rep.Harvested, want)
+				if len(rep.Harvested) != 1 || rep.Harvested[0].Fingerprint != want || !rep.Harvested[0].Quarantined {
+					t.Errorf("Harvested = %+v, want alice's %s, quarantined", rep.Harvested, want)
 				}
 				if !bytes.Equal(res.Plaintext, raw) {
 					t.Errorf("certs-only message changed by processing")
@@ -379,8 +380,8 @@ func TestSigningTimeAndSHA1Policy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := res.Report.Signatures; len(s) != 1 || s[0].Status != StatusValid || !strings.Contains(s[0].Reason, "not believed") {
-		t.Errorf("future signing time: %+v, want valid with a note that it is not believed", s)
+	if s := res.Report.Signatures; len(s) != 1 || s[0].Status != StatusValid || !strings.Contains(s[0].Reason, "lies after receipt") {
+		t.Errorf("future signing time: %+v, want valid with a note that it lies after receipt", s)
 	}
 	// Received before the certificates existed: expired at receipt.
 	res, _ = eng.Process(read("signed-rsa-sha256.eml"), time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC))
@@ -404,22 +405,42 @@ func TestSigningTimeAndSHA1Policy(t *testing.T) {
 	}
 }
 
-func TestNoHarvestOfCertificateExpiredAtReceipt(t *testing.T) {
+// TestJudgedAtArrival: a signature is judged at the message's arrival
+// (the IMAP INTERNALDATE, which the sender does not control), not at the
+// signing time the sender claims, nor today. alice's certificate is valid
+// from 2026-01-01 to 2045-12-31 (testdata/gen.sh; checked with OpenSSL).
+func TestJudgedAtArrival(t *testing.T) {
 	raw, err := os.ReadFile(filepath.Join(testdataDir, "msg", "signed-rsa-sha256.eml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Read in 2046: the signature was good when made (2026), the chain has
-	// expired since (the fixture root ends 2046-01-01).
-	res, err := New(Options{Roots: fixtureRoots(t)}).Process(raw, time.Date(2046, 6, 1, 0, 0, 0, 0, time.UTC))
+	crt := filepath.Join(testdataDir, "pki", "alice.crt")
+	notAfter := opensslDate(t, crt, "enddate")
+	st := openTestStore(t, filepath.Join(t.TempDir(), "smimed.db"), false)
+	defer st.Close()
+	// Arrived in 2030, judged in 2047: valid, and the reason says the
+	// certificate has expired since.
+	later := func() time.Time { return notAfter.AddDate(1, 6, 0) }
+	eng := New(Options{Roots: fixtureRoots(t), Store: st, Harvest: true, Now: later})
+	res, err := eng.Process(raw, time.Date(2030, 6, 1, 0, 0, 0, 0, time.UTC))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := res.Report.Signatures; len(s) != 1 || s[0].Status != StatusValid {
-		t.Fatalf("signatures = %+v, want valid at the signing time", s)
+	since := "certificate expired since " + notAfter.UTC().Format(time.RFC3339)
+	if s := res.Report.Signatures; len(s) != 1 || s[0].Status != StatusValid || !strings.Contains(s[0].Reason, since) {
+		t.Fatalf("arrived 2030, judged after expiry: %+v, want valid with %q", s, since)
+	}
+	// Arrived after the certificate expired: expired, whatever the signing
+	// time says, and nothing is harvested.
+	res, err = New(Options{Roots: fixtureRoots(t)}).Process(raw, notAfter.AddDate(0, 6, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := res.Report.Signatures; len(s) != 1 || s[0].Status != StatusExpired {
+		t.Fatalf("arrived after expiry: %+v, want expired", s)
 	}
 	if len(res.Report.Harvested) != 0 {
-		t.Errorf("harvested %+v, want nothing: the certificate is no longer valid", res.Report.Harvested)
+		t.Errorf("harvested %+v, want nothing: the certificate had expired at arrival", res.Report.Harvested)
 	}
 }
 

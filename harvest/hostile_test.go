@@ -118,8 +118,8 @@ func TestSignedPartInsideMixed(t *testing.T) {
 	raw = append(raw, "\r\n--zz--\r\n"...)
 	res := process(t, New(Options{Roots: fixtureRoots(t)}), raw)
 	r := res.Report
-	if strings.Join(r.Layers, ",") != "multipart/signed (part)" || len(r.Signatures) != 1 || r.Signatures[0].Status != StatusValid || len(r.Notes) == 0 {
-		t.Errorf("report = %+v, want a valid signature marked as covering a part, with a note", r)
+	if strings.Join(r.Layers, ",") != "multipart/signed (part)" || len(r.Signatures) != 1 || r.Signatures[0].Status != StatusPartial || len(r.Notes) == 0 {
+		t.Errorf("report = %+v, want a partial signature marked as covering a part, with a note", r)
 	}
 	if !bytes.Equal(res.Plaintext, raw) {
 		t.Errorf("a container message was rewritten")

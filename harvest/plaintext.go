@@ -2,8 +2,18 @@ package harvest
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 )
+
+// unprotectedPrefix starts the (lower-cased) name of the fields that keep
+// an outer header value differing from the protected one.
+const unprotectedPrefix = "x-smimed-unprotected-"
+
+// UnprotectedField is the name of the field that keeps the outer value of
+// the header field name where it differs from the protected header
+// section's, e.g. X-Smimed-Unprotected-Subject.
+func UnprotectedField(name string) string { return "X-Smimed-Unprotected-" + name }
 
 // rawField is one header field as transmitted, continuation lines included.
 type rawField struct {
@@ -69,12 +79,31 @@ func appendCRLF(out, line []byte) []byte {
 // (From, To, Date, Subject, Message-ID, Received, …) without its Content-*
 // fields, then the inner entity's Content-* fields and body. Other fields
 // of the inner entity are not taken: the sender controls them, and the
-// verdicts are bound to the outer From.
-func buildPlaintext(outerHeader []byte, inner []byte) []byte {
+// verdicts are bound to the outer From — unless the payload carries a
+// protected header section (RFC 9788, or a message/rfc822 wrapper): then
+// the protectable fields (protectedFields) come from that section, and the
+// outer values that differ follow as X-Smimed-Unprotected-<Name> fields
+// (unprotected). Outer fields of that name are never passed on, so that
+// only the engine's own can appear.
+func buildPlaintext(outerHeader []byte, inner []byte, protected *protectedHeader, unprotected []HeaderField) []byte {
 	out := make([]byte, 0, len(outerHeader)+len(inner)+64)
 	for _, f := range rawFields(outerHeader) {
-		if !isContentField(f.name) {
-			out = appendCRLF(out, f.raw)
+		if isContentField(f.name) || strings.HasPrefix(f.name, unprotectedPrefix) {
+			continue
+		}
+		if protected != nil && slices.Contains(protectedFields, f.name) {
+			continue
+		}
+		out = appendCRLF(out, f.raw)
+	}
+	if protected != nil {
+		for _, f := range rawFields(protected.raw) {
+			if slices.Contains(protectedFields, f.name) {
+				out = appendCRLF(out, f.raw)
+			}
+		}
+		for _, f := range unprotected {
+			out = appendCRLF(out, []byte(UnprotectedField(f.Name)+": "+f.Value))
 		}
 	}
 	out = append(out, "MIME-Version: 1.0\r\n"...)

@@ -39,6 +39,10 @@ type Report struct {
 	// Recipients lists who an undecryptable message was encrypted to, so an
 	// admin knows which key is missing.
 	Recipients []string `json:"recipients,omitempty"`
+	// Unprotected lists the outer header fields that differ from the
+	// protected header section the reader is shown (RFC 9788); the
+	// plaintext and the user's copy keep them as X-Smimed-Unprotected-*.
+	Unprotected []HeaderField `json:"unprotected,omitempty"`
 	// Notes say what was seen but not acted on.
 	Notes []string `json:"notes,omitempty"`
 	Error string   `json:"error"`
