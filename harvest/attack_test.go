@@ -1,7 +1,12 @@
 package harvest
 
 import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"net/textproto"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -55,4 +60,174 @@ func TestLookalikeFrom(t *testing.T) {
 			t.Errorf("%q: mismatch without a reason", tc.header)
 		}
 	}
+}
+
+// Attack 1: a genuine signed part from alice beside the attacker's own
+// content. The signature is good, but it does not cover what the reader
+// is shown: partial, never valid, and nothing is harvested.
+func TestPartialCoverage(t *testing.T) {
+	needOpenSSL(t)
+	dir := t.TempDir()
+	signedPart := signAs(t, dir, "alice", "", []byte("Content-Type: text/plain\r\n\r\nSee you at the meeting.\r\n"))
+	html := "Content-Type: text/html\r\n\r\n<p>Wire the money to IBAN XX00 6666.</p>\r\n"
+	mixed := func(first, second string) []byte {
+		return []byte("Content-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\n" + first + "\r\n--zz\r\n" + second + "\r\n--zz--\r\n")
+	}
+	header := "From: alice@partner.example\r\nTo: bob@org.example\r\nSubject: payment\r\n"
+	encrypt := func(entity []byte) []byte {
+		enc := osslIn(t, dir, entity, "cms", "-encrypt", "-aes256", filepath.Join(testdataDir, "pki", "org-new.crt"))
+		return append([]byte(header), enc...)
+	}
+	alternative := []byte("Content-Type: multipart/alternative; boundary=aa\r\n\r\n--aa\r\n" + string(signedPart) + "\r\n--aa\r\n" + html + "\r\n--aa--\r\n")
+	for _, tc := range []struct {
+		name, want, notSigned string
+		raw                   []byte
+	}{
+		{"mixed: attacker html and a signed part", StatusPartial, "text/html part", append([]byte(header), mixed(html, string(signedPart))...)},
+		{"mixed: the same, encrypted to the organisation", StatusPartial, "text/html part", encrypt(mixed(html, string(signedPart)))},
+		{"alternative: signed text, unsigned html", StatusPartial, "text/html part", append([]byte(header), alternative...)},
+		{"mixed: an attachment beside the signed part", StatusPartial, "application/pdf part \"invoice.pdf\"",
+			append([]byte(header), mixed(string(signedPart), "Content-Type: application/pdf; name=invoice.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0=")...)},
+		// the controls: nothing shown beside the signed part
+		{"mixed: a signed part and an empty part", StatusValid, "", append([]byte(header), mixed("Content-Type: text/plain\r\n\r\n \r\n", string(signedPart))...)},
+		{"the signed part as the whole message", StatusValid, "", append([]byte(header), signedPart...)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := openTestStore(t, filepath.Join(t.TempDir(), "smimed.db"), false)
+			defer st.Close()
+			res := process(t, New(Options{Roots: fixtureRoots(t), Keys: keyList(orgKeys(t)), Store: st, Harvest: true}), tc.raw)
+			s := res.Report.Signatures
+			if len(s) != 1 || s[0].Status != tc.want {
+				t.Fatalf("signatures = %+v, want one %s", s, tc.want)
+			}
+			es, _ := st.ByEmail("alice@partner.example")
+			if tc.want == StatusPartial {
+				if !strings.Contains(s[0].Reason, "not signed: "+tc.notSigned) {
+					t.Errorf("reason %q does not name %q", s[0].Reason, tc.notSigned)
+				}
+				if len(res.Report.Harvested) != 0 || len(es) != 0 {
+					t.Errorf("a partial signature harvested %+v (store: %+v)", res.Report.Harvested, es)
+				}
+			} else if len(Usable(es)) != 1 {
+				t.Errorf("store for alice = %+v, want her certificate usable", es)
+			}
+		})
+	}
+}
+
+// Attack 3: alice signed a whole message whose Subject is "lunch on
+// Friday?"; the attacker rewrites the outer Subject (and, in one case,
+// the outer From). The reader must be shown what alice signed.
+func TestProtectedHeaders(t *testing.T) {
+	needOpenSSL(t)
+	dir := t.TempDir()
+	inner := "From: alice@partner.example\r\nTo: bob@org.example\r\nSubject: lunch on Friday?\r\nMessage-ID: <lunch@partner.example>\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\n"
+	body := "Content-Type: text/plain\r\n\r\nShall we?\r\n"
+	forged := "From: alice@partner.example\r\nTo: bob@org.example\r\nSubject: URGENT: change of bank details\r\nMessage-ID: <lunch@partner.example>\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\nX-Smimed-Unprotected-From: planted\r\n"
+	wrapped := []byte("Content-Type: message/rfc822; forwarded=no\r\n\r\n" + inner + body)
+	hpClear := []byte("Content-Type: text/plain; hp=\"clear\"\r\n" + inner + "\r\nShall we?\r\n")
+	hpCipher := []byte("Content-Type: text/plain; hp=\"cipher\"\r\n" + inner + "\r\nShall we?\r\n")
+	signEncrypt := func(header string, entity []byte) []byte {
+		signed := signAs(t, dir, "alice", "", entity)
+		enc := osslIn(t, dir, signed, "cms", "-encrypt", "-aes256", filepath.Join(testdataDir, "pki", "org-new.crt"))
+		return append([]byte(header), enc...)
+	}
+	obscured := strings.Replace(forged, "Subject: URGENT: change of bank details", "Subject: [...]", 1)
+	for _, tc := range []struct {
+		name           string
+		raw            []byte
+		want           string
+		unprotected    string // the X-Smimed-Unprotected-Subject value expected, or ""
+		reasonContains string
+	}{
+		{"message/rfc822 wrapper, outer Subject changed", signAs(t, dir, "alice", forged, wrapped), StatusValid, "URGENT: change of bank details", "Subject"},
+		{"hp=clear, outer Subject changed", signAs(t, dir, "alice", forged, hpClear), StatusValid, "URGENT: change of bank details", "Subject"},
+		{"hp=cipher, signed then encrypted, placeholder Subject", signEncrypt(obscured, hpCipher), StatusValid, "", ""},
+		{"hp=clear, outer From changed", signAs(t, dir, "alice", strings.Replace(forged, "From: alice@partner.example", "From: mallory@evil.example", 1), hpClear),
+			StatusMismatch, "URGENT: change of bank details", "differs from the protected From"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := process(t, New(Options{Roots: fixtureRoots(t), Keys: keyList(orgKeys(t))}), tc.raw)
+			s := res.Report.Signatures
+			if len(s) != 1 || s[0].Status != tc.want || !strings.Contains(s[0].Reason, tc.reasonContains) {
+				t.Fatalf("signatures = %+v, want %s with %q in the reason", s, tc.want, tc.reasonContains)
+			}
+			hdr := plaintextHeader(t, res.Plaintext)
+			if got := hdr.Get("Subject"); got != "lunch on Friday?" {
+				t.Errorf("plaintext Subject = %q, want the protected one", got)
+			}
+			if got := hdr.Get("From"); got != "alice@partner.example" {
+				t.Errorf("plaintext From = %q, want the protected one", got)
+			}
+			if res.Report.Subject != "lunch on Friday?" {
+				t.Errorf("report Subject = %q", res.Report.Subject)
+			}
+			if got := hdr.Values("X-Smimed-Unprotected-Subject"); (tc.unprotected == "" && len(got) != 0) || (tc.unprotected != "" && (len(got) != 1 || got[0] != tc.unprotected)) {
+				t.Errorf("X-Smimed-Unprotected-Subject = %q, want %q", got, tc.unprotected)
+			}
+			for _, v := range hdr.Values("X-Smimed-Unprotected-From") {
+				if v == "planted" {
+					t.Errorf("the sender's own X-Smimed-Unprotected-From reached the plaintext")
+				}
+			}
+		})
+	}
+}
+
+// Attack 6: mallory sends a certs-only message carrying alice's real,
+// CA-issued certificate. Nothing in it is signed: it must not become
+// usable for alice (nor for anyone), and it is quarantined at most, for
+// the sender's own address and only if the certificate names it.
+func TestCertsOnlyPlantsNothing(t *testing.T) {
+	needOpenSSL(t)
+	dir := t.TempDir()
+	degenerate := osslIn(t, dir, nil, "crl2pkcs7", "-nocrl", "-certfile", filepath.Join(testdataDir, "pki", "alice.crt"),
+		"-certfile", filepath.Join(testdataDir, "pki", "intermediate.pem"), "-outform", "DER")
+	body := base64Lines(degenerate)
+	for _, from := range []string{"mallory@evil.example", "alice@partner.example"} {
+		raw := []byte("From: " + from + "\r\nSubject: my new certificate\r\nMIME-Version: 1.0\r\nContent-Type: application/pkcs7-mime; smime-type=certs-only; name=smime.p7c\r\nContent-Transfer-Encoding: base64\r\n\r\n" + body)
+		st := openTestStore(t, filepath.Join(t.TempDir(), "smimed.db"), false)
+		res := process(t, New(Options{Roots: fixtureRoots(t), Store: st, Harvest: true}), raw)
+		es, err := st.ByEmail("alice@partner.example")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(Usable(es)) != 0 {
+			t.Errorf("From %s: certs-only made %+v usable for alice", from, Usable(es))
+		}
+		wantQ := from == "alice@partner.example"
+		if (len(es) == 1) != wantQ || (wantQ && es[0].QuarantineReason != reasonCertsOnly) {
+			t.Errorf("From %s: alice's entries = %+v, want quarantined: %v", from, es, wantQ)
+		}
+		if ims, _ := st.Intermediates(); len(ims) != 0 {
+			t.Errorf("From %s: a certs-only message stored intermediates", from)
+		}
+		if len(res.Report.Signatures) != 0 {
+			t.Errorf("signatures = %+v", res.Report.Signatures)
+		}
+		st.Close()
+	}
+}
+
+// base64Lines is data in base64, in lines of 76 characters.
+func base64Lines(data []byte) string {
+	s := base64.StdEncoding.EncodeToString(data)
+	var b strings.Builder
+	for len(s) > 76 {
+		b.WriteString(s[:76] + "\r\n")
+		s = s[76:]
+	}
+	b.WriteString(s + "\r\n")
+	return b.String()
+}
+
+// plaintextHeader parses a plaintext's header with net/textproto, a
+// parser of its own.
+func plaintextHeader(t *testing.T, msg []byte) textproto.MIMEHeader {
+	t.Helper()
+	h, err := textproto.NewReader(bufio.NewReader(bytes.NewReader(msg))).ReadMIMEHeader()
+	if err != nil {
+		t.Fatalf("plaintext header: %v", err)
+	}
+	return h
 }
