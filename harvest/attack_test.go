@@ -231,3 +231,48 @@ func plaintextHeader(t *testing.T, msg []byte) textproto.MIMEHeader {
 	}
 	return h
 }
+
+// An encrypted message that cannot be decrypted, for any reason, is
+// undecryptable with the reason: the inventory of mail the organisation
+// cannot read (archive failed) must not miss a truncated one.
+func TestUndecryptableReasons(t *testing.T) {
+	needOpenSSL(t)
+	dir := t.TempDir()
+	plain := []byte("Content-Type: text/plain\r\n\r\nquarterly figures\r\n")
+	der := osslIn(t, dir, plain, "cms", "-encrypt", "-aes256", "-outform", "DER", filepath.Join(testdataDir, "pki", "org-new.crt"))
+	toBob := osslIn(t, dir, plain, "cms", "-encrypt", "-aes256", "-outform", "DER", filepath.Join(testdataDir, "pki", "bob.crt"))
+	// The last bytes of the DER are the end of the ciphertext: flipping
+	// one breaks its CBC padding or its content, never the structure.
+	corrupt := bytes.Clone(der)
+	corrupt[len(corrupt)-3] ^= 0xff
+	msg := func(smimeType string, body []byte) []byte {
+		ct := "application/pkcs7-mime; name=smime.p7m"
+		if smimeType != "" {
+			ct += "; smime-type=" + smimeType
+		}
+		return []byte("From: alice@partner.example\r\nMIME-Version: 1.0\r\nContent-Type: " + ct + "\r\nContent-Transfer-Encoding: base64\r\n\r\n" + base64Lines(body))
+	}
+	eng := New(Options{Keys: keyList(orgKeys(t))})
+	for _, tc := range []struct {
+		name   string
+		raw    []byte
+		reason string
+	}{
+		{"truncated", msg("enveloped-data", der[:len(der)/2]), DecryptUnparsable},
+		{"garbage", msg("enveloped-data", []byte("this is not CMS at all")), DecryptUnparsable},
+		{"garbage without smime-type", msg("", []byte{0x30, 0x03, 0x02, 0x01}), DecryptUnparsable},
+		{"not base64", []byte("From: a@b.example\r\nContent-Type: application/pkcs7-mime; smime-type=enveloped-data\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!!\r\n"), DecryptUnparsable},
+		{"to another key", msg("enveloped-data", toBob), DecryptNoKey},
+		{"corrupt ciphertext", msg("enveloped-data", corrupt), DecryptCorrupt},
+	} {
+		res := process(t, eng, tc.raw)
+		if d := res.Report.Decryption; d.Status != DecryptFailed || d.Reason != tc.reason || d.Error == "" {
+			t.Errorf("%s: decryption = %+v, want failed, %s, with the error", tc.name, d, tc.reason)
+		}
+	}
+	// A broken signed-data body is not encrypted mail.
+	res := process(t, eng, msg("signed-data", der[:20]))
+	if d := res.Report.Decryption; d.Status != DecryptNone {
+		t.Errorf("broken signed-data: decryption = %+v, want none", d)
+	}
+}

@@ -409,11 +409,13 @@ func (w *walker) pkcs7Mime(raw []byte, ent *entity, depth int) ([]byte, error) {
 	der, err := ent.decodedBody()
 	if err != nil {
 		w.addLayer("pkcs7-mime")
+		w.unreadableCiphertext(ent, err)
 		return nil, fmt.Errorf("pkcs7-mime: %w", err)
 	}
 	ci, err := cms.ParseContentInfo(der)
 	if err != nil {
 		w.addLayer("pkcs7-mime")
+		w.unreadableCiphertext(ent, err)
 		return nil, fmt.Errorf("pkcs7-mime: %w", err)
 	}
 	switch {
@@ -454,12 +456,42 @@ func (w *walker) pkcs7Mime(raw []byte, ent *entity, depth int) ([]byte, error) {
 	return nil, fmt.Errorf("%w: %s", ErrNotSMIME, cms.TypeName(ci.Type))
 }
 
+// unreadableCiphertext records an application/pkcs7-mime body that cannot
+// be read as CMS at all as undecryptable when it is declared (or, without
+// smime-type, presumed) to be encrypted: it is mail the organisation
+// cannot read, and belongs in that inventory (archive failed).
+func (w *walker) unreadableCiphertext(ent *entity, err error) {
+	_, params, perr := ent.mediaType()
+	if perr != nil {
+		return
+	}
+	switch strings.ToLower(params["smime-type"]) {
+	case "", "enveloped-data", "authenveloped-data":
+		if w.rep.Decryption.Status != DecryptFailed {
+			w.rep.Decryption = Decryption{Status: DecryptFailed, Reason: DecryptUnparsable, Error: err.Error()}
+		}
+	}
+}
+
+// decryptReason classifies why a decryption failed.
+func decryptReason(err error) string {
+	switch {
+	case errors.Is(err, cms.ErrNoRecipient):
+		return DecryptNoKey
+	case errors.Is(err, cms.ErrDecrypt):
+		return DecryptCorrupt
+	case errors.Is(err, cms.ErrUnsupported):
+		return DecryptUnsupported
+	}
+	return DecryptUnparsable
+}
+
 func (w *walker) decrypt(ci *cms.ContentInfo) ([]byte, error) {
 	d, err := cms.Decrypt(ci, w.e.opts.Keys)
 	first := w.rep.Decryption.Status == DecryptNone
 	if err != nil {
 		if first || w.rep.Decryption.Status == DecryptOK {
-			w.rep.Decryption = Decryption{Status: DecryptFailed, Error: err.Error()}
+			w.rep.Decryption = Decryption{Status: DecryptFailed, Reason: decryptReason(err), Error: err.Error()}
 		}
 		if rs, rerr := cms.Recipients(ci); rerr == nil {
 			for _, r := range rs {

@@ -48,9 +48,19 @@ type Report struct {
 	Error string   `json:"error"`
 }
 
+// Why a decryption failed (Decryption.Reason).
+const (
+	DecryptNoKey       = "no-key"      // encrypted to none of the organisation's keys
+	DecryptCorrupt     = "corrupt"     // a key matched, but the ciphertext or its key does not decrypt
+	DecryptUnparsable  = "unparsable"  // the body is not a readable CMS structure (truncated, garbage)
+	DecryptUnsupported = "unsupported" // an algorithm or structure smimed does not implement
+)
+
 // Decryption describes the (outermost) encryption layer.
 type Decryption struct {
-	Status       string `json:"status"`
+	Status string `json:"status"`
+	// Reason says why a failed decryption failed (DecryptNoKey, …).
+	Reason       string `json:"reason,omitempty"`
 	Key          string `json:"key"` // SHA-256 fingerprint of the key's certificate
 	Cipher       string `json:"cipher"`
 	KeyTransport string `json:"key_transport"`
