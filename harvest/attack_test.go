@@ -276,3 +276,42 @@ func TestUndecryptableReasons(t *testing.T) {
 		t.Errorf("broken signed-data: decryption = %+v, want none", d)
 	}
 }
+
+// A mailing list wraps alice's opaque signed mail (Outlook's default) in a
+// multipart/mixed with a footer: the signed part is unwrapped for the
+// reader and judged, and the footer makes it partial.
+func TestOpaqueSignedPartInWrapper(t *testing.T) {
+	needOpenSSL(t)
+	dir := t.TempDir()
+	key := privateCopy(t, dir, "alice.key")
+	opaque := osslIn(t, dir, []byte("Content-Type: text/plain\r\n\r\nMinutes of the meeting.\r\n"), "cms", "-sign", "-nodetach",
+		"-signer", filepath.Join(testdataDir, "pki", "alice.crt"), "-inkey", key, "-certfile", filepath.Join(testdataDir, "pki", "intermediate.pem"))
+	if !bytes.Contains(opaque, []byte("smime-type=signed-data")) {
+		t.Fatalf("OpenSSL did not make opaque signed data:\n%s", opaque[:200])
+	}
+	header := "From: alice@partner.example\r\nTo: list@org.example\r\nSubject: minutes\r\nContent-Type: multipart/mixed; boundary=list\r\n\r\n"
+	for _, tc := range []struct {
+		name, footer, want string
+	}{
+		{"with a footer", "--list\r\nContent-Type: text/plain\r\n\r\nUnsubscribe: https://lists.example/\r\n", StatusPartial},
+		{"alone", "", StatusValid},
+	} {
+		raw := []byte(header + "--list\r\n" + string(opaque) + "\r\n" + tc.footer + "--list--\r\n")
+		res := process(t, New(Options{Roots: fixtureRoots(t)}), raw)
+		if s := res.Report.Signatures; len(s) != 1 || s[0].Status != tc.want {
+			t.Errorf("%s: signatures = %+v, want %s", tc.name, s, tc.want)
+		}
+		p := string(res.Plaintext)
+		if !strings.Contains(p, "Minutes of the meeting.") || strings.Contains(p, "smime.p7m") || strings.Contains(p, "signed-data") {
+			t.Errorf("%s: plaintext does not show the signed text in the clear:\n%s", tc.name, p)
+		}
+		if tc.footer != "" && !strings.Contains(p, "Unsubscribe: https://lists.example/") {
+			t.Errorf("%s: the footer was lost:\n%s", tc.name, p)
+		}
+		// Another parser must see one multipart with the unwrapped part.
+		hdr := plaintextHeader(t, res.Plaintext)
+		if !strings.HasPrefix(hdr.Get("Content-Type"), "multipart/mixed") {
+			t.Errorf("%s: Content-Type = %q", tc.name, hdr.Get("Content-Type"))
+		}
+	}
+}
