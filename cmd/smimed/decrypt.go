@@ -3,12 +3,11 @@ package main
 import (
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/smimed/smimed/harvest"
 )
 
-const decryptUsage = `Usage: smimed decrypt [--config FILE] FILE
+const decryptUsage = `Usage: smimed decrypt [--config FILE] [--at TIME] FILE
 
 Writes the readable plaintext of one message to stdout: the innermost
 content under the outer message's headers (From, To, Date, Subject,
@@ -17,14 +16,22 @@ message cannot be decrypted or read to its innermost content, nothing is
 written and the reason goes to stderr (exit 1).
 
   --config FILE   configuration file (default /etc/smimed/smimed.toml)
+  --at TIME       judge as if the message arrived at TIME (RFC 3339, or a
+                  date YYYY-MM-DD meaning its midnight UTC; default now)
 `
 
 func decryptMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := newFlags("decrypt")
 	configPath := fs.String("config", "", "")
+	atFlag := fs.String("at", "", "")
 	files, code, done := parseFlags(fs, args, stdout, stderr, decryptUsage)
 	if done {
 		return code
+	}
+	at, err := parseAt(*atFlag)
+	if err != nil {
+		fmt.Fprintf(stderr, "smimed decrypt: %v\n", err)
+		return exitUsage
 	}
 	if len(files) != 1 {
 		fmt.Fprintln(stderr, "smimed decrypt: give exactly one message file (or - for stdin)")
@@ -40,7 +47,7 @@ func decryptMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "smimed decrypt: %v\n", err)
 		return exitFailed
 	}
-	res, err := s.eng.Process(raw, time.Now())
+	res, err := s.eng.Process(raw, at())
 	if err != nil {
 		fmt.Fprintf(stderr, "smimed decrypt: %v\n", err)
 		return exitFailed

@@ -13,7 +13,7 @@ import (
 	"github.com/smimed/smimed/harvest"
 )
 
-const inspectUsage = `Usage: smimed inspect [--config FILE] [--json] [--harvest] FILE...
+const inspectUsage = `Usage: smimed inspect [--config FILE] [--json] [--harvest] [--at TIME] FILE...
 
 Reads each message (FILE or - for stdin), decrypts it with the configured
 keys, judges every signature and prints what it found. Nothing is written
@@ -23,6 +23,8 @@ signatures (and quarantines untrusted ones) in the certificate store.
   --config FILE   configuration file (default /etc/smimed/smimed.toml)
   --json          one JSON object per message, one per line
   --harvest       write harvested certificates to the store
+  --at TIME       judge as if the message arrived at TIME (RFC 3339, or a
+                  date YYYY-MM-DD meaning its midnight UTC; default now)
 `
 
 func inspectMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -30,9 +32,15 @@ func inspectMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	configPath := fs.String("config", "", "")
 	asJSON := fs.Bool("json", false, "")
 	doHarvest := fs.Bool("harvest", false, "")
+	atFlag := fs.String("at", "", "")
 	files, code, done := parseFlags(fs, args, stdout, stderr, inspectUsage)
 	if done {
 		return code
+	}
+	at, err := parseAt(*atFlag)
+	if err != nil {
+		fmt.Fprintf(stderr, "smimed inspect: %v\n", err)
+		return exitUsage
 	}
 	if len(files) == 0 {
 		fmt.Fprintln(stderr, "smimed inspect: no message file given (use - for stdin)")
@@ -58,7 +66,7 @@ func inspectMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			exit = exitFailed
 			continue
 		default:
-			res, err := s.eng.Process(raw, time.Now())
+			res, err := s.eng.Process(raw, at())
 			if err != nil {
 				fmt.Fprintf(stderr, "smimed inspect: %s: %v\n", name, err)
 				exit = exitFailed
@@ -156,4 +164,20 @@ func printReport(w io.Writer, r *harvest.Report) {
 	if r.Error != "" {
 		fmt.Fprintf(w, "  error:      %s\n", clean(r.Error))
 	}
+}
+
+// parseAt reads a --at value: RFC 3339, or a date meaning its midnight
+// UTC. Empty means now, read at each use.
+func parseAt(v string) (func() time.Time, error) {
+	if v == "" {
+		return time.Now, nil
+	}
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		t, err = time.Parse(time.DateOnly, v)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("--at %q: not a time (use RFC 3339 such as 2019-05-01T12:00:00Z, or a date such as 2019-05-01)", v)
+	}
+	return func() time.Time { return t }, nil
 }

@@ -367,3 +367,37 @@ func TestRunRefusesWithoutAccounts(t *testing.T) {
 		t.Errorf("run --bogus: exit %d, want 2", code)
 	}
 }
+
+// TestInspectAt: --at sets the arrival a message is judged at. alice's
+// certificate ends on the date OpenSSL prints for it.
+func TestInspectAt(t *testing.T) {
+	cfg := writeConfig(t, "")
+	out, err := exec.Command("openssl", "x509", "-noout", "-enddate", "-in", filepath.Join(fixtures, "pki", "alice.crt")).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, v, _ := strings.Cut(strings.TrimSpace(string(out)), "=")
+	end, err := time.Parse("Jan _2 15:04:05 2006 MST", v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ at, want string }{
+		{end.AddDate(0, -1, 0).Format(time.RFC3339), "valid"},
+		{end.AddDate(0, 1, 0).Format(time.DateOnly), "expired"},
+	} {
+		code, out, errOut := runCmd(nil, "inspect", "--config", cfg, "--json", "--at", tc.at, msg("signed-rsa-sha256.eml"))
+		if code != exitOK {
+			t.Fatalf("inspect --at %s: exit %d, %s", tc.at, code, errOut)
+		}
+		var rep struct{ Signatures []struct{ Status string } }
+		if err := json.Unmarshal([]byte(out), &rep); err != nil || len(rep.Signatures) != 1 || rep.Signatures[0].Status != tc.want {
+			t.Errorf("inspect --at %s = %s (%v), want %s", tc.at, out, err, tc.want)
+		}
+	}
+	for _, cmd := range []string{"inspect", "decrypt"} {
+		code, _, errOut := runCmd(nil, cmd, "--config", cfg, "--at", "last tuesday", msg("signed-rsa-sha256.eml"))
+		if code != exitUsage || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, "--at") {
+			t.Errorf("%s --at 'last tuesday': exit %d, %q; want one line naming --at, exit 2", cmd, code, errOut)
+		}
+	}
+}
