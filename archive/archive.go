@@ -36,7 +36,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"go.etcd.io/bbolt"
 
@@ -336,7 +335,7 @@ func (a *Archive) PutUnfetched(src Source, size int64, reason string) (*Record, 
 func (a *Archive) newRecord(src Source, rep *harvest.Report) *Record {
 	r := &Record{
 		Account: src.Account, Folder: src.Folder, UIDValidity: src.UIDValidity, UID: src.UID,
-		MessageID: capField(rep.MessageID), From: capField(rep.From), Subject: capField(rep.Subject),
+		MessageID: headerValue(rep.MessageID), From: headerValue(rep.From), Subject: headerValue(rep.Subject),
 		ArchivedAt: a.now().UTC().Truncate(time.Millisecond),
 		Status:     statuses(rep),
 		Layers:     rep.Layers, Decryption: rep.Decryption, Signatures: rep.Signatures,
@@ -346,22 +345,6 @@ func (a *Archive) newRecord(src Source, rep *harvest.Report) *Record {
 		r.Received = src.InternalDate.UTC()
 	}
 	return r
-}
-
-// maxField bounds the header values a record keeps (the message itself is
-// kept whole): a sender's 100 KiB Subject must not make every record
-// batch of a query huge.
-const maxField = 2048
-
-func capField(s string) string {
-	if len(s) <= maxField {
-		return s
-	}
-	s = s[:maxField]
-	for len(s) > 0 && !utf8.ValidString(s) {
-		s = s[:len(s)-1]
-	}
-	return s + "…"
 }
 
 // storeFiles writes the original (content-addressed) and the plaintext

@@ -152,8 +152,10 @@ func headerFields(msg []byte) (to []string, date time.Time) {
 	}
 	mh := mail.Header{}
 	for _, k := range []string{"To", "Cc", "Date"} {
-		if v := h.Values(k); len(v) > 0 {
-			mh[k] = v
+		for _, v := range h.Values(k) {
+			// Control characters separate like spaces; invalid UTF-8
+			// is U+FFFD before any address is taken out.
+			mh[k] = append(mh[k], sanitize(v, false, 0))
 		}
 	}
 	seen := map[string]bool{}
@@ -176,13 +178,14 @@ func headerFields(msg []byte) (to []string, date time.Time) {
 // maxIndexedAddresses bounds the To/Cc addresses kept per record.
 const maxIndexedAddresses = 100
 
-// addresses returns the lower-cased addresses of an address-list field;
-// when it does not parse, every word that looks like an address.
+// addresses returns the lower-cased addresses of an address-list field
+// (each through headerValue); when it does not parse, every word that
+// looks like an address.
 func addresses(v string) []string {
 	var out []string
 	if list, err := mail.ParseAddressList(v); err == nil {
 		for _, a := range list {
-			out = append(out, strings.ToLower(a.Address))
+			out = append(out, addressValue(a.Address))
 		}
 		return out
 	}
@@ -190,7 +193,7 @@ func addresses(v string) []string {
 		return r == ',' || r == ';' || r == '<' || r == '>' || r == ' ' || r == '\t' || r == '"' || r == '\r' || r == '\n'
 	}) {
 		if i := strings.IndexByte(w, '@'); i > 0 && i < len(w)-1 {
-			out = append(out, strings.ToLower(w))
+			out = append(out, addressValue(w))
 		}
 	}
 	return out
