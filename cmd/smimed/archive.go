@@ -54,7 +54,10 @@ const archiveFilterHelp = `  --from ADDR        From address, or @domain
   --until DATE       arrived on or before DATE (YYYY-MM-DD: that whole day
                      included); an RFC 3339 time is an exclusive end
   --subject TEXT     Subject contains TEXT (case-insensitive)
-  --status S         decrypted, undecryptable, signed-valid, signed-invalid, plain or error
+  --status S         decrypted, undecryptable, signed-valid, signed-partial,
+                     signed-untrusted, signed-expired, signed-mismatch,
+                     signed-revoked, signed-invalid, signed-error,
+                     certs-only, plain or error
   --account NAME     fetched for this account
   --message-id ID    Message-ID, with or without <>
   --limit N          at most N messages (0: all)
