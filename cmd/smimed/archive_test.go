@@ -64,13 +64,7 @@ func utc(y int, m time.Month, d, h, min int) time.Time {
 // messages and one that was never fetched (record 8).
 func newArchiveFixture(t *testing.T) *archiveFixture {
 	t.Helper()
-	read := func(name string) []byte {
-		b, err := os.ReadFile(msg(name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
+	read := func(name string) []byte { return readMsg(t, name) }
 	return archiveOf(t, []*archiveMsg{
 		{name: "plain.eml", raw: read("plain.eml"), received: utc(2026, 1, 10, 8, 0)},
 		{name: "sign-then-encrypt.eml", raw: read("sign-then-encrypt.eml"), received: utc(2026, 2, 15, 12, 30),
@@ -85,21 +79,21 @@ func newArchiveFixture(t *testing.T) *archiveFixture {
 }
 
 // archiveOf archives msgs (UIDs 1, 2, …) with an engine that holds the
-// org-new key; a message without bytes is recorded as never fetched.
+// org-new key and trusts the test CA; a message without bytes is recorded
+// as never fetched.
 func archiveOf(t *testing.T, msgs []*archiveMsg) *archiveFixture {
+	t.Helper()
+	return archiveWith(t, msgs, true)
+}
+
+// archiveWith is archiveOf with or without the test CA as trust anchor.
+func archiveWith(t *testing.T, msgs []*archiveMsg, trustCA bool) *archiveFixture {
 	t.Helper()
 	cfg := writeConfig(t, "")
 	dir := filepath.Dir(cfg)
 	f := &archiveFixture{cfg: cfg, state: filepath.Join(dir, "state"), msgs: msgs, byKey: map[string]*archiveMsg{}}
-	st, err := harvest.OpenStore(filepath.Join(f.state, "smimed.db"), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	a, err := archive.Open(filepath.Join(f.state, "archive"), st.DB())
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, closeStore := f.open(t, false)
+	defer closeStore()
 	lk, err := harvest.LoadPEMKey(filepath.Join(dir, "org-new.crt"), filepath.Join(dir, "org-new.key"))
 	if err != nil {
 		t.Fatal(err)
@@ -108,6 +102,9 @@ func archiveOf(t *testing.T, msgs []*archiveMsg) *archiveFixture {
 	pem, err := os.ReadFile(filepath.Join(dir, "ca-bundle.pem"))
 	if err != nil || !roots.AppendCertsFromPEM(pem) {
 		t.Fatalf("ca-bundle.pem: %v", err)
+	}
+	if !trustCA {
+		roots = x509.NewCertPool()
 	}
 	eng := harvest.New(harvest.Options{Keys: []*cms.Key{{Cert: lk.Cert, Private: lk.Private}}, Roots: roots})
 	for i, m := range f.msgs {
@@ -130,6 +127,32 @@ func archiveOf(t *testing.T, msgs []*archiveMsg) *archiveFixture {
 		f.byKey[m.name] = m
 	}
 	return f
+}
+
+// open opens the fixture's store and archive; the caller closes the
+// store with the function returned.
+func (f *archiveFixture) open(t *testing.T, readOnly bool) (*archive.Archive, func() error) {
+	t.Helper()
+	st, err := harvest.OpenStore(filepath.Join(f.state, "smimed.db"), readOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := archive.Open(filepath.Join(f.state, "archive"), st.DB())
+	if err != nil {
+		st.Close()
+		t.Fatal(err)
+	}
+	return a, st.Close
+}
+
+// readMsg reads a fixture message.
+func readMsg(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(msg(name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func (f *archiveFixture) id(name string) string { return fmt.Sprint(f.byKey[name].id) }
@@ -731,5 +754,53 @@ func TestArchiveHostileMessageID(t *testing.T) {
 	var rec archive.Record
 	if err := json.Unmarshal([]byte(js), &rec); err != nil || rec.MessageID != "<\ufffd\ufffd@evil.example>" || rec.Subject != "pay now \ufffd" {
 		t.Errorf("record: %v, message_id %q subject %q", err, rec.MessageID, rec.Subject)
+	}
+}
+
+// TestArchiveRetrySaysWhatChanged: a message archived before its CA was
+// a trust anchor (the config's ca-bundle is one now) is re-judged by
+// retry, which says "verdict untrusted → valid" — and never "decrypted
+// now" for a message that was decrypted already (issue 9). The record
+// versions show the same.
+func TestArchiveRetrySaysWhatChanged(t *testing.T) {
+	read := func(name string) []byte { return readMsg(t, name) }
+	f := archiveWith(t, []*archiveMsg{
+		{name: "sign-then-encrypt.eml", raw: read("sign-then-encrypt.eml"), received: utc(2026, 2, 15, 12, 30)},
+		{name: "signed-rsa-sha256.eml", raw: read("signed-rsa-sha256.eml"), received: utc(2026, 2, 16, 12, 30)},
+		{name: "enc-old-key.eml", raw: read("enc-old-key.eml"), received: utc(2026, 2, 17, 12, 30)},
+	}, false)
+	code, out, errOut := runCmd(nil, "archive", "retry", f.id("sign-then-encrypt.eml"), f.id("signed-rsa-sha256.eml"), f.id("enc-old-key.eml"), "--config", f.cfg)
+	want := fmt.Sprintf("%s: verdict untrusted → valid (new record 4)\n%s: verdict untrusted → valid (new record 5)\n%s: decrypted now (new record 6)\n",
+		f.id("sign-then-encrypt.eml"), f.id("signed-rsa-sha256.eml"), f.id("enc-old-key.eml"))
+	if code != exitOK || out != want {
+		t.Fatalf("archive retry: exit %d, %q (stderr %q), want %q", code, out, errOut, want)
+	}
+	// The versions: 1 → 4 and 2 → 5, each the decryption it had and the
+	// new verdict; 3 → 6 decrypted.
+	_, js, _ := runCmd(nil, "archive", "list", "--json", "--config", f.cfg)
+	got := map[uint64]archive.Record{}
+	for _, l := range strings.Split(strings.TrimSpace(js), "\n") {
+		var r archive.Record
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatalf("%v: %s", err, l)
+		}
+		got[r.ID] = r
+	}
+	for id, w := range map[uint64]struct {
+		supersedes uint64
+		status     string
+	}{4: {1, "decrypted,signed-valid"}, 5: {2, "signed-valid"}, 6: {3, "decrypted"}} {
+		r := got[id]
+		if r.Version != 2 || r.Supersedes != w.supersedes || strings.Join(r.Status, ",") != w.status {
+			t.Errorf("record %d: version %d supersedes %d status %v, want 2, %d, %s", id, r.Version, r.Supersedes, r.Status, w.supersedes, w.status)
+		}
+	}
+	// The superseded versions keep what was judged then.
+	a, closeStore := f.open(t, true)
+	defer closeStore()
+	for id, status := range map[uint64]string{1: "decrypted,signed-untrusted", 2: "signed-untrusted", 3: "undecryptable,error"} {
+		if r, err := a.Get(id); err != nil || r.Version != 1 || strings.Join(r.Status, ",") != status {
+			t.Errorf("record %d = %+v, %v; want version 1, status %s", id, r, err, status)
+		}
 	}
 }
