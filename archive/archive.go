@@ -36,7 +36,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"go.etcd.io/bbolt"
 
@@ -71,6 +70,8 @@ type Archive struct {
 	// retryMu serialises Reprocess: two retries of one message at once
 	// would both supersede the same version.
 	retryMu sync.Mutex
+	// leftovers is how many crash leftovers Open removed.
+	leftovers int
 }
 
 // Open opens the archive in dir (state_dir/archive) with its index in db
@@ -97,7 +98,38 @@ func Open(dir string, db *bbolt.DB) (*Archive, error) {
 	if err != nil {
 		return nil, fmt.Errorf("archive: index buckets: %w", err)
 	}
+	a.leftovers = a.removeLeftovers(filepath.Dir(db.Path()))
 	return a, nil
+}
+
+// LeftoversRemoved is how many files an interrupted write left behind
+// that Open removed (see removeLeftovers).
+func (a *Archive) LeftoversRemoved() int { return a.leftovers }
+
+// removeLeftovers deletes what a crash or a kill left in the archive's
+// temporary directories and in state_dir: plaintexts being written
+// (maildir/tmp/NAME.smimed.*), originals being written
+// (originals/tmp/SHA256.*) and store copies of an unfinished backup
+// (state_dir/.backup-*). Only a writable Open calls it: that process
+// holds the store's exclusive lock, so no other smimed (no running
+// daemon, no admin command) is writing any of these files. Only names of
+// smimed's own are touched; a file another program put into maildir/tmp
+// stays.
+func (a *Archive) removeLeftovers(stateDir string) int {
+	n := 0
+	for _, pattern := range []string{
+		filepath.Join(a.dir, "maildir", "tmp", "*.smimed.*"),
+		filepath.Join(a.dir, "originals", "tmp", strings.Repeat("[0-9a-f]", 64)+".*"),
+		filepath.Join(stateDir, ".backup-*"),
+	} {
+		files, _ := filepath.Glob(pattern)
+		for _, f := range files {
+			if fi, err := os.Lstat(f); err == nil && fi.Mode().IsRegular() && os.Remove(f) == nil {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // Dir is the archive directory.
@@ -336,7 +368,7 @@ func (a *Archive) PutUnfetched(src Source, size int64, reason string) (*Record, 
 func (a *Archive) newRecord(src Source, rep *harvest.Report) *Record {
 	r := &Record{
 		Account: src.Account, Folder: src.Folder, UIDValidity: src.UIDValidity, UID: src.UID,
-		MessageID: capField(rep.MessageID), From: capField(rep.From), Subject: capField(rep.Subject),
+		MessageID: headerValue(rep.MessageID), From: headerValue(rep.From), Subject: headerValue(rep.Subject),
 		ArchivedAt: a.now().UTC().Truncate(time.Millisecond),
 		Status:     statuses(rep),
 		Layers:     rep.Layers, Decryption: rep.Decryption, Signatures: rep.Signatures,
@@ -346,22 +378,6 @@ func (a *Archive) newRecord(src Source, rep *harvest.Report) *Record {
 		r.Received = src.InternalDate.UTC()
 	}
 	return r
-}
-
-// maxField bounds the header values a record keeps (the message itself is
-// kept whole): a sender's 100 KiB Subject must not make every record
-// batch of a query huge.
-const maxField = 2048
-
-func capField(s string) string {
-	if len(s) <= maxField {
-		return s
-	}
-	s = s[:maxField]
-	for len(s) > 0 && !utf8.ValidString(s) {
-		s = s[:len(s)-1]
-	}
-	return s + "…"
 }
 
 // storeFiles writes the original (content-addressed) and the plaintext

@@ -602,3 +602,66 @@ func TestUnfetchedAndReadOnly(t *testing.T) {
 		t.Errorf("PutUnfetched read-only: %v", err)
 	}
 }
+
+// TestOpenRemovesCrashLeftovers: files an interrupted write left in
+// maildir/tmp, originals/tmp and state_dir/.backup-* are removed by the
+// next writable Open (the holder of the store's lock), not by a
+// read-only one, and never while another process holds the store.
+func TestOpenRemovesCrashLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	_, st := openAt(t, dir, false)
+	st.Close()
+	sha := strings.Repeat("ab", 32)
+	left := []string{
+		filepath.Join(dir, "archive", "maildir", "tmp", "1772366400.0123456789abcdef0123456789abcdef.smimed.123456"),
+		filepath.Join(dir, "archive", "originals", "tmp", sha+".987654"),
+		filepath.Join(dir, ".backup-42424242"),
+	}
+	kept := []string{
+		filepath.Join(dir, "archive", "maildir", "tmp", "1772366400.M1P2.mutt"), // another program's
+		filepath.Join(dir, "backup-not-ours"),
+	}
+	exist := func(fs []string) int {
+		n := 0
+		for _, f := range fs {
+			if _, err := os.Stat(f); err == nil {
+				n++
+			}
+		}
+		return n
+	}
+
+	// A running daemon holds the store and is writing these files:
+	// another process cannot open it writable, so it removes nothing.
+	_, daemonStore := openAt(t, dir, false)
+	for _, f := range append(slices.Clone(left), kept...) {
+		if err := os.WriteFile(f, []byte("partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := harvest.LockTimeout
+	harvest.LockTimeout = 100 * time.Millisecond
+	if st, err := harvest.OpenStore(filepath.Join(dir, "smimed.db"), false); err == nil {
+		st.Close()
+		t.Fatal("a second writable OpenStore succeeded while the store is held")
+	}
+	harvest.LockTimeout = old
+	daemonStore.Close()
+	if n := exist(left); n != len(left) {
+		t.Fatalf("%d of %d leftovers remain while the store was held", n, len(left))
+	}
+
+	ro, st := openAt(t, dir, true)
+	st.Close()
+	if ro.LeftoversRemoved() != 0 || exist(left) != len(left) {
+		t.Fatalf("a read-only Open removed leftovers (%d)", ro.LeftoversRemoved())
+	}
+	a, st := openAt(t, dir, false)
+	defer st.Close()
+	if a.LeftoversRemoved() != len(left) || exist(left) != 0 {
+		t.Errorf("writable Open removed %d, %d of %d leftovers remain", a.LeftoversRemoved(), exist(left), len(left))
+	}
+	if exist(kept) != len(kept) {
+		t.Errorf("Open removed files that are not smimed's")
+	}
+}

@@ -212,6 +212,7 @@ func (a *Archive) List(q Query, fn func(*Record) error) error {
 	if err := q.Check(); err != nil {
 		return err
 	}
+	q = q.clean()
 	prefix := q.prefix()
 	// upper: keys below it are candidates.
 	var upper []byte

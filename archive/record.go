@@ -15,19 +15,49 @@ import (
 )
 
 // Status values of a record; a record may have several (a message can be
-// decrypted and signed-valid). They are what `archive list --status`
-// filters on.
+// decrypted and signed-valid, or signed by one signer whose certificate
+// expired and by another who is not trusted). They are what `archive list
+// --status` filters on.
 const (
-	StatusDecrypted     = "decrypted"      // an encryption layer was removed
-	StatusUndecryptable = "undecryptable"  // encrypted, but to no key we hold (or broken)
-	StatusSignedValid   = "signed-valid"   // signed, and every verdict is valid
-	StatusSignedInvalid = "signed-invalid" // signed, and some verdict is not valid
-	StatusPlain         = "plain"          // no S/MIME layer at all
-	StatusError         = "error"          // not (fully) readable, or not fetched
+	StatusDecrypted     = "decrypted"     // an encryption layer was removed
+	StatusUndecryptable = "undecryptable" // encrypted, but to no key we hold (or broken)
+	StatusSignedValid   = "signed-valid"  // signed, and every verdict is valid
+	// One per non-valid signature verdict (harvest.Status*): a record
+	// carries each that occurs.
+	StatusSignedPartial   = "signed-partial"   // a valid signature that covers only part of what a client shows
+	StatusSignedUntrusted = "signed-untrusted" // no chain to a trust anchor, or not allowed to sign mail
+	StatusSignedExpired   = "signed-expired"   // certificate not valid at the signing time
+	StatusSignedMismatch  = "signed-mismatch"  // From is not the certificate's address
+	StatusSignedRevoked   = "signed-revoked"   // certificate revoked
+	StatusSignedInvalid   = "signed-invalid"   // digest or signature broken, or a rejected weak digest
+	StatusSignedError     = "signed-error"     // the signature structure could not be judged
+	StatusCertsOnly       = "certs-only"       // a certs-only message: certificates, no signature
+	StatusPlain           = "plain"            // no S/MIME layer at all
+	StatusError           = "error"            // not (fully) readable, or not fetched
 )
 
 // Statuses lists every status value, for flag checking.
-var Statuses = []string{StatusDecrypted, StatusUndecryptable, StatusSignedValid, StatusSignedInvalid, StatusPlain, StatusError}
+var Statuses = []string{StatusDecrypted, StatusUndecryptable, StatusSignedValid,
+	StatusSignedPartial, StatusSignedUntrusted, StatusSignedExpired, StatusSignedMismatch,
+	StatusSignedRevoked, StatusSignedInvalid, StatusSignedError,
+	StatusCertsOnly, StatusPlain, StatusError}
+
+// layerCertsOnly is the report's name of a certs-only layer (the harvest
+// engine's).
+const layerCertsOnly = "certs-only"
+
+// verdictStatuses maps each non-valid signature verdict to its record
+// status, in the order a record lists them. A verdict not listed here (a
+// future one) is signed-error: never taken for valid.
+var verdictStatuses = []struct{ verdict, status string }{
+	{harvest.StatusPartial, StatusSignedPartial},
+	{harvest.StatusUntrusted, StatusSignedUntrusted},
+	{harvest.StatusExpired, StatusSignedExpired},
+	{harvest.StatusMismatch, StatusSignedMismatch},
+	{harvest.StatusRevoked, StatusSignedRevoked},
+	{harvest.StatusInvalid, StatusSignedInvalid},
+	{harvest.StatusError, StatusSignedError},
+}
 
 // Record is one archived message version. Its JSON form is what `smimed
 // archive list --json` prints; the fields from layers to error have the
@@ -112,22 +142,43 @@ func statuses(rep *harvest.Report) []string {
 	case harvest.DecryptFailed:
 		out = append(out, StatusUndecryptable)
 	}
-	if len(rep.Signatures) > 0 {
-		valid := true
-		for _, s := range rep.Signatures {
-			valid = valid && s.Status == harvest.StatusValid
-		}
-		if valid {
-			out = append(out, StatusSignedValid)
-		} else {
-			out = append(out, StatusSignedInvalid)
-		}
+	out = append(out, signatureStatuses(rep.Signatures)...)
+	if len(rep.Signatures) == 0 && slices.Contains(rep.Layers, layerCertsOnly) {
+		out = append(out, StatusCertsOnly)
 	}
 	if len(rep.Layers) == 0 && rep.Error == "" {
 		out = append(out, StatusPlain)
 	}
 	if rep.Error != "" {
 		out = append(out, StatusError)
+	}
+	return out
+}
+
+// signatureStatuses is signed-valid when every verdict is valid, else one
+// status per distinct non-valid verdict; nothing without signatures.
+func signatureStatuses(sigs []harvest.Signature) []string {
+	if len(sigs) == 0 {
+		return nil
+	}
+	seen := map[string]bool{}
+	for _, s := range sigs {
+		if s.Status != harvest.StatusValid {
+			seen[s.Status] = true
+		}
+	}
+	if len(seen) == 0 {
+		return []string{StatusSignedValid}
+	}
+	var out []string
+	for _, v := range verdictStatuses {
+		if seen[v.verdict] {
+			out = append(out, v.status)
+			delete(seen, v.verdict)
+		}
+	}
+	if len(seen) > 0 && !slices.Contains(out, StatusSignedError) {
+		out = append(out, StatusSignedError) // a verdict this code does not know
 	}
 	return out
 }
@@ -152,8 +203,10 @@ func headerFields(msg []byte) (to []string, date time.Time) {
 	}
 	mh := mail.Header{}
 	for _, k := range []string{"To", "Cc", "Date"} {
-		if v := h.Values(k); len(v) > 0 {
-			mh[k] = v
+		for _, v := range h.Values(k) {
+			// Control characters separate like spaces; invalid UTF-8
+			// is U+FFFD before any address is taken out.
+			mh[k] = append(mh[k], sanitize(v, false, 0))
 		}
 	}
 	seen := map[string]bool{}
@@ -176,13 +229,14 @@ func headerFields(msg []byte) (to []string, date time.Time) {
 // maxIndexedAddresses bounds the To/Cc addresses kept per record.
 const maxIndexedAddresses = 100
 
-// addresses returns the lower-cased addresses of an address-list field;
-// when it does not parse, every word that looks like an address.
+// addresses returns the lower-cased addresses of an address-list field
+// (each through headerValue); when it does not parse, every word that
+// looks like an address.
 func addresses(v string) []string {
 	var out []string
 	if list, err := mail.ParseAddressList(v); err == nil {
 		for _, a := range list {
-			out = append(out, strings.ToLower(a.Address))
+			out = append(out, addressValue(a.Address))
 		}
 		return out
 	}
@@ -190,7 +244,7 @@ func addresses(v string) []string {
 		return r == ',' || r == ';' || r == '<' || r == '>' || r == ' ' || r == '\t' || r == '"' || r == '\r' || r == '\n'
 	}) {
 		if i := strings.IndexByte(w, '@'); i > 0 && i < len(w)-1 {
-			out = append(out, strings.ToLower(w))
+			out = append(out, addressValue(w))
 		}
 	}
 	return out

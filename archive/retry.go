@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -84,6 +85,50 @@ func (a *Archive) Reprocess(id uint64, eng *harvest.Engine) (rec *Record, change
 	}
 	rec, _, err = a.commit(r, cur.ID)
 	return rec, err == nil, err
+}
+
+// Change says in words what a new version of a message changed against
+// the version it superseded, as `archive retry` prints it: "decrypted
+// now" (only when old was not decrypted), "verdict untrusted → valid"
+// (the signature verdicts, in order, "none" without signatures), "still
+// undecryptable" (other recipients read than before), or else "status A →
+// B"; several joined by ", ". "unchanged" when nothing differs.
+func Change(old, cur *Record) string {
+	var parts []string
+	if cur.Has(StatusDecrypted) && !old.Has(StatusDecrypted) {
+		parts = append(parts, "decrypted now")
+	}
+	if ov, nv := verdictList(old), verdictList(cur); ov != nv {
+		parts = append(parts, "verdict "+ov+" → "+nv)
+	}
+	switch {
+	case len(parts) > 0:
+	case cur.Has(StatusUndecryptable) && old.Has(StatusUndecryptable):
+		parts = append(parts, "still undecryptable")
+	case !slices.Equal(old.Status, cur.Status):
+		parts = append(parts, "status "+statusList(old)+" → "+statusList(cur))
+	default:
+		return "unchanged"
+	}
+	return strings.Join(parts, ", ")
+}
+
+func verdictList(r *Record) string {
+	if len(r.Signatures) == 0 {
+		return "none"
+	}
+	vs := make([]string, len(r.Signatures))
+	for i, s := range r.Signatures {
+		vs[i] = s.Status
+	}
+	return strings.Join(vs, ",")
+}
+
+func statusList(r *Record) string {
+	if len(r.Status) == 0 {
+		return "none"
+	}
+	return strings.Join(r.Status, ",")
 }
 
 // sameOutcome compares what the engine found, not when, and not how it

@@ -223,31 +223,60 @@ func firstLine(b []byte) []byte {
 
 // dropIncomingField tells whether a header field of the incoming message
 // claims to be ours: one of our X-Smimed fields, or an
-// Authentication-Results with our authserv-id.
+// Authentication-Results with our authserv-id — as the most lenient
+// reader would see it, since dropping a forged field too many costs
+// nothing and one too few shows the user a verdict we did not give.
 func dropIncomingField(f []byte, authservID string) bool {
 	// The name is what precedes the colon, unfolded: RFC 5322 obs-optional
 	// allows white space before the colon and parsers accept it (go-message
 	// trims it). A lenient parser (Dovecot's, whose SEARCH HEADER finds our
 	// marker) takes a line without a colon as a field of that name, with
 	// the continuation lines as its value; so "X-Smimed-Source" alone on a
-	// line, or with the colon on the next line, goes too.
+	// line, or with the colon on the next line, goes too. Readers that
+	// skip NUL or other control bytes in a name exist: every byte that
+	// cannot be part of a field name (RFC 5322 ftext is printable ASCII
+	// but the colon) is left out before comparing.
 	name, value, _ := bytes.Cut(f, []byte(":"))
-	name = bytes.Trim(bytes.Map(func(r rune) rune {
-		if r == '\r' || r == '\n' {
+	name = bytes.Map(func(r rune) rune {
+		if r <= ' ' || r >= 0x7f {
 			return -1
 		}
 		return r
-	}, name), " \t")
+	}, name)
 	switch {
 	case asciiEqualFold(name, UserCopySourceField), asciiEqualFold(name, UserCopyDecryptionField), asciiEqualFold(name, UserCopyRecordField):
 		return true
 	case asciiEqualFold(name, authResultsField):
-		// Compared with the id we write, so that exactly what could be
-		// mistaken for our field goes.
-		id, ok := authservIDOf(value)
-		return ok && asciiEqualFold([]byte(id), sanitize(authservID, true, 0))
+		id, ok := authservIDOf(withoutControls(value))
+		return ok && authservKey(id) == authservKey(sanitize(authservID, true, 0))
 	}
 	return false
+}
+
+// withoutControls drops NUL, DEL and the C0 controls but TAB, CR and LF
+// (which are folding white space) from a field value, as readers that
+// skip such bytes see it.
+func withoutControls(v []byte) []byte {
+	return bytes.Map(func(r rune) rune {
+		if (r < ' ' && r != '\t' && r != '\r' && r != '\n') || r == 0x7f {
+			return -1
+		}
+		return r
+	}, v)
+}
+
+// authservKey is an authserv-id as compared with ours: ASCII lower case,
+// without the white space a quoted-string may hold around it and without
+// trailing dots ("mx.example.org." is the same DNS name).
+func authservKey(id string) string {
+	id = strings.TrimRight(strings.Trim(id, " \t"), ".")
+	b := []byte(id)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }
 
 // asciiEqualFold compares case-insensitively in ASCII only, as mail
@@ -455,6 +484,11 @@ func mimeValue(s string) string {
 //     certificate was not valid at the time we chose to judge it at (the
 //     sender-asserted signing time, or receipt when that is not believable),
 //     a choice of ours. fail would put it beside a forged signature.
+//   - partial → policy: the signature verifies, the chain and the From
+//     binding hold, but it covers only part of what a mail client shows
+//     (an unsigned part beside the signed one); that we accept only
+//     signatures over everything shown is our rule. The reason names what
+//     is not signed.
 //   - revoked → fail: the issuer has withdrawn the key; no local choice can
 //     make the signature acceptable, and RFC 5280 path validation fails.
 //   - error → permerror: the structure cannot be judged (missing signature
@@ -469,7 +503,7 @@ func smimeResult(status string) string {
 		return "pass"
 	case harvest.StatusInvalid, harvest.StatusRevoked:
 		return "fail"
-	case harvest.StatusMismatch, harvest.StatusUntrusted, harvest.StatusExpired:
+	case harvest.StatusMismatch, harvest.StatusUntrusted, harvest.StatusExpired, harvest.StatusPartial:
 		return "policy"
 	case harvest.StatusError:
 		return "permerror"
@@ -484,6 +518,7 @@ var defaultReason = map[string]string{
 	harvest.StatusExpired:   "certificate not valid at signing time",
 	harvest.StatusRevoked:   "certificate revoked",
 	harvest.StatusMismatch:  "From address not in certificate",
+	harvest.StatusPartial:   "signature covers only part of the message",
 	harvest.StatusError:     "signature cannot be judged",
 }
 

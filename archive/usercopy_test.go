@@ -98,6 +98,16 @@ func hostileHeader(nl string) (header, kept string) {
 		{"Authentication-Results: \"mx.example.org\"; smime=pass", false},
 		{"Authentication-Results:" + nl + " mx.example.org;" + nl + " smime=pass", false},
 		{"authentication-results : mx.example.org; smime=pass", false},
+		// What a lenient reader takes for our id (issue 9, item 8): a
+		// trailing dot (the root of the DNS), a NUL in the name or the
+		// id, spaces inside the quotes, comments, case.
+		{"Authentication-Results: mx.example.org.; smime=pass", false},
+		{"Authentication-Results: (c (nested)) MX.EXAMPLE.ORG.(x); smime=pass", false},
+		{"Authentication-Results\x00: mx.example.org; smime=pass", false},
+		{"Authentication\x00-Results: mx.example.org; smime=pass", false},
+		{"Authentication-Results: mx.exa\x00mple.org; smime=pass", false},
+		{"Authentication-Results: \" mx.example.org. \"; smime=pass", false},
+		{"X-Smimed-Source\x00: bob/INBOX/1700000000/43", false},
 		{"Authentication-Results: other.example.net; dkim=pass header.d=partner.example", true},
 		{"Authentication-Results: mx.example.org.evil.example; smime=pass", true},
 		{"Authentication-Results: mx.example; smime=pass", true},
@@ -255,6 +265,10 @@ func TestUserCopyResults(t *testing.T) {
 			[]resinfo{{method: "smime", result: "fail", reason: "certificate revoked", props: map[string]string{"body.smime-identifier": "a@b.example"}}}},
 		{"mismatch", harvest.Report{Signatures: []harvest.Signature{sig("mismatch", "a@b.example", "")}},
 			[]resinfo{{method: "smime", result: "policy", reason: "From address not in certificate", props: map[string]string{"body.smime-identifier": "a@b.example"}}}},
+		{"partial", harvest.Report{Signatures: []harvest.Signature{sig("partial", "alice@partner.example", "the text/html part is not signed")}},
+			[]resinfo{{method: "smime", result: "policy", reason: "the text/html part is not signed", props: map[string]string{"body.smime-identifier": "alice@partner.example"}}}},
+		{"partial, no reason", harvest.Report{Signatures: []harvest.Signature{sig("partial", "alice@partner.example", " ")}},
+			[]resinfo{{method: "smime", result: "policy", reason: "signature covers only part of the message", props: map[string]string{"body.smime-identifier": "alice@partner.example"}}}},
 		{"error, no signer", harvest.Report{Signatures: []harvest.Signature{{Status: "error", Reason: `signer certificate "CN=x\y" is neither in the message nor in the store`}}},
 			[]resinfo{{method: "smime", result: "permerror", reason: `signer certificate "CN=x\y" is neither in the message nor in the store`}}},
 		{"unknown status", harvest.Report{Signatures: []harvest.Signature{sig("frobbed", "a@b.example", "x")}},

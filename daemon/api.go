@@ -43,7 +43,10 @@ type RetryResult struct {
 	ID      uint64          `json:"id"` // the record asked for
 	Record  *archive.Record `json:"record,omitempty"`
 	Changed bool            `json:"changed"`
-	Error   string          `json:"error,omitempty"`
+	// Change says what changed against the version superseded
+	// (archive.Change): "decrypted now", "verdict untrusted → valid", …
+	Change string `json:"change,omitempty"`
+	Error  string `json:"error,omitempty"`
 }
 
 // ArchiveAPI is what the admin commands use.
@@ -310,12 +313,19 @@ func (l *Local) Retry(ctx context.Context, ids []uint64, fn func(RetryResult) er
 		}
 		res := RetryResult{ID: id}
 		rec, changed, err := l.Archive.Reprocess(id, l.Engine)
-		if err != nil {
-			res.Error = err.Error()
-		} else {
-			res.Record, res.Changed = rec, changed
-			wrote = wrote || changed
+		var old *archive.Record
+		if err == nil && changed {
+			old, err = l.Archive.Get(rec.Supersedes)
 		}
+		switch {
+		case err != nil:
+			res.Error = err.Error()
+		case changed:
+			res.Record, res.Changed, res.Change = rec, true, archive.Change(old, rec)
+		default:
+			res.Record, res.Change = rec, "unchanged"
+		}
+		wrote = wrote || changed
 		if err := fn(res); err != nil {
 			return err
 		}

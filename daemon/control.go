@@ -6,8 +6,10 @@ package daemon
 // is decided twice: the socket file is mode 0660 in the service's group,
 // and every connection's peer credentials (SO_PEERCRED, which the kernel
 // fills in and the peer cannot forge) must name root, the daemon's own
-// user, or a member of the service's group. Every read of the archive is
-// audited as the peer (via "socket").
+// user, or a member of the service's group. Members of the group may only
+// read; the ops that write (writeOps: retry, backup, certs_trust) need root
+// or the service user, and a refusal is audited. Every read of the archive
+// is audited as the peer (via "socket").
 //
 // Protocol, one request per connection, every line a JSON object ending
 // in "\n":
@@ -317,6 +319,39 @@ func (p *peerPolicy) allow(cred unix.Ucred) error {
 	return fmt.Errorf("%w: uid %d is not root, the service user, or in group %s", ErrPeerRefused, uid, p.group)
 }
 
+// writeOps are the ops that change the store or the archive, or copy all
+// of it (backup: every record and certificate at once): only root and the
+// service user may ask for them. Members of the group read: list, get,
+// message (show, export), verify, audit, status and the certs_* reads.
+// A later certs_untrust belongs here too.
+var writeOps = map[string]string{
+	"retry":      "archive retry",
+	"backup":     "backup",
+	opCertsTrust: "certs trust",
+}
+
+// mayWrite refuses a write op (writeOps) to anyone but root and the
+// daemon's own user; every other op passes (allow decided who connects).
+func (p *peerPolicy) mayWrite(c Caller, op string) error {
+	name, write := writeOps[op]
+	if !write || c.UID == 0 || c.UID == p.uid {
+		return nil
+	}
+	return fmt.Errorf("%w: %s needs root or the service user; uid %d, a member of group %s, may only read", ErrPeerRefused, name, c.UID, p.group)
+}
+
+// refusedDetail describes a refused request for the audit log.
+func refusedDetail(req *controlRequest) string {
+	d := writeOps[req.Op]
+	if req.Match != "" {
+		d += " certificate=" + req.Match
+	}
+	if len(req.IDs) > 0 {
+		d += fmt.Sprintf(" ids=%d", len(req.IDs))
+	}
+	return d
+}
+
 // supplementaryGroups are the groups uid's user is a member of.
 func supplementaryGroups(uid int) ([]int, error) {
 	u, err := user.LookupId(strconv.Itoa(uid))
@@ -432,6 +467,18 @@ func (s *controlServer) serve(c *net.UnixConn) {
 	start := time.Now()
 	api := s.opts.Open(caller)
 	defer api.Close()
+	if err := s.policy.mayWrite(caller, req.Op); err != nil {
+		// A member of the group may read, not change: refused, audited,
+		// one line to the caller.
+		log.Warn("control socket: request refused", "op", req.Op, "err", err)
+		if l, ok := api.(*Local); ok {
+			if aerr := l.audit(archive.AuditRefused, refusedDetail(req)); aerr != nil {
+				log.Error("control socket: refusal not audited", "err", aerr)
+			}
+		}
+		fw.fail(err)
+		return
+	}
 	end, err := s.do(ctx, api, req, fw, log)
 	if err == nil {
 		err = fw.frame(end)
@@ -535,16 +582,10 @@ func (s *controlServer) doCerts(ctx context.Context, api ArchiveAPI, req *contro
 		// A trust changes every later verdict for the address: it goes
 		// into the audit log, before it happens, like a read of mail.
 		// It also decides which key the organisation encrypts to: only
-		// root and the service user may do it, not every member of the
-		// group (who may read the archive).
+		// root and the service user get here (peerPolicy.mayWrite).
 		l, ok := api.(*Local)
 		if !ok {
 			err = errors.New("certs trust: the caller is unknown")
-			break
-		}
-		if l.Caller.UID != 0 && l.Caller.UID != os.Getuid() {
-			l.audit(archive.AuditRefused, "certs trust certificate="+req.Match)
-			err = fmt.Errorf("%w: certs trust needs root or the service user; uid %d may only read", ErrPeerRefused, l.Caller.UID)
 			break
 		}
 		if err = l.audit(archive.AuditTrust, "certificate="+req.Match); err != nil {

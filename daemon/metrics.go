@@ -60,7 +60,7 @@ func NewMetrics() *Metrics {
 		decryptFailed: counter("smimed_decryption_failures_total",
 			"Encrypted messages none of the configured keys could decrypt."),
 		verdicts: counter("smimed_signature_verdicts_total",
-			"Signature verdicts, one per signer: valid, invalid, untrusted, expired, revoked, mismatch, error.", "verdict"),
+			"Signature verdicts, one per signer: valid, partial, invalid, untrusted, expired, revoked, mismatch, error (partial is never counted as valid).", "verdict"),
 		up: gauge("smimed_folder_connected",
 			"1 while the folder's IMAP connection is up and the folder examined, else 0."),
 		backlog: gauge("smimed_folder_backlog_messages",

@@ -15,6 +15,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/smimed/smimed/harvest"
 )
 
 // expectedRow is what testdata/expected.tsv (OpenSSL's view) says of a
@@ -88,6 +90,12 @@ func value(fams map[string]*dto.MetricFamily, name string, labels ...string) flo
 // gauge reads one INBOX series of m without HTTP.
 func gauge(t *testing.T, m *Metrics, name, account string) float64 {
 	t.Helper()
+	return value(gather(t, m), name, "account", account, "folder", "INBOX")
+}
+
+// gather reads m's metric families without HTTP, by name.
+func gather(t *testing.T, m *Metrics) map[string]*dto.MetricFamily {
+	t.Helper()
 	fams, err := m.reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -96,7 +104,7 @@ func gauge(t *testing.T, m *Metrics, name, account string) float64 {
 	for _, f := range fams {
 		byName[f.GetName()] = f
 	}
-	return value(byName, name, "account", account, "folder", "INBOX")
+	return byName
 }
 
 // TestServiceMetrics delivers fixtures whose outcome OpenSSL has recorded
@@ -199,5 +207,20 @@ func TestServiceMetrics(t *testing.T) {
 	stop()
 	if _, err := http.Get("http://" + addr + "/metrics"); err == nil {
 		t.Errorf("metrics still served after the service stopped")
+	}
+}
+
+// TestMetricsPartialNotValid: a partial verdict (a signature over part of
+// what a client shows) is counted as partial, never as valid.
+func TestMetricsPartialNotValid(t *testing.T) {
+	m := NewMetrics()
+	msg := Message{Account: "ceo", Folder: "INBOX"}
+	m.Processed(msg, &harvest.Report{Signatures: []harvest.Signature{{Status: harvest.StatusPartial}}})
+	m.Processed(msg, &harvest.Report{Signatures: []harvest.Signature{{Status: harvest.StatusValid}, {Status: harvest.StatusPartial}}})
+	byName := gather(t, m)
+	for verdict, want := range map[string]float64{"partial": 2, "valid": 1} {
+		if got := value(byName, "smimed_signature_verdicts_total", "account", "ceo", "folder", "INBOX", "verdict", verdict); got != want {
+			t.Errorf("verdict %s counted %v times, want %v", verdict, got, want)
+		}
 	}
 }

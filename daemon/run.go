@@ -176,6 +176,12 @@ func NewService(cfg *Config, log *slog.Logger, notify *Notifier) (*Service, erro
 		store.Close()
 		return nil, err
 	}
+	// Open removed what a crash left in the archive's tmp directories
+	// and unfinished backups (it holds the store's lock: nothing of a
+	// running smimed).
+	if n := arch.LeftoversRemoved(); n > 0 {
+		log.Info("crash leftovers removed", "files", n)
+	}
 	s := &Service{
 		cfg: cfg, store: store, stateDir: cfg.StateDir, arch: arch, copyWake: make(chan struct{}, 1), cps: cps, log: log, notify: notify,
 		pool: NewPool(cfg.Daemon.Workers), metrics: NewMetrics(),

@@ -54,7 +54,10 @@ const archiveFilterHelp = `  --from ADDR        From address, or @domain
   --until DATE       arrived on or before DATE (YYYY-MM-DD: that whole day
                      included); an RFC 3339 time is an exclusive end
   --subject TEXT     Subject contains TEXT (case-insensitive)
-  --status S         decrypted, undecryptable, signed-valid, signed-invalid, plain or error
+  --status S         decrypted, undecryptable, signed-valid, signed-partial,
+                     signed-untrusted, signed-expired, signed-mismatch,
+                     signed-revoked, signed-invalid, signed-error,
+                     certs-only, plain or error
   --account NAME     fetched for this account
   --message-id ID    Message-ID, with or without <>
   --limit N          at most N messages (0: all)
@@ -461,10 +464,13 @@ const archiveRetryUsage = `Usage: smimed archive retry [ID...] [--config FILE]
 Runs the engine again, with the keys now configured, on the stored
 original of each message ID (without IDs: every undecryptable message).
 A message whose outcome changes gets a new record that supersedes the old
-one (the old stays in the chain). Prints per message:
-  ID: decrypted now (new record N)
-  ID: still undecryptable (new record N)   other recipients than before
-  ID: reprocessed (new record N): STATUS   another change (a verdict)
+one (the old stays in the chain). Prints per message what changed
+against the version it supersedes:
+  ID: decrypted now (new record N)                 was not decrypted before
+  ID: verdict untrusted → valid (new record N)     the signature verdicts
+  ID: decrypted now, verdict none → valid (new record N)
+  ID: still undecryptable (new record N)           other recipients than before
+  ID: status A → B (new record N)                  another change
   ID: unchanged
   ID: error ...
 Exit 1 if any message gave an error.
@@ -496,14 +502,8 @@ func archiveRetry(args []string, stdout, stderr io.Writer) int {
 				fmt.Fprintf(stdout, "%d: error %s\n", res.ID, clean(res.Error))
 			case !res.Changed:
 				fmt.Fprintf(stdout, "%d: unchanged\n", res.ID)
-			case res.Record.Has(archive.StatusDecrypted):
-				fmt.Fprintf(stdout, "%d: decrypted now (new record %d)\n", res.ID, res.Record.ID)
-			case res.Record.Has(archive.StatusUndecryptable):
-				// The recipients read out of the message differ from
-				// before (an engine change), not the outcome.
-				fmt.Fprintf(stdout, "%d: still undecryptable (new record %d)\n", res.ID, res.Record.ID)
 			default:
-				fmt.Fprintf(stdout, "%d: reprocessed (new record %d): %s\n", res.ID, res.Record.ID, strings.Join(res.Record.Status, ","))
+				fmt.Fprintf(stdout, "%d: %s (new record %d)\n", res.ID, clean(res.Change), res.Record.ID)
 			}
 			return nil
 		})
