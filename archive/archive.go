@@ -374,6 +374,9 @@ func (a *Archive) newRecord(src Source, rep *harvest.Report) *Record {
 		Layers:     rep.Layers, Decryption: rep.Decryption, Signatures: rep.Signatures,
 		Harvested: rep.Harvested, Recipients: rep.Recipients, Notes: rep.Notes, Error: rep.Error,
 	}
+	for _, f := range rep.Unprotected {
+		r.Unprotected = append(r.Unprotected, harvest.HeaderField{Name: headerValue(f.Name), Value: headerValue(f.Value)})
+	}
 	if !src.InternalDate.IsZero() {
 		r.Received = src.InternalDate.UTC()
 	}

@@ -98,8 +98,11 @@ type Record struct {
 	Signatures []harvest.Signature `json:"signatures"`
 	Harvested  []harvest.Harvested `json:"harvested"`
 	Recipients []string            `json:"recipients,omitempty"`
-	Notes      []string            `json:"notes,omitempty"`
-	Error      string              `json:"error"`
+	// Unprotected keeps the outer header values that differ from the
+	// protected header section the plaintext shows (RFC 9788).
+	Unprotected []harvest.HeaderField `json:"unprotected,omitempty"`
+	Notes       []string              `json:"notes,omitempty"`
+	Error       string                `json:"error"`
 
 	// Prev is the hash of the record before this one in the chain (hex,
 	// all zeros for the first); Hash this record's own (see chainHash).
@@ -126,7 +129,7 @@ func (r *Record) Report() *harvest.Report {
 	return &harvest.Report{
 		MessageID: r.MessageID, From: r.From, Subject: r.Subject,
 		Layers: r.Layers, Decryption: r.Decryption, Signatures: r.Signatures,
-		Harvested: r.Harvested, Recipients: r.Recipients, Notes: r.Notes, Error: r.Error,
+		Harvested: r.Harvested, Recipients: r.Recipients, Unprotected: r.Unprotected, Notes: r.Notes, Error: r.Error,
 	}
 }
 

@@ -115,6 +115,9 @@ func UserCopy(plaintext []byte, rep *harvest.Report, src Source, authservID stri
 	writeFolded(&top, authResultsField, authResultsPieces(rep, authservID), eol)
 	writeFolded(&top, UserCopySourceField, unstructuredPieces(src.Marker()), eol)
 	writeFolded(&top, UserCopyDecryptionField, decryptionPieces(rep.Decryption), eol)
+	for _, f := range rep.Unprotected {
+		writeFolded(&top, harvest.UnprotectedField(sanitize(f.Name, true, maxTokenLen)), unstructuredPieces(f.Value), eol)
+	}
 
 	header, rest, hasSep := splitHeaderBlock(plaintext)
 	fields, allFields := headerFieldGroups(header)
@@ -246,6 +249,9 @@ func dropIncomingField(f []byte, authservID string) bool {
 	switch {
 	case asciiEqualFold(name, UserCopySourceField), asciiEqualFold(name, UserCopyDecryptionField), asciiEqualFold(name, UserCopyRecordField):
 		return true
+	case len(name) > len(unprotectedPrefix) && asciiEqualFold(name[:len(unprotectedPrefix)], unprotectedPrefix):
+		// Ours come from the report (the engine's own), never the sender.
+		return true
 	case asciiEqualFold(name, authResultsField):
 		id, ok := authservIDOf(withoutControls(value))
 		return ok && authservKey(id) == authservKey(sanitize(authservID, true, 0))
@@ -370,6 +376,10 @@ type piece struct {
 	text    string
 	newLine bool // always start this piece on a new line
 }
+
+// unprotectedPrefix starts the names of the fields that keep an outer
+// header value differing from the protected one (harvest.UnprotectedField).
+var unprotectedPrefix = harvest.UnprotectedField("")
 
 // maxLine is the line length RFC 5322 section 2.1.1 recommends.
 const maxLine = 78

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	nettextproto "net/textproto"
 	"os/exec"
 	"strings"
 	"testing"
@@ -969,4 +970,27 @@ func authservIDForTest(v string) (string, error) {
 		return "", err
 	}
 	return p.value()
+}
+
+// TestUserCopyUnprotectedFields: the X-Smimed-Unprotected-* fields in the
+// copy are the engine's (from the report), never the sender's.
+func TestUserCopyUnprotectedFields(t *testing.T) {
+	msg := []byte("From: alice@partner.example\r\nSubject: lunch\r\nX-Smimed-Unprotected-From: planted\r\nx-smimed-unprotected-subject : planted too\r\n\r\nbody\r\n")
+	rep := decryptedReport()
+	rep.Unprotected = []harvest.HeaderField{{Name: "Subject", Value: "URGENT: change of bank details"}}
+	got := string(UserCopy(msg, rep, testSource, testAuthserv))
+	if strings.Contains(got, "planted") {
+		t.Errorf("the sender's X-Smimed-Unprotected-* fields survive:\n%s", got)
+	}
+	h, err := nettextproto.NewReader(bufio.NewReader(strings.NewReader(got))).ReadMIMEHeader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := h.Values("X-Smimed-Unprotected-Subject"); len(v) != 1 || v[0] != "URGENT: change of bank details" {
+		t.Errorf("X-Smimed-Unprotected-Subject = %q", v)
+	}
+	// Without a report field, none at all.
+	if got := string(UserCopy(msg, decryptedReport(), testSource, testAuthserv)); strings.Contains(strings.ToLower(got), "x-smimed-unprotected") {
+		t.Errorf("copy without protected headers has X-Smimed-Unprotected fields:\n%s", got)
+	}
 }

@@ -167,8 +167,12 @@ type HeaderField struct {
 	Value string `json:"value"`
 }
 
-// maxUnprotectedValue bounds each outer value kept beside the protected one.
-const maxUnprotectedValue = 998
+// Bounds on the outer values kept beside the protected ones: each value,
+// and how many.
+const (
+	maxUnprotectedValue = 998
+	maxUnprotected      = 20
+)
 
 // unprotectedDiffs lists the outer header's protectable fields whose value
 // differs from the protected header section's (absent there counts as
@@ -194,6 +198,9 @@ func unprotectedDiffs(outerHeader, protectedHeader []byte) []HeaderField {
 			continue
 		}
 		for _, v := range ov {
+			if len(out) == maxUnprotected {
+				return out
+			}
 			if len(v) > maxUnprotectedValue {
 				v = v[:maxUnprotectedValue]
 			}
