@@ -783,6 +783,7 @@ func FuzzControlRequest(f *testing.F) {
 		`{"op":"certs_list"}`,
 		`{"op":"certs_email","match":"alice@partner.example"}`,
 		`{"op":"certs_trust","match":"1F:66:F0:B4:92:0C:7F:2F"}`,
+		`{"op":"certs_untrust","match":"1F:66:F0:B4:92:0C:7F:2F"}`,
 		`{"op":"status"}`,
 		`{"op":"list","query":{"Limit":-1}}`,
 		`{"op":"list"}{}`,
@@ -940,6 +941,20 @@ func TestControlCerts(t *testing.T) {
 	if !strings.Contains(line, "fingerprint="+bobFP) || !strings.Contains(line, fmt.Sprintf(" uid=%d ", os.Getuid())) {
 		t.Errorf("log line of the trust = %q, want fingerprint=%s and uid=%d", line, bobFP, os.Getuid())
 	}
+	// The store records who trusted when: the peer the kernel named.
+	if !strings.Contains(e.TrustedBy, fmt.Sprintf("uid %d", os.Getuid())) || time.Since(e.TrustedAt) > time.Minute {
+		t.Errorf("Trust through the socket recorded by %q at %v, want uid %d now", e.TrustedBy, e.TrustedAt, os.Getuid())
+	}
+	// Untrust through the socket: quarantined again, audited.
+	if e, err := remote.Untrust(ctx, bobFP[:16]); err != nil || e.Fingerprint != bobFP || !e.Quarantined || !e.TrustedAt.IsZero() {
+		t.Fatalf("Untrust(bob) = %+v, %v", e, err)
+	}
+	if es, _ := local.ByEmail(ctx, "bob@elsewhere.example"); len(es) != 1 || !es[0].Quarantined {
+		t.Errorf("after Untrust through the socket the store says %+v", views(es))
+	}
+	if _, err := remote.Untrust(ctx, bobFP); !errors.Is(err, harvest.ErrNotTrusted) {
+		t.Errorf("Untrust(untrusted) = %v, want ErrNotTrusted", err)
+	}
 	// Reading certificates reads no mail: not audited; the trust, a
 	// change of later verdicts, is (and so is the listing of the log).
 	var audited []string
@@ -949,8 +964,10 @@ func TestControlCerts(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Contains(audited, archive.AuditTrust) || audited[len(audited)-1] != archive.AuditAudit || slices.ContainsFunc(audited, func(a string) bool { return a != archive.AuditTrust && a != archive.AuditAudit }) {
-		t.Errorf("audit log after the certificate ops = %v, want the trust(s) and this listing", audited)
+	changes := func(a string) bool { return a == archive.AuditTrust || a == archive.AuditUntrust }
+	if !slices.Contains(audited, archive.AuditTrust) || !slices.Contains(audited, archive.AuditUntrust) || audited[len(audited)-1] != archive.AuditAudit ||
+		slices.ContainsFunc(audited, func(a string) bool { return !changes(a) && a != archive.AuditAudit }) {
+		t.Errorf("audit log after the certificate ops = %v, want the trust(s), the untrust(s) and this listing", audited)
 	}
 }
 
@@ -1070,19 +1087,33 @@ func TestControlTrustNeedsServiceUser(t *testing.T) {
 	if _, err := remote.Trust(ctx, bobFP); !errors.Is(err, ErrPeerRefused) {
 		t.Fatalf("Trust by a group member = %v, want ErrPeerRefused", err)
 	}
+	// Withdrawing a trust is as much a decision: refused too.
+	if _, err := f.store.Trust(bobFP, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := remote.Untrust(ctx, bobFP); !errors.Is(err, ErrPeerRefused) {
+		t.Fatalf("Untrust by a group member = %v, want ErrPeerRefused", err)
+	}
+	if es, err := f.store.ByFingerprint(bobFP); err != nil || len(es) != 1 || es[0].TrustedAt.IsZero() {
+		t.Errorf("after the refused untrust the store holds %+v, %v; want bob still trusted", es, err)
+	}
+	if _, err := f.store.Untrust(bobFP, "admin"); err != nil {
+		t.Fatal(err)
+	}
 	if es, err := f.store.ByFingerprint(bobFP); err != nil || len(es) != 1 || !es[0].Quarantined {
 		t.Errorf("after the refused trust the store holds %+v, %v; want bob still quarantined", es, err)
 	}
 	if es, err := remote.List(ctx); err != nil || len(es) != 1 {
 		t.Errorf("List by a group member = %v, %v; reading is allowed", es, err)
 	}
-	var refused bool
+	var refused, refusedUntrust bool
 	f.local.Audit(ctx, time.Time{}, func(e archive.AuditEntry) error {
-		refused = refused || (e.Action == archive.AuditRefused && e.UID == member && strings.Contains(e.Detail, "trust"))
+		refused = refused || (e.Action == archive.AuditRefused && e.UID == member && strings.Contains(e.Detail, "certs trust"))
+		refusedUntrust = refusedUntrust || (e.Action == archive.AuditRefused && e.UID == member && strings.Contains(e.Detail, "certs untrust"))
 		return nil
 	})
-	if !refused {
-		t.Error("the refused trust is not in the audit log")
+	if !refused || !refusedUntrust {
+		t.Errorf("refused trust in the audit log: %v, refused untrust: %v; want both", refused, refusedUntrust)
 	}
 }
 
