@@ -47,7 +47,8 @@ const (
 	AuditFailed       = "failed"        // undecryptable records listed (archive failed)
 	AuditAudit        = "audit"         // the audit log itself
 	AuditRefused      = "refused"       // a caller refused at the control socket
-	AuditTrust        = "trust"         // a quarantined certificate released (changes later verdicts)
+	AuditTrust        = "trust"         // a certificate trusted by an administrator (changes later verdicts)
+	AuditUntrust      = "untrust"       // an administrator's trust withdrawn
 )
 
 // MaxAuditDetail bounds an entry's Detail (bytes); longer details are cut.

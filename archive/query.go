@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+
+	"github.com/smimed/smimed/harvest"
 )
 
 // Index kinds: the first byte of an archive_index key.
@@ -122,13 +124,20 @@ func normalizeMessageID(id string) string {
 	return strings.Trim(strings.TrimSpace(id), "<>")
 }
 
+// Verdicts are the signature verdicts Query.Verdict accepts.
+var Verdicts = []string{harvest.StatusValid, harvest.StatusInvalid, harvest.StatusUntrusted, harvest.StatusExpired,
+	harvest.StatusRevoked, harvest.StatusMismatch, harvest.StatusPartial, harvest.StatusError}
+
 // Query selects current records. Empty fields do not filter.
 type Query struct {
 	// From and To match an address (case-insensitive), or a whole domain
 	// when they start with "@". To matches To and Cc.
-	From, To  string
-	Subject   string // case-insensitive substring
-	Status    string // one of Statuses
+	From, To string
+	Subject  string // case-insensitive substring
+	Status   string // one of Statuses
+	// Verdict selects records with at least one signature of this
+	// verdict (one of Verdicts), whatever the record's status says.
+	Verdict   string
 	Account   string
 	MessageID string    // with or without angle brackets
 	Since     time.Time // arrival time on or after
@@ -140,6 +149,9 @@ type Query struct {
 func (q *Query) Check() error {
 	if q.Status != "" && !slices.Contains(Statuses, q.Status) {
 		return fmt.Errorf("unknown status %q (want one of %s)", q.Status, strings.Join(Statuses, ", "))
+	}
+	if q.Verdict != "" && !slices.Contains(Verdicts, q.Verdict) {
+		return fmt.Errorf("unknown verdict %q (want one of %s)", q.Verdict, strings.Join(Verdicts, ", "))
 	}
 	if q.Limit < 0 {
 		return fmt.Errorf("limit %d is negative", q.Limit)
@@ -190,6 +202,7 @@ func (q *Query) match(r *Record) bool {
 	case q.From != "" && !addrMatch(q.From, []string{r.From}):
 	case q.To != "" && !addrMatch(q.To, r.To):
 	case q.Status != "" && !r.Has(q.Status):
+	case q.Verdict != "" && !slices.ContainsFunc(r.Signatures, func(s harvest.Signature) bool { return s.Status == q.Verdict }):
 	case q.Account != "" && r.Account != q.Account:
 	case q.MessageID != "" && normalizeMessageID(r.MessageID) != normalizeMessageID(q.MessageID):
 	case q.Subject != "" && !strings.Contains(strings.ToLower(r.Subject), strings.ToLower(q.Subject)):

@@ -157,6 +157,7 @@ func queryDetail(q archive.Query) string {
 	add("to", q.To)
 	add("subject", q.Subject)
 	add("status", q.Status)
+	add("verdict", q.Verdict)
 	add("account", q.Account)
 	add("message-id", q.MessageID)
 	if !q.Since.IsZero() {

@@ -6,8 +6,9 @@ package daemon
 // holds the store. Certificates travel as DER (base64 in JSON).
 //
 // Reading certificates is not reading the archive: nothing here is
-// audited. Trust, a change, is logged by the daemon in one line with the
-// peer's uid and the fingerprint (control.go).
+// audited. Trust and untrust, changes, are audited before they happen and
+// logged by the daemon in one line with the peer's uid and the
+// fingerprint (control.go); the store records who trusted when.
 
 import (
 	"bytes"
@@ -16,6 +17,9 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"os"
+	"os/user"
+	"strconv"
 	"time"
 
 	"github.com/smimed/smimed/harvest"
@@ -33,9 +37,35 @@ type CertsAPI interface {
 	// Certificate returns the end-entity or intermediate certificate
 	// with this fingerprint; nil, nil when absent.
 	Certificate(ctx context.Context, fp string) (*x509.Certificate, error)
-	// Trust releases a quarantined certificate for every address.
+	// Trust releases a certificate for every address and pins it (its
+	// signatures need no CA chain); the store records who (see
+	// WithTrustBy) and when.
 	Trust(ctx context.Context, fp string) (*harvest.Entry, error)
+	// Untrust withdraws a trust: the certificate is quarantined again.
+	Untrust(ctx context.Context, fp string) (*harvest.Entry, error)
 	Close() error
+}
+
+type trustByKey struct{}
+
+// WithTrustBy names the administrator a Trust or Untrust made with the
+// returned context is recorded under; without it, the user this process
+// runs as.
+func WithTrustBy(ctx context.Context, uid int) context.Context {
+	return context.WithValue(ctx, trustByKey{}, uid)
+}
+
+// trustBy is "NAME (uid N)" of the administrator of ctx.
+func trustBy(ctx context.Context) string {
+	uid, ok := ctx.Value(trustByKey{}).(int)
+	if !ok {
+		uid = os.Getuid()
+	}
+	name := "uid " + strconv.Itoa(uid)
+	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil && u.Username != "" {
+		name = u.Username + " (" + name + ")"
+	}
+	return name
 }
 
 // LocalCerts is CertsAPI on a store this process has open.
@@ -63,7 +93,11 @@ func (l *LocalCerts) Certificate(ctx context.Context, fp string) (*x509.Certific
 }
 
 func (l *LocalCerts) Trust(ctx context.Context, fp string) (*harvest.Entry, error) {
-	return l.Store.Trust(fp)
+	return l.Store.Trust(fp, trustBy(ctx))
+}
+
+func (l *LocalCerts) Untrust(ctx context.Context, fp string) (*harvest.Entry, error) {
+	return l.Store.Untrust(fp, trustBy(ctx))
 }
 
 func (l *LocalCerts) Close() error {
@@ -85,6 +119,8 @@ type certEntry struct {
 	QuarantineReason    string    `json:"quarantine_reason,omitempty"`
 	EncryptionPreferred bool      `json:"encryption_preferred,omitempty"`
 	Capabilities        []string  `json:"capabilities,omitempty"`
+	TrustedAt           time.Time `json:"trusted_at,omitzero"`
+	TrustedBy           string    `json:"trusted_by,omitempty"`
 }
 
 func wireEntry(e *harvest.Entry) *certEntry {
@@ -93,6 +129,7 @@ func wireEntry(e *harvest.Entry) *certEntry {
 		FirstSeen: e.FirstSeen, LastSeen: e.LastSeen, MessageID: e.MessageID,
 		Quarantined: e.Quarantined, QuarantineReason: e.QuarantineReason,
 		EncryptionPreferred: e.EncryptionPreferred, Capabilities: e.Capabilities,
+		TrustedAt: e.TrustedAt, TrustedBy: e.TrustedBy,
 	}
 }
 
@@ -111,6 +148,7 @@ func (w *certEntry) entry() (harvest.Entry, error) {
 		FirstSeen: w.FirstSeen, LastSeen: w.LastSeen, MessageID: w.MessageID,
 		Quarantined: w.Quarantined, QuarantineReason: w.QuarantineReason,
 		EncryptionPreferred: w.EncryptionPreferred, Capabilities: w.Capabilities,
+		TrustedAt: w.TrustedAt, TrustedBy: w.TrustedBy,
 	}, nil
 }
 
@@ -188,12 +226,21 @@ func (cc *certsClient) Certificate(ctx context.Context, fp string) (*x509.Certif
 }
 
 func (cc *certsClient) Trust(ctx context.Context, fp string) (*harvest.Entry, error) {
-	es, err := cc.entries(ctx, opCertsTrust, fp)
+	return cc.one(ctx, opCertsTrust, fp)
+}
+
+func (cc *certsClient) Untrust(ctx context.Context, fp string) (*harvest.Entry, error) {
+	return cc.one(ctx, opCertsUntrust, fp)
+}
+
+// one runs an op that answers with exactly one entry.
+func (cc *certsClient) one(ctx context.Context, op, fp string) (*harvest.Entry, error) {
+	es, err := cc.entries(ctx, op, fp)
 	if err != nil {
 		return nil, err
 	}
 	if len(es) != 1 {
-		return nil, unexpected(opCertsTrust)
+		return nil, unexpected(op)
 	}
 	return &es[0], nil
 }

@@ -7,7 +7,8 @@ package daemon
 // and every connection's peer credentials (SO_PEERCRED, which the kernel
 // fills in and the peer cannot forge) must name root, the daemon's own
 // user, or a member of the service's group. Members of the group may only
-// read; the ops that write (writeOps: retry, backup, certs_trust) need root
+// read; the ops that write (writeOps: retry, backup, certs_trust,
+// certs_untrust) need root
 // or the service user, and a refusal is audited. Every read of the archive
 // is audited as the peer (via "socket").
 //
@@ -29,10 +30,10 @@ package daemon
 //
 // Ops: ping (not audited; DialControl's check), list, get, message, verify,
 // retry, backup, audit; certs_list, certs_email, certs_fingerprint,
-// certs_certificate and certs_trust ("match": the address or fingerprint;
-// not audited, as they read no mail; a trust is logged); status (not
-// audited). The client keeps its side open until the last line: a closed
-// client cancels the request.
+// certs_certificate, certs_trust and certs_untrust ("match": the address
+// or fingerprint; reads are not audited, as they read no mail; a trust or
+// untrust is audited and logged); status (not audited). The client keeps
+// its side open until the last line: a closed client cancels the request.
 
 import (
 	"bufio"
@@ -323,11 +324,11 @@ func (p *peerPolicy) allow(cred unix.Ucred) error {
 // of it (backup: every record and certificate at once): only root and the
 // service user may ask for them. Members of the group read: list, get,
 // message (show, export), verify, audit, status and the certs_* reads.
-// A later certs_untrust belongs here too.
 var writeOps = map[string]string{
-	"retry":      "archive retry",
-	"backup":     "backup",
-	opCertsTrust: "certs trust",
+	"retry":        "archive retry",
+	"backup":       "backup",
+	opCertsTrust:   "certs trust",
+	opCertsUntrust: "certs untrust",
 }
 
 // mayWrite refuses a write op (writeOps) to anyone but root and the
@@ -578,22 +579,27 @@ func (s *controlServer) doCerts(ctx context.Context, api ArchiveAPI, req *contro
 		if c, err = certs.Certificate(ctx, req.Match); err == nil && c != nil {
 			err = fw.frame(&controlFrame{Certificate: c.Raw})
 		}
-	case opCertsTrust:
+	case opCertsTrust, opCertsUntrust:
 		// A trust changes every later verdict for the address: it goes
 		// into the audit log, before it happens, like a read of mail.
 		// It also decides which key the organisation encrypts to: only
-		// root and the service user get here (peerPolicy.mayWrite).
+		// root and the service user get here (peerPolicy.mayWrite). So
+		// does its withdrawal.
+		what, action, change, done := "certs trust", archive.AuditTrust, certs.Trust, "certificate trusted"
+		if req.Op == opCertsUntrust {
+			what, action, change, done = "certs untrust", archive.AuditUntrust, certs.Untrust, "certificate untrusted"
+		}
 		l, ok := api.(*Local)
 		if !ok {
-			err = errors.New("certs trust: the caller is unknown")
+			err = errors.New(what + ": the caller is unknown")
 			break
 		}
-		if err = l.audit(archive.AuditTrust, "certificate="+req.Match); err != nil {
+		if err = l.audit(action, "certificate="+req.Match); err != nil {
 			break
 		}
 		var e *harvest.Entry
-		if e, err = certs.Trust(ctx, req.Match); err == nil {
-			log.Info("certificate trusted", "fingerprint", e.Fingerprint, "email", e.Email)
+		if e, err = change(WithTrustBy(ctx, l.Caller.UID), req.Match); err == nil {
+			log.Info(done, "fingerprint", e.Fingerprint, "email", e.Email, "uid", l.Caller.UID)
 			es = []harvest.Entry{*e}
 		}
 	}
@@ -633,11 +639,12 @@ const (
 	opCertsFingerprint = "certs_fingerprint"
 	opCertsCertificate = "certs_certificate"
 	opCertsTrust       = "certs_trust"
+	opCertsUntrust     = "certs_untrust"
 	opStatus           = "status"
 )
 
 var controlOps = []string{"ping", "list", "get", "message", "verify", "retry", "backup", "audit",
-	opCertsList, opCertsEmail, opCertsFingerprint, opCertsCertificate, opCertsTrust, opStatus}
+	opCertsList, opCertsEmail, opCertsFingerprint, opCertsCertificate, opCertsTrust, opCertsUntrust, opStatus}
 
 // decodeRequest reads and checks a request line: exactly one JSON object,
 // no unknown fields, a known op with what it needs.
@@ -671,7 +678,7 @@ func decodeRequest(line []byte) (*controlRequest, error) {
 		if len(req.IDs) > maxRetryIDs {
 			return nil, fmt.Errorf("retry of %d records: at most %d at once", len(req.IDs), maxRetryIDs)
 		}
-	case opCertsEmail, opCertsFingerprint, opCertsCertificate, opCertsTrust:
+	case opCertsEmail, opCertsFingerprint, opCertsCertificate, opCertsTrust, opCertsUntrust:
 		if req.Match == "" {
 			return nil, fmt.Errorf("%s needs an address or fingerprint (match)", req.Op)
 		}
@@ -738,6 +745,7 @@ var errorCodes = []struct {
 	{"ambiguous", harvest.ErrAmbiguous},
 	{"bad_fingerprint", harvest.ErrBadFingerprint},
 	{"bad_address", harvest.ErrBadAddress},
+	{"not_trusted", harvest.ErrNotTrusted},
 }
 
 // frameWriter writes reply lines; as an io.Writer it sends data frames.

@@ -466,6 +466,9 @@ func TestControlHelperProcess(t *testing.T) {
 			case "certs_trust":
 				_, err = certs.Trust(ctx, os.Getenv(childFPEnv))
 				fmt.Printf("certs_trust: %v\n", err)
+			case "certs_untrust":
+				_, err = certs.Untrust(ctx, os.Getenv(childFPEnv))
+				fmt.Printf("certs_untrust: %v\n", err)
 			}
 		}
 	}
@@ -823,6 +826,7 @@ func FuzzControlRequest(f *testing.F) {
 		`{"op":"certs_list"}`,
 		`{"op":"certs_email","match":"alice@partner.example"}`,
 		`{"op":"certs_trust","match":"1F:66:F0:B4:92:0C:7F:2F"}`,
+		`{"op":"certs_untrust","match":"1F:66:F0:B4:92:0C:7F:2F"}`,
 		`{"op":"status"}`,
 		`{"op":"list","query":{"Limit":-1}}`,
 		`{"op":"list"}{}`,
@@ -980,6 +984,20 @@ func TestControlCerts(t *testing.T) {
 	if !strings.Contains(line, "fingerprint="+bobFP) || !strings.Contains(line, fmt.Sprintf(" uid=%d ", os.Getuid())) {
 		t.Errorf("log line of the trust = %q, want fingerprint=%s and uid=%d", line, bobFP, os.Getuid())
 	}
+	// The store records who trusted when: the peer the kernel named.
+	if !strings.Contains(e.TrustedBy, fmt.Sprintf("uid %d", os.Getuid())) || time.Since(e.TrustedAt) > time.Minute {
+		t.Errorf("Trust through the socket recorded by %q at %v, want uid %d now", e.TrustedBy, e.TrustedAt, os.Getuid())
+	}
+	// Untrust through the socket: quarantined again, audited.
+	if e, err := remote.Untrust(ctx, bobFP[:16]); err != nil || e.Fingerprint != bobFP || !e.Quarantined || !e.TrustedAt.IsZero() {
+		t.Fatalf("Untrust(bob) = %+v, %v", e, err)
+	}
+	if es, _ := local.ByEmail(ctx, "bob@elsewhere.example"); len(es) != 1 || !es[0].Quarantined {
+		t.Errorf("after Untrust through the socket the store says %+v", views(es))
+	}
+	if _, err := remote.Untrust(ctx, bobFP); !errors.Is(err, harvest.ErrNotTrusted) {
+		t.Errorf("Untrust(untrusted) = %v, want ErrNotTrusted", err)
+	}
 	// Reading certificates reads no mail: not audited; the trust, a
 	// change of later verdicts, is (and so is the listing of the log).
 	var audited []string
@@ -989,8 +1007,10 @@ func TestControlCerts(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Contains(audited, archive.AuditTrust) || audited[len(audited)-1] != archive.AuditAudit || slices.ContainsFunc(audited, func(a string) bool { return a != archive.AuditTrust && a != archive.AuditAudit }) {
-		t.Errorf("audit log after the certificate ops = %v, want the trust(s) and this listing", audited)
+	changes := func(a string) bool { return a == archive.AuditTrust || a == archive.AuditUntrust }
+	if !slices.Contains(audited, archive.AuditTrust) || !slices.Contains(audited, archive.AuditUntrust) || audited[len(audited)-1] != archive.AuditAudit ||
+		slices.ContainsFunc(audited, func(a string) bool { return !changes(a) && a != archive.AuditAudit }) {
+		t.Errorf("audit log after the certificate ops = %v, want the trust(s), the untrust(s) and this listing", audited)
 	}
 }
 
@@ -1103,12 +1123,12 @@ func TestControlGroupMemberReadsOnly(t *testing.T) {
 	}
 	const member = 65534
 	gid := uint32(os.Getgid()) // the service's group (GID -1: the daemon's own)
-	out := runChild(t, f, member, gid, childOpsEnv+"=list,retry,backup,certs_list,certs_trust", childFPEnv+"="+bobFP)
+	out := runChild(t, f, member, gid, childOpsEnv+"=list,retry,backup,certs_list,certs_trust,certs_untrust", childFPEnv+"="+bobFP)
 	refusal := func(what string) string {
 		return fmt.Sprintf("permission denied: %s needs root or the service user; uid %d, a member of group %s, may only read", what, member, groupName(int(gid)))
 	}
-	want := fmt.Sprintf("uid %d: <nil>\nlist: %d records, <nil>\nretry: %s\nbackup: %s\ncerts_list: 1 entries, <nil>\ncerts_trust: %s\n",
-		member, len(f.raw), refusal("archive retry"), refusal("backup"), refusal("certs trust"))
+	want := fmt.Sprintf("uid %d: <nil>\nlist: %d records, <nil>\nretry: %s\nbackup: %s\ncerts_list: 1 entries, <nil>\ncerts_trust: %s\ncerts_untrust: %s\n",
+		member, len(f.raw), refusal("archive retry"), refusal("backup"), refusal("certs trust"), refusal("certs untrust"))
 	if out != want {
 		t.Errorf("the group member's session:\n%s\nwant\n%s", out, want)
 	}
@@ -1125,7 +1145,7 @@ func TestControlGroupMemberReadsOnly(t *testing.T) {
 		}
 		return nil
 	})
-	if want := []string{"archive retry", "backup", "certs trust certificate=" + bobFP}; !slices.Equal(refused, want) {
+	if want := []string{"archive retry", "backup", "certs trust certificate=" + bobFP, "certs untrust certificate=" + bobFP}; !slices.Equal(refused, want) {
 		t.Errorf("audited refusals %q, want %q", refused, want)
 	}
 }
@@ -1147,7 +1167,7 @@ func TestPeerPolicyMayWrite(t *testing.T) {
 			}
 		}
 	}
-	for _, op := range []string{"retry", "backup", "certs_trust"} {
+	for _, op := range []string{"retry", "backup", "certs_trust", "certs_untrust"} {
 		if _, ok := writeOps[op]; !ok {
 			t.Errorf("%s is not a write op", op)
 		}

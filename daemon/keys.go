@@ -13,8 +13,21 @@ import (
 // LoadKeys reads every configured organisation key. All problems are
 // returned together, each naming its config key and file.
 func (c *Config) LoadKeys() ([]*cms.Key, error) {
+	keys, _, err := c.LoadKeysWarn()
+	return keys, err
+}
+
+// LoadKeysWarn is LoadKeys that also returns one warning per key loaded
+// for decryption only (an RSA key under 1,024 bits), naming its config key,
+// file and size, for the log and check-config.
+func (c *Config) LoadKeysWarn() ([]*cms.Key, []string, error) {
 	var keys []*cms.Key
-	var problems []string
+	var problems, warnings []string
+	warn := func(name string, lk *harvest.LoadedKey) {
+		if lk.Warning != "" {
+			warnings = append(warnings, name+": "+lk.Warning)
+		}
+	}
 	for i, kc := range c.Keys {
 		name := fmt.Sprintf("keys[%d]", i)
 		switch {
@@ -38,6 +51,7 @@ func (c *Config) LoadKeys() ([]*cms.Key, error) {
 				continue
 			}
 			for _, lk := range loaded {
+				warn(name, lk)
 				keys = append(keys, &cms.Key{Cert: lk.Cert, Private: lk.Private})
 			}
 		default:
@@ -46,13 +60,14 @@ func (c *Config) LoadKeys() ([]*cms.Key, error) {
 				problems = append(problems, fmt.Sprintf("%s: %v", name, err))
 				continue
 			}
+			warn(name, lk)
 			keys = append(keys, &cms.Key{Cert: lk.Cert, Private: lk.Private})
 		}
 	}
 	if len(problems) > 0 {
-		return keys, &ConfigError{Path: c.Path, Problems: problems}
+		return keys, warnings, &ConfigError{Path: c.Path, Problems: problems}
 	}
-	return keys, nil
+	return keys, warnings, nil
 }
 
 // TrustPool builds the trust anchors: the system roots when

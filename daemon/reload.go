@@ -48,6 +48,7 @@ func (s *Service) Reload() error {
 		s.log.Error("reload refused: keeping the running configuration", "err", oneLine(err))
 		return err
 	}
+	l.warn(s.log)
 
 	restartNeeded := func(key string, running, configured *string) {
 		if *configured != *running {

@@ -95,6 +95,7 @@ func (r *accountRun) wait() {
 // loaded is what a configuration needs from files before it can run.
 type loaded struct {
 	keys      []*cms.Key
+	warnings  []string // keys loaded for decryption only (LoadKeysWarn)
 	roots     *x509.CertPool
 	passwords map[string]string // by account name
 }
@@ -105,7 +106,7 @@ func load(cfg *Config) (*loaded, error) {
 	if len(cfg.Accounts) == 0 {
 		return nil, &ConfigError{Path: cfg.Path, Problems: []string{"accounts: no [[accounts]] to watch"}}
 	}
-	keys, err := cfg.LoadKeys()
+	keys, warnings, err := cfg.LoadKeysWarn()
 	if err != nil {
 		return nil, err
 	}
@@ -116,7 +117,7 @@ func load(cfg *Config) (*loaded, error) {
 	if err := cfg.CheckAccounts(); err != nil {
 		return nil, err
 	}
-	l := &loaded{keys: keys, roots: roots, passwords: map[string]string{}}
+	l := &loaded{keys: keys, warnings: warnings, roots: roots, passwords: map[string]string{}}
 	for _, a := range cfg.Accounts {
 		pw, err := harvest.ReadPasswordFile(a.PasswordFile)
 		if err != nil {
@@ -195,7 +196,15 @@ func NewService(cfg *Config, log *slog.Logger, notify *Notifier) (*Service, erro
 		}
 	}
 	s.engine.Store(s.newEngine(cfg, l))
+	l.warn(log)
 	return s, nil
+}
+
+// warn logs one line per key loaded for decryption only.
+func (l *loaded) warn(log *slog.Logger) {
+	for _, w := range l.warnings {
+		log.Warn("weak decryption key: "+w, "decrypt_only", true)
+	}
 }
 
 func (s *Service) newEngine(cfg *Config, l *loaded) *harvest.Engine {

@@ -142,7 +142,13 @@ func (w *walker) finish(outer *entity) {
 		v.Signer = w.signerAddress(p.cert)
 		switch {
 		case status == StatusValid:
-			w.harvest(p.cert, p.chain, addrs, w.encryptionPreference(p.si, p.sd, p.cert), p.si.SMIMECapabilities)
+			// A valid signature chooses the certificate to encrypt to for
+			// its From address: the one it names, else the signer's own.
+			chosen := w.encryptionPreference(p.si, p.sd, p.cert)
+			if chosen == nil {
+				chosen = p.cert
+			}
+			w.harvest(p.cert, p.chain, addrs, chosen, p.si.SMIMECapabilities)
 		case status == StatusUntrusted && p.reason == reasonNoChain && issue == "" && contains(CertEmails(p.cert), from):
 			// Only for the address the mail came from: a self-made
 			// certificate must not fill the quarantine of other addresses.

@@ -820,20 +820,48 @@ func (w *walker) checkChain(cert *x509.Certificate, inter *x509.CertPool, at tim
 	if cert.KeyUsage != 0 && cert.KeyUsage&(x509.KeyUsageDigitalSignature|x509.KeyUsageContentCommitment) == 0 {
 		return nil, StatusUntrusted, "certificate key usage allows neither digitalSignature nor nonRepudiation"
 	}
+	if len(chain) == 1 {
+		if trusted, ok := w.pinned(cert); ok {
+			return chain, StatusValid, fmt.Sprintf("trusted by admin on %s (no CA chain)", trusted.UTC().Format(time.DateOnly))
+		}
+	}
 	return chain, StatusValid, ""
 }
 
+// verifyCert builds cert's chain to a trust anchor, valid at time at and
+// allowed for email protection. A certificate an administrator trusted
+// for the From address (a pinned leaf) is its own anchor: only the missing
+// CA chain is forgiven, never its validity period or extended key usage.
 func (w *walker) verifyCert(cert *x509.Certificate, inter *x509.CertPool, at time.Time) ([]*x509.Certificate, error) {
-	chains, err := cert.Verify(x509.VerifyOptions{
+	opts := x509.VerifyOptions{
 		Roots:         w.e.opts.Roots,
 		Intermediates: inter,
 		CurrentTime:   at,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection},
-	})
+	}
+	chains, err := cert.Verify(opts)
+	var ua x509.UnknownAuthorityError
+	if errors.As(err, &ua) {
+		if _, ok := w.pinned(cert); ok {
+			opts.Roots, opts.Intermediates = x509.NewCertPool(), nil
+			opts.Roots.AddCert(cert)
+			chains, err = cert.Verify(opts)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
 	return chains[0], nil
+}
+
+// pinned reports whether an administrator trusted exactly cert for the
+// From address (certs trust), and when.
+func (w *walker) pinned(cert *x509.Certificate) (time.Time, bool) {
+	if w.e.opts.Store == nil || w.from == "" || w.fromIssue != "" {
+		return time.Time{}, false
+	}
+	at, ok, err := w.e.opts.Store.Pinned(w.from, cert)
+	return at, ok && err == nil
 }
 
 // BoundEmails lists the addresses a verified chain vouches for, lower-cased:
@@ -938,7 +966,8 @@ func (w *walker) certsOnly(sd *cms.SignedData) {
 const reasonCertsOnly = "from a certs-only message (unsigned): anyone can send it"
 
 // harvest stores cert as usable for its addresses (at most maxAddresses)
-// and notes it in the report; encPref applies to the From address only.
+// and notes it in the report; encPref, the certificate a signature chose
+// to encrypt to (nil: none), applies to the From address only.
 // Nothing is written unless the engine harvests.
 func (w *walker) harvest(cert *x509.Certificate, chain []*x509.Certificate, addrs []string, encPref *x509.Certificate, caps []string) {
 	var intermediates []*x509.Certificate

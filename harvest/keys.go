@@ -8,6 +8,7 @@ package harvest
 import (
 	"bytes"
 	"crypto"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/smimed/smimed/harvest/cms"
 	"github.com/smimed/smimed/harvest/pkcs12"
 )
 
@@ -38,6 +40,28 @@ type LoadedKey struct {
 	Chain []*x509.Certificate
 	// Source is the file the key came from, for messages.
 	Source string
+	// Warning, when set, is one line for the log and check-config: the
+	// key is an RSA key under 1,024 bits, loaded for decryption only (as
+	// a *cms.LegacyRSAKey). It names the file and the size, nothing else.
+	Warning string
+}
+
+// legacyKey wraps an RSA key under 1,024 bits (historic keys, which Go's
+// crypto/rsa refuses) for decryption only and says so; other keys are
+// returned as they are.
+func legacyKey(lk *LoadedKey) error {
+	k, ok := lk.Private.(*rsa.PrivateKey)
+	if !ok || k.N.BitLen() >= cms.LegacyBits {
+		return nil
+	}
+	lr, err := cms.NewLegacyRSAKey(k)
+	if err != nil {
+		return fmt.Errorf("key file %s: %w", lk.Source, err)
+	}
+	lk.Private = lr
+	lk.Warning = fmt.Sprintf("key file %s: RSA key of %d bits (under %d): loaded to decrypt old mail only; replace it for new mail",
+		lk.Source, lr.Bits(), cms.LegacyBits)
+	return nil
 }
 
 // fileError is an error with a fixed, readable message that still matches
@@ -105,7 +129,8 @@ func ReadPasswordFile(path string) (string, error) {
 // or a single DER certificate) and a PEM private key file: PKCS#1 "RSA
 // PRIVATE KEY", PKCS#8 "PRIVATE KEY" or SEC1 "EC PRIVATE KEY". Encrypted
 // PEM keys are refused. The certificate whose public key matches the private
-// key becomes Cert; the others become Chain.
+// key becomes Cert; the others become Chain. An RSA key under 1,024 bits
+// is loaded for decryption only (see LoadedKey.Warning).
 func LoadPEMKey(certFile, keyFile string) (*LoadedKey, error) {
 	if err := CheckPrivateFile(keyFile); err != nil {
 		return nil, err
@@ -126,7 +151,11 @@ func LoadPEMKey(certFile, keyFile string) (*LoadedKey, error) {
 	if !ok {
 		return nil, fileErrorf(ErrKeyMismatch, "key file %s: key does not match certificate in %s", keyFile, certFile)
 	}
-	return &LoadedKey{Cert: leaf, Private: priv, Chain: chain, Source: keyFile}, nil
+	lk := &LoadedKey{Cert: leaf, Private: priv, Chain: chain, Source: keyFile}
+	if err := legacyKey(lk); err != nil {
+		return nil, err
+	}
+	return lk, nil
 }
 
 // LoadPKCS12 reads a PKCS#12 file with harvest/pkcs12: modern (PBES2 with
@@ -135,7 +164,8 @@ func LoadPEMKey(certFile, keyFile string) (*LoadedKey, error) {
 // files of Thunderbird and Firefox (NSS) all work. The password is used
 // exactly as given; read it with ReadPasswordFile. Only the first private
 // key of the file is used, so the result has one element; the certificate
-// matching that key becomes Cert, the others Chain.
+// matching that key becomes Cert, the others Chain. An RSA key under 1,024
+// bits is loaded for decryption only (see LoadedKey.Warning).
 func LoadPKCS12(file string, password string) ([]*LoadedKey, error) {
 	if err := CheckPrivateFile(file); err != nil {
 		return nil, err
@@ -157,7 +187,11 @@ func LoadPKCS12(file string, password string) ([]*LoadedKey, error) {
 	if !ok {
 		return nil, fileErrorf(ErrKeyMismatch, "key file %s: key does not match certificate", file)
 	}
-	return []*LoadedKey{{Cert: leaf, Private: priv, Chain: chain, Source: file}}, nil
+	lk := &LoadedKey{Cert: leaf, Private: priv, Chain: chain, Source: file}
+	if err := legacyKey(lk); err != nil {
+		return nil, err
+	}
+	return []*LoadedKey{lk}, nil
 }
 
 func readCertificates(file string) ([]*x509.Certificate, error) {

@@ -8,15 +8,28 @@ package harvest
 //	meta           "schema" → "1"
 //	certs          fingerprint → DER of an end-entity certificate
 //	addresses      email → JSON addressRecord (per fingerprint: first/last
-//	               seen, message-id, SMIMECapabilities, quarantine state;
-//	               the sender's explicit encryption preference)
+//	               seen, message-id, SMIMECapabilities, quarantine state,
+//	               when a valid signature last chose it for encryption,
+//	               who trusted it when)
 //	intermediates  fingerprint → DER of a CA certificate seen in a chain
 //
 // Fingerprints are the lower-case hex SHA-256 of the DER, as
 // `openssl x509 -fingerprint -sha256` prints them without colons. A
 // certificate is usable for an address once a signature by it validated
 // (Harvest) or an administrator trusted it (Trust); until then it is
-// quarantined and listed, but never offered for encryption.
+// quarantined and listed, but never offered for encryption. A trusted
+// certificate is also a pinned leaf for that address (Pinned): the engine
+// accepts its signatures without a CA chain. Untrust withdraws both.
+//
+// The certificate to encrypt to (preferred) is the one a valid signature
+// bound to the address chose last ("chosen": the signer's certificate, or
+// the one its SMIMEEncryptionKeyPreference names; an administrator's trust
+// is a choice too), as long as it is usable, valid now and can encrypt.
+// Expiry dates never decide, and a quarantine sighting never chooses.
+// Records written before "chosen" existed fall back: the certificate the
+// sender last named (preferred_encryption, at preferred_seen) counts as
+// chosen then; usable certificates never chosen rank below every chosen
+// one, the most recently first seen first.
 //
 // The JSON records belong to schema 1: a change to their meaning bumps the
 // schema record, and an older smimed refuses a newer store instead of
@@ -190,6 +203,12 @@ type Entry struct {
 	// to encrypt to.
 	EncryptionPreferred bool
 	Capabilities        []string // SMIMECapabilities names, from the last sighting
+
+	// TrustedAt is when an administrator trusted the certificate for
+	// this address (zero: never, or withdrawn), TrustedBy who. A trusted
+	// certificate is a pinned leaf: its signatures need no CA chain.
+	TrustedAt time.Time
+	TrustedBy string
 }
 
 // Usable returns the entries that are not quarantined, in order.
@@ -207,7 +226,9 @@ func Usable(entries []Entry) []Entry {
 type addressRecord struct {
 	Certs map[string]*certRecord `json:"certs"`
 	// PreferredEncryption is the fingerprint the sender last named in an
-	// SMIMEEncryptionKeyPreference attribute, PreferredSeen when.
+	// SMIMEEncryptionKeyPreference attribute, PreferredSeen when. Only
+	// records written before certRecord.Chosen existed have it; it is
+	// read as a choice made then, and no longer written.
 	PreferredEncryption string    `json:"preferred_encryption,omitempty"`
 	PreferredSeen       time.Time `json:"preferred_seen,omitzero"`
 }
@@ -219,6 +240,20 @@ type certRecord struct {
 	Capabilities     []string  `json:"capabilities,omitempty"`
 	Quarantined      bool      `json:"quarantined,omitempty"`
 	QuarantineReason string    `json:"quarantine_reason,omitempty"`
+	// Chosen is when a valid signature bound to the address (or an
+	// administrator's trust) last chose this certificate to encrypt to.
+	Chosen time.Time `json:"chosen,omitzero"`
+	// TrustedAt and TrustedBy: the administrator's trust (pinned leaf).
+	TrustedAt time.Time `json:"trusted_at,omitzero"`
+	TrustedBy string    `json:"trusted_by,omitempty"`
+}
+
+// choose records that the certificate was chosen at t, unless a later
+// choice is already recorded (mail processed out of order).
+func (cr *certRecord) choose(t time.Time) {
+	if t.After(cr.Chosen) {
+		cr.Chosen = t
+	}
 }
 
 func normalizeEmail(email string) (string, error) {
@@ -356,16 +391,19 @@ func (rec *addressRecord) sight(fp string, seen Sighting, caps []string) (*certR
 	return cr, false
 }
 
-// Harvest records leaf as a usable certificate for email (lower-cased),
-// plus the intermediates of chain (CA certificates that are not self-signed
-// roots) in the intermediates bucket. encPref, if non-nil, is the
-// certificate the sender prefers for encryption (RFC 8551 section 2.5.3,
-// SMIMEEncryptionKeyPreference; may equal leaf): it is recorded as usable
-// too and becomes the address's preferred encryption certificate, unless a
-// later message already named another. caps are the sender's
-// SMIMECapabilities names. First/last seen are updated. A quarantined
-// certificate seen again in a validated signature becomes usable.
-func (s *Store) Harvest(email string, leaf *x509.Certificate, chain []*x509.Certificate, encPref *x509.Certificate, caps []string, seen Sighting) error {
+// Harvest records leaf, from a valid signature, as a usable certificate
+// for email (lower-cased), plus the intermediates of chain (CA
+// certificates that are not self-signed roots) in the intermediates
+// bucket. chosen, if non-nil, is the certificate this signature chose for
+// encrypting to email: the one its SMIMEEncryptionKeyPreference names (RFC
+// 8551 section 2.5.3), else leaf itself. It is recorded as usable too and
+// becomes the address's preferred encryption certificate, unless a later
+// signature already chose another. chosen is nil when the signature does
+// not speak for email (email is not its From address): leaf is then
+// usable, but not chosen. caps are the sender's SMIMECapabilities names.
+// First/last seen are updated. A quarantined certificate seen again in a
+// validated signature becomes usable.
+func (s *Store) Harvest(email string, leaf *x509.Certificate, chain []*x509.Certificate, chosen *x509.Certificate, caps []string, seen Sighting) error {
 	addr, err := normalizeEmail(email)
 	if err != nil {
 		return err
@@ -380,20 +418,18 @@ func (s *Store) Harvest(email string, leaf *x509.Certificate, chain []*x509.Cert
 			return err
 		}
 		usable := []*x509.Certificate{leaf}
-		if encPref != nil {
-			usable = append(usable, encPref)
+		if chosen != nil {
+			usable = append(usable, chosen)
 		}
-		for _, c := range usable {
+		for i, c := range usable {
 			fp, err := putCert(certs, c)
 			if err != nil {
 				return err
 			}
 			cr, _ := rec.sight(fp, seen, caps)
 			cr.Quarantined, cr.QuarantineReason = false, ""
-		}
-		if encPref != nil {
-			if t := seenTime(seen); !t.Before(rec.PreferredSeen) {
-				rec.PreferredEncryption, rec.PreferredSeen = Fingerprint(encPref), t
+			if i == 1 {
+				cr.choose(seenTime(seen))
 			}
 		}
 		if err := putIntermediates(tx, chain); err != nil {
@@ -480,13 +516,55 @@ func putIntermediates(tx *bbolt.Tx, certs []*x509.Certificate) error {
 	return nil
 }
 
-// Trust makes a quarantined certificate usable for every address it was
-// quarantined for. fingerprint is SHA-256 hex in either case, colons
+// ErrNotTrusted is returned by Untrust for a certificate no administrator
+// trusted.
+var ErrNotTrusted = errors.New("harvest: certificate is not trusted by an administrator")
+
+// Trust makes a certificate usable and a pinned leaf for every address it
+// is bound to in the store (quarantined or not): its signatures from that
+// address are valid without a CA chain (see Pinned), and the trust counts
+// as a choice for encrypting to the address. by names the administrator,
+// for the record. fingerprint is SHA-256 hex in either case, colons
 // allowed, or a unique prefix of at least MinFingerprintPrefix digits. It
-// returns the certificate's entry (for the first address, by email); an
-// already usable certificate is returned unchanged. ErrNotFound when no
-// address has the certificate.
-func (s *Store) Trust(fingerprint string) (*Entry, error) {
+// returns the certificate's entry (for the first address, by email).
+// ErrNotFound when no address has the certificate.
+func (s *Store) Trust(fingerprint, by string) (*Entry, error) {
+	now := time.Now().UTC()
+	return s.updateCert(fingerprint, func(cr *certRecord) bool {
+		cr.Quarantined, cr.QuarantineReason = false, ""
+		cr.TrustedAt, cr.TrustedBy = now, by
+		cr.choose(now)
+		return true
+	})
+}
+
+// Untrust withdraws an administrator's trust: for every address the
+// certificate was trusted for, it is quarantined again (until a signature
+// with a valid CA chain shows it), no longer pinned and no longer chosen.
+// ErrNotTrusted when no address has it trusted; fingerprint as for Trust.
+func (s *Store) Untrust(fingerprint, by string) (*Entry, error) {
+	now := time.Now().UTC()
+	e, err := s.updateCert(fingerprint, func(cr *certRecord) bool {
+		if cr.TrustedAt.IsZero() {
+			return false
+		}
+		cr.Quarantined = true
+		cr.QuarantineReason = fmt.Sprintf("trust withdrawn by %s on %s", by, now.Format(time.DateOnly))
+		cr.TrustedAt, cr.TrustedBy, cr.Chosen = time.Time{}, "", time.Time{}
+		return true
+	})
+	if errors.Is(err, errUnchanged) {
+		return nil, fmt.Errorf("%w: %s", ErrNotTrusted, fingerprint)
+	}
+	return e, err
+}
+
+var errUnchanged = errors.New("harvest: nothing changed")
+
+// updateCert applies change to the certificate's record of every address
+// that has it, and returns the entry of the first address (by email) that
+// change altered; errUnchanged when it altered none.
+func (s *Store) updateCert(fingerprint string, change func(*certRecord) bool) (*Entry, error) {
 	want, err := normalizeFingerprint(fingerprint)
 	if err != nil {
 		return nil, err
@@ -510,6 +588,7 @@ func (s *Store) Trust(fingerprint string) (*Entry, error) {
 		if err != nil {
 			return err
 		}
+		bound := false
 		for _, email := range emails {
 			rec, err := getRecord(tx, email)
 			if err != nil {
@@ -519,11 +598,12 @@ func (s *Store) Trust(fingerprint string) (*Entry, error) {
 			if !ok {
 				continue
 			}
-			if cr.Quarantined {
-				cr.Quarantined, cr.QuarantineReason = false, ""
-				if err := putRecord(tx, email, rec); err != nil {
-					return err
-				}
+			bound = true
+			if !change(cr) {
+				continue
+			}
+			if err := putRecord(tx, email, rec); err != nil {
+				return err
 			}
 			if entry == nil {
 				es, err := entries(tx, email, rec, time.Now())
@@ -537,8 +617,11 @@ func (s *Store) Trust(fingerprint string) (*Entry, error) {
 				}
 			}
 		}
-		if entry == nil {
+		switch {
+		case !bound:
 			return fmt.Errorf("%w: %s is not bound to any address", ErrNotFound, fingerprint)
+		case entry == nil:
+			return errUnchanged
 		}
 		return nil
 	})
@@ -546,6 +629,28 @@ func (s *Store) Trust(fingerprint string) (*Entry, error) {
 		return nil, err
 	}
 	return entry, nil
+}
+
+// Pinned reports whether an administrator trusted cert for email, and
+// when: the engine then accepts cert's signatures from email without a CA
+// chain. Only that exact certificate (by fingerprint) is pinned.
+func (s *Store) Pinned(email string, cert *x509.Certificate) (time.Time, bool, error) {
+	addr, err := normalizeEmail(email)
+	if err != nil || cert == nil {
+		return time.Time{}, false, nil
+	}
+	var at time.Time
+	err = s.db.View(func(tx *bbolt.Tx) error {
+		rec, err := getRecord(tx, addr)
+		if err != nil {
+			return err
+		}
+		if cr, ok := rec.Certs[Fingerprint(cert)]; ok && !cr.Quarantined {
+			at = cr.TrustedAt
+		}
+		return nil
+	})
+	return at, err == nil && !at.IsZero(), err
 }
 
 // parseStored parses DER read from bucket b inside a transaction; the DER
@@ -565,10 +670,12 @@ func parseStored(b *bbolt.Bucket, fp string) (*x509.Certificate, error) {
 	return c, nil
 }
 
-// preferred picks the address's encryption certificate: the sender's
-// explicit preference while it is usable and unexpired; otherwise the
-// usable certificate with the latest not_after whose key and KeyUsage allow
-// encryption.
+// preferred picks the address's encryption certificate: among the usable
+// certificates that are valid now and whose key and KeyUsage allow
+// encryption, the one chosen last (see the layout comment; records
+// written before "chosen" existed count the sender's named preference as
+// chosen when it was named). Certificates never chosen come after every
+// chosen one, the most recently first seen first; expiry never decides.
 func preferred(rec *addressRecord, certs map[string]*x509.Certificate, now time.Time) string {
 	usable := func(fp string) bool {
 		cr, ok := rec.Certs[fp]
@@ -576,15 +683,29 @@ func preferred(rec *addressRecord, certs map[string]*x509.Certificate, now time.
 		return ok && !cr.Quarantined && c != nil && canEncrypt(c) &&
 			!now.Before(c.NotBefore) && now.Before(c.NotAfter)
 	}
-	if fp := rec.PreferredEncryption; fp != "" && usable(fp) {
-		return fp
+	chosen := func(fp string) time.Time {
+		if t := rec.Certs[fp].Chosen; !t.IsZero() {
+			return t
+		}
+		if fp == rec.PreferredEncryption {
+			return rec.PreferredSeen
+		}
+		return time.Time{}
+	}
+	before := func(a, b string) bool { // a ranks before b
+		ca, cb := chosen(a), chosen(b)
+		if !ca.Equal(cb) {
+			return ca.After(cb)
+		}
+		fa, fb := rec.Certs[a].FirstSeen, rec.Certs[b].FirstSeen
+		if !fa.Equal(fb) {
+			return fa.After(fb)
+		}
+		return a < b
 	}
 	best := ""
 	for fp := range rec.Certs {
-		if !usable(fp) {
-			continue
-		}
-		if best == "" || newer(certs[fp], fp, certs[best], best) {
+		if usable(fp) && (best == "" || before(fp, best)) {
 			best = fp
 		}
 	}
@@ -631,6 +752,8 @@ func entries(tx *bbolt.Tx, email string, rec *addressRecord, now time.Time) ([]E
 			QuarantineReason:    cr.QuarantineReason,
 			EncryptionPreferred: fp == pref,
 			Capabilities:        cr.Capabilities,
+			TrustedAt:           cr.TrustedAt,
+			TrustedBy:           cr.TrustedBy,
 		})
 	}
 	sort.Slice(out, func(i, j int) bool {

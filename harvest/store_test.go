@@ -233,9 +233,11 @@ func TestStorePreferred(t *testing.T) {
 	s := openTestStore(t, filepath.Join(dir, "smimed.db"), false)
 	defer s.Close()
 	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	// As the engine does for a valid signature from email: it chooses
+	// the certificate it names, else the signer's own.
 	harvest := func(c testCert, encPref *testCert, at time.Time) {
 		t.Helper()
-		var pref *x509.Certificate
+		pref := loadCert(t, c.CertPath)
 		if encPref != nil {
 			pref = loadCert(t, encPref.CertPath)
 		}
@@ -255,13 +257,19 @@ func TestStorePreferred(t *testing.T) {
 	harvest(short, nil, t0)
 	harvest(long, nil, t0.Add(time.Hour))
 	if got := preferredOf(byEmail()); got != long.FP {
-		t.Errorf("preferred = %s, want the later not_after %s", got, long.FP)
+		t.Errorf("preferred = %s, want the one signed with last %s", got, long.FP)
 	}
 	harvest(sigOnly, nil, t0.Add(2*time.Hour))
-	harvest(noKU, nil, t0.Add(3*time.Hour))
 	es := byEmail()
 	if got := preferredOf(es); got != long.FP {
 		t.Errorf("preferred = %s, want %s (the signing-only certificate must not win)", got, long.FP)
+	}
+	// The latest signature wins, although noKU expires before sigOnly
+	// and long.
+	harvest(noKU, nil, t0.Add(3*time.Hour))
+	es = byEmail()
+	if got := preferredOf(es); got != noKU.FP {
+		t.Errorf("preferred = %s, want %s, the latest signer that can encrypt", got, noKU.FP)
 	}
 	// not_after descending, per openssl's dates.
 	if got, want := strings.Join(fingerprints(es), " "), strings.Join([]string{sigOnly.FP, long.FP, noKU.FP, short.FP}, " "); got != want {
@@ -339,16 +347,16 @@ func TestStoreQuarantineTrust(t *testing.T) {
 	// Trust with openssl's own notation: upper case with colons.
 	out := openssl(t, dir, "x509", "-in", bad.CertPath, "-noout", "-fingerprint", "-sha256")
 	_, osslFP, _ := strings.Cut(strings.TrimSpace(out), "=")
-	e, err := s.Trust(osslFP)
+	e, err := s.Trust(osslFP, "admin")
 	if err != nil {
 		t.Fatalf("Trust(%s) = %v", osslFP, err)
 	}
-	if e.Fingerprint != bad.FP || e.Quarantined || e.Email != "bob@example.org" {
+	if e.Fingerprint != bad.FP || e.Quarantined || e.Email != "bob@example.org" || e.TrustedBy != "admin" || time.Since(e.TrustedAt) > time.Minute {
 		t.Errorf("Trust() = %+v", e)
 	}
 	es, _ = s.ByEmail("bob@example.org")
 	if u := Usable(es); len(u) != 2 || preferredOf(es) != bad.FP {
-		t.Errorf("after Trust: usable %v, preferred %s; want both, %s preferred (later not_after)", fingerprints(u), preferredOf(es), bad.FP)
+		t.Errorf("after Trust: usable %v, preferred %s; want both, %s preferred (the trust is the latest choice)", fingerprints(u), preferredOf(es), bad.FP)
 	}
 	// A later untrusted signature does not undo the administrator's trust.
 	if err := s.Quarantine("bob@example.org", loadCert(t, bad.CertPath), nil, "again", Sighting{Seen: at.Add(time.Hour)}); err != nil {
@@ -387,7 +395,7 @@ func TestStoreQuarantineTrust(t *testing.T) {
 
 	// Lookups that find nothing.
 	absent := strings.Repeat("ab", 32)
-	if _, err := s.Trust(absent); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Trust(absent, "admin"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Trust(absent) = %v, want ErrNotFound", err)
 	}
 	if c, err := s.Certificate(absent); c != nil || err != nil {

@@ -459,7 +459,7 @@ func archiveFailed(args []string, stdout, stderr io.Writer) int {
 	})
 }
 
-const archiveRetryUsage = `Usage: smimed archive retry [ID...] [--config FILE]
+const archiveRetryUsage = `Usage: smimed archive retry [ID...] [--all-untrusted] [--config FILE]
 
 Runs the engine again, with the keys now configured, on the stored
 original of each message ID (without IDs: every undecryptable message).
@@ -475,14 +475,25 @@ against the version it supersedes:
   ID: error ...
 Exit 1 if any message gave an error.
 
+With --all-untrusted (and no IDs): every message with an untrusted
+signature is judged again (after "smimed certs trust", say), and each line
+says what changed:
+  ID: verdict untrusted → valid (new record N)
+  ID: unchanged (untrusted)
+
+  --all-untrusted every message that has a signature judged untrusted
   --config FILE   configuration file (default /etc/smimed/smimed.toml)
 `
 
 func archiveRetry(args []string, stdout, stderr io.Writer) int {
 	s := newArchiveSession("archive retry", stdout, stderr)
+	allUntrusted := s.fs.Bool("all-untrusted", false, "")
 	pos, code, done := s.parse(args, archiveRetryUsage, -1)
 	if done {
 		return code
+	}
+	if *allUntrusted {
+		return archiveRetryUntrusted(s, pos)
 	}
 	var ids []uint64
 	for _, p := range pos {

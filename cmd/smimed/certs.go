@@ -1,10 +1,10 @@
 package main
 
-// This file is `smimed certs`: list, show, export and trust the partners'
-// certificates in the store. The subcommands work on a daemon.CertsAPI:
+// This file is `smimed certs`: list, show, export, trust and untrust the
+// partners' certificates in the store. The subcommands work on a daemon.CertsAPI:
 // the running daemon's, over its control socket (it holds the store), or,
 // when none answers, the bbolt file opened here, read-only for everything
-// but trust; a store locked by a daemon whose socket did not answer fails
+// but trust and untrust; a store locked by a daemon whose socket did not answer fails
 // after harvest.LockTimeout with a message saying so.
 
 import (
@@ -35,14 +35,20 @@ const certsSubUsage = `Usage: smimed certs SUBCOMMAND
   list [--json]            every certificate in the store, usable and quarantined
   show FINGERPRINT|EMAIL   details of the matching certificates
   export EMAIL             PEM of the usable certificates for EMAIL, preferred first
-  trust [--all] FINGERPRINT  release a quarantined certificate for use
+  trust [--all] FINGERPRINT  release a certificate for use and pin it
+  untrust FINGERPRINT      withdraw a trust: quarantined again, not pinned
 
 FINGERPRINT is the SHA-256 fingerprint in hex (colons allowed) or a unique
 prefix of at least 8 digits, such as the 16 that "list" shows.
+
+A trusted certificate is a pinned leaf for the addresses it was trusted
+for: its signatures are valid without a CA chain ("trusted by admin on
+DATE (no CA chain)"); From, validity and key usage are still checked.
+Old mail is judged again by "smimed archive retry --all-untrusted".
 `
 
 // certsOpener returns the store to work on, once a subcommand's arguments
-// are checked; readOnly is false for trust.
+// are checked; readOnly is false for trust and untrust.
 type certsOpener func(readOnly bool) (daemon.CertsAPI, error)
 
 // certsStoreOpener opens the bbolt file at storePath (state_dir/smimed.db).
@@ -78,7 +84,7 @@ func certsMain(storePath string, args []string, stdout, stderr io.Writer) int {
 // certsDo runs `smimed certs SUBCOMMAND ...` on the store open returns.
 func certsDo(open certsOpener, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "smimed certs: missing subcommand: list, show, export or trust (see smimed certs --help)")
+		fmt.Fprintln(stderr, "smimed certs: missing subcommand: list, show, export, trust or untrust (see smimed certs --help)")
 		return exitUsage
 	}
 	switch args[0] {
@@ -90,11 +96,13 @@ func certsDo(open certsOpener, args []string, stdout, stderr io.Writer) int {
 		return certsExport(open, args[1:], stdout, stderr)
 	case "trust":
 		return certsTrust(open, args[1:], stdout, stderr)
+	case "untrust":
+		return certsUntrust(open, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, certsSubUsage)
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "smimed certs: unknown subcommand %q: want list, show, export or trust\n", args[0])
+	fmt.Fprintf(stderr, "smimed certs: unknown subcommand %q: want list, show, export, trust or untrust\n", args[0])
 	return exitUsage
 }
 
@@ -155,6 +163,8 @@ type certJSON struct {
 	FirstSeen           string   `json:"first_seen"`
 	LastSeen            string   `json:"last_seen"`
 	MessageID           string   `json:"message_id"`
+	TrustedAt           string   `json:"trusted_at,omitempty"`
+	TrustedBy           string   `json:"trusted_by,omitempty"`
 }
 
 func certsTime(t time.Time) string {
@@ -166,8 +176,11 @@ func certsTime(t time.Time) string {
 
 func certsStatus(e harvest.Entry) string {
 	s := "usable"
-	if e.Quarantined {
+	switch {
+	case e.Quarantined:
 		s = "quarantined"
+	case !e.TrustedAt.IsZero():
+		s = "trusted"
 	}
 	if e.EncryptionPreferred {
 		s += "+pref"
@@ -212,6 +225,8 @@ func certsList(open certsOpener, args []string, stdout, stderr io.Writer) int {
 				FirstSeen:           certsTime(e.FirstSeen),
 				LastSeen:            certsTime(e.LastSeen),
 				MessageID:           e.MessageID,
+				TrustedAt:           certsTime(e.TrustedAt),
+				TrustedBy:           e.TrustedBy,
 			})
 			if err != nil {
 				fmt.Fprintf(stderr, "smimed certs list: %v\n", err)
@@ -286,6 +301,9 @@ func certsPrintEntry(w io.Writer, e harvest.Entry) {
 	status := "usable"
 	if e.Quarantined {
 		status = "quarantined: " + e.QuarantineReason
+	}
+	if !e.TrustedAt.IsZero() {
+		status = fmt.Sprintf("trusted by %s on %s (pinned: no CA chain needed)", e.TrustedBy, e.TrustedAt.UTC().Format(time.DateOnly))
 	}
 	if e.EncryptionPreferred {
 		status += ", preferred for encryption"
@@ -458,44 +476,83 @@ func certsExport(open certsOpener, args []string, stdout, stderr io.Writer) int 
 	return exitOK
 }
 
+// certsDecision is what trust and untrust start from: the store, opened
+// for writing, and the certificate's addresses by whether an
+// administrator trusted it for them.
+type certsDecision struct {
+	st                 daemon.CertsAPI
+	fp                 string // as given
+	entries            []harvest.Entry
+	trusted, untrusted []string
+}
+
+// certsDecide parses the FINGERPRINT of trust or untrust and opens the
+// store; done with the exit code when it failed (printed).
+func certsDecide(open certsOpener, fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (d *certsDecision, code int, done bool) {
+	cmd := strings.TrimPrefix(fs.Name(), "certs ")
+	pos, code, done := certsParse(fs, args, 1, "FINGERPRINT", stdout, stderr)
+	if done {
+		return nil, code, true
+	}
+	st, ok := certsOpen(open, false, cmd, stderr)
+	if !ok {
+		return nil, exitFailed, true
+	}
+	es, err := st.ByFingerprint(context.Background(), pos[0])
+	if err != nil {
+		st.Close()
+		return nil, certsLookupError(cmd, err, stderr), true
+	}
+	d = &certsDecision{st: st, fp: pos[0], entries: es}
+	for _, e := range es {
+		if e.TrustedAt.IsZero() {
+			d.untrusted = append(d.untrusted, e.Email)
+		} else {
+			d.trusted = append(d.trusted, e.Email)
+		}
+	}
+	return d, exitOK, false
+}
+
 func certsTrust(open certsOpener, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("certs trust")
-	all := fs.Bool("all", false, "trust for every address it is quarantined under")
-	pos, code, done := certsParse(fs, args, 1, "FINGERPRINT", stdout, stderr)
+	all := fs.Bool("all", false, "trust for every address it is bound to")
+	d, code, done := certsDecide(open, fs, args, stdout, stderr)
 	if done {
 		return code
 	}
-	st, ok := certsOpen(open, false, "trust", stderr)
-	if !ok {
-		return exitFailed
-	}
-	defer st.Close()
-	before, err := st.ByFingerprint(context.Background(), pos[0])
-	if err != nil {
-		return certsLookupError("trust", err, stderr)
-	}
-	var quarantined []string
-	for _, e := range before {
-		if e.Quarantined {
-			quarantined = append(quarantined, e.Email)
-		}
-	}
-	if len(before) > 0 && len(quarantined) == 0 {
-		fmt.Fprintf(stdout, "%s is already usable for %s\n", before[0].Fingerprint, clean(certsEmails(before)))
+	defer d.st.Close()
+	if len(d.entries) > 0 && len(d.untrusted) == 0 {
+		fmt.Fprintf(stdout, "%s is already trusted for %s\n", d.entries[0].Fingerprint, clean(certsEmails(d.entries)))
 		return exitOK
 	}
-	if len(quarantined) > 1 && !*all {
+	if len(d.untrusted) > 1 && !*all {
 		// One look at one address must not release the certificate for
 		// others the admin has not checked.
-		fmt.Fprintf(stderr, "smimed certs trust: %s is quarantined for %d addresses (%s); check each, then repeat with --all\n",
-			before[0].Fingerprint, len(quarantined), clean(strings.Join(quarantined, ", ")))
+		fmt.Fprintf(stderr, "smimed certs trust: %s is bound to %d addresses (%s); check each, then repeat with --all\n",
+			d.entries[0].Fingerprint, len(d.untrusted), clean(strings.Join(d.untrusted, ", ")))
 		return exitUsage
 	}
-	e, err := st.Trust(context.Background(), pos[0])
+	e, err := d.st.Trust(context.Background(), d.fp)
 	if err != nil {
 		return certsLookupError("trust", err, stderr)
 	}
-	fmt.Fprintf(stdout, "trusted %s (%s) for %s\n", e.Fingerprint, clean(e.Cert.Subject.String()), clean(strings.Join(quarantined, ", ")))
+	fmt.Fprintf(stdout, "trusted %s (%s) for %s; run smimed archive retry --all-untrusted to judge old mail again\n",
+		e.Fingerprint, clean(e.Cert.Subject.String()), clean(strings.Join(d.untrusted, ", ")))
+	return exitOK
+}
+
+func certsUntrust(open certsOpener, args []string, stdout, stderr io.Writer) int {
+	d, code, done := certsDecide(open, newFlags("certs untrust"), args, stdout, stderr)
+	if done {
+		return code
+	}
+	defer d.st.Close()
+	e, err := d.st.Untrust(context.Background(), d.fp)
+	if err != nil {
+		return certsLookupError("untrust", err, stderr)
+	}
+	fmt.Fprintf(stdout, "untrusted %s (%s): quarantined again for %s\n", e.Fingerprint, clean(e.Cert.Subject.String()), clean(strings.Join(d.trusted, ", ")))
 	return exitOK
 }
 

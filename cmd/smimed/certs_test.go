@@ -99,8 +99,14 @@ func TestCertsCommands(t *testing.T) {
 	}
 	seen := time.Date(2025, 2, 3, 4, 5, 6, 0, time.UTC)
 	caps := []string{"aes256-CBC", "aes128-CBC"}
-	for _, c := range []certsTestCert{alice1, alice2} {
-		if err := st.Harvest("alice@example.org", c.cert, nil, nil, caps, harvest.Sighting{MessageID: "<a@x>", Seen: seen}); err != nil {
+	// Only alice2 was chosen to encrypt to by a signature (alice1 is
+	// usable, but no signature chose it).
+	for i, c := range []certsTestCert{alice1, alice2} {
+		var chosen *x509.Certificate
+		if i == 1 {
+			chosen = c.cert
+		}
+		if err := st.Harvest("alice@example.org", c.cert, nil, chosen, caps, harvest.Sighting{MessageID: "<a@x>", Seen: seen}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -214,8 +220,21 @@ func TestCertsCommands(t *testing.T) {
 		if code != 0 || strings.Count(out, "-----BEGIN CERTIFICATE-----") != 1 {
 			t.Errorf("export after trust = %d:\n%s", code, out)
 		}
-		if code, out, _ := certsRun(storePath, "trust", bob.fp); code != 0 || !strings.Contains(out, "already usable") {
+		if code, out, _ := certsRun(storePath, "trust", bob.fp); code != 0 || !strings.Contains(out, "already trusted") {
 			t.Errorf("trust again = %d, %q", code, out)
+		}
+		today := time.Now().UTC().Format(time.DateOnly)
+		if code, out, _ := certsRun(storePath, "show", bob.fp); code != 0 || !strings.Contains(out, "trusted by ") || !strings.Contains(out, " on "+today+" (pinned") {
+			t.Errorf("show after trust = %d:\n%s", code, out)
+		}
+		if code, out, errs := certsRun(storePath, "untrust", bob.fp[:16]); code != 0 || !strings.Contains(out, "untrusted "+bob.fp) || !strings.Contains(out, "bob@example.org") {
+			t.Errorf("untrust = %d, %q, %q", code, out, errs)
+		}
+		if code, out, _ := certsRun(storePath, "export", "bob@example.org"); code != 1 || out != "" {
+			t.Errorf("export after untrust = %d, %q; want 1, nothing (quarantined again)", code, out)
+		}
+		if code, _, errs := certsRun(storePath, "untrust", bob.fp); code != 1 || !strings.Contains(errs, "not trusted") {
+			t.Errorf("untrust again = %d, %q; want 1, not trusted", code, errs)
 		}
 		if code, _, errs := certsRun(storePath, "trust", strings.Repeat("0", 64)); code != 1 || errs == "" {
 			t.Errorf("trust absent = %d, %q, want 1", code, errs)

@@ -11,7 +11,8 @@ const certsUsage = `Usage: smimed certs [--config FILE] SUBCOMMAND
   list [--json]               every certificate in the store, usable and quarantined
   show FINGERPRINT|EMAIL      details of the matching certificates
   export EMAIL                PEM of the certificates to encrypt to EMAIL (preferred first)
-  trust [--all] FINGERPRINT   release a quarantined certificate for use
+  trust [--all] FINGERPRINT   release a certificate for use and pin it
+  untrust FINGERPRINT         withdraw a trust: quarantined again, not pinned
 
   --config FILE   configuration file (default /etc/smimed/smimed.toml)
 
@@ -47,7 +48,7 @@ func certsCommand(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if len(rest) == 0 {
-		fmt.Fprintln(stderr, "smimed certs: missing subcommand (list, show, export, trust; see smimed certs --help)")
+		fmt.Fprintln(stderr, "smimed certs: missing subcommand (list, show, export, trust, untrust; see smimed certs --help)")
 		return exitUsage
 	}
 	cfg, err := loadConfig(configPath)

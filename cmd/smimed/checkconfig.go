@@ -12,6 +12,8 @@ const checkConfigUsage = `Usage: smimed check-config [--config FILE]
 
 Reads the configuration, loads every key and trust anchor, and lists every
 problem with the key it belongs to. Exit 0 when all is well, 2 otherwise.
+A warning (exit 0) names each RSA key under 1,024 bits: it is loaded to
+decrypt old mail only.
 
   --config FILE   configuration file (default /etc/smimed/smimed.toml)
 `
@@ -39,8 +41,11 @@ func checkConfigMain(args []string, stdout, stderr io.Writer) int {
 	cfg, err := daemon.LoadConfig(*configPath)
 	collect(err)
 	if cfg != nil {
-		keys, err := cfg.LoadKeys()
+		keys, warnings, err := cfg.LoadKeysWarn()
 		collect(err)
+		for _, w := range warnings {
+			fmt.Fprintf(stdout, "%s: warning: %s\n", *configPath, w)
+		}
 		_, err = cfg.TrustPool()
 		collect(err)
 		collect(cfg.CheckAccounts())

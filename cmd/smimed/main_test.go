@@ -251,6 +251,37 @@ colour = "blue"`)
 	}
 }
 
+// check-config names a historic RSA key under 1,024 bits (made by
+// OpenSSL) as a warning: it loads, for decryption only, and the
+// configuration is fine (exit 0).
+func TestCheckConfigWarnsSmallKey(t *testing.T) {
+	cfg := writeConfig(t, "")
+	dir := filepath.Dir(cfg)
+	for _, args := range [][]string{
+		{"genrsa", "-out", "old512.key", "512"},
+		{"req", "-x509", "-new", "-key", "old512.key", "-subj", "/CN=old", "-days", "30", "-out", "old512.crt"},
+	} {
+		cmd := exec.Command("openssl", args...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("openssl %v: %v\n%s", args, err, out)
+		}
+	}
+	os.Chmod(filepath.Join(dir, "old512.key"), 0o600)
+	f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprint(f, "[[keys]]\ncert_file = \"old512.crt\"\nkey_file = \"old512.key\"\n")
+	f.Close()
+	code, out, errOut := runCmd(nil, "check-config", "--config", cfg)
+	want := fmt.Sprintf("%s: warning: keys[3]: key file %s: RSA key of 512 bits (under 1024): loaded to decrypt old mail only; replace it for new mail\n",
+		cfg, filepath.Join(dir, "old512.key"))
+	if code != exitOK || !strings.HasPrefix(out, want) || !strings.Contains(out, "ok (4 decryption key(s)") || errOut != "" {
+		t.Errorf("check-config with a 512-bit key: exit %d, stdout %q, stderr %q; want the warning %q and ok", code, out, errOut, want)
+	}
+}
+
 func TestTooLarge(t *testing.T) {
 	cfg := writeConfig(t, `max_message_size = "2KiB"`)
 	code, out, _ := runCmd(nil, "inspect", "--config", cfg, "--json", msg("too-deep.eml"))

@@ -1,0 +1,78 @@
+package main
+
+// This file is `smimed archive retry --all-untrusted`: after a `certs
+// trust`, every message whose signature was judged untrusted is judged
+// again, and each line says how its verdict changed.
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/daemon"
+	"github.com/smimed/smimed/harvest"
+)
+
+// retryBatch is how many records one retry request names (the control
+// socket takes at most 4096).
+const retryBatch = 1000
+
+// verdicts is a record's signature verdicts in order, "none" without one.
+func verdicts(r *archive.Record) string {
+	if r == nil || len(r.Signatures) == 0 {
+		return "none"
+	}
+	v := make([]string, len(r.Signatures))
+	for i, sig := range r.Signatures {
+		v[i] = sig.Status
+	}
+	return strings.Join(v, ",")
+}
+
+func archiveRetryUntrusted(s *archiveSession, ids []string) int {
+	if len(ids) > 0 {
+		return s.usagef("--all-untrusted takes no IDs")
+	}
+	return s.with(true, func(ctx context.Context, api daemon.ArchiveAPI, _ *daemon.Config) int {
+		// Selected by the signatures' verdicts, not by record status.
+		before := map[uint64]string{}
+		var todo []uint64
+		err := api.List(ctx, archive.Query{Verdict: harvest.StatusUntrusted}, func(r *archive.Record) error {
+			before[r.ID] = verdicts(r)
+			todo = append(todo, r.ID)
+			return nil
+		})
+		if err != nil {
+			return s.failf("%v", err)
+		}
+		if len(todo) == 0 {
+			fmt.Fprintln(s.stdout, "nothing to retry: no message with an untrusted signature")
+			return exitOK
+		}
+		exit := exitOK
+		for len(todo) > 0 {
+			batch := todo[:min(retryBatch, len(todo))]
+			todo = todo[len(batch):]
+			err := api.Retry(ctx, batch, func(res daemon.RetryResult) error {
+				was := before[res.ID]
+				switch now := verdicts(res.Record); {
+				case res.Error != "":
+					exit = exitFailed
+					fmt.Fprintf(s.stdout, "%d: error %s\n", res.ID, clean(res.Error))
+				case !res.Changed:
+					fmt.Fprintf(s.stdout, "%d: unchanged (%s)\n", res.ID, was)
+				case now != was:
+					fmt.Fprintf(s.stdout, "%d: verdict %s → %s (new record %d)\n", res.ID, was, now, res.Record.ID)
+				default:
+					fmt.Fprintf(s.stdout, "%d: reprocessed, verdict still %s (new record %d)\n", res.ID, now, res.Record.ID)
+				}
+				return nil
+			})
+			if err != nil {
+				return s.failf("%v", err)
+			}
+		}
+		return exit
+	})
+}

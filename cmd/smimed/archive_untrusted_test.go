@@ -1,0 +1,105 @@
+package main
+
+import (
+	"crypto/x509"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/harvest"
+)
+
+// Issue 9: `certs trust` used to change nothing for mail already judged.
+// A message signed by a self-signed partner certificate (OpenSSL: "self-signed
+// certificate", testdata/expected.tsv) is archived as untrusted, with its
+// certificate quarantined; after `certs trust` the admin re-judges old mail
+// with `archive retry --all-untrusted`, which selects on the signatures'
+// verdict and says what changed.
+func TestArchiveRetryAllUntrusted(t *testing.T) {
+	cfg := writeConfig(t, "")
+	state := filepath.Join(filepath.Dir(cfg), "state")
+	st, err := harvest.OpenStore(filepath.Join(state, "smimed.db"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := archive.Open(filepath.Join(state, "archive"), st.DB())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	if pemData, err := os.ReadFile(filepath.Join(fixtures, "pki", "ca-bundle.pem")); err != nil || !roots.AppendCertsFromPEM(pemData) {
+		t.Fatalf("ca-bundle.pem: %v", err)
+	}
+	eng := harvest.New(harvest.Options{Roots: roots, Store: st, Harvest: true})
+	ids := map[string]uint64{}
+	now := time.Now().UTC()
+	for i, name := range []string{"signed-selfsigned.eml", "signed-rsa-sha256.eml", "plain.eml"} {
+		raw, err := os.ReadFile(msg(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := eng.Process(raw, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, _, err := a.Put(archive.Source{Account: "ceo", Folder: "INBOX", UIDValidity: 1, UID: uint32(i + 1), InternalDate: now}, raw, res)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[name] = rec.ID
+	}
+	st.Close()
+	self := ids["signed-selfsigned.eml"]
+
+	code, out, errOut := runCmd(nil, "archive", "retry", "--all-untrusted", "--config", cfg)
+	if want := fmt.Sprintf("%d: unchanged (untrusted)\n", self); code != exitOK || out != want {
+		t.Fatalf("retry --all-untrusted before trust: exit %d, %q (%q), want %q", code, out, errOut, want)
+	}
+
+	fpOut, err := exec.Command("openssl", "x509", "-noout", "-fingerprint", "-sha256", "-in", filepath.Join(fixtures, "pki", "selfsigned.crt")).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, fp, _ := strings.Cut(strings.TrimSpace(string(fpOut)), "=")
+	if code, out, errOut := runCmd(nil, "certs", "trust", fp, "--config", cfg); code != exitOK || !strings.Contains(out, "trusted ") {
+		t.Fatalf("certs trust: exit %d, %q, %q", code, out, errOut)
+	}
+	code, out, errOut = runCmd(nil, "archive", "retry", "--all-untrusted", "--config", cfg)
+	want := fmt.Sprintf("%d: verdict untrusted → valid (new record %d)\n", self, ids["plain.eml"]+1)
+	if code != exitOK || out != want {
+		t.Fatalf("retry --all-untrusted after trust: exit %d, %q (%q), want %q", code, out, errOut, want)
+	}
+	code, out, _ = runCmd(nil, "archive", "list", "--json", "--config", cfg)
+	today := time.Now().UTC().Format(time.DateOnly)
+	if code != exitOK || !strings.Contains(out, "trusted by admin on "+today+" (no CA chain)") {
+		t.Errorf("archive list after the retry lacks the pinned reason:\n%s", out)
+	}
+	code, out, _ = runCmd(nil, "archive", "retry", "--all-untrusted", "--config", cfg)
+	if code != exitOK || out != "nothing to retry: no message with an untrusted signature\n" {
+		t.Errorf("second retry --all-untrusted: exit %d, %q", code, out)
+	}
+
+	// Untrust, and the message (now valid, so retried by ID) goes back.
+	if code, out, errOut := runCmd(nil, "certs", "untrust", fp, "--config", cfg); code != exitOK || !strings.Contains(out, "untrusted ") {
+		t.Fatalf("certs untrust: exit %d, %q, %q", code, out, errOut)
+	}
+	code, out, _ = runCmd(nil, "archive", "retry", fmt.Sprint(self), "--config", cfg)
+	var current uint64
+	if i := strings.Index(out, "(new record "); code != exitOK || i < 0 {
+		t.Fatalf("retry after untrust: exit %d, %q", code, out)
+	} else if _, err := fmt.Sscanf(out[i:], "(new record %d)", &current); err != nil {
+		t.Fatalf("retry after untrust: exit %d, %q", code, out)
+	}
+	code, out, _ = runCmd(nil, "archive", "retry", "--all-untrusted", "--config", cfg)
+	if want := fmt.Sprintf("%d: unchanged (untrusted)\n", current); code != exitOK || out != want {
+		t.Errorf("retry --all-untrusted after untrust: exit %d, %q, want %q", code, out, want)
+	}
+	if code, _, errOut := runCmd(nil, "archive", "retry", "--all-untrusted", "7", "--config", cfg); code != exitUsage || !strings.Contains(errOut, "takes no IDs") {
+		t.Errorf("retry --all-untrusted 7: exit %d, %q", code, errOut)
+	}
+}
