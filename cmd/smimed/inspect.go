@@ -119,7 +119,11 @@ func printReport(w io.Writer, r *harvest.Report) {
 	case harvest.DecryptOK:
 		fmt.Fprintf(w, "  decryption: ok, %s, %s, key %s\n", d.Cipher, d.KeyTransport, short(d.Key))
 	case harvest.DecryptFailed:
-		fmt.Fprintf(w, "  decryption: FAILED: %s\n", clean(d.Error))
+		reason := ""
+		if d.Reason != "" {
+			reason = " (" + clean(d.Reason) + ")"
+		}
+		fmt.Fprintf(w, "  decryption: FAILED%s: %s\n", reason, clean(d.Error))
 	default:
 		fmt.Fprintf(w, "  decryption: none\n")
 	}
@@ -157,6 +161,9 @@ func printReport(w io.Writer, r *harvest.Report) {
 			q = " (quarantined)"
 		}
 		fmt.Fprintf(w, "  harvested:  %s %s%s\n", clean(h.Email), short(h.Fingerprint), q)
+	}
+	for _, f := range r.Unprotected {
+		fmt.Fprintf(w, "  unprotected: %s: %s\n", clean(f.Name), clean(f.Value))
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(w, "  note:       %s\n", clean(n))
