@@ -120,6 +120,10 @@ func TestServiceReload(t *testing.T) {
 		t.Errorf("want one reload summary with restarted=newbie unchanged=keep:\n%s", logs.String())
 	}
 	waitLines(t, logs, 1, "message processed", "account=newbie", "folder=Other")
+	// newbie's INBOX watcher has nothing new to process: wait for its
+	// login, which a loaded machine may show after Other's message.
+	waitUntil(t, "3 logins of newbie", func() bool { return logins(e, "newbie") >= 3 },
+		func() string { return e.d.Log() })
 	stop()
 
 	if n := logins(e, "keep"); n != 1 {
