@@ -49,6 +49,9 @@ type Options struct {
 	Store      *Store         // optional: signer certificates and intermediates; target of harvesting
 	Harvest    bool           // write harvested certificates to Store
 	RejectSHA1 bool           // judge SHA-1 signatures invalid instead of flagging them weak
+	// VerifyBudget bounds the time the signature checks of one message
+	// may take (budget.go); 0 means DefaultVerifyBudget.
+	VerifyBudget time.Duration
 }
 
 // Engine processes messages. It is safe for concurrent use.
@@ -111,6 +114,7 @@ func (e *Engine) Process(raw []byte, received time.Time) (res *Result, err error
 	case !sameBytes(inner, raw):
 		res.Plaintext = buildPlaintext(outer.rawHeader, inner)
 	}
+	w.finish()
 	res.Report = w.rep
 	return res, w.storeErr
 }
@@ -129,6 +133,7 @@ type walker struct {
 	storeRead  bool
 	storeErr   error
 	parts      int // MIME parts looked at, bounded by maxParts
+	cost       budget
 }
 
 func (w *walker) readHeader(ent *entity) {
@@ -407,7 +412,11 @@ func (w *walker) decrypt(ci *cms.ContentInfo) ([]byte, error) {
 			w.rep.Decryption = Decryption{Status: DecryptFailed, Error: err.Error()}
 		}
 		if rs, rerr := cms.Recipients(ci); rerr == nil {
-			for _, r := range rs {
+			for i, r := range rs {
+				if i == maxReportList-1 && len(rs) > maxReportList {
+					w.rep.Recipients = append(w.rep.Recipients, fmt.Sprintf("… and %d more", len(rs)-i))
+					break
+				}
 				w.rep.Recipients = append(w.rep.Recipients, r.Kind+" "+r.ID.String())
 			}
 		}
@@ -489,20 +498,13 @@ func (w *walker) pool(sd *cms.SignedData) *x509.CertPool {
 		return p
 	}
 	p := x509.NewCertPool()
-	for i, c := range sd.Certificates {
-		if i == maxCerts {
-			w.note(fmt.Sprintf("only the first %d certificates of a signature were used", maxCerts))
-			break
-		}
-		p.AddCert(c)
-	}
 	if !w.storeIMsOK && w.e.opts.Store != nil {
 		w.storeIMsOK = true
 		if ims, err := w.e.opts.Store.Intermediates(); err == nil {
 			w.storeIMs = ims
 		}
 	}
-	for _, c := range w.storeIMs {
+	for _, c := range w.chainCandidates(sd.Certificates, w.storeIMs) {
 		p.AddCert(c)
 	}
 	if w.pools == nil {
@@ -552,6 +554,9 @@ func (w *walker) judge(sd *cms.SignedData, content, alt []byte, layer int) {
 	for i, si := range sd.Signers {
 		if i == maxSigners {
 			w.note(fmt.Sprintf("only the first %d of %d signers were judged", maxSigners, len(sd.Signers)))
+			break
+		}
+		if w.overBudget(sd, i, layer) {
 			break
 		}
 		v := Signature{
@@ -655,6 +660,8 @@ func (w *walker) checkChain(cert *x509.Certificate, inter *x509.CertPool, at tim
 		var inv x509.CertificateInvalidError
 		var ua x509.UnknownAuthorityError
 		switch {
+		case errors.Is(err, ErrTooExpensive):
+			return nil, StatusError, "not judged: " + err.Error()
 		case errors.As(err, &inv) && inv.Reason == x509.Expired:
 			// Expired, or also untrusted? Check the chain inside the leaf's own validity.
 			mid := cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) / 2)
@@ -680,6 +687,9 @@ func (w *walker) checkChain(cert *x509.Certificate, inter *x509.CertPool, at tim
 }
 
 func (w *walker) verifyCert(cert *x509.Certificate, inter *x509.CertPool, at time.Time) ([]*x509.Certificate, error) {
+	if err := w.spend(costChain); err != nil {
+		return nil, err
+	}
 	chains, err := cert.Verify(x509.VerifyOptions{
 		Roots:         w.e.opts.Roots,
 		Intermediates: inter,
@@ -786,6 +796,12 @@ func (w *walker) certsOnly(sd *cms.SignedData) {
 // and notes it in the report; encPref applies to the From address only.
 // Nothing is written unless the engine harvests.
 func (w *walker) harvest(cert *x509.Certificate, chain []*x509.Certificate, addrs []string, encPref *x509.Certificate, caps []string) {
+	if !w.harvestableKey(cert) {
+		return
+	}
+	if encPref != nil && !w.harvestableKey(encPref) {
+		encPref = nil
+	}
 	var intermediates []*x509.Certificate
 	if len(chain) > 2 {
 		intermediates = chain[1 : len(chain)-1]
