@@ -185,7 +185,7 @@ func BenchmarkInspectEncryptedLarge(b *testing.B) {
 	benchProcess(b, eng, raw, base, true, false)
 }
 
-func largeEncrypted(b *testing.B, size int) []byte {
+func largeEncrypted(b testing.TB, size int) []byte {
 	b.Helper()
 	dir := b.TempDir()
 	payload := make([]byte, size)

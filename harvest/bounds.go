@@ -9,6 +9,7 @@ package harvest
 // the JSON of any report stays under MaxReportJSON (TestReportBound).
 
 import (
+	"crypto/x509/pkix"
 	"fmt"
 	"unicode/utf8"
 )
@@ -18,12 +19,33 @@ const (
 	// maxReportSignatures: all signers judged, and one SignedData's worth
 	// not judged.
 	maxReportSignatures = maxJudgedSigners + maxSigners
-	maxReportString     = 1024 // bytes of each string of a report
+	maxReportString     = 512  // bytes of each string of a report
 	maxReportError      = 4096 // bytes of the report's error
+	// maxReportShort: strings that are short in every real message
+	// (status, fingerprint, serial, algorithm names).
+	maxReportShort = 128
 	// MaxReportJSON bounds the JSON encoding of any report (the archive
-	// stores it with each record).
-	MaxReportJSON = 512 << 10
+	// stores it with each record): about 170 KB of strings, each byte of
+	// which JSON may write as six ("\u003c").
+	MaxReportJSON = 1 << 20
 )
+
+// maxCertAddresses bounds the SAN rfc822Names and subject attributes of a
+// certificate that are looked at for its addresses: every signer looks, and
+// a certificate may list hundreds of thousands.
+const maxCertAddresses = 64
+
+// firstAddresses is the part of a certificate's address list that is
+// looked at.
+func firstAddresses(list []string) []string {
+	return list[:min(len(list), maxCertAddresses)]
+}
+
+// firstNames is the part of a certificate's subject attributes that is
+// looked at for addresses.
+func firstNames(list []pkix.AttributeTypeAndValue) []pkix.AttributeTypeAndValue {
+	return list[:min(len(list), maxCertAddresses)]
+}
 
 // finish completes the report at the end of Process: the budget's error
 // and the bounds.
@@ -43,9 +65,11 @@ func (w *walker) finish() {
 // that entry has status error, so that a cut list never reads as all
 // valid.
 func boundReport(r *Report) {
-	for _, s := range []*string{&r.File, &r.MessageID, &r.From, &r.Subject,
-		&r.Decryption.Key, &r.Decryption.Cipher, &r.Decryption.KeyTransport, &r.Decryption.Error} {
+	for _, s := range []*string{&r.File, &r.MessageID, &r.From, &r.Subject, &r.Decryption.Error} {
 		*s = clip(*s, maxReportString)
+	}
+	for _, s := range []*string{&r.Decryption.Status, &r.Decryption.Key, &r.Decryption.Cipher, &r.Decryption.KeyTransport} {
+		*s = clip(*s, maxReportShort)
 	}
 	r.Error = clip(r.Error, maxReportError)
 	r.Layers = cutStrings(r.Layers)
@@ -60,8 +84,11 @@ func boundReport(r *Report) {
 	}
 	for i := range r.Signatures {
 		s := &r.Signatures[i]
-		for _, f := range []*string{&s.Status, &s.Signer, &s.Fingerprint, &s.Serial, &s.Issuer, &s.Digest, &s.Algorithm, &s.Reason} {
+		for _, f := range []*string{&s.Signer, &s.Issuer, &s.Reason} {
 			*f = clip(*f, maxReportString)
+		}
+		for _, f := range []*string{&s.Status, &s.Fingerprint, &s.Serial, &s.Digest, &s.Algorithm} {
+			*f = clip(*f, maxReportShort)
 		}
 	}
 	if n := len(r.Harvested); n > maxReportList {
@@ -70,7 +97,7 @@ func boundReport(r *Report) {
 	}
 	for i := range r.Harvested {
 		r.Harvested[i].Email = clip(r.Harvested[i].Email, maxReportString)
-		r.Harvested[i].Fingerprint = clip(r.Harvested[i].Fingerprint, maxReportString)
+		r.Harvested[i].Fingerprint = clip(r.Harvested[i].Fingerprint, maxReportShort)
 	}
 }
 

@@ -278,16 +278,25 @@ func processWithin(t *testing.T, eng *Engine, raw []byte, limit time.Duration) (
 // TestCostAttackHugeKeys is issue 9's message: 100 fake CAs with 65,536-bit
 // keys and the exponent 2^31-1, 16 signers. Each check costs ~160 ms here
 // (one modular exponentiation, timed with crypto/rsa alone), so the old
-// engine spent 16 × 100 of them: over four minutes.
+// engine spent 16 × 100 of them: over four minutes. Its 884 KB of
+// certificates are over cms.MaxCertificateBytes now; 24 such fakes fit
+// (old engine: 16 × 24 checks, over a minute) and are refused by their key.
 func TestCostAttackHugeKeys(t *testing.T) {
+	eng := New(Options{Roots: fixtureRoots(t)})
 	raw := buildCostAttack(t, costAttack{fakes: 100, bits: 65536, exponent: 1<<31 - 1, signers: 16})
-	res, took := processWithin(t, New(Options{Roots: fixtureRoots(t)}), raw, 20*time.Second)
+	res, took := processWithin(t, eng, raw, 20*time.Second)
+	if want := "certificates of 884127 bytes (limit 262144)"; took > DefaultVerifyBudget || !strings.Contains(res.Report.Error, want) {
+		t.Errorf("Process() took %v, error %q; want under %v, naming %q", took, res.Report.Error, DefaultVerifyBudget, want)
+	}
+
+	raw = buildCostAttack(t, costAttack{fakes: 24, bits: 65536, exponent: 1<<31 - 1, signers: 16})
+	res, took = processWithin(t, eng, raw, 20*time.Second)
 	if took > DefaultVerifyBudget {
 		t.Errorf("Process() took %v, want under the budget of %v", took, DefaultVerifyBudget)
 	}
 	r := res.Report
 	if len(r.Signatures) != 16 {
-		t.Fatalf("%d signatures, want 16", len(r.Signatures))
+		t.Fatalf("%d signatures, want 16 (error %q)", len(r.Signatures), r.Error)
 	}
 	// The leaf is forged (its signature is random bytes): no chain.
 	for _, s := range r.Signatures {
@@ -295,15 +304,15 @@ func TestCostAttackHugeKeys(t *testing.T) {
 			t.Errorf("signature = %s %q, want %s %q", s.Status, s.Reason, StatusUntrusted, reasonNoChain)
 		}
 	}
-	if !strings.Contains(strings.Join(r.Notes, "\n"), "100 with keys no CA uses (RSA modulus of 65536 bits (limit 8192))") {
-		t.Errorf("notes = %q, want the 100 refused keys named", r.Notes)
+	if !strings.Contains(strings.Join(r.Notes, "\n"), "24 with keys no CA uses (RSA modulus of 65536 bits (limit 8192))") {
+		t.Errorf("notes = %q, want the 24 refused keys named", r.Notes)
 	}
 }
 
 // TestCostAttackSameName uses keys of the largest accepted size (8,192
 // bits, 3.5 ms per check with the exponent 2^31-1): only one CA
 // certificate per name is offered to chain building, so 16 checks instead
-// of 1,600 (5.6 s).
+// of 16 × 100 (17 s on the old engine).
 func TestCostAttackSameName(t *testing.T) {
 	raw := buildCostAttack(t, costAttack{fakes: 100, bits: 8192, exponent: 1<<31 - 1, signers: 16})
 	res, took := processWithin(t, New(Options{Roots: fixtureRoots(t)}), raw, 30*time.Second)

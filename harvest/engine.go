@@ -457,10 +457,10 @@ func CertEmails(c *x509.Certificate) []string {
 			out = append(out, s)
 		}
 	}
-	for _, e := range c.EmailAddresses {
+	for _, e := range firstAddresses(c.EmailAddresses) {
 		add(e)
 	}
-	for _, n := range c.Subject.Names {
+	for _, n := range firstNames(c.Subject.Names) {
 		if n.Type.Equal(oidEmailAddress) {
 			if s, ok := n.Value.(string); ok {
 				add(s)
@@ -710,7 +710,7 @@ func (w *walker) verifyCert(cert *x509.Certificate, inter *x509.CertPool, at tim
 func BoundEmails(c *x509.Certificate, chain []*x509.Certificate) []string {
 	if len(c.EmailAddresses) > 0 {
 		var out []string
-		for _, e := range c.EmailAddresses {
+		for _, e := range firstAddresses(c.EmailAddresses) {
 			if e = strings.ToLower(strings.TrimSpace(e)); e != "" && !contains(out, e) {
 				out = append(out, e)
 			}

@@ -29,10 +29,14 @@ var ErrUnsupported = errors.New("cms: unsupported")
 const (
 	MaxRecipientInfos = 1024 // RecipientInfos (counting each key of a kari)
 	MaxCertificates   = 256  // SignedData certificates
-	MaxSignerInfos    = 64   // SignedData signerInfos
-	MaxAttributes     = 64   // attributes in one signed or unsigned set
-	MaxAttrValues     = 16   // values of one attribute
-	MaxCapabilities   = 64   // SMIMECapabilities kept per signer (the rest is dropped)
+	// MaxCertificateBytes bounds the DER of a SignedData's certificates
+	// together: crypto/x509 allocates up to 15 times a certificate's
+	// size (a certificate of tiny SAN entries).
+	MaxCertificateBytes = 256 << 10
+	MaxSignerInfos      = 64 // SignedData signerInfos
+	MaxAttributes       = 64 // attributes in one signed or unsigned set
+	MaxAttrValues       = 16 // values of one attribute
+	MaxCapabilities     = 64 // SMIMECapabilities kept per signer (the rest is dropped)
 )
 
 // ErrTooMany is returned when a CMS object lists more of something than the

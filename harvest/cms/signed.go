@@ -186,6 +186,9 @@ func (sd *SignedData) parseEncap(b []byte) error {
 }
 
 func (sd *SignedData) parseCertificates(b []byte) error {
+	if len(b) > MaxCertificateBytes {
+		return fmt.Errorf("%w: certificates of %d bytes (limit %d)", ErrTooMany, len(b), MaxCertificateBytes)
+	}
 	for n := 0; len(b) > 0; n++ {
 		if n == MaxCertificates {
 			return fmt.Errorf("%w: more than %d certificates", ErrTooMany, MaxCertificates)
