@@ -432,3 +432,52 @@ func TestVerifyBudgetTime(t *testing.T) {
 		t.Errorf("error = %q", r.Error)
 	}
 }
+
+// storeCostAttack plants 100 fake CAs with 8,192-bit keys and 5 with
+// 65,536-bit keys, all named like the fixture intermediate, in a new
+// certificate store's intermediates (the engine harvests only chains to a
+// trust anchor, so they can come only from a store written before the
+// limits) and returns a message whose 16 signers' forged leaf names that
+// issuer, with no CA certificate of its own.
+func storeCostAttack(tb testing.TB) ([]byte, *Store) {
+	inter := pemCert(tb, filepath.Join(testdataDir, "pki", "intermediate.pem"))
+	key := testRSAKey(tb, "alice.key")
+	var fakes []*x509.Certificate
+	for i := 0; i < 105; i++ {
+		bits := 8192
+		if i >= 100 {
+			bits = 65536
+		}
+		c, err := x509.ParseCertificate(fakeCA(tb, inter.RawSubject, hugeRSAKey(bits, 1<<31-1), key, int64(2000+i)))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		fakes = append(fakes, c)
+	}
+	st, err := OpenStore(filepath.Join(tb.TempDir(), "smimed.db"), false)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := st.AddIntermediates(fakes); err != nil {
+		tb.Fatal(err)
+	}
+	leaf := forgedLeaf(tb, inter.RawSubject, key, 8192)
+	content := []byte("Content-Type: text/plain\r\n\r\nSee you on Friday.\r\n")
+	return signedDataMessage(tb, "alice@partner.example", content, [][]byte{leaf.Raw}, leaf, key, 16), st
+}
+
+// TestCostStoreIntermediates: the same trick through the store's
+// intermediates. At most 4 per name are offered, and none with a refused
+// key: 16 × 4 checks instead of 16 × 105 (old engine: 6 s, and minutes
+// with the 65,536-bit ones).
+func TestCostStoreIntermediates(t *testing.T) {
+	raw, st := storeCostAttack(t)
+	defer st.Close()
+	res, took := processWithin(t, New(Options{Roots: fixtureRoots(t), Store: st}), raw, 30*time.Second)
+	if took > DefaultVerifyBudget/2 {
+		t.Errorf("Process() took %v, want under %v", took, DefaultVerifyBudget/2)
+	}
+	if s := res.Report.Signatures; len(s) != 16 || s[15].Status != StatusUntrusted {
+		t.Errorf("signatures = %+v, want 16 untrusted", s)
+	}
+}
