@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
-	"encoding/base64"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -186,7 +185,7 @@ func BenchmarkInspectEncryptedLarge(b *testing.B) {
 	benchProcess(b, eng, raw, base, true, false)
 }
 
-func largeEncrypted(b *testing.B, size int) []byte {
+func largeEncrypted(b testing.TB, size int) []byte {
 	b.Helper()
 	dir := b.TempDir()
 	payload := make([]byte, size)
@@ -194,12 +193,8 @@ func largeEncrypted(b *testing.B, size int) []byte {
 	var ent bytes.Buffer
 	ent.WriteString("Content-Type: multipart/mixed; boundary=b1\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nSee attachment.\r\n--b1\r\n")
 	ent.WriteString("Content-Type: application/octet-stream; name=data.bin\r\nContent-Transfer-Encoding: base64\r\n\r\n")
-	enc := base64.StdEncoding.EncodeToString(payload)
-	for len(enc) > 76 {
-		ent.WriteString(enc[:76] + "\r\n")
-		enc = enc[76:]
-	}
-	ent.WriteString(enc + "\r\n--b1--\r\n")
+	writeBase64Lines(&ent, payload)
+	ent.WriteString("--b1--\r\n")
 	in := filepath.Join(dir, "in.eml")
 	if err := os.WriteFile(in, ent.Bytes(), 0o600); err != nil {
 		b.Fatal(err)

@@ -53,6 +53,9 @@ type Options struct {
 	// Now, when set, is the present for verdicts that mention it ("expired
 	// since"); tests set it. Messages are judged at their arrival.
 	Now func() time.Time
+	// VerifyBudget bounds the time the signature checks of one message
+	// may take (budget.go); 0 means DefaultVerifyBudget.
+	VerifyBudget time.Duration
 }
 
 // Engine processes messages. It is safe for concurrent use.
@@ -116,6 +119,7 @@ func (e *Engine) Process(raw []byte, received time.Time) (res *Result, err error
 	case !sameBytes(inner, raw):
 		res.Plaintext = buildPlaintext(outer.rawHeader, inner, w.protected, w.rep.Unprotected)
 	}
+	w.bound()
 	res.Report = w.rep
 	return res, w.storeErr
 }
@@ -149,6 +153,7 @@ type walker struct {
 	// signedLayers counts the signature layers around the entity being
 	// walked.
 	signedLayers int
+	cost         budget
 }
 
 func (w *walker) readHeader(ent *entity) {
@@ -575,7 +580,11 @@ func (w *walker) decrypt(ci *cms.ContentInfo) ([]byte, error) {
 			w.rep.Decryption = Decryption{Status: DecryptFailed, Reason: decryptReason(err), Error: err.Error()}
 		}
 		if rs, rerr := cms.Recipients(ci); rerr == nil {
-			for _, r := range rs {
+			for i, r := range rs {
+				if i == maxReportList-1 && len(rs) > maxReportList {
+					w.rep.Recipients = append(w.rep.Recipients, fmt.Sprintf("… and %d more", len(rs)-i))
+					break
+				}
 				w.rep.Recipients = append(w.rep.Recipients, r.Kind+" "+r.ID.String())
 			}
 		}
@@ -616,10 +625,10 @@ func CertEmails(c *x509.Certificate) []string {
 			out = append(out, s)
 		}
 	}
-	for _, e := range c.EmailAddresses {
+	for _, e := range firstAddresses(c.EmailAddresses) {
 		add(e)
 	}
-	for _, n := range c.Subject.Names {
+	for _, n := range firstNames(c.Subject.Names) {
 		if n.Type.Equal(oidEmailAddress) {
 			if s, ok := n.Value.(string); ok {
 				add(s)
@@ -657,20 +666,13 @@ func (w *walker) pool(sd *cms.SignedData) *x509.CertPool {
 		return p
 	}
 	p := x509.NewCertPool()
-	for i, c := range sd.Certificates {
-		if i == maxCerts {
-			w.note(fmt.Sprintf("only the first %d certificates of a signature were used", maxCerts))
-			break
-		}
-		p.AddCert(c)
-	}
 	if !w.storeIMsOK && w.e.opts.Store != nil {
 		w.storeIMsOK = true
 		if ims, err := w.e.opts.Store.Intermediates(); err == nil {
 			w.storeIMs = ims
 		}
 	}
-	for _, c := range w.storeIMs {
+	for _, c := range w.chainCandidates(sd.Certificates, w.storeIMs) {
 		p.AddCert(c)
 	}
 	if w.pools == nil {
@@ -720,6 +722,9 @@ func (w *walker) judge(sd *cms.SignedData, content, alt []byte, layer int) {
 	for i, si := range sd.Signers {
 		if i == maxSigners {
 			w.note(fmt.Sprintf("only the first %d of %d signers were judged", maxSigners, len(sd.Signers)))
+			break
+		}
+		if w.overBudget(sd, i, layer) {
 			break
 		}
 		v := Signature{
@@ -799,6 +804,8 @@ func (w *walker) checkChain(cert *x509.Certificate, inter *x509.CertPool, at tim
 		var inv x509.CertificateInvalidError
 		var ua x509.UnknownAuthorityError
 		switch {
+		case errors.Is(err, ErrTooExpensive):
+			return nil, StatusError, "not judged: " + err.Error()
 		case errors.As(err, &inv) && inv.Reason == x509.Expired:
 			// Expired, or also untrusted? Check the chain inside the leaf's own validity.
 			mid := cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) / 2)
@@ -833,6 +840,9 @@ func (w *walker) checkChain(cert *x509.Certificate, inter *x509.CertPool, at tim
 // for the From address (a pinned leaf) is its own anchor: only the missing
 // CA chain is forgiven, never its validity period or extended key usage.
 func (w *walker) verifyCert(cert *x509.Certificate, inter *x509.CertPool, at time.Time) ([]*x509.Certificate, error) {
+	if err := w.spend(costChain); err != nil {
+		return nil, err
+	}
 	opts := x509.VerifyOptions{
 		Roots:         w.e.opts.Roots,
 		Intermediates: inter,
@@ -872,7 +882,7 @@ func (w *walker) pinned(cert *x509.Certificate) (time.Time, bool) {
 func BoundEmails(c *x509.Certificate, chain []*x509.Certificate) []string {
 	if len(c.EmailAddresses) > 0 {
 		var out []string
-		for _, e := range c.EmailAddresses {
+		for _, e := range firstAddresses(c.EmailAddresses) {
 			if e = strings.ToLower(strings.TrimSpace(e)); e != "" && !contains(out, e) {
 				out = append(out, e)
 			}
@@ -970,6 +980,12 @@ const reasonCertsOnly = "from a certs-only message (unsigned): anyone can send i
 // to encrypt to (nil: none), applies to the From address only.
 // Nothing is written unless the engine harvests.
 func (w *walker) harvest(cert *x509.Certificate, chain []*x509.Certificate, addrs []string, encPref *x509.Certificate, caps []string) {
+	if !w.harvestableKey(cert) {
+		return
+	}
+	if encPref != nil && !w.harvestableKey(encPref) {
+		encPref = nil
+	}
 	var intermediates []*x509.Certificate
 	if len(chain) > 2 {
 		intermediates = chain[1 : len(chain)-1]

@@ -17,12 +17,7 @@ import (
 // keys and signature verdicts. It must never panic or hang, and the
 // plaintext must stay bounded by the input.
 func FuzzProcess(f *testing.F) {
-	seeds, _ := filepath.Glob(filepath.Join("..", "testdata", "msg", "*.eml"))
-	for _, s := range seeds {
-		if data, err := os.ReadFile(s); err == nil {
-			f.Add(data)
-		}
-	}
+	addCorpusSeeds(f)
 	f.Add([]byte("From: a@b\r\nContent-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; boundary=x\r\n\r\n--x\r\n\r\nhi\r\n--x\r\nContent-Type: application/pkcs7-signature\r\n\r\nMIIB\r\n--x--\r\n"))
 	f.Add([]byte("Content-Type: application/pkcs7-mime\r\nContent-Transfer-Encoding: base64\r\n\r\nMIAGCSqGSIb3DQEHA6CAMIACAQA=\r\n"))
 	// The shapes the verdict rules look at: a signed part beside others, a
@@ -109,4 +104,14 @@ func decodedFrom(ent *entity) string {
 		return v
 	}
 	return ent.header.Get("From")
+}
+
+// addCorpusSeeds seeds a fuzz target with the fixture messages.
+func addCorpusSeeds(f *testing.F) {
+	seeds, _ := filepath.Glob(filepath.Join("..", "testdata", "msg", "*.eml"))
+	for _, s := range seeds {
+		if data, err := os.ReadFile(s); err == nil {
+			f.Add(data)
+		}
+	}
 }

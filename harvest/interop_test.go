@@ -12,7 +12,6 @@ package harvest
 import (
 	"bytes"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -1191,11 +1190,6 @@ func interopWrapCMS(der []byte) []byte {
 	b.WriteString("From: interop@example.org\r\nMIME-Version: 1.0\r\n")
 	b.WriteString("Content-Type: application/pkcs7-mime; name=smime.p7m\r\n")
 	b.WriteString("Content-Transfer-Encoding: base64\r\n\r\n")
-	enc := base64.StdEncoding.EncodeToString(der)
-	for len(enc) > 76 {
-		b.WriteString(enc[:76] + "\r\n")
-		enc = enc[76:]
-	}
-	b.WriteString(enc + "\r\n")
+	writeBase64Lines(&b, der)
 	return b.Bytes()
 }

@@ -24,15 +24,7 @@ func goCert(t *testing.T, serial int64, notBefore, notAfter time.Time, ku x509.K
 		NotBefore: notBefore, NotAfter: notAfter, KeyUsage: ku,
 		EmailAddresses: []string{"p@partner.example"},
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return mustCertificate(t, tmpl, tmpl, &key.PublicKey, key)
 }
 
 // The certificate to encrypt to must be valid now and able to encrypt,

@@ -26,6 +26,9 @@ type sdAttribute struct {
 func sdParseAttributes(b []byte) ([]sdAttribute, error) {
 	var attrs []sdAttribute
 	for len(b) > 0 {
+		if len(attrs) == MaxAttributes {
+			return nil, fmt.Errorf("%w: more than %d attributes", ErrTooMany, MaxAttributes)
+		}
 		v, rest, err := sdNext(b)
 		if err != nil {
 			return nil, err
@@ -47,6 +50,9 @@ func sdParseAttributes(b []byte) ([]sdAttribute, error) {
 			return nil, fmt.Errorf("attribute %s: values are not a SET", a.oid)
 		}
 		for s := set.Bytes; len(s) > 0; {
+			if len(a.values) == MaxAttrValues {
+				return nil, fmt.Errorf("%w: attribute %s has more than %d values", ErrTooMany, a.oid, MaxAttrValues)
+			}
 			var val asn1.RawValue
 			if val, s, err = sdNext(s); err != nil {
 				return nil, fmt.Errorf("attribute %s: %v", a.oid, err)
@@ -183,7 +189,7 @@ func sdParseCapabilities(v asn1.RawValue) []string {
 		return nil
 	}
 	var out []string
-	for b := v.Bytes; len(b) > 0; {
+	for b := v.Bytes; len(b) > 0 && len(out) < MaxCapabilities; {
 		c, rest, err := sdNext(b)
 		if err != nil || !sdIsUniversal(c, asn1.TagSequence, true) {
 			break

@@ -22,6 +22,27 @@ import (
 // structure this package does not implement.
 var ErrUnsupported = errors.New("cms: unsupported")
 
+// Bounds on what is parsed out of one CMS object, so that memory stays
+// proportional to the input whatever it holds (issue 9, item 5: a million
+// two-byte RecipientInfos cost 858 MB). No real message comes near them;
+// beyond them the object is refused with ErrTooMany.
+const (
+	MaxRecipientInfos = 1024 // RecipientInfos (counting each key of a kari)
+	MaxCertificates   = 256  // SignedData certificates
+	// MaxCertificateBytes bounds the DER of a SignedData's certificates
+	// together: crypto/x509 allocates up to 15 times a certificate's
+	// size (a certificate of tiny SAN entries).
+	MaxCertificateBytes = 256 << 10
+	MaxSignerInfos      = 64 // SignedData signerInfos
+	MaxAttributes       = 64 // attributes in one signed or unsigned set
+	MaxAttrValues       = 16 // values of one attribute
+	MaxCapabilities     = 64 // SMIMECapabilities kept per signer (the rest is dropped)
+)
+
+// ErrTooMany is returned when a CMS object lists more of something than the
+// bounds above. It wraps ErrUnsupported.
+var ErrTooMany = fmt.Errorf("%w: too many elements", ErrUnsupported)
+
 // Content type OIDs (RFC 5652 section 14, RFC 5083).
 var (
 	OIDData               = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 7, 1}

@@ -266,6 +266,9 @@ func envParse(ci *ContentInfo) (*envEnvelope, error) {
 func envParseRecipientInfos(set cryptobyte.String) ([]envRecipientInfo, error) {
 	var out []envRecipientInfo
 	for n := 1; !set.Empty(); n++ {
+		if len(out) >= MaxRecipientInfos {
+			return nil, envErrf(ErrTooMany, "more than %d RecipientInfos", MaxRecipientInfos)
+		}
 		var ri cryptobyte.String
 		var tag casn1.Tag
 		if !set.ReadAnyASN1(&ri, &tag) {

@@ -282,6 +282,9 @@ func (s *sdSigAlg) parsePSS(si *SignerInfo) error {
 
 // verify checks sig over the message whose hash with h is digest.
 func (s sdSigAlg) verify(cert *x509.Certificate, h crypto.Hash, digest, sig []byte) error {
+	if err := CheckCertificateKey(cert); err != nil {
+		return fmt.Errorf("signer certificate: %w", err)
+	}
 	switch s.name {
 	case sdAlgRSA, sdAlgRSAPSS:
 		pub := sdRSAPublicKey(cert)

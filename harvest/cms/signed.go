@@ -135,6 +135,9 @@ func ParseSignedData(ci *ContentInfo) (*SignedData, error) {
 	}
 	infos := v.Bytes
 	for len(infos) > 0 {
+		if len(sd.Signers) == MaxSignerInfos {
+			return nil, fmt.Errorf("%w: more than %d SignerInfos", ErrTooMany, MaxSignerInfos)
+		}
 		var s asn1.RawValue
 		if s, infos, err = sdNext(infos); err != nil {
 			return nil, fmt.Errorf("%w: signerInfos: %v", ErrMalformed, err)
@@ -183,7 +186,13 @@ func (sd *SignedData) parseEncap(b []byte) error {
 }
 
 func (sd *SignedData) parseCertificates(b []byte) error {
-	for len(b) > 0 {
+	if len(b) > MaxCertificateBytes {
+		return fmt.Errorf("%w: certificates of %d bytes (limit %d)", ErrTooMany, len(b), MaxCertificateBytes)
+	}
+	for n := 0; len(b) > 0; n++ {
+		if n == MaxCertificates {
+			return fmt.Errorf("%w: more than %d certificates", ErrTooMany, MaxCertificates)
+		}
 		v, rest, err := sdNext(b)
 		if err != nil {
 			return fmt.Errorf("%w: certificates: %v", ErrMalformed, err)
@@ -307,7 +316,9 @@ func (sd *SignedData) FindCertificate(si *SignerInfo, extra []*x509.Certificate)
 //
 // Errors: ErrMalformed (broken SignerInfo), ErrBadAttributes,
 // ErrUnsupported (md5/md4 digest, DSA, unknown algorithms, RSA keys below
-// 1024 bits), ErrDigestMismatch, ErrBadSignature. Each call is
+// 1024 bits), ErrKeyRefused (a signer key outside the limits of
+// CheckPublicKey, refused before any arithmetic), ErrDigestMismatch,
+// ErrBadSignature. Each call is
 // independent of the other signers' results.
 //
 // Content digests are cached per (content buffer, length) and computed for
