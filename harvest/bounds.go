@@ -21,13 +21,18 @@ const (
 	maxReportSignatures = maxJudgedSigners + maxSigners
 	maxReportString     = 512  // bytes of each string of a report
 	maxReportError      = 4096 // bytes of the report's error
+	// maxReportHeader: the Message-ID, From and Subject, longer than the
+	// archive's own cut (2 KiB), so that the archive's one sanitising step
+	// decides what is stored, indexed and searched for.
+	maxReportHeader = 4096
 	// maxReportShort: strings that are short in every real message
 	// (status, fingerprint, serial, algorithm names).
 	maxReportShort = 128
 	// MaxReportJSON bounds the JSON encoding of any report (the archive
-	// stores it with each record): about 170 KB of strings, each byte of
-	// which JSON may write as six ("\u003c").
-	MaxReportJSON = 1 << 20
+	// stores it with each record): about 200 KB of strings (the
+	// unprotected header values included), each byte of which JSON may
+	// write as six ("\u003c").
+	MaxReportJSON = 2 << 20
 )
 
 // maxCertAddresses bounds the SAN rfc822Names and subject attributes of a
@@ -65,7 +70,10 @@ func (w *walker) bound() {
 // that entry has status error, so that a cut list never reads as all
 // valid.
 func boundReport(r *Report) {
-	for _, s := range []*string{&r.File, &r.MessageID, &r.From, &r.Subject, &r.Decryption.Error} {
+	for _, s := range []*string{&r.MessageID, &r.From, &r.Subject} {
+		*s = clip(*s, maxReportHeader)
+	}
+	for _, s := range []*string{&r.File, &r.Decryption.Error} {
 		*s = clip(*s, maxReportString)
 	}
 	for _, s := range []*string{&r.Decryption.Status, &r.Decryption.Key, &r.Decryption.Cipher, &r.Decryption.KeyTransport} {
@@ -98,6 +106,13 @@ func boundReport(r *Report) {
 	for i := range r.Harvested {
 		r.Harvested[i].Email = clip(r.Harvested[i].Email, maxReportString)
 		r.Harvested[i].Fingerprint = clip(r.Harvested[i].Fingerprint, maxReportShort)
+	}
+	if len(r.Unprotected) > maxUnprotected {
+		r.Unprotected = r.Unprotected[:maxUnprotected:maxUnprotected]
+	}
+	for i := range r.Unprotected {
+		r.Unprotected[i].Name = clip(r.Unprotected[i].Name, maxReportShort)
+		r.Unprotected[i].Value = clip(r.Unprotected[i].Value, maxUnprotectedValue)
 	}
 }
 

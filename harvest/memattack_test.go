@@ -125,6 +125,7 @@ func TestReportBound(t *testing.T) {
 		r.Harvested = append(r.Harvested, Harvested{Email: long, Fingerprint: long})
 		r.Signatures = append(r.Signatures, Signature{Status: StatusValid, Signer: long, Fingerprint: long, Serial: long,
 			Issuer: long, Digest: long, Algorithm: long, Reason: long})
+		r.Unprotected = append(r.Unprotected, HeaderField{Name: long, Value: long})
 	}
 	boundReport(&r)
 	j := reportJSON(t, r)
@@ -141,9 +142,12 @@ func TestReportBound(t *testing.T) {
 	if !strings.Contains(strings.Join(r.Notes, "\n"), "more") {
 		t.Errorf("notes do not say they were cut: %q", r.Notes[len(r.Notes)-1])
 	}
-	r.Subject = strings.Repeat("ü", 1000)
+	if len(r.Unprotected) != maxUnprotected {
+		t.Errorf("%d unprotected values kept, want %d", len(r.Unprotected), maxUnprotected)
+	}
+	r.Subject = strings.Repeat("ü", 3000)
 	boundReport(&r)
-	if !utf8.ValidString(r.Subject) || !strings.HasSuffix(r.Subject, "…") || len(r.Subject) > maxReportString {
+	if !utf8.ValidString(r.Subject) || !strings.HasSuffix(r.Subject, "…") || len(r.Subject) > maxReportHeader {
 		t.Errorf("Subject cut to %d bytes (valid UTF-8 %v)", len(r.Subject), utf8.ValidString(r.Subject))
 	}
 }
