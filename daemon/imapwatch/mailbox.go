@@ -11,7 +11,10 @@ import (
 
 // Examine opens folder read-only (EXAMINE): the watched folder is never
 // opened read-write, so no \Recent or \Seen changes come from us.
+// folder is a configured name (see Resolve).
 func (c *Conn) Examine(ctx context.Context, folder string) (Mailbox, error) {
+	folder = c.Resolve(folder)
+	c.selected = "" // a failed EXAMINE leaves none selected either
 	var data *imap.SelectData
 	err := c.run(ctx, 0, "EXAMINE "+folder, func() error {
 		var err error
@@ -21,6 +24,7 @@ func (c *Conn) Examine(ctx context.Context, folder string) (Mailbox, error) {
 	if err != nil {
 		return Mailbox{}, err
 	}
+	c.selected, c.selectedRW = folder, false
 	if data.UIDValidity == 0 {
 		return Mailbox{}, fmt.Errorf("imapwatch: EXAMINE %s: server sent no UIDVALIDITY", folder)
 	}

@@ -1,6 +1,8 @@
 // Package servertest runs a private Cyrus IMAP 3.6 or Courier-IMAP 5.0
 // (Debian 12's packages) on 127.0.0.1 for tests, beside dovecottest's
-// Dovecot, so that smimed is tested against the servers organisations run.
+// Dovecot (which Start also wraps, as kind Dovecot, so that one test can
+// run against all three), so that smimed is tested against the servers
+// organisations run.
 //
 // Everything a server writes lives in the test's temporary directory:
 // configuration, mail, sockets, logs. The daemons run in a private mount
@@ -34,6 +36,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -44,9 +47,13 @@ import (
 type Kind string
 
 const (
+	Dovecot Kind = "dovecot" // dovecottest's, for tests that run against all three
 	Cyrus   Kind = "cyrus"
 	Courier Kind = "courier"
 )
+
+// Kinds are the servers a test can run against here.
+var Kinds = []Kind{Dovecot, Cyrus, Courier}
 
 // Options are the server's settings; the zero value is Debian's defaults.
 type Options struct {
@@ -79,6 +86,7 @@ type Server struct {
 	port  int
 	root  string // the unpacked server package
 	start func() (*exec.Cmd, error)
+	dove  *dovecottest.Server // kind Dovecot
 
 	syslog net.PacketConn
 
@@ -95,6 +103,13 @@ type Server struct {
 func Start(t testing.TB, kind Kind, opts Options) *Server {
 	t.Helper()
 	begin := time.Now()
+	if kind == Dovecot {
+		d := dovecottest.Start(t)
+		for name, pw := range opts.Users {
+			d.AddUser(t, name, pw)
+		}
+		return &Server{kind: kind, opts: opts, addr: d.Addr(), dove: d, started: time.Since(begin)}
+	}
 	s, err := start(t, kind, opts)
 	if err != nil {
 		if os.Getenv("SMIMED_REQUIRE_SERVERS") == "1" {
@@ -234,6 +249,9 @@ func (s *Server) nsCommand(binds []string, cmd ...string) *exec.Cmd {
 	args = append(args, cmd...)
 	c := exec.Command("unshare", args...)
 	c.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C"}
+	// A process group of their own: a daemon that signals its group when
+	// it stops must not reach the test binary or whatever started it.
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	return c
 }
 
@@ -314,6 +332,10 @@ func nsOf(pid int) string {
 // SIGKILL after 5 s) and waits until they are gone. It is safe to call more
 // than once; t.Cleanup calls it.
 func (s *Server) Stop() {
+	if s.dove != nil {
+		s.dove.Stop()
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.stopLocked()
@@ -354,6 +376,10 @@ func (s *Server) pids() []int {
 // server's BYE, where it sends one), then refused until it greets again.
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
+	if s.dove != nil {
+		s.dove.Restart(t)
+		return
+	}
 	s.Stop()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -368,6 +394,18 @@ func (s *Server) Restart(t testing.TB) {
 	}
 }
 
+// Auth is the login smimed must use (its auth setting): Courier offers
+// no AUTH=PLAIN on a plaintext connection, only the LOGIN command.
+func (s *Server) Auth() string {
+	if s.kind == Courier && !s.opts.CourierAuthPlain {
+		return "login"
+	}
+	return "plain"
+}
+
+// Dovecot is the Dovecot of a server of kind Dovecot (for doveadm), else nil.
+func (s *Server) Dovecot() *dovecottest.Server { return s.dove }
+
 // Kind is the server's implementation.
 func (s *Server) Kind() Kind { return s.kind }
 
@@ -379,6 +417,9 @@ func (s *Server) StartupTime() time.Duration { return s.started }
 
 // Log is what the server logged so far (syslog, and Courier's own files).
 func (s *Server) Log() string {
+	if s.dove != nil {
+		return s.dove.Log()
+	}
 	var b strings.Builder
 	for _, f := range []string{"server.log", "imapd.log", "authdaemond.log", "daemon.out"} {
 		if data, err := os.ReadFile(filepath.Join(s.dir, f)); err == nil && len(data) > 0 {
@@ -392,6 +433,8 @@ func (s *Server) Log() string {
 func (s *Server) Logins(user string) int {
 	var re *regexp.Regexp
 	switch s.kind {
+	case Dovecot:
+		re = regexp.MustCompile(`imap-login: Info: Login: user=<` + regexp.QuoteMeta(user) + `>`)
 	case Cyrus:
 		re = regexp.MustCompile(`login: \S+ \[[^\]]*\] ` + regexp.QuoteMeta(user) + ` \S+ User logged in`)
 	default:
