@@ -99,7 +99,7 @@ func (c *Conn) FindCopies(ctx context.Context, folder string, want map[string]st
 	names := slices.Sorted(maps.Keys(want))
 	// Every field in one SEARCH (its criteria are ANDed), so that the
 	// candidates are few however many copies the folder holds.
-	if _, err := c.Examine(ctx, folder); err != nil {
+	if _, err := c.examine(ctx, folder); err != nil {
 		return nil, err
 	}
 	crit := &imap.SearchCriteria{}

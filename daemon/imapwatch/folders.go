@@ -115,7 +115,7 @@ func (c *Conn) noteResolved(name, full string) {
 	if c.ns.delim != 0 {
 		delim = string(c.ns.delim)
 	}
-	c.log.Info("imap folder name", "folder", name, "server_name", full, "personal_namespace", c.ns.prefix, "delimiter", delim)
+	c.log.Info("imap folder name", "configured", name, "server_name", full, "personal_namespace", c.ns.prefix, "delimiter", delim)
 }
 
 // ensureFolder makes sure the folder full (a resolved name) exists and may

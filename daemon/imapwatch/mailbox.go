@@ -13,7 +13,12 @@ import (
 // opened read-write, so no \Recent or \Seen changes come from us.
 // folder is a configured name (see Resolve).
 func (c *Conn) Examine(ctx context.Context, folder string) (Mailbox, error) {
-	folder = c.Resolve(folder)
+	return c.examine(ctx, c.Resolve(folder))
+}
+
+// examine EXAMINEs the folder full (a resolved name).
+func (c *Conn) examine(ctx context.Context, full string) (Mailbox, error) {
+	folder := full
 	c.selected = "" // a failed EXAMINE leaves none selected either
 	var data *imap.SelectData
 	err := c.run(ctx, 0, "EXAMINE "+folder, func() error {
