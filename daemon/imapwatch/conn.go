@@ -426,9 +426,10 @@ func (c *Conn) Close() error {
 }
 
 // IsRefusal reports whether err is the server's NO to a command (a
-// refusal it would repeat: over quota, too big, not allowed), as opposed
-// to a failure of the connection.
+// refusal it would repeat: over quota, too big, not allowed), or a folder
+// copies never go into (ErrSpecialUse), as opposed to a failure of the
+// connection.
 func IsRefusal(err error) bool {
 	var ie *imap.Error
-	return errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeNo
+	return errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeNo || errors.Is(err, ErrSpecialUse)
 }
