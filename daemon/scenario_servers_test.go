@@ -134,7 +134,10 @@ func TestServersScenario(t *testing.T) {
 			s.SetFlags(t, "ceo", "INBOX", `\Flagged`, 2, 3)
 			before := inboxView(t, s, "ceo")
 
-			e.writeConfig(t, "[daemon]\nworkers = 4", []string{"org-new"}, e.account("ceo", "archive_folder = \"Decrypted\"\n"))
+			// liveness_interval as the README advises for servers whose
+			// IDLE polls (Debian's Cyrus and Courier): mail after the
+			// restart would otherwise wait up to a minute.
+			e.writeConfig(t, "[daemon]\nworkers = 4\nliveness_interval = \"10s\"", []string{"org-new"}, e.account("ceo", "archive_folder = \"Decrypted\"\n"))
 			logs := &lockedBuffer{}
 			start := time.Now()
 			svc, stop := runService(t, e.cfgPath, logs)
@@ -258,6 +261,14 @@ func TestServersIdleLatency(t *testing.T) {
 				}
 			}
 			t.Logf("%s: delivery to archive record: %v", tc.name, took)
+			// A server whose IDLE polls is noticed and named once.
+			notice := countLines(logs.String(), "level=WARN", "did not announce new mail during IDLE")
+			switch {
+			case tc.limit >= 10*time.Second && notice != 1:
+				t.Errorf("%d log lines say the server's IDLE polls, want 1:\n%s", notice, logs.String())
+			case tc.kind != servertest.Courier && tc.limit < 10*time.Second && notice != 0:
+				t.Errorf("%d log lines say the server's IDLE polls, want none:\n%s", notice, logs.String())
+			}
 			checkServerArchivedOnce(t, svc, e.s, "ceo")
 		})
 	}

@@ -181,6 +181,23 @@ func start(t testing.TB, kind Kind, opts Options) (*Server, error) {
 			return nil, err
 		}
 	}
+	// Open each INBOX once, as its first use: Courier makes a maildir's
+	// UIDVALIDITY when it is first opened, and two sessions opening a new
+	// one at the same moment were seen to end with two different values.
+	for name, pw := range opts.Users {
+		c, err := dial(s.addr)
+		if err != nil {
+			return nil, err
+		}
+		err = c.login(name, pw)
+		if err == nil {
+			_, err = c.cmd("STATUS INBOX (UIDVALIDITY)")
+		}
+		c.close()
+		if err != nil {
+			return nil, fmt.Errorf("%s's INBOX: %w", name, err)
+		}
+	}
 	return s, nil
 }
 
