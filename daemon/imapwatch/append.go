@@ -86,8 +86,9 @@ func (c *Conn) Create(ctx context.Context, folder string) error {
 // FindCopies returns the UIDs of the messages in folder whose header has
 // every field of want with exactly that value (unfolded, surrounding
 // white space ignored). folder (a configured name, see Resolve) is
-// created when missing and stays selected (read-only) until Append. The server's HEADER search is only a substring
-// match, so the candidates' fields are fetched and compared here.
+// created when missing and stays selected (read-only) until Append. The
+// server's HEADER search is only a substring match, so the candidates'
+// fields are fetched and compared here.
 func (c *Conn) FindCopies(ctx context.Context, folder string, want map[string]string) ([]uint32, error) {
 	if len(want) == 0 {
 		return nil, fmt.Errorf("%w: FindCopies needs at least one field", ErrConfig)
