@@ -312,7 +312,7 @@ func (s *Service) startAccount(a accountSettings) {
 	}
 	sink := &archiveSink{
 		engine: &s.engine, arch: s.arch, metrics: s.metrics,
-		mode: a.Account.ArchiveFolderMessages, authserv: a.AuthservID,
+		mode: a.Account.ArchiveFolderMessages, authserv: a.AuthservID, account: a.Account.Name,
 		log: s.log.With("account", a.Account.Name),
 	}
 	if a.Account.ArchiveFolder != "" {

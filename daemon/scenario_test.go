@@ -213,40 +213,6 @@ func waitArchived(t *testing.T, svc *Service, logs *lockedBuffer, n int) {
 		func() string { return fmt.Sprintf("%d records; log:\n%s", recordCount(t, svc), logs.String()) })
 }
 
-// TestScenarioIdleLatency: with the service idle, a message delivered to
-// the watched folder is in the archive within 2 s (5 s under -race),
-// measured from the start of the delivery to the record. Dovecot itself
-// waits 0.5 s after a change before it tells an IDLE client, so about
-// 0.55 s is normal. Not parallel, so the other scenarios do not load the
-// machine meanwhile.
-func TestScenarioIdleLatency(t *testing.T) {
-	e := newSvcEnv(t, "ceo")
-	e.writeConfig(t, "[daemon]\nworkers = 2", []string{"org-new"}, e.account("ceo"))
-	logs := &lockedBuffer{}
-	svc, _ := runService(t, e.cfgPath, logs)
-	// A first message gets the watcher past its first listing into IDLE.
-	e.d.Deliver(t, "ceo", "INBOX", numbered(fixture(t, "msg", "plain.eml"), 0))
-	waitArchived(t, svc, logs, 1)
-
-	limit := 2 * time.Second
-	if raceEnabled() {
-		limit = 5 * time.Second
-	}
-	msgs, _ := mix(t, 3, 1)
-	for i, msg := range msgs {
-		time.Sleep(300 * time.Millisecond) // idle again
-		start := time.Now()
-		e.d.Deliver(t, "ceo", "INBOX", msg)
-		waitArchived(t, svc, logs, i+2)
-		d := time.Since(start)
-		t.Logf("message %d: delivery to archive record %v", i+1, d)
-		if d > limit {
-			t.Errorf("message %d archived %v after its delivery, want within %v", i+1, d, limit)
-		}
-	}
-	checkArchivedOnce(t, svc, e.d, "ceo")
-}
-
 // TestScenarioBacklog: 1,000 messages already in the INBOX at the first
 // start are each archived exactly once (compared with doveadm's UIDs and
 // Message-IDs), and the checkpoint ends at the highest UID. It takes about

@@ -34,6 +34,7 @@ type archiveSink struct {
 	copier   *copier  // nil: the account has no archive_folder
 	mode     string   // archive_folder_messages
 	authserv string
+	account  string
 	log      *slog.Logger
 
 	failMu   sync.Mutex
@@ -152,8 +153,14 @@ func (k *archiveSink) copy(ctx context.Context, rec *archive.Record, pt []byte, 
 		if !imapwatch.IsRefusal(err) && k.failedAgain(rec.ID) < maxCopyAttempts {
 			return "", err
 		}
-		// Set aside: recorded, pending, and the message is done.
-		k.log.Error("user copy refused; the message is archived, its copy will be tried again later", "record", rec.ID, "folder", k.copier.folder, "err", err)
+		// Set aside: recorded, pending, and the message is done. The
+		// same refusal again is one problem, said once and shown by
+		// smimed status until a copy goes through.
+		if k.metrics.CopyRefused(k.account, k.copier.folder, err.Error()) {
+			k.log.Error("user copy refused; the message is archived, its copy is tried again every 5m; the same refusal again is shown by smimed status, not logged", "record", rec.ID, "folder", k.copier.folder, "err", err)
+		} else {
+			k.log.Debug("user copy refused again for the same reason", "record", rec.ID, "folder", k.copier.folder)
+		}
 		if err := k.arch.SetCopy(rec.ID, archive.Copy{Folder: k.copier.folder, Error: err.Error(), FailedAt: time.Now().UTC()}); err != nil {
 			return "", err
 		}
@@ -164,6 +171,9 @@ func (k *archiveSink) copy(ctx context.Context, rec *archive.Record, pt []byte, 
 		return "pending: " + err.Error(), nil
 	}
 	k.failedClear(rec.ID)
+	if k.metrics.CopyStored(k.account) {
+		k.log.Info("user copies go through again", "record", rec.ID, "folder", k.copier.folder)
+	}
 	if err := k.arch.SetCopy(rec.ID, archive.Copy{Folder: k.copier.folder, UID: uid, AppendedAt: time.Now().UTC()}); err != nil {
 		return "", err
 	}

@@ -53,6 +53,14 @@ type folderState struct {
 type accountStatus struct {
 	folders           map[string]folderState
 	processed, failed uint64
+	copies            *copyProblem // nil: the users' copies go through
+}
+
+// copyProblem is the one reason the server keeps refusing the account's
+// copies into its archive folder.
+type copyProblem struct {
+	folder, reason string
+	since          time.Time
 }
 
 // statusBoard holds the folder states and counts per account.
@@ -147,6 +155,9 @@ func (b *statusBoard) line(now time.Time) string {
 		}
 		if up < len(a.folders) {
 			notUp = append(notUp, name)
+		}
+		if a.copies != nil {
+			p += ", copies refused"
 		}
 		parts = append(parts, p)
 	}
@@ -254,6 +265,9 @@ const (
 	FolderLoginRefused = "login_refused"
 	FolderStopped      = "stopped"
 	FolderNotWatched   = "not_watched"
+	// FolderCopiesRefused is an account's archive folder while the server
+	// refuses the copies (LastError says why).
+	FolderCopiesRefused = "copies_refused"
 )
 
 var folderStateNames = map[string]string{
@@ -272,6 +286,8 @@ func (f *FolderStatus) Describe(now time.Time) string {
 		return f.State
 	case FolderNotWatched:
 		return "not watched"
+	case FolderCopiesRefused:
+		return "copies refused"
 	case FolderStopped:
 		if f.LastError != "" {
 			return "stopped: " + f.LastError
@@ -303,6 +319,45 @@ func (m *Metrics) FolderError(account, folder string, err error) {
 	folders[folder] = fs
 }
 
+// CopyRefused records that the server refuses account's copies into
+// folder for reason. It reports whether that is news: no refusal before,
+// or another reason.
+func (m *Metrics) CopyRefused(account, folder, reason string) bool {
+	if m == nil {
+		return true
+	}
+	b := &m.status
+	b.mu.Lock()
+	a := b.account(account)
+	news := a.copies == nil || a.copies.folder != folder || a.copies.reason != reason
+	if news {
+		a.copies = &copyProblem{folder: folder, reason: reason, since: m.now()}
+	}
+	b.mu.Unlock()
+	b.signal()
+	return news
+}
+
+// CopyStored records that a copy of account's went through; it reports
+// whether copies were refused until then.
+func (m *Metrics) CopyStored(account string) bool {
+	if m == nil {
+		return false
+	}
+	b := &m.status
+	b.mu.Lock()
+	a := b.accounts[account]
+	was := a != nil && a.copies != nil
+	if was {
+		a.copies = nil
+	}
+	b.mu.Unlock()
+	if was {
+		b.signal()
+	}
+	return was
+}
+
 // folders returns the state of every watched folder, with what the
 // collectors counted; the checkpoints are left to the caller.
 func (m *Metrics) folders() []FolderStatus {
@@ -310,6 +365,12 @@ func (m *Metrics) folders() []FolderStatus {
 	byKey := map[key]*FolderStatus{}
 	m.status.mu.Lock()
 	for name, a := range m.status.accounts {
+		if p := a.copies; p != nil {
+			byKey[key{name, p.folder}] = &FolderStatus{
+				Account: name, Folder: p.folder, State: FolderCopiesRefused,
+				LastError: p.reason, LastErrorAt: p.since,
+			}
+		}
 		for folder, fs := range a.folders {
 			byKey[key{name, folder}] = &FolderStatus{
 				Account: name, Folder: folder,

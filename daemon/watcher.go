@@ -108,6 +108,10 @@ type Watcher struct {
 	flushTimer *time.Timer
 	listed     map[uint32]bool // the last listing's UIDs not done yet: the backlog
 
+	// quietMisses counts new mail found after an IDLE that ended without a
+	// word from the server (its IDLE polls); said once, at the second.
+	quietMisses int
+
 	// onReady, for tests, is called in every session once the starting
 	// checkpoint is known, before any message is listed.
 	onReady func(start uint32)
@@ -261,11 +265,19 @@ func (w *Watcher) session(ctx context.Context, slots *PoolFolder) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	nextNoop := time.Now().Add(w.cfg.LivenessInterval)
+	var highest uint32 // the highest UID listed so far in this session
+	quiet := false     // the last wait was an IDLE the server said nothing in
 
 	for {
 		uids, err := conn.UIDsAfter(sctx, w.tracker.Checkpoint())
 		if err != nil {
 			return w.ended(ctx, sctx, &wg, err)
+		}
+		if n := len(uids); n > 0 {
+			if quiet && highest > 0 && uids[n-1] > highest {
+				w.idleMissed()
+			}
+			highest = max(highest, uids[n-1])
 		}
 		w.cfg.Metrics.Checked(w.cfg.Account, w.cfg.Folder)
 		w.setListed(uids)
@@ -333,13 +345,27 @@ func (w *Watcher) session(ctx context.Context, slots *PoolFolder) error {
 			nextNoop = now.Add(w.cfg.LivenessInterval)
 		}
 		wait := min(w.cfg.IdleRestart, time.Until(nextNoop))
-		_, err = conn.Idle(sctx, wait)
+		woke, err := conn.Idle(sctx, wait)
+		quiet = err == nil && !woke
 		if errors.Is(err, imapwatch.ErrNoIdle) {
 			err = sleepCtx(sctx, min(w.cfg.PollInterval, time.Until(nextNoop)))
 		}
 		if err != nil {
 			return w.ended(ctx, sctx, &wg, err)
 		}
+	}
+}
+
+// idleMissed notes new mail that IDLE did not announce (found by the
+// search after an IDLE the server said nothing in). One such message may
+// have come just as the wait ended; the second means the server's IDLE
+// only polls, which is said once, with the settings that fix it.
+func (w *Watcher) idleMissed() {
+	w.quietMisses++
+	if w.quietMisses == 2 {
+		w.log.Warn("the server did not announce new mail during IDLE (its IDLE polls): new mail waits for liveness_interval; "+
+			"Cyrus: run idled (cyrus.conf DAEMON idled); Courier: IMAP_ENHANCEDIDLE=1; or lower liveness_interval",
+			"liveness_interval", w.cfg.LivenessInterval)
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -18,14 +17,16 @@ import (
 	"github.com/emersion/go-imap/v2"
 )
 
-// Append stores the message in the file at path into folder with no flags
-// (so it is unread) and INTERNALDATE date, creating the folder when missing.
-// It returns the new UID when the server has UIDPLUS (RFC 4315), else 0.
+// Append stores the message in the file at path into folder (a configured
+// name, see Resolve) with no flags (so it is unread) and INTERNALDATE
+// date, creating the folder when missing. It returns the new UID when the
+// server has UIDPLUS (RFC 4315), else 0.
 //
-// The folder is created first (ALREADYEXISTS is fine) rather than on
-// NO [TRYCREATE], because a refusal of APPEND can desynchronise go-imap's
-// literal. Use a Conn of its own for appends, not the watcher's, and drop it
-// on any error.
+// The folder is made sure of first (LIST, CREATE when missing) rather
+// than on NO [TRYCREATE], because a refusal of APPEND can desynchronise
+// go-imap's literal; a folder this connection has selected is left first.
+// Use a Conn of its own for appends, not the watcher's, and drop it on any
+// error.
 func (c *Conn) Append(ctx context.Context, folder, path string, date time.Time) (uint32, error) {
 	file, err := os.Open(path)
 	if err != nil {
@@ -41,7 +42,11 @@ func (c *Conn) Append(ctx context.Context, folder, path string, date time.Time) 
 	}
 	size := st.Size()
 
-	if err := c.Create(ctx, folder); err != nil {
+	folder = c.Resolve(folder)
+	if err := c.ensureFolder(ctx, folder); err != nil {
+		return 0, err
+	}
+	if err := c.leaveFolder(ctx); err != nil {
 		return 0, err
 	}
 
@@ -72,34 +77,30 @@ func (c *Conn) Append(ctx context.Context, folder, path string, date time.Time) 
 	return uint32(data.UID), nil
 }
 
-// Create creates folder; one that exists already is fine.
+// Create creates folder (a configured name, see Resolve) unless LIST
+// shows it exists already.
 func (c *Conn) Create(ctx context.Context, folder string) error {
-	return c.run(ctx, 0, "CREATE "+folder, func() error {
-		err := c.client.Create(folder, nil).Wait()
-		var ie *imap.Error
-		if errors.As(err, &ie) && ie.Code == imap.ResponseCodeAlreadyExists {
-			return nil
-		}
-		return err
-	})
+	return c.ensureFolder(ctx, c.Resolve(folder))
 }
 
 // FindCopies returns the UIDs of the messages in folder whose header has
 // every field of want with exactly that value (unfolded, surrounding
-// white space ignored). folder is created when missing and stays
-// selected (read-only). The server's HEADER search is only a substring
-// match, so the candidates' fields are fetched and compared here.
+// white space ignored). folder (a configured name, see Resolve) is
+// created when missing and stays selected (read-only) until Append. The
+// server's HEADER search is only a substring match, so the candidates'
+// fields are fetched and compared here.
 func (c *Conn) FindCopies(ctx context.Context, folder string, want map[string]string) ([]uint32, error) {
 	if len(want) == 0 {
 		return nil, fmt.Errorf("%w: FindCopies needs at least one field", ErrConfig)
 	}
-	if err := c.Create(ctx, folder); err != nil {
+	folder = c.Resolve(folder)
+	if err := c.ensureFolder(ctx, folder); err != nil {
 		return nil, err
 	}
 	names := slices.Sorted(maps.Keys(want))
 	// Every field in one SEARCH (its criteria are ANDed), so that the
 	// candidates are few however many copies the folder holds.
-	if _, err := c.Examine(ctx, folder); err != nil {
+	if _, err := c.examine(ctx, folder); err != nil {
 		return nil, err
 	}
 	crit := &imap.SearchCriteria{}
@@ -165,6 +166,8 @@ func (c *Conn) Remove(ctx context.Context, folder string, uid uint32, want map[s
 	if len(want) == 0 {
 		return false, fmt.Errorf("%w: Remove needs the fields to check", ErrConfig)
 	}
+	folder = c.Resolve(folder)
+	c.selected = ""
 	err := c.run(ctx, 0, "SELECT "+folder, func() error {
 		_, err := c.client.Select(folder, nil).Wait()
 		return err
@@ -172,6 +175,7 @@ func (c *Conn) Remove(ctx context.Context, folder string, uid uint32, want map[s
 	if err != nil {
 		return false, err
 	}
+	c.selected, c.selectedRW = folder, true
 	set := imap.UIDSetNum(imap.UID(uid))
 	section := &imap.FetchItemBodySection{Specifier: imap.PartSpecifierHeader, HeaderFields: slices.Sorted(maps.Keys(want)), Peek: true}
 	same := false

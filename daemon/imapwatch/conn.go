@@ -80,6 +80,13 @@ type Conn struct {
 	caps   imap.CapSet
 	exists chan struct{} // 1 slot: an EXISTS arrived since the last UIDsAfter
 	broken error         // set once the connection was closed under us
+
+	ns         namespace       // the personal namespace, read at Dial
+	known      map[string]bool // folders found by LIST on this connection
+	selected   string          // the folder selected now, "" when none
+	selectedRW bool            // selected with SELECT, not EXAMINE
+	byes       *byeConn        // nil with STARTTLS (go-imap wraps the socket itself)
+	byeLogged  bool
 }
 
 // Mailbox is what EXAMINE reported.
@@ -203,14 +210,16 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 		if err := tconn.HandshakeContext(ctx); err != nil {
 			return fail(fmt.Errorf("imapwatch: TLS handshake with %s: %w", cfg.Addr, err))
 		}
-		c.client = imapclient.New(tconn, opts)
+		c.byes = &byeConn{Conn: tconn}
+		c.client = imapclient.New(c.byes, opts)
 	case "starttls":
 		c.client, err = imapclient.NewStartTLS(raw, opts)
 		if err != nil {
 			return fail(fmt.Errorf("imapwatch: STARTTLS with %s: %w", cfg.Addr, err))
 		}
 	default:
-		c.client = imapclient.New(raw, opts)
+		c.byes = &byeConn{Conn: raw}
+		c.client = imapclient.New(c.byes, opts)
 	}
 	if err := c.client.WaitGreeting(); err != nil {
 		return fail(fmt.Errorf("imapwatch: greeting from %s: %w", cfg.Addr, err))
@@ -222,6 +231,10 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	c.caps = c.client.Caps()
 	if c.caps == nil {
 		return fail(fmt.Errorf("imapwatch: no CAPABILITY from %s", cfg.Addr))
+	}
+	if err := c.readNamespace(ctx); err != nil {
+		c.client.Close()
+		return fail(err)
 	}
 	if !stop() {
 		c.client.Close()
@@ -333,9 +346,26 @@ func (c *Conn) finish(ctx context.Context, op string, timeout time.Duration, int
 		return fmt.Errorf("imapwatch: %s: %w", op, cause)
 	}
 	if err != nil {
-		return fmt.Errorf("imapwatch: %s: %w", op, err)
+		return c.withBye(fmt.Errorf("imapwatch: %s: %w", op, err))
 	}
 	return nil
+}
+
+// withBye adds the server's BYE text to err when the server sent one,
+// and logs it the first time: why the server ended the connection.
+func (c *Conn) withBye(err error) error {
+	if c.byes == nil {
+		return err
+	}
+	bye := c.byes.bye()
+	if bye == "" {
+		return err
+	}
+	if !c.byeLogged {
+		c.byeLogged = true
+		c.log.Warn("the server ended the connection", "bye", bye)
+	}
+	return fmt.Errorf("%w (the server said BYE: %s)", err, bye)
 }
 
 // movingReader calls moved after every read that returned bytes, and
@@ -396,9 +426,10 @@ func (c *Conn) Close() error {
 }
 
 // IsRefusal reports whether err is the server's NO to a command (a
-// refusal it would repeat: over quota, too big, not allowed), as opposed
-// to a failure of the connection.
+// refusal it would repeat: over quota, too big, not allowed), or a folder
+// copies never go into (ErrSpecialUse), as opposed to a failure of the
+// connection.
 func IsRefusal(err error) bool {
 	var ie *imap.Error
-	return errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeNo
+	return errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeNo || errors.Is(err, ErrSpecialUse)
 }

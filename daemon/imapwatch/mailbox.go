@@ -11,7 +11,15 @@ import (
 
 // Examine opens folder read-only (EXAMINE): the watched folder is never
 // opened read-write, so no \Recent or \Seen changes come from us.
+// folder is a configured name (see Resolve).
 func (c *Conn) Examine(ctx context.Context, folder string) (Mailbox, error) {
+	return c.examine(ctx, c.Resolve(folder))
+}
+
+// examine EXAMINEs the folder full (a resolved name).
+func (c *Conn) examine(ctx context.Context, full string) (Mailbox, error) {
+	folder := full
+	c.selected = "" // a failed EXAMINE leaves none selected either
 	var data *imap.SelectData
 	err := c.run(ctx, 0, "EXAMINE "+folder, func() error {
 		var err error
@@ -21,6 +29,7 @@ func (c *Conn) Examine(ctx context.Context, folder string) (Mailbox, error) {
 	if err != nil {
 		return Mailbox{}, err
 	}
+	c.selected, c.selectedRW = folder, false
 	if data.UIDValidity == 0 {
 		return Mailbox{}, fmt.Errorf("imapwatch: EXAMINE %s: server sent no UIDVALIDITY", folder)
 	}

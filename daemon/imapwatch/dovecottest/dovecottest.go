@@ -120,7 +120,7 @@ func Start(t testing.TB) *Server {
 	// Dovecot's bind: try a few.
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
-		port, err := freePort()
+		port, err := FreePort()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -162,7 +162,8 @@ func parseVersion(v string) (major, minor int) {
 	return major, minor
 }
 
-func freePort() (int, error) {
+// FreePort is a TCP port on 127.0.0.1 that nothing listens on just now.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
@@ -256,7 +257,7 @@ func (s *Server) start(dovecot string) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("Dovecot did not answer on %s: %v", s.addr, err)
 		}
-		if pid := s.masterPID(); pid > 0 && !alive(pid) {
+		if pid := s.masterPID(); pid > 0 && !Alive(pid) {
 			return fmt.Errorf("Dovecot master %d exited", pid)
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -272,9 +273,9 @@ func (s *Server) masterPID() int {
 	return pid
 }
 
-// alive reports whether pid runs; a zombie (exited, not yet reaped by its
+// Alive reports whether pid runs; a zombie (exited, not yet reaped by its
 // parent) does not.
-func alive(pid int) bool {
+func Alive(pid int) bool {
 	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
 		return false
 	}
@@ -329,7 +330,7 @@ func (s *Server) Stop() {
 // and anything whose command line names our private config.
 func (s *Server) masterPIDs() []int {
 	var pids []int
-	if pid := s.masterPID(); pid > 0 && alive(pid) {
+	if pid := s.masterPID(); pid > 0 && Alive(pid) {
 		pids = append(pids, pid)
 	}
 	ents, _ := os.ReadDir("/proc")
@@ -339,7 +340,7 @@ func (s *Server) masterPIDs() []int {
 			continue
 		}
 		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err == nil && bytes.Contains(cmdline, []byte("\x00"+s.conf)) && alive(pid) {
+		if err == nil && bytes.Contains(cmdline, []byte("\x00"+s.conf)) && Alive(pid) {
 			pids = append(pids, pid)
 		}
 	}

@@ -101,16 +101,25 @@ func (s *Server) DeliverMaildir(t testing.TB, user string, msgs [][]byte) {
 // imap process says BYE; SIGKILL after 10 s.
 func (s *Server) endLeftovers(t testing.TB) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	if pids := EndProcesses(s.leftovers, 10*time.Second); len(pids) > 0 {
+		t.Fatalf("dovecottest: processes %v of the old Dovecot survive SIGKILL", pids)
+	}
+}
+
+// EndProcesses sends SIGTERM to the processes list returns until it
+// returns none, then SIGKILL after grace, and returns those that survive
+// SIGKILL 5 s more.
+func EndProcesses(list func() []int, grace time.Duration) []int {
+	deadline := time.Now().Add(grace)
 	signal := syscall.SIGTERM
 	for {
-		pids := s.leftovers()
+		pids := list()
 		if len(pids) == 0 {
-			return
+			return nil
 		}
 		if time.Now().After(deadline) {
 			if signal == syscall.SIGKILL {
-				t.Fatalf("dovecottest: processes %v of the old Dovecot survive SIGKILL", pids)
+				return pids
 			}
 			signal, deadline = syscall.SIGKILL, time.Now().Add(5*time.Second)
 		}
@@ -135,7 +144,7 @@ func (s *Server) leftovers() []int {
 		}
 		proc := filepath.Join("/proc", e.Name())
 		cmdline, err := os.ReadFile(filepath.Join(proc, "cmdline"))
-		if err != nil || !bytes.HasPrefix(cmdline, []byte("dovecot/")) || !alive(pid) {
+		if err != nil || !bytes.HasPrefix(cmdline, []byte("dovecot/")) || !Alive(pid) {
 			continue
 		}
 		ours := inDir(filepath.Join(proc, "cwd"))
