@@ -3,7 +3,6 @@ package harvest
 import (
 	"bufio"
 	"bytes"
-	"encoding/base64"
 	"net/textproto"
 	"path/filepath"
 	"strings"
@@ -183,7 +182,7 @@ func TestCertsOnlyPlantsNothing(t *testing.T) {
 	dir := t.TempDir()
 	degenerate := osslIn(t, dir, nil, "crl2pkcs7", "-nocrl", "-certfile", filepath.Join(testdataDir, "pki", "alice.crt"),
 		"-certfile", filepath.Join(testdataDir, "pki", "intermediate.pem"), "-outform", "DER")
-	body := base64Lines(degenerate)
+	body := wrapBase64(degenerate)
 	for _, from := range []string{"mallory@evil.example", "alice@partner.example"} {
 		raw := []byte("From: " + from + "\r\nSubject: my new certificate\r\nMIME-Version: 1.0\r\nContent-Type: application/pkcs7-mime; smime-type=certs-only; name=smime.p7c\r\nContent-Transfer-Encoding: base64\r\n\r\n" + body)
 		st := openTestStore(t, filepath.Join(t.TempDir(), "smimed.db"), false)
@@ -207,18 +206,6 @@ func TestCertsOnlyPlantsNothing(t *testing.T) {
 		}
 		st.Close()
 	}
-}
-
-// base64Lines is data in base64, in lines of 76 characters.
-func base64Lines(data []byte) string {
-	s := base64.StdEncoding.EncodeToString(data)
-	var b strings.Builder
-	for len(s) > 76 {
-		b.WriteString(s[:76] + "\r\n")
-		s = s[76:]
-	}
-	b.WriteString(s + "\r\n")
-	return b.String()
 }
 
 // plaintextHeader parses a plaintext's header with net/textproto, a
@@ -250,7 +237,7 @@ func TestUndecryptableReasons(t *testing.T) {
 		if smimeType != "" {
 			ct += "; smime-type=" + smimeType
 		}
-		return []byte("From: alice@partner.example\r\nMIME-Version: 1.0\r\nContent-Type: " + ct + "\r\nContent-Transfer-Encoding: base64\r\n\r\n" + base64Lines(body))
+		return []byte("From: alice@partner.example\r\nMIME-Version: 1.0\r\nContent-Type: " + ct + "\r\nContent-Transfer-Encoding: base64\r\n\r\n" + wrapBase64(body))
 	}
 	eng := New(Options{Keys: keyList(orgKeys(t))})
 	for _, tc := range []struct {
