@@ -108,6 +108,18 @@ func inboxView(t *testing.T, s *servertest.Server, user string) string {
 	return b.String()
 }
 
+// eachServer runs test in parallel on each server with Debian's defaults
+// and a user "ceo"; folder is where that server places a relative
+// archive_folder "Decrypted" (serverPrefix).
+func eachServer(t *testing.T, test func(t *testing.T, e *serverEnv, folder string)) {
+	for _, kind := range servertest.Kinds {
+		t.Run(string(kind), func(t *testing.T) {
+			t.Parallel()
+			test(t, newServerEnv(t, kind, servertest.Options{}, "ceo"), serverPrefix[kind]+"Decrypted")
+		})
+	}
+}
+
 // TestServersScenario, on each server: a backlog is archived once each
 // (backfill, with its rate logged), the encrypted messages' copies are in
 // the archive folder as the server places "Decrypted" (INBOX.Decrypted on
@@ -116,73 +128,68 @@ func inboxView(t *testing.T, s *servertest.Server, user string) string {
 // mail is archived and copied, nothing twice. Before issue 10 not one copy
 // was stored on Cyrus or Courier.
 func TestServersScenario(t *testing.T) {
-	for _, kind := range servertest.Kinds {
-		t.Run(string(kind), func(t *testing.T) {
-			t.Parallel()
-			e := newServerEnv(t, kind, servertest.Options{}, "ceo")
-			s := e.s
-			folder := serverPrefix[kind] + "Decrypted"
-			const plain = 200
-			var backlog [][]byte
-			for i := range plain {
-				backlog = append(backlog, fmt.Appendf(nil, "From: alice@partner.example\r\nTo: ceo@org.example\r\nSubject: backlog %d\r\nMessage-ID: <backlog-%d@test.smimed.example>\r\n\r\nmessage %d of the backlog\r\n", i, i, i))
-			}
-			mixed, encrypted := mix(t, len(mixFixtures), 0)
-			backlog = append(backlog, mixed...)
-			s.Deliver(t, "ceo", "INBOX", backlog...)
-			s.SetFlags(t, "ceo", "INBOX", `\Seen`, 1, 2, 5)
-			s.SetFlags(t, "ceo", "INBOX", `\Flagged`, 2, 3)
-			before := inboxView(t, s, "ceo")
+	eachServer(t, func(t *testing.T, e *serverEnv, folder string) {
+		s, kind := e.s, e.s.Kind()
+		const plain = 200
+		var backlog [][]byte
+		for i := range plain {
+			backlog = append(backlog, fmt.Appendf(nil, "From: alice@partner.example\r\nTo: ceo@org.example\r\nSubject: backlog %d\r\nMessage-ID: <backlog-%d@test.smimed.example>\r\n\r\nmessage %d of the backlog\r\n", i, i, i))
+		}
+		mixed, encrypted := mix(t, len(mixFixtures), 0)
+		backlog = append(backlog, mixed...)
+		s.Deliver(t, "ceo", "INBOX", backlog...)
+		s.SetFlags(t, "ceo", "INBOX", `\Seen`, 1, 2, 5)
+		s.SetFlags(t, "ceo", "INBOX", `\Flagged`, 2, 3)
+		before := inboxView(t, s, "ceo")
 
-			// liveness_interval as the README advises for servers whose
-			// IDLE polls (Debian's Cyrus and Courier): mail after the
-			// restart would otherwise wait up to a minute.
-			e.writeConfig(t, "[daemon]\nworkers = 4\nliveness_interval = \"10s\"", []string{"org-new"}, e.account("ceo", "archive_folder = \"Decrypted\"\n"))
-			logs := &lockedBuffer{}
-			start := time.Now()
-			svc, stop := runService(t, e.cfgPath, logs)
-			waitArchived(t, svc, logs, len(backlog))
-			took := time.Since(start)
-			t.Logf("%s: backfill of %d messages in %v (%.0f messages/s)", kind, len(backlog), took.Round(time.Millisecond), float64(len(backlog))/took.Seconds())
-			waitUntil(t, "copies in "+folder, func() bool { return len(serverCopies(t, s, "ceo", folder)) >= encrypted },
-				func() string { return fmt.Sprintf("%v; log:\n%s", serverCopies(t, s, "ceo", folder), logs.String()) })
-			checkServerArchivedOnce(t, svc, s, "ceo")
-			checkServerCopiesOnce(t, s, folder, encrypted)
-			if n := countLines(logs.String(), `msg="imap folder name"`, "configured=Decrypted server_name="+folder+" "); n != 1 {
-				t.Errorf("%d log lines say where Decrypted went, want 1:\n%s", n, logs.String())
-			}
+		// liveness_interval as the README advises for servers whose
+		// IDLE polls (Debian's Cyrus and Courier): mail after the
+		// restart would otherwise wait up to a minute.
+		e.writeConfig(t, "[daemon]\nworkers = 4\nliveness_interval = \"10s\"", []string{"org-new"}, e.account("ceo", "archive_folder = \"Decrypted\"\n"))
+		logs := &lockedBuffer{}
+		start := time.Now()
+		svc, stop := runService(t, e.cfgPath, logs)
+		waitArchived(t, svc, logs, len(backlog))
+		took := time.Since(start)
+		t.Logf("%s: backfill of %d messages in %v (%.0f messages/s)", kind, len(backlog), took.Round(time.Millisecond), float64(len(backlog))/took.Seconds())
+		waitUntil(t, "copies in "+folder, func() bool { return len(serverCopies(t, s, "ceo", folder)) >= encrypted },
+			func() string { return fmt.Sprintf("%v; log:\n%s", serverCopies(t, s, "ceo", folder), logs.String()) })
+		checkServerArchivedOnce(t, svc, s, "ceo")
+		checkServerCopiesOnce(t, s, folder, encrypted)
+		if n := countLines(logs.String(), `msg="imap folder name"`, "configured=Decrypted server_name="+folder+" "); n != 1 {
+			t.Errorf("%d log lines say where Decrypted went, want 1:\n%s", n, logs.String())
+		}
 
-			// The server restarts under the running service.
-			logins := s.Logins("ceo")
-			s.Restart(t)
-			waitLines(t, logs, 1, "folder watcher session ended", "account=ceo", "retry_in=")
-			more, enc2 := mix(t, 2, 1) // enc-aes256, signed-rsa-sha256
-			s.Deliver(t, "ceo", "INBOX", more...)
-			waitArchived(t, svc, logs, len(backlog)+2)
-			waitUntil(t, "the new copy", func() bool { return len(serverCopies(t, s, "ceo", folder)) >= encrypted+enc2 },
-				func() string { return fmt.Sprint(serverCopies(t, s, "ceo", folder)) })
-			if s.Logins("ceo") <= logins {
-				t.Errorf("the server logged no login of ceo after its restart (%d before)", logins)
-			}
-			checkServerArchivedOnce(t, svc, s, "ceo")
-			checkServerCopiesOnce(t, s, folder, encrypted+enc2)
-			stop()
+		// The server restarts under the running service.
+		logins := s.Logins("ceo")
+		s.Restart(t)
+		waitLines(t, logs, 1, "folder watcher session ended", "account=ceo", "retry_in=")
+		more, enc2 := mix(t, 2, 1) // enc-aes256, signed-rsa-sha256
+		s.Deliver(t, "ceo", "INBOX", more...)
+		waitArchived(t, svc, logs, len(backlog)+2)
+		waitUntil(t, "the new copy", func() bool { return len(serverCopies(t, s, "ceo", folder)) >= encrypted+enc2 },
+			func() string { return fmt.Sprint(serverCopies(t, s, "ceo", folder)) })
+		if s.Logins("ceo") <= logins {
+			t.Errorf("the server logged no login of ceo after its restart (%d before)", logins)
+		}
+		checkServerArchivedOnce(t, svc, s, "ceo")
+		checkServerCopiesOnce(t, s, folder, encrypted+enc2)
+		stop()
 
-			// The INBOX as it was, plus the two new messages.
-			after := inboxView(t, s, "ceo")
-			if !strings.HasPrefix(after, strings.SplitAfter(before, "\n")[0]) || strings.Count(after, "\n") != strings.Count(before, "\n")+2 {
-				t.Errorf("INBOX before the run:\n%s\nafter:\n%s", before, after)
+		// The INBOX as it was, plus the two new messages.
+		after := inboxView(t, s, "ceo")
+		if !strings.HasPrefix(after, strings.SplitAfter(before, "\n")[0]) || strings.Count(after, "\n") != strings.Count(before, "\n")+2 {
+			t.Errorf("INBOX before the run:\n%s\nafter:\n%s", before, after)
+		}
+		for _, line := range strings.SplitAfter(before, "\n") {
+			if strings.HasSuffix(line, "\n") && !strings.Contains(after, line) {
+				t.Errorf("INBOX line %q changed; after:\n%s", strings.TrimSpace(line), after)
 			}
-			for _, line := range strings.SplitAfter(before, "\n") {
-				if strings.HasSuffix(line, "\n") && !strings.Contains(after, line) {
-					t.Errorf("INBOX line %q changed; after:\n%s", strings.TrimSpace(line), after)
-				}
-			}
-			if strings.Contains(logs.String(), "level=ERROR") {
-				t.Errorf("ERROR lines in the log:\n%s", logs.String())
-			}
-		})
-	}
+		}
+		if strings.Contains(logs.String(), "level=ERROR") {
+			t.Errorf("ERROR lines in the log:\n%s", logs.String())
+		}
+	})
 }
 
 func checkServerCopiesOnce(t *testing.T, s *servertest.Server, folder string, want int) {
@@ -324,4 +331,56 @@ func TestServersCopyRefusedOnce(t *testing.T) {
 	if line := svc.metrics.status.line(time.Now()); !strings.Contains(line, "copies refused") {
 		t.Errorf("STATUS= line %q does not say copies are refused", line)
 	}
+}
+
+// TestServersRestartMidBacklog, on each server: the service is stopped
+// part-way through a backlog (a mix of plain, signed and encrypted mail)
+// and started again, with more mail delivered while it was down; in the
+// end every UID the server lists is archived once, and the archive folder
+// holds exactly one copy of each encrypted message — as the server counts
+// them, read by servertest's own client — and no message was processed
+// twice (a stop checkpoints what it finished).
+func TestServersRestartMidBacklog(t *testing.T) {
+	eachServer(t, func(t *testing.T, e *serverEnv, folder string) {
+		s, kind := e.s, e.s.Kind()
+		backlog, encrypted := mix(t, 120, 0)
+		s.Deliver(t, "ceo", "INBOX", backlog...)
+		e.writeConfig(t, "[daemon]\nworkers = 4\nliveness_interval = \"10s\"", []string{"org-new"}, e.account("ceo", "archive_folder = \"Decrypted\"\n"))
+
+		logs := &lockedBuffer{}
+		svc, stop := runService(t, e.cfgPath, logs)
+		waitArchived(t, svc, logs, 15)
+		stop()
+		first := countLines(logs.String(), "message processed")
+		if first >= len(backlog) {
+			t.Fatalf("the whole backlog (%d) was archived before the stop: not a restart mid-backlog", first)
+		}
+		more, enc2 := mix(t, 6, len(backlog))
+		s.Deliver(t, "ceo", "INBOX", more...)
+
+		logs2 := &lockedBuffer{}
+		svc, _ = runService(t, e.cfgPath, logs2)
+		total := len(backlog) + len(more)
+		waitArchived(t, svc, logs2, total)
+		waitUntil(t, "copies in "+folder, func() bool { return len(serverCopies(t, s, "ceo", folder)) >= encrypted+enc2 },
+			func() string { return fmt.Sprintf("%v; log:\n%s", serverCopies(t, s, "ceo", folder), logs2.String()) })
+		time.Sleep(time.Second) // a duplicate APPEND, if any, has time to land
+		checkServerArchivedOnce(t, svc, s, "ceo")
+		checkServerCopiesOnce(t, s, folder, encrypted+enc2)
+		if got := recordCount(t, svc); got != total {
+			t.Errorf("archive holds %d records, want %d", got, total)
+		}
+		// A stop finishes and checkpoints the messages in hand: the
+		// second run starts where the first ended, nothing is read twice.
+		second := countLines(logs2.String(), "message processed")
+		if first+second != total {
+			t.Errorf("%d messages processed before the stop and %d after, want %d in all", first, second, total)
+		}
+		t.Logf("%s: stopped after %d of %d; after the restart %d processed", kind, first, len(backlog), second)
+		for _, l := range []*lockedBuffer{logs, logs2} {
+			if strings.Contains(l.String(), "level=ERROR") {
+				t.Errorf("ERROR lines in the log:\n%s", l.String())
+			}
+		}
+	})
 }

@@ -9,7 +9,7 @@ package imapwatch
 // asked with LIST, never read from the text of a NO (Dovecot says
 // [ALREADYEXISTS], Cyrus "Mailbox already exists", Courier "Cannot create
 // this folder."). Copies never go into a folder whose special use (RFC
-// 6154) is \Sent, \Trash, \Junk or \Drafts.
+// 6154) is \Sent, \Trash, \Junk, \Drafts or \All.
 
 import (
 	"context"
@@ -154,40 +154,52 @@ func (c *Conn) ensureFolder(ctx context.Context, full string) error {
 
 // listFolder LISTs full and reports whether it exists as a folder that
 // can hold messages; one with a special use that must not take copies is
-// ErrSpecialUse.
+// ErrSpecialUse: \Sent, \Trash, \Junk, \Drafts, and \All (Gmail's
+// "[Gmail]/All Mail", where every message is already).
 func (c *Conn) listFolder(ctx context.Context, full string) (bool, error) {
+	attrs, exists, err := c.folderAttrs(ctx, full)
+	if err != nil || !exists {
+		return false, err
+	}
+	for _, a := range attrs {
+		for _, bad := range []imap.MailboxAttr{imap.MailboxAttrSent, imap.MailboxAttrTrash, imap.MailboxAttrJunk, imap.MailboxAttrDrafts, imap.MailboxAttrAll} {
+			if strings.EqualFold(string(a), string(bad)) {
+				return false, fmt.Errorf("%w: %s is the %s folder; choose another archive_folder", ErrSpecialUse, full, a)
+			}
+		}
+	}
+	return true, nil
+}
+
+// folderAttrs LISTs full (with its special use where the server can say
+// it) and returns its attributes; exists is false when the server lists
+// no such folder or one that cannot hold messages.
+func (c *Conn) folderAttrs(ctx context.Context, full string) (attrs []imap.MailboxAttr, exists bool, err error) {
 	var opts *imap.ListOptions
 	if c.caps.Has(imap.CapSpecialUse) && (c.caps.Has(imap.CapListExtended) || c.caps.Has(imap.CapIMAP4rev2)) {
 		opts = &imap.ListOptions{ReturnSpecialUse: true}
 	}
 	var list []*imap.ListData
-	err := c.run(ctx, 0, "LIST "+full, func() error {
+	err = c.run(ctx, 0, "LIST "+full, func() error {
 		var err error
 		list, err = c.client.List("", full, opts).Collect()
 		return err
 	})
 	if err != nil {
-		return false, err
+		return nil, false, err
 	}
 	for _, l := range list {
 		if l.Mailbox != full && !(strings.EqualFold(full, "INBOX") && strings.EqualFold(l.Mailbox, "INBOX")) {
 			continue // a wildcard in the name matched another folder
 		}
 		for _, a := range l.Attrs {
-			for _, bad := range []imap.MailboxAttr{imap.MailboxAttrSent, imap.MailboxAttrTrash, imap.MailboxAttrJunk, imap.MailboxAttrDrafts} {
-				if strings.EqualFold(string(a), string(bad)) {
-					return false, fmt.Errorf("%w: %s is the %s folder; choose another archive_folder", ErrSpecialUse, full, a)
-				}
-			}
-		}
-		for _, a := range l.Attrs {
 			if strings.EqualFold(string(a), string(imap.MailboxAttrNoSelect)) || strings.EqualFold(string(a), string(imap.MailboxAttrNonExistent)) {
-				return false, nil
+				return l.Attrs, false, nil
 			}
 		}
-		return true, nil
+		return l.Attrs, true, nil
 	}
-	return false, nil
+	return nil, false, nil
 }
 
 // leaveFolder closes the folder this connection has selected, if any,

@@ -615,6 +615,27 @@ func TestDovecot(t *testing.T) {
 // silentServer greets, accepts LOGIN and then never answers again: a
 // half-open connection as go-imap alone would never notice it.
 func silentServer(t *testing.T) string {
+	return scriptedServer(t, func(conn net.Conn) {
+		fmt.Fprintf(conn, "* OK [CAPABILITY IMAP4rev1 IDLE] silent\r\n")
+		buf := make([]byte, 4096)
+		n, err := conn.Read(buf)
+		if err != nil {
+			return
+		}
+		tag, _, _ := strings.Cut(string(buf[:n]), " ")
+		fmt.Fprintf(conn, "%s OK [CAPABILITY IMAP4rev1 IDLE] logged in\r\n", tag)
+		for {
+			if _, err := conn.Read(buf); err != nil {
+				return
+			}
+		}
+	})
+}
+
+// scriptedServer listens on loopback and runs serve for each connection
+// (which it closes afterwards) until the test ends; it returns the address.
+func scriptedServer(t *testing.T, serve func(conn net.Conn)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -628,19 +649,7 @@ func silentServer(t *testing.T) string {
 			}
 			go func() {
 				defer conn.Close()
-				fmt.Fprintf(conn, "* OK [CAPABILITY IMAP4rev1 IDLE] silent\r\n")
-				buf := make([]byte, 4096)
-				n, err := conn.Read(buf)
-				if err != nil {
-					return
-				}
-				tag, _, _ := strings.Cut(string(buf[:n]), " ")
-				fmt.Fprintf(conn, "%s OK [CAPABILITY IMAP4rev1 IDLE] logged in\r\n", tag)
-				for {
-					if _, err := conn.Read(buf); err != nil {
-						return
-					}
-				}
+				serve(conn)
 			}()
 		}
 	}()

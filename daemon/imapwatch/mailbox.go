@@ -11,9 +11,14 @@ import (
 
 // Examine opens folder read-only (EXAMINE): the watched folder is never
 // opened read-write, so no \Recent or \Seen changes come from us.
-// folder is a configured name (see Resolve).
+// folder is a configured name (see Resolve). On Gmail, its \All folder
+// is refused (checkWatchable).
 func (c *Conn) Examine(ctx context.Context, folder string) (Mailbox, error) {
-	return c.examine(ctx, c.Resolve(folder))
+	full := c.Resolve(folder)
+	if err := c.checkWatchable(ctx, full); err != nil {
+		return Mailbox{}, err
+	}
+	return c.examine(ctx, full)
 }
 
 // examine EXAMINEs the folder full (a resolved name).
