@@ -402,8 +402,3 @@ func backupStore(st *harvest.Store, w io.Writer) (int64, error) {
 	}
 	return n, nil
 }
-
-// currentCaller describes this process, for commands run directly.
-func currentCaller() Caller {
-	return Caller{UID: os.Getuid(), GID: os.Getgid(), PID: os.Getpid(), Via: "direct"}
-}

@@ -13,9 +13,7 @@ package daemon
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/user"
@@ -140,7 +138,7 @@ func (w *certEntry) entry() (harvest.Entry, error) {
 	if err != nil {
 		return harvest.Entry{}, err
 	}
-	if sum := sha256.Sum256(c.Raw); hex.EncodeToString(sum[:]) != w.Fingerprint {
+	if harvest.Fingerprint(c) != w.Fingerprint {
 		return harvest.Entry{}, fmt.Errorf("control socket: certificate of %s does not have the fingerprint %s", w.Email, w.Fingerprint)
 	}
 	return harvest.Entry{

@@ -13,9 +13,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -323,7 +321,7 @@ func certsPrintEntry(w io.Writer, e harvest.Entry) {
 func certsPrintCert(w io.Writer, c *x509.Certificate) {
 	// Every value may come from a stranger's certificate or message.
 	line := func(k, v string) { fmt.Fprintf(w, "%-15s %s\n", k+":", clean(v)) }
-	line("fingerprint", certsFingerprint(c))
+	line("fingerprint", harvest.Fingerprint(c))
 	line("subject", c.Subject.String())
 	line("issuer", c.Issuer.String())
 	line("serial", c.SerialNumber.Text(16))
@@ -554,11 +552,6 @@ func certsUntrust(open certsOpener, args []string, stdout, stderr io.Writer) int
 	}
 	fmt.Fprintf(stdout, "untrusted %s (%s): quarantined again for %s\n", e.Fingerprint, clean(e.Cert.Subject.String()), clean(strings.Join(d.trusted, ", ")))
 	return exitOK
-}
-
-func certsFingerprint(c *x509.Certificate) string {
-	sum := sha256.Sum256(c.Raw)
-	return hex.EncodeToString(sum[:])
 }
 
 func certsEmails(es []harvest.Entry) string {
