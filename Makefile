@@ -8,7 +8,7 @@ DESTDIR ?=
 all: build
 
 build:
-	$(GO) build -o smimed ./cmd/smimed
+	$(GO) build -buildvcs=auto -o smimed ./cmd/smimed
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -52,7 +52,7 @@ clean:
 INSTALL_BIN ?= smimed
 UNITDIR = $(DESTDIR)$(PREFIX)/lib/systemd/system
 install:
-	$(GO) build -trimpath -o $(INSTALL_BIN) ./cmd/smimed
+	$(GO) build -trimpath -buildvcs=auto -o $(INSTALL_BIN) ./cmd/smimed
 	install -D -m 0755 $(INSTALL_BIN) $(DESTDIR)$(PREFIX)/bin/smimed
 	install -d -m 0755 $(UNITDIR)
 	sed 's|^ExecStart=/usr/bin/smimed |ExecStart=$(PREFIX)/bin/smimed |' systemd/smimed.service >$(UNITDIR)/smimed.service

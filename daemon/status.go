@@ -435,7 +435,7 @@ func (s *Service) Status() (*DaemonStatus, error) {
 	// their messages, and status must answer meanwhile. state_dir never
 	// changes while the service runs.
 	st := &DaemonStatus{
-		Version: buildVersion(), StateDir: s.stateDir,
+		Version: BuildVersion(), StateDir: s.stateDir,
 		Started: processStart, UptimeSeconds: int64(time.Since(processStart).Seconds()),
 		Folders: s.metrics.folders(),
 	}
@@ -523,9 +523,9 @@ func QueryStatus(ctx context.Context, cfg *Config) (*DaemonStatus, error) {
 	return st, nil
 }
 
-// buildVersion is the module version the binary was built from, else its
+// BuildVersion is the module version the binary was built from, else its
 // VCS revision ("+dirty" when modified), else "".
-func buildVersion() string {
+func BuildVersion() string {
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return ""

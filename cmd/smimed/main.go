@@ -20,18 +20,21 @@ const (
 const usageText = `smimed — S/MIME mailbox daemon
 
 Usage:
-  smimed inspect [--config FILE] [--json] [--harvest] FILE...   what protects a message, verdicts, harvest
-  smimed decrypt [--config FILE] FILE                           write the readable plaintext message to stdout
+  smimed inspect [--config FILE] [--json] [--harvest] [--at TIME] FILE...
+                                                                what protects a message, verdicts, harvest
+  smimed decrypt [--config FILE] [--at TIME] FILE               write the readable plaintext message to stdout
   smimed certs [--config FILE] list [--json]                    certificates in the store
   smimed certs [--config FILE] show FINGERPRINT|EMAIL           one certificate in detail
   smimed certs [--config FILE] export EMAIL                     PEM certificate(s) to encrypt to EMAIL
-  smimed certs [--config FILE] trust [--all] FINGERPRINT        release a certificate from quarantine
+  smimed certs [--config FILE] trust [--all] FINGERPRINT        release a certificate from quarantine (pin it)
+  smimed certs [--config FILE] untrust FINGERPRINT              withdraw an administrator's trust
   smimed check-config [--config FILE]                           list every problem in the configuration
   smimed run [--config FILE]                                    watch the IMAP folders (the service)
   smimed archive [--config FILE] SUBCOMMAND                     list, show, export, failed, retry, verify, audit the archive
   smimed backup [--config FILE] --out FILE [--force]            consistent copy of the store (not the archive files)
   smimed status [--config FILE] [--json]                        the running daemon's accounts and folders
   smimed demo [--dir DIR] [--listen ADDR] [--once]              the service on a demo mailbox of its own, no setup
+  smimed version                                                the version smimed was built from
   smimed help                                                   this text
 
 FILE may be "-" for standard input. The default config is /etc/smimed/smimed.toml.
@@ -67,6 +70,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return statusMain(rest, stdout, stderr)
 	case "demo":
 		return demoMain(rest, stdout, stderr)
+	case "version", "--version", "-version":
+		return versionMain(rest, stdout, stderr)
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, usageText)
 		return exitOK
