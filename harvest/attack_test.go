@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"net/textproto"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -36,7 +37,14 @@ func TestLookalikeFrom(t *testing.T) {
 		{"From: bob@elsewhere.example\r\n", StatusValid}, // the control: bob as himself
 		{"From: Bob Example <bob@elsewhere.example>\r\n", StatusValid},
 		{"From: \"Bob (bob@elsewhere.example)\" <bob@elsewhere.example>\r\n", StatusValid},
-		{"From: \"Sales @ Elsewhere\" <bob@elsewhere.example>\r\n", StatusValid},
+		{"From: \"Sales, Elsewhere\" <bob@elsewhere.example>\r\n", StatusValid},
+		// any word with an at sign in the display name, whatever follows it
+		{"From: \"Sales @ Elsewhere\" <bob@elsewhere.example>\r\n", StatusMismatch},
+		{"From: \"alice@partner\u3002example\" <bob@elsewhere.example>\r\n", StatusMismatch},
+		{"From: \"alice@partner\ua4f8example\" <bob@elsewhere.example>\r\n", StatusMismatch},
+		// drawn right to left it reads alice@partner.example
+		{"From: =?utf-8?b?4oCuZWxwbWF4ZS5yZW50cmFwQGVjaWxh4oCs?= <bob@elsewhere.example>\r\n", StatusMismatch},
+		{"From: \"Bob \u202eExample\" <bob@elsewhere.example>\r\n", StatusMismatch},
 		{"From: =?utf-8?q?Re=3A_Bob?= <bob@elsewhere.example>\r\n", StatusValid},
 		// group syntax: the group name is shown, net/mail drops it
 		{"From: \"alice@partner.example\": bob@elsewhere.example;\r\n", StatusMismatch},
@@ -87,6 +95,17 @@ func TestPartialCoverage(t *testing.T) {
 		{"alternative: signed text, unsigned html", StatusPartial, "text/html part", append([]byte(header), alternative...)},
 		{"mixed: an attachment beside the signed part", StatusPartial, "application/pdf part \"invoice.pdf\"",
 			append([]byte(header), mixed(string(signedPart), "Content-Type: application/pdf; name=invoice.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0=")...)},
+		// tricks from a review: a close delimiter with text after it
+		// ("--zz--x" is none, RFC 2046 5.1.1), more parts than the engine
+		// examines, an empty part that is still an attachment by name,
+		// a third part in the multipart/signed itself
+		{"mixed: a malformed close delimiter before the html", StatusPartial, "text/html part",
+			append([]byte(header), []byte("Content-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\n"+string(signedPart)+"\r\n--zz--x\r\n--zz\r\n"+html+"\r\n--zz--\r\n")...)},
+		{"mixed: 200 empty parts before the html", StatusPartial, "the parts after the first 200",
+			append([]byte(header), []byte("Content-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\n"+string(signedPart)+"\r\n"+strings.Repeat("--zz\r\n", 200)+"--zz\r\n"+html+"\r\n--zz--\r\n")...)},
+		{"mixed: an empty text part named as an attachment", StatusPartial, "text/plain part \"URGENT new IBAN.txt\"",
+			append([]byte(header), mixed(string(signedPart), "Content-Type: text/plain\r\nContent-Disposition: attachment; filename=\"URGENT new IBAN.txt\"\r\n\r\n ")...)},
+		{"multipart/signed with a third part", StatusPartial, "1 part(s) after the signature", append([]byte(header), thirdPart(t, signedPart, html)...)},
 		// the controls: nothing shown beside the signed part
 		{"mixed: a signed part and an empty part", StatusValid, "", append([]byte(header), mixed("Content-Type: text/plain\r\n\r\n \r\n", string(signedPart))...)},
 		{"the signed part as the whole message", StatusValid, "", append([]byte(header), signedPart...)},
@@ -301,4 +320,22 @@ func TestOpaqueSignedPartInWrapper(t *testing.T) {
 			t.Errorf("%s: Content-Type = %q", tc.name, hdr.Get("Content-Type"))
 		}
 	}
+}
+
+// thirdPart adds a part after the signature of an OpenSSL multipart/signed
+// entity, before its close delimiter.
+func thirdPart(t *testing.T, signed []byte, part string) []byte {
+	t.Helper()
+	m := regexp.MustCompile(`boundary="([^"]+)"`).FindSubmatch(signed)
+	if m == nil {
+		t.Fatalf("no boundary in OpenSSL's output:\n%s", signed)
+	}
+	closeDelim := "--" + string(m[1]) + "--"
+	i := bytes.LastIndex(signed, []byte(closeDelim))
+	if i < 0 {
+		t.Fatalf("no close delimiter %q", closeDelim)
+	}
+	out := append([]byte{}, signed[:i]...)
+	out = append(out, "--"+string(m[1])+"\r\n"+part+"\r\n"...)
+	return append(out, signed[i:]...)
 }

@@ -71,11 +71,16 @@ func describeShown(part []byte) string {
 	if err != nil {
 		return "a part with a broken Content-Type"
 	}
-	if strings.HasPrefix(mt, "text/") && len(bytes.TrimSpace(pe.body)) == 0 {
-		return ""
-	}
+	// A named part, or one marked as an attachment, is listed by its
+	// name (the sender's text) whatever its body holds.
 	if name := pe.fileName(params); name != "" {
 		return fmt.Sprintf("%s part %q", mt, sanitizeName(name))
+	}
+	if disp, _, err := pe.header.ContentDisposition(); err == nil && strings.EqualFold(disp, "attachment") {
+		return mt + " attachment"
+	}
+	if strings.HasPrefix(mt, "text/") && len(bytes.TrimSpace(pe.body)) == 0 && !pe.header.Has("Content-Disposition") {
+		return ""
 	}
 	return mt + " part"
 }
@@ -106,7 +111,11 @@ func (w *walker) finish(outer *entity) {
 		}
 		w.rep.Unprotected = unprotectedDiffs(outer.rawHeader, p.raw)
 		w.rep.From, w.rep.Subject, w.rep.MessageID = p.info.shownFrom, p.info.subject, p.info.messageID
-		w.note(fmt.Sprintf("the header fields shown come from the protected header section (%s)", p.kind))
+		if p.signed {
+			w.note(fmt.Sprintf("the header fields shown come from the protected header section (%s)", p.kind))
+		} else {
+			w.note(fmt.Sprintf("the header fields shown come from the header section inside the encryption (%s), which is not signed", p.kind))
+		}
 	}
 	w.from, w.fromIssue = from, issue
 	for _, p := range w.pending {
@@ -176,7 +185,7 @@ type HeaderField struct {
 // Bounds on the outer values kept beside the protected ones: each value,
 // and how many.
 const (
-	maxUnprotectedValue = 998
+	maxUnprotectedValue = 900 // with the field name, within RFC 5322's 998
 	maxUnprotected      = 20
 )
 
@@ -207,9 +216,7 @@ func unprotectedDiffs(outerHeader, protectedHeader []byte) []HeaderField {
 			if len(out) == maxUnprotected {
 				return out
 			}
-			if len(v) > maxUnprotectedValue {
-				v = v[:maxUnprotectedValue]
-			}
+			v = clip(v, maxUnprotectedValue)
 			out = append(out, HeaderField{Name: canonicalName(name), Value: v})
 		}
 	}

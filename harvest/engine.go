@@ -320,6 +320,10 @@ func (w *walker) container(ent *entity, params map[string]string, depth int) []b
 	for i, part := range parts {
 		shown[i] = describeShown(part)
 	}
+	if len(parts) > maxParts {
+		// splitParts stopped: what follows is shown but never looked at.
+		shown = append(shown, fmt.Sprintf("the parts after the first %d (not examined)", maxParts))
+	}
 	replaced := make([][]byte, len(parts))
 	changed := false
 	for i, part := range parts {
@@ -454,7 +458,14 @@ func (w *walker) multipartSigned(ent *entity, params map[string]string, depth in
 		w.note("a signature covers only one part of the message; the rest is unsigned")
 	}
 	layer := w.addLayer(name)
-	signed, sigPart, err := splitSigned(ent.body, params["boundary"])
+	signed, sigPart, extra, err := splitSigned(ent.body, params["boundary"])
+	if extra > 0 {
+		// RFC 1847 allows two parts; a reader that falls back to
+		// multipart/mixed shows the others, which nothing signed.
+		n := len(w.outside)
+		w.outside = append(w.outside, fmt.Sprintf("%d part(s) after the signature in the multipart/signed", extra))
+		defer func() { w.outside = w.outside[:n] }()
+	}
 	if err != nil {
 		w.sigError(layer, fmt.Sprintf("multipart/signed: %v", err))
 		return nil, fmt.Errorf("multipart/signed: %w", err)

@@ -13,8 +13,10 @@ import (
 // whole field. So the field must name exactly one mailbox, and nothing else
 // in it — display name, comment, group name — may show another address,
 // however it is spelled: a full-width at sign (U+FF20), a small at sign
-// (U+FE6B), zero-width characters, spaces around the at sign, or any other
-// form that NFKC normalisation turns into an ordinary address.
+// (U+FE6B), zero-width characters, spaces around the at sign, lookalike
+// dots, or any other form that NFKC normalisation turns into an at sign.
+// Every word with an at sign must be the mailbox itself, and no
+// bidirectional control may reorder what is drawn.
 
 // fromIssue returns why the From field cannot be bound to addr, its parsed
 // mailbox, or "". raw is the field's value as transmitted, text the same
@@ -22,6 +24,14 @@ import (
 func fromIssue(raw, text, addr string) string {
 	if hasGroupSyntax(raw) {
 		return "From uses group syntax (a group name is shown but not bound; RFC 5322 allows only mailboxes in From)"
+	}
+	for _, r := range text {
+		if isBidiControl(r) {
+			// A reader draws the text in another order than it is
+			// stored: "elpmaxe.rentrap@ecila" under U+202E reads as an
+			// address that no comparison of the stored text finds.
+			return fmt.Sprintf("the From field holds a bidirectional control character (U+%04X), which can make it show another address", r)
+		}
 	}
 	for _, shown := range shownAddresses(text) {
 		if shown != addr {
@@ -66,9 +76,11 @@ func shownAddresses(text string) []string {
 		return unicode.IsSpace(r) || strings.ContainsRune("<>\"(),;:'[]{}|\\", r)
 	}) {
 		f = strings.Trim(f, ".")
-		// Something@host.domain: a display name like "Sales @ ACME" is
-		// not taken for an address.
-		if at := strings.IndexByte(f, '@'); at > 0 && strings.Contains(f[at+1:], ".") {
+		// Anything with an at sign: a lookalike dot (U+3002, U+A4F8)
+		// that NFKC keeps would hide "alice@partner。example" from a
+		// rule that wanted a real dot. A display name such as
+		// "Sales @ ACME" is refused too, the price of that rule.
+		if strings.IndexByte(f, '@') >= 0 {
 			if !contains(out, f) {
 				out = append(out, f)
 			}
@@ -117,6 +129,19 @@ func hasGroupSyntax(v string) bool {
 		case c == ':' && !angle:
 			return true
 		}
+	}
+	return false
+}
+
+// isBidiControl tells the Unicode characters that change the order in
+// which text is drawn (UAX #9): the marks, embeddings, overrides and
+// isolates.
+func isBidiControl(r rune) bool {
+	switch {
+	case r == 0x061C, r == 0x200E, r == 0x200F:
+		return true
+	case r >= 0x202A && r <= 0x202E, r >= 0x2066 && r <= 0x2069:
+		return true
 	}
 	return false
 }

@@ -216,7 +216,7 @@ func TestBoundaryPrefixOfNestedBoundary(t *testing.T) {
 	// The inner multipart's boundary "b1x" starts with the outer "b1": it
 	// must not end the outer part.
 	body := []byte("--b1\r\nContent-Type: multipart/mixed; boundary=b1x\r\n\r\n--b1x\r\n\r\ninner\r\n--b1x--\r\n--b1\r\nContent-Type: application/pkcs7-signature\r\n\r\nSIG\r\n--b1--\r\n")
-	signed, sig, err := splitSigned(body, "b1")
+	signed, sig, _, err := splitSigned(body, "b1")
 	if err != nil {
 		t.Fatal(err)
 	}

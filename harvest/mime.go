@@ -197,19 +197,20 @@ var (
 // returned exactly as transmitted: from the line after the first delimiter
 // up to, not including, the line break before the next delimiter.
 // go-message cannot be used for this because it never exposes a part's raw
-// bytes. sig is nil when the signature part is missing.
-func splitSigned(body []byte, boundary string) (signed, sig []byte, err error) {
+// bytes. sig is nil when the signature part is missing; extra counts the
+// parts after the two RFC 1847 allows.
+func splitSigned(body []byte, boundary string) (signed, sig []byte, extra int, err error) {
 	if boundary == "" || len(boundary) > 200 {
-		return nil, nil, fmt.Errorf("%w: bad boundary parameter", errNoBoundary)
+		return nil, nil, 0, fmt.Errorf("%w: bad boundary parameter", errNoBoundary)
 	}
 	parts := splitParts(body, boundary)
 	if len(parts) == 0 {
-		return nil, nil, errNoBoundary
+		return nil, nil, 0, errNoBoundary
 	}
 	if len(parts) > 1 {
 		sig = parts[1]
 	}
-	return parts[0], sig, nil
+	return parts[0], sig, max(0, len(parts)-2), nil
 }
 
 // afterDelimiterLine skips transport padding (spaces, tabs) and the line
@@ -258,9 +259,11 @@ func nextPart(body []byte, start int, delim []byte) ([]byte, int, bool) {
 // delimiter line: "--" (the close delimiter), or transport padding and a
 // line break, or the end of the body.
 func isDelimiterLine(rest []byte) bool {
-	if bytes.HasPrefix(rest, []byte("--")) {
-		return true
-	}
+	// The close delimiter too is followed only by transport padding and
+	// the line break (RFC 2046 section 5.1.1): "--b--x" is no delimiter,
+	// or whatever follows it would be hidden from the coverage rule while
+	// readers show it.
+	rest = bytes.TrimPrefix(rest, []byte("--"))
 	rest = bytes.TrimLeft(rest, " \t")
 	return len(rest) == 0 || rest[0] == '\r' || rest[0] == '\n'
 }
