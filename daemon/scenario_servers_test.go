@@ -215,7 +215,7 @@ func checkServerCopiesOnce(t *testing.T, s *servertest.Server, folder string, wa
 // measured only with SMIMED_MEASURE=1. Courier's immediate notices come
 // through gamin, which was seen to miss one under load: the fast cases
 // run with liveness_interval = "10s" as well and allow one message of
-// three to take that long.
+// three to take up to two intervals.
 func TestServersIdleLatency(t *testing.T) {
 	fast := 2 * time.Second
 	if raceEnabled() {
@@ -262,7 +262,11 @@ func TestServersIdleLatency(t *testing.T) {
 				took = append(took, d.Round(10*time.Millisecond))
 				if tc.limit > 0 && d > tc.limit {
 					slow++
-					if tc.limit >= 10*time.Second || slow > 1 || d > 10*time.Second+fast {
+					// The one slow message of a fast case waits for the
+					// liveness NOOP: one interval, or two when the first
+					// NOOP came before gamin let Courier see the file
+					// (seen once under CI load: 22.6 s).
+					if tc.limit >= 10*time.Second || slow > 1 || d > 2*10*time.Second+fast {
 						t.Errorf("message %d archived %v after its delivery, want within %v", i+1, d, tc.limit)
 					}
 				}
