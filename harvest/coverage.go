@@ -59,9 +59,9 @@ func (w *walker) now() time.Time {
 
 // describeShown names what a reader is shown of a container's part, or ""
 // for a part that shows nothing (empty or white space only).
-func describeShown(part []byte) string {
-	pe, err := splitEntity(part)
-	if err != nil {
+// pe is the part parsed, nil when it is no MIME entity.
+func describeShown(part []byte, pe *entity) string {
+	if pe == nil {
 		if len(bytes.TrimSpace(part)) == 0 {
 			return ""
 		}
@@ -93,10 +93,7 @@ func sanitizeName(s string) string {
 		}
 		return r
 	}, s)
-	if len(s) > 60 {
-		s = s[:60] + "…"
-	}
-	return s
+	return clip(s, 60)
 }
 
 // finish decides every pending signature's verdict and harvests.

@@ -316,9 +316,12 @@ func (w *walker) container(ent *entity, params map[string]string, depth int) []b
 	defer func() { w.inPart-- }()
 	boundary := params["boundary"]
 	parts := splitParts(ent.body, boundary)
+	// Each part is parsed once: for what it shows and to walk it.
+	ents := make([]*entity, len(parts))
 	shown := make([]string, len(parts))
 	for i, part := range parts {
-		shown[i] = describeShown(part)
+		ents[i], _ = splitEntity(part)
+		shown[i] = describeShown(part, ents[i])
 	}
 	if len(parts) > maxParts {
 		// splitParts stopped: what follows is shown but never looked at.
@@ -331,8 +334,8 @@ func (w *walker) container(ent *entity, params map[string]string, depth int) []b
 			w.note(fmt.Sprintf("more than %d MIME parts; the rest was not examined", maxParts))
 			break
 		}
-		pe, err := splitEntity(part)
-		if err != nil {
+		pe := ents[i]
+		if pe == nil {
 			continue
 		}
 		mt, pp, err := pe.mediaType()
