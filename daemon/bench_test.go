@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/daemon/imapwatch"
 	"github.com/smimed/smimed/daemon/imapwatch/dovecottest"
 )
@@ -72,7 +73,7 @@ func (e *svcEnv) benchConfig(b *testing.B, stateDir, head string, accounts ...st
 // function (also run at cleanup).
 func startBench(b *testing.B, cfgPath string) (*Service, func()) {
 	b.Helper()
-	cfg, err := LoadConfig(cfgPath)
+	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -230,7 +231,7 @@ func fetchAll(b *testing.B, e *svcEnv, n int) time.Duration {
 // returns the time taken.
 func engineAll(b *testing.B, e *svcEnv, stateDir string, msgs [][]byte) time.Duration {
 	b.Helper()
-	cfg, err := LoadConfig(e.benchConfig(b, stateDir, "", e.account("ceo")))
+	cfg, err := config.Load(e.benchConfig(b, stateDir, "", e.account("ceo")))
 	if err != nil {
 		b.Fatal(err)
 	}

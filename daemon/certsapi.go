@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/harvest"
 )
 
@@ -167,7 +168,7 @@ var _ CertsAPI = (*certsClient)(nil)
 
 // DialConfigCerts finds the daemon of cfg as DialConfig does and returns
 // a CertsAPI that asks it. ErrNoDaemon when none answers.
-func DialConfigCerts(cfg *Config) (CertsAPI, error) {
+func DialConfigCerts(cfg *config.Config) (CertsAPI, error) {
 	path, err := findDaemon(cfg)
 	if err != nil {
 		return nil, err

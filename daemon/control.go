@@ -49,7 +49,6 @@ import (
 	"net"
 	"os"
 	"os/user"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -61,6 +60,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/harvest"
 )
 
@@ -71,12 +71,6 @@ const (
 	maxRetryIDs = 4096
 	// dataChunk is the number of bytes in one data frame.
 	dataChunk = 32 << 10
-	// maxSocketPath is the longest path a unix socket address holds
-	// (sun_path is 108 bytes with the final NUL).
-	maxSocketPath = 107
-	// controlSocketName is the socket's file name in the default
-	// directories.
-	controlSocketName = "control.sock"
 )
 
 var (
@@ -93,38 +87,6 @@ var (
 // ErrPeerRefused is the refusal of a connecting process that is neither
 // root, the service user, nor in the service's group.
 var ErrPeerRefused = errors.New("permission denied")
-
-// ControlSocketPath is where the daemon listens: [daemon] control_socket
-// when set, else control.sock in $RUNTIME_DIRECTORY (systemd's
-// RuntimeDirectory=smimed, so /run/smimed) when that is set, else in
-// state_dir.
-func (c *Config) ControlSocketPath() string {
-	if c.Daemon.ControlSocket != "" {
-		return c.Daemon.ControlSocket
-	}
-	if rd := os.Getenv("RUNTIME_DIRECTORY"); rd != "" {
-		// Several RuntimeDirectory= entries arrive colon-separated.
-		return filepath.Join(strings.Split(rd, ":")[0], controlSocketName)
-	}
-	return filepath.Join(c.StateDir, controlSocketName)
-}
-
-// ControlSocketPaths are where a command looks for the daemon: the
-// configured socket when there is one; else $RUNTIME_DIRECTORY's (when
-// set), /run/smimed's (the unit's RuntimeDirectory, which an admin's shell
-// does not know of) and state_dir's.
-func (c *Config) ControlSocketPaths() []string {
-	if c.Daemon.ControlSocket != "" {
-		return []string{c.Daemon.ControlSocket}
-	}
-	var out []string
-	for _, p := range []string{c.ControlSocketPath(), filepath.Join("/run/smimed", controlSocketName), filepath.Join(c.StateDir, controlSocketName)} {
-		if !slices.Contains(out, p) {
-			out = append(out, p)
-		}
-	}
-	return out
-}
 
 // ControlOptions configure ServeControl.
 type ControlOptions struct {
@@ -233,8 +195,8 @@ func (s *controlServer) stop() {
 
 // listenControl creates the socket file: mode 0660, group gid.
 func listenControl(path string, gid int) (*net.UnixListener, error) {
-	if len(path) > maxSocketPath {
-		return nil, fmt.Errorf("control socket %s: the path is longer than %d bytes (set [daemon] control_socket)", path, maxSocketPath)
+	if len(path) > config.MaxSocketPath {
+		return nil, fmt.Errorf("control socket %s: the path is longer than %d bytes (set [daemon] control_socket)", path, config.MaxSocketPath)
 	}
 	if fi, err := os.Lstat(path); err == nil {
 		if fi.Mode().Type() != fs.ModeSocket {

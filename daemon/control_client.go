@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/daemon/config"
 )
 
 // ErrNoDaemon is returned, wrapped, when no daemon answers on the control
@@ -89,7 +90,7 @@ func dialControl(path string) (string, error) {
 // DialConfig finds the daemon of cfg on cfg.ControlSocketPaths and
 // returns an ArchiveAPI that asks it; a daemon that serves another
 // state_dir is passed over. ErrNoDaemon when none answers.
-func DialConfig(cfg *Config) (ArchiveAPI, error) {
+func DialConfig(cfg *config.Config) (ArchiveAPI, error) {
 	path, err := findDaemon(cfg)
 	if err != nil {
 		return nil, err
@@ -99,7 +100,7 @@ func DialConfig(cfg *Config) (ArchiveAPI, error) {
 
 // findDaemon returns the socket of cfg's daemon: the first of
 // cfg.ControlSocketPaths whose daemon answers and serves cfg.StateDir.
-func findDaemon(cfg *Config) (string, error) {
+func findDaemon(cfg *config.Config) (string, error) {
 	var tried []string
 	for _, p := range cfg.ControlSocketPaths() {
 		stateDir, err := dialControl(p)

@@ -28,6 +28,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/harvest"
 )
 
@@ -760,7 +761,7 @@ func TestControlSocketFile(t *testing.T) {
 }
 
 func TestControlSocketPaths(t *testing.T) {
-	cfg := Defaults()
+	cfg := config.Defaults()
 	cfg.StateDir = "/var/lib/smimed"
 	t.Setenv("RUNTIME_DIRECTORY", "")
 	if got := cfg.ControlSocketPath(); got != "/var/lib/smimed/control.sock" {
@@ -781,7 +782,7 @@ func TestControlSocketPaths(t *testing.T) {
 	dir := t.TempDir()
 	cf := filepath.Join(dir, "smimed.toml")
 	os.WriteFile(cf, []byte("state_dir = \"state\"\n[daemon]\ncontrol_socket = \"run/ctl.sock\"\n"), 0o600)
-	c, err := LoadConfig(cf)
+	c, err := config.Load(cf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -789,14 +790,14 @@ func TestControlSocketPaths(t *testing.T) {
 		t.Errorf("control_socket = %s, paths %v; want %s", c.ControlSocketPath(), c.ControlSocketPaths(), want)
 	}
 	os.WriteFile(cf, []byte("[daemon]\ncontrol_socket = \"/"+strings.Repeat("x", 120)+"\"\n"), 0o600)
-	if _, err := LoadConfig(cf); err == nil || !strings.Contains(err.Error(), "daemon.control_socket") {
-		t.Errorf("LoadConfig with a 121-byte control_socket = %v", err)
+	if _, err := config.Load(cf); err == nil || !strings.Contains(err.Error(), "daemon.control_socket") {
+		t.Errorf("config.Load with a 121-byte control_socket = %v", err)
 	}
 }
 
 func TestDialConfig(t *testing.T) {
 	f := newControlFixture(t, nil)
-	cfg := Defaults()
+	cfg := config.Defaults()
 	cfg.StateDir = f.dir
 	cfg.Daemon.ControlSocket = f.path
 	api, err := DialConfig(cfg)
@@ -899,7 +900,7 @@ func TestControlCerts(t *testing.T) {
 	if err := f.store.AddIntermediates([]*x509.Certificate{inter}); err != nil {
 		t.Fatal(err)
 	}
-	cfg := Defaults()
+	cfg := config.Defaults()
 	cfg.StateDir, cfg.Daemon.ControlSocket = f.dir, f.path
 	remote, err := DialConfigCerts(cfg)
 	if err != nil {
@@ -1050,9 +1051,9 @@ func TestStatusSnapshot(t *testing.T) {
 		}
 	}
 	// What Service.Status does, without the IMAP side.
-	svc := &Service{cfg: &Config{StateDir: f.dir}, stateDir: f.dir, metrics: m, store: f.store}
+	svc := &Service{cfg: &config.Config{StateDir: f.dir}, stateDir: f.dir, metrics: m, store: f.store}
 	f.srv.opts.Status = svc.Status
-	cfg := Defaults()
+	cfg := config.Defaults()
 	cfg.StateDir, cfg.Daemon.ControlSocket = f.dir, f.path
 	st, err := QueryStatus(context.Background(), cfg)
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/smimed/smimed/daemon/config"
 )
 
 // An organisation key under 1,024 bits (made by OpenSSL) loads, with one
@@ -34,7 +36,7 @@ func TestLoadKeysWarnsAboutSmallRSAKey(t *testing.T) {
 	if err := os.Chmod(keyFile, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := &Config{Path: "smimed.toml", Keys: []KeyConfig{{CertFile: filepath.Join(dir, "old.crt"), KeyFile: keyFile}}}
+	cfg := &config.Config{Path: "smimed.toml", Keys: []config.Key{{CertFile: filepath.Join(dir, "old.crt"), KeyFile: keyFile}}}
 	keys, warnings, err := cfg.LoadKeysWarn()
 	if err != nil || len(keys) != 1 {
 		t.Fatalf("LoadKeysWarn() = %d keys, %v", len(keys), err)

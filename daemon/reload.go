@@ -16,6 +16,8 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+
+	"github.com/smimed/smimed/daemon/config"
 )
 
 // ErrNotRunning is returned by Reload before Run or after it ended.
@@ -39,7 +41,7 @@ func (s *Service) Reload() error {
 		}
 	}()
 	old := s.cfg
-	cfg, err := LoadConfig(old.Path)
+	cfg, err := config.Load(old.Path)
 	var l *loaded
 	if err == nil {
 		l, err = load(cfg)
@@ -117,10 +119,10 @@ func (s *Service) Reload() error {
 	return nil
 }
 
-// oneLine renders err on one line: a *ConfigError's problems joined by
+// oneLine renders err on one line: a *config.Error's problems joined by
 // "; ".
 func oneLine(err error) string {
-	var ce *ConfigError
+	var ce *config.Error
 	if errors.As(err, &ce) {
 		return fmt.Sprintf("config %s: %s", ce.Path, strings.Join(ce.Problems, "; "))
 	}

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/smimed/smimed/daemon/config"
 )
 
 // countLines counts the log lines that hold every one of parts.
@@ -100,9 +102,9 @@ func TestServiceReload(t *testing.T) {
 
 	// An invalid file: one error line naming the key, nothing changes.
 	e.writeConfig(t, "[daemon]\nworkers = 0", []string{"org-new", "org-old"}, e.account("keep"), e.account("newbie"))
-	var ce *ConfigError
+	var ce *config.Error
 	if err := svc.Reload(); !errors.As(err, &ce) {
-		t.Fatalf("Reload() of an invalid file = %v, want a *ConfigError", err)
+		t.Fatalf("Reload() of an invalid file = %v, want a *config.Error", err)
 	}
 	if n := countLines(logs.String(), "reload refused", "daemon.workers"); n != 1 {
 		t.Errorf("want one \"reload refused\" line naming daemon.workers:\n%s", logs.String())

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/daemon/imapwatch"
 	"github.com/smimed/smimed/harvest"
 	"github.com/smimed/smimed/harvest/cms"
@@ -41,8 +42,8 @@ type Service struct {
 	running   atomic.Int64  // watchers that have not returned
 	ended     chan struct{} // 1 slot: running dropped to 0
 
-	mu       sync.Mutex // serialises Run's start and end and Reload
-	cfg      *Config    // the configuration in force
+	mu       sync.Mutex     // serialises Run's start and end and Reload
+	cfg      *config.Config // the configuration in force
 	ctx      context.Context
 	stopped  bool
 	initial  []accountSettings // started by Run
@@ -55,7 +56,7 @@ type Service struct {
 // accountSettings is everything an account's watchers are started with:
 // a reload restarts an account exactly when they differ.
 type accountSettings struct {
-	Account          AccountConfig
+	Account          config.Account
 	Password         string
 	TempDir          string
 	MaxMessageSize   int64
@@ -102,9 +103,9 @@ type loaded struct {
 
 // load reads the keys, trust anchors and account passwords cfg names, so
 // that a configuration is refused whole before anything uses it.
-func load(cfg *Config) (*loaded, error) {
+func load(cfg *config.Config) (*loaded, error) {
 	if len(cfg.Accounts) == 0 {
-		return nil, &ConfigError{Path: cfg.Path, Problems: []string{"accounts: no [[accounts]] to watch"}}
+		return nil, &config.Error{Path: cfg.Path, Problems: []string{"accounts: no [[accounts]] to watch"}}
 	}
 	keys, warnings, err := cfg.LoadKeysWarn()
 	if err != nil {
@@ -129,7 +130,7 @@ func load(cfg *Config) (*loaded, error) {
 }
 
 // settings returns the watchers' settings of every account of cfg.
-func (l *loaded) settings(cfg *Config) []accountSettings {
+func (l *loaded) settings(cfg *config.Config) []accountSettings {
 	var out []accountSettings
 	for _, a := range cfg.Accounts {
 		out = append(out, accountSettings{
@@ -147,7 +148,7 @@ func (l *loaded) settings(cfg *Config) []accountSettings {
 
 // NewService loads keys, trust anchors and passwords, opens the store and
 // the metrics listener. The caller must Close it.
-func NewService(cfg *Config, log *slog.Logger, notify *Notifier) (*Service, error) {
+func NewService(cfg *config.Config, log *slog.Logger, notify *Notifier) (*Service, error) {
 	l, err := load(cfg)
 	if err != nil {
 		return nil, err
@@ -207,7 +208,7 @@ func (l *loaded) warn(log *slog.Logger) {
 	}
 }
 
-func (s *Service) newEngine(cfg *Config, l *loaded) *harvest.Engine {
+func (s *Service) newEngine(cfg *config.Config, l *loaded) *harvest.Engine {
 	return harvest.New(harvest.Options{Keys: l.keys, Roots: l.roots, Store: s.store, Harvest: true, RejectSHA1: cfg.Trust.RejectSHA1})
 }
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/daemon/imapwatch/dovecottest"
 	"github.com/smimed/smimed/harvest"
 )
@@ -50,7 +51,7 @@ func fixture(t *testing.T, parts ...string) []byte {
 // waits for it to return.
 func runService(t *testing.T, cfgPath string, logs *lockedBuffer) (svc *Service, stop func()) {
 	t.Helper()
-	cfg, err := LoadConfig(cfgPath)
+	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}

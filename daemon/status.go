@@ -24,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/smimed/smimed/daemon/config"
 	"go.etcd.io/bbolt"
 )
 
@@ -499,7 +500,7 @@ func StoreCheckpoints(db *bbolt.DB) ([]FolderStatus, error) {
 
 // QueryStatus asks the daemon of cfg (found as DialConfig finds it) for
 // its status. ErrNoDaemon when none answers.
-func QueryStatus(ctx context.Context, cfg *Config) (*DaemonStatus, error) {
+func QueryStatus(ctx context.Context, cfg *config.Config) (*DaemonStatus, error) {
 	path, err := findDaemon(cfg)
 	if err != nil {
 		return nil, err

@@ -26,6 +26,7 @@ import (
 
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/daemon"
+	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/harvest"
 )
 
@@ -130,7 +131,7 @@ var errConfig = errors.New("configuration")
 // and trust anchors are loaded, and certificates of valid signatures found
 // on the way are harvested, as the daemon does. stderr is for notes about
 // how the archive was reached.
-func openArchiveAPI(cfg *daemon.Config, needEngine bool, stderr io.Writer) (daemon.ArchiveAPI, error) {
+func openArchiveAPI(cfg *config.Config, needEngine bool, stderr io.Writer) (daemon.ArchiveAPI, error) {
 	// A running daemon holds the store: ask it over its control socket
 	// (it retries with its own keys). Only when no daemon answers, open
 	// the store directly, as a stopped daemon leaves it free.
@@ -225,7 +226,7 @@ func (s *archiveSession) failf(format string, args ...any) int {
 // with loads the configuration, opens the API and runs fn with it and a
 // context that SIGINT or SIGTERM cancel (so an export removes its
 // temporary file). A failure to open is printed in one line.
-func (s *archiveSession) with(needEngine bool, fn func(ctx context.Context, api daemon.ArchiveAPI, cfg *daemon.Config) int) int {
+func (s *archiveSession) with(needEngine bool, fn func(ctx context.Context, api daemon.ArchiveAPI, cfg *config.Config) int) int {
 	cfg, err := loadConfig(*s.configPath)
 	if err != nil {
 		fmt.Fprintf(s.stderr, "smimed: %v\n", err)
@@ -343,7 +344,7 @@ func archiveList(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return s.usagef("%v", err)
 	}
-	return s.with(false, func(ctx context.Context, api daemon.ArchiveAPI, _ *daemon.Config) int {
+	return s.with(false, func(ctx context.Context, api daemon.ArchiveAPI, _ *config.Config) int {
 		enc := jsonLines(stdout)
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 		if !*asJSON {
@@ -411,7 +412,7 @@ func archiveShow(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return s.usagef("%v", err)
 	}
-	return s.with(false, func(ctx context.Context, api daemon.ArchiveAPI, _ *daemon.Config) int {
+	return s.with(false, func(ctx context.Context, api daemon.ArchiveAPI, _ *config.Config) int {
 		if err := api.Message(ctx, id, *original, stdout); err != nil {
 			return s.failf("%v", err)
 		}
@@ -436,7 +437,7 @@ func archiveFailed(args []string, stdout, stderr io.Writer) int {
 	if _, code, done := s.parse(args, archiveFailedUsage, 0); done {
 		return code
 	}
-	return s.with(false, func(ctx context.Context, api daemon.ArchiveAPI, _ *daemon.Config) int {
+	return s.with(false, func(ctx context.Context, api daemon.ArchiveAPI, _ *config.Config) int {
 		enc := jsonLines(stdout)
 		ctx = daemon.WithAuditCommand(ctx, daemon.CommandFailed)
 		err := api.List(ctx, archive.Query{Status: archive.StatusUndecryptable}, func(r *archive.Record) error {
@@ -503,7 +504,7 @@ func archiveRetry(args []string, stdout, stderr io.Writer) int {
 		}
 		ids = append(ids, id)
 	}
-	return s.with(true, func(ctx context.Context, api daemon.ArchiveAPI, _ *daemon.Config) int {
+	return s.with(true, func(ctx context.Context, api daemon.ArchiveAPI, _ *config.Config) int {
 		n, exit := 0, exitOK
 		err := api.Retry(ctx, ids, func(res daemon.RetryResult) error {
 			n++
@@ -547,7 +548,7 @@ func archiveVerify(args []string, stdout, stderr io.Writer) int {
 	if _, code, done := s.parse(args, archiveVerifyUsage, 0); done {
 		return code
 	}
-	return s.with(false, func(ctx context.Context, api daemon.ArchiveAPI, _ *daemon.Config) int {
+	return s.with(false, func(ctx context.Context, api daemon.ArchiveAPI, _ *config.Config) int {
 		bar := newProgress(stderr, "verifying")
 		res, err := api.Verify(ctx, bar.update)
 		bar.finish()
@@ -662,7 +663,7 @@ func archiveAudit(args []string, stdout, stderr io.Writer) int {
 			return s.usagef("--since: %v", err)
 		}
 	}
-	return s.with(false, func(ctx context.Context, api daemon.ArchiveAPI, _ *daemon.Config) int {
+	return s.with(false, func(ctx context.Context, api daemon.ArchiveAPI, _ *config.Config) int {
 		enc := jsonLines(stdout)
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 		err := api.Audit(ctx, from, func(e archive.AuditEntry) error {

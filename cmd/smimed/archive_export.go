@@ -17,6 +17,7 @@ import (
 
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/daemon"
+	"github.com/smimed/smimed/daemon/config"
 )
 
 const archiveExportUsage = `Usage: smimed archive export [FILTERS] [--format mbox|maildir] --out PATH [--original] [--force] [--config FILE]
@@ -95,7 +96,7 @@ func archiveExport(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return s.failf("%v", err)
 	}
-	return s.with(false, func(ctx context.Context, api daemon.ArchiveAPI, _ *daemon.Config) int {
+	return s.with(false, func(ctx context.Context, api daemon.ArchiveAPI, _ *config.Config) int {
 		// The list first, the messages after: the index is not held
 		// while files are written, and the progress line knows the total.
 		var items []exportItem

@@ -11,6 +11,7 @@ import (
 
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/daemon"
+	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/harvest"
 )
 
@@ -34,7 +35,7 @@ func archiveRetryUntrusted(s *archiveSession, ids []string) int {
 	if len(ids) > 0 {
 		return s.usagef("--all-untrusted takes no IDs")
 	}
-	return s.with(true, func(ctx context.Context, api daemon.ArchiveAPI, _ *daemon.Config) int {
+	return s.with(true, func(ctx context.Context, api daemon.ArchiveAPI, _ *config.Config) int {
 		// Selected by the signatures' verdicts, not by record status.
 		before := map[uint64]string{}
 		var todo []uint64

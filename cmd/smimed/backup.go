@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/smimed/smimed/daemon"
+	"github.com/smimed/smimed/daemon/config"
 )
 
 const backupUsage = `Usage: smimed backup --out FILE [--force] [--config FILE]
@@ -43,7 +44,7 @@ func backupMain(args []string, stdout, stderr io.Writer) int {
 	if err := checkNewFile(*out, *force, false); err != nil {
 		return s.failf("%v", err)
 	}
-	return s.with(false, func(ctx context.Context, api daemon.ArchiveAPI, cfg *daemon.Config) int {
+	return s.with(false, func(ctx context.Context, api daemon.ArchiveAPI, cfg *config.Config) int {
 		f, err := createAtomic(*out)
 		if err != nil {
 			return s.failf("%v", err)

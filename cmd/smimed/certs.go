@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/smimed/smimed/daemon"
+	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/harvest"
 )
 
@@ -62,7 +63,7 @@ func certsStoreOpener(storePath string) certsOpener {
 
 // certsConfigOpener asks the daemon of cfg, or opens its store when no
 // daemon answers.
-func certsConfigOpener(cfg *daemon.Config) certsOpener {
+func certsConfigOpener(cfg *config.Config) certsOpener {
 	return func(readOnly bool) (daemon.CertsAPI, error) {
 		api, err := daemon.DialConfigCerts(cfg)
 		if errors.Is(err, daemon.ErrNoDaemon) {

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/smimed/smimed/daemon"
+	"github.com/smimed/smimed/daemon/config"
 )
 
 const checkConfigUsage = `Usage: smimed check-config [--config FILE]
@@ -20,7 +20,7 @@ decrypt old mail only.
 
 func checkConfigMain(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("check-config")
-	configPath := fs.String("config", daemon.DefaultConfigPath, "")
+	configPath := fs.String("config", config.DefaultPath, "")
 	rest, code, done := parseFlags(fs, args, stdout, stderr, checkConfigUsage)
 	if done {
 		return code
@@ -31,14 +31,14 @@ func checkConfigMain(args []string, stdout, stderr io.Writer) int {
 	}
 	var problems []string
 	collect := func(err error) {
-		var ce *daemon.ConfigError
+		var ce *config.Error
 		if errors.As(err, &ce) {
 			problems = append(problems, ce.Problems...)
 		} else if err != nil {
 			problems = append(problems, err.Error())
 		}
 	}
-	cfg, err := daemon.LoadConfig(*configPath)
+	cfg, err := config.Load(*configPath)
 	collect(err)
 	if cfg != nil {
 		keys, warnings, err := cfg.LoadKeysWarn()

@@ -37,6 +37,7 @@ import (
 
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/daemon"
+	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/daemon/imapwatch"
 )
 
@@ -180,7 +181,7 @@ func runDemo(ctx context.Context, opts demoOptions, stdout, stderr io.Writer) in
 	if err != nil {
 		return fail(err)
 	}
-	cfg, err := daemon.LoadConfig(cfgPath)
+	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		return fail(err)
 	}
@@ -474,7 +475,7 @@ func (s *demoSession) Close() error {
 // and the archive n records, and returns the records, oldest first. The
 // archive is read as the admin commands read it: over the control socket
 // of the service, which holds the store.
-func demoWaitProcessed(ctx context.Context, cfg *daemon.Config, srv *demoServer, svc *daemon.Service, run *demoRun, n, wantCopies int) ([]*archive.Record, error) {
+func demoWaitProcessed(ctx context.Context, cfg *config.Config, srv *demoServer, svc *daemon.Service, run *demoRun, n, wantCopies int) ([]*archive.Record, error) {
 	deadline := time.After(demoTimeout)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/smimed/smimed/daemon"
+	"github.com/smimed/smimed/daemon/config"
 )
 
 const runUsage = `Usage: smimed run [--config FILE]
@@ -33,7 +34,7 @@ const shutdownGrace = 10 * time.Second
 
 func runMain(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("run")
-	configPath := fs.String("config", daemon.DefaultConfigPath, "")
+	configPath := fs.String("config", config.DefaultPath, "")
 	rest, code, done := parseFlags(fs, args, stdout, stderr, runUsage)
 	if done {
 		return code
@@ -47,7 +48,7 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 	hups := make(chan os.Signal, 1)
 	signal.Notify(hups, syscall.SIGHUP)
 	defer signal.Stop(hups)
-	cfg, err := daemon.LoadConfig(*configPath)
+	cfg, err := config.Load(*configPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "smimed: %v\n", err)
 		return exitUsage
@@ -64,7 +65,7 @@ func runMain(args []string, stdout, stderr io.Writer) int {
 		// Exit 2 tells systemd not to restart: only for what a restart
 		// cannot mend (RestartPreventExitStatus=2); a locked store or a
 		// full disk is worth another try.
-		var ce *daemon.ConfigError
+		var ce *config.Error
 		if errors.As(err, &ce) {
 			return exitUsage
 		}

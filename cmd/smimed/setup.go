@@ -6,13 +6,13 @@ import (
 	"io"
 	"os"
 
-	"github.com/smimed/smimed/daemon"
+	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/harvest"
 )
 
 // setup is what a one-shot command needs from the configuration.
 type setup struct {
-	cfg   *daemon.Config
+	cfg   *config.Config
 	store *harvest.Store // nil when there is none to read
 	eng   *harvest.Engine
 }
@@ -25,14 +25,14 @@ func (s *setup) close() {
 
 // loadConfig reads the config file. Without --config, a missing default
 // file means built-in defaults (no keys, system roots).
-func loadConfig(path string) (*daemon.Config, error) {
+func loadConfig(path string) (*config.Config, error) {
 	if path == "" {
-		if _, err := os.Stat(daemon.DefaultConfigPath); errors.Is(err, os.ErrNotExist) {
-			return daemon.Defaults(), nil
+		if _, err := os.Stat(config.DefaultPath); errors.Is(err, os.ErrNotExist) {
+			return config.Defaults(), nil
 		}
-		path = daemon.DefaultConfigPath
+		path = config.DefaultPath
 	}
-	return daemon.LoadConfig(path)
+	return config.Load(path)
 }
 
 // newSetup loads config, keys and trust anchors and opens the store:

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/smimed/smimed/daemon"
+	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/harvest"
 )
 
@@ -100,7 +101,7 @@ func statusMain(args []string, stdout, stderr io.Writer) int {
 
 // statusCheckpoints reads the checkpoints of cfg's store, opened
 // read-only.
-func statusCheckpoints(cfg *daemon.Config) ([]daemon.FolderStatus, error) {
+func statusCheckpoints(cfg *config.Config) ([]daemon.FolderStatus, error) {
 	path := cfg.StorePath()
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("no store at %s: no folder has been watched with this configuration", path)

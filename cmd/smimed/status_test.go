@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/smimed/smimed/daemon"
+	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/daemon/imapwatch/dovecottest"
 	"github.com/smimed/smimed/harvest"
 )
@@ -79,7 +80,7 @@ func TestStatusThroughDaemon(t *testing.T) {
 	}
 	d.Deliver(t, "ceo", "INBOX", msg)
 	cfgPath := writeAccountConfig(t, "", d.Addr(), "")
-	cfg, err := daemon.LoadConfig(cfgPath)
+	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +196,7 @@ func TestStatusThroughDaemon(t *testing.T) {
 // read-only) as a table; with no store, it says so.
 func TestStatusWithoutDaemon(t *testing.T) {
 	cfgPath := writeConfig(t, "")
-	cfg, err := daemon.LoadConfig(cfgPath)
+	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package daemon
+package config
 
 import (
 	"crypto/x509"
@@ -65,7 +65,7 @@ func (c *Config) LoadKeysWarn() ([]*cms.Key, []string, error) {
 		}
 	}
 	if len(problems) > 0 {
-		return keys, warnings, &ConfigError{Path: c.Path, Problems: problems}
+		return keys, warnings, &Error{Path: c.Path, Problems: problems}
 	}
 	return keys, warnings, nil
 }
@@ -112,7 +112,7 @@ func (c *Config) TrustPool() (*x509.CertPool, error) {
 		}
 	}
 	if len(problems) > 0 {
-		return pool, &ConfigError{Path: c.Path, Problems: problems}
+		return pool, &Error{Path: c.Path, Problems: problems}
 	}
 	return pool, nil
 }
@@ -137,7 +137,7 @@ func (c *Config) CheckAccounts() error {
 		}
 	}
 	if len(problems) > 0 {
-		return &ConfigError{Path: c.Path, Problems: problems}
+		return &Error{Path: c.Path, Problems: problems}
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package daemon
+package config
 
 import (
 	"errors"
@@ -32,9 +32,9 @@ password_file = "ceo.pass"
 pkcs12_file = "/abs/old.p12"
 password_file = "old.pass"
 `)
-	cfg, err := LoadConfig(p)
+	cfg, err := Load(p)
 	if err != nil {
-		t.Fatalf("LoadConfig() = %v", err)
+		t.Fatalf("Load() = %v", err)
 	}
 	if cfg.StateDir != filepath.Join(dir, "state") {
 		t.Errorf("StateDir = %s, want it next to the config", cfg.StateDir)
@@ -72,10 +72,10 @@ pkcs12_file = "a.p12"
 cert_file = "b.pem"
 [[keys]]
 `)
-	_, err := LoadConfig(p)
-	var ce *ConfigError
+	_, err := Load(p)
+	var ce *Error
 	if !errors.As(err, &ce) {
-		t.Fatalf("LoadConfig() = %v, want *ConfigError", err)
+		t.Fatalf("Load() = %v, want *Error", err)
 	}
 	want := []string{"state_dir:", "max_message_size:", "typo_key: unknown key", "keys[0]:", "keys[1]:", "keys[2]:"}
 	if len(ce.Problems) != len(want) {
@@ -87,11 +87,11 @@ cert_file = "b.pem"
 			t.Errorf("problems lack %q:\n%s", w, all)
 		}
 	}
-	if _, err := LoadConfig(filepath.Join(dir, "nope.toml")); err == nil || !strings.Contains(err.Error(), "does not exist") {
+	if _, err := Load(filepath.Join(dir, "nope.toml")); err == nil || !strings.Contains(err.Error(), "does not exist") {
 		t.Errorf("missing file: %v", err)
 	}
 	bad := writeFile(t, dir, "bad.toml", "state_dir = \n")
-	if _, err := LoadConfig(bad); err == nil || strings.Count(err.Error(), "\n") > 0 {
+	if _, err := Load(bad); err == nil || strings.Count(err.Error(), "\n") > 0 {
 		t.Errorf("syntax error: %v, want one line", err)
 	}
 }
@@ -117,12 +117,12 @@ func TestTrustPoolProblems(t *testing.T) {
 system_roots = false
 ca_files = ["missing.pem", "junk.pem"]
 `)
-	cfg, err := LoadConfig(p)
+	cfg, err := Load(p)
 	if err != nil {
-		t.Fatalf("LoadConfig() = %v", err)
+		t.Fatalf("Load() = %v", err)
 	}
 	_, err = cfg.TrustPool()
-	var ce *ConfigError
+	var ce *Error
 	if !errors.As(err, &ce) || len(ce.Problems) != 2 ||
 		!strings.Contains(ce.Problems[0], "trust.ca_files[0]") || !strings.Contains(ce.Problems[1], "trust.ca_files[1]") {
 		t.Errorf("TrustPool() = %v, want one problem per bad CA file", err)
@@ -161,9 +161,9 @@ username = "u"
 password_file = "ceo.imap.pass"
 folders = ["INBOX"]
 `)
-	cfg, err := LoadConfig(p)
+	cfg, err := Load(p)
 	if err != nil {
-		t.Fatalf("LoadConfig() = %v", err)
+		t.Fatalf("Load() = %v", err)
 	}
 	if len(cfg.Accounts) != 2 {
 		t.Fatalf("Accounts = %+v", cfg.Accounts)
@@ -213,10 +213,10 @@ username = "x"
 password_file = "p"
 folders = []
 `)
-	_, err = LoadConfig(bad)
-	var ce *ConfigError
+	_, err = Load(bad)
+	var ce *Error
 	if !errors.As(err, &ce) {
-		t.Fatalf("LoadConfig(bad) = %v", err)
+		t.Fatalf("Load(bad) = %v", err)
 	}
 	all := strings.Join(ce.Problems, "\n")
 	for _, want := range []string{

@@ -1,9 +1,7 @@
-// Package daemon is `smimed run`: the configuration, the service and its
-// reload, one IMAP watcher per folder with a shared worker pool and
-// per-folder checkpoints, the sink that archives each message and makes
-// the user's copy, sd_notify, the metrics, and the control socket the
-// admin commands use while it runs.
-package daemon
+// Package config is smimed's configuration: the TOML file read and
+// checked, its defaults, the keys and trust anchors it names, and the
+// paths derived from it (state file, archive, control socket).
+package config
 
 import (
 	"errors"
@@ -16,8 +14,8 @@ import (
 	"github.com/BurntSushi/toml"
 )
 
-// DefaultConfigPath is where smimed looks when --config is not given.
-const DefaultConfigPath = "/etc/smimed/smimed.toml"
+// DefaultPath is where smimed looks when --config is not given.
+const DefaultPath = "/etc/smimed/smimed.toml"
 
 // DefaultMaxMessageSize is the largest message read (50 MiB).
 const DefaultMaxMessageSize = 50 << 20
@@ -27,22 +25,22 @@ type Config struct {
 	Path           string // the file it was read from; "" for defaults
 	StateDir       string
 	MaxMessageSize int64
-	Trust          TrustConfig
-	Keys           []KeyConfig
-	Accounts       []AccountConfig // watched by `smimed run`
-	Daemon         DaemonConfig
+	Trust          Trust
+	Keys           []Key
+	Accounts       []Account // watched by `smimed run`
+	Daemon         Daemon
 }
 
-// TrustConfig names the trust anchors for signature verdicts.
-type TrustConfig struct {
+// Trust names the trust anchors for signature verdicts.
+type Trust struct {
 	SystemRoots bool
 	CAFiles     []string
 	RejectSHA1  bool
 }
 
-// KeyConfig is one organisation key: a PKCS#12 file with its password
+// Key is one organisation key: a PKCS#12 file with its password
 // file, or a PEM certificate and key.
-type KeyConfig struct {
+type Key struct {
 	PKCS12File   string
 	PasswordFile string // resolved path
 	CertFile     string
@@ -73,41 +71,41 @@ func Defaults() *Config {
 	return &Config{
 		StateDir:       "/var/lib/smimed",
 		MaxMessageSize: DefaultMaxMessageSize,
-		Trust:          TrustConfig{SystemRoots: true},
+		Trust:          Trust{SystemRoots: true},
 		Daemon:         defaultDaemon(),
 	}
 }
 
-// ConfigError lists every problem found in a configuration file, each
+// Error lists every problem found in a configuration file, each
 // naming its key.
-type ConfigError struct {
+type Error struct {
 	Path     string
 	Problems []string
 }
 
-func (e *ConfigError) Error() string {
+func (e *Error) Error() string {
 	if len(e.Problems) == 1 {
 		return fmt.Sprintf("config %s: %s", e.Path, e.Problems[0])
 	}
 	return fmt.Sprintf("config %s: %d problems:\n  %s", e.Path, len(e.Problems), strings.Join(e.Problems, "\n  "))
 }
 
-// LoadConfig reads and checks a configuration file. Relative paths in it
+// Load reads and checks a configuration file. Relative paths in it
 // are taken relative to the file's directory; relative password file names
 // are looked up in $CREDENTIALS_DIRECTORY (systemd's LoadCredential=)
-// first. Every problem is collected into a *ConfigError.
-func LoadConfig(path string) (*Config, error) {
+// first. Every problem is collected into a *Error.
+func Load(path string) (*Config, error) {
 	var raw rawConfig
 	md, err := toml.DecodeFile(path, &raw)
 	if err != nil {
 		var perr toml.ParseError
 		if errors.As(err, &perr) {
-			return nil, &ConfigError{Path: path, Problems: []string{strings.TrimSpace(perr.Error())}}
+			return nil, &Error{Path: path, Problems: []string{strings.TrimSpace(perr.Error())}}
 		}
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, &ConfigError{Path: path, Problems: []string{"file does not exist"}}
+			return nil, &Error{Path: path, Problems: []string{"file does not exist"}}
 		}
-		return nil, &ConfigError{Path: path, Problems: []string{err.Error()}}
+		return nil, &Error{Path: path, Problems: []string{err.Error()}}
 	}
 	cfg := Defaults()
 	cfg.Path = path
@@ -146,7 +144,7 @@ func LoadConfig(path string) (*Config, error) {
 	}
 	for i, k := range raw.Keys {
 		key := fmt.Sprintf("keys[%d]", i)
-		kc := KeyConfig{}
+		kc := Key{}
 		switch {
 		case k.PKCS12File != "" && (k.CertFile != "" || k.KeyFile != ""):
 			addf("%s: give either pkcs12_file (with password_file) or cert_file and key_file, not both", key)
@@ -176,21 +174,15 @@ func LoadConfig(path string) (*Config, error) {
 	cfg.Daemon = parseDaemon(raw.Daemon, addf)
 	if cs := cfg.Daemon.ControlSocket; cs != "" {
 		cfg.Daemon.ControlSocket = resolve(dir, cs)
-		if len(cfg.Daemon.ControlSocket) > maxSocketPath {
-			addf("daemon.control_socket: %q is longer than the %d bytes a unix socket path may have", cfg.Daemon.ControlSocket, maxSocketPath)
+		if len(cfg.Daemon.ControlSocket) > MaxSocketPath {
+			addf("daemon.control_socket: %q is longer than the %d bytes a unix socket path may have", cfg.Daemon.ControlSocket, MaxSocketPath)
 		}
 	}
 	if len(problems) > 0 {
-		return cfg, &ConfigError{Path: path, Problems: problems}
+		return cfg, &Error{Path: path, Problems: problems}
 	}
 	return cfg, nil
 }
-
-// StorePath is the certificate store's bbolt file.
-func (c *Config) StorePath() string { return filepath.Join(c.StateDir, "smimed.db") }
-
-// ArchiveDir is where the archive keeps its files: state_dir/archive.
-func (c *Config) ArchiveDir() string { return filepath.Join(c.StateDir, "archive") }
 
 func resolve(dir, p string) string {
 	if p == "" || filepath.IsAbs(p) {

@@ -1,4 +1,4 @@
-package daemon
+package config
 
 import (
 	"fmt"
@@ -10,8 +10,8 @@ import (
 	"time"
 )
 
-// AccountConfig is one IMAP account whose folders are watched.
-type AccountConfig struct {
+// Account is one IMAP account whose folders are watched.
+type Account struct {
 	Name          string
 	Server        string // host:port
 	TLS           string // "implicit" | "starttls" | "none"
@@ -29,8 +29,8 @@ type AccountConfig struct {
 	Backfill              string // "all" | "none" | "since:YYYY-MM-DD"
 }
 
-// DaemonConfig holds the [daemon] settings.
-type DaemonConfig struct {
+// Daemon holds the [daemon] settings.
+type Daemon struct {
 	Workers          int
 	IdleRestart      time.Duration
 	LivenessInterval time.Duration
@@ -46,8 +46,8 @@ type DaemonConfig struct {
 	ControlSocket string
 }
 
-func defaultDaemon() DaemonConfig {
-	return DaemonConfig{
+func defaultDaemon() Daemon {
+	return Daemon{
 		Workers:          runtime.NumCPU(),
 		IdleRestart:      25 * time.Minute,
 		LivenessInterval: 5 * time.Minute,
@@ -86,12 +86,12 @@ type rawDaemon struct {
 var accountName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 // parseAccounts checks every [[accounts]] entry; problems go to addf.
-func parseAccounts(raws []rawAccount, dir string, addf func(string, ...any)) []AccountConfig {
-	var out []AccountConfig
+func parseAccounts(raws []rawAccount, dir string, addf func(string, ...any)) []Account {
+	var out []Account
 	seen := map[string]bool{}
 	for i, r := range raws {
 		key := fmt.Sprintf("accounts[%d]", i)
-		a := AccountConfig{
+		a := Account{
 			Name: r.Name, Server: r.Server, TLS: "implicit", TLSServerName: r.TLSServerName,
 			Username: r.Username, Auth: "plain", Folders: r.Folders, Backfill: "all",
 		}
@@ -192,7 +192,7 @@ func checkBackfill(s string) error {
 }
 
 // parseDaemon lays the [daemon] settings over the defaults.
-func parseDaemon(r rawDaemon, addf func(string, ...any)) DaemonConfig {
+func parseDaemon(r rawDaemon, addf func(string, ...any)) Daemon {
 	d := defaultDaemon()
 	if r.Workers != nil {
 		if *r.Workers < 1 || *r.Workers > 1024 {
@@ -243,7 +243,7 @@ func parseDaemon(r rawDaemon, addf func(string, ...any)) DaemonConfig {
 		}
 	}
 	if r.ControlSocket != nil {
-		d.ControlSocket = *r.ControlSocket // resolved against the config's directory by LoadConfig
+		d.ControlSocket = *r.ControlSocket // resolved against the config's directory by Load
 	}
 	return d
 }
