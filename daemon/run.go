@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/daemon/admin"
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/daemon/imapwatch"
 	"github.com/smimed/smimed/harvest"
@@ -242,10 +243,10 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	// The admin commands reach the archive through the control socket
 	// while we hold the store.
-	stopControl, err := ServeControl(ctx, ControlOptions{
+	stopControl, err := admin.ServeControl(ctx, admin.ControlOptions{
 		Path: s.cfg.ControlSocketPath(), GID: -1, StateDir: s.cfg.StateDir, Log: s.log, Status: s.Status,
-		Open: func(c Caller) ArchiveAPI {
-			return &Local{Archive: s.arch, Store: s.store, Engine: s.engine.Load(), Caller: c, Changed: s.WakeCopies}
+		Open: func(c admin.Caller) admin.ArchiveAPI {
+			return &admin.Local{Archive: s.arch, Store: s.store, Engine: s.engine.Load(), Caller: c, Changed: s.WakeCopies}
 		},
 	})
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smimed/smimed/daemon/admin"
 	"github.com/smimed/smimed/daemon/imapwatch/servertest"
 )
 
@@ -320,14 +321,14 @@ func TestServersCopyRefusedOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var row *FolderStatus
+	var row *admin.FolderStatus
 	for i, f := range st.Folders {
 		if f.Folder == "Sent" {
 			row = &st.Folders[i]
 		}
 	}
-	if row == nil || row.State != FolderCopiesRefused || !strings.Contains(row.LastError, `\Sent`) || row.Connected {
-		t.Fatalf("status of ceo/Sent = %+v, want state %s with the reason", row, FolderCopiesRefused)
+	if row == nil || row.State != admin.FolderCopiesRefused || !strings.Contains(row.LastError, `\Sent`) || row.Connected {
+		t.Fatalf("status of ceo/Sent = %+v, want state %s with the reason", row, admin.FolderCopiesRefused)
 	}
 	if got := row.Describe(time.Now()); got != "copies refused" {
 		t.Errorf("Describe() = %q", got)

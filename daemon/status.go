@@ -15,16 +15,14 @@ package daemon
 
 import (
 	"cmp"
-	"context"
 	"fmt"
 	"maps"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/smimed/smimed/daemon/config"
+	"github.com/smimed/smimed/daemon/admin"
 	"go.etcd.io/bbolt"
 )
 
@@ -188,118 +186,15 @@ func (b *statusBoard) line(now time.Time) string {
 
 // describe says why a folder is not up.
 func (fs folderState) describe(now time.Time) string {
-	switch fs.state {
-	case stateReconnecting:
-		if fs.retryAt.After(now) {
-			return "reconnecting in " + shortDuration(fs.retryAt.Sub(now))
-		}
-		return "reconnecting"
-	case stateLoginRefused:
-		if fs.retryAt.After(now) {
-			return "login refused, retry in " + shortDuration(fs.retryAt.Sub(now))
-		}
-		return "login refused"
-	case stateStopped:
-		return "stopped (see the log)"
+	if name, ok := folderStateNames[fs.state]; ok {
+		return (&admin.FolderStatus{State: name, RetryAt: fs.retryAt}).Describe(now)
 	}
 	return fs.state
 }
 
-// shortDuration rounds d up to whole seconds, minutes or hours: 8s, 15m, 2h.
-func shortDuration(d time.Duration) string {
-	switch {
-	case d <= time.Minute:
-		return fmt.Sprintf("%ds", (d+time.Second-1)/time.Second)
-	case d <= time.Hour:
-		return fmt.Sprintf("%dm", (d+time.Minute-1)/time.Minute)
-	}
-	return fmt.Sprintf("%dh", (d+time.Hour-1)/time.Hour)
-}
-
-// DaemonStatus is the answer of `smimed status`.
-type DaemonStatus struct {
-	// Running is true in a running daemon's answer.
-	Running  bool   `json:"running"`
-	Version  string `json:"version,omitempty"`
-	StateDir string `json:"state_dir"`
-	// Started is when the daemon's process started.
-	Started       time.Time `json:"started,omitzero"`
-	UptimeSeconds int64     `json:"uptime_seconds,omitempty"`
-	// Socket is the control socket that answered (set by the client).
-	Socket string `json:"socket,omitempty"`
-	// Error says why there is no daemon's answer (set by the command).
-	Error   string         `json:"error,omitempty"`
-	Folders []FolderStatus `json:"folders"`
-}
-
-// FolderStatus is one account's folder. Without a daemon only Account,
-// Folder, UIDValidity and CheckpointUID are known.
-type FolderStatus struct {
-	Account string `json:"account"`
-	Folder  string `json:"folder"`
-	// State is connected, connecting, reconnecting, login_refused,
-	// stopped, or not_watched (a checkpoint of a folder no longer in the
-	// configuration); "" without a daemon.
-	State       string    `json:"state,omitempty"`
-	Connected   bool      `json:"connected"`
-	LastError   string    `json:"last_error,omitempty"`
-	LastErrorAt time.Time `json:"last_error_at,omitzero"`
-	RetryAt     time.Time `json:"retry_at,omitzero"`
-	// UIDValidity and CheckpointUID are the checkpoint: every message up
-	// to CheckpointUID under UIDValidity is done. 0: none yet.
-	UIDValidity   uint32 `json:"uidvalidity"`
-	CheckpointUID uint32 `json:"checkpoint_uid"`
-	Backlog       int    `json:"backlog"`
-	// Processed counts the messages done since the daemon started;
-	// Outcomes splits them (OutcomeDecrypted, …).
-	Processed uint64            `json:"processed"`
-	Outcomes  map[string]uint64 `json:"outcomes,omitempty"`
-	// LastCheck is when the folder was last confirmed in sync.
-	LastCheck time.Time `json:"last_check,omitzero"`
-}
-
-// Folder states as DaemonStatus names them.
-const (
-	FolderConnected    = "connected"
-	FolderConnecting   = "connecting"
-	FolderReconnecting = "reconnecting"
-	FolderLoginRefused = "login_refused"
-	FolderStopped      = "stopped"
-	FolderNotWatched   = "not_watched"
-	// FolderCopiesRefused is an account's archive folder while the server
-	// refuses the copies (LastError says why).
-	FolderCopiesRefused = "copies_refused"
-)
-
 var folderStateNames = map[string]string{
-	stateUp: FolderConnected, stateConnecting: FolderConnecting, stateReconnecting: FolderReconnecting,
-	stateLoginRefused: FolderLoginRefused, stateStopped: FolderStopped,
-}
-
-// Describe says in a few words how the folder is at time now:
-// "connected", "reconnecting in 8s", "login refused, retry in 15m",
-// "stopped: ERROR".
-func (f *FolderStatus) Describe(now time.Time) string {
-	switch f.State {
-	case "":
-		return "-"
-	case FolderConnected, FolderConnecting:
-		return f.State
-	case FolderNotWatched:
-		return "not watched"
-	case FolderCopiesRefused:
-		return "copies refused"
-	case FolderStopped:
-		if f.LastError != "" {
-			return "stopped: " + f.LastError
-		}
-	}
-	for internal, name := range folderStateNames {
-		if name == f.State {
-			return folderState{state: internal, retryAt: f.RetryAt}.describe(now)
-		}
-	}
-	return f.State
+	stateUp: admin.FolderConnected, stateConnecting: admin.FolderConnecting, stateReconnecting: admin.FolderReconnecting,
+	stateLoginRefused: admin.FolderLoginRefused, stateStopped: admin.FolderStopped,
 }
 
 // processStart is when this process started, for the daemon's uptime.
@@ -361,19 +256,19 @@ func (m *Metrics) CopyStored(account string) bool {
 
 // folders returns the state of every watched folder, with what the
 // collectors counted; the checkpoints are left to the caller.
-func (m *Metrics) folders() []FolderStatus {
+func (m *Metrics) folders() []admin.FolderStatus {
 	type key struct{ account, folder string }
-	byKey := map[key]*FolderStatus{}
+	byKey := map[key]*admin.FolderStatus{}
 	m.status.mu.Lock()
 	for name, a := range m.status.accounts {
 		if p := a.copies; p != nil {
-			byKey[key{name, p.folder}] = &FolderStatus{
-				Account: name, Folder: p.folder, State: FolderCopiesRefused,
+			byKey[key{name, p.folder}] = &admin.FolderStatus{
+				Account: name, Folder: p.folder, State: admin.FolderCopiesRefused,
 				LastError: p.reason, LastErrorAt: p.since,
 			}
 		}
 		for folder, fs := range a.folders {
-			byKey[key{name, folder}] = &FolderStatus{
+			byKey[key{name, folder}] = &admin.FolderStatus{
 				Account: name, Folder: folder,
 				State: folderStateNames[fs.state], Connected: fs.state == stateUp,
 				LastError: fs.err, LastErrorAt: fs.errAt, RetryAt: fs.retryAt,
@@ -414,7 +309,7 @@ func (m *Metrics) folders() []FolderStatus {
 			}
 		}
 	}
-	out := make([]FolderStatus, 0, len(byKey))
+	out := make([]admin.FolderStatus, 0, len(byKey))
 	for _, f := range byKey {
 		out = append(out, *f)
 	}
@@ -422,8 +317,8 @@ func (m *Metrics) folders() []FolderStatus {
 	return out
 }
 
-func sortFolders(fs []FolderStatus) {
-	slices.SortFunc(fs, func(a, b FolderStatus) int {
+func sortFolders(fs []admin.FolderStatus) {
+	slices.SortFunc(fs, func(a, b admin.FolderStatus) int {
 		return cmp.Or(cmp.Compare(a.Account, b.Account), cmp.Compare(a.Folder, b.Folder))
 	})
 }
@@ -431,12 +326,12 @@ func sortFolders(fs []FolderStatus) {
 // Status is the service's answer to `smimed status`: every watched
 // folder with its checkpoint, then the checkpoints of folders no longer
 // watched.
-func (s *Service) Status() (*DaemonStatus, error) {
+func (s *Service) Status() (*admin.DaemonStatus, error) {
 	// Not under s.mu: a reload holds it while stopped accounts finish
 	// their messages, and status must answer meanwhile. state_dir never
 	// changes while the service runs.
-	st := &DaemonStatus{
-		Version: BuildVersion(), StateDir: s.stateDir,
+	st := &admin.DaemonStatus{
+		Version: admin.BuildVersion(), StateDir: s.stateDir,
 		Started: processStart, UptimeSeconds: int64(time.Since(processStart).Seconds()),
 		Folders: s.metrics.folders(),
 	}
@@ -448,13 +343,13 @@ func (s *Service) Status() (*DaemonStatus, error) {
 	for i, f := range st.Folders {
 		watched[[2]string{f.Account, f.Folder}] = i
 	}
-	var gone []FolderStatus
+	var gone []admin.FolderStatus
 	for _, cp := range cps {
 		if i, ok := watched[[2]string{cp.Account, cp.Folder}]; ok {
 			st.Folders[i].UIDValidity, st.Folders[i].CheckpointUID = cp.UIDValidity, cp.CheckpointUID
 			continue
 		}
-		cp.State = FolderNotWatched
+		cp.State = admin.FolderNotWatched
 		gone = append(gone, cp)
 	}
 	st.Folders = append(st.Folders, gone...)
@@ -464,7 +359,7 @@ func (s *Service) Status() (*DaemonStatus, error) {
 // StoreCheckpoints reads every checkpoint of the store's "checkpoints"
 // bucket (checkpoint.go), sorted by account and folder; db may be open
 // read-only. A store without the bucket has none.
-func StoreCheckpoints(db *bbolt.DB) ([]FolderStatus, error) {
+func StoreCheckpoints(db *bbolt.DB) ([]admin.FolderStatus, error) {
 	var keys [][2]string
 	err := db.View(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketCheckpoints)
@@ -484,67 +379,16 @@ func StoreCheckpoints(db *bbolt.DB) ([]FolderStatus, error) {
 		return nil, fmt.Errorf("daemon: checkpoints: %w", err)
 	}
 	cps := &Checkpoints{db: db}
-	var out []FolderStatus
+	var out []admin.FolderStatus
 	for _, k := range keys {
 		cp, ok, err := cps.Get(k[0], k[1])
 		if err != nil {
 			return nil, err
 		}
 		if ok {
-			out = append(out, FolderStatus{Account: k[0], Folder: k[1], UIDValidity: cp.UIDValidity, CheckpointUID: cp.UID})
+			out = append(out, admin.FolderStatus{Account: k[0], Folder: k[1], UIDValidity: cp.UIDValidity, CheckpointUID: cp.UID})
 		}
 	}
 	sortFolders(out)
 	return out, nil
-}
-
-// QueryStatus asks the daemon of cfg (found as DialConfig finds it) for
-// its status. ErrNoDaemon when none answers.
-func QueryStatus(ctx context.Context, cfg *config.Config) (*DaemonStatus, error) {
-	path, err := findDaemon(cfg)
-	if err != nil {
-		return nil, err
-	}
-	c := &controlClient{path: path}
-	var st *DaemonStatus
-	_, err = c.call(ctx, &controlRequest{Op: opStatus}, func(f *controlFrame) error {
-		if f.Status == nil || st != nil {
-			return unexpected(opStatus)
-		}
-		st = f.Status
-		return nil
-	})
-	if err == nil && st == nil {
-		err = unexpected(opStatus)
-	}
-	if err != nil {
-		return nil, err
-	}
-	st.Socket = path
-	return st, nil
-}
-
-// BuildVersion is the module version the binary was built from, else its
-// VCS revision ("+dirty" when modified), else "".
-func BuildVersion() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return ""
-	}
-	if v := bi.Main.Version; v != "" && v != "(devel)" {
-		return v
-	}
-	var rev, dirty string
-	for _, s := range bi.Settings {
-		switch {
-		case s.Key == "vcs.revision":
-			rev = s.Value[:min(12, len(s.Value))]
-		case s.Key == "vcs.modified" && s.Value == "true":
-			dirty = "+dirty"
-		}
-	}
-	if rev == "" {
-		return ""
-	}
-	return rev + dirty
 }

@@ -2,7 +2,7 @@ package main
 
 // This file is `smimed archive`: list, show, failed, retry and verify
 // (export is in archive_export.go). Every subcommand talks to a
-// daemon.ArchiveAPI, got from openArchiveAPI: the running daemon through
+// admin.ArchiveAPI, got from openArchiveAPI: the running daemon through
 // its control socket, or the store opened directly when no daemon runs.
 
 import (
@@ -25,7 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/smimed/smimed/archive"
-	"github.com/smimed/smimed/daemon"
+	"github.com/smimed/smimed/daemon/admin"
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/harvest"
 )
@@ -131,15 +131,15 @@ var errConfig = errors.New("configuration")
 // and trust anchors are loaded, and certificates of valid signatures found
 // on the way are harvested, as the daemon does. stderr is for notes about
 // how the archive was reached.
-func openArchiveAPI(cfg *config.Config, needEngine bool, stderr io.Writer) (daemon.ArchiveAPI, error) {
+func openArchiveAPI(cfg *config.Config, needEngine bool, stderr io.Writer) (admin.ArchiveAPI, error) {
 	// A running daemon holds the store: ask it over its control socket
 	// (it retries with its own keys). Only when no daemon answers, open
 	// the store directly, as a stopped daemon leaves it free.
-	api, err := daemon.DialConfig(cfg)
+	api, err := admin.DialConfig(cfg)
 	if err == nil {
 		return api, nil
 	}
-	if !errors.Is(err, daemon.ErrNoDaemon) {
+	if !errors.Is(err, admin.ErrNoDaemon) {
 		return nil, err
 	}
 
@@ -176,11 +176,11 @@ func openArchiveAPI(cfg *config.Config, needEngine bool, stderr io.Writer) (daem
 		engOpts.Store = store
 		eng = harvest.New(engOpts)
 	}
-	return &daemon.Local{
+	return &admin.Local{
 		Archive: arc,
 		Store:   store,
 		Engine:  eng,
-		Caller:  daemon.Caller{UID: os.Getuid(), GID: os.Getgid(), PID: os.Getpid(), Via: "direct"},
+		Caller:  admin.Caller{UID: os.Getuid(), GID: os.Getgid(), PID: os.Getpid(), Via: "direct"},
 		Closer:  store.Close,
 	}, nil
 }
@@ -226,7 +226,7 @@ func (s *archiveSession) failf(format string, args ...any) int {
 // with loads the configuration, opens the API and runs fn with it and a
 // context that SIGINT or SIGTERM cancel (so an export removes its
 // temporary file). A failure to open is printed in one line.
-func (s *archiveSession) with(needEngine bool, fn func(ctx context.Context, api daemon.ArchiveAPI, cfg *config.Config) int) int {
+func (s *archiveSession) with(needEngine bool, fn func(ctx context.Context, api admin.ArchiveAPI, cfg *config.Config) int) int {
 	cfg, err := loadConfig(*s.configPath)
 	if err != nil {
 		fmt.Fprintf(s.stderr, "smimed: %v\n", err)
@@ -344,7 +344,7 @@ func archiveList(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return s.usagef("%v", err)
 	}
-	return s.with(false, func(ctx context.Context, api daemon.ArchiveAPI, _ *config.Config) int {
+	return s.with(false, func(ctx context.Context, api admin.ArchiveAPI, _ *config.Config) int {
 		enc := jsonLines(stdout)
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 		if !*asJSON {
@@ -412,7 +412,7 @@ func archiveShow(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return s.usagef("%v", err)
 	}
-	return s.with(false, func(ctx context.Context, api daemon.ArchiveAPI, _ *config.Config) int {
+	return s.with(false, func(ctx context.Context, api admin.ArchiveAPI, _ *config.Config) int {
 		if err := api.Message(ctx, id, *original, stdout); err != nil {
 			return s.failf("%v", err)
 		}
@@ -437,9 +437,9 @@ func archiveFailed(args []string, stdout, stderr io.Writer) int {
 	if _, code, done := s.parse(args, archiveFailedUsage, 0); done {
 		return code
 	}
-	return s.with(false, func(ctx context.Context, api daemon.ArchiveAPI, _ *config.Config) int {
+	return s.with(false, func(ctx context.Context, api admin.ArchiveAPI, _ *config.Config) int {
 		enc := jsonLines(stdout)
-		ctx = daemon.WithAuditCommand(ctx, daemon.CommandFailed)
+		ctx = admin.WithAuditCommand(ctx, admin.CommandFailed)
 		err := api.List(ctx, archive.Query{Status: archive.StatusUndecryptable}, func(r *archive.Record) error {
 			if *asJSON {
 				return enc.Encode(r)
@@ -504,9 +504,9 @@ func archiveRetry(args []string, stdout, stderr io.Writer) int {
 		}
 		ids = append(ids, id)
 	}
-	return s.with(true, func(ctx context.Context, api daemon.ArchiveAPI, _ *config.Config) int {
+	return s.with(true, func(ctx context.Context, api admin.ArchiveAPI, _ *config.Config) int {
 		n, exit := 0, exitOK
-		err := api.Retry(ctx, ids, func(res daemon.RetryResult) error {
+		err := api.Retry(ctx, ids, func(res admin.RetryResult) error {
 			n++
 			switch {
 			case res.Error != "":
@@ -548,7 +548,7 @@ func archiveVerify(args []string, stdout, stderr io.Writer) int {
 	if _, code, done := s.parse(args, archiveVerifyUsage, 0); done {
 		return code
 	}
-	return s.with(false, func(ctx context.Context, api daemon.ArchiveAPI, _ *config.Config) int {
+	return s.with(false, func(ctx context.Context, api admin.ArchiveAPI, _ *config.Config) int {
 		bar := newProgress(stderr, "verifying")
 		res, err := api.Verify(ctx, bar.update)
 		bar.finish()
@@ -663,7 +663,7 @@ func archiveAudit(args []string, stdout, stderr io.Writer) int {
 			return s.usagef("--since: %v", err)
 		}
 	}
-	return s.with(false, func(ctx context.Context, api daemon.ArchiveAPI, _ *config.Config) int {
+	return s.with(false, func(ctx context.Context, api admin.ArchiveAPI, _ *config.Config) int {
 		enc := jsonLines(stdout)
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 		err := api.Audit(ctx, from, func(e archive.AuditEntry) error {

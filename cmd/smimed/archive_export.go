@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/smimed/smimed/archive"
-	"github.com/smimed/smimed/daemon"
+	"github.com/smimed/smimed/daemon/admin"
 	"github.com/smimed/smimed/daemon/config"
 )
 
@@ -96,7 +96,7 @@ func archiveExport(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return s.failf("%v", err)
 	}
-	return s.with(false, func(ctx context.Context, api daemon.ArchiveAPI, _ *config.Config) int {
+	return s.with(false, func(ctx context.Context, api admin.ArchiveAPI, _ *config.Config) int {
 		// The list first, the messages after: the index is not held
 		// while files are written, and the progress line knows the total.
 		var items []exportItem
@@ -133,10 +133,10 @@ func archiveExport(args []string, stdout, stderr io.Writer) int {
 // exportItems writes each item's message to target, with a progress line
 // on a terminal. A message that cannot be read is named on stderr and the
 // others are written (exit 1); one never fetched is skipped with a note.
-func exportItems(ctx context.Context, s *archiveSession, api daemon.ArchiveAPI, target exportTarget, items []exportItem, original bool) (n, code int) {
+func exportItems(ctx context.Context, s *archiveSession, api admin.ArchiveAPI, target exportTarget, items []exportItem, original bool) (n, code int) {
 	bar := newProgress(s.stderr, "exporting")
 	defer bar.finish()
-	ctx = daemon.WithAuditCommand(ctx, daemon.CommandExport)
+	ctx = admin.WithAuditCommand(ctx, admin.CommandExport)
 	var buf bytes.Buffer
 	for i, it := range items {
 		bar.update(i, len(items))

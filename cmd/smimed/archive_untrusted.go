@@ -10,7 +10,7 @@ import (
 	"strings"
 
 	"github.com/smimed/smimed/archive"
-	"github.com/smimed/smimed/daemon"
+	"github.com/smimed/smimed/daemon/admin"
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/harvest"
 )
@@ -35,7 +35,7 @@ func archiveRetryUntrusted(s *archiveSession, ids []string) int {
 	if len(ids) > 0 {
 		return s.usagef("--all-untrusted takes no IDs")
 	}
-	return s.with(true, func(ctx context.Context, api daemon.ArchiveAPI, _ *config.Config) int {
+	return s.with(true, func(ctx context.Context, api admin.ArchiveAPI, _ *config.Config) int {
 		// Selected by the signatures' verdicts, not by record status.
 		before := map[uint64]string{}
 		var todo []uint64
@@ -55,7 +55,7 @@ func archiveRetryUntrusted(s *archiveSession, ids []string) int {
 		for len(todo) > 0 {
 			batch := todo[:min(retryBatch, len(todo))]
 			todo = todo[len(batch):]
-			err := api.Retry(ctx, batch, func(res daemon.RetryResult) error {
+			err := api.Retry(ctx, batch, func(res admin.RetryResult) error {
 				was := before[res.ID]
 				switch now := verdicts(res.Record); {
 				case res.Error != "":

@@ -9,7 +9,7 @@ import (
 	"io"
 	"path/filepath"
 
-	"github.com/smimed/smimed/daemon"
+	"github.com/smimed/smimed/daemon/admin"
 	"github.com/smimed/smimed/daemon/config"
 )
 
@@ -44,7 +44,7 @@ func backupMain(args []string, stdout, stderr io.Writer) int {
 	if err := checkNewFile(*out, *force, false); err != nil {
 		return s.failf("%v", err)
 	}
-	return s.with(false, func(ctx context.Context, api daemon.ArchiveAPI, cfg *config.Config) int {
+	return s.with(false, func(ctx context.Context, api admin.ArchiveAPI, cfg *config.Config) int {
 		f, err := createAtomic(*out)
 		if err != nil {
 			return s.failf("%v", err)

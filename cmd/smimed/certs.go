@@ -1,7 +1,7 @@
 package main
 
 // This file is `smimed certs`: list, show, export, trust and untrust the
-// partners' certificates in the store. The subcommands work on a daemon.CertsAPI:
+// partners' certificates in the store. The subcommands work on an admin.CertsAPI:
 // the running daemon's, over its control socket (it holds the store), or,
 // when none answers, the bbolt file opened here, read-only for everything
 // but trust and untrust; a store locked by a daemon whose socket did not answer fails
@@ -24,7 +24,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/smimed/smimed/daemon"
+	"github.com/smimed/smimed/daemon/admin"
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/harvest"
 )
@@ -48,25 +48,25 @@ Old mail is judged again by "smimed archive retry --all-untrusted".
 
 // certsOpener returns the store to work on, once a subcommand's arguments
 // are checked; readOnly is false for trust and untrust.
-type certsOpener func(readOnly bool) (daemon.CertsAPI, error)
+type certsOpener func(readOnly bool) (admin.CertsAPI, error)
 
 // certsStoreOpener opens the bbolt file at storePath (state_dir/smimed.db).
 func certsStoreOpener(storePath string) certsOpener {
-	return func(readOnly bool) (daemon.CertsAPI, error) {
+	return func(readOnly bool) (admin.CertsAPI, error) {
 		st, err := harvest.OpenStore(storePath, readOnly)
 		if err != nil {
 			return nil, err
 		}
-		return &daemon.LocalCerts{Store: st, Closer: st.Close}, nil
+		return &admin.LocalCerts{Store: st, Closer: st.Close}, nil
 	}
 }
 
 // certsConfigOpener asks the daemon of cfg, or opens its store when no
 // daemon answers.
 func certsConfigOpener(cfg *config.Config) certsOpener {
-	return func(readOnly bool) (daemon.CertsAPI, error) {
-		api, err := daemon.DialConfigCerts(cfg)
-		if errors.Is(err, daemon.ErrNoDaemon) {
+	return func(readOnly bool) (admin.CertsAPI, error) {
+		api, err := admin.DialConfigCerts(cfg)
+		if errors.Is(err, admin.ErrNoDaemon) {
 			return certsStoreOpener(cfg.StorePath())(readOnly)
 		}
 		return api, err
@@ -126,7 +126,7 @@ func certsParse(fs *flag.FlagSet, args []string, nargs int, argName string, stdo
 }
 
 // certsOpen opens the store and prints the error if it cannot.
-func certsOpen(open certsOpener, readOnly bool, cmd string, stderr io.Writer) (daemon.CertsAPI, bool) {
+func certsOpen(open certsOpener, readOnly bool, cmd string, stderr io.Writer) (admin.CertsAPI, bool) {
 	st, err := open(readOnly)
 	if err != nil {
 		fmt.Fprintf(stderr, "smimed certs %s: %v\n", cmd, err)
@@ -479,7 +479,7 @@ func certsExport(open certsOpener, args []string, stdout, stderr io.Writer) int 
 // for writing, and the certificate's addresses by whether an
 // administrator trusted it for them.
 type certsDecision struct {
-	st                 daemon.CertsAPI
+	st                 admin.CertsAPI
 	fp                 string // as given
 	entries            []harvest.Entry
 	trusted, untrusted []string

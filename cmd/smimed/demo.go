@@ -37,6 +37,7 @@ import (
 
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/daemon"
+	"github.com/smimed/smimed/daemon/admin"
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/daemon/imapwatch"
 )
@@ -299,7 +300,7 @@ func demoDir(path string) (string, error) {
 		return "", &demoUsageError{fmt.Sprintf("--dir %s: not empty and not a previous demo's directory (no %s in it); give a new or empty one", dir, demoMarker)}
 	}
 	stateDir := filepath.Join(dir, "state")
-	if api, err := daemon.DialControl(filepath.Join(stateDir, "control.sock")); err == nil {
+	if api, err := admin.DialControl(filepath.Join(stateDir, "control.sock")); err == nil {
 		api.Close()
 		return "", &demoUsageError{fmt.Sprintf("--dir %s: a demo is running there; stop it first", dir)}
 	}
@@ -479,7 +480,7 @@ func demoWaitProcessed(ctx context.Context, cfg *config.Config, srv *demoServer,
 	deadline := time.After(demoTimeout)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	var api daemon.ArchiveAPI
+	var api admin.ArchiveAPI
 	defer func() {
 		if api != nil {
 			api.Close()
@@ -503,7 +504,7 @@ func demoWaitProcessed(ctx context.Context, cfg *config.Config, srv *demoServer,
 		}
 		nextList = time.Now().Add(500 * time.Millisecond)
 		if api == nil {
-			a, err := daemon.DialConfig(cfg)
+			a, err := admin.DialConfig(cfg)
 			if err != nil {
 				return nil, err
 			}

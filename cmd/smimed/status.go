@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/smimed/smimed/daemon"
+	"github.com/smimed/smimed/daemon/admin"
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/harvest"
 )
@@ -61,8 +62,8 @@ func statusMain(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
 	defer cancel()
-	st, err := daemon.QueryStatus(ctx, cfg)
-	if err != nil && !errors.Is(err, daemon.ErrNoDaemon) {
+	st, err := admin.QueryStatus(ctx, cfg)
+	if err != nil && !errors.Is(err, admin.ErrNoDaemon) {
 		fmt.Fprintf(stderr, "smimed status: %v\n", err)
 		return exitFailed
 	}
@@ -71,7 +72,7 @@ func statusMain(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		// No daemon: say so, and show what the store knows.
 		code = exitFailed
-		st = &daemon.DaemonStatus{
+		st = &admin.DaemonStatus{
 			StateDir: cfg.StateDir,
 			Error:    fmt.Sprintf("smimed is not running (no control socket answered at %s)", strings.Join(cfg.ControlSocketPaths(), ", ")),
 		}
@@ -81,7 +82,7 @@ func statusMain(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if st.Folders == nil {
-		st.Folders = []daemon.FolderStatus{} // [] rather than null in JSON
+		st.Folders = []admin.FolderStatus{} // [] rather than null in JSON
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -101,7 +102,7 @@ func statusMain(args []string, stdout, stderr io.Writer) int {
 
 // statusCheckpoints reads the checkpoints of cfg's store, opened
 // read-only.
-func statusCheckpoints(cfg *config.Config) ([]daemon.FolderStatus, error) {
+func statusCheckpoints(cfg *config.Config) ([]admin.FolderStatus, error) {
 	path := cfg.StorePath()
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("no store at %s: no folder has been watched with this configuration", path)
@@ -119,7 +120,7 @@ func statusCheckpoints(cfg *config.Config) ([]daemon.FolderStatus, error) {
 
 // statusPrint writes a running daemon's status as a table, the folders'
 // last errors below it.
-func statusPrint(w io.Writer, st *daemon.DaemonStatus, now time.Time) error {
+func statusPrint(w io.Writer, st *admin.DaemonStatus, now time.Time) error {
 	version := st.Version
 	if version == "" {
 		version = "(version unknown)"
@@ -131,7 +132,7 @@ func statusPrint(w io.Writer, st *daemon.DaemonStatus, now time.Time) error {
 	var errs []string
 	for _, f := range st.Folders {
 		state := f.Describe(now)
-		if f.State == daemon.FolderStopped {
+		if f.State == admin.FolderStopped {
 			state = "stopped" // the error follows the table
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", clean(f.Account), clean(f.Folder), state,
@@ -154,7 +155,7 @@ func statusPrint(w io.Writer, st *daemon.DaemonStatus, now time.Time) error {
 }
 
 // statusPrintCheckpoints writes the store's checkpoints as a table.
-func statusPrintCheckpoints(w io.Writer, storePath string, folders []daemon.FolderStatus) error {
+func statusPrintCheckpoints(w io.Writer, storePath string, folders []admin.FolderStatus) error {
 	if len(folders) == 0 {
 		_, err := fmt.Fprintf(w, "no checkpoints in %s\n", clean(storePath))
 		return err
@@ -168,14 +169,14 @@ func statusPrintCheckpoints(w io.Writer, storePath string, folders []daemon.Fold
 	return tw.Flush()
 }
 
-func statusUIDValidity(f daemon.FolderStatus) string {
+func statusUIDValidity(f admin.FolderStatus) string {
 	if f.UIDValidity == 0 {
 		return "-"
 	}
 	return fmt.Sprint(f.UIDValidity)
 }
 
-func statusCheckpointUID(f daemon.FolderStatus) string {
+func statusCheckpointUID(f admin.FolderStatus) string {
 	if f.UIDValidity == 0 {
 		return "-"
 	}
@@ -183,7 +184,7 @@ func statusCheckpointUID(f daemon.FolderStatus) string {
 }
 
 // statusProcessed is the count with its outcomes: "3 (2 decrypted, 1 signed)".
-func statusProcessed(f daemon.FolderStatus) string {
+func statusProcessed(f admin.FolderStatus) string {
 	var parts []string
 	for _, o := range statusOutcomes {
 		if n := f.Outcomes[o]; n > 0 {

@@ -5,7 +5,7 @@ import (
 	"io"
 	"runtime"
 
-	"github.com/smimed/smimed/daemon"
+	"github.com/smimed/smimed/daemon/admin"
 )
 
 const versionUsage = `Usage: smimed version
@@ -26,7 +26,7 @@ func versionMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "smimed version: unexpected argument %q\n", rest[0])
 		return exitUsage
 	}
-	v := daemon.BuildVersion()
+	v := admin.BuildVersion()
 	if v == "" {
 		v = "(unknown: built without module or VCS information)"
 	}

@@ -1,4 +1,4 @@
-package daemon
+package admin
 
 import (
 	"bufio"
@@ -29,6 +29,7 @@ import (
 
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/daemon/config"
+	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest"
 )
 
@@ -47,19 +48,7 @@ type controlFixture struct {
 	path   string // the socket
 	srv    *controlServer
 	raw    map[uint64][]byte // record id → the fixture bytes archived
-	logBuf *lockedBuffer
-}
-
-// socketDir is a short directory for sockets (t.TempDir paths can exceed
-// the 107 bytes of a socket address).
-func socketDir(t *testing.T) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "smimedctl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
+	logBuf *testenv.LockedBuffer
 }
 
 func largeMessage() []byte {
@@ -76,7 +65,7 @@ func largeMessage() []byte {
 // open (nil: a Local per caller).
 func newControlFixture(t *testing.T, open func(f *controlFixture, c Caller) ArchiveAPI) *controlFixture {
 	t.Helper()
-	f := &controlFixture{dir: t.TempDir(), raw: map[uint64][]byte{}, logBuf: &lockedBuffer{}}
+	f := &controlFixture{dir: t.TempDir(), raw: map[uint64][]byte{}, logBuf: &testenv.LockedBuffer{}}
 	st, err := harvest.OpenStore(filepath.Join(f.dir, "smimed.db"), false)
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +78,7 @@ func newControlFixture(t *testing.T, open func(f *controlFixture, c Caller) Arch
 	f.eng = harvest.New(harvest.Options{})
 	msgs := [][]byte{largeMessage()}
 	for _, name := range []string{"plain.eml", "signed-rsa-sha256.eml", "enc-nokey.eml", "sign-then-encrypt.eml"} {
-		msgs = append(msgs, fixture(t, "msg", name))
+		msgs = append(msgs, testenv.Testdata(t, "msg", name))
 	}
 	for i, raw := range msgs {
 		src := archive.Source{Account: "ceo", Folder: "INBOX", UIDValidity: 1, UID: uint32(i + 1), InternalDate: time.Date(2026, 3, 1, 12, i, 0, 0, time.UTC)}
@@ -109,7 +98,7 @@ func newControlFixture(t *testing.T, open func(f *controlFixture, c Caller) Arch
 			return &Local{Archive: f.arc, Store: f.store, Engine: f.eng, Caller: c}
 		}
 	}
-	f.path = filepath.Join(socketDir(t), "control.sock")
+	f.path = filepath.Join(testenv.SocketDir(t), "control.sock")
 	f.srv, err = startControl(context.Background(), ControlOptions{
 		Path: f.path, GID: -1, StateDir: f.dir,
 		Open: func(c Caller) ArchiveAPI { return open(f, c) },
@@ -348,7 +337,7 @@ func TestControlAuditFailureRefusesRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(socketDir(t), "control.sock")
+	path := filepath.Join(testenv.SocketDir(t), "control.sock")
 	srv, err := startControl(context.Background(), ControlOptions{Path: path, GID: -1, Open: func(c Caller) ArchiveAPI {
 		return &Local{Archive: arc, Store: ro, Caller: c}
 	}})
@@ -517,7 +506,7 @@ func runChild(t *testing.T, f *controlFixture, uid, gid uint32, env ...string) s
 		}
 	}
 	// The test binary, where the child can run it.
-	binDir := socketDir(t)
+	binDir := testenv.SocketDir(t)
 	os.Chmod(binDir, 0o755)
 	self, err := os.Executable()
 	if err != nil {
@@ -712,7 +701,7 @@ func TestControlBadRequests(t *testing.T) {
 }
 
 func TestControlSocketFile(t *testing.T) {
-	dir := socketDir(t)
+	dir := testenv.SocketDir(t)
 	open := func(c Caller) ArchiveAPI { return &Local{Caller: c} }
 
 	// Missing socket, and a stale one nobody listens on: no daemon.
@@ -864,13 +853,8 @@ func FuzzControlRequest(f *testing.F) {
 // fingerprint (lower-case hex), independently of the store.
 func opensslCert(t *testing.T, name string) (*x509.Certificate, string) {
 	t.Helper()
-	path := filepath.Join("..", "testdata", "pki", name)
-	out, err := exec.Command("openssl", "x509", "-in", path, "-noout", "-fingerprint", "-sha256").Output()
-	if err != nil {
-		t.Fatalf("openssl x509 -fingerprint %s: %v", name, err)
-	}
-	_, fp, _ := strings.Cut(strings.TrimSpace(string(out)), "=")
-	block, _ := pem.Decode(fixture(t, "pki", name))
+	fp := testenv.OpenSSLFingerprint(t, testenv.TestdataPath(t, "pki", name))
+	block, _ := pem.Decode(testenv.Testdata(t, "pki", name))
 	if block == nil {
 		t.Fatalf("%s: no PEM", name)
 	}
@@ -878,7 +862,7 @@ func opensslCert(t *testing.T, name string) (*x509.Certificate, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c, strings.ToLower(strings.ReplaceAll(fp, ":", ""))
+	return c, fp
 }
 
 // TestControlCerts: the certs_* ops give what the store gives, the
@@ -1012,98 +996,6 @@ func TestControlCerts(t *testing.T) {
 	if !slices.Contains(audited, archive.AuditTrust) || !slices.Contains(audited, archive.AuditUntrust) || audited[len(audited)-1] != archive.AuditAudit ||
 		slices.ContainsFunc(audited, func(a string) bool { return !changes(a) && a != archive.AuditAudit }) {
 		t.Errorf("audit log after the certificate ops = %v, want the trust(s), the untrust(s) and this listing", audited)
-	}
-}
-
-// TestStatusSnapshot: the status op reports every watched folder with
-// what the watchers and the sink reported, the checkpoints from the store
-// (also of folders no longer watched), through the socket.
-func TestStatusSnapshot(t *testing.T) {
-	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	m := NewMetrics()
-	m.now = func() time.Time { return now }
-	signed := &harvest.Report{Signatures: []harvest.Signature{{Status: harvest.StatusValid}}}
-	m.FolderUp("ceo", "INBOX")
-	m.Processed(Message{Account: "ceo", Folder: "INBOX"}, signed)
-	m.Processed(Message{Account: "ceo", Folder: "INBOX"}, signed)
-	m.Processed(Message{Account: "ceo", Folder: "INBOX", TooLarge: true}, nil)
-	m.Backlog("ceo", "INBOX", 4)
-	m.Checked("ceo", "INBOX")
-	m.FolderConnecting("sales", "INBOX")
-	m.FolderError("sales", "INBOX", errors.New("dial tcp 192.0.2.1:993: connection refused"))
-	m.FolderDown("sales", "INBOX", stateReconnecting, 8*time.Second)
-	m.FolderDown("hr", "INBOX", stateLoginRefused, 15*time.Minute)
-
-	f := newControlFixture(t, nil)
-	cps, err := NewCheckpoints(f.store.DB())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range []struct {
-		account, folder string
-		cp              Checkpoint
-	}{
-		{"ceo", "INBOX", Checkpoint{UIDValidity: 1712000001, UID: 42}},
-		{"old", "Sent", Checkpoint{UIDValidity: 7, UID: 3}},
-	} {
-		if err := cps.Set(c.account, c.folder, c.cp); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// What Service.Status does, without the IMAP side.
-	svc := &Service{cfg: &config.Config{StateDir: f.dir}, stateDir: f.dir, metrics: m, store: f.store}
-	f.srv.opts.Status = svc.Status
-	cfg := config.Defaults()
-	cfg.StateDir, cfg.Daemon.ControlSocket = f.dir, f.path
-	st, err := QueryStatus(context.Background(), cfg)
-	if err != nil {
-		t.Fatalf("QueryStatus = %v", err)
-	}
-	if !st.Running || st.StateDir != f.dir || st.Socket != f.path || st.Started.IsZero() {
-		t.Errorf("QueryStatus = running %v, state_dir %q, socket %q, started %v", st.Running, st.StateDir, st.Socket, st.Started)
-	}
-	want := []FolderStatus{
-		{Account: "ceo", Folder: "INBOX", State: FolderConnected, Connected: true, UIDValidity: 1712000001, CheckpointUID: 42,
-			Backlog: 4, Processed: 3, Outcomes: map[string]uint64{OutcomeSigned: 2, OutcomeTooLarge: 1}, LastCheck: now},
-		{Account: "hr", Folder: "INBOX", State: FolderLoginRefused, RetryAt: now.Add(15 * time.Minute)},
-		{Account: "sales", Folder: "INBOX", State: FolderReconnecting, RetryAt: now.Add(8 * time.Second),
-			LastError: "dial tcp 192.0.2.1:993: connection refused", LastErrorAt: now},
-		{Account: "old", Folder: "Sent", State: FolderNotWatched, UIDValidity: 7, CheckpointUID: 3},
-	}
-	got, _ := json.Marshal(st.Folders)
-	wantJSON, _ := json.Marshal(want)
-	if !bytes.Equal(got, wantJSON) {
-		t.Errorf("QueryStatus folders =\n%s\nwant\n%s", got, wantJSON)
-	}
-	for i, w := range []string{"connected", "login refused, retry in 15m", "reconnecting in 8s", "not watched"} {
-		if d := st.Folders[i].Describe(now); d != w {
-			t.Errorf("%s/%s: Describe() = %q, want %q", st.Folders[i].Account, st.Folders[i].Folder, d, w)
-		}
-	}
-
-	// Without a daemon the store, opened read-only, still tells the
-	// checkpoints.
-	f.srv.stop()
-	if _, err := QueryStatus(context.Background(), cfg); !errors.Is(err, ErrNoDaemon) {
-		t.Errorf("QueryStatus without a daemon = %v, want ErrNoDaemon", err)
-	}
-	f.store.Close()
-	ro, err := harvest.OpenStore(filepath.Join(f.dir, "smimed.db"), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ro.Close()
-	list, err := StoreCheckpoints(ro.DB())
-	if err != nil {
-		t.Fatalf("StoreCheckpoints = %v", err)
-	}
-	got, _ = json.Marshal(list)
-	wantJSON, _ = json.Marshal([]FolderStatus{
-		{Account: "ceo", Folder: "INBOX", UIDValidity: 1712000001, CheckpointUID: 42},
-		{Account: "old", Folder: "Sent", UIDValidity: 7, CheckpointUID: 3},
-	})
-	if !bytes.Equal(got, wantJSON) {
-		t.Errorf("StoreCheckpoints = %s, want %s", got, wantJSON)
 	}
 }
 

@@ -1,4 +1,4 @@
-package daemon
+package admin
 
 // The client of the control socket (control.go): an ArchiveAPI that asks
 // the running daemon (certsapi.go has the CertsAPI, status.go the status).

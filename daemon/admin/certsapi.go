@@ -1,4 +1,4 @@
-package daemon
+package admin
 
 // This file is the certificate store as the admin commands see it
 // (`smimed certs …`): CertsAPI, implemented by LocalCerts on a store this

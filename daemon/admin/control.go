@@ -1,4 +1,4 @@
-package daemon
+package admin
 
 // The control socket: while the daemon runs it holds the store's lock, so
 // `smimed archive …`, `smimed certs …` and `smimed status` reach it through

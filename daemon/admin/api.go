@@ -1,4 +1,4 @@
-package daemon
+package admin
 
 // This file defines what the admin commands may ask of the archive, and
 // the implementation that works on an open archive directly. The control

@@ -1,0 +1,162 @@
+package admin
+
+// What `smimed status` answers: the running daemon's view of every
+// folder, or, without a daemon, the checkpoints of the state file.
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"time"
+
+	"github.com/smimed/smimed/daemon/config"
+)
+
+// DaemonStatus is the answer of `smimed status`.
+type DaemonStatus struct {
+	// Running is true in a running daemon's answer.
+	Running  bool   `json:"running"`
+	Version  string `json:"version,omitempty"`
+	StateDir string `json:"state_dir"`
+	// Started is when the daemon's process started.
+	Started       time.Time `json:"started,omitzero"`
+	UptimeSeconds int64     `json:"uptime_seconds,omitempty"`
+	// Socket is the control socket that answered (set by the client).
+	Socket string `json:"socket,omitempty"`
+	// Error says why there is no daemon's answer (set by the command).
+	Error   string         `json:"error,omitempty"`
+	Folders []FolderStatus `json:"folders"`
+}
+
+// FolderStatus is one account's folder. Without a daemon only Account,
+// Folder, UIDValidity and CheckpointUID are known.
+type FolderStatus struct {
+	Account string `json:"account"`
+	Folder  string `json:"folder"`
+	// State is connected, connecting, reconnecting, login_refused,
+	// stopped, or not_watched (a checkpoint of a folder no longer in the
+	// configuration); "" without a daemon.
+	State       string    `json:"state,omitempty"`
+	Connected   bool      `json:"connected"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	RetryAt     time.Time `json:"retry_at,omitzero"`
+	// UIDValidity and CheckpointUID are the checkpoint: every message up
+	// to CheckpointUID under UIDValidity is done. 0: none yet.
+	UIDValidity   uint32 `json:"uidvalidity"`
+	CheckpointUID uint32 `json:"checkpoint_uid"`
+	Backlog       int    `json:"backlog"`
+	// Processed counts the messages done since the daemon started;
+	// Outcomes splits them (OutcomeDecrypted, …).
+	Processed uint64            `json:"processed"`
+	Outcomes  map[string]uint64 `json:"outcomes,omitempty"`
+	// LastCheck is when the folder was last confirmed in sync.
+	LastCheck time.Time `json:"last_check,omitzero"`
+}
+
+// Folder states as DaemonStatus names them.
+const (
+	FolderConnected    = "connected"
+	FolderConnecting   = "connecting"
+	FolderReconnecting = "reconnecting"
+	FolderLoginRefused = "login_refused"
+	FolderStopped      = "stopped"
+	FolderNotWatched   = "not_watched"
+	// FolderCopiesRefused is an account's archive folder while the server
+	// refuses the copies (LastError says why).
+	FolderCopiesRefused = "copies_refused"
+)
+
+// Describe says in a few words how the folder is at time now:
+// "connected", "reconnecting in 8s", "login refused, retry in 15m",
+// "stopped: ERROR".
+func (f *FolderStatus) Describe(now time.Time) string {
+	switch f.State {
+	case "":
+		return "-"
+	case FolderNotWatched:
+		return "not watched"
+	case FolderCopiesRefused:
+		return "copies refused"
+	case FolderReconnecting:
+		return waiting("reconnecting", "reconnecting in ", f.RetryAt, now)
+	case FolderLoginRefused:
+		return waiting("login refused", "login refused, retry in ", f.RetryAt, now)
+	case FolderStopped:
+		if f.LastError != "" {
+			return "stopped: " + f.LastError
+		}
+		return "stopped (see the log)"
+	}
+	return f.State
+}
+
+// waiting is what, or soon and how long until retryAt when that is after now.
+func waiting(what, soon string, retryAt, now time.Time) string {
+	if retryAt.After(now) {
+		return soon + ShortDuration(retryAt.Sub(now))
+	}
+	return what
+}
+
+// ShortDuration rounds d up to whole seconds, minutes or hours: 8s, 15m, 2h.
+func ShortDuration(d time.Duration) string {
+	switch {
+	case d <= time.Minute:
+		return fmt.Sprintf("%ds", (d+time.Second-1)/time.Second)
+	case d <= time.Hour:
+		return fmt.Sprintf("%dm", (d+time.Minute-1)/time.Minute)
+	}
+	return fmt.Sprintf("%dh", (d+time.Hour-1)/time.Hour)
+}
+
+// QueryStatus asks the daemon of cfg (found as DialConfig finds it) for
+// its status. ErrNoDaemon when none answers.
+func QueryStatus(ctx context.Context, cfg *config.Config) (*DaemonStatus, error) {
+	path, err := findDaemon(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c := &controlClient{path: path}
+	var st *DaemonStatus
+	_, err = c.call(ctx, &controlRequest{Op: opStatus}, func(f *controlFrame) error {
+		if f.Status == nil || st != nil {
+			return unexpected(opStatus)
+		}
+		st = f.Status
+		return nil
+	})
+	if err == nil && st == nil {
+		err = unexpected(opStatus)
+	}
+	if err != nil {
+		return nil, err
+	}
+	st.Socket = path
+	return st, nil
+}
+
+// BuildVersion is the module version the binary was built from, else its
+// VCS revision ("+dirty" when modified), else "".
+func BuildVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return ""
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev, dirty string
+	for _, s := range bi.Settings {
+		switch {
+		case s.Key == "vcs.revision":
+			rev = s.Value[:min(12, len(s.Value))]
+		case s.Key == "vcs.modified" && s.Value == "true":
+			dirty = "+dirty"
+		}
+	}
+	if rev == "" {
+		return ""
+	}
+	return rev + dirty
+}

@@ -1,0 +1,75 @@
+// Package testenv is what the tests of every package share: the
+// repository's test data, a log buffer several goroutines write to, and
+// (in the files beside this one) the real programs the tests run. It is
+// imported by tests only.
+package testenv
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+// RepoRoot is the repository's top directory: the nearest directory
+// above the test's working directory that holds go.mod.
+func RepoRoot(tb testing.TB) string {
+	tb.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			tb.Fatal("testenv: no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// Testdata reads a file below the repository's testdata directory, e.g.
+// Testdata(t, "msg", "signed.eml").
+func Testdata(tb testing.TB, parts ...string) []byte {
+	tb.Helper()
+	data, err := os.ReadFile(filepath.Join(append([]string{RepoRoot(tb), "testdata"}, parts...)...))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return data
+}
+
+// LockedBuffer collects log output from several goroutines.
+type LockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *LockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *LockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// SocketDir is a new directory for unix sockets, removed after the test:
+// under os.TempDir, so that the path stays within the 107 bytes a socket
+// address holds (t.TempDir's names can be longer).
+func SocketDir(tb testing.TB) string {
+	tb.Helper()
+	d, err := os.MkdirTemp("", "smimedctl")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
