@@ -485,7 +485,7 @@ func mimeValue(s string) string {
 //     the From address is not in the certificate; binding the signer to
 //     From is our policy (RFC 8550 section 3), not part of verifying CMS.
 //   - untrusted → policy, not neutral: the engine judges a chain only after
-//     the signature verified (README, "How verdicts are decided"), so the
+//     the signature verified (docs/verdicts.md, "How verdicts are decided"), so the
 //     signature was processed and is cryptographically sound; what is not
 //     acceptable is the certificate (no chain to one of our anchors, or not
 //     allowed to sign mail). Which anchors to trust is the ADMD's choice,

@@ -143,7 +143,7 @@ func TestServersScenario(t *testing.T) {
 		s.SetFlags(t, "ceo", "INBOX", `\Flagged`, 2, 3)
 		before := inboxView(t, s, "ceo")
 
-		// liveness_interval as the README advises for servers whose
+		// liveness_interval as docs/imap-servers.md advises for servers whose
 		// IDLE polls (Debian's Cyrus and Courier): mail after the
 		// restart would otherwise wait up to a minute.
 		e.writeConfig(t, "[daemon]\nworkers = 4\nliveness_interval = \"10s\"", []string{"org-new"}, e.account("ceo", "archive_folder = \"Decrypted\"\n"))

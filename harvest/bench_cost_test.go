@@ -15,7 +15,7 @@ import (
 
 // The worst CPU cost per message that could be built under the limits of
 // budget.go, against an ordinary signed message measured in the same run
-// (x-ordinary) and against the verify budget (x-budget). See the README,
+// (x-ordinary) and against the verify budget (x-budget). See docs/security.md,
 // "Limits".
 
 // bigKey is an RSA key of the largest size accepted (8,192 bits) with the

@@ -4,10 +4,10 @@ package harvest
 // checkout, or $SMIMED_CORPUS) holds mail and CMS objects written by other
 // projects' clients and test suites, with expectations/results.json saying
 // what OpenSSL 3 made of every layer. Every expectation asserted here is
-// derived from that file (OpenSSL's verdicts plus the README's verdict
-// rules), never from the engine's own output. Where the engine legitimately
-// differs, the difference is written down in interopExceptions with the
-// value the engine must produce instead.
+// derived from that file (OpenSSL's verdicts plus the verdict rules of
+// docs/verdicts.md), never from the engine's own output. Where the engine
+// legitimately differs, the difference is written down in
+// interopExceptions with the value the engine must produce instead.
 
 import (
 	"bytes"
@@ -170,7 +170,7 @@ var interopExceptions = map[string]interopException{
 // md5WithRSA by validator.root.crt.
 var interopMD5Chain = interopException{
 	reason: "policy: SHA-1/MD5-signed certificates",
-	why:    "the leaf certificate is signed md5WithRSA: Go's crypto/x509 refuses MD5 certificate signatures (README: MD5 unsupported), so there is no chain to validator.root.crt (OpenSSL: chain OK/expired at the signing time)",
+	why:    "the leaf certificate is signed md5WithRSA: Go's crypto/x509 refuses MD5 certificate signatures (docs/security.md: MD5 unsupported), so there is no chain to validator.root.crt (OpenSSL: chain OK/expired at the signing time)",
 	apply:  interopSetSig(0, 0, StatusUntrusted),
 }
 
@@ -586,7 +586,7 @@ func interopWithin(validity string, at time.Time) (bool, error) {
 	return !at.Before(nb) && at.Before(na.AddDate(0, 0, 1)), nil
 }
 
-// interopSignerExpect applies the README's verdict rules to OpenSSL's
+// interopSignerExpect applies docs/verdicts.md's verdict rules to OpenSSL's
 // findings for one signer.
 func interopSignerExpect(l interopLayer, s *interopSigner, from string, received time.Time) (interopExpSig, error) {
 	e := interopExpSig{

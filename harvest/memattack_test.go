@@ -51,7 +51,7 @@ func allocated(tb testing.TB, eng *Engine, raw []byte) (*Result, uint64) {
 }
 
 // memoryBound is the most Process may allocate for a message of n bytes,
-// whatever it holds (README, "Limits"): 16 times its size plus 32 MiB.
+// whatever it holds (docs/security.md, "Limits"): 16 times its size plus 32 MiB.
 // Ordinary mail needs about 3 times its size (TestMemoryOrdinaryMail); the
 // constant covers the parse caps (cms.MaxCertificateBytes per SignedData,
 // cms.MaxRecipientInfos) and the organisation's keys.

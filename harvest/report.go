@@ -2,7 +2,7 @@ package harvest
 
 import "time"
 
-// Verdict statuses, one per signer (see README, "How verdicts are decided").
+// Verdict statuses, one per signer (see docs/verdicts.md, "How verdicts are decided").
 const (
 	StatusValid     = "valid"     // signature, chain, validity, usage and From binding all hold
 	StatusInvalid   = "invalid"   // digest or signature mismatch (or a rejected weak digest)

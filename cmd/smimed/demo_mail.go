@@ -4,7 +4,7 @@ package main
 // elsewhere: a throw-away PKI (the organisation's key, a partner's CA and
 // certificate), made with crypto/x509 at run time, and the partner's S/MIME
 // mail, made with github.com/smallstep/pkcs7. That library only WRITES the
-// demo's mail here; the daemon reads mail with harvest/cms (README,
+// demo's mail here; the daemon reads mail with harvest/cms (docs/development.md,
 // "Dependencies and why"). Every call into it runs behind recover(), as it
 // can panic, and only PKCS#1 v1.5 key transport with AES-256-CBC is used
 // (its RSA-OAEP with SHA-256 is not conformant, and its AES-GCM is not the

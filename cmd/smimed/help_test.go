@@ -7,16 +7,20 @@ import (
 	"testing"
 )
 
+// commandsDoc is the manual's command reference (README.md links to it),
+// relative to this package's directory.
+const commandsDoc = "../../docs/commands.md"
+
 // TestHelpMatchesREADME: every command `smimed help` lists has its section
-// in README.md (the manual), every command section of the README is in
-// the help, each command's --help exits 0 and names its flags as the
-// README's heading does, and an unknown flag is one line and exit 2.
+// in the manual's command reference (commandsDoc), every command section
+// there is in the help, each command's --help exits 0 and names its flags
+// as the section's heading does, and an unknown flag is one line and exit 2.
 func TestHelpMatchesREADME(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
+	readme, err := os.ReadFile(commandsDoc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	heading := regexp.MustCompile(`(?m)^###+ smimed ([a-z-]+)(?: ([a-z-]+))?(.*)$`)
+	heading := regexp.MustCompile(`(?m)^##+ smimed ([a-z-]+)(?: ([a-z-]+))?(.*)$`)
 	sections := map[string]string{} // "archive list" or "run" → the rest of the heading
 	for _, m := range heading.FindAllStringSubmatch(string(readme), -1) {
 		name := m[1]
@@ -26,7 +30,7 @@ func TestHelpMatchesREADME(t *testing.T) {
 		sections[name] = m[0]
 	}
 	if len(sections) < 10 {
-		t.Fatalf("found %d command sections in the README, want every command", len(sections))
+		t.Fatalf("found %d command sections in %s, want every command", len(sections), commandsDoc)
 	}
 	code, help, _ := runCmd(nil, "help")
 	if code != exitOK {
@@ -38,16 +42,16 @@ func TestHelpMatchesREADME(t *testing.T) {
 			listed[m[1]] = true
 		}
 	}
-	t.Logf("%d README sections, %d commands in the help", len(sections), len(listed))
+	t.Logf("%d sections in %s, %d commands in the help", len(sections), commandsDoc, len(listed))
 	for cmd := range listed {
 		if _, ok := sections[cmd]; !ok {
-			t.Errorf("smimed help lists %q, the README has no section for it", cmd)
+			t.Errorf("smimed help lists %q, %s has no section for it", cmd, commandsDoc)
 		}
 	}
 	for name := range sections {
 		cmd, sub, _ := strings.Cut(name, " ")
 		if !listed[cmd] {
-			t.Errorf("the README documents %q, smimed help does not list it", cmd)
+			t.Errorf("%s documents %q, smimed help does not list it", commandsDoc, cmd)
 		}
 		args := []string{cmd, "--help"}
 		if sub != "" {
@@ -58,10 +62,10 @@ func TestHelpMatchesREADME(t *testing.T) {
 			t.Errorf("smimed %s: exit %d, stdout %q, stderr %q", strings.Join(args, " "), code, out, errOut)
 			continue
 		}
-		// Every --flag of the README heading is in the command's help.
+		// Every --flag of the section's heading is in the command's help.
 		for _, f := range regexp.MustCompile(`--[a-z-]+`).FindAllString(sections[name], -1) {
 			if !strings.Contains(out, f) {
-				t.Errorf("the README heading %q names %s, smimed %s does not", sections[name], f, strings.Join(args, " "))
+				t.Errorf("the heading %q in %s names %s, smimed %s does not", sections[name], commandsDoc, f, strings.Join(args, " "))
 			}
 		}
 		// An unknown flag: one line on stderr, exit 2.

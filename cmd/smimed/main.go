@@ -1,5 +1,5 @@
 // Command smimed is the S/MIME mailbox daemon and its admin tool: one
-// binary with subcommands. See README.md for the full manual.
+// binary with subcommands. See README.md and docs/ for the full manual.
 package main
 
 import (

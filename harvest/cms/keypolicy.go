@@ -4,7 +4,7 @@ package cms
 // mail user has them: a 65,536-bit RSA key with an exponent near 2^31
 // costs about 160 ms per signature check on the machines smimed runs on,
 // and chain building tries every certificate named like the issuer
-// (issue 9, item 4). The limits are the README's "Limits" section.
+// (issue 9, item 4). The limits are the "Limits" section of docs/security.md.
 
 import (
 	"crypto"
