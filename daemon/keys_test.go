@@ -46,7 +46,7 @@ func TestLoadKeysWarnsAboutSmallRSAKey(t *testing.T) {
 		t.Fatalf("warnings = %q, want [%q]", warnings, want)
 	}
 	var logs bytes.Buffer
-	(&loaded{warnings: warnings}).warn(slog.New(slog.NewTextHandler(&logs, nil)))
+	(&loaded{crypto: &config.Crypto{Warnings: warnings}}).warn(slog.New(slog.NewTextHandler(&logs, nil)))
 	if n := strings.Count(logs.String(), "\n"); n != 1 || !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "768 bits") {
 		t.Errorf("log = %q, want one WARN line naming the size", logs.String())
 	}

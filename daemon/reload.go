@@ -115,7 +115,7 @@ func (s *Service) Reload() error {
 	s.log.Info("configuration reloaded",
 		"added", strings.Join(added, ","), "removed", strings.Join(removed, ","),
 		"restarted", strings.Join(restarted, ","), "unchanged", strings.Join(unchanged, ","),
-		"keys", len(l.keys), "workers", cfg.Daemon.Workers)
+		"keys", len(l.crypto.Keys), "workers", cfg.Daemon.Workers)
 	return nil
 }
 

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,7 +19,6 @@ import (
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/daemon/imapwatch"
 	"github.com/smimed/smimed/harvest"
-	"github.com/smimed/smimed/harvest/cms"
 )
 
 // Service is `smimed run`: one watcher per account and folder, every
@@ -96,9 +94,7 @@ func (r *accountRun) wait() {
 
 // loaded is what a configuration needs from files before it can run.
 type loaded struct {
-	keys      []*cms.Key
-	warnings  []string // keys loaded for decryption only (LoadKeysWarn)
-	roots     *x509.CertPool
+	crypto    *config.Crypto
 	passwords map[string]string // by account name
 }
 
@@ -108,18 +104,14 @@ func load(cfg *config.Config) (*loaded, error) {
 	if len(cfg.Accounts) == 0 {
 		return nil, &config.Error{Path: cfg.Path, Problems: []string{"accounts: no [[accounts]] to watch"}}
 	}
-	keys, warnings, err := cfg.LoadKeysWarn()
-	if err != nil {
-		return nil, err
-	}
-	roots, err := cfg.TrustPool()
+	crypto, err := cfg.LoadCrypto()
 	if err != nil {
 		return nil, err
 	}
 	if err := cfg.CheckAccounts(); err != nil {
 		return nil, err
 	}
-	l := &loaded{keys: keys, warnings: warnings, roots: roots, passwords: map[string]string{}}
+	l := &loaded{crypto: crypto, passwords: map[string]string{}}
 	for _, a := range cfg.Accounts {
 		pw, err := harvest.ReadPasswordFile(a.PasswordFile)
 		if err != nil {
@@ -204,13 +196,13 @@ func NewService(cfg *config.Config, log *slog.Logger, notify *Notifier) (*Servic
 
 // warn logs one line per key loaded for decryption only.
 func (l *loaded) warn(log *slog.Logger) {
-	for _, w := range l.warnings {
+	for _, w := range l.crypto.Warnings {
 		log.Warn("weak decryption key: "+w, "decrypt_only", true)
 	}
 }
 
 func (s *Service) newEngine(cfg *config.Config, l *loaded) *harvest.Engine {
-	return harvest.New(harvest.Options{Keys: l.keys, Roots: l.roots, Store: s.store, Harvest: true, RejectSHA1: cfg.Trust.RejectSHA1})
+	return cfg.NewEngine(l.crypto, s.store, true)
 }
 
 // Close releases the store (and the metrics listener if Run did not).

@@ -2,19 +2,17 @@ package main
 
 // This file is `smimed archive`: list, show, failed, retry and verify
 // (export is in archive_export.go). Every subcommand talks to a
-// admin.ArchiveAPI, got from openArchiveAPI: the running daemon through
+// admin.ArchiveAPI, got from admin.ArchiveFor: the running daemon through
 // its control socket, or the store opened directly when no daemon runs.
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -27,7 +25,6 @@ import (
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/daemon/admin"
 	"github.com/smimed/smimed/daemon/config"
-	"github.com/smimed/smimed/harvest"
 )
 
 const archiveUsage = `Usage: smimed archive [--config FILE] SUBCOMMAND
@@ -123,68 +120,6 @@ func archiveCommand(args []string, stdout, stderr io.Writer) int {
 	return exitUsage
 }
 
-// errConfig marks a failure that is the configuration's fault (exit 2).
-var errConfig = errors.New("configuration")
-
-// openArchiveAPI returns the archive of cfg for the admin commands. With
-// needEngine the API can re-process messages (retry): the configured keys
-// and trust anchors are loaded, and certificates of valid signatures found
-// on the way are harvested, as the daemon does. stderr is for notes about
-// how the archive was reached.
-func openArchiveAPI(cfg *config.Config, needEngine bool, stderr io.Writer) (admin.ArchiveAPI, error) {
-	// A running daemon holds the store: ask it over its control socket
-	// (it retries with its own keys). Only when no daemon answers, open
-	// the store directly, as a stopped daemon leaves it free.
-	api, err := admin.DialConfig(cfg)
-	if err == nil {
-		return api, nil
-	}
-	if !errors.Is(err, admin.ErrNoDaemon) {
-		return nil, err
-	}
-
-	storePath := cfg.StorePath()
-	if _, err := os.Stat(storePath); errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("no store at %s: nothing has been archived with this configuration (state_dir %s)", storePath, cfg.StateDir)
-	}
-	var eng *harvest.Engine
-	var engOpts harvest.Options
-	if needEngine {
-		keys, err := cfg.LoadKeys()
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", errConfig, err)
-		}
-		roots, err := cfg.TrustPool()
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", errConfig, err)
-		}
-		engOpts = harvest.Options{Keys: keys, Roots: roots, Harvest: true, RejectSHA1: cfg.Trust.RejectSHA1}
-	}
-	store, err := harvest.OpenStore(storePath, false)
-	if errors.Is(err, harvest.ErrStoreLocked) {
-		return nil, fmt.Errorf("the store %s is locked by a running smimed whose control socket did not answer; check [daemon] control_socket", storePath)
-	}
-	if err != nil {
-		return nil, err
-	}
-	arc, err := archive.Open(filepath.Join(cfg.StateDir, "archive"), store.DB())
-	if err != nil {
-		store.Close()
-		return nil, err
-	}
-	if needEngine {
-		engOpts.Store = store
-		eng = harvest.New(engOpts)
-	}
-	return &admin.Local{
-		Archive: arc,
-		Store:   store,
-		Engine:  eng,
-		Caller:  admin.Caller{UID: os.Getuid(), GID: os.Getgid(), PID: os.Getpid(), Via: "direct"},
-		Closer:  store.Close,
-	}, nil
-}
-
 // archiveSession is what every archive subcommand (and backup) starts
 // with: its flags, how it reports errors, and the API (with).
 type archiveSession struct {
@@ -232,9 +167,9 @@ func (s *archiveSession) with(needEngine bool, fn func(ctx context.Context, api 
 		fmt.Fprintf(s.stderr, "smimed: %v\n", err)
 		return exitUsage
 	}
-	api, err := openArchiveAPI(cfg, needEngine, s.stderr)
-	if errors.Is(err, errConfig) {
-		fmt.Fprintf(s.stderr, "smimed: %v\n", errors.Unwrap(err))
+	api, err := admin.ArchiveFor(cfg, needEngine)
+	if code := exitCodeOf(err); code == exitUsage {
+		fmt.Fprintf(s.stderr, "smimed: %v\n", err)
 		return exitUsage
 	}
 	if err != nil {

@@ -683,7 +683,7 @@ func TestArchiveStoreLockedOrMissing(t *testing.T) {
 	}
 	empty := writeConfig(t, "")
 	code, _, errOut = runCmd(nil, "archive", "list", "--config", empty)
-	if code != exitFailed || !strings.Contains(errOut, "no store at") {
+	if code != exitFailed || !strings.Contains(errOut, "no state file at") {
 		t.Errorf("list without a store: exit %d, %q", code, errOut)
 	}
 	if _, err := os.Stat(filepath.Join(filepath.Dir(empty), "state")); err == nil {

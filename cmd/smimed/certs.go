@@ -20,6 +20,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -50,34 +51,23 @@ Old mail is judged again by "smimed archive retry --all-untrusted".
 // are checked; readOnly is false for trust and untrust.
 type certsOpener func(readOnly bool) (admin.CertsAPI, error)
 
-// certsStoreOpener opens the bbolt file at storePath (state_dir/smimed.db).
-func certsStoreOpener(storePath string) certsOpener {
-	return func(readOnly bool) (admin.CertsAPI, error) {
-		st, err := harvest.OpenStore(storePath, readOnly)
-		if err != nil {
-			return nil, err
-		}
-		return &admin.LocalCerts{Store: st, Closer: st.Close}, nil
-	}
-}
-
-// certsConfigOpener asks the daemon of cfg, or opens its store when no
-// daemon answers.
+// certsConfigOpener asks the daemon of cfg, or opens its state file when
+// no daemon answers (admin.CertsFor).
 func certsConfigOpener(cfg *config.Config) certsOpener {
 	return func(readOnly bool) (admin.CertsAPI, error) {
-		api, err := admin.DialConfigCerts(cfg)
-		if errors.Is(err, admin.ErrNoDaemon) {
-			return certsStoreOpener(cfg.StorePath())(readOnly)
-		}
-		return api, err
+		return admin.CertsFor(cfg, !readOnly)
 	}
 }
 
-// certsMain runs `smimed certs SUBCOMMAND ...` on the bbolt file at
-// storePath (state_dir/smimed.db). Returns the exit code: 0 ok, 1 runtime
-// error (e.g. not found), 2 usage error.
+// certsMain runs `smimed certs SUBCOMMAND ...` on the state file at
+// storePath (state_dir/smimed.db) itself, asking no daemon. Returns the
+// exit code: 0 ok, 1 runtime error (e.g. not found), 2 usage error.
 func certsMain(storePath string, args []string, stdout, stderr io.Writer) int {
-	return certsDo(certsStoreOpener(storePath), args, stdout, stderr)
+	cfg := config.Defaults()
+	cfg.StateDir = filepath.Dir(storePath)
+	return certsDo(func(readOnly bool) (admin.CertsAPI, error) {
+		return admin.OpenCerts(cfg, !readOnly)
+	}, args, stdout, stderr)
 }
 
 // certsDo runs `smimed certs SUBCOMMAND ...` on the store open returns.
@@ -138,8 +128,8 @@ func certsOpen(open certsOpener, readOnly bool, cmd string, stderr io.Writer) (a
 // certsLookupError prints err and returns its exit code: 2 for a malformed
 // fingerprint or address, else 1.
 func certsLookupError(cmd string, err error, stderr io.Writer) int {
-	fmt.Fprintf(stderr, "smimed certs %s: %v\n", cmd, err)
-	if errors.Is(err, harvest.ErrBadFingerprint) || errors.Is(err, harvest.ErrBadAddress) {
+	fmt.Fprintf(stderr, "smimed certs %s: %s\n", cmd, clean(err.Error()))
+	if errors.Is(err, harvest.ErrBadFingerprint) || errors.Is(err, harvest.ErrBadAddress) || errors.Is(err, admin.ErrNeedsAll) {
 		return exitUsage
 	}
 	return exitFailed
@@ -525,14 +515,7 @@ func certsTrust(open certsOpener, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s is already trusted for %s\n", d.entries[0].Fingerprint, clean(certsEmails(d.entries)))
 		return exitOK
 	}
-	if len(d.untrusted) > 1 && !*all {
-		// One look at one address must not release the certificate for
-		// others the admin has not checked.
-		fmt.Fprintf(stderr, "smimed certs trust: %s is bound to %d addresses (%s); check each, then repeat with --all\n",
-			d.entries[0].Fingerprint, len(d.untrusted), clean(strings.Join(d.untrusted, ", ")))
-		return exitUsage
-	}
-	e, err := d.st.Trust(context.Background(), d.fp)
+	e, err := d.st.Trust(context.Background(), d.fp, *all)
 	if err != nil {
 		return certsLookupError("trust", err, stderr)
 	}

@@ -6,22 +6,20 @@ import (
 	"io"
 	"os"
 
+	"github.com/smimed/smimed/daemon/admin"
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/harvest"
 )
 
-// setup is what a one-shot command needs from the configuration.
+// setup is what a one-shot command (inspect, decrypt) needs: the
+// configuration, and the engine with the store it reads (admin.Open).
 type setup struct {
-	cfg   *config.Config
-	store *harvest.Store // nil when there is none to read
-	eng   *harvest.Engine
+	cfg *config.Config
+	env *admin.Env
+	eng *harvest.Engine
 }
 
-func (s *setup) close() {
-	if s.store != nil {
-		s.store.Close()
-	}
-}
+func (s *setup) close() { s.env.Close() }
 
 // loadConfig reads the config file. Without --config, a missing default
 // file means built-in defaults (no keys, system roots).
@@ -44,45 +42,29 @@ func newSetup(configPath string, writeStore bool, stderr io.Writer) (*setup, int
 		fmt.Fprintf(stderr, "smimed: %v\n", err)
 		return nil, exitUsage
 	}
-	keys, err := cfg.LoadKeys()
+	mode := admin.Inspect
+	if writeStore {
+		mode = admin.Harvest
+	}
+	env, err := admin.Open(cfg, mode)
 	if err != nil {
 		fmt.Fprintf(stderr, "smimed: %v\n", err)
-		return nil, exitUsage
+		return nil, exitCodeOf(err)
 	}
-	roots, err := cfg.TrustPool()
-	if err != nil {
-		fmt.Fprintf(stderr, "smimed: %v\n", err)
-		return nil, exitUsage
+	for _, w := range env.Warnings {
+		fmt.Fprintf(stderr, "smimed: warning: %s\n", w)
 	}
-	s := &setup{cfg: cfg}
-	storePath := cfg.StorePath()
-	switch {
-	case writeStore:
-		st, err := harvest.OpenStore(storePath, false)
-		if err != nil {
-			fmt.Fprintf(stderr, "smimed: %v\n", err)
-			return nil, exitFailed
-		}
-		s.store = st
-	default:
-		if _, err := os.Stat(storePath); err == nil {
-			st, err := harvest.OpenStore(storePath, true)
-			if err != nil {
-				// Reading works without the store; say what is missing.
-				fmt.Fprintf(stderr, "smimed: warning: certificate store not used: %v\n", err)
-			} else {
-				s.store = st
-			}
-		}
+	return &setup{cfg: cfg, env: env, eng: env.Engine}, exitOK
+}
+
+// exitCodeOf is the exit code of a failure to open: 2 when it is the
+// configuration's fault, else 1.
+func exitCodeOf(err error) int {
+	var ce *admin.ConfigError
+	if errors.As(err, &ce) {
+		return exitUsage
 	}
-	s.eng = harvest.New(harvest.Options{
-		Keys:       keys,
-		Roots:      roots,
-		Store:      s.store,
-		Harvest:    writeStore,
-		RejectSHA1: cfg.Trust.RejectSHA1,
-	})
-	return s, exitOK
+	return exitFailed
 }
 
 // errTooLarge marks a message over max_message_size: a property of the

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -100,22 +99,12 @@ func statusMain(args []string, stdout, stderr io.Writer) int {
 	return code
 }
 
-// statusCheckpoints reads the checkpoints of cfg's store, opened
+// statusCheckpoints reads the checkpoints of cfg's state file, opened
 // read-only.
 func statusCheckpoints(cfg *config.Config) ([]admin.FolderStatus, error) {
-	path := cfg.StorePath()
-	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("no store at %s: no folder has been watched with this configuration", path)
-	}
-	st, err := harvest.OpenStore(path, true)
-	if errors.Is(err, harvest.ErrStoreLocked) {
-		return nil, fmt.Errorf("the store %s is locked by a running smimed whose control socket did not answer; check [daemon] control_socket", path)
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer st.Close()
-	return daemon.StoreCheckpoints(st.DB())
+	return admin.Checkpoints(cfg, func(st *harvest.Store) ([]admin.FolderStatus, error) {
+		return daemon.StoreCheckpoints(st.DB())
+	})
 }
 
 // statusPrint writes a running daemon's status as a table, the folders'

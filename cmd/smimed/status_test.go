@@ -201,7 +201,7 @@ func TestStatusWithoutDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, out, errOut := runCmd(nil, "status", "--config", cfgPath)
-	if code != exitFailed || !strings.Contains(errOut, "smimed is not running") || !strings.Contains(errOut, "no store at") || out != "" {
+	if code != exitFailed || !strings.Contains(errOut, "smimed is not running") || !strings.Contains(errOut, "no state file at") || out != "" {
 		t.Errorf("status without a store = %d, %q, %q", code, out, errOut)
 	}
 

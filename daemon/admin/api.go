@@ -121,11 +121,19 @@ var ErrNotAudited = errors.New("daemon: not read: the audit log cannot be writte
 
 // audit records one access by l.Caller.
 func (l *Local) audit(action, detail string) error {
-	c := l.Caller
+	return audit(l.Archive, l.Caller, action, detail)
+}
+
+// audit records one access by c in arc's audit log; without arc, or when
+// the entry cannot be written, the access must not happen.
+func audit(arc *archive.Archive, c Caller, action, detail string) error {
 	if c.Via == "" {
 		return fmt.Errorf("%w: the caller is unknown", ErrNotAudited)
 	}
-	err := l.Archive.Audit(archive.AuditEntry{
+	if arc == nil {
+		return fmt.Errorf("%w: no archive open", ErrNotAudited)
+	}
+	err := arc.Audit(archive.AuditEntry{
 		UID: c.UID, GID: c.GID, PID: c.PID, User: userName(c.UID), Via: c.Via,
 		Action: action, Detail: detail,
 	})

@@ -14,12 +14,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
-	"os"
 	"os/user"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/harvest"
 )
@@ -36,30 +38,24 @@ type CertsAPI interface {
 	// Certificate returns the end-entity or intermediate certificate
 	// with this fingerprint; nil, nil when absent.
 	Certificate(ctx context.Context, fp string) (*x509.Certificate, error)
-	// Trust releases a certificate for every address and pins it (its
-	// signatures need no CA chain); the store records who (see
-	// WithTrustBy) and when.
-	Trust(ctx context.Context, fp string) (*harvest.Entry, error)
+	// Trust releases a certificate for every address it is bound to and
+	// pins it (its signatures need no CA chain); the store records who
+	// and when. A certificate bound to more than one address it is not
+	// yet trusted for is refused with ErrNeedsAll unless all is set: one
+	// look at one address must not release it for others.
+	Trust(ctx context.Context, fp string, all bool) (*harvest.Entry, error)
 	// Untrust withdraws a trust: the certificate is quarantined again.
 	Untrust(ctx context.Context, fp string) (*harvest.Entry, error)
 	Close() error
 }
 
-type trustByKey struct{}
+// ErrNeedsAll refuses a Trust without all of a certificate bound to
+// several addresses it is not trusted for.
+var ErrNeedsAll = errors.New("bound to several addresses")
 
-// WithTrustBy names the administrator a Trust or Untrust made with the
-// returned context is recorded under; without it, the user this process
-// runs as.
-func WithTrustBy(ctx context.Context, uid int) context.Context {
-	return context.WithValue(ctx, trustByKey{}, uid)
-}
-
-// trustBy is "NAME (uid N)" of the administrator of ctx.
-func trustBy(ctx context.Context) string {
-	uid, ok := ctx.Value(trustByKey{}).(int)
-	if !ok {
-		uid = os.Getuid()
-	}
+// adminName is "NAME (uid N)" of an administrator, as the store records
+// who trusted a certificate.
+func adminName(uid int) string {
 	name := "uid " + strconv.Itoa(uid)
 	if u, err := user.LookupId(strconv.Itoa(uid)); err == nil && u.Username != "" {
 		name = u.Username + " (" + name + ")"
@@ -67,9 +63,20 @@ func trustBy(ctx context.Context) string {
 	return name
 }
 
-// LocalCerts is CertsAPI on a store this process has open.
+// LocalCerts is CertsAPI on a store this process has open, acting for
+// Caller. Its rules hold whichever way the request came (the control
+// socket, or a command on the state file itself): a trust or untrust
+// needs root or the service user (mayChange), is refused for several
+// addresses without all, and is audited before it happens.
 type LocalCerts struct {
 	Store *harvest.Store
+	// Archive takes the audit entries of Trust and Untrust; without it
+	// they are refused.
+	Archive *archive.Archive
+	Caller  Caller
+	// ServiceUID is the user the service runs as (the daemon's own, or
+	// the owner of the state file for a direct command).
+	ServiceUID int
 	// Closer, if set, is called by Close (the command that opened the
 	// store closes it; the daemon's store stays open).
 	Closer func() error
@@ -91,12 +98,51 @@ func (l *LocalCerts) Certificate(ctx context.Context, fp string) (*x509.Certific
 	return l.Store.Certificate(fp)
 }
 
-func (l *LocalCerts) Trust(ctx context.Context, fp string) (*harvest.Entry, error) {
-	return l.Store.Trust(fp, trustBy(ctx))
+func (l *LocalCerts) Trust(ctx context.Context, fp string, all bool) (*harvest.Entry, error) {
+	if err := l.mayChange(opCertsTrust, fp); err != nil {
+		return nil, err
+	}
+	es, err := l.Store.ByFingerprint(fp)
+	if err != nil {
+		return nil, err
+	}
+	var untrusted []string
+	for _, e := range es {
+		if e.TrustedAt.IsZero() {
+			untrusted = append(untrusted, e.Email)
+		}
+	}
+	if len(untrusted) > 1 && !all {
+		return nil, fmt.Errorf("%s is %w (%s); check each, then repeat with --all", es[0].Fingerprint,
+			fmt.Errorf("bound to %d addresses: %w", len(untrusted), ErrNeedsAll), strings.Join(untrusted, ", "))
+	}
+	if err := audit(l.Archive, l.Caller, archive.AuditTrust, "certificate="+fp); err != nil {
+		return nil, err
+	}
+	return l.Store.Trust(fp, adminName(l.Caller.UID))
 }
 
 func (l *LocalCerts) Untrust(ctx context.Context, fp string) (*harvest.Entry, error) {
-	return l.Store.Untrust(fp, trustBy(ctx))
+	if err := l.mayChange(opCertsUntrust, fp); err != nil {
+		return nil, err
+	}
+	if err := audit(l.Archive, l.Caller, archive.AuditUntrust, "certificate="+fp); err != nil {
+		return nil, err
+	}
+	return l.Store.Untrust(fp, adminName(l.Caller.UID))
+}
+
+// mayChange refuses a change of the store to anyone but root and the
+// service user, and audits the refusal.
+func (l *LocalCerts) mayChange(op, fp string) error {
+	if isAdmin(l.Caller, l.ServiceUID) {
+		return nil
+	}
+	err := fmt.Errorf("%w: %s needs root or the service user (uid %d); uid %d may only read", ErrPeerRefused, writeOps[op], l.ServiceUID, l.Caller.UID)
+	if aerr := audit(l.Archive, l.Caller, archive.AuditRefused, writeOps[op]+" certificate="+fp); aerr != nil {
+		return fmt.Errorf("%w (and the refusal was not audited: %v)", err, aerr)
+	}
+	return err
 }
 
 func (l *LocalCerts) Close() error {
@@ -178,10 +224,15 @@ func DialConfigCerts(cfg *config.Config) (CertsAPI, error) {
 
 // entries runs an op that answers with entry frames.
 func (cc *certsClient) entries(ctx context.Context, op, match string) ([]harvest.Entry, error) {
+	return cc.entriesOf(ctx, &controlRequest{Op: op, Match: match})
+}
+
+// entriesOf runs a request that answers with entry frames.
+func (cc *certsClient) entriesOf(ctx context.Context, req *controlRequest) ([]harvest.Entry, error) {
 	var out []harvest.Entry
-	_, err := cc.c.call(ctx, &controlRequest{Op: op, Match: match}, func(f *controlFrame) error {
+	_, err := cc.c.call(ctx, req, func(f *controlFrame) error {
 		if f.Entry == nil {
-			return unexpected(op)
+			return unexpected(req.Op)
 		}
 		e, err := f.Entry.entry()
 		if err != nil {
@@ -224,8 +275,15 @@ func (cc *certsClient) Certificate(ctx context.Context, fp string) (*x509.Certif
 	return cert, nil
 }
 
-func (cc *certsClient) Trust(ctx context.Context, fp string) (*harvest.Entry, error) {
-	return cc.one(ctx, opCertsTrust, fp)
+func (cc *certsClient) Trust(ctx context.Context, fp string, all bool) (*harvest.Entry, error) {
+	es, err := cc.entriesOf(ctx, &controlRequest{Op: opCertsTrust, Match: fp, All: all})
+	if err != nil {
+		return nil, err
+	}
+	if len(es) != 1 {
+		return nil, unexpected(opCertsTrust)
+	}
+	return &es[0], nil
 }
 
 func (cc *certsClient) Untrust(ctx context.Context, fp string) (*harvest.Entry, error) {

@@ -297,10 +297,16 @@ var writeOps = map[string]string{
 // daemon's own user; every other op passes (allow decided who connects).
 func (p *peerPolicy) mayWrite(c Caller, op string) error {
 	name, write := writeOps[op]
-	if !write || c.UID == 0 || c.UID == p.uid {
+	if !write || isAdmin(c, p.uid) {
 		return nil
 	}
 	return fmt.Errorf("%w: %s needs root or the service user; uid %d, a member of group %s, may only read", ErrPeerRefused, name, c.UID, p.group)
+}
+
+// isAdmin is the rule for every change of smimed's state through the
+// admin API (writeOps): root and the service user may, nobody else.
+func isAdmin(c Caller, serviceUID int) bool {
+	return c.UID == 0 || c.UID == serviceUID
 }
 
 // refusedDetail describes a refused request for the audit log.
@@ -542,25 +548,25 @@ func (s *controlServer) doCerts(ctx context.Context, api ArchiveAPI, req *contro
 			err = fw.frame(&controlFrame{Certificate: c.Raw})
 		}
 	case opCertsTrust, opCertsUntrust:
-		// A trust changes every later verdict for the address: it goes
-		// into the audit log, before it happens, like a read of mail.
-		// It also decides which key the organisation encrypts to: only
-		// root and the service user get here (peerPolicy.mayWrite). So
-		// does its withdrawal.
-		what, action, change, done := "certs trust", archive.AuditTrust, certs.Trust, "certificate trusted"
-		if req.Op == opCertsUntrust {
-			what, action, change, done = "certs untrust", archive.AuditUntrust, certs.Untrust, "certificate untrusted"
-		}
+		// A trust changes every later verdict for the address and decides
+		// which key the organisation encrypts to; LocalCerts applies the
+		// rules (who may, --all, audited before it happens), as it does
+		// for a command on the state file itself. So does its withdrawal.
 		l, ok := api.(*Local)
 		if !ok {
-			err = errors.New(what + ": the caller is unknown")
+			err = errors.New(writeOps[req.Op] + ": the caller is unknown")
 			break
 		}
-		if err = l.audit(action, "certificate="+req.Match); err != nil {
-			break
-		}
+		lc := &LocalCerts{Store: l.Store, Archive: l.Archive, Caller: l.Caller, ServiceUID: s.policy.uid}
 		var e *harvest.Entry
-		if e, err = change(WithTrustBy(ctx, l.Caller.UID), req.Match); err == nil {
+		done := "certificate trusted"
+		if req.Op == opCertsTrust {
+			e, err = lc.Trust(ctx, req.Match, req.All)
+		} else {
+			done = "certificate untrusted"
+			e, err = lc.Untrust(ctx, req.Match)
+		}
+		if err == nil {
 			log.Info(done, "fingerprint", e.Fingerprint, "email", e.Email, "uid", l.Caller.UID)
 			es = []harvest.Entry{*e}
 		}
@@ -583,6 +589,7 @@ type controlRequest struct {
 	IDs      []uint64       `json:"ids,omitempty"`      // retry; none: every undecryptable record
 	Since    time.Time      `json:"since,omitzero"`     // audit
 	Match    string         `json:"match,omitempty"`    // certs_*: an address or a fingerprint
+	All      bool           `json:"all,omitempty"`      // certs_trust: for every address
 	// Command is the admin command making the request (WithAuditCommand).
 	Command string `json:"command,omitempty"`
 }
@@ -705,6 +712,7 @@ var errorCodes = []struct {
 	{"cancelled", context.Canceled},
 	{"cert_not_found", harvest.ErrNotFound},
 	{"ambiguous", harvest.ErrAmbiguous},
+	{"needs_all", ErrNeedsAll},
 	{"bad_fingerprint", harvest.ErrBadFingerprint},
 	{"bad_address", harvest.ErrBadAddress},
 	{"not_trusted", harvest.ErrNotTrusted},

@@ -454,7 +454,7 @@ func TestControlHelperProcess(t *testing.T) {
 				es, err := certs.List(ctx)
 				fmt.Printf("certs_list: %d entries, %v\n", len(es), err)
 			case "certs_trust":
-				_, err = certs.Trust(ctx, os.Getenv(childFPEnv))
+				_, err = certs.Trust(ctx, os.Getenv(childFPEnv), false)
 				fmt.Printf("certs_trust: %v\n", err)
 			case "certs_untrust":
 				_, err = certs.Untrust(ctx, os.Getenv(childFPEnv))
@@ -944,7 +944,7 @@ func TestControlCerts(t *testing.T) {
 		{"xyz", harvest.ErrBadFingerprint},
 		{strings.Repeat("0", 64), harvest.ErrNotFound},
 	} {
-		if _, err := remote.Trust(ctx, tc.fp); !errors.Is(err, tc.want) {
+		if _, err := remote.Trust(ctx, tc.fp, false); !errors.Is(err, tc.want) {
 			t.Errorf("Trust(%s) = %v, want %v", tc.fp, err, tc.want)
 		}
 	}
@@ -952,7 +952,7 @@ func TestControlCerts(t *testing.T) {
 		t.Errorf("ByEmail(not-an-address) = %v, want ErrBadAddress", err)
 	}
 
-	e, err := remote.Trust(ctx, bobFP)
+	e, err := remote.Trust(ctx, bobFP, false)
 	if err != nil || e.Fingerprint != bobFP || e.Quarantined {
 		t.Fatalf("Trust(bob) = %+v, %v", e, err)
 	}

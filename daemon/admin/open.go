@@ -1,0 +1,220 @@
+package admin
+
+// Open is the one place where a command opens smimed's state: the state
+// file (certificate store, archive index, audit log, checkpoints), the
+// archive directory and the engine, each as the command's Mode needs.
+// The service opens the same things for itself (package daemon); the
+// commands that talk to a running service over the control socket open
+// nothing (Archive, Certs and Status below try the socket first).
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+
+	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/daemon/config"
+	"github.com/smimed/smimed/harvest"
+)
+
+// Mode says what a command opens.
+type Mode int
+
+const (
+	// Inspect loads the keys and trust anchors for an engine that
+	// harvests nothing. The state file is read when it exists, for the
+	// certificates it holds; when it cannot be read, that is a warning.
+	Inspect Mode = iota
+	// Harvest is Inspect with the state file opened for writing
+	// (created when missing) and an engine that harvests into it.
+	Harvest
+	// Read opens the state file read-only; it must exist.
+	Read
+	// Write opens the state file and the archive for writing; the state
+	// file must exist.
+	Write
+	// Reprocess is Write with the keys and trust anchors and an engine
+	// that harvests, as the service's (archive retry).
+	Reprocess
+)
+
+// ConfigError is a failure that is the configuration's fault: a key or
+// trust anchor file that cannot be used. Commands exit 2 on it.
+type ConfigError struct{ Err error }
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// ErrNoState is returned, wrapped with the path, when a mode that needs
+// the state file finds none.
+var ErrNoState = errors.New("no state file")
+
+// Env is what Open opened. Close releases it.
+type Env struct {
+	Config  *config.Config
+	Store   *harvest.Store   // nil: none (Inspect without a state file)
+	Archive *archive.Archive // Write and Reprocess
+	Engine  *harvest.Engine  // Inspect, Harvest and Reprocess
+	// Crypto is the keys and trust anchors the engine was built with.
+	Crypto *config.Crypto
+	// Warnings are problems that did not stop Open, one line each (a
+	// state file Inspect could not read).
+	Warnings []string
+}
+
+// Open opens what mode needs of cfg's state.
+func Open(cfg *config.Config, mode Mode) (*Env, error) {
+	env := &Env{Config: cfg}
+	var cr *config.Crypto
+	if mode == Inspect || mode == Harvest || mode == Reprocess {
+		var err error
+		if cr, err = cfg.LoadCrypto(); err != nil {
+			return nil, &ConfigError{err}
+		}
+		env.Crypto = cr
+	}
+	path := cfg.StorePath()
+	_, statErr := os.Stat(path)
+	missing := errors.Is(statErr, os.ErrNotExist)
+	switch mode {
+	case Inspect:
+		if !missing {
+			st, err := harvest.OpenStore(path, true)
+			if err != nil {
+				// Reading mail works without it; say what is missing.
+				env.Warnings = append(env.Warnings, fmt.Sprintf("certificate store not used: %v", err))
+			} else {
+				env.Store = st
+			}
+		}
+	case Harvest:
+		st, err := openState(path, false)
+		if err != nil {
+			return nil, err
+		}
+		env.Store = st
+	default:
+		if missing {
+			return nil, fmt.Errorf("%w at %s: smimed has not archived or watched anything with this configuration (state_dir %s)", ErrNoState, path, cfg.StateDir)
+		}
+		st, err := openState(path, mode == Read)
+		if err != nil {
+			return nil, err
+		}
+		env.Store = st
+		if mode != Read {
+			if env.Archive, err = archive.Open(cfg.ArchiveDir(), st.DB()); err != nil {
+				st.Close()
+				return nil, err
+			}
+		}
+	}
+	if cr != nil {
+		env.Engine = cfg.NewEngine(cr, env.Store, mode != Inspect)
+	}
+	return env, nil
+}
+
+// openState opens the state file, saying who holds it when it is locked.
+func openState(path string, readOnly bool) (*harvest.Store, error) {
+	st, err := harvest.OpenStore(path, readOnly)
+	if errors.Is(err, harvest.ErrStoreLocked) {
+		return nil, fmt.Errorf("the state file %s is locked by a running smimed whose control socket did not answer; check [daemon] control_socket", path)
+	}
+	return st, err
+}
+
+// Close releases the state file.
+func (e *Env) Close() error {
+	if e.Store == nil {
+		return nil
+	}
+	return e.Store.Close()
+}
+
+// DirectCaller is this process as the audit log names a command that
+// works on the state file itself.
+func DirectCaller() Caller {
+	return Caller{UID: os.Getuid(), GID: os.Getgid(), PID: os.Getpid(), Via: "direct"}
+}
+
+// Local is the archive API on env (Write or Reprocess), acting for this
+// process; its Close closes env.
+func (e *Env) Local() *Local {
+	return &Local{Archive: e.Archive, Store: e.Store, Engine: e.Engine, Caller: DirectCaller(), Closer: e.Close}
+}
+
+// ArchiveFor is the archive API of cfg for an admin command: the running
+// service's over its control socket, or, when none answers, cfg's state
+// opened here (Reprocess with engine: archive retry; else Write).
+func ArchiveFor(cfg *config.Config, engine bool) (ArchiveAPI, error) {
+	api, err := DialConfig(cfg)
+	if !errors.Is(err, ErrNoDaemon) {
+		return api, err
+	}
+	mode := Write
+	if engine {
+		mode = Reprocess
+	}
+	env, err := Open(cfg, mode)
+	if err != nil {
+		return nil, err
+	}
+	return env.Local(), nil
+}
+
+// Certs is the certificate API on env, acting for this process; its
+// Close closes env. Trust and untrust need Write (the audit log).
+func (e *Env) Certs() *LocalCerts {
+	return &LocalCerts{Store: e.Store, Archive: e.Archive, Caller: DirectCaller(), ServiceUID: ownerOf(e.Config.StorePath()), Closer: e.Close}
+}
+
+// ownerOf is the user owning path: the service user, for a command that
+// works on the state file itself. -1 when unknown.
+func ownerOf(path string) int {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return -1
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return int(st.Uid)
+	}
+	return -1
+}
+
+// CertsFor is the certificate API of cfg for `smimed certs`: the running
+// service's over its control socket, or, when none answers, cfg's state
+// file opened here (OpenCerts).
+func CertsFor(cfg *config.Config, write bool) (CertsAPI, error) {
+	api, err := DialConfigCerts(cfg)
+	if !errors.Is(err, ErrNoDaemon) {
+		return api, err
+	}
+	return OpenCerts(cfg, write)
+}
+
+// OpenCerts opens cfg's state file for the certificate API: read-only,
+// or with write for trust and untrust.
+func OpenCerts(cfg *config.Config, write bool) (*LocalCerts, error) {
+	mode := Read
+	if write {
+		mode = Write
+	}
+	env, err := Open(cfg, mode)
+	if err != nil {
+		return nil, err
+	}
+	return env.Certs(), nil
+}
+
+// Checkpoints is what `smimed status` shows without a running service:
+// the checkpoints in cfg's state file, opened read-only.
+func Checkpoints(cfg *config.Config, read func(*harvest.Store) ([]FolderStatus, error)) ([]FolderStatus, error) {
+	env, err := Open(cfg, Read)
+	if err != nil {
+		return nil, err
+	}
+	defer env.Close()
+	return read(env.Store)
+}
