@@ -3,7 +3,7 @@ GO ?= go
 PREFIX ?= /usr
 DESTDIR ?=
 
-.PHONY: all build test vet fmt-check fuzz bench clean install
+.PHONY: all build test test-deps test-deps-check test-deps-ensure vet fmt-check fuzz bench clean install
 
 all: build
 
@@ -17,7 +17,21 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
-test: fmt-check vet
+# The test prerequisites (Debian packages: Dovecot, OpenSSL, gcc for -race,
+# ...) are listed in .ci/test-deps. make test checks them first: when some
+# are missing it installs them if it runs as root where apt-get is, and
+# otherwise stops with one line naming them and the command that installs
+# them (sudo make test-deps).
+test-deps:
+	.ci/test-deps install
+
+test-deps-check:
+	@.ci/test-deps check
+
+test-deps-ensure:
+	@.ci/test-deps ensure
+
+test: test-deps-ensure fmt-check vet
 	$(GO) test -race -shuffle=on -count=1 ./...
 
 # Each fuzz target for a short while (FUZZTIME=10m for a longer run).

@@ -5,7 +5,7 @@ package systemd_test
 // the files out, systemd-sysusers and systemd-tmpfiles apply their entries
 // to a scratch root, and `smimed check-config` accepts the example
 // configuration, which must name every key the daemon package knows.
-// systemd-analyze comes with Debian's systemd package (.ci/run installs
+// systemd-analyze comes with Debian's systemd package (.ci/test-deps lists
 // it); without it those tests skip and say so.
 
 import (
@@ -69,7 +69,7 @@ func needTool(t *testing.T, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
-		t.Skipf("%s not found (Debian package systemd; .ci/run installs it): %v", name, err)
+		t.Skipf("%s not found (Debian package systemd; sudo make test-deps installs it): %v", name, err)
 	}
 	return p
 }
