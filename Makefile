@@ -7,8 +7,11 @@ DESTDIR ?=
 
 all: build
 
+# The release binary, as make install installs it (stamped with the git
+# revision; see smimed version). INSTALL_BIN is where it is written.
+INSTALL_BIN ?= smimed
 build:
-	$(GO) build -buildvcs=auto -o smimed ./cmd/smimed
+	$(GO) build -trimpath -buildvcs=auto -o $(INSTALL_BIN) ./cmd/smimed
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -62,11 +65,20 @@ clean:
 # files, and the unit's ExecStart= follows it; the example configuration
 # goes to /etc/smimed (where the unit looks, whatever PREFIX) beside
 # smimed.toml, which is never written. DESTDIR stages it all under another
-# root for packaging. INSTALL_BIN is where the binary is built first.
-INSTALL_BIN ?= smimed
+# root for packaging. install only copies: build first (make, as the user
+# who has Go), then sudo make install, which needs no Go. When the binary is
+# missing or older than the sources, install builds it if Go is on PATH and
+# stops with a message if not.
 UNITDIR = $(DESTDIR)$(PREFIX)/lib/systemd/system
 install:
-	$(GO) build -trimpath -buildvcs=auto -o $(INSTALL_BIN) ./cmd/smimed
+	@if [ ! -f '$(INSTALL_BIN)' ]; then why='is not built'; \
+	elif [ -n "$$(find . -path ./.git -prune -o -path '*/testdata' -prune -o \( -name '*.go' ! -name '*_test.go' -o -name go.mod -o -name go.sum \) -newer '$(INSTALL_BIN)' -print | head -n 1)" ]; then why='is older than the sources'; \
+	else exit 0; fi; \
+	if ! command -v '$(GO)' >/dev/null 2>&1; then \
+		echo "make install: $(INSTALL_BIN) $$why and there is no $(GO) on PATH to build it: run make first (as a user who has Go), then make install again" >&2; exit 1; \
+	fi; \
+	echo '$(GO) build -trimpath -buildvcs=auto -o $(INSTALL_BIN) ./cmd/smimed'; \
+	$(GO) build -trimpath -buildvcs=auto -o '$(INSTALL_BIN)' ./cmd/smimed
 	install -D -m 0755 $(INSTALL_BIN) $(DESTDIR)$(PREFIX)/bin/smimed
 	install -d -m 0755 $(UNITDIR)
 	sed 's|^ExecStart=/usr/bin/smimed |ExecStart=$(PREFIX)/bin/smimed |' systemd/smimed.service >$(UNITDIR)/smimed.service

@@ -335,6 +335,36 @@ func TestMakeInstall(t *testing.T) {
 	}
 }
 
+// TestMakeInstallWithoutGo: make install only copies the binary make built
+// (sudo make install, where root's PATH has no Go); with no binary and no
+// Go it stops, says to run make first, and installs nothing.
+func TestMakeInstallWithoutGo(t *testing.T) {
+	tmp := t.TempDir()
+	bin := filepath.Join(tmp, "smimed")
+	dest := filepath.Join(tmp, "root")
+	install := func() (string, error) {
+		out, err := exec.Command("make", "-C", repoRoot(t), "install", "DESTDIR="+dest, "GO="+filepath.Join(tmp, "no-go"), "INSTALL_BIN="+bin).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := install(); err == nil || !strings.Contains(out, "run make first") {
+		t.Errorf("make install with neither binary nor Go: %v, want a failure saying to run make first\n%s", err, out)
+	}
+	if fileExists(dest) {
+		t.Errorf("make install with neither binary nor Go installed files under %s", dest)
+	}
+	if out, err := exec.Command("make", "-C", repoRoot(t), "build", "GO="+goCmd(), "INSTALL_BIN="+bin).CombinedOutput(); err != nil {
+		t.Fatalf("make build: %v\n%s", err, out)
+	}
+	if out, err := install(); err != nil {
+		t.Fatalf("make install of a built binary without Go: %v\n%s", err, out)
+	}
+	a, _ := os.ReadFile(bin)
+	b, err := os.ReadFile(filepath.Join(dest, "usr/bin/smimed"))
+	if err != nil || !bytes.Equal(a, b) {
+		t.Errorf("make install did not install the binary make built (%v)", err)
+	}
+}
+
 // configKeys are the TOML keys the daemon package decodes: the toml:"…"
 // tags of its (unexported) raw config structs.
 func configKeys(t *testing.T) []string {
