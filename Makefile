@@ -34,7 +34,13 @@ test-deps-check:
 test-deps-ensure:
 	@.ci/test-deps ensure
 
+# The external interop corpus (../shared/corpus beside the checkout, or
+# $SMIMED_CORPUS): go test ./... shows no output of a package that passes,
+# so the corpus tests' skip is said here.
+CORPUS = $(or $(SMIMED_CORPUS),$(abspath $(CURDIR)/../shared/corpus))
+
 test: test-deps-ensure fmt-check vet
+	@[ -d "$(CORPUS)" ] || echo "make test: the corpus tests will skip: $(CORPUS) not found (set SMIMED_CORPUS to the corpus's directory)"
 	$(GO) test -race -shuffle=on -count=1 ./...
 
 # Each fuzz target for a short while (FUZZTIME=10m for a longer run).
