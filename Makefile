@@ -3,12 +3,15 @@ GO ?= go
 PREFIX ?= /usr
 DESTDIR ?=
 
-.PHONY: all build test vet fmt-check fuzz bench clean install
+.PHONY: all build test test-deps test-deps-check test-deps-ensure vet fmt-check fuzz bench clean install
 
 all: build
 
+# The release binary, as make install installs it (stamped with the git
+# revision; see smimed version). INSTALL_BIN is where it is written.
+INSTALL_BIN ?= smimed
 build:
-	$(GO) build -buildvcs=auto -o smimed ./cmd/smimed
+	$(GO) build -trimpath -buildvcs=auto -o $(INSTALL_BIN) ./cmd/smimed
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -17,7 +20,27 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
-test: fmt-check vet
+# The test prerequisites (Debian packages: Dovecot, OpenSSL, gcc for -race,
+# ...) are listed in .ci/test-deps. make test checks them first: when some
+# are missing it installs them if it runs as root where apt-get is, and
+# otherwise stops with one line naming them and the command that installs
+# them (sudo make test-deps).
+test-deps:
+	.ci/test-deps install
+
+test-deps-check:
+	@.ci/test-deps check
+
+test-deps-ensure:
+	@.ci/test-deps ensure
+
+# The external interop corpus (../shared/corpus beside the checkout, or
+# $SMIMED_CORPUS): go test ./... shows no output of a package that passes,
+# so the corpus tests' skip is said here.
+CORPUS = $(or $(SMIMED_CORPUS),$(abspath $(CURDIR)/../shared/corpus))
+
+test: test-deps-ensure fmt-check vet
+	@[ -d "$(CORPUS)" ] || echo "make test: the corpus tests will skip: $(CORPUS) not found (set SMIMED_CORPUS to the corpus's directory)"
 	$(GO) test -race -shuffle=on -count=1 ./...
 
 # Each fuzz target for a short while (FUZZTIME=10m for a longer run).
@@ -48,11 +71,20 @@ clean:
 # files, and the unit's ExecStart= follows it; the example configuration
 # goes to /etc/smimed (where the unit looks, whatever PREFIX) beside
 # smimed.toml, which is never written. DESTDIR stages it all under another
-# root for packaging. INSTALL_BIN is where the binary is built first.
-INSTALL_BIN ?= smimed
+# root for packaging. install only copies: build first (make, as the user
+# who has Go), then sudo make install, which needs no Go. When the binary is
+# missing or older than the sources, install builds it if Go is on PATH and
+# stops with a message if not.
 UNITDIR = $(DESTDIR)$(PREFIX)/lib/systemd/system
 install:
-	$(GO) build -trimpath -buildvcs=auto -o $(INSTALL_BIN) ./cmd/smimed
+	@if [ ! -f '$(INSTALL_BIN)' ]; then why='is not built'; \
+	elif [ -n "$$(find . -path ./.git -prune -o -path '*/testdata' -prune -o \( -name '*.go' ! -name '*_test.go' -o -name go.mod -o -name go.sum \) -newer '$(INSTALL_BIN)' -print | head -n 1)" ]; then why='is older than the sources'; \
+	else exit 0; fi; \
+	if ! command -v '$(GO)' >/dev/null 2>&1; then \
+		echo "make install: $(INSTALL_BIN) $$why and there is no $(GO) on PATH to build it: run make first (as a user who has Go), then make install again" >&2; exit 1; \
+	fi; \
+	echo '$(GO) build -trimpath -buildvcs=auto -o $(INSTALL_BIN) ./cmd/smimed'; \
+	$(GO) build -trimpath -buildvcs=auto -o '$(INSTALL_BIN)' ./cmd/smimed
 	install -D -m 0755 $(INSTALL_BIN) $(DESTDIR)$(PREFIX)/bin/smimed
 	install -d -m 0755 $(UNITDIR)
 	sed 's|^ExecStart=/usr/bin/smimed |ExecStart=$(PREFIX)/bin/smimed |' systemd/smimed.service >$(UNITDIR)/smimed.service

@@ -279,12 +279,9 @@ func interopIsSMIME(f interopFile) bool {
 
 func interopCorpusDir(t *testing.T) string {
 	t.Helper()
-	dir := os.Getenv("SMIMED_CORPUS")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "shared", "corpus")
-	}
+	dir := corpusPath()
 	if _, err := os.Stat(filepath.Join(dir, "expectations", "results.json")); err != nil {
-		t.Skipf("interop corpus not found at %s (set SMIMED_CORPUS)", dir)
+		skipNoCorpus(t, dir, err)
 	}
 	return dir
 }

@@ -394,12 +394,9 @@ func TestLoadPKCS12(t *testing.T) {
 // RSA, is used). The expected leaf is what `openssl pkcs12 -clcerts` prints
 // first.
 func TestLoadPKCS12Corpus(t *testing.T) {
-	corpus := os.Getenv("SMIMED_CORPUS")
-	if corpus == "" {
-		corpus = filepath.Join("..", "..", "shared", "corpus")
-	}
+	corpus := corpusPath()
 	if fi, err := os.Stat(corpus); err != nil || !fi.IsDir() {
-		t.Skipf("corpus not found at %s", corpus)
+		skipNoCorpus(t, corpus, err)
 	}
 	for _, tc := range []struct {
 		file, password string

@@ -15,7 +15,7 @@ func TestVersionStamped(t *testing.T) {
 		t.Skipf("not a git checkout (git rev-parse: %v): the revision cannot be checked", err)
 	}
 	bin := filepath.Join(t.TempDir(), "smimed")
-	if out, err := exec.Command("go", "build", "-buildvcs=auto", "-o", bin, ".").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-trimpath", "-buildvcs=auto", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	for _, arg := range []string{"version", "--version"} {

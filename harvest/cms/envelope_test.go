@@ -916,25 +916,17 @@ func TestDecryptAllocs(t *testing.T) {
 	}
 }
 
-// envCorpusDir finds the shared interop corpus (never copied into the repo).
-func envCorpusDir() string {
-	if d := os.Getenv("SMIMED_CORPUS"); d != "" {
-		return d
-	}
-	return filepath.Join("..", "..", "..", "shared", "corpus")
-}
-
 // TestDecryptCorpusInterop decrypts the OpenSSL-made Thunderbird interop
 // files (RSA-OAEP variants incl. a label, ECDH P-384) with the keys from
 // their PKCS #12 files, and compares with openssl cms -decrypt.
 func TestDecryptCorpusInterop(t *testing.T) {
-	dir, err := filepath.Abs(envCorpusDir())
+	dir, err := filepath.Abs(corpusPath())
 	if err != nil {
 		t.Fatal(err)
 	}
 	manifest, err := os.ReadFile(filepath.Join(dir, "MANIFEST.md"))
 	if err != nil {
-		t.Skipf("corpus not found at %s (set SMIMED_CORPUS): %v", dir, err)
+		skipNoCorpus(t, dir, err)
 	}
 	envNeedOpenSSL(t)
 	interop := filepath.Join(dir, "thunderbird-nss", "smime-interop")
@@ -1003,14 +995,14 @@ func TestDecryptCorpusInterop(t *testing.T) {
 // TestDecryptCorpusOpenSSL111 decrypts OpenSSL 1.1.1's ECDH output (two
 // kari recipients, sha1kdf, Triple-DES key wrap) from OpenSSL's own tests.
 func TestDecryptCorpusOpenSSL111(t *testing.T) {
-	dir, err := filepath.Abs(envCorpusDir())
+	dir, err := filepath.Abs(corpusPath())
 	if err != nil {
 		t.Fatal(err)
 	}
 	f := filepath.Join(dir, "openssl", "recipes", "80-test_cms_data", "ciphertext_from_1_1_1.cms")
 	raw, err := os.ReadFile(f)
 	if err != nil {
-		t.Skipf("corpus not found at %s (set SMIMED_CORPUS): %v", dir, err)
+		skipNoCorpus(t, dir, err)
 	}
 	envNeedOpenSSL(t)
 	keyFile := filepath.Join(dir, "openssl", "smime-certs", "smec3.pem")

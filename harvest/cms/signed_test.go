@@ -594,12 +594,9 @@ func checkOpenSSLAttrs(t *testing.T, si *SignerInfo, ossl opensslSigner, noattr 
 
 func corpusDir(t *testing.T) string {
 	t.Helper()
-	dir := os.Getenv("SMIMED_CORPUS")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "..", "shared", "corpus")
-	}
+	dir := corpusPath()
 	if _, err := os.Stat(filepath.Join(dir, "MANIFEST.md")); err != nil {
-		t.Skip("corpus not found at " + dir + " (set SMIMED_CORPUS)")
+		skipNoCorpus(t, dir, err)
 	}
 	return dir
 }

@@ -411,12 +411,9 @@ func TestDecodeDSAOnly(t *testing.T) {
 
 func corpusDir(t *testing.T) string {
 	t.Helper()
-	dir := os.Getenv("SMIMED_CORPUS")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "..", "shared", "corpus")
-	}
+	dir := corpusPath()
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		t.Skipf("corpus not found at %s", dir)
+		skipNoCorpus(t, dir, err)
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {

@@ -11,8 +11,9 @@ import (
 	"strings"
 )
 
-// courierDeps is what .ci/run installs for Courier (courier-imap itself
-// is only unpacked).
+// courierDeps is what .ci/test-deps lists for Courier (courier-imap itself
+// is only unpacked): sudo make test-deps installs them without starting
+// their services.
 const courierDeps = "courier-base courier-authdaemon courier-authlib-userdb gamin"
 
 // setupCourier copies /etc/courier (courier-base's) and the unpacked
@@ -21,11 +22,11 @@ const courierDeps = "courier-base courier-authdaemon courier-authlib-userdb gami
 // the test's users; their Maildirs are under dir/mail.
 func (s *Server) setupCourier() error {
 	if installedVersion("courier-base") == "" || installedVersion("courier-authlib-userdb") == "" {
-		return fmt.Errorf("courier-base or courier-authlib-userdb is not installed: apt-get install %s", courierDeps)
+		return fmt.Errorf("courier-base or courier-authlib-userdb is not installed: sudo make test-deps installs %s", courierDeps)
 	}
 	co, err := user.Lookup("courier")
 	if err != nil {
-		return fmt.Errorf("no courier user (%v): apt-get install %s", err, courierDeps)
+		return fmt.Errorf("no courier user (%v): sudo make test-deps installs %s", err, courierDeps)
 	}
 	uid, _ := strconv.Atoi(co.Uid)
 	gid, _ := strconv.Atoi(co.Gid)

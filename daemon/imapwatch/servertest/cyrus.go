@@ -10,8 +10,9 @@ import (
 	"strings"
 )
 
-// cyrusDeps is what .ci/run installs for Cyrus (cyrus-imapd itself is
-// only unpacked).
+// cyrusDeps is what .ci/test-deps lists for Cyrus (cyrus-imapd itself is
+// only unpacked): sudo make test-deps installs them without starting their
+// services.
 const cyrusDeps = "cyrus-common sasl2-bin libsasl2-modules"
 
 // cyrusAdmin is the administrator that creates the users' mailboxes.
@@ -23,14 +24,14 @@ const cyrusAdmin = "cyrusadmin"
 func (s *Server) setupCyrus() error {
 	version := installedVersion("cyrus-common")
 	if version == "" {
-		return fmt.Errorf("cyrus-common is not installed: apt-get install %s", cyrusDeps)
+		return fmt.Errorf("cyrus-common is not installed: sudo make test-deps installs %s", cyrusDeps)
 	}
 	if _, err := exec.LookPath("saslpasswd2"); err != nil {
-		return fmt.Errorf("saslpasswd2 is missing: apt-get install %s", cyrusDeps)
+		return fmt.Errorf("saslpasswd2 is missing: sudo make test-deps installs %s", cyrusDeps)
 	}
 	cy, err := user.Lookup("cyrus")
 	if err != nil {
-		return fmt.Errorf("no cyrus user (%v): apt-get install %s", err, cyrusDeps)
+		return fmt.Errorf("no cyrus user (%v): sudo make test-deps installs %s", err, cyrusDeps)
 	}
 	mail, err := user.LookupGroup("mail")
 	if err != nil {

@@ -5,7 +5,8 @@ package servertest
 // installing one would remove Dovecot (and the tests that use it). Their
 // .deb is fetched with apt-get download and unpacked into a cache that
 // every test process shares; only their dependencies (cyrus-common,
-// courier-base, ...) are installed, by .ci/run or by the administrator.
+// courier-base, ...) are installed, by .ci/test-deps (make test as root,
+// make test-deps) or by the administrator.
 
 import (
 	"bytes"

@@ -12,7 +12,9 @@
 // syslog), so nothing outside the directory is written. The server package
 // itself (cyrus-imapd, courier-imap) conflicts with dovecot-imapd and is
 // never installed: it is fetched with apt-get download and unpacked (see
-// packages.go); its dependencies must be installed (.ci/run does it).
+// packages.go); its dependencies must be installed (.ci/test-deps lists
+// them; make test installs them when it runs as root, sudo make test-deps
+// otherwise).
 //
 // Start needs root (mount namespaces, the servers' own users). When the
 // harness cannot start, the test is skipped with the reason — unless
