@@ -10,15 +10,9 @@ import (
 	"github.com/smimed/smimed/harvest/cms"
 )
 
-// LoadKeys reads every configured organisation key. All problems are
-// returned together, each naming its config key and file.
-func (c *Config) LoadKeys() ([]*cms.Key, error) {
-	keys, _, err := c.LoadKeysWarn()
-	return keys, err
-}
-
-// LoadKeysWarn is LoadKeys that also returns one warning per key loaded
-// for decryption only (an RSA key under 1,024 bits), naming its config key,
+// LoadKeysWarn reads every configured organisation key. All problems are
+// returned together, each naming its config key and file. It also returns
+// one warning per key loaded for decryption only (an RSA key under 1,024 bits), naming its config key,
 // file and size, for the log and check-config.
 func (c *Config) LoadKeysWarn() ([]*cms.Key, []string, error) {
 	var keys []*cms.Key
