@@ -1,17 +1,16 @@
 package main
 
 // This file is `smimed demo`: the whole service on a machine with nothing
-// set up. It starts go-imap's in-memory IMAP server on loopback, writes a
-// configuration with freshly made keys (demo_mail.go), runs the real
-// service (daemon.Service, exactly what `smimed run` runs) against it,
-// delivers the partner's S/MIME mail into the demo INBOX while the watcher
-// is in IDLE, and prints what came of it: the harvested certificate, the
-// archive with its verdicts, and the readable copies in the "Decrypted"
-// folder as a mail client sees them.
+// set up. It starts go-imap's in-memory IMAP server on loopback (package
+// demoimap), writes a configuration with freshly made keys (demo_mail.go),
+// runs the real service (daemon.Service, exactly what `smimed run` runs)
+// against it, delivers the partner's S/MIME mail into the demo INBOX while
+// the watcher is in IDLE, and prints what came of it: the harvested
+// certificate, the archive with its verdicts, and the readable copies in
+// the "Decrypted" folder as a mail client sees them.
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -25,17 +24,14 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
-	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapserver"
-	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 	"github.com/emersion/go-message/textproto"
 
 	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/cmd/smimed/demoimap"
 	"github.com/smimed/smimed/daemon"
 	"github.com/smimed/smimed/daemon/admin"
 	"github.com/smimed/smimed/daemon/config"
@@ -172,13 +168,13 @@ func runDemo(ctx context.Context, opts demoOptions, stdout, stderr io.Writer) in
 
 	// The IMAP server, with one user whose first IDLE we hear of.
 	password := demoRandomHex(12)
-	srv, err := demoStartServer(opts.listen, password)
+	srv, err := demoimap.Start(ctx, opts.listen, "demo", password, "INBOX")
 	if err != nil {
 		return fail(fmt.Errorf("IMAP server on %s: %w", opts.listen, err))
 	}
-	defer srv.close()
+	defer srv.Close()
 
-	cfgPath, err := demoWriteConfig(dir, srv.addr, password, started)
+	cfgPath, err := demoWriteConfig(dir, srv.Addr(), password, started)
 	if err != nil {
 		return fail(err)
 	}
@@ -216,18 +212,18 @@ func runDemo(ctx context.Context, opts demoOptions, stdout, stderr io.Writer) in
 
 	fmt.Fprintf(stdout, "smimed demo: the service on a mailbox of its own\n\n")
 	fmt.Fprintf(stdout, "Directory:    %s (smimed.toml, keys, state/, the messages in mail/)\n", dir)
-	fmt.Fprintf(stdout, "IMAP server:  %s, in this process (go-imap's in-memory server), user demo\n", srv.addr)
+	fmt.Fprintf(stdout, "IMAP server:  %s, in this process (go-imap's in-memory server), user demo\n", srv.Addr())
 	fmt.Fprintf(stdout, "Organisation: %s, RSA key %s, certificate %s\n", demoOrgAddr, demoOrgKeyFile, demoOrgCertFile)
 	fmt.Fprintf(stdout, "Partner:      %s, certificate %s, issued by %s (the only trust anchor)\n\n", demoPartnerAddr, demoPartnerCert, demoPartnerCAFile)
 
 	// Deliver once the watcher waits in IDLE, so that the mail arrives
 	// as new mail does.
-	if err := srv.waitIdle(ctx, run); err != nil {
+	if err := demoWaitIdle(ctx, srv, run); err != nil {
 		return fail(fmt.Errorf("the watcher did not start: %w (status: %s)", err, svc.Metrics().Status()))
 	}
 	fmt.Fprintf(stdout, "The service watches demo/INBOX (in IDLE). Delivering %d messages from %s:\n", len(mails), demoPartnerAddr)
 	for _, m := range mails {
-		if _, err := srv.user.Append("INBOX", bytes.NewReader(m.raw), &imap.AppendOptions{Time: time.Now()}); err != nil {
+		if err := srv.Append("INBOX", m.raw, time.Now()); err != nil {
 			return fail(fmt.Errorf("deliver %s: %w", m.name, err))
 		}
 		fmt.Fprintf(stdout, "  %-24s %s\n", m.name+".eml", m.what)
@@ -246,10 +242,10 @@ func runDemo(ctx context.Context, opts demoOptions, stdout, stderr io.Writer) in
 
 	demoPrintHarvested(stdout, recs)
 	demoPrintArchive(stdout, recs)
-	if err := demoPrintCopies(ctx, stdout, srv.addr, password, cfg.StateDir); err != nil {
+	if err := demoPrintCopies(ctx, stdout, srv.Addr(), password, cfg.StateDir); err != nil {
 		return fail(err)
 	}
-	demoPrintExplore(stdout, dir, cfgPath, srv.addr, password, recs, opts.once)
+	demoPrintExplore(stdout, dir, cfgPath, srv.Addr(), password, recs, opts.once)
 
 	if !opts.once {
 		demoWatchStatus(ctx, stdout, svc, run)
@@ -370,59 +366,11 @@ func (r *demoRun) stoppedErr() error {
 	return fmt.Errorf("the service stopped: %w", r.err)
 }
 
-// demoServer is go-imap's in-memory server with the one demo user.
-type demoServer struct {
-	srv   *imapserver.Server
-	user  *imapmemserver.User
-	addr  string
-	idle  chan struct{} // closed shortly after the first IDLE began
-	once  sync.Once
-	close func()
-}
-
-func demoStartServer(listen, password string) (*demoServer, error) {
-	user := imapmemserver.NewUser("demo", password)
-	if err := user.Create("INBOX", nil); err != nil {
-		return nil, err
-	}
-	s := &demoServer{user: user, idle: make(chan struct{})}
-	s.srv = imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return &demoSession{user: user, idling: s.idling}, nil, nil
-		},
-		Caps:         imap.CapSet{imap.CapIMAP4rev1: {}, imap.CapUIDPlus: {}, imap.CapMove: {}, imap.CapNamespace: {}},
-		InsecureAuth: true, // no TLS: loopback only
-		Logger:       slog.NewLogLogger(slog.DiscardHandler, slog.LevelError),
-	})
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		return nil, err
-	}
-	s.addr = ln.Addr().String()
-	served := make(chan struct{})
-	go func() {
-		s.srv.Serve(ln)
-		close(served)
-	}()
-	s.close = func() {
-		s.srv.Close()
-		<-served
-	}
-	return s, nil
-}
-
-// idling is called whenever a session enters IDLE. The watcher's session
-// registers for updates just after it: a message appended before that
-// would only be seen at the next wake-up, so the demo waits a moment.
-func (s *demoServer) idling() {
-	s.once.Do(func() { time.AfterFunc(100*time.Millisecond, func() { close(s.idle) }) })
-}
-
-// waitIdle waits until a session is in IDLE, the service stopped, ctx
-// ended or demoTimeout passed.
-func (s *demoServer) waitIdle(ctx context.Context, run *demoRun) error {
+// demoWaitIdle waits until a session of srv is in IDLE, the service
+// stopped, ctx ended or demoTimeout passed.
+func demoWaitIdle(ctx context.Context, srv *demoimap.Server, run *demoRun) error {
 	select {
-	case <-s.idle:
+	case <-srv.Idling():
 		return nil
 	case <-run.done:
 		return run.stoppedErr()
@@ -433,50 +381,11 @@ func (s *demoServer) waitIdle(ctx context.Context, run *demoRun) error {
 	}
 }
 
-// count is the number of messages in folder (0 when it does not exist).
-func (s *demoServer) count(folder string) uint32 {
-	st, err := s.user.Status(folder, &imap.StatusOptions{NumMessages: true})
-	if err != nil || st.NumMessages == nil {
-		return 0
-	}
-	return *st.NumMessages
-}
-
-// demoSession is a session of the in-memory server for the demo user that
-// tells the server when it enters IDLE.
-type demoSession struct {
-	*imapmemserver.UserSession // nil until logged in
-	user                       *imapmemserver.User
-	idling                     func()
-}
-
-var _ imapserver.SessionIMAP4rev2 = (*demoSession)(nil)
-
-func (s *demoSession) Login(username, password string) error {
-	if err := s.user.Login(username, password); err != nil {
-		return err
-	}
-	s.UserSession = imapmemserver.NewUserSession(s.user)
-	return nil
-}
-
-func (s *demoSession) Idle(w *imapserver.UpdateWriter, stop <-chan struct{}) error {
-	s.idling()
-	return s.UserSession.Idle(w, stop)
-}
-
-func (s *demoSession) Close() error {
-	if s.UserSession == nil {
-		return nil
-	}
-	return s.UserSession.Close()
-}
-
 // demoWaitProcessed waits until the Decrypted folder holds wantCopies copies
 // and the archive n records, and returns the records, oldest first. The
 // archive is read as the admin commands read it: over the control socket
 // of the service, which holds the store.
-func demoWaitProcessed(ctx context.Context, cfg *config.Config, srv *demoServer, svc *daemon.Service, run *demoRun, n, wantCopies int) ([]*archive.Record, error) {
+func demoWaitProcessed(ctx context.Context, cfg *config.Config, srv *demoimap.Server, svc *daemon.Service, run *demoRun, n, wantCopies int) ([]*archive.Record, error) {
 	deadline := time.After(demoTimeout)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
@@ -499,7 +408,7 @@ func demoWaitProcessed(ctx context.Context, cfg *config.Config, srv *demoServer,
 		}
 		// The copies come last (after the record): count them first,
 		// cheaply, then ask the archive (every read is audited).
-		if int(srv.count("Decrypted")) < wantCopies || time.Now().Before(nextList) {
+		if srv.Messages("Decrypted") < wantCopies || time.Now().Before(nextList) {
 			continue
 		}
 		nextList = time.Now().Add(500 * time.Millisecond)
