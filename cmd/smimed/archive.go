@@ -27,6 +27,7 @@ import (
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/daemon"
 	"github.com/smimed/smimed/harvest"
+	"github.com/smimed/smimed/harvest/state"
 )
 
 const archiveUsage = `Usage: smimed archive [--config FILE] SUBCOMMAND
@@ -159,16 +160,17 @@ func openArchiveAPI(cfg *daemon.Config, needEngine bool, stderr io.Writer) (daem
 		}
 		engOpts = harvest.Options{Keys: keys, Roots: roots, Harvest: true, RejectSHA1: cfg.Trust.RejectSHA1}
 	}
-	store, err := harvest.OpenStore(storePath, false)
-	if errors.Is(err, harvest.ErrStoreLocked) {
+	db, err := state.Open(storePath, false)
+	if errors.Is(err, state.ErrLocked) {
 		return nil, fmt.Errorf("the store %s is locked by a running smimed whose control socket did not answer; check [daemon] control_socket", storePath)
 	}
 	if err != nil {
 		return nil, err
 	}
-	arc, err := archive.Open(filepath.Join(cfg.StateDir, "archive"), store.DB())
+	store := harvest.NewStore(db)
+	arc, err := archive.Open(filepath.Join(cfg.StateDir, "archive"), db)
 	if err != nil {
-		store.Close()
+		db.Close()
 		return nil, err
 	}
 	if needEngine {
@@ -178,9 +180,10 @@ func openArchiveAPI(cfg *daemon.Config, needEngine bool, stderr io.Writer) (daem
 	return &daemon.Local{
 		Archive: arc,
 		Store:   store,
+		State:   db,
 		Engine:  eng,
 		Caller:  daemon.Caller{UID: os.Getuid(), GID: os.Getgid(), PID: os.Getpid(), Via: "direct"},
-		Closer:  store.Close,
+		Closer:  db.Close,
 	}, nil
 }
 

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/smimed/smimed/daemon"
-	"github.com/smimed/smimed/harvest"
+	"github.com/smimed/smimed/harvest/state"
 )
 
 const statusUsage = `Usage: smimed status [--json] [--config FILE]
@@ -105,15 +105,15 @@ func statusCheckpoints(cfg *daemon.Config) ([]daemon.FolderStatus, error) {
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("no store at %s: no folder has been watched with this configuration", path)
 	}
-	st, err := harvest.OpenStore(path, true)
-	if errors.Is(err, harvest.ErrStoreLocked) {
+	db, err := state.Open(path, true)
+	if errors.Is(err, state.ErrLocked) {
 		return nil, fmt.Errorf("the store %s is locked by a running smimed whose control socket did not answer; check [daemon] control_socket", path)
 	}
 	if err != nil {
 		return nil, err
 	}
-	defer st.Close()
-	return daemon.StoreCheckpoints(st.DB())
+	defer db.Close()
+	return daemon.StoreCheckpoints(db)
 }
 
 // statusPrint writes a running daemon's status as a table, the folders'
