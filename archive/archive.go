@@ -12,8 +12,8 @@
 // For a message without S/MIME the plaintext is the original: the one file
 // has both names (a hard link), so it is stored once.
 //
-// In the store's bbolt file (buckets of their own beside the certificate
-// store's):
+// In the state file (state_dir/smimed.db, package harvest/state), buckets
+// of its own beside the certificate store's, each registered at version 1:
 //
 //	archive_records  id (8 bytes, big-endian) → hash (32) | record JSON
 //	archive_meta     "head" → id (8) | hash (32): the chain head
@@ -21,6 +21,7 @@
 //	archive_index    kind | value 0 | time (8) | id (8) → nothing
 //	archive_copies   id → copy JSON (the user's IMAP copy)
 //	archive_pending  id → nothing: a new version whose user copy is still to be updated
+//	archive_audit    the audit log (audit.go)
 package archive
 
 import (
@@ -40,6 +41,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/smimed/smimed/harvest"
+	"github.com/smimed/smimed/harvest/state"
 )
 
 var (
@@ -51,6 +53,12 @@ var (
 	bucketPending = []byte("archive_pending")
 	keyHead       = []byte("head")
 )
+
+func init() {
+	for _, b := range [][]byte{bucketRecords, bucketMeta, bucketKeys, bucketIndex, bucketCopies, bucketPending, bucketAudit} {
+		state.Register(state.Bucket{Name: string(b), Version: 1})
+	}
+}
 
 // Errors; returned errors wrap them.
 var (
@@ -74,11 +82,11 @@ type Archive struct {
 	leftovers int
 }
 
-// Open opens the archive in dir (state_dir/archive) with its index in db
-// (the certificate store's file, harvest.Store.DB). A writable db gets the
-// directories (0700) and buckets created; a read-only one is only read.
-func Open(dir string, db *bbolt.DB) (*Archive, error) {
-	a := &Archive{dir: dir, db: db, readOnly: db.IsReadOnly(), now: time.Now}
+// Open opens the archive in dir (state_dir/archive) with its index in the
+// state file db, whose Open created and migrated the buckets. A writable
+// db gets the directories (0700) created; a read-only one is only read.
+func Open(dir string, db *state.DB) (*Archive, error) {
+	a := &Archive{dir: dir, db: db.Bolt(), readOnly: db.ReadOnly(), now: time.Now}
 	if a.readOnly {
 		return a, nil
 	}
@@ -86,17 +94,6 @@ func Open(dir string, db *bbolt.DB) (*Archive, error) {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
 			return nil, fmt.Errorf("archive: %w", err)
 		}
-	}
-	err := db.Update(func(tx *bbolt.Tx) error {
-		for _, b := range [][]byte{bucketRecords, bucketMeta, bucketKeys, bucketIndex, bucketCopies, bucketPending} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("archive: index buckets: %w", err)
 	}
 	a.leftovers = a.removeLeftovers(filepath.Dir(db.Path()))
 	return a, nil
@@ -111,7 +108,7 @@ func (a *Archive) LeftoversRemoved() int { return a.leftovers }
 // (maildir/tmp/NAME.smimed.*), originals being written
 // (originals/tmp/SHA256.*) and store copies of an unfinished backup
 // (state_dir/.backup-*). Only a writable Open calls it: that process
-// holds the store's exclusive lock, so no other smimed (no running
+// holds the state file's exclusive lock, so no other smimed (no running
 // daemon, no admin command) is writing any of these files. Only names of
 // smimed's own are touched; a file another program put into maildir/tmp
 // stays.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/smimed/smimed/harvest"
 	"github.com/smimed/smimed/harvest/cms"
+	"github.com/smimed/smimed/harvest/state"
 )
 
 const testdataDir = "../testdata"
@@ -28,18 +29,18 @@ func openTest(t *testing.T) (*Archive, *bbolt.DB) {
 	t.Helper()
 	a, st := openAt(t, t.TempDir(), false)
 	t.Cleanup(func() { st.Close() })
-	return a, st.DB()
+	return a, st.Bolt()
 }
 
-// openAt opens the store in dir (smimed.db) and the archive beside it
-// (archive/); the caller closes the store.
-func openAt(tb testing.TB, dir string, readOnly bool) (*Archive, *harvest.Store) {
+// openAt opens the state file in dir (smimed.db) and the archive beside it
+// (archive/); the caller closes the state file.
+func openAt(tb testing.TB, dir string, readOnly bool) (*Archive, *state.DB) {
 	tb.Helper()
-	st, err := harvest.OpenStore(filepath.Join(dir, "smimed.db"), readOnly)
+	st, err := state.Open(filepath.Join(dir, "smimed.db"), readOnly)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	a, err := Open(filepath.Join(dir, "archive"), st.DB())
+	a, err := Open(filepath.Join(dir, "archive"), st)
 	if err != nil {
 		st.Close()
 		tb.Fatal(err)
@@ -639,13 +640,13 @@ func TestOpenRemovesCrashLeftovers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	old := harvest.LockTimeout
-	harvest.LockTimeout = 100 * time.Millisecond
-	if st, err := harvest.OpenStore(filepath.Join(dir, "smimed.db"), false); err == nil {
+	old := state.LockTimeout
+	state.LockTimeout = 100 * time.Millisecond
+	if st, err := state.Open(filepath.Join(dir, "smimed.db"), false); err == nil {
 		st.Close()
-		t.Fatal("a second writable OpenStore succeeded while the store is held")
+		t.Fatal("a second writable state.Open succeeded while the state file is held")
 	}
-	harvest.LockTimeout = old
+	state.LockTimeout = old
 	daemonStore.Close()
 	if n := exist(left); n != len(left) {
 		t.Fatalf("%d of %d leftovers remain while the store was held", n, len(left))

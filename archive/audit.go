@@ -5,7 +5,7 @@ package archive
 // read through the admin interface (daemon.ArchiveAPI) leaves an entry
 // before any data is handed out.
 //
-// In the store's bbolt file, beside the records:
+// In the state file, beside the records (archive.go):
 //
 //	archive_audit  id (8 bytes, big-endian) → hash (32) | entry JSON
 //	archive_meta   "audit_head" → id (8) | hash (32): the audit chain head

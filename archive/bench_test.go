@@ -11,6 +11,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/smimed/smimed/harvest"
+	"github.com/smimed/smimed/harvest/state"
 )
 
 // benchRecords is the size of the synthetic archive the query benchmarks
@@ -34,17 +35,17 @@ func bigArchive(b *testing.B) *Archive {
 			benchErr = err
 			return
 		}
-		st, err := harvest.OpenStore(filepath.Join(dir, "smimed.db"), false)
+		st, err := state.Open(filepath.Join(dir, "smimed.db"), false)
 		if err != nil {
 			benchErr = err
 			return
 		}
-		a, err := Open(filepath.Join(dir, "archive"), st.DB())
+		a, err := Open(filepath.Join(dir, "archive"), st)
 		if err != nil {
 			benchErr = err
 			return
 		}
-		st.DB().NoSync = true
+		st.Bolt().NoSync = true
 		start := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 		for i := range benchRecords {
 			r := &Record{
@@ -65,7 +66,7 @@ func bigArchive(b *testing.B) *Archive {
 				return
 			}
 		}
-		st.DB().NoSync = false
+		st.Bolt().NoSync = false
 		benchArch = a
 	})
 	if benchErr != nil {

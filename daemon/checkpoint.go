@@ -3,8 +3,8 @@ package daemon
 // This file keeps the per-folder checkpoints: for every account and folder,
 // the folder's UIDVALIDITY and the highest UID below which (inclusive) every
 // message has been durably processed (RFC 9051 2.3.1.1). They live in the
-// bucket "checkpoints" of the same bbolt file as the certificate store
-// (harvest.Store.DB), so one lock covers the daemon's whole state.
+// bucket "checkpoints" (registered at version 1) of the state file
+// (package harvest/state), so one lock covers the daemon's whole state.
 //
 //	checkpoints  account + "\x00" + folder → uidvalidity (4 bytes) | uid (4 bytes), big-endian
 
@@ -15,9 +15,15 @@ import (
 	"strings"
 
 	"go.etcd.io/bbolt"
+
+	"github.com/smimed/smimed/harvest/state"
 )
 
 var bucketCheckpoints = []byte("checkpoints")
+
+func init() {
+	state.Register(state.Bucket{Name: string(bucketCheckpoints), Version: 1})
+}
 
 // Checkpoint errors; returned errors wrap them.
 var (
@@ -39,16 +45,13 @@ type Checkpoints struct {
 	db *bbolt.DB
 }
 
-// NewCheckpoints creates the "checkpoints" bucket in db if it is missing.
-func NewCheckpoints(db *bbolt.DB) (*Checkpoints, error) {
-	err := db.Update(func(tx *bbolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucketCheckpoints)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("daemon: checkpoints bucket: %w", err)
+// NewCheckpoints keeps the checkpoints in the state file db, opened
+// read-write (its Open created the bucket).
+func NewCheckpoints(db *state.DB) (*Checkpoints, error) {
+	if db.ReadOnly() {
+		return nil, fmt.Errorf("daemon: checkpoints bucket: %w", bbolt.ErrDatabaseReadOnly)
 	}
-	return &Checkpoints{db: db}, nil
+	return &Checkpoints{db: db.Bolt()}, nil
 }
 
 func checkpointKey(account, folder string) ([]byte, error) {

@@ -6,13 +6,15 @@ import (
 	"testing"
 
 	"go.etcd.io/bbolt"
+
+	"github.com/smimed/smimed/harvest/state"
 )
 
-func openTestDB(t *testing.T, path string) *bbolt.DB {
+func openTestDB(t *testing.T, path string) *state.DB {
 	t.Helper()
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 0})
+	db, err := state.Open(path, false)
 	if err != nil {
-		t.Fatalf("bbolt.Open(%s) = %v", path, err)
+		t.Fatalf("state.Open(%s) = %v", path, err)
 	}
 	return db
 }
@@ -55,7 +57,7 @@ func TestCheckpointsPersistAcrossReopen(t *testing.T) {
 		t.Fatalf("Get() after reopen = %+v, %v, want %+v, true", got, ok, want)
 	}
 	// The on-disk record is the documented 8 big-endian bytes.
-	err = db.View(func(tx *bbolt.Tx) error {
+	err = db.Bolt().View(func(tx *bbolt.Tx) error {
 		v := tx.Bucket([]byte("checkpoints")).Get([]byte("acct\x00INBOX"))
 		if string(v) != "\xde\xad\xbe\xef\x01\x02\x03\x04" {
 			t.Errorf("stored value = %x, want deadbeef01020304", v)
@@ -119,7 +121,7 @@ func TestCheckpointsUIDValidityChangeReplaces(t *testing.T) {
 		t.Fatalf("Get() = %+v, %v, want %+v, true", got, ok, want)
 	}
 	n := 0
-	db.View(func(tx *bbolt.Tx) error { n = tx.Bucket([]byte("checkpoints")).Stats().KeyN; return nil })
+	db.Bolt().View(func(tx *bbolt.Tx) error { n = tx.Bucket([]byte("checkpoints")).Stats().KeyN; return nil })
 	if n != 1 {
 		t.Errorf("checkpoints bucket has %d keys, want 1", n)
 	}
@@ -132,7 +134,7 @@ func TestCheckpointsCorruptRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db.Update(func(tx *bbolt.Tx) error {
+	db.Bolt().Update(func(tx *bbolt.Tx) error {
 		return tx.Bucket([]byte("checkpoints")).Put([]byte("a\x00INBOX"), []byte{1, 2, 3})
 	})
 	if _, _, err := c.Get("a", "INBOX"); !errors.Is(err, ErrCheckpointCorrupt) {

@@ -19,6 +19,7 @@ import (
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/daemon/imapwatch"
 	"github.com/smimed/smimed/harvest"
+	"github.com/smimed/smimed/harvest/state"
 )
 
 // Service is `smimed run`: one watcher per account and folder, every
@@ -27,6 +28,7 @@ import (
 // any) is in the archive folder. Reload (SIGHUP) re-reads the
 // configuration file while it runs.
 type Service struct {
+	state     *state.DB // the state file; store, arch and cps keep their buckets in it
 	store     *harvest.Store
 	stateDir  string // fixed for the life of the service (a reload keeps it)
 	arch      *archive.Archive
@@ -157,18 +159,19 @@ func NewService(cfg *config.Config, log *slog.Logger, notify *Notifier) (*Servic
 			os.Remove(f)
 		}
 	}
-	store, err := harvest.OpenStore(cfg.StorePath(), false)
+	db, err := state.Open(cfg.StorePath(), false)
 	if err != nil {
 		return nil, err
 	}
-	cps, err := NewCheckpoints(store.DB())
+	store := harvest.NewStore(db)
+	cps, err := NewCheckpoints(db)
 	if err != nil {
-		store.Close()
+		db.Close()
 		return nil, err
 	}
-	arch, err := archive.Open(cfg.ArchiveDir(), store.DB())
+	arch, err := archive.Open(cfg.ArchiveDir(), db)
 	if err != nil {
-		store.Close()
+		db.Close()
 		return nil, err
 	}
 	// Open removed what a crash left in the archive's tmp directories
@@ -178,14 +181,14 @@ func NewService(cfg *config.Config, log *slog.Logger, notify *Notifier) (*Servic
 		log.Info("crash leftovers removed", "files", n)
 	}
 	s := &Service{
-		cfg: cfg, store: store, stateDir: cfg.StateDir, arch: arch, copyWake: make(chan struct{}, 1), cps: cps, log: log, notify: notify,
+		cfg: cfg, state: db, store: store, stateDir: cfg.StateDir, arch: arch, copyWake: make(chan struct{}, 1), cps: cps, log: log, notify: notify,
 		pool: NewPool(cfg.Daemon.Workers), metrics: NewMetrics(),
 		ended: make(chan struct{}, 1), initial: l.settings(cfg), accounts: map[string]*accountRun{},
 	}
 	if cfg.Daemon.MetricsListen != "" {
 		s.metricsLn, err = net.Listen("tcp", cfg.Daemon.MetricsListen)
 		if err != nil {
-			store.Close()
+			db.Close()
 			return nil, fmt.Errorf("daemon.metrics_listen: %w", err)
 		}
 	}
@@ -205,12 +208,12 @@ func (s *Service) newEngine(cfg *config.Config, l *loaded) *harvest.Engine {
 	return cfg.NewEngine(l.crypto, s.store, true)
 }
 
-// Close releases the store (and the metrics listener if Run did not).
+// Close releases the state file (and the metrics listener if Run did not).
 func (s *Service) Close() error {
 	if s.metricsLn != nil {
 		s.metricsLn.Close()
 	}
-	return s.store.Close()
+	return s.state.Close()
 }
 
 // MetricsAddr is the address the metrics are served on, or nil.
@@ -238,7 +241,7 @@ func (s *Service) Run(ctx context.Context) error {
 	stopControl, err := admin.ServeControl(ctx, admin.ControlOptions{
 		Path: s.cfg.ControlSocketPath(), GID: -1, StateDir: s.cfg.StateDir, Log: s.log, Status: s.Status,
 		Open: func(c admin.Caller) admin.ArchiveAPI {
-			return &admin.Local{Archive: s.arch, Store: s.store, Engine: s.engine.Load(), Caller: c, Changed: s.WakeCopies}
+			return &admin.Local{Archive: s.arch, Store: s.store, State: s.state, Engine: s.engine.Load(), Caller: c, Changed: s.WakeCopies}
 		},
 	})
 	if err != nil {

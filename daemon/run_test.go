@@ -19,6 +19,7 @@ import (
 	"github.com/smimed/smimed/daemon/imapwatch/dovecottest"
 	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest"
+	"github.com/smimed/smimed/harvest/state"
 )
 
 // lockedBuffer collects log output from several goroutines.
@@ -175,17 +176,18 @@ func TestServiceEndToEnd(t *testing.T) {
 		t.Errorf("after restart %d messages processed, want only the new one:\n%s", n, logs2.String())
 	}
 
-	st, err := harvest.OpenStore(filepath.Join(dir, "state", "smimed.db"), false)
+	db, err := state.Open(filepath.Join(dir, "state", "smimed.db"), false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	defer db.Close()
+	st := harvest.NewStore(db)
 	for _, email := range []string{"alice@partner.example", "alice-ec256@partner.example"} {
 		if es, err := st.ByEmail(email); err != nil || len(es) != 1 || es[0].Quarantined {
 			t.Errorf("store for %s = %+v, %v; want one usable certificate", email, es, err)
 		}
 	}
-	cps, err := NewCheckpoints(st.DB())
+	cps, err := NewCheckpoints(db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +197,7 @@ func TestServiceEndToEnd(t *testing.T) {
 	}
 
 	// The archive holds all four, each once, and verifies.
-	arch, err := archive.Open(filepath.Join(dir, "state", "archive"), st.DB())
+	arch, err := archive.Open(filepath.Join(dir, "state", "archive"), db)
 	if err != nil {
 		t.Fatal(err)
 	}

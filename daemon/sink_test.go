@@ -17,6 +17,7 @@ import (
 	"github.com/smimed/smimed/daemon/imapwatch/dovecottest"
 	"github.com/smimed/smimed/harvest"
 	"github.com/smimed/smimed/harvest/cms"
+	"github.com/smimed/smimed/harvest/state"
 )
 
 // TestSinkCrashWindows replays the two moments a crash can hit between
@@ -236,12 +237,12 @@ func newSinkEnv(t *testing.T) *sinkEnv {
 	t.Helper()
 	e := &sinkEnv{d: dovecottest.Start(t), dir: t.TempDir(), logs: &lockedBuffer{}}
 	e.d.AddUser(t, "ceo", "pw-ceo")
-	st, err := harvest.OpenStore(filepath.Join(e.dir, "smimed.db"), false)
+	db, err := state.Open(filepath.Join(e.dir, "smimed.db"), false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
-	if e.arch, err = archive.Open(filepath.Join(e.dir, "archive"), st.DB()); err != nil {
+	t.Cleanup(func() { db.Close() })
+	if e.arch, err = archive.Open(filepath.Join(e.dir, "archive"), db); err != nil {
 		t.Fatal(err)
 	}
 	e.log = slog.New(slog.NewTextHandler(e.logs, nil))

@@ -24,6 +24,8 @@ import (
 
 	"github.com/smimed/smimed/daemon/admin"
 	"go.etcd.io/bbolt"
+
+	"github.com/smimed/smimed/harvest/state"
 )
 
 // statusMax bounds the STATUS= line.
@@ -335,7 +337,7 @@ func (s *Service) Status() (*admin.DaemonStatus, error) {
 		Started: processStart, UptimeSeconds: int64(time.Since(processStart).Seconds()),
 		Folders: s.metrics.folders(),
 	}
-	cps, err := StoreCheckpoints(s.store.DB())
+	cps, err := StoreCheckpoints(s.state)
 	if err != nil {
 		return nil, err
 	}
@@ -356,12 +358,12 @@ func (s *Service) Status() (*admin.DaemonStatus, error) {
 	return st, nil
 }
 
-// StoreCheckpoints reads every checkpoint of the store's "checkpoints"
-// bucket (checkpoint.go), sorted by account and folder; db may be open
-// read-only. A store without the bucket has none.
-func StoreCheckpoints(db *bbolt.DB) ([]admin.FolderStatus, error) {
+// StoreCheckpoints reads every checkpoint of the state file's
+// "checkpoints" bucket (checkpoint.go), sorted by account and folder; db
+// may be open read-only. A file without the bucket has none.
+func StoreCheckpoints(db *state.DB) ([]admin.FolderStatus, error) {
 	var keys [][2]string
-	err := db.View(func(tx *bbolt.Tx) error {
+	err := db.Bolt().View(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketCheckpoints)
 		if b == nil {
 			return nil
@@ -378,7 +380,7 @@ func StoreCheckpoints(db *bbolt.DB) ([]admin.FolderStatus, error) {
 	if err != nil {
 		return nil, fmt.Errorf("daemon: checkpoints: %w", err)
 	}
-	cps := &Checkpoints{db: db}
+	cps := &Checkpoints{db: db.Bolt()}
 	var out []admin.FolderStatus
 	for _, k := range keys {
 		cp, ok, err := cps.Get(k[0], k[1])

@@ -14,6 +14,7 @@ import (
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest"
+	"github.com/smimed/smimed/harvest/state"
 )
 
 // TestStatusSnapshot: the status op reports every watched folder with
@@ -36,12 +37,13 @@ func TestStatusSnapshot(t *testing.T) {
 	m.FolderDown("hr", "INBOX", stateLoginRefused, 15*time.Minute)
 
 	dir := t.TempDir()
-	store, err := harvest.OpenStore(filepath.Join(dir, "smimed.db"), false)
+	db, err := state.Open(filepath.Join(dir, "smimed.db"), false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer store.Close()
-	cps, err := NewCheckpoints(store.DB())
+	defer db.Close()
+	store := harvest.NewStore(db)
+	cps, err := NewCheckpoints(db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +59,7 @@ func TestStatusSnapshot(t *testing.T) {
 		}
 	}
 	// What Service.Status does, without the IMAP side.
-	svc := &Service{cfg: &config.Config{StateDir: dir}, stateDir: dir, metrics: m, store: store}
+	svc := &Service{cfg: &config.Config{StateDir: dir}, stateDir: dir, metrics: m, state: db, store: store}
 	path := filepath.Join(testenv.SocketDir(t), "control.sock")
 	stopControl, err := admin.ServeControl(context.Background(), admin.ControlOptions{
 		Path: path, GID: -1, StateDir: dir,
@@ -103,13 +105,13 @@ func TestStatusSnapshot(t *testing.T) {
 	if _, err := admin.QueryStatus(context.Background(), cfg); !errors.Is(err, admin.ErrNoDaemon) {
 		t.Errorf("admin.QueryStatus without a daemon = %v, want admin.ErrNoDaemon", err)
 	}
-	store.Close()
-	ro, err := harvest.OpenStore(filepath.Join(dir, "smimed.db"), true)
+	db.Close()
+	ro, err := state.Open(filepath.Join(dir, "smimed.db"), true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ro.Close()
-	list, err := StoreCheckpoints(ro.DB())
+	list, err := StoreCheckpoints(ro)
 	if err != nil {
 		t.Fatalf("StoreCheckpoints = %v", err)
 	}

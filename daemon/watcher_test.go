@@ -14,10 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"go.etcd.io/bbolt"
-
 	"github.com/smimed/smimed/daemon/imapwatch"
 	"github.com/smimed/smimed/daemon/imapwatch/dovecottest"
+	"github.com/smimed/smimed/harvest/state"
 )
 
 const watchTimeout = 30 * time.Second // generous: CI machines and -race are slow
@@ -181,11 +180,11 @@ func (e watchEnv) config(t *testing.T, user string) WatchConfig {
 	}
 }
 
-func openWatchDB(t *testing.T, path string) (*bbolt.DB, *Checkpoints) {
+func openWatchDB(t *testing.T, path string) (*state.DB, *Checkpoints) {
 	t.Helper()
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: 5 * time.Second})
+	db, err := state.Open(path, false)
 	if err != nil {
-		t.Fatalf("bbolt.Open(%s) = %v", path, err)
+		t.Fatalf("state.Open(%s) = %v", path, err)
 	}
 	t.Cleanup(func() { db.Close() })
 	cps, err := NewCheckpoints(db)

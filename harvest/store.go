@@ -1,11 +1,12 @@
 package harvest
 
 // This file is the certificate store: the partners' certificates harvested
-// from signed mail, kept in one bbolt file (state_dir/smimed.db).
+// from signed mail, kept in buckets of the state file
+// (state_dir/smimed.db, package harvest/state), which records their
+// version (StoreSchema) with those of the other owners' buckets.
 //
-// Layout (schema 1):
+// Layout (version 1 of each bucket):
 //
-//	meta           "schema" → "1"
 //	certs          fingerprint → DER of an end-entity certificate
 //	addresses      email → JSON addressRecord (per fingerprint: first/last
 //	               seen, message-id, SMIMECapabilities, quarantine state,
@@ -31,9 +32,10 @@ package harvest
 // chosen then; usable certificates never chosen rank below every chosen
 // one, the most recently first seen first.
 //
-// The JSON records belong to schema 1: a change to their meaning bumps the
-// schema record, and an older smimed refuses a newer store instead of
-// misreading it.
+// The JSON records belong to version 1: a change to their meaning bumps
+// the version of the bucket (StoreSchema, with a state.Migration from the
+// old one), and an older smimed refuses a newer file instead of misreading
+// it.
 
 import (
 	"bytes"
@@ -45,30 +47,27 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	"go.etcd.io/bbolt"
+
+	"github.com/smimed/smimed/harvest/state"
 )
 
-// LockTimeout is how long OpenStore waits for the store's file lock before
-// giving up. A read-write open holds an exclusive lock for the life of the
-// Store, so the admin CLI cannot open the file while the daemon runs.
-var LockTimeout = 5 * time.Second
-
-// StoreSchema is the schema version this code reads and writes.
+// StoreSchema is the version of the certificate store's buckets (certs,
+// addresses, intermediates) this code reads and writes.
 const StoreSchema = 1
+
+func init() {
+	for _, b := range [][]byte{bucketCerts, bucketAddresses, bucketIntermediates} {
+		state.Register(state.Bucket{Name: string(b), Version: StoreSchema})
+	}
+}
 
 // Store errors; returned errors wrap them.
 var (
-	ErrStoreLocked    = errors.New("harvest: certificate store is locked")
-	ErrStoreMissing   = errors.New("harvest: certificate store does not exist")
-	ErrStoreSchema    = errors.New("harvest: unsupported certificate store schema")
 	ErrNotFound       = errors.New("harvest: certificate not found")
 	ErrAmbiguous      = errors.New("harvest: fingerprint prefix matches several certificates")
 	ErrBadFingerprint = errors.New("harvest: malformed fingerprint")
@@ -81,102 +80,48 @@ var (
 const MinFingerprintPrefix = 8
 
 var (
-	bucketMeta          = []byte("meta")
 	bucketCerts         = []byte("certs")
 	bucketAddresses     = []byte("addresses")
 	bucketIntermediates = []byte("intermediates")
-	keySchema           = []byte("schema")
 )
 
 // Store is the certificate store. It is safe for concurrent use.
 type Store struct {
-	db   *bbolt.DB
-	path string
+	db    *bbolt.DB
+	path  string
+	close func() error // OpenStore's state file; nil for NewStore
 }
 
-// OpenStore opens the store at path, read-only or read-write. A read-write
-// open creates the file (mode 0600; its directory 0700 if missing), the
-// buckets and the schema record. A read-only open of a missing file fails
-// with ErrStoreMissing. Either waits at most LockTimeout for the lock, then
-// fails with ErrStoreLocked.
+// NewStore is the certificate store in the state file db (whose Open
+// created and migrated its buckets). The owner of db closes it.
+func NewStore(db *state.DB) *Store {
+	return &Store{db: db.Bolt(), path: db.Path()}
+}
+
+// OpenStore opens the state file at path, read-only or read-write
+// (state.Open: its errors, its lock), for a command that needs only the
+// certificate store; Close closes the file.
 func OpenStore(path string, readOnly bool) (*Store, error) {
-	if readOnly {
-		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-			return nil, fileErrorf(ErrStoreMissing, "certificate store %s does not exist", path)
-		}
-	} else if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("certificate store %s: %w", path, err)
-	}
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: LockTimeout, ReadOnly: readOnly})
-	if errors.Is(err, bbolt.ErrTimeout) {
-		return nil, fileErrorf(ErrStoreLocked, "certificate store %s is locked by another process (is smimed running?)", path)
-	}
+	db, err := state.Open(path, readOnly)
 	if err != nil {
-		return nil, fmt.Errorf("certificate store %s: %w", path, err)
-	}
-	s := &Store{db: db, path: path}
-	if readOnly {
-		err = db.View(func(tx *bbolt.Tx) error { return s.checkSchema(tx, true) })
-	} else {
-		err = db.Update(s.initSchema)
-	}
-	if err != nil {
-		db.Close()
 		return nil, err
 	}
+	s := NewStore(db)
+	s.close = db.Close
 	return s, nil
 }
 
-// DB returns the store's bbolt handle, for the daemon's own buckets in the
-// same file (one file, one lock per process). Callers must not touch the
-// store's buckets (meta, certs, addresses, intermediates).
-func (s *Store) DB() *bbolt.DB { return s.db }
+// Close closes the state file if OpenStore opened it; a Store of NewStore
+// leaves that to the file's owner.
+func (s *Store) Close() error {
+	if s.close == nil {
+		return nil
+	}
+	return s.close()
+}
 
-// Close releases the file and its lock.
-func (s *Store) Close() error { return s.db.Close() }
-
-// Path is the store's file name.
+// Path is the state file's name.
 func (s *Store) Path() string { return s.path }
-
-func (s *Store) checkSchema(tx *bbolt.Tx, allowEmpty bool) error {
-	meta := tx.Bucket(bucketMeta)
-	var v []byte
-	if meta != nil {
-		v = meta.Get(keySchema)
-	}
-	if v == nil {
-		if allowEmpty {
-			return nil
-		}
-		return fileErrorf(ErrStoreSchema, "certificate store %s has no schema record", s.path)
-	}
-	n, err := strconv.Atoi(string(v))
-	if err != nil || n < 1 {
-		return fileErrorf(ErrStoreSchema, "certificate store %s has a corrupt schema record %q", s.path, v)
-	}
-	if n > StoreSchema {
-		return fileErrorf(ErrStoreSchema, "certificate store %s has schema %d, newer than this smimed understands (%d); upgrade smimed", s.path, n, StoreSchema)
-	}
-	return nil
-}
-
-func (s *Store) initSchema(tx *bbolt.Tx) error {
-	fresh := tx.Bucket(bucketMeta) == nil
-	if !fresh {
-		if err := s.checkSchema(tx, false); err != nil {
-			return err
-		}
-	}
-	for _, name := range [][]byte{bucketMeta, bucketCerts, bucketAddresses, bucketIntermediates} {
-		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-			return fmt.Errorf("certificate store %s: %w", s.path, err)
-		}
-	}
-	if fresh {
-		return tx.Bucket(bucketMeta).Put(keySchema, []byte(strconv.Itoa(StoreSchema)))
-	}
-	return nil
-}
 
 // Sighting is the message a certificate was seen in.
 type Sighting struct {

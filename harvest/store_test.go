@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+
+	"github.com/smimed/smimed/harvest/state"
 )
 
 // loadCert parses a PEM certificate written by openssl.
@@ -55,12 +57,12 @@ func openTestStore(t *testing.T, path string, readOnly bool) *Store {
 	return s
 }
 
-// setLockTimeout shortens LockTimeout for one test (which must not be
-// parallel).
+// setLockTimeout shortens state.LockTimeout for one test (which must not
+// be parallel).
 func setLockTimeout(t *testing.T, d time.Duration) {
-	old := LockTimeout
-	LockTimeout = d
-	t.Cleanup(func() { LockTimeout = old })
+	old := state.LockTimeout
+	state.LockTimeout = d
+	t.Cleanup(func() { state.LockTimeout = old })
 }
 
 func fingerprints(es []Entry) []string {
@@ -132,8 +134,8 @@ func TestStorePersistence(t *testing.T) {
 		t.Errorf("Harvest() on a read-only store succeeded")
 	}
 
-	if _, err := OpenStore(filepath.Join(dir, "nope.db"), true); !errors.Is(err, ErrStoreMissing) {
-		t.Errorf("OpenStore(missing, read-only) = %v, want ErrStoreMissing", err)
+	if _, err := OpenStore(filepath.Join(dir, "nope.db"), true); !errors.Is(err, state.ErrMissing) {
+		t.Errorf("OpenStore(missing, read-only) = %v, want state.ErrMissing", err)
 	}
 }
 
@@ -142,7 +144,8 @@ func TestStoreLocked(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "smimed.db")
 	s := openTestStore(t, path, false)
 
-	want := fmt.Sprintf("certificate store %s is locked by another process (is smimed running?)", path)
+	want := fmt.Sprintf("state file %s is locked by another process (is smimed running?); "+
+		"that lock covers all of smimed's state: certificates, archive index, audit log, checkpoints", path)
 	for _, ro := range []bool{false, true} {
 		start := time.Now()
 		s2, err := OpenStore(path, ro)
@@ -150,11 +153,11 @@ func TestStoreLocked(t *testing.T) {
 			s2.Close()
 			t.Fatalf("OpenStore(read-only=%v) while open read-write succeeded", ro)
 		}
-		if !errors.Is(err, ErrStoreLocked) || err.Error() != want {
+		if !errors.Is(err, state.ErrLocked) || err.Error() != want {
 			t.Errorf("OpenStore(read-only=%v) = %q, want %q", ro, err, want)
 		}
 		if d := time.Since(start); d < 150*time.Millisecond || d > 3*time.Second {
-			t.Errorf("OpenStore(read-only=%v) gave up after %v, want about %v", ro, d, LockTimeout)
+			t.Errorf("OpenStore(read-only=%v) gave up after %v, want about %v", ro, d, state.LockTimeout)
 		}
 	}
 	s.Close()
@@ -166,6 +169,9 @@ func TestStoreLocked(t *testing.T) {
 	r2.Close()
 }
 
+// TestStoreSchema: the state file records the version of each of the
+// store's buckets (and "schema", which smimed before the registry read),
+// and a newer version of one of them is refused.
 func TestStoreSchema(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "smimed.db")
 	openTestStore(t, path, false).Close()
@@ -174,34 +180,37 @@ func TestStoreSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var schema string
+	var meta []string
 	var buckets []string
 	db.View(func(tx *bbolt.Tx) error {
-		schema = string(tx.Bucket([]byte("meta")).Get([]byte("schema")))
+		tx.Bucket([]byte("meta")).ForEach(func(k, v []byte) error {
+			meta = append(meta, string(k)+"="+string(v))
+			return nil
+		})
 		return tx.ForEach(func(name []byte, _ *bbolt.Bucket) error {
 			buckets = append(buckets, string(name))
 			return nil
 		})
 	})
-	if schema != "1" {
-		t.Errorf("meta/schema = %q, want \"1\"", schema)
+	if got, want := strings.Join(meta, ","), "schema=1,version/addresses=1,version/certs=1,version/intermediates=1"; got != want {
+		t.Errorf("meta = %s, want %s", got, want)
 	}
 	if got := strings.Join(buckets, ","); got != "addresses,certs,intermediates,meta" {
 		t.Errorf("buckets = %s", got)
 	}
-	setSchema := func(v string) {
+	setMeta := func(k, v string) {
 		t.Helper()
-		if err := db.Update(func(tx *bbolt.Tx) error { return tx.Bucket([]byte("meta")).Put([]byte("schema"), []byte(v)) }); err != nil {
+		if err := db.Update(func(tx *bbolt.Tx) error { return tx.Bucket([]byte("meta")).Put([]byte(k), []byte(v)) }); err != nil {
 			t.Fatal(err)
 		}
 	}
-	setSchema("2")
+	setMeta("version/addresses", "2")
 	db.Close()
 
 	for _, ro := range []bool{false, true} {
 		_, err := OpenStore(path, ro)
-		if !errors.Is(err, ErrStoreSchema) || !strings.Contains(err.Error(), "schema 2") || !strings.Contains(err.Error(), path) {
-			t.Errorf("OpenStore(schema 2, read-only=%v) = %v, want ErrStoreSchema", ro, err)
+		if !errors.Is(err, state.ErrSchema) || !strings.Contains(err.Error(), "bucket addresses version 2, this smimed knows 1") || !strings.Contains(err.Error(), path) {
+			t.Errorf("OpenStore(addresses version 2, read-only=%v) = %v, want state.ErrSchema", ro, err)
 		}
 	}
 
@@ -209,10 +218,10 @@ func TestStoreSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	setSchema("one")
+	setMeta("version/addresses", "one")
 	db.Close()
-	if _, err := OpenStore(path, false); !errors.Is(err, ErrStoreSchema) {
-		t.Errorf("OpenStore(corrupt schema) = %v, want ErrStoreSchema", err)
+	if _, err := OpenStore(path, false); !errors.Is(err, state.ErrSchema) {
+		t.Errorf("OpenStore(corrupt version) = %v, want state.ErrSchema", err)
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/harvest"
 	"github.com/smimed/smimed/harvest/cms"
+	"github.com/smimed/smimed/harvest/state"
 )
 
 // These tests fill an archive with the archive package and an engine that
@@ -129,20 +130,20 @@ func archiveWith(t *testing.T, msgs []*archiveMsg, trustCA bool) *archiveFixture
 	return f
 }
 
-// open opens the fixture's store and archive; the caller closes the
-// store with the function returned.
+// open opens the fixture's state file and archive; the caller closes the
+// state file with the function returned.
 func (f *archiveFixture) open(t *testing.T, readOnly bool) (*archive.Archive, func() error) {
 	t.Helper()
-	st, err := harvest.OpenStore(filepath.Join(f.state, "smimed.db"), readOnly)
+	db, err := state.Open(filepath.Join(f.state, "smimed.db"), readOnly)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := archive.Open(filepath.Join(f.state, "archive"), st.DB())
+	a, err := archive.Open(filepath.Join(f.state, "archive"), db)
 	if err != nil {
-		st.Close()
+		db.Close()
 		t.Fatal(err)
 	}
-	return a, st.Close
+	return a, db.Close
 }
 
 // readMsg reads a fixture message.
@@ -670,9 +671,9 @@ func TestArchiveFailedAndRetry(t *testing.T) {
 
 func TestArchiveStoreLockedOrMissing(t *testing.T) {
 	f := newArchiveFixture(t)
-	defer func(d time.Duration) { harvest.LockTimeout = d }(harvest.LockTimeout)
-	harvest.LockTimeout = 100 * time.Millisecond
-	st, err := harvest.OpenStore(filepath.Join(f.state, "smimed.db"), false) // as the daemon does
+	defer func(d time.Duration) { state.LockTimeout = d }(state.LockTimeout)
+	state.LockTimeout = 100 * time.Millisecond
+	st, err := state.Open(filepath.Join(f.state, "smimed.db"), false) // as the daemon does
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/harvest"
+	"github.com/smimed/smimed/harvest/state"
 )
 
 // Issue 9: `certs trust` used to change nothing for mail already judged.
@@ -22,12 +23,13 @@ import (
 // verdict and says what changed.
 func TestArchiveRetryAllUntrusted(t *testing.T) {
 	cfg := writeConfig(t, "")
-	state := filepath.Join(filepath.Dir(cfg), "state")
-	st, err := harvest.OpenStore(filepath.Join(state, "smimed.db"), false)
+	stateDir := filepath.Join(filepath.Dir(cfg), "state")
+	db, err := state.Open(filepath.Join(stateDir, "smimed.db"), false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := archive.Open(filepath.Join(state, "archive"), st.DB())
+	st := harvest.NewStore(db)
+	a, err := archive.Open(filepath.Join(stateDir, "archive"), db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +55,7 @@ func TestArchiveRetryAllUntrusted(t *testing.T) {
 		}
 		ids[name] = rec.ID
 	}
-	st.Close()
+	db.Close()
 	self := ids["signed-selfsigned.eml"]
 
 	code, out, errOut := runCmd(nil, "archive", "retry", "--all-untrusted", "--config", cfg)

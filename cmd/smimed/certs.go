@@ -5,7 +5,7 @@ package main
 // the running daemon's, over its control socket (it holds the store), or,
 // when none answers, the bbolt file opened here, read-only for everything
 // but trust and untrust; a store locked by a daemon whose socket did not answer fails
-// after harvest.LockTimeout with a message saying so.
+// after state.LockTimeout with a message saying so.
 
 import (
 	"context"

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/smimed/smimed/harvest"
+	"github.com/smimed/smimed/harvest/state"
 )
 
 // certsTestOpenSSL runs openssl in dir and returns stdout.
@@ -242,9 +243,9 @@ func TestCertsCommands(t *testing.T) {
 	})
 
 	t.Run("locked", func(t *testing.T) {
-		old := harvest.LockTimeout
-		harvest.LockTimeout = 100 * time.Millisecond
-		defer func() { harvest.LockTimeout = old }()
+		old := state.LockTimeout
+		state.LockTimeout = 100 * time.Millisecond
+		defer func() { state.LockTimeout = old }()
 		st, err := harvest.OpenStore(storePath, false)
 		if err != nil {
 			t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"github.com/smimed/smimed/daemon/imapwatch"
 	"github.com/smimed/smimed/harvest"
 	"github.com/smimed/smimed/harvest/cms"
+	"github.com/smimed/smimed/harvest/state"
 )
 
 // demoWant is what each demo message must come to: independent of the
@@ -263,12 +264,12 @@ func demoCheckState(t *testing.T, dir string) {
 		}
 		byID[demoMessageID(t, raw)] = strings.TrimSuffix(filepath.Base(f), ".eml")
 	}
-	st, err := harvest.OpenStore(filepath.Join(dir, "state", "smimed.db"), false)
+	db, err := state.Open(filepath.Join(dir, "state", "smimed.db"), false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	arch, err := archive.Open(filepath.Join(dir, "state", "archive"), st.DB())
+	defer db.Close()
+	arch, err := archive.Open(filepath.Join(dir, "state", "archive"), db)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,7 @@ import (
 
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/daemon/imapwatch/servertest"
-	"github.com/smimed/smimed/harvest"
+	"github.com/smimed/smimed/harvest/state"
 )
 
 // TestKill9ExactlyOnce kills `smimed run` with SIGKILL at random moments
@@ -143,12 +143,12 @@ func kill9ExactlyOnce(t *testing.T, bin string, kind servertest.Kind) {
 	}
 
 	// The archive: every UID once, one version each, chain intact.
-	st, err := harvest.OpenStore(filepath.Join(filepath.Dir(cfg), "state", "smimed.db"), false)
+	db, err := state.Open(filepath.Join(filepath.Dir(cfg), "state", "smimed.db"), false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	arch, err := archive.Open(filepath.Join(filepath.Dir(cfg), "state", "archive"), st.DB())
+	defer db.Close()
+	arch, err := archive.Open(filepath.Join(filepath.Dir(cfg), "state", "archive"), db)
 	if err != nil {
 		t.Fatal(err)
 	}

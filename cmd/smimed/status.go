@@ -18,7 +18,7 @@ import (
 	"github.com/smimed/smimed/daemon"
 	"github.com/smimed/smimed/daemon/admin"
 	"github.com/smimed/smimed/daemon/config"
-	"github.com/smimed/smimed/harvest"
+	"github.com/smimed/smimed/harvest/state"
 )
 
 const statusUsage = `Usage: smimed status [--json] [--config FILE]
@@ -102,8 +102,8 @@ func statusMain(args []string, stdout, stderr io.Writer) int {
 // statusCheckpoints reads the checkpoints of cfg's state file, opened
 // read-only.
 func statusCheckpoints(cfg *config.Config) ([]admin.FolderStatus, error) {
-	return admin.Checkpoints(cfg, func(st *harvest.Store) ([]admin.FolderStatus, error) {
-		return daemon.StoreCheckpoints(st.DB())
+	return admin.Checkpoints(cfg, func(db *state.DB) ([]admin.FolderStatus, error) {
+		return daemon.StoreCheckpoints(db)
 	})
 }
 

@@ -16,7 +16,7 @@ import (
 	"github.com/smimed/smimed/daemon"
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/daemon/imapwatch/dovecottest"
-	"github.com/smimed/smimed/harvest"
+	"github.com/smimed/smimed/harvest/state"
 )
 
 // doveadmCheckpoint asks Dovecot for the UIDVALIDITY of user's INBOX and
@@ -205,11 +205,11 @@ func TestStatusWithoutDaemon(t *testing.T) {
 		t.Errorf("status without a store = %d, %q, %q", code, out, errOut)
 	}
 
-	st, err := harvest.OpenStore(cfg.StorePath(), false)
+	st, err := state.Open(cfg.StorePath(), false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cps, err := daemon.NewCheckpoints(st.DB())
+	cps, err := daemon.NewCheckpoints(st)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,7 @@ import (
 
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/harvest"
+	"github.com/smimed/smimed/harvest/state"
 )
 
 // Caller is who asks, for the audit log.
@@ -103,6 +104,7 @@ func auditCommand(ctx context.Context) string {
 type Local struct {
 	Archive *archive.Archive
 	Store   *harvest.Store
+	State   *state.DB       // the state file, for Backup
 	Engine  *harvest.Engine // for Retry; nil: Retry fails
 	Caller  Caller          // who the reads are audited as; Via must be set
 	// Closer, if set, is called by Close (the command that opened the
@@ -346,7 +348,7 @@ func (l *Local) Backup(ctx context.Context, w io.Writer) (int64, error) {
 	if err := l.audit(archive.AuditBackup, ""); err != nil {
 		return 0, err
 	}
-	return backupStore(l.Store, w)
+	return backupStore(l.State, w)
 }
 
 func (l *Local) Audit(ctx context.Context, since time.Time, fn func(archive.AuditEntry) error) error {
@@ -375,12 +377,15 @@ func (l *Local) Close() error {
 // backupMu lets one backup run at a time.
 var backupMu sync.Mutex
 
-// backupStore writes a consistent snapshot of the store's bbolt file to
-// w. The snapshot is first taken into a local temporary file (one short
-// read transaction), then copied to w: a slow reader at the other end of
-// the control socket must not hold a read transaction open, which would
-// block every write once the file has to grow.
-func backupStore(st *harvest.Store, w io.Writer) (int64, error) {
+// backupStore writes a consistent snapshot of the state file to w. The
+// snapshot is first taken into a local temporary file (one short read
+// transaction), then copied to w: a slow reader at the other end of the
+// control socket must not hold a read transaction open, which would block
+// every write once the file has to grow.
+func backupStore(st *state.DB, w io.Writer) (int64, error) {
+	if st == nil {
+		return 0, errors.New("backup: the state file is not open")
+	}
 	// One at a time: each holds a full copy of the store in state_dir
 	// until its reader is done, and many slow ones would fill the disk
 	// the archive needs.
@@ -394,7 +399,7 @@ func backupStore(st *harvest.Store, w io.Writer) (int64, error) {
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
-	err = st.DB().View(func(tx *bbolt.Tx) error {
+	err = st.Bolt().View(func(tx *bbolt.Tx) error {
 		_, err := tx.WriteTo(f)
 		return err
 	})

@@ -31,6 +31,7 @@ import (
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest"
+	"github.com/smimed/smimed/harvest/state"
 )
 
 // bodyMarker is in the body of the large fixture message; it must never
@@ -41,6 +42,7 @@ const bodyMarker = "BODY-MARKER-never-logged"
 // socket.
 type controlFixture struct {
 	dir    string // state_dir
+	state  *state.DB
 	store  *harvest.Store
 	arc    *archive.Archive
 	eng    *harvest.Engine
@@ -66,13 +68,15 @@ func largeMessage() []byte {
 func newControlFixture(t *testing.T, open func(f *controlFixture, c Caller) ArchiveAPI) *controlFixture {
 	t.Helper()
 	f := &controlFixture{dir: t.TempDir(), raw: map[uint64][]byte{}, logBuf: &testenv.LockedBuffer{}}
-	st, err := harvest.OpenStore(filepath.Join(f.dir, "smimed.db"), false)
+	db, err := state.Open(filepath.Join(f.dir, "smimed.db"), false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.Close() })
+	t.Cleanup(func() { db.Close() })
+	f.state = db
+	st := harvest.NewStore(db)
 	f.store = st
-	if f.arc, err = archive.Open(filepath.Join(f.dir, "archive"), st.DB()); err != nil {
+	if f.arc, err = archive.Open(filepath.Join(f.dir, "archive"), db); err != nil {
 		t.Fatal(err)
 	}
 	f.eng = harvest.New(harvest.Options{})
@@ -92,10 +96,10 @@ func newControlFixture(t *testing.T, open func(f *controlFixture, c Caller) Arch
 		}
 		f.raw[rec.ID] = raw
 	}
-	f.local = &Local{Archive: f.arc, Store: st, Engine: f.eng, Caller: Caller{UID: os.Getuid(), GID: os.Getgid(), PID: os.Getpid(), Via: "direct"}}
+	f.local = &Local{Archive: f.arc, Store: st, State: db, Engine: f.eng, Caller: Caller{UID: os.Getuid(), GID: os.Getgid(), PID: os.Getpid(), Via: "direct"}}
 	if open == nil {
 		open = func(f *controlFixture, c Caller) ArchiveAPI {
-			return &Local{Archive: f.arc, Store: f.store, Engine: f.eng, Caller: c}
+			return &Local{Archive: f.arc, Store: f.store, State: f.state, Engine: f.eng, Caller: c}
 		}
 	}
 	f.path = filepath.Join(testenv.SocketDir(t), "control.sock")
@@ -326,20 +330,21 @@ func TestControlAuditFailureRefusesRead(t *testing.T) {
 	f := newControlFixture(t, nil)
 	dir := f.dir
 	f.srv.stop()
-	f.store.Close()
+	f.state.Close()
 	// The same archive, read-only: no audit entry can be written.
-	ro, err := harvest.OpenStore(filepath.Join(dir, "smimed.db"), true)
+	rodb, err := state.Open(filepath.Join(dir, "smimed.db"), true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ro.Close()
-	arc, err := archive.Open(filepath.Join(dir, "archive"), ro.DB())
+	defer rodb.Close()
+	ro := harvest.NewStore(rodb)
+	arc, err := archive.Open(filepath.Join(dir, "archive"), rodb)
 	if err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(testenv.SocketDir(t), "control.sock")
 	srv, err := startControl(context.Background(), ControlOptions{Path: path, GID: -1, Open: func(c Caller) ArchiveAPI {
-		return &Local{Archive: arc, Store: ro, Caller: c}
+		return &Local{Archive: arc, Store: ro, State: rodb, Caller: c}
 	}})
 	if err != nil {
 		t.Fatal(err)

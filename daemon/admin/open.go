@@ -16,6 +16,7 @@ import (
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/harvest"
+	"github.com/smimed/smimed/harvest/state"
 )
 
 // Mode says what a command opens.
@@ -52,8 +53,12 @@ var ErrNoState = errors.New("no state file")
 
 // Env is what Open opened. Close releases it.
 type Env struct {
-	Config  *config.Config
-	Store   *harvest.Store   // nil: none (Inspect without a state file)
+	Config *config.Config
+	// State is the state file; the store, the archive index, the audit
+	// log and the checkpoints are in it. nil: none (Inspect without a
+	// state file).
+	State   *state.DB
+	Store   *harvest.Store   // the certificate store in State
 	Archive *archive.Archive // Write and Reprocess
 	Engine  *harvest.Engine  // Inspect, Harvest and Reprocess
 	// Crypto is the keys and trust anchors the engine was built with.
@@ -80,32 +85,32 @@ func Open(cfg *config.Config, mode Mode) (*Env, error) {
 	switch mode {
 	case Inspect:
 		if !missing {
-			st, err := harvest.OpenStore(path, true)
+			db, err := state.Open(path, true)
 			if err != nil {
 				// Reading mail works without it; say what is missing.
 				env.Warnings = append(env.Warnings, fmt.Sprintf("certificate store not used: %v", err))
 			} else {
-				env.Store = st
+				env.State, env.Store = db, harvest.NewStore(db)
 			}
 		}
 	case Harvest:
-		st, err := openState(path, false)
+		db, err := openState(path, false)
 		if err != nil {
 			return nil, err
 		}
-		env.Store = st
+		env.State, env.Store = db, harvest.NewStore(db)
 	default:
 		if missing {
 			return nil, fmt.Errorf("%w at %s: smimed has not archived or watched anything with this configuration (state_dir %s)", ErrNoState, path, cfg.StateDir)
 		}
-		st, err := openState(path, mode == Read)
+		db, err := openState(path, mode == Read)
 		if err != nil {
 			return nil, err
 		}
-		env.Store = st
+		env.State, env.Store = db, harvest.NewStore(db)
 		if mode != Read {
-			if env.Archive, err = archive.Open(cfg.ArchiveDir(), st.DB()); err != nil {
-				st.Close()
+			if env.Archive, err = archive.Open(cfg.ArchiveDir(), db); err != nil {
+				db.Close()
 				return nil, err
 			}
 		}
@@ -117,20 +122,20 @@ func Open(cfg *config.Config, mode Mode) (*Env, error) {
 }
 
 // openState opens the state file, saying who holds it when it is locked.
-func openState(path string, readOnly bool) (*harvest.Store, error) {
-	st, err := harvest.OpenStore(path, readOnly)
-	if errors.Is(err, harvest.ErrStoreLocked) {
+func openState(path string, readOnly bool) (*state.DB, error) {
+	db, err := state.Open(path, readOnly)
+	if errors.Is(err, state.ErrLocked) {
 		return nil, fmt.Errorf("the state file %s is locked by a running smimed whose control socket did not answer; check [daemon] control_socket", path)
 	}
-	return st, err
+	return db, err
 }
 
 // Close releases the state file.
 func (e *Env) Close() error {
-	if e.Store == nil {
+	if e.State == nil {
 		return nil
 	}
-	return e.Store.Close()
+	return e.State.Close()
 }
 
 // DirectCaller is this process as the audit log names a command that
@@ -142,7 +147,7 @@ func DirectCaller() Caller {
 // Local is the archive API on env (Write or Reprocess), acting for this
 // process; its Close closes env.
 func (e *Env) Local() *Local {
-	return &Local{Archive: e.Archive, Store: e.Store, Engine: e.Engine, Caller: DirectCaller(), Closer: e.Close}
+	return &Local{Archive: e.Archive, Store: e.Store, State: e.State, Engine: e.Engine, Caller: DirectCaller(), Closer: e.Close}
 }
 
 // ArchiveFor is the archive API of cfg for an admin command: the running
@@ -210,11 +215,11 @@ func OpenCerts(cfg *config.Config, write bool) (*LocalCerts, error) {
 
 // Checkpoints is what `smimed status` shows without a running service:
 // the checkpoints in cfg's state file, opened read-only.
-func Checkpoints(cfg *config.Config, read func(*harvest.Store) ([]FolderStatus, error)) ([]FolderStatus, error) {
+func Checkpoints(cfg *config.Config, read func(*state.DB) ([]FolderStatus, error)) ([]FolderStatus, error) {
 	env, err := Open(cfg, Read)
 	if err != nil {
 		return nil, err
 	}
 	defer env.Close()
-	return read(env.Store)
+	return read(env.State)
 }

@@ -18,7 +18,8 @@ const (
 	controlSocketName = "control.sock"
 )
 
-// StorePath is the certificate store's bbolt file.
+// StorePath is the state file (package harvest/state): the certificate
+// store, the archive's index and audit log, the checkpoints.
 func (c *Config) StorePath() string { return filepath.Join(c.StateDir, "smimed.db") }
 
 // ArchiveDir is where the archive keeps its files: state_dir/archive.
