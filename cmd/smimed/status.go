@@ -18,7 +18,6 @@ import (
 	"github.com/smimed/smimed/daemon"
 	"github.com/smimed/smimed/daemon/admin"
 	"github.com/smimed/smimed/daemon/config"
-	"github.com/smimed/smimed/harvest/state"
 )
 
 const statusUsage = `Usage: smimed status [--json] [--config FILE]
@@ -102,9 +101,12 @@ func statusMain(args []string, stdout, stderr io.Writer) int {
 // statusCheckpoints reads the checkpoints of cfg's state file, opened
 // read-only.
 func statusCheckpoints(cfg *config.Config) ([]admin.FolderStatus, error) {
-	return admin.Checkpoints(cfg, func(db *state.DB) ([]admin.FolderStatus, error) {
-		return daemon.StoreCheckpoints(db)
-	})
+	env, err := admin.Open(cfg, admin.Read)
+	if err != nil {
+		return nil, err
+	}
+	defer env.Close()
+	return daemon.StoreCheckpoints(env.State)
 }
 
 // statusPrint writes a running daemon's status as a table, the folders'

@@ -212,14 +212,3 @@ func OpenCerts(cfg *config.Config, write bool) (*LocalCerts, error) {
 	}
 	return env.Certs(), nil
 }
-
-// Checkpoints is what `smimed status` shows without a running service:
-// the checkpoints in cfg's state file, opened read-only.
-func Checkpoints(cfg *config.Config, read func(*state.DB) ([]FolderStatus, error)) ([]FolderStatus, error) {
-	env, err := Open(cfg, Read)
-	if err != nil {
-		return nil, err
-	}
-	defer env.Close()
-	return read(env.State)
-}
