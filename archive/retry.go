@@ -47,12 +47,18 @@ func readChecked(path, sha string, id uint64) ([]byte, error) {
 	return b, nil
 }
 
+// Processor is what Reprocess runs a stored original through: the
+// harvest engine (*harvest.Engine) of the running configuration.
+type Processor interface {
+	Process(raw []byte, received time.Time) (*harvest.Result, error)
+}
+
 // Reprocess runs eng again on the stored original of the message record
 // id belongs to (after an old key was added, say). When the outcome
 // differs, a new version is written (new plaintext, new record that
 // supersedes the current one; the old stays in the chain) and returned
 // with changed == true; otherwise the current record is returned.
-func (a *Archive) Reprocess(id uint64, eng *harvest.Engine) (rec *Record, changed bool, err error) {
+func (a *Archive) Reprocess(id uint64, eng Processor) (rec *Record, changed bool, err error) {
 	if a.readOnly {
 		return nil, false, ErrReadOnly
 	}
