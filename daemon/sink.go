@@ -133,10 +133,10 @@ func (k *archiveSink) copy(ctx context.Context, rec *archive.Record, pt []byte, 
 	switch {
 	case err != nil:
 		return "", err
-	case c != nil && c.Error == "":
-		return fmt.Sprintf("%s/%d", c.Folder, c.UID), nil
+	case c != nil && c.Kind == archive.CopyStored:
+		return c.String(), nil
 	case c != nil && !pending:
-		return "pending: " + c.Error, nil
+		return c.String(), nil
 	}
 	if pt == nil {
 		if pt, err = k.arch.ReadPlaintext(rec); err != nil {
@@ -161,7 +161,7 @@ func (k *archiveSink) copy(ctx context.Context, rec *archive.Record, pt []byte, 
 		} else {
 			k.log.Debug("user copy refused again for the same reason", "record", rec.ID, "folder", k.copier.folder)
 		}
-		if err := k.arch.SetCopy(rec.ID, archive.Copy{Folder: k.copier.folder, Error: err.Error(), FailedAt: time.Now().UTC()}); err != nil {
+		if err := k.arch.SetCopy(rec.ID, archive.CopyState{Kind: archive.CopyPending, Folder: k.copier.folder, Reason: err.Error(), At: time.Now().UTC()}); err != nil {
 			return "", err
 		}
 		if err := k.arch.CopyPending(rec.ID); err != nil {
@@ -174,7 +174,7 @@ func (k *archiveSink) copy(ctx context.Context, rec *archive.Record, pt []byte, 
 	if k.metrics.CopyStored(k.account) {
 		k.log.Info("user copies go through again", "record", rec.ID, "folder", k.copier.folder)
 	}
-	if err := k.arch.SetCopy(rec.ID, archive.Copy{Folder: k.copier.folder, UID: uid, AppendedAt: time.Now().UTC()}); err != nil {
+	if err := k.arch.SetCopy(rec.ID, archive.CopyState{Kind: archive.CopyStored, Folder: k.copier.folder, UID: uid, At: time.Now().UTC()}); err != nil {
 		return "", err
 	}
 	return fmt.Sprintf("%s/%d", k.copier.folder, uid), nil
@@ -418,7 +418,7 @@ func removeOldCopy(ctx context.Context, arch *archive.Archive, k *archiveSink, r
 		if err != nil {
 			return err
 		}
-		if c == nil || c.Error != "" || c.UID == 0 {
+		if c == nil || c.Kind != archive.CopyStored || c.UID == 0 {
 			id = old.Supersedes
 			continue
 		}

@@ -173,7 +173,7 @@ func TestCopyRefusedIsSetAside(t *testing.T) {
 	if len(pend) != 1 {
 		t.Fatalf("pending copies %v, want one", pend)
 	}
-	if c, _ := arch.GetCopy(pend[0]); c == nil || c.Error == "" {
+	if c, _ := arch.GetCopy(pend[0]); c == nil || c.Kind != archive.CopyPending || c.Reason == "" {
 		t.Errorf("copy record %+v, want the refusal", c)
 	}
 	if !strings.Contains(logs.String(), "user copy refused") {
