@@ -47,12 +47,18 @@ func readChecked(path, sha string, id uint64) ([]byte, error) {
 	return b, nil
 }
 
+// Processor is what Reprocess runs a stored original through: the
+// harvest engine (*harvest.Engine) of the running configuration.
+type Processor interface {
+	Process(raw []byte, received time.Time) (*harvest.Result, error)
+}
+
 // Reprocess runs eng again on the stored original of the message record
 // id belongs to (after an old key was added, say). When the outcome
 // differs, a new version is written (new plaintext, new record that
 // supersedes the current one; the old stays in the chain) and returned
 // with changed == true; otherwise the current record is returned.
-func (a *Archive) Reprocess(id uint64, eng *harvest.Engine) (rec *Record, changed bool, err error) {
+func (a *Archive) Reprocess(id uint64, eng Processor) (rec *Record, changed bool, err error) {
 	if a.readOnly {
 		return nil, false, ErrReadOnly
 	}
@@ -147,53 +153,6 @@ func sameOutcome(a, b *Record) bool {
 	return slices.Equal(key(a), key(b))
 }
 
-// Copy is where the user's readable copy of a record went, or why it
-// could not go there (Error set: it is pending, see CopyPending).
-type Copy struct {
-	Folder     string    `json:"folder"`
-	UID        uint32    `json:"uid,omitempty"` // 0 when the server does not say (no UIDPLUS)
-	AppendedAt time.Time `json:"appended_at,omitzero"`
-	Error      string    `json:"error,omitempty"`
-	FailedAt   time.Time `json:"failed_at,omitzero"`
-}
-
-// SetCopy records that the user's copy of record id was appended.
-func (a *Archive) SetCopy(id uint64, c Copy) error {
-	if a.readOnly {
-		return ErrReadOnly
-	}
-	v, err := json.Marshal(c)
-	if err != nil {
-		return err
-	}
-	err = a.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketCopies).Put(u64(id), v) })
-	if err != nil {
-		return fmt.Errorf("archive: record %d copy: %w", id, err)
-	}
-	return nil
-}
-
-// GetCopy returns the user's copy of record id, or nil if none was made.
-func (a *Archive) GetCopy(id uint64) (*Copy, error) {
-	var c *Copy
-	err := a.db.View(func(tx *bbolt.Tx) error {
-		b := tx.Bucket(bucketCopies)
-		if b == nil {
-			return nil
-		}
-		v := b.Get(u64(id))
-		if v == nil {
-			return nil
-		}
-		c = new(Copy)
-		return json.Unmarshal(v, c)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("archive: record %d copy: %w", id, err)
-	}
-	return c, nil
-}
-
 // Count returns the number of records (all versions).
 func (a *Archive) Count() (int, error) {
 	n := 0
@@ -222,51 +181,4 @@ func (a *Archive) Head() (uint64, string, error) {
 		return nil
 	})
 	return id, h, err
-}
-
-// PendingCopies returns the records (new versions written by Reprocess)
-// whose user copy has not been brought up to date yet, oldest first.
-func (a *Archive) PendingCopies() ([]uint64, error) {
-	var ids []uint64
-	err := a.db.View(func(tx *bbolt.Tx) error {
-		b := tx.Bucket(bucketPending)
-		if b == nil {
-			return nil
-		}
-		return b.ForEach(func(k, _ []byte) error {
-			if len(k) == 8 {
-				ids = append(ids, binary.BigEndian.Uint64(k))
-			}
-			return nil
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("archive: pending copies: %w", err)
-	}
-	return ids, nil
-}
-
-// CopyPending adds id to PendingCopies: its user copy is still to be made
-// (the server refused it; the daemon tries again later).
-func (a *Archive) CopyPending(id uint64) error {
-	if a.readOnly {
-		return ErrReadOnly
-	}
-	err := a.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketPending).Put(u64(id), nil) })
-	if err != nil {
-		return fmt.Errorf("archive: record %d: %w", id, err)
-	}
-	return nil
-}
-
-// CopyDone removes id from PendingCopies.
-func (a *Archive) CopyDone(id uint64) error {
-	if a.readOnly {
-		return ErrReadOnly
-	}
-	err := a.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketPending).Delete(u64(id)) })
-	if err != nil {
-		return fmt.Errorf("archive: record %d: %w", id, err)
-	}
-	return nil
 }

@@ -90,7 +90,7 @@ func waitAll(runs []*accountRun) {
 func (r *accountRun) wait() {
 	r.wg.Wait()
 	if r.sink.copier != nil {
-		r.sink.copier.close()
+		r.sink.copier.Close()
 	}
 }
 
@@ -309,12 +309,16 @@ func (s *Service) startAccount(a accountSettings) {
 	}
 	sink := &archiveSink{
 		engine: &s.engine, arch: s.arch, metrics: s.metrics,
-		mode: a.Account.ArchiveFolderMessages, authserv: a.AuthservID, account: a.Account.Name,
 		log: s.log.With("account", a.Account.Name),
 	}
 	if a.Account.ArchiveFolder != "" {
 		log := s.log.With("account", a.Account.Name, "archive_folder", a.Account.ArchiveFolder)
-		sink.copier = &copier{cfg: imapCfg(log), folder: a.Account.ArchiveFolder, tmpDir: a.TempDir, log: log}
+		sink.copier = archive.NewCopier(s.arch, archive.CopierConfig{
+			Account: a.Account.Name, Folder: a.Account.ArchiveFolder,
+			Mode: a.Account.ArchiveFolderMessages, AuthservID: a.AuthservID, TempDir: a.TempDir,
+			Dial: dialCopies(imapCfg(log)), Refused: imapwatch.IsRefusal,
+			Monitor: s.metrics, Log: sink.log,
+		})
 	}
 	r := &accountRun{settings: a, cancel: cancel, sink: sink}
 	for _, folder := range a.Account.Folders {
@@ -379,21 +383,21 @@ func (s *Service) statusLoop(ctx context.Context) {
 // wake-up.
 const copyInterval = 5 * time.Minute
 
-// copyLoop runs updateCopies at start, when WakeCopies is called, and every
-// copyInterval, until ctx ends.
+// copyLoop runs the archive's UpdateCopies at start, when WakeCopies is
+// called, and every copyInterval, until ctx ends.
 func (s *Service) copyLoop(ctx context.Context) {
 	t := time.NewTicker(copyInterval)
 	defer t.Stop()
-	sinkFor := func(account string) *archiveSink {
+	copierFor := func(account string) *archive.Copier {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if r := s.accounts[account]; r != nil {
-			return r.sink
+			return r.sink.copier
 		}
 		return nil
 	}
 	for {
-		updateCopies(ctx, s.arch, sinkFor, s.log)
+		s.arch.UpdateCopies(ctx, copierFor, s.log)
 		select {
 		case <-ctx.Done():
 			return

@@ -27,10 +27,11 @@ import (
 // copy twice.
 func TestSinkCrashWindows(t *testing.T) {
 	e := newSinkEnv(t)
-	arch, cp, logs, log := e.arch, e.cp, e.logs, e.log
-	defer cp.close()
+	arch, logs, log := e.arch, e.logs, e.log
+	cp := e.copier("pw-ceo", "Decrypted", "encrypted")
+	defer cp.Close()
 	eng := harvest.New(harvest.Options{Keys: []*cms.Key{e.key(t, "org-new")}})
-	sink := &archiveSink{engine: enginePtr(eng), arch: arch, copier: cp, mode: "encrypted", authserv: "mx.test", log: log}
+	sink := &archiveSink{engine: enginePtr(eng), arch: arch, copier: cp, log: log}
 
 	m, raw := e.message(t, "enc-aes256.eml", 9, 1)
 	m.InternalDate = time.Date(2026, 5, 1, 8, 0, 0, 0, time.UTC)
@@ -73,9 +74,7 @@ func TestSinkCrashWindows(t *testing.T) {
 		t.Fatal(err)
 	}
 	pt, _ := arch.ReadPlaintext(rec)
-	if _, err := cp.put(ctx, archive.UserCopyRecord(pt, rec.Report(), rec.Source(), "mx.test", rec.ID), m.InternalDate); err != nil {
-		t.Fatal(err)
-	}
+	e.appendCopy(t, "Decrypted", archive.UserCopyRecord(pt, rec.Report(), rec.Source(), "mx.test", rec.ID), m.InternalDate)
 	if copies() != 2 {
 		t.Fatalf("setup: %d copies, want 2", copies())
 	}
@@ -95,7 +94,8 @@ func TestSinkCrashWindows(t *testing.T) {
 	// The server refuses the APPEND: a temporary failure, nothing recorded,
 	// and the next attempt succeeds.
 	m.UID = 3
-	bad := &archiveSink{engine: enginePtr(eng), arch: arch, copier: e.copier("wrong", "Decrypted"), mode: "encrypted", authserv: "mx.test", log: log}
+	bad := &archiveSink{engine: enginePtr(eng), arch: arch, copier: e.copier("wrong", "Decrypted", "encrypted"), log: log}
+	defer bad.copier.Close()
 	if err := bad.Deliver(ctx, m); err == nil || !strings.Contains(err.Error(), ErrTemporary.Error()) {
 		t.Errorf("Deliver with a refused copy = %v, want a temporary error", err)
 	}
@@ -109,10 +109,11 @@ func TestSinkCrashWindows(t *testing.T) {
 // a retry with an old key; the copy in the archive folder is replaced.
 func TestUpdateCopiesAfterRetry(t *testing.T) {
 	e := newSinkEnv(t)
-	d, arch, cp, log := e.d, e.arch, e.cp, e.log
-	defer cp.close()
+	d, arch, log := e.d, e.arch, e.log
+	cp := e.copier("pw-ceo", "Decrypted", "all")
+	defer cp.Close()
 	key := func(name string) *cms.Key { return e.key(t, name) }
-	sink := &archiveSink{engine: enginePtr(harvest.New(harvest.Options{Keys: []*cms.Key{key("org-new")}})), arch: arch, copier: cp, mode: "all", authserv: "mx.test", log: log}
+	sink := &archiveSink{engine: enginePtr(harvest.New(harvest.Options{Keys: []*cms.Key{key("org-new")}})), arch: arch, copier: cp, log: log}
 	m, raw := e.message(t, "enc-old-key.eml", 3, 8)
 	ctx := context.Background()
 	if err := sink.Deliver(ctx, m); err != nil {
@@ -128,15 +129,15 @@ func TestUpdateCopiesAfterRetry(t *testing.T) {
 		t.Fatalf("Reprocess = %v, %v", changed, err)
 	}
 
-	updateCopies(ctx, arch, func(a string) *archiveSink {
+	arch.UpdateCopies(ctx, func(a string) *archive.Copier {
 		if a == "ceo" {
-			return sink
+			return sink.copier
 		}
 		return nil
 	}, log)
 	h := hdr()
 	if strings.Count(h, "X-Smimed-Source:") != 1 || !strings.Contains(h, "X-Smimed-Decryption: ok") {
-		t.Errorf("after updateCopies the folder holds:\n%s", h)
+		t.Errorf("after UpdateCopies the folder holds:\n%s", h)
 	}
 	if c, _ := arch.GetCopy(v2.ID); c == nil || c.UID == 0 {
 		t.Errorf("new copy not recorded: %+v", c)
@@ -158,14 +159,15 @@ func enginePtr(e *harvest.Engine) *atomic.Pointer[harvest.Engine] {
 
 // TestCopyRefusedIsSetAside: a copy the server refuses (NO) does not stop
 // the folder: the message counts as done, its copy is pending and tried
-// again by updateCopies.
+// again by UpdateCopies.
 func TestCopyRefusedIsSetAside(t *testing.T) {
 	e := newSinkEnv(t)
 	arch, logs, log := e.arch, e.logs, e.log
 	// Dovecot refuses this folder name (NO to CREATE).
-	cp := e.copier("pw-ceo", "../escape")
-	defer cp.close()
-	sink := &archiveSink{engine: enginePtr(harvest.New(harvest.Options{})), arch: arch, copier: cp, mode: "all", authserv: "mx.test", log: log}
+	cp := e.copier("pw-ceo", "../escape", "all")
+	defer cp.Close()
+	sink := &archiveSink{engine: enginePtr(harvest.New(harvest.Options{})), arch: arch, copier: cp, log: log}
+	copierFor := func(string) *archive.Copier { return sink.copier }
 	m, _ := e.message(t, "plain.eml", 1, 1)
 	if err := sink.Deliver(context.Background(), m); err != nil {
 		t.Fatalf("Deliver with a refused copy = %v, want nil (set aside)", err)
@@ -174,20 +176,21 @@ func TestCopyRefusedIsSetAside(t *testing.T) {
 	if len(pend) != 1 {
 		t.Fatalf("pending copies %v, want one", pend)
 	}
-	if c, _ := arch.GetCopy(pend[0]); c == nil || c.Error == "" {
+	if c, _ := arch.GetCopy(pend[0]); c == nil || c.Kind != archive.CopyPending || c.Reason == "" {
 		t.Errorf("copy record %+v, want the refusal", c)
 	}
 	if !strings.Contains(logs.String(), "user copy refused") {
 		t.Errorf("no log line for the refusal:\n%s", logs.String())
 	}
 	// Still refused: stays pending, no error line storm.
-	updateCopies(context.Background(), arch, func(string) *archiveSink { return sink }, log)
+	arch.UpdateCopies(context.Background(), copierFor, log)
 	if pend, _ := arch.PendingCopies(); len(pend) != 1 {
 		t.Errorf("after a second refusal pending = %v", pend)
 	}
 	// The folder is fixed: the next round makes the copy.
-	cp.folder = "Decrypted"
-	updateCopies(context.Background(), arch, func(string) *archiveSink { return sink }, log)
+	sink.copier = e.copier("pw-ceo", "Decrypted", "all")
+	defer sink.copier.Close()
+	arch.UpdateCopies(context.Background(), copierFor, log)
 	if pend, _ := arch.PendingCopies(); len(pend) != 0 {
 		t.Errorf("after the fix pending = %v", pend)
 	}
@@ -201,9 +204,10 @@ func TestCopyRefusedIsSetAside(t *testing.T) {
 // user without one.
 func TestRetryWithSameDecryptionKeepsTheCopy(t *testing.T) {
 	e := newSinkEnv(t)
-	d, arch, cp, log := e.d, e.arch, e.cp, e.log
-	defer cp.close()
-	sink := &archiveSink{engine: enginePtr(harvest.New(harvest.Options{})), arch: arch, copier: cp, mode: "smime", authserv: "mx.test", log: log}
+	d, arch, log := e.d, e.arch, e.log
+	cp := e.copier("pw-ceo", "Decrypted", "smime")
+	defer cp.Close()
+	sink := &archiveSink{engine: enginePtr(harvest.New(harvest.Options{})), arch: arch, copier: cp, log: log}
 	m, raw := e.message(t, "signed-rsa-sha256.eml", 1, 1)
 	if err := sink.Deliver(context.Background(), m); err != nil {
 		t.Fatal(err)
@@ -215,20 +219,19 @@ func TestRetryWithSameDecryptionKeepsTheCopy(t *testing.T) {
 	if err != nil || !changed || !v2.Has(archive.StatusSignedValid) {
 		t.Fatalf("Reprocess with the anchor: %+v %v %v", v2, changed, err)
 	}
-	updateCopies(context.Background(), arch, func(string) *archiveSink { return sink }, log)
+	arch.UpdateCopies(context.Background(), func(string) *archive.Copier { return cp }, log)
 	hdr := d.Doveadm(t, "fetch", "-u", "ceo", "hdr", "mailbox", "Decrypted", "all")
 	if n := strings.Count(hdr, "X-Smimed-Source:"); n != 1 || !strings.Contains(hdr, "X-Smimed-Record: "+strconv.FormatUint(v2.ID, 10)) || !strings.Contains(hdr, "smime=pass") {
 		t.Errorf("Decrypted after the retry holds %d copies:\n%s", n, hdr)
 	}
 }
 
-// sinkEnv is a Dovecot with user "ceo", a store and archive in a temp dir,
-// and a copier to ceo's "Decrypted" folder, for the sink tests.
+// sinkEnv is a Dovecot with user "ceo" and a store and archive in a temp
+// dir, for the sink tests.
 type sinkEnv struct {
 	d    *dovecottest.Server
 	dir  string
 	arch *archive.Archive
-	cp   *copier
 	logs *lockedBuffer
 	log  *slog.Logger
 }
@@ -246,15 +249,40 @@ func newSinkEnv(t *testing.T) *sinkEnv {
 		t.Fatal(err)
 	}
 	e.log = slog.New(slog.NewTextHandler(e.logs, nil))
-	e.cp = e.copier("pw-ceo", "Decrypted")
 	return e
 }
 
-// copier returns a copier of ceo with this password to folder, closed at
-// the end of the test.
-func (e *sinkEnv) copier(password, folder string) *copier {
-	cp := &copier{cfg: imapwatch.Config{Addr: e.d.Addr(), TLS: "none", Username: "ceo", Password: password, Logger: e.log}, folder: folder, tmpDir: e.dir, log: e.log}
-	return cp
+// imapConfig is ceo's connection with this password.
+func (e *sinkEnv) imapConfig(password string) imapwatch.Config {
+	return imapwatch.Config{Addr: e.d.Addr(), TLS: "none", Username: "ceo", Password: password, Logger: e.log}
+}
+
+// copier returns a copier of ceo with this password to folder, copying
+// what mode (archive_folder_messages) wants, as the service makes it
+// (without metrics). The caller closes it.
+func (e *sinkEnv) copier(password, folder, mode string) *archive.Copier {
+	return archive.NewCopier(e.arch, archive.CopierConfig{
+		Account: "ceo", Folder: folder, Mode: mode, AuthservID: "mx.test", TempDir: e.dir,
+		Dial: dialCopies(e.imapConfig(password)), Refused: imapwatch.IsRefusal, Log: e.log,
+	})
+}
+
+// appendCopy puts msg into ceo's folder behind the copier's back, as a
+// copy whose APPEND went through just before a crash.
+func (e *sinkEnv) appendCopy(t *testing.T, folder string, msg []byte, date time.Time) {
+	t.Helper()
+	p := filepath.Join(e.dir, "crashed-copy.eml")
+	if err := os.WriteFile(p, msg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := imapwatch.Dial(context.Background(), e.imapConfig("pw-ceo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Append(context.Background(), folder, p, date); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // key loads a fixture organisation key (PEM).
@@ -287,8 +315,9 @@ func (e *sinkEnv) copies(t *testing.T, folder string) int {
 // at the first try, without failing the message.
 func TestCopierRedialsAfterServerRestart(t *testing.T) {
 	e := newSinkEnv(t)
-	defer e.cp.close()
-	sink := &archiveSink{engine: enginePtr(harvest.New(harvest.Options{})), arch: e.arch, copier: e.cp, mode: "all", authserv: "mx.test", log: e.log}
+	cp := e.copier("pw-ceo", "Decrypted", "all")
+	defer cp.Close()
+	sink := &archiveSink{engine: enginePtr(harvest.New(harvest.Options{})), arch: e.arch, copier: cp, log: e.log}
 	m, _ := e.message(t, "plain.eml", 1, 1)
 	if err := sink.Deliver(context.Background(), m); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,434 @@
+package archive
+
+// The life of a user's copy (docs/verdicts.md, "The user's copy"): built
+// from the archived plaintext (usercopy.go), looked for in the archive
+// folder first (a crash between APPEND and recording it must not make a
+// second copy), APPENDed, recorded (copystate.go); set aside as pending
+// when the server refuses it, and tried again with the pending queue; after
+// archive retry, the new version's copy replaces the old one.
+//
+// The IMAP side is a Mailbox: one connection of the account's own, which
+// daemon/imapwatch provides.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-message/textproto"
+)
+
+// Mailbox is what a Copier needs of an IMAP connection. Folder names are
+// as configured; the connection places them on its server.
+type Mailbox interface {
+	// FindCopies returns the UIDs of the messages in folder whose header
+	// has every field of want with exactly that value, creating the
+	// folder when missing.
+	FindCopies(ctx context.Context, folder string, want map[string]string) ([]uint32, error)
+	// Append stores the message in the file at path into folder, unread,
+	// with INTERNALDATE date, and returns its UID (0 when the server does
+	// not say).
+	Append(ctx context.Context, folder, path string, date time.Time) (uint32, error)
+	// Remove deletes message uid from folder if its header still has
+	// every field of want, and reports whether it is gone.
+	Remove(ctx context.Context, folder string, uid uint32, want map[string]string) (bool, error)
+	Close() error
+}
+
+// CopyMonitor is told how an account's copies fare (the daemon's status
+// and metrics).
+type CopyMonitor interface {
+	// CopyRefused says the server refuses account's copies into folder for
+	// reason, and reports whether that is news (no refusal before, or
+	// another reason).
+	CopyRefused(account, folder, reason string) bool
+	// CopyStored says a copy of account's went through, and reports
+	// whether copies were refused until then.
+	CopyStored(account string) bool
+}
+
+// CopierConfig configures the Copier of one account.
+type CopierConfig struct {
+	Account    string
+	Folder     string // archive_folder, as configured
+	Mode       string // archive_folder_messages: UserCopyEncrypted, UserCopySMIME, UserCopyAll
+	AuthservID string // of the copies' Authentication-Results
+	TempDir    string // where a copy is written before its APPEND
+
+	// Dial opens a connection for the copies. It is kept between copies
+	// and dialled again when it failed.
+	Dial func(ctx context.Context) (Mailbox, error)
+	// Refused reports whether err is the server's refusal (a NO it would
+	// repeat), as opposed to a failure of the connection. nil: none is.
+	Refused func(err error) bool
+	Monitor CopyMonitor  // nil: none
+	Log     *slog.Logger // the account's
+}
+
+// Copier puts the users' copies of one account into its archive folder,
+// over a connection of its own (the watchers' connections stay in IDLE on
+// their folders). It is safe for concurrent use.
+type Copier struct {
+	arch *Archive
+	cfg  CopierConfig
+	log  *slog.Logger // the account's
+	flog *slog.Logger // with the archive folder
+
+	mu     sync.Mutex // held while the connection is in use
+	mb     Mailbox
+	closed bool // after Close: no new connection
+
+	failMu   sync.Mutex
+	failures map[uint64]int // record → copies failed in a row
+}
+
+// NewCopier returns the Copier for the account cfg describes.
+func NewCopier(a *Archive, cfg CopierConfig) *Copier {
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Copier{arch: a, cfg: cfg, log: log, flog: log.With("archive_folder", cfg.Folder)}
+}
+
+// maxCopyAttempts is how often the copy of one message may fail in a row
+// before it is set aside as pending, so that the folder moves on.
+const maxCopyAttempts = 5
+
+// ErrCopierClosed is returned by a Copier used after Close (its account
+// stopped).
+var ErrCopierClosed = errors.New("archive: the account's APPEND connection is closed (account stopped)")
+
+// Copy puts the user's readable copy of rec into the archive folder unless
+// that is not wanted or done already, and returns its state. A copy the
+// server refuses, or that failed maxCopyAttempts times in a row, is
+// recorded as CopyPending and left to UpdateCopies, which tries again: the
+// archive holds the message, so its folder does not stop over its copy; a
+// copy pending already is not tried here. Any other failure is returned
+// (the message is delivered again). plaintext is rec's plaintext when the
+// caller has it, else nil: it is read from the archive.
+func (c *Copier) Copy(ctx context.Context, rec *Record, plaintext []byte) (CopyState, error) {
+	return c.copy(ctx, rec, plaintext, false)
+}
+
+// copy is Copy; with retry (UpdateCopies), a pending copy is tried again.
+func (c *Copier) copy(ctx context.Context, rec *Record, pt []byte, retry bool) (CopyState, error) {
+	if !WantCopy(c.cfg.Mode, rec.Report()) {
+		return CopyState{Kind: CopyNotWanted}, nil
+	}
+	st, err := c.arch.GetCopy(rec.ID)
+	switch {
+	case err != nil:
+		return CopyState{}, err
+	case st != nil && (st.Kind == CopyStored || !retry):
+		return *st, nil
+	}
+	if pt == nil {
+		if pt, err = c.arch.ReadPlaintext(rec); err != nil {
+			return CopyState{}, err
+		}
+	}
+	msg := UserCopyRecord(pt, rec.Report(), rec.Source(), c.cfg.AuthservID, rec.ID)
+	date := rec.Received
+	if date.IsZero() {
+		date = rec.ArchivedAt
+	}
+	uid, err := c.put(ctx, msg, date)
+	if err != nil {
+		if !c.refused(err) && c.failedAgain(rec.ID) < maxCopyAttempts {
+			return CopyState{}, err
+		}
+		return c.setAside(rec.ID, err)
+	}
+	c.failedClear(rec.ID)
+	if c.cfg.Monitor != nil && c.cfg.Monitor.CopyStored(c.cfg.Account) {
+		c.log.Info("user copies go through again", "record", rec.ID, "folder", c.cfg.Folder)
+	}
+	st = &CopyState{Kind: CopyStored, Folder: c.cfg.Folder, UID: uid, At: time.Now().UTC()}
+	if err := c.arch.SetCopy(rec.ID, *st); err != nil {
+		return CopyState{}, err
+	}
+	return *st, nil
+}
+
+// setAside records the copy of record id as pending for reason err and
+// queues it: the message is done. The same refusal again is one problem,
+// said once and shown by smimed status until a copy goes through.
+func (c *Copier) setAside(id uint64, err error) (CopyState, error) {
+	news := true
+	if c.cfg.Monitor != nil {
+		news = c.cfg.Monitor.CopyRefused(c.cfg.Account, c.cfg.Folder, err.Error())
+	}
+	if news {
+		c.log.Error("user copy refused; the message is archived, its copy is tried again every 5m; the same refusal again is shown by smimed status, not logged", "record", id, "folder", c.cfg.Folder, "err", err)
+	} else {
+		c.log.Debug("user copy refused again for the same reason", "record", id, "folder", c.cfg.Folder)
+	}
+	st := CopyState{Kind: CopyPending, Folder: c.cfg.Folder, Reason: err.Error(), At: time.Now().UTC()}
+	if err := c.arch.SetCopy(id, st); err != nil {
+		return CopyState{}, err
+	}
+	if err := c.arch.CopyPending(id); err != nil {
+		return CopyState{}, err
+	}
+	c.failedClear(id)
+	return st, nil
+}
+
+func (c *Copier) refused(err error) bool {
+	return c.cfg.Refused != nil && c.cfg.Refused(err)
+}
+
+// failedAgain counts one more failed copy of record id and returns the
+// count.
+func (c *Copier) failedAgain(id uint64) int {
+	c.failMu.Lock()
+	defer c.failMu.Unlock()
+	if c.failures == nil {
+		c.failures = map[uint64]int{}
+	}
+	c.failures[id]++
+	return c.failures[id]
+}
+
+func (c *Copier) failedClear(id uint64) {
+	c.failMu.Lock()
+	defer c.failMu.Unlock()
+	delete(c.failures, id)
+}
+
+// UpdateCopies brings the users' copies up to date for the records in
+// PendingCopies: the new version's copy after Reprocess is appended, then
+// the old version's copy is removed from the archive folder; a copy set
+// aside as pending is tried again. What fails stays pending for the next
+// call. copierFor returns the Copier of an account, nil when the account
+// is no longer configured or has no archive folder.
+func (a *Archive) UpdateCopies(ctx context.Context, copierFor func(account string) *Copier, log *slog.Logger) {
+	ids, err := a.PendingCopies()
+	if err != nil {
+		log.Warn("cannot read the pending user copies", "err", err)
+		return
+	}
+	for _, id := range ids {
+		if ctx.Err() != nil {
+			return
+		}
+		rec, err := a.Get(id)
+		if err != nil {
+			log.Warn("pending user copy: record unreadable", "record", id, "err", err)
+			continue
+		}
+		c := copierFor(rec.Account)
+		if cur, err := a.Current(id); err == nil && cur.ID != id || c == nil {
+			// A newer version has its own entry, or there is nowhere
+			// to copy to any more.
+			a.CopyDone(id)
+			continue
+		}
+		st, err := c.copy(ctx, rec, nil, true)
+		if err != nil {
+			log.Warn("user copy not stored; will retry", "account", rec.Account, "record", id, "err", err)
+			continue
+		}
+		if st.Kind == CopyPending {
+			continue // refused again; stays pending
+		}
+		if st.Kind == CopyStored && rec.Supersedes != 0 {
+			if err := c.removeOld(ctx, rec, log); err != nil {
+				log.Warn("old user copy not removed; will retry", "account", rec.Account, "record", id, "err", err)
+				continue
+			}
+		}
+		log.Info("user copy updated after re-processing", "account", rec.Account, "record", id, "supersedes", rec.Supersedes, "copy", st.String())
+		if err := a.CopyDone(id); err != nil {
+			log.Warn("pending user copy not cleared", "record", id, "err", err)
+		}
+	}
+}
+
+// removeOld removes the copy of the newest earlier version of rec that has
+// one (versions retried while the daemon was stopped may have none),
+// unless it is the very copy rec now has.
+func (c *Copier) removeOld(ctx context.Context, rec *Record, log *slog.Logger) error {
+	now, err := c.arch.GetCopy(rec.ID)
+	if err != nil {
+		return err
+	}
+	for id, hops := rec.Supersedes, 0; id != 0 && hops < 100; hops++ {
+		old, err := c.arch.Get(id)
+		if err != nil {
+			return err
+		}
+		st, err := c.arch.GetCopy(id)
+		if err != nil {
+			return err
+		}
+		if st == nil || st.Kind != CopyStored || st.UID == 0 {
+			id = old.Supersedes
+			continue
+		}
+		if now != nil && st.Folder == now.Folder && st.UID == now.UID {
+			return nil
+		}
+		want := map[string]string{
+			UserCopySourceField: old.Source().Marker(),
+			UserCopyRecordField: strconv.FormatUint(old.ID, 10),
+		}
+		gone, err := c.remove(ctx, st.Folder, st.UID, want)
+		if err != nil {
+			return err
+		}
+		if !gone {
+			log.Info("old user copy left in place: gone already, another message under its UID, or only flagged \\Deleted (no UIDPLUS)", "account", rec.Account, "folder", st.Folder, "uid", st.UID)
+		}
+		return nil
+	}
+	return nil
+}
+
+// markerFields are the header fields of a copy that identify it: the
+// message it came from and the archive record (version) it shows.
+var markerFields = []string{UserCopySourceField, UserCopyRecordField}
+
+// put appends msg unless a copy with the same marker fields is there
+// already (a crash between APPEND and recording it), and returns the
+// copy's UID (0 when the server does not say).
+func (c *Copier) put(ctx context.Context, msg []byte, date time.Time) (uint32, error) {
+	want, err := copyMarker(msg)
+	if err != nil {
+		return 0, err
+	}
+	var uid uint32
+	err = c.with(ctx, func(mb Mailbox) error {
+		var err error
+		uid, err = c.putOn(ctx, mb, msg, want, date)
+		return err
+	})
+	return uid, err
+}
+
+func (c *Copier) putOn(ctx context.Context, mb Mailbox, msg []byte, want map[string]string, date time.Time) (uint32, error) {
+	found, err := mb.FindCopies(ctx, c.cfg.Folder, want)
+	if err != nil {
+		return 0, safeAgain{err}
+	}
+	if len(found) > 0 {
+		c.flog.Info("user copy already in the archive folder", "copy_uid", found[0])
+		return found[0], nil
+	}
+	f, err := os.CreateTemp(c.cfg.TempDir, "copy-*.eml")
+	if err != nil {
+		return 0, fmt.Errorf("user copy: %w", err)
+	}
+	defer os.Remove(f.Name())
+	_, err = f.Write(msg)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, fmt.Errorf("user copy: %w", err)
+	}
+	return mb.Append(ctx, c.cfg.Folder, f.Name(), date)
+}
+
+// copyMarker reads the marker fields out of a copy's header.
+func copyMarker(msg []byte) (map[string]string, error) {
+	h, err := textproto.ReadHeader(bufio.NewReader(bytes.NewReader(msg)))
+	if err != nil && h.Len() == 0 {
+		return nil, fmt.Errorf("user copy: unreadable header: %w", err)
+	}
+	want := map[string]string{}
+	for _, f := range markerFields {
+		v := h.Get(f)
+		if v == "" {
+			return nil, fmt.Errorf("user copy: no %s field", f)
+		}
+		want[f] = v
+	}
+	return want, nil
+}
+
+// remove deletes a copy made earlier from folder, if that UID still holds
+// it (its marker fields are want).
+func (c *Copier) remove(ctx context.Context, folder string, uid uint32, want map[string]string) (bool, error) {
+	var gone bool
+	err := c.with(ctx, func(mb Mailbox) error {
+		var err error
+		gone, err = mb.Remove(ctx, folder, uid, want)
+		if err != nil {
+			return safeAgain{err} // STORE \Deleted and UID EXPUNGE repeat harmlessly
+		}
+		return nil
+	})
+	return gone, err
+}
+
+// with runs fn on the copier's connection. The connection is kept between
+// copies, and the server may have closed it meanwhile (a restart, an idle
+// timeout): when fn fails on a kept connection with an error it marked
+// safe to repeat (safeAgain: nothing was sent that could have changed the
+// folder), it runs once more on a new one. An APPEND that failed midway
+// is not repeated here: the server may still store it, and a search at
+// once could miss it; the message's next delivery, after the folder's
+// backoff, searches again. After any error the connection is dropped.
+func (c *Copier) with(ctx context.Context, fn func(Mailbox) error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	kept := c.mb != nil
+	for {
+		mb, err := c.mailboxLocked(ctx)
+		if err != nil {
+			return err
+		}
+		err = fn(mb)
+		if err == nil {
+			return nil
+		}
+		mb.Close()
+		c.mb = nil
+		var again safeAgain
+		if !kept || !errors.As(err, &again) || c.refused(err) || ctx.Err() != nil {
+			return err
+		}
+		kept = false
+	}
+}
+
+// mailboxLocked returns the copier's connection, dialling when needed.
+func (c *Copier) mailboxLocked(ctx context.Context) (Mailbox, error) {
+	if c.closed {
+		return nil, ErrCopierClosed
+	}
+	if c.mb == nil {
+		mb, err := c.cfg.Dial(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c.mb = mb
+	}
+	return c.mb, nil
+}
+
+// safeAgain marks an error after which the copier's operation may simply
+// be repeated on a new connection.
+type safeAgain struct{ error }
+
+func (e safeAgain) Unwrap() error { return e.error }
+
+// Close closes the connection; the Copier dials no new one.
+func (c *Copier) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	if c.mb != nil {
+		c.mb.Close()
+		c.mb = nil
+	}
+}
