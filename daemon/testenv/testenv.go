@@ -43,6 +43,12 @@ func Testdata(tb testing.TB, parts ...string) []byte {
 	return data
 }
 
+// TestdataPath is the path of a file below the repository's testdata.
+func TestdataPath(tb testing.TB, parts ...string) string {
+	tb.Helper()
+	return filepath.Join(append([]string{RepoRoot(tb), "testdata"}, parts...)...)
+}
+
 // LockedBuffer collects log output from several goroutines.
 type LockedBuffer struct {
 	mu sync.Mutex
