@@ -25,13 +25,13 @@ import (
 
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/daemon/imapwatch"
-	"github.com/smimed/smimed/daemon/imapwatch/dovecottest"
+	"github.com/smimed/smimed/daemon/testenv"
 )
 
 // benchEnv is svcEnv for a benchmark: the svcEnv helpers take a *testing.T.
 func benchEnv(b *testing.B, users ...string) *svcEnv {
 	b.Helper()
-	e := &svcEnv{d: dovecottest.Start(b), dir: b.TempDir()}
+	e := &svcEnv{d: testenv.StartDovecot(b), dir: b.TempDir()}
 	e.cfgPath = filepath.Join(e.dir, "smimed.toml")
 	for _, f := range []string{"org-new.crt", "org-new.key", "ca-bundle.pem"} {
 		copyFixture(b, filepath.Join("pki", f), filepath.Join(e.dir, f))

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"errors"
-	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -85,9 +84,9 @@ func TestServiceReload(t *testing.T) {
 	if n := logouts(e, "gone"); n != 1 {
 		t.Errorf("Dovecot saw %d LOGOUTs of gone, want 1:\n%s", n, e.d.Log())
 	}
-	goneUID := strings.Fields(e.d.Doveadm(t, "search", "-u", "gone", "mailbox", "INBOX", "all"))[1]
-	if cp, ok, err := svc.cps.Get("gone", "INBOX"); err != nil || !ok || fmt.Sprint(cp.UID) != goneUID {
-		t.Errorf("gone's checkpoint = %+v, %v, %v; want UID %s", cp, ok, err, goneUID)
+	goneUID := e.d.UIDs(t, "gone", "INBOX")[0]
+	if cp, ok, err := svc.cps.Get("gone", "INBOX"); err != nil || !ok || cp.UID != goneUID {
+		t.Errorf("gone's checkpoint = %+v, %v, %v; want UID %d", cp, ok, err, goneUID)
 	}
 	e.d.Deliver(t, "gone", "INBOX", fixture(t, "msg", "plain.eml"))
 	// keep's connection is the same, and the new key decrypts its mail.

@@ -16,7 +16,6 @@ import (
 
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/daemon/config"
-	"github.com/smimed/smimed/daemon/imapwatch/dovecottest"
 	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest"
 )
@@ -66,14 +65,14 @@ func runService(t *testing.T, cfgPath string, logs *lockedBuffer) (svc *Service,
 // svcEnv is a private Dovecot and a configuration directory with the
 // organisation's keys and the partners' CA, for Service tests.
 type svcEnv struct {
-	d       *dovecottest.Server
+	d       *testenv.Dovecot
 	dir     string
 	cfgPath string
 }
 
 func newSvcEnv(t *testing.T, users ...string) *svcEnv {
 	t.Helper()
-	e := &svcEnv{d: dovecottest.Start(t), dir: t.TempDir()}
+	e := &svcEnv{d: testenv.StartDovecot(t), dir: t.TempDir()}
 	e.cfgPath = filepath.Join(e.dir, "smimed.toml")
 	for _, f := range []string{"org-new.crt", "org-new.key", "org-old.crt", "org-old.key", "ca-bundle.pem"} {
 		if err := os.WriteFile(filepath.Join(e.dir, f), fixture(t, "pki", f), 0o600); err != nil {
@@ -221,9 +220,8 @@ func TestServiceEndToEnd(t *testing.T) {
 
 	// The user's copy: only the encrypted message (archive_folder_messages
 	// defaults to "encrypted"), unread, marked, with the archived plaintext.
-	uids := strings.Fields(d.Doveadm(t, "-f", "flow", "search", "-u", "ceo", "mailbox", "Decrypted", "all"))
-	if len(uids) != 2 { // "<guid> <uid>"
-		t.Fatalf("Decrypted holds %q, want one message", uids)
+	if uids := d.UIDs(t, "ceo", "Decrypted"); len(uids) != 1 {
+		t.Fatalf("Decrypted holds UIDs %v, want one message", uids)
 	}
 	hdr := d.Doveadm(t, "fetch", "-u", "ceo", "hdr", "mailbox", "Decrypted", "all")
 	marker := fmt.Sprintf("X-Smimed-Source: ceo/INBOX/%d/2", byUID[2].UIDValidity)

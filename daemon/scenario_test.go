@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/smimed/smimed/archive"
-	"github.com/smimed/smimed/daemon/imapwatch/dovecottest"
+	"github.com/smimed/smimed/daemon/testenv"
 )
 
 // raceEnabled reports whether the test binary was built with -race, which
@@ -68,11 +68,10 @@ func byUID(t *testing.T, arch *archive.Archive, account, folder string) map[uint
 // current UIDVALIDITY, with the Message-ID Dovecot has for that UID, and
 // there is no record of a UID Dovecot does not list. It also checks the
 // folder's checkpoint is the highest UID.
-func checkArchivedOnce(t *testing.T, svc *Service, d *dovecottest.Server, user string) {
+func checkArchivedOnce(t *testing.T, svc *Service, d *testenv.Dovecot, user string) {
 	t.Helper()
-	w := watchEnv{d: d}
-	uids := w.uids(t, user)
-	uv := w.uidValidity(t, user)
+	uids := d.UIDs(t, user, "INBOX")
+	uv := d.UIDValidity(t, user, "INBOX")
 	ids := serverMessageIDs(t, d, user)
 	got := byUID(t, svc.arch, user, "INBOX")
 	for _, uid := range uids {
@@ -106,7 +105,7 @@ func checkArchivedOnce(t *testing.T, svc *Service, d *dovecottest.Server, user s
 
 // serverMessageIDs is Dovecot's Message-ID of every message in user's
 // INBOX, by UID.
-func serverMessageIDs(t *testing.T, d *dovecottest.Server, user string) map[uint32]string {
+func serverMessageIDs(t *testing.T, d *testenv.Dovecot, user string) map[uint32]string {
 	t.Helper()
 	out := map[uint32]string{}
 	lines := strings.Split(strings.TrimSpace(d.Doveadm(t, "-f", "tab", "fetch", "-u", user, "uid hdr.message-id", "mailbox", "INBOX", "all")), "\n")
@@ -123,7 +122,7 @@ func serverMessageIDs(t *testing.T, d *dovecottest.Server, user string) map[uint
 
 // copies counts the messages in user's folder by their X-Smimed-Source,
 // as Dovecot has them.
-func copies(t *testing.T, d *dovecottest.Server, user, folder string) map[string]int {
+func copies(t *testing.T, d *testenv.Dovecot, user, folder string) map[string]int {
 	t.Helper()
 	out := map[string]int{}
 	hdrs, err := d.DoveadmInput(nil, "fetch", "-u", user, "hdr", "mailbox", folder, "all")
@@ -184,7 +183,7 @@ func mix(t *testing.T, n, first int) (msgs [][]byte, encrypted int) {
 
 // checkCopiesOnce asserts that user's folder holds exactly want copies,
 // each with its own X-Smimed-Source.
-func checkCopiesOnce(t *testing.T, d *dovecottest.Server, user, folder string, want int) {
+func checkCopiesOnce(t *testing.T, d *testenv.Dovecot, user, folder string, want int) {
 	t.Helper()
 	got := copies(t, d, user, folder)
 	if len(got) != want {
@@ -226,7 +225,7 @@ func TestScenarioBacklog(t *testing.T) {
 		msgs[i] = fmt.Appendf(nil, "From: alice@partner.example\r\nTo: ceo@org.example\r\nSubject: backlog %d\r\nMessage-ID: <backlog-%d@test.smimed.example>\r\n\r\nmessage %d of the backlog\r\n", i, i, i)
 	}
 	e.d.DeliverMaildir(t, "ceo", msgs)
-	if uids := (watchEnv{d: e.d}).uids(t, "ceo"); len(uids) != n {
+	if uids := e.d.UIDs(t, "ceo", "INBOX"); len(uids) != n {
 		t.Fatalf("setup: Dovecot lists %d messages, want %d", len(uids), n)
 	}
 	e.writeConfig(t, "[daemon]\nworkers = 4", []string{"org-new"}, e.account("ceo"))
@@ -281,7 +280,7 @@ func TestScenarioDovecotRestart(t *testing.T) {
 func TestScenarioConnectionCut(t *testing.T) {
 	t.Parallel()
 	e := newSvcEnv(t, "ceo")
-	proxy := dovecottest.StartProxy(t, e.d.Addr())
+	proxy := testenv.StartProxy(t, e.d.Addr())
 	acct := strings.Replace(e.account("ceo"), e.d.Addr(), proxy.Addr(), 1)
 	e.writeConfig(t, "[daemon]\nworkers = 4", []string{"org-new"}, acct+"archive_folder = \"Decrypted\"\n")
 	const backlog = 120
@@ -391,10 +390,9 @@ func TestScenarioUIDValidityChange(t *testing.T) {
 		func() string { return fmt.Sprint(copies(t, e.d, "ceo", "Decrypted")) })
 	waitLines(t, logs, 4, "message processed", "account=ceo")
 
-	w := watchEnv{d: e.d}
-	old := w.uidValidity(t, "ceo")
+	old := e.d.UIDValidity(t, "ceo", "INBOX")
 	e.d.Doveadm(t, "mailbox", "update", "-u", "ceo", "--uid-validity", strconv.FormatUint(uint64(old)+1000, 10), "INBOX")
-	if now := w.uidValidity(t, "ceo"); now != old+1000 {
+	if now := e.d.UIDValidity(t, "ceo", "INBOX"); now != old+1000 {
 		t.Fatalf("setup: UIDVALIDITY %d after the update, want %d", now, old+1000)
 	}
 	// Dovecot notices at the next sync of the folder, here a new
@@ -416,7 +414,7 @@ func TestScenarioUIDValidityChange(t *testing.T) {
 	checkCopiesOnce(t, e.d, "ceo", "Decrypted", encrypted)
 	got := byUID(t, svc.arch, "ceo", "INBOX")
 	ids := serverMessageIDs(t, e.d, "ceo")
-	uids := w.uids(t, "ceo")
+	uids := e.d.UIDs(t, "ceo", "INBOX")
 	for i, uid := range uids {
 		wantUV := old
 		if i == len(uids)-1 {

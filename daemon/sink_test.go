@@ -14,7 +14,7 @@ import (
 
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/daemon/imapwatch"
-	"github.com/smimed/smimed/daemon/imapwatch/dovecottest"
+	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest"
 	"github.com/smimed/smimed/harvest/cms"
 )
@@ -224,7 +224,7 @@ func TestRetryWithSameDecryptionKeepsTheCopy(t *testing.T) {
 // sinkEnv is a Dovecot with user "ceo", a store and archive in a temp dir,
 // and a copier to ceo's "Decrypted" folder, for the sink tests.
 type sinkEnv struct {
-	d    *dovecottest.Server
+	d    *testenv.Dovecot
 	dir  string
 	arch *archive.Archive
 	cp   *copier
@@ -234,7 +234,7 @@ type sinkEnv struct {
 
 func newSinkEnv(t *testing.T) *sinkEnv {
 	t.Helper()
-	e := &sinkEnv{d: dovecottest.Start(t), dir: t.TempDir(), logs: &lockedBuffer{}}
+	e := &sinkEnv{d: testenv.StartDovecot(t), dir: t.TempDir(), logs: &lockedBuffer{}}
 	e.d.AddUser(t, "ceo", "pw-ceo")
 	st, err := harvest.OpenStore(filepath.Join(e.dir, "smimed.db"), false)
 	if err != nil {
@@ -278,7 +278,7 @@ func (e *sinkEnv) message(t *testing.T, name string, uidValidity, uid uint32) (M
 
 // copies counts the messages in ceo's folder, as doveadm sees them.
 func (e *sinkEnv) copies(t *testing.T, folder string) int {
-	return len(strings.Fields(e.d.Doveadm(t, "-f", "flow", "search", "-u", "ceo", "mailbox", folder, "all"))) / 2
+	return len(e.d.UIDs(t, "ceo", folder))
 }
 
 // TestCopierRedialsAfterServerRestart: the APPEND connection kept between

@@ -16,7 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/smimed/smimed/daemon/imapwatch/dovecottest"
+	"github.com/smimed/smimed/daemon/testenv"
 )
 
 // TestRunBinarySignals builds smimed and runs the service as systemd
@@ -25,7 +25,7 @@ import (
 // start the account added meanwhile and say READY=1; and on SIGTERM say
 // STOPPING=1 and exit 0 within 10 s.
 func TestRunBinarySignals(t *testing.T) {
-	d := dovecottest.Start(t)
+	d := testenv.StartDovecot(t)
 	d.AddUser(t, "ceo", "pw-ceo")
 	msg, err := os.ReadFile(filepath.Join(fixtures, "msg", "signed-rsa-sha256.eml"))
 	if err != nil {

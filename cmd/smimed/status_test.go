@@ -15,33 +15,18 @@ import (
 
 	"github.com/smimed/smimed/daemon"
 	"github.com/smimed/smimed/daemon/config"
-	"github.com/smimed/smimed/daemon/imapwatch/dovecottest"
+	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest"
 )
 
 // doveadmCheckpoint asks Dovecot for the UIDVALIDITY of user's INBOX and
 // its highest UID.
-func doveadmCheckpoint(t *testing.T, d *dovecottest.Server, user string) (uidValidity, uid uint32) {
+func doveadmCheckpoint(t *testing.T, d *testenv.Dovecot, user string) (uidValidity, uid uint32) {
 	t.Helper()
-	out := d.Doveadm(t, "mailbox", "status", "-u", user, "uidvalidity", "INBOX")
-	_, field, _ := strings.Cut(strings.TrimSpace(out), "uidvalidity=") // "INBOX uidvalidity=N"
-	v, err := strconv.ParseUint(field, 10, 32)
-	if err != nil {
-		t.Fatalf("doveadm mailbox status = %q: %v", out, err)
+	for _, u := range d.UIDs(t, user, "INBOX") {
+		uid = max(uid, u)
 	}
-	// doveadm search prints "GUID UID" per message.
-	for _, line := range strings.Split(strings.TrimSpace(d.Doveadm(t, "search", "-u", user, "mailbox", "INBOX", "all")), "\n") {
-		f := strings.Fields(line)
-		if len(f) != 2 {
-			t.Fatalf("doveadm search line %q", line)
-		}
-		n, err := strconv.ParseUint(f[1], 10, 32)
-		if err != nil {
-			t.Fatal(err)
-		}
-		uid = max(uid, uint32(n))
-	}
-	return uint32(v), uid
+	return d.UIDValidity(t, user, "INBOX"), uid
 }
 
 // opensslFingerprint is the SHA-256 fingerprint openssl computes, in
@@ -72,7 +57,7 @@ func statusJSON(t *testing.T, cfg string) (int, map[string]any, string) {
 // daemon has stopped, status says so, exits 1, and shows the checkpoint
 // from the store.
 func TestStatusThroughDaemon(t *testing.T) {
-	d := dovecottest.Start(t)
+	d := testenv.StartDovecot(t)
 	d.AddUser(t, "ceo", "pw-ceo")
 	msg, err := os.ReadFile(filepath.Join(fixtures, "msg", "signed-rsa-sha256.eml"))
 	if err != nil {
