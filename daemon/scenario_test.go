@@ -173,7 +173,7 @@ func mix(t *testing.T, n, first int) (msgs [][]byte, encrypted int) {
 	t.Helper()
 	for i := range n {
 		f := mixFixtures[(first+i)%len(mixFixtures)]
-		msgs = append(msgs, numbered(fixture(t, "msg", f.file), first+i))
+		msgs = append(msgs, numbered(testenv.Testdata(t, "msg", f.file), first+i))
 		if f.encrypted {
 			encrypted++
 		}
@@ -206,7 +206,7 @@ func recordCount(t *testing.T, svc *Service) int {
 }
 
 // waitArchived waits until the archive holds n records.
-func waitArchived(t *testing.T, svc *Service, logs *lockedBuffer, n int) {
+func waitArchived(t *testing.T, svc *Service, logs *testenv.LockedBuffer, n int) {
 	t.Helper()
 	waitUntil(t, fmt.Sprintf("%d records archived", n), func() bool { return recordCount(t, svc) >= n },
 		func() string { return fmt.Sprintf("%d records; log:\n%s", recordCount(t, svc), logs.String()) })
@@ -229,7 +229,7 @@ func TestScenarioBacklog(t *testing.T) {
 		t.Fatalf("setup: Dovecot lists %d messages, want %d", len(uids), n)
 	}
 	e.writeConfig(t, "[daemon]\nworkers = 4", []string{"org-new"}, e.account("ceo"))
-	logs := &lockedBuffer{}
+	logs := &testenv.LockedBuffer{}
 	start := time.Now()
 	svc, _ := runService(t, e.cfgPath, logs)
 	waitArchived(t, svc, logs, n)
@@ -250,7 +250,7 @@ func TestScenarioDovecotRestart(t *testing.T) {
 	msgs, encrypted := mix(t, 4, 0)
 	e.d.Deliver(t, "ceo", "INBOX", msgs[0])
 	e.d.Deliver(t, "ceo", "INBOX", msgs[1])
-	logs := &lockedBuffer{}
+	logs := &testenv.LockedBuffer{}
 	svc, _ := runService(t, e.cfgPath, logs)
 	waitArchived(t, svc, logs, 2)
 	waitUntil(t, "the first copy in Decrypted", func() bool { return len(copies(t, e.d, "ceo", "Decrypted")) == 1 },
@@ -286,7 +286,7 @@ func TestScenarioConnectionCut(t *testing.T) {
 	const backlog = 120
 	msgs, encrypted := mix(t, backlog, 0)
 	e.d.DeliverMaildir(t, "ceo", msgs)
-	logs := &lockedBuffer{}
+	logs := &testenv.LockedBuffer{}
 	svc, _ := runService(t, e.cfgPath, logs)
 
 	cut := func(when string) {
@@ -339,7 +339,7 @@ func TestScenarioWrongPassword(t *testing.T) {
 	e.d.Deliver(t, "good", "INBOX", msgs[0])
 	e.d.Deliver(t, "good", "INBOX", msgs[1])
 	e.d.Deliver(t, "bad", "INBOX", msgs[2])
-	logs := &lockedBuffer{}
+	logs := &testenv.LockedBuffer{}
 	svc, _ := runService(t, e.cfgPath, logs)
 	waitArchived(t, svc, logs, 2)
 	waitLines(t, logs, 1, "login refused", "account=bad")
@@ -383,7 +383,7 @@ func TestScenarioUIDValidityChange(t *testing.T) {
 		e.d.Deliver(t, "ceo", "INBOX", m)
 	}
 	encrypted := 2 // enc-aes256 and sign-then-encrypt
-	logs := &lockedBuffer{}
+	logs := &testenv.LockedBuffer{}
 	svc, _ := runService(t, e.cfgPath, logs)
 	waitArchived(t, svc, logs, 4)
 	waitUntil(t, "copies in Decrypted", func() bool { return len(copies(t, e.d, "ceo", "Decrypted")) >= encrypted },
@@ -461,7 +461,7 @@ func TestScenarioFolderUntouched(t *testing.T) {
 		t.Fatalf("setup: INBOX as Dovecot has it:\n%s", before)
 	}
 
-	logs := &lockedBuffer{}
+	logs := &testenv.LockedBuffer{}
 	svc, stop := runService(t, e.cfgPath, logs)
 	waitArchived(t, svc, logs, len(msgs))
 	waitUntil(t, "copies in Decrypted", func() bool { return len(copies(t, e.d, "ceo", "Decrypted")) >= encrypted },

@@ -209,7 +209,7 @@ func TestRetryWithSameDecryptionKeepsTheCopy(t *testing.T) {
 	}
 	rec, _ := arch.Lookup(archive.Source{Account: "ceo", Folder: "INBOX", UIDValidity: 1, UID: 1}, sha256Hex(raw))
 	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(fixture(t, "pki", "ca-bundle.pem"))
+	roots.AppendCertsFromPEM(testenv.Testdata(t, "pki", "ca-bundle.pem"))
 	v2, changed, err := arch.Reprocess(rec.ID, harvest.New(harvest.Options{Roots: roots}))
 	if err != nil || !changed || !v2.Has(archive.StatusSignedValid) {
 		t.Fatalf("Reprocess with the anchor: %+v %v %v", v2, changed, err)
@@ -228,13 +228,13 @@ type sinkEnv struct {
 	dir  string
 	arch *archive.Archive
 	cp   *copier
-	logs *lockedBuffer
+	logs *testenv.LockedBuffer
 	log  *slog.Logger
 }
 
 func newSinkEnv(t *testing.T) *sinkEnv {
 	t.Helper()
-	e := &sinkEnv{d: testenv.StartDovecot(t), dir: t.TempDir(), logs: &lockedBuffer{}}
+	e := &sinkEnv{d: testenv.StartDovecot(t), dir: t.TempDir(), logs: &testenv.LockedBuffer{}}
 	e.d.AddUser(t, "ceo", "pw-ceo")
 	st, err := harvest.OpenStore(filepath.Join(e.dir, "smimed.db"), false)
 	if err != nil {
@@ -260,7 +260,7 @@ func (e *sinkEnv) copier(password, folder string) *copier {
 func (e *sinkEnv) key(t *testing.T, name string) *cms.Key {
 	t.Helper()
 	kp := filepath.Join(e.dir, name+".key")
-	os.WriteFile(kp, fixture(t, "pki", name+".key"), 0o600)
+	os.WriteFile(kp, testenv.Testdata(t, "pki", name+".key"), 0o600)
 	lk, err := harvest.LoadPEMKey(filepath.Join("..", "testdata", "pki", name+".crt"), kp)
 	if err != nil {
 		t.Fatal(err)
@@ -270,7 +270,7 @@ func (e *sinkEnv) key(t *testing.T, name string) *cms.Key {
 
 // message writes a fixture as a fetched message of ceo's INBOX.
 func (e *sinkEnv) message(t *testing.T, name string, uidValidity, uid uint32) (Message, []byte) {
-	raw := fixture(t, "msg", name)
+	raw := testenv.Testdata(t, "msg", name)
 	p := filepath.Join(e.dir, "fetched.eml")
 	os.WriteFile(p, raw, 0o600)
 	return Message{Account: "ceo", Folder: "INBOX", UIDValidity: uidValidity, UID: uid, Path: p, Size: int64(len(raw))}, raw

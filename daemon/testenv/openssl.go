@@ -3,6 +3,7 @@ package testenv
 import (
 	"bytes"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -112,4 +113,16 @@ func OpenSSLDate(tb testing.TB, path, which string) time.Time {
 		tb.Fatalf("openssl x509 -%s -in %s: date %q: %v", which, path, v, err)
 	}
 	return tm.UTC()
+}
+
+// OpenSSLSign signs entity (a MIME entity) as the fixture certificate
+// signer (testdata/pki/SIGNER.crt, issued under the intermediate, whose
+// certificate goes along) with `openssl cms -sign` and returns the
+// multipart/signed entity. The signer's key is copied into dir (mode
+// 0600) first.
+func OpenSSLSign(tb testing.TB, dir, signer string, entity []byte) []byte {
+	tb.Helper()
+	CopyPKI(tb, dir, signer+".key")
+	return OpenSSLInput(tb, dir, entity, "cms", "-sign", "-signer", TestdataPath(tb, "pki", signer+".crt"),
+		"-inkey", filepath.Join(dir, signer+".key"), "-certfile", TestdataPath(tb, "pki", "intermediate.pem"))
 }
