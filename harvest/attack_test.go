@@ -22,10 +22,7 @@ import (
 // under the given outer header.
 func signAs(t *testing.T, dir, name, header string, entity []byte) []byte {
 	t.Helper()
-	key := privateCopy(t, dir, name+".key")
-	out := testenv.OpenSSLInput(t, dir, entity, "cms", "-sign", "-signer", filepath.Join(testdataDir, "pki", name+".crt"), "-inkey", key,
-		"-certfile", filepath.Join(testdataDir, "pki", "intermediate.pem"))
-	return append([]byte(header), out...)
+	return append([]byte(header), testenv.OpenSSLSign(t, dir, name, entity)...)
 }
 
 // Attack 2: bob holds a trusted certificate for bob@elsewhere.example and

@@ -27,16 +27,6 @@ func process(t *testing.T, eng *Engine, raw []byte) *Result {
 	return res
 }
 
-// aliceSign signs an entity as alice (with the intermediate) and returns
-// the multipart/signed message with the given outer header.
-func aliceSign(t *testing.T, dir string, header string, entity []byte) []byte {
-	t.Helper()
-	key := privateCopy(t, dir, "alice.key")
-	out := testenv.OpenSSLInput(t, dir, entity, "cms", "-sign", "-signer", filepath.Join(testdataDir, "pki", "alice.crt"), "-inkey", key,
-		"-certfile", filepath.Join(testdataDir, "pki", "intermediate.pem"))
-	return append([]byte(header), out...)
-}
-
 func TestNameConstrainedSubjectEmail(t *testing.T) {
 	testenv.NeedOpenSSL(t)
 	dir := t.TempDir()
@@ -94,7 +84,7 @@ func TestPlaintextHeadersComeFromOutside(t *testing.T) {
 func TestSignedPartInsideMixed(t *testing.T) {
 	testenv.NeedOpenSSL(t)
 	dir := t.TempDir()
-	signed := aliceSign(t, dir, "", []byte("Content-Type: text/plain\r\n\r\nHello from alice.\r\n"))
+	signed := signAs(t, dir, "alice", "", []byte("Content-Type: text/plain\r\n\r\nHello from alice.\r\n"))
 	raw := []byte("From: alice@partner.example\r\nSubject: pay now\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\nContent-Type: text/plain\r\n\r\nPay to IBAN XX 666.\r\n--zz\r\n")
 	raw = append(raw, signed...)
 	raw = append(raw, "\r\n--zz--\r\n"...)
@@ -122,7 +112,7 @@ func TestFromBinding(t *testing.T) {
 		{"From: Alice Example <alice@partner.example>\r\n", StatusValid},
 		{"", StatusMismatch},
 	} {
-		res := process(t, eng, aliceSign(t, dir, tc.header, entity))
+		res := process(t, eng, signAs(t, dir, "alice", tc.header, entity))
 		if s := res.Report.Signatures; len(s) != 1 || s[0].Status != tc.want {
 			t.Errorf("%q: signatures = %+v, want %s", tc.header, s, tc.want)
 		}
