@@ -1,15 +1,12 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,15 +24,6 @@ func doveadmCheckpoint(t *testing.T, d *testenv.Dovecot, user string) (uidValidi
 		uid = max(uid, u)
 	}
 	return d.UIDValidity(t, user, "INBOX"), uid
-}
-
-// opensslFingerprint is the SHA-256 fingerprint openssl computes, in
-// lower-case hex.
-func opensslFingerprint(t *testing.T, path string) string {
-	t.Helper()
-	out := certsTestOpenSSL(t, filepath.Dir(path), "x509", "-in", path, "-noout", "-fingerprint", "-sha256")
-	_, fp, _ := strings.Cut(strings.TrimSpace(out), "=")
-	return strings.ToLower(strings.ReplaceAll(fp, ":", ""))
 }
 
 // statusJSON runs `smimed status --json` and decodes its object.
@@ -58,36 +46,19 @@ func statusJSON(t *testing.T, cfg string) (int, map[string]any, string) {
 // from the store.
 func TestStatusThroughDaemon(t *testing.T) {
 	d := testenv.StartDovecot(t)
-	d.AddUser(t, "ceo", "pw-ceo")
-	msg, err := os.ReadFile(filepath.Join(fixtures, "msg", "signed-rsa-sha256.eml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.Deliver(t, "ceo", "INBOX", msg)
+	d.AddUser(t, "ceo", testenv.Password("ceo"))
+	d.Deliver(t, "ceo", "INBOX", testenv.Testdata(t, "msg", "signed-rsa-sha256.eml"))
 	cfgPath := writeAccountConfig(t, "", d.Addr(), "")
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs lockedBuf
+	var logs testenv.LockedBuffer
 	svc, err := daemon.NewService(cfg, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Run() = %v", err)
-			}
-			svc.Close()
-		})
-	}
-	defer stop()
+	stop := testenv.RunService(t, svc, 0)
 
 	wantValidity, wantUID := doveadmCheckpoint(t, d, "ceo")
 	var st map[string]any
@@ -138,7 +109,7 @@ func TestStatusThroughDaemon(t *testing.T) {
 	}
 
 	// The certificates: through the daemon, which holds the store.
-	aliceFP := opensslFingerprint(t, filepath.Join(fixtures, "pki", "alice.crt"))
+	aliceFP := testenv.OpenSSLFingerprint(t, filepath.Join(fixtures, "pki", "alice.crt"))
 	code, out, errOut = runCmd(nil, "certs", "list", "--json", "--config", cfgPath)
 	if code != exitOK || !strings.Contains(out, `"email":"alice@partner.example","fingerprint":"`+aliceFP+`"`) {
 		t.Errorf("certs list --json through the daemon = %d, %q:\n%s", code, errOut, out)
