@@ -18,6 +18,7 @@ import (
 
 	"go.etcd.io/bbolt"
 
+	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest"
 	"github.com/smimed/smimed/harvest/cms"
 	"github.com/smimed/smimed/harvest/state"
@@ -75,15 +76,6 @@ func engine(t *testing.T, keys ...string) *harvest.Engine {
 	return harvest.New(harvest.Options{Keys: ks})
 }
 
-func fixture(t *testing.T, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(testdataDir, "msg", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func put(t *testing.T, a *Archive, eng *harvest.Engine, src Source, raw []byte) (*Record, bool) {
 	t.Helper()
 	res, err := eng.Process(raw, src.InternalDate)
@@ -109,7 +101,7 @@ func src(uid uint32) Source {
 func TestPutKeepsBothAndIsIdempotent(t *testing.T) {
 	a, _ := openTest(t)
 	eng := engine(t, "org-new")
-	enc, plain := fixture(t, "enc-aes256.eml"), fixture(t, "plain.eml")
+	enc, plain := testenv.Testdata(t, "msg", "enc-aes256.eml"), testenv.Testdata(t, "msg", "plain.eml")
 
 	r1, created := put(t, a, eng, src(1), enc)
 	if !created || r1.ID != 1 || r1.Version != 1 {
@@ -202,12 +194,8 @@ func opensslDecrypt(t *testing.T, msg, key string) []byte {
 	kp := filepath.Join(dir, "k.pem")
 	data, _ := os.ReadFile(filepath.Join(testdataDir, "pki", key+".key"))
 	os.WriteFile(kp, data, 0o600)
-	out, err := exec.Command("openssl", "cms", "-decrypt", "-in", filepath.Join(testdataDir, "msg", msg),
-		"-recip", filepath.Join(testdataDir, "pki", key+".crt"), "-inkey", kp).Output()
-	if err != nil {
-		t.Fatalf("openssl cms -decrypt: %v", err)
-	}
-	return out
+	return testenv.OpenSSL(t, "", "cms", "-decrypt", "-in", filepath.Join(testdataDir, "msg", msg),
+		"-recip", filepath.Join(testdataDir, "pki", key+".crt"), "-inkey", kp)
 }
 
 // TestMaildirReadableByPython checks the plaintexts with an independent
@@ -220,7 +208,7 @@ func TestMaildirReadableByPython(t *testing.T) {
 	eng := engine(t, "org-new")
 	want := map[string]bool{}
 	for i, name := range []string{"enc-aes256.eml", "plain.eml", "signed-rsa-sha256.eml", "enc-nokey.eml"} {
-		r, _ := put(t, a, eng, src(uint32(i+1)), fixture(t, name))
+		r, _ := put(t, a, eng, src(uint32(i+1)), testenv.Testdata(t, "msg", name))
 		want[r.PlaintextSHA256] = true
 	}
 	script := `
@@ -253,7 +241,7 @@ func TestVerifyNamesWhatWasTampered(t *testing.T) {
 		eng := engine(t, "org-new")
 		var recs []*Record
 		for i, name := range []string{"enc-aes256.eml", "plain.eml", "signed-rsa-sha256.eml", "enc-gcm256.eml"} {
-			r, _ := put(t, a, eng, src(uint32(i+1)), fixture(t, name))
+			r, _ := put(t, a, eng, src(uint32(i+1)), testenv.Testdata(t, "msg", name))
 			recs = append(recs, r)
 		}
 		return a, db, recs
@@ -418,8 +406,8 @@ func TestListFilters(t *testing.T) {
 	for i, m := range msgs {
 		put(t, a, eng, src(uint32(i+1)), synthetic(m.from, m.to, m.subject, i+1))
 	}
-	put(t, a, eng, src(10), fixture(t, "enc-aes256.eml"))
-	put(t, a, eng, src(11), fixture(t, "enc-nokey.eml"))
+	put(t, a, eng, src(10), testenv.Testdata(t, "msg", "enc-aes256.eml"))
+	put(t, a, eng, src(11), testenv.Testdata(t, "msg", "enc-nokey.eml"))
 	put(t, a, eng, src(12), synthetic("dave@partner.example", "hr@org.example", strings.Repeat("x", 300)+" tail-of-a-long-subject", 12))
 
 	ids := func(q Query) []uint32 {
@@ -491,7 +479,7 @@ func TestListManyPages(t *testing.T) {
 
 func TestReprocessAfterAddingOldKey(t *testing.T) {
 	a, _ := openTest(t)
-	raw := fixture(t, "enc-old-key.eml")
+	raw := testenv.Testdata(t, "msg", "enc-old-key.eml")
 	r1, _ := put(t, a, engine(t, "org-new"), src(5), raw)
 	if !r1.Has(StatusUndecryptable) || len(r1.Recipients) == 0 {
 		t.Fatalf("without org-old: status %v recipients %v", r1.Status, r1.Recipients)
@@ -549,7 +537,7 @@ func TestReprocessAfterAddingOldKey(t *testing.T) {
 func TestConcurrentPuts(t *testing.T) {
 	a, _ := openTest(t)
 	eng := engine(t, "org-new")
-	raws := [][]byte{fixture(t, "enc-aes256.eml"), fixture(t, "plain.eml"), fixture(t, "signed-rsa-sha256.eml")}
+	raws := [][]byte{testenv.Testdata(t, "msg", "enc-aes256.eml"), testenv.Testdata(t, "msg", "plain.eml"), testenv.Testdata(t, "msg", "signed-rsa-sha256.eml")}
 	var wg sync.WaitGroup
 	for i := 1; i <= 30; i++ {
 		wg.Add(1)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-message/textproto"
+	"github.com/smimed/smimed/daemon/testenv"
 )
 
 // The Copier against a mailbox in memory; daemon/sink_test.go runs the
@@ -251,7 +252,7 @@ func checkCopy(t *testing.T, msg fakeMessage, id uint64, uid uint32) {
 func TestCopierStoresOnce(t *testing.T) {
 	e := newCopierEnv(t, UserCopyEncrypted)
 	ctx := context.Background()
-	rec, _ := put(t, e.a, engine(t, "org-new"), src(1), fixture(t, "enc-aes256.eml"))
+	rec, _ := put(t, e.a, engine(t, "org-new"), src(1), testenv.Testdata(t, "msg", "enc-aes256.eml"))
 	st, err := e.cp.Copy(ctx, rec, nil)
 	want := CopyState{Kind: CopyStored, Folder: "Decrypted", UID: 1}
 	if err != nil || st.Kind != want.Kind || st.Folder != want.Folder || st.UID != want.UID {
@@ -281,7 +282,7 @@ func TestCopierStoresOnce(t *testing.T) {
 	}
 
 	// The crash window: the copy of UID 2 is in the folder, not recorded.
-	rec2, _ := put(t, e.a, engine(t, "org-new"), src(2), fixture(t, "enc-aes256.eml"))
+	rec2, _ := put(t, e.a, engine(t, "org-new"), src(2), testenv.Testdata(t, "msg", "enc-aes256.eml"))
 	pt, err := e.a.ReadPlaintext(rec2)
 	if err != nil {
 		t.Fatal(err)
@@ -312,7 +313,7 @@ func TestCopierNotWanted(t *testing.T) {
 		{UserCopySMIME, "plain.eml", nil},
 	} {
 		e := newCopierEnv(t, tt.mode)
-		rec, _ := put(t, e.a, engine(t, tt.keys...), src(1), fixture(t, tt.fixture))
+		rec, _ := put(t, e.a, engine(t, tt.keys...), src(1), testenv.Testdata(t, "msg", tt.fixture))
 		st, err := e.cp.Copy(context.Background(), rec, nil)
 		if err != nil || st.Kind != CopyNotWanted || st.String() != "" {
 			t.Errorf("%s under %q: Copy() = %+v, %v; want not wanted", tt.fixture, tt.mode, st, err)
@@ -332,7 +333,7 @@ func TestCopierSetsAsideRefusals(t *testing.T) {
 	e.srv.refuse = "[OVERQUOTA] Quota exceeded"
 	var recs []*Record
 	for uid := range uint32(2) {
-		rec, _ := put(t, e.a, engine(t), src(uid+1), fixture(t, "plain.eml"))
+		rec, _ := put(t, e.a, engine(t), src(uid+1), testenv.Testdata(t, "msg", "plain.eml"))
 		recs = append(recs, rec)
 		st, err := e.cp.Copy(ctx, rec, nil)
 		if err != nil || st.Kind != CopyPending || st.Reason != "NO [OVERQUOTA] Quota exceeded" || st.String() != "pending: NO [OVERQUOTA] Quota exceeded" {
@@ -383,7 +384,7 @@ func TestCopierSetsAsideRefusals(t *testing.T) {
 func TestCopierSetsAsideAfterFiveFailures(t *testing.T) {
 	e := newCopierEnv(t, UserCopyAll)
 	e.srv.broken = 100
-	rec, _ := put(t, e.a, engine(t), src(1), fixture(t, "plain.eml"))
+	rec, _ := put(t, e.a, engine(t), src(1), testenv.Testdata(t, "msg", "plain.eml"))
 	for i := 1; i < 5; i++ {
 		if st, err := e.cp.Copy(context.Background(), rec, nil); !errors.Is(err, errDead) {
 			t.Fatalf("Copy() #%d = %+v, %v; want %v", i, st, err, errDead)
@@ -409,7 +410,7 @@ func TestCopierConnection(t *testing.T) {
 	e := newCopierEnv(t, UserCopyAll)
 	ctx := context.Background()
 	copyUID := func(uid uint32) (CopyState, error) {
-		rec, _ := put(t, e.a, engine(t), src(uid), fixture(t, "plain.eml"))
+		rec, _ := put(t, e.a, engine(t), src(uid), testenv.Testdata(t, "msg", "plain.eml"))
 		return e.cp.Copy(ctx, rec, nil)
 	}
 	for uid := uint32(1); uid <= 2; uid++ {
@@ -451,7 +452,7 @@ func TestUpdateCopiesReplacesTheOldCopy(t *testing.T) {
 	e := newCopierEnv(t, UserCopyAll)
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(e.logs, nil))
-	v1, _ := put(t, e.a, engine(t, "org-new"), src(1), fixture(t, "enc-old-key.eml"))
+	v1, _ := put(t, e.a, engine(t, "org-new"), src(1), testenv.Testdata(t, "msg", "enc-old-key.eml"))
 	if _, err := e.cp.Copy(ctx, v1, nil); err != nil {
 		t.Fatal(err)
 	}

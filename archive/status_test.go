@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest"
 	"github.com/smimed/smimed/harvest/cms"
 )
@@ -51,7 +52,7 @@ func TestRecordStatusPerVerdict(t *testing.T) {
 		{"plain.eml", nil}, // plain
 	} {
 		s := src(uint32(i + 1))
-		rec, _ := put(t, a, eng, s, fixture(t, tc.file))
+		rec, _ := put(t, a, eng, s, testenv.Testdata(t, "msg", tc.file))
 		if got := signedStatuses(rec.Status); !slices.Equal(got, tc.want) {
 			t.Errorf("%s: status %v, want %v among them", tc.file, rec.Status, tc.want)
 		}

@@ -1,14 +1,13 @@
 package daemon
 
 import (
-	"bytes"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest"
 )
 
@@ -18,37 +17,13 @@ import (
 // organisation), and alice's whole-message signature under a rewritten
 // outer Subject. What the copies say is read back with doveadm.
 
-// osslSign signs entity as alice (fixture PKI) with OpenSSL.
-func osslSign(t *testing.T, dir string, entity []byte) []byte {
-	t.Helper()
-	key := filepath.Join(dir, "alice.key")
-	if err := os.WriteFile(key, fixture(t, "pki", "alice.key"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return osslRun(t, dir, entity, "cms", "-sign", "-signer", filepath.Join("..", "testdata", "pki", "alice.crt"), "-inkey", key,
-		"-certfile", filepath.Join("..", "testdata", "pki", "intermediate.pem"))
-}
-
-func osslRun(t *testing.T, dir string, stdin []byte, args ...string) []byte {
-	t.Helper()
-	cmd := exec.Command("openssl", args...)
-	cmd.Stdin = bytes.NewReader(stdin)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
-	}
-	return out
-}
-
 func TestScenarioForgedVerdicts(t *testing.T) {
 	if _, err := exec.LookPath("openssl"); err != nil {
 		t.Skip("openssl not installed")
 	}
 	t.Parallel()
 	dir := t.TempDir()
-	signedPart := osslSign(t, dir, []byte("Content-Type: text/plain\r\n\r\nSee you at the meeting.\r\n"))
+	signedPart := testenv.OpenSSLSign(t, dir, "alice", []byte("Content-Type: text/plain\r\n\r\nSee you at the meeting.\r\n"))
 	mixed := "Content-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\nContent-Type: text/html\r\n\r\n<p>Wire the money to IBAN XX00 6666.</p>\r\n--zz\r\n" +
 		string(signedPart) + "\r\n--zz--\r\n"
 	head := func(id, subject string) string {
@@ -56,13 +31,13 @@ func TestScenarioForgedVerdicts(t *testing.T) {
 	}
 	partialClear := []byte(head("partial-clear", "payment") + mixed)
 	partialEnc := append([]byte(head("partial-enc", "payment")),
-		osslRun(t, dir, []byte(mixed), "cms", "-encrypt", "-aes256", filepath.Join("..", "testdata", "pki", "org-new.crt"))...)
-	protected := osslSign(t, dir, []byte("Content-Type: text/plain; hp=\"clear\"\r\n"+head("lunch", "lunch on Friday?")+"\r\nShall we?\r\n"))
+		testenv.OpenSSLInput(t, "", []byte(mixed), "cms", "-encrypt", "-aes256", filepath.Join("..", "testdata", "pki", "org-new.crt"))...)
+	protected := testenv.OpenSSLSign(t, dir, "alice", []byte("Content-Type: text/plain; hp=\"clear\"\r\n"+head("lunch", "lunch on Friday?")+"\r\nShall we?\r\n"))
 	rewritten := append([]byte(head("lunch", "URGENT: change of bank details")), protected...)
 
 	e := newSvcEnv(t, "ceo")
 	e.writeConfig(t, "", []string{"org-new"}, e.account("ceo")+"archive_folder = \"Decrypted\"\narchive_folder_messages = \"all\"\n")
-	logs := &lockedBuffer{}
+	logs := &testenv.LockedBuffer{}
 	svc, _ := runService(t, e.cfgPath, logs)
 	for _, m := range [][]byte{partialClear, partialEnc, rewritten} {
 		e.d.Deliver(t, "ceo", "INBOX", m)

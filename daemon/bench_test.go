@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -23,79 +22,40 @@ import (
 	"testing"
 	"time"
 
-	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/daemon/imapwatch"
-	"github.com/smimed/smimed/daemon/imapwatch/dovecottest"
+	"github.com/smimed/smimed/daemon/testenv"
 )
 
 // benchEnv is svcEnv for a benchmark: the svcEnv helpers take a *testing.T.
 func benchEnv(b *testing.B, users ...string) *svcEnv {
 	b.Helper()
-	e := &svcEnv{d: dovecottest.Start(b), dir: b.TempDir()}
+	e := &svcEnv{d: testenv.StartDovecot(b), dir: b.TempDir()}
 	e.cfgPath = filepath.Join(e.dir, "smimed.toml")
-	for _, f := range []string{"org-new.crt", "org-new.key", "ca-bundle.pem"} {
-		copyFixture(b, filepath.Join("pki", f), filepath.Join(e.dir, f))
-	}
+	testenv.CopyPKI(b, e.dir, "org-new.crt", "org-new.key", "ca-bundle.pem")
 	for _, u := range users {
-		e.d.AddUser(b, u, "pw-"+u)
-		if err := os.WriteFile(filepath.Join(e.dir, u+".pass"), []byte("pw-"+u+"\n"), 0o600); err != nil {
-			b.Fatal(err)
-		}
+		e.d.AddAccount(b, e.dir, u)
 	}
 	return e
-}
-
-func copyFixture(b *testing.B, name, to string) {
-	b.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "testdata", name))
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := os.WriteFile(to, data, 0o600); err != nil {
-		b.Fatal(err)
-	}
 }
 
 // benchConfig writes a configuration with state in stateDir, the key
 // org-new, and accounts.
 func (e *svcEnv) benchConfig(b *testing.B, stateDir, head string, accounts ...string) string {
 	b.Helper()
-	cfg := fmt.Sprintf("state_dir = %q\n%s\n[trust]\nsystem_roots = false\nca_files = [\"ca-bundle.pem\"]\n[[keys]]\ncert_file = \"org-new.crt\"\nkey_file = \"org-new.key\"\n%s",
-		stateDir, head, strings.Join(accounts, ""))
 	path := filepath.Join(e.dir, stateDir+".toml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(testenv.Config(stateDir, head, []string{"org-new"}, accounts...)), 0o600); err != nil {
 		b.Fatal(err)
 	}
 	return path
 }
 
 // startBench loads cfgPath, starts the service and returns it with a stop
-// function (also run at cleanup).
+// function (also run at cleanup), which waits for the service without a
+// time limit.
 func startBench(b *testing.B, cfgPath string) (*Service, func()) {
 	b.Helper()
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		b.Fatal(err)
-	}
-	svc, err := NewService(cfg, slog.New(slog.DiscardHandler), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				b.Errorf("Run() = %v", err)
-			}
-			svc.Close()
-		})
-	}
-	b.Cleanup(stop)
-	return svc, stop
+	svc := newService(b, cfgPath, slog.New(slog.DiscardHandler))
+	return svc, testenv.RunService(b, svc, 0)
 }
 
 // waitCount waits (up to 10 min) until the service's archive holds n
@@ -132,14 +92,9 @@ func bigEncrypted(b *testing.B) []byte {
 	if err := os.WriteFile(in, []byte(body.String()), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	cmd := exec.Command("openssl", "cms", "-encrypt", "-aes256", "-in", in,
+	return testenv.OpenSSL(b, "", "cms", "-encrypt", "-aes256", "-in", in,
 		"-recip", filepath.Join("..", "testdata", "pki", "org-new.crt"),
 		"-from", "alice@partner.example", "-to", "ceo@org.example", "-subject", "large encrypted report")
-	out, err := cmd.Output()
-	if err != nil {
-		b.Fatalf("openssl cms -encrypt: %v", err)
-	}
-	return out
 }
 
 // BenchmarkBackfill: a service's first start on an INBOX of 2,000
@@ -152,7 +107,7 @@ func BenchmarkBackfill(b *testing.B) {
 	const n = 2000
 	e := benchEnv(b, "ceo")
 	big := bigEncrypted(b)
-	small := [][]byte{fixtureB(b, "signed-rsa-sha256.eml"), fixtureB(b, "enc-aes256.eml")}
+	small := [][]byte{testenv.Testdata(b, "msg", "signed-rsa-sha256.eml"), testenv.Testdata(b, "msg", "enc-aes256.eml")}
 	msgs := make([][]byte, n)
 	size := 0
 	for i := range msgs {
@@ -186,15 +141,6 @@ func BenchmarkBackfill(b *testing.B) {
 	b.ReportMetric(rate(fetchTime), "fetch_msgs/s")
 	b.ReportMetric(rate(engineTime), "engine_msgs/s")
 	b.ReportMetric(rate(svcTime)/min(rate(fetchTime), rate(engineTime)), "ratio")
-}
-
-func fixtureB(b *testing.B, name string) []byte {
-	b.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "testdata", "msg", name))
-	if err != nil {
-		b.Fatal(err)
-	}
-	return data
 }
 
 // fetchAll fetches every message of ceo's INBOX to a file, one after the
@@ -231,14 +177,7 @@ func fetchAll(b *testing.B, e *svcEnv, n int) time.Duration {
 // returns the time taken.
 func engineAll(b *testing.B, e *svcEnv, stateDir string, msgs [][]byte) time.Duration {
 	b.Helper()
-	cfg, err := config.Load(e.benchConfig(b, stateDir, "", e.account("ceo")))
-	if err != nil {
-		b.Fatal(err)
-	}
-	svc, err := NewService(cfg, slog.New(slog.DiscardHandler), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	svc := newService(b, e.benchConfig(b, stateDir, "", e.account("ceo")), slog.New(slog.DiscardHandler))
 	defer svc.Close()
 	eng := svc.engine.Load()
 	received := time.Now()
@@ -270,7 +209,7 @@ func engineAll(b *testing.B, e *svcEnv, stateDir string, msgs [][]byte) time.Dur
 func BenchmarkIdleLatency(b *testing.B) {
 	e := benchEnv(b, "ceo")
 	svc, _ := startBench(b, e.benchConfig(b, "state", "", e.account("ceo")))
-	msg := fixtureB(b, "enc-aes256.eml")
+	msg := testenv.Testdata(b, "msg", "enc-aes256.eml")
 	e.d.Deliver(b, "ceo", "INBOX", numbered(msg, 0))
 	waitCount(b, svc, 1, 5*time.Millisecond)
 

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/smimed/smimed/daemon/testenv"
 )
 
 // hostileEnveloped is issue 9's memory attack: an EnvelopedData with a
@@ -50,9 +52,9 @@ func hostileEnveloped() []byte {
 func TestScenarioHostileThenOrdinary(t *testing.T) {
 	e := newSvcEnv(t, "ceo")
 	e.writeConfig(t, "[daemon]\nworkers = 1", []string{"org-new"}, e.account("ceo"))
-	logs := &lockedBuffer{}
+	logs := &testenv.LockedBuffer{}
 	svc, _ := runService(t, e.cfgPath, logs)
-	e.d.Deliver(t, "ceo", "INBOX", numbered(fixture(t, "msg", "plain.eml"), 0))
+	e.d.Deliver(t, "ceo", "INBOX", numbered(testenv.Testdata(t, "msg", "plain.eml"), 0))
 	waitArchived(t, svc, logs, 1)
 
 	limit := 3 * time.Second
@@ -61,7 +63,7 @@ func TestScenarioHostileThenOrdinary(t *testing.T) {
 	}
 	start := time.Now()
 	e.d.Deliver(t, "ceo", "INBOX", hostileEnveloped())
-	e.d.Deliver(t, "ceo", "INBOX", numbered(fixture(t, "msg", "plain.eml"), 1))
+	e.d.Deliver(t, "ceo", "INBOX", numbered(testenv.Testdata(t, "msg", "plain.eml"), 1))
 	waitArchived(t, svc, logs, 3)
 	if d := time.Since(start); d > limit {
 		t.Errorf("both messages archived %v after delivery, want within %v", d, limit)

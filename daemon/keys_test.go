@@ -6,32 +6,21 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/smimed/smimed/daemon/config"
+	"github.com/smimed/smimed/daemon/testenv"
 )
 
 // An organisation key under 1,024 bits (made by OpenSSL) loads, with one
 // warning naming its config key, file and size; the service logs it in
 // one line that carries no key material.
 func TestLoadKeysWarnsAboutSmallRSAKey(t *testing.T) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Fatal("openssl is needed for this test")
-	}
 	dir := t.TempDir()
-	run := func(args ...string) {
-		t.Helper()
-		cmd := exec.Command("openssl", args...)
-		cmd.Dir = dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("openssl %v: %v\n%s", args, err, out)
-		}
-	}
-	run("genrsa", "-out", "old.key", "768")
-	run("req", "-x509", "-new", "-key", "old.key", "-subj", "/CN=old", "-days", "30", "-out", "old.crt")
+	testenv.OpenSSL(t, dir, "genrsa", "-out", "old.key", "768")
+	testenv.OpenSSL(t, dir, "req", "-x509", "-new", "-key", "old.key", "-subj", "/CN=old", "-days", "30", "-out", "old.crt")
 	keyFile := filepath.Join(dir, "old.key")
 	if err := os.Chmod(keyFile, 0o600); err != nil {
 		t.Fatal(err)

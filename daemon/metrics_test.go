@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest"
 )
 
@@ -120,7 +121,7 @@ func TestServiceMetrics(t *testing.T) {
 		if !ok {
 			t.Fatalf("%s not in expected.tsv", f)
 		}
-		e.d.Deliver(t, "ceo", "INBOX", fixture(t, "msg", f))
+		e.d.Deliver(t, "ceo", "INBOX", testenv.Testdata(t, "msg", f))
 		// Only org-new is configured.
 		outcome := OutcomeUndecryptable
 		switch {
@@ -150,7 +151,7 @@ func TestServiceMetrics(t *testing.T) {
 
 	e.writeConfig(t, "max_message_size = \"64KiB\"\n[daemon]\nmetrics_listen = \"127.0.0.1:0\"", []string{"org-new"}, e.account("ceo"))
 	started := time.Now()
-	logs := &lockedBuffer{}
+	logs := &testenv.LockedBuffer{}
 	svc, stop := runService(t, e.cfgPath, logs)
 	addr := svc.MetricsAddr().String()
 	acc := []string{"account", "ceo", "folder", "INBOX"}

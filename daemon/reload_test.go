@@ -2,13 +2,13 @@ package daemon
 
 import (
 	"errors"
-	"fmt"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/smimed/smimed/daemon/config"
+	"github.com/smimed/smimed/daemon/testenv"
 )
 
 // countLines counts the log lines that hold every one of parts.
@@ -27,7 +27,7 @@ func countLines(logs string, parts ...string) int {
 }
 
 // waitLines waits until n log lines hold every one of parts.
-func waitLines(t *testing.T, logs *lockedBuffer, n int, parts ...string) {
+func waitLines(t *testing.T, logs *testenv.LockedBuffer, n int, parts ...string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for countLines(logs.String(), parts...) < n {
@@ -58,12 +58,12 @@ func logouts(e *svcEnv, user string) int {
 // invalid file changes nothing.
 func TestServiceReload(t *testing.T) {
 	e := newSvcEnv(t, "keep", "gone", "newbie")
-	e.d.Deliver(t, "keep", "INBOX", fixture(t, "msg", "enc-old-key.eml"))
-	e.d.Deliver(t, "gone", "INBOX", fixture(t, "msg", "plain.eml"))
-	e.d.Deliver(t, "newbie", "INBOX", fixture(t, "msg", "plain.eml"))
+	e.d.Deliver(t, "keep", "INBOX", testenv.Testdata(t, "msg", "enc-old-key.eml"))
+	e.d.Deliver(t, "gone", "INBOX", testenv.Testdata(t, "msg", "plain.eml"))
+	e.d.Deliver(t, "newbie", "INBOX", testenv.Testdata(t, "msg", "plain.eml"))
 	e.writeConfig(t, "", []string{"org-new"}, e.account("keep"), e.account("gone"))
 
-	logs := &lockedBuffer{}
+	logs := &testenv.LockedBuffer{}
 	svc, stop := runService(t, e.cfgPath, logs)
 	// Without org-old the message to it cannot be decrypted.
 	waitLines(t, logs, 1, "message processed", "account=keep", "decryption=failed")
@@ -85,13 +85,13 @@ func TestServiceReload(t *testing.T) {
 	if n := logouts(e, "gone"); n != 1 {
 		t.Errorf("Dovecot saw %d LOGOUTs of gone, want 1:\n%s", n, e.d.Log())
 	}
-	goneUID := strings.Fields(e.d.Doveadm(t, "search", "-u", "gone", "mailbox", "INBOX", "all"))[1]
-	if cp, ok, err := svc.cps.Get("gone", "INBOX"); err != nil || !ok || fmt.Sprint(cp.UID) != goneUID {
-		t.Errorf("gone's checkpoint = %+v, %v, %v; want UID %s", cp, ok, err, goneUID)
+	goneUID := e.d.UIDs(t, "gone", "INBOX")[0]
+	if cp, ok, err := svc.cps.Get("gone", "INBOX"); err != nil || !ok || cp.UID != goneUID {
+		t.Errorf("gone's checkpoint = %+v, %v, %v; want UID %d", cp, ok, err, goneUID)
 	}
-	e.d.Deliver(t, "gone", "INBOX", fixture(t, "msg", "plain.eml"))
+	e.d.Deliver(t, "gone", "INBOX", testenv.Testdata(t, "msg", "plain.eml"))
 	// keep's connection is the same, and the new key decrypts its mail.
-	e.d.Deliver(t, "keep", "INBOX", fixture(t, "msg", "enc-old-key.eml"))
+	e.d.Deliver(t, "keep", "INBOX", testenv.Testdata(t, "msg", "enc-old-key.eml"))
 	waitLines(t, logs, 1, "message processed", "account=keep", "decryption=ok")
 	if n := logins(e, "keep"); n != 1 {
 		t.Errorf("Dovecot saw %d logins of keep after the reload, want still 1", n)
@@ -109,11 +109,11 @@ func TestServiceReload(t *testing.T) {
 	if n := countLines(logs.String(), "reload refused", "daemon.workers"); n != 1 {
 		t.Errorf("want one \"reload refused\" line naming daemon.workers:\n%s", logs.String())
 	}
-	e.d.Deliver(t, "keep", "INBOX", fixture(t, "msg", "plain.eml"))
+	e.d.Deliver(t, "keep", "INBOX", testenv.Testdata(t, "msg", "plain.eml"))
 	waitLines(t, logs, 3, "message processed", "account=keep")
 
 	// newbie changed (a second folder): only newbie restarts.
-	e.d.Deliver(t, "newbie", "Other", fixture(t, "msg", "plain.eml"))
+	e.d.Deliver(t, "newbie", "Other", testenv.Testdata(t, "msg", "plain.eml"))
 	e.writeConfig(t, "", []string{"org-new", "org-old"}, e.account("keep"), e.account("newbie", "INBOX", "Other"))
 	if err := svc.Reload(); err != nil {
 		t.Fatalf("Reload() = %v", err)

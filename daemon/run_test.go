@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -10,119 +9,75 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/daemon/config"
-	"github.com/smimed/smimed/daemon/imapwatch/dovecottest"
 	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest"
 	"github.com/smimed/smimed/harvest/state"
 )
 
-// lockedBuffer collects log output from several goroutines.
-type lockedBuffer = testenv.LockedBuffer
-
-func fixture(t *testing.T, parts ...string) []byte {
-	t.Helper()
-	return testenv.Testdata(t, parts...)
+// newService loads the configuration at cfgPath and makes the service
+// from it, logging to log.
+func newService(tb testing.TB, cfgPath string, log *slog.Logger) *Service {
+	tb.Helper()
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	svc, err := NewService(cfg, log, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return svc
 }
 
 // runService starts the service and returns it with a stop function that
-// waits for it to return.
-func runService(t *testing.T, cfgPath string, logs *lockedBuffer) (svc *Service, stop func()) {
+// waits for it to return (testenv.RunService), at most shutdownWait.
+func runService(t *testing.T, cfgPath string, logs *testenv.LockedBuffer) (svc *Service, stop func()) {
 	t.Helper()
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err = NewService(cfg, slog.New(slog.NewTextHandler(logs, nil)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("Run() = %v", err)
-				}
-			case <-time.After(shutdownWait):
-				t.Fatalf("Run() did not return within %s of the stop", shutdownWait)
-			}
-			svc.Close()
-		})
-	}
-	t.Cleanup(stop)
-	return svc, stop
+	svc = newService(t, cfgPath, slog.New(slog.NewTextHandler(logs, nil)))
+	return svc, testenv.RunService(t, svc, shutdownWait)
 }
 
 // svcEnv is a private Dovecot and a configuration directory with the
 // organisation's keys and the partners' CA, for Service tests.
 type svcEnv struct {
-	d       *dovecottest.Server
+	d       *testenv.Dovecot
 	dir     string
 	cfgPath string
 }
 
 func newSvcEnv(t *testing.T, users ...string) *svcEnv {
 	t.Helper()
-	e := &svcEnv{d: dovecottest.Start(t), dir: t.TempDir()}
+	e := &svcEnv{d: testenv.StartDovecot(t), dir: t.TempDir()}
 	e.cfgPath = filepath.Join(e.dir, "smimed.toml")
-	for _, f := range []string{"org-new.crt", "org-new.key", "org-old.crt", "org-old.key", "ca-bundle.pem"} {
-		if err := os.WriteFile(filepath.Join(e.dir, f), fixture(t, "pki", f), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testenv.CopyPKI(t, e.dir, "org-new.crt", "org-new.key", "org-old.crt", "org-old.key", "ca-bundle.pem")
 	for _, u := range users {
-		e.d.AddUser(t, u, "pw-"+u)
-		if err := os.WriteFile(filepath.Join(e.dir, u+".pass"), []byte("pw-"+u+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		e.d.AddAccount(t, e.dir, u)
 	}
 	return e
 }
 
 // account is one [[accounts]] entry for user, watching folders.
 func (e *svcEnv) account(user string, folders ...string) string {
-	if len(folders) == 0 {
-		folders = []string{"INBOX"}
-	}
-	q := make([]string, len(folders))
-	for i, f := range folders {
-		q[i] = fmt.Sprintf("%q", f)
-	}
-	return fmt.Sprintf("[[accounts]]\nname = %q\nserver = %q\ntls = \"none\"\nusername = %q\npassword_file = %q\nfolders = [%s]\n",
-		user, e.d.Addr(), user, user+".pass", strings.Join(q, ", "))
+	return testenv.Account(user, e.d.Addr(), "", folders...)
 }
 
 // writeConfig writes the configuration: the settings in head (top-level
 // keys and tables), key files keys (e.g. "org-new"), then the accounts.
 func (e *svcEnv) writeConfig(t *testing.T, head string, keys []string, accounts ...string) {
 	t.Helper()
-	var b strings.Builder
-	fmt.Fprintf(&b, "state_dir = \"state\"\n%s\n[trust]\nsystem_roots = false\nca_files = [\"ca-bundle.pem\"]\n", head)
-	for _, k := range keys {
-		fmt.Fprintf(&b, "[[keys]]\ncert_file = %q\nkey_file = %q\n", k+".crt", k+".key")
-	}
-	for _, a := range accounts {
-		b.WriteString(a)
-	}
-	if err := os.WriteFile(e.cfgPath, []byte(b.String()), 0o600); err != nil {
+	if err := os.WriteFile(e.cfgPath, []byte(testenv.Config("state", head, keys, accounts...)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 }
 
 const shutdownWait = 10 * time.Second
 
-func waitFor(t *testing.T, logs *lockedBuffer, what string, n int) {
+func waitFor(t *testing.T, logs *testenv.LockedBuffer, what string, n int) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for strings.Count(logs.String(), what) < n {
@@ -140,15 +95,15 @@ func waitFor(t *testing.T, logs *lockedBuffer, what string, n int) {
 func TestServiceEndToEnd(t *testing.T) {
 	e := newSvcEnv(t, "ceo")
 	d := e.d
-	d.Deliver(t, "ceo", "INBOX", fixture(t, "msg", "signed-rsa-sha256.eml"))
-	d.Deliver(t, "ceo", "INBOX", fixture(t, "msg", "sign-then-encrypt.eml"))
+	d.Deliver(t, "ceo", "INBOX", testenv.Testdata(t, "msg", "signed-rsa-sha256.eml"))
+	d.Deliver(t, "ceo", "INBOX", testenv.Testdata(t, "msg", "sign-then-encrypt.eml"))
 	e.writeConfig(t, "[daemon]\nworkers = 2", []string{"org-new"}, e.account("ceo")+"archive_folder = \"Decrypted\"\n")
 	cfgPath, dir := e.cfgPath, e.dir
 
-	logs := &lockedBuffer{}
+	logs := &testenv.LockedBuffer{}
 	_, stop := runService(t, cfgPath, logs)
 	waitFor(t, logs, "message processed", 2)
-	d.Deliver(t, "ceo", "INBOX", fixture(t, "msg", "signed-ec256.eml"))
+	d.Deliver(t, "ceo", "INBOX", testenv.Testdata(t, "msg", "signed-ec256.eml"))
 	waitFor(t, logs, "message processed", 3)
 	stop()
 	out := logs.String()
@@ -167,8 +122,8 @@ func TestServiceEndToEnd(t *testing.T) {
 	}
 
 	// A restart processes nothing twice; new mail still flows.
-	d.Deliver(t, "ceo", "INBOX", fixture(t, "msg", "plain.eml"))
-	logs2 := &lockedBuffer{}
+	d.Deliver(t, "ceo", "INBOX", testenv.Testdata(t, "msg", "plain.eml"))
+	logs2 := &testenv.LockedBuffer{}
 	_, stop = runService(t, cfgPath, logs2)
 	waitFor(t, logs2, "message processed", 1)
 	stop()
@@ -213,7 +168,7 @@ func TestServiceEndToEnd(t *testing.T) {
 		t.Errorf("archive holds %v", byUID)
 	}
 	for uid, name := range map[uint32]string{1: "signed-rsa-sha256.eml", 2: "sign-then-encrypt.eml", 4: "plain.eml"} {
-		if r := byUID[uid]; r == nil || r.OriginalSHA256 != sha256Hex(fixture(t, "msg", name)) {
+		if r := byUID[uid]; r == nil || r.OriginalSHA256 != sha256Hex(testenv.Testdata(t, "msg", name)) {
 			t.Errorf("UID %d: original is not %s as delivered", uid, name)
 		}
 	}
@@ -223,9 +178,8 @@ func TestServiceEndToEnd(t *testing.T) {
 
 	// The user's copy: only the encrypted message (archive_folder_messages
 	// defaults to "encrypted"), unread, marked, with the archived plaintext.
-	uids := strings.Fields(d.Doveadm(t, "-f", "flow", "search", "-u", "ceo", "mailbox", "Decrypted", "all"))
-	if len(uids) != 2 { // "<guid> <uid>"
-		t.Fatalf("Decrypted holds %q, want one message", uids)
+	if uids := d.UIDs(t, "ceo", "Decrypted"); len(uids) != 1 {
+		t.Fatalf("Decrypted holds UIDs %v, want one message", uids)
 	}
 	hdr := d.Doveadm(t, "fetch", "-u", "ceo", "hdr", "mailbox", "Decrypted", "all")
 	marker := fmt.Sprintf("X-Smimed-Source: ceo/INBOX/%d/2", byUID[2].UIDValidity)

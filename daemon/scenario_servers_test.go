@@ -16,6 +16,7 @@ import (
 
 	"github.com/smimed/smimed/daemon/admin"
 	"github.com/smimed/smimed/daemon/imapwatch/servertest"
+	"github.com/smimed/smimed/daemon/testenv"
 )
 
 // serverPrefix is where each server, as Debian configures it, keeps a
@@ -33,28 +34,21 @@ func newServerEnv(t *testing.T, kind servertest.Kind, opts servertest.Options, u
 	t.Helper()
 	opts.Users = map[string]string{}
 	for _, u := range users {
-		opts.Users[u] = "pw-" + u
+		opts.Users[u] = testenv.Password(u)
 	}
 	s := servertest.Start(t, kind, opts)
 	e := &serverEnv{svcEnv: &svcEnv{dir: t.TempDir()}, s: s}
 	e.cfgPath = filepath.Join(e.dir, "smimed.toml")
-	for _, f := range []string{"org-new.crt", "org-new.key", "org-old.crt", "org-old.key", "ca-bundle.pem"} {
-		if err := os.WriteFile(filepath.Join(e.dir, f), fixture(t, "pki", f), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testenv.CopyPKI(t, e.dir, "org-new.crt", "org-new.key", "org-old.crt", "org-old.key", "ca-bundle.pem")
 	for _, u := range users {
-		if err := os.WriteFile(filepath.Join(e.dir, u+".pass"), []byte("pw-"+u+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		testenv.WritePasswordFile(t, e.dir, u)
 	}
 	return e
 }
 
 // account is one [[accounts]] entry for user on the server, watching INBOX.
 func (e *serverEnv) account(user string, more string) string {
-	return fmt.Sprintf("[[accounts]]\nname = %q\nserver = %q\ntls = \"none\"\nauth = %q\nusername = %q\npassword_file = %q\nfolders = [\"INBOX\"]\n%s",
-		user, e.s.Addr(), e.s.Auth(), user, user+".pass", more)
+	return testenv.Account(user, e.s.Addr(), fmt.Sprintf("auth = %q\n%s", e.s.Auth(), more))
 }
 
 // checkServerArchivedOnce compares the archive with the server: every
@@ -147,7 +141,7 @@ func TestServersScenario(t *testing.T) {
 		// IDLE polls (Debian's Cyrus and Courier): mail after the
 		// restart would otherwise wait up to a minute.
 		e.writeConfig(t, "[daemon]\nworkers = 4\nliveness_interval = \"10s\"", []string{"org-new"}, e.account("ceo", "archive_folder = \"Decrypted\"\n"))
-		logs := &lockedBuffer{}
+		logs := &testenv.LockedBuffer{}
 		start := time.Now()
 		svc, stop := runService(t, e.cfgPath, logs)
 		waitArchived(t, svc, logs, len(backlog))
@@ -246,10 +240,10 @@ func TestServersIdleLatency(t *testing.T) {
 			t.Parallel()
 			e := newServerEnv(t, tc.kind, tc.opts, "ceo")
 			e.writeConfig(t, "[daemon]\nworkers = 2\n"+tc.daemon, []string{"org-new"}, e.account("ceo", ""))
-			logs := &lockedBuffer{}
+			logs := &testenv.LockedBuffer{}
 			svc, _ := runService(t, e.cfgPath, logs)
 			// A first message gets the watcher past its first listing.
-			e.s.Deliver(t, "ceo", "INBOX", numbered(fixture(t, "msg", "plain.eml"), 0))
+			e.s.Deliver(t, "ceo", "INBOX", numbered(testenv.Testdata(t, "msg", "plain.eml"), 0))
 			waitArchived(t, svc, logs, 1)
 			msgs, _ := mix(t, 3, 1)
 			var took []time.Duration
@@ -297,13 +291,13 @@ func TestServersCopyRefusedOnce(t *testing.T) {
 	e := newServerEnv(t, servertest.Cyrus, servertest.Options{}, "ceo")
 	e.s.Create(t, "ceo", "INBOX.Sent", `\Sent`)
 	msgs := [][]byte{
-		numbered(fixture(t, "msg", "enc-aes256.eml"), 1),
-		numbered(fixture(t, "msg", "sign-then-encrypt.eml"), 2),
-		numbered(fixture(t, "msg", "enc-gcm256.eml"), 3),
+		numbered(testenv.Testdata(t, "msg", "enc-aes256.eml"), 1),
+		numbered(testenv.Testdata(t, "msg", "sign-then-encrypt.eml"), 2),
+		numbered(testenv.Testdata(t, "msg", "enc-gcm256.eml"), 3),
 	}
 	e.s.Deliver(t, "ceo", "INBOX", msgs...)
 	e.writeConfig(t, "[daemon]\nworkers = 2", []string{"org-new"}, e.account("ceo", "archive_folder = \"Sent\"\n"))
-	logs := &lockedBuffer{}
+	logs := &testenv.LockedBuffer{}
 	svc, _ := runService(t, e.cfgPath, logs)
 	waitArchived(t, svc, logs, len(msgs))
 	waitLines(t, logs, len(msgs), "message processed", "copy=\"pending: ")
@@ -352,7 +346,7 @@ func TestServersRestartMidBacklog(t *testing.T) {
 		s.Deliver(t, "ceo", "INBOX", backlog...)
 		e.writeConfig(t, "[daemon]\nworkers = 4\nliveness_interval = \"10s\"", []string{"org-new"}, e.account("ceo", "archive_folder = \"Decrypted\"\n"))
 
-		logs := &lockedBuffer{}
+		logs := &testenv.LockedBuffer{}
 		svc, stop := runService(t, e.cfgPath, logs)
 		waitArchived(t, svc, logs, 15)
 		stop()
@@ -363,7 +357,7 @@ func TestServersRestartMidBacklog(t *testing.T) {
 		more, enc2 := mix(t, 6, len(backlog))
 		s.Deliver(t, "ceo", "INBOX", more...)
 
-		logs2 := &lockedBuffer{}
+		logs2 := &testenv.LockedBuffer{}
 		svc, _ = runService(t, e.cfgPath, logs2)
 		total := len(backlog) + len(more)
 		waitArchived(t, svc, logs2, total)
@@ -382,7 +376,7 @@ func TestServersRestartMidBacklog(t *testing.T) {
 			t.Errorf("%d messages processed before the stop and %d after, want %d in all", first, second, total)
 		}
 		t.Logf("%s: stopped after %d of %d; after the restart %d processed", kind, first, len(backlog), second)
-		for _, l := range []*lockedBuffer{logs, logs2} {
+		for _, l := range []*testenv.LockedBuffer{logs, logs2} {
 			if strings.Contains(l.String(), "level=ERROR") {
 				t.Errorf("ERROR lines in the log:\n%s", l.String())
 			}

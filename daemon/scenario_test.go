@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/smimed/smimed/archive"
-	"github.com/smimed/smimed/daemon/imapwatch/dovecottest"
+	"github.com/smimed/smimed/daemon/testenv"
 )
 
 // raceEnabled reports whether the test binary was built with -race, which
@@ -68,11 +68,10 @@ func byUID(t *testing.T, arch *archive.Archive, account, folder string) map[uint
 // current UIDVALIDITY, with the Message-ID Dovecot has for that UID, and
 // there is no record of a UID Dovecot does not list. It also checks the
 // folder's checkpoint is the highest UID.
-func checkArchivedOnce(t *testing.T, svc *Service, d *dovecottest.Server, user string) {
+func checkArchivedOnce(t *testing.T, svc *Service, d *testenv.Dovecot, user string) {
 	t.Helper()
-	w := watchEnv{d: d}
-	uids := w.uids(t, user)
-	uv := w.uidValidity(t, user)
+	uids := d.UIDs(t, user, "INBOX")
+	uv := d.UIDValidity(t, user, "INBOX")
 	ids := serverMessageIDs(t, d, user)
 	got := byUID(t, svc.arch, user, "INBOX")
 	for _, uid := range uids {
@@ -106,7 +105,7 @@ func checkArchivedOnce(t *testing.T, svc *Service, d *dovecottest.Server, user s
 
 // serverMessageIDs is Dovecot's Message-ID of every message in user's
 // INBOX, by UID.
-func serverMessageIDs(t *testing.T, d *dovecottest.Server, user string) map[uint32]string {
+func serverMessageIDs(t *testing.T, d *testenv.Dovecot, user string) map[uint32]string {
 	t.Helper()
 	out := map[uint32]string{}
 	lines := strings.Split(strings.TrimSpace(d.Doveadm(t, "-f", "tab", "fetch", "-u", user, "uid hdr.message-id", "mailbox", "INBOX", "all")), "\n")
@@ -123,7 +122,7 @@ func serverMessageIDs(t *testing.T, d *dovecottest.Server, user string) map[uint
 
 // copies counts the messages in user's folder by their X-Smimed-Source,
 // as Dovecot has them.
-func copies(t *testing.T, d *dovecottest.Server, user, folder string) map[string]int {
+func copies(t *testing.T, d *testenv.Dovecot, user, folder string) map[string]int {
 	t.Helper()
 	out := map[string]int{}
 	hdrs, err := d.DoveadmInput(nil, "fetch", "-u", user, "hdr", "mailbox", folder, "all")
@@ -174,7 +173,7 @@ func mix(t *testing.T, n, first int) (msgs [][]byte, encrypted int) {
 	t.Helper()
 	for i := range n {
 		f := mixFixtures[(first+i)%len(mixFixtures)]
-		msgs = append(msgs, numbered(fixture(t, "msg", f.file), first+i))
+		msgs = append(msgs, numbered(testenv.Testdata(t, "msg", f.file), first+i))
 		if f.encrypted {
 			encrypted++
 		}
@@ -184,7 +183,7 @@ func mix(t *testing.T, n, first int) (msgs [][]byte, encrypted int) {
 
 // checkCopiesOnce asserts that user's folder holds exactly want copies,
 // each with its own X-Smimed-Source.
-func checkCopiesOnce(t *testing.T, d *dovecottest.Server, user, folder string, want int) {
+func checkCopiesOnce(t *testing.T, d *testenv.Dovecot, user, folder string, want int) {
 	t.Helper()
 	got := copies(t, d, user, folder)
 	if len(got) != want {
@@ -207,7 +206,7 @@ func recordCount(t *testing.T, svc *Service) int {
 }
 
 // waitArchived waits until the archive holds n records.
-func waitArchived(t *testing.T, svc *Service, logs *lockedBuffer, n int) {
+func waitArchived(t *testing.T, svc *Service, logs *testenv.LockedBuffer, n int) {
 	t.Helper()
 	waitUntil(t, fmt.Sprintf("%d records archived", n), func() bool { return recordCount(t, svc) >= n },
 		func() string { return fmt.Sprintf("%d records; log:\n%s", recordCount(t, svc), logs.String()) })
@@ -226,11 +225,11 @@ func TestScenarioBacklog(t *testing.T) {
 		msgs[i] = fmt.Appendf(nil, "From: alice@partner.example\r\nTo: ceo@org.example\r\nSubject: backlog %d\r\nMessage-ID: <backlog-%d@test.smimed.example>\r\n\r\nmessage %d of the backlog\r\n", i, i, i)
 	}
 	e.d.DeliverMaildir(t, "ceo", msgs)
-	if uids := (watchEnv{d: e.d}).uids(t, "ceo"); len(uids) != n {
+	if uids := e.d.UIDs(t, "ceo", "INBOX"); len(uids) != n {
 		t.Fatalf("setup: Dovecot lists %d messages, want %d", len(uids), n)
 	}
 	e.writeConfig(t, "[daemon]\nworkers = 4", []string{"org-new"}, e.account("ceo"))
-	logs := &lockedBuffer{}
+	logs := &testenv.LockedBuffer{}
 	start := time.Now()
 	svc, _ := runService(t, e.cfgPath, logs)
 	waitArchived(t, svc, logs, n)
@@ -251,7 +250,7 @@ func TestScenarioDovecotRestart(t *testing.T) {
 	msgs, encrypted := mix(t, 4, 0)
 	e.d.Deliver(t, "ceo", "INBOX", msgs[0])
 	e.d.Deliver(t, "ceo", "INBOX", msgs[1])
-	logs := &lockedBuffer{}
+	logs := &testenv.LockedBuffer{}
 	svc, _ := runService(t, e.cfgPath, logs)
 	waitArchived(t, svc, logs, 2)
 	waitUntil(t, "the first copy in Decrypted", func() bool { return len(copies(t, e.d, "ceo", "Decrypted")) == 1 },
@@ -281,13 +280,13 @@ func TestScenarioDovecotRestart(t *testing.T) {
 func TestScenarioConnectionCut(t *testing.T) {
 	t.Parallel()
 	e := newSvcEnv(t, "ceo")
-	proxy := dovecottest.StartProxy(t, e.d.Addr())
+	proxy := testenv.StartProxy(t, e.d.Addr())
 	acct := strings.Replace(e.account("ceo"), e.d.Addr(), proxy.Addr(), 1)
 	e.writeConfig(t, "[daemon]\nworkers = 4", []string{"org-new"}, acct+"archive_folder = \"Decrypted\"\n")
 	const backlog = 120
 	msgs, encrypted := mix(t, backlog, 0)
 	e.d.DeliverMaildir(t, "ceo", msgs)
-	logs := &lockedBuffer{}
+	logs := &testenv.LockedBuffer{}
 	svc, _ := runService(t, e.cfgPath, logs)
 
 	cut := func(when string) {
@@ -340,7 +339,7 @@ func TestScenarioWrongPassword(t *testing.T) {
 	e.d.Deliver(t, "good", "INBOX", msgs[0])
 	e.d.Deliver(t, "good", "INBOX", msgs[1])
 	e.d.Deliver(t, "bad", "INBOX", msgs[2])
-	logs := &lockedBuffer{}
+	logs := &testenv.LockedBuffer{}
 	svc, _ := runService(t, e.cfgPath, logs)
 	waitArchived(t, svc, logs, 2)
 	waitLines(t, logs, 1, "login refused", "account=bad")
@@ -384,17 +383,16 @@ func TestScenarioUIDValidityChange(t *testing.T) {
 		e.d.Deliver(t, "ceo", "INBOX", m)
 	}
 	encrypted := 2 // enc-aes256 and sign-then-encrypt
-	logs := &lockedBuffer{}
+	logs := &testenv.LockedBuffer{}
 	svc, _ := runService(t, e.cfgPath, logs)
 	waitArchived(t, svc, logs, 4)
 	waitUntil(t, "copies in Decrypted", func() bool { return len(copies(t, e.d, "ceo", "Decrypted")) >= encrypted },
 		func() string { return fmt.Sprint(copies(t, e.d, "ceo", "Decrypted")) })
 	waitLines(t, logs, 4, "message processed", "account=ceo")
 
-	w := watchEnv{d: e.d}
-	old := w.uidValidity(t, "ceo")
+	old := e.d.UIDValidity(t, "ceo", "INBOX")
 	e.d.Doveadm(t, "mailbox", "update", "-u", "ceo", "--uid-validity", strconv.FormatUint(uint64(old)+1000, 10), "INBOX")
-	if now := w.uidValidity(t, "ceo"); now != old+1000 {
+	if now := e.d.UIDValidity(t, "ceo", "INBOX"); now != old+1000 {
 		t.Fatalf("setup: UIDVALIDITY %d after the update, want %d", now, old+1000)
 	}
 	// Dovecot notices at the next sync of the folder, here a new
@@ -416,7 +414,7 @@ func TestScenarioUIDValidityChange(t *testing.T) {
 	checkCopiesOnce(t, e.d, "ceo", "Decrypted", encrypted)
 	got := byUID(t, svc.arch, "ceo", "INBOX")
 	ids := serverMessageIDs(t, e.d, "ceo")
-	uids := w.uids(t, "ceo")
+	uids := e.d.UIDs(t, "ceo", "INBOX")
 	for i, uid := range uids {
 		wantUV := old
 		if i == len(uids)-1 {
@@ -463,7 +461,7 @@ func TestScenarioFolderUntouched(t *testing.T) {
 		t.Fatalf("setup: INBOX as Dovecot has it:\n%s", before)
 	}
 
-	logs := &lockedBuffer{}
+	logs := &testenv.LockedBuffer{}
 	svc, stop := runService(t, e.cfgPath, logs)
 	waitArchived(t, svc, logs, len(msgs))
 	waitUntil(t, "copies in Decrypted", func() bool { return len(copies(t, e.d, "ceo", "Decrypted")) >= encrypted },

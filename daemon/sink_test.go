@@ -14,7 +14,7 @@ import (
 
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/daemon/imapwatch"
-	"github.com/smimed/smimed/daemon/imapwatch/dovecottest"
+	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest"
 	"github.com/smimed/smimed/harvest/cms"
 	"github.com/smimed/smimed/harvest/state"
@@ -214,7 +214,7 @@ func TestRetryWithSameDecryptionKeepsTheCopy(t *testing.T) {
 	}
 	rec, _ := arch.Lookup(archive.Source{Account: "ceo", Folder: "INBOX", UIDValidity: 1, UID: 1}, sha256Hex(raw))
 	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(fixture(t, "pki", "ca-bundle.pem"))
+	roots.AppendCertsFromPEM(testenv.Testdata(t, "pki", "ca-bundle.pem"))
 	v2, changed, err := arch.Reprocess(rec.ID, harvest.New(harvest.Options{Roots: roots}))
 	if err != nil || !changed || !v2.Has(archive.StatusSignedValid) {
 		t.Fatalf("Reprocess with the anchor: %+v %v %v", v2, changed, err)
@@ -229,16 +229,16 @@ func TestRetryWithSameDecryptionKeepsTheCopy(t *testing.T) {
 // sinkEnv is a Dovecot with user "ceo" and a store and archive in a temp
 // dir, for the sink tests.
 type sinkEnv struct {
-	d    *dovecottest.Server
+	d    *testenv.Dovecot
 	dir  string
 	arch *archive.Archive
-	logs *lockedBuffer
+	logs *testenv.LockedBuffer
 	log  *slog.Logger
 }
 
 func newSinkEnv(t *testing.T) *sinkEnv {
 	t.Helper()
-	e := &sinkEnv{d: dovecottest.Start(t), dir: t.TempDir(), logs: &lockedBuffer{}}
+	e := &sinkEnv{d: testenv.StartDovecot(t), dir: t.TempDir(), logs: &testenv.LockedBuffer{}}
 	e.d.AddUser(t, "ceo", "pw-ceo")
 	db, err := state.Open(filepath.Join(e.dir, "smimed.db"), false)
 	if err != nil {
@@ -289,7 +289,7 @@ func (e *sinkEnv) appendCopy(t *testing.T, folder string, msg []byte, date time.
 func (e *sinkEnv) key(t *testing.T, name string) *cms.Key {
 	t.Helper()
 	kp := filepath.Join(e.dir, name+".key")
-	os.WriteFile(kp, fixture(t, "pki", name+".key"), 0o600)
+	os.WriteFile(kp, testenv.Testdata(t, "pki", name+".key"), 0o600)
 	lk, err := harvest.LoadPEMKey(filepath.Join("..", "testdata", "pki", name+".crt"), kp)
 	if err != nil {
 		t.Fatal(err)
@@ -299,7 +299,7 @@ func (e *sinkEnv) key(t *testing.T, name string) *cms.Key {
 
 // message writes a fixture as a fetched message of ceo's INBOX.
 func (e *sinkEnv) message(t *testing.T, name string, uidValidity, uid uint32) (Message, []byte) {
-	raw := fixture(t, "msg", name)
+	raw := testenv.Testdata(t, "msg", name)
 	p := filepath.Join(e.dir, "fetched.eml")
 	os.WriteFile(p, raw, 0o600)
 	return Message{Account: "ceo", Folder: "INBOX", UIDValidity: uidValidity, UID: uid, Path: p, Size: int64(len(raw))}, raw
@@ -307,7 +307,7 @@ func (e *sinkEnv) message(t *testing.T, name string, uidValidity, uid uint32) (M
 
 // copies counts the messages in ceo's folder, as doveadm sees them.
 func (e *sinkEnv) copies(t *testing.T, folder string) int {
-	return len(strings.Fields(e.d.Doveadm(t, "-f", "flow", "search", "-u", "ceo", "mailbox", folder, "all"))) / 2
+	return len(e.d.UIDs(t, "ceo", folder))
 }
 
 // TestCopierRedialsAfterServerRestart: the APPEND connection kept between

@@ -8,14 +8,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/smimed/smimed/daemon/imapwatch"
-	"github.com/smimed/smimed/daemon/imapwatch/dovecottest"
+	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest/state"
 )
 
@@ -110,7 +109,7 @@ func (s *fakeSink) waitDone(t *testing.T, n int) map[sinkKey]string {
 }
 
 type watchEnv struct {
-	d *dovecottest.Server
+	d *testenv.Dovecot
 }
 
 func (e watchEnv) user(t *testing.T) string {
@@ -126,35 +125,6 @@ func (e watchEnv) deliver(t *testing.T, user string, ids ...string) {
 		fmt.Fprintf(&b, "From: alice@partner.example\r\nTo: bob@org.example\r\nSubject: test %s\r\nMessage-ID: <%s@test.smimed.example>\r\nX-Smimed-Test: %s\r\n\r\nbody of %s\r\n", id, id, id, id)
 		e.d.Deliver(t, user, "INBOX", b.Bytes())
 	}
-}
-
-// uids is what doveadm reports for the INBOX.
-func (e watchEnv) uids(t *testing.T, user string) []uint32 {
-	t.Helper()
-	var uids []uint32
-	for _, line := range strings.Split(strings.TrimSpace(e.d.Doveadm(t, "search", "-u", user, "mailbox", "INBOX", "all")), "\n") {
-		f := strings.Fields(line)
-		if len(f) != 2 {
-			continue
-		}
-		n, err := strconv.ParseUint(f[1], 10, 32)
-		if err != nil {
-			t.Fatalf("doveadm search: %q", line)
-		}
-		uids = append(uids, uint32(n))
-	}
-	return uids
-}
-
-func (e watchEnv) uidValidity(t *testing.T, user string) uint32 {
-	t.Helper()
-	out := strings.TrimSpace(e.d.Doveadm(t, "mailbox", "status", "-u", user, "uidvalidity", "INBOX"))
-	v, ok := strings.CutPrefix(out, "INBOX uidvalidity=")
-	n, err := strconv.ParseUint(v, 10, 32)
-	if !ok || err != nil {
-		t.Fatalf("doveadm mailbox status = %q", out)
-	}
-	return uint32(n)
 }
 
 func (e watchEnv) config(t *testing.T, user string) WatchConfig {
@@ -275,13 +245,13 @@ func checkTempEmpty(t *testing.T, cfg WatchConfig) {
 }
 
 func TestWatcher(t *testing.T) {
-	e := watchEnv{d: dovecottest.Start(t)}
+	e := watchEnv{d: testenv.StartDovecot(t)}
 	t.Logf("Dovecot %s on %s", e.d.Version(), e.d.Addr())
 
 	t.Run("Backlog", func(t *testing.T) {
 		u := e.user(t)
 		e.deliver(t, u, "b1", "b2", "b3", "b4", "b5")
-		uids := e.uids(t, u)
+		uids := e.d.UIDs(t, u, "INBOX")
 		if len(uids) != 5 {
 			t.Fatalf("doveadm search = %v, want 5 UIDs", uids)
 		}
@@ -292,7 +262,7 @@ func TestWatcher(t *testing.T) {
 		done := sink.waitDone(t, 5)
 		r.stop(t)
 
-		uv := e.uidValidity(t, u)
+		uv := e.d.UIDValidity(t, u, "INBOX")
 		for i, uid := range uids {
 			if got, want := done[sinkKey{uv, uid}], fmt.Sprint("b", i+1); got != want {
 				t.Errorf("uid %d: sink got message %q, want %q", uid, got, want)
@@ -333,7 +303,7 @@ func TestWatcher(t *testing.T) {
 		}
 		r.stop(t)
 		checkOnce(t, sink)
-		uids := e.uids(t, u)
+		uids := e.d.UIDs(t, u, "INBOX")
 		if cp := checkpointOf(t, cps, u); cp.UID != uids[len(uids)-1] {
 			t.Errorf("checkpoint = %+v, want UID %d", cp, uids[len(uids)-1])
 		}
@@ -356,16 +326,16 @@ func TestWatcher(t *testing.T) {
 
 		_, cps = openWatchDB(t, dbPath)
 		r = startWatcher(t, cfg, cps, sink)
-		if start := r.waitReady(t); start != e.uids(t, u)[2] {
-			t.Errorf("restart from checkpoint %d, want %d", start, e.uids(t, u)[2])
+		if start := r.waitReady(t); start != e.d.UIDs(t, u, "INBOX")[2] {
+			t.Errorf("restart from checkpoint %d, want %d", start, e.d.UIDs(t, u, "INBOX")[2])
 		}
 		e.deliver(t, u, "r4", "r5")
 		done := sink.waitDone(t, 5)
 		r.stop(t)
 
 		checkOnce(t, sink)
-		uids := e.uids(t, u)
-		uv := e.uidValidity(t, u)
+		uids := e.d.UIDs(t, u, "INBOX")
+		uv := e.d.UIDValidity(t, u, "INBOX")
 		for i, uid := range uids {
 			if got, want := done[sinkKey{uv, uid}], fmt.Sprint("r", i+1); got != want {
 				t.Errorf("uid %d: sink got message %q, want %q", uid, got, want)
@@ -379,7 +349,7 @@ func TestWatcher(t *testing.T) {
 	t.Run("TemporaryFailure", func(t *testing.T) {
 		u := e.user(t)
 		e.deliver(t, u, "t1", "t2", "t3", "t4", "t5")
-		uids := e.uids(t, u)
+		uids := e.d.UIDs(t, u, "INBOX")
 		failUID := uids[1]
 		cfg := e.config(t, u)
 		_, cps := openWatchDB(t, filepath.Join(t.TempDir(), "state.db"))
@@ -414,7 +384,7 @@ func TestWatcher(t *testing.T) {
 		}
 		mu.Unlock()
 		calls, done := sink.snapshot()
-		uv := e.uidValidity(t, u)
+		uv := e.d.UIDValidity(t, u, "INBOX")
 		for i, uid := range uids {
 			want := 1
 			if uid == failUID {
@@ -438,7 +408,7 @@ func TestWatcher(t *testing.T) {
 		// the retry: it must not hold the checkpoint back.
 		u := e.user(t)
 		e.deliver(t, u, "f1", "f2", "f3", "f4")
-		uids := e.uids(t, u)
+		uids := e.d.UIDs(t, u, "INBOX")
 		failUID := uids[1]
 		cfg := e.config(t, u)
 		_, cps := openWatchDB(t, filepath.Join(t.TempDir(), "state.db"))
@@ -470,7 +440,7 @@ func TestWatcher(t *testing.T) {
 		_, cps := openWatchDB(t, filepath.Join(t.TempDir(), "state.db"))
 		sink := newFakeSink()
 		r := startWatcher(t, cfg, cps, sink)
-		if start, want := r.waitReady(t), e.uids(t, u)[2]; start != want {
+		if start, want := r.waitReady(t), e.d.UIDs(t, u, "INBOX")[2]; start != want {
 			t.Errorf("first start at checkpoint %d, want %d", start, want)
 		}
 		e.deliver(t, u, "new1", "new2")
@@ -482,8 +452,8 @@ func TestWatcher(t *testing.T) {
 		if len(calls) != 2 {
 			t.Errorf("sink got %d messages, want only the 2 new ones: %v", len(calls), done)
 		}
-		uids := e.uids(t, u)
-		uv := e.uidValidity(t, u)
+		uids := e.d.UIDs(t, u, "INBOX")
+		uv := e.d.UIDValidity(t, u, "INBOX")
 		for i, uid := range uids[3:] {
 			if got, want := done[sinkKey{uv, uid}], fmt.Sprint("new", i+1); got != want {
 				t.Errorf("uid %d: sink got %q, want %q", uid, got, want)
@@ -497,7 +467,7 @@ func TestWatcher(t *testing.T) {
 	t.Run("BackfillSince", func(t *testing.T) {
 		u := e.user(t)
 		e.deliver(t, u, "s1", "s2", "s3")
-		uids := e.uids(t, u)
+		uids := e.d.UIDs(t, u, "INBOX")
 		for _, tc := range []struct {
 			backfill string
 			start    uint32
@@ -520,7 +490,7 @@ func TestWatcher(t *testing.T) {
 	t.Run("UIDValidityChanged", func(t *testing.T) {
 		u := e.user(t)
 		e.deliver(t, u, "v1", "v2")
-		uv := e.uidValidity(t, u)
+		uv := e.d.UIDValidity(t, u, "INBOX")
 		cfg := e.config(t, u)
 		_, cps := openWatchDB(t, filepath.Join(t.TempDir(), "state.db"))
 		// A checkpoint of an earlier incarnation of the folder, past its end.
@@ -535,7 +505,7 @@ func TestWatcher(t *testing.T) {
 		sink.waitDone(t, 2)
 		r.stop(t)
 		checkOnce(t, sink)
-		uids := e.uids(t, u)
+		uids := e.d.UIDs(t, u, "INBOX")
 		if cp := checkpointOf(t, cps, u); cp != (Checkpoint{uv, uids[1]}) {
 			t.Errorf("checkpoint = %+v, want %+v", cp, Checkpoint{uv, uids[1]})
 		}
@@ -615,7 +585,7 @@ func TestWatcher(t *testing.T) {
 		e.deliver(t, fresh, "fresh1")
 		sinkFresh := rf.w.sink.(*fakeSink)
 		done := sinkFresh.waitDone(t, 1)
-		if got := done[sinkKey{e.uidValidity(t, fresh), e.uids(t, fresh)[0]}]; got != "fresh1" {
+		if got := done[sinkKey{e.d.UIDValidity(t, fresh, "INBOX"), e.d.UIDs(t, fresh, "INBOX")[0]}]; got != "fresh1" {
 			t.Errorf("fresh folder's sink got %v, want fresh1", done)
 		}
 		mu.Lock()
@@ -634,7 +604,7 @@ func TestWatcher(t *testing.T) {
 		}
 		rf.stop(t)
 		checkOnce(t, sinkBusy)
-		uids := e.uids(t, busy)
+		uids := e.d.UIDs(t, busy, "INBOX")
 		if cp := checkpointOf(t, cps, busy); cp.UID != uids[9] {
 			t.Errorf("backlog checkpoint = %+v, want UID %d", cp, uids[9])
 		}

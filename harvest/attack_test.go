@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/smimed/smimed/daemon/testenv"
 )
 
 // Regression tests for the attacks of the "trust under attack" review: each
@@ -20,16 +22,13 @@ import (
 // under the given outer header.
 func signAs(t *testing.T, dir, name, header string, entity []byte) []byte {
 	t.Helper()
-	key := privateCopy(t, dir, name+".key")
-	out := osslIn(t, dir, entity, "cms", "-sign", "-signer", filepath.Join(testdataDir, "pki", name+".crt"), "-inkey", key,
-		"-certfile", filepath.Join(testdataDir, "pki", "intermediate.pem"))
-	return append([]byte(header), out...)
+	return append([]byte(header), testenv.OpenSSLSign(t, dir, name, entity)...)
 }
 
 // Attack 2: bob holds a trusted certificate for bob@elsewhere.example and
 // dresses his From field up as alice's.
 func TestLookalikeFrom(t *testing.T) {
-	needOpenSSL(t)
+	testenv.NeedOpenSSL(t)
 	dir := t.TempDir()
 	entity := []byte("Content-Type: text/plain\r\n\r\nPlease change our bank details.\r\n")
 	eng := New(Options{Roots: fixtureRoots(t)})
@@ -73,7 +72,7 @@ func TestLookalikeFrom(t *testing.T) {
 // content. The signature is good, but it does not cover what the reader
 // is shown: partial, never valid, and nothing is harvested.
 func TestPartialCoverage(t *testing.T) {
-	needOpenSSL(t)
+	testenv.NeedOpenSSL(t)
 	dir := t.TempDir()
 	signedPart := signAs(t, dir, "alice", "", []byte("Content-Type: text/plain\r\n\r\nSee you at the meeting.\r\n"))
 	html := "Content-Type: text/html\r\n\r\n<p>Wire the money to IBAN XX00 6666.</p>\r\n"
@@ -82,7 +81,7 @@ func TestPartialCoverage(t *testing.T) {
 	}
 	header := "From: alice@partner.example\r\nTo: bob@org.example\r\nSubject: payment\r\n"
 	encrypt := func(entity []byte) []byte {
-		enc := osslIn(t, dir, entity, "cms", "-encrypt", "-aes256", filepath.Join(testdataDir, "pki", "org-new.crt"))
+		enc := testenv.OpenSSLInput(t, dir, entity, "cms", "-encrypt", "-aes256", filepath.Join(testdataDir, "pki", "org-new.crt"))
 		return append([]byte(header), enc...)
 	}
 	alternative := []byte("Content-Type: multipart/alternative; boundary=aa\r\n\r\n--aa\r\n" + string(signedPart) + "\r\n--aa\r\n" + html + "\r\n--aa--\r\n")
@@ -137,7 +136,7 @@ func TestPartialCoverage(t *testing.T) {
 // Friday?"; the attacker rewrites the outer Subject (and, in one case,
 // the outer From). The reader must be shown what alice signed.
 func TestProtectedHeaders(t *testing.T) {
-	needOpenSSL(t)
+	testenv.NeedOpenSSL(t)
 	dir := t.TempDir()
 	inner := "From: alice@partner.example\r\nTo: bob@org.example\r\nSubject: lunch on Friday?\r\nMessage-ID: <lunch@partner.example>\r\nDate: Mon, 30 Nov 2026 10:00:00 +0000\r\n"
 	body := "Content-Type: text/plain\r\n\r\nShall we?\r\n"
@@ -147,7 +146,7 @@ func TestProtectedHeaders(t *testing.T) {
 	hpCipher := []byte("Content-Type: text/plain; hp=\"cipher\"\r\n" + inner + "\r\nShall we?\r\n")
 	signEncrypt := func(header string, entity []byte) []byte {
 		signed := signAs(t, dir, "alice", "", entity)
-		enc := osslIn(t, dir, signed, "cms", "-encrypt", "-aes256", filepath.Join(testdataDir, "pki", "org-new.crt"))
+		enc := testenv.OpenSSLInput(t, dir, signed, "cms", "-encrypt", "-aes256", filepath.Join(testdataDir, "pki", "org-new.crt"))
 		return append([]byte(header), enc...)
 	}
 	obscured := strings.Replace(forged, "Subject: URGENT: change of bank details", "Subject: [...]", 1)
@@ -197,9 +196,9 @@ func TestProtectedHeaders(t *testing.T) {
 // usable for alice (nor for anyone), and it is quarantined at most, for
 // the sender's own address and only if the certificate names it.
 func TestCertsOnlyPlantsNothing(t *testing.T) {
-	needOpenSSL(t)
+	testenv.NeedOpenSSL(t)
 	dir := t.TempDir()
-	degenerate := osslIn(t, dir, nil, "crl2pkcs7", "-nocrl", "-certfile", filepath.Join(testdataDir, "pki", "alice.crt"),
+	degenerate := testenv.OpenSSL(t, dir, "crl2pkcs7", "-nocrl", "-certfile", filepath.Join(testdataDir, "pki", "alice.crt"),
 		"-certfile", filepath.Join(testdataDir, "pki", "intermediate.pem"), "-outform", "DER")
 	body := wrapBase64(degenerate)
 	for _, from := range []string{"mallory@evil.example", "alice@partner.example"} {
@@ -242,11 +241,11 @@ func plaintextHeader(t *testing.T, msg []byte) textproto.MIMEHeader {
 // undecryptable with the reason: the inventory of mail the organisation
 // cannot read (archive failed) must not miss a truncated one.
 func TestUndecryptableReasons(t *testing.T) {
-	needOpenSSL(t)
+	testenv.NeedOpenSSL(t)
 	dir := t.TempDir()
 	plain := []byte("Content-Type: text/plain\r\n\r\nquarterly figures\r\n")
-	der := osslIn(t, dir, plain, "cms", "-encrypt", "-aes256", "-outform", "DER", filepath.Join(testdataDir, "pki", "org-new.crt"))
-	toBob := osslIn(t, dir, plain, "cms", "-encrypt", "-aes256", "-outform", "DER", filepath.Join(testdataDir, "pki", "bob.crt"))
+	der := testenv.OpenSSLInput(t, dir, plain, "cms", "-encrypt", "-aes256", "-outform", "DER", filepath.Join(testdataDir, "pki", "org-new.crt"))
+	toBob := testenv.OpenSSLInput(t, dir, plain, "cms", "-encrypt", "-aes256", "-outform", "DER", filepath.Join(testdataDir, "pki", "bob.crt"))
 	// The last bytes of the DER are the end of the ciphertext: flipping
 	// one breaks its CBC padding or its content, never the structure.
 	corrupt := bytes.Clone(der)
@@ -287,10 +286,10 @@ func TestUndecryptableReasons(t *testing.T) {
 // multipart/mixed with a footer: the signed part is unwrapped for the
 // reader and judged, and the footer makes it partial.
 func TestOpaqueSignedPartInWrapper(t *testing.T) {
-	needOpenSSL(t)
+	testenv.NeedOpenSSL(t)
 	dir := t.TempDir()
 	key := privateCopy(t, dir, "alice.key")
-	opaque := osslIn(t, dir, []byte("Content-Type: text/plain\r\n\r\nMinutes of the meeting.\r\n"), "cms", "-sign", "-nodetach",
+	opaque := testenv.OpenSSLInput(t, dir, []byte("Content-Type: text/plain\r\n\r\nMinutes of the meeting.\r\n"), "cms", "-sign", "-nodetach",
 		"-signer", filepath.Join(testdataDir, "pki", "alice.crt"), "-inkey", key, "-certfile", filepath.Join(testdataDir, "pki", "intermediate.pem"))
 	if !bytes.Contains(opaque, []byte("smime-type=signed-data")) {
 		t.Fatalf("OpenSSL did not make opaque signed data:\n%s", opaque[:200])

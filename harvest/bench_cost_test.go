@@ -11,6 +11,8 @@ import (
 	"math/big"
 	"testing"
 	"time"
+
+	"github.com/smimed/smimed/daemon/testenv"
 )
 
 // The worst CPU cost per message that could be built under the limits of
@@ -118,7 +120,7 @@ func benchCost(b *testing.B, raw []byte) {
 }
 
 func benchCostWith(b *testing.B, eng *Engine, raw []byte) {
-	ordinary := readFixture(b, "signed-rsa-sha256.eml")
+	ordinary := testenv.Testdata(b, "msg", "signed-rsa-sha256.eml")
 	now := time.Now()
 	start := time.Now()
 	n := 0

@@ -9,12 +9,12 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
 
+	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest/cms"
 )
 
@@ -30,15 +30,6 @@ import (
 func benchEngine(b *testing.B) (*Engine, map[string]*cms.Key) {
 	keys := orgKeys(b)
 	return New(Options{Keys: keyList(keys), Roots: fixtureRoots(b)}), keys
-}
-
-func readFixture(b *testing.B, name string) []byte {
-	b.Helper()
-	raw, err := os.ReadFile(filepath.Join(testdataDir, "msg", name))
-	if err != nil {
-		b.Fatal(err)
-	}
-	return raw
 }
 
 // bareCrypto is the unavoidable work for a message of n content bytes:
@@ -152,7 +143,7 @@ func orgRSA(b *testing.B, keys map[string]*cms.Key) *rsa.PrivateKey {
 // (a) a small detached-signed RSA-2048 message.
 func BenchmarkInspectSignedSmall(b *testing.B) {
 	eng, keys := benchEngine(b)
-	raw := readFixture(b, "signed-rsa-sha256.eml")
+	raw := testenv.Testdata(b, "msg", "signed-rsa-sha256.eml")
 	base := baselineNs(newBareCrypto(b, orgRSA(b, keys), len(raw)), false, true)
 	issueBaseline = baselineNs(newBareCrypto(b, orgRSA(b, keys), len(raw)), true, false)
 	benchProcess(b, eng, raw, base, false, true)
@@ -161,7 +152,7 @@ func BenchmarkInspectSignedSmall(b *testing.B) {
 // (b) a small AES-256-CBC message to RSA-2048.
 func BenchmarkInspectEncryptedSmall(b *testing.B) {
 	eng, keys := benchEngine(b)
-	raw := readFixture(b, "enc-aes256.eml")
+	raw := testenv.Testdata(b, "msg", "enc-aes256.eml")
 	base := baselineNs(newBareCrypto(b, orgRSA(b, keys), len(raw)), true, false)
 	issueBaseline = base
 	benchProcess(b, eng, raw, base, true, false)
@@ -170,7 +161,7 @@ func BenchmarkInspectEncryptedSmall(b *testing.B) {
 // (d) sign-then-encrypt.
 func BenchmarkInspectSignThenEncrypt(b *testing.B) {
 	eng, keys := benchEngine(b)
-	raw := readFixture(b, "sign-then-encrypt.eml")
+	raw := testenv.Testdata(b, "msg", "sign-then-encrypt.eml")
 	base := baselineNs(newBareCrypto(b, orgRSA(b, keys), len(raw)), true, true)
 	issueBaseline = baselineNs(newBareCrypto(b, orgRSA(b, keys), len(raw)), true, false)
 	benchProcess(b, eng, raw, base, true, true)
@@ -200,12 +191,9 @@ func largeEncrypted(b testing.TB, size int) []byte {
 		b.Fatal(err)
 	}
 	out := filepath.Join(dir, "out.eml")
-	cmd := exec.Command("openssl", "cms", "-encrypt", "-aes256", "-binary", "-in", in, "-out", out,
+	testenv.OpenSSL(b, "", "cms", "-encrypt", "-aes256", "-binary", "-in", in, "-out", out,
 		"-from", "alice@partner.example", "-to", "ceo@org.example", "-subject", "large",
 		filepath.Join(testdataDir, "pki", "org-new.crt"))
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("openssl cms -encrypt: %v\n%s", err, msg)
-	}
 	raw, err := os.ReadFile(out)
 	if err != nil {
 		b.Fatal(err)

@@ -8,12 +8,12 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest/cms"
 )
 
@@ -130,12 +130,12 @@ var layerNames = map[string]string{
 }
 
 func TestFixturesAgainstOpenSSL(t *testing.T) {
-	needOpenSSL(t)
+	testenv.NeedOpenSSL(t)
 	rows := readExpected(t)
 	keys := orgKeys(t)
 	keyFP := map[string]string{}
 	for name := range keys {
-		keyFP[name] = opensslFingerprint(t, filepath.Join(testdataDir, "pki", name+".crt"))
+		keyFP[name] = testenv.OpenSSLFingerprint(t, filepath.Join(testdataDir, "pki", name+".crt"))
 	}
 	st := openTestStore(t, filepath.Join(t.TempDir(), "smimed.db"), false)
 	defer st.Close()
@@ -239,7 +239,7 @@ func TestFixturesAgainstOpenSSL(t *testing.T) {
 				// alice's certificate chains (with the intermediate in the
 				// message), but nothing in a certs-only message is signed:
 				// it is quarantined for the From address, never usable.
-				want := opensslFingerprint(t, filepath.Join(testdataDir, "pki", "alice.crt"))
+				want := testenv.OpenSSLFingerprint(t, filepath.Join(testdataDir, "pki", "alice.crt"))
 				if len(rep.Harvested) != 1 || rep.Harvested[0].Fingerprint != want || !rep.Harvested[0].Quarantined {
 					t.Errorf("Harvested = %+v, want alice's %s, quarantined", rep.Harvested, want)
 				}
@@ -255,9 +255,9 @@ func TestFixturesAgainstOpenSSL(t *testing.T) {
 
 	// Harvest policy: valid signers are usable, self-signed is quarantined,
 	// expired/mismatch/invalid are never stored for their address.
-	alice := opensslFingerprint(t, filepath.Join(testdataDir, "pki", "alice.crt"))
+	alice := testenv.OpenSSLFingerprint(t, filepath.Join(testdataDir, "pki", "alice.crt"))
 	checkStored(t, st, "alice@partner.example", alice, false)
-	checkStored(t, st, "selfsigned@partner.example", opensslFingerprint(t, filepath.Join(testdataDir, "pki", "selfsigned.crt")), true)
+	checkStored(t, st, "selfsigned@partner.example", testenv.OpenSSLFingerprint(t, filepath.Join(testdataDir, "pki", "selfsigned.crt")), true)
 	for _, email := range []string{"expired@partner.example", "bob@elsewhere.example", "noeku@partner.example"} {
 		if es, _ := st.ByEmail(email); len(es) != 0 {
 			t.Errorf("store holds %s: %+v, want nothing", email, es)
@@ -307,12 +307,7 @@ func checkPlaintext(t *testing.T, r fixtureRow, raw, plain []byte) {
 			args = append(args, "-inform", "DER")
 		}
 	}
-	cmd := exec.Command("openssl", args...)
-	cmd.Stdin = bytes.NewReader(input)
-	want, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("openssl cms -decrypt: %v", err)
-	}
+	want := testenv.OpenSSLInput(t, "", input, args...)
 	sum := sha256.Sum256(want)
 	if hex.EncodeToString(sum[:]) != r.plainSHA {
 		t.Fatalf("openssl output sha256 = %x, expected.tsv says %s (regenerate fixtures?)", sum, r.plainSHA)
@@ -415,7 +410,7 @@ func TestJudgedAtArrival(t *testing.T) {
 		t.Fatal(err)
 	}
 	crt := filepath.Join(testdataDir, "pki", "alice.crt")
-	notAfter := opensslDate(t, crt, "enddate")
+	notAfter := testenv.OpenSSLDate(t, crt, "enddate")
 	st := openTestStore(t, filepath.Join(t.TempDir(), "smimed.db"), false)
 	defer st.Close()
 	// Arrived in 2030, judged in 2047: valid, and the reason says the
@@ -449,8 +444,8 @@ func TestJudgedAtArrival(t *testing.T) {
 // OpenSSL prints for the signer's certificate.
 func TestSignerSerialIssuer(t *testing.T) {
 	crt := filepath.Join(testdataDir, "pki", "alice.crt")
-	serial := strings.TrimPrefix(strings.TrimSpace(openssl(t, filepath.Dir(crt), "x509", "-in", crt, "-noout", "-serial")), "serial=")
-	issuer := strings.TrimPrefix(strings.TrimSpace(openssl(t, filepath.Dir(crt), "x509", "-in", crt, "-noout", "-issuer", "-nameopt", "RFC2253")), "issuer=")
+	_, serial := testenv.OpenSSLField(t, crt, "-serial")
+	_, issuer := testenv.OpenSSLField(t, crt, "-issuer", "-nameopt", "RFC2253")
 	raw, err := os.ReadFile(filepath.Join(testdataDir, "msg", "signed-rsa-sha256.eml"))
 	if err != nil {
 		t.Fatal(err)

@@ -3,33 +3,17 @@ package harvest
 import (
 	"bytes"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/smimed/smimed/daemon/testenv"
 )
 
 // Attacks on the verdicts and on the readable copy. Every message here is
 // made by OpenSSL; the expected outcome is stated by the attack's premise,
 // and OpenSSL's own view is checked where it has one.
-
-// osslIn runs openssl in dir and fails the test on error.
-func osslIn(t *testing.T, dir string, stdin []byte, args ...string) []byte {
-	t.Helper()
-	cmd := exec.Command("openssl", args...)
-	cmd.Dir = dir
-	if stdin != nil {
-		cmd.Stdin = bytes.NewReader(stdin)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
-	}
-	return out
-}
 
 func process(t *testing.T, eng *Engine, raw []byte) *Result {
 	t.Helper()
@@ -43,36 +27,24 @@ func process(t *testing.T, eng *Engine, raw []byte) *Result {
 	return res
 }
 
-// aliceSign signs an entity as alice (with the intermediate) and returns
-// the multipart/signed message with the given outer header.
-func aliceSign(t *testing.T, dir string, header string, entity []byte) []byte {
-	t.Helper()
-	key := privateCopy(t, dir, "alice.key")
-	out := osslIn(t, dir, entity, "cms", "-sign", "-signer", filepath.Join(testdataDir, "pki", "alice.crt"), "-inkey", key,
-		"-certfile", filepath.Join(testdataDir, "pki", "intermediate.pem"))
-	return append([]byte(header), out...)
-}
-
 func TestNameConstrainedSubjectEmail(t *testing.T) {
-	needOpenSSL(t)
+	testenv.NeedOpenSSL(t)
 	dir := t.TempDir()
 	rootKey := privateCopy(t, dir, "root.key")
 	os.WriteFile(filepath.Join(dir, "ca.cnf"), []byte("basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\nnameConstraints=critical,permitted;email:partner.example\n"), 0o600)
 	os.WriteFile(filepath.Join(dir, "ee.cnf"), []byte("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=emailProtection\n"), 0o600)
-	osslIn(t, dir, nil, "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-subj", "/CN=Partner constrained CA", "-out", "ca.csr")
-	osslIn(t, dir, nil, "x509", "-req", "-in", "ca.csr", "-CA", filepath.Join(testdataDir, "pki", "ca-bundle.pem"), "-CAkey", rootKey,
+	testenv.OpenSSL(t, dir, "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-subj", "/CN=Partner constrained CA", "-out", "ca.csr")
+	testenv.OpenSSL(t, dir, "x509", "-req", "-in", "ca.csr", "-CA", filepath.Join(testdataDir, "pki", "ca-bundle.pem"), "-CAkey", rootKey,
 		"-set_serial", "7001", "-days", "365", "-extfile", "ca.cnf", "-out", "ca.crt")
 	// No SAN: the only address is the subject emailAddress, outside the
 	// CA's permitted subtree.
-	osslIn(t, dir, nil, "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "ee.key", "-subj", "/CN=Not the CEO/emailAddress=ceo@org.example", "-out", "ee.csr")
-	osslIn(t, dir, nil, "x509", "-req", "-in", "ee.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-set_serial", "7002", "-days", "365", "-extfile", "ee.cnf", "-out", "ee.crt")
-	cmd := exec.Command("openssl", "verify", "-CAfile", filepath.Join(testdataDir, "pki", "ca-bundle.pem"), "-untrusted", "ca.crt", "ee.crt")
-	cmd.Dir = dir
-	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "permitted subtree violation") {
+	testenv.OpenSSL(t, dir, "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "ee.key", "-subj", "/CN=Not the CEO/emailAddress=ceo@org.example", "-out", "ee.csr")
+	testenv.OpenSSL(t, dir, "x509", "-req", "-in", "ee.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-set_serial", "7002", "-days", "365", "-extfile", "ee.cnf", "-out", "ee.crt")
+	if out, err := testenv.OpenSSLTry(t, dir, nil, "verify", "-CAfile", filepath.Join(testdataDir, "pki", "ca-bundle.pem"), "-untrusted", "ca.crt", "ee.crt"); err == nil || !strings.Contains(string(out), "permitted subtree violation") {
 		t.Fatalf("openssl verify = %v %s; the premise is OpenSSL's permitted subtree violation", err, out)
 	}
 	entity := []byte("Content-Type: text/plain\r\n\r\nPay the invoice.\r\n")
-	signed := osslIn(t, dir, entity, "cms", "-sign", "-signer", "ee.crt", "-inkey", "ee.key", "-certfile", "ca.crt")
+	signed := testenv.OpenSSLInput(t, dir, entity, "cms", "-sign", "-signer", "ee.crt", "-inkey", "ee.key", "-certfile", "ca.crt")
 	raw := append([]byte("From: ceo@org.example\r\nTo: staff@org.example\r\nSubject: urgent\r\n"), signed...)
 
 	st := openTestStore(t, filepath.Join(t.TempDir(), "smimed.db"), false)
@@ -87,10 +59,10 @@ func TestNameConstrainedSubjectEmail(t *testing.T) {
 }
 
 func TestPlaintextHeadersComeFromOutside(t *testing.T) {
-	needOpenSSL(t)
+	testenv.NeedOpenSSL(t)
 	dir := t.TempDir()
 	inner := []byte("From: ceo@org.example\r\nReceived: from forged\r\nAuthentication-Results: mx.org.example; dmarc=pass\r\nContent-Type: text/plain\r\n\r\nhello\r\n")
-	enc := osslIn(t, dir, inner, "cms", "-encrypt", "-aes256", filepath.Join(testdataDir, "pki", "org-new.crt"))
+	enc := testenv.OpenSSLInput(t, dir, inner, "cms", "-encrypt", "-aes256", filepath.Join(testdataDir, "pki", "org-new.crt"))
 	raw := append([]byte("Received: from real.example\r\nFrom: mallory@evil.example\r\nAuthentication-Results: mx.org.example; dmarc=fail\r\nContent-Base: http://evil.example/\r\nX-Note: a\rB: injected\r\n"), enc...)
 	res := process(t, New(Options{Keys: keyList(orgKeys(t))}), raw)
 	if res.Report.Decryption.Status != DecryptOK {
@@ -110,9 +82,9 @@ func TestPlaintextHeadersComeFromOutside(t *testing.T) {
 }
 
 func TestSignedPartInsideMixed(t *testing.T) {
-	needOpenSSL(t)
+	testenv.NeedOpenSSL(t)
 	dir := t.TempDir()
-	signed := aliceSign(t, dir, "", []byte("Content-Type: text/plain\r\n\r\nHello from alice.\r\n"))
+	signed := signAs(t, dir, "alice", "", []byte("Content-Type: text/plain\r\n\r\nHello from alice.\r\n"))
 	raw := []byte("From: alice@partner.example\r\nSubject: pay now\r\nContent-Type: multipart/mixed; boundary=zz\r\n\r\n--zz\r\nContent-Type: text/plain\r\n\r\nPay to IBAN XX 666.\r\n--zz\r\n")
 	raw = append(raw, signed...)
 	raw = append(raw, "\r\n--zz--\r\n"...)
@@ -127,7 +99,7 @@ func TestSignedPartInsideMixed(t *testing.T) {
 }
 
 func TestFromBinding(t *testing.T) {
-	needOpenSSL(t)
+	testenv.NeedOpenSSL(t)
 	dir := t.TempDir()
 	entity := []byte("Content-Type: text/plain\r\n\r\nhi\r\n")
 	eng := New(Options{Roots: fixtureRoots(t)})
@@ -140,7 +112,7 @@ func TestFromBinding(t *testing.T) {
 		{"From: Alice Example <alice@partner.example>\r\n", StatusValid},
 		{"", StatusMismatch},
 	} {
-		res := process(t, eng, aliceSign(t, dir, tc.header, entity))
+		res := process(t, eng, signAs(t, dir, "alice", tc.header, entity))
 		if s := res.Report.Signatures; len(s) != 1 || s[0].Status != tc.want {
 			t.Errorf("%q: signatures = %+v, want %s", tc.header, s, tc.want)
 		}
@@ -148,11 +120,11 @@ func TestFromBinding(t *testing.T) {
 }
 
 func TestQuarantineOnlyFromAddress(t *testing.T) {
-	needOpenSSL(t)
+	testenv.NeedOpenSSL(t)
 	dir := t.TempDir()
-	osslIn(t, dir, nil, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ee.key", "-subj", "/CN=Self", "-days", "30", "-addext",
+	testenv.OpenSSL(t, dir, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ee.key", "-subj", "/CN=Self", "-days", "30", "-addext",
 		"subjectAltName=email:me@self.example,email:ceo@org.example,email:cfo@org.example", "-addext", "extendedKeyUsage=emailProtection", "-out", "ee.crt")
-	signed := osslIn(t, dir, []byte("Content-Type: text/plain\r\n\r\nhi\r\n"), "cms", "-sign", "-signer", "ee.crt", "-inkey", "ee.key")
+	signed := testenv.OpenSSLInput(t, dir, []byte("Content-Type: text/plain\r\n\r\nhi\r\n"), "cms", "-sign", "-signer", "ee.crt", "-inkey", "ee.key")
 	raw := append([]byte("From: me@self.example\r\n"), signed...)
 	st := openTestStore(t, filepath.Join(t.TempDir(), "smimed.db"), false)
 	defer st.Close()
@@ -169,7 +141,7 @@ func TestQuarantineOnlyFromAddress(t *testing.T) {
 }
 
 func TestNestingLimits(t *testing.T) {
-	needOpenSSL(t)
+	testenv.NeedOpenSSL(t)
 	// too-deep.eml: ten opaque signatures; exactly MaxDepth layers are
 	// looked at, then the error.
 	raw, err := os.ReadFile(filepath.Join(testdataDir, "msg", "too-deep.eml"))
@@ -188,7 +160,7 @@ func TestNestingLimits(t *testing.T) {
 		inner.WriteString("Content-Type: message/rfc822\r\n\r\n")
 	}
 	inner.WriteString("Content-Type: text/plain\r\n\r\nbottom\r\n")
-	enc := osslIn(t, t.TempDir(), inner.Bytes(), "cms", "-encrypt", "-aes128", filepath.Join(testdataDir, "pki", "org-new.crt"))
+	enc := testenv.OpenSSLInput(t, t.TempDir(), inner.Bytes(), "cms", "-encrypt", "-aes128", filepath.Join(testdataDir, "pki", "org-new.crt"))
 	res = process(t, New(Options{Keys: keyList(orgKeys(t))}), append([]byte("From: a@b.example\r\n"), enc...))
 	if !strings.Contains(res.Report.Error, "nested too deeply") {
 		t.Errorf("deep message/rfc822: error %q, want the depth error", res.Report.Error)

@@ -6,67 +6,19 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/smimed/smimed/daemon/testenv"
 )
 
-// The helpers in this file run the openssl command so that every expected
-// value (fingerprints, dates, file formats) comes from OpenSSL, not from the
-// code under test. They are shared with store_test.go.
-
-func needOpenSSL(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Fatalf("openssl not found in PATH (%v): these tests need OpenSSL 3; install it (apt-get install openssl)", err)
-	}
-}
-
-// openssl runs openssl in dir and returns its stdout; stderr is appended
-// to the failure message.
-func openssl(t *testing.T, dir string, args ...string) string {
-	t.Helper()
-	needOpenSSL(t)
-	cmd := exec.Command("openssl", args...)
-	cmd.Dir = dir
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
-	}
-	return stdout.String() + stderr.String()
-}
-
-// opensslFingerprint returns the lower-case hex SHA-256 fingerprint that
-// `openssl x509 -fingerprint -sha256` prints for a PEM certificate file.
-func opensslFingerprint(t *testing.T, certPath string) string {
-	t.Helper()
-	out := openssl(t, filepath.Dir(certPath), "x509", "-in", certPath, "-noout", "-fingerprint", "-sha256")
-	_, fp, ok := strings.Cut(strings.TrimSpace(out), "=")
-	if !ok {
-		t.Fatalf("unexpected openssl fingerprint output %q", out)
-	}
-	return strings.ToLower(strings.ReplaceAll(fp, ":", ""))
-}
-
-// opensslDate returns notBefore or notAfter ("startdate"/"enddate") of a
-// certificate as openssl prints it.
-func opensslDate(t *testing.T, certPath, which string) time.Time {
-	t.Helper()
-	out := openssl(t, filepath.Dir(certPath), "x509", "-in", certPath, "-noout", "-"+which)
-	_, v, ok := strings.Cut(strings.TrimSpace(out), "=")
-	if !ok {
-		t.Fatalf("unexpected openssl date output %q", out)
-	}
-	tm, err := time.Parse("Jan _2 15:04:05 2006 MST", v)
-	if err != nil {
-		t.Fatalf("parsing openssl date %q: %v", v, err)
-	}
-	return tm.UTC()
-}
+// The helpers in this file run the openssl command (daemon/testenv) so
+// that every expected value (fingerprints, dates, file formats) comes from
+// OpenSSL, not from the code under test. They are shared with
+// store_test.go.
 
 func fingerprintOf(der []byte) string {
 	sum := sha256.Sum256(der)
@@ -99,13 +51,13 @@ func genKey(t *testing.T, dir, name, kind string) string {
 	path := filepath.Join(dir, name+".key")
 	switch kind {
 	case "rsa-pkcs1":
-		openssl(t, dir, "genrsa", "-traditional", "-out", path, "2048")
+		testenv.OpenSSL(t, dir, "genrsa", "-traditional", "-out", path, "2048")
 	case "rsa-pkcs8":
-		openssl(t, dir, "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", path)
+		testenv.OpenSSL(t, dir, "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", path)
 	case "ec-pkcs8":
-		openssl(t, dir, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", path)
+		testenv.OpenSSL(t, dir, "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", path)
 	case "ec-sec1":
-		openssl(t, dir, "ecparam", "-name", "prime256v1", "-genkey", "-out", path)
+		testenv.OpenSSL(t, dir, "ecparam", "-name", "prime256v1", "-genkey", "-out", path)
 	default:
 		t.Fatalf("unknown key kind %q", kind)
 	}
@@ -122,9 +74,9 @@ func genCA(t *testing.T, dir, name string) testCert {
 	cnf := filepath.Join(dir, name+".cnf")
 	writeFile(t, cnf, "[req]\ndistinguished_name=dn\n[dn]\n[ext]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n", 0o644)
 	cert := filepath.Join(dir, name+".pem")
-	openssl(t, dir, "req", "-x509", "-new", "-key", key, "-subj", "/O=Test/CN="+name,
+	testenv.OpenSSL(t, dir, "req", "-x509", "-new", "-key", key, "-subj", "/O=Test/CN="+name,
 		"-days", "3650", "-config", cnf, "-extensions", "ext", "-set_serial", fmt.Sprint(osslSerial.Add(1)), "-out", cert)
-	return testCert{CertPath: cert, KeyPath: key, FP: opensslFingerprint(t, cert), NotAfter: opensslDate(t, cert, "enddate")}
+	return testCert{CertPath: cert, KeyPath: key, FP: testenv.OpenSSLFingerprint(t, cert), NotAfter: testenv.OpenSSLDate(t, cert, "enddate")}
 }
 
 // genLeaf makes an end-entity certificate for email, signed by ca (or
@@ -142,15 +94,15 @@ func genLeaf(t *testing.T, dir, name, keyKind, email string, ca *testCert, days 
 	serial := fmt.Sprint(osslSerial.Add(1))
 	subj := "/O=Test/CN=" + name + "/emailAddress=" + email
 	if ca == nil {
-		openssl(t, dir, "req", "-x509", "-new", "-key", key, "-subj", subj, "-days", fmt.Sprint(days),
+		testenv.OpenSSL(t, dir, "req", "-x509", "-new", "-key", key, "-subj", subj, "-days", fmt.Sprint(days),
 			"-config", cnf, "-extensions", "ext", "-set_serial", serial, "-out", cert)
 	} else {
 		csr := filepath.Join(dir, name+".csr")
-		openssl(t, dir, "req", "-new", "-key", key, "-subj", subj, "-config", cnf, "-out", csr)
-		openssl(t, dir, "x509", "-req", "-in", csr, "-CA", ca.CertPath, "-CAkey", ca.KeyPath,
+		testenv.OpenSSL(t, dir, "req", "-new", "-key", key, "-subj", subj, "-config", cnf, "-out", csr)
+		testenv.OpenSSL(t, dir, "x509", "-req", "-in", csr, "-CA", ca.CertPath, "-CAkey", ca.KeyPath,
 			"-set_serial", serial, "-days", fmt.Sprint(days), "-extfile", cnf, "-extensions", "ext", "-out", cert)
 	}
-	return testCert{CertPath: cert, KeyPath: key, FP: opensslFingerprint(t, cert), NotAfter: opensslDate(t, cert, "enddate")}
+	return testCert{CertPath: cert, KeyPath: key, FP: testenv.OpenSSLFingerprint(t, cert), NotAfter: testenv.OpenSSLDate(t, cert, "enddate")}
 }
 
 func TestLoadPEMKey(t *testing.T) {
@@ -236,7 +188,7 @@ func TestLoadPEMKeyErrors(t *testing.T) {
 	}
 
 	enc := filepath.Join(dir, "enc.key")
-	openssl(t, dir, "pkey", "-in", b.KeyPath, "-aes256", "-passout", "pass:x", "-out", enc)
+	testenv.OpenSSL(t, dir, "pkey", "-in", b.KeyPath, "-aes256", "-passout", "pass:x", "-out", enc)
 	if err := os.Chmod(enc, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +270,7 @@ func TestLoadPKCS12(t *testing.T) {
 			p12 := filepath.Join(dir, tc.name+".p12")
 			args := append([]string{"pkcs12", "-export", "-in", leaf.CertPath, "-inkey", leaf.KeyPath,
 				"-certfile", ca.CertPath, "-name", "carol", "-passout", "pass:" + password, "-out", p12}, tc.args...)
-			openssl(t, dir, args...)
+			testenv.OpenSSL(t, dir, args...)
 			if err := os.Chmod(p12, 0o600); err != nil {
 				t.Fatal(err)
 			}
@@ -326,7 +278,7 @@ func TestLoadPKCS12(t *testing.T) {
 			if strings.HasPrefix(tc.name, "legacy") {
 				infoArgs = append(infoArgs, "-legacy")
 			}
-			info := openssl(t, dir, infoArgs...)
+			info := string(testenv.OpenSSLCombined(t, dir, infoArgs...))
 			for _, w := range tc.info {
 				if !strings.Contains(info, w) {
 					t.Fatalf("openssl pkcs12 -info does not mention %q; the fixture is not what this case tests:\n%s", w, info)
@@ -369,7 +321,7 @@ func TestLoadPKCS12(t *testing.T) {
 	t.Run("group-readable", func(t *testing.T) {
 		leaf := genLeaf(t, dir, "p12-gr", "ec-sec1", "dave@example.org", nil, 30, "")
 		p12 := filepath.Join(dir, "gr.p12")
-		openssl(t, dir, "pkcs12", "-export", "-in", leaf.CertPath, "-inkey", leaf.KeyPath, "-passout", "pass:x", "-out", p12)
+		testenv.OpenSSL(t, dir, "pkcs12", "-export", "-in", leaf.CertPath, "-inkey", leaf.KeyPath, "-passout", "pass:x", "-out", p12)
 		if err := os.Chmod(p12, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -418,8 +370,8 @@ func TestLoadPKCS12Corpus(t *testing.T) {
 			p12 := filepath.Join(dir, filepath.Base(tc.file))
 			writeFile(t, p12, string(data), 0o600)
 			leafPEM := filepath.Join(dir, "leaf.pem")
-			openssl(t, dir, "pkcs12", "-in", p12, "-passin", "pass:"+tc.password, "-nokeys", "-clcerts", "-legacy", "-out", leafPEM)
-			wantFP := opensslFingerprint(t, leafPEM)
+			testenv.OpenSSL(t, dir, "pkcs12", "-in", p12, "-passin", "pass:"+tc.password, "-nokeys", "-clcerts", "-legacy", "-out", leafPEM)
+			wantFP := testenv.OpenSSLFingerprint(t, leafPEM)
 
 			keys, err := LoadPKCS12(p12, tc.password)
 			if err != nil {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest/cms"
 )
 
@@ -18,17 +19,17 @@ import (
 // security level applies to TLS, not to CMS); the expected plaintext is
 // OpenSSL's own decryption of the same message.
 func TestLegacySmallRSAKeys(t *testing.T) {
-	needOpenSSL(t)
+	testenv.NeedOpenSSL(t)
 	entity := []byte("Content-Type: text/plain; charset=us-ascii\r\n\r\nThe 2009 contract, as agreed.\r\n")
 	for _, bits := range []int{512, 768} {
 		t.Run(fmt.Sprint(bits), func(t *testing.T) {
 			dir := t.TempDir()
-			osslIn(t, dir, nil, "genrsa", "-traditional", "-out", "org.key", fmt.Sprint(bits))
+			testenv.OpenSSL(t, dir, "genrsa", "-traditional", "-out", "org.key", fmt.Sprint(bits))
 			os.Chmod(filepath.Join(dir, "org.key"), 0o600)
-			osslIn(t, dir, nil, "req", "-x509", "-new", "-key", "org.key", "-subj", "/O=Org/CN=old", "-days", "3650",
+			testenv.OpenSSL(t, dir, "req", "-x509", "-new", "-key", "org.key", "-subj", "/O=Org/CN=old", "-days", "3650",
 				"-addext", "subjectAltName=email:ceo@org.example", "-addext", "keyUsage=critical,keyEncipherment,digitalSignature", "-out", "org.crt")
-			osslIn(t, dir, nil, "pkcs12", "-export", "-inkey", "org.key", "-in", "org.crt", "-passout", "pass:old", "-out", "org.p12")
-			osslIn(t, dir, nil, "pkcs12", "-export", "-legacy", "-inkey", "org.key", "-in", "org.crt", "-passout", "pass:old", "-out", "org-legacy.p12")
+			testenv.OpenSSL(t, dir, "pkcs12", "-export", "-inkey", "org.key", "-in", "org.crt", "-passout", "pass:old", "-out", "org.p12")
+			testenv.OpenSSL(t, dir, "pkcs12", "-export", "-legacy", "-inkey", "org.key", "-in", "org.crt", "-passout", "pass:old", "-out", "org-legacy.p12")
 			for _, f := range []string{"org.p12", "org-legacy.p12"} {
 				os.Chmod(filepath.Join(dir, f), 0o600)
 			}
@@ -55,14 +56,14 @@ func TestLegacySmallRSAKeys(t *testing.T) {
 				}
 			}
 
-			osslIn(t, dir, entity, "cms", "-encrypt", "-aes128", "-recip", "org.crt", "-out", "v15.eml")
-			osslIn(t, dir, entity, "cms", "-encrypt", "-aes128", "-recip", "org.crt", "-keyopt", "rsa_padding_mode:oaep", "-out", "oaep.eml")
+			testenv.OpenSSLInput(t, dir, entity, "cms", "-encrypt", "-aes128", "-recip", "org.crt", "-out", "v15.eml")
+			testenv.OpenSSLInput(t, dir, entity, "cms", "-encrypt", "-aes128", "-recip", "org.crt", "-keyopt", "rsa_padding_mode:oaep", "-out", "oaep.eml")
 			for _, msg := range []string{"v15.eml", "oaep.eml"} {
 				raw, err := os.ReadFile(filepath.Join(dir, msg))
 				if err != nil {
 					t.Fatal(err)
 				}
-				want := osslIn(t, dir, raw, "cms", "-decrypt", "-recip", "org.crt", "-inkey", "org.key")
+				want := testenv.OpenSSLInput(t, dir, raw, "cms", "-decrypt", "-recip", "org.crt", "-inkey", "org.key")
 				if !bytes.Equal(want, entity) {
 					t.Fatalf("openssl decrypts %s to %q, want %q", msg, want, entity)
 				}
@@ -77,8 +78,8 @@ func TestLegacySmallRSAKeys(t *testing.T) {
 
 			// Never for signatures: a message signed with the small key
 			// (OpenSSL verifies it) is not valid, and nothing is harvested.
-			signed := osslIn(t, dir, []byte("Content-Type: text/plain\r\n\r\nhi\r\n"), "cms", "-sign", "-signer", "org.crt", "-inkey", "org.key")
-			osslIn(t, dir, signed, "cms", "-verify", "-noverify", "-out", os.DevNull)
+			signed := testenv.OpenSSLInput(t, dir, []byte("Content-Type: text/plain\r\n\r\nhi\r\n"), "cms", "-sign", "-signer", "org.crt", "-inkey", "org.key")
+			testenv.OpenSSLInput(t, dir, signed, "cms", "-verify", "-noverify", "-out", os.DevNull)
 			roots := fixtureRoots(t)
 			roots.AddCert(pemKey.Cert) // even as its own trust anchor
 			eng := New(Options{Roots: roots})

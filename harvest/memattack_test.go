@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/smimed/smimed/daemon/testenv"
 )
 
 // The memory attack of issue 9, item 5: an EnvelopedData with a million
@@ -95,7 +97,7 @@ func TestMemoryAttackRecipients(t *testing.T) {
 // attachment encrypted by OpenSSL (a 19 MB message) needs about 3 times
 // its size.
 func TestMemoryOrdinaryMail(t *testing.T) {
-	needOpenSSL(t)
+	testenv.NeedOpenSSL(t)
 	raw := largeEncrypted(t, 10<<20)
 	res, n := allocated(t, New(Options{Keys: keyList(orgKeys(t))}), raw)
 	if res.Report.Decryption.Status != DecryptOK {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/smimed/smimed/daemon/testenv"
 )
 
 // Issue 9, "verdicts people can act on": a certificate an administrator
@@ -17,13 +19,13 @@ import (
 // untrust are OpenSSL's (testdata/expected.tsv: untrusted, "self-signed,
 // not chained to the test root").
 func TestTrustedCertificateIsPinnedLeaf(t *testing.T) {
-	needOpenSSL(t)
+	testenv.NeedOpenSSL(t)
 	dir := t.TempDir()
 	raw, err := os.ReadFile(filepath.Join(testdataDir, "msg", "signed-selfsigned.eml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	fp := opensslFingerprint(t, filepath.Join(testdataDir, "pki", "selfsigned.crt"))
+	fp := testenv.OpenSSLFingerprint(t, filepath.Join(testdataDir, "pki", "selfsigned.crt"))
 	st := openTestStore(t, filepath.Join(dir, "smimed.db"), false)
 	defer st.Close()
 	eng := New(Options{Roots: fixtureRoots(t), Store: st, Harvest: true})
@@ -63,17 +65,17 @@ func TestTrustedCertificateIsPinnedLeaf(t *testing.T) {
 	}
 	// The validity period still applies: received (and so judged) before
 	// the certificate's notBefore (2026-01-01, `openssl x509 -startdate`).
-	notBefore := opensslDate(t, filepath.Join(testdataDir, "pki", "selfsigned.crt"), "startdate")
+	notBefore := testenv.OpenSSLDate(t, filepath.Join(testdataDir, "pki", "selfsigned.crt"), "startdate")
 	if v := verdict(raw, notBefore.Add(-24*time.Hour)); v.Status != StatusExpired {
 		t.Errorf("pinned certificate judged before notBefore: %s (%s), want expired", v.Status, v.Reason)
 	}
 
 	// Only that exact certificate: another self-signed certificate for the
 	// same address stays untrusted.
-	osslIn(t, dir, nil, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "twin.key", "-subj", "/O=Partner Example/CN=selfsigned",
+	testenv.OpenSSL(t, dir, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "twin.key", "-subj", "/O=Partner Example/CN=selfsigned",
 		"-days", "30", "-addext", "subjectAltName=email:selfsigned@partner.example", "-addext", "extendedKeyUsage=emailProtection", "-out", "twin.crt")
 	twin := append([]byte("From: selfsigned@partner.example\r\n"),
-		osslIn(t, dir, []byte("Content-Type: text/plain\r\n\r\nhi\r\n"), "cms", "-sign", "-signer", "twin.crt", "-inkey", "twin.key")...)
+		testenv.OpenSSLInput(t, dir, []byte("Content-Type: text/plain\r\n\r\nhi\r\n"), "cms", "-sign", "-signer", "twin.crt", "-inkey", "twin.key")...)
 	if v := verdict(twin, now); v.Status != StatusUntrusted {
 		t.Errorf("another certificate for the pinned address: %s (%s), want untrusted", v.Status, v.Reason)
 	}
@@ -96,19 +98,19 @@ func TestTrustedCertificateIsPinnedLeaf(t *testing.T) {
 // A pinned certificate whose extended key usage does not allow email
 // protection is still refused: only the missing chain is forgiven.
 func TestPinnedLeafKeepsEKU(t *testing.T) {
-	needOpenSSL(t)
+	testenv.NeedOpenSSL(t)
 	dir := t.TempDir()
-	osslIn(t, dir, nil, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "tls.key", "-subj", "/CN=tls",
+	testenv.OpenSSL(t, dir, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "tls.key", "-subj", "/CN=tls",
 		"-days", "30", "-addext", "subjectAltName=email:web@partner.example", "-addext", "extendedKeyUsage=serverAuth", "-out", "tls.crt")
 	raw := append([]byte("From: web@partner.example\r\n"),
-		osslIn(t, dir, []byte("Content-Type: text/plain\r\n\r\nhi\r\n"), "cms", "-sign", "-signer", "tls.crt", "-inkey", "tls.key")...)
+		testenv.OpenSSLInput(t, dir, []byte("Content-Type: text/plain\r\n\r\nhi\r\n"), "cms", "-sign", "-signer", "tls.crt", "-inkey", "tls.key")...)
 	st := openTestStore(t, filepath.Join(dir, "smimed.db"), false)
 	defer st.Close()
 	eng := New(Options{Roots: fixtureRoots(t), Store: st, Harvest: true})
 	if res := process(t, eng, raw); len(res.Report.Harvested) != 1 || !res.Report.Harvested[0].Quarantined {
 		t.Fatalf("harvested = %+v, want the certificate quarantined", res.Report.Harvested)
 	}
-	if _, err := st.Trust(opensslFingerprint(t, filepath.Join(dir, "tls.crt")), "admin"); err != nil {
+	if _, err := st.Trust(testenv.OpenSSLFingerprint(t, filepath.Join(dir, "tls.crt")), "admin"); err != nil {
 		t.Fatal(err)
 	}
 	s := process(t, eng, raw).Report.Signatures

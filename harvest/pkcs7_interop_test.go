@@ -9,13 +9,13 @@ import (
 	"fmt"
 	"math/big"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/smallstep/pkcs7"
+	"github.com/smimed/smimed/daemon/testenv"
 )
 
 // Messages made by a second, independent CMS implementation
@@ -52,22 +52,15 @@ func encryptionCert(t *testing.T) (*x509.Certificate, string) {
 	caKey := privateCopy(t, dir, "intermediate.key")
 	ext := filepath.Join(dir, "ext.cnf")
 	os.WriteFile(ext, []byte("subjectAltName=email:alice@partner.example\nkeyUsage=critical,keyEncipherment\nextendedKeyUsage=emailProtection\nbasicConstraints=CA:FALSE\n"), 0o600)
-	run := func(args ...string) {
-		cmd := exec.Command("openssl", args...)
-		cmd.Dir = dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("openssl %v: %v\n%s", args, err, out)
-		}
-	}
-	run("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "enc.key", "-subj", "/CN=Alice (encryption)/emailAddress=alice@partner.example", "-out", "enc.csr")
-	run("x509", "-req", "-in", "enc.csr", "-CA", filepath.Join(testdataDir, "pki", "intermediate.pem"), "-CAkey", caKey,
+	testenv.OpenSSL(t, dir, "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "enc.key", "-subj", "/CN=Alice (encryption)/emailAddress=alice@partner.example", "-out", "enc.csr")
+	testenv.OpenSSL(t, dir, "x509", "-req", "-in", "enc.csr", "-CA", filepath.Join(testdataDir, "pki", "intermediate.pem"), "-CAkey", caKey,
 		"-set_serial", "4242", "-days", "365", "-extfile", ext, "-out", "enc.crt")
 	certPath := filepath.Join(dir, "enc.crt")
-	return pemCert(t, certPath), opensslFingerprint(t, certPath)
+	return pemCert(t, certPath), testenv.OpenSSLFingerprint(t, certPath)
 }
 
 func TestPKCS7SignedWithEncryptionPreference(t *testing.T) {
-	needOpenSSL(t)
+	testenv.NeedOpenSSL(t)
 	dir := t.TempDir()
 	signer, err := LoadPEMKey(filepath.Join(testdataDir, "pki", "alice.crt"), privateCopy(t, dir, "alice.key"))
 	if err != nil {
@@ -113,9 +106,7 @@ func TestPKCS7SignedWithEncryptionPreference(t *testing.T) {
 		wrapBase64(der) + "--b0--\r\n"
 
 	// OpenSSL agrees that the signature and chain are good.
-	cmd := exec.Command("openssl", "cms", "-verify", "-CAfile", filepath.Join(testdataDir, "pki", "ca-bundle.pem"), "-purpose", "smimesign", "-out", os.DevNull)
-	cmd.Stdin = strings.NewReader(msg)
-	if out, err := cmd.CombinedOutput(); err != nil {
+	if out, err := testenv.OpenSSLTry(t, "", []byte(msg), "cms", "-verify", "-CAfile", filepath.Join(testdataDir, "pki", "ca-bundle.pem"), "-purpose", "smimesign", "-out", os.DevNull); err != nil {
 		t.Fatalf("openssl cms -verify rejects the pkcs7 message: %v\n%s", err, out)
 	}
 
@@ -145,7 +136,7 @@ func TestPKCS7SignedWithEncryptionPreference(t *testing.T) {
 }
 
 func TestPKCS7Encrypted(t *testing.T) {
-	needOpenSSL(t)
+	testenv.NeedOpenSSL(t)
 	keys := orgKeys(t)
 	eng := New(Options{Keys: keyList(keys), Roots: fixtureRoots(t)})
 	defer func() { // the library's settings are globals
@@ -193,10 +184,8 @@ func TestPKCS7Encrypted(t *testing.T) {
 			d := res.Report.Decryption
 			if tc.wantCiph == "" {
 				dir := t.TempDir()
-				cmd := exec.Command("openssl", "cms", "-decrypt", "-inform", "DER", "-recip", filepath.Join(testdataDir, "pki", "org-new.crt"),
-					"-inkey", privateCopy(t, dir, "org-new.key"))
-				cmd.Stdin = bytes.NewReader(der)
-				if out, err := cmd.CombinedOutput(); err == nil {
+				if out, err := testenv.OpenSSLTry(t, "", der, "cms", "-decrypt", "-inform", "DER", "-recip", filepath.Join(testdataDir, "pki", "org-new.crt"),
+					"-inkey", privateCopy(t, dir, "org-new.key")); err == nil {
 					t.Fatalf("openssl decrypts the message (%q); the case's premise is wrong", out)
 				}
 				if d.Status != DecryptFailed {

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/smimed/smimed/daemon/testenv"
 )
 
 func goCert(t *testing.T, serial int64, notBefore, notAfter time.Time, ku x509.KeyUsage) *x509.Certificate {
@@ -179,7 +181,7 @@ func TestPreferredLegacyRecords(t *testing.T) {
 // with B (about 2028); C (about 2035) signed an older message. B is
 // preferred, whatever the expiry dates.
 func TestPreferredThroughEngine(t *testing.T) {
-	needOpenSSL(t)
+	testenv.NeedOpenSSL(t)
 	dir := t.TempDir()
 	root := genCA(t, dir, "root")
 	const email = "alice@partner.example"
@@ -199,7 +201,7 @@ func TestPreferredThroughEngine(t *testing.T) {
 	eng := New(Options{Roots: roots, Store: st, Harvest: true})
 	start := time.Now().Add(time.Minute)
 	for i, signer := range []testCert{c, a, b} {
-		raw := append([]byte("From: "+email+"\r\n"), osslIn(t, dir, []byte("Content-Type: text/plain\r\n\r\nhi\r\n"),
+		raw := append([]byte("From: "+email+"\r\n"), testenv.OpenSSLInput(t, dir, []byte("Content-Type: text/plain\r\n\r\nhi\r\n"),
 			"cms", "-sign", "-signer", signer.CertPath, "-inkey", signer.KeyPath)...)
 		res, err := eng.Process(raw, start.Add(time.Duration(i)*time.Minute))
 		if err != nil {

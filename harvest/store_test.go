@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smimed/smimed/daemon/testenv"
 	"go.etcd.io/bbolt"
 
 	"github.com/smimed/smimed/harvest/state"
@@ -42,10 +43,10 @@ func genSubCA(t *testing.T, dir, name string, parent testCert) testCert {
 	writeFile(t, cnf, "[req]\ndistinguished_name=dn\n[dn]\n[ext]\nbasicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n", 0o644)
 	csr := filepath.Join(dir, name+".csr")
 	cert := filepath.Join(dir, name+".pem")
-	openssl(t, dir, "req", "-new", "-key", key, "-subj", "/O=Test/CN="+name, "-config", cnf, "-out", csr)
-	openssl(t, dir, "x509", "-req", "-in", csr, "-CA", parent.CertPath, "-CAkey", parent.KeyPath,
+	testenv.OpenSSL(t, dir, "req", "-new", "-key", key, "-subj", "/O=Test/CN="+name, "-config", cnf, "-out", csr)
+	testenv.OpenSSL(t, dir, "x509", "-req", "-in", csr, "-CA", parent.CertPath, "-CAkey", parent.KeyPath,
 		"-set_serial", fmt.Sprint(osslSerial.Add(1)), "-days", "1000", "-extfile", cnf, "-extensions", "ext", "-out", cert)
-	return testCert{CertPath: cert, KeyPath: key, FP: opensslFingerprint(t, cert), NotAfter: opensslDate(t, cert, "enddate")}
+	return testCert{CertPath: cert, KeyPath: key, FP: testenv.OpenSSLFingerprint(t, cert), NotAfter: testenv.OpenSSLDate(t, cert, "enddate")}
 }
 
 func openTestStore(t *testing.T, path string, readOnly bool) *Store {
@@ -354,8 +355,7 @@ func TestStoreQuarantineTrust(t *testing.T) {
 	}
 
 	// Trust with openssl's own notation: upper case with colons.
-	out := openssl(t, dir, "x509", "-in", bad.CertPath, "-noout", "-fingerprint", "-sha256")
-	_, osslFP, _ := strings.Cut(strings.TrimSpace(out), "=")
+	_, osslFP := testenv.OpenSSLField(t, bad.CertPath, "-fingerprint", "-sha256")
 	e, err := s.Trust(osslFP, "admin")
 	if err != nil {
 		t.Fatalf("Trust(%s) = %v", osslFP, err)

@@ -26,6 +26,7 @@ import (
 	"testing"
 
 	"github.com/BurntSushi/toml"
+	"github.com/smimed/smimed/daemon/testenv"
 )
 
 // configSources are the Go files, as globs relative to the repository
@@ -52,15 +53,6 @@ var openItems = map[string]string{
 	"PrivateUsers":                          "would hide group smimed's admins from the control socket's peer check",
 	"RootDirectoryOrRootImage":              "a chroot buys little over ProtectSystem=strict for one static binary",
 	"DeviceAllow":                           "char-rtc:r, which ProtectClock=yes itself adds",
-}
-
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	d, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
 }
 
 func goCmd() string {
@@ -102,7 +94,7 @@ func smimedBinary(t *testing.T) string {
 		}
 		builtBin = filepath.Join(dir, "smimed")
 		cmd := exec.Command(goCmd(), "build", "-trimpath", "-o", builtBin, "./cmd/smimed")
-		cmd.Dir = repoRoot(t)
+		cmd.Dir = testenv.RepoRoot(t)
 		buildOut, buildErr = cmd.CombinedOutput()
 	})
 	if buildErr != nil {
@@ -269,7 +261,7 @@ func TestMakeInstall(t *testing.T) {
 			if err := os.WriteFile(conf, []byte("# mine\n"), 0o640); err != nil {
 				t.Fatal(err)
 			}
-			args := []string{"-C", repoRoot(t), "install", "DESTDIR=" + dest, "GO=" + goCmd(), "INSTALL_BIN=" + filepath.Join(tmp, "smimed")}
+			args := []string{"-C", testenv.RepoRoot(t), "install", "DESTDIR=" + dest, "GO=" + goCmd(), "INSTALL_BIN=" + filepath.Join(tmp, "smimed")}
 			if tc.prefix != "" {
 				args = append(args, "PREFIX="+tc.prefix)
 			}
@@ -353,7 +345,7 @@ func TestMakeInstallWithoutGo(t *testing.T) {
 	bin := filepath.Join(tmp, "smimed")
 	dest := filepath.Join(tmp, "root")
 	install := func() (string, error) {
-		out, err := exec.Command("make", "-C", repoRoot(t), "install", "DESTDIR="+dest, "GO="+filepath.Join(tmp, "no-go"), "INSTALL_BIN="+bin).CombinedOutput()
+		out, err := exec.Command("make", "-C", testenv.RepoRoot(t), "install", "DESTDIR="+dest, "GO="+filepath.Join(tmp, "no-go"), "INSTALL_BIN="+bin).CombinedOutput()
 		return string(out), err
 	}
 	if out, err := install(); err == nil || !strings.Contains(out, "run make first") {
@@ -362,7 +354,7 @@ func TestMakeInstallWithoutGo(t *testing.T) {
 	if fileExists(dest) {
 		t.Errorf("make install with neither binary nor Go installed files under %s", dest)
 	}
-	if out, err := exec.Command("make", "-C", repoRoot(t), "build", "GO="+goCmd(), "INSTALL_BIN="+bin).CombinedOutput(); err != nil {
+	if out, err := exec.Command("make", "-C", testenv.RepoRoot(t), "build", "GO="+goCmd(), "INSTALL_BIN="+bin).CombinedOutput(); err != nil {
 		t.Fatalf("make build: %v\n%s", err, out)
 	}
 	if out, err := install(); err != nil {
@@ -381,7 +373,7 @@ func configKeys(t *testing.T) []string {
 	t.Helper()
 	var files []string
 	for _, g := range configSources {
-		m, err := filepath.Glob(filepath.Join(repoRoot(t), filepath.FromSlash(g)))
+		m, err := filepath.Glob(filepath.Join(testenv.RepoRoot(t), filepath.FromSlash(g)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -450,7 +442,7 @@ func TestExampleNamesEveryKey(t *testing.T) {
 // put them.
 func TestExampleChecks(t *testing.T) {
 	bin := smimedBinary(t)
-	pki := filepath.Join(repoRoot(t), "testdata", "pki")
+	pki := filepath.Join(testenv.RepoRoot(t), "testdata", "pki")
 	dir, creds := t.TempDir(), t.TempDir()
 	copyFile := func(from, to string) {
 		t.Helper()
@@ -574,7 +566,7 @@ func TestSysusersTmpfiles(t *testing.T) {
 // the user's manual, which README.md links to) names every key the
 // configuration accepts, as a TOML line "key =" or a table header.
 func TestREADMENamesEveryKey(t *testing.T) {
-	ref, err := os.ReadFile(filepath.Join(repoRoot(t), filepath.FromSlash(configReference)))
+	ref, err := os.ReadFile(filepath.Join(testenv.RepoRoot(t), filepath.FromSlash(configReference)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest"
 	"github.com/smimed/smimed/harvest/cms"
 	"github.com/smimed/smimed/harvest/state"
@@ -65,7 +66,7 @@ func utc(y int, m time.Month, d, h, min int) time.Time {
 // messages and one that was never fetched (record 8).
 func newArchiveFixture(t *testing.T) *archiveFixture {
 	t.Helper()
-	read := func(name string) []byte { return readMsg(t, name) }
+	read := func(name string) []byte { return testenv.Testdata(t, "msg", name) }
 	return archiveOf(t, []*archiveMsg{
 		{name: "plain.eml", raw: read("plain.eml"), received: utc(2026, 1, 10, 8, 0)},
 		{name: "sign-then-encrypt.eml", raw: read("sign-then-encrypt.eml"), received: utc(2026, 2, 15, 12, 30),
@@ -144,16 +145,6 @@ func (f *archiveFixture) open(t *testing.T, readOnly bool) (*archive.Archive, fu
 		t.Fatal(err)
 	}
 	return a, db.Close
-}
-
-// readMsg reads a fixture message.
-func readMsg(t *testing.T, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(msg(name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 func (f *archiveFixture) id(name string) string { return fmt.Sprint(f.byKey[name].id) }
@@ -294,19 +285,8 @@ func TestArchiveListJSONAndFilters(t *testing.T) {
 // signature with OpenSSL, returning the signed content.
 func opensslInner(t *testing.T, dir string, raw []byte) []byte {
 	t.Helper()
-	dec := exec.Command("openssl", "cms", "-decrypt", "-recip", filepath.Join(dir, "org-new.crt"), "-inkey", filepath.Join(dir, "org-new.key"))
-	dec.Stdin = bytes.NewReader(raw)
-	signed, err := dec.Output()
-	if err != nil {
-		t.Fatalf("openssl cms -decrypt: %v", err)
-	}
-	ver := exec.Command("openssl", "cms", "-verify", "-noverify")
-	ver.Stdin = bytes.NewReader(signed)
-	inner, err := ver.Output()
-	if err != nil {
-		t.Fatalf("openssl cms -verify: %v", err)
-	}
-	return inner
+	signed := testenv.OpenSSLInput(t, "", raw, "cms", "-decrypt", "-recip", filepath.Join(dir, "org-new.crt"), "-inkey", filepath.Join(dir, "org-new.key"))
+	return testenv.OpenSSLInput(t, "", signed, "cms", "-verify", "-noverify")
 }
 
 func TestArchiveShow(t *testing.T) {
@@ -609,11 +589,7 @@ func TestArchiveFailedAndRetry(t *testing.T) {
 	f := newArchiveFixture(t)
 	dir := filepath.Dir(f.cfg)
 	serial := func(cert string) string {
-		out, err := exec.Command("openssl", "x509", "-noout", "-serial", "-in", filepath.Join(fixtures, "pki", cert)).Output()
-		if err != nil {
-			t.Fatalf("openssl x509 -serial: %v", err)
-		}
-		_, s, _ := strings.Cut(strings.TrimSpace(string(out)), "=")
+		_, s := testenv.OpenSSLField(t, filepath.Join(fixtures, "pki", cert), "-serial")
 		return "serial=0x" + strings.ToLower(strings.TrimLeft(s, "0"))
 	}
 	code, out, errOut := runCmd(nil, "archive", "failed", "--config", f.cfg)
@@ -649,12 +625,7 @@ func TestArchiveFailedAndRetry(t *testing.T) {
 	key := filepath.Join(dir, "org-old.key")
 	data, _ := os.ReadFile(filepath.Join(fixtures, "pki", "org-old.key"))
 	os.WriteFile(key, data, 0o600)
-	dec := exec.Command("openssl", "cms", "-decrypt", "-recip", filepath.Join(fixtures, "pki", "org-old.crt"), "-inkey", key)
-	dec.Stdin = bytes.NewReader(f.byKey["enc-old-key.eml"].raw)
-	plain, err := dec.Output()
-	if err != nil {
-		t.Fatalf("openssl cms -decrypt: %v", err)
-	}
+	plain := testenv.OpenSSLInput(t, "", f.byKey["enc-old-key.eml"].raw, "cms", "-decrypt", "-recip", filepath.Join(fixtures, "pki", "org-old.crt"), "-inkey", key)
 	_, body, _ := bytes.Cut(plain, []byte("\r\n\r\n"))
 	if got := f.show(t, fmt.Sprint(next), false); !bytes.HasSuffix(got, body) {
 		t.Errorf("show of the new record:\n%q\nwant the body OpenSSL decrypts:\n%q", got, body)
@@ -764,7 +735,7 @@ func TestArchiveHostileMessageID(t *testing.T) {
 // now" for a message that was decrypted already (issue 9). The record
 // versions show the same.
 func TestArchiveRetrySaysWhatChanged(t *testing.T) {
-	read := func(name string) []byte { return readMsg(t, name) }
+	read := func(name string) []byte { return testenv.Testdata(t, "msg", name) }
 	f := archiveWith(t, []*archiveMsg{
 		{name: "sign-then-encrypt.eml", raw: read("sign-then-encrypt.eml"), received: utc(2026, 2, 15, 12, 30)},
 		{name: "signed-rsa-sha256.eml", raw: read("signed-rsa-sha256.eml"), received: utc(2026, 2, 16, 12, 30)},

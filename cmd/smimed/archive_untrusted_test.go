@@ -4,13 +4,13 @@ import (
 	"crypto/x509"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest"
 	"github.com/smimed/smimed/harvest/state"
 )
@@ -63,11 +63,8 @@ func TestArchiveRetryAllUntrusted(t *testing.T) {
 		t.Fatalf("retry --all-untrusted before trust: exit %d, %q (%q), want %q", code, out, errOut, want)
 	}
 
-	fpOut, err := exec.Command("openssl", "x509", "-noout", "-fingerprint", "-sha256", "-in", filepath.Join(fixtures, "pki", "selfsigned.crt")).Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, fp, _ := strings.Cut(strings.TrimSpace(string(fpOut)), "=")
+	// In openssl's own notation (upper case, colons), as an admin pastes it.
+	_, fp := testenv.OpenSSLField(t, filepath.Join(fixtures, "pki", "selfsigned.crt"), "-fingerprint", "-sha256")
 	if code, out, errOut := runCmd(nil, "certs", "trust", fp, "--config", cfg); code != exitOK || !strings.Contains(out, "trusted ") {
 		t.Fatalf("certs trust: exit %d, %q, %q", code, out, errOut)
 	}

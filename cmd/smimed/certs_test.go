@@ -7,31 +7,15 @@ import (
 	"encoding/pem"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest"
 	"github.com/smimed/smimed/harvest/state"
 )
-
-// certsTestOpenSSL runs openssl in dir and returns stdout.
-func certsTestOpenSSL(t *testing.T, dir string, args ...string) string {
-	t.Helper()
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Fatalf("openssl not found in PATH (%v): these tests need OpenSSL 3; install it (apt-get install openssl)", err)
-	}
-	cmd := exec.Command("openssl", args...)
-	cmd.Dir = dir
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
-	}
-	return stdout.String()
-}
 
 // certsTestCert is a self-signed certificate made by openssl, with what
 // openssl reports about it.
@@ -53,22 +37,11 @@ func certsTestGen(t *testing.T, dir, name, email string, days int, newKey []stri
 	args := append([]string{"req", "-x509", "-newkey"}, newKey...)
 	args = append(args, "-nodes", "-keyout", filepath.Join(dir, name+".key"), "-subj", "/O=Test/CN="+name,
 		"-days", fmt.Sprint(days), "-config", cnf, "-extensions", "ext", "-out", path)
-	certsTestOpenSSL(t, dir, args...)
+	testenv.OpenSSL(t, dir, args...)
 
-	c := certsTestCert{path: path}
-	out := certsTestOpenSSL(t, dir, "x509", "-in", path, "-noout", "-fingerprint", "-sha256")
-	_, fp, _ := strings.Cut(strings.TrimSpace(out), "=")
-	c.fp = strings.ToLower(strings.ReplaceAll(fp, ":", ""))
-	date := func(which string) string {
-		out := certsTestOpenSSL(t, dir, "x509", "-in", path, "-noout", "-"+which)
-		_, v, _ := strings.Cut(strings.TrimSpace(out), "=")
-		tm, err := time.Parse("Jan _2 15:04:05 2006 MST", v)
-		if err != nil {
-			t.Fatalf("openssl date %q: %v", v, err)
-		}
-		return tm.UTC().Format(time.RFC3339)
-	}
-	c.notBefore, c.notAfter = date("startdate"), date("enddate")
+	c := certsTestCert{path: path, fp: testenv.OpenSSLFingerprint(t, path)}
+	c.notBefore = testenv.OpenSSLDate(t, path, "startdate").Format(time.RFC3339)
+	c.notAfter = testenv.OpenSSLDate(t, path, "enddate").Format(time.RFC3339)
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -200,9 +173,8 @@ func TestCertsCommands(t *testing.T) {
 			t.Fatal(err)
 		}
 		// openssl reads the first certificate of the file: the preferred one.
-		fpOut := certsTestOpenSSL(t, dir, "x509", "-in", exported, "-noout", "-fingerprint", "-sha256")
-		if !strings.Contains(strings.ToLower(strings.ReplaceAll(fpOut, ":", "")), alice2.fp) {
-			t.Errorf("first exported certificate = %s, want preferred %s", fpOut, alice2.fp)
+		if fp := testenv.OpenSSLFingerprint(t, exported); fp != alice2.fp {
+			t.Errorf("first exported certificate = %s, want preferred %s", fp, alice2.fp)
 		}
 		if n := strings.Count(out, "-----BEGIN CERTIFICATE-----"); n != 2 {
 			t.Errorf("export printed %d certificates, want 2", n)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/daemon/imapwatch"
+	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest"
 	"github.com/smimed/smimed/harvest/cms"
 	"github.com/smimed/smimed/harvest/state"
@@ -48,10 +49,7 @@ func demoHaveOpenSSL(t *testing.T) bool {
 // output and whether it succeeded.
 func demoOpenSSL(t *testing.T, dir string, stdin []byte, args ...string) (string, bool) {
 	t.Helper()
-	cmd := exec.Command("openssl", args...)
-	cmd.Dir = dir
-	cmd.Stdin = strings.NewReader(string(stdin))
-	out, err := cmd.CombinedOutput()
+	out, err := testenv.OpenSSLTry(t, dir, stdin, args...)
 	return string(out), err == nil
 }
 
@@ -193,7 +191,7 @@ func TestDemoOnce(t *testing.T) {
 		}
 	}
 	if demoHaveOpenSSL(t) {
-		fp := opensslFP(t, filepath.Join(dir, demoPartnerCert))
+		fp := testenv.OpenSSLFingerprint(t, filepath.Join(dir, demoPartnerCert))
 		if !strings.Contains(out, "SHA-256 "+fp) {
 			t.Errorf("stdout does not name the partner certificate %s (openssl x509 -fingerprint)", fp)
 		}
@@ -302,7 +300,7 @@ func demoCheckState(t *testing.T, dir string) {
 // stops cleanly when its context ends (Ctrl-C).
 func TestDemoRunsUntilStopped(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "demo")
-	var out, errOut lockedBuf
+	var out, errOut testenv.LockedBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan int, 1)

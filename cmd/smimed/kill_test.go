@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/daemon/imapwatch/servertest"
+	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest/state"
 )
 
@@ -51,11 +51,7 @@ func kill9ExactlyOnce(t *testing.T, bin string, kind servertest.Kind) {
 	}
 	var msgs [][]byte
 	for _, k := range kinds {
-		b, err := os.ReadFile(filepath.Join(fixtures, "msg", k.file))
-		if err != nil {
-			t.Fatal(err)
-		}
-		msgs = append(msgs, b)
+		msgs = append(msgs, testenv.Testdata(t, "msg", k.file))
 	}
 	delivered, encrypted := 0, 0
 	deliver := func(n int) {
@@ -73,7 +69,7 @@ func kill9ExactlyOnce(t *testing.T, bin string, kind servertest.Kind) {
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
 	deliver(12)
-	var logs lockedBuf
+	var logs testenv.LockedBuffer
 	start := func() *exec.Cmd {
 		cmd := exec.Command(bin, "run", "--config", cfg)
 		cmd.Stderr = &logs

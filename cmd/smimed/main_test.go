@@ -11,12 +11,12 @@ import (
 	"fmt"
 	"math/big"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest"
 )
 
@@ -42,15 +42,7 @@ func runCmd(stdin []byte, args ...string) (int, string, string) {
 func writeConfig(t *testing.T, extra string) string {
 	t.Helper()
 	dir := t.TempDir()
-	for _, f := range []string{"org-new.crt", "org-new.key", "org-ec256.crt", "org-ec256.key", "org-old-legacy.p12", "org-old-legacy.pass", "ca-bundle.pem"} {
-		data, err := os.ReadFile(filepath.Join(fixtures, "pki", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, f), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	testenv.CopyPKI(t, dir, "org-new.crt", "org-new.key", "org-ec256.crt", "org-ec256.key", "org-old-legacy.p12", "org-old-legacy.pass", "ca-bundle.pem")
 	cfg := fmt.Sprintf(`state_dir = "state"
 %s
 [trust]
@@ -72,16 +64,6 @@ password_file = "org-old-legacy.pass"
 		t.Fatal(err)
 	}
 	return p
-}
-
-func opensslFP(t *testing.T, cert string) string {
-	t.Helper()
-	out, err := exec.Command("openssl", "x509", "-noout", "-fingerprint", "-sha256", "-in", cert).Output()
-	if err != nil {
-		t.Fatalf("openssl x509 -fingerprint: %v (these tests need the openssl command)", err)
-	}
-	_, fp, _ := strings.Cut(strings.TrimSpace(string(out)), "=")
-	return strings.ToLower(strings.ReplaceAll(fp, ":", ""))
 }
 
 func msg(name string) string { return filepath.Join(fixtures, "msg", name) }
@@ -109,7 +91,7 @@ func TestInspectJSON(t *testing.T) {
 	if dec["status"] != "ok" || dec["cipher"] == "" || dec["key_transport"] != "rsa-pkcs1v15" {
 		t.Errorf("decryption = %v", dec)
 	}
-	if want := opensslFP(t, filepath.Join(fixtures, "pki", "org-new.crt")); dec["key"] != want {
+	if want := testenv.OpenSSLFingerprint(t, filepath.Join(fixtures, "pki", "org-new.crt")); dec["key"] != want {
 		t.Errorf("decryption.key = %v, want %s (openssl)", dec["key"], want)
 	}
 	sigs := got["signatures"].([]any)
@@ -117,7 +99,7 @@ func TestInspectJSON(t *testing.T) {
 		t.Fatalf("signatures = %v", sigs)
 	}
 	s := sigs[0].(map[string]any)
-	alice := opensslFP(t, filepath.Join(fixtures, "pki", "alice.crt"))
+	alice := testenv.OpenSSLFingerprint(t, filepath.Join(fixtures, "pki", "alice.crt"))
 	if s["status"] != "valid" || s["fingerprint"] != alice || s["signer"] != "alice@partner.example" || s["digest"] == "" || s["algorithm"] != "rsa-pkcs1v15" {
 		t.Errorf("signature = %v, want valid by alice (%s)", s, alice)
 	}
@@ -146,8 +128,8 @@ func TestInspectHarvestThenCerts(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("certs list exit %d: %s", code, errOut)
 	}
-	alice := opensslFP(t, filepath.Join(fixtures, "pki", "alice.crt"))
-	self := opensslFP(t, filepath.Join(fixtures, "pki", "selfsigned.crt"))
+	alice := testenv.OpenSSLFingerprint(t, filepath.Join(fixtures, "pki", "alice.crt"))
+	self := testenv.OpenSSLFingerprint(t, filepath.Join(fixtures, "pki", "selfsigned.crt"))
 	found := map[string]bool{}
 	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
 		var e map[string]any
@@ -185,12 +167,7 @@ func TestDecrypt(t *testing.T) {
 	key := filepath.Join(keyDir, "k.pem")
 	data, _ := os.ReadFile(filepath.Join(fixtures, "pki", "org-old.key"))
 	os.WriteFile(key, data, 0o600)
-	cmd := exec.Command("openssl", "cms", "-decrypt", "-recip", filepath.Join(fixtures, "pki", "org-old.crt"), "-inkey", key)
-	cmd.Stdin = bytes.NewReader(raw)
-	want, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("openssl cms -decrypt: %v", err)
-	}
+	want := testenv.OpenSSLInput(t, "", raw, "cms", "-decrypt", "-recip", filepath.Join(fixtures, "pki", "org-old.crt"), "-inkey", key)
 	_, body, _ := bytes.Cut(want, []byte("\r\n\r\n"))
 	code, out, errOut := runCmd(raw, "decrypt", "--config", cfg, "-")
 	if code != exitOK || !strings.HasSuffix(out, string(body)) || !strings.Contains(out, "Subject: smimed test: enc-old-key") {
@@ -257,16 +234,8 @@ colour = "blue"`)
 func TestCheckConfigWarnsSmallKey(t *testing.T) {
 	cfg := writeConfig(t, "")
 	dir := filepath.Dir(cfg)
-	for _, args := range [][]string{
-		{"genrsa", "-out", "old512.key", "512"},
-		{"req", "-x509", "-new", "-key", "old512.key", "-subj", "/CN=old", "-days", "30", "-out", "old512.crt"},
-	} {
-		cmd := exec.Command("openssl", args...)
-		cmd.Dir = dir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("openssl %v: %v\n%s", args, err, out)
-		}
-	}
+	testenv.OpenSSL(t, dir, "genrsa", "-out", "old512.key", "512")
+	testenv.OpenSSL(t, dir, "req", "-x509", "-new", "-key", "old512.key", "-subj", "/CN=old", "-days", "30", "-out", "old512.crt")
 	os.Chmod(filepath.Join(dir, "old512.key"), 0o600)
 	f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
@@ -403,15 +372,7 @@ func TestRunRefusesWithoutAccounts(t *testing.T) {
 // certificate ends on the date OpenSSL prints for it.
 func TestInspectAt(t *testing.T) {
 	cfg := writeConfig(t, "")
-	out, err := exec.Command("openssl", "x509", "-noout", "-enddate", "-in", filepath.Join(fixtures, "pki", "alice.crt")).Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, v, _ := strings.Cut(strings.TrimSpace(string(out)), "=")
-	end, err := time.Parse("Jan _2 15:04:05 2006 MST", v)
-	if err != nil {
-		t.Fatal(err)
-	}
+	end := testenv.OpenSSLDate(t, filepath.Join(fixtures, "pki", "alice.crt"), "enddate")
 	for _, tc := range []struct{ at, want string }{
 		{end.AddDate(0, -1, 0).Format(time.RFC3339), "valid"},
 		{end.AddDate(0, 1, 0).Format(time.DateOnly), "expired"},

@@ -9,14 +9,13 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/smimed/smimed/daemon/imapwatch/dovecottest"
+	"github.com/smimed/smimed/daemon/testenv"
 )
 
 // TestRunBinarySignals builds smimed and runs the service as systemd
@@ -25,13 +24,9 @@ import (
 // start the account added meanwhile and say READY=1; and on SIGTERM say
 // STOPPING=1 and exit 0 within 10 s.
 func TestRunBinarySignals(t *testing.T) {
-	d := dovecottest.Start(t)
-	d.AddUser(t, "ceo", "pw-ceo")
-	msg, err := os.ReadFile(filepath.Join(fixtures, "msg", "signed-rsa-sha256.eml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.Deliver(t, "ceo", "INBOX", msg)
+	d := testenv.StartDovecot(t)
+	d.AddUser(t, "ceo", testenv.Password("ceo"))
+	d.Deliver(t, "ceo", "INBOX", testenv.Testdata(t, "msg", "signed-rsa-sha256.eml"))
 
 	cfg := writeAccountConfig(t, "", d.Addr(), "")
 	bin := buildBinary(t)
@@ -73,7 +68,7 @@ func TestRunBinarySignals(t *testing.T) {
 		}
 	}
 
-	var logs lockedBuf
+	var logs testenv.LockedBuffer
 	cmd := exec.Command(bin, "run", "--config", cfg)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
 	cmd.Stderr = &logs
@@ -106,13 +101,12 @@ func TestRunBinarySignals(t *testing.T) {
 	// SIGHUP with an account added: RELOADING=1 with the monotonic clock
 	// (systemd's Type=notify-reload), then READY=1, and the new account
 	// runs.
-	d.AddUser(t, "sales", "pw-sales")
-	os.WriteFile(filepath.Join(filepath.Dir(cfg), "sales.pass"), []byte("pw-sales\n"), 0o600)
+	d.AddAccount(t, filepath.Dir(cfg), "sales")
 	f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Fprintf(f, "\n[[accounts]]\nname = \"sales\"\nserver = %q\ntls = \"none\"\nusername = \"sales\"\npassword_file = \"sales.pass\"\nfolders = [\"INBOX\"]\n", d.Addr())
+	fmt.Fprint(f, "\n"+testenv.Account("sales", d.Addr(), ""))
 	f.Close()
 	before := monotonicUsec(t)
 	cmd.Process.Signal(syscall.SIGHUP)
@@ -151,16 +145,13 @@ func TestRunBinarySignals(t *testing.T) {
 func writeAccountConfig(t *testing.T, extra, addr, accountExtra string) string {
 	t.Helper()
 	cfg := writeConfig(t, extra)
-	dir := filepath.Dir(cfg)
-	if err := os.WriteFile(filepath.Join(dir, "ceo.pass"), []byte("pw-ceo\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	testenv.WritePasswordFile(t, filepath.Dir(cfg), "ceo")
 	f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	fmt.Fprintf(f, "\n[[accounts]]\nname = \"ceo\"\nserver = %q\ntls = \"none\"\nusername = \"ceo\"\npassword_file = \"ceo.pass\"\nfolders = [\"INBOX\"]\n%s\n", addr, accountExtra)
+	fmt.Fprint(f, "\n"+testenv.Account("ceo", addr, accountExtra))
 	return cfg
 }
 
@@ -182,22 +173,4 @@ func monotonicUsec(t *testing.T) uint64 {
 		t.Fatal(err)
 	}
 	return uint64(ts.Sec)*1e6 + uint64(ts.Nsec)/1e3
-}
-
-// lockedBuf is a bytes buffer safe for the writer goroutine of exec.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

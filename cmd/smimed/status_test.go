@@ -1,56 +1,29 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/smimed/smimed/daemon"
 	"github.com/smimed/smimed/daemon/config"
-	"github.com/smimed/smimed/daemon/imapwatch/dovecottest"
+	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest/state"
 )
 
 // doveadmCheckpoint asks Dovecot for the UIDVALIDITY of user's INBOX and
 // its highest UID.
-func doveadmCheckpoint(t *testing.T, d *dovecottest.Server, user string) (uidValidity, uid uint32) {
+func doveadmCheckpoint(t *testing.T, d *testenv.Dovecot, user string) (uidValidity, uid uint32) {
 	t.Helper()
-	out := d.Doveadm(t, "mailbox", "status", "-u", user, "uidvalidity", "INBOX")
-	_, field, _ := strings.Cut(strings.TrimSpace(out), "uidvalidity=") // "INBOX uidvalidity=N"
-	v, err := strconv.ParseUint(field, 10, 32)
-	if err != nil {
-		t.Fatalf("doveadm mailbox status = %q: %v", out, err)
+	for _, u := range d.UIDs(t, user, "INBOX") {
+		uid = max(uid, u)
 	}
-	// doveadm search prints "GUID UID" per message.
-	for _, line := range strings.Split(strings.TrimSpace(d.Doveadm(t, "search", "-u", user, "mailbox", "INBOX", "all")), "\n") {
-		f := strings.Fields(line)
-		if len(f) != 2 {
-			t.Fatalf("doveadm search line %q", line)
-		}
-		n, err := strconv.ParseUint(f[1], 10, 32)
-		if err != nil {
-			t.Fatal(err)
-		}
-		uid = max(uid, uint32(n))
-	}
-	return uint32(v), uid
-}
-
-// opensslFingerprint is the SHA-256 fingerprint openssl computes, in
-// lower-case hex.
-func opensslFingerprint(t *testing.T, path string) string {
-	t.Helper()
-	out := certsTestOpenSSL(t, filepath.Dir(path), "x509", "-in", path, "-noout", "-fingerprint", "-sha256")
-	_, fp, _ := strings.Cut(strings.TrimSpace(out), "=")
-	return strings.ToLower(strings.ReplaceAll(fp, ":", ""))
+	return d.UIDValidity(t, user, "INBOX"), uid
 }
 
 // statusJSON runs `smimed status --json` and decodes its object.
@@ -72,37 +45,20 @@ func statusJSON(t *testing.T, cfg string) (int, map[string]any, string) {
 // daemon has stopped, status says so, exits 1, and shows the checkpoint
 // from the store.
 func TestStatusThroughDaemon(t *testing.T) {
-	d := dovecottest.Start(t)
-	d.AddUser(t, "ceo", "pw-ceo")
-	msg, err := os.ReadFile(filepath.Join(fixtures, "msg", "signed-rsa-sha256.eml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.Deliver(t, "ceo", "INBOX", msg)
+	d := testenv.StartDovecot(t)
+	d.AddUser(t, "ceo", testenv.Password("ceo"))
+	d.Deliver(t, "ceo", "INBOX", testenv.Testdata(t, "msg", "signed-rsa-sha256.eml"))
 	cfgPath := writeAccountConfig(t, "", d.Addr(), "")
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs lockedBuf
+	var logs testenv.LockedBuffer
 	svc, err := daemon.NewService(cfg, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Run() = %v", err)
-			}
-			svc.Close()
-		})
-	}
-	defer stop()
+	stop := testenv.RunService(t, svc, 0)
 
 	wantValidity, wantUID := doveadmCheckpoint(t, d, "ceo")
 	var st map[string]any
@@ -153,7 +109,7 @@ func TestStatusThroughDaemon(t *testing.T) {
 	}
 
 	// The certificates: through the daemon, which holds the store.
-	aliceFP := opensslFingerprint(t, filepath.Join(fixtures, "pki", "alice.crt"))
+	aliceFP := testenv.OpenSSLFingerprint(t, filepath.Join(fixtures, "pki", "alice.crt"))
 	code, out, errOut = runCmd(nil, "certs", "list", "--json", "--config", cfgPath)
 	if code != exitOK || !strings.Contains(out, `"email":"alice@partner.example","fingerprint":"`+aliceFP+`"`) {
 		t.Errorf("certs list --json through the daemon = %d, %q:\n%s", code, errOut, out)

@@ -29,7 +29,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 
-	"github.com/smimed/smimed/daemon/imapwatch/dovecottest"
+	"github.com/smimed/smimed/daemon/testenv"
 )
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -219,7 +219,7 @@ func TestConfigRefused(t *testing.T) {
 // dovecot is one private Dovecot shared by the subtests of TestDovecot, each
 // with a user of its own.
 type dovecot struct {
-	*dovecottest.Server
+	*testenv.Dovecot
 	t *testing.T
 }
 
@@ -237,24 +237,6 @@ func (d dovecot) dial(t *testing.T, user string) *Conn {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
-}
-
-// uids is what doveadm search reports for folder.
-func (d dovecot) uids(t *testing.T, user, folder string) []uint32 {
-	t.Helper()
-	var uids []uint32
-	for _, line := range strings.Split(strings.TrimSpace(d.Doveadm(t, "search", "-u", user, "mailbox", folder, "all")), "\n") {
-		f := strings.Fields(line)
-		if len(f) != 2 {
-			continue
-		}
-		n, err := strconv.ParseUint(f[1], 10, 32)
-		if err != nil {
-			t.Fatalf("doveadm search: %q", line)
-		}
-		uids = append(uids, uint32(n))
-	}
-	return uids
 }
 
 // field is one field of doveadm fetch for one message, e.g. "flags".
@@ -275,7 +257,7 @@ func (d dovecot) status(t *testing.T, user, folder, fields string) string {
 }
 
 func TestDovecot(t *testing.T) {
-	d := dovecot{Server: dovecottest.Start(t), t: t}
+	d := dovecot{Dovecot: testenv.StartDovecot(t), t: t}
 	t.Logf("Dovecot %s on %s", d.Version(), d.Addr())
 	ctx := context.Background()
 
@@ -299,7 +281,7 @@ func TestDovecot(t *testing.T) {
 		for i := range 3 {
 			d.Deliver(t, u, "INBOX", testMessage(fmt.Sprint("u", i), 100))
 		}
-		want := d.uids(t, u, "INBOX")
+		want := d.UIDs(t, u, "INBOX")
 		if len(want) != 3 {
 			t.Fatalf("doveadm search = %v, want 3 UIDs", want)
 		}
@@ -326,7 +308,7 @@ func TestDovecot(t *testing.T) {
 		u := d.user(t)
 		msg := testMessage("f1", 3000)
 		d.Deliver(t, u, "INBOX", msg)
-		uid := d.uids(t, u, "INBOX")[0]
+		uid := d.UIDs(t, u, "INBOX")[0]
 		statusBefore := d.status(t, u, "INBOX", "messages unseen recent highestmodseq")
 		flagsBefore := d.field(t, u, "INBOX", uid, "flags")
 		received := d.field(t, u, "INBOX", uid, "date.received")
@@ -383,7 +365,7 @@ func TestDovecot(t *testing.T) {
 		u := d.user(t)
 		msg := testMessage("big", 2<<20)
 		d.Deliver(t, u, "INBOX", msg)
-		uid := d.uids(t, u, "INBOX")[0]
+		uid := d.UIDs(t, u, "INBOX")[0]
 		c := d.dial(t, u)
 		if _, err := c.Examine(ctx, "INBOX"); err != nil {
 			t.Fatal(err)
@@ -413,7 +395,7 @@ func TestDovecot(t *testing.T) {
 		u := d.user(t)
 		msg := testMessage("large", 50_000)
 		d.Deliver(t, u, "INBOX", msg)
-		uid := d.uids(t, u, "INBOX")[0]
+		uid := d.UIDs(t, u, "INBOX")[0]
 		c := d.dial(t, u)
 		if _, err := c.Examine(ctx, "INBOX"); err != nil {
 			t.Fatal(err)
@@ -474,7 +456,7 @@ func TestDovecot(t *testing.T) {
 			t.Fatalf("Idle() woke %v after the delivery, want within 2s", lag)
 		}
 		uids, err := c.UIDsAfter(ctx, 0)
-		if want := d.uids(t, u, "INBOX"); err != nil || !slices.Equal(uids, want) {
+		if want := d.UIDs(t, u, "INBOX"); err != nil || !slices.Equal(uids, want) {
 			t.Fatalf("UIDsAfter(0) after IDLE = %v, %v, want %v", uids, err, want)
 		}
 
@@ -528,7 +510,7 @@ func TestDovecot(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Append() = %v", err)
 		}
-		if want := d.uids(t, u, "Archive"); !slices.Equal(want, []uint32{uid}) {
+		if want := d.UIDs(t, u, "Archive"); !slices.Equal(want, []uint32{uid}) {
 			t.Fatalf("Append() = UID %d, doveadm search Archive = %v", uid, want)
 		}
 		if flags := d.field(t, u, "Archive", uid, "flags"); strings.Contains(flags, `\Seen`) {
@@ -586,7 +568,7 @@ func TestDovecot(t *testing.T) {
 			t.Fatalf("FindCopies = %v, %v; want [%d]", got, err, u1)
 		}
 		// What doveadm sees: four messages, all of them unread.
-		if n := len(d.uids(t, u, "Decrypted")); n != 4 {
+		if n := len(d.UIDs(t, u, "Decrypted")); n != 4 {
 			t.Fatalf("doveadm sees %d messages, want 4", n)
 		}
 		// Remove leaves a UID alone whose fields differ (another message
@@ -598,7 +580,7 @@ func TestDovecot(t *testing.T) {
 		if gone, err := c.Remove(ctx, "Decrypted", u1, want); err != nil || !gone {
 			t.Fatalf("Remove(%d) = %v, %v", u1, gone, err)
 		}
-		left := d.uids(t, u, "Decrypted")
+		left := d.UIDs(t, u, "Decrypted")
 		if len(left) != 3 || slices.Contains(left, u1) {
 			t.Fatalf("after Remove(%d) doveadm sees %v", u1, left)
 		}

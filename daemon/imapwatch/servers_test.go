@@ -1,7 +1,7 @@
 package imapwatch
 
 // The adapter against the three servers organisations run and this machine
-// can: Dovecot (dovecottest), Cyrus IMAP and Courier-IMAP (servertest),
+// can: Dovecot (daemon/testenv), Cyrus IMAP and Courier-IMAP (servertest),
 // each with its Debian defaults. What a test checks on the server comes
 // from doveadm or from servertest's own IMAP client, never from Conn.
 

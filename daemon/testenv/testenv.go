@@ -1,7 +1,14 @@
 // Package testenv is what the tests of every package share: the
-// repository's test data, a log buffer several goroutines write to, and
-// (in the files beside this one) the real programs the tests run. It is
-// imported by tests only.
+// repository's test data and a log buffer several goroutines write to
+// (this file), and the real programs the tests take their expected
+// values from: the openssl command (openssl.go), a private Dovecot
+// (dovecot.go) read and filled with doveadm (doveadm.go), and a TCP proxy
+// that cuts connections (proxy.go).
+//
+// It is imported by tests (and by the test servers of
+// daemon/imapwatch/servertest) only, and imports nothing of smimed, so
+// that the in-package tests of every package can use it without an
+// import cycle.
 package testenv
 
 import (
@@ -41,6 +48,12 @@ func Testdata(tb testing.TB, parts ...string) []byte {
 		tb.Fatal(err)
 	}
 	return data
+}
+
+// TestdataPath is the path of a file below the repository's testdata.
+func TestdataPath(tb testing.TB, parts ...string) string {
+	tb.Helper()
+	return filepath.Join(append([]string{RepoRoot(tb), "testdata"}, parts...)...)
 }
 
 // LockedBuffer collects log output from several goroutines.

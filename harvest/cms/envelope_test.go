@@ -27,30 +27,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/smimed/smimed/daemon/testenv"
 )
-
-// envNeedOpenSSL fails (not skips) the test when the openssl command is
-// missing: these tests are the package's only independent reference.
-func envNeedOpenSSL(t testing.TB) {
-	t.Helper()
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Fatalf("openssl not found in PATH (%v): the cms tests compare with OpenSSL 3; install it (Debian/Ubuntu: apt-get install openssl)", err)
-	}
-}
-
-// envOpenSSL runs openssl in dir and returns its standard output.
-func envOpenSSL(t testing.TB, dir string, args ...string) []byte {
-	t.Helper()
-	cmd := exec.Command("openssl", args...)
-	cmd.Dir = dir
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
-	}
-	return out
-}
 
 // envParty is a recipient certificate and key made by openssl.
 type envParty struct {
@@ -68,9 +47,9 @@ type envFixture struct {
 }
 
 func envNewFixture(t testing.TB) *envFixture {
-	envNeedOpenSSL(t)
+	testenv.NeedOpenSSL(t)
 	dir := t.TempDir()
-	envOpenSSL(t, dir, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+	testenv.OpenSSL(t, dir, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
 		"-subj", "/O=smimed tests/CN=Test CA", "-days", "2")
 	return &envFixture{dir: dir, ca: "ca.pem"}
 }
@@ -84,23 +63,23 @@ func (fx *envFixture) newParty(t testing.TB, name string, newkey string, pkeyopt
 	for _, o := range pkeyopts {
 		args = append(args, "-pkeyopt", o)
 	}
-	envOpenSSL(t, fx.dir, args...)
+	testenv.OpenSSL(t, fx.dir, args...)
 	ext := filepath.Join(fx.dir, name+".ext")
 	if err := os.WriteFile(ext, []byte("subjectKeyIdentifier=hash\nkeyUsage=keyEncipherment,keyAgreement,dataEncipherment\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	envOpenSSL(t, fx.dir, "x509", "-req", "-in", csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+	testenv.OpenSSL(t, fx.dir, "x509", "-req", "-in", csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
 		"-days", "2", "-extfile", ext, "-out", cert)
 	p := &envParty{name: name, cert: cert, keyPEM: keyFile}
 	p.key = envLoadPEMKey(t, filepath.Join(fx.dir, cert), filepath.Join(fx.dir, keyFile))
 
-	out := string(envOpenSSL(t, fx.dir, "x509", "-in", cert, "-noout", "-serial"))
+	out := string(testenv.OpenSSL(t, fx.dir, "x509", "-in", cert, "-noout", "-serial"))
 	s := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(out), "serial="))
 	p.serial, _ = new(big.Int).SetString(s, 16)
 	if p.serial == nil {
 		t.Fatalf("openssl x509 -serial printed %q", out)
 	}
-	out = string(envOpenSSL(t, fx.dir, "x509", "-in", cert, "-noout", "-ext", "subjectKeyIdentifier"))
+	out = string(testenv.OpenSSL(t, fx.dir, "x509", "-in", cert, "-noout", "-ext", "subjectKeyIdentifier"))
 	m := regexp.MustCompile(`(?m)^\s*([0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2})+)\s*$`).FindStringSubmatch(out)
 	if m == nil {
 		t.Fatalf("no subjectKeyIdentifier in %q", out)
@@ -222,7 +201,7 @@ func (fx *envFixture) encrypt(t testing.TB, in []byte, form string, opts []strin
 			args = append(args, "-keyopt", o)
 		}
 	}
-	envOpenSSL(t, fx.dir, args...)
+	testenv.OpenSSL(t, fx.dir, args...)
 	out, err := os.ReadFile(filepath.Join(fx.dir, outFile))
 	if err != nil {
 		t.Fatal(err)
@@ -419,7 +398,7 @@ func TestDecryptOtherRecipientKinds(t *testing.T) {
 		kinds = append(kinds, r.Kind+":"+r.KeyTransport)
 	}
 	// openssl cms -cmsout -print names them in this order.
-	printed := string(envOpenSSL(t, fx.dir, "cms", "-cmsout", "-print", "-inform", "DER", "-in", envWriteFile(t, fx.dir, "kinds.der", out)))
+	printed := string(testenv.OpenSSL(t, fx.dir, "cms", "-cmsout", "-print", "-inform", "DER", "-in", envWriteFile(t, fx.dir, "kinds.der", out)))
 	var want []string
 	for _, m := range regexp.MustCompile(`d\.(ktri|kari|kekri|pwri|ori):`).FindAllStringSubmatch(printed, -1) {
 		switch m[1] {
@@ -482,7 +461,7 @@ type envASN1Item struct {
 func envASN1Parse(t testing.TB, dir string, der []byte) []envASN1Item {
 	t.Helper()
 	f := envWriteFile(t, dir, fmt.Sprintf("parse-%d.der", rand.Uint64()), der)
-	out := envOpenSSL(t, dir, "asn1parse", "-inform", "DER", "-in", f)
+	out := testenv.OpenSSL(t, dir, "asn1parse", "-inform", "DER", "-in", f)
 	re := regexp.MustCompile(`^\s*(\d+):d=(\d+)\s+hl=(\d+)\s+l=\s*(\d+)\s+(prim|cons):\s*([^:]*?)\s*(?::(.*))?$`)
 	var items []envASN1Item
 	for _, line := range strings.Split(string(out), "\n") {
@@ -632,7 +611,7 @@ func TestDecryptCraftedPadding(t *testing.T) {
 		t.Fatalf("unexpected openssl structure: ek %+v iv %+v content %+v", ek, ivItem, c)
 	}
 	envWriteFile(t, fx.dir, "ek.bin", der[ek.off+ek.hl:ek.off+ek.hl+ek.l])
-	cek := envOpenSSL(t, fx.dir, "pkeyutl", "-decrypt", "-inkey", rsaP.keyPEM, "-in", "ek.bin")
+	cek := testenv.OpenSSL(t, fx.dir, "pkeyutl", "-decrypt", "-inkey", rsaP.keyPEM, "-in", "ek.bin")
 	if len(cek) != 16 {
 		t.Fatalf("openssl pkeyutl gave a %d-byte key", len(cek))
 	}
@@ -661,7 +640,7 @@ func TestDecryptCraftedPadding(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			envWriteFile(t, fx.dir, "pt.bin", tc.pt)
-			ct := envOpenSSL(t, fx.dir, "enc", "-aes-128-cbc", "-nopad", "-K", hex.EncodeToString(cek), "-iv", iv, "-in", "pt.bin")
+			ct := testenv.OpenSSL(t, fx.dir, "enc", "-aes-128-cbc", "-nopad", "-K", hex.EncodeToString(cek), "-iv", iv, "-in", "pt.bin")
 			if len(ct) != n {
 				t.Fatalf("openssl enc gave %d bytes", len(ct))
 			}
@@ -871,7 +850,7 @@ func TestDecryptUnsupported(t *testing.T) {
 	})
 	t.Run("signed-data", func(t *testing.T) {
 		f := envWriteFile(t, fx.dir, "m.txt", []byte("hello"))
-		der := envOpenSSL(t, fx.dir, "cms", "-sign", "-binary", "-in", f, "-signer", rsaP.cert, "-inkey", rsaP.keyPEM, "-outform", "DER")
+		der := testenv.OpenSSL(t, fx.dir, "cms", "-sign", "-binary", "-in", f, "-signer", rsaP.cert, "-inkey", rsaP.keyPEM, "-outform", "DER")
 		ci := envReadCMS(t, der, "DER")
 		if _, err := Decrypt(ci, []*Key{rsaP.key}); !errors.Is(err, ErrUnsupported) {
 			t.Fatalf("Decrypt(signed-data) = %v, want ErrUnsupported", err)
@@ -928,7 +907,7 @@ func TestDecryptCorpusInterop(t *testing.T) {
 	if err != nil {
 		skipNoCorpus(t, dir, err)
 	}
-	envNeedOpenSSL(t)
+	testenv.NeedOpenSSL(t)
 	interop := filepath.Join(dir, "thunderbird-nss", "smime-interop")
 	rows := regexp.MustCompile(`(?m)^\| smime-interop/([\w.-]+\.env) \|.*key: (Fran(?:-ec)?\.p12)`).FindAllSubmatch(manifest, -1)
 	if len(rows) < 6 {
@@ -938,7 +917,7 @@ func TestDecryptCorpusInterop(t *testing.T) {
 	keys := map[string]*Key{}
 	for _, p12 := range []string{"Fran.p12", "Fran-ec.p12"} {
 		// The key and its certificate as OpenSSL reads them, as PEM.
-		envOpenSSL(t, tmp, "pkcs12", "-in", filepath.Join(interop, p12), "-passin", "pass:nss", "-nodes", "-clcerts", "-out", p12+".pem")
+		testenv.OpenSSL(t, tmp, "pkcs12", "-in", filepath.Join(interop, p12), "-passin", "pass:nss", "-nodes", "-clcerts", "-out", p12+".pem")
 		data, err := os.ReadFile(filepath.Join(tmp, p12+".pem"))
 		if err != nil {
 			t.Fatal(err)
@@ -966,7 +945,7 @@ func TestDecryptCorpusInterop(t *testing.T) {
 		name, p12 := string(row[1]), string(row[2])
 		t.Run(name, func(t *testing.T) {
 			f := filepath.Join(interop, name)
-			want := envOpenSSL(t, tmp, "cms", "-decrypt", "-inform", "SMIME", "-binary", "-in", f, "-recip", p12+".pem", "-inkey", p12+".pem")
+			want := testenv.OpenSSL(t, tmp, "cms", "-decrypt", "-inform", "SMIME", "-binary", "-in", f, "-recip", p12+".pem", "-inkey", p12+".pem")
 			raw, err := os.ReadFile(f)
 			if err != nil {
 				t.Fatal(err)
@@ -1004,7 +983,7 @@ func TestDecryptCorpusOpenSSL111(t *testing.T) {
 	if err != nil {
 		skipNoCorpus(t, dir, err)
 	}
-	envNeedOpenSSL(t)
+	testenv.NeedOpenSSL(t)
 	keyFile := filepath.Join(dir, "openssl", "smime-certs", "smec3.pem")
 	pemData, err := os.ReadFile(keyFile)
 	if err != nil {
@@ -1027,7 +1006,7 @@ func TestDecryptCorpusOpenSSL111(t *testing.T) {
 			t.Fatalf("%s: %v", keyFile, err)
 		}
 	}
-	want := envOpenSSL(t, t.TempDir(), "cms", "-decrypt", "-inform", "SMIME", "-binary", "-in", f, "-recip", keyFile, "-inkey", keyFile)
+	want := testenv.OpenSSL(t, t.TempDir(), "cms", "-decrypt", "-inform", "SMIME", "-binary", "-in", f, "-recip", keyFile, "-inkey", keyFile)
 	ci, err := ParseContentInfo(envSMIMEBody(t, raw))
 	if err != nil {
 		t.Fatalf("ParseContentInfo() = %v", err)
@@ -1043,7 +1022,7 @@ func TestDecryptCorpusOpenSSL111(t *testing.T) {
 
 // TestCipherName checks the names against OpenSSL's own for the same OIDs.
 func TestCipherName(t *testing.T) {
-	envNeedOpenSSL(t)
+	testenv.NeedOpenSSL(t)
 	dir := t.TempDir()
 	for _, c := range envContentCiphers {
 		oid := c.oid.String()
@@ -1051,7 +1030,7 @@ func TestCipherName(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		out := string(envOpenSSL(t, dir, "asn1parse", "-inform", "DER", "-in", envWriteFile(t, dir, "oid.der", der)))
+		out := string(testenv.OpenSSL(t, dir, "asn1parse", "-inform", "DER", "-in", envWriteFile(t, dir, "oid.der", der)))
 		i := strings.LastIndex(out, ":")
 		name := strings.ToLower(strings.TrimSpace(out[i+1:]))
 		if name == oid {
@@ -1076,12 +1055,12 @@ func TestCipherName(t *testing.T) {
 // TestDecryptManyRecipients: the recipient listing and the number of tries
 // are bounded, so a message naming thousands of recipients stays cheap.
 func TestDecryptManyRecipients(t *testing.T) {
-	envNeedOpenSSL(t)
+	testenv.NeedOpenSSL(t)
 	fx := &envFixture{dir: t.TempDir()}
 	// Self-signed, one openssl run each: this test needs many.
 	quick := func(name string) *envParty {
 		p := &envParty{name: name, cert: name + ".pem", keyPEM: name + ".key"}
-		envOpenSSL(t, fx.dir, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+		testenv.OpenSSL(t, fx.dir, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
 			"-keyout", p.keyPEM, "-out", p.cert, "-subj", "/CN="+name, "-days", "2")
 		p.key = envLoadPEMKey(t, filepath.Join(fx.dir, p.cert), filepath.Join(fx.dir, p.keyPEM))
 		return p
@@ -1115,7 +1094,7 @@ func TestDecryptManyRecipients(t *testing.T) {
 // TestX963KDF compares the KDF and the ECC-CMS-SharedInfo encoding (with a
 // ukm, which openssl cms cannot be asked to send) with OpenSSL.
 func TestX963KDF(t *testing.T) {
-	envNeedOpenSSL(t)
+	testenv.NeedOpenSSL(t)
 	dir := t.TempDir()
 	wrap := []byte{0x30, 0x0b, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x01, 0x05} // aes128-wrap
 	ukm := bytes.Repeat([]byte{0x5a}, 64)
@@ -1147,7 +1126,7 @@ func TestX963KDF(t *testing.T) {
 	z := []byte("shared secret Z from ECDH, 32 b.")
 	for _, h := range []crypto.Hash{crypto.SHA1, crypto.SHA224, crypto.SHA256, crypto.SHA384, crypto.SHA512} {
 		for _, n := range []int{16, 24, 32, 70} {
-			out := envOpenSSL(t, dir, "kdf", "-keylen", strconv.Itoa(n), "-kdfopt", "digest:"+strings.ReplaceAll(h.String(), "-", ""),
+			out := testenv.OpenSSL(t, dir, "kdf", "-keylen", strconv.Itoa(n), "-kdfopt", "digest:"+strings.ReplaceAll(h.String(), "-", ""),
 				"-kdfopt", "hexsecret:"+hex.EncodeToString(z), "-kdfopt", "hexinfo:"+hex.EncodeToString(info), "X963KDF")
 			want, err := hex.DecodeString(strings.ReplaceAll(strings.TrimSpace(string(out)), ":", ""))
 			if err != nil {

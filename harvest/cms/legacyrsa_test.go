@@ -8,17 +8,15 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"math/big"
-	"os/exec"
 	"testing"
+
+	"github.com/smimed/smimed/daemon/testenv"
 )
 
 // legacy512 is a 512-bit key made by OpenSSL.
 func legacy512(t *testing.T) *rsa.PrivateKey {
 	t.Helper()
-	out, err := exec.Command("openssl", "genrsa", "512").Output()
-	if err != nil {
-		t.Fatalf("openssl genrsa: %v", err)
-	}
+	out := testenv.OpenSSL(t, "", "genrsa", "512")
 	block, _ := pem.Decode(out)
 	if block == nil {
 		t.Fatal("openssl genrsa wrote no PEM")

@@ -13,13 +13,14 @@ import (
 	"errors"
 	"math/big"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/smimed/smimed/daemon/testenv"
 )
 
 // The expected results in these tests come from OpenSSL: every message is
@@ -28,38 +29,32 @@ import (
 
 const signedTestMessage = "Content-Type: text/plain; charset=us-ascii\r\n\r\nhello from the signed-data test\r\n"
 
-// osl runs the openssl command in a directory.
+// osl runs the openssl command in a directory (testenv.OpenSSL), without
+// the system's openssl.cnf.
 type osl struct {
 	t   *testing.T
 	dir string
-	bin string
 }
 
+// newOSL sets OPENSSL_CONF=/dev/null for the rest of t.
 func newOSL(t *testing.T, dir string) *osl {
 	t.Helper()
-	bin, err := exec.LookPath("openssl")
-	if err != nil {
-		t.Fatalf("the openssl command is required for these tests but was not found in PATH (install the openssl package): %v", err)
-	}
-	return &osl{t: t, dir: dir, bin: bin}
+	testenv.NeedOpenSSL(t)
+	t.Setenv("OPENSSL_CONF", os.DevNull)
+	return &osl{t: t, dir: dir}
 }
 
-// run runs openssl and fails the test if it fails.
+// run runs openssl, returns its standard output and fails the test if it
+// fails.
 func (o *osl) run(args ...string) []byte {
 	o.t.Helper()
-	out, err := o.try(args...)
-	if err != nil {
-		o.t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return out
+	return testenv.OpenSSL(o.t, o.dir, args...)
 }
 
-// try runs openssl and returns its combined output and error.
+// try runs openssl and returns its output (stdout, then stderr) and error.
 func (o *osl) try(args ...string) ([]byte, error) {
-	cmd := exec.Command(o.bin, args...)
-	cmd.Dir = o.dir
-	cmd.Env = append(os.Environ(), "OPENSSL_CONF=/dev/null")
-	return cmd.CombinedOutput()
+	o.t.Helper()
+	return testenv.OpenSSLTry(o.t, o.dir, nil, args...)
 }
 
 func (o *osl) path(name string) string { return filepath.Join(o.dir, name) }
@@ -304,7 +299,7 @@ func TestSignedDataOpenSSL(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			o := &osl{t: t, dir: o.dir, bin: o.bin}
+			o := &osl{t: t, dir: o.dir}
 			file := c.name + ".p7s"
 			args := []string{"cms", "-sign", "-binary", "-outform", "DER", "-in", "msg.txt", "-out", file}
 			if c.md != "" {
@@ -492,7 +487,7 @@ func TestSignedDataOpenSSL(t *testing.T) {
 	}
 
 	t.Run("md5", func(t *testing.T) {
-		o := &osl{t: t, dir: o.dir, bin: o.bin}
+		o := &osl{t: t, dir: o.dir}
 		o.run("cms", "-sign", "-binary", "-outform", "DER", "-in", "msg.txt", "-out", "md5.p7s", "-md", "md5",
 			"-signer", "rsa.crt", "-inkey", "rsa.key")
 		o.run("cms", "-verify", "-binary", "-inform", "DER", "-noverify", "-in", "md5.p7s", "-content", "msg.txt", "-out", "/dev/null")
@@ -508,7 +503,7 @@ func TestSignedDataOpenSSL(t *testing.T) {
 	})
 
 	t.Run("econtent-type", func(t *testing.T) {
-		o := &osl{t: t, dir: o.dir, bin: o.bin}
+		o := &osl{t: t, dir: o.dir}
 		o.run("cms", "-sign", "-binary", "-outform", "DER", "-in", "msg.txt", "-out", "ect.p7s", "-nodetach",
 			"-econtent_type", "1.2.3.4.5", "-signer", "p256.crt", "-inkey", "p256.key")
 		o.run("cms", "-verify", "-binary", "-inform", "DER", "-noverify", "-in", "ect.p7s", "-out", "/dev/null")
@@ -523,7 +518,7 @@ func TestSignedDataOpenSSL(t *testing.T) {
 	})
 
 	t.Run("extra-certs", func(t *testing.T) {
-		o := &osl{t: t, dir: o.dir, bin: o.bin}
+		o := &osl{t: t, dir: o.dir}
 		o.run("cms", "-sign", "-binary", "-outform", "DER", "-in", "msg.txt", "-out", "xc.p7s",
 			"-certfile", "p384.crt", "-signer", "rsa.crt", "-inkey", "rsa.key")
 		sd := parseSignedFile(t, o.read("xc.p7s"))
@@ -537,7 +532,7 @@ func TestSignedDataOpenSSL(t *testing.T) {
 
 	t.Run("ber-stream", func(t *testing.T) {
 		// -stream writes indefinite lengths and a chunked eContent.
-		o := &osl{t: t, dir: o.dir, bin: o.bin}
+		o := &osl{t: t, dir: o.dir}
 		big := bytes.Repeat([]byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd\r\n"), 3000)
 		o.write("big.txt", big)
 		o.run("cms", "-sign", "-binary", "-outform", "DER", "-stream", "-nodetach", "-in", "big.txt", "-out", "stream.p7s",

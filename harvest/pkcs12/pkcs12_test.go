@@ -18,47 +18,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/smimed/smimed/daemon/testenv"
 )
-
-func needOpenSSL(t testing.TB) {
-	t.Helper()
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Fatalf("openssl not found in PATH (%v): these tests take their expected values from OpenSSL 3; install it (apt-get install openssl)", err)
-	}
-}
-
-// openssl runs the openssl command in dir and returns its standard output.
-func openssl(t testing.TB, dir string, args ...string) []byte {
-	t.Helper()
-	needOpenSSL(t)
-	cmd := exec.Command("openssl", args...)
-	cmd.Dir = dir
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
-	}
-	return stdout.Bytes()
-}
-
-// opensslInfo runs `openssl pkcs12 -info`, which reports on stderr, and
-// returns both outputs.
-func opensslInfo(t testing.TB, dir string, args ...string) string {
-	t.Helper()
-	needOpenSSL(t)
-	cmd := exec.Command("openssl", append([]string{"pkcs12", "-info"}, args...)...)
-	cmd.Dir = dir
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("openssl pkcs12 -info %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
 
 func writeTemp(t testing.TB, dir, name string, data []byte) string {
 	t.Helper()
@@ -85,12 +51,7 @@ func opensslFingerprints(t testing.TB, dir string, bundle []byte) []string {
 			continue
 		}
 		f := writeTemp(t, dir, fmt.Sprintf("fp-%d.pem", i), pem.EncodeToMemory(block))
-		out := strings.TrimSpace(string(openssl(t, dir, "x509", "-in", f, "-noout", "-fingerprint", "-sha256")))
-		_, fp, ok := strings.Cut(out, "=")
-		if !ok {
-			t.Fatalf("unexpected openssl fingerprint output %q", out)
-		}
-		fps = append(fps, strings.ToLower(strings.ReplaceAll(fp, ":", "")))
+		fps = append(fps, testenv.OpenSSLFingerprint(t, f))
 	}
 	return fps
 }
@@ -107,12 +68,12 @@ type expected struct {
 func opensslExpect(t testing.TB, dir, p12, password string, extra ...string) expected {
 	t.Helper()
 	base := append([]string{"pkcs12", "-in", p12, "-passin", "pass:" + password, "-legacy"}, extra...)
-	certs := openssl(t, dir, append(base, "-nokeys")...)
-	keys := openssl(t, dir, append(base, "-nocerts", "-nodes")...)
+	certs := testenv.OpenSSL(t, dir, append(base, "-nokeys")...)
+	keys := testenv.OpenSSL(t, dir, append(base, "-nocerts", "-nodes")...)
 	kf := writeTemp(t, dir, filepath.Base(p12)+".key.pem", keys)
 	return expected{
 		fps:    opensslFingerprints(t, dir, certs),
-		pubDER: openssl(t, dir, "pkey", "-in", kf, "-pubout", "-outform", "DER"),
+		pubDER: testenv.OpenSSL(t, dir, "pkey", "-in", kf, "-pubout", "-outform", "DER"),
 	}
 }
 
@@ -157,14 +118,14 @@ func makePKI(t testing.TB) *testPKI {
 	dir := t.TempDir()
 	p := &testPKI{dir: dir}
 	p.caCert = filepath.Join(dir, "ca.pem")
-	openssl(t, dir, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+	testenv.OpenSSL(t, dir, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
 		"-keyout", "ca.key", "-out", p.caCert, "-subj", "/O=Test/CN=Test CA", "-days", "30")
 	leaf := func(name, newkey string, opts ...string) (string, string) {
 		args := append([]string{"req", "-new", "-newkey", newkey}, opts...)
 		args = append(args, "-nodes", "-keyout", name+".key", "-out", name+".csr",
 			"-subj", "/O=Test/CN="+name+"/emailAddress="+name+"@example.org")
-		openssl(t, dir, args...)
-		openssl(t, dir, "x509", "-req", "-in", name+".csr", "-CA", p.caCert, "-CAkey", "ca.key",
+		testenv.OpenSSL(t, dir, args...)
+		testenv.OpenSSL(t, dir, "x509", "-req", "-in", name+".csr", "-CA", p.caCert, "-CAkey", "ca.key",
 			"-set_serial", fmt.Sprint(len(name)+100), "-days", "30", "-out", name+".pem")
 		return filepath.Join(dir, name+".pem"), filepath.Join(dir, name+".key")
 	}
@@ -226,8 +187,8 @@ func TestDecodeOpenSSL(t *testing.T) {
 			p12 := filepath.Join(dir, tc.name+".p12")
 			args := append([]string{"pkcs12", "-export", "-in", cert, "-inkey", key, "-certfile", pki.caCert,
 				"-name", tc.name, "-passout", "pass:" + tc.password, "-out", p12}, tc.args...)
-			openssl(t, dir, args...)
-			info := opensslInfo(t, dir, "-noout", "-in", p12, "-passin", "pass:"+tc.password, "-legacy")
+			testenv.OpenSSL(t, dir, args...)
+			info := string(testenv.OpenSSLCombined(t, dir, "pkcs12", "-info", "-noout", "-in", p12, "-passin", "pass:"+tc.password, "-legacy"))
 			for _, w := range tc.info {
 				if !strings.Contains(info, w) {
 					t.Fatalf("openssl pkcs12 -info does not mention %q; the fixture is not what this case tests:\n%s", w, info)
@@ -329,7 +290,7 @@ func TestDecodeEmptyPasswordForms(t *testing.T) {
 	pki := makePKI(t)
 	dir := t.TempDir()
 	p12 := filepath.Join(dir, "empty.p12")
-	openssl(t, dir, "pkcs12", "-export", "-in", pki.ecCert, "-inkey", pki.ecKey, "-passout", "pass:", "-out", p12)
+	testenv.OpenSSL(t, dir, "pkcs12", "-export", "-in", pki.ecCert, "-inkey", pki.ecKey, "-passout", "pass:", "-out", p12)
 	data, err := os.ReadFile(p12)
 	if err != nil {
 		t.Fatal(err)
@@ -349,12 +310,12 @@ func TestDecodeEmptyPasswordForms(t *testing.T) {
 	if _, err := asn1.Unmarshal(pfx.AuthSafe.Content.Bytes, &authSafe); err != nil {
 		t.Fatal(err)
 	}
-	key := strings.TrimSpace(string(openssl(t, dir, "kdf", "-keylen", "32", "-kdfopt", "digest:SHA256", "-kdfopt", "hexpass:",
+	key := strings.TrimSpace(string(testenv.OpenSSL(t, dir, "kdf", "-keylen", "32", "-kdfopt", "digest:SHA256", "-kdfopt", "hexpass:",
 		"-kdfopt", "hexsalt:"+hex.EncodeToString(pfx.MacData.MacSalt), "-kdfopt", fmt.Sprintf("iter:%d", pfx.MacData.Iterations),
 		"-kdfopt", "id:3", "PKCS12KDF")))
 	key = strings.ReplaceAll(key, ":", "")
 	content := writeTemp(t, dir, "authsafe.bin", authSafe)
-	macHex := strings.TrimSpace(string(openssl(t, dir, "mac", "-digest", "SHA256", "-macopt", "hexkey:"+key, "-in", content, "HMAC")))
+	macHex := strings.TrimSpace(string(testenv.OpenSSL(t, dir, "mac", "-digest", "SHA256", "-macopt", "hexkey:"+key, "-in", content, "HMAC")))
 	mac, err := hex.DecodeString(macHex)
 	if err != nil || len(mac) != 32 {
 		t.Fatalf("openssl mac printed %q", macHex)
@@ -387,11 +348,11 @@ func TestDecodeEmptyPasswordForms(t *testing.T) {
 // clear error.
 func TestDecodeDSAOnly(t *testing.T) {
 	dir := t.TempDir()
-	openssl(t, dir, "genpkey", "-genparam", "-algorithm", "DSA", "-pkeyopt", "dsa_paramgen_bits:1024", "-out", "dsa.param")
-	openssl(t, dir, "genpkey", "-paramfile", "dsa.param", "-out", "dsa.key")
-	openssl(t, dir, "req", "-x509", "-new", "-key", "dsa.key", "-subj", "/CN=dsa", "-days", "30", "-out", "dsa.pem")
-	openssl(t, dir, "pkcs12", "-export", "-in", "dsa.pem", "-inkey", "dsa.key", "-passout", "pass:x", "-out", "dsa.p12")
-	info := string(openssl(t, dir, "pkcs12", "-in", "dsa.p12", "-passin", "pass:x", "-nocerts", "-nodes"))
+	testenv.OpenSSL(t, dir, "genpkey", "-genparam", "-algorithm", "DSA", "-pkeyopt", "dsa_paramgen_bits:1024", "-out", "dsa.param")
+	testenv.OpenSSL(t, dir, "genpkey", "-paramfile", "dsa.param", "-out", "dsa.key")
+	testenv.OpenSSL(t, dir, "req", "-x509", "-new", "-key", "dsa.key", "-subj", "/CN=dsa", "-days", "30", "-out", "dsa.pem")
+	testenv.OpenSSL(t, dir, "pkcs12", "-export", "-in", "dsa.pem", "-inkey", "dsa.key", "-passout", "pass:x", "-out", "dsa.p12")
+	info := string(testenv.OpenSSL(t, dir, "pkcs12", "-in", "dsa.p12", "-passin", "pass:x", "-nocerts", "-nodes"))
 	if !strings.Contains(info, "BEGIN PRIVATE KEY") {
 		t.Fatalf("fixture has no private key:\n%s", info)
 	}
@@ -427,7 +388,7 @@ func corpusDir(t *testing.T) string {
 // password), and compares with what OpenSSL reads from them.
 func TestDecodeCorpus(t *testing.T) {
 	corpus := corpusDir(t)
-	needOpenSSL(t)
+	testenv.NeedOpenSSL(t)
 	type file struct{ path, password string }
 	var files []file
 	for _, g := range []string{"thunderbird-nss/smime/*.p12", "thunderbird-nss/smime-interop/*.p12"} {
@@ -499,7 +460,7 @@ func TestDecodeRFC9579(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			info := opensslInfo(t, dir, "-noout", "-nomacver", "-in", p, "-passin", "pass:1234")
+			info := string(testenv.OpenSSLCombined(t, dir, "pkcs12", "-info", "-noout", "-nomacver", "-in", p, "-passin", "pass:1234"))
 			if !strings.Contains(info, "MAC: PBMAC1") {
 				t.Fatalf("%s is not a PBMAC1 file:\n%s", tc.file, info)
 			}
@@ -551,7 +512,7 @@ func TestPKCS12KDF(t *testing.T) {
 	} {
 		name := fmt.Sprintf("%s-id%d-iter%d-n%d-p%d", tc.digest, tc.id, tc.iter, tc.n, len(tc.pass)/2)
 		t.Run(name, func(t *testing.T) {
-			out := strings.TrimSpace(string(openssl(t, dir, "kdf", "-keylen", fmt.Sprint(tc.n),
+			out := strings.TrimSpace(string(testenv.OpenSSL(t, dir, "kdf", "-keylen", fmt.Sprint(tc.n),
 				"-kdfopt", "digest:"+tc.digest, "-kdfopt", "hexpass:"+tc.pass, "-kdfopt", "hexsalt:"+tc.salt,
 				"-kdfopt", fmt.Sprintf("iter:%d", tc.iter), "-kdfopt", fmt.Sprintf("id:%d", tc.id), "PKCS12KDF")))
 			want := strings.ToLower(strings.ReplaceAll(out, ":", ""))
@@ -626,7 +587,7 @@ func TestRC2OpenSSL(t *testing.T) {
 		{"rc2-40-cbc", "a1b2c3d4e5", 40},
 		{"rc2-cbc", "00112233445566778899aabbccddeeff", 128},
 	} {
-		ct := openssl(t, dir, append([]string{"enc", "-" + tc.cipher, "-K", tc.key, "-iv", iv, "-nopad", "-in", in}, legacyProvider...)...)
+		ct := testenv.OpenSSL(t, dir, append([]string{"enc", "-" + tc.cipher, "-K", tc.key, "-iv", iv, "-nopad", "-in", in}, legacyProvider...)...)
 		key, _ := hex.DecodeString(tc.key)
 		ivb, _ := hex.DecodeString(iv)
 		c, err := newRC2(key, tc.bits)
@@ -792,20 +753,20 @@ func TestDecodeBERShroudedKey(t *testing.T) {
 	pki := makePKI(t)
 	dir := t.TempDir()
 	const pw = "ber key"
-	keyDER := openssl(t, dir, "pkcs8", "-topk8", "-nocrypt", "-in", pki.ecKey, "-outform", "DER")
+	keyDER := testenv.OpenSSL(t, dir, "pkcs8", "-topk8", "-nocrypt", "-in", pki.ecKey, "-outform", "DER")
 	berKey := berify(t, keyDER)
 	if bytes.Equal(berKey, keyDER) {
 		t.Fatal("BER re-encoding changed nothing")
 	}
 	berFile := writeTemp(t, dir, "key.ber", berKey)
-	openssl(t, dir, "pkcs8", "-inform", "DER", "-nocrypt", "-in", berFile, "-out", "key.pem") // OpenSSL reads the BER PKCS#8
+	testenv.OpenSSL(t, dir, "pkcs8", "-inform", "DER", "-nocrypt", "-in", berFile, "-out", "key.pem") // OpenSSL reads the BER PKCS#8
 	salt, iv := []byte("8 bytes!"), []byte("sixteen byte IV.")
 	const iter = 1000
-	keyHex := strings.TrimSpace(string(openssl(t, dir, "kdf", "-keylen", "32", "-kdfopt", "digest:SHA256", "-kdfopt", "pass:"+pw,
+	keyHex := strings.TrimSpace(string(testenv.OpenSSL(t, dir, "kdf", "-keylen", "32", "-kdfopt", "digest:SHA256", "-kdfopt", "pass:"+pw,
 		"-kdfopt", "hexsalt:"+hex.EncodeToString(salt), "-kdfopt", fmt.Sprintf("iter:%d", iter), "PBKDF2")))
-	ct := openssl(t, dir, "enc", "-aes-256-cbc", "-K", strings.ReplaceAll(keyHex, ":", ""), "-iv", hex.EncodeToString(iv), "-in", berFile)
+	ct := testenv.OpenSSL(t, dir, "enc", "-aes-256-cbc", "-K", strings.ReplaceAll(keyHex, ":", ""), "-iv", hex.EncodeToString(iv), "-in", berFile)
 	epki := mustDER(t, encryptedPrivateKeyInfo{Algorithm: pbes2AES256(t, salt, iter, iv), EncryptedData: ct})
-	certDER := openssl(t, dir, "x509", "-in", pki.ecCert, "-outform", "DER")
+	certDER := testenv.OpenSSL(t, dir, "x509", "-in", pki.ecCert, "-outform", "DER")
 	data := pfxOf(t, 0, bag(t, oidShroudedKeyBag, epki), certBagOf(t, certDER))
 	p12 := writeTemp(t, dir, "ber-key.p12", data)
 

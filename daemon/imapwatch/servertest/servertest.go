@@ -1,5 +1,5 @@
 // Package servertest runs a private Cyrus IMAP 3.6 or Courier-IMAP 5.0
-// (Debian 12's packages) on 127.0.0.1 for tests, beside dovecottest's
+// (Debian 12's packages) on 127.0.0.1 for tests, beside daemon/testenv's
 // Dovecot (which Start also wraps, as kind Dovecot, so that one test can
 // run against all three), so that smimed is tested against the servers
 // organisations run.
@@ -42,14 +42,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/smimed/smimed/daemon/imapwatch/dovecottest"
+	"github.com/smimed/smimed/daemon/testenv"
 )
 
 // Kind names a server implementation.
 type Kind string
 
 const (
-	Dovecot Kind = "dovecot" // dovecottest's, for tests that run against all three
+	Dovecot Kind = "dovecot" // daemon/testenv's, for tests that run against all three
 	Cyrus   Kind = "cyrus"
 	Courier Kind = "courier"
 )
@@ -88,7 +88,7 @@ type Server struct {
 	port  int
 	root  string // the unpacked server package
 	start func() (*exec.Cmd, error)
-	dove  *dovecottest.Server // kind Dovecot
+	dove  *testenv.Dovecot // kind Dovecot
 
 	syslog net.PacketConn
 
@@ -106,7 +106,7 @@ func Start(t testing.TB, kind Kind, opts Options) *Server {
 	t.Helper()
 	begin := time.Now()
 	if kind == Dovecot {
-		d := dovecottest.Start(t)
+		d := testenv.StartDovecot(t)
 		for name, pw := range opts.Users {
 			d.AddUser(t, name, pw)
 		}
@@ -159,7 +159,7 @@ func start(t testing.TB, kind Kind, opts Options) (*Server, error) {
 	if err := s.startSyslog(); err != nil {
 		return nil, err
 	}
-	s.port, err = dovecottest.FreePort()
+	s.port, err = testenv.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -365,7 +365,7 @@ func (s *Server) stopLocked() {
 		return
 	}
 	s.stopped = true
-	dovecottest.EndProcesses(s.pids, 5*time.Second)
+	testenv.EndProcesses(s.pids, 5*time.Second)
 	s.ns = ""
 }
 
@@ -374,7 +374,7 @@ func (s *Server) stopLocked() {
 // the namespace is known, only the process started.
 func (s *Server) pids() []int {
 	if s.ns == "" || s.ns == hostNS() {
-		if s.cmd != nil && s.cmd.ProcessState == nil && dovecottest.Alive(s.cmd.Process.Pid) {
+		if s.cmd != nil && s.cmd.ProcessState == nil && testenv.Alive(s.cmd.Process.Pid) {
 			return []int{s.cmd.Process.Pid}
 		}
 		return nil
@@ -383,7 +383,7 @@ func (s *Server) pids() []int {
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
-		if err == nil && nsOf(pid) == s.ns && dovecottest.Alive(pid) {
+		if err == nil && nsOf(pid) == s.ns && testenv.Alive(pid) {
 			pids = append(pids, pid)
 		}
 	}
@@ -423,7 +423,7 @@ func (s *Server) Auth() string {
 }
 
 // Dovecot is the Dovecot of a server of kind Dovecot (for doveadm), else nil.
-func (s *Server) Dovecot() *dovecottest.Server { return s.dove }
+func (s *Server) Dovecot() *testenv.Dovecot { return s.dove }
 
 // Kind is the server's implementation.
 func (s *Server) Kind() Kind { return s.kind }

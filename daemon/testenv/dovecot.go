@@ -1,6 +1,8 @@
-// Package dovecottest runs a private Dovecot IMAP server for tests.
+package testenv
+
+// A private Dovecot IMAP server for tests.
 //
-// Start writes a configuration of its own into a temporary directory
+// StartDovecot writes a configuration of its own into a temporary directory
 // (base_dir, state_dir, log and mail all inside it), listens on 127.0.0.1 on a
 // free port and stops the server when the test ends. Nothing of the system's
 // Dovecot service is used or touched: only the binaries of the Debian package
@@ -9,11 +11,9 @@
 // Assertions in tests should come from Dovecot's own view (Doveadm), never
 // from the code under test; Deliver puts messages in with doveadm save, so the
 // code under test is not needed to prepare a mailbox.
-package dovecottest
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -32,8 +32,8 @@ import (
 
 const installHint = "dovecot-imapd is required for the IMAP integration tests: apt-get install dovecot-imapd"
 
-// Server is a running private Dovecot.
-type Server struct {
+// Dovecot is a running private Dovecot.
+type Dovecot struct {
 	t       testing.TB
 	dir     string
 	conf    string
@@ -46,9 +46,10 @@ type Server struct {
 	stopped     bool
 }
 
-// Start starts a private Dovecot and registers its Stop with t.Cleanup.
-// It fails the test (it does not skip) when Dovecot is not installed.
-func Start(t testing.TB) *Server {
+// StartDovecot starts a private Dovecot and registers its Stop with
+// t.Cleanup. It fails the test (it does not skip) when Dovecot is not
+// installed.
+func StartDovecot(t testing.TB) *Dovecot {
 	t.Helper()
 	dovecot, err := lookPath("dovecot", "/usr/sbin/dovecot")
 	if err != nil {
@@ -70,19 +71,19 @@ func Start(t testing.TB) *Server {
 	if major != 2 || minor != 3 {
 		// 2.4 renamed or restructured most settings used below
 		// (auth_allow_cleartext, mail_driver/mail_path, passdb blocks).
-		t.Fatalf("dovecottest: Dovecot %q is not supported: this harness writes a Dovecot 2.3 configuration", version)
+		t.Fatalf("testenv: Dovecot %q is not supported: this harness writes a Dovecot 2.3 configuration", version)
 	}
 	dc, err := user.Lookup("dovecot")
 	if err != nil {
-		t.Fatalf("dovecottest: no dovecot user (%v); %s", err, installHint)
+		t.Fatalf("testenv: no dovecot user (%v); %s", err, installHint)
 	}
 	if _, err := user.Lookup("dovenull"); err != nil {
-		t.Fatalf("dovecottest: no dovenull user (%v); %s", err, installHint)
+		t.Fatalf("testenv: no dovenull user (%v); %s", err, installHint)
 	}
 	uid, _ := strconv.Atoi(dc.Uid)
 	gid, _ := strconv.Atoi(dc.Gid)
 
-	dir, err := os.MkdirTemp("", "dovecottest-")
+	dir, err := os.MkdirTemp("", "testenv-dovecot-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +101,7 @@ func Start(t testing.TB) *Server {
 		t.Fatal(err)
 	}
 
-	s := &Server{
+	s := &Dovecot{
 		t:       t,
 		dir:     dir,
 		conf:    filepath.Join(dir, "dovecot.conf"),
@@ -112,7 +113,7 @@ func Start(t testing.TB) *Server {
 		if !t.Failed() {
 			os.RemoveAll(dir)
 		} else {
-			t.Logf("dovecottest: kept %s for inspection", dir)
+			t.Logf("testenv: kept %s for inspection", dir)
 		}
 	})
 
@@ -136,7 +137,7 @@ func Start(t testing.TB) *Server {
 		s.stopped = false
 		s.mu.Unlock()
 	}
-	t.Fatalf("dovecottest: cannot start Dovecot %s: %v\nlog:\n%s", version, lastErr, s.Log())
+	t.Fatalf("testenv: cannot start Dovecot %s: %v\nlog:\n%s", version, lastErr, s.Log())
 	return nil
 }
 
@@ -162,20 +163,10 @@ func parseVersion(v string) (major, minor int) {
 	return major, minor
 }
 
-// FreePort is a TCP port on 127.0.0.1 that nothing listens on just now.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // config is a Dovecot 2.3 configuration with no include of the system's.
-func (s *Server) config(port int) string {
+func (s *Dovecot) config(port int) string {
 	d := s.dir
-	return fmt.Sprintf(`# written by dovecottest
+	return fmt.Sprintf(`# written by smimed's daemon/testenv
 base_dir = %[1]s/run
 state_dir = %[1]s/state
 log_path = %[1]s/dovecot.log
@@ -224,7 +215,7 @@ service pop3-login {
 `, d, port)
 }
 
-func (s *Server) start(dovecot string) error {
+func (s *Dovecot) start(dovecot string) error {
 	// The master forks into the background keeping its stdio: give it a
 	// file, not a pipe, or Run would wait for the daemon to exit.
 	outPath := filepath.Join(s.dir, "dovecot.out")
@@ -264,7 +255,7 @@ func (s *Server) start(dovecot string) error {
 	}
 }
 
-func (s *Server) masterPID() int {
+func (s *Dovecot) masterPID() int {
 	b, err := os.ReadFile(filepath.Join(s.dir, "run", "master.pid"))
 	if err != nil {
 		return 0
@@ -273,23 +264,9 @@ func (s *Server) masterPID() int {
 	return pid
 }
 
-// Alive reports whether pid runs; a zombie (exited, not yet reaped by its
-// parent) does not.
-func Alive(pid int) bool {
-	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
-		return false
-	}
-	stat, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
-	if err != nil {
-		return !errors.Is(err, os.ErrNotExist)
-	}
-	i := bytes.LastIndexByte(stat, ')')
-	return i < 0 || len(stat) <= i+2 || stat[i+2] != 'Z'
-}
-
 // Stop stops Dovecot (doveadm stop) and waits until its master process is
 // gone. It is safe to call more than once; t.Cleanup calls it.
-func (s *Server) Stop() {
+func (s *Dovecot) Stop() {
 	s.mu.Lock()
 	if s.stopped {
 		s.mu.Unlock()
@@ -303,7 +280,7 @@ func (s *Server) Stop() {
 	}
 	out, err := exec.Command(s.doveadm, "-c", s.conf, "stop").CombinedOutput()
 	if err != nil {
-		s.t.Logf("dovecottest: doveadm stop: %v: %s; sending SIGTERM to %v", err, out, pids)
+		s.t.Logf("testenv: doveadm stop: %v: %s; sending SIGTERM to %v", err, out, pids)
 		for _, pid := range pids {
 			syscall.Kill(pid, syscall.SIGTERM)
 		}
@@ -315,7 +292,7 @@ func (s *Server) Stop() {
 			return
 		}
 		if time.Now().After(deadline) {
-			s.t.Errorf("dovecottest: Dovecot master %v still running after 20s; killing it", pids)
+			s.t.Errorf("testenv: Dovecot master %v still running after 20s; killing it", pids)
 			for _, pid := range pids {
 				syscall.Kill(pid, syscall.SIGKILL)
 			}
@@ -328,7 +305,7 @@ func (s *Server) Stop() {
 // masterPIDs are the live processes started with our configuration file:
 // the master (from master.pid, which Dovecot removes early in its shutdown)
 // and anything whose command line names our private config.
-func (s *Server) masterPIDs() []int {
+func (s *Dovecot) masterPIDs() []int {
 	var pids []int
 	if pid := s.masterPID(); pid > 0 && Alive(pid) {
 		pids = append(pids, pid)
@@ -348,27 +325,27 @@ func (s *Server) masterPIDs() []int {
 }
 
 // Addr is the host:port of the IMAP listener (plaintext, 127.0.0.1).
-func (s *Server) Addr() string { return s.addr }
+func (s *Dovecot) Addr() string { return s.addr }
 
 // Version is what dovecot --version printed.
-func (s *Server) Version() string { return s.version }
+func (s *Dovecot) Version() string { return s.version }
 
 // ConfigFile is the path of the configuration, for doveadm -c.
-func (s *Server) ConfigFile() string { return s.conf }
+func (s *Dovecot) ConfigFile() string { return s.conf }
 
 // Log returns Dovecot's log so far.
-func (s *Server) Log() string {
+func (s *Dovecot) Log() string {
 	b, _ := os.ReadFile(filepath.Join(s.dir, "dovecot.log"))
 	return string(b)
 }
 
 // AddUser adds (or changes) a user with a plaintext password. The passwd-file
-// is re-read by Dovecot on change, so it works before and after Start. The
+// is re-read by Dovecot on change, so it works before and after StartDovecot. The
 // helpers take the calling (sub)test's t, which they fail on error.
-func (s *Server) AddUser(t testing.TB, name, password string) {
+func (s *Dovecot) AddUser(t testing.TB, name, password string) {
 	t.Helper()
 	if !userRE.MatchString(name) || strings.ContainsAny(password, ":\n") {
-		t.Fatalf("dovecottest: AddUser(%q): want a name of [a-z0-9._-] and a password without ':' or newlines", name)
+		t.Fatalf("testenv: AddUser(%q): want a name of [a-z0-9._-] and a password without ':' or newlines", name)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -380,7 +357,7 @@ func (s *Server) AddUser(t testing.TB, name, password string) {
 var userRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
 
 // writePasswd is called with s.mu held.
-func (s *Server) writePasswd(name, password string) error {
+func (s *Dovecot) writePasswd(name, password string) error {
 	path := filepath.Join(s.dir, "users", name)
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, fmt.Appendf(nil, "%s:{PLAIN}%s\n", name, password), 0o644); err != nil {
@@ -399,42 +376,81 @@ func (s *Server) writePasswd(name, password string) error {
 	return os.Rename(tmp, path)
 }
 
-// Doveadm runs doveadm -c CONF args... and returns its standard output. It
-// fails t when doveadm fails.
-func (s *Server) Doveadm(t testing.TB, args ...string) string {
+// Restart stops Dovecot and starts it again with the same configuration,
+// so on the same port and with the same mail. Clients see their
+// connections closed, then refused until the new master answers.
+//
+// Dovecot's imap processes outlive a stopped master by about 10 s (they
+// say "Server shutting down" only then), so a plain Stop and start would
+// leave the old sessions working across the "restart". Restart ends them
+// first, as systemd does when it stops the whole unit.
+func (s *Dovecot) Restart(t testing.TB) {
 	t.Helper()
-	out, err := s.DoveadmInput(nil, args...)
+	s.Stop()
+	s.endLeftovers(t)
+	dovecot, err := lookPath("dovecot", "/usr/sbin/dovecot")
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("dovecot not found (%v); %s", err, installHint)
 	}
-	return out
+	s.mu.Lock()
+	s.stopped = false
+	s.mu.Unlock()
+	// The old listener's port can linger for a moment after the master
+	// is gone: retry for a while.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := s.start(dovecot)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("testenv: restart on %s: %v\nlog:\n%s", s.addr, err, s.Log())
+		}
+		s.Stop()
+		s.mu.Lock()
+		s.stopped = false
+		s.mu.Unlock()
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
-// DoveadmInput runs doveadm with stdin and returns stdout or an error that
-// includes stderr.
-func (s *Server) DoveadmInput(stdin []byte, args ...string) (string, error) {
-	cmd := exec.Command(s.doveadm, append([]string{"-c", s.conf}, args...)...)
-	if stdin != nil {
-		cmd.Stdin = bytes.NewReader(stdin)
-	}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout = &stdout
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("doveadm %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
-	}
-	return stdout.String(), nil
-}
-
-// Deliver saves msg into user's folder with doveadm save, independently of
-// the code under test. A missing folder is created first.
-func (s *Server) Deliver(t testing.TB, user, folder string, msg []byte) {
+// endLeftovers ends the processes of our Dovecot that outlived its master:
+// those named dovecot/... whose working directory or an open file lies in
+// our directory (an imap process works in the user's home, under mail/,
+// and holds the mailbox's index files open). SIGTERM first, so that an
+// imap process says BYE; SIGKILL after 10 s.
+func (s *Dovecot) endLeftovers(t testing.TB) {
 	t.Helper()
-	if !strings.EqualFold(folder, "INBOX") {
-		// Ignore "already exists"; a real failure shows in save below.
-		s.DoveadmInput(nil, "mailbox", "create", "-u", user, folder)
+	if pids := EndProcesses(s.leftovers, 10*time.Second); len(pids) > 0 {
+		t.Fatalf("testenv: processes %v of the old Dovecot survive SIGKILL", pids)
 	}
-	if _, err := s.DoveadmInput(msg, "save", "-u", user, "-m", folder); err != nil {
-		t.Fatal(err)
+}
+
+func (s *Dovecot) leftovers() []int {
+	inDir := func(link string) bool {
+		p, err := os.Readlink(link)
+		return err == nil && (p == s.dir || strings.HasPrefix(p, s.dir+"/"))
 	}
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		proc := filepath.Join("/proc", e.Name())
+		cmdline, err := os.ReadFile(filepath.Join(proc, "cmdline"))
+		if err != nil || !bytes.HasPrefix(cmdline, []byte("dovecot/")) || !Alive(pid) {
+			continue
+		}
+		ours := inDir(filepath.Join(proc, "cwd"))
+		fds, _ := os.ReadDir(filepath.Join(proc, "fd"))
+		for _, fd := range fds {
+			ours = ours || inDir(filepath.Join(proc, "fd", fd.Name()))
+		}
+		if ours {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
