@@ -33,6 +33,7 @@ import (
 
 	"github.com/emersion/go-message"
 
+	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest/cms"
 )
 
@@ -279,9 +280,9 @@ func interopIsSMIME(f interopFile) bool {
 
 func interopCorpusDir(t *testing.T) string {
 	t.Helper()
-	dir := corpusPath()
+	dir := testenv.CorpusPath()
 	if _, err := os.Stat(filepath.Join(dir, "expectations", "results.json")); err != nil {
-		skipNoCorpus(t, dir, err)
+		testenv.SkipNoCorpus(t, dir, err)
 	}
 	return dir
 }

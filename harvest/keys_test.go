@@ -346,9 +346,9 @@ func TestLoadPKCS12(t *testing.T) {
 // RSA, is used). The expected leaf is what `openssl pkcs12 -clcerts` prints
 // first.
 func TestLoadPKCS12Corpus(t *testing.T) {
-	corpus := corpusPath()
+	corpus := testenv.CorpusPath()
 	if fi, err := os.Stat(corpus); err != nil || !fi.IsDir() {
-		skipNoCorpus(t, corpus, err)
+		testenv.SkipNoCorpus(t, corpus, err)
 	}
 	for _, tc := range []struct {
 		file, password string

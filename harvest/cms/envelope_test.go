@@ -899,13 +899,13 @@ func TestDecryptAllocs(t *testing.T) {
 // files (RSA-OAEP variants incl. a label, ECDH P-384) with the keys from
 // their PKCS #12 files, and compares with openssl cms -decrypt.
 func TestDecryptCorpusInterop(t *testing.T) {
-	dir, err := filepath.Abs(corpusPath())
+	dir, err := filepath.Abs(testenv.CorpusPath())
 	if err != nil {
 		t.Fatal(err)
 	}
 	manifest, err := os.ReadFile(filepath.Join(dir, "MANIFEST.md"))
 	if err != nil {
-		skipNoCorpus(t, dir, err)
+		testenv.SkipNoCorpus(t, dir, err)
 	}
 	testenv.NeedOpenSSL(t)
 	interop := filepath.Join(dir, "thunderbird-nss", "smime-interop")
@@ -974,14 +974,14 @@ func TestDecryptCorpusInterop(t *testing.T) {
 // TestDecryptCorpusOpenSSL111 decrypts OpenSSL 1.1.1's ECDH output (two
 // kari recipients, sha1kdf, Triple-DES key wrap) from OpenSSL's own tests.
 func TestDecryptCorpusOpenSSL111(t *testing.T) {
-	dir, err := filepath.Abs(corpusPath())
+	dir, err := filepath.Abs(testenv.CorpusPath())
 	if err != nil {
 		t.Fatal(err)
 	}
 	f := filepath.Join(dir, "openssl", "recipes", "80-test_cms_data", "ciphertext_from_1_1_1.cms")
 	raw, err := os.ReadFile(f)
 	if err != nil {
-		skipNoCorpus(t, dir, err)
+		testenv.SkipNoCorpus(t, dir, err)
 	}
 	testenv.NeedOpenSSL(t)
 	keyFile := filepath.Join(dir, "openssl", "smime-certs", "smec3.pem")

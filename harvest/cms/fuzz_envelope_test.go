@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/smimed/smimed/daemon/testenv"
 )
 
 // Seeds come from testdata/env-seed-*.der (made by testdata/gen-seeds.sh)
@@ -28,7 +30,7 @@ func envSeeds(tb testing.TB) [][]byte {
 		out = append(out, b)
 	}
 	// The OpenSSL-made interop files of the corpus, if it is there.
-	interop, _ := filepath.Glob(filepath.Join(corpusPath(), "thunderbird-nss", "smime-interop", "*.env"))
+	interop, _ := filepath.Glob(filepath.Join(testenv.CorpusPath(), "thunderbird-nss", "smime-interop", "*.env"))
 	for _, f := range interop {
 		if raw, err := os.ReadFile(f); err == nil {
 			out = append(out, envSMIMEBody(tb, raw))

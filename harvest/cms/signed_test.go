@@ -589,9 +589,9 @@ func checkOpenSSLAttrs(t *testing.T, si *SignerInfo, ossl opensslSigner, noattr 
 
 func corpusDir(t *testing.T) string {
 	t.Helper()
-	dir := corpusPath()
+	dir := testenv.CorpusPath()
 	if _, err := os.Stat(filepath.Join(dir, "MANIFEST.md")); err != nil {
-		skipNoCorpus(t, dir, err)
+		testenv.SkipNoCorpus(t, dir, err)
 	}
 	return dir
 }

@@ -372,9 +372,9 @@ func TestDecodeDSAOnly(t *testing.T) {
 
 func corpusDir(t *testing.T) string {
 	t.Helper()
-	dir := corpusPath()
+	dir := testenv.CorpusPath()
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		skipNoCorpus(t, dir, err)
+		testenv.SkipNoCorpus(t, dir, err)
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
