@@ -8,7 +8,7 @@ package archive
 // archive retry, the new version's copy replaces the old one.
 //
 // The IMAP side is a Mailbox: one connection of the account's own, which
-// daemon/imapwatch provides.
+// daemon/imapconn provides.
 
 import (
 	"bufio"

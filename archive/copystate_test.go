@@ -23,8 +23,8 @@ func TestCopyStateOnDisk(t *testing.T) {
 			CopyState{Kind: CopyStored, Folder: "Decrypted", UID: 17, At: at}},
 		{"stored without UIDPLUS", `{"folder":"INBOX.Decrypted","appended_at":"2026-05-01T08:00:00Z"}`,
 			CopyState{Kind: CopyStored, Folder: "INBOX.Decrypted", At: at}},
-		{"pending", `{"folder":"Sent","error":"imapwatch: INBOX.Sent is a \\Sent folder","failed_at":"2026-05-01T08:00:00Z"}`,
-			CopyState{Kind: CopyPending, Folder: "Sent", Reason: `imapwatch: INBOX.Sent is a \Sent folder`, At: at}},
+		{"pending", `{"folder":"Sent","error":"imapconn: INBOX.Sent is a \\Sent folder","failed_at":"2026-05-01T08:00:00Z"}`,
+			CopyState{Kind: CopyPending, Folder: "Sent", Reason: `imapconn: INBOX.Sent is a \Sent folder`, At: at}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			const id = 41

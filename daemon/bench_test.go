@@ -22,7 +22,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/smimed/smimed/daemon/imapwatch"
+	"github.com/smimed/smimed/daemon/imapconn"
 	"github.com/smimed/smimed/daemon/testenv"
 )
 
@@ -150,7 +150,7 @@ func fetchAll(b *testing.B, e *svcEnv, n int) time.Duration {
 	ctx := context.Background()
 	tmp := b.TempDir()
 	start := time.Now()
-	c, err := imapwatch.Dial(ctx, imapwatch.Config{Addr: e.d.Addr(), TLS: "none", Username: "ceo", Password: "pw-ceo"})
+	c, err := imapconn.Dial(ctx, imapconn.Config{Addr: e.d.Addr(), TLS: "none", Username: "ceo", Password: "pw-ceo"})
 	if err != nil {
 		b.Fatal(err)
 	}

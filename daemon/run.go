@@ -17,7 +17,7 @@ import (
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/daemon/admin"
 	"github.com/smimed/smimed/daemon/config"
-	"github.com/smimed/smimed/daemon/imapwatch"
+	"github.com/smimed/smimed/daemon/imapconn"
 	"github.com/smimed/smimed/harvest"
 	"github.com/smimed/smimed/harvest/state"
 )
@@ -301,8 +301,8 @@ func (s *Service) Run(ctx context.Context) error {
 // startAccount starts one watcher per folder of a. Called with mu held.
 func (s *Service) startAccount(a accountSettings) {
 	actx, cancel := context.WithCancel(s.ctx)
-	imapCfg := func(log *slog.Logger) imapwatch.Config {
-		return imapwatch.Config{
+	imapCfg := func(log *slog.Logger) imapconn.Config {
+		return imapconn.Config{
 			Addr: a.Account.Server, TLS: a.Account.TLS, TLSCAFile: a.Account.TLSCAFile, TLSServerName: a.Account.TLSServerName,
 			Username: a.Account.Username, Password: a.Password, Auth: a.Account.Auth, Logger: log,
 		}
@@ -316,7 +316,7 @@ func (s *Service) startAccount(a accountSettings) {
 		sink.copier = archive.NewCopier(s.arch, archive.CopierConfig{
 			Account: a.Account.Name, Folder: a.Account.ArchiveFolder,
 			Mode: a.Account.ArchiveFolderMessages, AuthservID: a.AuthservID, TempDir: a.TempDir,
-			Dial: dialCopies(imapCfg(log)), Refused: imapwatch.IsRefusal,
+			Dial: dialCopies(imapCfg(log)), Refused: imapconn.IsRefusal,
 			Monitor: s.metrics, Log: sink.log,
 		})
 	}

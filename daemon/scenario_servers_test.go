@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/smimed/smimed/daemon/admin"
-	"github.com/smimed/smimed/daemon/imapwatch/servertest"
+	"github.com/smimed/smimed/daemon/imapconn/servertest"
 	"github.com/smimed/smimed/daemon/testenv"
 )
 

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/smimed/smimed/archive"
-	"github.com/smimed/smimed/daemon/imapwatch"
+	"github.com/smimed/smimed/daemon/imapconn"
 	"github.com/smimed/smimed/harvest"
 )
 
@@ -102,14 +102,14 @@ func (k *archiveSink) Deliver(ctx context.Context, m Message) error {
 	return nil
 }
 
-// The copier's connection is an imapwatch connection of its own.
-var _ archive.Mailbox = (*imapwatch.Conn)(nil)
+// The copier's connection is an imapconn connection of its own.
+var _ archive.Mailbox = (*imapconn.Conn)(nil)
 
 // dialCopies returns the Dial of an account's copier: a connection to its
 // server for the APPENDs.
-func dialCopies(cfg imapwatch.Config) func(context.Context) (archive.Mailbox, error) {
+func dialCopies(cfg imapconn.Config) func(context.Context) (archive.Mailbox, error) {
 	return func(ctx context.Context) (archive.Mailbox, error) {
-		conn, err := imapwatch.Dial(ctx, cfg)
+		conn, err := imapconn.Dial(ctx, cfg)
 		if err != nil {
 			return nil, err
 		}

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/smimed/smimed/archive"
-	"github.com/smimed/smimed/daemon/imapwatch"
+	"github.com/smimed/smimed/daemon/imapconn"
 	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest"
 	"github.com/smimed/smimed/harvest/cms"
@@ -253,8 +253,8 @@ func newSinkEnv(t *testing.T) *sinkEnv {
 }
 
 // imapConfig is ceo's connection with this password.
-func (e *sinkEnv) imapConfig(password string) imapwatch.Config {
-	return imapwatch.Config{Addr: e.d.Addr(), TLS: "none", Username: "ceo", Password: password, Logger: e.log}
+func (e *sinkEnv) imapConfig(password string) imapconn.Config {
+	return imapconn.Config{Addr: e.d.Addr(), TLS: "none", Username: "ceo", Password: password, Logger: e.log}
 }
 
 // copier returns a copier of ceo with this password to folder, copying
@@ -263,7 +263,7 @@ func (e *sinkEnv) imapConfig(password string) imapwatch.Config {
 func (e *sinkEnv) copier(password, folder, mode string) *archive.Copier {
 	return archive.NewCopier(e.arch, archive.CopierConfig{
 		Account: "ceo", Folder: folder, Mode: mode, AuthservID: "mx.test", TempDir: e.dir,
-		Dial: dialCopies(e.imapConfig(password)), Refused: imapwatch.IsRefusal, Log: e.log,
+		Dial: dialCopies(e.imapConfig(password)), Refused: imapconn.IsRefusal, Log: e.log,
 	})
 }
 
@@ -275,7 +275,7 @@ func (e *sinkEnv) appendCopy(t *testing.T, folder string, msg []byte, date time.
 	if err := os.WriteFile(p, msg, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c, err := imapwatch.Dial(context.Background(), e.imapConfig("pw-ceo"))
+	c, err := imapconn.Dial(context.Background(), e.imapConfig("pw-ceo"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/smimed/smimed/daemon/imapwatch"
+	"github.com/smimed/smimed/daemon/imapconn"
 )
 
 // ErrTemporary marks a Sink error as temporary: the same message is tried
@@ -63,7 +63,7 @@ type Message struct {
 // WatchConfig configures the watcher of one folder.
 type WatchConfig struct {
 	Account, Folder string
-	IMAP            imapwatch.Config
+	IMAP            imapconn.Config
 	TempDir         string // state_dir/tmp
 	MaxMessageSize  int64  // 0: no limit
 	// Pool is the worker pool shared with other folders (see pool.go).
@@ -161,7 +161,7 @@ func (e errPermanent) Unwrap() error { return e.error }
 // hand, stores the checkpoint, logs out and returns nil. Connection and
 // server errors are retried with Backoff, refused logins after AuthRetry.
 // It returns an error only for problems that retrying cannot fix: an
-// invalid configuration (imapwatch.ErrConfig, a bad Backfill) or an unusable
+// invalid configuration (imapconn.ErrConfig, a bad Backfill) or an unusable
 // checkpoint key.
 func (w *Watcher) Run(ctx context.Context) error {
 	if _, err := parseBackfill(w.cfg.Backfill); err != nil {
@@ -184,12 +184,12 @@ func (w *Watcher) Run(ctx context.Context) error {
 		}
 		var perm errPermanent
 		switch {
-		case errors.As(err, &perm), errors.Is(err, imapwatch.ErrConfig), errors.Is(err, ErrCheckpointKey):
+		case errors.As(err, &perm), errors.Is(err, imapconn.ErrConfig), errors.Is(err, ErrCheckpointKey):
 			w.log.Error("folder watcher stopped", "err", err)
 			mx.FolderError(acc, folder, err)
 			mx.FolderDown(acc, folder, stateStopped, 0)
 			return err
-		case errors.Is(err, imapwatch.ErrAuth):
+		case errors.Is(err, imapconn.ErrAuth):
 			if !authFailing {
 				w.log.Error("imap login refused; retrying later", "retry_in", w.authRetry, "err", err)
 			} else {
@@ -242,7 +242,7 @@ func parseBackfill(s string) (time.Time, error) {
 
 // session is one connection: it returns why it ended.
 func (w *Watcher) session(ctx context.Context, slots *PoolFolder) error {
-	conn, err := imapwatch.Dial(ctx, w.cfg.IMAP)
+	conn, err := imapconn.Dial(ctx, w.cfg.IMAP)
 	if err != nil {
 		return err
 	}
@@ -308,7 +308,7 @@ func (w *Watcher) session(ctx context.Context, slots *PoolFolder) error {
 				continue
 			}
 			f, err := conn.FetchToFile(sctx, uid, w.cfg.TempDir, w.cfg.MaxMessageSize)
-			if errors.Is(err, imapwatch.ErrGone) {
+			if errors.Is(err, imapconn.ErrGone) {
 				// Never advance on an empty FETCH answer alone: skip
 				// only what a search confirms is gone.
 				if there, serr := conn.HasUID(sctx, uid); serr != nil || there {
@@ -347,7 +347,7 @@ func (w *Watcher) session(ctx context.Context, slots *PoolFolder) error {
 		wait := min(w.cfg.IdleRestart, time.Until(nextNoop))
 		woke, err := conn.Idle(sctx, wait)
 		quiet = err == nil && !woke
-		if errors.Is(err, imapwatch.ErrNoIdle) {
+		if errors.Is(err, imapconn.ErrNoIdle) {
 			err = sleepCtx(sctx, min(w.cfg.PollInterval, time.Until(nextNoop)))
 		}
 		if err != nil {
@@ -389,7 +389,7 @@ func (w *Watcher) ended(ctx, sctx context.Context, wg *sync.WaitGroup, err error
 // start sets the tracker for the examined folder: from the stored
 // checkpoint, from 0 after a UIDVALIDITY change, or from Backfill at the
 // very first start (stored at once, so a restart does not move it).
-func (w *Watcher) start(ctx context.Context, conn *imapwatch.Conn, mb imapwatch.Mailbox) error {
+func (w *Watcher) start(ctx context.Context, conn *imapconn.Conn, mb imapconn.Mailbox) error {
 	cp, ok, err := w.cps.Get(w.cfg.Account, w.cfg.Folder)
 	if err != nil {
 		return err
@@ -427,7 +427,7 @@ func (w *Watcher) start(ctx context.Context, conn *imapwatch.Conn, mb imapwatch.
 
 // backfill returns the starting checkpoint of a folder seen for the first
 // time.
-func (w *Watcher) backfill(ctx context.Context, conn *imapwatch.Conn, mb imapwatch.Mailbox) (uint32, error) {
+func (w *Watcher) backfill(ctx context.Context, conn *imapconn.Conn, mb imapconn.Mailbox) (uint32, error) {
 	since, err := parseBackfill(w.cfg.Backfill)
 	if err != nil {
 		return 0, err
@@ -449,7 +449,7 @@ func (w *Watcher) backfill(ctx context.Context, conn *imapwatch.Conn, mb imapwat
 }
 
 // backfillSince returns the UID before the first message whose INTERNALDATE
-// is on or after since. imapwatch has no SEARCH SINCE, so it binary-searches
+// is on or after since. imapconn has no SEARCH SINCE, so it binary-searches
 // the UIDs, fetching only the metadata of each probe (FetchToFile with a
 // 1-byte limit reports TooLarge without downloading the body). It assumes
 // INTERNALDATE grows with the UID, which holds for delivered mail but not
@@ -457,7 +457,7 @@ func (w *Watcher) backfill(ctx context.Context, conn *imapwatch.Conn, mb imapwat
 // processed although it is older than since (never the reverse, except for
 // a message older than its predecessor's date at the boundary). A probe
 // that was expunged counts as "on or after", which only starts earlier.
-func (w *Watcher) backfillSince(ctx context.Context, conn *imapwatch.Conn, since time.Time) (uint32, error) {
+func (w *Watcher) backfillSince(ctx context.Context, conn *imapconn.Conn, since time.Time) (uint32, error) {
 	uids, err := conn.UIDsAfter(ctx, 0)
 	if err != nil {
 		return 0, err
@@ -468,7 +468,7 @@ func (w *Watcher) backfillSince(ctx context.Context, conn *imapwatch.Conn, since
 			return true
 		}
 		f, err := conn.FetchToFile(ctx, uids[i], w.cfg.TempDir, 1)
-		if errors.Is(err, imapwatch.ErrGone) {
+		if errors.Is(err, imapconn.ErrGone) {
 			return true
 		}
 		if err != nil {
@@ -490,7 +490,7 @@ func (w *Watcher) backfillSince(ctx context.Context, conn *imapwatch.Conn, since
 }
 
 // deliver hands f to the sink and records the outcome.
-func (w *Watcher) deliver(ctx context.Context, stop context.CancelCauseFunc, f *imapwatch.Fetched) {
+func (w *Watcher) deliver(ctx context.Context, stop context.CancelCauseFunc, f *imapconn.Fetched) {
 	if f.Path != "" {
 		defer os.Remove(f.Path)
 	}

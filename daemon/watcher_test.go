@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/smimed/smimed/daemon/imapwatch"
+	"github.com/smimed/smimed/daemon/imapconn"
 	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest/state"
 )
@@ -135,7 +135,7 @@ func (e watchEnv) config(t *testing.T, user string) WatchConfig {
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	return WatchConfig{
 		Account: user, Folder: "INBOX",
-		IMAP: imapwatch.Config{
+		IMAP: imapconn.Config{
 			Addr: e.d.Addr(), TLS: "none", Username: user, Password: "pw-" + user,
 			Logger: log, CommandTimeout: 20 * time.Second,
 		},

@@ -35,7 +35,7 @@ import (
 	"github.com/smimed/smimed/daemon"
 	"github.com/smimed/smimed/daemon/admin"
 	"github.com/smimed/smimed/daemon/config"
-	"github.com/smimed/smimed/daemon/imapwatch"
+	"github.com/smimed/smimed/daemon/imapconn"
 )
 
 const demoUsage = `Usage: smimed demo [--dir DIR] [--listen ADDR] [--once]
@@ -497,7 +497,7 @@ func demoPrintArchive(w io.Writer, recs []*archive.Record) {
 func demoPrintCopies(ctx context.Context, w io.Writer, addr, password, stateDir string) error {
 	ctx, cancel := context.WithTimeout(ctx, demoTimeout)
 	defer cancel()
-	c, err := imapwatch.Dial(ctx, imapwatch.Config{Addr: addr, TLS: "none", Username: "demo", Password: password})
+	c, err := imapconn.Dial(ctx, imapconn.Config{Addr: addr, TLS: "none", Username: "demo", Password: password})
 	if err != nil {
 		return fmt.Errorf("reading Decrypted: %w", err)
 	}

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/smimed/smimed/archive"
-	"github.com/smimed/smimed/daemon/imapwatch"
+	"github.com/smimed/smimed/daemon/imapconn"
 	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest"
 	"github.com/smimed/smimed/harvest/cms"
@@ -342,7 +342,7 @@ func TestDemoRunsUntilStopped(t *testing.T) {
 	// A mail client appends a message to INBOX.
 	msg := filepath.Join(t.TempDir(), "new.eml")
 	os.WriteFile(msg, []byte("From: newcomer@example.org\r\nTo: demo@org.example\r\nSubject: hello from a mail client\r\nMessage-ID: <new@example.org>\r\n\r\nHi.\r\n"), 0o600)
-	c, err := imapwatch.Dial(ctx, imapwatch.Config{Addr: addr, TLS: "none", Username: "demo", Password: password})
+	c, err := imapconn.Dial(ctx, imapconn.Config{Addr: addr, TLS: "none", Username: "demo", Password: password})
 	if err != nil {
 		t.Fatalf("log in as the printed settings say: %v", err)
 	}

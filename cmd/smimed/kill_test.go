@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/smimed/smimed/archive"
-	"github.com/smimed/smimed/daemon/imapwatch/servertest"
+	"github.com/smimed/smimed/daemon/imapconn/servertest"
 	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest/state"
 )

@@ -1,7 +1,7 @@
 package testenv
 
 // The processes of the test servers (Dovecot here, Cyrus and Courier in
-// daemon/imapwatch/servertest): a port to listen on, and ending them.
+// daemon/imapconn/servertest): a port to listen on, and ending them.
 
 import (
 	"bytes"

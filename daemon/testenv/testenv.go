@@ -6,7 +6,7 @@
 // that cuts connections (proxy.go).
 //
 // It is imported by tests (and by the test servers of
-// daemon/imapwatch/servertest) only, and imports nothing of smimed, so
+// daemon/imapconn/servertest) only, and imports nothing of smimed, so
 // that the in-package tests of every package can use it without an
 // import cycle.
 package testenv

@@ -9,7 +9,7 @@
 // like its client API, because a real IMAP server inside the process is
 // what lets the demo run the unchanged service with nothing set up, and
 // go-imap's is the one the service's client is tested against. Besides
-// daemon/imapwatch, the service's client adapter, this package is the
+// daemon/imapconn, the service's client adapter, this package is the
 // only place that imports go-imap, so that an upgrade of the beta touches
 // these two; no go-imap type appears in its API.
 package demoimap

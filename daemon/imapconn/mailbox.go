@@ -1,4 +1,4 @@
-package imapwatch
+package imapconn
 
 import (
 	"context"
@@ -36,7 +36,7 @@ func (c *Conn) examine(ctx context.Context, full string) (Mailbox, error) {
 	}
 	c.selected, c.selectedRW = folder, false
 	if data.UIDValidity == 0 {
-		return Mailbox{}, fmt.Errorf("imapwatch: EXAMINE %s: server sent no UIDVALIDITY", folder)
+		return Mailbox{}, fmt.Errorf("imapconn: EXAMINE %s: server sent no UIDVALIDITY", folder)
 	}
 	return Mailbox{UIDValidity: data.UIDValidity, UIDNext: uint32(data.UIDNext), Exists: data.NumMessages}, nil
 }

@@ -1,4 +1,4 @@
-package imapwatch
+package imapconn
 
 // go-imap reads a server's untagged BYE (RFC 3501 7.1.5) and drops its
 // text, so a connection the server shut down ends in the log as "use of

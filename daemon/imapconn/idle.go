@@ -1,4 +1,4 @@
-package imapwatch
+package imapconn
 
 import (
 	"context"
@@ -57,7 +57,7 @@ func (c *Conn) Idle(ctx context.Context, maxWait time.Duration) (woke bool, err 
 	case err := <-ended:
 		c.client.Close()
 		c.broken = fmt.Errorf("%w: IDLE ended by itself", ErrClosed)
-		return false, c.withBye(fmt.Errorf("imapwatch: IDLE ended: %v: %w", err, ErrClosed))
+		return false, c.withBye(fmt.Errorf("imapconn: IDLE ended: %v: %w", err, ErrClosed))
 	}
 
 	// Leave IDLE cleanly even when ctx is done; bounded by the command

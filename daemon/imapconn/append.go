@@ -1,4 +1,4 @@
-package imapwatch
+package imapconn
 
 import (
 	"bufio"
@@ -30,15 +30,15 @@ import (
 func (c *Conn) Append(ctx context.Context, folder, path string, date time.Time) (uint32, error) {
 	file, err := os.Open(path)
 	if err != nil {
-		return 0, fmt.Errorf("imapwatch: %w", err)
+		return 0, fmt.Errorf("imapconn: %w", err)
 	}
 	defer file.Close()
 	st, err := file.Stat()
 	if err != nil {
-		return 0, fmt.Errorf("imapwatch: %w", err)
+		return 0, fmt.Errorf("imapconn: %w", err)
 	}
 	if !st.Mode().IsRegular() {
-		return 0, fmt.Errorf("imapwatch: append %s: not a regular file", path)
+		return 0, fmt.Errorf("imapconn: append %s: not a regular file", path)
 	}
 	size := st.Size()
 

@@ -1,4 +1,4 @@
-// Package imapwatch is the one place in smimed that speaks IMAP (RFC 3501,
+// Package imapconn is the one place in smimed that speaks IMAP (RFC 3501,
 // RFC 9051). It wraps the beta API of github.com/emersion/go-imap/v2 behind a
 // small adapter, so an upgrade of that library touches only this package.
 //
@@ -12,7 +12,7 @@
 // ends first) and the connection is closed when it fires. A Conn is then
 // unusable; callers reconnect and resync from their checkpoint. A Conn is not
 // safe for concurrent use.
-package imapwatch
+package imapconn
 
 import (
 	"context"
@@ -40,22 +40,22 @@ const DefaultCommandTimeout = 60 * time.Second
 var (
 	// ErrAuth means the server answered NO to LOGIN or AUTHENTICATE: a
 	// permanent failure for that account. Every other error is temporary.
-	ErrAuth = errors.New("imapwatch: authentication failed")
+	ErrAuth = errors.New("imapconn: authentication failed")
 	// ErrGone means the server returned nothing for a UID (e.g. expunged).
-	ErrGone = errors.New("imapwatch: message not returned by the server")
+	ErrGone = errors.New("imapconn: message not returned by the server")
 	// ErrNoBody means the message exists but its body was not received;
 	// it is a temporary failure, never a reason to skip the message.
-	ErrNoBody = errors.New("imapwatch: message body not received")
+	ErrNoBody = errors.New("imapconn: message body not received")
 	// ErrNoIdle means the server lacks IDLE: callers poll instead.
-	ErrNoIdle = errors.New("imapwatch: server does not support IDLE")
+	ErrNoIdle = errors.New("imapconn: server does not support IDLE")
 	// ErrTimeout means a command got no answer in time; the connection has
 	// been closed.
-	ErrTimeout = errors.New("imapwatch: command timed out")
+	ErrTimeout = errors.New("imapconn: command timed out")
 	// ErrClosed means the connection was closed earlier (by Close, a
 	// timeout or a cancelled context).
-	ErrClosed = errors.New("imapwatch: connection closed")
+	ErrClosed = errors.New("imapconn: connection closed")
 	// ErrConfig is wrapped by every configuration error Dial returns.
-	ErrConfig = errors.New("imapwatch: invalid configuration")
+	ErrConfig = errors.New("imapconn: invalid configuration")
 )
 
 // Config says where and how to log in.
@@ -139,11 +139,11 @@ func (cfg *Config) tlsConfig(host string) (*tls.Config, error) {
 		// check at startup already found it good once.
 		pem, err := os.ReadFile(cfg.TLSCAFile)
 		if err != nil {
-			return nil, fmt.Errorf("imapwatch: tls_ca_file: %w", err)
+			return nil, fmt.Errorf("imapconn: tls_ca_file: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("imapwatch: tls_ca_file %s: no PEM certificate", cfg.TLSCAFile)
+			return nil, fmt.Errorf("imapconn: tls_ca_file %s: no PEM certificate", cfg.TLSCAFile)
 		}
 		tc.RootCAs = pool
 	}
@@ -170,13 +170,13 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	log = log.With("pkg", "imapwatch", "addr", cfg.Addr, "user", cfg.Username)
+	log = log.With("pkg", "imapconn", "addr", cfg.Addr, "user", cfg.Username)
 
 	ctx, cancel := context.WithTimeout(ctx, cfg.CommandTimeout)
 	defer cancel()
 	raw, err := (&net.Dialer{}).DialContext(ctx, "tcp", cfg.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("imapwatch: dial %s: %w", cfg.Addr, err)
+		return nil, fmt.Errorf("imapconn: dial %s: %w", cfg.Addr, err)
 	}
 	// Until Dial returns, a timeout or cancellation closes the socket, which
 	// unblocks whatever is waiting on it.
@@ -184,7 +184,7 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	fail := func(err error) (*Conn, error) {
 		raw.Close()
 		if !stop() {
-			return nil, fmt.Errorf("imapwatch: connect to %s: %w (%v)", cfg.Addr, ctxErr(ctx), err)
+			return nil, fmt.Errorf("imapconn: connect to %s: %w (%v)", cfg.Addr, ctxErr(ctx), err)
 		}
 		return nil, err
 	}
@@ -208,21 +208,21 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	case "implicit":
 		tconn := tls.Client(raw, tc)
 		if err := tconn.HandshakeContext(ctx); err != nil {
-			return fail(fmt.Errorf("imapwatch: TLS handshake with %s: %w", cfg.Addr, err))
+			return fail(fmt.Errorf("imapconn: TLS handshake with %s: %w", cfg.Addr, err))
 		}
 		c.byes = &byeConn{Conn: tconn}
 		c.client = imapclient.New(c.byes, opts)
 	case "starttls":
 		c.client, err = imapclient.NewStartTLS(raw, opts)
 		if err != nil {
-			return fail(fmt.Errorf("imapwatch: STARTTLS with %s: %w", cfg.Addr, err))
+			return fail(fmt.Errorf("imapconn: STARTTLS with %s: %w", cfg.Addr, err))
 		}
 	default:
 		c.byes = &byeConn{Conn: raw}
 		c.client = imapclient.New(c.byes, opts)
 	}
 	if err := c.client.WaitGreeting(); err != nil {
-		return fail(fmt.Errorf("imapwatch: greeting from %s: %w", cfg.Addr, err))
+		return fail(fmt.Errorf("imapconn: greeting from %s: %w", cfg.Addr, err))
 	}
 	if err := c.login(); err != nil {
 		c.client.Close()
@@ -230,7 +230,7 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	}
 	c.caps = c.client.Caps()
 	if c.caps == nil {
-		return fail(fmt.Errorf("imapwatch: no CAPABILITY from %s", cfg.Addr))
+		return fail(fmt.Errorf("imapconn: no CAPABILITY from %s", cfg.Addr))
 	}
 	if err := c.readNamespace(ctx); err != nil {
 		c.client.Close()
@@ -238,7 +238,7 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	}
 	if !stop() {
 		c.client.Close()
-		return nil, fmt.Errorf("imapwatch: connect to %s: %w", cfg.Addr, ctxErr(ctx))
+		return nil, fmt.Errorf("imapconn: connect to %s: %w", cfg.Addr, ctxErr(ctx))
 	}
 	log.Info("imap connected", "tls", cfg.TLS)
 	return c, nil
@@ -258,13 +258,13 @@ func (c *Conn) login() error {
 	if errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeNo && ie.Code == imap.ResponseCodeUnavailable {
 		// RFC 5530: the server cannot check credentials right now (its
 		// user database is down): an ordinary retry, not a refusal.
-		return fmt.Errorf("imapwatch: login to %s: server unavailable: %s", c.cfg.Addr, ie.Text)
+		return fmt.Errorf("imapconn: login to %s: server unavailable: %s", c.cfg.Addr, ie.Text)
 	}
 	if errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeNo {
 		// The server's text may be shown; it never contains our password.
 		return fmt.Errorf("%w: %s as %s: %s", ErrAuth, c.cfg.Addr, c.cfg.Username, ie.Text)
 	}
-	return fmt.Errorf("imapwatch: login to %s: %w", c.cfg.Addr, err)
+	return fmt.Errorf("imapconn: login to %s: %w", c.cfg.Addr, err)
 }
 
 func ctxErr(ctx context.Context) error {
@@ -343,10 +343,10 @@ func (c *Conn) finish(ctx context.Context, op string, timeout time.Duration, int
 			cause = ErrTimeout
 		}
 		c.log.Warn("imap command interrupted, connection closed", "op", op, "timeout", timeout, "err", cause)
-		return fmt.Errorf("imapwatch: %s: %w", op, cause)
+		return fmt.Errorf("imapconn: %s: %w", op, cause)
 	}
 	if err != nil {
-		return c.withBye(fmt.Errorf("imapwatch: %s: %w", op, err))
+		return c.withBye(fmt.Errorf("imapconn: %s: %w", op, err))
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package imapwatch
+package imapconn
 
 // The adapter against the three servers organisations run and this machine
 // can: Dovecot (daemon/testenv), Cyrus IMAP and Courier-IMAP (servertest),
@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/smimed/smimed/daemon/imapwatch/servertest"
+	"github.com/smimed/smimed/daemon/imapconn/servertest"
 )
 
 // personalPrefix is where each server, as Debian configures it, keeps a

@@ -1,4 +1,4 @@
-package imapwatch
+package imapconn
 
 import (
 	"context"
@@ -54,9 +54,9 @@ func (c *Conn) FetchToFile(ctx context.Context, uid uint32, dir string, maxSize 
 		return f, nil
 	}
 
-	file, err := os.CreateTemp(dir, "imapwatch-*.eml") // mode 0600
+	file, err := os.CreateTemp(dir, "imapconn-*.eml") // mode 0600
 	if err != nil {
-		return nil, fmt.Errorf("imapwatch: %w", err)
+		return nil, fmt.Errorf("imapconn: %w", err)
 	}
 	keep := false
 	defer func() {
@@ -112,7 +112,7 @@ func (c *Conn) FetchToFile(ctx context.Context, uid uint32, dir string, maxSize 
 		return nil, err
 	}
 	if copyErr != nil {
-		return nil, fmt.Errorf("imapwatch: %s: writing %s: %w", op, file.Name(), copyErr)
+		return nil, fmt.Errorf("imapconn: %s: writing %s: %w", op, file.Name(), copyErr)
 	}
 	if !got {
 		// The message exists (its UID, size and date came back), but the
@@ -126,7 +126,7 @@ func (c *Conn) FetchToFile(ctx context.Context, uid uint32, dir string, maxSize 
 		return f, nil
 	}
 	if err := file.Close(); err != nil {
-		return nil, fmt.Errorf("imapwatch: %w", err)
+		return nil, fmt.Errorf("imapconn: %w", err)
 	}
 	keep = true
 	f.Path = file.Name()

@@ -1,4 +1,4 @@
-package imapwatch
+package imapconn
 
 // Folder names as the server has them. Servers place a user's own folders
 // differently: Dovecot (and Cyrus with altnamespace) at the top level,
@@ -23,7 +23,7 @@ import (
 
 // ErrSpecialUse means the folder is one the user's client uses for sent,
 // deleted, junk or draft mail: copies are never stored there.
-var ErrSpecialUse = errors.New("imapwatch: folder has a special use")
+var ErrSpecialUse = errors.New("imapconn: folder has a special use")
 
 // namespace is the personal namespace (RFC 2342) the server reported
 // and the prefixes of the others.
@@ -140,7 +140,7 @@ func (c *Conn) ensureFolder(ctx context.Context, full string) error {
 		}
 		if !exists {
 			if cerr == nil {
-				cerr = fmt.Errorf("imapwatch: CREATE %s: the server said OK but does not list it", full)
+				cerr = fmt.Errorf("imapconn: CREATE %s: the server said OK but does not list it", full)
 			}
 			return cerr
 		}

@@ -1,4 +1,4 @@
-package imapwatch
+package imapconn
 
 // Server profiles: quirks of one server family that smimed handles,
 // chosen from what the server says of itself in CAPABILITY — never from
