@@ -73,6 +73,7 @@ var (
 type Archive struct {
 	dir      string
 	db       *bbolt.DB
+	st       *state.DB // writes go through its group commit
 	readOnly bool
 	now      func() time.Time
 	// retryMu serialises Reprocess: two retries of one message at once
@@ -86,7 +87,7 @@ type Archive struct {
 // state file db, whose Open created and migrated the buckets. A writable
 // db gets the directories (0700) created; a read-only one is only read.
 func Open(dir string, db *state.DB) (*Archive, error) {
-	a := &Archive{dir: dir, db: db.Bolt(), readOnly: db.ReadOnly(), now: time.Now}
+	a := &Archive{dir: dir, db: db.Bolt(), st: db, readOnly: db.ReadOnly(), now: time.Now}
 	if a.readOnly {
 		return a, nil
 	}
@@ -334,10 +335,11 @@ func (a *Archive) PutSum(src Source, original []byte, osha string, res *harvest.
 	r := a.newRecord(src, &res.Report)
 	r.Version = 1
 	r.OriginalSHA256, r.OriginalSize = osha, int64(len(original))
-	if err := a.storeFiles(r, original, res.Plaintext); err != nil {
+	dirs, err := a.storeFiles(r, original, res.Plaintext)
+	if err != nil {
 		return nil, false, err
 	}
-	return a.commit(r, 0)
+	return a.commit(r, 0, dirs)
 }
 
 // PutUnfetched records a message that was not downloaded (larger than
@@ -359,7 +361,7 @@ func (a *Archive) PutUnfetched(src Source, size int64, reason string) (*Record, 
 	r := a.newRecord(src, rep)
 	r.Version = 1
 	r.OriginalSHA256, r.OriginalSize = osha, size
-	return a.commit(r, 0)
+	return a.commit(r, 0, nil)
 }
 
 func (a *Archive) newRecord(src Source, rep *harvest.Report) *Record {
@@ -381,8 +383,11 @@ func (a *Archive) newRecord(src Source, rep *harvest.Report) *Record {
 }
 
 // storeFiles writes the original (content-addressed) and the plaintext
-// (Maildir) of r, durably, and fills in the plaintext fields.
-func (a *Archive) storeFiles(r *Record, original, plaintext []byte) error {
+// (Maildir) of r, each synced and renamed into place, and fills in the
+// plaintext fields. It returns the directories that must be synced before
+// the record is committed (commit passes them to the group commit, which
+// syncs each once for all the messages it commits together).
+func (a *Archive) storeFiles(r *Record, original, plaintext []byte) ([]string, error) {
 	r.To, r.Date = headerFields(plaintext)
 	same := bytes.Equal(original, plaintext) // nothing unwrapped: one file
 	r.PlaintextSHA256, r.PlaintextSize = r.OriginalSHA256, int64(len(plaintext))
@@ -392,33 +397,35 @@ func (a *Archive) storeFiles(r *Record, original, plaintext []byte) error {
 	r.PlaintextFile = a.maildirName(r)
 	md := a.MaildirPath()
 	final := filepath.Join(md, "new", r.PlaintextFile)
-	if err := writeDurable(filepath.Join(md, "tmp", r.PlaintextFile), final, plaintext); err != nil {
-		return fmt.Errorf("archive: plaintext of %s: %w", r.Source().Marker(), err)
+	if err := writeSynced(filepath.Join(md, "tmp", r.PlaintextFile), final, plaintext); err != nil {
+		return nil, fmt.Errorf("archive: plaintext of %s: %w", r.Source().Marker(), err)
 	}
+	dirs := []string{filepath.Dir(final)}
 	opath := a.OriginalPath(r.OriginalSHA256)
+	odir := filepath.Dir(opath)
 	if _, err := os.Stat(opath); err == nil {
 		// The same bytes are already kept; sync the directory in case
 		// an earlier attempt stopped between the rename and its sync.
-		return SyncDir(filepath.Dir(opath))
+		return append(dirs, odir), nil
 	}
-	if err := mkdirDurable(filepath.Dir(opath)); err != nil {
-		return fmt.Errorf("archive: %w", err)
+	if err := mkdirDurable(odir); err != nil {
+		return nil, fmt.Errorf("archive: %w", err)
 	}
 	if same {
 		// One file, two names: nothing to unwrap, so the plaintext is the
 		// original.
 		if err := os.Link(final, opath); err == nil {
-			return SyncDir(filepath.Dir(opath))
+			return append(dirs, odir), nil
 		}
 	}
 	// Another message with the same bytes may be stored at the same time:
-	// each writer has a temporary file of its own (writeDurable), the
+	// each writer has a temporary file of its own (writeSynced), the
 	// rename is atomic and both write the same content.
 	tmp := filepath.Join(a.dir, "originals", "tmp", r.OriginalSHA256)
-	if err := writeDurable(tmp, opath, original); err != nil {
-		return fmt.Errorf("archive: original of %s: %w", r.Source().Marker(), err)
+	if err := writeSynced(tmp, opath, original); err != nil {
+		return nil, fmt.Errorf("archive: original of %s: %w", r.Source().Marker(), err)
 	}
-	return nil
+	return append(dirs, odir), nil
 }
 
 // maildirName is a unique Maildir file name derived from the record's
@@ -438,6 +445,15 @@ func (a *Archive) maildirName(r *Record) string {
 // is added, so concurrent writers never share one), syncs it, renames it
 // to final and syncs final's directory.
 func writeDurable(tmp, final string, data []byte) error {
+	if err := writeSynced(tmp, final, data); err != nil {
+		return err
+	}
+	return SyncDir(filepath.Dir(final))
+}
+
+// writeSynced is writeDurable without the directory's sync: the caller
+// syncs final's directory before anything refers to the file.
+func writeSynced(tmp, final string, data []byte) error {
 	f, err := os.CreateTemp(filepath.Dir(tmp), filepath.Base(tmp)+".*") // mode 0600
 	if err != nil {
 		return err
@@ -457,7 +473,7 @@ func writeDurable(tmp, final string, data []byte) error {
 		os.Remove(tmp)
 		return err
 	}
-	return SyncDir(filepath.Dir(final))
+	return nil
 }
 
 // mkdirDurable creates dir (0700) if missing and then syncs its parent, so
@@ -474,27 +490,19 @@ func mkdirDurable(dir string) error {
 
 // SyncDir fsyncs a directory, so that the entries created or renamed in
 // it survive a crash.
-func SyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
+func SyncDir(dir string) error { return state.SyncDir(dir) }
 
-// commit appends r to the chain and indexes it. When supersedes is not 0,
-// r replaces that record as the current version of its message.
-func (a *Archive) commit(r *Record, supersedes uint64) (*Record, bool, error) {
+// commit appends r to the chain and indexes it, after syncing dirs (where
+// storeFiles put r's files). When supersedes is not 0, r replaces that
+// record as the current version of its message.
+func (a *Archive) commit(r *Record, supersedes uint64, dirs []string) (*Record, bool, error) {
 	key, err := idemKey(r.Source(), r.OriginalSHA256)
 	if err != nil {
 		return nil, false, err
 	}
 	var existing *Record
-	err = a.db.Update(func(tx *bbolt.Tx) error {
+	err = a.st.CommitFiles(dirs, func(tx *bbolt.Tx) error {
+		existing = nil // fn may run again (state.DB.Commit)
 		keys := tx.Bucket(bucketKeys)
 		cur := keys.Get(key)
 		if cur != nil && supersedes == 0 {

@@ -116,7 +116,7 @@ func (a *Archive) Audit(e AuditEntry) error {
 	}
 	e.Time = e.Time.UTC().Truncate(time.Millisecond)
 	e.Detail = truncateUTF8(e.Detail, MaxAuditDetail)
-	err := a.db.Update(func(tx *bbolt.Tx) error {
+	err := a.st.Commit(func(tx *bbolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(bucketAudit)
 		if err != nil {
 			return err

@@ -61,7 +61,7 @@ func bigArchive(b *testing.B) *Archive {
 				Status:        []string{[]string{StatusDecrypted, StatusSignedValid, StatusPlain}[i%3]},
 				Layers:        []string{}, Signatures: []harvest.Signature{}, Harvested: []harvest.Harvested{},
 			}
-			if _, _, err := a.commit(r, 0); err != nil {
+			if _, _, err := a.commit(r, 0, nil); err != nil {
 				benchErr = err
 				return
 			}

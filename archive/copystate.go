@@ -115,7 +115,7 @@ func (a *Archive) SetCopy(id uint64, s CopyState) error {
 	if err != nil {
 		return fmt.Errorf("archive: record %d copy: %w", id, err)
 	}
-	err = a.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketCopies).Put(u64(id), v) })
+	err = a.st.Commit(func(tx *bbolt.Tx) error { return tx.Bucket(bucketCopies).Put(u64(id), v) })
 	if err != nil {
 		return fmt.Errorf("archive: record %d copy: %w", id, err)
 	}
@@ -174,7 +174,7 @@ func (a *Archive) CopyPending(id uint64) error {
 	if a.readOnly {
 		return ErrReadOnly
 	}
-	err := a.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketPending).Put(u64(id), nil) })
+	err := a.st.Commit(func(tx *bbolt.Tx) error { return tx.Bucket(bucketPending).Put(u64(id), nil) })
 	if err != nil {
 		return fmt.Errorf("archive: record %d: %w", id, err)
 	}
@@ -186,7 +186,7 @@ func (a *Archive) CopyDone(id uint64) error {
 	if a.readOnly {
 		return ErrReadOnly
 	}
-	err := a.db.Update(func(tx *bbolt.Tx) error { return tx.Bucket(bucketPending).Delete(u64(id)) })
+	err := a.st.Commit(func(tx *bbolt.Tx) error { return tx.Bucket(bucketPending).Delete(u64(id)) })
 	if err != nil {
 		return fmt.Errorf("archive: record %d: %w", id, err)
 	}

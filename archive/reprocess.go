@@ -53,10 +53,11 @@ func (a *Archive) Reprocess(id uint64, eng Processor) (rec *Record, changed bool
 	if Sum(res.Plaintext) == cur.PlaintextSHA256 && sameOutcome(r, cur) {
 		return cur, false, nil
 	}
-	if err := a.storeFiles(r, original, res.Plaintext); err != nil {
+	dirs, err := a.storeFiles(r, original, res.Plaintext)
+	if err != nil {
 		return nil, false, err
 	}
-	rec, _, err = a.commit(r, cur.ID)
+	rec, _, err = a.commit(r, cur.ID, dirs)
 	return rec, err == nil, err
 }
 

@@ -42,7 +42,7 @@ type Checkpoint struct {
 // Checkpoints stores one Checkpoint per account and folder. It is safe for
 // concurrent use (bbolt serialises the writes).
 type Checkpoints struct {
-	db *bbolt.DB
+	db *state.DB
 }
 
 // NewCheckpoints keeps the checkpoints in the state file db, opened
@@ -51,7 +51,7 @@ func NewCheckpoints(db *state.DB) (*Checkpoints, error) {
 	if db.ReadOnly() {
 		return nil, fmt.Errorf("daemon: checkpoints bucket: %w", bbolt.ErrDatabaseReadOnly)
 	}
-	return &Checkpoints{db: db.Bolt()}, nil
+	return &Checkpoints{db: db}, nil
 }
 
 func checkpointKey(account, folder string) ([]byte, error) {
@@ -68,7 +68,7 @@ func (c *Checkpoints) Get(account, folder string) (cp Checkpoint, ok bool, err e
 	if err != nil {
 		return Checkpoint{}, false, err
 	}
-	err = c.db.View(func(tx *bbolt.Tx) error {
+	err = c.db.Bolt().View(func(tx *bbolt.Tx) error {
 		v := tx.Bucket(bucketCheckpoints).Get(key)
 		if v == nil {
 			return nil
@@ -97,7 +97,7 @@ func (c *Checkpoints) Set(account, folder string, cp Checkpoint) error {
 	var v [8]byte
 	binary.BigEndian.PutUint32(v[:4], cp.UIDValidity)
 	binary.BigEndian.PutUint32(v[4:], cp.UID)
-	err = c.db.Update(func(tx *bbolt.Tx) error {
+	err = c.db.Commit(func(tx *bbolt.Tx) error {
 		return tx.Bucket(bucketCheckpoints).Put(key, v[:])
 	})
 	if err != nil {

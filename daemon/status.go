@@ -380,7 +380,7 @@ func StoreCheckpoints(db *state.DB) ([]admin.FolderStatus, error) {
 	if err != nil {
 		return nil, fmt.Errorf("daemon: checkpoints: %w", err)
 	}
-	cps := &Checkpoints{db: db.Bolt()}
+	cps := &Checkpoints{db: db}
 	var out []admin.FolderStatus
 	for _, k := range keys {
 		cp, ok, err := cps.Get(k[0], k[1])

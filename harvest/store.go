@@ -88,6 +88,7 @@ var (
 // Store is the certificate store. It is safe for concurrent use.
 type Store struct {
 	db    *bbolt.DB
+	st    *state.DB // for the writes of the hot path (group commit)
 	path  string
 	close func() error // OpenStore's state file; nil for NewStore
 }
@@ -95,7 +96,7 @@ type Store struct {
 // NewStore is the certificate store in the state file db (whose Open
 // created and migrated its buckets). The owner of db closes it.
 func NewStore(db *state.DB) *Store {
-	return &Store{db: db.Bolt(), path: db.Path()}
+	return &Store{db: db.Bolt(), st: db, path: db.Path()}
 }
 
 // OpenStore opens the state file at path, read-only or read-write
@@ -356,7 +357,7 @@ func (s *Store) Harvest(email string, leaf *x509.Certificate, chain []*x509.Cert
 	if leaf == nil {
 		return errors.New("harvest: Harvest without a certificate")
 	}
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	return s.st.Commit(func(tx *bbolt.Tx) error {
 		certs := tx.Bucket(bucketCerts)
 		rec, err := getRecord(tx, addr)
 		if err != nil {
@@ -399,7 +400,7 @@ func (s *Store) Quarantine(email string, cert *x509.Certificate, chain []*x509.C
 		return errors.New("harvest: Quarantine without a certificate")
 	}
 	_ = chain
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	return s.st.Commit(func(tx *bbolt.Tx) error {
 		fp, err := putCert(tx.Bucket(bucketCerts), cert)
 		if err != nil {
 			return err
@@ -445,7 +446,7 @@ func (rec *addressRecord) capQuarantine(limit int) {
 // self-signed roots (e.g. from a certs-only message after its chain
 // validated); other certificates are ignored.
 func (s *Store) AddIntermediates(certs []*x509.Certificate) error {
-	return s.db.Update(func(tx *bbolt.Tx) error { return putIntermediates(tx, certs) })
+	return s.st.Commit(func(tx *bbolt.Tx) error { return putIntermediates(tx, certs) })
 }
 
 func putIntermediates(tx *bbolt.Tx, certs []*x509.Certificate) error {

@@ -129,8 +129,9 @@ func Registered() []Bucket {
 
 // DB is the open state file.
 type DB struct {
-	db   *bbolt.DB
-	path string
+	db    *bbolt.DB
+	path  string
+	group group // Commit's queue
 }
 
 // Open opens the state file at path, read-only or read-write, with the
