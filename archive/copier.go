@@ -39,6 +39,9 @@ type Mailbox interface {
 	// Remove deletes message uid from folder if its header still has
 	// every field of want, and reports whether it is gone.
 	Remove(ctx context.Context, folder string, uid uint32, want map[string]string) (bool, error)
+	// Noop checks that the connection still works (timeout 0: the
+	// connection's own).
+	Noop(ctx context.Context, timeout time.Duration) error
 	Close() error
 }
 
@@ -83,7 +86,8 @@ type Copier struct {
 
 	mu     sync.Mutex // held while the connection is in use
 	mb     Mailbox
-	closed bool // after Close: no new connection
+	used   time.Time // when mb last answered
+	closed bool      // after Close: no new connection
 
 	failMu   sync.Mutex
 	failures map[uint64]int // record → copies failed in a row
@@ -115,11 +119,22 @@ var ErrCopierClosed = errors.New("archive: the account's APPEND connection is cl
 // (the message is delivered again). plaintext is rec's plaintext when the
 // caller has it, else nil: it is read from the archive.
 func (c *Copier) Copy(ctx context.Context, rec *Record, plaintext []byte) (CopyState, error) {
-	return c.copy(ctx, rec, plaintext, false)
+	return c.copy(ctx, rec, plaintext, false, true)
 }
 
-// copy is Copy; with retry (UpdateCopies), a pending copy is tried again.
-func (c *Copier) copy(ctx context.Context, rec *Record, pt []byte, retry bool) (CopyState, error) {
+// CopyNew is Copy for a record the caller has just created (Put said
+// created): no copy of it can be in the archive folder yet, since a copy
+// names its record and is only appended after the record is committed, so
+// none is looked for. That saves a SEARCH of the growing archive folder
+// per message; a record handed over again (after a crash, possibly between
+// the APPEND and recording it) goes through Copy, which looks.
+func (c *Copier) CopyNew(ctx context.Context, rec *Record, plaintext []byte) (CopyState, error) {
+	return c.copy(ctx, rec, plaintext, false, false)
+}
+
+// copy is Copy; with retry (UpdateCopies), a pending copy is tried again;
+// look says whether a copy may be there already.
+func (c *Copier) copy(ctx context.Context, rec *Record, pt []byte, retry, look bool) (CopyState, error) {
 	if !WantCopy(c.cfg.Mode, rec.Report()) {
 		return CopyState{Kind: CopyNotWanted}, nil
 	}
@@ -140,7 +155,7 @@ func (c *Copier) copy(ctx context.Context, rec *Record, pt []byte, retry bool) (
 	if date.IsZero() {
 		date = rec.ArchivedAt
 	}
-	uid, err := c.put(ctx, msg, date)
+	uid, err := c.put(ctx, msg, date, look)
 	if err != nil {
 		if !c.refused(err) && c.failedAgain(rec.ID) < maxCopyAttempts {
 			return CopyState{}, err
@@ -232,7 +247,7 @@ func (a *Archive) UpdateCopies(ctx context.Context, copierFor func(account strin
 			a.CopyDone(id)
 			continue
 		}
-		st, err := c.copy(ctx, rec, nil, true)
+		st, err := c.copy(ctx, rec, nil, true, true)
 		if err != nil {
 			log.Warn("user copy not stored; will retry", "account", rec.Account, "record", id, "err", err)
 			continue
@@ -297,10 +312,10 @@ func (c *Copier) removeOld(ctx context.Context, rec *Record, log *slog.Logger) e
 // message it came from and the archive record (version) it shows.
 var markerFields = []string{UserCopySourceField, UserCopyRecordField}
 
-// put appends msg unless a copy with the same marker fields is there
-// already (a crash between APPEND and recording it), and returns the
+// put appends msg unless (with look) a copy with the same marker fields is
+// there already (a crash between APPEND and recording it), and returns the
 // copy's UID (0 when the server does not say).
-func (c *Copier) put(ctx context.Context, msg []byte, date time.Time) (uint32, error) {
+func (c *Copier) put(ctx context.Context, msg []byte, date time.Time, look bool) (uint32, error) {
 	want, err := copyMarker(msg)
 	if err != nil {
 		return 0, err
@@ -308,20 +323,22 @@ func (c *Copier) put(ctx context.Context, msg []byte, date time.Time) (uint32, e
 	var uid uint32
 	err = c.with(ctx, func(mb Mailbox) error {
 		var err error
-		uid, err = c.putOn(ctx, mb, msg, want, date)
+		uid, err = c.putOn(ctx, mb, msg, want, date, look)
 		return err
 	})
 	return uid, err
 }
 
-func (c *Copier) putOn(ctx context.Context, mb Mailbox, msg []byte, want map[string]string, date time.Time) (uint32, error) {
-	found, err := mb.FindCopies(ctx, c.cfg.Folder, want)
-	if err != nil {
-		return 0, safeAgain{err}
-	}
-	if len(found) > 0 {
-		c.flog.Info("user copy already in the archive folder", "copy_uid", found[0])
-		return found[0], nil
+func (c *Copier) putOn(ctx context.Context, mb Mailbox, msg []byte, want map[string]string, date time.Time, look bool) (uint32, error) {
+	if look {
+		found, err := mb.FindCopies(ctx, c.cfg.Folder, want)
+		if err != nil {
+			return 0, safeAgain{err}
+		}
+		if len(found) > 0 {
+			c.flog.Info("user copy already in the archive folder", "copy_uid", found[0])
+			return found[0], nil
+		}
 	}
 	f, err := os.CreateTemp(c.cfg.TempDir, "copy-*.eml")
 	if err != nil {
@@ -387,8 +404,18 @@ func (c *Copier) with(ctx context.Context, fn func(Mailbox) error) error {
 		if err != nil {
 			return err
 		}
-		err = fn(mb)
+		if kept && time.Since(c.used) > copyCheckAfter {
+			// Idle a while: the server may have closed it. A NOOP is
+			// safe to repeat; an APPEND that fails may still be stored.
+			if err = mb.Noop(ctx, 0); err != nil {
+				err = safeAgain{err}
+			}
+		}
 		if err == nil {
+			err = fn(mb)
+		}
+		if err == nil {
+			c.used = time.Now()
 			return nil
 		}
 		mb.Close()
@@ -415,6 +442,13 @@ func (c *Copier) mailboxLocked(ctx context.Context) (Mailbox, error) {
 	}
 	return c.mb, nil
 }
+
+// copyCheckAfter is how long the copier's connection may have been idle
+// before it is checked with a NOOP ahead of the next command: while a
+// backlog is copied it never is; a message after a pause costs one round
+// trip more, and a server that restarted meanwhile is noticed safely
+// instead of by a failed APPEND (which stops the folder for a retry).
+var copyCheckAfter = time.Second
 
 // safeAgain marks an error after which the copier's operation may simply
 // be repeated on a new connection.

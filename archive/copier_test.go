@@ -29,6 +29,7 @@ type fakeServer struct {
 	dials   int
 	appends int
 	calls   int    // any command
+	finds   int    // FindCopies (a SEARCH)
 	refuse  string // non-empty: APPEND is refused (NO) with this text
 	broken  int    // this many more APPENDs fail midway (the connection dies)
 	conns   []*fakeMailbox
@@ -119,12 +120,19 @@ func matches(raw []byte, want map[string]string) bool {
 	return true
 }
 
+func (m *fakeMailbox) Noop(context.Context, time.Duration) error {
+	m.s.mu.Lock()
+	defer m.s.mu.Unlock()
+	return m.command()
+}
+
 func (m *fakeMailbox) FindCopies(_ context.Context, folder string, want map[string]string) ([]uint32, error) {
 	m.s.mu.Lock()
 	defer m.s.mu.Unlock()
 	if err := m.command(); err != nil {
 		return nil, err
 	}
+	m.s.finds++
 	var uids []uint32
 	for _, msg := range m.s.folders[folder] {
 		if matches(msg.raw, want) {
@@ -297,6 +305,39 @@ func TestCopierStoresOnce(t *testing.T) {
 	}
 	if !strings.Contains(e.logs.String(), "user copy already in the archive folder") || !strings.Contains(e.logs.String(), "archive_folder=Decrypted") {
 		t.Errorf("the copy found is not logged with the folder:\n%s", e.logs)
+	}
+}
+
+// TestCopierNewRecord: the copy of a record just created is appended
+// without a search of the archive folder (issue 12: a SEARCH over the
+// growing folder before every copy); a connection idle for a while is
+// checked first, so a server restart meanwhile costs a new connection,
+// not a failed copy.
+func TestCopierNewRecord(t *testing.T) {
+	e := newCopierEnv(t, UserCopyAll)
+	ctx := context.Background()
+	copyNew := func(uid uint32) (CopyState, error) {
+		rec, _ := put(t, e.a, engine(t), src(uid), testenv.Testdata(t, "msg", "plain.eml"))
+		return e.cp.CopyNew(ctx, rec, nil)
+	}
+	for uid := uint32(1); uid <= 3; uid++ {
+		if st, err := copyNew(uid); err != nil || st.Kind != CopyStored {
+			t.Fatalf("CopyNew(UID %d) = %+v, %v; want stored", uid, st, err)
+		}
+	}
+	if e.srv.finds != 0 || e.srv.appends != 3 || len(e.srv.messages("Decrypted")) != 3 {
+		t.Errorf("three new records: %d searches, %d APPENDs, %d copies; want 0, 3, 3", e.srv.finds, e.srv.appends, len(e.srv.messages("Decrypted")))
+	}
+
+	old := copyCheckAfter
+	copyCheckAfter = 0
+	t.Cleanup(func() { copyCheckAfter = old })
+	e.srv.restart()
+	if st, err := copyNew(4); err != nil || st.Kind != CopyStored || e.srv.dials != 2 {
+		t.Errorf("CopyNew() after a restart = %+v, %v after %d dials; want stored on a second connection", st, err, e.srv.dials)
+	}
+	if e.srv.finds != 0 || e.srv.appends != 4 {
+		t.Errorf("after the restart: %d searches, %d APPENDs; want 0 and 4", e.srv.finds, e.srv.appends)
 	}
 }
 

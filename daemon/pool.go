@@ -122,7 +122,21 @@ func (f *PoolFolder) Acquire(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// Release returns a slot taken by Acquire.
+// TryAcquire takes a slot for the folder when one is free within its
+// share and no folder is waiting for one; it never waits.
+func (f *PoolFolder) TryAcquire() bool {
+	p := f.p
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.queue) > 0 || p.busy >= p.size || f.held >= p.share() {
+		return false
+	}
+	p.busy++
+	f.held++
+	return true
+}
+
+// Release returns a slot taken by Acquire or TryAcquire.
 func (f *PoolFolder) Release() {
 	f.p.mu.Lock()
 	defer f.p.mu.Unlock()
@@ -153,4 +167,53 @@ func (p *Pool) waiting() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.queue)
+}
+
+// inHandPerWorker is how many messages a worker may have in hand: the
+// pool has this many slots per `[daemon] workers`, while the engine runs
+// on at most workers at once (Gate). The others are being fetched, or
+// written to the archive and committed together with the rest (group
+// commit): waiting for the disk or the server, not for a CPU.
+const inHandPerWorker = 8
+
+// Gate bounds how many goroutines run the engine at once: `[daemon]
+// workers`. It is safe for concurrent use.
+type Gate struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+	size int
+	busy int
+}
+
+// NewGate returns a gate for n at once (at least one).
+func NewGate(n int) *Gate {
+	g := &Gate{size: max(1, n)}
+	g.cond = sync.NewCond(&g.mu)
+	return g
+}
+
+// Resize changes how many may run at once; those running above a smaller
+// size finish.
+func (g *Gate) Resize(n int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.size = max(1, n)
+	g.cond.Broadcast()
+}
+
+// Do runs fn once fewer than the gate's size are running.
+func (g *Gate) Do(fn func()) {
+	g.mu.Lock()
+	for g.busy >= g.size {
+		g.cond.Wait()
+	}
+	g.busy++
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		g.busy--
+		g.cond.Signal()
+		g.mu.Unlock()
+	}()
+	fn()
 }

@@ -36,7 +36,8 @@ type Service struct {
 	cps       *Checkpoints
 	log       *slog.Logger
 	notify    *Notifier
-	pool      *Pool // [daemon] workers, shared by every folder
+	pool      *Pool // messages in hand: inHandPerWorker × [daemon] workers, shared by every folder
+	gate      *Gate // the engine's parallelism: [daemon] workers
 	metrics   *Metrics
 	metricsLn net.Listener // nil when metrics_listen is ""
 	engine    atomic.Pointer[harvest.Engine]
@@ -182,7 +183,7 @@ func NewService(cfg *config.Config, log *slog.Logger, notify *Notifier) (*Servic
 	}
 	s := &Service{
 		cfg: cfg, state: db, store: store, stateDir: cfg.StateDir, arch: arch, copyWake: make(chan struct{}, 1), cps: cps, log: log, notify: notify,
-		pool: NewPool(cfg.Daemon.Workers), metrics: NewMetrics(),
+		pool: NewPool(cfg.Daemon.Workers * inHandPerWorker), gate: NewGate(cfg.Daemon.Workers), metrics: NewMetrics(),
 		ended: make(chan struct{}, 1), initial: l.settings(cfg), accounts: map[string]*accountRun{},
 	}
 	if cfg.Daemon.MetricsListen != "" {
@@ -308,7 +309,7 @@ func (s *Service) startAccount(a accountSettings) {
 		}
 	}
 	sink := &archiveSink{
-		engine: &s.engine, arch: s.arch, metrics: s.metrics,
+		engine: &s.engine, gate: s.gate, arch: s.arch, metrics: s.metrics,
 		log: s.log.With("account", a.Account.Name),
 	}
 	if a.Account.ArchiveFolder != "" {

@@ -6,7 +6,6 @@ package daemon
 // against what the service says it did.
 
 import (
-	"bytes"
 	"fmt"
 	"runtime/debug"
 	"strconv"
@@ -137,23 +136,7 @@ func copies(t *testing.T, d *testenv.Dovecot, user, folder string) map[string]in
 	return out
 }
 
-// numbered returns msg with bytes of its own: a header field with n on
-// top and the Message-ID <scenario-n@test.smimed.example> in its header
-// (the body, and so any signature, is unchanged).
-func numbered(msg []byte, n int) []byte {
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "X-Scenario-Seq: %d\r\n", n)
-	inHeader := true
-	for line := range bytes.SplitAfterSeq(msg, []byte("\n")) {
-		if inHeader && bytes.HasPrefix(bytes.ToLower(line), []byte("message-id:")) {
-			fmt.Fprintf(&b, "Message-ID: <scenario-%d@test.smimed.example>\r\n", n)
-			continue
-		}
-		inHeader = inHeader && len(bytes.TrimSpace(line)) > 0
-		b.Write(line)
-	}
-	return b.Bytes()
-}
+func numbered(msg []byte, n int) []byte { return testenv.Numbered(msg, n) }
 
 // mixFixtures are fixtures the service reads in different ways; the bool
 // says whether the message is encrypted to a key of ours, so the account's

@@ -22,6 +22,7 @@ import (
 // archiveSink delivers the messages of one account.
 type archiveSink struct {
 	engine  *atomic.Pointer[harvest.Engine] // replaced by a reload
+	gate    *Gate                           // the engine runs within it; nil: no bound
 	arch    *archive.Archive
 	metrics *Metrics        // nil-safe
 	copier  *archive.Copier // nil: the account has no archive_folder
@@ -53,25 +54,31 @@ func (k *archiveSink) Deliver(ctx context.Context, m Message) error {
 		return Temporary(err)
 	}
 	again := rec != nil
+	created := false
 	var plaintext []byte // in hand when just archived; else read back
 	if rec == nil {
 		received := m.InternalDate
 		if received.IsZero() {
 			received = time.Now()
 		}
-		res, err := k.engine.Load().Process(raw, received)
+		var res *harvest.Result
+		k.process(func() { res, err = k.engine.Load().Process(raw, received) })
 		if err != nil {
 			// Our certificate store could not be written.
 			return Temporary(err)
 		}
-		if rec, _, err = k.arch.PutSum(src, raw, sha, res); err != nil {
+		if rec, created, err = k.arch.PutSum(src, raw, sha, res); err != nil {
 			return Temporary(err)
 		}
 		plaintext = res.Plaintext
 	}
 	copied := archive.CopyState{Kind: archive.CopyNotWanted}
 	if k.copier != nil {
-		if copied, err = k.copier.Copy(ctx, rec, plaintext); err != nil {
+		copy := k.copier.Copy
+		if created {
+			copy = k.copier.CopyNew
+		}
+		if copied, err = copy(ctx, rec, plaintext); err != nil {
 			log.Warn("user copy not stored; will retry", "record", rec.ID, "err", err)
 			return Temporary(err)
 		}
@@ -100,6 +107,15 @@ func (k *archiveSink) Deliver(ctx context.Context, m Message) error {
 		"error", rec.Error)
 	k.metrics.Processed(m, rec.Report())
 	return nil
+}
+
+// process runs fn (the engine) within the gate.
+func (k *archiveSink) process(fn func()) {
+	if k.gate == nil {
+		fn()
+		return
+	}
+	k.gate.Do(fn)
 }
 
 // The copier's connection is an imapconn connection of its own.

@@ -299,41 +299,8 @@ func (w *Watcher) session(ctx context.Context, slots *PoolFolder) error {
 				w.done(uid)
 			}
 		}
-		for _, uid := range uids {
-			if slots.Acquire(sctx) != nil {
-				return w.ended(ctx, sctx, &wg, nil)
-			}
-			if !w.tracker.Dispatch(uid) { // in flight or done already
-				slots.Release()
-				continue
-			}
-			f, err := conn.FetchToFile(sctx, uid, w.cfg.TempDir, w.cfg.MaxMessageSize)
-			if errors.Is(err, imapconn.ErrGone) {
-				// Never advance on an empty FETCH answer alone: skip
-				// only what a search confirms is gone.
-				if there, serr := conn.HasUID(sctx, uid); serr != nil || there {
-					if serr == nil {
-						serr = fmt.Errorf("uid %d: the server returned nothing for a message it still lists: %w", uid, err)
-					}
-					err = serr
-				} else {
-					slots.Release()
-					w.log.Info("message expunged before it was fetched; skipped", "uid", uid, "uidvalidity", w.uidValidity)
-					w.done(uid)
-					continue
-				}
-			}
-			if err != nil {
-				slots.Release()
-				w.tracker.Failed(uid)
-				return w.ended(ctx, sctx, &wg, err)
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer slots.Release()
-				w.deliver(ctx, stop, f)
-			}()
+		if err := w.fetchAll(ctx, sctx, stop, conn, slots, &wg, uids); err != nil {
+			return w.ended(ctx, sctx, &wg, err)
 		}
 
 		// Wait for new mail, with a NOOP at least every LivenessInterval.
@@ -354,6 +321,104 @@ func (w *Watcher) session(ctx context.Context, slots *PoolFolder) error {
 			return w.ended(ctx, sctx, &wg, err)
 		}
 	}
+}
+
+// Batches of messages are fetched with one pair of commands each
+// (imapconn.FetchMany), as many as the pool gives slots for at once, up to
+// these bounds.
+const (
+	fetchBatchCount = 64
+	fetchBatchBytes = 16 << 20 // a larger message comes alone
+)
+
+// fetchAll fetches the listed uids in batches and hands each message to a
+// delivery goroutine as soon as it is in its file, so the engine works on
+// a batch's first messages while the rest arrive. Every message holds a
+// pool slot from before its fetch until its delivery ends. It returns nil
+// when all were handed over, else why the session must end (the messages
+// not handed over are marked Failed: the checkpoint waits for them).
+func (w *Watcher) fetchAll(ctx, sctx context.Context, stop context.CancelCauseFunc, conn *imapconn.Conn, slots *PoolFolder, wg *sync.WaitGroup, uids []uint32) error {
+	for next := 0; next < len(uids); {
+		if slots.Acquire(sctx) != nil {
+			return nil // the session ends (ended tells why)
+		}
+		held := 1
+		var batch []uint32
+		for ; next < len(uids) && len(batch) < fetchBatchCount; next++ {
+			if len(batch) == held {
+				if !slots.TryAcquire() {
+					break
+				}
+				held++
+			}
+			if w.tracker.Dispatch(uids[next]) { // else in flight or done already
+				batch = append(batch, uids[next])
+			}
+		}
+		var bytes int64
+		admit := func(f *imapconn.Fetched) bool {
+			if bytes > 0 && bytes+f.Size > fetchBatchBytes {
+				return false
+			}
+			bytes += f.Size
+			return true
+		}
+		handed := map[uint32]bool{}
+		missed, err := conn.FetchMany(sctx, batch, w.cfg.TempDir, w.cfg.MaxMessageSize, admit, func(f *imapconn.Fetched) {
+			handed[f.UID] = true
+			held--
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer slots.Release()
+				w.deliver(ctx, stop, f)
+			}()
+		})
+		for range held {
+			slots.Release()
+		}
+		if len(missed.Later) > 0 {
+			// Left for the next batch: back to the first of them.
+			for _, uid := range missed.Later {
+				w.tracker.Failed(uid)
+			}
+			next = slices.Index(uids, missed.Later[0])
+		}
+		if err == nil {
+			err = w.missed(sctx, conn, missed)
+		}
+		if err != nil {
+			for _, uid := range batch {
+				if !handed[uid] {
+					w.tracker.Failed(uid)
+				}
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// missed deals with the messages of a batch the server returned nothing
+// for: a message a search confirms is gone is skipped (done), never one
+// only the empty FETCH answer says is gone; any other ends the session, to
+// be fetched again.
+func (w *Watcher) missed(ctx context.Context, conn *imapconn.Conn, m imapconn.Missed) error {
+	for _, uid := range m.Gone {
+		there, err := conn.HasUID(ctx, uid)
+		if err != nil {
+			return err
+		}
+		if there {
+			return fmt.Errorf("uid %d: the server returned nothing for a message it still lists: %w", uid, imapconn.ErrGone)
+		}
+		w.log.Info("message expunged before it was fetched; skipped", "uid", uid, "uidvalidity", w.uidValidity)
+		w.done(uid)
+	}
+	if len(m.NoBody) > 0 {
+		return fmt.Errorf("%w: UID %d: the server returned no body for an existing message", imapconn.ErrNoBody, m.NoBody[0])
+	}
+	return nil
 }
 
 // idleMissed notes new mail that IDLE did not announce (found by the

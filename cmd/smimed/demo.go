@@ -11,6 +11,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -23,6 +24,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -510,6 +512,13 @@ func demoPrintCopies(ctx context.Context, w io.Writer, addr, password, stateDir 
 		return fmt.Errorf("reading Decrypted: %w", err)
 	}
 	fmt.Fprintf(w, "The folder Decrypted, read over IMAP (%s): readable copies with the verdicts on top:\n", plural(len(uids), "message"))
+	// The service copies several messages at once, so the copies' order
+	// in the folder varies: shown in the order of the mail they came from.
+	type copyLine struct {
+		uid, source uint64
+		subject, ar string
+	}
+	var lines []copyLine
 	tmp := filepath.Join(stateDir, "tmp")
 	for _, uid := range uids {
 		f, err := c.FetchToFile(ctx, uid, tmp, 0)
@@ -521,8 +530,14 @@ func demoPrintCopies(ctx context.Context, w io.Writer, addr, password, stateDir 
 		if err != nil {
 			return fmt.Errorf("reading Decrypted UID %d: %w", uid, err)
 		}
-		fmt.Fprintf(w, "  UID %d  %s\n", uid, clean(h.Get("Subject")))
-		fmt.Fprintf(w, "    Authentication-Results: %s\n", clean(strings.Join(strings.Fields(h.Get("Authentication-Results")), " ")))
+		src := h.Get(archive.UserCopySourceField) // account/folder/UIDVALIDITY/UID
+		source, _ := strconv.ParseUint(src[strings.LastIndexByte(src, '/')+1:], 10, 32)
+		lines = append(lines, copyLine{uint64(uid), source, clean(h.Get("Subject")), clean(strings.Join(strings.Fields(h.Get("Authentication-Results")), " "))})
+	}
+	slices.SortStableFunc(lines, func(a, b copyLine) int { return cmp.Compare(a.source, b.source) })
+	for _, l := range lines {
+		fmt.Fprintf(w, "  UID %d  %s\n", l.uid, l.subject)
+		fmt.Fprintf(w, "    Authentication-Results: %s\n", l.ar)
 	}
 	fmt.Fprintln(w)
 	return nil

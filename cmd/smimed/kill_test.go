@@ -112,7 +112,20 @@ func kill9ExactlyOnce(t *testing.T, bin string, kind servertest.Kind) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("last run: %v", err)
 	}
+	checkExactlyOnce(t, d, cfg, folder, delivered, encrypted)
+	// How often a kill hit between archive and checkpoint, and between
+	// APPEND and recording it: the cases this test is about.
+	out := logs.String()
+	t.Logf("%s: %d messages, %d encrypted, 8 kills; %d processed again after a kill, %d copies found already appended",
+		kind, delivered, encrypted, strings.Count(out, "again=true"), strings.Count(out, "user copy already in the archive folder"))
+}
 
+// checkExactlyOnce checks, after the last run ended, that the watched
+// folder is untouched, that the archive folder holds one copy of each of
+// the encrypted messages and that the archive holds each of the delivered
+// messages once, its chain intact.
+func checkExactlyOnce(t *testing.T, d *servertest.Server, cfg, folder string, delivered, encrypted int) {
+	t.Helper()
 	// The watched folder is untouched: every message still there, none seen.
 	inbox, _ := d.Messages(t, "ceo", "INBOX")
 	if len(inbox) != delivered {
@@ -164,9 +177,83 @@ func kill9ExactlyOnce(t *testing.T, bin string, kind servertest.Kind) {
 	if res, err := arch.Verify(nil); err != nil || !res.OK() {
 		t.Errorf("archive verify after kill -9: %+v %v", res, err)
 	}
-	// How often a kill hit between archive and checkpoint, and between
-	// APPEND and recording it: the cases this test is about.
+}
+
+// TestKill9DuringGroupCommit kills `smimed run` while it works off a
+// backlog, where many messages are in hand at once and their files,
+// records and copies' states are committed together (group commit): each
+// kill comes after a random number of messages were logged as processed,
+// so it lands amid the commits of the ones still in hand. After a last run
+// every message must be archived once and copied once (issue 12).
+func TestKill9DuringGroupCommit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: the kill -9 test runs the binary for several seconds")
+	}
+	bin := buildBinary(t)
+	d := servertest.Start(t, servertest.Dovecot, servertest.Options{Users: map[string]string{"ceo": "pw-ceo"}})
+	cfg := writeAccountConfig(t, "[daemon]\nworkers = 4\n", d.Addr(), fmt.Sprintf("auth = %q\narchive_folder = \"Decrypted\"\narchive_folder_messages = \"all\"", d.Auth()))
+	files := []string{"enc-aes256.eml", "plain.eml", "sign-then-encrypt.eml", "signed-rsa-sha256.eml", "enc-gcm256.eml"}
+	const n = 150
+	var msgs [][]byte
+	for i := range n {
+		msgs = append(msgs, testenv.Numbered(testenv.Testdata(t, "msg", files[i%len(files)]), i))
+	}
+	d.Deliver(t, "ceo", "INBOX", msgs...)
+
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 2))
+	var logs testenv.LockedBuffer
+	kills := 0
+	for round := range 6 {
+		before := strings.Count(logs.String(), "message processed")
+		cmd := exec.Command(bin, "run", "--config", cfg)
+		cmd.Stderr = &logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Kill once 1 to 15 more messages were processed: the others in
+		// hand are between their files and their commit.
+		want := before + 1 + rng.IntN(15)
+		deadline := time.Now().Add(30 * time.Second)
+		for strings.Count(logs.String(), "message processed") < want && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		if got := strings.Count(logs.String(), "message processed"); got < n {
+			kills++
+		}
+		t.Logf("round %d: %d messages processed (lines, with repeats) when killed", round, strings.Count(logs.String(), "message processed"))
+	}
+	if kills == 0 {
+		t.Fatalf("no kill came before the backlog was worked off; the test did not test anything:\n%s", logs.String())
+	}
+
+	cmd := exec.Command(bin, "run", "--config", cfg)
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	deadline := time.Now().Add(120 * time.Second)
+	for {
+		copies, _ := d.Messages(t, "ceo", "Decrypted")
+		if len(copies) >= n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 120 s Decrypted holds %d copies, want %d\n%s", len(copies), n, logs.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // a late duplicate would show
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("last run: %v", err)
+	}
+	checkExactlyOnce(t, d, cfg, "Decrypted", n, n)
 	out := logs.String()
-	t.Logf("%s: %d messages, %d encrypted, 8 kills; %d processed again after a kill, %d copies found already appended",
-		kind, delivered, encrypted, strings.Count(out, "again=true"), strings.Count(out, "user copy already in the archive folder"))
+	t.Logf("%d messages, %d kills amid the backlog; %d processed again after a kill, %d copies found already appended",
+		n, kills, strings.Count(out, "again=true"), strings.Count(out, "user copy already in the archive folder"))
 }

@@ -29,107 +29,194 @@ type Fetched struct {
 // the UID, which go-imap cannot route), the error is ErrGone. The caller owns
 // and removes the file.
 func (c *Conn) FetchToFile(ctx context.Context, uid uint32, dir string, maxSize int64) (*Fetched, error) {
-	set := imap.UIDSetNum(imap.UID(uid))
-	op := fmt.Sprintf("UID FETCH %d", uid)
-
-	var meta *imapclient.FetchMessageBuffer
-	err := c.run(ctx, 0, op+" (UID RFC822.SIZE INTERNALDATE)", func() error {
-		msgs, err := c.client.Fetch(set, &imap.FetchOptions{UID: true, RFC822Size: true, InternalDate: true}).Collect()
-		for _, m := range msgs {
-			if uint32(m.UID) == uid {
-				meta = m
-			}
-		}
-		return err
-	})
-	if err != nil {
+	var f *Fetched
+	missed, err := c.FetchMany(ctx, []uint32{uid}, dir, maxSize, nil, func(got *Fetched) { f = got })
+	switch {
+	case err != nil:
 		return nil, err
-	}
-	if meta == nil {
-		return nil, fmt.Errorf("%w: %s", ErrGone, op)
-	}
-	f := &Fetched{UID: uid, Size: meta.RFC822Size, InternalDate: meta.InternalDate}
-	if maxSize > 0 && meta.RFC822Size > maxSize {
-		f.TooLarge = true
+	case f != nil:
 		return f, nil
+	case len(missed.NoBody) > 0:
+		// The message exists (its UID, size and date came back), but the
+		// body did not reach us — e.g. a server that sends the literal
+		// before the UID, which go-imap cannot route. Never "gone": the
+		// caller must retry, not skip.
+		return nil, fmt.Errorf("%w: UID FETCH %d: the server returned no body for an existing message", ErrNoBody, uid)
+	}
+	return nil, fmt.Errorf("%w: UID FETCH %d", ErrGone, uid)
+}
+
+// Missed is what FetchMany did not fetch: the UIDs the server returned
+// nothing for (Gone: expunged, or an answer go-imap could not route), and
+// those whose size and date came back but not their body (NoBody). Neither
+// proves a message gone: HasUID does.
+type Missed struct {
+	Gone, NoBody []uint32
+	// Later are the messages admit turned down, with those after them:
+	// not fetched, for a later call.
+	Later []uint32
+}
+
+// FetchMany fetches the messages uids of the examined folder, each into a
+// new 0600 file in dir (streamed, never whole in memory), in two commands
+// however many they are: UID, RFC822.SIZE and INTERNALDATE of all, then
+// UID and BODY.PEEK[] of those not larger than maxSize (when > 0), so a
+// larger message is never downloaded and comes back with TooLarge set, and
+// \Seen is never set. got is called, in this goroutine, with each message
+// as soon as its file is complete (a TooLarge one after the first
+// command), in the server's order; the caller owns the files passed to it,
+// also when FetchMany then fails. Before the bodies are fetched, admit
+// (when not nil) is asked about each message not TooLarge, in the order of
+// uids, with its size and date known: once it says no, that message and
+// the ones after it are left for later (the caller bounds the bytes of a
+// batch so). The messages not passed to got are in Missed.
+func (c *Conn) FetchMany(ctx context.Context, uids []uint32, dir string, maxSize int64, admit func(*Fetched) bool, got func(*Fetched)) (Missed, error) {
+	var missed Missed
+	if len(uids) == 0 {
+		return missed, nil
+	}
+	var set imap.UIDSet
+	for _, u := range uids {
+		set.AddNum(imap.UID(u))
+	}
+	op := "UID FETCH " + set.String()
+	if len(uids) > 1 {
+		op = fmt.Sprintf("UID FETCH of %d messages", len(uids))
 	}
 
-	file, err := os.CreateTemp(dir, "imapconn-*.eml") // mode 0600
-	if err != nil {
-		return nil, fmt.Errorf("imapconn: %w", err)
-	}
-	keep := false
-	defer func() {
-		if !keep {
-			file.Close()
-			os.Remove(file.Name())
-		}
-	}()
-
-	var (
-		got     bool
-		written int64
-		tooBig  bool
-		copyErr error
-	)
-	err = c.runMoving(ctx, op+" (UID BODY.PEEK[])", func(moved func()) error {
-		cmd := c.client.Fetch(set, &imap.FetchOptions{
-			UID:         true,
-			BodySection: []*imap.FetchItemBodySection{{Peek: true}},
-		})
-		for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
-			for item := msg.Next(); item != nil; item = msg.Next() {
-				body, ok := item.(imapclient.FetchItemDataBodySection)
-				if !ok || got || body.Literal == nil {
-					continue // unread literals are discarded by Next
-				}
-				got = true
-				// The reader blocks until the literal is consumed: straight
-				// to the file, bounded by maxSize.
-				lit := &movingReader{r: body.Literal, moved: moved}
-				var r io.Reader = lit
-				if maxSize > 0 {
-					r = io.LimitReader(r, maxSize+1)
-				}
-				written, copyErr = io.Copy(file, r)
-				if lit.err != nil && lit.err != io.EOF {
-					// The connection failed inside the literal: go-imap's
-					// reader has already moved on, and draining this
-					// command (Next, Close) would read the same buffer
-					// at the same time. Drop the connection instead.
-					c.broken = fmt.Errorf("%w: %s failed while reading the body", ErrClosed, op)
-					c.client.Close()
-					return fmt.Errorf("reading the body: %w", lit.err)
-				}
-				if copyErr == nil && maxSize > 0 && written > maxSize {
-					tooBig = true
-				}
+	meta := make(map[uint32]*Fetched, len(uids))
+	err := c.run(ctx, 0, op+" (UID RFC822.SIZE INTERNALDATE)", func() error {
+		cmd := c.client.Fetch(set, &imap.FetchOptions{UID: true, RFC822Size: true, InternalDate: true})
+		for {
+			m := cmd.Next()
+			if m == nil {
+				break
+			}
+			buf, err := m.Collect()
+			if err != nil {
+				cmd.Close()
+				return err
+			}
+			if u := uint32(buf.UID); u != 0 {
+				meta[u] = &Fetched{UID: u, Size: buf.RFC822Size, InternalDate: buf.InternalDate}
 			}
 		}
 		return cmd.Close()
 	})
 	if err != nil {
-		return nil, err
+		return missed, err
 	}
-	if copyErr != nil {
-		return nil, fmt.Errorf("imapconn: %s: writing %s: %w", op, file.Name(), copyErr)
+	var bodies imap.UIDSet
+	want := 0
+	later := false
+	for _, u := range uids {
+		f := meta[u]
+		switch {
+		case f == nil:
+			missed.Gone = append(missed.Gone, u)
+		case maxSize > 0 && f.Size > maxSize:
+			f.TooLarge = true
+			got(f)
+			delete(meta, u)
+		case later || admit != nil && !admit(f):
+			later = true
+			missed.Later = append(missed.Later, u)
+			delete(meta, u)
+		default:
+			bodies.AddNum(imap.UID(u))
+			want++
+		}
 	}
-	if !got {
-		// The message exists (its UID, size and date came back), but the
-		// body did not reach us — e.g. a server that sends the literal
-		// before the UID, which go-imap cannot route. Never "gone": the
-		// caller must retry, not skip.
-		return nil, fmt.Errorf("%w: %s: the server returned no body for an existing message", ErrNoBody, op)
+	if want == 0 {
+		return missed, nil
 	}
-	if tooBig {
-		f.TooLarge = true
-		return f, nil
+	var files []*os.File // created and not yet handed over
+	defer func() {
+		for _, f := range files {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	err = c.runMoving(ctx, op+" (UID BODY.PEEK[])", func(moved func()) error {
+		cmd := c.client.Fetch(bodies, &imap.FetchOptions{
+			UID:         true,
+			BodySection: []*imap.FetchItemBodySection{{Peek: true}},
+		})
+		var failed error // writing a file; the command is read to its end
+		for msg := cmd.Next(); msg != nil; msg = cmd.Next() {
+			var (
+				uid     uint32
+				file    *os.File
+				written int64
+				tooBig  bool
+			)
+			for item := msg.Next(); item != nil; item = msg.Next() {
+				switch item := item.(type) {
+				case imapclient.FetchItemDataUID:
+					uid = uint32(item.UID)
+				case imapclient.FetchItemDataBodySection:
+					if file != nil || item.Literal == nil || failed != nil {
+						continue // unread literals are discarded by Next
+					}
+					var err error
+					if file, err = os.CreateTemp(dir, "imapconn-*.eml"); err != nil { // mode 0600
+						failed = fmt.Errorf("imapconn: %w", err)
+						continue
+					}
+					files = append(files, file)
+					// The reader blocks until the literal is consumed:
+					// straight to the file, bounded by maxSize.
+					lit := &movingReader{r: item.Literal, moved: moved}
+					var r io.Reader = lit
+					if maxSize > 0 {
+						r = io.LimitReader(r, maxSize+1)
+					}
+					written, err = io.Copy(file, r)
+					if lit.err != nil && lit.err != io.EOF {
+						// The connection failed inside the literal:
+						// go-imap's reader has already moved on, and
+						// draining this command (Next, Close) would read
+						// the same buffer at the same time. Drop the
+						// connection instead.
+						c.broken = fmt.Errorf("%w: %s failed while reading a body", ErrClosed, op)
+						c.client.Close()
+						return fmt.Errorf("reading a body: %w", lit.err)
+					}
+					if err != nil {
+						failed = fmt.Errorf("writing %s: %w", file.Name(), err)
+						continue
+					}
+					tooBig = maxSize > 0 && written > maxSize
+				}
+			}
+			f := meta[uid]
+			if f == nil || file == nil || failed != nil {
+				continue // not asked for, twice, or without a body
+			}
+			delete(meta, uid)
+			files = files[:len(files)-1]
+			if err := file.Close(); err != nil {
+				os.Remove(file.Name())
+				failed = fmt.Errorf("imapconn: %w", err)
+				continue
+			}
+			if tooBig {
+				os.Remove(file.Name())
+				f.TooLarge = true
+			} else {
+				f.Path, f.Size = file.Name(), written
+			}
+			got(f)
+		}
+		if err := cmd.Close(); err != nil {
+			return err
+		}
+		return failed
+	})
+	for _, u := range uids {
+		if meta[u] != nil && !meta[u].TooLarge {
+			missed.NoBody = append(missed.NoBody, u)
+		}
 	}
-	if err := file.Close(); err != nil {
-		return nil, fmt.Errorf("imapconn: %w", err)
-	}
-	keep = true
-	f.Path = file.Name()
-	f.Size = written
-	return f, nil
+	return missed, err
 }

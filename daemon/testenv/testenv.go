@@ -13,6 +13,7 @@ package testenv
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -85,4 +86,22 @@ func SocketDir(tb testing.TB) string {
 	}
 	tb.Cleanup(func() { os.RemoveAll(d) })
 	return d
+}
+
+// Numbered returns msg with bytes of its own: a header field with n on
+// top and the Message-ID <scenario-n@test.smimed.example> in its header
+// (the body, and so any signature, is unchanged).
+func Numbered(msg []byte, n int) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "X-Scenario-Seq: %d\r\n", n)
+	inHeader := true
+	for line := range bytes.SplitAfterSeq(msg, []byte("\n")) {
+		if inHeader && bytes.HasPrefix(bytes.ToLower(line), []byte("message-id:")) {
+			fmt.Fprintf(&b, "Message-ID: <scenario-%d@test.smimed.example>\r\n", n)
+			continue
+		}
+		inHeader = inHeader && len(bytes.TrimSpace(line)) > 0
+		b.Write(line)
+	}
+	return b.Bytes()
 }
