@@ -46,6 +46,16 @@ type FolderStatus struct {
 	UIDValidity   uint32 `json:"uidvalidity"`
 	CheckpointUID uint32 `json:"checkpoint_uid"`
 	Backlog       int    `json:"backlog"`
+	// While Backlog > 0: BacklogStarted is when the backlog was first
+	// listed, BacklogTotal the messages it has held since (done plus
+	// left: done/total is how far it got). RatePerSecond is the messages
+	// done a second over the last minute (or since the backlog began, if
+	// later); ETASeconds the estimated seconds to the end at that rate,
+	// 0 while nothing was done in that minute (unknown).
+	BacklogStarted time.Time `json:"backlog_started,omitzero"`
+	BacklogTotal   int       `json:"backlog_total,omitempty"`
+	RatePerSecond  float64   `json:"rate_per_second,omitempty"`
+	ETASeconds     int64     `json:"eta_seconds,omitempty"`
 	// Processed counts the messages done since the daemon started;
 	// Outcomes splits them (OutcomeDecrypted, …).
 	Processed uint64            `json:"processed"`
