@@ -3,8 +3,9 @@ package daemon
 // This file holds what `smimed run` counts: the Prometheus metrics served
 // on [daemon] metrics_listen (text exposition format, its own registry, so
 // nothing of the Go runtime's defaults is mixed in) and the per-folder
-// states behind the STATUS= line (status.go). Watchers and the sink report
-// here; every method does nothing on a nil *Metrics.
+// states behind the STATUS= line (status.go), and the backlogs' progress
+// (progress.go). Watchers and the sink report here; every method does
+// nothing on a nil *Metrics.
 
 import (
 	"context"
@@ -42,6 +43,7 @@ type Metrics struct {
 	latency       *prometheus.HistogramVec
 	lastCheck     *prometheus.GaugeVec
 	status        statusBoard
+	progress      progressBoard
 	now           func() time.Time
 }
 
@@ -75,7 +77,9 @@ func NewMetrics() *Metrics {
 		status: statusBoard{changed: make(chan struct{}, 1)},
 		now:    time.Now,
 	}
-	m.reg.MustRegister(m.processed, m.decryptFailed, m.verdicts, m.up, m.backlog, m.latency, m.lastCheck)
+	m.status.progress = &m.progress
+	m.reg.MustRegister(m.processed, m.decryptFailed, m.verdicts, m.up, m.backlog, m.latency, m.lastCheck,
+		newProgressCollector(&m.progress, func() time.Time { return m.now() }))
 	return m
 }
 
@@ -115,10 +119,12 @@ func (m *Metrics) Processed(msg Message, rep *harvest.Report) {
 			m.verdicts.WithLabelValues(msg.Account, msg.Folder, s.Status).Inc()
 		}
 	}
+	now := m.now()
 	if !msg.InternalDate.IsZero() {
-		d := m.now().Sub(msg.InternalDate).Seconds()
+		d := now.Sub(msg.InternalDate).Seconds()
 		m.latency.WithLabelValues(msg.Account, msg.Folder).Observe(max(d, 0))
 	}
+	m.progress.processed(msg.Account, msg.Folder, now)
 	m.status.count(msg.Account, outcome == OutcomeError)
 }
 
@@ -169,6 +175,8 @@ func (m *Metrics) Backlog(account, folder string, n int) {
 		return
 	}
 	m.backlog.WithLabelValues(account, folder).Set(float64(n))
+	m.progress.backlog(account, folder, n, m.now())
+	m.status.signal()
 }
 
 // ForgetFolder drops the folder's series and state, for a folder no longer
@@ -183,6 +191,7 @@ func (m *Metrics) ForgetFolder(account, folder string) {
 	} {
 		v.DeletePartialMatch(l)
 	}
+	m.progress.forget(account, folder)
 	m.status.forget(account, folder)
 }
 

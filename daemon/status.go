@@ -2,9 +2,11 @@ package daemon
 
 // This file renders the one-line STATUS= that systemctl status shows
 // (sd_notify(3)): per account how many folders are up, how many messages
-// were processed and failed, or why it is not up, for example
+// were processed and failed, or why it is not up, and while a backlog is
+// worked off how many messages are left and about how long that takes,
+// for example
 //
-//	ceo: 2/2 folders up, 1234 processed, 0 failed; sales: reconnecting in 8s
+//	ceo: 2/2 folders up, 1234 processed, 0 failed, 98766 left, ETA 4m; sales: reconnecting in 8s
 //
 // With many accounts the line is summarised to stay under statusMax bytes.
 //
@@ -17,6 +19,7 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -69,6 +72,9 @@ type statusBoard struct {
 	mu       sync.Mutex
 	accounts map[string]*accountStatus
 	changed  chan struct{} // 1 slot
+	// progress adds the messages left and the time to go to an account
+	// with a backlog; nil: not shown.
+	progress *progressBoard
 }
 
 func (b *statusBoard) account(name string) *accountStatus {
@@ -127,6 +133,10 @@ func (b *statusBoard) forget(account, folder string) {
 
 // line renders the status at time now.
 func (b *statusBoard) line(now time.Time) string {
+	var backlogs map[string]backlogProgress
+	if b.progress != nil {
+		backlogs = b.progress.byAccount(now)
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	names := slices.Sorted(maps.Keys(b.accounts))
@@ -156,6 +166,12 @@ func (b *statusBoard) line(now time.Time) string {
 		}
 		if up < len(a.folders) {
 			notUp = append(notUp, name)
+		}
+		if bp, ok := backlogs[name]; ok {
+			p += fmt.Sprintf(", %d left", bp.Left)
+			if bp.ETA > 0 {
+				p += ", ETA " + admin.ShortDuration(bp.ETA)
+			}
 		}
 		if a.copies != nil {
 			p += ", copies refused"
@@ -311,8 +327,14 @@ func (m *Metrics) folders() []admin.FolderStatus {
 			}
 		}
 	}
+	now := m.now()
 	out := make([]admin.FolderStatus, 0, len(byKey))
 	for _, f := range byKey {
+		if p, ok := m.progress.get(f.Account, f.Folder, now); ok {
+			f.BacklogStarted, f.BacklogTotal = p.Started, p.Total
+			f.RatePerSecond = math.Round(p.Rate*100) / 100
+			f.ETASeconds = int64(p.ETA / time.Second)
+		}
 		out = append(out, *f)
 	}
 	sortFolders(out)

@@ -26,6 +26,7 @@ func TestStatusSnapshot(t *testing.T) {
 	m.now = func() time.Time { return now }
 	signed := &harvest.Report{Signatures: []harvest.Signature{{Status: harvest.StatusValid}}}
 	m.FolderUp("ceo", "INBOX")
+	m.Backlog("ceo", "INBOX", 7)
 	m.Processed(Message{Account: "ceo", Folder: "INBOX"}, signed)
 	m.Processed(Message{Account: "ceo", Folder: "INBOX"}, signed)
 	m.Processed(Message{Account: "ceo", Folder: "INBOX", TooLarge: true}, nil)
@@ -82,7 +83,9 @@ func TestStatusSnapshot(t *testing.T) {
 	}
 	want := []admin.FolderStatus{
 		{Account: "ceo", Folder: "INBOX", State: admin.FolderConnected, Connected: true, UIDValidity: 1712000001, CheckpointUID: 42,
-			Backlog: 4, Processed: 3, Outcomes: map[string]uint64{OutcomeSigned: 2, OutcomeTooLarge: 1}, LastCheck: now},
+			// 3 done within the clock's one instant: 3 a second (the
+			// shortest span is a second), 4 left take 2 s.
+			Backlog: 4, BacklogStarted: now, BacklogTotal: 7, RatePerSecond: 3, ETASeconds: 2, Processed: 3, Outcomes: map[string]uint64{OutcomeSigned: 2, OutcomeTooLarge: 1}, LastCheck: now},
 		{Account: "hr", Folder: "INBOX", State: admin.FolderLoginRefused, RetryAt: now.Add(15 * time.Minute)},
 		{Account: "sales", Folder: "INBOX", State: admin.FolderReconnecting, RetryAt: now.Add(8 * time.Second),
 			LastError: "dial tcp 192.0.2.1:993: connection refused", LastErrorAt: now},

@@ -26,6 +26,9 @@ What the running smimed says about every account and folder: connected,
 or why not and when it retries (with the last error); the checkpoint
 (UIDVALIDITY and the UID up to which everything is done); the backlog;
 the messages processed since it started, by outcome; the last check.
+For a folder with a backlog: how far it got, the messages left, the
+rate over the last minute and the estimated time to go (with a progress
+bar when stdout is a terminal).
 Without a running daemon: exit 1, with the checkpoints of the store.
 
   --json          one JSON object
@@ -87,7 +90,7 @@ func statusMain(args []string, stdout, stderr io.Writer) int {
 		enc.SetEscapeHTML(false)
 		err = enc.Encode(st)
 	} else if st.Running {
-		err = statusPrint(stdout, st, time.Now())
+		err = statusPrint(stdout, st, time.Now(), isTerminal(stdout))
 	} else if storeErr == nil {
 		err = statusPrintCheckpoints(stdout, cfg.StorePath(), st.Folders)
 	}
@@ -110,8 +113,8 @@ func statusCheckpoints(cfg *config.Config) ([]admin.FolderStatus, error) {
 }
 
 // statusPrint writes a running daemon's status as a table, the folders'
-// last errors below it.
-func statusPrint(w io.Writer, st *admin.DaemonStatus, now time.Time) error {
+// backlogs (with a progress bar when bar is set) and last errors below it.
+func statusPrint(w io.Writer, st *admin.DaemonStatus, now time.Time, bar bool) error {
 	version := st.Version
 	if version == "" {
 		version = "(version unknown)"
@@ -139,10 +142,70 @@ func statusPrint(w io.Writer, st *admin.DaemonStatus, now time.Time) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if err := statusPrintBacklogs(w, st.Folders, bar); err != nil {
+		return err
+	}
 	if len(errs) > 0 {
 		fmt.Fprintf(w, "\nlast errors:\n  %s\n", strings.Join(errs, "\n  "))
 	}
 	return nil
+}
+
+// statusBarWidth is the number of cells in a backlog's progress bar.
+const statusBarWidth = 30
+
+// statusPrintBacklogs writes a line for each folder with a backlog: how
+// far it got since the backlog was first listed, the messages left, the
+// rate over the last minute and the time to go, for example
+//
+//	ceo/INBOX  [######------------------------]   21%  157800 of 200000 left  412.5/s  ETA 6m23s
+//
+// The bar only when bar is set (stdout is a terminal).
+func statusPrintBacklogs(w io.Writer, folders []admin.FolderStatus, bar bool) error {
+	var lines []string
+	for _, f := range folders {
+		if f.Backlog <= 0 {
+			continue
+		}
+		total := max(f.BacklogTotal, f.Backlog) // an older daemon sends no total
+		done := total - f.Backlog
+		line := clean(f.Account) + "/" + clean(f.Folder) + "\t"
+		if bar {
+			filled := done * statusBarWidth / total
+			line += "[" + strings.Repeat("#", filled) + strings.Repeat("-", statusBarWidth-filled) + "]\t"
+		}
+		line += fmt.Sprintf("%3d%%\t%d of %d left\t%.1f/s\t", done*100/total, f.Backlog, total, f.RatePerSecond)
+		if f.ETASeconds > 0 {
+			line += "ETA " + statusETA(time.Duration(f.ETASeconds)*time.Second)
+		} else {
+			line += "ETA unknown (nothing done in the last minute)"
+		}
+		lines = append(lines, line)
+	}
+	if len(lines) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w, "\nbacklog:")
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	for _, l := range lines {
+		fmt.Fprintf(tw, "  %s\n", l)
+	}
+	return tw.Flush()
+}
+
+// statusETA writes d to the second below an hour (4m05s), to the minute
+// below a day (3h07m), else to the hour (2d05h).
+func statusETA(d time.Duration) string {
+	s := int64(d / time.Second)
+	switch {
+	case s < 60:
+		return fmt.Sprintf("%ds", s)
+	case s < 3600:
+		return fmt.Sprintf("%dm%02ds", s/60, s%60)
+	case s < 86400:
+		return fmt.Sprintf("%dh%02dm", s/3600, s%3600/60)
+	}
+	return fmt.Sprintf("%dd%02dh", s/86400, s%86400/3600)
 }
 
 // statusPrintCheckpoints writes the store's checkpoints as a table.

@@ -1,16 +1,24 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
+	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/smimed/smimed/daemon"
+	"github.com/smimed/smimed/daemon/admin"
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest/state"
@@ -24,6 +32,23 @@ func doveadmCheckpoint(t *testing.T, d *testenv.Dovecot, user string) (uidValidi
 		uid = max(uid, u)
 	}
 	return d.UIDValidity(t, user, "INBOX"), uid
+}
+
+// runAccountService runs the service with the account ceo at addr (see
+// writeAccountConfig), logging into logs; stop stops it.
+func runAccountService(t *testing.T, addr string) (cfgPath string, cfg *config.Config, svc *daemon.Service, logs *testenv.LockedBuffer, stop func()) {
+	t.Helper()
+	cfgPath = writeAccountConfig(t, "", addr, "")
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs = &testenv.LockedBuffer{}
+	svc, err = daemon.NewService(cfg, slog.New(slog.NewTextHandler(logs, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfgPath, cfg, svc, logs, testenv.RunService(t, svc, 0)
 }
 
 // statusJSON runs `smimed status --json` and decodes its object.
@@ -48,17 +73,7 @@ func TestStatusThroughDaemon(t *testing.T) {
 	d := testenv.StartDovecot(t)
 	d.AddUser(t, "ceo", testenv.Password("ceo"))
 	d.Deliver(t, "ceo", "INBOX", testenv.Testdata(t, "msg", "signed-rsa-sha256.eml"))
-	cfgPath := writeAccountConfig(t, "", d.Addr(), "")
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var logs testenv.LockedBuffer
-	svc, err := daemon.NewService(cfg, slog.New(slog.NewTextHandler(&logs, nil)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := testenv.RunService(t, svc, 0)
+	cfgPath, cfg, _, logs, stop := runAccountService(t, d.Addr())
 
 	wantValidity, wantUID := doveadmCheckpoint(t, d, "ceo")
 	var st map[string]any
@@ -188,5 +203,196 @@ func TestStatusWithoutDaemon(t *testing.T) {
 	}
 	if code, out, _ := runCmd(nil, "status", "--help"); code != exitOK || !strings.Contains(out, "Usage: smimed status") {
 		t.Errorf("status --help = %d, %q", code, out)
+	}
+}
+
+// TestStatusPrintBacklog: a line per folder with a backlog, with a bar
+// on a terminal and without one elsewhere; a folder without a backlog
+// has none, and no backlog at all means no section.
+func TestStatusPrintBacklog(t *testing.T) {
+	folders := []admin.FolderStatus{
+		{Account: "ceo", Folder: "INBOX", Backlog: 157800, BacklogTotal: 200000, RatePerSecond: 412.5, ETASeconds: 383},
+		{Account: "hr", Folder: "INBOX"},
+		{Account: "sales", Folder: "INBOX", Backlog: 10, BacklogTotal: 10},
+	}
+	for _, c := range []struct {
+		bar  bool
+		want string
+	}{
+		{true, "\nbacklog:\n" +
+			"  ceo/INBOX    [######------------------------]   21%  157800 of 200000 left  412.5/s  ETA 6m23s\n" +
+			"  sales/INBOX  [------------------------------]    0%  10 of 10 left          0.0/s    ETA unknown (nothing done in the last minute)\n"},
+		{false, "\nbacklog:\n" +
+			"  ceo/INBOX     21%  157800 of 200000 left  412.5/s  ETA 6m23s\n" +
+			"  sales/INBOX    0%  10 of 10 left          0.0/s    ETA unknown (nothing done in the last minute)\n"},
+	} {
+		var b bytes.Buffer
+		if err := statusPrintBacklogs(&b, folders, c.bar); err != nil || b.String() != c.want {
+			t.Errorf("statusPrintBacklogs(bar %v) = %v\n%s\nwant\n%s", c.bar, err, b.String(), c.want)
+		}
+	}
+	var b bytes.Buffer
+	if err := statusPrintBacklogs(&b, folders[1:2], true); err != nil || b.Len() != 0 {
+		t.Errorf("statusPrintBacklogs without a backlog = %v, %q; want nothing", err, b.String())
+	}
+	for d, want := range map[time.Duration]string{
+		42 * time.Second: "42s", 245 * time.Second: "4m05s", 3*time.Hour + 7*time.Minute + 59*time.Second: "3h07m",
+		53*time.Hour + 10*time.Minute: "2d05h",
+	} {
+		if got := statusETA(d); got != want {
+			t.Errorf("statusETA(%v) = %q, want %q", d, got, want)
+		}
+	}
+}
+
+// openPTY opens a pseudo-terminal: what is written to tty can be read
+// from master, as a screen would show it.
+func openPTY(t *testing.T) (master, tty *os.File) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminal: %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return m, s
+}
+
+// readPTY closes tty and returns what was written to it, with the
+// terminal's "\r\n" as "\n".
+func readPTY(master, tty *os.File) string {
+	tty.Close()
+	var b []byte
+	buf := make([]byte, 4096)
+	for {
+		n, err := master.Read(buf)
+		b = append(b, buf[:n]...)
+		if err != nil { // EIO once the closed terminal's output is read
+			return strings.ReplaceAll(string(b), "\r\n", "\n")
+		}
+	}
+}
+
+// TestIsTerminal: a pseudo-terminal is one; a pipe, a file and /dev/null
+// (a character device, but no terminal) are not.
+func TestIsTerminal(t *testing.T) {
+	_, tty := openPTY(t)
+	if !isTerminal(tty) {
+		t.Errorf("isTerminal(%s) = false, want true", tty.Name())
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	f, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	for _, w := range []io.Writer{w, f, null, &bytes.Buffer{}} {
+		if isTerminal(w) {
+			t.Errorf("isTerminal(%v) = true, want false", w)
+		}
+	}
+}
+
+// TestStatusBacklogThroughDaemon: 50 messages wait in a Dovecot INBOX; a
+// proxy holds the service's first FETCH, so the backlog is listed and
+// nothing is done yet. `smimed status --json` shows 50 of 50 left and no
+// estimate; on a terminal the line has a bar, in a pipe it has none;
+// STATUS= says 50 left. Once the FETCH goes through, status shows the 50
+// processed and no backlog.
+func TestStatusBacklogThroughDaemon(t *testing.T) {
+	const n = 50
+	d := testenv.StartDovecot(t)
+	d.AddUser(t, "ceo", testenv.Password("ceo"))
+	msgs := make([][]byte, n)
+	for i := range msgs {
+		msgs[i] = fmt.Appendf(nil, "From: alice@partner.example\r\nTo: ceo@org.example\r\nSubject: backlog %d\r\nMessage-ID: <progress-%d@test.smimed.example>\r\n\r\nmessage %d of the backlog\r\n", i, i, i)
+	}
+	d.DeliverMaildir(t, "ceo", msgs)
+	proxy := testenv.StartProxy(t, d.Addr())
+	proxy.HoldAt("FETCH")
+	cfgPath, _, svc, logs, _ := runAccountService(t, proxy.Addr())
+
+	// folder polls status --json until done says the INBOX is as wanted.
+	folder := func(what string, done func(map[string]any) bool) map[string]any {
+		t.Helper()
+		var st map[string]any
+		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			var code int
+			code, st, _ = statusJSON(t, cfgPath)
+			if folders, _ := st["folders"].([]any); code == exitOK && len(folders) == 1 {
+				if f, _ := folders[0].(map[string]any); done(f) {
+					return f
+				}
+			}
+		}
+		t.Fatalf("status --json never showed %s:\n%v\nlog:\n%s", what, st, logs.String())
+		return nil
+	}
+	for deadline := time.Now().Add(60 * time.Second); proxy.Held() == 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the service never sent a FETCH; log:\n%s", logs.String())
+		}
+	}
+	// The FETCH waits: the backlog is listed, nothing is done.
+	f := folder("the backlog listed", func(f map[string]any) bool { return f["backlog"] == float64(n) })
+	for k, want := range map[string]any{"backlog_total": float64(n), "processed": float64(0), "rate_per_second": nil, "eta_seconds": nil} {
+		if f[k] != want {
+			t.Errorf("status while the FETCH is held: %s = %v, want %v", k, f[k], want)
+		}
+	}
+	if s, _ := f["backlog_started"].(string); s == "" {
+		t.Errorf("status while the FETCH is held: no backlog_started in %v", f)
+	}
+	line := `(?m)^  ceo/INBOX +%s0%% +50 of 50 left +0\.0/s +ETA unknown \(nothing done in the last minute\)$`
+	code, out, errOut := runCmd(nil, "status", "--config", cfgPath)
+	if want := regexp.MustCompile(fmt.Sprintf(line, "")); code != exitOK || !want.MatchString(out) || strings.Contains(out, "[") {
+		t.Errorf("status in a pipe = %d, %q:\n%s\nwant a line matching %s and no bar", code, errOut, out, want)
+	}
+	master, tty := openPTY(t)
+	var stderr bytes.Buffer
+	code = statusMain([]string{"--config", cfgPath}, tty, &stderr)
+	out = readPTY(master, tty)
+	if want := regexp.MustCompile(fmt.Sprintf(line, `\[-{30}\] +`)); code != exitOK || !want.MatchString(out) {
+		t.Errorf("status on a terminal = %d, %q:\n%s\nwant a line matching %s", code, stderr.String(), out, want)
+	}
+	if got := svc.Metrics().Status(); !strings.Contains(got, ", 50 left") {
+		t.Errorf("STATUS= %q, want the 50 left", got)
+	}
+
+	// Let it through: all done, no backlog left.
+	proxy.Release()
+	f = folder("the backlog done", func(f map[string]any) bool { return f["processed"] == float64(n) && f["backlog"] == float64(0) })
+	for _, k := range []string{"backlog_total", "backlog_started", "eta_seconds"} {
+		if f[k] != nil {
+			t.Errorf("status once the backlog is done: %s = %v, want none", k, f[k])
+		}
+	}
+	code, out, _ = runCmd(nil, "status", "--config", cfgPath)
+	if code != exitOK || strings.Contains(out, "backlog:") {
+		t.Errorf("status once the backlog is done = %d:\n%s\nwant no backlog section", code, out)
+	}
+	if got := svc.Metrics().Status(); strings.Contains(got, "left") {
+		t.Errorf("STATUS= %q once the backlog is done, want nothing left", got)
 	}
 }

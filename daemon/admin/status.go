@@ -46,6 +46,17 @@ type FolderStatus struct {
 	UIDValidity   uint32 `json:"uidvalidity"`
 	CheckpointUID uint32 `json:"checkpoint_uid"`
 	Backlog       int    `json:"backlog"`
+	// While Backlog > 0: BacklogStarted is when the backlog was first
+	// listed, BacklogTotal the messages it has held since (done plus
+	// left: done/total is how far it got), ETASeconds the estimated
+	// seconds to the end at RatePerSecond, 0 while nothing was done in
+	// the last minute (unknown). RatePerSecond is the messages done a
+	// second over the last minute (or since the backlog began, if later),
+	// with or without a backlog.
+	BacklogStarted time.Time `json:"backlog_started,omitzero"`
+	BacklogTotal   int       `json:"backlog_total,omitempty"`
+	RatePerSecond  float64   `json:"rate_per_second,omitempty"`
+	ETASeconds     int64     `json:"eta_seconds,omitempty"`
 	// Processed counts the messages done since the daemon started;
 	// Outcomes splits them (OutcomeDecrypted, …).
 	Processed uint64            `json:"processed"`
