@@ -21,6 +21,7 @@
 //	archive_index    kind | value 0 | time (8) | id (8) → nothing
 //	archive_copies   id → copy JSON (the user's IMAP copy)
 //	archive_pending  id → nothing: a new version whose user copy is still to be updated
+//	archive_appending id → when an APPEND of its user copy began (unix ns), until recorded
 //	archive_audit    the audit log (audit.go)
 package archive
 
@@ -51,11 +52,14 @@ var (
 	bucketIndex   = []byte("archive_index")
 	bucketCopies  = []byte("archive_copies")
 	bucketPending = []byte("archive_pending")
+	// bucketAppending: records whose copy's APPEND began and was not
+	// recorded as stored or pending (copystate.go).
+	bucketAppending = []byte("archive_appending")
 	keyHead       = []byte("head")
 )
 
 func init() {
-	for _, b := range [][]byte{bucketRecords, bucketMeta, bucketKeys, bucketIndex, bucketCopies, bucketPending, bucketAudit} {
+	for _, b := range [][]byte{bucketRecords, bucketMeta, bucketKeys, bucketIndex, bucketCopies, bucketPending, bucketAppending, bucketAudit} {
 		state.Register(state.Bucket{Name: string(b), Version: 1})
 	}
 }

@@ -33,6 +33,13 @@ type fakeServer struct {
 	refuse  string // non-empty: APPEND is refused (NO) with this text
 	broken  int    // this many more APPENDs fail midway (the connection dies)
 	conns   []*fakeMailbox
+	// maxConns > 0: a dial beyond this many open connections is refused.
+	maxConns int
+	// appendTime > 0: an APPEND takes this long (outside the lock, so
+	// APPENDs on different connections overlap); inFlight and peak count
+	// them.
+	appendTime     time.Duration
+	inFlight, peak int
 }
 
 type fakeMessage struct {
@@ -53,6 +60,15 @@ var errDead = errors.New("connection reset by peer")
 func (s *fakeServer) dial(context.Context) (Mailbox, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	open := 0
+	for _, c := range s.conns {
+		if !c.closed && !c.dead {
+			open++
+		}
+	}
+	if s.maxConns > 0 && open >= s.maxConns {
+		return nil, errors.New("NO [LIMIT] too many connections")
+	}
 	s.dials++
 	mb := &fakeMailbox{s: s}
 	s.conns = append(s.conns, mb)
@@ -149,6 +165,14 @@ func (m *fakeMailbox) Append(_ context.Context, folder, path string, date time.T
 		return 0, err
 	}
 	m.s.appends++
+	if m.s.appendTime > 0 {
+		m.s.inFlight++
+		m.s.peak = max(m.s.peak, m.s.inFlight)
+		m.s.mu.Unlock()
+		time.Sleep(m.s.appendTime)
+		m.s.mu.Lock()
+		m.s.inFlight--
+	}
 	if m.s.refuse != "" {
 		return 0, refusal{m.s.refuse}
 	}
@@ -193,12 +217,15 @@ func (m *fakeMailbox) Close() error {
 
 // fakeMonitor is the daemon's status as far as copies go.
 type fakeMonitor struct {
+	mu      sync.Mutex
 	reason  string // the refusal shown, "" when copies go through
 	refused int    // calls
 	stored  int
 }
 
 func (f *fakeMonitor) CopyRefused(account, folder, reason string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.refused++
 	news := f.reason != reason
 	f.reason = reason
@@ -206,6 +233,8 @@ func (f *fakeMonitor) CopyRefused(account, folder, reason string) bool {
 }
 
 func (f *fakeMonitor) CopyStored(account string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.stored++
 	was := f.reason != ""
 	f.reason = ""
@@ -338,6 +367,83 @@ func TestCopierNewRecord(t *testing.T) {
 	}
 	if e.srv.finds != 0 || e.srv.appends != 4 {
 		t.Errorf("after the restart: %d searches, %d APPENDs; want 0 and 4", e.srv.finds, e.srv.appends)
+	}
+}
+
+// TestCopierConnections: copies made at once go out over several
+// connections (a server takes one connection's APPENDs one after the
+// other); when the server refuses a further connection, the copier makes
+// do with those it has, and every copy is stored once.
+func TestCopierConnections(t *testing.T) {
+	e := newCopierEnv(t, UserCopyAll)
+	e.srv.maxConns = 2
+	e.srv.appendTime = 20 * time.Millisecond
+	const n = 12
+	recs := make([]*Record, n)
+	for i := range recs {
+		recs[i], _ = put(t, e.a, engine(t), src(uint32(i+1)), testenv.Testdata(t, "msg", "plain.eml"))
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i, rec := range recs {
+		wg.Go(func() {
+			st, err := e.cp.CopyNew(context.Background(), rec, nil)
+			if err == nil && st.Kind != CopyStored {
+				err = fmt.Errorf("copy state %v", st)
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("copy %d: %v", i, err)
+		}
+	}
+	e.srv.mu.Lock()
+	defer e.srv.mu.Unlock()
+	if got := len(e.srv.folders["Decrypted"]); got != n || e.srv.appends != n {
+		t.Errorf("%d copies after %d APPENDs, want %d and %d", got, e.srv.appends, n, n)
+	}
+	if e.srv.dials != 2 || e.srv.peak != 2 {
+		t.Errorf("%d connections, at most %d APPENDs at once; want 2 and 2 (the server's limit)", e.srv.dials, e.srv.peak)
+	}
+}
+
+// TestCopierAppendInFlight: an APPEND that began and was not recorded (a
+// crash) may still be saved by the server after its client went away
+// (seen with Courier under load): the copy is looked for only once that
+// has had time to end, so it is found, not made twice. A record without
+// such a mark is copied at once.
+func TestCopierAppendInFlight(t *testing.T) {
+	e := newCopierEnv(t, UserCopyEncrypted)
+	old := copySettle
+	copySettle = 300 * time.Millisecond
+	t.Cleanup(func() { copySettle = old })
+	rec, _ := put(t, e.a, engine(t, "org-new"), src(1), testenv.Testdata(t, "msg", "enc-aes256.eml"))
+	pt, err := e.a.ReadPlaintext(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The crashed run: its APPEND began, and the server stores the copy
+	// 100 ms later.
+	if err := e.a.AppendBegins(rec.ID, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	late := make(chan uint32, 1)
+	time.AfterFunc(100*time.Millisecond, func() {
+		late <- e.srv.put("Decrypted", UserCopyRecord(pt, rec.Report(), rec.Source(), "mx.test", rec.ID))
+	})
+	st, err := e.cp.Copy(context.Background(), rec, nil)
+	uid := <-late
+	if err != nil || st.Kind != CopyStored || st.UID != uid {
+		t.Errorf("Copy() after an APPEND in flight = %+v, %v; want the late copy, UID %d", st, err, uid)
+	}
+	if n := len(e.srv.messages("Decrypted")); n != 1 || e.srv.appends != 0 {
+		t.Errorf("%d copies after %d APPENDs; want 1 and 0", n, e.srv.appends)
+	}
+	if _, inFlight, _ := e.a.AppendBegan(rec.ID); inFlight {
+		t.Error("the APPEND is still marked in flight after the copy was recorded")
 	}
 }
 
@@ -538,3 +644,7 @@ func TestUpdateCopiesReplacesTheOldCopy(t *testing.T) {
 		t.Errorf("without a copier: copy %+v recorded, folder holds %d", got, len(e.srv.messages("Decrypted")))
 	}
 }
+
+// The fake server saves an APPEND at once: no test but
+// TestCopierAppendInFlight needs to wait for a late one.
+func init() { copySettle = 20 * time.Millisecond }

@@ -115,11 +115,53 @@ func (a *Archive) SetCopy(id uint64, s CopyState) error {
 	if err != nil {
 		return fmt.Errorf("archive: record %d copy: %w", id, err)
 	}
-	err = a.st.Commit(func(tx *bbolt.Tx) error { return tx.Bucket(bucketCopies).Put(u64(id), v) })
+	err = a.st.Commit(func(tx *bbolt.Tx) error {
+		if err := tx.Bucket(bucketAppending).Delete(u64(id)); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketCopies).Put(u64(id), v)
+	})
 	if err != nil {
 		return fmt.Errorf("archive: record %d copy: %w", id, err)
 	}
 	return nil
+}
+
+// AppendBegins records, durably, that an APPEND of record id's copy
+// begins now; SetCopy clears it. A record found with it after a crash (or
+// a failed APPEND) may have its copy in the folder, or arriving there: the
+// server may still be saving an APPEND whose client went away.
+func (a *Archive) AppendBegins(id uint64, at time.Time) error {
+	if a.readOnly {
+		return ErrReadOnly
+	}
+	v := binary.BigEndian.AppendUint64(nil, uint64(at.UnixNano()))
+	err := a.st.Commit(func(tx *bbolt.Tx) error { return tx.Bucket(bucketAppending).Put(u64(id), v) })
+	if err != nil {
+		return fmt.Errorf("archive: record %d copy: %w", id, err)
+	}
+	return nil
+}
+
+// AppendBegan returns when the last unrecorded APPEND of record id's copy
+// began (AppendBegins), and whether there is one.
+func (a *Archive) AppendBegan(id uint64) (time.Time, bool, error) {
+	var at time.Time
+	var ok bool
+	err := a.db.View(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketAppending)
+		if b == nil {
+			return nil
+		}
+		if v := b.Get(u64(id)); len(v) == 8 {
+			at, ok = time.Unix(0, int64(binary.BigEndian.Uint64(v))), true
+		}
+		return nil
+	})
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("archive: record %d copy: %w", id, err)
+	}
+	return at, ok, nil
 }
 
 // GetCopy returns the state of the user's copy of record id, or nil if

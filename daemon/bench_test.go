@@ -9,10 +9,12 @@ package daemon
 //	go test -run '^$' -bench . -benchtime 1x ./daemon
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -97,54 +99,151 @@ func bigEncrypted(b *testing.B) []byte {
 		"-from", "alice@partner.example", "-to", "ceo@org.example", "-subject", "large encrypted report")
 }
 
-// BenchmarkBackfill: a service's first start on an INBOX of 2,000
-// messages (small signed, small encrypted to org-new, one in 40 a ~1 MiB
-// encrypted message), until all are archived. In the same run: fetching
-// the same messages over one IMAP connection without processing them
-// (what one folder's watcher does), and the service's engine alone on all
-// cores. ratio = msgs/s ÷ min(fetch_msgs/s, engine_msgs/s).
+// BenchmarkBackfill: a service's first start on an INBOX of 1,000
+// messages, until every one is done (archived, and copied to Decrypted
+// when encrypted): 500 small encrypted to org-new, 150 signed then
+// encrypted, 250 signed, 100 plain (issue 12's mix); "+1MiB" replaces one
+// in 40 with a ~1 MiB encrypted message. In the same run, the bounds it is
+// measured against:
+//
+//	inspect_msgs/s  `smimed inspect` (the binary, one process, one
+//	                goroutine) on the same messages read from local disk
+//	fetch_msgs/s    every body fetched over one IMAP connection (two
+//	                commands), nothing else done
+//	engine_msgs/s   the service's engine alone on every core
+//
+// ratio_inspect = msgs/s ÷ inspect_msgs/s (the aim: ≥ 1),
+// ratio_fetch = msgs/s ÷ fetch_msgs/s.
 func BenchmarkBackfill(b *testing.B) {
-	const n = 2000
-	e := benchEnv(b, "ceo")
-	big := bigEncrypted(b)
-	small := [][]byte{testenv.Testdata(b, "msg", "signed-rsa-sha256.eml"), testenv.Testdata(b, "msg", "enc-aes256.eml")}
-	msgs := make([][]byte, n)
-	size := 0
-	for i := range msgs {
-		src := small[i%2]
-		if i%40 == 39 {
-			src = big
+	for _, big := range []bool{false, true} {
+		name := "mix"
+		if big {
+			name = "mix+1MiB"
 		}
-		msgs[i] = numbered(src, i)
-		size += len(msgs[i])
+		b.Run(name, func(b *testing.B) { benchBackfill(b, big) })
+	}
+}
+
+// backfillMix is issue 12's mix of 1,000 messages, in a repeating order;
+// encrypted says which are copied.
+func backfillMix(b *testing.B, big bool) (msgs [][]byte, encrypted int) {
+	enc := testenv.Testdata(b, "msg", "enc-aes256.eml")
+	ste := testenv.Testdata(b, "msg", "sign-then-encrypt.eml")
+	signed := testenv.Testdata(b, "msg", "signed-rsa-sha256.eml")
+	plain := testenv.Testdata(b, "msg", "plain.eml")
+	// 20 a round: 10 encrypted, 3 signed then encrypted, 5 signed, 2 plain.
+	type kind struct {
+		raw    []byte
+		copied bool
+	}
+	e, t, s, p := kind{enc, true}, kind{ste, true}, kind{signed, false}, kind{plain, false}
+	round := []kind{e, s, e, t, e, s, e, p, e, s, e, t, e, s, e, p, e, s, t, e}
+	var large kind
+	if big {
+		large = kind{bigEncrypted(b), true}
+	}
+	for i := range 1000 {
+		k := round[i%len(round)]
+		if big && i%40 == 39 {
+			k = large
+		}
+		if k.copied {
+			encrypted++
+		}
+		msgs = append(msgs, numbered(k.raw, i))
+	}
+	return msgs, encrypted
+}
+
+func benchBackfill(b *testing.B, big bool) {
+	e := benchEnv(b, "ceo")
+	msgs, encrypted := backfillMix(b, big)
+	n, size := len(msgs), 0
+	dir := b.TempDir()
+	var files []string
+	for i, m := range msgs {
+		size += len(m)
+		f := filepath.Join(dir, fmt.Sprintf("%04d.eml", i))
+		if err := os.WriteFile(f, m, 0o600); err != nil {
+			b.Fatal(err)
+		}
+		files = append(files, f)
 	}
 	e.d.DeliverMaildir(b, "ceo", msgs)
-	b.Logf("%d messages, %.1f MiB, GOMAXPROCS %d", n, float64(size)/(1<<20), runtime.GOMAXPROCS(0))
+	bin := testenv.BuildSmimed(b)
+	b.Logf("%d messages (%d copied), %.1f MiB, GOMAXPROCS %d", n, encrypted, float64(size)/(1<<20), runtime.GOMAXPROCS(0))
 
-	var svcTime, fetchTime, engineTime time.Duration
+	var svcTime, inspectTime, fetchTime, engineTime time.Duration
 	b.ResetTimer()
 	for i := range b.N {
-		// The service, from start to the last record.
-		cfgPath := e.benchConfig(b, fmt.Sprintf("state-%d", i), os.Getenv("SMIMED_BENCH_HEAD"), e.account("ceo"))
+		// The service, from start until every message is done.
+		cfgPath := e.benchConfig(b, fmt.Sprintf("state-%d", i), os.Getenv("SMIMED_BENCH_HEAD"),
+			testenv.Account("ceo", e.d.Addr(), "archive_folder = \"Decrypted\""))
 		start := time.Now()
 		svc, stop := startBench(b, cfgPath)
-		waitCount(b, svc, n, 20*time.Millisecond)
+		waitProcessed(b, svc, n)
 		svcTime += time.Since(start)
 		stop()
+		if i == 0 {
+			if got := len(e.d.UIDs(b, "ceo", "Decrypted")); got != encrypted {
+				b.Fatalf("Decrypted holds %d copies, want %d", got, encrypted)
+			}
+		}
 
+		inspectTime += inspectAll(b, bin, e.benchConfig(b, fmt.Sprintf("inspect-%d", i), "", e.account("ceo")), files)
 		fetchTime += fetchAll(b, e, n)
 		engineTime += engineAll(b, e, fmt.Sprintf("engine-%d", i), msgs)
 	}
 	b.StopTimer()
 	rate := func(d time.Duration) float64 { return float64(n*b.N) / d.Seconds() }
 	b.ReportMetric(rate(svcTime), "msgs/s")
+	b.ReportMetric(rate(inspectTime), "inspect_msgs/s")
 	b.ReportMetric(rate(fetchTime), "fetch_msgs/s")
 	b.ReportMetric(rate(engineTime), "engine_msgs/s")
-	b.ReportMetric(rate(svcTime)/min(rate(fetchTime), rate(engineTime)), "ratio")
+	b.ReportMetric(rate(svcTime)/rate(inspectTime), "ratio_inspect")
+	b.ReportMetric(rate(svcTime)/rate(fetchTime), "ratio_fetch")
 }
 
-// fetchAll fetches every message of ceo's INBOX to a file, one after the
-// other on one connection, as a watcher does, and returns the time taken.
+// waitProcessed waits (up to 10 min) until the service has done n
+// messages (archived, and copied where wanted).
+func waitProcessed(b *testing.B, svc *Service, n int) {
+	b.Helper()
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		st, err := svc.Status()
+		if err != nil {
+			b.Fatal(err)
+		}
+		done := uint64(0)
+		for _, f := range st.Folders {
+			done += f.Processed
+		}
+		if done >= uint64(n) {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d messages done after 10 min, want %d", done, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// inspectAll runs `smimed inspect --json` on files, one process, and
+// returns the time it took.
+func inspectAll(b *testing.B, bin, cfgPath string, files []string) time.Duration {
+	b.Helper()
+	cmd := exec.Command(bin, append([]string{"inspect", "--json", "--config", cfgPath}, files...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		b.Fatalf("smimed inspect: %v\n%s", err, stderr.String())
+	}
+	return time.Since(start)
+}
+
+// fetchAll fetches every body of ceo's INBOX over one connection (one
+// FetchMany: two commands), each into a file, and returns the time taken.
 func fetchAll(b *testing.B, e *svcEnv, n int) time.Duration {
 	b.Helper()
 	ctx := context.Background()
@@ -162,12 +261,13 @@ func fetchAll(b *testing.B, e *svcEnv, n int) time.Duration {
 	if err != nil || len(uids) != n {
 		b.Fatalf("UIDsAfter(0) = %d UIDs, %v; want %d", len(uids), err, n)
 	}
-	for _, uid := range uids {
-		f, err := c.FetchToFile(ctx, uid, tmp, 0)
-		if err != nil {
-			b.Fatal(err)
-		}
+	got := 0
+	_, err = c.FetchMany(ctx, uids, tmp, 0, nil, func(f *imapconn.Fetched) {
+		got++
 		os.Remove(f.Path)
+	})
+	if err != nil || got != n {
+		b.Fatalf("FetchMany = %d messages, %v; want %d", got, err, n)
 	}
 	return time.Since(start)
 }

@@ -190,7 +190,17 @@ func TestKill9DuringGroupCommit(t *testing.T) {
 		t.Skip("-short: the kill -9 test runs the binary for several seconds")
 	}
 	bin := buildBinary(t)
-	d := servertest.Start(t, servertest.Dovecot, servertest.Options{Users: map[string]string{"ceo": "pw-ceo"}})
+	for _, kind := range servertest.Kinds {
+		t.Run(string(kind), func(t *testing.T) {
+			t.Parallel()
+			kill9DuringGroupCommit(t, bin, kind)
+		})
+	}
+}
+
+func kill9DuringGroupCommit(t *testing.T, bin string, kind servertest.Kind) {
+	d := servertest.Start(t, kind, servertest.Options{Users: map[string]string{"ceo": "pw-ceo"}})
+	folder := map[servertest.Kind]string{servertest.Dovecot: "Decrypted", servertest.Cyrus: "INBOX.Decrypted", servertest.Courier: "INBOX.Decrypted"}[kind]
 	cfg := writeAccountConfig(t, "[daemon]\nworkers = 4\n", d.Addr(), fmt.Sprintf("auth = %q\narchive_folder = \"Decrypted\"\narchive_folder_messages = \"all\"", d.Auth()))
 	files := []string{"enc-aes256.eml", "plain.eml", "sign-then-encrypt.eml", "signed-rsa-sha256.eml", "enc-gcm256.eml"}
 	const n = 150
@@ -238,12 +248,12 @@ func TestKill9DuringGroupCommit(t *testing.T) {
 	defer cmd.Process.Kill()
 	deadline := time.Now().Add(120 * time.Second)
 	for {
-		copies, _ := d.Messages(t, "ceo", "Decrypted")
+		copies, _ := d.Messages(t, "ceo", folder)
 		if len(copies) >= n {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after 120 s Decrypted holds %d copies, want %d\n%s", len(copies), n, logs.String())
+			t.Fatalf("after 120 s %s holds %d copies, want %d\n%s", folder, len(copies), n, logs.String())
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -252,8 +262,8 @@ func TestKill9DuringGroupCommit(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("last run: %v", err)
 	}
-	checkExactlyOnce(t, d, cfg, "Decrypted", n, n)
+	checkExactlyOnce(t, d, cfg, folder, n, n)
 	out := logs.String()
-	t.Logf("%d messages, %d kills amid the backlog; %d processed again after a kill, %d copies found already appended",
-		n, kills, strings.Count(out, "again=true"), strings.Count(out, "user copy already in the archive folder"))
+	t.Logf("%s: %d messages, %d kills amid the backlog; %d processed again after a kill, %d copies found already appended",
+		kind, n, kills, strings.Count(out, "again=true"), strings.Count(out, "user copy already in the archive folder"))
 }

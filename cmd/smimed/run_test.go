@@ -156,14 +156,7 @@ func writeAccountConfig(t *testing.T, extra, addr, accountExtra string) string {
 }
 
 // buildBinary builds smimed into a temporary directory.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "smimed")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
+func buildBinary(t *testing.T) string { return testenv.BuildSmimed(t) }
 
 // monotonicUsec reads CLOCK_MONOTONIC in microseconds, as systemd does.
 func monotonicUsec(t *testing.T) uint64 {

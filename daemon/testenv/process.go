@@ -8,9 +8,11 @@ import (
 	"errors"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -60,4 +62,17 @@ func EndProcesses(list func() []int, grace time.Duration) []int {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// BuildSmimed builds the smimed binary from the repository into a
+// temporary directory and returns its path.
+func BuildSmimed(tb testing.TB) string {
+	tb.Helper()
+	bin := filepath.Join(tb.TempDir(), "smimed")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/smimed")
+	cmd.Dir = RepoRoot(tb)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
 }
