@@ -55,7 +55,7 @@ var (
 	// bucketAppending: records whose copy's APPEND began and was not
 	// recorded as stored or pending (copystate.go).
 	bucketAppending = []byte("archive_appending")
-	keyHead       = []byte("head")
+	keyHead         = []byte("head")
 )
 
 func init() {

@@ -113,21 +113,6 @@ func NewCopier(a *Archive, cfg CopierConfig) *Copier {
 // before that would miss it and make a second copy.
 var copySettle = 10 * time.Second
 
-// sleepCtx waits for d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // maxCopyAttempts is how often the copy of one message may fail in a row
 // before it is set aside as pending, so that the folder moves on.
 const maxCopyAttempts = 5
@@ -181,8 +166,12 @@ func (c *Copier) copy(ctx context.Context, rec *Record, pt []byte, retry, look b
 		// by the server for the client that went away. Look for it, once
 		// that has had time to end.
 		look = true
-		if err := sleepCtx(ctx, time.Until(began.Add(copySettle))); err != nil {
-			return CopyState{}, err
+		if d := time.Until(began.Add(copySettle)); d > 0 {
+			select {
+			case <-time.After(d):
+			case <-ctx.Done():
+				return CopyState{}, ctx.Err()
+			}
 		}
 	}
 	if pt == nil {

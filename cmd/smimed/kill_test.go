@@ -16,24 +16,28 @@ import (
 	"github.com/smimed/smimed/harvest/state"
 )
 
+// onEveryServer runs kill(t, the smimed binary, kind) on each kind of
+// server, in parallel; not with -short.
+func onEveryServer(t *testing.T, kill func(*testing.T, string, servertest.Kind)) {
+	if testing.Short() {
+		t.Skip("-short: the kill -9 tests run the binary for several seconds")
+	}
+	bin := buildBinary(t)
+	for _, kind := range servertest.Kinds {
+		t.Run(string(kind), func(t *testing.T) {
+			t.Parallel()
+			kill(t, bin, kind)
+		})
+	}
+}
+
 // TestKill9ExactlyOnce kills `smimed run` with SIGKILL at random moments
 // while mail arrives, restarts it each time, and then checks with the
 // server (Dovecot, Cyrus and Courier, each with Debian's defaults, read by
 // servertest's own client) and the store that every message is archived
 // exactly once and the user's archive folder holds exactly one copy of
 // each encrypted message.
-func TestKill9ExactlyOnce(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: the kill -9 test runs the binary for several seconds")
-	}
-	bin := buildBinary(t)
-	for _, kind := range servertest.Kinds {
-		t.Run(string(kind), func(t *testing.T) {
-			t.Parallel()
-			kill9ExactlyOnce(t, bin, kind)
-		})
-	}
-}
+func TestKill9ExactlyOnce(t *testing.T) { onEveryServer(t, kill9ExactlyOnce) }
 
 func kill9ExactlyOnce(t *testing.T, bin string, kind servertest.Kind) {
 	d := servertest.Start(t, kind, servertest.Options{Users: map[string]string{"ceo": "pw-ceo"}})
@@ -185,18 +189,7 @@ func checkExactlyOnce(t *testing.T, d *servertest.Server, cfg, folder string, de
 // kill comes after a random number of messages were logged as processed,
 // so it lands amid the commits of the ones still in hand. After a last run
 // every message must be archived once and copied once (issue 12).
-func TestKill9DuringGroupCommit(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: the kill -9 test runs the binary for several seconds")
-	}
-	bin := buildBinary(t)
-	for _, kind := range servertest.Kinds {
-		t.Run(string(kind), func(t *testing.T) {
-			t.Parallel()
-			kill9DuringGroupCommit(t, bin, kind)
-		})
-	}
-}
+func TestKill9DuringGroupCommit(t *testing.T) { onEveryServer(t, kill9DuringGroupCommit) }
 
 func kill9DuringGroupCommit(t *testing.T, bin string, kind servertest.Kind) {
 	d := servertest.Start(t, kind, servertest.Options{Users: map[string]string{"ceo": "pw-ceo"}})
