@@ -459,12 +459,15 @@ func (c *Copier) with(ctx context.Context, fn func(Mailbox) error) error {
 	}
 }
 
-// maxCopyConns is how many connections one account's copies use at most:
-// a server takes the APPENDs of one connection one after the other, each
-// with its own syncs, so a backlog's copies go out over several. When a
-// further connection is refused (a server's limit per user or address),
-// the copier makes do with those it has.
-const maxCopyConns = 4
+// maxCopyConns is how many connections one account's copies use at most.
+// One: Dovecot 2.3 (maildir) took an APPEND in 10 ms on one connection
+// and in 48 ms on each of four, which wait for each other's lock on the
+// folder (BenchmarkBackfill, issue 12), so more connections only made the
+// copies slower there. The copier can use several (a server that takes
+// APPENDs to one folder side by side would gain); when a further
+// connection is refused (a server's limit per user or address), it makes
+// do with those it has.
+var maxCopyConns = 1
 
 // copyConn is one of the copier's connections.
 type copyConn struct {

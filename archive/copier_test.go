@@ -370,11 +370,13 @@ func TestCopierNewRecord(t *testing.T) {
 	}
 }
 
-// TestCopierConnections: copies made at once go out over several
-// connections (a server takes one connection's APPENDs one after the
-// other); when the server refuses a further connection, the copier makes
-// do with those it has, and every copy is stored once.
+// TestCopierConnections: with several connections allowed, copies made at
+// once go out over several; when the server refuses a further connection,
+// the copier makes do with those it has, and every copy is stored once.
 func TestCopierConnections(t *testing.T) {
+	old := maxCopyConns
+	maxCopyConns = 4
+	t.Cleanup(func() { maxCopyConns = old })
 	e := newCopierEnv(t, UserCopyAll)
 	e.srv.maxConns = 2
 	e.srv.appendTime = 20 * time.Millisecond

@@ -205,8 +205,13 @@ func (l *loaded) warn(log *slog.Logger) {
 	}
 }
 
+// newEngine is the service's engine: it leaves the certificates it
+// harvests to the sink to write (Result.Write), after the engine's turn
+// in the Gate, so a CPU slot never waits for the disk.
 func (s *Service) newEngine(cfg *config.Config, l *loaded) *harvest.Engine {
-	return cfg.NewEngine(l.crypto, s.store, true)
+	opts := cfg.EngineOptions(l.crypto, s.store, true)
+	opts.DeferWrites = true
+	return harvest.New(opts)
 }
 
 // Close releases the state file (and the metrics listener if Run did not).

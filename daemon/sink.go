@@ -63,6 +63,10 @@ func (k *archiveSink) Deliver(ctx context.Context, m Message) error {
 		}
 		var res *harvest.Result
 		k.process(func() { res, err = k.engine.Load().Process(raw, received) })
+		if err == nil && res.Write != nil {
+			// Outside the gate: the harvest waits for a commit.
+			err = res.Write()
+		}
 		if err != nil {
 			// Our certificate store could not be written.
 			return Temporary(err)

@@ -196,7 +196,17 @@ func (w *walker) record(cert *x509.Certificate, email string, quarantined bool, 
 	if !w.e.opts.Harvest || w.e.opts.Store == nil {
 		return
 	}
-	if err := write(w.e.opts.Store, Sighting{MessageID: w.rep.MessageID, Seen: w.received}); err != nil && w.storeErr == nil {
+	st, seen := w.e.opts.Store, Sighting{MessageID: w.rep.MessageID, Seen: w.received}
+	if w.e.opts.DeferWrites {
+		w.writes = append(w.writes, func() error {
+			if err := write(st, seen); err != nil {
+				return fmt.Errorf("harvest %s for %s: %w", fp, email, err)
+			}
+			return nil
+		})
+		return
+	}
+	if err := write(st, seen); err != nil && w.storeErr == nil {
 		w.storeErr = fmt.Errorf("harvest %s for %s: %w", fp, email, err)
 	}
 }

@@ -45,11 +45,14 @@ var (
 
 // Options configures an Engine.
 type Options struct {
-	Keys       []*cms.Key     // organisation keys for decryption, old and new
-	Roots      *x509.CertPool // trust anchors; nil means none
-	Store      *Store         // optional: signer certificates and intermediates; target of harvesting
-	Harvest    bool           // write harvested certificates to Store
-	RejectSHA1 bool           // judge SHA-1 signatures invalid instead of flagging them weak
+	Keys    []*cms.Key     // organisation keys for decryption, old and new
+	Roots   *x509.CertPool // trust anchors; nil means none
+	Store   *Store         // optional: signer certificates and intermediates; target of harvesting
+	Harvest bool           // write harvested certificates to Store
+	// DeferWrites leaves the writes of harvesting to the caller: Process
+	// does not write to Store but returns them as Result.Write.
+	DeferWrites bool
+	RejectSHA1  bool // judge SHA-1 signatures invalid instead of flagging them weak
 	// Now, when set, is the present for verdicts that mention it ("expired
 	// since"); tests set it. Messages are judged at their arrival.
 	Now func() time.Time
@@ -78,6 +81,10 @@ type Result struct {
 	// outer message's headers; the original bytes when nothing could be
 	// unwrapped.
 	Plaintext []byte
+	// Write, with Options.DeferWrites, writes what harvesting found to
+	// the store (nil when there is nothing to write). Its error is one of
+	// our own, after which the message should be processed again.
+	Write func() error
 }
 
 // Process reads one raw message received at the given time. Problems with
@@ -121,6 +128,16 @@ func (e *Engine) Process(raw []byte, received time.Time) (res *Result, err error
 	}
 	w.bound()
 	res.Report = w.rep
+	if writes := w.writes; len(writes) > 0 {
+		res.Write = func() error {
+			for _, write := range writes {
+				if err := write(); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
 	return res, w.storeErr
 }
 
@@ -137,7 +154,8 @@ type walker struct {
 	storeCerts []*x509.Certificate
 	storeRead  bool
 	storeErr   error
-	parts      int // MIME parts looked at, bounded by maxParts
+	writes     []func() error // Options.DeferWrites: the store writes left to the caller
+	parts      int            // MIME parts looked at, bounded by maxParts
 
 	// outside names the content a reader is shown beside the entity being
 	// walked and that no signature around it covers: the other parts of

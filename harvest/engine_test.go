@@ -465,3 +465,38 @@ func TestSignerSerialIssuer(t *testing.T) {
 		t.Errorf("Issuer = %q, openssl -nameopt RFC2253 says %q", s.Issuer, issuer)
 	}
 }
+
+// TestDeferWrites: with Options.DeferWrites, Process leaves the store
+// alone and returns the harvest as Result.Write, which then stores the
+// signer's certificate under the fingerprint OpenSSL gives it.
+func TestDeferWrites(t *testing.T) {
+	testenv.NeedOpenSSL(t)
+	st := openTestStore(t, filepath.Join(t.TempDir(), "smimed.db"), false)
+	defer st.Close()
+	eng := New(Options{Roots: fixtureRoots(t), Store: st, Harvest: true, DeferWrites: true})
+	raw, err := os.ReadFile(filepath.Join(testdataDir, "msg", "signed-rsa-sha256.eml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := eng.Process(raw, time.Now())
+	if err != nil || res.Write == nil || len(res.Report.Harvested) != 1 {
+		t.Fatalf("Process() = Write %v, harvested %v, %v; want a Write for one certificate", res.Write != nil, res.Report.Harvested, err)
+	}
+	email := res.Report.Harvested[0].Email
+	if es, err := st.ByEmail(email); err != nil || len(es) != 0 {
+		t.Fatalf("before Write the store holds %+v, %v for %s; want nothing", es, err, email)
+	}
+	if err := res.Write(); err != nil {
+		t.Fatalf("Write() = %v", err)
+	}
+	want := testenv.OpenSSLFingerprint(t, filepath.Join(testdataDir, "pki", "alice.crt"))
+	es, err := st.ByEmail(email)
+	if err != nil || len(es) != 1 || es[0].Fingerprint != want || es[0].Quarantined {
+		t.Errorf("after Write the store holds %+v, %v; want one usable certificate %s", es, err, want)
+	}
+	// Without DeferWrites the write is Process's own.
+	res, err = New(Options{Roots: fixtureRoots(t), Store: st, Harvest: true}).Process(raw, time.Now())
+	if err != nil || res.Write != nil {
+		t.Errorf("without DeferWrites: Write set %v, %v; want none", res.Write != nil, err)
+	}
+}

@@ -36,11 +36,17 @@ func (c *Config) LoadCrypto() (*Crypto, error) {
 // be nil (no certificates to look up); harvesting writes the certificates
 // of valid signatures into store.
 func (c *Config) NewEngine(cr *Crypto, store *harvest.Store, harvesting bool) *harvest.Engine {
-	return harvest.New(harvest.Options{
+	return harvest.New(c.EngineOptions(cr, store, harvesting))
+}
+
+// EngineOptions are the options NewEngine builds its engine with, for a
+// caller that sets more of them.
+func (c *Config) EngineOptions(cr *Crypto, store *harvest.Store, harvesting bool) harvest.Options {
+	return harvest.Options{
 		Keys:       cr.Keys,
 		Roots:      cr.Roots,
 		Store:      store,
 		Harvest:    harvesting && store != nil,
 		RejectSHA1: c.Trust.RejectSHA1,
-	})
+	}
 }
