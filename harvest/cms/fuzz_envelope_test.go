@@ -128,6 +128,13 @@ func FuzzToDER(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		out, err := ToDER(data)
+		// normalize, which skips the copy for DER input, agrees with ToDER.
+		if n, nerr := normalize(data); (nerr == nil) != (err == nil) || !bytes.Equal(n, out) {
+			t.Fatalf("normalize() = % x, %v; ToDER() = % x, %v", n, nerr, out, err)
+		}
+		if _, ok := isNormal(data, 0); ok && err == nil && !bytes.Equal(out, data) {
+			t.Fatalf("isNormal(% x) but ToDER changes it to % x", data, out)
+		}
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("ToDER() = %v, want ErrMalformed", err)
