@@ -111,13 +111,14 @@ func (e *Engine) Process(raw []byte, received time.Time) (res *Result, err error
 		return res, nil
 	}
 	w.readHeader(outer)
+	w.headroom = plaintextHeadroom(outer.rawHeader)
 	inner, err := w.entity(raw, 0)
 	w.finish(outer)
 	switch {
 	case err != nil:
 		w.rep.Error = err.Error()
 	case !sameBytes(inner, raw):
-		res.Plaintext = buildPlaintext(outer.rawHeader, inner, w.protected, w.rep.Unprotected)
+		res.Plaintext = buildPlaintext(outer.rawHeader, inner, w.protected, w.rep.Unprotected, w.scratch)
 	}
 	w.bound()
 	res.Report = w.rep
@@ -154,6 +155,14 @@ type walker struct {
 	// walked.
 	signedLayers int
 	cost         budget
+
+	// headroom is the room left free before the body of a decoded
+	// pkcs7-mime part, and scratch the last such buffer whose content
+	// was decrypted in place: the engine's own memory, which nothing
+	// needs once the walk is done, so that the plaintext can be built in
+	// it (buildPlaintext) instead of in a copy of the message.
+	headroom int
+	scratch  []byte
 }
 
 func (w *walker) readHeader(ent *entity) {
@@ -370,7 +379,7 @@ func (w *walker) signedData(part []byte) (*cms.SignedData, error) {
 }
 
 func (w *walker) pkcs7Mime(raw []byte, ent *entity, depth int) ([]byte, error) {
-	der, err := ent.decodedBody()
+	der, buf, err := ent.decodedBodyRoom(w.headroom)
 	if err != nil {
 		w.addLayer("pkcs7-mime")
 		w.unreadableCiphertext(ent, err)
@@ -404,20 +413,35 @@ func (w *walker) pkcs7Mime(raw []byte, ent *entity, depth int) ([]byte, error) {
 			return nil, errors.New("signed-data: no encapsulated content")
 		}
 		w.judge(sd, sd.EContent, nil, layer)
+		w.keepScratch(buf)
 		w.signedLayers++
 		defer func() { w.signedLayers-- }()
 		return w.entity(sd.EContent, depth+1)
 	case ci.Type.Equal(cms.OIDEnvelopedData), ci.Type.Equal(cms.OIDAuthEnvelopedData):
 		name := cms.TypeName(ci.Type)
 		w.addLayer(name)
-		content, err := w.decrypt(ci)
+		// A transfer-decoded body is a buffer of the engine's own, which
+		// nothing needs after decryption; an identity-encoded one is the
+		// caller's message and must not change.
+		content, err := w.decrypt(ci, buf != nil)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
+		w.keepScratch(buf)
 		return w.entity(content, depth+1)
 	}
 	w.addLayer(cms.TypeName(ci.Type))
 	return nil, fmt.Errorf("%w: %s", ErrNotSMIME, cms.TypeName(ci.Type))
+}
+
+// keepScratch notes buf, a decoded pkcs7-mime body whose content is
+// being walked, as the buffer the plaintext may be built in: what lies
+// before the content in it (the CMS structure, the header sections of the
+// entities on the way) is read by then. nil is ignored.
+func (w *walker) keepScratch(buf []byte) {
+	if buf != nil {
+		w.scratch = buf
+	}
 }
 
 // unreadableCiphertext records an application/pkcs7-mime body that cannot
@@ -450,8 +474,13 @@ func decryptReason(err error) string {
 	return DecryptUnparsable
 }
 
-func (w *walker) decrypt(ci *cms.ContentInfo) ([]byte, error) {
-	d, err := cms.Decrypt(ci, w.e.opts.Keys)
+// decrypt decrypts ci; inPlace allows it to overwrite ci.Content.
+func (w *walker) decrypt(ci *cms.ContentInfo, inPlace bool) ([]byte, error) {
+	decrypt := cms.Decrypt
+	if inPlace {
+		decrypt = cms.DecryptInPlace
+	}
+	d, err := decrypt(ci, w.e.opts.Keys)
 	first := w.rep.Decryption.Status == DecryptNone
 	if err != nil {
 		if first || w.rep.Decryption.Status == DecryptOK {
