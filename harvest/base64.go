@@ -56,10 +56,15 @@ func decodeBase64Room(in []byte, room int) ([]byte, error) {
 			}
 			nc = 0
 		}
-		// The run's leading quanta of alphabet characters, then the rest
-		// of its whole quanta with the standard decoder.
-		n, done := decodeB64Quanta(out[len(out):cap(out)], in)
-		out = out[:len(out)+n]
+		done := 0 // characters of the run at in decoded
+		if nc == 0 {
+			// Whole runs of quanta of alphabet characters, then the
+			// leading ones of the run the fast path stopped in.
+			n, read, run := decodeB64Quanta(out[len(out):cap(out)], in)
+			out = out[:len(out)+n]
+			in, done = in[run:], read-run
+		}
+		// The rest of the run's whole quanta, with the standard decoder.
 		end := done
 		for end < len(in) && !isB64Space(in[end]) {
 			end++
@@ -116,39 +121,49 @@ var b64Pairs = func() *[1 << 16]uint16 {
 
 const b64Bad = 0x8000
 
-// decodeB64Quanta decodes the quanta at the start of src that hold only
-// alphabet characters into dst, as the standard decoder would, and returns
-// the bytes written and the characters read (a multiple of 4). It stops at
-// the first quantum with anything else (whitespace, padding, a bad
-// character) or when dst is short.
-func decodeB64Quanta(dst, src []byte) (n, read int) {
+// decodeB64Quanta decodes quanta of alphabet characters from the start of
+// src into dst, as the standard decoder would, skipping the whitespace
+// between runs that end on a quantum. It stops at the first quantum with
+// anything else (whitespace inside it, padding, a bad character) or when
+// dst is short, and returns the bytes written, the characters read and
+// where the run it stopped in starts (read-run characters of it were
+// decoded, a multiple of 4).
+func decodeB64Quanta(dst, src []byte) (n, read, run int) {
 	t := b64Pairs
-	for len(src)-read >= 8 && len(dst)-n >= 8 {
-		s := src[read : read+8 : read+8]
-		a := t[uint16(s[0])<<8|uint16(s[1])]
-		b := t[uint16(s[2])<<8|uint16(s[3])]
-		c := t[uint16(s[4])<<8|uint16(s[5])]
-		d := t[uint16(s[6])<<8|uint16(s[7])]
-		if (a|b|c|d)&b64Bad != 0 {
-			break
+	for {
+		for len(src)-read >= 8 && len(dst)-n >= 8 {
+			s := src[read : read+8 : read+8]
+			a := t[uint16(s[0])<<8|uint16(s[1])]
+			b := t[uint16(s[2])<<8|uint16(s[3])]
+			c := t[uint16(s[4])<<8|uint16(s[5])]
+			d := t[uint16(s[6])<<8|uint16(s[7])]
+			if (a|b|c|d)&b64Bad != 0 {
+				break
+			}
+			// 48 bits; the two bytes after them are overwritten later.
+			binary.BigEndian.PutUint64(dst[n:], uint64(a)<<52|uint64(b)<<40|uint64(c)<<28|uint64(d)<<16)
+			n += 6
+			read += 8
 		}
-		// 48 bits; the two bytes after them are overwritten later.
-		binary.BigEndian.PutUint64(dst[n:], uint64(a)<<52|uint64(b)<<40|uint64(c)<<28|uint64(d)<<16)
-		n += 6
-		read += 8
-	}
-	for len(src)-read >= 4 && len(dst)-n >= 3 {
-		s := src[read : read+4 : read+4]
-		a := t[uint16(s[0])<<8|uint16(s[1])]
-		b := t[uint16(s[2])<<8|uint16(s[3])]
-		if (a|b)&b64Bad != 0 {
-			break
+		for len(src)-read >= 4 && len(dst)-n >= 3 {
+			s := src[read : read+4 : read+4]
+			a := t[uint16(s[0])<<8|uint16(s[1])]
+			b := t[uint16(s[2])<<8|uint16(s[3])]
+			if (a|b)&b64Bad != 0 {
+				break
+			}
+			v := uint32(a)<<12 | uint32(b)
+			d := dst[n : n+3 : n+3]
+			d[0], d[1], d[2] = byte(v>>16), byte(v>>8), byte(v)
+			n += 3
+			read += 4
 		}
-		v := uint32(a)<<12 | uint32(b)
-		d := dst[n : n+3 : n+3]
-		d[0], d[1], d[2] = byte(v>>16), byte(v>>8), byte(v)
-		n += 3
-		read += 4
+		if read == len(src) || !isB64Space(src[read]) {
+			return n, read, run
+		}
+		for read < len(src) && isB64Space(src[read]) {
+			read++
+		}
+		run = read
 	}
-	return n, read
 }
