@@ -60,15 +60,20 @@ type Options struct {
 
 // Engine processes messages. It is safe for concurrent use.
 type Engine struct {
-	opts Options
+	opts   Options
+	certs  *certCache  // certificates of messages, parsed (cache.go)
+	chains *chainCache // chains built for them (chaincache.go); nil: none kept
 }
 
-// New returns an engine with the given options.
+// New returns an engine with the given options. Options.Roots must not
+// change afterwards: the engine keeps chains built to them. New trust
+// anchors take a new engine.
 func New(opts Options) *Engine {
 	if opts.Roots == nil {
 		opts.Roots = x509.NewCertPool()
 	}
-	return &Engine{opts: opts}
+	certs := newCertCache()
+	return &Engine{opts: opts, certs: certs, chains: newChainCache(opts.Roots, certs)}
 }
 
 // Result is the outcome of processing one message.
@@ -132,7 +137,7 @@ type walker struct {
 	from       string // lower-cased From address
 	fromIssue  string // why From cannot be bound to a certificate, if it cannot
 	inPart     int    // >0 while inside a container that is not a protection layer
-	pools      map[*cms.SignedData]*x509.CertPool
+	pools      map[*cms.SignedData]*chainPool
 	storeIMs   []*x509.Certificate
 	storeIMsOK bool
 	storeCerts []*x509.Certificate
@@ -375,7 +380,7 @@ func (w *walker) signedData(part []byte) (*cms.SignedData, error) {
 	if !ci.Type.Equal(cms.OIDSignedData) {
 		return nil, fmt.Errorf("%w: %s where signed-data was expected", ErrNotSMIME, cms.TypeName(ci.Type))
 	}
-	return cms.ParseSignedData(ci)
+	return cms.ParseSignedDataWith(ci, w.e.certs.parse)
 }
 
 func (w *walker) pkcs7Mime(raw []byte, ent *entity, depth int) ([]byte, error) {
@@ -393,7 +398,7 @@ func (w *walker) pkcs7Mime(raw []byte, ent *entity, depth int) ([]byte, error) {
 	}
 	switch {
 	case ci.Type.Equal(cms.OIDSignedData):
-		sd, err := cms.ParseSignedData(ci)
+		sd, err := cms.ParseSignedDataWith(ci, w.e.certs.parse)
 		if err != nil {
 			w.addLayer("signed-data")
 			return nil, fmt.Errorf("signed-data: %w", err)
@@ -568,22 +573,19 @@ const (
 
 // pool returns the intermediates for chains of sd's signers: the message's
 // certificates and the intermediates harvested earlier, built once.
-func (w *walker) pool(sd *cms.SignedData) *x509.CertPool {
+func (w *walker) pool(sd *cms.SignedData) *chainPool {
 	if p, ok := w.pools[sd]; ok {
 		return p
 	}
-	p := x509.NewCertPool()
 	if !w.storeIMsOK && w.e.opts.Store != nil {
 		w.storeIMsOK = true
 		if ims, err := w.e.opts.Store.Intermediates(); err == nil {
 			w.storeIMs = ims
 		}
 	}
-	for _, c := range w.chainCandidates(sd.Certificates, w.storeIMs) {
-		p.AddCert(c)
-	}
+	p := newChainPool(w.chainCandidates(sd.Certificates, w.storeIMs))
 	if w.pools == nil {
-		w.pools = map[*cms.SignedData]*x509.CertPool{}
+		w.pools = map[*cms.SignedData]*chainPool{}
 	}
 	w.pools[sd] = p
 	return p
