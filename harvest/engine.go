@@ -117,7 +117,7 @@ func (e *Engine) Process(raw []byte, received time.Time) (res *Result, err error
 	}
 	w.readHeader(outer)
 	w.headroom = plaintextHeadroom(outer.rawHeader)
-	inner, err := w.entity(raw, 0)
+	inner, err := w.walk(raw, outer, 0)
 	w.finish(outer)
 	switch {
 	case err != nil:
@@ -251,6 +251,11 @@ func (w *walker) entity(raw []byte, depth int) ([]byte, error) {
 		}
 		return raw, nil // not MIME: readable as it is
 	}
+	return w.walk(raw, ent, depth)
+}
+
+// walk is entity for raw already split as ent.
+func (w *walker) walk(raw []byte, ent *entity, depth int) ([]byte, error) {
 	mt, params, err := ent.mediaType()
 	if err != nil {
 		return raw, nil

@@ -96,6 +96,15 @@ func FuzzDecrypt(f *testing.F) {
 		if rerr != nil && !envIsSentinel(rerr) {
 			t.Fatalf("Recipients() = %v, not a package sentinel", rerr)
 		}
+		// In place, on a copy: the same kind of answer. (With a corrupt
+		// RSA key the content key is random, so the two may differ.)
+		if own, err := ParseContentInfo(bytes.Clone(data)); err != nil {
+			t.Fatalf("ParseContentInfo(copy) = %v", err)
+		} else if d, err := DecryptInPlace(own, keys); err != nil && !envIsSentinel(err) {
+			t.Fatalf("DecryptInPlace() = %v, not a package sentinel", err)
+		} else if err == nil && len(d.Content) > len(data) {
+			t.Fatalf("DecryptInPlace() = %d bytes from %d", len(d.Content), len(data))
+		}
 		d, err := Decrypt(ci, keys)
 		if err != nil {
 			if !envIsSentinel(err) {
