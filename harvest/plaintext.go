@@ -142,10 +142,13 @@ func plaintextParts(outerHeader []byte, inner []byte, protected *protectedHeader
 // body, so that the plaintext's header fits in front of its body
 // (buildPlaintext) in most messages: the outer header, with every line
 // end possibly made CRLF, and the inner entity's Content-* fields, which
-// mostly fit where the inner header was.
+// mostly fit where the inner header was. Every layer reserves it, so it
+// is bounded: a message with a longer header is copied.
 func plaintextHeadroom(outerHeader []byte) int {
-	return 2*len(outerHeader) + 256
+	return min(2*len(outerHeader)+256, maxHeadroom)
 }
+
+const maxHeadroom = 64 << 10
 
 // offsetIn returns where s starts in buf when s is a part of buf's
 // memory (both slices of the same array, s within buf).
