@@ -67,7 +67,7 @@ func splitEntity(raw []byte) (*entity, error) {
 	}
 	e.rawHeader = raw[:end]
 	e.body = raw[bodyStart:]
-	h, err := textproto.ReadHeader(bufio.NewReader(io.MultiReader(bytes.NewReader(e.rawHeader), strings.NewReader("\r\n"))))
+	h, err := readHeader(e.rawHeader, min(len(e.rawHeader)+2, 4096))
 	if err != nil {
 		// The parser's error quotes the offending line, which may be body
 		// text: report a fixed message instead.
@@ -75,6 +75,14 @@ func splitEntity(raw []byte) (*entity, error) {
 	}
 	e.header = message.Header{Header: h}
 	return &e, nil
+}
+
+// readHeader parses a header section (without its empty line) through a
+// bufio.Reader of the given size: the header's own size for most (bufio's
+// default of 4 KiB, allocated for every entity, was most of what a small
+// message cost); bufio.Reader.ReadLine reads longer lines in pieces.
+func readHeader(block []byte, size int) (textproto.Header, error) {
+	return textproto.ReadHeader(bufio.NewReaderSize(io.MultiReader(bytes.NewReader(block), strings.NewReader("\r\n")), size))
 }
 
 // mediaType returns the lower-cased media type and its parameters. A
