@@ -93,9 +93,9 @@ func appendCRLF(out, line []byte) []byte {
 func buildPlaintext(outerHeader []byte, inner []byte, protected *protectedHeader, unprotected []HeaderField, scratch []byte) []byte {
 	head, body := plaintextParts(outerHeader, inner, protected, unprotected)
 	if off, ok := offsetIn(scratch, body); ok && off >= len(head) {
-		start := off - len(head)
+		start, end := off-len(head), off+len(body)
 		copy(scratch[start:], head)
-		return scratch[start : off+len(body)]
+		return scratch[start:end:end]
 	}
 	out := make([]byte, 0, len(head)+len(body))
 	return append(append(out, head...), body...)
