@@ -16,7 +16,7 @@ import (
 
 // checkChain builds a chain from cert to a trust anchor, valid at time at,
 // allowed for email protection, with a KeyUsage that allows signing.
-func (w *walker) checkChain(cert *x509.Certificate, inter *x509.CertPool, at time.Time) ([]*x509.Certificate, string, string) {
+func (w *walker) checkChain(cert *x509.Certificate, inter *chainPool, at time.Time) ([]*x509.Certificate, string, string) {
 	chain, err := w.verifyCert(cert, inter, at)
 	if err != nil {
 		var inv x509.CertificateInvalidError
@@ -57,13 +57,19 @@ func (w *walker) checkChain(cert *x509.Certificate, inter *x509.CertPool, at tim
 // allowed for email protection. A certificate an administrator trusted
 // for the From address (a pinned leaf) is its own anchor: only the missing
 // CA chain is forgiven, never its validity period or extended key usage.
-func (w *walker) verifyCert(cert *x509.Certificate, inter *x509.CertPool, at time.Time) ([]*x509.Certificate, error) {
+//
+// A chain built before for the same certificates at an equivalent time
+// is taken from the engine's chain cache (chaincache.go) instead.
+func (w *walker) verifyCert(cert *x509.Certificate, inter *chainPool, at time.Time) ([]*x509.Certificate, error) {
 	if err := w.spend(costChain); err != nil {
 		return nil, err
 	}
+	if chain, ok := w.e.chains.lookup(cert, inter, at); ok {
+		return chain, nil
+	}
 	opts := x509.VerifyOptions{
 		Roots:         w.e.opts.Roots,
-		Intermediates: inter,
+		Intermediates: inter.pool,
 		CurrentTime:   at,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection},
 	}
@@ -73,12 +79,16 @@ func (w *walker) verifyCert(cert *x509.Certificate, inter *x509.CertPool, at tim
 		if _, ok := w.pinned(cert); ok {
 			opts.Roots, opts.Intermediates = x509.NewCertPool(), nil
 			opts.Roots.AddCert(cert)
-			chains, err = cert.Verify(opts)
+			if chains, err = cert.Verify(opts); err != nil {
+				return nil, err
+			}
+			return chains[0], nil
 		}
 	}
 	if err != nil {
 		return nil, err
 	}
+	w.e.chains.store(cert, inter, at, chains[0])
 	return chains[0], nil
 }
 

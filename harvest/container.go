@@ -131,7 +131,7 @@ func (w *walker) opaquePart(raw []byte, ent *entity, depth int) ([]byte, error) 
 		w.note("an S/MIME part inside a multipart was left as it is (only whole-message encryption is decrypted)")
 		return raw, nil
 	}
-	sd, err := cms.ParseSignedData(ci)
+	sd, err := cms.ParseSignedDataWith(ci, w.e.certs.parse)
 	if err != nil || len(sd.Signers) == 0 || !sd.EContentType.Equal(cms.OIDData) || sd.EContent == nil {
 		w.note("a signed-data part inside a multipart could not be read and was left as it is")
 		return raw, nil

@@ -63,15 +63,20 @@ type Options struct {
 
 // Engine processes messages. It is safe for concurrent use.
 type Engine struct {
-	opts Options
+	opts   Options
+	certs  *certCache  // certificates of messages, parsed (cache.go)
+	chains *chainCache // chains built for them (chaincache.go); nil: none kept
 }
 
-// New returns an engine with the given options.
+// New returns an engine with the given options. Options.Roots must not
+// change afterwards: the engine keeps chains built to them. New trust
+// anchors take a new engine.
 func New(opts Options) *Engine {
 	if opts.Roots == nil {
 		opts.Roots = x509.NewCertPool()
 	}
-	return &Engine{opts: opts}
+	certs := newCertCache()
+	return &Engine{opts: opts, certs: certs, chains: newChainCache(opts.Roots, certs)}
 }
 
 // Result is the outcome of processing one message.
@@ -118,13 +123,14 @@ func (e *Engine) Process(raw []byte, received time.Time) (res *Result, err error
 		return res, nil
 	}
 	w.readHeader(outer)
-	inner, err := w.entity(raw, 0)
+	w.headroom = plaintextHeadroom(outer.rawHeader)
+	inner, err := w.walk(raw, outer, 0)
 	w.finish(outer)
 	switch {
 	case err != nil:
 		w.rep.Error = err.Error()
 	case !sameBytes(inner, raw):
-		res.Plaintext = buildPlaintext(outer.rawHeader, inner, w.protected, w.rep.Unprotected)
+		res.Plaintext = buildPlaintext(outer.rawHeader, inner, w.protected, w.rep.Unprotected, w.scratch)
 	}
 	w.bound()
 	res.Report = w.rep
@@ -148,7 +154,7 @@ type walker struct {
 	from       string // lower-cased From address
 	fromIssue  string // why From cannot be bound to a certificate, if it cannot
 	inPart     int    // >0 while inside a container that is not a protection layer
-	pools      map[*cms.SignedData]*x509.CertPool
+	pools      map[*cms.SignedData]*chainPool
 	storeIMs   []*x509.Certificate
 	storeIMsOK bool
 	storeCerts []*x509.Certificate
@@ -172,6 +178,14 @@ type walker struct {
 	// walked.
 	signedLayers int
 	cost         budget
+
+	// headroom is the room left free before the body of a decoded
+	// pkcs7-mime part, and scratch the last such buffer whose content
+	// was decrypted in place: the engine's own memory, which nothing
+	// needs once the walk is done, so that the plaintext can be built in
+	// it (buildPlaintext) instead of in a copy of the message.
+	headroom int
+	scratch  []byte
 }
 
 func (w *walker) readHeader(ent *entity) {
@@ -255,6 +269,11 @@ func (w *walker) entity(raw []byte, depth int) ([]byte, error) {
 		}
 		return raw, nil // not MIME: readable as it is
 	}
+	return w.walk(raw, ent, depth)
+}
+
+// walk is entity for raw already split as ent.
+func (w *walker) walk(raw []byte, ent *entity, depth int) ([]byte, error) {
 	mt, params, err := ent.mediaType()
 	if err != nil {
 		return raw, nil
@@ -384,11 +403,11 @@ func (w *walker) signedData(part []byte) (*cms.SignedData, error) {
 	if !ci.Type.Equal(cms.OIDSignedData) {
 		return nil, fmt.Errorf("%w: %s where signed-data was expected", ErrNotSMIME, cms.TypeName(ci.Type))
 	}
-	return cms.ParseSignedData(ci)
+	return cms.ParseSignedDataWith(ci, w.e.certs.parse)
 }
 
 func (w *walker) pkcs7Mime(raw []byte, ent *entity, depth int) ([]byte, error) {
-	der, err := ent.decodedBody()
+	der, buf, err := ent.decodedBodyRoom(w.headroom)
 	if err != nil {
 		w.addLayer("pkcs7-mime")
 		w.unreadableCiphertext(ent, err)
@@ -402,7 +421,7 @@ func (w *walker) pkcs7Mime(raw []byte, ent *entity, depth int) ([]byte, error) {
 	}
 	switch {
 	case ci.Type.Equal(cms.OIDSignedData):
-		sd, err := cms.ParseSignedData(ci)
+		sd, err := cms.ParseSignedDataWith(ci, w.e.certs.parse)
 		if err != nil {
 			w.addLayer("signed-data")
 			return nil, fmt.Errorf("signed-data: %w", err)
@@ -422,20 +441,35 @@ func (w *walker) pkcs7Mime(raw []byte, ent *entity, depth int) ([]byte, error) {
 			return nil, errors.New("signed-data: no encapsulated content")
 		}
 		w.judge(sd, sd.EContent, nil, layer)
+		w.keepScratch(buf)
 		w.signedLayers++
 		defer func() { w.signedLayers-- }()
 		return w.entity(sd.EContent, depth+1)
 	case ci.Type.Equal(cms.OIDEnvelopedData), ci.Type.Equal(cms.OIDAuthEnvelopedData):
 		name := cms.TypeName(ci.Type)
 		w.addLayer(name)
-		content, err := w.decrypt(ci)
+		// A transfer-decoded body is a buffer of the engine's own, which
+		// nothing needs after decryption; an identity-encoded one is the
+		// caller's message and must not change.
+		content, err := w.decrypt(ci, buf != nil)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
+		w.keepScratch(buf)
 		return w.entity(content, depth+1)
 	}
 	w.addLayer(cms.TypeName(ci.Type))
 	return nil, fmt.Errorf("%w: %s", ErrNotSMIME, cms.TypeName(ci.Type))
+}
+
+// keepScratch notes buf, a decoded pkcs7-mime body whose content is
+// being walked, as the buffer the plaintext may be built in: what lies
+// before the content in it (the CMS structure, the header sections of the
+// entities on the way) is read by then. nil is ignored.
+func (w *walker) keepScratch(buf []byte) {
+	if buf != nil {
+		w.scratch = buf
+	}
 }
 
 // unreadableCiphertext records an application/pkcs7-mime body that cannot
@@ -468,8 +502,13 @@ func decryptReason(err error) string {
 	return DecryptUnparsable
 }
 
-func (w *walker) decrypt(ci *cms.ContentInfo) ([]byte, error) {
-	d, err := cms.Decrypt(ci, w.e.opts.Keys)
+// decrypt decrypts ci; inPlace allows it to overwrite ci.Content.
+func (w *walker) decrypt(ci *cms.ContentInfo, inPlace bool) ([]byte, error) {
+	decrypt := cms.Decrypt
+	if inPlace {
+		decrypt = cms.DecryptInPlace
+	}
+	d, err := decrypt(ci, w.e.opts.Keys)
 	first := w.rep.Decryption.Status == DecryptNone
 	if err != nil {
 		if first || w.rep.Decryption.Status == DecryptOK {
@@ -557,22 +596,19 @@ const (
 
 // pool returns the intermediates for chains of sd's signers: the message's
 // certificates and the intermediates harvested earlier, built once.
-func (w *walker) pool(sd *cms.SignedData) *x509.CertPool {
+func (w *walker) pool(sd *cms.SignedData) *chainPool {
 	if p, ok := w.pools[sd]; ok {
 		return p
 	}
-	p := x509.NewCertPool()
 	if !w.storeIMsOK && w.e.opts.Store != nil {
 		w.storeIMsOK = true
 		if ims, err := w.e.opts.Store.Intermediates(); err == nil {
 			w.storeIMs = ims
 		}
 	}
-	for _, c := range w.chainCandidates(sd.Certificates, w.storeIMs) {
-		p.AddCert(c)
-	}
+	p := newChainPool(w.chainCandidates(sd.Certificates, w.storeIMs))
 	if w.pools == nil {
-		w.pools = map[*cms.SignedData]*x509.CertPool{}
+		w.pools = map[*cms.SignedData]*chainPool{}
 	}
 	w.pools[sd] = p
 	return p

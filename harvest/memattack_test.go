@@ -54,7 +54,7 @@ func allocated(tb testing.TB, eng *Engine, raw []byte) (*Result, uint64) {
 
 // memoryBound is the most Process may allocate for a message of n bytes,
 // whatever it holds (docs/security.md, "Limits"): 16 times its size plus 32 MiB.
-// Ordinary mail needs about 3 times its size (TestMemoryOrdinaryMail); the
+// Ordinary mail needs less than its size (TestMemoryOrdinaryMail); the
 // constant covers the parse caps (cms.MaxCertificateBytes per SignedData,
 // cms.MaxRecipientInfos) and the organisation's keys.
 func memoryBound(n int) uint64 { return 16*uint64(n) + 32<<20 }
@@ -94,8 +94,9 @@ func TestMemoryAttackRecipients(t *testing.T) {
 }
 
 // TestMemoryOrdinaryMail measures k for ordinary big mail: a 10 MiB
-// attachment encrypted by OpenSSL (a 19 MB message) needs about 3 times
-// its size.
+// attachment encrypted by OpenSSL (a 19 MB message) needs about three
+// quarters of its size: the base64-decoded ciphertext, decrypted in place,
+// with the plaintext's header written in front of the decrypted body.
 func TestMemoryOrdinaryMail(t *testing.T) {
 	testenv.NeedOpenSSL(t)
 	raw := largeEncrypted(t, 10<<20)
@@ -103,7 +104,7 @@ func TestMemoryOrdinaryMail(t *testing.T) {
 	if res.Report.Decryption.Status != DecryptOK {
 		t.Fatalf("Decryption = %+v", res.Report.Decryption)
 	}
-	if bound := 4*uint64(len(raw)) + 4<<20; n > bound {
+	if bound := uint64(len(raw)) + 4<<20; n > bound {
 		t.Errorf("Process() allocated %d bytes (%.2f× the %d-byte message), want at most %d", n, float64(n)/float64(len(raw)), len(raw), bound)
 	}
 	t.Logf("%d-byte message: %d bytes allocated (%.2f×)", len(raw), n, float64(n)/float64(len(raw)))

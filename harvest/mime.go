@@ -3,7 +3,6 @@ package harvest
 import (
 	"bufio"
 	"bytes"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -68,7 +67,7 @@ func splitEntity(raw []byte) (*entity, error) {
 	}
 	e.rawHeader = raw[:end]
 	e.body = raw[bodyStart:]
-	h, err := textproto.ReadHeader(bufio.NewReader(io.MultiReader(bytes.NewReader(e.rawHeader), strings.NewReader("\r\n"))))
+	h, err := readHeader(e.rawHeader, min(len(e.rawHeader)+2, 4096))
 	if err != nil {
 		// The parser's error quotes the offending line, which may be body
 		// text: report a fixed message instead.
@@ -76,6 +75,14 @@ func splitEntity(raw []byte) (*entity, error) {
 	}
 	e.header = message.Header{Header: h}
 	return &e, nil
+}
+
+// readHeader parses a header section (without its empty line) through a
+// bufio.Reader of the given size: the header's own size for most (bufio's
+// default of 4 KiB, allocated for every entity, was most of what a small
+// message cost); bufio.Reader.ReadLine reads longer lines in pieces.
+func readHeader(block []byte, size int) (textproto.Header, error) {
+	return textproto.ReadHeader(bufio.NewReaderSize(io.MultiReader(bytes.NewReader(block), strings.NewReader("\r\n")), size))
 }
 
 // mediaType returns the lower-cased media type and its parameters. A
@@ -110,82 +117,34 @@ func (e *entity) fileName(ctParams map[string]string) string {
 // decodedBody undoes the Content-Transfer-Encoding. base64 tolerates line
 // breaks and other whitespace; unknown encodings are an error.
 func (e *entity) decodedBody() ([]byte, error) {
+	body, _, err := e.decodedBodyRoom(0)
+	return body, err
+}
+
+// decodedBodyRoom is decodedBody that also returns the buffer a decoded
+// body was written into, with (for base64) room free bytes before the
+// body; nil when the body is the entity's own bytes (identity encodings),
+// which belong to the caller's message.
+func (e *entity) decodedBodyRoom(room int) (body, buf []byte, err error) {
 	enc := strings.ToLower(strings.TrimSpace(e.header.Get("Content-Transfer-Encoding")))
 	switch enc {
 	case "", "7bit", "8bit", "binary":
-		return e.body, nil
+		return e.body, nil, nil
 	case "base64":
-		return decodeBase64(e.body)
+		buf, err := decodeBase64Room(e.body, room)
+		if err != nil {
+			return nil, nil, err
+		}
+		return buf[room:], buf, nil
 	case "quoted-printable":
 		out, err := io.ReadAll(quotedprintable.NewReader(bytes.NewReader(e.body)))
 		if err != nil {
-			return nil, fmt.Errorf("quoted-printable body: %v", err)
+			return nil, nil, fmt.Errorf("quoted-printable body: %v", err)
 		}
-		return out, nil
+		return out, out, nil
 	}
-	return nil, fmt.Errorf("unknown Content-Transfer-Encoding %q", enc)
+	return nil, nil, fmt.Errorf("unknown Content-Transfer-Encoding %q", enc)
 }
-
-// decodeBase64 decodes base64 that may be wrapped and may carry stray
-// whitespace, straight into one buffer sized from the input (no cleaned
-// copy of the input: a big attachment must not cost its size twice).
-// Missing final padding is tolerated.
-func decodeBase64(in []byte) ([]byte, error) {
-	out := make([]byte, 0, len(in)/4*3+3)
-	var carry [4]byte // characters left over from the previous run
-	nc := 0
-	decode := func(src []byte) error {
-		n, err := base64.StdEncoding.Decode(out[len(out):cap(out)], src)
-		if err != nil {
-			return fmt.Errorf("base64 body: %v", err)
-		}
-		out = out[:len(out)+n]
-		return nil
-	}
-	for len(in) > 0 {
-		// the next run of non-whitespace
-		start := 0
-		for start < len(in) && isB64Space(in[start]) {
-			start++
-		}
-		end := start
-		for end < len(in) && !isB64Space(in[end]) {
-			end++
-		}
-		run := in[start:end]
-		in = in[end:]
-		for nc > 0 && nc < 4 && len(run) > 0 {
-			carry[nc] = run[0]
-			nc++
-			run = run[1:]
-		}
-		if nc == 4 {
-			if err := decode(carry[:]); err != nil {
-				return nil, err
-			}
-			nc = 0
-		}
-		whole := len(run) / 4 * 4
-		if whole > 0 {
-			if err := decode(run[:whole]); err != nil {
-				return nil, err
-			}
-		}
-		nc += copy(carry[nc:], run[whole:])
-	}
-	if nc > 0 {
-		pad := carry[:nc]
-		if nc >= 2 {
-			pad = append(pad, "=="[:4-nc]...)
-		}
-		if err := decode(pad); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
-}
-
-func isB64Space(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
 
 var (
 	errNoBoundary      = errors.New("multipart: boundary not found")

@@ -85,8 +85,26 @@ func appendCRLF(out, line []byte) []byte {
 // outer values that differ follow as X-Smimed-Unprotected-<Name> fields
 // (unprotected). Outer fields of that name are never passed on, so that
 // only the engine's own can appear.
-func buildPlaintext(outerHeader []byte, inner []byte, protected *protectedHeader, unprotected []HeaderField) []byte {
-	out := make([]byte, 0, len(outerHeader)+len(inner)+64)
+//
+// When the inner entity's body lies in scratch (a buffer of the engine's
+// own whose other bytes are no longer needed) with room enough before it,
+// the header is written into that room and the plaintext is a part of
+// scratch: a big message is then not copied once more.
+func buildPlaintext(outerHeader []byte, inner []byte, protected *protectedHeader, unprotected []HeaderField, scratch []byte) []byte {
+	head, body := plaintextParts(outerHeader, inner, protected, unprotected)
+	if off, ok := offsetIn(scratch, body); ok && off >= len(head) {
+		start, end := off-len(head), off+len(body)
+		copy(scratch[start:], head)
+		return scratch[start:end:end]
+	}
+	out := make([]byte, 0, len(head)+len(body))
+	return append(append(out, head...), body...)
+}
+
+// plaintextParts returns the plaintext's header section (with the empty
+// line after it) and its body, a part of inner.
+func plaintextParts(outerHeader []byte, inner []byte, protected *protectedHeader, unprotected []HeaderField) (head, body []byte) {
+	out := make([]byte, 0, len(outerHeader)+256)
 	for _, f := range rawFields(outerHeader) {
 		if isContentField(f.name) || strings.HasPrefix(f.name, unprotectedPrefix) {
 			continue
@@ -110,14 +128,37 @@ func buildPlaintext(outerHeader []byte, inner []byte, protected *protectedHeader
 	in, err := splitEntity(inner)
 	if err != nil {
 		// Not a MIME entity: keep it whole as an opaque body.
-		out = append(out, "Content-Type: application/octet-stream\r\n\r\n"...)
-		return append(out, inner...)
+		return append(out, "Content-Type: application/octet-stream\r\n\r\n"...), inner
 	}
 	for _, f := range rawFields(in.rawHeader) {
 		if isContentField(f.name) && f.name != "mime-version" {
 			out = appendCRLF(out, f.raw)
 		}
 	}
-	out = append(out, '\r', '\n')
-	return append(out, in.body...)
+	return append(out, '\r', '\n'), in.body
+}
+
+// plaintextHeadroom is the room kept free before a decoded pkcs7-mime
+// body, so that the plaintext's header fits in front of its body
+// (buildPlaintext) in most messages: the outer header, with every line
+// end possibly made CRLF, and the inner entity's Content-* fields, which
+// mostly fit where the inner header was. Every layer reserves it, so it
+// is bounded: a message with a longer header is copied.
+func plaintextHeadroom(outerHeader []byte) int {
+	return min(2*len(outerHeader)+256, maxHeadroom)
+}
+
+const maxHeadroom = 64 << 10
+
+// offsetIn returns where s starts in buf when s is a part of buf's
+// memory (both slices of the same array, s within buf).
+func offsetIn(buf, s []byte) (int, bool) {
+	if len(s) == 0 || len(buf) == 0 {
+		return 0, false
+	}
+	off := cap(buf) - cap(s)
+	if off < 0 || off >= len(buf) || len(s) > len(buf)-off || &buf[off] != &s[0] {
+		return 0, false
+	}
+	return off, true
 }

@@ -91,12 +91,16 @@ type Store struct {
 	st    *state.DB // for the writes of the hot path (group commit)
 	path  string
 	close func() error // OpenStore's state file; nil for NewStore
+	// certs keeps the certificates read from the file parsed: every
+	// message with a store asks for the intermediates (cache.go).
+	certs *certCache
 }
 
 // NewStore is the certificate store in the state file db (whose Open
-// created and migrated its buckets). The owner of db closes it.
+// created and migrated its buckets). The owner of db closes it. The
+// certificates its methods return are shared: nobody may change them.
 func NewStore(db *state.DB) *Store {
-	return &Store{db: db.Bolt(), st: db, path: db.Path()}
+	return &Store{db: db.Bolt(), st: db, path: db.Path(), certs: newCertCache()}
 }
 
 // OpenStore opens the state file at path, read-only or read-write
@@ -462,9 +466,10 @@ func putIntermediates(tx *bbolt.Tx, certs []*x509.Certificate) error {
 	return nil
 }
 
-// parseStored parses DER read from bucket b inside a transaction; the DER
-// is copied first, because x509.Certificate keeps references into it.
-func parseStored(b *bbolt.Bucket, fp string) (*x509.Certificate, error) {
+// parseStored parses DER read from bucket b inside a transaction (through
+// the cache, which copies the DER first: x509.Certificate keeps references
+// into it).
+func parseStored(certs *certCache, b *bbolt.Bucket, fp string) (*x509.Certificate, error) {
 	if b == nil {
 		return nil, nil
 	}
@@ -472,7 +477,7 @@ func parseStored(b *bbolt.Bucket, fp string) (*x509.Certificate, error) {
 	if v == nil {
 		return nil, nil
 	}
-	c, err := x509.ParseCertificate(bytes.Clone(v))
+	c, err := certs.parse(v)
 	if err != nil {
 		return nil, fmt.Errorf("harvest: stored certificate %s: %w", fp, err)
 	}
@@ -534,11 +539,11 @@ func newer(a *x509.Certificate, afp string, b *x509.Certificate, bfp string) boo
 }
 
 // entries builds the entries of one address, newest not_after first.
-func entries(tx *bbolt.Tx, email string, rec *addressRecord, now time.Time) ([]Entry, error) {
+func entries(cache *certCache, tx *bbolt.Tx, email string, rec *addressRecord, now time.Time) ([]Entry, error) {
 	b := tx.Bucket(bucketCerts)
 	certs := make(map[string]*x509.Certificate, len(rec.Certs))
 	for fp := range rec.Certs {
-		c, err := parseStored(b, fp)
+		c, err := parseStored(cache, b, fp)
 		if err != nil {
 			return nil, err
 		}
@@ -589,7 +594,7 @@ func (s *Store) List() ([]Entry, error) {
 			if err != nil {
 				return err
 			}
-			es, err := entries(tx, email, rec, now)
+			es, err := entries(s.certs, tx, email, rec, now)
 			out = append(out, es...)
 			return err
 		})
@@ -612,7 +617,7 @@ func (s *Store) ByEmail(email string) ([]Entry, error) {
 		if err != nil || len(rec.Certs) == 0 {
 			return err
 		}
-		out, err = entries(tx, addr, rec, time.Now())
+		out, err = entries(s.certs, tx, addr, rec, time.Now())
 		return err
 	})
 	return out, err
@@ -648,7 +653,7 @@ func (s *Store) ByFingerprint(fp string) ([]Entry, error) {
 			if _, ok := rec.Certs[full]; !ok {
 				return nil
 			}
-			es, err := entries(tx, email, rec, now)
+			es, err := entries(s.certs, tx, email, rec, now)
 			if err != nil {
 				return err
 			}
@@ -680,7 +685,7 @@ func (s *Store) Certificate(fp string) (*x509.Certificate, error) {
 				return err
 			}
 			if full != "" {
-				cert, err = parseStored(b, full)
+				cert, err = parseStored(s.certs, b, full)
 				return err
 			}
 		}
@@ -695,7 +700,7 @@ func (s *Store) Intermediates() ([]*x509.Certificate, error) {
 	var out []*x509.Certificate
 	err := s.db.View(func(tx *bbolt.Tx) error {
 		var err error
-		out, err = allCerts(tx.Bucket(bucketIntermediates), nil)
+		out, err = allCerts(s.certs, tx.Bucket(bucketIntermediates), nil)
 		return err
 	})
 	return out, err
@@ -726,7 +731,7 @@ func (s *Store) Certificates() ([]*x509.Certificate, error) {
 		if err != nil {
 			return err
 		}
-		out, err = allCerts(tx.Bucket(bucketCerts), usable)
+		out, err = allCerts(s.certs, tx.Bucket(bucketCerts), usable)
 		return err
 	})
 	return out, err
@@ -734,7 +739,7 @@ func (s *Store) Certificates() ([]*x509.Certificate, error) {
 
 // allCerts parses the certificates of bucket b, only those in only when
 // non-nil.
-func allCerts(b *bbolt.Bucket, only map[string]bool) ([]*x509.Certificate, error) {
+func allCerts(certs *certCache, b *bbolt.Bucket, only map[string]bool) ([]*x509.Certificate, error) {
 	if b == nil {
 		return nil, nil
 	}
@@ -743,7 +748,7 @@ func allCerts(b *bbolt.Bucket, only map[string]bool) ([]*x509.Certificate, error
 		if only != nil && !only[string(k)] {
 			return nil
 		}
-		c, err := x509.ParseCertificate(bytes.Clone(v))
+		c, err := certs.parse(v)
 		if err != nil {
 			return fmt.Errorf("harvest: stored certificate %s: %w", k, err)
 		}

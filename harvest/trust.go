@@ -104,7 +104,7 @@ func (s *Store) updateCert(fingerprint string, change func(*certRecord) bool) (*
 				return err
 			}
 			if entry == nil {
-				es, err := entries(tx, email, rec, time.Now())
+				es, err := entries(s.certs, tx, email, rec, time.Now())
 				if err != nil {
 					return err
 				}

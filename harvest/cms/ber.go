@@ -35,6 +35,48 @@ func ToDER(in []byte) ([]byte, error) {
 	return out, nil
 }
 
+// normalize is ToDER for callers that only read the result: input that is
+// already in the form ToDER writes is returned as it is, without a copy
+// (a big encrypted message would otherwise cost its size once more).
+func normalize(in []byte) ([]byte, error) {
+	if rest, ok := isNormal(in, 0); ok && len(rest) == 0 {
+		return in, nil
+	}
+	return ToDER(in)
+}
+
+// isNormal reports whether berValue would copy the first value of in
+// unchanged (definite, shortest lengths; no constructed universal OCTET
+// STRING or BIT STRING), and returns the input after it. Anything else,
+// errors included, is left to berValue.
+func isNormal(in []byte, depth int) ([]byte, bool) {
+	if depth > maxBERDepth {
+		return nil, false
+	}
+	h, rest, err := readBERHeader(in)
+	if err != nil || h.indefinite {
+		return nil, false
+	}
+	var lb [5]byte
+	if l := appendLength(lb[:0], h.length); len(in)-len(rest) != len(h.idBytes)+len(l) {
+		return nil, false // a longer length form than needed
+	}
+	body, rest := rest[:h.length], rest[h.length:]
+	if !h.constructed {
+		return rest, true
+	}
+	if h.class == 0 && (h.tag == 4 || h.tag == 3) {
+		return nil, false
+	}
+	for len(body) > 0 {
+		var ok bool
+		if body, ok = isNormal(body, depth+1); !ok {
+			return nil, false
+		}
+	}
+	return rest, true
+}
+
 type berHeader struct {
 	class, tag  int
 	constructed bool

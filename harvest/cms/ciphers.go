@@ -160,6 +160,11 @@ func envParseOctets(full []byte) (envOctets, error) {
 	return o, nil
 }
 
+// in reports whether buf is the content itself (decryption in place).
+func (o envOctets) in(buf []byte) bool {
+	return !o.constructed && len(buf) > 0 && len(o.body) == len(buf) && &o.body[0] == &buf[0]
+}
+
 // fill copies the content into dst, which is o.n bytes long.
 func (o envOctets) fill(dst []byte) {
 	if !o.constructed {
@@ -176,9 +181,10 @@ func (o envOctets) fill(dst []byte) {
 	}
 }
 
-// buffer checks the ciphertext length and allocates the one buffer that
-// decryption works in.
-func (cc *envContentCipher) buffer(src envOctets, mac []byte) ([]byte, error) {
+// buffer checks the ciphertext length and returns the one buffer that
+// decryption works in: a new one, or with inPlace the ciphertext itself
+// when it is CBC content in one piece.
+func (cc *envContentCipher) buffer(src envOctets, mac []byte, inPlace bool) ([]byte, error) {
 	if cc.aead {
 		if len(mac) != cc.tagLen {
 			return nil, envErrf(ErrDecrypt, "content: mac is %d bytes, aes-ICVlen says %d", len(mac), cc.tagLen)
@@ -188,6 +194,9 @@ func (cc *envContentCipher) buffer(src envOctets, mac []byte) ([]byte, error) {
 	bs := len(cc.iv)
 	if src.n == 0 || src.n%bs != 0 {
 		return nil, envErrf(ErrDecrypt, "content: ciphertext length %d is not a positive multiple of the %d-byte block", src.n, bs)
+	}
+	if inPlace && !src.constructed {
+		return src.body, nil
 	}
 	return make([]byte, src.n), nil
 }
@@ -228,7 +237,9 @@ func (cc *envContentCipher) open(cek []byte, src envOctets, buf, mac, aad []byte
 		return pt, nil
 	}
 
-	src.fill(buf)
+	if !src.in(buf) {
+		src.fill(buf)
+	}
 	bs := block.BlockSize()
 	n := len(buf)
 	// Check the padding of the last block first, so that a wrong key (a
@@ -238,6 +249,8 @@ func (cc *envContentCipher) open(cek []byte, src envOctets, buf, mac, aad []byte
 	if n > bs {
 		prev = buf[n-2*bs : n-bs]
 	}
+	// This check also keeps buf as it was when it fails: decryption in
+	// place (DecryptInPlace) relies on that to try the next recipient.
 	block.Decrypt(last[:bs], buf[n-bs:])
 	subtle.XORBytes(last[:bs], last[:bs], prev)
 	_, ok := envPKCS7Unpad(last[:bs], bs)
@@ -248,6 +261,7 @@ func (cc *envContentCipher) open(cek []byte, src envOctets, buf, mac, aad []byte
 	cipher.NewCBCDecrypter(block, cc.iv).CryptBlocks(buf, buf)
 	m, ok := envPKCS7Unpad(buf, bs)
 	if !ok {
+		// Not reached: the last block decrypts as it did above.
 		clear(buf)
 		return nil, envErrf(ErrDecrypt, "content: bad CBC padding")
 	}

@@ -58,7 +58,8 @@ var (
 type ContentInfo struct {
 	Type asn1.ObjectIdentifier
 	// Content is the DER of the value inside the [0] EXPLICIT wrapper
-	// (e.g. the SignedData SEQUENCE), after BER normalisation.
+	// (e.g. the SignedData SEQUENCE), after BER normalisation. It may
+	// share memory with the input of ParseContentInfo.
 	Content []byte
 }
 
@@ -69,9 +70,10 @@ type rawContentInfo struct {
 
 // ParseContentInfo normalises BER input to DER and splits off the content
 // type. It accepts a DER or BER ContentInfo, as found in the body of an
-// application/pkcs7-mime part or a .p7s/.p7m file.
+// application/pkcs7-mime part or a .p7s/.p7m file. When the input is DER
+// already, the result shares its memory.
 func ParseContentInfo(ber []byte) (*ContentInfo, error) {
-	der, err := ToDER(ber)
+	der, err := normalize(ber)
 	if err != nil {
 		return nil, err
 	}

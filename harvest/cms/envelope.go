@@ -373,6 +373,19 @@ func Recipients(ci *ContentInfo) ([]Recipient, error) {
 // algorithms this package does not implement; ErrMalformed for bad
 // structure.
 func Decrypt(ci *ContentInfo, keys []*Key) (*Decrypted, error) {
+	return decrypt(ci, keys, false)
+}
+
+// DecryptInPlace is Decrypt for a caller that owns the memory of
+// ci.Content and needs it no more: the content may be decrypted where its
+// ciphertext lies (CBC content in one piece), which saves a buffer of the
+// message's size. A failed attempt leaves the ciphertext as it was, so
+// every matching recipient is still tried.
+func DecryptInPlace(ci *ContentInfo, keys []*Key) (*Decrypted, error) {
+	return decrypt(ci, keys, true)
+}
+
+func decrypt(ci *ContentInfo, keys []*Key, inPlace bool) (*Decrypted, error) {
 	env, err := envParse(ci)
 	if err != nil {
 		return nil, err
@@ -439,7 +452,7 @@ func Decrypt(ci *ContentInfo, keys []*Key) (*Decrypted, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w (encryptedContent)", err)
 	}
-	buf, err := cc.buffer(src, env.mac)
+	buf, err := cc.buffer(src, env.mac, inPlace)
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,8 @@ package cms
 import (
 	"bytes"
 	"crypto"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/ecdsa"
 	"crypto/rsa"
 	"crypto/x509"
@@ -333,6 +335,10 @@ func TestDecryptOpenSSL(t *testing.T) {
 			}
 			if !bytes.Equal(got.Content, in) {
 				t.Fatalf("Decrypt().Content = %d bytes, want the %d bytes given to openssl", len(got.Content), len(in))
+			}
+			own := envReadCMS(t, bytes.Clone(out), form)
+			if got, err := DecryptInPlace(own, keys); err != nil || !bytes.Equal(got.Content, in) || got.Key != by.key {
+				t.Fatalf("DecryptInPlace() = %v, want what Decrypt gave", err)
 			}
 			if got.Cipher != c.cipher || got.KeyTransport != c.kt || got.Key != by.key {
 				t.Errorf("Decrypt() cipher, key transport, key = %q, %q, %v; want %q, %q, %s", got.Cipher, got.KeyTransport, got.Key.Cert.Subject, c.cipher, c.kt, by.name)
@@ -1136,5 +1142,38 @@ func TestX963KDF(t *testing.T) {
 				t.Errorf("envX963KDF(%v, %d) = %x, openssl kdf = %x", h, n, got, want)
 			}
 		}
+	}
+}
+
+// TestOpenInPlaceKeepsCiphertext: decryption in place that fails (a wrong
+// content key, found out at the padding) leaves the ciphertext as it was,
+// so that the next recipient's key can still decrypt it.
+func TestOpenInPlaceKeepsCiphertext(t *testing.T) {
+	key, wrong := bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)
+	iv := bytes.Repeat([]byte{3}, 16)
+	in := envPlaintext(100, 11)
+	padded := append(bytes.Clone(in), bytes.Repeat([]byte{12}, 12)...)
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct := make([]byte, len(padded))
+	cipher.NewCBCEncrypter(block, iv).CryptBlocks(ct, padded)
+	orig := bytes.Clone(ct)
+	cc := &envContentCipher{name: "aes-256-cbc", kind: envKindAESCBC, keyLen: 32, iv: iv}
+	src := envOctets{body: ct, n: len(ct)}
+	buf, err := cc.buffer(src, nil, true)
+	if err != nil || !src.in(buf) {
+		t.Fatalf("buffer(in place) = %v, not the ciphertext itself", err)
+	}
+	if _, err := cc.open(wrong, src, buf, nil, nil); !errors.Is(err, ErrDecrypt) {
+		t.Fatalf("open(wrong key) = %v, want ErrDecrypt", err)
+	}
+	if !bytes.Equal(ct, orig) {
+		t.Fatal("open(wrong key) changed the ciphertext")
+	}
+	pt, err := cc.open(key, src, buf, nil, nil)
+	if err != nil || !bytes.Equal(pt, in) {
+		t.Fatalf("open(key) = %q, %v; want the plaintext", pt, err)
 	}
 }

@@ -98,6 +98,15 @@ func FuzzDecrypt(f *testing.F) {
 		if rerr != nil && !envIsSentinel(rerr) {
 			t.Fatalf("Recipients() = %v, not a package sentinel", rerr)
 		}
+		// In place, on a copy: the same kind of answer. (With a corrupt
+		// RSA key the content key is random, so the two may differ.)
+		if own, err := ParseContentInfo(bytes.Clone(data)); err != nil {
+			t.Fatalf("ParseContentInfo(copy) = %v", err)
+		} else if d, err := DecryptInPlace(own, keys); err != nil && !envIsSentinel(err) {
+			t.Fatalf("DecryptInPlace() = %v, not a package sentinel", err)
+		} else if err == nil && len(d.Content) > len(data) {
+			t.Fatalf("DecryptInPlace() = %d bytes from %d", len(d.Content), len(data))
+		}
 		d, err := Decrypt(ci, keys)
 		if err != nil {
 			if !envIsSentinel(err) {
@@ -130,6 +139,13 @@ func FuzzToDER(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		out, err := ToDER(data)
+		// normalize, which skips the copy for DER input, agrees with ToDER.
+		if n, nerr := normalize(data); (nerr == nil) != (err == nil) || !bytes.Equal(n, out) {
+			t.Fatalf("normalize() = % x, %v; ToDER() = % x, %v", n, nerr, out, err)
+		}
+		if _, ok := isNormal(data, 0); ok && err == nil && !bytes.Equal(out, data) {
+			t.Fatalf("isNormal(% x) but ToDER changes it to % x", data, out)
+		}
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("ToDER() = %v, want ErrMalformed", err)

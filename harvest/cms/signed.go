@@ -74,6 +74,14 @@ type SignerInfo struct {
 // its error, so that other signers keep their own verdict. Broken signed
 // attributes are likewise reported by Verify, as ErrBadAttributes.
 func ParseSignedData(ci *ContentInfo) (*SignedData, error) {
+	return ParseSignedDataWith(ci, x509.ParseCertificate)
+}
+
+// ParseSignedDataWith is ParseSignedData with parseCert reading each of the
+// certificates, for example through a cache of parsed certificates; it is
+// called with the DER of one certificate and must act as
+// x509.ParseCertificate does.
+func ParseSignedDataWith(ci *ContentInfo, parseCert func(der []byte) (*x509.Certificate, error)) (*SignedData, error) {
 	if ci == nil || !ci.Type.Equal(OIDSignedData) {
 		return nil, fmt.Errorf("%w: content is not signed-data", ErrMalformed)
 	}
@@ -114,7 +122,7 @@ func ParseSignedData(ci *ContentInfo) (*SignedData, error) {
 		if !v.IsCompound {
 			return nil, fmt.Errorf("%w: SignedData certificates not constructed", ErrMalformed)
 		}
-		if err := sd.parseCertificates(v.Bytes); err != nil {
+		if err := sd.parseCertificates(v.Bytes, parseCert); err != nil {
 			return nil, err
 		}
 		if v, body, err = sdNext(body); err != nil {
@@ -185,7 +193,7 @@ func (sd *SignedData) parseEncap(b []byte) error {
 	return nil
 }
 
-func (sd *SignedData) parseCertificates(b []byte) error {
+func (sd *SignedData) parseCertificates(b []byte, parseCert func([]byte) (*x509.Certificate, error)) error {
 	if len(b) > MaxCertificateBytes {
 		return fmt.Errorf("%w: certificates of %d bytes (limit %d)", ErrTooMany, len(b), MaxCertificateBytes)
 	}
@@ -202,7 +210,7 @@ func (sd *SignedData) parseCertificates(b []byte) error {
 		case v.Class == asn1.ClassContextSpecific && v.Tag <= 3:
 			// extendedCertificate, v1/v2 attribute certificate, other.
 		case sdIsUniversal(v, asn1.TagSequence, true):
-			c, err := x509.ParseCertificate(v.FullBytes)
+			c, err := parseCert(v.FullBytes)
 			if err != nil {
 				sd.BadCertificates++
 				continue
