@@ -182,8 +182,10 @@ func TestV1File(t *testing.T) {
 		}
 	}
 	slices.Sort(names)
-	want := []string{"addresses", "archive_audit", "archive_copies", "archive_index", "archive_keys", "archive_meta",
+	want := []string{"addresses", "archive_appending", "archive_audit", "archive_copies", "archive_index", "archive_keys", "archive_meta",
 		"archive_pending", "archive_records", "certs", "checkpoints", "intermediates"}
+	// Buckets registered after v1 are created, empty.
+	added := []string{"archive_appending"}
 	if !slices.Equal(names, want) || len(v) != len(want) {
 		t.Errorf("registered buckets %v, recorded %v; want %v", names, v, want)
 	}
@@ -196,8 +198,13 @@ func TestV1File(t *testing.T) {
 			t.Errorf("bucket %s changed by the read-write open", name)
 		}
 	}
-	if len(after) != len(before) {
-		t.Errorf("buckets after the read-write open: %d, before: %d", len(after), len(before))
+	for _, name := range added {
+		if _, had := before[name]; had || len(after[name]) != 0 {
+			t.Errorf("bucket %s: in the v1 file %v, after the open %d entries; want absent, then empty", name, had, len(after[name]))
+		}
+	}
+	if len(after) != len(before)+len(added) {
+		t.Errorf("buckets after the read-write open: %d, before: %d; want %d more", len(after), len(before), len(added))
 	}
 	wantMeta := map[string]string{"schema": "1"}
 	for _, n := range want {
