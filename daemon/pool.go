@@ -122,6 +122,13 @@ func (f *PoolFolder) Acquire(ctx context.Context) error {
 	return ctx.Err()
 }
 
+// Share is how many slots the folder may hold at most now.
+func (f *PoolFolder) Share() int {
+	f.p.mu.Lock()
+	defer f.p.mu.Unlock()
+	return f.p.share()
+}
+
 // TryAcquire takes a slot for the folder when one is free within its
 // share and no folder is waiting for one; it never waits.
 func (f *PoolFolder) TryAcquire() bool {

@@ -145,3 +145,22 @@ func TestPoolCancelAndResize(t *testing.T) {
 		t.Errorf("busy = %d after every release, want 0", busy)
 	}
 }
+
+// TestPoolShare: a folder alone may hold the whole pool, one of several
+// half of it (at least one slot).
+func TestPoolShare(t *testing.T) {
+	p := NewPool(16)
+	a := p.Join()
+	if got := a.Share(); got != 16 {
+		t.Errorf("alone: Share() = %d, want 16", got)
+	}
+	b := p.Join()
+	if got := b.Share(); got != 8 {
+		t.Errorf("with another folder: Share() = %d, want 8", got)
+	}
+	b.Leave()
+	a.Leave()
+	if got := NewPool(1).Join().Share(); got != 1 {
+		t.Errorf("a pool of one: Share() = %d, want 1", got)
+	}
+}

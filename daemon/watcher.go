@@ -339,10 +339,22 @@ const (
 // not handed over are marked Failed: the checkpoint waits for them).
 func (w *Watcher) fetchAll(ctx, sctx context.Context, stop context.CancelCauseFunc, conn *imapconn.Conn, slots *PoolFolder, wg *sync.WaitGroup, uids []uint32) error {
 	for next := 0; next < len(uids); {
-		if slots.Acquire(sctx) != nil {
-			return nil // the session ends (ended tells why)
+		// A batch waits for half the folder's share of the pool (or what
+		// is left to fetch, if less): one or two messages a batch would
+		// pay the two commands' round trips for each, and the fetch
+		// would be what the backlog waits for. The other half is being
+		// processed meanwhile.
+		want := min(len(uids)-next, fetchBatchCount, max(1, slots.Share()/2))
+		held := 0
+		for held < want {
+			if slots.Acquire(sctx) != nil {
+				for range held {
+					slots.Release()
+				}
+				return nil // the session ends (ended tells why)
+			}
+			held++
 		}
-		held := 1
 		var batch []uint32
 		for ; next < len(uids) && len(batch) < fetchBatchCount; next++ {
 			if len(batch) == held {
