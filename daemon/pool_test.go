@@ -51,6 +51,9 @@ func TestPoolShare(t *testing.T) {
 	p := NewPool(4)
 	a := p.Join()
 	// Alone, a folder may use every slot.
+	if got := a.Share(); got != 4 {
+		t.Errorf("alone: Share() = %d, want 4", got)
+	}
 	for range 4 {
 		granted(t, acquireAsync(ctx, a), "lone folder")
 	}
@@ -59,6 +62,9 @@ func TestPoolShare(t *testing.T) {
 	}
 
 	b := p.Join()
+	if got := a.Share(); got != 2 {
+		t.Errorf("with another folder: Share() = %d, want 2", got)
+	}
 	// Two folders: a (the backlog) gets 4/2 = 2 slots, its third waits
 	// although two slots are free.
 	granted(t, acquireAsync(ctx, a), "a 1")
@@ -146,21 +152,3 @@ func TestPoolCancelAndResize(t *testing.T) {
 	}
 }
 
-// TestPoolShare: a folder alone may hold the whole pool, one of several
-// half of it (at least one slot).
-func TestPoolShare(t *testing.T) {
-	p := NewPool(16)
-	a := p.Join()
-	if got := a.Share(); got != 16 {
-		t.Errorf("alone: Share() = %d, want 16", got)
-	}
-	b := p.Join()
-	if got := b.Share(); got != 8 {
-		t.Errorf("with another folder: Share() = %d, want 8", got)
-	}
-	b.Leave()
-	a.Leave()
-	if got := NewPool(1).Join().Share(); got != 1 {
-		t.Errorf("a pool of one: Share() = %d, want 1", got)
-	}
-}
