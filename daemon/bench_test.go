@@ -307,32 +307,94 @@ func engineAll(b *testing.B, e *svcEnv, stateDir string, msgs [][]byte) time.Dur
 	return time.Since(start)
 }
 
-// BenchmarkIdleLatency: with the service idle on one folder, 50 messages
-// are delivered one at a time (doveadm save, each after the previous one
-// is archived); reported are the median and 99th percentile of the time
-// from the start of the delivery to the archive record, and the median
-// time doveadm save itself takes.
+// BenchmarkIdleLatency: with the service idle on ceo's INBOX, 50
+// messages encrypted to org-new are delivered one at a time (doveadm
+// save, each after the previous one is done: archived and copied to
+// Decrypted); reported are the median and 99th percentile of the time from
+// the start of the delivery until the message is done, and the median time
+// doveadm save itself takes. "under-backfill" does the same while the
+// service works off a backlog of 3,000 messages in another account's
+// INBOX (issue 12: within Dovecot's own notification delay + 50 ms at
+// p99); only the messages done while that backlog lasted count
+// (during_backfill says how many: the rest were measured idle).
 func BenchmarkIdleLatency(b *testing.B) {
-	e := benchEnv(b, "ceo")
-	svc, _ := startBench(b, e.benchConfig(b, "state", "", e.account("ceo")))
+	b.Run("idle", func(b *testing.B) { benchIdleLatency(b, 0) })
+	b.Run("under-backfill", func(b *testing.B) { benchIdleLatency(b, 3000) })
+}
+
+func benchIdleLatency(b *testing.B, backlog int) {
+	e := benchEnv(b, "ceo", "sales")
+	accounts := []string{testenv.Account("ceo", e.d.Addr(), "archive_folder = \"Decrypted\"")}
+	if backlog > 0 {
+		src := [][]byte{testenv.Testdata(b, "msg", "signed-rsa-sha256.eml"), testenv.Testdata(b, "msg", "enc-aes256.eml")}
+		msgs := make([][]byte, backlog)
+		for i := range msgs {
+			msgs[i] = numbered(src[i%2], 100000+i)
+		}
+		e.d.DeliverMaildir(b, "sales", msgs)
+		accounts = append(accounts, e.account("sales"))
+	}
 	msg := testenv.Testdata(b, "msg", "enc-aes256.eml")
 	e.d.Deliver(b, "ceo", "INBOX", numbered(msg, 0))
-	waitCount(b, svc, 1, 5*time.Millisecond)
+	svc, _ := startBench(b, e.benchConfig(b, "state", "", accounts...))
+	waitFolderDone(b, svc, "ceo", 1)
 
 	var lat, save []float64
+	during := 0
 	b.ResetTimer()
 	for i := range 50 * b.N {
 		time.Sleep(100 * time.Millisecond) // back in IDLE
 		start := time.Now()
 		e.d.Deliver(b, "ceo", "INBOX", numbered(msg, i+1))
 		save = append(save, time.Since(start).Seconds())
-		waitCount(b, svc, i+2, 2*time.Millisecond)
-		lat = append(lat, time.Since(start).Seconds())
+		waitFolderDone(b, svc, "ceo", i+2)
+		took := time.Since(start).Seconds()
+		if backlog > 0 {
+			if folderDone(b, svc, "sales") >= uint64(backlog) {
+				continue // the backfill is over: an idle figure
+			}
+			during++
+		}
+		lat = append(lat, took)
 	}
 	b.StopTimer()
+	if backlog > 0 && during == 0 {
+		b.Fatal("the backfill ended before the first message was measured")
+	}
 	b.ReportMetric(percentile(lat, 50), "p50_s")
 	b.ReportMetric(percentile(lat, 99), "p99_s")
 	b.ReportMetric(percentile(save, 50), "save_p50_s")
+	if backlog > 0 {
+		b.ReportMetric(float64(during), "during_backfill")
+	}
+}
+
+// folderDone is how many messages of account's INBOX the service has done.
+func folderDone(b *testing.B, svc *Service, account string) uint64 {
+	b.Helper()
+	st, err := svc.Status()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, f := range st.Folders {
+		if f.Account == account {
+			return f.Processed
+		}
+	}
+	return 0
+}
+
+// waitFolderDone waits (up to 60 s) until the service has done n messages
+// of account's INBOX.
+func waitFolderDone(b *testing.B, svc *Service, account string, n int) {
+	b.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for folderDone(b, svc, account) < uint64(n) {
+		if time.Now().After(deadline) {
+			b.Fatalf("%s: %d messages done after 60 s, want %d", account, folderDone(b, svc, account), n)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 // percentile is the nearest-rank p-th percentile of xs.

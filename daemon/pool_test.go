@@ -151,4 +151,3 @@ func TestPoolCancelAndResize(t *testing.T) {
 		t.Errorf("busy = %d after every release, want 0", busy)
 	}
 }
-
