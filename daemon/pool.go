@@ -183,6 +183,17 @@ func (p *Pool) waiting() int {
 // commit): waiting for the disk or the server, not for a CPU.
 const inHandPerWorker = 8
 
+// inHand is the pool's size for workers: inHandPerWorker × workers, but
+// one for workers = 1, which means one message at a time, taken in UID
+// order and done before the next (archive records then follow the order
+// of delivery, as the demo shows).
+func inHand(workers int) int {
+	if workers <= 1 {
+		return 1
+	}
+	return workers * inHandPerWorker
+}
+
 // Gate bounds how many goroutines run the engine at once: `[daemon]
 // workers`. It is safe for concurrent use.
 type Gate struct {

@@ -151,3 +151,13 @@ func TestPoolCancelAndResize(t *testing.T) {
 		t.Errorf("busy = %d after every release, want 0", busy)
 	}
 }
+
+// TestInHand: workers = 1 keeps one message in hand (strict UID order);
+// more workers keep inHandPerWorker each.
+func TestInHand(t *testing.T) {
+	for _, tt := range []struct{ workers, want int }{{0, 1}, {1, 1}, {2, 2 * inHandPerWorker}, {4, 4 * inHandPerWorker}} {
+		if got := inHand(tt.workers); got != tt.want {
+			t.Errorf("inHand(%d) = %d, want %d", tt.workers, got, tt.want)
+		}
+	}
+}

@@ -63,7 +63,7 @@ func (s *Service) Reload() error {
 	restartNeeded("daemon.metrics_listen", &old.Daemon.MetricsListen, &cfg.Daemon.MetricsListen)
 	restartNeeded("daemon.control_socket", &old.Daemon.ControlSocket, &cfg.Daemon.ControlSocket)
 	if cfg.Daemon.Workers != old.Daemon.Workers {
-		s.pool.Resize(cfg.Daemon.Workers * inHandPerWorker)
+		s.pool.Resize(inHand(cfg.Daemon.Workers))
 		s.gate.Resize(cfg.Daemon.Workers)
 	}
 	s.engine.Store(s.newEngine(cfg, l))

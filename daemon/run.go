@@ -36,7 +36,7 @@ type Service struct {
 	cps       *Checkpoints
 	log       *slog.Logger
 	notify    *Notifier
-	pool      *Pool // messages in hand: inHandPerWorker × [daemon] workers, shared by every folder
+	pool      *Pool // messages in hand (inHand of [daemon] workers), shared by every folder
 	gate      *Gate // the engine's parallelism: [daemon] workers
 	metrics   *Metrics
 	metricsLn net.Listener // nil when metrics_listen is ""
@@ -183,7 +183,7 @@ func NewService(cfg *config.Config, log *slog.Logger, notify *Notifier) (*Servic
 	}
 	s := &Service{
 		cfg: cfg, state: db, store: store, stateDir: cfg.StateDir, arch: arch, copyWake: make(chan struct{}, 1), cps: cps, log: log, notify: notify,
-		pool: NewPool(cfg.Daemon.Workers * inHandPerWorker), gate: NewGate(cfg.Daemon.Workers), metrics: NewMetrics(),
+		pool: NewPool(inHand(cfg.Daemon.Workers)), gate: NewGate(cfg.Daemon.Workers), metrics: NewMetrics(),
 		ended: make(chan struct{}, 1), initial: l.settings(cfg), accounts: map[string]*accountRun{},
 	}
 	if cfg.Daemon.MetricsListen != "" {
