@@ -742,9 +742,11 @@ func dripServer(t *testing.T, size, stallAfter int, pause time.Duration) string 
 // longer than the command timeout; one that stops is cut off.
 func TestFetchTimeoutCountsFromProgress(t *testing.T) {
 	ctx := context.Background()
-	cfg := Config{TLS: "none", Username: "u", Password: "p", Auth: "login", Logger: testLogger(t), CommandTimeout: 300 * time.Millisecond}
+	// The timeout is long enough that a loaded machine's pauses do not
+	// reach it, the body's transfer twice as long.
+	cfg := Config{TLS: "none", Username: "u", Password: "p", Auth: "login", Logger: testLogger(t), CommandTimeout: time.Second}
 
-	cfg.Addr = dripServer(t, 2000, 0, 40*time.Millisecond) // 20 chunks, ~0.8 s in all
+	cfg.Addr = dripServer(t, 5000, 0, 40*time.Millisecond) // 50 chunks, ~2 s in all
 	c, err := Dial(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -754,8 +756,8 @@ func TestFetchTimeoutCountsFromProgress(t *testing.T) {
 	if err != nil {
 		t.Fatalf("FetchToFile of a slow but moving body = %v", err)
 	}
-	if f.Size != 2000 || time.Since(start) < cfg.CommandTimeout {
-		t.Errorf("fetched %d bytes in %s; want 2000 bytes taking longer than the %s timeout", f.Size, time.Since(start), cfg.CommandTimeout)
+	if f.Size != 5000 || time.Since(start) < cfg.CommandTimeout {
+		t.Errorf("fetched %d bytes in %s; want 5000 bytes taking longer than the %s timeout", f.Size, time.Since(start), cfg.CommandTimeout)
 	}
 	c.Close()
 
