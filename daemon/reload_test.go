@@ -141,3 +141,29 @@ func TestServiceReload(t *testing.T) {
 		t.Errorf("newbie's INBOX processed %d times across its restart, want once", n)
 	}
 }
+
+// TestReloadShrinksPoolDuringBacklog: workers goes from 4 to 1 while a
+// backlog is fetched in batches. A batch waiting for more slots than the
+// smaller pool gives must not hold on to the ones it has for ever: the
+// backlog is worked off all the same.
+func TestReloadShrinksPoolDuringBacklog(t *testing.T) {
+	e := newSvcEnv(t, "ceo")
+	const n = 120
+	msgs := make([][]byte, n)
+	for i := range msgs {
+		msgs[i] = numbered(testenv.Testdata(t, "msg", "plain.eml"), i)
+	}
+	e.d.DeliverMaildir(t, "ceo", msgs)
+	e.writeConfig(t, "[daemon]\nworkers = 4", []string{"org-new"}, e.account("ceo"))
+	logs := &testenv.LockedBuffer{}
+	svc, _ := runService(t, e.cfgPath, logs)
+	waitLines(t, logs, 5, "message processed")
+	e.writeConfig(t, "[daemon]\nworkers = 1", []string{"org-new"}, e.account("ceo"))
+	if err := svc.Reload(); err != nil {
+		t.Fatalf("Reload() = %v", err)
+	}
+	waitLines(t, logs, n, "message processed")
+	if got := svc.pool.Size(); got != 1 {
+		t.Errorf("pool size after the reload = %d, want 1", got)
+	}
+}

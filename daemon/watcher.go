@@ -329,6 +329,9 @@ func (w *Watcher) session(ctx context.Context, slots *PoolFolder) error {
 const (
 	fetchBatchCount = 64
 	fetchBatchBytes = 16 << 20 // a larger message comes alone
+	// batchWait is the longest a batch waits for more slots than the
+	// first: under a backlog they come free within milliseconds.
+	batchWait = 50 * time.Millisecond
 )
 
 // fetchAll fetches the listed uids in batches and hands each message to a
@@ -339,21 +342,24 @@ const (
 // not handed over are marked Failed: the checkpoint waits for them).
 func (w *Watcher) fetchAll(ctx, sctx context.Context, stop context.CancelCauseFunc, conn *imapconn.Conn, slots *PoolFolder, wg *sync.WaitGroup, uids []uint32) error {
 	for next := 0; next < len(uids); {
-		// A batch waits for half the folder's share of the pool (or what
-		// is left to fetch, if less): one or two messages a batch would
-		// pay the two commands' round trips for each, and the fetch
-		// would be what the backlog waits for. The other half is being
-		// processed meanwhile.
-		want := min(len(uids)-next, fetchBatchCount, max(1, slots.Share()/2))
-		held := 0
-		for held < want {
-			if slots.Acquire(sctx) != nil {
-				for range held {
-					slots.Release()
-				}
-				return nil // the session ends (ended tells why)
+		// A batch waits a little for half the folder's share of the pool
+		// (or what is left to fetch, if less): one or two messages a
+		// batch would pay the two commands' round trips for each, and the
+		// fetch would be what the backlog waits for. The other half is
+		// being processed meanwhile. The wait is bounded: the share may
+		// shrink meanwhile (another folder, a reload), and slots held
+		// while waiting for one the pool will not give would never come
+		// back.
+		if slots.Acquire(sctx) != nil {
+			return nil // the session ends (ended tells why)
+		}
+		held := 1
+		if want := min(len(uids)-next, fetchBatchCount, max(1, slots.Share()/2)); held < want {
+			actx, cancel := context.WithTimeout(sctx, batchWait)
+			for held < want && slots.Acquire(actx) == nil {
+				held++
 			}
-			held++
+			cancel()
 		}
 		var batch []uint32
 		for ; next < len(uids) && len(batch) < fetchBatchCount; next++ {
