@@ -76,21 +76,23 @@ type CopierConfig struct {
 }
 
 // Copier puts the users' copies of one account into its archive folder,
-// over connections of its own (the watchers' connections stay in IDLE on
-// their folders), up to maxCopyConns at once. It is safe for concurrent
-// use.
+// over a connection of its own (the watchers' connections stay in IDLE on
+// their folders). It is safe for concurrent use.
+//
+// One connection: Dovecot 2.3 (maildir) took an APPEND in 10 ms on one
+// connection and in 48 ms on each of four, which wait for each other's
+// lock on the folder (BenchmarkBackfill, issue 12), so more connections
+// only made the copies slower.
 type Copier struct {
 	arch *Archive
 	cfg  CopierConfig
 	log  *slog.Logger // the account's
 	flog *slog.Logger // with the archive folder
 
-	mu     sync.Mutex
-	cond   *sync.Cond  // signalled when a connection comes back or closes
-	idle   []*copyConn // open and not in use
-	open   int         // open: idle and in use
-	limit  int         // open at most (maxCopyConns, or fewer the server took)
-	closed bool        // after Close: no new connection
+	mu     sync.Mutex // held while the connection is in use
+	mb     Mailbox
+	used   time.Time // when mb last answered
+	closed bool      // after Close: no new connection
 
 	failMu   sync.Mutex
 	failures map[uint64]int // record → copies failed in a row
@@ -102,9 +104,7 @@ func NewCopier(a *Archive, cfg CopierConfig) *Copier {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	c := &Copier{arch: a, cfg: cfg, log: log, flog: log.With("archive_folder", cfg.Folder), limit: maxCopyConns}
-	c.cond = sync.NewCond(&c.mu)
-	return c
+	return &Copier{arch: a, cfg: cfg, log: log, flog: log.With("archive_folder", cfg.Folder)}
 }
 
 // copySettle is how long after an unrecorded APPEND began its copy is
@@ -419,136 +419,61 @@ func (c *Copier) remove(ctx context.Context, folder string, uid uint32, want map
 	return gone, err
 }
 
-// with runs fn on one of the copier's connections. Connections are kept
-// between copies, and the server may have closed one meanwhile (a
-// restart, an idle timeout): when fn fails on a kept connection with an
-// error it marked safe to repeat (safeAgain: nothing was sent that could
-// have changed the folder), it runs once more on a new one. An APPEND that
-// failed midway is not repeated here: the server may still store it, and a
-// search at once could miss it; the message's next delivery, after the
-// folder's backoff, searches again. After any error the connection is
+// with runs fn on the copier's connection. The connection is kept between
+// copies, and the server may have closed it meanwhile (a restart, an idle
+// timeout): when fn fails on a kept connection with an error it marked
+// safe to repeat (safeAgain: nothing was sent that could have changed the
+// folder), it runs once more on a new one. An APPEND that failed midway is
+// not repeated here: the server may still store it, and a search at once
+// could miss it; the message's next delivery searches again, once the
+// APPEND had time to end (copySettle). After any error the connection is
 // dropped.
 func (c *Copier) with(ctx context.Context, fn func(Mailbox) error) error {
-	cc, kept, err := c.conn(ctx)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	kept := c.mb != nil
 	for {
+		mb, err := c.mailboxLocked(ctx)
 		if err != nil {
 			return err
 		}
-		if kept && time.Since(cc.used) > copyCheckAfter {
+		if kept && time.Since(c.used) > copyCheckAfter {
 			// Idle a while: the server may have closed it. A NOOP is
 			// safe to repeat; an APPEND that fails may still be stored.
-			if err = cc.mb.Noop(ctx, 0); err != nil {
+			if err = mb.Noop(ctx, 0); err != nil {
 				err = safeAgain{err}
 			}
 		}
 		if err == nil {
-			err = fn(cc.mb)
+			err = fn(mb)
 		}
 		if err == nil {
-			cc.used = time.Now()
-			c.release(cc)
+			c.used = time.Now()
 			return nil
 		}
-		c.discard(cc)
+		mb.Close()
+		c.mb = nil
 		var again safeAgain
 		if !kept || !errors.As(err, &again) || c.refused(err) || ctx.Err() != nil {
 			return err
 		}
-		cc, err = c.dial(ctx)
 		kept = false
 	}
 }
 
-// maxCopyConns is how many connections one account's copies use at most.
-// One: Dovecot 2.3 (maildir) took an APPEND in 10 ms on one connection
-// and in 48 ms on each of four, which wait for each other's lock on the
-// folder (BenchmarkBackfill, issue 12), so more connections only made the
-// copies slower there. The copier can use several (a server that takes
-// APPENDs to one folder side by side would gain); when a further
-// connection is refused (a server's limit per user or address), it makes
-// do with those it has.
-var maxCopyConns = 1
-
-// copyConn is one of the copier's connections.
-type copyConn struct {
-	mb   Mailbox
-	used time.Time // when it last answered
-}
-
-// conn returns an idle connection (kept), or a new one while fewer than
-// the limit are open, or waits for one to come back.
-func (c *Copier) conn(ctx context.Context) (*copyConn, bool, error) {
-	c.mu.Lock()
-	for {
-		switch {
-		case c.closed:
-			c.mu.Unlock()
-			return nil, false, ErrCopierClosed
-		case len(c.idle) > 0:
-			cc := c.idle[len(c.idle)-1]
-			c.idle = c.idle[:len(c.idle)-1]
-			c.mu.Unlock()
-			return cc, true, nil
-		case c.open < c.limit:
-			c.mu.Unlock()
-			cc, err := c.dial(ctx)
-			if err == nil {
-				return cc, false, nil
-			}
-			c.mu.Lock()
-			if c.open == 0 {
-				c.mu.Unlock()
-				return nil, false, err
-			}
-			// Others are open: the server may not take more.
-			c.limit = c.open
-			c.log.Debug("no further connection for user copies; using those open", "open", c.open, "err", err)
-			continue
-		}
-		c.cond.Wait()
-	}
-}
-
-// dial opens a new connection and counts it.
-func (c *Copier) dial(ctx context.Context) (*copyConn, error) {
-	c.mu.Lock()
+// mailboxLocked returns the copier's connection, dialling when needed.
+func (c *Copier) mailboxLocked(ctx context.Context) (Mailbox, error) {
 	if c.closed {
-		c.mu.Unlock()
 		return nil, ErrCopierClosed
 	}
-	c.open++
-	c.mu.Unlock()
-	mb, err := c.cfg.Dial(ctx)
-	if err != nil {
-		c.mu.Lock()
-		c.open--
-		c.cond.Signal()
-		c.mu.Unlock()
-		return nil, err
+	if c.mb == nil {
+		mb, err := c.cfg.Dial(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c.mb = mb
 	}
-	return &copyConn{mb: mb, used: time.Now()}, nil
-}
-
-// release returns a connection that works to the idle ones.
-func (c *Copier) release(cc *copyConn) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		c.open--
-		cc.mb.Close()
-		return
-	}
-	c.idle = append(c.idle, cc)
-	c.cond.Signal()
-}
-
-// discard closes a connection that failed.
-func (c *Copier) discard(cc *copyConn) {
-	cc.mb.Close()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.open--
-	c.cond.Signal()
+	return c.mb, nil
 }
 
 // copyCheckAfter is how long the copier's connection may have been idle
@@ -569,10 +494,8 @@ func (c *Copier) Close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.closed = true
-	for _, cc := range c.idle {
-		cc.mb.Close()
-		c.open--
+	if c.mb != nil {
+		c.mb.Close()
+		c.mb = nil
 	}
-	c.idle = nil
-	c.cond.Broadcast()
 }

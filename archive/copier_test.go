@@ -33,13 +33,6 @@ type fakeServer struct {
 	refuse  string // non-empty: APPEND is refused (NO) with this text
 	broken  int    // this many more APPENDs fail midway (the connection dies)
 	conns   []*fakeMailbox
-	// maxConns > 0: a dial beyond this many open connections is refused.
-	maxConns int
-	// appendTime > 0: an APPEND takes this long (outside the lock, so
-	// APPENDs on different connections overlap); inFlight and peak count
-	// them.
-	appendTime     time.Duration
-	inFlight, peak int
 }
 
 type fakeMessage struct {
@@ -60,15 +53,6 @@ var errDead = errors.New("connection reset by peer")
 func (s *fakeServer) dial(context.Context) (Mailbox, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	open := 0
-	for _, c := range s.conns {
-		if !c.closed && !c.dead {
-			open++
-		}
-	}
-	if s.maxConns > 0 && open >= s.maxConns {
-		return nil, errors.New("NO [LIMIT] too many connections")
-	}
 	s.dials++
 	mb := &fakeMailbox{s: s}
 	s.conns = append(s.conns, mb)
@@ -165,14 +149,6 @@ func (m *fakeMailbox) Append(_ context.Context, folder, path string, date time.T
 		return 0, err
 	}
 	m.s.appends++
-	if m.s.appendTime > 0 {
-		m.s.inFlight++
-		m.s.peak = max(m.s.peak, m.s.inFlight)
-		m.s.mu.Unlock()
-		time.Sleep(m.s.appendTime)
-		m.s.mu.Lock()
-		m.s.inFlight--
-	}
 	if m.s.refuse != "" {
 		return 0, refusal{m.s.refuse}
 	}
@@ -367,48 +343,6 @@ func TestCopierNewRecord(t *testing.T) {
 	}
 	if e.srv.finds != 0 || e.srv.appends != 4 {
 		t.Errorf("after the restart: %d searches, %d APPENDs; want 0 and 4", e.srv.finds, e.srv.appends)
-	}
-}
-
-// TestCopierConnections: with several connections allowed, copies made at
-// once go out over several; when the server refuses a further connection,
-// the copier makes do with those it has, and every copy is stored once.
-func TestCopierConnections(t *testing.T) {
-	old := maxCopyConns
-	maxCopyConns = 4
-	t.Cleanup(func() { maxCopyConns = old })
-	e := newCopierEnv(t, UserCopyAll)
-	e.srv.maxConns = 2
-	e.srv.appendTime = 20 * time.Millisecond
-	const n = 12
-	recs := make([]*Record, n)
-	for i := range recs {
-		recs[i], _ = put(t, e.a, engine(t), src(uint32(i+1)), testenv.Testdata(t, "msg", "plain.eml"))
-	}
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	for i, rec := range recs {
-		wg.Go(func() {
-			st, err := e.cp.CopyNew(context.Background(), rec, nil)
-			if err == nil && st.Kind != CopyStored {
-				err = fmt.Errorf("copy state %v", st)
-			}
-			errs[i] = err
-		})
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Errorf("copy %d: %v", i, err)
-		}
-	}
-	e.srv.mu.Lock()
-	defer e.srv.mu.Unlock()
-	if got := len(e.srv.folders["Decrypted"]); got != n || e.srv.appends != n {
-		t.Errorf("%d copies after %d APPENDs, want %d and %d", got, e.srv.appends, n, n)
-	}
-	if e.srv.dials != 2 || e.srv.peak != 2 {
-		t.Errorf("%d connections, at most %d APPENDs at once; want 2 and 2 (the server's limit)", e.srv.dials, e.srv.peak)
 	}
 }
 
