@@ -60,26 +60,6 @@ func startBench(b *testing.B, cfgPath string) (*Service, func()) {
 	return svc, testenv.RunService(b, svc, 0)
 }
 
-// waitCount waits (up to 10 min) until the service's archive holds n
-// records.
-func waitCount(b *testing.B, svc *Service, n int, poll time.Duration) {
-	b.Helper()
-	deadline := time.Now().Add(10 * time.Minute)
-	for {
-		got, err := svc.arch.Count()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if got >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("%d records archived after 10 min, want %d", got, n)
-		}
-		time.Sleep(poll)
-	}
-}
-
 // bigEncrypted is a message of about 1 MiB of text encrypted to org-new by
 // OpenSSL (AES-256-CBC).
 func bigEncrypted(b *testing.B) []byte {
@@ -183,7 +163,7 @@ func benchBackfill(b *testing.B, big, copies bool) {
 		cfgPath := e.benchConfig(b, fmt.Sprintf("state-%d", i), os.Getenv("SMIMED_BENCH_HEAD"), testenv.Account("ceo", e.d.Addr(), extra))
 		start := time.Now()
 		svc, stop := startBench(b, cfgPath)
-		waitProcessed(b, svc, n)
+		waitFolderDone(b, svc, "", n, 10*time.Minute)
 		svcTime += time.Since(start)
 		stop()
 		if i == 0 && copies {
@@ -204,30 +184,6 @@ func benchBackfill(b *testing.B, big, copies bool) {
 	b.ReportMetric(rate(engineTime), "engine_msgs/s")
 	b.ReportMetric(rate(svcTime)/rate(inspectTime), "ratio_inspect")
 	b.ReportMetric(rate(svcTime)/rate(fetchTime), "ratio_fetch")
-}
-
-// waitProcessed waits (up to 10 min) until the service has done n
-// messages (archived, and copied where wanted).
-func waitProcessed(b *testing.B, svc *Service, n int) {
-	b.Helper()
-	deadline := time.Now().Add(10 * time.Minute)
-	for {
-		st, err := svc.Status()
-		if err != nil {
-			b.Fatal(err)
-		}
-		done := uint64(0)
-		for _, f := range st.Folders {
-			done += f.Processed
-		}
-		if done >= uint64(n) {
-			return
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("%d messages done after 10 min, want %d", done, n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // inspectAll runs `smimed inspect --json` on files, one process, and
@@ -337,7 +293,7 @@ func benchIdleLatency(b *testing.B, backlog int) {
 	msg := testenv.Testdata(b, "msg", "enc-aes256.eml")
 	e.d.Deliver(b, "ceo", "INBOX", numbered(msg, 0))
 	svc, _ := startBench(b, e.benchConfig(b, "state", "", accounts...))
-	waitFolderDone(b, svc, "ceo", 1)
+	waitFolderDone(b, svc, "ceo", 1, time.Minute)
 
 	var lat, save []float64
 	during := 0
@@ -347,7 +303,7 @@ func benchIdleLatency(b *testing.B, backlog int) {
 		start := time.Now()
 		e.d.Deliver(b, "ceo", "INBOX", numbered(msg, i+1))
 		save = append(save, time.Since(start).Seconds())
-		waitFolderDone(b, svc, "ceo", i+2)
+		waitFolderDone(b, svc, "ceo", i+2, time.Minute)
 		took := time.Since(start).Seconds()
 		if backlog > 0 {
 			if folderDone(b, svc, "sales") >= uint64(backlog) {
@@ -369,29 +325,30 @@ func benchIdleLatency(b *testing.B, backlog int) {
 	}
 }
 
-// folderDone is how many messages of account's INBOX the service has done.
+// folderDone is how many messages of account's INBOX the service has done
+// (archived, and copied where wanted); of every folder for account "".
 func folderDone(b *testing.B, svc *Service, account string) uint64 {
 	b.Helper()
 	st, err := svc.Status()
 	if err != nil {
 		b.Fatal(err)
 	}
+	done := uint64(0)
 	for _, f := range st.Folders {
-		if f.Account == account {
-			return f.Processed
+		if account == "" || f.Account == account {
+			done += f.Processed
 		}
 	}
-	return 0
+	return done
 }
 
-// waitFolderDone waits (up to 60 s) until the service has done n messages
-// of account's INBOX.
-func waitFolderDone(b *testing.B, svc *Service, account string, n int) {
+// waitFolderDone waits (up to limit) until folderDone reaches n.
+func waitFolderDone(b *testing.B, svc *Service, account string, n int, limit time.Duration) {
 	b.Helper()
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(limit)
 	for folderDone(b, svc, account) < uint64(n) {
 		if time.Now().After(deadline) {
-			b.Fatalf("%s: %d messages done after 60 s, want %d", account, folderDone(b, svc, account), n)
+			b.Fatalf("account %q: %d messages done after %v, want %d", account, folderDone(b, svc, account), limit, n)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}

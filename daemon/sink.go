@@ -78,11 +78,11 @@ func (k *archiveSink) Deliver(ctx context.Context, m Message) error {
 	}
 	copied := archive.CopyState{Kind: archive.CopyNotWanted}
 	if k.copier != nil {
-		copy := k.copier.Copy
+		copyTo := k.copier.Copy
 		if created {
-			copy = k.copier.CopyNew
+			copyTo = k.copier.CopyNew
 		}
-		if copied, err = copy(ctx, rec, plaintext); err != nil {
+		if copied, err = copyTo(ctx, rec, plaintext); err != nil {
 			log.Warn("user copy not stored; will retry", "record", rec.ID, "err", err)
 			return Temporary(err)
 		}
