@@ -92,9 +92,15 @@ type Server struct {
 
 	syslog net.PacketConn
 
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	ns      string // the daemons' mount namespace (readlink /proc/PID/ns/mnt)
+	mu  sync.Mutex
+	cmd *exec.Cmd
+	ns  string // the daemons' mount namespace (readlink /proc/PID/ns/mnt)
+	// nsPin holds the namespace open until its processes are gone: a
+	// namespace's name is its inode number, which the kernel gives to a
+	// new namespace once the old one is freed, and Stop must never take
+	// another server's processes (or a short-lived unshare's, such as
+	// Courier's userdb step) for its own.
+	nsPin   *os.File
 	stopped bool
 	started time.Duration
 }
@@ -297,8 +303,8 @@ func (s *Server) run() error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		// unshare runs in our namespace until it has made its own.
-		if ns := nsOf(cmd.Process.Pid); s.ns == "" && ns != "" && ns != hostNS() {
-			s.ns = ns
+		if s.ns == "" {
+			s.pinNS(cmd.Process.Pid)
 		}
 		if err := greets(s.addr); err == nil {
 			if s.ns == "" {
@@ -367,6 +373,29 @@ func (s *Server) stopLocked() {
 	s.stopped = true
 	testenv.EndProcesses(s.pids, 5*time.Second)
 	s.ns = ""
+	if s.nsPin != nil {
+		s.nsPin.Close()
+		s.nsPin = nil
+	}
+}
+
+// pinNS learns pid's mount namespace once it is not ours (unshare runs in
+// ours until it has made its own) and holds it open (nsPin).
+func (s *Server) pinNS(pid int) {
+	ns := nsOf(pid)
+	if ns == "" || ns == hostNS() {
+		return
+	}
+	f, err := os.Open(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+	if err != nil {
+		return
+	}
+	// The file opened must be the namespace read: pid may have moved.
+	if held, _ := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f.Fd())); held != ns {
+		f.Close()
+		return
+	}
+	s.ns, s.nsPin = ns, f
 }
 
 // pids are the live processes in the server's namespace: the daemons and
