@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -36,6 +37,12 @@ type Mailbox interface {
 	// with INTERNALDATE date, and returns its UID (0 when the server does
 	// not say).
 	Append(ctx context.Context, folder, path string, date time.Time) (uint32, error)
+	// AppendMany stores msgs into folder in one command, all or none,
+	// each unread with its date, and returns their UIDs in order (nil when
+	// the server does not say). An error wrapping errors.ErrUnsupported
+	// says the server cannot, and that nothing was sent. After any other
+	// error the connection is not used again.
+	AppendMany(ctx context.Context, folder string, msgs [][]byte, dates []time.Time) ([]uint32, error)
 	// Remove deletes message uid from folder if its header still has
 	// every field of want, and reports whether it is gone.
 	Remove(ctx context.Context, folder string, uid uint32, want map[string]string) (bool, error)
@@ -82,17 +89,21 @@ type CopierConfig struct {
 // One connection: Dovecot 2.3 (maildir) took an APPEND in 10 ms on one
 // connection and in 48 ms on each of four, which wait for each other's
 // lock on the folder (BenchmarkBackfill, issue 12), so more connections
-// only made the copies slower.
+// only made the copies slower. Copies that wait for the connection go
+// together in one MULTIAPPEND when the server has it (see putQueued).
 type Copier struct {
 	arch *Archive
 	cfg  CopierConfig
 	log  *slog.Logger // the account's
 	flog *slog.Logger // with the archive folder
 
-	mu     sync.Mutex // held while the connection is in use
+	busy   chan struct{} // holds a token while the connection is in use
 	mb     Mailbox
 	used   time.Time // when mb last answered
 	closed bool      // after Close: no new connection
+
+	qmu   sync.Mutex
+	queue []*queuedCopy // copies waiting for the connection, oldest first
 
 	failMu   sync.Mutex
 	failures map[uint64]int // record → copies failed in a row
@@ -104,7 +115,7 @@ func NewCopier(a *Archive, cfg CopierConfig) *Copier {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Copier{arch: a, cfg: cfg, log: log, flog: log.With("archive_folder", cfg.Folder)}
+	return &Copier{arch: a, cfg: cfg, log: log, flog: log.With("archive_folder", cfg.Folder), busy: make(chan struct{}, 1)}
 }
 
 // copySettle is how long after an unrecorded APPEND began its copy is
@@ -187,7 +198,12 @@ func (c *Copier) copy(ctx context.Context, rec *Record, pt []byte, retry, look b
 	if err := c.arch.AppendBegins(rec.ID, time.Now()); err != nil {
 		return CopyState{}, err
 	}
-	uid, err := c.put(ctx, msg, date, look)
+	var uid uint32
+	if look {
+		uid, err = c.put(ctx, msg, date, true)
+	} else {
+		uid, err = c.putQueued(ctx, msg, date)
+	}
 	if err != nil {
 		if !c.refused(err) && c.failedAgain(rec.ID) < maxCopyAttempts {
 			return CopyState{}, err
@@ -352,13 +368,155 @@ func (c *Copier) put(ctx context.Context, msg []byte, date time.Time, look bool)
 	if err != nil {
 		return 0, err
 	}
+	if err := c.lock(ctx); err != nil {
+		return 0, err
+	}
+	defer c.unlock()
+	return c.putLocked(ctx, msg, want, date, look)
+}
+
+func (c *Copier) putLocked(ctx context.Context, msg []byte, want map[string]string, date time.Time, look bool) (uint32, error) {
 	var uid uint32
-	err = c.with(ctx, func(mb Mailbox) error {
+	err := c.withLocked(ctx, func(mb Mailbox) error {
 		var err error
 		uid, err = c.putOn(ctx, mb, msg, want, date, look)
 		return err
 	})
 	return uid, err
+}
+
+// A queuedCopy waits for the copier's connection.
+type queuedCopy struct {
+	msg  []byte
+	date time.Time
+	done chan struct{} // closed when uid and err are set
+	uid  uint32
+	err  error
+}
+
+// Bounds of one MULTIAPPEND.
+const (
+	maxBatchCopies = 64
+	maxBatchBytes  = 16 << 20
+)
+
+// putQueued appends msg, a copy that no earlier APPEND can have stored,
+// together with the others waiting for the connection: whoever gets the
+// connection takes the waiting copies, oldest first, and stores them with
+// one MULTIAPPEND (RFC 3502) when there are several and the server has
+// it, else one by one. The server stores a MULTIAPPEND all or none, so
+// when it refuses one it is done again one by one, and only the copy it
+// refuses is set aside. Copies that need looking for first (put with
+// look) are never batched.
+func (c *Copier) putQueued(ctx context.Context, msg []byte, date time.Time) (uint32, error) {
+	q := &queuedCopy{msg: msg, date: date, done: make(chan struct{})}
+	c.qmu.Lock()
+	c.queue = append(c.queue, q)
+	c.qmu.Unlock()
+	select {
+	case <-q.done: // taken with another's batch while we waited
+		return q.uid, q.err
+	case c.busy <- struct{}{}:
+	case <-ctx.Done():
+		if c.dequeue(q) {
+			return 0, ctx.Err()
+		}
+		<-q.done // in a batch already: its outcome is ours
+		return q.uid, q.err
+	}
+	defer c.unlock()
+	for {
+		select {
+		case <-q.done:
+			return q.uid, q.err
+		default:
+		}
+		c.appendBatchLocked(ctx, c.takeBatch())
+	}
+}
+
+// takeBatch takes the oldest waiting copies, within the bounds of one
+// MULTIAPPEND (a copy larger than maxBatchBytes goes alone).
+func (c *Copier) takeBatch() []*queuedCopy {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	n, size := 0, 0
+	for n < len(c.queue) && n < maxBatchCopies {
+		if n > 0 && size+len(c.queue[n].msg) > maxBatchBytes {
+			break
+		}
+		size += len(c.queue[n].msg)
+		n++
+	}
+	batch := slices.Clone(c.queue[:n])
+	c.queue = slices.Delete(c.queue, 0, n)
+	return batch
+}
+
+// dequeue removes q from the waiting copies, and reports whether it was
+// still there.
+func (c *Copier) dequeue(q *queuedCopy) bool {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	i := slices.Index(c.queue, q)
+	if i < 0 {
+		return false
+	}
+	c.queue = slices.Delete(c.queue, i, i+1)
+	return true
+}
+
+// appendBatchLocked stores the copies of batch and tells each its
+// outcome.
+func (c *Copier) appendBatchLocked(ctx context.Context, batch []*queuedCopy) {
+	finish := func(q *queuedCopy, uid uint32, err error) {
+		q.uid, q.err = uid, err
+		close(q.done)
+	}
+	if len(batch) > 1 {
+		msgs := make([][]byte, len(batch))
+		dates := make([]time.Time, len(batch))
+		for i, q := range batch {
+			msgs[i], dates[i] = q.msg, q.date
+		}
+		var uids []uint32
+		err := c.withLocked(ctx, func(mb Mailbox) error {
+			var err error
+			uids, err = mb.AppendMany(ctx, c.cfg.Folder, msgs, dates)
+			return err
+		})
+		switch {
+		case err == nil:
+			for i, q := range batch {
+				var uid uint32
+				if uids != nil {
+					uid = uids[i]
+				}
+				finish(q, uid, nil)
+			}
+			return
+		case errors.Is(err, errors.ErrUnsupported):
+			// One by one below.
+		case c.refused(err):
+			c.flog.Info("the server refused a MULTIAPPEND; its copies are appended one by one", "copies", len(batch), "err", err)
+		default:
+			// Not stored, or stored for all we know: each copy's
+			// message comes again and looks first (AppendBegan).
+			for _, q := range batch {
+				finish(q, 0, err)
+			}
+			return
+		}
+	}
+	for _, q := range batch {
+		want, err := copyMarker(q.msg)
+		if err != nil {
+			finish(q, 0, err)
+			continue
+		}
+		uid, err := c.putLocked(ctx, q.msg, want, q.date, false)
+		finish(q, uid, err)
+	}
 }
 
 func (c *Copier) putOn(ctx context.Context, mb Mailbox, msg []byte, want map[string]string, date time.Time, look bool) (uint32, error) {
@@ -407,8 +565,12 @@ func copyMarker(msg []byte) (map[string]string, error) {
 // remove deletes a copy made earlier from folder, if that UID still holds
 // it (its marker fields are want).
 func (c *Copier) remove(ctx context.Context, folder string, uid uint32, want map[string]string) (bool, error) {
+	if err := c.lock(ctx); err != nil {
+		return false, err
+	}
+	defer c.unlock()
 	var gone bool
-	err := c.with(ctx, func(mb Mailbox) error {
+	err := c.withLocked(ctx, func(mb Mailbox) error {
 		var err error
 		gone, err = mb.Remove(ctx, folder, uid, want)
 		if err != nil {
@@ -419,7 +581,20 @@ func (c *Copier) remove(ctx context.Context, folder string, uid uint32, want map
 	return gone, err
 }
 
-// with runs fn on the copier's connection. The connection is kept between
+// lock takes the copier's connection for its caller.
+func (c *Copier) lock(ctx context.Context) error {
+	select {
+	case c.busy <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *Copier) unlock() { <-c.busy }
+
+// withLocked runs fn on the copier's connection, which the caller holds
+// (lock). The connection is kept between
 // copies, and the server may have closed it meanwhile (a restart, an idle
 // timeout): when fn fails on a kept connection with an error it marked
 // safe to repeat (safeAgain: nothing was sent that could have changed the
@@ -428,9 +603,7 @@ func (c *Copier) remove(ctx context.Context, folder string, uid uint32, want map
 // could miss it; the message's next delivery searches again, once the
 // APPEND had time to end (copySettle). After any error the connection is
 // dropped.
-func (c *Copier) with(ctx context.Context, fn func(Mailbox) error) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+func (c *Copier) withLocked(ctx context.Context, fn func(Mailbox) error) error {
 	kept := c.mb != nil
 	for {
 		mb, err := c.mailboxLocked(ctx)
@@ -491,8 +664,8 @@ func (e safeAgain) Unwrap() error { return e.error }
 
 // Close closes the connection; the Copier dials no new one.
 func (c *Copier) Close() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.busy <- struct{}{}
+	defer c.unlock()
 	c.closed = true
 	if c.mb != nil {
 		c.mb.Close()

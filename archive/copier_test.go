@@ -33,6 +33,10 @@ type fakeServer struct {
 	refuse  string // non-empty: APPEND is refused (NO) with this text
 	broken  int    // this many more APPENDs fail midway (the connection dies)
 	conns   []*fakeMailbox
+
+	multi     bool   // the server has MULTIAPPEND
+	batches   []int  // the size of each MULTIAPPEND, in order
+	refuseRaw string // a message containing this is refused (NO), alone or in a MULTIAPPEND
 }
 
 type fakeMessage struct {
@@ -161,12 +165,50 @@ func (m *fakeMailbox) Append(_ context.Context, folder, path string, date time.T
 	if err != nil {
 		return 0, err
 	}
+	if m.s.refuseRaw != "" && bytes.Contains(raw, []byte(m.s.refuseRaw)) {
+		return 0, refusal{"this one is refused"}
+	}
 	if m.s.folders == nil {
 		m.s.folders = map[string][]fakeMessage{}
 	}
 	m.s.next++
 	m.s.folders[folder] = append(m.s.folders[folder], fakeMessage{uid: m.s.next, raw: raw, date: date})
 	return m.s.next, nil
+}
+
+// AppendMany is MULTIAPPEND: all or none; after a refusal the connection
+// is not used again (imapconn closes it).
+func (m *fakeMailbox) AppendMany(_ context.Context, folder string, msgs [][]byte, dates []time.Time) ([]uint32, error) {
+	m.s.mu.Lock()
+	defer m.s.mu.Unlock()
+	if !m.s.multi {
+		return nil, fmt.Errorf("no MULTIAPPEND: %w", errors.ErrUnsupported)
+	}
+	if err := m.command(); err != nil {
+		return nil, err
+	}
+	m.s.batches = append(m.s.batches, len(msgs))
+	if m.s.broken > 0 {
+		m.s.broken--
+		m.dead = true
+		return nil, errDead
+	}
+	for _, raw := range msgs {
+		if m.s.refuse != "" || m.s.refuseRaw != "" && bytes.Contains(raw, []byte(m.s.refuseRaw)) {
+			m.closed = true
+			return nil, refusal{"this one is refused"}
+		}
+	}
+	if m.s.folders == nil {
+		m.s.folders = map[string][]fakeMessage{}
+	}
+	var uids []uint32
+	for i, raw := range msgs {
+		m.s.next++
+		m.s.folders[folder] = append(m.s.folders[folder], fakeMessage{uid: m.s.next, raw: slices.Clone(raw), date: dates[i]})
+		uids = append(uids, m.s.next)
+	}
+	return uids, nil
 }
 
 func (m *fakeMailbox) Remove(_ context.Context, folder string, uid uint32, want map[string]string) (bool, error) {
@@ -584,3 +626,166 @@ func TestUpdateCopiesReplacesTheOldCopy(t *testing.T) {
 // The fake server saves an APPEND at once: no test but
 // TestCopierAppendInFlight needs to wait for a late one.
 func init() { copySettle = 20 * time.Millisecond }
+
+// copyConcurrently makes n records (UIDs 1..n, plain, all copied) and
+// copies them at once while the copier's connection is held, so that they
+// all wait together; then the connection is let go. It returns each
+// record with the state its copy got.
+func copyConcurrently(t *testing.T, e *copierEnv, n int) ([]*Record, []CopyState) {
+	t.Helper()
+	ctx := context.Background()
+	eng := engine(t)
+	recs := make([]*Record, n)
+	for i := range recs {
+		recs[i], _ = put(t, e.a, eng, src(uint32(i+1)), testenv.Testdata(t, "msg", "plain.eml"))
+	}
+	if err := e.cp.lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	states := make([]CopyState, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, rec := range recs {
+		wg.Go(func() { states[i], errs[i] = e.cp.CopyNew(ctx, rec, nil) })
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		e.cp.qmu.Lock()
+		waiting := len(e.cp.queue)
+		e.cp.qmu.Unlock()
+		if waiting == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d copies waiting for the connection", waiting, n)
+		}
+	}
+	e.cp.unlock()
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("CopyNew(UID %d) = %v", i+1, err)
+		}
+	}
+	return recs, states
+}
+
+// checkOneCopyEach checks that the folder holds exactly one copy of each
+// record whose state says stored, under the UID the state names, and none
+// of the others.
+func checkOneCopyEach(t *testing.T, e *copierEnv, recs []*Record, states []CopyState) {
+	t.Helper()
+	byRecord := map[string][]fakeMessage{}
+	for _, m := range e.srv.messages("Decrypted") {
+		h := fields(m.raw)
+		id := h.Get("X-Smimed-Record")
+		byRecord[id] = append(byRecord[id], m)
+	}
+	for i, rec := range recs {
+		got := byRecord[fmt.Sprint(rec.ID)]
+		if states[i].Kind != CopyStored {
+			if len(got) != 0 {
+				t.Errorf("record %d (%s) has %d copies", rec.ID, states[i], len(got))
+			}
+			continue
+		}
+		if len(got) != 1 {
+			t.Errorf("record %d has %d copies, want 1", rec.ID, len(got))
+			continue
+		}
+		checkCopy(t, got[0], rec.ID, uint32(i+1))
+		if got[0].uid != states[i].UID {
+			t.Errorf("record %d: copy recorded under UID %d, the server holds it under %d", rec.ID, states[i].UID, got[0].uid)
+		}
+		if saved, err := e.a.GetCopy(rec.ID); err != nil || saved == nil || *saved != states[i] {
+			t.Errorf("record %d: copy state on disk %+v, %v; want %+v", rec.ID, saved, err, states[i])
+		}
+	}
+}
+
+// TestCopierBatches (issue 12): copies that wait for the connection
+// together go in one MULTIAPPEND, each recorded under its own UID.
+func TestCopierBatches(t *testing.T) {
+	e := newCopierEnv(t, UserCopyAll)
+	e.srv.multi = true
+	recs, states := copyConcurrently(t, e, 20)
+	if !slices.Equal(e.srv.batches, []int{20}) || e.srv.appends != 0 || e.srv.finds != 0 {
+		t.Errorf("20 waiting copies: MULTIAPPENDs of %v, %d APPENDs, %d searches; want one of 20 and nothing else", e.srv.batches, e.srv.appends, e.srv.finds)
+	}
+	checkOneCopyEach(t, e, recs, states)
+}
+
+// TestCopierBatchRefused: the server stores a MULTIAPPEND all or none, so
+// when it refuses one copy of a batch, the copies are appended one by one
+// (on a new connection) and only the refused one is set aside.
+func TestCopierBatchRefused(t *testing.T) {
+	e := newCopierEnv(t, UserCopyAll)
+	e.srv.multi = true
+	e.srv.refuseRaw = "X-Smimed-Source: ceo/INBOX/7/5\r\n"
+	recs, states := copyConcurrently(t, e, 8)
+	if !slices.Equal(e.srv.batches, []int{8}) || e.srv.appends != 8 {
+		t.Errorf("a refused batch of 8: MULTIAPPENDs of %v, then %d APPENDs; want one of 8, then 8", e.srv.batches, e.srv.appends)
+	}
+	for i, st := range states {
+		want := CopyStored
+		if i == 4 {
+			want = CopyPending
+		}
+		if st.Kind != want {
+			t.Errorf("copy of UID %d: %s, want %s", i+1, st, want)
+		}
+	}
+	checkOneCopyEach(t, e, recs, states)
+}
+
+// TestCopierBatchBroken: a MULTIAPPEND that fails midway (the connection
+// dies) may or may not have been stored: every copy of it fails, so that
+// its message comes again and is looked for before a new APPEND.
+func TestCopierBatchBroken(t *testing.T) {
+	e := newCopierEnv(t, UserCopyAll)
+	e.srv.multi = true
+	e.srv.broken = 1
+	ctx := context.Background()
+	eng := engine(t)
+	recs := make([]*Record, 3)
+	for i := range recs {
+		recs[i], _ = put(t, e.a, eng, src(uint32(i+1)), testenv.Testdata(t, "msg", "plain.eml"))
+	}
+	if err := e.cp.lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	errs := make([]error, len(recs))
+	var wg sync.WaitGroup
+	for i, rec := range recs {
+		wg.Go(func() { _, errs[i] = e.cp.CopyNew(ctx, rec, nil) })
+	}
+	for {
+		e.cp.qmu.Lock()
+		n := len(e.cp.queue)
+		e.cp.qmu.Unlock()
+		if n == len(recs) {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	e.cp.unlock()
+	wg.Wait()
+	for i, err := range errs {
+		if !errors.Is(err, errDead) {
+			t.Errorf("copy of UID %d after a broken MULTIAPPEND = %v, want the connection's error", i+1, err)
+		}
+		if _, inFlight, err := e.a.AppendBegan(recs[i].ID); err != nil || !inFlight {
+			t.Errorf("record %d: APPEND in flight = %v, %v; want true (its copy is looked for next time)", recs[i].ID, inFlight, err)
+		}
+	}
+}
+
+// TestCopierNoMultiAppend: a server without MULTIAPPEND gets the waiting
+// copies one by one.
+func TestCopierNoMultiAppend(t *testing.T) {
+	e := newCopierEnv(t, UserCopyAll)
+	recs, states := copyConcurrently(t, e, 5)
+	if len(e.srv.batches) != 0 || e.srv.appends != 5 {
+		t.Errorf("no MULTIAPPEND: batches %v, %d APPENDs; want none and 5", e.srv.batches, e.srv.appends)
+	}
+	checkOneCopyEach(t, e, recs, states)
+}

@@ -22,16 +22,39 @@ type byeConn struct {
 	net.Conn
 	mu   sync.Mutex
 	scan byeScanner
+	pend []byte // bytes for go-imap not yet returned (see diverter)
+	div  diverter
 }
 
 func (b *byeConn) Read(p []byte) (int, error) {
-	n, err := b.Conn.Read(p)
-	if n > 0 {
+	for {
 		b.mu.Lock()
-		b.scan.feed(p[:n])
+		if len(b.pend) > 0 {
+			n := copy(p, b.pend)
+			b.pend = b.pend[n:]
+			b.mu.Unlock()
+			return n, nil
+		}
 		b.mu.Unlock()
+		n, err := b.Conn.Read(p)
+		b.mu.Lock()
+		if !b.div.active() {
+			b.scan.feed(p[:n])
+			b.mu.Unlock()
+			return n, err
+		}
+		b.pend = b.div.filter(&b.scan, p[:n], b.pend)
+		if err != nil {
+			b.div.fail(err)
+		}
+		k := copy(p, b.pend)
+		b.pend = b.pend[k:]
+		b.mu.Unlock()
+		if k > 0 || err != nil {
+			return k, err
+		}
+		// Everything read was the diverted response: go-imap waits on.
 	}
-	return n, err
 }
 
 // bye is the text of the last BYE the server sent, "" when none.
@@ -49,6 +72,12 @@ type byeScanner struct {
 	head []byte // the line's first bytes
 	tail []byte // the line's last bytes (a literal's {n})
 	text string
+}
+
+// atLineStart reports whether the next byte begins a response line (not
+// a literal's bytes, nor the rest of a response after a literal).
+func (s *byeScanner) atLineStart() bool {
+	return s.skip == 0 && !s.cont && len(s.tail) == 0
 }
 
 func (s *byeScanner) feed(p []byte) {

@@ -85,8 +85,9 @@ type Conn struct {
 	known      map[string]bool // folders found by LIST on this connection
 	selected   string          // the folder selected now, "" when none
 	selectedRW bool            // selected with SELECT, not EXAMINE
-	byes       *byeConn        // nil with STARTTLS (go-imap wraps the socket itself)
+	byes       *byeConn        // the socket (above TLS) as go-imap reads it
 	byeLogged  bool
+	multiSeq   uint64 // the last MULTIAPPEND's tag number
 }
 
 // Mailbox is what EXAMINE reported.
@@ -213,10 +214,14 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 		c.byes = &byeConn{Conn: tconn}
 		c.client = imapclient.New(c.byes, opts)
 	case "starttls":
-		c.client, err = imapclient.NewStartTLS(raw, opts)
+		tconn, err := startTLS(ctx, raw, tc)
 		if err != nil {
 			return fail(fmt.Errorf("imapconn: STARTTLS with %s: %w", cfg.Addr, err))
 		}
+		// go-imap reads a greeting first; the server's was read before
+		// TLS, and its capabilities are asked for again over TLS.
+		c.byes = &byeConn{Conn: tconn, pend: []byte("* OK TLS started\r\n")}
+		c.client = imapclient.New(c.byes, opts)
 	default:
 		c.byes = &byeConn{Conn: raw}
 		c.client = imapclient.New(c.byes, opts)
@@ -432,4 +437,71 @@ func (c *Conn) Close() error {
 func IsRefusal(err error) bool {
 	var ie *imap.Error
 	return errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeNo || errors.Is(err, ErrSpecialUse)
+}
+
+// maxPreTLSLine bounds a response line read before STARTTLS.
+const maxPreTLSLine = 8 << 10
+
+// startTLS reads the server's greeting on raw, sends STARTTLS (RFC 3501
+// 6.2.1) and makes the TLS handshake. It is done here rather than by
+// go-imap so that the connection go-imap reads is ours above TLS, as with
+// implicit TLS (byeConn). A PREAUTH greeting is refused: it would skip
+// TLS (RFC 3501 7.1.4).
+func startTLS(ctx context.Context, raw net.Conn, tc *tls.Config) (net.Conn, error) {
+	greeting, err := readLine(raw)
+	if err != nil {
+		return nil, fmt.Errorf("greeting: %w", err)
+	}
+	switch word := strings.ToUpper(firstWord(strings.TrimPrefix(greeting, "* "))); {
+	case !strings.HasPrefix(greeting, "* "):
+		return nil, fmt.Errorf("not an IMAP greeting: %q", printable(greeting))
+	case word == "PREAUTH":
+		return nil, errors.New("the server sent PREAUTH before TLS (refused: it would skip TLS)")
+	case word != "OK":
+		return nil, fmt.Errorf("the server greeted with %q", printable(greeting))
+	}
+	if _, err := io.WriteString(raw, "S STARTTLS\r\n"); err != nil {
+		return nil, err
+	}
+	for {
+		line, err := readLine(raw)
+		if err != nil {
+			return nil, err
+		}
+		rest, ok := strings.CutPrefix(line, "S ")
+		if !ok {
+			continue // untagged data before the answer
+		}
+		if !strings.EqualFold(firstWord(rest), "OK") {
+			return nil, fmt.Errorf("refused: %q", printable(rest))
+		}
+		break
+	}
+	tconn := tls.Client(raw, tc)
+	if err := tconn.HandshakeContext(ctx); err != nil {
+		return nil, fmt.Errorf("TLS handshake: %w", err)
+	}
+	return tconn, nil
+}
+
+// readLine reads one CRLF-ended line byte by byte (nothing after it may be
+// read: the TLS handshake follows), without its CRLF.
+func readLine(r io.Reader) (string, error) {
+	var line []byte
+	b := make([]byte, 1)
+	for len(line) < maxPreTLSLine {
+		if _, err := io.ReadFull(r, b); err != nil {
+			return "", err
+		}
+		if b[0] == '\n' {
+			return strings.TrimSuffix(string(line), "\r"), nil
+		}
+		line = append(line, b[0])
+	}
+	return "", fmt.Errorf("a response line longer than %d bytes", maxPreTLSLine)
+}
+
+func firstWord(s string) string {
+	w, _, _ := strings.Cut(s, " ")
+	return w
 }
