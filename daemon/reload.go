@@ -65,6 +65,7 @@ func (s *Service) Reload() error {
 	if cfg.Daemon.Workers != old.Daemon.Workers {
 		s.pool.Resize(inHand(cfg.Daemon.Workers))
 		s.gate.Resize(cfg.Daemon.Workers)
+		s.large.Resize(cfg.Daemon.Workers)
 	}
 	s.engine.Store(s.newEngine(cfg, l))
 

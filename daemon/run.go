@@ -38,6 +38,7 @@ type Service struct {
 	notify    *Notifier
 	pool      *Pool // messages in hand (inHand of [daemon] workers), shared by every folder
 	gate      *Gate // the engine's parallelism: [daemon] workers
+	large     *Gate // large messages (in files) in memory at once: [daemon] workers
 	metrics   *Metrics
 	metricsLn net.Listener // nil when metrics_listen is ""
 	engine    atomic.Pointer[harvest.Engine]
@@ -183,7 +184,7 @@ func NewService(cfg *config.Config, log *slog.Logger, notify *Notifier) (*Servic
 	}
 	s := &Service{
 		cfg: cfg, state: db, store: store, stateDir: cfg.StateDir, arch: arch, copyWake: make(chan struct{}, 1), cps: cps, log: log, notify: notify,
-		pool: NewPool(inHand(cfg.Daemon.Workers)), gate: NewGate(cfg.Daemon.Workers), metrics: NewMetrics(),
+		pool: NewPool(inHand(cfg.Daemon.Workers)), gate: NewGate(cfg.Daemon.Workers), large: NewGate(cfg.Daemon.Workers), metrics: NewMetrics(),
 		ended: make(chan struct{}, 1), initial: l.settings(cfg), accounts: map[string]*accountRun{},
 	}
 	if cfg.Daemon.MetricsListen != "" {
@@ -314,7 +315,7 @@ func (s *Service) startAccount(a accountSettings) {
 		}
 	}
 	sink := &archiveSink{
-		engine: &s.engine, gate: s.gate, arch: s.arch, metrics: s.metrics,
+		engine: &s.engine, gate: s.gate, large: s.large, arch: s.arch, metrics: s.metrics,
 		log: s.log.With("account", a.Account.Name),
 	}
 	if a.Account.ArchiveFolder != "" {

@@ -344,7 +344,9 @@ func TestServersRestartMidBacklog(t *testing.T) {
 		s, kind := e.s, e.s.Kind()
 		backlog, encrypted := mix(t, 120, 0)
 		s.Deliver(t, "ceo", "INBOX", backlog...)
-		e.writeConfig(t, "[daemon]\nworkers = 4\nliveness_interval = \"10s\"", []string{"org-new"}, e.account("ceo", "archive_folder = \"Decrypted\"\n"))
+		// Two workers: 64 messages in hand, which a stop finishes, so
+		// that it comes in the middle of the 120.
+		e.writeConfig(t, "[daemon]\nworkers = 2\nliveness_interval = \"10s\"", []string{"org-new"}, e.account("ceo", "archive_folder = \"Decrypted\"\n"))
 
 		logs := &testenv.LockedBuffer{}
 		svc, stop := runService(t, e.cfgPath, logs)

@@ -23,13 +23,25 @@ import (
 type archiveSink struct {
 	engine  *atomic.Pointer[harvest.Engine] // replaced by a reload
 	gate    *Gate                           // the engine runs within it; nil: no bound
+	large   *Gate                           // a message fetched into a file is delivered within it; nil: no bound
 	arch    *archive.Archive
 	metrics *Metrics        // nil-safe
 	copier  *archive.Copier // nil: the account has no archive_folder
 	log     *slog.Logger
 }
 
-func (k *archiveSink) Deliver(ctx context.Context, m Message) error {
+func (k *archiveSink) Deliver(ctx context.Context, m Message) (err error) {
+	if m.Path != "" && k.large != nil {
+		// Larger than imapconn.MemoryBodyMax: at most workers such
+		// messages are read into memory at once, however many the pool
+		// has in hand.
+		k.large.Do(func() { err = k.deliver(ctx, m) })
+		return err
+	}
+	return k.deliver(ctx, m)
+}
+
+func (k *archiveSink) deliver(ctx context.Context, m Message) error {
 	src := archive.Source{Account: m.Account, Folder: m.Folder, UIDValidity: m.UIDValidity, UID: m.UID, InternalDate: m.InternalDate}
 	log := k.log.With("folder", m.Folder, "uid", m.UID, "uidvalidity", m.UIDValidity)
 	if m.TooLarge {
@@ -41,9 +53,12 @@ func (k *archiveSink) Deliver(ctx context.Context, m Message) error {
 		k.metrics.Processed(m, nil)
 		return nil
 	}
-	raw, err := os.ReadFile(m.Path)
-	if err != nil {
-		return Temporary(fmt.Errorf("read fetched message: %w", err))
+	raw := m.Data
+	if m.Path != "" {
+		var err error
+		if raw, err = os.ReadFile(m.Path); err != nil {
+			return Temporary(fmt.Errorf("read fetched message: %w", err))
+		}
 	}
 	sha := archive.Sum(raw)
 	// Already archived (a crash after the archive, before the

@@ -53,9 +53,12 @@ type Message struct {
 	UIDValidity, UID uint32
 	// Path is a temporary file with the message; the sink may read it
 	// during Deliver, the watcher removes it after Deliver returns. It is
-	// "" when TooLarge.
-	Path         string
-	Size         int64 // bytes in Path, or the server's RFC822.SIZE when TooLarge
+	// "" when TooLarge, or when the message is in Data.
+	Path string
+	// Data is the message when it was small enough to be fetched into
+	// memory (imapconn.MemoryBodyMax); the sink must not keep it.
+	Data         []byte
+	Size         int64 // bytes in Path or Data, or the server's RFC822.SIZE when TooLarge
 	InternalDate time.Time
 	TooLarge     bool // larger than MaxMessageSize: the body was not downloaded
 }
@@ -580,7 +583,7 @@ func (w *Watcher) deliver(ctx context.Context, stop context.CancelCauseFunc, f *
 	m := Message{
 		Account: w.cfg.Account, Folder: w.cfg.Folder,
 		UIDValidity: w.uidValidity, UID: f.UID,
-		Path: f.Path, Size: f.Size, InternalDate: f.InternalDate, TooLarge: f.TooLarge,
+		Path: f.Path, Data: f.Data, Size: f.Size, InternalDate: f.InternalDate, TooLarge: f.TooLarge,
 	}
 	err := w.sink.Deliver(context.WithoutCancel(ctx), m)
 	switch {

@@ -43,7 +43,7 @@ func (s *fakeSink) Deliver(ctx context.Context, m Message) error {
 			return fmt.Errorf("fake sink: TooLarge message with path %q, size %d", m.Path, m.Size)
 		}
 		id = fmt.Sprintf("too large (%d bytes)", m.Size)
-	} else {
+	} else if body = m.Data; body == nil {
 		var err error
 		if body, err = os.ReadFile(m.Path); err != nil {
 			return fmt.Errorf("fake sink: %w", err)

@@ -1,6 +1,7 @@
 package imapconn
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -11,11 +12,12 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 )
 
-// Fetched is one message fetched into a file.
+// Fetched is one message fetched into a file or into memory.
 type Fetched struct {
 	UID          uint32
-	Path         string // a 0600 file in the directory given; "" when TooLarge
-	Size         int64  // bytes in Path, or RFC822.SIZE when TooLarge
+	Path         string // a 0600 file in the directory given; "" when TooLarge or in Data
+	Data         []byte // the message, when it was small enough to be kept in memory
+	Size         int64  // bytes in Path or Data, or RFC822.SIZE when TooLarge
 	InternalDate time.Time
 	TooLarge     bool // over maxSize: the body was not downloaded
 }
@@ -30,7 +32,7 @@ type Fetched struct {
 // and removes the file.
 func (c *Conn) FetchToFile(ctx context.Context, uid uint32, dir string, maxSize int64) (*Fetched, error) {
 	var f *Fetched
-	missed, err := c.FetchMany(ctx, []uint32{uid}, dir, maxSize, nil, func(got *Fetched) { f = got })
+	missed, err := c.fetchMany(ctx, []uint32{uid}, dir, maxSize, 0, nil, func(got *Fetched) { f = got })
 	switch {
 	case err != nil:
 		return nil, err
@@ -71,6 +73,19 @@ type Missed struct {
 // the ones after it are left for later (the caller bounds the bytes of a
 // batch so). The messages not passed to got are in Missed.
 func (c *Conn) FetchMany(ctx context.Context, uids []uint32, dir string, maxSize int64, admit func(*Fetched) bool, got func(*Fetched)) (Missed, error) {
+	return c.fetchMany(ctx, uids, dir, maxSize, MemoryBodyMax, admit, got)
+}
+
+// MemoryBodyMax is the largest message FetchMany keeps in memory (by its
+// RFC822.SIZE) rather than in a file: creating and removing a file cost
+// more than the engine's work on a small message (issue 12), and a
+// message in hand is read whole by the sink anyway. A body that turns out
+// longer than announced goes on into a file.
+const MemoryBodyMax = 256 << 10
+
+// fetchMany is FetchMany keeping bodies up to memMax bytes in memory (0:
+// every body in a file).
+func (c *Conn) fetchMany(ctx context.Context, uids []uint32, dir string, maxSize, memMax int64, admit func(*Fetched) bool, got func(*Fetched)) (Missed, error) {
 	var missed Missed
 	if len(uids) == 0 {
 		return missed, nil
@@ -147,6 +162,8 @@ func (c *Conn) FetchMany(ctx context.Context, uids []uint32, dir string, maxSize
 			var (
 				uid     uint32
 				file    *os.File
+				data    []byte // the body, when kept in memory
+				inMem   bool
 				written int64
 				tooBig  bool
 			)
@@ -155,23 +172,51 @@ func (c *Conn) FetchMany(ctx context.Context, uids []uint32, dir string, maxSize
 				case imapclient.FetchItemDataUID:
 					uid = uint32(item.UID)
 				case imapclient.FetchItemDataBodySection:
-					if file != nil || item.Literal == nil || failed != nil {
+					if file != nil || inMem || item.Literal == nil || failed != nil {
 						continue // unread literals are discarded by Next
 					}
-					var err error
-					if file, err = os.CreateTemp(dir, "imapconn-*.eml"); err != nil { // mode 0600
-						failed = fmt.Errorf("imapconn: %w", err)
-						continue
-					}
-					files = append(files, file)
 					// The reader blocks until the literal is consumed:
-					// straight to the file, bounded by maxSize.
+					// into memory when small, else straight to the file,
+					// bounded by maxSize.
 					lit := &movingReader{r: item.Literal, moved: moved}
 					var r io.Reader = lit
 					if maxSize > 0 {
 						r = io.LimitReader(r, maxSize+1)
 					}
-					written, err = io.Copy(file, r)
+					var err error
+					if m := meta[uid]; m != nil && m.Size <= memMax {
+						var buf bytes.Buffer
+						buf.Grow(int(m.Size))
+						written, err = io.Copy(&buf, io.LimitReader(r, memMax+1))
+						data, inMem = buf.Bytes(), err == nil && written <= memMax
+						if data == nil {
+							data = []byte{} // an empty message is in memory too
+						}
+						if lit.err != nil && lit.err != io.EOF {
+							c.broken = fmt.Errorf("%w: %s failed while reading a body", ErrClosed, op)
+							c.client.Close()
+							return fmt.Errorf("reading a body: %w", lit.err)
+						}
+						if err != nil {
+							failed = fmt.Errorf("imapconn: reading a body: %w", err)
+							continue
+						}
+						if inMem {
+							tooBig = maxSize > 0 && written > maxSize
+							continue
+						}
+						// Longer than announced: the rest into a file.
+					}
+					if file, err = os.CreateTemp(dir, "imapconn-*.eml"); err != nil { // mode 0600
+						failed = fmt.Errorf("imapconn: %w", err)
+						continue
+					}
+					files = append(files, file)
+					var n int64
+					if _, err = file.Write(data); err == nil {
+						n, err = io.Copy(file, r)
+					}
+					data, written = nil, written+n
 					if lit.err != nil && lit.err != io.EOF {
 						// The connection failed inside the literal:
 						// go-imap's reader has already moved on, and
@@ -190,10 +235,19 @@ func (c *Conn) FetchMany(ctx context.Context, uids []uint32, dir string, maxSize
 				}
 			}
 			f := meta[uid]
-			if f == nil || file == nil || failed != nil {
+			if f == nil || file == nil && !inMem || failed != nil {
 				continue // not asked for, twice, or without a body
 			}
 			delete(meta, uid)
+			if inMem {
+				if tooBig {
+					f.TooLarge = true
+				} else {
+					f.Data, f.Size = data, written
+				}
+				got(f)
+				continue
+			}
 			files = files[:len(files)-1]
 			if err := file.Close(); err != nil {
 				os.Remove(file.Name())

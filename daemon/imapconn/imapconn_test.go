@@ -304,6 +304,45 @@ func TestDovecot(t *testing.T) {
 		}
 	})
 
+	t.Run("FetchManyMemory", func(t *testing.T) {
+		// Bodies up to MemoryBodyMax come in memory, larger ones in a
+		// file; both byte for byte what was delivered.
+		u := d.user(t)
+		msgs := [][]byte{testMessage("s1", 2000), testMessage("l1", MemoryBodyMax+5000), testMessage("s2", MemoryBodyMax)}
+		for _, m := range msgs {
+			d.Deliver(t, u, "INBOX", m)
+		}
+		uids := d.UIDs(t, u, "INBOX")
+		c := d.dial(t, u)
+		if _, err := c.Examine(ctx, "INBOX"); err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		got := map[uint32]*Fetched{}
+		missed, err := c.FetchMany(ctx, uids, dir, 10<<20, nil, func(f *Fetched) { got[f.UID] = f })
+		if err != nil || len(missed.Gone)+len(missed.NoBody)+len(missed.Later) > 0 {
+			t.Fatalf("FetchMany() = %+v, %v", missed, err)
+		}
+		for i, uid := range uids {
+			f := got[uid]
+			if f == nil {
+				t.Fatalf("UID %d not handed over", uid)
+			}
+			body := f.Data
+			if inMem := len(msgs[i]) <= MemoryBodyMax; inMem != (f.Data != nil) || inMem == (f.Path != "") {
+				t.Errorf("message %d (%d bytes): in memory %v, file %q; want in memory %v", i, len(msgs[i]), f.Data != nil, f.Path, inMem)
+			}
+			if f.Path != "" {
+				if body, err = os.ReadFile(f.Path); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if virtual := d.field(t, u, "INBOX", uid, "size.virtual"); !bytes.Equal(body, msgs[i]) || strconv.Itoa(len(body)) != virtual || f.Size != int64(len(body)) {
+				t.Errorf("message %d: %d bytes (Size %d), Dovecot's size.virtual %s; same as delivered: %v", i, len(body), f.Size, virtual, bytes.Equal(body, msgs[i]))
+			}
+		}
+	})
+
 	t.Run("FetchToFile", func(t *testing.T) {
 		u := d.user(t)
 		msg := testMessage("f1", 3000)
