@@ -1,0 +1,134 @@
+package testenv
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// CA is a certificate authority run by `openssl ca` in a directory of its
+// own: it issues S/MIME certificates that name a CRL distribution point,
+// revokes them and publishes CRLs, as a real CA's tooling does. The tests
+// of revocation judge smimed against what it publishes.
+type CA struct {
+	Dir    string // cwd of every openssl ca command
+	Cert   string // the CA certificate (PEM)
+	CRLURL string // written into the certificates it issues ("" for none)
+}
+
+// OpenSSLTime is a time as openssl ca's -startdate, -enddate and
+// -crl_compromise take it.
+func OpenSSLTime(t time.Time) string { return t.UTC().Format("20060102150405Z") }
+
+// NewCA makes a CA named name whose certificates point to crlURL for their
+// CRL ("" for none). Its own certificate is valid from 2020 to 2040.
+func NewCA(tb testing.TB, name, crlURL string) *CA {
+	tb.Helper()
+	dir := tb.TempDir()
+	ca := &CA{Dir: dir, Cert: filepath.Join(dir, "ca.crt"), CRLURL: crlURL}
+	for _, d := range []string{"certs"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o700); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	files := map[string]string{"index.txt": "", "serial": "1001\n", "crlnumber": "01\n", "ca.cnf": caConfig(crlURL)}
+	for f, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(content), 0o600); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	OpenSSL(tb, dir, "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.csr", "-subj", "/O=Smimed Test/CN="+name)
+	OpenSSL(tb, dir, "ca", "-batch", "-config", "ca.cnf", "-selfsign", "-keyfile", "ca.key", "-in", "ca.csr", "-out", "ca.crt",
+		"-extensions", "ca_ext", "-startdate", "20200101000000Z", "-enddate", "20400101000000Z", "-notext")
+	return ca
+}
+
+func caConfig(crlURL string) string {
+	var b strings.Builder
+	b.WriteString(`[ ca ]
+default_ca = testca
+
+[ testca ]
+dir = .
+database = index.txt
+new_certs_dir = certs
+certificate = ca.crt
+private_key = ca.key
+serial = serial
+crlnumber = crlnumber
+default_md = sha256
+default_days = 365
+default_crl_days = 7
+policy = anything
+unique_subject = no
+email_in_dn = yes
+crl_extensions = crl_ext
+
+[ anything ]
+organizationName = optional
+commonName = supplied
+emailAddress = optional
+
+[ ca_ext ]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+
+[ crl_ext ]
+authorityKeyIdentifier = keyid:always
+
+[ leaf ]
+basicConstraints = CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = emailProtection
+subjectAltName = email:copy
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+`)
+	if crlURL != "" {
+		fmt.Fprintf(&b, "crlDistributionPoints = URI:%s\n", crlURL)
+	}
+	return b.String()
+}
+
+// Issue makes a key and an S/MIME certificate for email, valid from
+// notBefore for two years, and returns the paths of certificate and key
+// (PEM) in the CA's directory.
+func (ca *CA) Issue(tb testing.TB, name, email string, notBefore time.Time) (cert, key string) {
+	tb.Helper()
+	cert, key, csr := name+".crt", name+".key", name+".csr"
+	OpenSSL(tb, ca.Dir, "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+		"-subj", "/O=Smimed Test/CN="+name+"/emailAddress="+email)
+	OpenSSL(tb, ca.Dir, "ca", "-batch", "-config", "ca.cnf", "-in", csr, "-out", cert, "-extensions", "leaf",
+		"-startdate", OpenSSLTime(notBefore), "-enddate", OpenSSLTime(notBefore.AddDate(2, 0, 0)), "-notext")
+	return filepath.Join(ca.Dir, cert), filepath.Join(ca.Dir, key)
+}
+
+// Revoke revokes the certificate at cert with reason (an openssl
+// -crl_reason, e.g. keyCompromise); compromised, when not zero, is the
+// invalidity date openssl records for keyCompromise.
+func (ca *CA) Revoke(tb testing.TB, cert, reason string, compromised time.Time) {
+	tb.Helper()
+	args := []string{"ca", "-config", "ca.cnf", "-revoke", cert, "-crl_reason", reason}
+	if !compromised.IsZero() {
+		args = append(args, "-crl_compromise", OpenSSLTime(compromised))
+	}
+	OpenSSL(tb, ca.Dir, args...)
+}
+
+// CRL publishes a CRL (DER) valid for days days from now.
+func (ca *CA) CRL(tb testing.TB, days int) []byte {
+	tb.Helper()
+	OpenSSL(tb, ca.Dir, "ca", "-config", "ca.cnf", "-gencrl", "-crldays", fmt.Sprint(days), "-out", "ca.crl.pem")
+	return OpenSSL(tb, ca.Dir, "crl", "-in", "ca.crl.pem", "-outform", "DER")
+}
+
+// Sign signs the message text (headers and body, CRLF) with the
+// certificate and key as an opaque-free multipart/signed S/MIME message.
+func (ca *CA) Sign(tb testing.TB, cert, key string, message []byte) []byte {
+	tb.Helper()
+	return OpenSSLInput(tb, ca.Dir, message, "cms", "-sign", "-signer", cert, "-inkey", key, "-md", "sha256", "-nocerts", "-certfile", cert)
+}

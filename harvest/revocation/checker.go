@@ -1,0 +1,487 @@
+package revocation
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"github.com/smimed/smimed/harvest/state"
+)
+
+// Modes of [trust] revocation.
+const (
+	Off  = "off"  // not checked
+	Soft = "soft" // checked; no answer: the verdict stands, with the reason
+	Hard = "hard" // checked; no answer: the signer is untrusted
+)
+
+// Defaults of Config.
+const (
+	DefaultTimeout = 5 * time.Second
+	DefaultMaxSize = 20 << 20
+	// retryFailed is how long a distribution point that failed is not
+	// asked again: messages do not each wait for a server that is down.
+	retryFailed = 5 * time.Minute
+)
+
+// bucketCRLs holds the CRLs: issuer name hash + "\x00" + scope → storedCRL.
+var bucketCRLs = []byte("revocation_crls")
+
+func init() {
+	state.Register(state.Bucket{Name: string(bucketCRLs), Version: 1})
+}
+
+// Config configures a Checker.
+type Config struct {
+	Timeout time.Duration // per fetch (DefaultTimeout when 0)
+	MaxSize int64         // bytes per CRL (DefaultMaxSize when 0)
+	// Fetch allows fetching CRLs; without it only what is in the state
+	// file is used (imported, or fetched by the service).
+	Fetch bool
+	// Client fetches; nil: a client with Timeout that follows no
+	// redirect to another scheme than http.
+	Client *http.Client
+	Log    *slog.Logger
+	Now    func() time.Time
+}
+
+// Status of an Answer.
+type Status int
+
+const (
+	Good    Status = iota // not revoked when the message arrived
+	Revoked               // revoked by then
+	Unknown               // no CRL could be had: Reason says why
+)
+
+// Answer is what is known of one certificate.
+type Answer struct {
+	Status Status
+	// Reason: for Revoked, when, why and whose CRL says so; for Unknown,
+	// why no answer could be had; for Good, "" .
+	Reason string
+}
+
+// Checker answers from the CRLs it has, fetching those it lacks. It is safe
+// for concurrent use.
+type Checker struct {
+	cfg    Config
+	db     *state.DB // nil: memory only
+	client *http.Client
+
+	mu       sync.Mutex
+	crls     map[string]*crl          // by storage key, parsed
+	loaded   map[string]bool          // storage keys read from db (present or not)
+	failed   map[string]failure       // distribution point URL → its last failure
+	inflight map[string]chan struct{} // distribution point URL → fetch under way
+}
+
+type failure struct {
+	until time.Time
+	err   error
+}
+
+// storedCRL is a CRL in the state file.
+type storedCRL struct {
+	DER     []byte    `json:"der"`
+	Issuer  []byte    `json:"issuer"` // the CA certificate that signed it (DER)
+	Source  string    `json:"source"` // the URL fetched, or "import"
+	Fetched time.Time `json:"fetched"`
+}
+
+// New returns a Checker keeping its CRLs in db (nil: in memory only).
+func New(db *state.DB, cfg Config) *Checker {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.MaxSize <= 0 {
+		cfg.MaxSize = DefaultMaxSize
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	client := cfg.Client
+	if client == nil {
+		client = &http.Client{
+			Timeout: cfg.Timeout,
+			CheckRedirect: func(req *http.Request, via []*http.Request) error {
+				if len(via) >= 3 || req.URL.Scheme != "http" {
+					return errors.New("redirected too often, or away from http")
+				}
+				return nil
+			},
+		}
+	}
+	return &Checker{
+		cfg: cfg, db: db, client: client,
+		crls: map[string]*crl{}, loaded: map[string]bool{},
+		failed: map[string]failure{}, inflight: map[string]chan struct{}{},
+	}
+}
+
+func storageKey(issuer, scope string) string { return issuer + "\x00" + scope }
+
+// Check judges cert, issued by issuer (the next certificate of its
+// verified chain), at time at (the message's arrival). It fetches a CRL it
+// lacks, or one past its nextUpdate, within ctx and the configured
+// timeout.
+func (c *Checker) Check(ctx context.Context, cert, issuer *x509.Certificate, at time.Time) Answer {
+	issuerKey := nameKey(cert.RawIssuer)
+	dps := httpPoints(cert.CRLDistributionPoints)
+	now := c.cfg.Now()
+	if cr := c.current(issuerKey, dps, now); cr != nil {
+		return answerFrom(cr, cert, at)
+	}
+	if len(cert.CRLDistributionPoints) == 0 {
+		return Answer{Status: Unknown, Reason: "the certificate names no CRL distribution point"}
+	}
+	if len(dps) == 0 {
+		return Answer{Status: Unknown, Reason: fmt.Sprintf("only unsupported CRL distribution points (%s): HTTP only", strings.Join(cert.CRLDistributionPoints, ", "))}
+	}
+	if !c.cfg.Fetch {
+		return Answer{Status: Unknown, Reason: "no current CRL of " + issuer.Subject.String() + " in the state (this command does not fetch)"}
+	}
+	var errs []string
+	for _, dp := range dps {
+		if err := c.fetch(ctx, dp, issuer); err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		if cr := c.current(issuerKey, dps, c.cfg.Now()); cr != nil {
+			return answerFrom(cr, cert, at)
+		}
+		errs = append(errs, dp+": the CRL fetched is not current or does not cover the certificate")
+	}
+	return Answer{Status: Unknown, Reason: "no current CRL: " + strings.Join(errs, "; ")}
+}
+
+func answerFrom(cr *crl, cert *x509.Certificate, at time.Time) Answer {
+	r, ok := cr.lookup(cert.SerialNumber, at)
+	if !ok {
+		return Answer{Status: Good}
+	}
+	when := effective(r)
+	reason := fmt.Sprintf("revoked %s (%s) by the CRL of %s", when.UTC().Format(time.RFC3339), ReasonName(r.reason), cr.issuerName)
+	if !when.Equal(r.at) {
+		reason += fmt.Sprintf(", published %s", r.at.UTC().Format(time.RFC3339))
+	}
+	return Answer{Status: Revoked, Reason: reason}
+}
+
+// httpPoints are the http URLs of dps.
+func httpPoints(dps []string) []string {
+	var out []string
+	for _, dp := range dps {
+		if u, err := url.Parse(dp); err == nil && u.Scheme == "http" && u.Host != "" {
+			out = append(out, dp)
+		}
+	}
+	return out
+}
+
+// current returns a CRL of issuer, current at now, that covers a
+// certificate naming dps (its own scope, or the issuer's full CRL).
+func (c *Checker) current(issuer string, dps []string, now time.Time) *crl {
+	keys := []string{}
+	for _, dp := range dps {
+		keys = append(keys, storageKey(issuer, dp))
+	}
+	keys = append(keys, storageKey(issuer, ""))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, k := range keys {
+		cr := c.loadLocked(k)
+		if cr != nil && cr.freshAt(now) && cr.covers(dps) {
+			return cr
+		}
+	}
+	return nil
+}
+
+// loadLocked returns the CRL stored under key, reading the state file the
+// first time. Only CRLs parsed and checked before are stored, so the
+// signature is not checked again.
+func (c *Checker) loadLocked(key string) *crl {
+	if cr, ok := c.crls[key]; ok || c.loaded[key] || c.db == nil {
+		return cr
+	}
+	c.loaded[key] = true
+	var st storedCRL
+	err := c.db.Bolt().View(func(tx *bbolt.Tx) error {
+		v := tx.Bucket(bucketCRLs).Get([]byte(key))
+		if v == nil {
+			return nil
+		}
+		return json.Unmarshal(v, &st)
+	})
+	if err != nil || st.DER == nil {
+		return nil
+	}
+	cr, err := parseStored(st)
+	if err != nil {
+		c.cfg.Log.Warn("stored CRL unreadable; it will be fetched again", "err", err)
+		return nil
+	}
+	c.crls[key] = cr
+	return cr
+}
+
+// parseStored parses a CRL from the state file, checking it against the
+// issuer stored with it as when it was fetched.
+func parseStored(st storedCRL) (*crl, error) {
+	issuer, err := x509.ParseCertificate(st.Issuer)
+	if err != nil {
+		return nil, fmt.Errorf("%w: stored issuer: %v", ErrCRL, err)
+	}
+	return parseCRL(st.DER, issuer)
+}
+
+// fetch gets the CRL at dp, checks it against issuer, and keeps it. A
+// fetch of the same URL under way is waited for instead; a URL that
+// failed lately is not asked again before retryFailed.
+func (c *Checker) fetch(ctx context.Context, dp string, issuer *x509.Certificate) error {
+	c.mu.Lock()
+	if f, ok := c.failed[dp]; ok && c.cfg.Now().Before(f.until) {
+		c.mu.Unlock()
+		return f.err
+	}
+	if ch, ok := c.inflight[dp]; ok {
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w", dp, ctx.Err())
+		}
+		c.mu.Lock()
+		f, failed := c.failed[dp]
+		c.mu.Unlock()
+		if failed && c.cfg.Now().Before(f.until) {
+			return f.err
+		}
+		return nil
+	}
+	ch := make(chan struct{})
+	c.inflight[dp] = ch
+	c.mu.Unlock()
+
+	err := c.fetchOnce(ctx, dp, issuer)
+
+	c.mu.Lock()
+	delete(c.inflight, dp)
+	if err != nil {
+		c.failed[dp] = failure{until: c.cfg.Now().Add(retryFailed), err: err}
+	} else {
+		delete(c.failed, dp)
+	}
+	c.mu.Unlock()
+	close(ch)
+	if err != nil {
+		c.cfg.Log.Warn("CRL not fetched; not asked again for 5m", "url", dp, "err", err)
+	}
+	return err
+}
+
+func (c *Checker) fetchOnce(ctx context.Context, dp string, issuer *x509.Certificate) error {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, dp, nil)
+	if err != nil {
+		return fmt.Errorf("%s: %w", dp, err)
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s: %w", dp, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: HTTP %s", dp, resp.Status)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxSize+1))
+	if err != nil {
+		return fmt.Errorf("%s: %w", dp, err)
+	}
+	if int64(len(body)) > c.cfg.MaxSize {
+		return fmt.Errorf("%s: larger than %d bytes", dp, c.cfg.MaxSize)
+	}
+	der, err := Decode(body)
+	if err != nil {
+		return fmt.Errorf("%s: %w", dp, err)
+	}
+	cr, err := parseCRL(der, issuer)
+	if err != nil {
+		return fmt.Errorf("%s: %w", dp, err)
+	}
+	if cr.scope != "" && cr.scope != dp {
+		return fmt.Errorf("%s: %w: its issuing distribution point is %s", dp, ErrCRL, cr.scope)
+	}
+	now := c.cfg.Now()
+	if !cr.freshAt(now) {
+		return fmt.Errorf("%s: %w: valid %s to %s, not now", dp, ErrCRL, cr.thisUpdate.UTC().Format(time.RFC3339), cr.nextUpdate.UTC().Format(time.RFC3339))
+	}
+	if err := c.keep(cr, dp, now); err != nil {
+		return err
+	}
+	c.cfg.Log.Info("CRL fetched", "url", dp, "issuer", cr.issuerName, "entries", len(cr.entries), "next_update", cr.nextUpdate)
+	return nil
+}
+
+// keep stores cr (from source) unless a newer CRL of the same scope is
+// kept already.
+func (c *Checker) keep(cr *crl, source string, now time.Time) error {
+	key := storageKey(cr.issuer, cr.scope)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old := c.loadLocked(key); old != nil && old.thisUpdate.After(cr.thisUpdate) {
+		return nil
+	}
+	if c.db != nil && !c.db.ReadOnly() {
+		v, err := json.Marshal(storedCRL{DER: cr.der, Issuer: cr.issuerCert.Raw, Source: source, Fetched: now.UTC()})
+		if err != nil {
+			return err
+		}
+		err = c.db.Commit(func(tx *bbolt.Tx) error {
+			return tx.Bucket(bucketCRLs).Put([]byte(key), v)
+		})
+		if err != nil {
+			return fmt.Errorf("revocation: storing the CRL of %s: %w", cr.issuerName, err)
+		}
+	}
+	c.crls[key] = cr
+	c.loaded[key] = true
+	return nil
+}
+
+// Import keeps a CRL an administrator brought (DER or PEM), after checking
+// it against the CA certificates cas (trust anchors and intermediates):
+// one of them must have signed it. It returns what was imported.
+func (c *Checker) Import(data []byte, cas []*x509.Certificate) (Info, error) {
+	der, err := Decode(data)
+	if err != nil {
+		return Info{}, err
+	}
+	rl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		return Info{}, fmt.Errorf("%w: %v", ErrCRL, err)
+	}
+	var lastErr error = fmt.Errorf("%w: issued by %s, which is none of the trust anchors and intermediates known", ErrCRL, rl.Issuer)
+	for _, ca := range cas {
+		if ca.RawSubject == nil || string(ca.RawSubject) != string(rl.RawIssuer) {
+			continue
+		}
+		cr, err := parseCRL(der, ca)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		if err := c.keep(cr, "import", c.cfg.Now()); err != nil {
+			return Info{}, err
+		}
+		return info(cr, "import"), nil
+	}
+	return Info{}, lastErr
+}
+
+// Info describes a kept CRL.
+type Info struct {
+	Issuer     string    `json:"issuer"`
+	Scope      string    `json:"scope,omitempty"` // issuing distribution point; "" for all of the issuer's certificates
+	Source     string    `json:"source"`
+	Fetched    time.Time `json:"fetched,omitzero"`
+	ThisUpdate time.Time `json:"this_update"`
+	NextUpdate time.Time `json:"next_update,omitzero"`
+	Entries    int       `json:"entries"`
+	Number     string    `json:"number,omitempty"`
+}
+
+func info(cr *crl, source string) Info {
+	in := Info{Issuer: cr.issuerName, Scope: cr.scope, Source: source, ThisUpdate: cr.thisUpdate.UTC(), Entries: len(cr.entries)}
+	if !cr.nextUpdate.IsZero() {
+		in.NextUpdate = cr.nextUpdate.UTC()
+	}
+	if cr.number != nil {
+		in.Number = cr.number.String()
+	}
+	return in
+}
+
+// List describes the CRLs in the state file, by issuer.
+func (c *Checker) List() ([]Info, error) {
+	if c.db == nil {
+		return nil, nil
+	}
+	var out []Info
+	err := c.db.Bolt().View(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketCRLs).ForEach(func(k, v []byte) error {
+			var st storedCRL
+			if err := json.Unmarshal(v, &st); err != nil {
+				return fmt.Errorf("revocation: stored CRL %x: %w", k, err)
+			}
+			cr, err := parseStored(st)
+			if err != nil {
+				return err
+			}
+			in := info(cr, st.Source)
+			in.Fetched = st.Fetched
+			out = append(out, in)
+			return nil
+		})
+	})
+	slices.SortFunc(out, func(a, b Info) int { return strings.Compare(a.Issuer+a.Scope, b.Issuer+b.Scope) })
+	return out, err
+}
+
+// Refresh fetches again every kept CRL that came from a URL and is three
+// quarters through its validity (or past it), so that messages seldom
+// wait for a fetch. The service calls it every few minutes.
+func (c *Checker) Refresh(ctx context.Context) {
+	if c.db == nil || !c.cfg.Fetch {
+		return
+	}
+	type due struct {
+		url    string
+		issuer *x509.Certificate
+	}
+	var todo []due
+	now := c.cfg.Now()
+	err := c.db.Bolt().View(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketCRLs).ForEach(func(k, v []byte) error {
+			var st storedCRL
+			if json.Unmarshal(v, &st) != nil || !strings.HasPrefix(st.Source, "http://") {
+				return nil
+			}
+			cr, err := parseStored(st)
+			if err != nil || cr.nextUpdate.IsZero() {
+				return nil
+			}
+			if now.After(cr.thisUpdate.Add(cr.nextUpdate.Sub(cr.thisUpdate) * 3 / 4)) {
+				todo = append(todo, due{st.Source, cr.issuerCert})
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		c.cfg.Log.Warn("cannot read the kept CRLs", "err", err)
+		return
+	}
+	for _, d := range todo {
+		if ctx.Err() != nil {
+			return
+		}
+		c.fetch(ctx, d.url, d.issuer) // logged there
+	}
+}
