@@ -64,9 +64,9 @@ type revoked struct {
 type crl struct {
 	der        []byte
 	issuerCert *x509.Certificate // that signed it
-	issuer     string // hex SHA-256 of the issuer's DER name
-	issuerName string // RFC 4514, for messages
-	scope      string // the issuing distribution point's URI, "" for a CRL of everything the issuer revokes
+	issuer     string            // hex SHA-256 of the issuer's DER name
+	issuerName string            // RFC 4514, for messages
+	scope      string            // the issuing distribution point's URI, "" for a CRL of everything the issuer revokes
 	thisUpdate time.Time
 	nextUpdate time.Time // zero when the CRL names none
 	number     *big.Int
