@@ -19,6 +19,7 @@ import (
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/daemon/imapconn"
 	"github.com/smimed/smimed/harvest"
+	"github.com/smimed/smimed/harvest/revocation"
 	"github.com/smimed/smimed/harvest/state"
 )
 
@@ -30,7 +31,8 @@ import (
 type Service struct {
 	state     *state.DB // the state file; store, arch and cps keep their buckets in it
 	store     *harvest.Store
-	stateDir  string // fixed for the life of the service (a reload keeps it)
+	crls      *revocation.Checker // the CRLs, kept in state across reloads
+	stateDir  string              // fixed for the life of the service (a reload keeps it)
 	arch      *archive.Archive
 	copyWake  chan struct{} // 1 slot: wakes copyLoop
 	cps       *Checkpoints
@@ -183,7 +185,7 @@ func NewService(cfg *config.Config, log *slog.Logger, notify *Notifier) (*Servic
 		log.Info("crash leftovers removed", "files", n)
 	}
 	s := &Service{
-		cfg: cfg, state: db, store: store, stateDir: cfg.StateDir, arch: arch, copyWake: make(chan struct{}, 1), cps: cps, log: log, notify: notify,
+		cfg: cfg, state: db, store: store, crls: config.NewRevocation(db, log.With("pkg", "revocation")), stateDir: cfg.StateDir, arch: arch, copyWake: make(chan struct{}, 1), cps: cps, log: log, notify: notify,
 		pool: NewPool(inHand(cfg.Daemon.Workers)), gate: NewGate(cfg.Daemon.Workers), large: NewGate(cfg.Daemon.Workers), metrics: NewMetrics(),
 		ended: make(chan struct{}, 1), initial: l.settings(cfg), accounts: map[string]*accountRun{},
 	}
@@ -210,7 +212,7 @@ func (l *loaded) warn(log *slog.Logger) {
 // harvests to the sink to write (Result.Write), after the engine's turn
 // in the Gate, so a CPU slot never waits for the disk.
 func (s *Service) newEngine(cfg *config.Config, l *loaded) *harvest.Engine {
-	opts := cfg.EngineOptions(l.crypto, s.store, true)
+	opts := cfg.EngineOptions(l.crypto, s.store, true, s.crls)
 	opts.DeferWrites = true
 	return harvest.New(opts)
 }
@@ -276,6 +278,7 @@ func (s *Service) Run(ctx context.Context) error {
 	bg.Go(func() { s.statusLoop(bgCtx) })
 	// The copies of re-processed messages, at start and when woken.
 	bg.Go(func() { s.copyLoop(bgCtx) })
+	bg.Go(func() { s.crlLoop(bgCtx) })
 	if err := s.notify.Ready(); err != nil {
 		s.log.Warn("sd_notify READY failed", "err", err)
 	}
@@ -410,6 +413,29 @@ func (s *Service) copyLoop(ctx context.Context) {
 			return
 		case <-s.copyWake:
 		case <-t.C:
+		}
+	}
+}
+
+// crlInterval is how often the kept CRLs are looked at for a refresh.
+const crlInterval = 10 * time.Minute
+
+// crlLoop fetches again the CRLs near the end of their validity, so that
+// a message seldom waits for a fetch.
+func (s *Service) crlLoop(ctx context.Context) {
+	t := time.NewTicker(crlInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		off := s.cfg.Trust.Revocation == revocation.Off
+		s.mu.Unlock()
+		if !off {
+			s.crls.Refresh(ctx)
 		}
 	}
 }

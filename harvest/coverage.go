@@ -118,6 +118,9 @@ func (w *walker) finish(outer *entity) {
 	for _, p := range w.pending {
 		v := &w.rep.Signatures[p.idx]
 		status, reason := p.status, p.reason
+		if status == StatusValid {
+			status, reason, p.notes = w.checkRevocation(p, reason, p.notes)
+		}
 		addrs := BoundEmails(p.cert, p.chain)
 		if status == StatusValid {
 			switch {

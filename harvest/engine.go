@@ -8,6 +8,7 @@ package harvest
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
@@ -23,6 +24,7 @@ import (
 	"github.com/emersion/go-message/mail"
 
 	"github.com/smimed/smimed/harvest/cms"
+	"github.com/smimed/smimed/harvest/revocation"
 )
 
 // MaxDepth is the deepest nesting of S/MIME layers the engine follows.
@@ -59,6 +61,12 @@ type Options struct {
 	// VerifyBudget bounds the time the signature checks of one message
 	// may take (budget.go); 0 means DefaultVerifyBudget.
 	VerifyBudget time.Duration
+	// Revocation checks whether the certificates of a valid chain were
+	// revoked when the message arrived (revocation.go); nil: not checked.
+	Revocation *revocation.Checker
+	// RevocationMode is revocation.Soft or revocation.Hard: what a
+	// signature whose revocation cannot be known becomes.
+	RevocationMode string
 }
 
 // Engine processes messages. It is safe for concurrent use.
@@ -126,6 +134,9 @@ func (e *Engine) Process(raw []byte, received time.Time) (res *Result, err error
 	w.headroom = plaintextHeadroom(outer.rawHeader)
 	inner, err := w.walk(raw, outer, 0)
 	w.finish(outer)
+	if w.revCancel != nil {
+		w.revCancel()
+	}
 	switch {
 	case err != nil:
 		w.rep.Error = err.Error()
@@ -178,6 +189,10 @@ type walker struct {
 	// walked.
 	signedLayers int
 	cost         budget
+	// revCtx bounds the revocation checks of the message (revocation.go);
+	// nil until the first.
+	revCtx    context.Context
+	revCancel context.CancelFunc
 
 	// headroom is the room left free before the body of a decoded
 	// pkcs7-mime part, and scratch the last such buffer whose content

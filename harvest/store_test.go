@@ -193,10 +193,10 @@ func TestStoreSchema(t *testing.T) {
 			return nil
 		})
 	})
-	if got, want := strings.Join(meta, ","), "schema=1,version/addresses=1,version/certs=1,version/intermediates=1"; got != want {
+	if got, want := strings.Join(meta, ","), "schema=1,version/addresses=1,version/certs=1,version/intermediates=1,version/revocation_crls=1"; got != want {
 		t.Errorf("meta = %s, want %s", got, want)
 	}
-	if got := strings.Join(buckets, ","); got != "addresses,certs,intermediates,meta" {
+	if got := strings.Join(buckets, ","); got != "addresses,certs,intermediates,meta,revocation_crls" {
 		t.Errorf("buckets = %s", got)
 	}
 	setMeta := func(k, v string) {

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/smimed/smimed/harvest/revocation"
 )
 
 // DefaultPath is where smimed looks when --config is not given.
@@ -36,6 +38,8 @@ type Trust struct {
 	SystemRoots bool
 	CAFiles     []string
 	RejectSHA1  bool
+	// Revocation is revocation.Off, Soft (the default) or Hard.
+	Revocation string
 }
 
 // Key is one organisation key: a PKCS#12 file with its password
@@ -55,6 +59,7 @@ type rawConfig struct {
 		SystemRoots *bool    `toml:"system_roots"`
 		CAFiles     []string `toml:"ca_files"`
 		RejectSHA1  bool     `toml:"reject_sha1"`
+		Revocation  *string  `toml:"revocation"`
 	} `toml:"trust"`
 	Keys []struct {
 		PKCS12File   string `toml:"pkcs12_file"`
@@ -71,7 +76,7 @@ func Defaults() *Config {
 	return &Config{
 		StateDir:       "/var/lib/smimed",
 		MaxMessageSize: DefaultMaxMessageSize,
-		Trust:          Trust{SystemRoots: true},
+		Trust:          Trust{SystemRoots: true, Revocation: revocation.Soft},
 		Daemon:         defaultDaemon(),
 	}
 }
@@ -135,6 +140,14 @@ func Load(path string) (*Config, error) {
 		cfg.Trust.SystemRoots = *raw.Trust.SystemRoots
 	}
 	cfg.Trust.RejectSHA1 = raw.Trust.RejectSHA1
+	if r := raw.Trust.Revocation; r != nil {
+		switch *r {
+		case revocation.Off, revocation.Soft, revocation.Hard:
+			cfg.Trust.Revocation = *r
+		default:
+			addf("trust.revocation: %q: want off, soft or hard", *r)
+		}
+	}
 	for i, f := range raw.Trust.CAFiles {
 		if f == "" {
 			addf("trust.ca_files[%d]: empty file name", i)

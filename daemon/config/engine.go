@@ -2,9 +2,12 @@ package config
 
 import (
 	"crypto/x509"
+	"log/slog"
 
 	"github.com/smimed/smimed/harvest"
 	"github.com/smimed/smimed/harvest/cms"
+	"github.com/smimed/smimed/harvest/revocation"
+	"github.com/smimed/smimed/harvest/state"
 )
 
 // Crypto is what the configuration's keys and trust anchors hold, read
@@ -34,19 +37,31 @@ func (c *Config) LoadCrypto() (*Crypto, error) {
 // NewEngine is the harvest engine the configuration describes: every
 // service and command that reads mail builds its engine here. store may
 // be nil (no certificates to look up); harvesting writes the certificates
-// of valid signatures into store.
-func (c *Config) NewEngine(cr *Crypto, store *harvest.Store, harvesting bool) *harvest.Engine {
-	return harvest.New(c.EngineOptions(cr, store, harvesting))
+// of valid signatures into store. rev answers revocation questions (see
+// NewRevocation); nil: none are asked.
+func (c *Config) NewEngine(cr *Crypto, store *harvest.Store, harvesting bool, rev *revocation.Checker) *harvest.Engine {
+	return harvest.New(c.EngineOptions(cr, store, harvesting, rev))
 }
 
 // EngineOptions are the options NewEngine builds its engine with, for a
 // caller that sets more of them.
-func (c *Config) EngineOptions(cr *Crypto, store *harvest.Store, harvesting bool) harvest.Options {
-	return harvest.Options{
+func (c *Config) EngineOptions(cr *Crypto, store *harvest.Store, harvesting bool, rev *revocation.Checker) harvest.Options {
+	opts := harvest.Options{
 		Keys:       cr.Keys,
 		Roots:      cr.Roots,
 		Store:      store,
 		Harvest:    harvesting && store != nil,
 		RejectSHA1: c.Trust.RejectSHA1,
 	}
+	if c.Trust.Revocation != revocation.Off && rev != nil {
+		opts.Revocation, opts.RevocationMode = rev, c.Trust.Revocation
+	}
+	return opts
+}
+
+// NewRevocation is the revocation checker for the CRLs kept in db (nil:
+// in memory only), fetching those it lacks: one per service, kept across
+// reloads (trust.revocation = off only stops the engine from asking).
+func NewRevocation(db *state.DB, log *slog.Logger) *revocation.Checker {
+	return revocation.New(db, revocation.Config{Fetch: true, Log: log})
 }

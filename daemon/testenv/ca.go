@@ -77,9 +77,6 @@ basicConstraints = critical, CA:TRUE
 keyUsage = critical, keyCertSign, cRLSign
 subjectKeyIdentifier = hash
 
-[ crl_ext ]
-authorityKeyIdentifier = keyid:always
-
 [ leaf ]
 basicConstraints = CA:FALSE
 keyUsage = critical, digitalSignature, keyEncipherment
@@ -88,8 +85,13 @@ subjectAltName = email:copy
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 `)
+	if crlURL == "" {
+		b.WriteString("\n[ crl_ext ]\nauthorityKeyIdentifier = keyid:always\n")
+	}
 	if crlURL != "" {
-		fmt.Fprintf(&b, "crlDistributionPoints = URI:%s\n", crlURL)
+		// The CRL names its distribution point too (issuing
+		// distribution point, RFC 5280 5.2.5), as many CAs' do.
+		fmt.Fprintf(&b, "crlDistributionPoints = URI:%s\n\n[ crl_ext ]\nauthorityKeyIdentifier = keyid:always\nissuingDistributionPoint = critical, @idp\n\n[ idp ]\nfullname = URI:%s\n", crlURL, crlURL)
 	}
 	return b.String()
 }
@@ -126,9 +128,11 @@ func (ca *CA) CRL(tb testing.TB, days int) []byte {
 	return OpenSSL(tb, ca.Dir, "crl", "-in", "ca.crl.pem", "-outform", "DER")
 }
 
-// Sign signs the message text (headers and body, CRLF) with the
-// certificate and key as an opaque-free multipart/signed S/MIME message.
-func (ca *CA) Sign(tb testing.TB, cert, key string, message []byte) []byte {
+// Sign makes a multipart/signed S/MIME message from `from` to
+// ceo@org.example with a text body, signed by the certificate and key
+// (openssl cms -sign, the signer's certificate included).
+func (ca *CA) Sign(tb testing.TB, cert, key, from, subject, body string) []byte {
 	tb.Helper()
-	return OpenSSLInput(tb, ca.Dir, message, "cms", "-sign", "-signer", cert, "-inkey", key, "-md", "sha256", "-nocerts", "-certfile", cert)
+	return OpenSSLInput(tb, ca.Dir, []byte("Content-Type: text/plain\r\n\r\n"+body+"\r\n"), "cms", "-sign", "-signer", cert, "-inkey", key,
+		"-md", "sha256", "-from", from, "-to", "ceo@org.example", "-subject", subject, "-crlfeol")
 }

@@ -69,6 +69,9 @@ const (
 // Answer is what is known of one certificate.
 type Answer struct {
 	Status Status
+	// NotOffered (with Unknown): the certificate names no distribution
+	// point at all; its CA offers nothing to check.
+	NotOffered bool
 	// Reason: for Revoked, when, why and whose CRL says so; for Unknown,
 	// why no answer could be had; for Good, "" .
 	Reason string
@@ -148,7 +151,7 @@ func (c *Checker) Check(ctx context.Context, cert, issuer *x509.Certificate, at 
 		return answerFrom(cr, cert, at)
 	}
 	if len(cert.CRLDistributionPoints) == 0 {
-		return Answer{Status: Unknown, Reason: "the certificate names no CRL distribution point"}
+		return Answer{Status: Unknown, NotOffered: true, Reason: "the certificate names no CRL distribution point"}
 	}
 	if len(dps) == 0 {
 		return Answer{Status: Unknown, Reason: fmt.Sprintf("only unsupported CRL distribution points (%s): HTTP only", strings.Join(cert.CRLDistributionPoints, ", "))}
@@ -206,6 +209,13 @@ func (c *Checker) current(issuer string, dps []string, now time.Time) *crl {
 	defer c.mu.Unlock()
 	for _, k := range keys {
 		cr := c.loadLocked(k)
+		if cr != nil && !cr.freshAt(now) && c.db != nil {
+			// Another checker on the state file (the service's refresh)
+			// may have kept a newer one.
+			delete(c.crls, k)
+			delete(c.loaded, k)
+			cr = c.loadLocked(k)
+		}
 		if cr != nil && cr.freshAt(now) && cr.covers(dps) {
 			return cr
 		}

@@ -139,7 +139,8 @@ func parseCRL(der []byte, issuer *x509.Certificate) (*crl, error) {
 				return nil, fmt.Errorf("%w: unknown critical entry extension %s", ErrCRL, ext.Id)
 			}
 		}
-		if e.SerialNumber != nil {
+		if e.SerialNumber != nil && r.reason != 8 {
+			// removeFromCRL (8) belongs in delta CRLs: it un-revokes.
 			c.entries[e.SerialNumber.Text(16)] = r
 		}
 	}
@@ -177,12 +178,13 @@ func parseIDP(der []byte) (string, error) {
 	if len(idp.DistributionPoint.Bytes) == 0 {
 		return "", nil
 	}
-	// DistributionPointName: fullName [0] GeneralNames; a URI is [6].
+	// [0] holds the DistributionPointName (a CHOICE, so explicitly
+	// tagged): fullName [0] GeneralNames, where a URI is [6].
 	var names asn1.RawValue
 	if _, err := asn1.Unmarshal(idp.DistributionPoint.Bytes, &names); err != nil {
 		return "", fmt.Errorf("%w: unreadable issuing distribution point name", ErrCRL)
 	}
-	if names.Tag != 0 {
+	if names.Class != asn1.ClassContextSpecific || names.Tag != 0 {
 		return "", fmt.Errorf("%w: issuing distribution point named relative to the issuer", ErrCRL)
 	}
 	rest := names.Bytes

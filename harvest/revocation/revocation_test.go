@@ -169,8 +169,8 @@ func TestCRLFromCA(t *testing.T) {
 		t.Errorf("a checker without CRLs that may not fetch: %+v, want unknown", got)
 	}
 	list, err := c.List()
-	if err != nil || len(list) != 1 || list[0].Entries != 2 || list[0].Source != srv.URL+"/ca.crl" {
-		t.Errorf("List() = %+v, %v; want one CRL with 2 entries from the URL", list, err)
+	if err != nil || len(list) != 1 || list[0].Entries != 2 || list[0].Source != srv.URL+"/ca.crl" || list[0].Scope != srv.URL+"/ca.crl" {
+		t.Errorf("List() = %+v, %v; want one CRL with 2 entries from the URL, its issuing distribution point that URL", list, err)
 	}
 }
 
