@@ -1,0 +1,130 @@
+package daemon
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/daemon/testenv"
+)
+
+// TestScenarioRevokedSigner (issue 15): partners' mail signed with
+// certificates of a CA run by openssl ca, which revoked alice's (key
+// compromise) and publishes its CRL over HTTP on loopback. Through the
+// service against Dovecot: alice's message is archived as revoked and its
+// copy says smime=fail; bob's is valid, smime=pass. With the CA's server
+// down, bob's next message is valid with "revocation unknown" under
+// revocation = "soft", and untrusted under "hard".
+func TestScenarioRevokedSigner(t *testing.T) {
+	t.Parallel()
+	var crl atomic.Pointer[[]byte]
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body := crl.Load()
+		if body == nil {
+			http.Error(w, "CRL server down", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write(*body)
+	}))
+	defer srv.Close()
+	ca := testenv.NewCA(t, "Partner CA", srv.URL+"/partner.crl")
+	issued := time.Now().AddDate(0, -6, 0)
+	alice, aliceKey := ca.Issue(t, "alice", "alice@partner.example", issued)
+	bob, bobKey := ca.Issue(t, "bob", "bob@partner.example", issued)
+	ca.Revoke(t, alice, "keyCompromise", time.Now().AddDate(0, -1, 0))
+	der := ca.CRL(t, 7)
+	crl.Store(&der)
+
+	e := newSvcEnv(t, "ceo")
+	caPEM, err := os.ReadFile(ca.Cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := filepath.Join(e.dir, "ca-bundle.pem")
+	old, err := os.ReadFile(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bundle, append(old, caPEM...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	acct := e.account("ceo") + "archive_folder = \"Decrypted\"\narchive_folder_messages = \"smime\"\n"
+	// run starts a service with a state of its own on the INBOX, with
+	// msgs delivered first, and returns every record once all are in.
+	run := func(state, mode string, msgs ...[]byte) []*archive.Record {
+		t.Helper()
+		cfg := testenv.Config(state, "", []string{"org-new"}, acct)
+		cfg = strings.Replace(cfg, "[trust]\n", "[trust]\nrevocation = \""+mode+"\"\n", 1)
+		if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			e.d.Deliver(t, "ceo", "INBOX", m)
+		}
+		// A new state: the whole INBOX is archived again.
+		logs := &testenv.LockedBuffer{}
+		svc, stop := runService(t, e.cfgPath, logs)
+		defer stop()
+		waitArchived(t, svc, logs, len(e.d.UIDs(t, "ceo", "INBOX")))
+		var recs []*archive.Record
+		if err := svc.arch.List(archive.Query{}, func(r *archive.Record) error { recs = append(recs, r); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return recs
+	}
+	bySubject := func(recs []*archive.Record) map[string]*archive.Record {
+		m := map[string]*archive.Record{}
+		for _, r := range recs {
+			m[r.Subject] = r
+		}
+		return m
+	}
+	recs := bySubject(run("state-soft", "soft",
+		ca.Sign(t, alice, aliceKey, "alice@partner.example", "order from alice", "please ship"),
+		ca.Sign(t, bob, bobKey, "bob@partner.example", "order from bob", "please ship")))
+	a, b := recs["order from alice"], recs["order from bob"]
+	if a == nil || b == nil {
+		t.Fatalf("records by subject: %v", recs)
+	}
+	if !slices.Contains(a.Status, "signed-revoked") || !strings.Contains(a.Signatures[0].Reason, "keyCompromise") {
+		t.Errorf("alice's record: %v %q, want signed-revoked for keyCompromise", a.Status, a.Signatures[0].Reason)
+	}
+	if !slices.Contains(b.Status, "signed-valid") {
+		t.Errorf("bob's record: %v %q, want signed-valid", b.Status, b.Signatures[0].Reason)
+	}
+	waitUntil(t, "two copies in Decrypted", func() bool { return len(copies(t, e.d, "ceo", "Decrypted")) == 2 }, func() string { return "" })
+	hdrs := e.d.Doveadm(t, "fetch", "-u", "ceo", "hdr", "mailbox", "Decrypted", "all")
+	for _, h := range strings.Split(hdrs, "hdr:")[1:] {
+		switch {
+		case strings.Contains(h, "order from alice"):
+			if !strings.Contains(h, "smime=fail") {
+				t.Errorf("copy of alice's message: want smime=fail:\n%s", h)
+			}
+		case strings.Contains(h, "order from bob"):
+			if !strings.Contains(h, "smime=pass") {
+				t.Errorf("copy of bob's message: want smime=pass:\n%s", h)
+			}
+		}
+	}
+
+	crl.Store(nil) // the CA's server is down
+	for i, tc := range []struct{ mode, status, reason string }{
+		{"soft", "signed-valid", "revocation unknown"},
+		{"hard", "signed-untrusted", "revocation unknown (trust.revocation = hard)"},
+	} {
+		subject := fmt.Sprintf("order %d from bob", i)
+		recs := bySubject(run("state-"+tc.mode+"-down", tc.mode, ca.Sign(t, bob, bobKey, "bob@partner.example", subject, "please ship")))
+		r := recs[subject]
+		if r == nil || !slices.Contains(r.Status, tc.status) || !strings.Contains(r.Signatures[0].Reason, tc.reason) || !strings.Contains(r.Signatures[0].Reason, "503") {
+			t.Errorf("CRL server down, revocation = %s: %+v; want %s with %q and the server's answer", tc.mode, r, tc.status, tc.reason)
+		}
+	}
+}
