@@ -49,6 +49,7 @@ const (
 	AuditRefused      = "refused"       // a caller refused at the control socket
 	AuditTrust        = "trust"         // a certificate trusted by an administrator (changes later verdicts)
 	AuditUntrust      = "untrust"       // an administrator's trust withdrawn
+	AuditCRLImport    = "crl-import"    // a revocation list imported by an administrator (changes later verdicts)
 )
 
 // MaxAuditDetail bounds an entry's Detail (bytes); longer details are cut.

@@ -111,6 +111,7 @@ func (s *Service) Reload() error {
 		}
 	}
 	s.cfg = cfg
+	s.trustCfg.Store(cfg)
 	for _, list := range [][]string{added, removed, restarted, unchanged} {
 		slices.Sort(list)
 	}

@@ -44,8 +44,9 @@ type Service struct {
 	metrics   *Metrics
 	metricsLn net.Listener // nil when metrics_listen is ""
 	engine    atomic.Pointer[harvest.Engine]
-	running   atomic.Int64  // watchers that have not returned
-	ended     chan struct{} // 1 slot: running dropped to 0
+	trustCfg  atomic.Pointer[config.Config] // cfg, for the control socket's requests (which must not wait for mu)
+	running   atomic.Int64                  // watchers that have not returned
+	ended     chan struct{}                 // 1 slot: running dropped to 0
 
 	mu       sync.Mutex     // serialises Run's start and end and Reload
 	cfg      *config.Config // the configuration in force
@@ -197,6 +198,7 @@ func NewService(cfg *config.Config, log *slog.Logger, notify *Notifier) (*Servic
 		}
 	}
 	s.engine.Store(s.newEngine(cfg, l))
+	s.trustCfg.Store(cfg)
 	l.warn(log)
 	return s, nil
 }
@@ -250,7 +252,8 @@ func (s *Service) Run(ctx context.Context) error {
 	stopControl, err := admin.ServeControl(ctx, admin.ControlOptions{
 		Path: s.cfg.ControlSocketPath(), GID: -1, StateDir: s.cfg.StateDir, Log: s.log, Status: s.Status,
 		Open: func(c admin.Caller) admin.ArchiveAPI {
-			return &admin.Local{Archive: s.arch, Store: s.store, State: s.state, Engine: s.engine.Load(), Caller: c, Changed: s.WakeCopies}
+			return &admin.Local{Archive: s.arch, Store: s.store, State: s.state, Engine: s.engine.Load(), Caller: c, Changed: s.WakeCopies,
+				Revocation: s.crls, CAs: admin.CACandidates(s.trustCfg.Load(), s.store)}
 		},
 	})
 	if err != nil {
@@ -431,10 +434,7 @@ func (s *Service) crlLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		s.mu.Lock()
-		off := s.cfg.Trust.Revocation == revocation.Off
-		s.mu.Unlock()
-		if !off {
+		if s.trustCfg.Load().Trust.Revocation != revocation.Off {
 			s.crls.Refresh(ctx)
 		}
 	}

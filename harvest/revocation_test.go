@@ -2,10 +2,8 @@ package harvest
 
 import (
 	"crypto/x509"
-	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -43,15 +41,7 @@ func TestRevokedSigner(t *testing.T) {
 	fromBob := ca.Sign(t, bob, bobKey, "bob@partner.example", "order", "please ship")
 
 	roots := x509.NewCertPool()
-	data, err := os.ReadFile(ca.Cert)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, _ := pem.Decode(data)
-	caCert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
+	caCert := testenv.ReadCert(t, ca.Cert)
 	roots.AddCert(caCert)
 	st := openTestStore(t, filepath.Join(t.TempDir(), "smimed.db"), false)
 	defer st.Close()

@@ -37,6 +37,8 @@ const certsSubUsage = `Usage: smimed certs SUBCOMMAND
   export EMAIL             PEM of the usable certificates for EMAIL, preferred first
   trust [--all] FINGERPRINT  release a certificate for use and pin it
   untrust FINGERPRINT      withdraw a trust: quarantined again, not pinned
+  crl list [--json]        the certificate revocation lists kept, by issuer
+  crl import FILE          keep a CA's CRL (DER or PEM) brought by hand
 
 FINGERPRINT is the SHA-256 fingerprint in hex (colons allowed) or a unique
 prefix of at least 8 digits, such as the 16 that "list" shows.
@@ -73,7 +75,7 @@ func certsMain(storePath string, args []string, stdout, stderr io.Writer) int {
 // certsDo runs `smimed certs SUBCOMMAND ...` on the store open returns.
 func certsDo(open certsOpener, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "smimed certs: missing subcommand: list, show, export, trust or untrust (see smimed certs --help)")
+		fmt.Fprintln(stderr, "smimed certs: missing subcommand: list, show, export, trust, untrust or crl (see smimed certs --help)")
 		return exitUsage
 	}
 	switch args[0] {
@@ -87,11 +89,13 @@ func certsDo(open certsOpener, args []string, stdout, stderr io.Writer) int {
 		return certsTrust(open, args[1:], stdout, stderr)
 	case "untrust":
 		return certsUntrust(open, args[1:], stdout, stderr)
+	case "crl":
+		return certsCRL(open, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, certsSubUsage)
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "smimed certs: unknown subcommand %q: want list, show, export, trust or untrust\n", args[0])
+	fmt.Fprintf(stderr, "smimed certs: unknown subcommand %q: want list, show, export, trust, untrust or crl\n", args[0])
 	return exitUsage
 }
 

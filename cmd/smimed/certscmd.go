@@ -13,6 +13,8 @@ const certsUsage = `Usage: smimed certs [--config FILE] SUBCOMMAND
   export EMAIL                PEM of the certificates to encrypt to EMAIL (preferred first)
   trust [--all] FINGERPRINT   release a certificate for use and pin it
   untrust FINGERPRINT         withdraw a trust: quarantined again, not pinned
+  crl list [--json]           the certificate revocation lists kept, by issuer
+  crl import FILE             keep a CA's CRL (DER or PEM) brought by hand
 
   --config FILE   configuration file (default /etc/smimed/smimed.toml)
 
@@ -48,7 +50,7 @@ func certsCommand(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if len(rest) == 0 {
-		fmt.Fprintln(stderr, "smimed certs: missing subcommand (list, show, export, trust, untrust; see smimed certs --help)")
+		fmt.Fprintln(stderr, "smimed certs: missing subcommand (list, show, export, trust, untrust, crl; see smimed certs --help)")
 		return exitUsage
 	}
 	cfg, err := loadConfig(configPath)

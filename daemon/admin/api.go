@@ -13,6 +13,7 @@ package admin
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -28,6 +29,7 @@ import (
 
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/harvest"
+	"github.com/smimed/smimed/harvest/revocation"
 	"github.com/smimed/smimed/harvest/state"
 )
 
@@ -113,6 +115,10 @@ type Local struct {
 	// Changed, if set, is called after a Retry that wrote new versions
 	// (the daemon then updates the users' copies).
 	Changed func()
+	// Revocation and CAs serve the revocation lists (LocalCerts); nil:
+	// none.
+	Revocation *revocation.Checker
+	CAs        func() ([]*x509.Certificate, error)
 }
 
 var _ ArchiveAPI = (*Local)(nil)

@@ -24,6 +24,7 @@ import (
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/harvest"
+	"github.com/smimed/smimed/harvest/revocation"
 )
 
 // CertsAPI is what `smimed certs` uses; the methods are the store's
@@ -46,8 +47,19 @@ type CertsAPI interface {
 	Trust(ctx context.Context, fp string, all bool) (*harvest.Entry, error)
 	// Untrust withdraws a trust: the certificate is quarantined again.
 	Untrust(ctx context.Context, fp string) (*harvest.Entry, error)
+	// CRLs describes the certificate revocation lists kept.
+	CRLs(ctx context.Context) ([]revocation.Info, error)
+	// ImportCRL keeps a CRL (DER or PEM) an administrator brought, once
+	// one of the CA certificates known (trust.ca_files, harvested
+	// intermediates) is found to have signed it.
+	ImportCRL(ctx context.Context, data []byte) (*revocation.Info, error)
 	Close() error
 }
+
+// MaxCRLImport bounds a CRL sent to the daemon to import (the control
+// socket's request line holds it); a larger one is imported with the
+// service stopped, on the state file itself.
+const MaxCRLImport = 1 << 20
 
 // ErrNeedsAll refuses a Trust without all of a certificate bound to
 // several addresses it is not trusted for.
@@ -77,6 +89,11 @@ type LocalCerts struct {
 	// ServiceUID is the user the service runs as (the daemon's own, or
 	// the owner of the state file for a direct command).
 	ServiceUID int
+	// Revocation keeps the revocation lists (the daemon's own checker, so
+	// that an import is seen at once); nil: CRLs and ImportCRL fail.
+	Revocation *revocation.Checker
+	// CAs lists the CA certificates an imported CRL may be signed by.
+	CAs func() ([]*x509.Certificate, error)
 	// Closer, if set, is called by Close (the command that opened the
 	// store closes it; the daemon's store stays open).
 	Closer func() error
@@ -130,6 +147,34 @@ func (l *LocalCerts) Untrust(ctx context.Context, fp string) (*harvest.Entry, er
 		return nil, err
 	}
 	return l.Store.Untrust(fp, adminName(l.Caller.UID))
+}
+
+func (l *LocalCerts) CRLs(ctx context.Context) ([]revocation.Info, error) {
+	if l.Revocation == nil {
+		return nil, errors.New("no revocation lists here")
+	}
+	return l.Revocation.List()
+}
+
+func (l *LocalCerts) ImportCRL(ctx context.Context, data []byte) (*revocation.Info, error) {
+	if l.Revocation == nil || l.CAs == nil {
+		return nil, errors.New("no revocation lists here")
+	}
+	if err := l.mayChange(opCRLImport, "crl"); err != nil {
+		return nil, err
+	}
+	cas, err := l.CAs()
+	if err != nil {
+		return nil, err
+	}
+	if err := audit(l.Archive, l.Caller, archive.AuditCRLImport, fmt.Sprintf("crl bytes=%d", len(data))); err != nil {
+		return nil, err
+	}
+	in, err := l.Revocation.Import(data, cas)
+	if err != nil {
+		return nil, err
+	}
+	return &in, nil
 }
 
 // mayChange refuses a change of the store to anyone but root and the
@@ -284,6 +329,36 @@ func (cc *certsClient) Trust(ctx context.Context, fp string, all bool) (*harvest
 		return nil, unexpected(opCertsTrust)
 	}
 	return &es[0], nil
+}
+
+func (cc *certsClient) CRLs(ctx context.Context) ([]revocation.Info, error) {
+	var out []revocation.Info
+	_, err := cc.c.call(ctx, &controlRequest{Op: opCRLs}, func(f *controlFrame) error {
+		if f.CRL == nil {
+			return unexpected(opCRLs)
+		}
+		out = append(out, *f.CRL)
+		return nil
+	})
+	return out, err
+}
+
+func (cc *certsClient) ImportCRL(ctx context.Context, data []byte) (*revocation.Info, error) {
+	if len(data) > MaxCRLImport {
+		return nil, fmt.Errorf("a CRL of %d bytes is more than the %d the control socket takes: stop the service and import it again", len(data), MaxCRLImport)
+	}
+	var in *revocation.Info
+	_, err := cc.c.call(ctx, &controlRequest{Op: opCRLImport, Data: data}, func(f *controlFrame) error {
+		if f.CRL == nil || in != nil {
+			return unexpected(opCRLImport)
+		}
+		in = f.CRL
+		return nil
+	})
+	if err == nil && in == nil {
+		err = unexpected(opCRLImport)
+	}
+	return in, err
 }
 
 func (cc *certsClient) Untrust(ctx context.Context, fp string) (*harvest.Entry, error) {

@@ -15,7 +15,7 @@ package admin
 // Protocol, one request per connection, every line a JSON object ending
 // in "\n":
 //
-//	client → {"op":"list","query":{…},"command":"failed"}   at most 64 KiB, within 10 s
+//	client → {"op":"list","query":{…},"command":"failed"}   at most 64 KiB (with a CRL to import 1.4 MiB), within 10 s
 //	daemon → {"record":{…}}            list, get
 //	         {"data":"base64…"}        message, backup: chunks of the bytes
 //	         {"progress":[done,total]} verify
@@ -24,6 +24,7 @@ package admin
 //	         {"audit":{…}}             audit: one per entry
 //	         {"entry":{…,"der":"…"}}   certs_*: one per certificate and address
 //	         {"certificate":"base64…"} certs_certificate: the DER, when found
+//	         {"crl":{…}}               certs_crls: one per CRL kept; certs_crl_import: the one imported
 //	         {"status":{…}}            status
 //	         {"end":true,"n":…}        success (n: bytes of a backup; state_dir for ping)
 //	         {"error":"…","codes":[…]} failure; nothing follows (codes: errorCodes)
@@ -32,7 +33,8 @@ package admin
 // retry, backup, audit; certs_list, certs_email, certs_fingerprint,
 // certs_certificate, certs_trust and certs_untrust ("match": the address
 // or fingerprint; reads are not audited, as they read no mail; a trust or
-// untrust is audited and logged); status (not audited). The client keeps
+// untrust is audited and logged); certs_crls, certs_crl_import ("data":
+// the CRL; audited and logged like a trust); status (not audited). The client keeps
 // its side open until the last line: a closed client cancels the request.
 
 import (
@@ -62,11 +64,13 @@ import (
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/harvest"
+	"github.com/smimed/smimed/harvest/revocation"
 )
 
 const (
-	// maxRequestSize bounds the request line.
-	maxRequestSize = 64 << 10
+	// maxRequestSize bounds the request line: a CRL to import (base64)
+	// is the largest.
+	maxRequestSize = MaxCRLImport*4/3 + 64<<10
 	// maxRetryIDs bounds the record ids of one retry request.
 	maxRetryIDs = 4096
 	// dataChunk is the number of bytes in one data frame.
@@ -291,6 +295,7 @@ var writeOps = map[string]string{
 	"backup":       "backup",
 	opCertsTrust:   "certs trust",
 	opCertsUntrust: "certs untrust",
+	opCRLImport:    "certs crl import",
 }
 
 // mayWrite refuses a write op (writeOps) to anyone but root and the
@@ -528,7 +533,7 @@ func (s *controlServer) do(ctx context.Context, api ArchiveAPI, req *controlRequ
 func (s *controlServer) doCerts(ctx context.Context, api ArchiveAPI, req *controlRequest, fw *frameWriter, log *slog.Logger) (*controlFrame, error) {
 	certs := s.opts.Certs
 	if l, ok := api.(*Local); certs == nil && ok && l.Store != nil {
-		certs = &LocalCerts{Store: l.Store}
+		certs = &LocalCerts{Store: l.Store, Revocation: l.Revocation, CAs: l.CAs}
 	}
 	if certs == nil {
 		return nil, errors.New("certificates: this daemon does not serve its store")
@@ -570,6 +575,26 @@ func (s *controlServer) doCerts(ctx context.Context, api ArchiveAPI, req *contro
 			log.Info(done, "fingerprint", e.Fingerprint, "email", e.Email, "uid", l.Caller.UID)
 			es = []harvest.Entry{*e}
 		}
+	case opCRLs:
+		var list []revocation.Info
+		list, err = certs.CRLs(ctx)
+		for i := 0; err == nil && i < len(list); i++ {
+			err = fw.frame(&controlFrame{CRL: &list[i]})
+		}
+	case opCRLImport:
+		// Like a trust: it changes later verdicts; LocalCerts applies the
+		// rules (who may, audited before it happens).
+		l, ok := api.(*Local)
+		if !ok {
+			err = errors.New(writeOps[req.Op] + ": the caller is unknown")
+			break
+		}
+		lc := &LocalCerts{Store: l.Store, Archive: l.Archive, Caller: l.Caller, ServiceUID: s.policy.uid, Revocation: l.Revocation, CAs: l.CAs}
+		var in *revocation.Info
+		if in, err = lc.ImportCRL(ctx, req.Data); err == nil {
+			log.Info("CRL imported", "issuer", in.Issuer, "entries", in.Entries, "next_update", in.NextUpdate, "uid", l.Caller.UID)
+			err = fw.frame(&controlFrame{CRL: in})
+		}
 	}
 	for i := 0; err == nil && i < len(es); i++ {
 		err = fw.frame(&controlFrame{Entry: wireEntry(&es[i])})
@@ -590,6 +615,7 @@ type controlRequest struct {
 	Since    time.Time      `json:"since,omitzero"`     // audit
 	Match    string         `json:"match,omitempty"`    // certs_*: an address or a fingerprint
 	All      bool           `json:"all,omitempty"`      // certs_trust: for every address
+	Data     []byte         `json:"data,omitempty"`     // certs_crl_import: the CRL, base64 in JSON
 	// Command is the admin command making the request (WithAuditCommand).
 	Command string `json:"command,omitempty"`
 }
@@ -609,11 +635,13 @@ const (
 	opCertsCertificate = "certs_certificate"
 	opCertsTrust       = "certs_trust"
 	opCertsUntrust     = "certs_untrust"
+	opCRLs             = "certs_crls"
+	opCRLImport        = "certs_crl_import"
 	opStatus           = "status"
 )
 
 var controlOps = []string{"ping", "list", "get", "message", "verify", "retry", "backup", "audit",
-	opCertsList, opCertsEmail, opCertsFingerprint, opCertsCertificate, opCertsTrust, opCertsUntrust, opStatus}
+	opCertsList, opCertsEmail, opCertsFingerprint, opCertsCertificate, opCertsTrust, opCertsUntrust, opCRLs, opCRLImport, opStatus}
 
 // decodeRequest reads and checks a request line: exactly one JSON object,
 // no unknown fields, a known op with what it needs.
@@ -650,6 +678,10 @@ func decodeRequest(line []byte) (*controlRequest, error) {
 	case opCertsEmail, opCertsFingerprint, opCertsCertificate, opCertsTrust, opCertsUntrust:
 		if req.Match == "" {
 			return nil, fmt.Errorf("%s needs an address or fingerprint (match)", req.Op)
+		}
+	case opCRLImport:
+		if len(req.Data) == 0 || len(req.Data) > MaxCRLImport {
+			return nil, fmt.Errorf("%s needs the CRL (data), at most %d bytes", req.Op, MaxCRLImport)
 		}
 	}
 	switch req.Command {
@@ -694,9 +726,10 @@ type controlFrame struct {
 	N        int64                 `json:"n,omitempty"`
 	StateDir string                `json:"state_dir,omitempty"`
 	// certs_* and status
-	Entry       *certEntry    `json:"entry,omitempty"`
-	Certificate []byte        `json:"certificate,omitempty"` // DER, base64 in JSON
-	Status      *DaemonStatus `json:"status,omitempty"`
+	Entry       *certEntry       `json:"entry,omitempty"`
+	Certificate []byte           `json:"certificate,omitempty"` // DER, base64 in JSON
+	CRL         *revocation.Info `json:"crl,omitempty"`         // certs_crls, certs_crl_import
+	Status      *DaemonStatus    `json:"status,omitempty"`
 }
 
 // Error codes carry the sentinel errors an error wraps to the client.

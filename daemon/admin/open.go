@@ -8,6 +8,7 @@ package admin
 // nothing (Archive, Certs and Status below try the socket first).
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/harvest"
+	"github.com/smimed/smimed/harvest/revocation"
 	"github.com/smimed/smimed/harvest/state"
 )
 
@@ -172,7 +174,28 @@ func ArchiveFor(cfg *config.Config, engine bool) (ArchiveAPI, error) {
 // Certs is the certificate API on env, acting for this process; its
 // Close closes env. Trust and untrust need Write (the audit log).
 func (e *Env) Certs() *LocalCerts {
-	return &LocalCerts{Store: e.Store, Archive: e.Archive, Caller: DirectCaller(), ServiceUID: ownerOf(e.Config.StorePath()), Closer: e.Close}
+	return &LocalCerts{Store: e.Store, Archive: e.Archive, Caller: DirectCaller(), ServiceUID: ownerOf(e.Config.StorePath()), Closer: e.Close,
+		Revocation: revocation.New(e.State, revocation.Config{}), CAs: CACandidates(e.Config, e.Store)}
+}
+
+// CACandidates lists the CA certificates that may have signed a CRL to
+// import: the trust.ca_files (the system's roots cannot be listed) and the
+// intermediates harvested into store.
+func CACandidates(cfg *config.Config, store *harvest.Store) func() ([]*x509.Certificate, error) {
+	return func() ([]*x509.Certificate, error) {
+		cas, err := cfg.CACertificates()
+		if err != nil {
+			return nil, err
+		}
+		if store != nil {
+			ims, err := store.Intermediates()
+			if err != nil {
+				return nil, err
+			}
+			cas = append(cas, ims...)
+		}
+		return cas, nil
+	}
 }
 
 // ownerOf is the user owning path: the service user, for a command that

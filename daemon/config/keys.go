@@ -77,6 +77,28 @@ func (c *Config) TrustPool() (*x509.CertPool, error) {
 			pool = sys
 		}
 	}
+	cas, caProblems := c.caFileCerts()
+	for _, cert := range cas {
+		pool.AddCert(cert)
+	}
+	problems = append(problems, caProblems...)
+	if len(problems) > 0 {
+		return pool, &Error{Path: c.Path, Problems: problems}
+	}
+	return pool, nil
+}
+
+// CACertificates are the certificates of trust.ca_files (not the
+// system's roots, which cannot be listed).
+func (c *Config) CACertificates() ([]*x509.Certificate, error) {
+	cas, problems := c.caFileCerts()
+	if len(problems) > 0 {
+		return cas, &Error{Path: c.Path, Problems: problems}
+	}
+	return cas, nil
+}
+
+func (c *Config) caFileCerts() (cas []*x509.Certificate, problems []string) {
 	for i, f := range c.Trust.CAFiles {
 		data, err := os.ReadFile(f)
 		if err != nil {
@@ -98,17 +120,14 @@ func (c *Config) TrustPool() (*x509.CertPool, error) {
 				problems = append(problems, fmt.Sprintf("trust.ca_files[%d]: %s: certificate %d: %v", i, f, n+1, err))
 				continue
 			}
-			pool.AddCert(cert)
+			cas = append(cas, cert)
 			n++
 		}
 		if n == 0 {
 			problems = append(problems, fmt.Sprintf("trust.ca_files[%d]: %s holds no PEM certificate", i, f))
 		}
 	}
-	if len(problems) > 0 {
-		return pool, &Error{Path: c.Path, Problems: problems}
-	}
-	return pool, nil
+	return cas, problems
 }
 
 // CheckAccounts checks what the accounts need at run time: each IMAP

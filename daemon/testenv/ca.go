@@ -1,6 +1,8 @@
 package testenv
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -135,4 +137,22 @@ func (ca *CA) Sign(tb testing.TB, cert, key, from, subject, body string) []byte 
 	tb.Helper()
 	return OpenSSLInput(tb, ca.Dir, []byte("Content-Type: text/plain\r\n\r\n"+body+"\r\n"), "cms", "-sign", "-signer", cert, "-inkey", key,
 		"-md", "sha256", "-from", from, "-to", "ceo@org.example", "-subject", subject, "-crlfeol")
+}
+
+// ReadCert parses the first PEM certificate of the file at path.
+func ReadCert(tb testing.TB, path string) *x509.Certificate {
+	tb.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		tb.Fatalf("%s: no PEM", path)
+	}
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		tb.Fatalf("%s: %v", path, err)
+	}
+	return c
 }

@@ -59,23 +59,6 @@ func (s *crlServer) serve(body []byte, delay time.Duration) {
 	s.body, s.delay = body, delay
 }
 
-func readCert(t *testing.T, path string) *x509.Certificate {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, _ := pem.Decode(data)
-	if block == nil {
-		t.Fatalf("%s: no PEM", path)
-	}
-	c, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 func openDB(t *testing.T, path string) *state.DB {
 	t.Helper()
 	db, err := state.Open(path, false)
@@ -125,7 +108,7 @@ func TestCRLFromCA(t *testing.T) {
 	ca.Revoke(t, carol, "superseded", time.Time{})
 	crlDER := ca.CRL(t, 7)
 	srv.serve(crlDER, 0)
-	caCert := readCert(t, ca.Cert)
+	caCert := testenv.ReadCert(t, ca.Cert)
 
 	dbPath := filepath.Join(t.TempDir(), "smimed.db")
 	c := New(openDB(t, dbPath), Config{Fetch: true})
@@ -145,7 +128,7 @@ func TestCRLFromCA(t *testing.T) {
 		{"alice after the compromise, before the revocation", alice, compromised.Add(24 * time.Hour), Revoked, "2025-09-01T00:00:00Z"},
 		{"carol before her revocation", carol, revokedAt.Add(-24 * time.Hour), Good, ""},
 	} {
-		got := c.Check(ctx, readCert(t, tc.cert), caCert, tc.at)
+		got := c.Check(ctx, testenv.ReadCert(t, tc.cert), caCert, tc.at)
 		if got.Status != tc.want || !strings.Contains(got.Reason, tc.why) {
 			t.Errorf("%s: %+v, want status %d with %q", tc.name, got, tc.want, tc.why)
 		}
@@ -155,7 +138,7 @@ func TestCRLFromCA(t *testing.T) {
 		if openSSLRevoked(t, ca, cert, crlDER) {
 			want = Revoked
 		}
-		if got := c.Check(ctx, readCert(t, cert), caCert, time.Now().Add(time.Minute)); got.Status != want {
+		if got := c.Check(ctx, testenv.ReadCert(t, cert), caCert, time.Now().Add(time.Minute)); got.Status != want {
 			t.Errorf("%s now: %+v; openssl verify -crl_check says %d", filepath.Base(cert), got, want)
 		}
 	}
@@ -165,7 +148,7 @@ func TestCRLFromCA(t *testing.T) {
 
 	// Kept in the state file: a checker that may not fetch answers.
 	c2 := New(openDB(t, filepath.Join(t.TempDir(), "other.db")), Config{})
-	if got := c2.Check(ctx, readCert(t, bob), caCert, now); got.Status != Unknown || !strings.Contains(got.Reason, "does not fetch") {
+	if got := c2.Check(ctx, testenv.ReadCert(t, bob), caCert, now); got.Status != Unknown || !strings.Contains(got.Reason, "does not fetch") {
 		t.Errorf("a checker without CRLs that may not fetch: %+v, want unknown", got)
 	}
 	list, err := c.List()
@@ -187,7 +170,7 @@ func TestCRLKeptAcrossRestarts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, caCert := readCert(t, alice), readCert(t, ca.Cert)
+	cert, caCert := testenv.ReadCert(t, alice), testenv.ReadCert(t, ca.Cert)
 	if got := New(db, Config{Fetch: true}).Check(context.Background(), cert, caCert, time.Now().Add(time.Minute)); got.Status != Revoked {
 		t.Fatalf("first check: %+v", got)
 	}
@@ -212,7 +195,7 @@ func TestCRLUnavailable(t *testing.T) {
 		srv.Close()
 		c := New(nil, Config{Fetch: true})
 		for range 3 {
-			got := c.Check(ctx, readCert(t, bob), readCert(t, ca.Cert), time.Now())
+			got := c.Check(ctx, testenv.ReadCert(t, bob), testenv.ReadCert(t, ca.Cert), time.Now())
 			if got.Status != Unknown || !strings.Contains(got.Reason, "ca.crl") {
 				t.Fatalf("server down: %+v, want unknown naming the URL", got)
 			}
@@ -224,7 +207,7 @@ func TestCRLUnavailable(t *testing.T) {
 		bob, _ := ca.Issue(t, "bob", "bob@partner.example", time.Now().Add(-time.Hour))
 		c := New(nil, Config{Fetch: true})
 		for range 3 {
-			if got := c.Check(ctx, readCert(t, bob), readCert(t, ca.Cert), time.Now()); got.Status != Unknown || !strings.Contains(got.Reason, "404") {
+			if got := c.Check(ctx, testenv.ReadCert(t, bob), testenv.ReadCert(t, ca.Cert), time.Now()); got.Status != Unknown || !strings.Contains(got.Reason, "404") {
 				t.Fatalf("404: %+v", got)
 			}
 		}
@@ -239,7 +222,7 @@ func TestCRLUnavailable(t *testing.T) {
 		srv.serve(ca.CRL(t, 7), 10*time.Second)
 		c := New(nil, Config{Fetch: true, Timeout: 300 * time.Millisecond})
 		start := time.Now()
-		got := c.Check(ctx, readCert(t, bob), readCert(t, ca.Cert), time.Now())
+		got := c.Check(ctx, testenv.ReadCert(t, bob), testenv.ReadCert(t, ca.Cert), time.Now())
 		if got.Status != Unknown {
 			t.Fatalf("slow server: %+v", got)
 		}
@@ -254,7 +237,7 @@ func TestCRLUnavailable(t *testing.T) {
 		crl := ca.CRL(t, 7)
 		srv.serve(crl, 0)
 		c := New(nil, Config{Fetch: true, MaxSize: int64(len(crl) - 1)})
-		if got := c.Check(ctx, readCert(t, bob), readCert(t, ca.Cert), time.Now()); got.Status != Unknown || !strings.Contains(got.Reason, "larger than") {
+		if got := c.Check(ctx, testenv.ReadCert(t, bob), testenv.ReadCert(t, ca.Cert), time.Now()); got.Status != Unknown || !strings.Contains(got.Reason, "larger than") {
 			t.Fatalf("too large: %+v", got)
 		}
 	})
@@ -265,7 +248,7 @@ func TestCRLUnavailable(t *testing.T) {
 		bob, _ := ca.Issue(t, "bob", "bob@partner.example", time.Now().Add(-time.Hour))
 		srv.serve(impostor.CRL(t, 7), 0)
 		c := New(nil, Config{Fetch: true})
-		if got := c.Check(ctx, readCert(t, bob), readCert(t, ca.Cert), time.Now()); got.Status != Unknown || !strings.Contains(got.Reason, "signature") {
+		if got := c.Check(ctx, testenv.ReadCert(t, bob), testenv.ReadCert(t, ca.Cert), time.Now()); got.Status != Unknown || !strings.Contains(got.Reason, "signature") {
 			t.Fatalf("CRL of another key: %+v", got)
 		}
 	})
@@ -273,7 +256,7 @@ func TestCRLUnavailable(t *testing.T) {
 		ca := testenv.NewCA(t, "LDAP CA", "ldap://ldap.example/cn=Test%20CA?certificateRevocationList")
 		bob, _ := ca.Issue(t, "bob", "bob@partner.example", time.Now().Add(-time.Hour))
 		c := New(nil, Config{Fetch: true})
-		if got := c.Check(ctx, readCert(t, bob), readCert(t, ca.Cert), time.Now()); got.Status != Unknown || !strings.Contains(got.Reason, "unsupported") {
+		if got := c.Check(ctx, testenv.ReadCert(t, bob), testenv.ReadCert(t, ca.Cert), time.Now()); got.Status != Unknown || !strings.Contains(got.Reason, "unsupported") {
 			t.Fatalf("LDAP only: %+v", got)
 		}
 	})
@@ -281,7 +264,7 @@ func TestCRLUnavailable(t *testing.T) {
 		ca := testenv.NewCA(t, "No CRL CA", "")
 		bob, _ := ca.Issue(t, "bob", "bob@partner.example", time.Now().Add(-time.Hour))
 		c := New(nil, Config{Fetch: true})
-		if got := c.Check(ctx, readCert(t, bob), readCert(t, ca.Cert), time.Now()); got.Status != Unknown || !strings.Contains(got.Reason, "no CRL distribution point") {
+		if got := c.Check(ctx, testenv.ReadCert(t, bob), testenv.ReadCert(t, ca.Cert), time.Now()); got.Status != Unknown || !strings.Contains(got.Reason, "no CRL distribution point") {
 			t.Fatalf("no distribution point: %+v", got)
 		}
 	})
@@ -301,14 +284,14 @@ func TestCRLImport(t *testing.T) {
 	}
 	other := testenv.NewCA(t, "Other CA", "")
 	c := New(openDB(t, filepath.Join(t.TempDir(), "smimed.db")), Config{})
-	if _, err := c.Import(pemCRL, []*x509.Certificate{readCert(t, other.Cert)}); err == nil {
+	if _, err := c.Import(pemCRL, []*x509.Certificate{testenv.ReadCert(t, other.Cert)}); err == nil {
 		t.Fatal("Import() of a CRL whose CA was not given succeeded")
 	}
-	in, err := c.Import(pemCRL, []*x509.Certificate{readCert(t, other.Cert), readCert(t, ca.Cert)})
+	in, err := c.Import(pemCRL, []*x509.Certificate{testenv.ReadCert(t, other.Cert), testenv.ReadCert(t, ca.Cert)})
 	if err != nil || in.Entries != 1 || in.Source != "import" {
 		t.Fatalf("Import() = %+v, %v", in, err)
 	}
-	if got := c.Check(context.Background(), readCert(t, alice), readCert(t, ca.Cert), time.Now().Add(time.Minute)); got.Status != Revoked {
+	if got := c.Check(context.Background(), testenv.ReadCert(t, alice), testenv.ReadCert(t, ca.Cert), time.Now().Add(time.Minute)); got.Status != Revoked {
 		t.Fatalf("after import: %+v, want revoked", got)
 	}
 }
