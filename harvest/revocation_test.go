@@ -2,6 +2,7 @@ package harvest
 
 import (
 	"crypto/x509"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -78,4 +79,45 @@ func TestRevokedSigner(t *testing.T) {
 			t.Errorf("CRL server down, %s: %s %q; want %s with %q and the server's answer", tc.mode, v.Status, v.Reason, tc.want, tc.reason)
 		}
 	}
+}
+
+// BenchmarkRevocationCost (issue 15: aim ≤ 1.1×): a small signed message
+// from a partner whose CA publishes a CRL, judged with the CRL kept (after
+// the first fetch) against the same message with revocation off, taking
+// turns in the same run; x-off is the ratio.
+func BenchmarkRevocationCost(b *testing.B) {
+	var crl atomic.Pointer[[]byte]
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(*crl.Load()) }))
+	defer srv.Close()
+	ca := testenv.NewCA(b, "Bench CA", srv.URL+"/bench.crl")
+	bob, bobKey := ca.Issue(b, "bob", "bob@partner.example", time.Now().AddDate(0, -1, 0))
+	for i := range 20 {
+		other, _ := ca.Issue(b, fmt.Sprintf("old%d", i), "old@partner.example", time.Now().AddDate(0, -1, 0))
+		ca.Revoke(b, other, "superseded", time.Time{})
+	}
+	der := ca.CRL(b, 7)
+	crl.Store(&der)
+	msg := ca.Sign(b, bob, bobKey, "bob@partner.example", "order", "please ship")
+	roots := x509.NewCertPool()
+	roots.AddCert(testenv.ReadCert(b, ca.Cert))
+	off := New(Options{Roots: roots})
+	on := New(Options{Roots: roots, Revocation: revocation.New(nil, revocation.Config{Fetch: true}), RevocationMode: revocation.Soft})
+	judge := func(eng *Engine) time.Duration {
+		start := time.Now()
+		res, err := eng.Process(msg, time.Now())
+		if err != nil || len(res.Report.Signatures) != 1 || res.Report.Signatures[0].Status != StatusValid || res.Report.Signatures[0].Reason != "" {
+			b.Fatalf("Process() = %+v, %v", res.Report.Signatures, err)
+		}
+		return time.Since(start)
+	}
+	judge(on) // the first fetch
+	var tOff, tOn time.Duration
+	b.ResetTimer()
+	for range b.N {
+		tOff += judge(off)
+		tOn += judge(on)
+	}
+	b.ReportMetric(float64(tOn)/float64(tOff), "x-off")
+	b.ReportMetric(float64(tOn.Nanoseconds())/float64(b.N), "ns/with-crl")
+	b.ReportMetric(float64(tOff.Nanoseconds())/float64(b.N), "ns/off")
 }
