@@ -36,7 +36,7 @@ const (
 	retryFailed = 5 * time.Minute
 )
 
-// bucketCRLs holds the CRLs: issuer name hash + "\x00" + scope → storedCRL.
+// bucketCRLs holds the CRLs: issuerKey + "\x00" + scope → storedCRL.
 var bucketCRLs = []byte("revocation_crls")
 
 func init() {
@@ -144,10 +144,10 @@ func storageKey(issuer, scope string) string { return issuer + "\x00" + scope }
 // lacks, or one past its nextUpdate, within ctx and the configured
 // timeout.
 func (c *Checker) Check(ctx context.Context, cert, issuer *x509.Certificate, at time.Time) Answer {
-	issuerKey := nameKey(cert.RawIssuer)
+	key := issuerKey(issuer)
 	dps := httpPoints(cert.CRLDistributionPoints)
 	now := c.cfg.Now()
-	if cr := c.current(issuerKey, dps, now); cr != nil {
+	if cr := c.current(key, dps, now); cr != nil {
 		return answerFrom(cr, cert, at)
 	}
 	if len(cert.CRLDistributionPoints) == 0 {
@@ -165,7 +165,7 @@ func (c *Checker) Check(ctx context.Context, cert, issuer *x509.Certificate, at 
 			errs = append(errs, err.Error())
 			continue
 		}
-		if cr := c.current(issuerKey, dps, c.cfg.Now()); cr != nil {
+		if cr := c.current(key, dps, c.cfg.Now()); cr != nil {
 			return answerFrom(cr, cert, at)
 		}
 		errs = append(errs, dp+": the CRL fetched is not current or does not cover the certificate")

@@ -64,7 +64,7 @@ type revoked struct {
 type crl struct {
 	der        []byte
 	issuerCert *x509.Certificate // that signed it
-	issuer     string            // hex SHA-256 of the issuer's DER name
+	issuer     string            // issuerKey of issuerCert
 	issuerName string            // RFC 4514, for messages
 	scope      string            // the issuing distribution point's URI, "" for a CRL of everything the issuer revokes
 	thisUpdate time.Time
@@ -73,9 +73,13 @@ type crl struct {
 	entries    map[string]revoked // by serial (hex)
 }
 
-func nameKey(raw []byte) string {
-	s := sha256.Sum256(raw)
-	return hex.EncodeToString(s[:])
+// issuerKey identifies a CA by its name and its key: two CAs with the same
+// name (a re-keyed CA, or an impostor's) never share their CRLs.
+func issuerKey(ca *x509.Certificate) string {
+	h := sha256.New()
+	h.Write(ca.RawSubject)
+	h.Write(ca.RawSubjectPublicKeyInfo)
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // Decode reads a CRL in DER or PEM ("X509 CRL").
@@ -104,7 +108,7 @@ func parseCRL(der []byte, issuer *x509.Certificate) (*crl, error) {
 		return nil, fmt.Errorf("%w: signature of %s does not verify: %v", ErrCRL, rl.Issuer, err)
 	}
 	c := &crl{
-		der: der, issuerCert: issuer, issuer: nameKey(rl.RawIssuer), issuerName: rl.Issuer.String(),
+		der: der, issuerCert: issuer, issuer: issuerKey(issuer), issuerName: rl.Issuer.String(),
 		thisUpdate: rl.ThisUpdate, nextUpdate: rl.NextUpdate, number: rl.Number,
 		entries: make(map[string]revoked, len(rl.RevokedCertificateEntries)),
 	}

@@ -294,4 +294,16 @@ func TestCRLImport(t *testing.T) {
 	if got := c.Check(context.Background(), testenv.ReadCert(t, alice), testenv.ReadCert(t, ca.Cert), time.Now().Add(time.Minute)); got.Status != Revoked {
 		t.Fatalf("after import: %+v, want revoked", got)
 	}
+	// Another CA of the same name (its own key) numbers its certificates
+	// the same way: the first one has alice's serial, and is not judged
+	// by the other CA's CRL.
+	twin := testenv.NewCA(t, "Import CA", "http://127.0.0.1:9/unreachable.crl")
+	mallory, _ := twin.Issue(t, "mallory", "mallory@partner.example", time.Now().Add(-time.Hour))
+	m, a := testenv.ReadCert(t, mallory), testenv.ReadCert(t, alice)
+	if m.SerialNumber.Cmp(a.SerialNumber) != 0 || string(m.RawIssuer) != string(a.RawIssuer) {
+		t.Fatalf("the twin CA's first certificate has serial %v issuer %v, alice's %v %v", m.SerialNumber, m.Issuer, a.SerialNumber, a.Issuer)
+	}
+	if got := c.Check(context.Background(), m, testenv.ReadCert(t, twin.Cert), time.Now().Add(time.Minute)); got.Status != Unknown {
+		t.Fatalf("a certificate of the twin CA judged by the other's CRL: %+v, want unknown", got)
+	}
 }
