@@ -1,7 +1,10 @@
 package daemon
 
 import (
+	"context"
+	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -114,6 +117,30 @@ func TestScenarioRevokedSigner(t *testing.T) {
 			}
 		}
 	}
+
+	// Bob's key is revoked later; the service's sweep marks his
+	// certificate in the store, harvested from his valid mail, without
+	// mail from him.
+	ca.Revoke(t, bob, "affiliationChanged", time.Time{})
+	der = ca.CRL(t, 7)
+	crl.Store(&der)
+	cfg := strings.Replace(testenv.Config("state-soft", "", []string{"org-new"}, acct), "[trust]\n", "[trust]\nrevocation = \"soft\"\n", 1)
+	if err := os.WriteFile(e.cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	svc := newService(t, e.cfgPath, slog.New(slog.DiscardHandler))
+	svc.crls.Refresh(context.Background()) // not due yet: the kept CRL stays
+	if _, err := svc.crls.Import(der, []*x509.Certificate{testenv.ReadCert(t, ca.Cert)}); err != nil {
+		t.Fatal(err)
+	}
+	if es, err := svc.store.ByEmail("bob@partner.example"); err != nil || len(es) != 1 || !es[0].EncryptionPreferred {
+		t.Fatalf("bob's certificate before the sweep: %+v, %v", es, err)
+	}
+	svc.sweepRevoked()
+	if es, err := svc.store.ByEmail("bob@partner.example"); err != nil || len(es) != 1 || es[0].EncryptionPreferred || es[0].RevokedAt.IsZero() || !strings.Contains(es[0].RevokedReason, "affiliationChanged") {
+		t.Errorf("bob's certificate after the sweep: %+v, %v; want revoked, not preferred", es, err)
+	}
+	svc.Close()
 
 	crl.Store(nil) // the CA's server is down
 	for i, tc := range []struct{ mode, status, reason string }{

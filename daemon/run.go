@@ -436,6 +436,32 @@ func (s *Service) crlLoop(ctx context.Context) {
 		}
 		if s.trustCfg.Load().Trust.Revocation != revocation.Off {
 			s.crls.Refresh(ctx)
+			s.sweepRevoked()
+		}
+	}
+}
+
+// sweepRevoked marks the store's usable certificates that the kept CRLs
+// say are revoked, so that none is offered to encrypt to, whether or not
+// its owner writes again.
+func (s *Service) sweepRevoked() {
+	certs, err := s.store.Certificates()
+	if err != nil {
+		s.log.Warn("revocation sweep: cannot read the certificate store", "err", err)
+		return
+	}
+	for _, c := range certs {
+		ans, revoked := s.crls.KnownRevoked(c)
+		if !revoked {
+			continue
+		}
+		fp := harvest.Fingerprint(c)
+		changed, err := s.store.MarkRevoked(fp, ans.At, "the certificate was "+ans.Reason)
+		switch {
+		case err != nil:
+			s.log.Warn("revocation sweep: cannot mark a certificate revoked", "fingerprint", fp, "err", err)
+		case changed:
+			s.log.Info("certificate in the store revoked by its CA; no longer offered to encrypt to", "fingerprint", fp, "revoked_at", ans.At, "reason", ans.Reason)
 		}
 	}
 }

@@ -203,6 +203,12 @@ func (w *walker) record(cert *x509.Certificate, email string, quarantined bool, 
 		}
 	}
 	w.rep.Harvested = append(w.rep.Harvested, Harvested{Email: email, Fingerprint: fp, Quarantined: quarantined})
+	w.storeWrite(fp, email, write)
+}
+
+// storeWrite runs write on the store (when the engine writes to it), or
+// leaves it to the caller (Options.DeferWrites).
+func (w *walker) storeWrite(fp, email string, write func(*Store, Sighting) error) {
 	if !w.e.opts.Harvest || w.e.opts.Store == nil {
 		return
 	}

@@ -34,7 +34,14 @@ func (w *walker) checkRevocation(p pendingSig, reason string, notes []string) (s
 		}
 		switch ans.Status {
 		case revocation.Revoked:
-			return StatusRevoked, what + " was " + ans.Reason, notes
+			// The store must never offer the certificate to encrypt to
+			// again (a revoked CA revokes what it issued).
+			leafFP, why := Fingerprint(p.chain[0]), what+" was "+ans.Reason
+			w.storeWrite(leafFP, "", func(st *Store, _ Sighting) error {
+				_, err := st.MarkRevoked(leafFP, ans.At, why)
+				return err
+			})
+			return StatusRevoked, why, notes
 		case revocation.Unknown:
 			if ans.NotOffered && w.e.opts.RevocationMode != revocation.Hard {
 				continue // the CA offers no revocation list to check

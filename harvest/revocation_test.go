@@ -21,7 +21,7 @@ import (
 // harvested), the other's valid; with the CA's server down the verdict is
 // valid with "revocation unknown" (soft) or untrusted (hard).
 func TestRevokedSigner(t *testing.T) {
-	var crl []byte
+	var crl atomic.Pointer[[]byte]
 	var up atomic.Bool
 	up.Store(true)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -29,15 +29,17 @@ func TestRevokedSigner(t *testing.T) {
 			http.Error(w, "down", http.StatusServiceUnavailable)
 			return
 		}
-		w.Write(crl)
+		w.Write(*crl.Load())
 	}))
 	defer srv.Close()
 	ca := testenv.NewCA(t, "Partner CA", srv.URL+"/partner.crl")
 	issued := time.Now().AddDate(0, -6, 0)
 	alice, aliceKey := ca.Issue(t, "alice", "alice@partner.example", issued)
 	bob, bobKey := ca.Issue(t, "bob", "bob@partner.example", issued)
-	ca.Revoke(t, alice, "keyCompromise", time.Now().AddDate(0, -1, 0))
-	crl = ca.CRL(t, 7)
+	compromised := time.Now().AddDate(0, -1, 0).UTC()
+	ca.Revoke(t, alice, "keyCompromise", compromised)
+	der := ca.CRL(t, 7)
+	crl.Store(&der)
 	fromAlice := ca.Sign(t, alice, aliceKey, "alice@partner.example", "order", "please ship")
 	fromBob := ca.Sign(t, bob, bobKey, "bob@partner.example", "order", "please ship")
 
@@ -57,11 +59,22 @@ func TestRevokedSigner(t *testing.T) {
 		}
 		return res.Report.Signatures[0]
 	}
+	// Mail from before the key was compromised harvests alice's
+	// certificate; her mail of today is revoked, harvests nothing, and
+	// the store stops offering her certificate to encrypt to.
+	res, err := eng.Process(fromAlice, compromised.AddDate(0, 0, -14))
+	if err != nil || res.Report.Signatures[0].Status != StatusValid {
+		t.Fatalf("alice before the compromise: %+v, %v", res.Report.Signatures, err)
+	}
+	if es, _ := st.ByEmail("alice@partner.example"); len(es) != 1 || !es[0].EncryptionPreferred {
+		t.Fatalf("alice's certificate after a valid signature: %+v", es)
+	}
 	if v := verdict(eng, fromAlice); v.Status != StatusRevoked || !strings.Contains(v.Reason, "keyCompromise") {
 		t.Errorf("alice (revoked): %s %q, want revoked for keyCompromise", v.Status, v.Reason)
 	}
-	if es, _ := st.ByEmail("alice@partner.example"); len(es) != 0 {
-		t.Errorf("the revoked signer's certificate was harvested: %+v", es)
+	es, _ := st.ByEmail("alice@partner.example")
+	if len(es) != 1 || es[0].EncryptionPreferred || !es[0].RevokedAt.Equal(compromised.Truncate(time.Second)) || !strings.Contains(es[0].RevokedReason, "keyCompromise") {
+		t.Errorf("alice's certificate after her revoked mail: %+v; want revoked since %v, not preferred", es, compromised)
 	}
 	if v := verdict(eng, fromBob); v.Status != StatusValid || v.Reason != "" {
 		t.Errorf("bob: %s %q, want valid", v.Status, v.Reason)

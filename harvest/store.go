@@ -159,17 +159,30 @@ type Entry struct {
 	// certificate is a pinned leaf: its signatures need no CA chain.
 	TrustedAt time.Time
 	TrustedBy string
+
+	// RevokedAt is when the certificate's revocation takes effect (zero:
+	// not known to be revoked). A certificate revoked by now is never
+	// preferred for encryption.
+	RevokedAt     time.Time
+	RevokedReason string
 }
 
-// Usable returns the entries that are not quarantined, in order.
+// Usable returns the entries that are neither quarantined nor revoked, in
+// order.
 func Usable(entries []Entry) []Entry {
 	var out []Entry
+	now := time.Now()
 	for _, e := range entries {
-		if !e.Quarantined {
+		if !e.Quarantined && !e.Revoked(now) {
 			out = append(out, e)
 		}
 	}
 	return out
+}
+
+// Revoked reports whether the certificate is known revoked at t.
+func (e Entry) Revoked(t time.Time) bool {
+	return !e.RevokedAt.IsZero() && !t.Before(e.RevokedAt)
 }
 
 // addressRecord is the JSON value of the addresses bucket (schema 1).
@@ -196,6 +209,16 @@ type certRecord struct {
 	// TrustedAt and TrustedBy: the administrator's trust (pinned leaf).
 	TrustedAt time.Time `json:"trusted_at,omitzero"`
 	TrustedBy string    `json:"trusted_by,omitempty"`
+	// RevokedAt is when the certificate's revocation takes effect, as its
+	// CA's CRL says (zero: not known to be revoked); RevokedReason says
+	// what the CRL says.
+	RevokedAt     time.Time `json:"revoked_at,omitzero"`
+	RevokedReason string    `json:"revoked_reason,omitempty"`
+}
+
+// revokedBy reports whether the certificate is revoked at t.
+func (cr *certRecord) revokedBy(t time.Time) bool {
+	return !cr.RevokedAt.IsZero() && !t.Before(cr.RevokedAt)
 }
 
 // choose records that the certificate was chosen at t, unless a later
@@ -494,7 +517,7 @@ func preferred(rec *addressRecord, certs map[string]*x509.Certificate, now time.
 	usable := func(fp string) bool {
 		cr, ok := rec.Certs[fp]
 		c := certs[fp]
-		return ok && !cr.Quarantined && c != nil && canEncrypt(c) &&
+		return ok && !cr.Quarantined && !cr.revokedBy(now) && c != nil && canEncrypt(c) &&
 			!now.Before(c.NotBefore) && now.Before(c.NotAfter)
 	}
 	chosen := func(fp string) time.Time {
@@ -568,6 +591,8 @@ func entries(cache *certCache, tx *bbolt.Tx, email string, rec *addressRecord, n
 			Capabilities:        cr.Capabilities,
 			TrustedAt:           cr.TrustedAt,
 			TrustedBy:           cr.TrustedBy,
+			RevokedAt:           cr.RevokedAt,
+			RevokedReason:       cr.RevokedReason,
 		})
 	}
 	sort.Slice(out, func(i, j int) bool {

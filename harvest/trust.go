@@ -59,6 +59,28 @@ func (s *Store) Untrust(fingerprint, by string) (*Entry, error) {
 
 var errUnchanged = errors.New("harvest: nothing changed")
 
+// MarkRevoked records, for every address that has the certificate, that
+// its CA revoked it with effect from at (the earliest time known is
+// kept), for the reason given. It reports whether anything changed; a
+// certificate not in the store is no error.
+func (s *Store) MarkRevoked(fingerprint string, at time.Time, reason string) (bool, error) {
+	at = at.UTC()
+	_, err := s.updateCert(fingerprint, func(cr *certRecord) bool {
+		if !cr.RevokedAt.IsZero() && !at.Before(cr.RevokedAt) {
+			return false
+		}
+		cr.RevokedAt, cr.RevokedReason = at, reason
+		return true
+	})
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, errUnchanged), errors.Is(err, ErrNotFound):
+		return false, nil
+	}
+	return false, err
+}
+
 // updateCert applies change to the certificate's record of every address
 // that has it, and returns the entry of the first address (by email) that
 // change altered; errUnchanged when it altered none.

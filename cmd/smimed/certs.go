@@ -158,6 +158,8 @@ type certJSON struct {
 	MessageID           string   `json:"message_id"`
 	TrustedAt           string   `json:"trusted_at,omitempty"`
 	TrustedBy           string   `json:"trusted_by,omitempty"`
+	RevokedAt           string   `json:"revoked_at,omitempty"`
+	RevokedReason       string   `json:"revoked_reason,omitempty"`
 }
 
 func certsTime(t time.Time) string {
@@ -170,6 +172,8 @@ func certsTime(t time.Time) string {
 func certsStatus(e harvest.Entry) string {
 	s := "usable"
 	switch {
+	case e.Revoked(time.Now()):
+		s = "revoked"
 	case e.Quarantined:
 		s = "quarantined"
 	case !e.TrustedAt.IsZero():
@@ -220,6 +224,8 @@ func certsList(open certsOpener, args []string, stdout, stderr io.Writer) int {
 				MessageID:           e.MessageID,
 				TrustedAt:           certsTime(e.TrustedAt),
 				TrustedBy:           e.TrustedBy,
+				RevokedAt:           certsTime(e.RevokedAt),
+				RevokedReason:       e.RevokedReason,
 			})
 			if err != nil {
 				fmt.Fprintf(stderr, "smimed certs list: %v\n", err)
@@ -297,6 +303,9 @@ func certsPrintEntry(w io.Writer, e harvest.Entry) {
 	}
 	if !e.TrustedAt.IsZero() {
 		status = fmt.Sprintf("trusted by %s on %s (pinned: no CA chain needed)", e.TrustedBy, e.TrustedAt.UTC().Format(time.DateOnly))
+	}
+	if !e.RevokedAt.IsZero() {
+		status = fmt.Sprintf("revoked since %s: %s", e.RevokedAt.UTC().Format(time.RFC3339), e.RevokedReason)
 	}
 	if e.EncryptionPreferred {
 		status += ", preferred for encryption"
@@ -443,7 +452,7 @@ func certsExport(open certsOpener, args []string, stdout, stderr io.Writer) int 
 	if len(usable) == 0 {
 		msg := fmt.Sprintf("smimed certs export: no usable certificate for %s", pos[0])
 		if q := len(entries) - len(usable); q > 0 {
-			msg += fmt.Sprintf(" (%d quarantined; see smimed certs show %s)", q, pos[0])
+			msg += fmt.Sprintf(" (%d quarantined or revoked; see smimed certs show %s)", q, pos[0])
 		}
 		fmt.Fprintln(stderr, msg)
 		return exitFailed

@@ -211,6 +211,8 @@ type certEntry struct {
 	Capabilities        []string  `json:"capabilities,omitempty"`
 	TrustedAt           time.Time `json:"trusted_at,omitzero"`
 	TrustedBy           string    `json:"trusted_by,omitempty"`
+	RevokedAt           time.Time `json:"revoked_at,omitzero"`
+	RevokedReason       string    `json:"revoked_reason,omitempty"`
 }
 
 func wireEntry(e *harvest.Entry) *certEntry {
@@ -220,6 +222,7 @@ func wireEntry(e *harvest.Entry) *certEntry {
 		Quarantined: e.Quarantined, QuarantineReason: e.QuarantineReason,
 		EncryptionPreferred: e.EncryptionPreferred, Capabilities: e.Capabilities,
 		TrustedAt: e.TrustedAt, TrustedBy: e.TrustedBy,
+		RevokedAt: e.RevokedAt, RevokedReason: e.RevokedReason,
 	}
 }
 
@@ -239,6 +242,7 @@ func (w *certEntry) entry() (harvest.Entry, error) {
 		Quarantined: w.Quarantined, QuarantineReason: w.QuarantineReason,
 		EncryptionPreferred: w.EncryptionPreferred, Capabilities: w.Capabilities,
 		TrustedAt: w.TrustedAt, TrustedBy: w.TrustedBy,
+		RevokedAt: w.RevokedAt, RevokedReason: w.RevokedReason,
 	}, nil
 }
 

@@ -15,7 +15,7 @@ package admin
 // Protocol, one request per connection, every line a JSON object ending
 // in "\n":
 //
-//	client → {"op":"list","query":{…},"command":"failed"}   at most 64 KiB (with a CRL to import 1.4 MiB), within 10 s
+//	client → {"op":"list","query":{…},"command":"failed"}   at most 64 KiB (certs_crl_import: 1.4 MiB), within 10 s
 //	daemon → {"record":{…}}            list, get
 //	         {"data":"base64…"}        message, backup: chunks of the bytes
 //	         {"progress":[done,total]} verify
@@ -68,9 +68,11 @@ import (
 )
 
 const (
-	// maxRequestSize bounds the request line: a CRL to import (base64)
-	// is the largest.
-	maxRequestSize = MaxCRLImport*4/3 + 64<<10
+	// maxRequestSize bounds the request line of every op but
+	// certs_crl_import, whose line carries a CRL (base64) and may be
+	// maxImportRequestSize.
+	maxRequestSize       = 64 << 10
+	maxImportRequestSize = MaxCRLImport*4/3 + maxRequestSize
 	// maxRetryIDs bounds the record ids of one retry request.
 	maxRetryIDs = 4096
 	// dataChunk is the number of bytes in one data frame.
@@ -407,7 +409,7 @@ func (s *controlServer) serve(c *net.UnixConn) {
 
 	br := bufio.NewReader(c)
 	c.SetReadDeadline(time.Now().Add(s.requestTimeout))
-	line, err := readLine(br, maxRequestSize)
+	line, err := readLine(br, maxImportRequestSize)
 	var req *controlRequest
 	if err == nil {
 		req, err = decodeRequest(line)
@@ -646,7 +648,7 @@ var controlOps = []string{"ping", "list", "get", "message", "verify", "retry", "
 // decodeRequest reads and checks a request line: exactly one JSON object,
 // no unknown fields, a known op with what it needs.
 func decodeRequest(line []byte) (*controlRequest, error) {
-	if len(line) > maxRequestSize {
+	if len(line) > maxImportRequestSize {
 		return nil, fmt.Errorf("request larger than %d KiB", maxRequestSize>>10)
 	}
 	dec := json.NewDecoder(bytes.NewReader(line))
@@ -660,6 +662,9 @@ func decodeRequest(line []byte) (*controlRequest, error) {
 	}
 	if !slices.Contains(controlOps, req.Op) {
 		return nil, fmt.Errorf("unknown op %q (want one of %s)", req.Op, strings.Join(controlOps, ", "))
+	}
+	if len(line) > maxRequestSize && req.Op != opCRLImport {
+		return nil, fmt.Errorf("request larger than %d KiB", maxRequestSize>>10)
 	}
 	switch req.Op {
 	case "list":

@@ -159,8 +159,11 @@ func (c *controlClient) call(ctx context.Context, req *controlRequest, fn func(*
 	if err != nil {
 		return nil, fmt.Errorf("control request: %w", err)
 	}
-	if len(line) >= maxRequestSize {
-		return nil, fmt.Errorf("control request: %d bytes, more than the daemon takes (%d KiB)", len(line), maxRequestSize>>10)
+	if limit := maxRequestSize; len(line) >= limit && (req.Op != opCRLImport || len(line) >= maxImportRequestSize) {
+		if req.Op == opCRLImport {
+			limit = maxImportRequestSize
+		}
+		return nil, fmt.Errorf("control request: %d bytes, more than the daemon takes (%d KiB)", len(line), limit>>10)
 	}
 	br := bufio.NewReaderSize(conn, 64<<10)
 	if _, err := conn.Write(append(line, '\n')); err != nil {

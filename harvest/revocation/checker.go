@@ -75,6 +75,8 @@ type Answer struct {
 	// Reason: for Revoked, when, why and whose CRL says so; for Unknown,
 	// why no answer could be had; for Good, "" .
 	Reason string
+	// At (Revoked) is when the revocation takes effect for messages.
+	At time.Time
 }
 
 // Checker answers from the CRLs it has, fetching those it lacks. It is safe
@@ -183,7 +185,7 @@ func answerFrom(cr *crl, cert *x509.Certificate, at time.Time) Answer {
 	if !when.Equal(r.at) {
 		reason += fmt.Sprintf(", published %s", r.at.UTC().Format(time.RFC3339))
 	}
-	return Answer{Status: Revoked, Reason: reason}
+	return Answer{Status: Revoked, Reason: reason, At: when}
 }
 
 // httpPoints are the http URLs of dps.
@@ -494,4 +496,44 @@ func (c *Checker) Refresh(ctx context.Context) {
 		}
 		c.fetch(ctx, d.url, d.issuer) // logged there
 	}
+}
+
+// KnownRevoked judges cert against the kept CRLs only, at the present, for
+// a certificate whose chain is not at hand (the store's, swept by the
+// service): a kept CRL counts when its CA is cert's issuer by name and
+// signature, and it covers cert. It reports whether cert is revoked.
+func (c *Checker) KnownRevoked(cert *x509.Certificate) (Answer, bool) {
+	if c.db == nil {
+		return Answer{}, false
+	}
+	now := c.cfg.Now()
+	dps := httpPoints(cert.CRLDistributionPoints)
+	var kept []*crl
+	err := c.db.Bolt().View(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketCRLs).ForEach(func(k, v []byte) error {
+			var st storedCRL
+			if json.Unmarshal(v, &st) != nil {
+				return nil
+			}
+			if ca, err := x509.ParseCertificate(st.Issuer); err != nil || string(ca.RawSubject) != string(cert.RawIssuer) {
+				return nil
+			}
+			if cr, err := parseStored(st); err == nil {
+				kept = append(kept, cr)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return Answer{}, false
+	}
+	for _, cr := range kept {
+		if !cr.freshAt(now) || !cr.covers(dps) || cert.CheckSignatureFrom(cr.issuerCert) != nil {
+			continue
+		}
+		if ans := answerFrom(cr, cert, now); ans.Status == Revoked {
+			return ans, true
+		}
+	}
+	return Answer{}, false
 }

@@ -306,4 +306,12 @@ func TestCRLImport(t *testing.T) {
 	if got := c.Check(context.Background(), m, testenv.ReadCert(t, twin.Cert), time.Now().Add(time.Minute)); got.Status != Unknown {
 		t.Fatalf("a certificate of the twin CA judged by the other's CRL: %+v, want unknown", got)
 	}
+	// The store's sweep has no chain: the kept CRL counts for the
+	// certificates its CA signed, and only for those.
+	if ans, revoked := c.KnownRevoked(a); !revoked || ans.At.IsZero() || !strings.Contains(ans.Reason, "keyCompromise") {
+		t.Errorf("KnownRevoked(alice) = %+v, %v; want revoked", ans, revoked)
+	}
+	if ans, revoked := c.KnownRevoked(m); revoked {
+		t.Errorf("KnownRevoked(the twin CA's certificate with alice's serial) = %+v, want not revoked", ans)
+	}
 }
