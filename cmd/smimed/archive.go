@@ -34,7 +34,8 @@ const archiveUsage = `Usage: smimed archive [--config FILE] SUBCOMMAND
   export [FILTERS] [--format mbox|maildir] --out PATH [--original] [--force]
                                                  write the matching messages to an mbox or a Maildir
   failed [--json]                                undecryptable messages and the keys they need
-  retry [ID...]                                  decrypt again with the configured keys
+  retry [ID...] [--all-untrusted | --revoked-since DATE]
+                                                 judge again with the configured keys, anchors and CRLs
   verify [--json]                                check the hash chain and every file
   audit [--since DATE] [--json]                  who read the archive, when and what
 
@@ -395,7 +396,7 @@ func archiveFailed(args []string, stdout, stderr io.Writer) int {
 	})
 }
 
-const archiveRetryUsage = `Usage: smimed archive retry [ID...] [--all-untrusted] [--config FILE]
+const archiveRetryUsage = `Usage: smimed archive retry [ID...] [--all-untrusted | --revoked-since DATE] [--config FILE]
 
 Runs the engine again, with the keys now configured, on the stored
 original of each message ID (without IDs: every undecryptable message).
@@ -417,19 +418,31 @@ says what changed:
   ID: verdict untrusted → valid (new record N)
   ID: unchanged (untrusted)
 
-  --all-untrusted every message that has a signature judged untrusted
-  --config FILE   configuration file (default /etc/smimed/smimed.toml)
+With --revoked-since DATE (and no IDs): every message that arrived on or
+after DATE with a signature whose chain held (valid, partial, mismatch) is
+judged again, after a revocation became known (a CRL imported or fetched):
+  ID: verdict valid → revoked (new record N)
+
+  --all-untrusted       every message that has a signature judged untrusted
+  --revoked-since DATE  every message since DATE (YYYY-MM-DD in UTC, or RFC 3339) whose signature held
+  --config FILE         configuration file (default /etc/smimed/smimed.toml)
 `
 
 func archiveRetry(args []string, stdout, stderr io.Writer) int {
 	s := newArchiveSession("archive retry", stdout, stderr)
 	allUntrusted := s.fs.Bool("all-untrusted", false, "")
+	revokedSince := s.fs.String("revoked-since", "", "")
 	pos, code, done := s.parse(args, archiveRetryUsage, -1)
 	if done {
 		return code
 	}
-	if *allUntrusted {
+	switch {
+	case *allUntrusted && *revokedSince != "":
+		return s.usagef("--all-untrusted and --revoked-since: give one")
+	case *allUntrusted:
 		return archiveRetryUntrusted(s, pos)
+	case *revokedSince != "":
+		return archiveRetryRevoked(s, pos, *revokedSince)
 	}
 	var ids []uint64
 	for _, p := range pos {

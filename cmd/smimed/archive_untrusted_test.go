@@ -102,3 +102,73 @@ func TestArchiveRetryAllUntrusted(t *testing.T) {
 		t.Errorf("retry --all-untrusted 7: exit %d, %q", code, errOut)
 	}
 }
+
+// Issue 15: a partner's key turns out to have been compromised since a
+// date; the CA's CRL is imported (`certs crl import`), and `archive retry
+// --revoked-since DATE` judges again the mail since then whose signature
+// held: alice's message from after the date becomes revoked, her message
+// from before it and bob's stay valid.
+func TestArchiveRetryRevokedSince(t *testing.T) {
+	cfg := writeConfig(t, "")
+	dir := filepath.Dir(cfg)
+	ca := testenv.NewCA(t, "Partner CA", "http://192.0.2.1/partner.crl")
+	issued := time.Now().AddDate(0, -6, 0)
+	alice, aliceKey := ca.Issue(t, "alice", "alice@partner.example", issued)
+	bob, bobKey := ca.Issue(t, "bob", "bob@partner.example", issued)
+	caPEM, err := os.ReadFile(ca.Cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := filepath.Join(dir, "ca-bundle.pem")
+	old, _ := os.ReadFile(bundle)
+	if err := os.WriteFile(bundle, append(old, caPEM...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stateDir := filepath.Join(dir, "state")
+	db, err := state.Open(filepath.Join(stateDir, "smimed.db"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := archive.Open(filepath.Join(stateDir, "archive"), db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(testenv.ReadCert(t, ca.Cert))
+	eng := harvest.New(harvest.Options{Roots: roots})
+	compromised := time.Now().AddDate(0, -2, 0).UTC().Truncate(time.Second)
+	ids := map[string]uint64{}
+	for i, m := range []struct {
+		name    string
+		raw     []byte
+		arrived time.Time
+	}{
+		{"alice before", ca.Sign(t, alice, aliceKey, "alice@partner.example", "before", "ok"), compromised.AddDate(0, 0, -7)},
+		{"alice after", ca.Sign(t, alice, aliceKey, "alice@partner.example", "after", "send money"), compromised.AddDate(0, 0, 7)},
+		{"bob after", ca.Sign(t, bob, bobKey, "bob@partner.example", "bob", "ok"), compromised.AddDate(0, 0, 7)},
+	} {
+		res, err := eng.Process(m.raw, m.arrived)
+		if err != nil || res.Report.Signatures[0].Status != harvest.StatusValid {
+			t.Fatalf("%s: %+v, %v", m.name, res.Report.Signatures, err)
+		}
+		rec, _, err := a.Put(archive.Source{Account: "ceo", Folder: "INBOX", UIDValidity: 1, UID: uint32(i + 1), InternalDate: m.arrived}, m.raw, res)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[m.name] = rec.ID
+	}
+	db.Close()
+
+	ca.Revoke(t, alice, "keyCompromise", compromised)
+	ca.CRL(t, 7)
+	if code, out, errOut := runCmd(nil, "certs", "--config", cfg, "crl", "import", filepath.Join(ca.Dir, "ca.crl.pem")); code != exitOK {
+		t.Fatalf("certs crl import: exit %d, %q, %q", code, out, errOut)
+	}
+	code, out, errOut := runCmd(nil, "archive", "retry", "--revoked-since", compromised.Format(time.RFC3339), "--config", cfg)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	wantAlice := fmt.Sprintf("%d: verdict valid → revoked (new record ", ids["alice after"])
+	wantBob := fmt.Sprintf("%d: unchanged (valid)", ids["bob after"])
+	if code != exitOK || len(lines) != 2 || !strings.Contains(out, wantAlice) || !strings.Contains(out, wantBob) {
+		t.Fatalf("retry --revoked-since: exit %d, %q (%q); want %q… and %q, nothing about the message from before", code, out, errOut, wantAlice, wantBob)
+	}
+}
