@@ -40,7 +40,34 @@ const (
 	// UserCopyRecordField names the archive record (the version of the
 	// message) a copy shows: with X-Smimed-Source it identifies a copy.
 	UserCopyRecordField = "X-Smimed-Record"
+	// UserCopySignerField says, per valid signature, who signed as the
+	// CA vouches for it: the name and organization it validated, only
+	// when it says it validated them, and the address.
+	UserCopySignerField = "X-Smimed-Signer"
 )
+
+// signerValue is the X-Smimed-Signer value of a valid signature, "" for
+// any other: "Alice Example, ACME GmbH <alice@partner.example>
+// (sponsor-validated (strict) by ACME CA)", or for a CA that named no
+// validation type "alice@partner.example (address only: no validation
+// type named by Example CA)". A record from before validation types were
+// recorded gets none.
+func signerValue(sig harvest.Signature) string {
+	if sig.Status != harvest.StatusValid || sig.Signer == "" || sig.Validation == "" {
+		return ""
+	}
+	who := sig.Signer
+	if sig.ValidatedName != "" {
+		who = sig.ValidatedName + " <" + sig.Signer + ">"
+	}
+	switch {
+	case sig.ValidatedBy == "":
+		return who + " (no CA: a certificate pinned by an administrator)"
+	case sig.Validation == harvest.ValidationUnspecified:
+		return who + " (address only: no validation type named by " + sig.ValidatedBy + ")"
+	}
+	return who + " (" + sig.Validation + " by " + sig.ValidatedBy + ")"
+}
 
 const authResultsField = "Authentication-Results"
 
@@ -115,6 +142,11 @@ func UserCopy(plaintext []byte, rep *harvest.Report, src Source, authservID stri
 	writeFolded(&top, authResultsField, authResultsPieces(rep, authservID), eol)
 	writeFolded(&top, UserCopySourceField, unstructuredPieces(src.Marker()), eol)
 	writeFolded(&top, UserCopyDecryptionField, decryptionPieces(rep.Decryption), eol)
+	for _, sig := range rep.Signatures {
+		if v := signerValue(sig); v != "" {
+			writeFolded(&top, UserCopySignerField, unstructuredPieces(v), eol)
+		}
+	}
 	for _, f := range rep.Unprotected {
 		writeFolded(&top, harvest.UnprotectedField(sanitize(f.Name, true, maxTokenLen)), unstructuredPieces(f.Value), eol)
 	}
@@ -247,7 +279,8 @@ func dropIncomingField(f []byte, authservID string) bool {
 		return r
 	}, name)
 	switch {
-	case asciiEqualFold(name, UserCopySourceField), asciiEqualFold(name, UserCopyDecryptionField), asciiEqualFold(name, UserCopyRecordField):
+	case asciiEqualFold(name, UserCopySourceField), asciiEqualFold(name, UserCopyDecryptionField), asciiEqualFold(name, UserCopyRecordField),
+		asciiEqualFold(name, UserCopySignerField):
 		return true
 	case len(name) > len(unprotectedPrefix) && asciiEqualFold(name[:len(unprotectedPrefix)], unprotectedPrefix):
 		// Ours come from the report (the engine's own), never the sender.

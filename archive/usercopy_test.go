@@ -994,3 +994,36 @@ func TestUserCopyUnprotectedFields(t *testing.T) {
 		t.Errorf("copy without protected headers has X-Smimed-Unprotected fields:\n%s", got)
 	}
 }
+
+// TestUserCopySignerField (issue 15): one X-Smimed-Signer per valid
+// signature, naming what its CA validated; none for other verdicts or for
+// records from before validation types were recorded; a validated name
+// cannot add a header line; an incoming X-Smimed-Signer is dropped.
+func TestUserCopySignerField(t *testing.T) {
+	rep := &harvest.Report{Signatures: []harvest.Signature{
+		{Status: harvest.StatusValid, Signer: "alice@acme.example", Validation: "sponsor-validated (strict)", ValidatedName: "Alice Example, ACME GmbH", ValidatedBy: "ACME CA"},
+		{Status: harvest.StatusValid, Signer: "bob@partner.example", Validation: harvest.ValidationUnspecified, ValidatedBy: "Example CA"},
+		{Status: harvest.StatusUntrusted, Signer: "eve@partner.example", Validation: "organization-validated (strict)", ValidatedName: "Evil Inc", ValidatedBy: "Evil CA"},
+		{Status: harvest.StatusValid, Signer: "old@partner.example"},
+		{Status: harvest.StatusValid, Signer: "mallory@partner.example", Validation: "organization-validated (strict)", ValidatedName: "Mallory\r\nX-Smimed-Signer: forged", ValidatedBy: "M CA"},
+	}}
+	msg := []byte("From: alice@acme.example\r\nX-Smimed-Signer: planted by the sender\r\nSubject: order\r\n\r\nbody\r\n")
+	out := string(UserCopy(msg, rep, Source{Account: "ceo", Folder: "INBOX", UIDValidity: 1, UID: 1}, "mx.test"))
+	header, _, _ := strings.Cut(out, "\r\n\r\n")
+	var signers []string
+	for _, l := range strings.Split(strings.ReplaceAll(header, "\r\n ", " "), "\r\n") {
+		if v, ok := strings.CutPrefix(l, UserCopySignerField+": "); ok {
+			signers = append(signers, v)
+		}
+	}
+	want := []string{
+		"Alice Example, ACME GmbH <alice@acme.example> (sponsor-validated (strict) by ACME CA)",
+		"bob@partner.example (address only: no validation type named by Example CA)",
+	}
+	if len(signers) != 3 || signers[0] != want[0] || signers[1] != want[1] || !strings.HasSuffix(signers[2], "<mallory@partner.example> (organization-validated (strict) by M CA)") {
+		t.Errorf("X-Smimed-Signer fields %q, want %q and mallory's", signers, want)
+	}
+	if all := strings.Join(signers, "\n"); strings.Contains(header, "planted") || strings.Contains(all, "Evil") || strings.Contains(all, "old@") {
+		t.Errorf("header holds a planted, untrusted or old signer:\n%s", header)
+	}
+}

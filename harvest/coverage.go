@@ -121,6 +121,9 @@ func (w *walker) finish(outer *entity) {
 		if status == StatusValid {
 			status, reason, p.notes = w.checkRevocation(p, reason, p.notes)
 		}
+		if status == StatusValid {
+			status, reason = w.judgeValidation(v, p, reason)
+		}
 		addrs := BoundEmails(p.cert, p.chain)
 		if status == StatusValid {
 			switch {

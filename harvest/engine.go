@@ -67,6 +67,10 @@ type Options struct {
 	// RevocationMode is revocation.Soft or revocation.Hard: what a
 	// signature whose revocation cannot be known becomes.
 	RevocationMode string
+	// MinValidation is the least a signer's CA must have validated for a
+	// valid verdict (MinMailbox, the default, MinOrganization,
+	// MinIndividual, MinSponsor; validation.go).
+	MinValidation string
 }
 
 // Engine processes messages. It is safe for concurrent use.

@@ -82,7 +82,16 @@ type Signature struct {
 	SigningTime time.Time `json:"signing_time,omitzero"`
 	WeakDigest  bool      `json:"weak_digest"`
 	Reason      string    `json:"reason"`
-	Layer       int       `json:"layer"` // index into Report.Layers
+	// Validation is what the CA asserts it validated before issuing the
+	// signer's certificate, when its chain holds: a validation type of
+	// the S/MIME Baseline Requirements with its generation
+	// ("organization-validated (strict)"), or "unspecified" (the address
+	// alone). ValidatedName is the name and organization the CA
+	// validated under that type, ValidatedBy the issuing CA.
+	Validation    string `json:"validation,omitempty"`
+	ValidatedName string `json:"validated_name,omitempty"`
+	ValidatedBy   string `json:"validated_by,omitempty"`
+	Layer         int    `json:"layer"` // index into Report.Layers
 }
 
 // Harvested names a certificate stored (or quarantined) for an address.

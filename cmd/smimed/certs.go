@@ -160,6 +160,8 @@ type certJSON struct {
 	TrustedBy           string   `json:"trusted_by,omitempty"`
 	RevokedAt           string   `json:"revoked_at,omitempty"`
 	RevokedReason       string   `json:"revoked_reason,omitempty"`
+	Validation          string   `json:"validation"`
+	ValidatedName       string   `json:"validated_name,omitempty"`
 }
 
 func certsTime(t time.Time) string {
@@ -206,6 +208,7 @@ func certsList(open certsOpener, args []string, stdout, stderr io.Writer) int {
 		enc.SetEscapeHTML(false) // message-ids are <...>
 		for _, e := range entries {
 			c := e.Cert
+			validation, validated := harvest.CertValidation(c)
 			err := enc.Encode(certJSON{
 				Email:               e.Email,
 				Fingerprint:         e.Fingerprint,
@@ -226,6 +229,8 @@ func certsList(open certsOpener, args []string, stdout, stderr io.Writer) int {
 				TrustedBy:           e.TrustedBy,
 				RevokedAt:           certsTime(e.RevokedAt),
 				RevokedReason:       e.RevokedReason,
+				Validation:          validation,
+				ValidatedName:       validated,
 			})
 			if err != nil {
 				fmt.Fprintf(stderr, "smimed certs list: %v\n", err)
@@ -329,6 +334,11 @@ func certsPrintCert(w io.Writer, c *x509.Certificate) {
 	line("subject", c.Subject.String())
 	line("issuer", c.Issuer.String())
 	line("serial", c.SerialNumber.Text(16))
+	validation, validated := harvest.CertValidation(c)
+	if validated != "" {
+		validation += ": " + validated
+	}
+	line("validation", validation)
 	line("not before", certsTime(c.NotBefore))
 	notAfter := certsTime(c.NotAfter)
 	if time.Now().After(c.NotAfter) {

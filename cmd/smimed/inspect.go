@@ -151,6 +151,18 @@ func printReport(w io.Writer, r *harvest.Report) {
 		if !s.SigningTime.IsZero() {
 			fmt.Fprintf(w, "    signed at:   %s\n", s.SigningTime.Format(time.RFC3339))
 		}
+		if s.Validation != "" && s.Validation != harvest.ValidationUnspecified {
+			// Only a validation type the CA names; the rest vouch for the
+			// address alone, which the line above already shows.
+			v := s.Validation
+			if s.ValidatedBy != "" {
+				v += " by " + s.ValidatedBy
+			}
+			if s.ValidatedName != "" {
+				v += ": " + s.ValidatedName
+			}
+			fmt.Fprintf(w, "    validated:   %s\n", clean(v))
+		}
 		if s.Reason != "" {
 			fmt.Fprintf(w, "    reason:      %s\n", clean(s.Reason))
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/smimed/smimed/harvest"
 	"github.com/smimed/smimed/harvest/revocation"
 )
 
@@ -40,6 +41,9 @@ type Trust struct {
 	RejectSHA1  bool
 	// Revocation is revocation.Off, Soft (the default) or Hard.
 	Revocation string
+	// MinValidation is harvest.MinMailbox (the default),
+	// MinOrganization, MinIndividual or MinSponsor.
+	MinValidation string
 }
 
 // Key is one organisation key: a PKCS#12 file with its password
@@ -56,10 +60,11 @@ type rawConfig struct {
 	StateDir       *string `toml:"state_dir"`
 	MaxMessageSize any     `toml:"max_message_size"`
 	Trust          struct {
-		SystemRoots *bool    `toml:"system_roots"`
-		CAFiles     []string `toml:"ca_files"`
-		RejectSHA1  bool     `toml:"reject_sha1"`
-		Revocation  *string  `toml:"revocation"`
+		SystemRoots   *bool    `toml:"system_roots"`
+		CAFiles       []string `toml:"ca_files"`
+		RejectSHA1    bool     `toml:"reject_sha1"`
+		Revocation    *string  `toml:"revocation"`
+		MinValidation *string  `toml:"min_validation"`
 	} `toml:"trust"`
 	Keys []struct {
 		PKCS12File   string `toml:"pkcs12_file"`
@@ -76,7 +81,7 @@ func Defaults() *Config {
 	return &Config{
 		StateDir:       "/var/lib/smimed",
 		MaxMessageSize: DefaultMaxMessageSize,
-		Trust:          Trust{SystemRoots: true, Revocation: revocation.Soft},
+		Trust:          Trust{SystemRoots: true, Revocation: revocation.Soft, MinValidation: harvest.MinMailbox},
 		Daemon:         defaultDaemon(),
 	}
 }
@@ -146,6 +151,14 @@ func Load(path string) (*Config, error) {
 			cfg.Trust.Revocation = *r
 		default:
 			addf("trust.revocation: %q: want off, soft or hard", *r)
+		}
+	}
+	if m := raw.Trust.MinValidation; m != nil {
+		switch *m {
+		case harvest.MinMailbox, harvest.MinOrganization, harvest.MinIndividual, harvest.MinSponsor:
+			cfg.Trust.MinValidation = *m
+		default:
+			addf("trust.min_validation: %q: want mailbox, organization, individual or sponsor", *m)
 		}
 	}
 	for i, f := range raw.Trust.CAFiles {

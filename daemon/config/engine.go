@@ -47,11 +47,12 @@ func (c *Config) NewEngine(cr *Crypto, store *harvest.Store, harvesting bool, re
 // caller that sets more of them.
 func (c *Config) EngineOptions(cr *Crypto, store *harvest.Store, harvesting bool, rev *revocation.Checker) harvest.Options {
 	opts := harvest.Options{
-		Keys:       cr.Keys,
-		Roots:      cr.Roots,
-		Store:      store,
-		Harvest:    harvesting && store != nil,
-		RejectSHA1: c.Trust.RejectSHA1,
+		Keys:          cr.Keys,
+		Roots:         cr.Roots,
+		Store:         store,
+		Harvest:       harvesting && store != nil,
+		RejectSHA1:    c.Trust.RejectSHA1,
+		MinValidation: c.Trust.MinValidation,
 	}
 	if c.Trust.Revocation != revocation.Off && rev != nil {
 		opts.Revocation, opts.RevocationMode = rev, c.Trust.Revocation

@@ -71,6 +71,9 @@ crl_extensions = crl_ext
 
 [ anything ]
 organizationName = optional
+givenName = optional
+surname = optional
+pseudonym = optional
 commonName = supplied
 emailAddress = optional
 
@@ -107,6 +110,27 @@ func (ca *CA) Issue(tb testing.TB, name, email string, notBefore time.Time) (cer
 	OpenSSL(tb, ca.Dir, "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
 		"-subj", "/O=Smimed Test/CN="+name+"/emailAddress="+email)
 	OpenSSL(tb, ca.Dir, "ca", "-batch", "-config", "ca.cnf", "-in", csr, "-out", cert, "-extensions", "leaf",
+		"-startdate", OpenSSLTime(notBefore), "-enddate", OpenSSLTime(notBefore.AddDate(2, 0, 0)), "-notext")
+	return filepath.Join(ca.Dir, cert), filepath.Join(ca.Dir, key)
+}
+
+// IssuePolicy is Issue with the subject subj as openssl -subj writes it
+// (e.g. "/O=ACME GmbH/GN=Alice/SN=Example/CN=Alice Example/emailAddress=…")
+// and, unless policy is "", that certificate policy OID (an S/MIME BR
+// validation type, say).
+func (ca *CA) IssuePolicy(tb testing.TB, name, subj, policy string, notBefore time.Time) (cert, key string) {
+	tb.Helper()
+	cert, key, csr, ext := name+".crt", name+".key", name+".csr", name+".ext"
+	conf := "[ leaf_policy ]\nbasicConstraints = CA:FALSE\nkeyUsage = critical, digitalSignature, keyEncipherment\n" +
+		"extendedKeyUsage = emailProtection\nsubjectAltName = email:copy\nsubjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n"
+	if policy != "" {
+		conf += "certificatePolicies = " + policy + "\n"
+	}
+	if err := os.WriteFile(filepath.Join(ca.Dir, ext), []byte(conf), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	OpenSSL(tb, ca.Dir, "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", subj)
+	OpenSSL(tb, ca.Dir, "ca", "-batch", "-config", "ca.cnf", "-in", csr, "-out", cert, "-extfile", ext, "-extensions", "leaf_policy",
 		"-startdate", OpenSSLTime(notBefore), "-enddate", OpenSSLTime(notBefore.AddDate(2, 0, 0)), "-notext")
 	return filepath.Join(ca.Dir, cert), filepath.Join(ca.Dir, key)
 }
