@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -59,6 +60,24 @@ func checkServerArchivedOnce(t *testing.T, svc *Service, s *servertest.Server, u
 	msgs, _ := s.Messages(t, user, "INBOX", "Message-ID")
 	uv := s.UIDValidity(t, user, "INBOX")
 	got := byUID(t, svc.arch, user, "INBOX")
+	// Courier was seen (under CI load, about one run in ten) to give the
+	// folder a new UIDVALIDITY after the messages were archived, keeping
+	// their UIDs: the server's choice, which the service meets at its
+	// next session (TestScenarioUIDValidityChange). Archived
+	// under the one UIDVALIDITY before it, the messages count as archived
+	// once, compared by UID and Message-ID.
+	var archived []uint32
+	for _, recs := range got {
+		for _, r := range recs {
+			if !slices.Contains(archived, r.UIDValidity) {
+				archived = append(archived, r.UIDValidity)
+			}
+		}
+	}
+	if s.Kind() == servertest.Courier && len(archived) == 1 && archived[0] < uv {
+		t.Logf("the server renumbered the folder after the messages were archived: UIDVALIDITY %d, then %d", archived[0], uv)
+		uv = archived[0]
+	}
 	ids := map[uint32]string{}
 	for _, m := range msgs {
 		ids[m.UID] = m.Fields["message-id"]
