@@ -32,6 +32,7 @@ type Service struct {
 	state     *state.DB // the state file; store, arch and cps keep their buckets in it
 	store     *harvest.Store
 	crls      *revocation.Checker // the CRLs, kept in state across reloads
+	network   *config.Network     // crls and the issuers fetched, for the engine
 	stateDir  string              // fixed for the life of the service (a reload keeps it)
 	arch      *archive.Archive
 	copyWake  chan struct{} // 1 slot: wakes copyLoop
@@ -197,6 +198,7 @@ func NewService(cfg *config.Config, log *slog.Logger, notify *Notifier) (*Servic
 			return nil, fmt.Errorf("daemon.metrics_listen: %w", err)
 		}
 	}
+	s.network = &config.Network{CRLs: s.crls, Issuers: revocation.NewIssuerFetcher(0, false)}
 	s.engine.Store(s.newEngine(cfg, l))
 	s.trustCfg.Store(cfg)
 	l.warn(log)
@@ -214,7 +216,7 @@ func (l *loaded) warn(log *slog.Logger) {
 // harvests to the sink to write (Result.Write), after the engine's turn
 // in the Gate, so a CPU slot never waits for the disk.
 func (s *Service) newEngine(cfg *config.Config, l *loaded) *harvest.Engine {
-	opts := cfg.EngineOptions(l.crypto, s.store, true, s.crls)
+	opts := cfg.EngineOptions(l.crypto, s.store, true, s.network)
 	opts.DeferWrites = true
 	return harvest.New(opts)
 }

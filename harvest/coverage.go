@@ -118,6 +118,16 @@ func (w *walker) finish(outer *entity) {
 	for _, p := range w.pending {
 		v := &w.rep.Signatures[p.idx]
 		status, reason := p.status, p.reason
+		if status == StatusUntrusted && p.reason == reasonNoChain {
+			if chain, used, ok := w.completeChain(p); ok {
+				p.chain, status, reason = chain, StatusValid, ""
+				p.notes = append(p.notes, completedNote(chain, p.sd, used))
+			}
+		} else if status == StatusValid && len(p.chain) > 2 {
+			if note := completedNote(p.chain, p.sd, nil); note != "" {
+				p.notes = append(p.notes, note)
+			}
+		}
 		if status == StatusValid {
 			status, reason, p.notes = w.checkRevocation(p, reason, p.notes)
 		}

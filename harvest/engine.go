@@ -67,6 +67,9 @@ type Options struct {
 	// RevocationMode is revocation.Soft or revocation.Hard: what a
 	// signature whose revocation cannot be known becomes.
 	RevocationMode string
+	// Issuers fetches missing issuer certificates by their caIssuers URL
+	// ([trust] fetch_intermediates; aia.go); nil: none are fetched.
+	Issuers *revocation.IssuerFetcher
 	// MinValidation is the least a signer's CA must have validated for a
 	// valid verdict (MinMailbox, the default, MinOrganization,
 	// MinIndividual, MinSponsor; validation.go).

@@ -118,7 +118,7 @@ func Open(cfg *config.Config, mode Mode) (*Env, error) {
 		}
 	}
 	if cr != nil {
-		env.Engine = cfg.NewEngine(cr, env.Store, mode != Inspect, config.NewRevocation(env.State, nil))
+		env.Engine = cfg.NewEngine(cr, env.Store, mode != Inspect, config.NewNetwork(env.State, nil))
 	}
 	return env, nil
 }

@@ -44,6 +44,9 @@ type Trust struct {
 	// MinValidation is harvest.MinMailbox (the default),
 	// MinOrganization, MinIndividual or MinSponsor.
 	MinValidation string
+	// FetchIntermediates: fetch a missing issuer from the URL a
+	// certificate names (authority information access).
+	FetchIntermediates bool
 }
 
 // Key is one organisation key: a PKCS#12 file with its password
@@ -60,11 +63,12 @@ type rawConfig struct {
 	StateDir       *string `toml:"state_dir"`
 	MaxMessageSize any     `toml:"max_message_size"`
 	Trust          struct {
-		SystemRoots   *bool    `toml:"system_roots"`
-		CAFiles       []string `toml:"ca_files"`
-		RejectSHA1    bool     `toml:"reject_sha1"`
-		Revocation    *string  `toml:"revocation"`
-		MinValidation *string  `toml:"min_validation"`
+		SystemRoots        *bool    `toml:"system_roots"`
+		CAFiles            []string `toml:"ca_files"`
+		RejectSHA1         bool     `toml:"reject_sha1"`
+		Revocation         *string  `toml:"revocation"`
+		MinValidation      *string  `toml:"min_validation"`
+		FetchIntermediates bool     `toml:"fetch_intermediates"`
 	} `toml:"trust"`
 	Keys []struct {
 		PKCS12File   string `toml:"pkcs12_file"`
@@ -145,6 +149,7 @@ func Load(path string) (*Config, error) {
 		cfg.Trust.SystemRoots = *raw.Trust.SystemRoots
 	}
 	cfg.Trust.RejectSHA1 = raw.Trust.RejectSHA1
+	cfg.Trust.FetchIntermediates = raw.Trust.FetchIntermediates
 	if r := raw.Trust.Revocation; r != nil {
 		switch *r {
 		case revocation.Off, revocation.Soft, revocation.Hard:

@@ -39,13 +39,27 @@ func (c *Config) LoadCrypto() (*Crypto, error) {
 // be nil (no certificates to look up); harvesting writes the certificates
 // of valid signatures into store. rev answers revocation questions (see
 // NewRevocation); nil: none are asked.
-func (c *Config) NewEngine(cr *Crypto, store *harvest.Store, harvesting bool, rev *revocation.Checker) *harvest.Engine {
-	return harvest.New(c.EngineOptions(cr, store, harvesting, rev))
+func (c *Config) NewEngine(cr *Crypto, store *harvest.Store, harvesting bool, net *Network) *harvest.Engine {
+	return harvest.New(c.EngineOptions(cr, store, harvesting, net))
+}
+
+// Network is what the engine may ask over the network, kept across
+// reloads: the CRLs (NewRevocation) and issuer certificates fetched by
+// their URL. nil: nothing.
+type Network struct {
+	CRLs    *revocation.Checker
+	Issuers *revocation.IssuerFetcher
+}
+
+// NewNetwork is the Network of a service or command, its CRLs kept in db
+// (nil: in memory only).
+func NewNetwork(db *state.DB, log *slog.Logger) *Network {
+	return &Network{CRLs: NewRevocation(db, log), Issuers: revocation.NewIssuerFetcher(0, false)}
 }
 
 // EngineOptions are the options NewEngine builds its engine with, for a
 // caller that sets more of them.
-func (c *Config) EngineOptions(cr *Crypto, store *harvest.Store, harvesting bool, rev *revocation.Checker) harvest.Options {
+func (c *Config) EngineOptions(cr *Crypto, store *harvest.Store, harvesting bool, net *Network) harvest.Options {
 	opts := harvest.Options{
 		Keys:          cr.Keys,
 		Roots:         cr.Roots,
@@ -54,8 +68,14 @@ func (c *Config) EngineOptions(cr *Crypto, store *harvest.Store, harvesting bool
 		RejectSHA1:    c.Trust.RejectSHA1,
 		MinValidation: c.Trust.MinValidation,
 	}
-	if c.Trust.Revocation != revocation.Off && rev != nil {
-		opts.Revocation, opts.RevocationMode = rev, c.Trust.Revocation
+	if net == nil {
+		return opts
+	}
+	if c.Trust.Revocation != revocation.Off && net.CRLs != nil {
+		opts.Revocation, opts.RevocationMode = net.CRLs, c.Trust.Revocation
+	}
+	if c.Trust.FetchIntermediates {
+		opts.Issuers = net.Issuers
 	}
 	return opts
 }

@@ -29,26 +29,44 @@ func OpenSSLTime(t time.Time) string { return t.UTC().Format("20060102150405Z") 
 // CRL ("" for none). Its own certificate is valid from 2020 to 2040.
 func NewCA(tb testing.TB, name, crlURL string) *CA {
 	tb.Helper()
+	ca := newCADir(tb, crlURL, "")
+	OpenSSL(tb, ca.Dir, "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.csr", "-subj", "/O=Smimed Test/CN="+name)
+	OpenSSL(tb, ca.Dir, "ca", "-batch", "-config", "ca.cnf", "-selfsign", "-keyfile", "ca.key", "-in", "ca.csr", "-out", "ca.crt",
+		"-extensions", "ca_ext", "-startdate", "20200101000000Z", "-enddate", "20400101000000Z", "-notext")
+	return ca
+}
+
+// NewSubCA makes an intermediate CA certified by parent. Its
+// certificates point to crlURL for their CRL and, unless aiaURL is "", to
+// aiaURL for their issuer's certificate (authority information access,
+// caIssuers), as a CA whose subscribers' clients leave the intermediate
+// out expects.
+func NewSubCA(tb testing.TB, parent *CA, name, crlURL, aiaURL string) *CA {
+	tb.Helper()
+	ca := newCADir(tb, crlURL, aiaURL)
+	OpenSSL(tb, ca.Dir, "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.csr", "-subj", "/O=Smimed Test/CN="+name)
+	OpenSSL(tb, parent.Dir, "ca", "-batch", "-config", "ca.cnf", "-in", filepath.Join(ca.Dir, "ca.csr"), "-out", ca.Cert,
+		"-extensions", "ca_ext", "-startdate", "20200101000000Z", "-enddate", "20400101000000Z", "-notext")
+	return ca
+}
+
+func newCADir(tb testing.TB, crlURL, aiaURL string) *CA {
+	tb.Helper()
 	dir := tb.TempDir()
 	ca := &CA{Dir: dir, Cert: filepath.Join(dir, "ca.crt"), CRLURL: crlURL}
-	for _, d := range []string{"certs"} {
-		if err := os.Mkdir(filepath.Join(dir, d), 0o700); err != nil {
-			tb.Fatal(err)
-		}
+	if err := os.Mkdir(filepath.Join(dir, "certs"), 0o700); err != nil {
+		tb.Fatal(err)
 	}
-	files := map[string]string{"index.txt": "", "serial": "1001\n", "crlnumber": "01\n", "ca.cnf": caConfig(crlURL)}
+	files := map[string]string{"index.txt": "", "serial": "1001\n", "crlnumber": "01\n", "ca.cnf": caConfig(crlURL, aiaURL)}
 	for f, content := range files {
 		if err := os.WriteFile(filepath.Join(dir, f), []byte(content), 0o600); err != nil {
 			tb.Fatal(err)
 		}
 	}
-	OpenSSL(tb, dir, "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.csr", "-subj", "/O=Smimed Test/CN="+name)
-	OpenSSL(tb, dir, "ca", "-batch", "-config", "ca.cnf", "-selfsign", "-keyfile", "ca.key", "-in", "ca.csr", "-out", "ca.crt",
-		"-extensions", "ca_ext", "-startdate", "20200101000000Z", "-enddate", "20400101000000Z", "-notext")
 	return ca
 }
 
-func caConfig(crlURL string) string {
+func caConfig(crlURL, aiaURL string) string {
 	var b strings.Builder
 	b.WriteString(`[ ca ]
 default_ca = testca
@@ -90,6 +108,9 @@ subjectAltName = email:copy
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 `)
+	if aiaURL != "" {
+		fmt.Fprintf(&b, "authorityInfoAccess = caIssuers;URI:%s\n", aiaURL)
+	}
 	if crlURL == "" {
 		b.WriteString("\n[ crl_ext ]\nauthorityKeyIdentifier = keyid:always\n")
 	}

@@ -1,0 +1,143 @@
+package revocation
+
+// Fetching a missing issuer certificate from the URL a certificate names
+// in its authority information access (caIssuers, RFC 5280 4.2.2.1), for
+// [trust] fetch_intermediates. The certificate that names the URL has no
+// chain yet: the URL is a stranger's. So only http, only to public
+// addresses (never loopback, private, link-local or unspecified ones: a
+// stranger must not make smimed ask the organisation's own servers), the
+// same size and time limits as CRLs, one fetch per URL at a time, and a
+// URL that failed is not asked again for 5 minutes.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// MaxIssuerSize bounds a fetched issuer certificate (DER, or a PKCS#7
+// certs-only bundle).
+const MaxIssuerSize = 1 << 20
+
+// ErrNotPublic refuses a URL whose host is not a public address.
+var ErrNotPublic = errors.New("revocation: not a public address")
+
+// IssuerFetcher gets issuer certificates by their caIssuers URL. It is safe
+// for concurrent use.
+type IssuerFetcher struct {
+	client  *http.Client
+	timeout time.Duration
+	now     func() time.Time
+
+	mu     sync.Mutex
+	done   map[string]issuerResult // URL → what it gave (kept for the fetcher's life)
+	active map[string]chan struct{}
+}
+
+type issuerResult struct {
+	body  []byte
+	err   error
+	until time.Time // a failure is kept until then
+}
+
+// NewIssuerFetcher returns a fetcher; allowPrivate lets it reach loopback
+// and private addresses (tests only).
+func NewIssuerFetcher(timeout time.Duration, allowPrivate bool) *IssuerFetcher {
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	dialer := &net.Dialer{Timeout: timeout}
+	if !allowPrivate {
+		dialer.Control = func(network, address string, _ syscall.RawConn) error {
+			ap, err := netip.ParseAddrPort(address)
+			if err != nil {
+				return fmt.Errorf("%w: %s", ErrNotPublic, address)
+			}
+			a := ap.Addr().Unmap()
+			if a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() || a.IsUnspecified() || a.IsMulticast() {
+				return fmt.Errorf("%w: %s", ErrNotPublic, a)
+			}
+			return nil
+		}
+	}
+	client := &http.Client{
+		Timeout:   timeout,
+		Transport: &http.Transport{DialContext: dialer.DialContext, Proxy: nil, MaxResponseHeaderBytes: 16 << 10},
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			return errors.New("redirects are not followed for issuer certificates")
+		},
+	}
+	return &IssuerFetcher{client: client, timeout: timeout, now: time.Now, done: map[string]issuerResult{}, active: map[string]chan struct{}{}}
+}
+
+// Fetch returns the body at the caIssuers URL u (at most MaxIssuerSize
+// bytes), from memory when it was fetched before.
+func (f *IssuerFetcher) Fetch(ctx context.Context, u string) ([]byte, error) {
+	pu, err := url.Parse(u)
+	if err != nil || pu.Scheme != "http" || pu.Host == "" {
+		return nil, fmt.Errorf("revocation: issuer URL %q: http only", u)
+	}
+	for {
+		f.mu.Lock()
+		if r, ok := f.done[u]; ok && (r.err == nil || f.now().Before(r.until)) {
+			f.mu.Unlock()
+			return r.body, r.err
+		}
+		ch, busy := f.active[u]
+		if !busy {
+			ch = make(chan struct{})
+			f.active[u] = ch
+			f.mu.Unlock()
+			break
+		}
+		f.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	body, err := f.get(ctx, u)
+	f.mu.Lock()
+	if len(f.done) > 1000 {
+		clear(f.done) // bounded: a stranger's URLs must not fill memory
+	}
+	f.done[u] = issuerResult{body: body, err: err, until: f.now().Add(retryFailed)}
+	close(f.active[u])
+	delete(f.active, u)
+	f.mu.Unlock()
+	return body, err
+}
+
+func (f *IssuerFetcher) get(ctx context.Context, u string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", u, err)
+	}
+	resp, err := f.client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", u, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: HTTP %s", u, resp.Status)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxIssuerSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", u, err)
+	}
+	if len(body) > MaxIssuerSize {
+		return nil, fmt.Errorf("%s: larger than %d bytes", u, MaxIssuerSize)
+	}
+	return body, nil
+}
