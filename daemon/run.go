@@ -452,12 +452,11 @@ func (s *Service) sweepRevoked() {
 		s.log.Warn("revocation sweep: cannot read the certificate store", "err", err)
 		return
 	}
-	for _, c := range certs {
-		ans, revoked := s.crls.KnownRevoked(c)
-		if !revoked {
-			continue
+	for i, ans := range s.crls.RevokedAmong(certs) {
+		if ans.Code == revocation.ReasonHold {
+			continue // a suspension the CA may lift: not marked for good
 		}
-		fp := harvest.Fingerprint(c)
+		fp := harvest.Fingerprint(certs[i])
 		changed, err := s.store.MarkRevoked(fp, ans.At, "the certificate was "+ans.Reason)
 		switch {
 		case err != nil:

@@ -139,11 +139,13 @@ func (e *Engine) Process(raw []byte, received time.Time) (res *Result, err error
 	}
 	w.readHeader(outer)
 	w.headroom = plaintextHeadroom(outer.rawHeader)
+	defer func() {
+		if w.revCancel != nil {
+			w.revCancel()
+		}
+	}()
 	inner, err := w.walk(raw, outer, 0)
 	w.finish(outer)
-	if w.revCancel != nil {
-		w.revCancel()
-	}
 	switch {
 	case err != nil:
 		w.rep.Error = err.Error()

@@ -36,11 +36,15 @@ func (w *walker) checkRevocation(p pendingSig, reason string, notes []string) (s
 		case revocation.Revoked:
 			// The store must never offer the certificate to encrypt to
 			// again (a revoked CA revokes what it issued).
+			// A hold (certificateHold) is a suspension the CA may lift:
+			// the verdict is revoked, the store is not marked for good.
 			leafFP, why := Fingerprint(p.chain[0]), what+" was "+ans.Reason
-			w.storeWrite(leafFP, "", func(st *Store, _ Sighting) error {
-				_, err := st.MarkRevoked(leafFP, ans.At, why)
-				return err
-			})
+			if ans.Code != revocation.ReasonHold {
+				w.storeWrite(leafFP, "", func(st *Store, _ Sighting) error {
+					_, err := st.MarkRevoked(leafFP, ans.At, why)
+					return err
+				})
+			}
 			return StatusRevoked, why, notes
 		case revocation.Unknown:
 			if ans.NotOffered && w.e.opts.RevocationMode != revocation.Hard {

@@ -649,7 +649,7 @@ var controlOps = []string{"ping", "list", "get", "message", "verify", "retry", "
 // no unknown fields, a known op with what it needs.
 func decodeRequest(line []byte) (*controlRequest, error) {
 	if len(line) > maxImportRequestSize {
-		return nil, fmt.Errorf("request larger than %d KiB", maxRequestSize>>10)
+		return nil, fmt.Errorf("request larger than %d KiB", maxImportRequestSize>>10)
 	}
 	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.DisallowUnknownFields()

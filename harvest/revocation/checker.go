@@ -77,7 +77,13 @@ type Answer struct {
 	Reason string
 	// At (Revoked) is when the revocation takes effect for messages.
 	At time.Time
+	// Code (Revoked) is the CRL entry's reason code (RFC 5280 5.3.1);
+	// ReasonHold is a suspension the CA may lift.
+	Code int
 }
+
+// ReasonHold is the reason code certificateHold.
+const ReasonHold = 6
 
 // Checker answers from the CRLs it has, fetching those it lacks. It is safe
 // for concurrent use.
@@ -89,9 +95,17 @@ type Checker struct {
 	mu       sync.Mutex
 	crls     map[string]*crl          // by storage key, parsed
 	loaded   map[string]bool          // storage keys read from db (present or not)
-	failed   map[string]failure       // distribution point URL → its last failure
-	inflight map[string]chan struct{} // distribution point URL → fetch under way
+	failed   map[string]failure       // fetchKey → its last failure
+	inflight map[string]chan struct{} // fetchKey → fetch under way
+	reread   map[string]time.Time     // storage key → when a stale CRL was last read again
 }
+
+// rereadStale is how often a stale CRL is read again from the state file.
+const rereadStale = 30 * time.Second
+
+// fetchKey names a fetch: a distribution point for one CA (a re-keyed CA
+// may serve its new CRL where the old certificates point).
+func fetchKey(dp string, issuer *x509.Certificate) string { return dp + "\x00" + issuerKey(issuer) }
 
 type failure struct {
 	until time.Time
@@ -124,9 +138,12 @@ func New(db *state.DB, cfg Config) *Checker {
 	if client == nil {
 		client = &http.Client{
 			Timeout: cfg.Timeout,
+			// A redirect stays on the distribution point's own host:
+			// the answer of a plain-HTTP server is anyone's, and must
+			// not send the service to other (internal) hosts.
 			CheckRedirect: func(req *http.Request, via []*http.Request) error {
-				if len(via) >= 3 || req.URL.Scheme != "http" {
-					return errors.New("redirected too often, or away from http")
+				if len(via) >= 3 || req.URL.Scheme != "http" || req.URL.Host != via[0].URL.Host {
+					return errors.New("redirected too often, to another host, or away from http")
 				}
 				return nil
 			},
@@ -135,7 +152,7 @@ func New(db *state.DB, cfg Config) *Checker {
 	return &Checker{
 		cfg: cfg, db: db, client: client,
 		crls: map[string]*crl{}, loaded: map[string]bool{},
-		failed: map[string]failure{}, inflight: map[string]chan struct{}{},
+		failed: map[string]failure{}, inflight: map[string]chan struct{}{}, reread: map[string]time.Time{},
 	}
 }
 
@@ -149,7 +166,7 @@ func (c *Checker) Check(ctx context.Context, cert, issuer *x509.Certificate, at 
 	key := issuerKey(issuer)
 	dps := httpPoints(cert.CRLDistributionPoints)
 	now := c.cfg.Now()
-	if cr := c.current(key, dps, now); cr != nil {
+	if cr := c.current(key, cert, dps, now); cr != nil {
 		return answerFrom(cr, cert, at)
 	}
 	if len(cert.CRLDistributionPoints) == 0 {
@@ -167,7 +184,7 @@ func (c *Checker) Check(ctx context.Context, cert, issuer *x509.Certificate, at 
 			errs = append(errs, err.Error())
 			continue
 		}
-		if cr := c.current(key, dps, c.cfg.Now()); cr != nil {
+		if cr := c.current(key, cert, dps, c.cfg.Now()); cr != nil {
 			return answerFrom(cr, cert, at)
 		}
 		errs = append(errs, dp+": the CRL fetched is not current or does not cover the certificate")
@@ -185,7 +202,7 @@ func answerFrom(cr *crl, cert *x509.Certificate, at time.Time) Answer {
 	if !when.Equal(r.at) {
 		reason += fmt.Sprintf(", published %s", r.at.UTC().Format(time.RFC3339))
 	}
-	return Answer{Status: Revoked, Reason: reason, At: when}
+	return Answer{Status: Revoked, Reason: reason, At: when, Code: r.reason}
 }
 
 // httpPoints are the http URLs of dps.
@@ -199,9 +216,9 @@ func httpPoints(dps []string) []string {
 	return out
 }
 
-// current returns a CRL of issuer, current at now, that covers a
-// certificate naming dps (its own scope, or the issuer's full CRL).
-func (c *Checker) current(issuer string, dps []string, now time.Time) *crl {
+// current returns a CRL of issuer, current at now, that covers cert, which
+// names dps (its own scope, or the issuer's full CRL).
+func (c *Checker) current(issuer string, cert *x509.Certificate, dps []string, now time.Time) *crl {
 	keys := []string{}
 	for _, dp := range dps {
 		keys = append(keys, storageKey(issuer, dp))
@@ -211,14 +228,16 @@ func (c *Checker) current(issuer string, dps []string, now time.Time) *crl {
 	defer c.mu.Unlock()
 	for _, k := range keys {
 		cr := c.loadLocked(k)
-		if cr != nil && !cr.freshAt(now) && c.db != nil {
+		if cr != nil && !cr.freshAt(now) && c.db != nil && now.Sub(c.reread[k]) >= rereadStale {
 			// Another checker on the state file (the service's refresh)
-			// may have kept a newer one.
+			// may have kept a newer one; looked for at most so often
+			// while the distribution point is down.
+			c.reread[k] = now
 			delete(c.crls, k)
 			delete(c.loaded, k)
 			cr = c.loadLocked(k)
 		}
-		if cr != nil && cr.freshAt(now) && cr.covers(dps) {
+		if cr != nil && cr.freshAt(now) && cr.covers(cert, dps) {
 			return cr
 		}
 	}
@@ -226,8 +245,8 @@ func (c *Checker) current(issuer string, dps []string, now time.Time) *crl {
 }
 
 // loadLocked returns the CRL stored under key, reading the state file the
-// first time. Only CRLs parsed and checked before are stored, so the
-// signature is not checked again.
+// first time; its signature is checked again with the CA certificate
+// stored with it.
 func (c *Checker) loadLocked(key string) *crl {
 	if cr, ok := c.crls[key]; ok || c.loaded[key] || c.db == nil {
 		return cr
@@ -263,49 +282,50 @@ func parseStored(st storedCRL) (*crl, error) {
 	return parseCRL(st.DER, issuer)
 }
 
-// fetch gets the CRL at dp, checks it against issuer, and keeps it. A
-// fetch of the same URL under way is waited for instead; a URL that
-// failed lately is not asked again before retryFailed.
+// fetch gets the CRL at dp, checks it against issuer, and keeps it. The
+// fetch runs on its own (bounded by the configured timeout), so a caller
+// whose deadline is short stops waiting without failing it for the others;
+// a fetch of the same point for the same CA under way is waited for; one
+// that failed lately is not tried again before retryFailed.
 func (c *Checker) fetch(ctx context.Context, dp string, issuer *x509.Certificate) error {
+	key := fetchKey(dp, issuer)
 	c.mu.Lock()
-	if f, ok := c.failed[dp]; ok && c.cfg.Now().Before(f.until) {
+	if f, ok := c.failed[key]; ok && c.cfg.Now().Before(f.until) {
 		c.mu.Unlock()
 		return f.err
 	}
-	if ch, ok := c.inflight[dp]; ok {
-		c.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return fmt.Errorf("%s: %w", dp, ctx.Err())
-		}
-		c.mu.Lock()
-		f, failed := c.failed[dp]
-		c.mu.Unlock()
-		if failed && c.cfg.Now().Before(f.until) {
-			return f.err
-		}
-		return nil
+	ch, busy := c.inflight[key]
+	if !busy {
+		ch = make(chan struct{})
+		c.inflight[key] = ch
+		go func() {
+			err := c.fetchOnce(context.Background(), dp, issuer)
+			c.mu.Lock()
+			delete(c.inflight, key)
+			if err != nil {
+				c.failed[key] = failure{until: c.cfg.Now().Add(retryFailed), err: err}
+			} else {
+				delete(c.failed, key)
+			}
+			c.mu.Unlock()
+			close(ch)
+			if err != nil {
+				c.cfg.Log.Warn("CRL not fetched; not asked again for 5m", "url", dp, "err", err)
+			}
+		}()
 	}
-	ch := make(chan struct{})
-	c.inflight[dp] = ch
 	c.mu.Unlock()
-
-	err := c.fetchOnce(ctx, dp, issuer)
-
+	select {
+	case <-ch:
+	case <-ctx.Done():
+		return fmt.Errorf("%s: %w", dp, ctx.Err())
+	}
 	c.mu.Lock()
-	delete(c.inflight, dp)
-	if err != nil {
-		c.failed[dp] = failure{until: c.cfg.Now().Add(retryFailed), err: err}
-	} else {
-		delete(c.failed, dp)
+	defer c.mu.Unlock()
+	if f, ok := c.failed[key]; ok {
+		return f.err
 	}
-	c.mu.Unlock()
-	close(ch)
-	if err != nil {
-		c.cfg.Log.Warn("CRL not fetched; not asked again for 5m", "url", dp, "err", err)
-	}
-	return err
+	return nil
 }
 
 func (c *Checker) fetchOnce(ctx context.Context, dp string, issuer *x509.Certificate) error {
@@ -338,28 +358,34 @@ func (c *Checker) fetchOnce(ctx context.Context, dp string, issuer *x509.Certifi
 	if err != nil {
 		return fmt.Errorf("%s: %w", dp, err)
 	}
-	if cr.scope != "" && cr.scope != dp {
-		return fmt.Errorf("%s: %w: its issuing distribution point is %s", dp, ErrCRL, cr.scope)
+	if len(cr.scopes) > 0 && !slices.Contains(cr.scopes, dp) {
+		return fmt.Errorf("%s: %w: its issuing distribution point names %s", dp, ErrCRL, strings.Join(cr.scopes, ", "))
 	}
 	now := c.cfg.Now()
 	if !cr.freshAt(now) {
 		return fmt.Errorf("%s: %w: valid %s to %s, not now", dp, ErrCRL, cr.thisUpdate.UTC().Format(time.RFC3339), cr.nextUpdate.UTC().Format(time.RFC3339))
 	}
-	if err := c.keep(cr, dp, now); err != nil {
+	if err := c.keep(cr, dp, now); err != nil && !errors.Is(err, ErrNotNewer) {
 		return err
 	}
 	c.cfg.Log.Info("CRL fetched", "url", dp, "issuer", cr.issuerName, "entries", len(cr.entries), "next_update", cr.nextUpdate)
 	return nil
 }
 
-// keep stores cr (from source) unless a newer CRL of the same scope is
-// kept already.
+// ErrNotNewer says a CRL of the same CA and scope, issued at the same
+// time or later, is kept already.
+var ErrNotNewer = errors.New("revocation: a CRL at least as new is kept already")
+
+// keep stores cr (fetched from source, or "import") unless a CRL of the
+// same CA and scope at least as new is kept (ErrNotNewer). The state file
+// is written outside the checker's lock, so checks go on meanwhile.
 func (c *Checker) keep(cr *crl, source string, now time.Time) error {
-	key := storageKey(cr.issuer, cr.scope)
+	key := storageKey(cr.issuer, cr.scopeKey(source))
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if old := c.loadLocked(key); old != nil && old.thisUpdate.After(cr.thisUpdate) {
-		return nil
+	old := c.loadLocked(key)
+	c.mu.Unlock()
+	if old != nil && !cr.thisUpdate.After(old.thisUpdate) {
+		return fmt.Errorf("%w (issued %s)", ErrNotNewer, old.thisUpdate.UTC().Format(time.RFC3339))
 	}
 	if c.db != nil && !c.db.ReadOnly() {
 		v, err := json.Marshal(storedCRL{DER: cr.der, Issuer: cr.issuerCert.Raw, Source: source, Fetched: now.UTC()})
@@ -373,8 +399,9 @@ func (c *Checker) keep(cr *crl, source string, now time.Time) error {
 			return fmt.Errorf("revocation: storing the CRL of %s: %w", cr.issuerName, err)
 		}
 	}
-	c.crls[key] = cr
-	c.loaded[key] = true
+	c.mu.Lock()
+	c.crls[key], c.loaded[key] = cr, true
+	c.mu.Unlock()
 	return nil
 }
 
@@ -390,7 +417,7 @@ func (c *Checker) Import(data []byte, cas []*x509.Certificate) (Info, error) {
 	if err != nil {
 		return Info{}, fmt.Errorf("%w: %v", ErrCRL, err)
 	}
-	var lastErr error = fmt.Errorf("%w: issued by %s, which is none of the trust anchors and intermediates known", ErrCRL, rl.Issuer)
+	var lastErr error = fmt.Errorf("%w: issued by %q, which is none of the trust anchors and intermediates known", ErrCRL, rl.Issuer.String())
 	for _, ca := range cas {
 		if ca.RawSubject == nil || string(ca.RawSubject) != string(rl.RawIssuer) {
 			continue
@@ -399,6 +426,10 @@ func (c *Checker) Import(data []byte, cas []*x509.Certificate) (Info, error) {
 		if err != nil {
 			lastErr = err
 			continue
+		}
+		if now := c.cfg.Now(); !cr.freshAt(now) {
+			return Info{}, fmt.Errorf("%w: valid %s to %s, not now: bring the CA's current CRL", ErrCRL,
+				cr.thisUpdate.UTC().Format(time.RFC3339), cr.nextUpdate.UTC().Format(time.RFC3339))
 		}
 		if err := c.keep(cr, "import", c.cfg.Now()); err != nil {
 			return Info{}, err
@@ -421,10 +452,8 @@ type Info struct {
 }
 
 func info(cr *crl, source string) Info {
-	in := Info{Issuer: cr.issuerName, Scope: cr.scope, Source: source, ThisUpdate: cr.thisUpdate.UTC(), Entries: len(cr.entries)}
-	if !cr.nextUpdate.IsZero() {
-		in.NextUpdate = cr.nextUpdate.UTC()
-	}
+	in := Info{Issuer: cr.issuerName, Scope: strings.Join(cr.scopes, " "), Source: source, ThisUpdate: cr.thisUpdate.UTC(),
+		NextUpdate: cr.nextUpdate.UTC(), Entries: len(cr.entries)}
 	if cr.number != nil {
 		in.Number = cr.number.String()
 	}
@@ -436,104 +465,112 @@ func (c *Checker) List() ([]Info, error) {
 	if c.db == nil {
 		return nil, nil
 	}
-	var out []Info
+	var stored []storedCRL
 	err := c.db.Bolt().View(func(tx *bbolt.Tx) error {
 		return tx.Bucket(bucketCRLs).ForEach(func(k, v []byte) error {
 			var st storedCRL
 			if err := json.Unmarshal(v, &st); err != nil {
-				return fmt.Errorf("revocation: stored CRL %x: %w", k, err)
+				c.cfg.Log.Warn("stored CRL unreadable; left out", "err", err)
+				return nil
 			}
-			cr, err := parseStored(st)
-			if err != nil {
-				return err
-			}
-			in := info(cr, st.Source)
-			in.Fetched = st.Fetched
-			out = append(out, in)
+			stored = append(stored, st)
 			return nil
 		})
 	})
+	// Parsed outside the read transaction (a CRL may be megabytes).
+	var out []Info
+	for _, st := range stored {
+		cr, err := parseStored(st)
+		if err != nil {
+			c.cfg.Log.Warn("stored CRL unreadable; left out", "err", err)
+			continue
+		}
+		in := info(cr, st.Source)
+		in.Fetched = st.Fetched
+		out = append(out, in)
+	}
 	slices.SortFunc(out, func(a, b Info) int { return strings.Compare(a.Issuer+a.Scope, b.Issuer+b.Scope) })
 	return out, err
 }
 
-// Refresh fetches again every kept CRL that came from a URL and is three
-// quarters through its validity (or past it), so that messages seldom
-// wait for a fetch. The service calls it every few minutes.
-func (c *Checker) Refresh(ctx context.Context) {
-	if c.db == nil || !c.cfg.Fetch {
-		return
+// kept reads every CRL in the state file (copied out of the read
+// transaction, parsed after it), skipping unreadable ones.
+func (c *Checker) kept() []keptCRL {
+	if c.db == nil {
+		return nil
 	}
-	type due struct {
-		url    string
-		issuer *x509.Certificate
-	}
-	var todo []due
-	now := c.cfg.Now()
+	var stored []storedCRL
 	err := c.db.Bolt().View(func(tx *bbolt.Tx) error {
-		return tx.Bucket(bucketCRLs).ForEach(func(k, v []byte) error {
+		return tx.Bucket(bucketCRLs).ForEach(func(_, v []byte) error {
 			var st storedCRL
-			if json.Unmarshal(v, &st) != nil || !strings.HasPrefix(st.Source, "http://") {
-				return nil
-			}
-			cr, err := parseStored(st)
-			if err != nil || cr.nextUpdate.IsZero() {
-				return nil
-			}
-			if now.After(cr.thisUpdate.Add(cr.nextUpdate.Sub(cr.thisUpdate) * 3 / 4)) {
-				todo = append(todo, due{st.Source, cr.issuerCert})
+			if json.Unmarshal(v, &st) == nil {
+				stored = append(stored, st)
 			}
 			return nil
 		})
 	})
 	if err != nil {
 		c.cfg.Log.Warn("cannot read the kept CRLs", "err", err)
+		return nil
+	}
+	var out []keptCRL
+	for _, st := range stored {
+		if cr, err := parseStored(st); err == nil {
+			out = append(out, keptCRL{cr, st.Source})
+		}
+	}
+	return out
+}
+
+type keptCRL struct {
+	*crl
+	source string
+}
+
+// Refresh fetches again every kept CRL that came from a URL and is three
+// quarters through its validity (or past it), so that messages seldom
+// wait for a fetch. The service calls it every few minutes.
+func (c *Checker) Refresh(ctx context.Context) {
+	if !c.cfg.Fetch {
 		return
 	}
-	for _, d := range todo {
+	now := c.cfg.Now()
+	for _, k := range c.kept() {
 		if ctx.Err() != nil {
 			return
 		}
-		c.fetch(ctx, d.url, d.issuer) // logged there
+		if strings.HasPrefix(k.source, "http://") && now.After(k.thisUpdate.Add(k.nextUpdate.Sub(k.thisUpdate)*3/4)) {
+			c.fetch(ctx, k.source, k.issuerCert) // logged there
+		}
 	}
 }
 
-// KnownRevoked judges cert against the kept CRLs only, at the present, for
-// a certificate whose chain is not at hand (the store's, swept by the
-// service): a kept CRL counts when its CA is cert's issuer by name and
-// signature, and it covers cert. It reports whether cert is revoked.
-func (c *Checker) KnownRevoked(cert *x509.Certificate) (Answer, bool) {
-	if c.db == nil {
-		return Answer{}, false
-	}
+// RevokedAmong judges certs against the kept CRLs only, at the present,
+// for certificates whose chain is not at hand (the store's, swept by the
+// service): a kept CRL counts for a certificate its CA signed (by name and
+// signature) and that it covers. It returns the answers of the revoked
+// ones, by index into certs. Each CRL is parsed once.
+func (c *Checker) RevokedAmong(certs []*x509.Certificate) map[int]Answer {
+	byIssuer := map[string][]*crl{}
 	now := c.cfg.Now()
-	dps := httpPoints(cert.CRLDistributionPoints)
-	var kept []*crl
-	err := c.db.Bolt().View(func(tx *bbolt.Tx) error {
-		return tx.Bucket(bucketCRLs).ForEach(func(k, v []byte) error {
-			var st storedCRL
-			if json.Unmarshal(v, &st) != nil {
-				return nil
-			}
-			if ca, err := x509.ParseCertificate(st.Issuer); err != nil || string(ca.RawSubject) != string(cert.RawIssuer) {
-				return nil
-			}
-			if cr, err := parseStored(st); err == nil {
-				kept = append(kept, cr)
-			}
-			return nil
-		})
-	})
-	if err != nil {
-		return Answer{}, false
-	}
-	for _, cr := range kept {
-		if !cr.freshAt(now) || !cr.covers(dps) || cert.CheckSignatureFrom(cr.issuerCert) != nil {
-			continue
-		}
-		if ans := answerFrom(cr, cert, now); ans.Status == Revoked {
-			return ans, true
+	for _, k := range c.kept() {
+		if k.freshAt(now) {
+			name := string(k.issuerCert.RawSubject)
+			byIssuer[name] = append(byIssuer[name], k.crl)
 		}
 	}
-	return Answer{}, false
+	out := map[int]Answer{}
+	for i, cert := range certs {
+		dps := httpPoints(cert.CRLDistributionPoints)
+		for _, cr := range byIssuer[string(cert.RawIssuer)] {
+			if !cr.covers(cert, dps) || cert.CheckSignatureFrom(cr.issuerCert) != nil {
+				continue
+			}
+			if ans := answerFrom(cr, cert, now); ans.Status == Revoked {
+				out[i] = ans
+				break
+			}
+		}
+	}
+	return out
 }

@@ -23,6 +23,8 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -66,9 +68,10 @@ type crl struct {
 	issuerCert *x509.Certificate // that signed it
 	issuer     string            // issuerKey of issuerCert
 	issuerName string            // RFC 4514, for messages
-	scope      string            // the issuing distribution point's URI, "" for a CRL of everything the issuer revokes
+	scopes     []string          // the issuing distribution point's URIs; none: a CRL of everything the issuer revokes
+	onlyUsers  bool              // the issuing distribution point says: end-entity certificates only
 	thisUpdate time.Time
-	nextUpdate time.Time // zero when the CRL names none
+	nextUpdate time.Time // thisUpdate + maxNoNextUpdate when the CRL names none
 	number     *big.Int
 	entries    map[string]revoked // by serial (hex)
 }
@@ -101,11 +104,13 @@ func parseCRL(der []byte, issuer *x509.Certificate) (*crl, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrCRL, err)
 	}
+	// Until its signature is checked, nothing of the CRL is believed or
+	// shown as it is (a plain-HTTP answer is anyone's).
 	if !bytes.Equal(rl.RawIssuer, issuer.RawSubject) {
-		return nil, fmt.Errorf("%w: issued by %s, not by the certificate's issuer %s", ErrCRL, rl.Issuer, issuer.Subject)
+		return nil, fmt.Errorf("%w: issued by %q, not by the certificate's issuer %s", ErrCRL, rl.Issuer.String(), issuer.Subject)
 	}
 	if err := rl.CheckSignatureFrom(issuer); err != nil {
-		return nil, fmt.Errorf("%w: signature of %s does not verify: %v", ErrCRL, rl.Issuer, err)
+		return nil, fmt.Errorf("%w: its signature does not verify with the key of %s: %v", ErrCRL, issuer.Subject, err)
 	}
 	c := &crl{
 		der: der, issuerCert: issuer, issuer: issuerKey(issuer), issuerName: rl.Issuer.String(),
@@ -117,11 +122,11 @@ func parseCRL(der []byte, issuer *x509.Certificate) (*crl, error) {
 		case ext.Id.Equal(oidDeltaCRLIndicator):
 			return nil, fmt.Errorf("%w: a delta CRL (only full CRLs are used)", ErrCRL)
 		case ext.Id.Equal(oidIssuingDistributionPoint):
-			scope, err := parseIDP(ext.Value)
+			scopes, onlyUsers, err := parseIDP(ext.Value)
 			if err != nil {
 				return nil, err
 			}
-			c.scope = scope
+			c.scopes, c.onlyUsers = scopes, onlyUsers
 		case ext.Id.Equal(oidFreshestCRL):
 			// Points to delta CRLs, which are not used.
 		case ext.Critical:
@@ -148,8 +153,17 @@ func parseCRL(der []byte, issuer *x509.Certificate) (*crl, error) {
 			c.entries[e.SerialNumber.Text(16)] = r
 		}
 	}
+	if c.nextUpdate.IsZero() {
+		// RFC 5280 5.1.2.5 makes nextUpdate mandatory; a CRL without it
+		// is believed for a week from its issue, then fetched again.
+		c.nextUpdate = c.thisUpdate.Add(maxNoNextUpdate)
+	}
 	return c, nil
 }
+
+// maxNoNextUpdate is how long a CRL that names no nextUpdate counts as
+// current.
+const maxNoNextUpdate = 7 * 24 * time.Hour
 
 // issuingDistributionPoint (RFC 5280 5.2.5), as far as its scope goes.
 type issuingDistributionPoint struct {
@@ -161,68 +175,93 @@ type issuingDistributionPoint struct {
 	OnlyContainsAttributeCerts bool           `asn1:"optional,tag:5"`
 }
 
-// parseIDP returns the URI the issuing distribution point names ("" when
-// none): the CRL covers the certificates that name that distribution
-// point. A CRL restricted to reasons, to CA or attribute certificates, or
-// indirect, is refused: a certificate missing from it may be revoked all
-// the same.
-func parseIDP(der []byte) (string, error) {
+// parseIDP returns the URIs the issuing distribution point names (none
+// when it names no point): the CRL covers the certificates that name one
+// of them; onlyUsers says it covers end-entity certificates only. A CRL
+// restricted to reasons, to CA or attribute certificates, or indirect, is
+// refused: a certificate missing from it may be revoked all the same.
+func parseIDP(der []byte) (uris []string, onlyUsers bool, err error) {
 	var idp issuingDistributionPoint
 	if rest, err := asn1.Unmarshal(der, &idp); err != nil || len(rest) > 0 {
-		return "", fmt.Errorf("%w: unreadable issuing distribution point", ErrCRL)
+		return nil, false, fmt.Errorf("%w: unreadable issuing distribution point", ErrCRL)
 	}
 	switch {
 	case idp.OnlyContainsCACerts, idp.OnlyContainsAttributeCerts:
-		return "", fmt.Errorf("%w: covers only CA or attribute certificates", ErrCRL)
+		return nil, false, fmt.Errorf("%w: covers only CA or attribute certificates", ErrCRL)
 	case idp.OnlySomeReasons.BitLength > 0:
-		return "", fmt.Errorf("%w: covers only some revocation reasons", ErrCRL)
+		return nil, false, fmt.Errorf("%w: covers only some revocation reasons", ErrCRL)
 	case idp.IndirectCRL:
-		return "", fmt.Errorf("%w: an indirect CRL", ErrCRL)
+		return nil, false, fmt.Errorf("%w: an indirect CRL", ErrCRL)
 	}
 	if len(idp.DistributionPoint.Bytes) == 0 {
-		return "", nil
+		return nil, idp.OnlyContainsUserCerts, nil
 	}
 	// [0] holds the DistributionPointName (a CHOICE, so explicitly
 	// tagged): fullName [0] GeneralNames, where a URI is [6].
 	var names asn1.RawValue
 	if _, err := asn1.Unmarshal(idp.DistributionPoint.Bytes, &names); err != nil {
-		return "", fmt.Errorf("%w: unreadable issuing distribution point name", ErrCRL)
+		return nil, false, fmt.Errorf("%w: unreadable issuing distribution point name", ErrCRL)
 	}
 	if names.Class != asn1.ClassContextSpecific || names.Tag != 0 {
-		return "", fmt.Errorf("%w: issuing distribution point named relative to the issuer", ErrCRL)
+		return nil, false, fmt.Errorf("%w: issuing distribution point named relative to the issuer", ErrCRL)
 	}
 	rest := names.Bytes
-	for len(rest) > 0 {
+	for len(rest) > 0 && len(uris) < 16 {
 		var gn asn1.RawValue
 		var err error
 		if rest, err = asn1.Unmarshal(rest, &gn); err != nil {
-			return "", fmt.Errorf("%w: unreadable issuing distribution point name", ErrCRL)
+			return nil, false, fmt.Errorf("%w: unreadable issuing distribution point name", ErrCRL)
 		}
 		if gn.Class == asn1.ClassContextSpecific && gn.Tag == 6 {
-			return string(gn.Bytes), nil
+			uris = append(uris, string(gn.Bytes))
 		}
 	}
-	return "", fmt.Errorf("%w: issuing distribution point without a URI", ErrCRL)
+	if len(uris) == 0 {
+		return nil, false, fmt.Errorf("%w: issuing distribution point without a URI", ErrCRL)
+	}
+	return uris, idp.OnlyContainsUserCerts, nil
 }
 
-// covers reports whether c is a CRL for certificates that name the
-// distribution points dps.
-func (c *crl) covers(dps []string) bool {
-	if c.scope == "" {
+// covers reports whether c is a CRL for cert, which names the
+// distribution points dps: the issuer's full CRL, or one whose issuing
+// distribution point is among them; never a CRL of end-entity
+// certificates only for a CA certificate (RFC 5280 6.3.3).
+func (c *crl) covers(cert *x509.Certificate, dps []string) bool {
+	if c.onlyUsers && cert.BasicConstraintsValid && cert.IsCA {
+		return false
+	}
+	if len(c.scopes) == 0 {
 		return true
 	}
 	for _, dp := range dps {
-		if dp == c.scope {
+		if slices.Contains(c.scopes, dp) {
 			return true
 		}
 	}
 	return false
 }
 
+// scopeKey is the scope a CRL is kept under: dp (the point it was
+// fetched from, one of its scopes), else its first http scope, else "".
+func (c *crl) scopeKey(dp string) string {
+	if len(c.scopes) == 0 {
+		return ""
+	}
+	if slices.Contains(c.scopes, dp) {
+		return dp
+	}
+	for _, s := range c.scopes {
+		if strings.HasPrefix(s, "http://") {
+			return s
+		}
+	}
+	return c.scopes[0]
+}
+
 // freshAt reports whether c is current at t: issued, and not past its
 // nextUpdate.
 func (c *crl) freshAt(t time.Time) bool {
-	return !t.Before(c.thisUpdate) && (c.nextUpdate.IsZero() || t.Before(c.nextUpdate))
+	return !t.Before(c.thisUpdate) && t.Before(c.nextUpdate)
 }
 
 // lookup judges serial at time at: revoked when the CRL lists it with a

@@ -9,6 +9,7 @@ import (
 	"encoding/asn1"
 	"errors"
 	"math/big"
+	"strings"
 	"testing"
 	"time"
 )
@@ -89,8 +90,8 @@ func TestFuzzSeeds(t *testing.T) {
 			}
 		case err != nil:
 			t.Errorf("seed %d: %v", i, err)
-		case c.scope != want:
-			t.Errorf("seed %d: scope %q, want %q", i, c.scope, want)
+		case strings.Join(c.scopes, " ") != want:
+			t.Errorf("seed %d: scopes %q, want %q", i, c.scopes, want)
 		}
 	}
 	c, err := parseCRL(seeds[1], ca)
@@ -116,7 +117,7 @@ func FuzzParseCRL(f *testing.F) {
 		if _, err := Decode(data); err != nil && !errors.Is(err, ErrCRL) {
 			t.Fatalf("Decode: %v", err)
 		}
-		if _, err := parseIDP(data); err != nil && !errors.Is(err, ErrCRL) {
+		if _, _, err := parseIDP(data); err != nil && !errors.Is(err, ErrCRL) {
 			t.Fatalf("parseIDP: %v", err)
 		}
 		c, err := parseCRL(data, ca)
@@ -127,6 +128,6 @@ func FuzzParseCRL(f *testing.F) {
 			return
 		}
 		c.lookup(big.NewInt(4660), time.Now())
-		c.covers([]string{"http://crl.example/ca.crl"})
+		c.covers(ca, []string{"http://crl.example/ca.crl"})
 	})
 }

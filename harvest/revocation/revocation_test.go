@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -230,6 +231,24 @@ func TestCRLUnavailable(t *testing.T) {
 			t.Fatalf("the check waited %v for a server that does not answer (timeout 300ms)", took)
 		}
 	})
+	t.Run("a caller in a hurry", func(t *testing.T) {
+		// A message whose deadline ends before the CA answers gets no
+		// answer; the fetch goes on, so the next message is not failed
+		// for it.
+		srv := newCRLServer(t)
+		ca := testenv.NewCA(t, "Busy CA", srv.URL+"/ca.crl")
+		bob, _ := ca.Issue(t, "bob", "bob@partner.example", time.Now().Add(-time.Hour))
+		srv.serve(ca.CRL(t, 7), 300*time.Millisecond)
+		c := New(nil, Config{Fetch: true})
+		short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		defer cancel()
+		if got := c.Check(short, testenv.ReadCert(t, bob), testenv.ReadCert(t, ca.Cert), time.Now()); got.Status != Unknown {
+			t.Fatalf("with 50 ms for a 300 ms server: %+v, want unknown", got)
+		}
+		if got := c.Check(ctx, testenv.ReadCert(t, bob), testenv.ReadCert(t, ca.Cert), time.Now()); got.Status != Good {
+			t.Fatalf("the next check, with time: %+v, want good (the first caller's deadline is not the point's failure)", got)
+		}
+	})
 	t.Run("too large", func(t *testing.T) {
 		srv := newCRLServer(t)
 		ca := testenv.NewCA(t, "Large CA", srv.URL+"/ca.crl")
@@ -291,6 +310,9 @@ func TestCRLImport(t *testing.T) {
 	if err != nil || in.Entries != 1 || in.Source != "import" {
 		t.Fatalf("Import() = %+v, %v", in, err)
 	}
+	if _, err := c.Import(pemCRL, []*x509.Certificate{testenv.ReadCert(t, ca.Cert)}); !errors.Is(err, ErrNotNewer) {
+		t.Errorf("Import() of the same CRL again = %v, want ErrNotNewer", err)
+	}
 	if got := c.Check(context.Background(), testenv.ReadCert(t, alice), testenv.ReadCert(t, ca.Cert), time.Now().Add(time.Minute)); got.Status != Revoked {
 		t.Fatalf("after import: %+v, want revoked", got)
 	}
@@ -308,10 +330,26 @@ func TestCRLImport(t *testing.T) {
 	}
 	// The store's sweep has no chain: the kept CRL counts for the
 	// certificates its CA signed, and only for those.
-	if ans, revoked := c.KnownRevoked(a); !revoked || ans.At.IsZero() || !strings.Contains(ans.Reason, "keyCompromise") {
-		t.Errorf("KnownRevoked(alice) = %+v, %v; want revoked", ans, revoked)
+	got := c.RevokedAmong([]*x509.Certificate{m, a})
+	if ans, revoked := got[1]; !revoked || ans.At.IsZero() || !strings.Contains(ans.Reason, "keyCompromise") {
+		t.Errorf("RevokedAmong: alice %+v, %v; want revoked", ans, revoked)
 	}
-	if ans, revoked := c.KnownRevoked(m); revoked {
-		t.Errorf("KnownRevoked(the twin CA's certificate with alice's serial) = %+v, want not revoked", ans)
+	if ans, revoked := got[0]; revoked {
+		t.Errorf("RevokedAmong: the twin CA's certificate with alice's serial %+v, want not revoked", ans)
+	}
+}
+
+// TestCRLOnlyUsers: a CRL whose issuing distribution point covers
+// end-entity certificates only says nothing of a CA certificate (RFC 5280
+// 6.3.3): it does not cover one.
+func TestCRLOnlyUsers(t *testing.T) {
+	ca, _ := fuzzCA(t)
+	leaf := &x509.Certificate{}
+	c := &crl{onlyUsers: true}
+	if !c.covers(leaf, nil) || c.covers(ca, nil) {
+		t.Errorf("a users-only CRL covers the leaf %v, the CA %v; want true, false", c.covers(leaf, nil), c.covers(ca, nil))
+	}
+	if full := (&crl{}); !full.covers(ca, nil) {
+		t.Error("a full CRL does not cover a CA certificate")
 	}
 }
