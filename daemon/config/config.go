@@ -47,6 +47,8 @@ type Trust struct {
 	// FetchIntermediates: fetch a missing issuer from the URL a
 	// certificate names (authority information access).
 	FetchIntermediates bool
+	// OCSP: ask a certificate's OCSP responder before its CRL.
+	OCSP bool
 }
 
 // Key is one organisation key: a PKCS#12 file with its password
@@ -69,6 +71,7 @@ type rawConfig struct {
 		Revocation         *string  `toml:"revocation"`
 		MinValidation      *string  `toml:"min_validation"`
 		FetchIntermediates bool     `toml:"fetch_intermediates"`
+		OCSP               bool     `toml:"ocsp"`
 	} `toml:"trust"`
 	Keys []struct {
 		PKCS12File   string `toml:"pkcs12_file"`
@@ -150,6 +153,7 @@ func Load(path string) (*Config, error) {
 	}
 	cfg.Trust.RejectSHA1 = raw.Trust.RejectSHA1
 	cfg.Trust.FetchIntermediates = raw.Trust.FetchIntermediates
+	cfg.Trust.OCSP = raw.Trust.OCSP
 	if r := raw.Trust.Revocation; r != nil {
 		switch *r {
 		case revocation.Off, revocation.Soft, revocation.Hard:

@@ -73,6 +73,7 @@ func (c *Config) EngineOptions(cr *Crypto, store *harvest.Store, harvesting bool
 	}
 	if c.Trust.Revocation != revocation.Off && net.CRLs != nil {
 		opts.Revocation, opts.RevocationMode = net.CRLs, c.Trust.Revocation
+		net.CRLs.SetOCSP(c.Trust.OCSP)
 	}
 	if c.Trust.FetchIntermediates {
 		opts.Issuers = net.Issuers

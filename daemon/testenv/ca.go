@@ -4,7 +4,9 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -200,4 +202,63 @@ func ReadCert(tb testing.TB, path string) *x509.Certificate {
 		tb.Fatalf("%s: %v", path, err)
 	}
 	return c
+}
+
+// OCSPURL makes the certificates the CA issues from now on name url as
+// their OCSP responder (authority information access).
+func (ca *CA) OCSPURL(tb testing.TB, url string) {
+	tb.Helper()
+	path := filepath.Join(ca.Dir, "ca.cnf")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	conf := strings.Replace(string(data), "[ leaf ]\n", "[ leaf ]\nauthorityInfoAccess = OCSP;URI:"+url+"\n", 1)
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// FreeAddr is a loopback address with a port nobody listens on (for a
+// server started later, such as openssl ocsp).
+func FreeAddr(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// StartOCSP runs `openssl ocsp` as the CA's OCSP responder on addr
+// (FreeAddr), answering from its index of issued and revoked
+// certificates as it stands now, signed with the CA's own key; it is
+// stopped at the end of the test.
+func (ca *CA) StartOCSP(tb testing.TB, addr string) {
+	tb.Helper()
+	NeedOpenSSL(tb)
+	_, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command("openssl", "ocsp", "-index", "index.txt", "-port", port, "-rsigner", "ca.crt", "-rkey", "ca.key", "-CA", "ca.crt", "-ndays", "1")
+	cmd.Dir = ca.Dir
+	stderr := &LockedBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("openssl ocsp: %v", err)
+	}
+	tb.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	// Ready when it says so: a test connection would hold it (it serves
+	// one connection at a time and waits for a request on it).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if strings.Contains(stderr.String(), "waiting for OCSP client connections") {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("openssl ocsp does not listen on %s: %s", addr, stderr.String())
+		}
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -50,6 +51,9 @@ type Config struct {
 	// Fetch allows fetching CRLs; without it only what is in the state
 	// file is used (imported, or fetched by the service).
 	Fetch bool
+	// OCSP asks a certificate's OCSP responder first (ocsp.go); needs
+	// Fetch.
+	OCSP bool
 	// Client fetches; nil: a client with Timeout that follows no
 	// redirect to another scheme than http.
 	Client *http.Client
@@ -98,7 +102,12 @@ type Checker struct {
 	failed   map[string]failure       // fetchKey → its last failure
 	inflight map[string]chan struct{} // fetchKey → fetch under way
 	reread   map[string]time.Time     // storage key → when a stale CRL was last read again
+	ocsp     map[string]ocspAnswer    // ocspKey → the last answer, until its nextUpdate
+	ocspOn   atomic.Bool              // SetOCSP
 }
+
+// SetOCSP turns the OCSP checks on or off (a reload of [trust] ocsp).
+func (c *Checker) SetOCSP(on bool) { c.ocspOn.Store(on) }
 
 // rereadStale is how often a stale CRL is read again from the state file.
 const rereadStale = 30 * time.Second
@@ -152,7 +161,7 @@ func New(db *state.DB, cfg Config) *Checker {
 	return &Checker{
 		cfg: cfg, db: db, client: client,
 		crls: map[string]*crl{}, loaded: map[string]bool{},
-		failed: map[string]failure{}, inflight: map[string]chan struct{}{}, reread: map[string]time.Time{},
+		failed: map[string]failure{}, inflight: map[string]chan struct{}{}, reread: map[string]time.Time{}, ocsp: map[string]ocspAnswer{},
 	}
 }
 
@@ -163,6 +172,23 @@ func storageKey(issuer, scope string) string { return issuer + "\x00" + scope }
 // lacks, or one past its nextUpdate, within ctx and the configured
 // timeout.
 func (c *Checker) Check(ctx context.Context, cert, issuer *x509.Certificate, at time.Time) Answer {
+	ocspWhy := ""
+	if (c.cfg.OCSP || c.ocspOn.Load()) && c.cfg.Fetch && len(cert.OCSPServer) > 0 {
+		ans, ok, why := c.checkOCSP(ctx, cert, issuer, at)
+		if ok {
+			return ans
+		}
+		ocspWhy = why + "; "
+	}
+	ans := c.checkCRL(ctx, cert, issuer, at)
+	if ans.Status == Unknown && ocspWhy != "" {
+		ans.Reason, ans.NotOffered = ocspWhy+ans.Reason, false
+	}
+	return ans
+}
+
+// checkCRL is Check by the CRLs.
+func (c *Checker) checkCRL(ctx context.Context, cert, issuer *x509.Certificate, at time.Time) Answer {
 	key := issuerKey(issuer)
 	dps := httpPoints(cert.CRLDistributionPoints)
 	now := c.cfg.Now()
