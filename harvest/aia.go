@@ -10,7 +10,6 @@ package harvest
 
 import (
 	"bytes"
-	"context"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -34,9 +33,7 @@ func (w *walker) completeChain(p pendingSig) ([]*x509.Certificate, []string, boo
 	if f == nil || len(p.cert.IssuingCertificateURL) == 0 {
 		return nil, nil, false
 	}
-	if w.revCtx == nil {
-		w.revCtx, w.revCancel = context.WithTimeout(context.Background(), revocationDeadline)
-	}
+	ctx := w.netCtx()
 	candidates := slices.Clone(w.pool(p.sd).certs)
 	var used []string
 	next := p.cert
@@ -46,7 +43,7 @@ func (w *walker) completeChain(p pendingSig) ([]*x509.Certificate, []string, boo
 			if i == maxAIAURLs {
 				break
 			}
-			body, err := f.Fetch(w.revCtx, u)
+			body, err := f.Fetch(ctx, u)
 			if err != nil {
 				continue
 			}

@@ -23,11 +23,9 @@ func (w *walker) checkRevocation(p pendingSig, reason string, notes []string) (s
 	if rc == nil || len(p.chain) < 2 {
 		return StatusValid, reason, notes
 	}
-	if w.revCtx == nil {
-		w.revCtx, w.revCancel = context.WithTimeout(context.Background(), revocationDeadline)
-	}
+	ctx := w.netCtx()
 	for i := 0; i+1 < len(p.chain); i++ {
-		ans := rc.Check(w.revCtx, p.chain[i], p.chain[i+1], w.received)
+		ans := rc.Check(ctx, p.chain[i], p.chain[i+1], w.received)
 		what := "the signer's certificate"
 		if i > 0 {
 			what = "the CA certificate " + p.chain[i].Subject.String()
@@ -59,6 +57,15 @@ func (w *walker) checkRevocation(p pendingSig, reason string, notes []string) (s
 	return StatusValid, reason, notes
 }
 
-// revocationDeadline bounds the revocation checks of one message (fetches
-// included): beyond it they give no answer.
+// revocationDeadline bounds what one message may ask over the network
+// (CRLs, OCSP, issuer certificates): beyond it they give no answer.
 const revocationDeadline = 10 * time.Second
+
+// netCtx is the message's context for network questions, started by the
+// first; Process cancels it.
+func (w *walker) netCtx() context.Context {
+	if w.revCtx == nil {
+		w.revCtx, w.revCancel = context.WithTimeout(context.Background(), revocationDeadline)
+	}
+	return w.revCtx
+}

@@ -10,6 +10,7 @@ package revocation
 // URL that failed is not asked again for 5 minutes.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -118,13 +119,30 @@ func (f *IssuerFetcher) Fetch(ctx context.Context, u string) ([]byte, error) {
 }
 
 func (f *IssuerFetcher) get(ctx context.Context, u string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	return fetchBounded(ctx, f.client, f.timeout, http.MethodGet, u, nil, MaxIssuerSize)
+}
+
+// fetchBounded sends one request to u (a POST of body as an OCSP request
+// when body is not nil) within timeout, and returns the answer of an HTTP
+// 200 of at most max bytes. Errors name u. The connection is not kept:
+// some responders (openssl ocsp among them) serve one at a time, and an
+// idle kept-alive one would hold them; the fetches are seldom anyway.
+func fetchBounded(ctx context.Context, client *http.Client, timeout time.Duration, method, u string, body []byte, max int64) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", u, err)
 	}
-	resp, err := f.client.Do(req)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/ocsp-request")
+	}
+	req.Close = true
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", u, err)
 	}
@@ -132,12 +150,12 @@ func (f *IssuerFetcher) get(ctx context.Context, u string) ([]byte, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("%s: HTTP %s", u, resp.Status)
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxIssuerSize+1))
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, max+1))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", u, err)
 	}
-	if len(body) > MaxIssuerSize {
-		return nil, fmt.Errorf("%s: larger than %d bytes", u, MaxIssuerSize)
+	if int64(len(answer)) > max {
+		return nil, fmt.Errorf("%s: larger than %d bytes", u, max)
 	}
-	return body, nil
+	return answer, nil
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -355,26 +354,9 @@ func (c *Checker) fetch(ctx context.Context, dp string, issuer *x509.Certificate
 }
 
 func (c *Checker) fetchOnce(ctx context.Context, dp string, issuer *x509.Certificate) error {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, dp, nil)
+	body, err := fetchBounded(ctx, c.client, c.cfg.Timeout, http.MethodGet, dp, nil, c.cfg.MaxSize)
 	if err != nil {
-		return fmt.Errorf("%s: %w", dp, err)
-	}
-	resp, err := c.client.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s: %w", dp, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: HTTP %s", dp, resp.Status)
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxSize+1))
-	if err != nil {
-		return fmt.Errorf("%s: %w", dp, err)
-	}
-	if int64(len(body)) > c.cfg.MaxSize {
-		return fmt.Errorf("%s: larger than %d bytes", dp, c.cfg.MaxSize)
+		return err
 	}
 	der, err := Decode(body)
 	if err != nil {
@@ -488,12 +470,27 @@ func info(cr *crl, source string) Info {
 
 // List describes the CRLs in the state file, by issuer.
 func (c *Checker) List() ([]Info, error) {
+	kept, err := c.kept()
+	var out []Info
+	for _, k := range kept {
+		in := info(k.crl, k.source)
+		in.Fetched = k.fetched
+		out = append(out, in)
+	}
+	slices.SortFunc(out, func(a, b Info) int { return strings.Compare(a.Issuer+a.Scope, b.Issuer+b.Scope) })
+	return out, err
+}
+
+// kept reads every CRL in the state file (copied out of the read
+// transaction, parsed after it: a CRL may be megabytes); an unreadable
+// one is logged and left out.
+func (c *Checker) kept() ([]keptCRL, error) {
 	if c.db == nil {
 		return nil, nil
 	}
 	var stored []storedCRL
 	err := c.db.Bolt().View(func(tx *bbolt.Tx) error {
-		return tx.Bucket(bucketCRLs).ForEach(func(k, v []byte) error {
+		return tx.Bucket(bucketCRLs).ForEach(func(_, v []byte) error {
 			var st storedCRL
 			if err := json.Unmarshal(v, &st); err != nil {
 				c.cfg.Log.Warn("stored CRL unreadable; left out", "err", err)
@@ -503,54 +500,25 @@ func (c *Checker) List() ([]Info, error) {
 			return nil
 		})
 	})
-	// Parsed outside the read transaction (a CRL may be megabytes).
-	var out []Info
+	if err != nil {
+		return nil, fmt.Errorf("revocation: reading the kept CRLs: %w", err)
+	}
+	var out []keptCRL
 	for _, st := range stored {
 		cr, err := parseStored(st)
 		if err != nil {
 			c.cfg.Log.Warn("stored CRL unreadable; left out", "err", err)
 			continue
 		}
-		in := info(cr, st.Source)
-		in.Fetched = st.Fetched
-		out = append(out, in)
+		out = append(out, keptCRL{cr, st.Source, st.Fetched})
 	}
-	slices.SortFunc(out, func(a, b Info) int { return strings.Compare(a.Issuer+a.Scope, b.Issuer+b.Scope) })
-	return out, err
-}
-
-// kept reads every CRL in the state file (copied out of the read
-// transaction, parsed after it), skipping unreadable ones.
-func (c *Checker) kept() []keptCRL {
-	if c.db == nil {
-		return nil
-	}
-	var stored []storedCRL
-	err := c.db.Bolt().View(func(tx *bbolt.Tx) error {
-		return tx.Bucket(bucketCRLs).ForEach(func(_, v []byte) error {
-			var st storedCRL
-			if json.Unmarshal(v, &st) == nil {
-				stored = append(stored, st)
-			}
-			return nil
-		})
-	})
-	if err != nil {
-		c.cfg.Log.Warn("cannot read the kept CRLs", "err", err)
-		return nil
-	}
-	var out []keptCRL
-	for _, st := range stored {
-		if cr, err := parseStored(st); err == nil {
-			out = append(out, keptCRL{cr, st.Source})
-		}
-	}
-	return out
+	return out, nil
 }
 
 type keptCRL struct {
 	*crl
-	source string
+	source  string
+	fetched time.Time
 }
 
 // Refresh fetches again every kept CRL that came from a URL and is three
@@ -560,8 +528,13 @@ func (c *Checker) Refresh(ctx context.Context) {
 	if !c.cfg.Fetch {
 		return
 	}
+	kept, err := c.kept()
+	if err != nil {
+		c.cfg.Log.Warn("CRLs not refreshed", "err", err)
+		return
+	}
 	now := c.cfg.Now()
-	for _, k := range c.kept() {
+	for _, k := range kept {
 		if ctx.Err() != nil {
 			return
 		}
@@ -577,9 +550,13 @@ func (c *Checker) Refresh(ctx context.Context) {
 // signature) and that it covers. It returns the answers of the revoked
 // ones, by index into certs. Each CRL is parsed once.
 func (c *Checker) RevokedAmong(certs []*x509.Certificate) map[int]Answer {
+	kept, err := c.kept()
+	if err != nil {
+		c.cfg.Log.Warn("revocation sweep: the kept CRLs cannot be read", "err", err)
+	}
 	byIssuer := map[string][]*crl{}
 	now := c.cfg.Now()
-	for _, k := range c.kept() {
+	for _, k := range kept {
 		if k.freshAt(now) {
 			name := string(k.issuerCert.RawSubject)
 			byIssuer[name] = append(byIssuer[name], k.crl)

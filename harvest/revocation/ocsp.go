@@ -19,7 +19,6 @@ import (
 	"encoding/asn1"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -126,31 +125,9 @@ func (c *Checker) askOCSPOnce(ctx context.Context, u string, cert, issuer *x509.
 	if err != nil {
 		return ocspAnswer{}, fmt.Errorf("%s: %w", u, err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
-	defer cancel()
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(req))
+	body, err := fetchBounded(ctx, c.client, c.cfg.Timeout, http.MethodPost, u, req, maxOCSPResponse)
 	if err != nil {
-		return ocspAnswer{}, fmt.Errorf("%s: %w", u, err)
-	}
-	hreq.Header.Set("Content-Type", "application/ocsp-request")
-	// One request a connection: some responders (openssl ocsp among
-	// them) serve one connection at a time, and an idle kept-alive one
-	// would hold them.
-	hreq.Close = true
-	resp, err := c.client.Do(hreq)
-	if err != nil {
-		return ocspAnswer{}, fmt.Errorf("%s: %w", u, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return ocspAnswer{}, fmt.Errorf("%s: HTTP %s", u, resp.Status)
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxOCSPResponse+1))
-	if err != nil {
-		return ocspAnswer{}, fmt.Errorf("%s: %w", u, err)
-	}
-	if len(body) > maxOCSPResponse {
-		return ocspAnswer{}, fmt.Errorf("%s: answer larger than %d bytes", u, maxOCSPResponse)
+		return ocspAnswer{}, err
 	}
 	r, err := ocsp.ParseResponseForCert(body, cert, issuer)
 	if err != nil {
