@@ -47,18 +47,7 @@ func TestScenarioRevokedSigner(t *testing.T) {
 	crl.Store(&der)
 
 	e := newSvcEnv(t, "ceo")
-	caPEM, err := os.ReadFile(ca.Cert)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bundle := filepath.Join(e.dir, "ca-bundle.pem")
-	old, err := os.ReadFile(bundle)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bundle, append(old, caPEM...), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	ca.AddTo(t, filepath.Join(e.dir, "ca-bundle.pem"))
 	acct := e.account("ceo") + "archive_folder = \"Decrypted\"\narchive_folder_messages = \"smime\"\n"
 	// run starts a service with a state of its own on the INBOX, with
 	// msgs delivered first, and returns every record once all are in.
@@ -129,8 +118,8 @@ func TestScenarioRevokedSigner(t *testing.T) {
 		t.Fatal(err)
 	}
 	svc := newService(t, e.cfgPath, slog.New(slog.DiscardHandler))
-	svc.crls.Refresh(context.Background()) // not due yet: the kept CRL stays
-	if _, err := svc.crls.Import(der, []*x509.Certificate{testenv.ReadCert(t, ca.Cert)}); err != nil {
+	svc.network.CRLs.Refresh(context.Background()) // not due yet: the kept CRL stays
+	if _, err := svc.network.CRLs.Import(der, []*x509.Certificate{testenv.ReadCert(t, ca.Cert)}); err != nil {
 		t.Fatal(err)
 	}
 	if es, err := svc.store.ByEmail("bob@partner.example"); err != nil || len(es) != 1 || !es[0].EncryptionPreferred {

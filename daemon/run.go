@@ -31,9 +31,8 @@ import (
 type Service struct {
 	state     *state.DB // the state file; store, arch and cps keep their buckets in it
 	store     *harvest.Store
-	crls      *revocation.Checker // the CRLs, kept in state across reloads
-	network   *config.Network     // crls and the issuers fetched, for the engine
-	stateDir  string              // fixed for the life of the service (a reload keeps it)
+	network   *config.Network // CRLs (kept in state) and issuers fetched, across reloads
+	stateDir  string          // fixed for the life of the service (a reload keeps it)
 	arch      *archive.Archive
 	copyWake  chan struct{} // 1 slot: wakes copyLoop
 	cps       *Checkpoints
@@ -187,7 +186,7 @@ func NewService(cfg *config.Config, log *slog.Logger, notify *Notifier) (*Servic
 		log.Info("crash leftovers removed", "files", n)
 	}
 	s := &Service{
-		cfg: cfg, state: db, store: store, crls: config.NewRevocation(db, log.With("pkg", "revocation")), stateDir: cfg.StateDir, arch: arch, copyWake: make(chan struct{}, 1), cps: cps, log: log, notify: notify,
+		cfg: cfg, state: db, store: store, network: config.NewNetwork(db, log.With("pkg", "revocation")), stateDir: cfg.StateDir, arch: arch, copyWake: make(chan struct{}, 1), cps: cps, log: log, notify: notify,
 		pool: NewPool(inHand(cfg.Daemon.Workers)), gate: NewGate(cfg.Daemon.Workers), large: NewGate(cfg.Daemon.Workers), metrics: NewMetrics(),
 		ended: make(chan struct{}, 1), initial: l.settings(cfg), accounts: map[string]*accountRun{},
 	}
@@ -198,7 +197,6 @@ func NewService(cfg *config.Config, log *slog.Logger, notify *Notifier) (*Servic
 			return nil, fmt.Errorf("daemon.metrics_listen: %w", err)
 		}
 	}
-	s.network = &config.Network{CRLs: s.crls, Issuers: revocation.NewIssuerFetcher(0, false)}
 	s.engine.Store(s.newEngine(cfg, l))
 	s.trustCfg.Store(cfg)
 	l.warn(log)
@@ -255,7 +253,7 @@ func (s *Service) Run(ctx context.Context) error {
 		Path: s.cfg.ControlSocketPath(), GID: -1, StateDir: s.cfg.StateDir, Log: s.log, Status: s.Status,
 		Open: func(c admin.Caller) admin.ArchiveAPI {
 			return &admin.Local{Archive: s.arch, Store: s.store, State: s.state, Engine: s.engine.Load(), Caller: c, Changed: s.WakeCopies,
-				Revocation: s.crls, CAs: admin.CACandidates(s.trustCfg.Load(), s.store)}
+				Revocation: s.network.CRLs, CAs: admin.CACandidates(s.trustCfg.Load(), s.store)}
 		},
 	})
 	if err != nil {
@@ -437,7 +435,7 @@ func (s *Service) crlLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		if s.trustCfg.Load().Trust.Revocation != revocation.Off {
-			s.crls.Refresh(ctx)
+			s.network.CRLs.Refresh(ctx)
 			s.sweepRevoked()
 		}
 	}
@@ -452,7 +450,7 @@ func (s *Service) sweepRevoked() {
 		s.log.Warn("revocation sweep: cannot read the certificate store", "err", err)
 		return
 	}
-	for i, ans := range s.crls.RevokedAmong(certs) {
+	for i, ans := range s.network.CRLs.RevokedAmong(certs) {
 		if ans.Code == revocation.ReasonHold {
 			continue // a suspension the CA may lift: not marked for good
 		}

@@ -115,15 +115,7 @@ func TestArchiveRetryRevokedSince(t *testing.T) {
 	issued := time.Now().AddDate(0, -6, 0)
 	alice, aliceKey := ca.Issue(t, "alice", "alice@partner.example", issued)
 	bob, bobKey := ca.Issue(t, "bob", "bob@partner.example", issued)
-	caPEM, err := os.ReadFile(ca.Cert)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bundle := filepath.Join(dir, "ca-bundle.pem")
-	old, _ := os.ReadFile(bundle)
-	if err := os.WriteFile(bundle, append(old, caPEM...), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	ca.AddTo(t, filepath.Join(dir, "ca-bundle.pem"))
 	stateDir := filepath.Join(dir, "state")
 	db, err := state.Open(filepath.Join(stateDir, "smimed.db"), false)
 	if err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,15 +22,7 @@ func TestCertsCRL(t *testing.T) {
 	alice, _ := ca.Issue(t, "alice", "alice@partner.example", time.Now().Add(-time.Hour))
 	ca.Revoke(t, alice, "keyCompromise", time.Time{})
 	ca.CRL(t, 7)
-	caPEM, err := os.ReadFile(ca.Cert)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bundle := filepath.Join(dir, "ca-bundle.pem")
-	old, _ := os.ReadFile(bundle)
-	if err := os.WriteFile(bundle, append(old, caPEM...), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	ca.AddTo(t, filepath.Join(dir, "ca-bundle.pem"))
 	st, err := harvest.OpenStore(filepath.Join(dir, "state", "smimed.db"), false) // as after a first run
 	if err != nil {
 		t.Fatal(err)

@@ -193,9 +193,7 @@ func (c *Conn) fetchMany(ctx context.Context, uids []uint32, dir string, maxSize
 							data = []byte{} // an empty message is in memory too
 						}
 						if lit.err != nil && lit.err != io.EOF {
-							c.broken = fmt.Errorf("%w: %s failed while reading a body", ErrClosed, op)
-							c.client.Close()
-							return fmt.Errorf("reading a body: %w", lit.err)
+							return c.bodyBroken(op, lit.err)
 						}
 						if err != nil {
 							failed = fmt.Errorf("imapconn: reading a body: %w", err)
@@ -218,14 +216,7 @@ func (c *Conn) fetchMany(ctx context.Context, uids []uint32, dir string, maxSize
 					}
 					data, written = nil, written+n
 					if lit.err != nil && lit.err != io.EOF {
-						// The connection failed inside the literal:
-						// go-imap's reader has already moved on, and
-						// draining this command (Next, Close) would read
-						// the same buffer at the same time. Drop the
-						// connection instead.
-						c.broken = fmt.Errorf("%w: %s failed while reading a body", ErrClosed, op)
-						c.client.Close()
-						return fmt.Errorf("reading a body: %w", lit.err)
+						return c.bodyBroken(op, lit.err)
 					}
 					if err != nil {
 						failed = fmt.Errorf("writing %s: %w", file.Name(), err)
@@ -273,4 +264,14 @@ func (c *Conn) fetchMany(ctx context.Context, uids []uint32, dir string, maxSize
 		}
 	}
 	return missed, err
+}
+
+// bodyBroken ends a fetch whose connection failed inside a body's literal:
+// go-imap's reader has already moved on, and draining the command (Next,
+// Close) would read the same buffer at the same time, so the connection is
+// dropped instead.
+func (c *Conn) bodyBroken(op string, err error) error {
+	c.broken = fmt.Errorf("%w: %s failed while reading a body", ErrClosed, op)
+	c.client.Close()
+	return fmt.Errorf("reading a body: %w", err)
 }

@@ -262,3 +262,20 @@ func (ca *CA) StartOCSP(tb testing.TB, addr string) {
 		}
 	}
 }
+
+// AddTo appends the CA's certificate to the PEM bundle at path (a
+// configuration's trust.ca_files), making it a trust anchor there.
+func (ca *CA) AddTo(tb testing.TB, path string) {
+	tb.Helper()
+	caPEM, err := os.ReadFile(ca.Cert)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	old, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.WriteFile(path, append(old, caPEM...), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+}
