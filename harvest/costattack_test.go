@@ -11,7 +11,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
-	"encoding/base64"
 	"encoding/pem"
 	"math/big"
 	"os"
@@ -19,6 +18,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/smimed/smimed/daemon/testenv"
 )
 
 // The CPU attack of issue 9, item 4, built in Go: a SignedData whose
@@ -205,14 +206,7 @@ func signedDataEntity(content []byte, certs [][]byte, signer *x509.Certificate, 
 
 // writeBase64Lines writes data in base64, 76 characters a line, each line
 // ended by CRLF.
-func writeBase64Lines(b *bytes.Buffer, data []byte) {
-	enc := base64.StdEncoding.EncodeToString(data)
-	for len(enc) > 76 {
-		b.WriteString(enc[:76] + "\r\n")
-		enc = enc[76:]
-	}
-	b.WriteString(enc + "\r\n")
-}
+func writeBase64Lines(b *bytes.Buffer, data []byte) { b.WriteString(testenv.Base64Lines(data)) }
 
 func derTLV(tag byte, content ...[]byte) []byte {
 	var body []byte

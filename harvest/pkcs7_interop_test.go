@@ -5,12 +5,10 @@ import (
 	"crypto"
 	"crypto/x509"
 	"encoding/asn1"
-	"encoding/base64"
 	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -33,16 +31,7 @@ func safely(what string, f func() error) (err error) {
 	return f()
 }
 
-func wrapBase64(der []byte) string {
-	s := base64.StdEncoding.EncodeToString(der)
-	var b strings.Builder
-	for len(s) > 64 {
-		b.WriteString(s[:64] + "\r\n")
-		s = s[64:]
-	}
-	b.WriteString(s + "\r\n")
-	return b.String()
-}
+func wrapBase64(der []byte) string { return testenv.Base64Lines(der) }
 
 // encryptionCert has OpenSSL issue an encryption-only certificate for
 // alice@partner.example under the fixture intermediate.

@@ -24,8 +24,12 @@ func (w *walker) checkRevocation(p pendingSig, reason string, notes []string) (s
 		return StatusValid, reason, notes
 	}
 	ctx := w.netCtx()
+	var enc revocation.Enclosed
+	if p.sd != nil {
+		enc = revocation.Enclosed{CRLs: p.sd.CRLs, OCSP: p.sd.OCSPResponses}
+	}
 	for i := 0; i+1 < len(p.chain); i++ {
-		ans := rc.Check(ctx, p.chain[i], p.chain[i+1], w.received)
+		ans := rc.CheckEnclosed(ctx, p.chain[i], p.chain[i+1], w.received, enc)
 		what := "the signer's certificate"
 		if i > 0 {
 			what = "the CA certificate " + p.chain[i].Subject.String()

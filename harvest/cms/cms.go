@@ -37,6 +37,11 @@ const (
 	MaxAttributes       = 64 // attributes in one signed or unsigned set
 	MaxAttrValues       = 16 // values of one attribute
 	MaxCapabilities     = 64 // SMIMECapabilities kept per signer (the rest is dropped)
+	// MaxRevocationInfoBytes and MaxRevocationInfos bound the CRLs and
+	// OCSP responses a SignedData encloses that are looked at; beyond
+	// them the enclosed revocation information is ignored.
+	MaxRevocationInfoBytes = 1 << 20
+	MaxRevocationInfos     = 16
 )
 
 // ErrTooMany is returned when a CMS object lists more of something than the

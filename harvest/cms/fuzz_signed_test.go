@@ -29,6 +29,10 @@ func FuzzParseSignedData(f *testing.F) {
 		}
 		f.Add(b)
 	}
+	enclosing, _, _ := enclosingSeeds(f)
+	for _, b := range enclosing {
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ci, err := ParseContentInfo(data)
 		if err != nil {

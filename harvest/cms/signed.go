@@ -31,7 +31,15 @@ type SignedData struct {
 	// rejected. Attribute certificates and other choices are skipped.
 	Certificates    []*x509.Certificate
 	BadCertificates int
-	Signers         []*SignerInfo
+	// CRLs and OCSPResponses are the revocation information the signer
+	// enclosed (RevocationInfoChoices, RFC 5652 10.2.1): CertificateLists,
+	// and OCSPResponses as RFC 5940 section 3 encloses them
+	// (id-ri-ocsp-response), as DER, unchecked. Other formats, and what
+	// lies beyond MaxRevocationInfos or MaxRevocationInfoBytes, are
+	// skipped: they are not needed to verify the signature.
+	CRLs          [][]byte
+	OCSPResponses [][]byte
+	Signers       []*SignerInfo
 
 	cache *sdDigestCache
 }
@@ -130,7 +138,10 @@ func ParseSignedDataWith(ci *ContentInfo, parseCert func(der []byte) (*x509.Cert
 		}
 	}
 	if v.Class == asn1.ClassContextSpecific && v.Tag == 1 {
-		// crls: ignored.
+		if !v.IsCompound {
+			return nil, fmt.Errorf("%w: SignedData crls not constructed", ErrMalformed)
+		}
+		sd.parseRevocationInfo(v.Bytes)
 		if v, body, err = sdNext(body); err != nil {
 			return nil, fmt.Errorf("%w: SignedData: %v", ErrMalformed, err)
 		}
@@ -221,6 +232,43 @@ func (sd *SignedData) parseCertificates(b []byte, parseCert func([]byte) (*x509.
 		}
 	}
 	return nil
+}
+
+// OIDOCSPResponse is id-ri-ocsp-response (RFC 5940 section 3), the
+// OtherRevocationInfoFormat of an enclosed OCSPResponse.
+var OIDOCSPResponse = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 16, 2}
+
+// parseRevocationInfo reads the RevocationInfoChoices in b: a
+// CertificateList is a SEQUENCE, other [1] IMPLICIT
+// OtherRevocationInfoFormat { OID, ANY }. A choice that does not parse is
+// skipped.
+func (sd *SignedData) parseRevocationInfo(b []byte) {
+	if len(b) > MaxRevocationInfoBytes {
+		return
+	}
+	for n := 0; len(b) > 0 && n < MaxRevocationInfos; n++ {
+		v, rest, err := sdNext(b)
+		if err != nil {
+			return
+		}
+		b = rest
+		switch {
+		case sdIsUniversal(v, asn1.TagSequence, true):
+			sd.CRLs = append(sd.CRLs, v.FullBytes)
+		case v.Class == asn1.ClassContextSpecific && v.Tag == 1 && v.IsCompound:
+			oid, inner, err := sdNext(v.Bytes)
+			if err != nil || !sdIsUniversal(oid, asn1.TagOID, false) {
+				continue
+			}
+			var format asn1.ObjectIdentifier
+			if _, err := asn1.Unmarshal(oid.FullBytes, &format); err != nil || !format.Equal(OIDOCSPResponse) {
+				continue
+			}
+			if resp, rest, err := sdNext(inner); err == nil && len(rest) == 0 && sdIsUniversal(resp, asn1.TagSequence, true) {
+				sd.OCSPResponses = append(sd.OCSPResponses, resp.FullBytes)
+			}
+		}
+	}
 }
 
 func sdParseSignerInfo(s asn1.RawValue) *SignerInfo {

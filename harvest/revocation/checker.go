@@ -171,6 +171,15 @@ func storageKey(issuer, scope string) string { return issuer + "\x00" + scope }
 // lacks, or one past its nextUpdate, within ctx and the configured
 // timeout.
 func (c *Checker) Check(ctx context.Context, cert, issuer *x509.Certificate, at time.Time) Answer {
+	return c.CheckEnclosed(ctx, cert, issuer, at, Enclosed{})
+}
+
+// CheckEnclosed is Check that first looks at what the message encloses
+// (enclosed.go).
+func (c *Checker) CheckEnclosed(ctx context.Context, cert, issuer *x509.Certificate, at time.Time, enc Enclosed) Answer {
+	if ans, ok := c.fromEnclosed(cert, issuer, at, enc); ok {
+		return ans
+	}
 	ocspWhy := ""
 	if (c.cfg.OCSP || c.ocspOn.Load()) && c.cfg.Fetch && len(cert.OCSPServer) > 0 {
 		ans, ok, why := c.checkOCSP(ctx, cert, issuer, at)

@@ -81,11 +81,7 @@ func (c *Checker) checkOCSP(ctx context.Context, cert, issuer *x509.Certificate,
 	case ocsp.Good:
 		return Answer{Status: Good}, true, ""
 	case ocsp.Revoked:
-		if kept.resp.RevokedAt.After(at) {
-			return Answer{Status: Good}, true, "" // revoked after the message
-		}
-		return Answer{Status: Revoked, At: kept.resp.RevokedAt, Code: kept.resp.RevocationReason,
-			Reason: fmt.Sprintf("revoked %s (%s) says the OCSP responder %s", kept.resp.RevokedAt.UTC().Format(time.RFC3339), ReasonName(kept.resp.RevocationReason), kept.url)}, true, ""
+		return ocspRevoked(kept.resp, at, "the OCSP responder "+kept.url), true, ""
 	}
 	return Answer{}, false, "OCSP: " + kept.url + " does not know the certificate"
 }

@@ -1,0 +1,89 @@
+package revocation
+
+// Revocation information a signer encloses in its message (RFC 5652
+// 10.2.1 RevocationInfoChoices; OCSP responses as RFC 5940 section 3
+// encloses them). It is used before anything is fetched, whether or not
+// [trust] ocsp is on: it costs no request and tells no responder who
+// writes to whom. It is the CA's signed word, so the sender cannot forge
+// it; what it can do is enclose an old answer, so an answer counts only
+// when it was current when the message arrived, as a fetched one must be.
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/crypto/ocsp"
+)
+
+// Enclosed is the revocation information of one SignedData, as DER, not
+// yet checked.
+type Enclosed struct {
+	CRLs [][]byte
+	OCSP [][]byte
+}
+
+// SourceEnclosed is the Source of a CRL kept after it came enclosed in a
+// message.
+const SourceEnclosed = "enclosed"
+
+// fromEnclosed answers for cert, issued by issuer, at time at from what
+// the message encloses: an OCSP response about cert signed for issuer, or
+// a CRL issuer signed that covers cert, current at at. ok is false when
+// nothing enclosed answers. A CRL that answers and is newer than the one
+// kept is kept, as if fetched.
+func (c *Checker) fromEnclosed(cert, issuer *x509.Certificate, at time.Time, enc Enclosed) (Answer, bool) {
+	for _, der := range enc.OCSP {
+		r, err := ocsp.ParseResponseForCert(der, cert, issuer)
+		if err != nil || !ocspCurrentAt(r, at) {
+			continue
+		}
+		switch r.Status {
+		case ocsp.Good:
+			return Answer{Status: Good}, true
+		case ocsp.Revoked:
+			return ocspRevoked(r, at, "the OCSP answer enclosed in the message"), true
+		}
+	}
+	dps := httpPoints(cert.CRLDistributionPoints)
+	for _, der := range enc.CRLs {
+		cr, err := parseCRL(der, issuer)
+		if err != nil || !cr.freshAt(at) || !cr.covers(cert, dps) {
+			continue
+		}
+		if now := c.cfg.Now(); cr.freshAt(now) {
+			if err := c.keep(cr, SourceEnclosed, now); err != nil && !errors.Is(err, ErrNotNewer) {
+				c.cfg.Log.Warn("enclosed CRL not kept", "issuer", cr.issuerName, "err", err)
+			}
+		}
+		ans := answerFrom(cr, cert, at)
+		if ans.Status == Revoked {
+			ans.Reason += " (enclosed in the message)"
+		}
+		return ans, true
+	}
+	return Answer{}, false
+}
+
+// ocspCurrentAt reports whether r speaks for time t: issued by then
+// (allowing for a responder's clock ahead), and t before its nextUpdate
+// (or within ocspNoNextUpdate of its thisUpdate when it names none).
+func ocspCurrentAt(r *ocsp.Response, t time.Time) bool {
+	until := r.NextUpdate
+	if until.IsZero() {
+		until = r.ThisUpdate.Add(ocspNoNextUpdate)
+	}
+	return !r.ThisUpdate.After(t.Add(ocspSkew)) && t.Before(until)
+}
+
+// ocspRevoked is the answer of an OCSP response that says revoked, judged
+// at time at (a revocation after at leaves the message good); who names
+// the response's origin.
+func ocspRevoked(r *ocsp.Response, at time.Time, who string) Answer {
+	if r.RevokedAt.After(at) {
+		return Answer{Status: Good}
+	}
+	return Answer{Status: Revoked, At: r.RevokedAt, Code: r.RevocationReason,
+		Reason: fmt.Sprintf("revoked %s (%s) says %s", r.RevokedAt.UTC().Format(time.RFC3339), ReasonName(r.RevocationReason), who)}
+}
