@@ -102,6 +102,7 @@ type Checker struct {
 	inflight map[string]chan struct{} // fetchKey → fetch under way
 	reread   map[string]time.Time     // storage key → when a stale CRL was last read again
 	ocsp     map[string]ocspAnswer    // ocspKey → the last answer, until its nextUpdate
+	enclosed map[string]any           // enclosedKey → a checked *ocsp.Response or *crl
 	ocspOn   atomic.Bool              // SetOCSP
 }
 
@@ -161,6 +162,7 @@ func New(db *state.DB, cfg Config) *Checker {
 		cfg: cfg, db: db, client: client,
 		crls: map[string]*crl{}, loaded: map[string]bool{},
 		failed: map[string]failure{}, inflight: map[string]chan struct{}{}, reread: map[string]time.Time{}, ocsp: map[string]ocspAnswer{},
+		enclosed: map[string]any{},
 	}
 }
 

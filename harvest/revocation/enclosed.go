@@ -9,6 +9,7 @@ package revocation
 // when it was current when the message arrived, as a fetched one must be.
 
 import (
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -35,7 +36,7 @@ const SourceEnclosed = "enclosed"
 // kept is kept, as if fetched.
 func (c *Checker) fromEnclosed(cert, issuer *x509.Certificate, at time.Time, enc Enclosed) (Answer, bool) {
 	for _, der := range enc.OCSP {
-		r, err := ocsp.ParseResponseForCert(der, cert, issuer)
+		r, err := c.enclosedOCSP(der, cert, issuer)
 		if err != nil || !ocspCurrentAt(r, at) {
 			continue
 		}
@@ -48,7 +49,7 @@ func (c *Checker) fromEnclosed(cert, issuer *x509.Certificate, at time.Time, enc
 	}
 	dps := httpPoints(cert.CRLDistributionPoints)
 	for _, der := range enc.CRLs {
-		cr, err := parseCRL(der, issuer)
+		cr, err := c.enclosedCRL(der, issuer)
 		if err != nil || !cr.freshAt(at) || !cr.covers(cert, dps) {
 			continue
 		}
@@ -86,4 +87,55 @@ func ocspRevoked(r *ocsp.Response, at time.Time, who string) Answer {
 	}
 	return Answer{Status: Revoked, At: r.RevokedAt, Code: r.RevocationReason,
 		Reason: fmt.Sprintf("revoked %s (%s) says %s", r.RevokedAt.UTC().Format(time.RFC3339), ReasonName(r.RevocationReason), who)}
+}
+
+// maxEnclosedCache bounds the enclosed answers kept checked.
+const maxEnclosedCache = 4096
+
+// enclosedOCSP is ocsp.ParseResponseForCert, remembered: a sender encloses
+// the same response in every message until it fetches the next, and its
+// signature is checked once.
+func (c *Checker) enclosedOCSP(der []byte, cert, issuer *x509.Certificate) (*ocsp.Response, error) {
+	key := enclosedKey(der, ocspKey(cert, issuer))
+	if r, ok := c.enclosedGet(key).(*ocsp.Response); ok {
+		return r, nil
+	}
+	r, err := ocsp.ParseResponseForCert(der, cert, issuer)
+	if err == nil {
+		c.enclosedPut(key, r)
+	}
+	return r, err
+}
+
+// enclosedCRL is parseCRL, remembered like enclosedOCSP.
+func (c *Checker) enclosedCRL(der []byte, issuer *x509.Certificate) (*crl, error) {
+	key := enclosedKey(der, issuerKey(issuer))
+	if cr, ok := c.enclosedGet(key).(*crl); ok {
+		return cr, nil
+	}
+	cr, err := parseCRL(der, issuer)
+	if err == nil {
+		c.enclosedPut(key, cr)
+	}
+	return cr, err
+}
+
+func enclosedKey(der []byte, about string) string {
+	h := sha256.Sum256(der)
+	return string(h[:]) + about
+}
+
+func (c *Checker) enclosedGet(key string) any {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.enclosed[key]
+}
+
+func (c *Checker) enclosedPut(key string, v any) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.enclosed) >= maxEnclosedCache {
+		clear(c.enclosed)
+	}
+	c.enclosed[key] = v
 }
