@@ -36,17 +36,10 @@ var ErrNotPublic = errors.New("revocation: not a public address")
 type IssuerFetcher struct {
 	client  *http.Client
 	timeout time.Duration
-	now     func() time.Time
 
-	mu     sync.Mutex
-	done   map[string]issuerResult // URL → what it gave (kept for the fetcher's life)
-	active map[string]chan struct{}
-}
-
-type issuerResult struct {
-	body  []byte
-	err   error
-	until time.Time // a failure is kept until then
+	flights *flights
+	mu      sync.Mutex
+	done    map[string][]byte // URL → what it gave (kept for the fetcher's life)
 }
 
 // NewIssuerFetcher returns a fetcher; allowPrivate lets it reach loopback
@@ -76,7 +69,7 @@ func NewIssuerFetcher(timeout time.Duration, allowPrivate bool) *IssuerFetcher {
 			return errors.New("redirects are not followed for issuer certificates")
 		},
 	}
-	return &IssuerFetcher{client: client, timeout: timeout, now: time.Now, done: map[string]issuerResult{}, active: map[string]chan struct{}{}}
+	return &IssuerFetcher{client: client, timeout: timeout, flights: newFlights(time.Now), done: map[string][]byte{}}
 }
 
 // Fetch returns the body at the caIssuers URL u (at most MaxIssuerSize
@@ -86,36 +79,24 @@ func (f *IssuerFetcher) Fetch(ctx context.Context, u string) ([]byte, error) {
 	if err != nil || pu.Scheme != "http" || pu.Host == "" {
 		return nil, fmt.Errorf("revocation: issuer URL %q: http only", u)
 	}
-	for {
-		f.mu.Lock()
-		if r, ok := f.done[u]; ok && (r.err == nil || f.now().Before(r.until)) {
-			f.mu.Unlock()
-			return r.body, r.err
-		}
-		ch, busy := f.active[u]
-		if !busy {
-			ch = make(chan struct{})
-			f.active[u] = ch
-			f.mu.Unlock()
-			break
-		}
-		f.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-	body, err := f.get(ctx, u)
 	f.mu.Lock()
-	if len(f.done) > 1000 {
+	body, ok := f.done[u]
+	f.mu.Unlock()
+	if ok {
+		return body, nil
+	}
+	v, err := f.flights.do(ctx, u, func(ctx context.Context) (any, error) { return f.get(ctx, u) }, nil)
+	if err != nil {
+		return nil, err
+	}
+	body = v.([]byte)
+	f.mu.Lock()
+	if len(f.done) >= 1000 {
 		clear(f.done) // bounded: a stranger's URLs must not fill memory
 	}
-	f.done[u] = issuerResult{body: body, err: err, until: f.now().Add(retryFailed)}
-	close(f.active[u])
-	delete(f.active, u)
+	f.done[u] = body
 	f.mu.Unlock()
-	return body, err
+	return body, nil
 }
 
 func (f *IssuerFetcher) get(ctx context.Context, u string) ([]byte, error) {

@@ -96,14 +96,13 @@ type Checker struct {
 	client *http.Client
 
 	mu       sync.Mutex
-	crls     map[string]*crl          // by storage key, parsed
-	loaded   map[string]bool          // storage keys read from db (present or not)
-	failed   map[string]failure       // fetchKey → its last failure
-	inflight map[string]chan struct{} // fetchKey → fetch under way
-	reread   map[string]time.Time     // storage key → when a stale CRL was last read again
-	ocsp     map[string]ocspAnswer    // ocspKey → the last answer, until its nextUpdate
-	enclosed map[string]any           // enclosedKey → a checked *ocsp.Response or *crl
-	ocspOn   atomic.Bool              // SetOCSP
+	crls     map[string]*crl       // by storage key, parsed
+	loaded   map[string]bool       // storage keys read from db (present or not)
+	flights  *flights              // CRL fetches and OCSP requests
+	reread   map[string]time.Time  // storage key → when a stale CRL was last read again
+	ocsp     map[string]ocspAnswer // ocspKey → the last answer, until its nextUpdate
+	enclosed map[string]any        // enclosedKey → a checked *ocsp.Response or *crl
+	ocspOn   atomic.Bool           // SetOCSP
 }
 
 // SetOCSP turns the OCSP checks on or off (a reload of [trust] ocsp).
@@ -115,11 +114,6 @@ const rereadStale = 30 * time.Second
 // fetchKey names a fetch: a distribution point for one CA (a re-keyed CA
 // may serve its new CRL where the old certificates point).
 func fetchKey(dp string, issuer *x509.Certificate) string { return dp + "\x00" + issuerKey(issuer) }
-
-type failure struct {
-	until time.Time
-	err   error
-}
 
 // storedCRL is a CRL in the state file.
 type storedCRL struct {
@@ -161,7 +155,7 @@ func New(db *state.DB, cfg Config) *Checker {
 	return &Checker{
 		cfg: cfg, db: db, client: client,
 		crls: map[string]*crl{}, loaded: map[string]bool{},
-		failed: map[string]failure{}, inflight: map[string]chan struct{}{}, reread: map[string]time.Time{}, ocsp: map[string]ocspAnswer{},
+		flights: newFlights(cfg.Now), reread: map[string]time.Time{}, ocsp: map[string]ocspAnswer{},
 		enclosed: map[string]any{},
 	}
 }
@@ -318,50 +312,15 @@ func parseStored(st storedCRL) (*crl, error) {
 	return parseCRL(st.DER, issuer)
 }
 
-// fetch gets the CRL at dp, checks it against issuer, and keeps it. The
-// fetch runs on its own (bounded by the configured timeout), so a caller
-// whose deadline is short stops waiting without failing it for the others;
-// a fetch of the same point for the same CA under way is waited for; one
-// that failed lately is not tried again before retryFailed.
+// fetch gets the CRL at dp, checks it against issuer, and keeps it, as
+// one of c's flights.
 func (c *Checker) fetch(ctx context.Context, dp string, issuer *x509.Certificate) error {
-	key := fetchKey(dp, issuer)
-	c.mu.Lock()
-	if f, ok := c.failed[key]; ok && c.cfg.Now().Before(f.until) {
-		c.mu.Unlock()
-		return f.err
-	}
-	ch, busy := c.inflight[key]
-	if !busy {
-		ch = make(chan struct{})
-		c.inflight[key] = ch
-		go func() {
-			err := c.fetchOnce(context.Background(), dp, issuer)
-			c.mu.Lock()
-			delete(c.inflight, key)
-			if err != nil {
-				c.failed[key] = failure{until: c.cfg.Now().Add(retryFailed), err: err}
-			} else {
-				delete(c.failed, key)
-			}
-			c.mu.Unlock()
-			close(ch)
-			if err != nil {
-				c.cfg.Log.Warn("CRL not fetched; not asked again for 5m", "url", dp, "err", err)
-			}
-		}()
-	}
-	c.mu.Unlock()
-	select {
-	case <-ch:
-	case <-ctx.Done():
-		return fmt.Errorf("%s: %w", dp, ctx.Err())
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if f, ok := c.failed[key]; ok {
-		return f.err
-	}
-	return nil
+	_, err := c.flights.do(ctx, fetchKey(dp, issuer), func(ctx context.Context) (any, error) {
+		return nil, c.fetchOnce(ctx, dp, issuer)
+	}, func(err error) {
+		c.cfg.Log.Warn("CRL not fetched; not asked again for 5m", "url", dp, "err", err)
+	})
+	return err
 }
 
 func (c *Checker) fetchOnce(ctx context.Context, dp string, issuer *x509.Certificate) error {

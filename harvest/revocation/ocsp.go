@@ -62,12 +62,6 @@ func (c *Checker) checkOCSP(ctx context.Context, cert, issuer *x509.Certificate,
 				continue
 			}
 			kept, have = a, true
-			c.mu.Lock()
-			if len(c.ocsp) >= maxOCSPCache {
-				clear(c.ocsp)
-			}
-			c.ocsp[key] = a
-			c.mu.Unlock()
 			break
 		}
 		if !have {
@@ -95,21 +89,27 @@ func ocspKey(cert, issuer *x509.Certificate) string {
 // the answer: signed by the issuer or a responder it delegated to, about
 // cert, current, and with our nonce if it has one.
 func (c *Checker) askOCSP(ctx context.Context, u string, cert, issuer *x509.Certificate) (ocspAnswer, error) {
-	fkey := "ocsp\x00" + fetchKey(u, issuer)
-	c.mu.Lock()
-	if f, ok := c.failed[fkey]; ok && c.cfg.Now().Before(f.until) {
-		c.mu.Unlock()
-		return ocspAnswer{}, f.err
-	}
-	c.mu.Unlock()
-	a, err := c.askOCSPOnce(ctx, u, cert, issuer)
-	if err != nil && ctx.Err() == nil {
-		c.mu.Lock()
-		c.failed[fkey] = failure{until: c.cfg.Now().Add(retryFailed), err: err}
-		c.mu.Unlock()
+	// One request at a time per certificate and responder.
+	key := u + "\x00ocsp\x00" + ocspKey(cert, issuer)
+	a, err := c.flights.do(ctx, key, func(ctx context.Context) (any, error) {
+		a, err := c.askOCSPOnce(ctx, u, cert, issuer)
+		if err == nil {
+			// Kept even when the caller stopped waiting.
+			c.mu.Lock()
+			if len(c.ocsp) >= maxOCSPCache {
+				clear(c.ocsp)
+			}
+			c.ocsp[ocspKey(cert, issuer)] = a
+			c.mu.Unlock()
+		}
+		return a, err
+	}, func(err error) {
 		c.cfg.Log.Warn("OCSP responder gave no answer; not asked again for 5m", "url", u, "err", err)
+	})
+	if err != nil {
+		return ocspAnswer{}, err
 	}
-	return a, err
+	return a.(ocspAnswer), nil
 }
 
 func (c *Checker) askOCSPOnce(ctx context.Context, u string, cert, issuer *x509.Certificate) (ocspAnswer, error) {
