@@ -25,7 +25,8 @@ import (
 // service against Dovecot: alice's message is archived as revoked and its
 // copy says smime=fail; bob's is valid, smime=pass. With the CA's server
 // down, bob's next message is valid with "revocation unknown" under
-// revocation = "soft", and untrusted under "hard".
+// revocation = "soft", and untrusted under "hard"; a message that encloses
+// the CA's OCSP answer is judged by it.
 func TestScenarioRevokedSigner(t *testing.T) {
 	t.Parallel()
 	var crl atomic.Pointer[[]byte]
@@ -111,6 +112,9 @@ func TestScenarioRevokedSigner(t *testing.T) {
 	// certificate in the store, harvested from his valid mail, without
 	// mail from him.
 	ca.Revoke(t, bob, "affiliationChanged", time.Time{})
+	// CRL times have whole seconds: the next CRL must be newer than the
+	// first to be taken.
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(time.Second)))
 	der = ca.CRL(t, 7)
 	crl.Store(&der)
 	cfg := strings.Replace(testenv.Config("state-soft", "", []string{"org-new"}, acct), "[trust]\n", "[trust]\nrevocation = \"soft\"\n", 1)
@@ -142,5 +146,18 @@ func TestScenarioRevokedSigner(t *testing.T) {
 		if r == nil || !slices.Contains(r.Status, tc.status) || !strings.Contains(r.Signatures[0].Reason, tc.reason) || !strings.Contains(r.Signatures[0].Reason, "503") {
 			t.Errorf("CRL server down, revocation = %s: %+v; want %s with %q and the server's answer", tc.mode, r, tc.status, tc.reason)
 		}
+	}
+
+	// Still down; bob's client encloses the OCSP answer it got from the
+	// CA (openssl ocsp), which says revoked: the verdict needs no fetch.
+	carol, carolKey := ca.Issue(t, "carol", "carol@partner.example", issued)
+	recs = bySubject(run("state-enclosed", "hard",
+		ca.SignEnclosing(t, bob, bobKey, "bob@partner.example", "order from bob, enclosing", "please ship", nil, [][]byte{ca.OCSPResponse(t, bob)}),
+		ca.SignEnclosing(t, carol, carolKey, "carol@partner.example", "order from carol, enclosing", "please ship", nil, [][]byte{ca.OCSPResponse(t, carol)})))
+	if r := recs["order from bob, enclosing"]; r == nil || !slices.Contains(r.Status, "signed-revoked") || !strings.Contains(r.Signatures[0].Reason, "affiliationChanged") || !strings.Contains(r.Signatures[0].Reason, "enclosed") {
+		t.Errorf("bob's message enclosing the OCSP answer, CRL server down: %+v; want signed-revoked (affiliationChanged) from the enclosed answer", r)
+	}
+	if r := recs["order from carol, enclosing"]; r == nil || !slices.Contains(r.Status, "signed-valid") || r.Signatures[0].Reason != "" {
+		t.Errorf("carol's message enclosing a good OCSP answer, CRL server down, hard: %+v; want signed-valid", r)
 	}
 }
