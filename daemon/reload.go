@@ -82,7 +82,7 @@ func (s *Service) Reload() error {
 		switch {
 		case !ok:
 			removed = append(removed, name)
-		case !reflect.DeepEqual(a, r.settings):
+		case !sameSettings(a, r.settings):
 			restarted = append(restarted, name)
 		default:
 			unchanged = append(unchanged, name)
@@ -120,6 +120,13 @@ func (s *Service) Reload() error {
 		"restarted", strings.Join(restarted, ","), "unchanged", strings.Join(unchanged, ","),
 		"keys", len(l.crypto.Keys), "workers", cfg.Daemon.Workers)
 	return nil
+}
+
+// sameSettings reports whether a and b watch the same way: where the
+// block stands in the file does not count.
+func sameSettings(a, b accountSettings) bool {
+	a.Account.Index, b.Account.Index = 0, 0
+	return reflect.DeepEqual(a, b)
 }
 
 // oneLine renders err on one line: a *config.Error's problems joined by

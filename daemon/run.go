@@ -119,10 +119,14 @@ func load(cfg *config.Config) (*loaded, error) {
 		return nil, err
 	}
 	l := &loaded{crypto: crypto, passwords: map[string]string{}}
+	read := map[string]string{} // the mailboxes of a users block share one file
 	for _, a := range cfg.Accounts {
-		pw, err := harvest.ReadPasswordFile(a.PasswordFile)
-		if err != nil {
-			return nil, fmt.Errorf("account %s: %w", a.Name, err)
+		pw, done := read[a.PasswordFile]
+		if !done {
+			if pw, err = harvest.ReadPasswordFile(a.PasswordFile); err != nil {
+				return nil, fmt.Errorf("account %s: %w", a.Name, err)
+			}
+			read[a.PasswordFile] = pw
 		}
 		l.passwords[a.Name] = pw
 	}
@@ -317,7 +321,7 @@ func (s *Service) startAccount(a accountSettings) {
 	imapCfg := func(log *slog.Logger) imapconn.Config {
 		return imapconn.Config{
 			Addr: a.Account.Server, TLS: a.Account.TLS, TLSCAFile: a.Account.TLSCAFile, TLSServerName: a.Account.TLSServerName,
-			Username: a.Account.Username, Password: a.Password, Auth: a.Account.Auth, Logger: log,
+			Username: a.Account.Username, Authzid: a.Account.Authzid, Password: a.Password, Auth: a.Account.Auth, Logger: log,
 		}
 	}
 	sink := &archiveSink{

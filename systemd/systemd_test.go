@@ -465,6 +465,12 @@ func TestExampleChecks(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(creds, "ceo.imap.pass"), []byte("imap-secret\n"), 0o400); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(creds, "master.imap.pass"), []byte("master-secret\n"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "staff.users"), []byte("# staff\nalice@example.org\nbob@example.org\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
 	example, err := os.ReadFile("smimed.toml.example")
 	if err != nil {
 		t.Fatal(err)
@@ -479,7 +485,7 @@ func TestExampleChecks(t *testing.T) {
 	if err != nil {
 		t.Fatalf("smimed check-config on the example: %v\n%s", err, out)
 	}
-	if want := "ok (2 decryption key(s), 1 account(s), state_dir /var/lib/smimed)"; !strings.Contains(string(out), want) {
+	if want := "ok (2 decryption key(s), 5 mailbox(es), state_dir /var/lib/smimed)"; !strings.Contains(string(out), want) {
 		t.Errorf("smimed check-config = %q, want %q", out, want)
 	}
 }

@@ -50,7 +50,7 @@ func checkConfigMain(args []string, stdout, stderr io.Writer) int {
 		collect(err)
 		collect(cfg.CheckAccounts())
 		if len(problems) == 0 {
-			fmt.Fprintf(stdout, "%s: ok (%d decryption key(s), %d account(s), state_dir %s)\n", *configPath, len(keys), len(cfg.Accounts), cfg.StateDir)
+			fmt.Fprintf(stdout, "%s: ok (%d decryption key(s), %d mailbox(es), state_dir %s)\n", *configPath, len(keys), len(cfg.Accounts), cfg.StateDir)
 			return exitOK
 		}
 	}

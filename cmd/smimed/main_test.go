@@ -209,7 +209,7 @@ func TestUsageErrors(t *testing.T) {
 
 func TestCheckConfig(t *testing.T) {
 	cfg := writeConfig(t, "")
-	if code, out, errOut := runCmd(nil, "check-config", "--config", cfg); code != exitOK || !strings.Contains(out, "ok (3 decryption key(s), 0 account(s)") {
+	if code, out, errOut := runCmd(nil, "check-config", "--config", cfg); code != exitOK || !strings.Contains(out, "ok (3 decryption key(s), 0 mailbox(es)") {
 		t.Errorf("check-config good: exit %d, %s %s", code, out, errOut)
 	}
 	bad := writeConfig(t, `max_message_size = "lots"

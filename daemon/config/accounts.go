@@ -6,6 +6,7 @@ import (
 	"os"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -18,8 +19,17 @@ type Account struct {
 	TLSCAFile     string
 	TLSServerName string
 	Username      string
-	PasswordFile  string // resolved path
-	Auth          string // "plain" | "login"
+	// Authzid is the SASL PLAIN authorization identity (RFC 4616): the
+	// mailbox Username logs in for (a master or admin user); "" for none.
+	Authzid      string
+	PasswordFile string // resolved path
+	Auth         string // "plain" | "login"
+	// Block is the [[accounts]] block a mailbox of a users list comes
+	// from ("" for a block of one mailbox); Name is then BLOCK/ADDRESS.
+	Block string
+	// Index is the block's place among the [[accounts]] (accounts[Index]
+	// in messages).
+	Index         int
 	Folders       []string
 	ArchiveFolder string // "" = no plaintext copies
 	// ArchiveFolderMessages says which messages get a copy in
@@ -64,6 +74,9 @@ type rawAccount struct {
 	TLSCAFile             string   `toml:"tls_ca_file"`
 	TLSServerName         string   `toml:"tls_server_name"`
 	Username              string   `toml:"username"`
+	Authzid               string   `toml:"authzid"`
+	Users                 []string `toml:"users"`
+	UsersFile             string   `toml:"users_file"`
 	PasswordFile          string   `toml:"password_file"`
 	Auth                  *string  `toml:"auth"`
 	Folders               []string `toml:"folders"`
@@ -88,12 +101,13 @@ var accountName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 // parseAccounts checks every [[accounts]] entry; problems go to addf.
 func parseAccounts(raws []rawAccount, dir string, addf func(string, ...any)) []Account {
 	var out []Account
+	var blocks []userBlock
 	seen := map[string]bool{}
 	for i, r := range raws {
 		key := fmt.Sprintf("accounts[%d]", i)
 		a := Account{
 			Name: r.Name, Server: r.Server, TLS: "implicit", TLSServerName: r.TLSServerName,
-			Username: r.Username, Auth: "plain", Folders: r.Folders, Backfill: "all",
+			Username: r.Username, Auth: "plain", Folders: r.Folders, Backfill: "all", Index: i,
 		}
 		ok := true
 		bad := func(format string, args ...any) { addf(key+"."+format, args...); ok = false }
@@ -171,11 +185,143 @@ func parseAccounts(raws []rawAccount, dir string, addf func(string, ...any)) []A
 		if err := checkBackfill(a.Backfill); err != nil {
 			bad("backfill: %v", err)
 		}
-		if ok {
+		a.Authzid = r.Authzid
+		if a.Authzid != "" && a.Auth != "plain" {
+			bad("authzid: needs auth = \"plain\" (the LOGIN command carries no authorization identity)")
+		}
+		if strings.Contains(a.Authzid, userPlaceholder) {
+			bad("authzid: %s belongs in a users block's username; a users block logs each user in as the authzid by itself", userPlaceholder)
+		}
+		if strings.ContainsAny(a.Authzid, "\x00\r\n") {
+			bad("authzid: must not contain NUL or line breaks")
+		}
+		users, usersOK := blockUsers(r, dir, bad)
+		if !usersOK {
+			ok = false
+		}
+		if users == nil && strings.Contains(a.Username, userPlaceholder) {
+			bad("username: %s is for a block with users or users_file", userPlaceholder)
+		}
+		if users != nil {
+			switch {
+			case a.Authzid != "":
+				bad("authzid: a block with users logs each user in as the authzid; leave authzid out")
+			case !strings.Contains(a.Username, userPlaceholder) && a.Auth != "plain":
+				bad("auth: a block with users needs auth = \"plain\" (each user is the authorization identity), or a username with %s (e.g. \"%s*master\" for Dovecot's master user separator)", userPlaceholder, userPlaceholder)
+			}
+		}
+		if !ok {
+			continue
+		}
+		if users == nil {
 			out = append(out, a)
+			continue
+		}
+		blocks = append(blocks, userBlock{a, users})
+	}
+	// The mailboxes of the users lists, after the blocks of one mailbox:
+	// a user that has a block of its own on the same server (a per-user
+	// override) is watched by that block only.
+	own := map[string]bool{}
+	for _, a := range out {
+		own[a.Server+"\x00"+a.Username] = true
+		if a.Authzid != "" {
+			own[a.Server+"\x00"+a.Authzid] = true
+		}
+	}
+	for _, b := range blocks {
+		for _, u := range b.users {
+			if own[b.Server+"\x00"+u] {
+				continue
+			}
+			m := b.Account
+			m.Name, m.Block = b.Name+"/"+u, b.Name
+			if strings.Contains(m.Username, userPlaceholder) {
+				m.Username = strings.ReplaceAll(m.Username, userPlaceholder, u)
+			} else {
+				m.Authzid = u
+			}
+			m.Folders = slices.Clone(b.Folders)
+			out = append(out, m)
 		}
 	}
 	return out
+}
+
+// userPlaceholder in a users block's username stands for each user: a
+// server's own master-user syntax ("{user}*master" for Dovecot's
+// auth_master_user_separator = *).
+const userPlaceholder = "{user}"
+
+// maxUsers bounds a block's users.
+const maxUsers = 100000
+
+type userBlock struct {
+	Account
+	users []string
+}
+
+// blockUsers returns the users of r (users, or the lines of users_file),
+// nil when it has neither; problems go to bad, and ok is false then.
+func blockUsers(r rawAccount, dir string, bad func(string, ...any)) (users []string, ok bool) {
+	if r.Users == nil && r.UsersFile == "" {
+		return nil, true
+	}
+	ok = true
+	fail := func(format string, args ...any) { bad(format, args...); ok = false }
+	if r.Users != nil && r.UsersFile != "" {
+		fail("users_file: set users or users_file, not both")
+		return nil, false
+	}
+	where := func(i int) string { return fmt.Sprintf("users[%d]", i) }
+	list := r.Users
+	if r.UsersFile != "" {
+		path := resolve(dir, r.UsersFile)
+		data, err := os.ReadFile(path)
+		if err != nil {
+			fail("users_file: %v", err)
+			return nil, false
+		}
+		list = nil
+		var lines []int
+		for n, line := range strings.Split(string(data), "\n") {
+			if i := strings.Index(line, " #"); i >= 0 {
+				line = line[:i]
+			}
+			line = strings.TrimSpace(line)
+			if line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			list, lines = append(list, line), append(lines, n+1)
+		}
+		where = func(i int) string { return fmt.Sprintf("users_file: %s line %d", path, lines[i]) }
+		if len(list) == 0 {
+			fail("users_file: %s lists no users", path)
+			return nil, false
+		}
+	}
+	if len(list) == 0 {
+		fail("users: lists no users")
+		return nil, false
+	}
+	if len(list) > maxUsers {
+		fail("users: %d users, at most %d a block", len(list), maxUsers)
+		return nil, false
+	}
+	seen := map[string]bool{}
+	for i, u := range list {
+		switch {
+		case u == "" || len(u) > 254 || strings.ContainsFunc(u, func(r rune) bool { return r <= ' ' || r == 0x7f || r == '/' || r == '"' || r == '\\' }):
+			fail("%s: %q is not a user name (no spaces, controls, '/', '\"' or '\\'; at most 254 bytes)", where(i), u)
+		case seen[u]:
+			fail("%s: %q is listed twice", where(i), u)
+		}
+		seen[u] = true
+	}
+	if !ok {
+		return nil, false
+	}
+	return list, true
 }
 
 func checkBackfill(s string) error {

@@ -135,7 +135,13 @@ func (c *Config) caFileCerts() (cas []*x509.Certificate, problems []string) {
 // certificate. All problems are returned together.
 func (c *Config) CheckAccounts() error {
 	var problems []string
-	for i, a := range c.Accounts {
+	checked := map[int]bool{} // the mailboxes of a users block are checked once
+	for _, a := range c.Accounts {
+		if checked[a.Index] {
+			continue
+		}
+		checked[a.Index] = true
+		i := a.Index
 		if err := harvest.CheckPrivateFile(a.PasswordFile); err != nil {
 			problems = append(problems, fmt.Sprintf("accounts[%d].password_file: %v", i, err))
 		}

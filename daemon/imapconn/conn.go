@@ -66,8 +66,11 @@ type Config struct {
 	TLSServerName string // defaults to the host of Addr
 	Username      string
 	Password      string
-	Auth          string // "plain" (AUTHENTICATE PLAIN, the default) or "login" (the LOGIN command)
-	Logger        *slog.Logger
+	// Authzid is the authorization identity of AUTHENTICATE PLAIN (RFC
+	// 4616): the mailbox Username (a master or admin user) logs in for.
+	Authzid string
+	Auth    string // "plain" (AUTHENTICATE PLAIN, the default) or "login" (the LOGIN command)
+	Logger  *slog.Logger
 	// CommandTimeout bounds every command (default DefaultCommandTimeout).
 	CommandTimeout time.Duration
 }
@@ -254,7 +257,7 @@ func (c *Conn) login() error {
 	if c.cfg.Auth == "login" {
 		err = c.client.Login(c.cfg.Username, c.cfg.Password).Wait()
 	} else {
-		err = c.client.Authenticate(sasl.NewPlainClient("", c.cfg.Username, c.cfg.Password))
+		err = c.client.Authenticate(sasl.NewPlainClient(c.cfg.Authzid, c.cfg.Username, c.cfg.Password))
 	}
 	if err == nil {
 		return nil
@@ -267,9 +270,17 @@ func (c *Conn) login() error {
 	}
 	if errors.As(err, &ie) && ie.Type == imap.StatusResponseTypeNo {
 		// The server's text may be shown; it never contains our password.
-		return fmt.Errorf("%w: %s as %s: %s", ErrAuth, c.cfg.Addr, c.cfg.Username, ie.Text)
+		return fmt.Errorf("%w: %s as %s: %s", ErrAuth, c.cfg.Addr, c.who(), ie.Text)
 	}
 	return fmt.Errorf("imapconn: login to %s: %w", c.cfg.Addr, err)
+}
+
+// who names the login: "admin for alice" with an authorization identity.
+func (c *Conn) who() string {
+	if c.cfg.Authzid != "" {
+		return c.cfg.Username + " for " + c.cfg.Authzid
+	}
+	return c.cfg.Username
 }
 
 func ctxErr(ctx context.Context) error {

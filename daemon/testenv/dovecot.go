@@ -91,7 +91,7 @@ func StartDovecot(t testing.TB) *Dovecot {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, sub := range []string{"run", "state", "mail", "users"} {
+	for _, sub := range []string{"run", "state", "mail", "users", "masters"} {
 		if err := os.Mkdir(filepath.Join(dir, sub), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -185,6 +185,15 @@ first_valid_gid = 1
 mail_location = maildir:~/Maildir
 mailbox_idle_check_interval = 1 secs
 mail_max_userip_connections = 100
+# Master users (AddMaster): SASL PLAIN with an authorization identity, or
+# the login name user*master.
+auth_master_user_separator = *
+passdb {
+  driver = passwd-file
+  master = yes
+  result_success = continue
+  args = scheme=PLAIN username_format=%%u %[1]s/masters/%%u
+}
 passdb {
   driver = passwd-file
   # One file per user: Dovecot re-reads a changed passwd-file at most once
@@ -350,6 +359,19 @@ func (s *Dovecot) AddUser(t testing.TB, name, password string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.writePasswd(name, password); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// AddMaster adds a master user, who logs in for any user (Dovecot's
+// master passdb): as SASL PLAIN's authorization identity, or with the login
+// name USER*NAME.
+func (s *Dovecot) AddMaster(t testing.TB, name, password string) {
+	t.Helper()
+	if !userRE.MatchString(name) || strings.ContainsAny(password, ":\n") {
+		t.Fatalf("testenv: AddMaster(%q): want a name of [a-z0-9._-] and a password without ':' or newlines", name)
+	}
+	if err := os.WriteFile(filepath.Join(s.dir, "masters", name), fmt.Appendf(nil, "%s:{PLAIN}%s\n", name, password), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }

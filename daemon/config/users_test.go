@@ -1,0 +1,101 @@
+package config
+
+import (
+	"errors"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// TestUsersBlocks (issue 14): a block with users or users_file becomes one
+// mailbox a user, named BLOCK/USER, logging in as the block's (master)
+// username with the user as authorization identity, or with the user put
+// into username's {user}. A user with a block of its own on the same
+// server is watched by that block only.
+func TestUsersBlocks(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "m.pass", "secret\n")
+	writeFile(t, dir, "alice.pass", "secret\n")
+	writeFile(t, dir, "users.txt", "# staff\nalice@org.example\n  bob@org.example   # on leave\n\ncarol@org.example\n")
+	p := writeFile(t, dir, "smimed.toml", `
+[[accounts]]
+name = "staff"
+server = "imap.org.example:993"
+username = "smimed-admin"
+password_file = "m.pass"
+users_file = "users.txt"
+folders = ["INBOX", "Sent"]
+archive_folder = "Decrypted"
+
+[[accounts]]
+name = "board"
+server = "imap.org.example:993"
+username = "{user}*master"
+auth = "login"
+password_file = "m.pass"
+users = ["ceo@org.example"]
+folders = ["INBOX"]
+
+[[accounts]]
+name = "alice"
+server = "imap.org.example:993"
+username = "alice@org.example"
+password_file = "alice.pass"
+folders = ["INBOX"]
+`)
+	cfg, err := Load(p)
+	if err != nil {
+		t.Fatalf("Load() = %v", err)
+	}
+	type mb struct{ name, block, username, authzid string }
+	var got []mb
+	for _, a := range cfg.Accounts {
+		got = append(got, mb{a.Name, a.Block, a.Username, a.Authzid})
+		if a.Block == "staff" && (!slices.Equal(a.Folders, []string{"INBOX", "Sent"}) || a.ArchiveFolder != "Decrypted" || a.PasswordFile != filepath.Join(dir, "m.pass")) {
+			t.Errorf("%s does not have its block's settings: %+v", a.Name, a)
+		}
+	}
+	want := []mb{
+		{"alice", "", "alice@org.example", ""},
+		{"staff/bob@org.example", "staff", "smimed-admin", "bob@org.example"},
+		{"staff/carol@org.example", "staff", "smimed-admin", "carol@org.example"},
+		{"board/ceo@org.example", "board", "ceo@org.example*master", ""},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("mailboxes:\n got %+v\nwant %+v", got, want)
+	}
+	if err := cfg.CheckAccounts(); err != nil {
+		t.Errorf("CheckAccounts() = %v", err)
+	}
+
+	for _, tc := range []struct {
+		name, block, file, want string
+	}{
+		{"both", `users = ["a"]` + "\nusers_file = \"users.txt\"", "", "users_file: set users or users_file, not both"},
+		{"empty file", `users_file = "none.txt"`, "# nobody yet\n", "lists no users"},
+		{"missing file", `users_file = "absent.txt"`, "", "absent.txt"},
+		{"twice", `users_file = "twice.txt"`, "a@x\nb@x\na@x\n", "twice.txt line 3: \"a@x\" is listed twice"},
+		{"bad name", `users_file = "bad.txt"`, "a@x\nb c@x\n", "bad.txt line 2: \"b c@x\" is not a user name"},
+		{"slash", `users = ["a/b"]`, "", "users[0]: \"a/b\" is not a user name"},
+		{"login without template", `users = ["a"]` + "\nauth = \"login\"", "", "a block with users needs auth = \"plain\""},
+		{"authzid in block", `users = ["a"]` + "\nauthzid = \"x\"", "", "leave authzid out"},
+		{"template alone", `username = "{user}*m"`, "", "username: {user} is for a block with users"},
+		{"authzid with login", `authzid = "x"` + "\nauth = \"login\"", "", "authzid: needs auth = \"plain\""},
+	} {
+		if tc.file != "" {
+			name := strings.Fields(strings.SplitN(tc.block, `"`, 3)[1])[0]
+			writeFile(t, dir, name, tc.file)
+		}
+		username := "username = \"admin\"\n"
+		if strings.Contains(tc.block, "username") {
+			username = ""
+		}
+		p := writeFile(t, dir, "bad.toml", "[[accounts]]\nname = \"b\"\nserver = \"imap.org.example:993\"\n"+username+"password_file = \"m.pass\"\nfolders = [\"INBOX\"]\n"+tc.block+"\n")
+		_, err := Load(p)
+		var ce *Error
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "accounts[0].") {
+			t.Errorf("%s: Load() = %v; want a problem of accounts[0] saying %q", tc.name, err, tc.want)
+		}
+	}
+}
