@@ -17,7 +17,8 @@ import (
 // Processor is what Reprocess runs a stored original through: the
 // harvest engine (*harvest.Engine) of the running configuration.
 type Processor interface {
-	Process(raw []byte, received time.Time) (*harvest.Result, error)
+	// ProcessFor reads a message of the mailbox account (harvest.Engine).
+	ProcessFor(raw []byte, received time.Time, account string) (*harvest.Result, error)
 }
 
 // Reprocess runs eng again on the stored original of the message record
@@ -43,7 +44,7 @@ func (a *Archive) Reprocess(id uint64, eng Processor) (rec *Record, changed bool
 	if received.IsZero() {
 		received = cur.ArchivedAt
 	}
-	res, err := eng.Process(original, received)
+	res, err := eng.ProcessFor(original, received, cur.Account)
 	if err != nil {
 		return nil, false, fmt.Errorf("archive: reprocess record %d: %w", cur.ID, err)
 	}

@@ -27,6 +27,11 @@ func TestScenarioMasterUsers(t *testing.T) {
 		e.d.AddUser(t, u, "a password smimed does not know")
 		e.d.Deliver(t, u, "INBOX", testenv.Testdata(t, "msg", "enc-aes256.eml"))
 	}
+	// The old key is the board's alone: alice's mail to it stays sealed.
+	for _, u := range []string{"alice", "carol"} {
+		e.d.Deliver(t, u, "INBOX", testenv.Testdata(t, "msg", "enc-old-key.eml"))
+	}
+	oldKey := "[[keys]]\ncert_file = \"org-old.crt\"\nkey_file = \"org-old.key\"\naccounts = [\"board\"]\n"
 	e.d.AddMaster(t, "smimed", testenv.Password("smimed"))
 	testenv.WritePasswordFile(t, e.dir, "smimed")
 	usersFile := filepath.Join(e.dir, "users.txt")
@@ -37,16 +42,16 @@ func TestScenarioMasterUsers(t *testing.T) {
 		"users_file = \"users.txt\"\nfolders = [\"INBOX\"]\narchive_folder = \"Decrypted\"\n"
 	board := "[[accounts]]\nname = \"board\"\nserver = \"" + e.d.Addr() + "\"\ntls = \"none\"\nusername = \"{user}*smimed\"\nauth = \"login\"\npassword_file = \"smimed.pass\"\n" +
 		"users = [\"carol\"]\nfolders = [\"INBOX\"]\narchive_folder = \"Decrypted\"\n"
-	e.writeConfig(t, "", []string{"org-new"}, staff, board)
+	e.writeConfig(t, "", []string{"org-new"}, oldKey, staff, board)
 
 	logs := &testenv.LockedBuffer{}
 	svc, stop := runService(t, e.cfgPath, logs)
 	defer stop()
-	waitArchived(t, svc, logs, 3)
-	accounts := func() []string {
+	waitArchived(t, svc, logs, 5)
+	accounts := func(status string) []string {
 		var out []string
 		if err := svc.arch.List(archive.Query{}, func(r *archive.Record) error {
-			if slices.Contains(r.Status, "decrypted") {
+			if slices.Contains(r.Status, status) {
 				out = append(out, r.Account)
 			}
 			return nil
@@ -56,11 +61,18 @@ func TestScenarioMasterUsers(t *testing.T) {
 		slices.Sort(out)
 		return out
 	}
-	if got, want := accounts(), []string{"board/carol", "staff/alice", "staff/bob"}; !slices.Equal(got, want) {
+	if got, want := accounts("decrypted"), []string{"board/carol", "board/carol", "staff/alice", "staff/bob"}; !slices.Equal(got, want) {
 		t.Fatalf("decrypted records by account: %v, want %v\n%s", got, want, logs.String())
 	}
+	if got, want := accounts("undecryptable"), []string{"staff/alice"}; !slices.Equal(got, want) {
+		t.Errorf("records that failed to decrypt: %v, want %v (org-old is the board's alone)", got, want)
+	}
 	for _, u := range []string{"alice", "bob", "carol"} {
-		waitUntil(t, u+"'s copy", func() bool { return len(copies(t, e.d, u, "Decrypted")) == 1 }, func() string { return logs.String() })
+		n := 1
+		if u == "carol" {
+			n = 2
+		}
+		waitUntil(t, u+"'s copy", func() bool { return len(copies(t, e.d, u, "Decrypted")) == n }, func() string { return logs.String() })
 	}
 	// Dovecot's own record: each user logged in (smimed holds only the
 	// master user's password).
@@ -81,8 +93,8 @@ func TestScenarioMasterUsers(t *testing.T) {
 	if n := countLines(logs.String(), "configuration reloaded", "added=staff/dave", "removed=\"\"", "restarted=\"\"", "unchanged=board/carol,staff/alice,staff/bob"); n != 1 {
 		t.Errorf("want one reload summary adding staff/dave alone:\n%s", logs.String())
 	}
-	waitArchived(t, svc, logs, 4)
-	if got := accounts(); !slices.Contains(got, "staff/dave") {
+	waitArchived(t, svc, logs, 6)
+	if got := accounts("decrypted"); !slices.Contains(got, "staff/dave") {
 		t.Errorf("after the reload: %v, want staff/dave's message too", got)
 	}
 	if n := logins(e, "alice"); n != aliceLogins {

@@ -325,7 +325,7 @@ func (s *Service) startAccount(a accountSettings) {
 		}
 	}
 	sink := &archiveSink{
-		engine: &s.engine, gate: s.gate, large: s.large, arch: s.arch, metrics: s.metrics,
+		account: a.Account.Name, engine: &s.engine, gate: s.gate, large: s.large, arch: s.arch, metrics: s.metrics,
 		log: s.log.With("account", a.Account.Name),
 	}
 	if a.Account.ArchiveFolder != "" {

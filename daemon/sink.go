@@ -21,6 +21,7 @@ import (
 
 // archiveSink delivers the messages of one account.
 type archiveSink struct {
+	account string                          // the mailbox, for the keys limited to some
 	engine  *atomic.Pointer[harvest.Engine] // replaced by a reload
 	gate    *Gate                           // the engine runs within it; nil: no bound
 	large   *Gate                           // a message fetched into a file is delivered within it; nil: no bound
@@ -77,7 +78,7 @@ func (k *archiveSink) deliver(ctx context.Context, m Message) error {
 			received = time.Now()
 		}
 		var res *harvest.Result
-		k.process(func() { res, err = k.engine.Load().Process(raw, received) })
+		k.process(func() { res, err = k.engine.Load().ProcessFor(raw, received, k.account) })
 		if err == nil && res.Write != nil {
 			// Outside the gate: the harvest waits for a commit.
 			err = res.Write()

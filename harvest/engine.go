@@ -47,10 +47,15 @@ var (
 
 // Options configures an Engine.
 type Options struct {
-	Keys    []*cms.Key     // organisation keys for decryption, old and new
-	Roots   *x509.CertPool // trust anchors; nil means none
-	Store   *Store         // optional: signer certificates and intermediates; target of harvesting
-	Harvest bool           // write harvested certificates to Store
+	Keys []*cms.Key // organisation keys for decryption, old and new
+	// KeyAccounts, beside Keys, limits a key to the mailboxes it names
+	// (by account name, or the block of a users list: "staff" for
+	// "staff/alice@org.example"); a nil entry, or none, means every
+	// mailbox. ProcessFor applies it.
+	KeyAccounts [][]string
+	Roots       *x509.CertPool // trust anchors; nil means none
+	Store       *Store         // optional: signer certificates and intermediates; target of harvesting
+	Harvest     bool           // write harvested certificates to Store
 	// DeferWrites leaves the writes of harvesting to the caller: Process
 	// does not write to Store but returns them as Result.Write.
 	DeferWrites bool
@@ -112,6 +117,13 @@ type Result struct {
 // failure of our own (the certificate store could not be written) after
 // which the message should be processed again later.
 func (e *Engine) Process(raw []byte, received time.Time) (res *Result, err error) {
+	return e.ProcessFor(raw, received, "")
+}
+
+// ProcessFor is Process for a message of the mailbox account, decrypting
+// with the keys Options.KeyAccounts allows it; "" allows every key (an
+// administrator's command).
+func (e *Engine) ProcessFor(raw []byte, received time.Time, account string) (res *Result, err error) {
 	defer func() {
 		// A bug of ours must cost one message its analysis, never the
 		// daemon. The fuzz targets fail on this error text.
@@ -124,7 +136,7 @@ func (e *Engine) Process(raw []byte, received time.Time) (res *Result, err error
 			err = nil
 		}
 	}()
-	w := &walker{e: e, received: received}
+	w := &walker{e: e, received: received, keys: e.keysFor(account)}
 	w.rep.Layers = []string{}
 	w.rep.Signatures = []Signature{}
 	w.rep.Harvested = []Harvested{}
@@ -170,6 +182,7 @@ func (e *Engine) Process(raw []byte, received time.Time) (res *Result, err error
 type walker struct {
 	e          *Engine
 	received   time.Time
+	keys       []*cms.Key // the keys that may decrypt for this mailbox
 	rep        Report
 	from       string // lower-cased From address
 	fromIssue  string // why From cannot be bound to a certificate, if it cannot
@@ -532,7 +545,7 @@ func (w *walker) decrypt(ci *cms.ContentInfo, inPlace bool) ([]byte, error) {
 	if inPlace {
 		decrypt = cms.DecryptInPlace
 	}
-	d, err := decrypt(ci, w.e.opts.Keys)
+	d, err := decrypt(ci, w.keys)
 	first := w.rep.Decryption.Status == DecryptNone
 	if err != nil {
 		if first || w.rep.Decryption.Status == DecryptOK {
@@ -796,4 +809,22 @@ func (w *walker) signerAddress(c *x509.Certificate) string {
 		return es[0]
 	}
 	return ""
+}
+
+// keysFor returns the keys that decrypt for the mailbox account (every
+// key for ""): those Options.KeyAccounts does not limit, and those whose
+// list names the account or its block.
+func (e *Engine) keysFor(account string) []*cms.Key {
+	if account == "" || len(e.opts.KeyAccounts) == 0 {
+		return e.opts.Keys
+	}
+	block, _, _ := strings.Cut(account, "/")
+	var out []*cms.Key
+	for i, k := range e.opts.Keys {
+		if i >= len(e.opts.KeyAccounts) || e.opts.KeyAccounts[i] == nil ||
+			slices.Contains(e.opts.KeyAccounts[i], account) || slices.Contains(e.opts.KeyAccounts[i], block) {
+			out = append(out, k)
+		}
+	}
+	return out
 }

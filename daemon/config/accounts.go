@@ -405,3 +405,22 @@ func defaultAuthservID() string {
 	}
 	return h
 }
+
+// checkKeyAccounts checks that each [[keys]] accounts entry names an
+// [[accounts]] block or one of its mailboxes (BLOCK/USER).
+func checkKeyAccounts(raws []rawAccount, cfg *Config, addf func(string, ...any)) {
+	known := map[string]bool{}
+	for _, r := range raws {
+		known[r.Name] = true
+	}
+	for _, a := range cfg.Accounts {
+		known[a.Name] = true
+	}
+	for i, k := range cfg.Keys {
+		for j, name := range k.Accounts {
+			if !known[name] {
+				addf("keys[%d].accounts[%d]: %q names no [[accounts]] block or mailbox (BLOCK/USER)", i, j, name)
+			}
+		}
+	}
+}

@@ -58,6 +58,9 @@ type Key struct {
 	PasswordFile string // resolved path
 	CertFile     string
 	KeyFile      string
+	// Accounts limits the key to these mailboxes or blocks (nil: every
+	// mailbox).
+	Accounts []string
 }
 
 // rawConfig mirrors the TOML file.
@@ -74,10 +77,11 @@ type rawConfig struct {
 		OCSP               bool     `toml:"ocsp"`
 	} `toml:"trust"`
 	Keys []struct {
-		PKCS12File   string `toml:"pkcs12_file"`
-		PasswordFile string `toml:"password_file"`
-		CertFile     string `toml:"cert_file"`
-		KeyFile      string `toml:"key_file"`
+		PKCS12File   string   `toml:"pkcs12_file"`
+		PasswordFile string   `toml:"password_file"`
+		CertFile     string   `toml:"cert_file"`
+		KeyFile      string   `toml:"key_file"`
+		Accounts     []string `toml:"accounts"`
 	} `toml:"keys"`
 	Accounts []rawAccount `toml:"accounts"`
 	Daemon   rawDaemon    `toml:"daemon"`
@@ -203,9 +207,16 @@ func Load(path string) (*Config, error) {
 			addf("%s: needs pkcs12_file or cert_file and key_file", key)
 			continue
 		}
+		if k.Accounts != nil {
+			kc.Accounts = k.Accounts
+			if len(k.Accounts) == 0 {
+				addf("%s.accounts: an empty list would let the key decrypt for no mailbox; leave accounts out for every mailbox", key)
+			}
+		}
 		cfg.Keys = append(cfg.Keys, kc)
 	}
 	cfg.Accounts = parseAccounts(raw.Accounts, dir, addf)
+	checkKeyAccounts(raw.Accounts, cfg, addf)
 	cfg.Daemon = parseDaemon(raw.Daemon, addf)
 	if cs := cfg.Daemon.ControlSocket; cs != "" {
 		cfg.Daemon.ControlSocket = resolve(dir, cs)

@@ -14,6 +14,9 @@ import (
 // from their files once.
 type Crypto struct {
 	Keys []*cms.Key
+	// KeyAccounts, beside Keys, is the accounts each key is limited to
+	// (nil: every mailbox).
+	KeyAccounts [][]string
 	// Warnings has one line per key loaded for decryption only
 	// (LoadKeysWarn).
 	Warnings []string
@@ -23,15 +26,24 @@ type Crypto struct {
 // LoadCrypto reads the configured keys and trust anchors. Its errors are
 // the configuration's (*Error).
 func (c *Config) LoadCrypto() (*Crypto, error) {
-	keys, warnings, err := c.LoadKeysWarn()
+	keys, from, warnings, err := c.loadKeys()
 	if err != nil {
 		return nil, err
+	}
+	var limits [][]string
+	for i := range keys {
+		if acc := c.Keys[from[i]].Accounts; acc != nil {
+			if limits == nil {
+				limits = make([][]string, len(keys))
+			}
+			limits[i] = acc
+		}
 	}
 	roots, err := c.TrustPool()
 	if err != nil {
 		return nil, err
 	}
-	return &Crypto{Keys: keys, Warnings: warnings, Roots: roots}, nil
+	return &Crypto{Keys: keys, KeyAccounts: limits, Warnings: warnings, Roots: roots}, nil
 }
 
 // NewEngine is the harvest engine the configuration describes: every
@@ -62,6 +74,7 @@ func NewNetwork(db *state.DB, log *slog.Logger) *Network {
 func (c *Config) EngineOptions(cr *Crypto, store *harvest.Store, harvesting bool, net *Network) harvest.Options {
 	opts := harvest.Options{
 		Keys:          cr.Keys,
+		KeyAccounts:   cr.KeyAccounts,
 		Roots:         cr.Roots,
 		Store:         store,
 		Harvest:       harvesting && store != nil,

@@ -15,7 +15,15 @@ import (
 // one warning per key loaded for decryption only (an RSA key under 1,024 bits), naming its config key,
 // file and size, for the log and check-config.
 func (c *Config) LoadKeysWarn() ([]*cms.Key, []string, error) {
+	keys, _, warnings, err := c.loadKeys()
+	return keys, warnings, err
+}
+
+// loadKeys is LoadKeysWarn that also says which [[keys]] entry each key
+// comes from (a PKCS#12 file may hold several).
+func (c *Config) loadKeys() ([]*cms.Key, []int, []string, error) {
 	var keys []*cms.Key
+	var from []int
 	var problems, warnings []string
 	warn := func(name string, lk *harvest.LoadedKey) {
 		if lk.Warning != "" {
@@ -46,7 +54,7 @@ func (c *Config) LoadKeysWarn() ([]*cms.Key, []string, error) {
 			}
 			for _, lk := range loaded {
 				warn(name, lk)
-				keys = append(keys, &cms.Key{Cert: lk.Cert, Private: lk.Private})
+				keys, from = append(keys, &cms.Key{Cert: lk.Cert, Private: lk.Private}), append(from, i)
 			}
 		default:
 			lk, err := harvest.LoadPEMKey(kc.CertFile, kc.KeyFile)
@@ -55,13 +63,13 @@ func (c *Config) LoadKeysWarn() ([]*cms.Key, []string, error) {
 				continue
 			}
 			warn(name, lk)
-			keys = append(keys, &cms.Key{Cert: lk.Cert, Private: lk.Private})
+			keys, from = append(keys, &cms.Key{Cert: lk.Cert, Private: lk.Private}), append(from, i)
 		}
 	}
 	if len(problems) > 0 {
-		return keys, warnings, &Error{Path: c.Path, Problems: problems}
+		return keys, from, warnings, &Error{Path: c.Path, Problems: problems}
 	}
-	return keys, warnings, nil
+	return keys, from, warnings, nil
 }
 
 // TrustPool builds the trust anchors: the system roots when

@@ -99,3 +99,34 @@ folders = ["INBOX"]
 		}
 	}
 }
+
+// TestKeyAccounts (issue 14): a [[keys]] entry limited to accounts must
+// name blocks or mailboxes that exist.
+func TestKeyAccounts(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "m.pass", "secret\n")
+	accounts := `
+[[accounts]]
+name = "staff"
+server = "imap.org.example:993"
+username = "admin"
+password_file = "m.pass"
+users = ["alice@org.example"]
+folders = ["INBOX"]
+`
+	for _, tc := range []struct{ list, want string }{
+		{`["staff", "staff/alice@org.example"]`, ""},
+		{`["board"]`, `keys[0].accounts[0]: "board" names no [[accounts]] block or mailbox`},
+		{`["staff/bob@org.example"]`, `keys[0].accounts[0]: "staff/bob@org.example" names no`},
+		{`[]`, "keys[0].accounts: an empty list"},
+	} {
+		p := writeFile(t, dir, "k.toml", "[[keys]]\ncert_file = \"a.crt\"\nkey_file = \"a.key\"\naccounts = "+tc.list+"\n"+accounts)
+		cfg, err := Load(p)
+		switch {
+		case tc.want == "" && (err != nil || !slices.Equal(cfg.Keys[0].Accounts, []string{"staff", "staff/alice@org.example"})):
+			t.Errorf("accounts = %s: %v", tc.list, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("accounts = %s: Load() = %v, want %q", tc.list, err, tc.want)
+		}
+	}
+}
