@@ -123,8 +123,10 @@ func load(cfg *config.Config) (*loaded, error) {
 	for _, a := range cfg.Accounts {
 		pw, done := read[a.PasswordFile]
 		if !done {
-			if pw, err = harvest.ReadPasswordFile(a.PasswordFile); err != nil {
-				return nil, fmt.Errorf("account %s: %w", a.Name, err)
+			if pw, err = config.ReadAccountPassword(a); err != nil {
+				// A configuration error (exit 2): a restart does not mend
+				// it.
+				return nil, &config.Error{Path: cfg.Path, Problems: []string{fmt.Sprintf("accounts[%d].password_file: %v", a.Index, err)}}
 			}
 			read[a.PasswordFile] = pw
 		}

@@ -16,6 +16,7 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/smimed/smimed/harvest/cms"
 	"github.com/smimed/smimed/harvest/pkcs12"
@@ -98,11 +99,20 @@ func checkPrivateFile(kind, path string) error {
 	}
 	// Pipes and character devices (e.g. /dev/stdin) carry no meaningful
 	// permission bits; only regular files are checked.
-	if fi.Mode().IsRegular() && fi.Mode().Perm()&0o044 != 0 {
-		return fileErrorf(ErrInsecureFile, "%s %s is readable by group or others (mode %04o); chmod 600 it",
+	if fi.Mode().IsRegular() && fi.Mode().Perm()&0o044 != 0 && !serviceGroupFile(fi) {
+		return fileErrorf(ErrInsecureFile, "%s %s is readable by group or others (mode %04o); chmod 600 it (or 0640 owned by root and the service's group: chown root:smimed)",
 			kind, path, fi.Mode().Perm())
 	}
 	return nil
+}
+
+// serviceGroupFile reports whether fi is a secret laid out for a service
+// user by root: owned by root, readable by its group and nobody else,
+// the group being ours (not root's): chown root:smimed, chmod 0640.
+func serviceGroupFile(fi fs.FileInfo) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	gid := os.Getegid()
+	return ok && fi.Mode().Perm()&0o037 == 0 && st.Uid == 0 && gid != 0 && int(st.Gid) == gid
 }
 
 // ReadPasswordFile reads a password file after CheckPrivateFile passed on

@@ -176,7 +176,7 @@ func TestLoadPEMKeyErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = LoadPEMKey(a.CertPath, a.KeyPath)
-	want := fmt.Sprintf("key file %s is readable by group or others (mode 0640); chmod 600 it", a.KeyPath)
+	want := fmt.Sprintf("key file %s is readable by group or others (mode 0640); chmod 600 it (or 0640 owned by root and the service's group: chown root:smimed)", a.KeyPath)
 	if !errors.Is(err, ErrInsecureFile) || err == nil || err.Error() != want {
 		t.Errorf("LoadPEMKey(group-readable) = %v, want %q", err, want)
 	}
@@ -239,7 +239,7 @@ func TestReadPasswordFile(t *testing.T) {
 	}
 	writeFile(t, p, "secret\n", 0o644)
 	_, err := ReadPasswordFile(p)
-	want := fmt.Sprintf("password file %s is readable by group or others (mode 0644); chmod 600 it", p)
+	want := fmt.Sprintf("password file %s is readable by group or others (mode 0644); chmod 600 it (or 0640 owned by root and the service's group: chown root:smimed)", p)
 	if err == nil || err.Error() != want || !errors.Is(err, ErrInsecureFile) {
 		t.Errorf("ReadPasswordFile(0644) = %v, want %q", err, want)
 	}

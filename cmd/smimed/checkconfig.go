@@ -4,23 +4,35 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"syscall"
 
 	"github.com/smimed/smimed/daemon/config"
 )
 
-const checkConfigUsage = `Usage: smimed check-config [--config FILE]
+const checkConfigUsage = `Usage: smimed check-config [--config FILE] [--as USER]
 
-Reads the configuration, loads every key and trust anchor, and lists every
-problem with the key it belongs to. Exit 0 when all is well, 2 otherwise.
-A warning (exit 0) names each RSA key under 1,024 bits: it is loaded to
-decrypt old mail only.
+Reads the configuration, loads every key and trust anchor, reads every
+password file, and lists every problem with the key it belongs to. Exit 0
+when all is well, 2 otherwise. A warning (exit 0) names each RSA key under
+1,024 bits: it is loaded to decrypt old mail only.
+
+Files are opened as the user that runs smimed will open them: run as root,
+check-config checks as the user smimed when it exists (the service's
+user), or as USER.
 
   --config FILE   configuration file (default /etc/smimed/smimed.toml)
+  --as USER       check as USER (needs root; "root" checks as root)
 `
 
 func checkConfigMain(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("check-config")
 	configPath := fs.String("config", config.DefaultPath, "")
+	as := fs.String("as", "", "")
 	rest, code, done := parseFlags(fs, args, stdout, stderr, checkConfigUsage)
 	if done {
 		return code
@@ -28,6 +40,9 @@ func checkConfigMain(args []string, stdout, stderr io.Writer) int {
 	if len(rest) > 0 {
 		fmt.Fprintf(stderr, "smimed check-config: unexpected argument %q\n", rest[0])
 		return exitUsage
+	}
+	if code, switched := checkAs(*as, *configPath, stdout, stderr); switched {
+		return code
 	}
 	var problems []string
 	collect := func(err error) {
@@ -58,4 +73,94 @@ func checkConfigMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: %s\n", *configPath, p)
 	}
 	return exitUsage
+}
+
+// serviceUser is the user the unit runs smimed as.
+const serviceUser = "smimed"
+
+// checkAs runs check-config again as the user name (as root; "" means
+// the service's user when it exists, else the caller), so that every file
+// is opened as `smimed run` will open it: a password file only root can
+// read passes as root and fails the service. switched is false when the
+// check is to run in this process.
+func checkAs(name, configPath string, stdout, stderr io.Writer) (code int, switched bool) {
+	me, err := user.Current()
+	if err != nil {
+		fmt.Fprintf(stderr, "smimed check-config: who am I: %v\n", err)
+		return exitFailed, true
+	}
+	if name == "" {
+		if os.Geteuid() != 0 {
+			return 0, false
+		}
+		if _, err := user.Lookup(serviceUser); err != nil {
+			return 0, false
+		}
+		name = serviceUser
+		fmt.Fprintf(stdout, "checking as user %s, the service's user (--as root checks as root)\n", name)
+	} else if name != me.Username {
+		fmt.Fprintf(stdout, "checking as user %s\n", name)
+	}
+	if name == me.Username {
+		return 0, false
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintf(stderr, "smimed check-config: --as %s needs root (or run it as %s: sudo -u %s smimed check-config)\n", name, name, name)
+		return exitUsage, true
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		fmt.Fprintf(stderr, "smimed check-config: --as: %v\n", err)
+		return exitUsage, true
+	}
+	cred, err := credential(u)
+	if err != nil {
+		fmt.Fprintf(stderr, "smimed check-config: --as %s: %v\n", name, err)
+		return exitFailed, true
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(stderr, "smimed check-config: %v\n", err)
+		return exitFailed, true
+	}
+	if abs, err := filepath.Abs(configPath); err == nil {
+		configPath = abs
+	}
+	cmd := exec.Command(exe, "check-config", "--config", configPath, "--as", name)
+	cmd.Dir = "/"
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	err = cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return exitOK, true
+	case errors.As(err, &ee) && ee.ExitCode() > 0:
+		return ee.ExitCode(), true
+	}
+	fmt.Fprintf(stderr, "smimed check-config: running as %s: %v\n", name, err)
+	return exitFailed, true
+}
+
+// credential is u's uid, primary gid and groups.
+func credential(u *user.User) (*syscall.Credential, error) {
+	uid, err := strconv.ParseUint(u.Uid, 10, 32)
+	if err != nil {
+		return nil, err
+	}
+	gid, err := strconv.ParseUint(u.Gid, 10, 32)
+	if err != nil {
+		return nil, err
+	}
+	ids, err := u.GroupIds()
+	if err != nil {
+		return nil, fmt.Errorf("groups: %w", err)
+	}
+	var groups []uint32
+	for _, g := range ids {
+		if n, err := strconv.ParseUint(g, 10, 32); err == nil {
+			groups = append(groups, uint32(n))
+		}
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: groups}, nil
 }

@@ -139,7 +139,7 @@ func (c *Config) caFileCerts() (cas []*x509.Certificate, problems []string) {
 }
 
 // CheckAccounts checks what the accounts need at run time: each IMAP
-// password file exists and is private, each tls_ca_file holds a PEM
+// password file is private, readable and not empty, each tls_ca_file holds a PEM
 // certificate. All problems are returned together.
 func (c *Config) CheckAccounts() error {
 	var problems []string
@@ -150,7 +150,7 @@ func (c *Config) CheckAccounts() error {
 		}
 		checked[a.Index] = true
 		i := a.Index
-		if err := harvest.CheckPrivateFile(a.PasswordFile); err != nil {
+		if _, err := ReadAccountPassword(a); err != nil {
 			problems = append(problems, fmt.Sprintf("accounts[%d].password_file: %v", i, err))
 		}
 		if a.TLSCAFile != "" {
@@ -167,4 +167,14 @@ func (c *Config) CheckAccounts() error {
 		return &Error{Path: c.Path, Problems: problems}
 	}
 	return nil
+}
+
+// ReadAccountPassword reads the IMAP password of a, as `smimed run` does:
+// the file must be private (harvest.ReadPasswordFile) and not empty.
+func ReadAccountPassword(a Account) (string, error) {
+	pw, err := harvest.ReadPasswordFile(a.PasswordFile)
+	if err == nil && pw == "" {
+		err = fmt.Errorf("password file %s is empty", a.PasswordFile)
+	}
+	return pw, err
 }
