@@ -135,7 +135,7 @@ func Load(path string) (*Config, error) {
 	addf := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 
 	for _, k := range md.Undecoded() {
-		addf("%s: unknown key", k.String())
+		addf("%s", unknownKey(k))
 	}
 	if raw.StateDir != nil {
 		if *raw.StateDir == "" {

@@ -130,3 +130,50 @@ folders = ["INBOX"]
 		}
 	}
 }
+
+// TestUnknownKeyHints (issue 14): an unknown key says which table it
+// belongs in, or which key of its own table it is closest to; all of them
+// and the other problems come in one pass.
+func TestUnknownKeyHints(t *testing.T) {
+	dir := t.TempDir()
+	p := writeFile(t, dir, "smimed.toml", `
+workers = 3
+[trust]
+revokation = "soft"
+[[accounts]]
+name = "a"
+server = "imap.example.org:993"
+username = "u"
+password_file = "absent.pass"
+folders = ["INBOX"]
+workers = 4
+tls_servername = "imap.example.org"
+state_dir = "/x"
+frobnicate = 1
+`)
+	cfg, err := Load(p)
+	var ce *Error
+	if !errors.As(err, &ce) {
+		t.Fatalf("Load() = %v", err)
+	}
+	problems := ce.Problems
+	if cfg != nil {
+		if err := cfg.CheckAccounts(); errors.As(err, &ce) {
+			problems = append(problems, ce.Problems...)
+		}
+	}
+	all := strings.Join(problems, "\n")
+	for _, want := range []string{
+		"workers: unknown key; workers belongs in [daemon]",
+		"trust.revokation: unknown key; did you mean revocation?",
+		"accounts.workers: unknown key; workers belongs in [daemon]",
+		"accounts.tls_servername: unknown key; did you mean tls_server_name?",
+		"accounts.state_dir: unknown key; state_dir belongs in the top level",
+		"accounts.frobnicate: unknown key\n",
+		"accounts[0].password_file: password file " + filepath.Join(dir, "absent.pass") + " does not exist",
+	} {
+		if !strings.Contains(all+"\n", want) {
+			t.Errorf("problems lack %q:\n%s", want, all)
+		}
+	}
+}
