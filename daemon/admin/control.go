@@ -464,7 +464,7 @@ func (s *controlServer) serve(c *net.UnixConn) {
 		log.Warn("control request failed", "op", req.Op, "err", err, "duration", time.Since(start).Round(time.Millisecond))
 		return
 	}
-	log.Info("control request", "op", req.Op, "duration", time.Since(start).Round(time.Millisecond))
+	log.Debug("control request", "op", req.Op, "duration", time.Since(start).Round(time.Millisecond))
 }
 
 // do runs one request, writing its frames; it returns the end frame.

@@ -1087,3 +1087,30 @@ func TestBackupOneAtATime(t *testing.T) {
 		t.Fatalf("Backup afterwards = %d, %v", n, err)
 	}
 }
+
+// TestControlRequestsQuiet (issue 14): a request that succeeds logs
+// nothing at INFO (`smimed status` every few seconds must not fill the
+// journal); it is still audited in the archive.
+func TestControlRequestsQuiet(t *testing.T) {
+	f := newControlFixture(t, nil)
+	before := countAudit(t, f)
+	api := f.dial(t)
+	listIDs(t, api, archive.Query{})
+	api.Close()
+	f.waitIdle(t)
+	if strings.Contains(f.logBuf.String(), "control request") {
+		t.Errorf("a successful request was logged at INFO:\n%s", f.logBuf.String())
+	}
+	if after := countAudit(t, f); after <= before {
+		t.Errorf("audit entries %d before, %d after a list: the read was not audited", before, after)
+	}
+}
+
+func countAudit(t *testing.T, f *controlFixture) int {
+	t.Helper()
+	n := 0
+	if err := f.arc.AuditLog(time.Time{}, func(archive.AuditEntry) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
