@@ -49,6 +49,71 @@ DATE (no CA chain)"); From, validity and key usage are still checked.
 Old mail is judged again by "smimed archive retry --all-untrusted".
 `
 
+// certsHelps is each certs subcommand's own --help.
+var certsHelps = map[string]string{
+	"certs list": `Usage: smimed certs list [--json]
+
+Every certificate in the store, usable and quarantined, one line an
+address: the address, the fingerprint (16 digits), the last day it is
+valid, and its status: usable, quarantined, trusted (pinned by "certs
+trust") or revoked, with +pref on the one preferred to encrypt to.
+
+  --json   one object a line with every field (issuer, serial, validation,
+           capabilities, when seen, why quarantined or revoked, …)
+`,
+	"certs show": `Usage: smimed certs show FINGERPRINT|EMAIL
+
+Everything known of the matching certificates: subject, issuer, serial,
+validity, addresses, what the CA validated, where and when it was seen,
+why it is quarantined or revoked.
+`,
+	"certs export": `Usage: smimed certs export EMAIL
+
+PEM of the usable certificates to encrypt to EMAIL, the preferred one
+first; quarantined and revoked ones are left out. Exit 1 when there is
+none.
+`,
+	"certs trust": `Usage: smimed certs trust [--all] FINGERPRINT
+
+Releases a quarantined certificate for use and pins it: its signatures are
+valid without a CA chain for the addresses it was trusted for ("trusted by
+admin on DATE (no CA chain)"); From, validity and key usage are still
+checked. --all trusts it for every address it names. Old mail is judged
+again by "smimed archive retry --all-untrusted".
+
+  --all   trust it for every address in the certificate
+`,
+	"certs untrust": `Usage: smimed certs untrust FINGERPRINT
+
+Withdraws a trust given with "certs trust": the certificate is quarantined
+again and no longer pinned.
+`,
+	"certs crl list": `Usage: smimed certs crl list [--json]
+
+The certificate revocation lists kept, by issuer: scope, where each came
+from (a URL, "import" or "enclosed"), when fetched, its validity and the
+number of entries.
+`,
+	"certs crl import": `Usage: smimed certs crl import FILE
+
+Keeps a CA's CRL (DER or PEM) brought by hand, for sites that cannot fetch
+it: it must be signed by a trust anchor or an intermediate in the store,
+and current.
+`,
+}
+
+// certsHelp is the --help of the certs subcommand name ("certs trust").
+func certsHelp(name string) string {
+	h, ok := certsHelps[name]
+	switch {
+	case !ok:
+		return certsSubUsage
+	case strings.Contains(h, "FINGERPRINT"):
+		return h + "\nFINGERPRINT is the SHA-256 fingerprint in hex (colons allowed) or a unique\nprefix of at least 8 digits, such as the 16 that \"list\" shows.\n"
+	}
+	return h
+}
+
 // certsOpener returns the store to work on, once a subcommand's arguments
 // are checked; readOnly is false for trust and untrust.
 type certsOpener func(readOnly bool) (admin.CertsAPI, error)
@@ -104,7 +169,7 @@ func certsDo(open certsOpener, args []string, stdout, stderr io.Writer) int {
 // failure it prints one line and returns done with the exit code.
 func certsParse(fs *flag.FlagSet, args []string, nargs int, argName string, stdout, stderr io.Writer) (pos []string, code int, done bool) {
 	name := "smimed " + fs.Name()
-	pos, code, done = parseFlags(fs, args, stdout, stderr, certsSubUsage)
+	pos, code, done = parseFlags(fs, args, stdout, stderr, certsHelp(fs.Name()))
 	if done {
 		return nil, code, true
 	}
