@@ -68,6 +68,7 @@ func (s *Service) Reload() error {
 		s.large.Resize(cfg.Daemon.Workers)
 	}
 	s.engine.Store(s.newEngine(cfg, l))
+	s.tokens.Store(&l.tokens)
 
 	want := map[string]accountSettings{}
 	var names []string

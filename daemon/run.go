@@ -18,6 +18,7 @@ import (
 	"github.com/smimed/smimed/daemon/admin"
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/daemon/imapconn"
+	"github.com/smimed/smimed/daemon/oauth"
 	"github.com/smimed/smimed/harvest"
 	"github.com/smimed/smimed/harvest/revocation"
 	"github.com/smimed/smimed/harvest/state"
@@ -44,9 +45,10 @@ type Service struct {
 	metrics   *Metrics
 	metricsLn net.Listener // nil when metrics_listen is ""
 	engine    atomic.Pointer[harvest.Engine]
-	trustCfg  atomic.Pointer[config.Config] // cfg, for the control socket's requests (which must not wait for mu)
-	running   atomic.Int64                  // watchers that have not returned
-	ended     chan struct{}                 // 1 slot: running dropped to 0
+	trustCfg  atomic.Pointer[config.Config]            // cfg, for the control socket's requests (which must not wait for mu)
+	tokens    atomic.Pointer[map[string]*oauth.Source] // OAuth2 logins by account name, replaced by a reload
+	running   atomic.Int64                             // watchers that have not returned
+	ended     chan struct{}                            // 1 slot: running dropped to 0
 
 	mu       sync.Mutex     // serialises Run's start and end and Reload
 	cfg      *config.Config // the configuration in force
@@ -102,7 +104,8 @@ func (r *accountRun) wait() {
 // loaded is what a configuration needs from files before it can run.
 type loaded struct {
 	crypto    *config.Crypto
-	passwords map[string]string // by account name
+	passwords map[string]string        // by account name
+	tokens    map[string]*oauth.Source // by account name: OAuth2 logins
 }
 
 // load reads the keys, trust anchors and account passwords cfg names, so
@@ -118,9 +121,23 @@ func load(cfg *config.Config) (*loaded, error) {
 	if err := cfg.CheckAccounts(); err != nil {
 		return nil, err
 	}
-	l := &loaded{crypto: crypto, passwords: map[string]string{}}
+	l := &loaded{crypto: crypto, passwords: map[string]string{}, tokens: map[string]*oauth.Source{}}
 	read := map[string]string{} // the mailboxes of a users block share one file
+	shared := map[int]*oauth.Source{}
 	for _, a := range cfg.Accounts {
+		if a.OAuth2 != nil {
+			// Client credentials: one token for every mailbox of the
+			// block; a service account signs for each mailbox.
+			src := shared[a.Index]
+			if src == nil || a.OAuth2.Grant() != oauth.ClientCredentials {
+				if src, err = cfg.TokenSource(a); err != nil {
+					return nil, &config.Error{Path: cfg.Path, Problems: []string{fmt.Sprintf("accounts[%d].oauth2: %v", a.Index, err)}}
+				}
+				shared[a.Index] = src
+			}
+			l.tokens[a.Name] = src
+			continue
+		}
 		pw, done := read[a.PasswordFile]
 		if !done {
 			if pw, err = config.ReadAccountPassword(a); err != nil {
@@ -204,6 +221,7 @@ func NewService(cfg *config.Config, log *slog.Logger, notify *Notifier) (*Servic
 		}
 	}
 	s.engine.Store(s.newEngine(cfg, l))
+	s.tokens.Store(&l.tokens)
 	s.trustCfg.Store(cfg)
 	l.warn(log)
 	return s, nil
@@ -324,6 +342,7 @@ func (s *Service) startAccount(a accountSettings) {
 		return imapconn.Config{
 			Addr: a.Account.Server, TLS: a.Account.TLS, TLSCAFile: a.Account.TLSCAFile, TLSServerName: a.Account.TLSServerName,
 			Username: a.Account.Username, Authzid: a.Account.Authzid, Password: a.Password, Auth: a.Account.Auth, Logger: log,
+			Token: s.tokenFor(a.Account.Name),
 		}
 	}
 	sink := &archiveSink{
@@ -477,5 +496,23 @@ func (s *Service) WakeCopies() {
 	select {
 	case s.copyWake <- struct{}{}:
 	default:
+	}
+}
+
+// tokenFor is the OAuth2 token function of the account name: it asks the
+// account's token source of the configuration in force (a reload brings
+// new ones). A refused grant is a login refusal (imapconn.ErrAuth): the
+// administrator must act, the watcher waits.
+func (s *Service) tokenFor(name string) func(ctx context.Context, fresh bool) (string, error) {
+	return func(ctx context.Context, fresh bool) (string, error) {
+		src := (*s.tokens.Load())[name]
+		if src == nil {
+			return "", fmt.Errorf("%w: account %s has no OAuth2 login", imapconn.ErrAuth, name)
+		}
+		tok, err := src.Token(ctx, fresh)
+		if errors.Is(err, oauth.ErrGrant) {
+			err = fmt.Errorf("%w: %w", imapconn.ErrAuth, err)
+		}
+		return tok, err
 	}
 }

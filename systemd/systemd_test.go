@@ -11,7 +11,11 @@ package systemd_test
 import (
 	"bufio"
 	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -471,6 +475,10 @@ func TestExampleChecks(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "staff.users"), []byte("# staff\nalice@example.org\nbob@example.org\n"), 0o640); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(creds, "m365.secret"), []byte("client-secret\n"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	writeServiceAccount(t, filepath.Join(creds, "gws-service-account.json"))
 	example, err := os.ReadFile("smimed.toml.example")
 	if err != nil {
 		t.Fatal(err)
@@ -485,7 +493,7 @@ func TestExampleChecks(t *testing.T) {
 	if err != nil {
 		t.Fatalf("smimed check-config on the example: %v\n%s", err, out)
 	}
-	if want := "ok (2 decryption key(s), 5 mailbox(es), state_dir /var/lib/smimed)"; !strings.Contains(string(out), want) {
+	if want := "ok (2 decryption key(s), 8 mailbox(es), state_dir /var/lib/smimed)"; !strings.Contains(string(out), want) {
 		t.Errorf("smimed check-config = %q, want %q", out, want)
 	}
 }
@@ -570,7 +578,8 @@ func TestSysusersTmpfiles(t *testing.T) {
 
 // TestREADMENamesEveryKey: the configuration reference (configReference,
 // the user's manual, which README.md links to) names every key the
-// configuration accepts, as a TOML line "key =" or a table header.
+// configuration accepts, as a TOML line "key =" or a table header
+// ("[accounts.oauth2]" for oauth2).
 func TestREADMENamesEveryKey(t *testing.T) {
 	ref, err := os.ReadFile(filepath.Join(testenv.RepoRoot(t), filepath.FromSlash(configReference)))
 	if err != nil {
@@ -582,8 +591,32 @@ func TestREADMENamesEveryKey(t *testing.T) {
 	}
 	for _, k := range keys {
 		key := regexp.QuoteMeta(k)
-		if !regexp.MustCompile(`(?m)^(` + key + ` *=|\[\[?` + key + `\]\]?)`).MatchString(string(ref)) {
+		if !regexp.MustCompile(`(?m)^(` + key + ` *=|\[\[?([a-z_]+\.)?` + key + `\]\]?)`).MatchString(string(ref)) {
 			t.Errorf("%s lacks %q (a key in %s)", configReference, k, strings.Join(configSources, " "))
 		}
+	}
+}
+
+// writeServiceAccount writes a Google service account key file (JSON) with
+// a new RSA key, as the Google Cloud console hands one out.
+func writeServiceAccount(t *testing.T, path string) {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(map[string]string{
+		"type": "service_account", "client_email": "smimed@example-project.iam.gserviceaccount.com", "private_key_id": "1",
+		"private_key": string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})), "token_uri": "https://oauth2.googleapis.com/token",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o400); err != nil {
+		t.Fatal(err)
 	}
 }

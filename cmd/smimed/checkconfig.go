@@ -64,6 +64,9 @@ func checkConfigMain(args []string, stdout, stderr io.Writer) int {
 		_, err = cfg.TrustPool()
 		collect(err)
 		collect(cfg.CheckAccounts())
+		for _, w := range cfg.MissingRefreshTokens() {
+			fmt.Fprintf(stdout, "%s: warning: %s\n", *configPath, w)
+		}
 		if len(problems) == 0 {
 			fmt.Fprintf(stdout, "%s: ok (%d decryption key(s), %d mailbox(es), state_dir %s)\n", *configPath, len(keys), len(cfg.Accounts), cfg.StateDir)
 			return exitOK

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/smimed/smimed/daemon/testenv"
 )
@@ -118,5 +119,39 @@ func TestRunEmptyPasswordFile(t *testing.T) {
 		if code != exitUsage || !strings.Contains(errOut, "accounts[0].password_file: password file") || !strings.Contains(errOut, "is empty") {
 			t.Errorf("smimed %s with an empty password file: exit %d, %q; want exit 2 naming accounts[0].password_file", cmd, code, errOut)
 		}
+	}
+}
+
+// TestOAuth2Login (issue 14): smimed oauth2 login shows the provider's URL
+// and code, waits for the approval, and keeps the refresh token 0600 where
+// run reads it; an account without a device login is a usage error.
+func TestOAuth2Login(t *testing.T) {
+	ts := testenv.StartTokenServer(t, "smimed-public", "", time.Hour)
+	dir := t.TempDir()
+	testenv.CopyPKI(t, dir, "org-new.crt", "org-new.key", "ca-bundle.pem")
+	acct := "[[accounts]]\nname = \"dana\"\nserver = \"127.0.0.1:1\"\ntls = \"none\"\nauth = \"oauthbearer\"\nusername = \"dana@example.org\"\nfolders = [\"INBOX\"]\n" +
+		"[accounts.oauth2]\ntoken_url = \"" + ts.URL + "/token\"\ndevice_auth_url = \"" + ts.URL + "/device\"\nclient_id = \"smimed-public\"\nscope = \"imap offline_access\"\n"
+	conf := filepath.Join(dir, "smimed.toml")
+	if err := os.WriteFile(conf, []byte(testenv.Config(filepath.Join(dir, "state"), "", []string{"org-new"}, acct, testenv.Account("plainuser", "127.0.0.1:1", ""))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WritePasswordFile(t, dir, "plainuser")
+	if code, out, _ := runCmd(nil, "check-config", "--config", conf); code != exitOK || !strings.Contains(out, "warning: accounts[0].oauth2: no refresh token yet") {
+		t.Errorf("check-config before the login: exit %d, %q; want ok with a warning", code, out)
+	}
+	ts.Approve() // the user agrees at once
+	code, out, errOut := runCmd(nil, "oauth2", "login", "--config", conf, "--account", "dana")
+	if code != exitOK || !strings.Contains(out, "Open "+ts.URL+"/activate and enter the code WDJB-MJHT") || !strings.Contains(out, "refresh token kept in") {
+		t.Fatalf("oauth2 login: exit %d, %q, %q", code, out, errOut)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "state", "oauth2", "dana.json"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("the refresh token file: %v, %v; want mode 0600", fi, err)
+	}
+	if code, out, _ := runCmd(nil, "check-config", "--config", conf); code != exitOK || strings.Contains(out, "warning") {
+		t.Errorf("check-config after the login: exit %d, %q; want ok without a warning", code, out)
+	}
+	if code, _, errOut := runCmd(nil, "oauth2", "login", "--config", conf, "--account", "plainuser"); code != exitUsage || !strings.Contains(errOut, "has no device login") {
+		t.Errorf("oauth2 login for a password account: exit %d, %q", code, errOut)
 	}
 }

@@ -20,7 +20,7 @@ func TestHelpMatchesREADME(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	heading := regexp.MustCompile(`(?m)^##+ smimed ([a-z-]+)(?: ([a-z-]+))?(.*)$`)
+	heading := regexp.MustCompile(`(?m)^##+ smimed ([a-z0-9-]+)(?: ([a-z0-9-]+))?(.*)$`)
 	sections := map[string]string{} // "archive list" or "run" → the rest of the heading
 	for _, m := range heading.FindAllStringSubmatch(string(readme), -1) {
 		name := m[1]
@@ -37,7 +37,7 @@ func TestHelpMatchesREADME(t *testing.T) {
 		t.Fatalf("smimed help: exit %d", code)
 	}
 	listed := map[string]bool{}
-	for _, m := range regexp.MustCompile(`(?m)^  smimed ([a-z-]+)`).FindAllStringSubmatch(help, -1) {
+	for _, m := range regexp.MustCompile(`(?m)^  smimed ([a-z0-9-]+)`).FindAllStringSubmatch(help, -1) {
 		if m[1] != "help" {
 			listed[m[1]] = true
 		}

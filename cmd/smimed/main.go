@@ -28,7 +28,8 @@ Usage:
   smimed certs [--config FILE] export EMAIL                     PEM certificate(s) to encrypt to EMAIL
   smimed certs [--config FILE] trust [--all] FINGERPRINT        release a certificate from quarantine (pin it)
   smimed certs [--config FILE] untrust FINGERPRINT              withdraw an administrator's trust
-  smimed check-config [--config FILE]                           list every problem in the configuration
+  smimed check-config [--config FILE] [--as USER]               list every problem in the configuration
+  smimed oauth2 login [--config FILE] --account NAME            get an account's OAuth2 refresh token (device login)
   smimed run [--config FILE]                                    watch the IMAP folders (the service)
   smimed archive [--config FILE] SUBCOMMAND                     list, show, export, failed, retry, verify, audit the archive
   smimed backup [--config FILE] --out FILE [--force]            consistent copy of the store (not the archive files)
@@ -60,6 +61,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return certsCommand(rest, stdout, stderr)
 	case "check-config":
 		return checkConfigMain(rest, stdout, stderr)
+	case "oauth2":
+		return oauth2Main(args[1:], stdout, stderr)
 	case "run":
 		return runMain(rest, stdout, stderr)
 	case "archive":

@@ -3,12 +3,15 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"regexp"
 	"runtime"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/smimed/smimed/daemon/oauth"
 )
 
 // Account is one IMAP account whose folders are watched.
@@ -22,8 +25,10 @@ type Account struct {
 	// Authzid is the SASL PLAIN authorization identity (RFC 4616): the
 	// mailbox Username logs in for (a master or admin user); "" for none.
 	Authzid      string
-	PasswordFile string // resolved path
-	Auth         string // "plain" | "login"
+	PasswordFile string // resolved path; "" with OAuth2
+	Auth         string // "plain" | "login" | "xoauth2" | "oauthbearer"
+	// OAuth2 is the token source of auth = "xoauth2" or "oauthbearer".
+	OAuth2 *oauth.Config
 	// Block is the [[accounts]] block a mailbox of a users list comes
 	// from ("" for a block of one mailbox); Name is then BLOCK/ADDRESS.
 	Block string
@@ -68,21 +73,31 @@ func defaultDaemon() Daemon {
 }
 
 type rawAccount struct {
-	Name                  string   `toml:"name"`
-	Server                string   `toml:"server"`
-	TLS                   *string  `toml:"tls"`
-	TLSCAFile             string   `toml:"tls_ca_file"`
-	TLSServerName         string   `toml:"tls_server_name"`
-	Username              string   `toml:"username"`
-	Authzid               string   `toml:"authzid"`
-	Users                 []string `toml:"users"`
-	UsersFile             string   `toml:"users_file"`
-	PasswordFile          string   `toml:"password_file"`
-	Auth                  *string  `toml:"auth"`
-	Folders               []string `toml:"folders"`
-	ArchiveFolder         *string  `toml:"archive_folder"`
-	ArchiveFolderMessages *string  `toml:"archive_folder_messages"`
-	Backfill              *string  `toml:"backfill"`
+	Name                  string     `toml:"name"`
+	Server                string     `toml:"server"`
+	TLS                   *string    `toml:"tls"`
+	TLSCAFile             string     `toml:"tls_ca_file"`
+	TLSServerName         string     `toml:"tls_server_name"`
+	Username              string     `toml:"username"`
+	Authzid               string     `toml:"authzid"`
+	Users                 []string   `toml:"users"`
+	OAuth2                *rawOAuth2 `toml:"oauth2"`
+	UsersFile             string     `toml:"users_file"`
+	PasswordFile          string     `toml:"password_file"`
+	Auth                  *string    `toml:"auth"`
+	Folders               []string   `toml:"folders"`
+	ArchiveFolder         *string    `toml:"archive_folder"`
+	ArchiveFolderMessages *string    `toml:"archive_folder_messages"`
+	Backfill              *string    `toml:"backfill"`
+}
+
+type rawOAuth2 struct {
+	TokenURL           string `toml:"token_url"`
+	DeviceAuthURL      string `toml:"device_auth_url"`
+	ClientID           string `toml:"client_id"`
+	ClientSecretFile   string `toml:"client_secret_file"`
+	Scope              string `toml:"scope"`
+	ServiceAccountFile string `toml:"service_account_file"`
 }
 
 type rawDaemon struct {
@@ -137,19 +152,34 @@ func parseAccounts(raws []rawAccount, dir string, addf func(string, ...any)) []A
 		if r.TLSCAFile != "" {
 			a.TLSCAFile = resolve(dir, r.TLSCAFile)
 		}
-		if r.Username == "" {
+		if r.Username == "" && !(r.OAuth2 != nil && (r.Users != nil || r.UsersFile != "")) {
 			bad("username: must be set")
-		}
-		if r.PasswordFile == "" {
-			bad("password_file: must be set")
-		} else {
-			a.PasswordFile = resolveCredential(dir, r.PasswordFile)
 		}
 		if r.Auth != nil {
 			a.Auth = *r.Auth
 		}
-		if a.Auth != "plain" && a.Auth != "login" {
-			bad("auth: %q must be \"plain\" or \"login\"", a.Auth)
+		oauthAuth := a.Auth == "xoauth2" || a.Auth == "oauthbearer"
+		switch {
+		case a.Auth != "plain" && a.Auth != "login" && !oauthAuth:
+			bad("auth: %q must be \"plain\", \"login\", \"xoauth2\" or \"oauthbearer\"", a.Auth)
+		case oauthAuth && r.OAuth2 == nil:
+			bad("oauth2: auth = %q needs an [accounts.oauth2] table (token_url, client_id, …)", a.Auth)
+		case !oauthAuth && r.OAuth2 != nil:
+			bad("auth: an [accounts.oauth2] table needs auth = \"xoauth2\" or \"oauthbearer\"")
+		}
+		switch {
+		case oauthAuth && r.PasswordFile != "":
+			bad("password_file: OAuth2 logins use no password; leave it out")
+		case !oauthAuth && r.PasswordFile == "":
+			bad("password_file: must be set")
+		case r.PasswordFile != "":
+			a.PasswordFile = resolveCredential(dir, r.PasswordFile)
+		}
+		if r.OAuth2 != nil && oauthAuth {
+			a.OAuth2 = parseOAuth2(*r.OAuth2, dir, r.Users != nil || r.UsersFile != "", bad)
+			if r.Authzid != "" || strings.Contains(r.Username, userPlaceholder) {
+				bad("authzid: OAuth2 logins log in as the mailbox itself; no authzid or %s", userPlaceholder)
+			}
 		}
 		if len(r.Folders) == 0 {
 			bad("folders: list at least one folder to watch (e.g. [\"INBOX\"])")
@@ -206,7 +236,7 @@ func parseAccounts(raws []rawAccount, dir string, addf func(string, ...any)) []A
 			switch {
 			case a.Authzid != "":
 				bad("authzid: a block with users logs each user in as the authzid; leave authzid out")
-			case !strings.Contains(a.Username, userPlaceholder) && a.Auth != "plain":
+			case !strings.Contains(a.Username, userPlaceholder) && a.Auth == "login":
 				bad("auth: a block with users needs auth = \"plain\" (each user is the authorization identity), or a username with %s (e.g. \"%s*master\" for Dovecot's master user separator)", userPlaceholder, userPlaceholder)
 			}
 		}
@@ -236,9 +266,12 @@ func parseAccounts(raws []rawAccount, dir string, addf func(string, ...any)) []A
 			}
 			m := b.Account
 			m.Name, m.Block = b.Name+"/"+u, b.Name
-			if strings.Contains(m.Username, userPlaceholder) {
+			switch {
+			case m.OAuth2 != nil:
+				m.Username = u // the token's login is the mailbox
+			case strings.Contains(m.Username, userPlaceholder):
 				m.Username = strings.ReplaceAll(m.Username, userPlaceholder, u)
-			} else {
+			default:
 				m.Authzid = u
 			}
 			m.Folders = slices.Clone(b.Folders)
@@ -423,4 +456,65 @@ func checkKeyAccounts(raws []rawAccount, cfg *Config, addf func(string, ...any))
 			}
 		}
 	}
+}
+
+// parseOAuth2 checks an [accounts.oauth2] table. many says the block has
+// users (a refresh token belongs to one mailbox).
+func parseOAuth2(r rawOAuth2, dir string, many bool, bad func(string, ...any)) *oauth.Config {
+	c := &oauth.Config{TokenURL: r.TokenURL, DeviceAuthURL: r.DeviceAuthURL, ClientID: r.ClientID, Scopes: strings.Fields(r.Scope)}
+	if r.ClientSecretFile != "" {
+		c.ClientSecretFile = resolveCredential(dir, r.ClientSecretFile)
+	}
+	if r.ServiceAccountFile != "" {
+		c.ServiceAccountFile = resolveCredential(dir, r.ServiceAccountFile)
+	}
+	for _, u := range []struct{ key, url string }{{"token_url", r.TokenURL}, {"device_auth_url", r.DeviceAuthURL}} {
+		if u.url == "" {
+			continue
+		}
+		if err := checkEndpoint(u.url); err != nil {
+			bad("oauth2.%s: %v", u.key, err)
+		}
+	}
+	switch c.Grant() {
+	case oauth.ServiceAccount:
+		if r.DeviceAuthURL != "" || r.ClientSecretFile != "" || r.ClientID != "" {
+			bad("oauth2.service_account_file: a service account needs no client_id, client_secret_file or device_auth_url")
+		}
+	case oauth.RefreshToken:
+		if r.TokenURL == "" || r.ClientID == "" {
+			bad("oauth2: the device login (device_auth_url) needs token_url and client_id")
+		}
+		if many {
+			bad("oauth2.device_auth_url: a refresh token is one mailbox's; a block with users needs client credentials or a service account")
+		}
+	default:
+		if r.TokenURL == "" || r.ClientID == "" || r.ClientSecretFile == "" {
+			bad("oauth2: client credentials need token_url, client_id and client_secret_file (or give service_account_file, or device_auth_url for a device login)")
+		}
+	}
+	if len(c.Scopes) == 0 {
+		bad("oauth2.scope: must be set (e.g. \"https://outlook.office365.com/.default\" or \"https://mail.google.com/\")")
+	}
+	return c
+}
+
+// checkEndpoint accepts an https URL, or http to a loopback address (as
+// tls = "none": secrets must not cross a network in clear).
+func checkEndpoint(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("%q is not a URL", raw)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		host := u.Hostname()
+		if ip := net.ParseIP(host); host == "localhost" || ip != nil && ip.IsLoopback() {
+			return nil
+		}
+		return fmt.Errorf("%q: http sends secrets in clear and is only allowed to a loopback address; use https", raw)
+	}
+	return fmt.Errorf("%q: want https (or http to a loopback address)", raw)
 }

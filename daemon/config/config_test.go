@@ -204,7 +204,7 @@ folders = ["INBOX", "INBOX"]
 archive_folder = "INBOX"
 archive_folder_messages = "signed"
 backfill = "since:yesterday"
-auth = "xoauth2"
+auth = "gssapi"
 
 [[accounts]]
 name = "a"

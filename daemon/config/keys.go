@@ -5,7 +5,9 @@ import (
 	"encoding/pem"
 	"fmt"
 	"os"
+	"path/filepath"
 
+	"github.com/smimed/smimed/daemon/oauth"
 	"github.com/smimed/smimed/harvest"
 	"github.com/smimed/smimed/harvest/cms"
 )
@@ -150,7 +152,11 @@ func (c *Config) CheckAccounts() error {
 		}
 		checked[a.Index] = true
 		i := a.Index
-		if _, err := ReadAccountPassword(a); err != nil {
+		if a.OAuth2 != nil {
+			if _, err := c.TokenSource(a); err != nil {
+				problems = append(problems, fmt.Sprintf("accounts[%d].oauth2: %v", i, err))
+			}
+		} else if _, err := ReadAccountPassword(a); err != nil {
 			problems = append(problems, fmt.Sprintf("accounts[%d].password_file: %v", i, err))
 		}
 		if a.TLSCAFile != "" {
@@ -177,4 +183,49 @@ func ReadAccountPassword(a Account) (string, error) {
 		err = fmt.Errorf("password file %s is empty", a.PasswordFile)
 	}
 	return pw, err
+}
+
+// TokenFile is where the refresh token of account a's device login is
+// kept (state_dir/oauth2/BLOCK.json).
+func (c *Config) TokenFile(a Account) string {
+	name := a.Name
+	if a.Block != "" {
+		name = a.Block
+	}
+	return filepath.Join(c.StateDir, "oauth2", name+".json")
+}
+
+// TokenSource is the OAuth2 token source of account a, its secret files
+// read as `run` does. A device login's refresh token is read when a token
+// is first asked for: until `smimed oauth2 login` has run, the account's
+// logins are refused (MissingRefreshTokens says so beforehand).
+func (c *Config) TokenSource(a Account) (*oauth.Source, error) {
+	if a.OAuth2 == nil {
+		return nil, fmt.Errorf("account %s has no OAuth2 login", a.Name)
+	}
+	for _, f := range []string{a.OAuth2.ClientSecretFile, a.OAuth2.ServiceAccountFile} {
+		if f == "" {
+			continue
+		}
+		if err := harvest.CheckPrivateFile(f); err != nil {
+			return nil, err
+		}
+	}
+	return oauth.New(*a.OAuth2, a.Username, c.TokenFile(a))
+}
+
+// MissingRefreshTokens names the accounts whose device login
+// (oauth2.device_auth_url) has no refresh token yet, with the command
+// that gets one.
+func (c *Config) MissingRefreshTokens() []string {
+	var out []string
+	for _, a := range c.Accounts {
+		if a.OAuth2 == nil || a.OAuth2.Grant() != oauth.RefreshToken {
+			continue
+		}
+		if _, err := os.Stat(c.TokenFile(a)); err != nil {
+			out = append(out, fmt.Sprintf("accounts[%d].oauth2: no refresh token yet at %s: run smimed oauth2 login --account %s", a.Index, c.TokenFile(a), a.Name))
+		}
+	}
+	return out
 }

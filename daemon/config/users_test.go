@@ -177,3 +177,37 @@ frobnicate = 1
 		}
 	}
 }
+
+// TestOAuth2Accounts (issue 14): [accounts.oauth2] is checked whole; a
+// users block with OAuth2 logs each user in as itself.
+func TestOAuth2Accounts(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "app.secret", "s\n")
+	head := "[[accounts]]\nname = \"m\"\nserver = \"imap.example.org:993\"\nfolders = [\"INBOX\"]\n"
+	good := head + "auth = \"xoauth2\"\nusers = [\"a@example.org\", \"b@example.org\"]\n[accounts.oauth2]\ntoken_url = \"https://login.example/token\"\nclient_id = \"id\"\nclient_secret_file = \"app.secret\"\nscope = \"imap\"\n"
+	cfg, err := Load(writeFile(t, dir, "good.toml", good))
+	if err != nil {
+		t.Fatalf("Load() = %v", err)
+	}
+	if len(cfg.Accounts) != 2 || cfg.Accounts[0].Username != "a@example.org" || cfg.Accounts[0].Authzid != "" || cfg.Accounts[0].OAuth2 == nil || cfg.Accounts[0].OAuth2.Scopes[0] != "imap" {
+		t.Errorf("accounts: %+v", cfg.Accounts)
+	}
+	if err := cfg.CheckAccounts(); err != nil {
+		t.Errorf("CheckAccounts() = %v", err)
+	}
+	for _, tc := range []struct{ name, body, want string }{
+		{"no table", "auth = \"xoauth2\"\nusername = \"u\"\n", "needs an [accounts.oauth2] table"},
+		{"table without auth", "username = \"u\"\npassword_file = \"app.secret\"\n[accounts.oauth2]\nscope = \"s\"\n", "table needs auth = \"xoauth2\" or \"oauthbearer\""},
+		{"password too", "auth = \"xoauth2\"\nusername = \"u\"\npassword_file = \"app.secret\"\n[accounts.oauth2]\ntoken_url = \"https://x/t\"\nclient_id = \"i\"\nclient_secret_file = \"app.secret\"\nscope = \"s\"\n", "OAuth2 logins use no password"},
+		{"http elsewhere", "auth = \"xoauth2\"\nusername = \"u\"\n[accounts.oauth2]\ntoken_url = \"http://login.example/t\"\nclient_id = \"i\"\nclient_secret_file = \"app.secret\"\nscope = \"s\"\n", "only allowed to a loopback address"},
+		{"no scope", "auth = \"xoauth2\"\nusername = \"u\"\n[accounts.oauth2]\ntoken_url = \"https://x/t\"\nclient_id = \"i\"\nclient_secret_file = \"app.secret\"\n", "oauth2.scope: must be set"},
+		{"half client credentials", "auth = \"xoauth2\"\nusername = \"u\"\n[accounts.oauth2]\ntoken_url = \"https://x/t\"\nscope = \"s\"\n", "client credentials need token_url, client_id and client_secret_file"},
+		{"device login for many", "auth = \"oauthbearer\"\nusers = [\"a\"]\n[accounts.oauth2]\ntoken_url = \"https://x/t\"\ndevice_auth_url = \"https://x/d\"\nclient_id = \"i\"\nscope = \"s\"\n", "a refresh token is one mailbox's"},
+		{"authzid", "auth = \"xoauth2\"\nusername = \"u\"\nauthzid = \"v\"\n[accounts.oauth2]\ntoken_url = \"https://x/t\"\nclient_id = \"i\"\nclient_secret_file = \"app.secret\"\nscope = \"s\"\n", "log in as the mailbox itself"},
+	} {
+		_, err := Load(writeFile(t, dir, "bad.toml", head+tc.body))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Load() = %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}

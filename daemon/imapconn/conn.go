@@ -18,6 +18,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -69,8 +70,15 @@ type Config struct {
 	// Authzid is the authorization identity of AUTHENTICATE PLAIN (RFC
 	// 4616): the mailbox Username (a master or admin user) logs in for.
 	Authzid string
-	Auth    string // "plain" (AUTHENTICATE PLAIN, the default) or "login" (the LOGIN command)
-	Logger  *slog.Logger
+	// Auth is "plain" (AUTHENTICATE PLAIN, the default), "login" (the
+	// LOGIN command), or "xoauth2" / "oauthbearer" (RFC 7628) with an
+	// access token from Token.
+	Auth string
+	// Token returns an OAuth2 access token for Username; fresh asks for
+	// a new one (the server refused the last). Its error wraps ErrAuth
+	// when the grant itself was refused.
+	Token  func(ctx context.Context, fresh bool) (string, error)
+	Logger *slog.Logger
 	// CommandTimeout bounds every command (default DefaultCommandTimeout).
 	CommandTimeout time.Duration
 }
@@ -114,8 +122,12 @@ func (cfg *Config) check() (host string, err error) {
 	}
 	switch cfg.Auth {
 	case "", "plain", "login":
+	case "xoauth2", "oauthbearer":
+		if cfg.Token == nil {
+			return "", fmt.Errorf("%w: auth %q without a token source", ErrConfig, cfg.Auth)
+		}
 	default:
-		return "", fmt.Errorf("%w: auth %q: want plain or login", ErrConfig, cfg.Auth)
+		return "", fmt.Errorf("%w: auth %q: want plain, login, xoauth2 or oauthbearer", ErrConfig, cfg.Auth)
 	}
 	if cfg.CommandTimeout < 0 {
 		return "", fmt.Errorf("%w: negative command timeout", ErrConfig)
@@ -232,7 +244,7 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	if err := c.client.WaitGreeting(); err != nil {
 		return fail(fmt.Errorf("imapconn: greeting from %s: %w", cfg.Addr, err))
 	}
-	if err := c.login(); err != nil {
+	if err := c.login(ctx); err != nil {
 		c.client.Close()
 		return fail(err)
 	}
@@ -252,13 +264,55 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	return c, nil
 }
 
-func (c *Conn) login() error {
+func (c *Conn) login(ctx context.Context) error {
 	var err error
-	if c.cfg.Auth == "login" {
+	switch c.cfg.Auth {
+	case "login":
 		err = c.client.Login(c.cfg.Username, c.cfg.Password).Wait()
-	} else {
+	case "xoauth2", "oauthbearer":
+		return c.loginBearer(ctx)
+	default:
 		err = c.client.Authenticate(sasl.NewPlainClient(c.cfg.Authzid, c.cfg.Username, c.cfg.Password))
 	}
+	return c.loginError(err)
+}
+
+// loginBearer logs in with an OAuth2 access token; when the server
+// refuses it, once more with a fresh one (it may have expired or been
+// revoked since it was fetched).
+func (c *Conn) loginBearer(ctx context.Context) error {
+	if c.cfg.Token == nil {
+		return fmt.Errorf("imapconn: %s login without a token source", c.cfg.Auth)
+	}
+	var err error
+	for attempt := range 2 {
+		var tok string
+		if tok, err = c.cfg.Token(ctx, attempt > 0); err != nil {
+			// ErrAuth when the token endpoint refused (Token says so),
+			// else a passing failure (the endpoint is down).
+			return fmt.Errorf("imapconn: %s as %s: no OAuth2 token: %w", c.cfg.Addr, c.cfg.Username, err)
+		}
+		bc := &bearerClient{mech: strings.ToUpper(c.cfg.Auth), user: c.cfg.Username, token: tok}
+		err = c.client.Authenticate(bc)
+		if err == nil {
+			return nil
+		}
+		var ie *imap.Error
+		if !errors.As(err, &ie) || ie.Type != imap.StatusResponseTypeNo || ie.Code == imap.ResponseCodeUnavailable {
+			break
+		}
+		if bc.status != "" {
+			err = fmt.Errorf("%w (token status %s)", err, bc.status)
+		}
+		if attempt == 0 {
+			c.log.Info("the server refused the OAuth2 token; trying a fresh one")
+		}
+	}
+	return c.loginError(err)
+}
+
+// loginError describes a failed login.
+func (c *Conn) loginError(err error) error {
 	if err == nil {
 		return nil
 	}
@@ -515,4 +569,38 @@ func readLine(r io.Reader) (string, error) {
 func firstWord(s string) string {
 	w, _, _ := strings.Cut(s, " ")
 	return w
+}
+
+// bearerClient is the client side of SASL XOAUTH2 (Google's and
+// Microsoft's) and OAUTHBEARER (RFC 7628). When the server answers the
+// initial response with an error challenge (JSON with a status), the
+// client sends %x01 (RFC 7628 3.2.3), and the server ends with NO.
+type bearerClient struct {
+	mech, user, token string
+	status            string // from the server's error challenge
+}
+
+func (b *bearerClient) Start() (string, []byte, error) {
+	if b.mech == "OAUTHBEARER" {
+		return b.mech, []byte("n,a=" + saslName(b.user) + ",\x01auth=Bearer " + b.token + "\x01\x01"), nil
+	}
+	return b.mech, []byte("user=" + b.user + "\x01auth=Bearer " + b.token + "\x01\x01"), nil
+}
+
+func (b *bearerClient) Next(challenge []byte) ([]byte, error) {
+	var e struct {
+		Status string `json:"status"`
+	}
+	if json.Unmarshal(challenge, &e) == nil && len(e.Status) <= 64 {
+		b.status = e.Status
+	}
+	// OAUTHBEARER wants %x01; XOAUTH2's servers take any response (an
+	// empty one is sent as "=" by go-imap, which Dovecot refuses as bad
+	// base64), so %x01 too.
+	return []byte{0x01}, nil
+}
+
+// saslName escapes a GS2 authzid (RFC 5801): "," as =2C, "=" as =3D.
+func saslName(s string) string {
+	return strings.NewReplacer("=", "=3D", ",", "=2C").Replace(s)
 }

@@ -41,15 +41,33 @@ type Dovecot struct {
 	version string
 	doveadm string
 
+	opts DovecotOptions
+
 	mu          sync.Mutex
 	passwdMtime time.Time
 	stopped     bool
+}
+
+// DovecotOptions adds to the private Dovecot's configuration.
+type DovecotOptions struct {
+	// OAuth2Introspect, when set, adds an oauth2 passdb for XOAUTH2 and
+	// OAUTHBEARER whose introspection URL it is (RFC 7662, POST). Any
+	// active token logs in as any user, as an application's token does
+	// (Microsoft 365's IMAP.AccessAsApp): username_format and
+	// username_validation_format are the same constant.
+	OAuth2Introspect string
 }
 
 // StartDovecot starts a private Dovecot and registers its Stop with
 // t.Cleanup. It fails the test (it does not skip) when Dovecot is not
 // installed.
 func StartDovecot(t testing.TB) *Dovecot {
+	t.Helper()
+	return StartDovecotWith(t, DovecotOptions{})
+}
+
+// StartDovecotWith is StartDovecot with opts.
+func StartDovecotWith(t testing.TB, opts DovecotOptions) *Dovecot {
 	t.Helper()
 	dovecot, err := lookPath("dovecot", "/usr/sbin/dovecot")
 	if err != nil {
@@ -107,6 +125,14 @@ func StartDovecot(t testing.TB) *Dovecot {
 		conf:    filepath.Join(dir, "dovecot.conf"),
 		version: version,
 		doveadm: doveadm,
+		opts:    opts,
+	}
+	if opts.OAuth2Introspect != "" {
+		ext := "introspection_mode = post\nintrospection_url = " + opts.OAuth2Introspect + "\nforce_introspection = yes\n" +
+			"username_attribute = username\nusername_format = app\nactive_attribute = active\nactive_value = true\n"
+		if err := os.WriteFile(filepath.Join(dir, "oauth2.conf.ext"), []byte(ext), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	t.Cleanup(func() {
 		s.Stop()
@@ -166,6 +192,11 @@ func parseVersion(v string) (major, minor int) {
 // config is a Dovecot 2.3 configuration with no include of the system's.
 func (s *Dovecot) config(port int) string {
 	d := s.dir
+	mechs, oauthPassdb := "", ""
+	if s.opts.OAuth2Introspect != "" {
+		mechs = " xoauth2 oauthbearer"
+		oauthPassdb = "passdb {\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = " + d + "/oauth2.conf.ext\n}\n"
+	}
 	return fmt.Sprintf(`# written by smimed's daemon/testenv
 base_dir = %[1]s/run
 state_dir = %[1]s/state
@@ -176,7 +207,7 @@ listen = 127.0.0.1
 protocols = imap
 ssl = no
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login%[3]s
 auth_failure_delay = 0
 default_login_user = dovenull
 default_internal_user = dovecot
@@ -188,7 +219,7 @@ mail_max_userip_connections = 100
 # Master users (AddMaster): SASL PLAIN with an authorization identity, or
 # the login name user*master.
 auth_master_user_separator = *
-passdb {
+%[4]spassdb {
   driver = passwd-file
   master = yes
   result_success = continue
@@ -221,7 +252,7 @@ service pop3-login {
     port = 0
   }
 }
-`, d, port)
+`, d, port, mechs, oauthPassdb)
 }
 
 func (s *Dovecot) start(dovecot string) error {
