@@ -14,7 +14,7 @@ import (
 	"github.com/smimed/smimed/daemon/config"
 )
 
-const checkConfigUsage = `Usage: smimed check-config [--config FILE] [--as USER]
+const checkConfigUsage = `Usage: smimed check-config [--config FILE] [--as USER] [--connect]
 
 Reads the configuration, loads every key and trust anchor, reads every
 password file, and lists every problem with the key it belongs to. Exit 0
@@ -27,12 +27,16 @@ user), or as USER.
 
   --config FILE   configuration file (default /etc/smimed/smimed.toml)
   --as USER       check as USER (needs root; "root" checks as root)
+  --connect       also try every mailbox: resolve, connect, TLS, log in,
+                  examine each folder, create the archive folder if missing;
+                  one line a check, exit 1 when one fails
 `
 
 func checkConfigMain(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("check-config")
 	configPath := fs.String("config", config.DefaultPath, "")
 	as := fs.String("as", "", "")
+	connect := fs.Bool("connect", false, "")
 	rest, code, done := parseFlags(fs, args, stdout, stderr, checkConfigUsage)
 	if done {
 		return code
@@ -41,7 +45,11 @@ func checkConfigMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "smimed check-config: unexpected argument %q\n", rest[0])
 		return exitUsage
 	}
-	if code, switched := checkAs(*as, *configPath, stdout, stderr); switched {
+	var extra []string
+	if *connect {
+		extra = append(extra, "--connect")
+	}
+	if code, switched := checkAs(*as, *configPath, extra, stdout, stderr); switched {
 		return code
 	}
 	var problems []string
@@ -69,6 +77,9 @@ func checkConfigMain(args []string, stdout, stderr io.Writer) int {
 		}
 		if len(problems) == 0 {
 			fmt.Fprintf(stdout, "%s: ok (%d decryption key(s), %d mailbox(es), state_dir %s)\n", *configPath, len(keys), len(cfg.Accounts), cfg.StateDir)
+			if *connect && checkConnect(cfg, stdout) > 0 {
+				return exitFailed
+			}
 			return exitOK
 		}
 	}
@@ -86,7 +97,7 @@ const serviceUser = "smimed"
 // is opened as `smimed run` will open it: a password file only root can
 // read passes as root and fails the service. switched is false when the
 // check is to run in this process.
-func checkAs(name, configPath string, stdout, stderr io.Writer) (code int, switched bool) {
+func checkAs(name, configPath string, extra []string, stdout, stderr io.Writer) (code int, switched bool) {
 	me, err := user.Current()
 	if err != nil {
 		fmt.Fprintf(stderr, "smimed check-config: who am I: %v\n", err)
@@ -129,7 +140,7 @@ func checkAs(name, configPath string, stdout, stderr io.Writer) (code int, switc
 	if abs, err := filepath.Abs(configPath); err == nil {
 		configPath = abs
 	}
-	cmd := exec.Command(exe, "check-config", "--config", configPath, "--as", name)
+	cmd := exec.Command(exe, append([]string{"check-config", "--config", configPath, "--as", name}, extra...)...)
 	cmd.Dir = "/"
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}

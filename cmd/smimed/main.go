@@ -28,7 +28,7 @@ Usage:
   smimed certs [--config FILE] export EMAIL                     PEM certificate(s) to encrypt to EMAIL
   smimed certs [--config FILE] trust [--all] FINGERPRINT        release a certificate from quarantine (pin it)
   smimed certs [--config FILE] untrust FINGERPRINT              withdraw an administrator's trust
-  smimed check-config [--config FILE] [--as USER]               list every problem in the configuration
+  smimed check-config [--config FILE] [--as USER] [--connect]   list every problem in the configuration (--connect: try each mailbox)
   smimed oauth2 login [--config FILE] --account NAME            get an account's OAuth2 refresh token (device login)
   smimed run [--config FILE]                                    watch the IMAP folders (the service)
   smimed archive [--config FILE] SUBCOMMAND                     list, show, export, failed, retry, verify, audit the archive
