@@ -376,10 +376,12 @@ func archiveFailed(args []string, stdout, stderr io.Writer) int {
 	return s.with(false, func(ctx context.Context, api admin.ArchiveAPI, _ *config.Config) int {
 		enc := jsonLines(stdout)
 		ctx = admin.WithAuditCommand(ctx, admin.CommandFailed)
+		n := 0
 		err := api.List(ctx, archive.Query{Status: archive.StatusUndecryptable}, func(r *archive.Record) error {
 			if *asJSON {
 				return enc.Encode(r)
 			}
+			n++
 			fmt.Fprintf(stdout, "%d  %s  %s\n", r.ID, listTime(r), clean(r.From))
 			for _, rc := range r.Recipients {
 				fmt.Fprintf(stdout, "    needs: %s\n", clean(rc))
@@ -391,6 +393,9 @@ func archiveFailed(args []string, stdout, stderr io.Writer) int {
 		})
 		if err != nil {
 			return s.failf("%v", err)
+		}
+		if n > 0 {
+			fmt.Fprintln(stdout, "(issuer and serial as `openssl x509 -noout -issuer -serial -in CERT` prints a certificate; `smimed keys list` shows the configured keys)")
 		}
 		return exitOK
 	})

@@ -71,3 +71,40 @@ func TestCheckConfigConnect(t *testing.T) {
 		}
 	}
 }
+
+// TestKeysList (issue 14): smimed keys list shows each configured key's
+// issuer, serial, subject key identifier and fingerprint as openssl prints
+// them for the same certificate, and the accounts it decrypts for.
+func TestKeysList(t *testing.T) {
+	dir := t.TempDir()
+	testenv.CopyPKI(t, dir, "org-new.crt", "org-new.key", "org-old.crt", "org-old.key", "ca-bundle.pem")
+	cfgText := testenv.Config(filepath.Join(dir, "state"), "", []string{"org-new"}) +
+		"[[keys]]\ncert_file = \"org-old.crt\"\nkey_file = \"org-old.key\"\naccounts = [\"ceo\"]\n" + testenv.Account("ceo", "127.0.0.1:1", "")
+	conf := filepath.Join(dir, "smimed.toml")
+	if err := os.WriteFile(conf, []byte(cfgText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCmd(nil, "keys", "list", "--config", conf)
+	if code != exitOK {
+		t.Fatalf("keys list: exit %d, %s", code, errOut)
+	}
+	for _, cert := range []string{"org-new.crt", "org-old.crt"} {
+		p := filepath.Join(dir, cert)
+		for _, line := range strings.Split(strings.TrimSpace(string(testenv.OpenSSL(t, "", "x509", "-in", p, "-noout", "-subject", "-issuer", "-serial"))), "\n") {
+			if !strings.Contains(out, "  "+line+"\n") {
+				t.Errorf("keys list lacks openssl's %q for %s:\n%s", line, cert, out)
+			}
+		}
+		ski := strings.Split(strings.TrimSpace(string(testenv.OpenSSL(t, "", "x509", "-in", p, "-noout", "-ext", "subjectKeyIdentifier"))), "\n")
+		if want := "  ski=" + strings.TrimSpace(ski[len(ski)-1]) + "\n"; !strings.Contains(out, want) {
+			t.Errorf("keys list lacks %q for %s", want, cert)
+		}
+		fp := strings.ReplaceAll(strings.TrimPrefix(strings.TrimSpace(string(testenv.OpenSSL(t, "", "x509", "-in", p, "-noout", "-fingerprint", "-sha256"))), "sha256 Fingerprint="), ":", "")
+		if !strings.Contains(out, "  sha256="+fp+"\n") {
+			t.Errorf("keys list lacks the fingerprint %s of %s", fp, cert)
+		}
+	}
+	if !strings.Contains(out, "keys[1]  "+filepath.Join(dir, "org-old.crt")) || !strings.Contains(out, "decrypts for: ceo\n") || !strings.Contains(out, "decrypts for: every mailbox\n") {
+		t.Errorf("entries or accounts missing:\n%s", out)
+	}
+}

@@ -29,6 +29,7 @@ Usage:
   smimed certs [--config FILE] trust [--all] FINGERPRINT        release a certificate from quarantine (pin it)
   smimed certs [--config FILE] untrust FINGERPRINT              withdraw an administrator's trust
   smimed check-config [--config FILE] [--as USER] [--connect]   list every problem in the configuration (--connect: try each mailbox)
+  smimed keys list [--config FILE] [--json]                     the organisation keys: issuer, serial, SKI, fingerprint, addresses
   smimed oauth2 login [--config FILE] --account NAME            get an account's OAuth2 refresh token (device login)
   smimed run [--config FILE]                                    watch the IMAP folders (the service)
   smimed archive [--config FILE] SUBCOMMAND                     list, show, export, failed, retry, verify, audit the archive
@@ -61,6 +62,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return certsCommand(rest, stdout, stderr)
 	case "check-config":
 		return checkConfigMain(rest, stdout, stderr)
+	case "keys":
+		return keysMain(args[1:], stdout, stderr)
 	case "oauth2":
 		return oauth2Main(args[1:], stdout, stderr)
 	case "run":

@@ -44,7 +44,7 @@ func runAccountService(t *testing.T, addr string) (cfgPath string, cfg *config.C
 		t.Fatal(err)
 	}
 	logs = &testenv.LockedBuffer{}
-	svc, err = daemon.NewService(cfg, slog.New(slog.NewTextHandler(logs, nil)), nil)
+	svc, err = daemon.NewService(cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})) /* control requests are logged at debug */, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -229,3 +229,27 @@ func (c *Config) MissingRefreshTokens() []string {
 	}
 	return out
 }
+
+// LoadedKey is one organisation key with the [[keys]] entry it comes from.
+type LoadedKey struct {
+	*cms.Key
+	Entry    int    // index among [[keys]]
+	File     string // the PKCS#12 or certificate file
+	Accounts []string
+}
+
+// LoadKeyEntries reads the configured keys, each with its entry (smimed
+// keys list); errors as LoadKeysWarn.
+func (c *Config) LoadKeyEntries() ([]LoadedKey, []string, error) {
+	keys, from, warnings, err := c.loadKeys()
+	var out []LoadedKey
+	for i, k := range keys {
+		kc := c.Keys[from[i]]
+		file := kc.PKCS12File
+		if file == "" {
+			file = kc.CertFile
+		}
+		out = append(out, LoadedKey{Key: k, Entry: from[i], File: file, Accounts: kc.Accounts})
+	}
+	return out, warnings, err
+}

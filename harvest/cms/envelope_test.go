@@ -211,12 +211,18 @@ func (fx *envFixture) encrypt(t testing.TB, in []byte, form string, opts []strin
 	return out
 }
 
-// envIDOf is the RecipientIdentifier openssl writes for p.
+// envIDOf is the RecipientIdentifier openssl writes for p, as openssl
+// prints p's certificate (`x509 -noout -issuer -serial`, or its subject
+// key identifier): the report must let an administrator match the two.
 func envIDOf(t testing.TB, fx *envFixture, p *envParty, keyid bool) string {
+	t.Helper()
 	if keyid {
-		return "ski=" + hex.EncodeToString(p.ski)
+		out := string(testenv.OpenSSL(t, fx.dir, "x509", "-in", p.cert, "-noout", "-ext", "subjectKeyIdentifier"))
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		return "ski=" + strings.TrimSpace(lines[len(lines)-1])
 	}
-	return fmt.Sprintf("issuer=%q serial=0x%s", "CN=Test CA,O=smimed tests", p.serial.Text(16))
+	out := strings.TrimSpace(string(testenv.OpenSSL(t, fx.dir, "x509", "-in", p.cert, "-noout", "-issuer", "-serial")))
+	return strings.ReplaceAll(out, "\n", " ")
 }
 
 type envParties struct {

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math/big"
+	"strings"
 )
 
 // Identifier names a certificate the way CMS does (SignerIdentifier and
@@ -78,14 +79,76 @@ func (id Identifier) IssuerName() string {
 	return n.String()
 }
 
-// String gives a one-line form for error messages and reports, e.g.
-// `issuer="CN=Test CA" serial=0x1e` or `ski=0a1b…`.
+// String gives a one-line form for error messages and reports, as
+// `openssl x509 -noout -issuer -serial -ext subjectKeyIdentifier` prints
+// a certificate's: `issuer=O = Example, CN = Test CA serial=1E` or
+// `ski=0A:1B:…`, so that an administrator finds the key by comparing.
 func (id Identifier) String() string {
 	if id.SKI != nil {
-		return "ski=" + hex.EncodeToString(id.SKI)
+		return "ski=" + HexColons(id.SKI)
 	}
 	if id.Serial == nil {
 		return "unknown"
 	}
-	return fmt.Sprintf("issuer=%q serial=0x%s", id.IssuerName(), id.Serial.Text(16))
+	return "issuer=" + OpenSSLName(id.IssuerRaw) + " serial=" + OpenSSLSerial(id.Serial)
+}
+
+// HexColons is b in upper-case hex, a colon between bytes, as OpenSSL
+// prints key identifiers.
+func HexColons(b []byte) string {
+	h := strings.ToUpper(hex.EncodeToString(b))
+	var out strings.Builder
+	for i := 0; i < len(h); i += 2 {
+		if i > 0 {
+			out.WriteByte(':')
+		}
+		out.WriteString(h[i : i+2])
+	}
+	return out.String()
+}
+
+// OpenSSLSerial is a serial number as `openssl x509 -serial` prints it:
+// upper-case hex of its bytes (an even number of digits).
+func OpenSSLSerial(n *big.Int) string {
+	sign := ""
+	if n.Sign() < 0 {
+		sign, n = "-", new(big.Int).Neg(n)
+	}
+	b := n.Bytes()
+	if len(b) == 0 {
+		b = []byte{0}
+	}
+	return sign + strings.ToUpper(hex.EncodeToString(b))
+}
+
+// opensslShort are the short names OpenSSL prints for name attributes.
+var opensslShort = map[string]string{
+	"2.5.4.3": "CN", "2.5.4.6": "C", "2.5.4.7": "L", "2.5.4.8": "ST", "2.5.4.9": "street", "2.5.4.10": "O", "2.5.4.11": "OU",
+	"2.5.4.5": "serialNumber", "2.5.4.4": "SN", "2.5.4.42": "GN", "2.5.4.12": "title", "2.5.4.13": "description",
+	"2.5.4.17": "postalCode", "2.5.4.18": "postOfficeBox", "2.5.4.43": "initials", "2.5.4.44": "generationQualifier",
+	"2.5.4.46": "dnQualifier", "2.5.4.65": "pseudonym", "2.5.4.97": "organizationIdentifier",
+	"0.9.2342.19200300.100.1.25": "DC", "0.9.2342.19200300.100.1.1": "UID", "1.2.840.113549.1.9.1": "emailAddress",
+}
+
+// OpenSSLName renders a DER Name as `openssl x509 -issuer` prints it by
+// default (OpenSSL 3): the attributes in their order in the certificate,
+// "TYPE = value", joined by ", " (" + " within one RDN).
+func OpenSSLName(der []byte) string {
+	var rdns pkix.RDNSequence
+	if rest, err := asn1.Unmarshal(der, &rdns); err != nil || len(rest) != 0 {
+		return "<unparsable name>"
+	}
+	var parts []string
+	for _, rdn := range rdns {
+		var attrs []string
+		for _, a := range rdn {
+			name, ok := opensslShort[a.Type.String()]
+			if !ok {
+				name = a.Type.String()
+			}
+			attrs = append(attrs, name+" = "+fmt.Sprint(a.Value))
+		}
+		parts = append(parts, strings.Join(attrs, " + "))
+	}
+	return strings.Join(parts, ", ")
 }
