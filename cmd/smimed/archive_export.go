@@ -23,8 +23,10 @@ import (
 const archiveExportUsage = `Usage: smimed archive export [FILTERS] [--format mbox|maildir] --out PATH [--original] [--force] [--config FILE]
 
 Writes the messages that FILTERS select (as archive list would show them,
-newest first) to PATH: their plaintexts, or with --original the bytes as
-they were fetched. Prints "exported N messages to PATH" at the end, and a
+newest first) to PATH: their plaintexts, each with its verdict on top as
+the user's copy has it (X-Smimed-Record, Authentication-Results,
+X-Smimed-Decryption, X-Smimed-Signer; fields of the message claiming our
+authserv-id removed), or with --original the bytes as they were fetched. Prints "exported N messages to PATH" at the end, and a
 progress line on stderr when that is a terminal.
 
   --format mbox   (default) one file in mboxrd format: each message after
@@ -66,6 +68,7 @@ type exportItem struct {
 	from    string
 	when    time.Time
 	fetched bool
+	rec     *archive.Record
 }
 
 func archiveExport(args []string, stdout, stderr io.Writer) int {
@@ -96,12 +99,12 @@ func archiveExport(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return s.failf("%v", err)
 	}
-	return s.with(false, func(ctx context.Context, api admin.ArchiveAPI, _ *config.Config) int {
+	return s.with(false, func(ctx context.Context, api admin.ArchiveAPI, cfg *config.Config) int {
 		// The list first, the messages after: the index is not held
 		// while files are written, and the progress line knows the total.
 		var items []exportItem
 		err := api.List(ctx, q, func(r *archive.Record) error {
-			items = append(items, exportItem{id: r.ID, from: r.From, when: r.When(), fetched: r.PlaintextFile != ""})
+			items = append(items, exportItem{id: r.ID, from: r.From, when: r.When(), fetched: r.PlaintextFile != "", rec: r})
 			return nil
 		})
 		if err != nil {
@@ -116,7 +119,7 @@ func archiveExport(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return s.failf("%v", err)
 		}
-		n, code := exportItems(ctx, s, api, target, items, *original)
+		n, code := exportItems(ctx, s, api, target, items, *original, cfg.Daemon.AuthservID)
 		if ctx.Err() != nil {
 			target.abort()
 			return s.failf("interrupted after %s (an mbox is removed, a Maildir keeps them)", plural(n, "message"))
@@ -133,7 +136,14 @@ func archiveExport(args []string, stdout, stderr io.Writer) int {
 // exportItems writes each item's message to target, with a progress line
 // on a terminal. A message that cannot be read is named on stderr and the
 // others are written (exit 1); one never fetched is skipped with a note.
-func exportItems(ctx context.Context, s *archiveSession, api admin.ArchiveAPI, target exportTarget, items []exportItem, original bool) (n, code int) {
+//
+// A plaintext goes out as the user's copy does: with the verdict on top
+// (Authentication-Results, X-Smimed-Decryption, X-Smimed-Signer, …, and
+// X-Smimed-Record naming the record), and fields claiming our authserv-id
+// that came with the message removed, so that an exported mail that was
+// forged or tampered with reads differently from a genuine one. An
+// original goes out byte for byte (its verdict is in archive show).
+func exportItems(ctx context.Context, s *archiveSession, api admin.ArchiveAPI, target exportTarget, items []exportItem, original bool, authservID string) (n, code int) {
 	bar := newProgress(s.stderr, "exporting")
 	defer bar.finish()
 	ctx = admin.WithAuditCommand(ctx, admin.CommandExport)
@@ -148,7 +158,11 @@ func exportItems(ctx context.Context, s *archiveSession, api admin.ArchiveAPI, t
 		buf.Reset()
 		err := api.Message(ctx, it.id, original, &buf)
 		if err == nil {
-			err = target.add(it, buf.Bytes())
+			msg := buf.Bytes()
+			if !original && it.rec != nil {
+				msg = archive.UserCopyRecord(msg, it.rec.Report(), it.rec.Source(), authservID, it.rec.ID)
+			}
+			err = target.add(it, msg)
 		}
 		if ctx.Err() != nil {
 			return n, exitFailed

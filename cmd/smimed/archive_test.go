@@ -428,10 +428,11 @@ func TestArchiveExportMbox(t *testing.T) {
 	}
 	for i, name := range order {
 		want := mboxLineEnds(f.show(t, f.id(name), false))
-		got := mboxrdQuoted.ReplaceAll(msgs[i].bytes(t), []byte("$1"))
+		top, got := splitVerdict(mboxrdQuoted.ReplaceAll(msgs[i].bytes(t), []byte("$1")))
 		if !bytes.Equal(got, want) {
 			t.Errorf("message %d (%s): Python read\n%q\nwant (archive show, LF)\n%q", i, name, got, want)
 		}
+		checkVerdict(t, name, f.id(name), top)
 	}
 	// The "From " line: the sender and the arrival time in asctime form.
 	if got := msgs[slices.Index(order, "from-lines")].From; got != "zoe@example.net Sun Mar  1 10:00:00 2026" {
@@ -499,10 +500,12 @@ func TestArchiveExportMaildir(t *testing.T) {
 			t.Errorf("%s (record %s) not in the Maildir", name, f.id(name))
 			continue
 		}
-		// Byte for byte, line ends as archived.
-		if want := f.show(t, f.id(name), false); !bytes.Equal(m.bytes(t), want) {
-			t.Errorf("%s: Python read\n%q\nwant\n%q", name, m.bytes(t), want)
+		// Byte for byte, line ends as archived, under the verdict.
+		top, got := splitVerdict(m.bytes(t))
+		if want := f.show(t, f.id(name), false); !bytes.Equal(got, want) {
+			t.Errorf("%s: Python read\n%q\nwant\n%q", name, got, want)
 		}
+		checkVerdict(t, name, f.id(name), top)
 	}
 	if tmp, _ := os.ReadDir(filepath.Join(out, "tmp")); len(tmp) != 0 {
 		t.Errorf("tmp/ not empty: %v", tmp)
@@ -775,5 +778,39 @@ func TestArchiveRetrySaysWhatChanged(t *testing.T) {
 		if r, err := a.Get(id); err != nil || r.Version != 1 || strings.Join(r.Status, ",") != status {
 			t.Errorf("record %d = %+v, %v; want version 1, status %s", id, r, err, status)
 		}
+	}
+}
+
+// splitVerdict splits an exported plaintext into the verdict fields smimed
+// put on top (X-Smimed-*, Authentication-Results, with their continuation
+// lines) and the message as archived.
+func splitVerdict(msg []byte) (top, rest []byte) {
+	i := 0
+	for i < len(msg) {
+		end := bytes.IndexByte(msg[i:], '\n')
+		if end < 0 {
+			break
+		}
+		line := msg[i : i+end+1]
+		ours := bytes.HasPrefix(line, []byte("X-Smimed-")) || bytes.HasPrefix(line, []byte("Authentication-Results:"))
+		cont := len(line) > 0 && (line[0] == ' ' || line[0] == '\t') && i > 0
+		if !ours && !cont {
+			break
+		}
+		i += end + 1
+	}
+	return msg[:i], msg[i:]
+}
+
+// checkVerdict: an exported plaintext names its record and carries the
+// RFC 7281 result its verdict calls for.
+func checkVerdict(t *testing.T, name, id string, top []byte) {
+	t.Helper()
+	want := map[string]string{"plain.eml": "smime=none", "sign-then-encrypt.eml": "smime=pass", "enc-nokey.eml": "smime=permerror", "enc-old-key.eml": "smime=permerror"}[name]
+	if !bytes.Contains(top, []byte("X-Smimed-Record: "+id+"\n")) && !bytes.Contains(top, []byte("X-Smimed-Record: "+id+"\r\n")) {
+		t.Errorf("%s: the export does not name record %s on top:\n%s", name, id, top)
+	}
+	if !bytes.Contains(top, []byte("Authentication-Results: ")) || want != "" && !bytes.Contains(top, []byte(want)) {
+		t.Errorf("%s: the export's verdict lacks Authentication-Results with %q:\n%s", name, want, top)
 	}
 }
