@@ -95,10 +95,11 @@ func (w *walker) verifyCert(cert *x509.Certificate, inter *chainPool, at time.Ti
 // pinned reports whether an administrator trusted exactly cert for the
 // From address (certs trust), and when.
 func (w *walker) pinned(cert *x509.Certificate) (time.Time, bool) {
-	if w.e.opts.Store == nil || w.from == "" || w.fromIssue != "" {
+	r := w.e.reader()
+	if r == nil || w.from == "" || w.fromIssue != "" {
 		return time.Time{}, false
 	}
-	at, ok, err := w.e.opts.Store.Pinned(w.from, cert)
+	at, ok, err := r.Pinned(w.from, cert)
 	return at, ok && err == nil
 }
 

@@ -55,7 +55,11 @@ type Options struct {
 	KeyAccounts [][]string
 	Roots       *x509.CertPool // trust anchors; nil means none
 	Store       *Store         // optional: signer certificates and intermediates; target of harvesting
-	Harvest     bool           // write harvested certificates to Store
+	// Certs, when set, is read instead of Store for certificates,
+	// intermediates and pins (a running daemon's store, read through its
+	// control socket).
+	Certs   CertReader
+	Harvest bool // write harvested certificates to Store
 	// DeferWrites leaves the writes of harvesting to the caller: Process
 	// does not write to Store but returns them as Result.Write.
 	DeferWrites bool
@@ -613,11 +617,11 @@ func CertEmails(c *x509.Certificate) []string {
 var oidEmailAddress = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 1}
 
 func (w *walker) storeCertificates() []*x509.Certificate {
-	if w.storeRead || w.e.opts.Store == nil {
+	if w.storeRead || w.e.reader() == nil {
 		return w.storeCerts
 	}
 	w.storeRead = true
-	certs, err := w.e.opts.Store.Certificates()
+	certs, err := w.e.reader().Certificates()
 	if err == nil {
 		w.storeCerts = certs
 	}
@@ -637,9 +641,9 @@ func (w *walker) pool(sd *cms.SignedData) *chainPool {
 	if p, ok := w.pools[sd]; ok {
 		return p
 	}
-	if !w.storeIMsOK && w.e.opts.Store != nil {
+	if !w.storeIMsOK && w.e.reader() != nil {
 		w.storeIMsOK = true
-		if ims, err := w.e.opts.Store.Intermediates(); err == nil {
+		if ims, err := w.e.reader().Intermediates(); err == nil {
 			w.storeIMs = ims
 		}
 	}
@@ -827,4 +831,16 @@ func (e *Engine) keysFor(account string) []*cms.Key {
 		}
 	}
 	return out
+}
+
+// reader is where the engine reads certificates: Options.Certs, else
+// Options.Store; nil when neither is set.
+func (e *Engine) reader() CertReader {
+	if e.opts.Certs != nil {
+		return e.opts.Certs
+	}
+	if e.opts.Store != nil {
+		return e.opts.Store
+	}
+	return nil
 }

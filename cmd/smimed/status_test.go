@@ -144,6 +144,20 @@ func TestStatusThroughDaemon(t *testing.T) {
 	if !strings.Contains(logs.String(), "op=certs_list") {
 		t.Errorf("the daemon did not serve certs list:\n%s", logs.String())
 	}
+	// inspect while the daemon holds the store (issue 14): the store's
+	// certificates come through the control socket, at once, without a
+	// warning; a message that carries no certificate verifies with the
+	// one the daemon harvested.
+	code, out, errOut = runCmd(nil, "inspect", "--config", cfgPath, "--json", msg("signed-nocerts.eml"))
+	if code != exitOK || !strings.Contains(out, `"status":"valid"`) || errOut != "" {
+		t.Errorf("inspect of signed-nocerts beside the daemon: exit %d, %s, stderr %q; want valid from the daemon's store, no warning", code, out, errOut)
+	}
+	if code, _, errOut := runCmd(nil, "inspect", "--config", cfgPath, "--harvest", msg("signed-nocerts.eml")); code != exitFailed || !strings.Contains(errOut, "stop smimed first") {
+		t.Errorf("inspect --harvest beside the daemon: exit %d, %q; want 1 at once, saying the daemon holds the store", code, errOut)
+	}
+	if !strings.Contains(logs.String(), "op=certs_intermediates") {
+		t.Errorf("inspect did not read the daemon's store through its socket:\n%s", logs.String())
+	}
 
 	// Stopped: no daemon answers; the store tells the checkpoint.
 	stop()

@@ -39,6 +39,9 @@ type CertsAPI interface {
 	// Certificate returns the end-entity or intermediate certificate
 	// with this fingerprint; nil, nil when absent.
 	Certificate(ctx context.Context, fp string) (*x509.Certificate, error)
+	// Intermediates returns the CA certificates kept from verified
+	// chains (offered when a later chain lacks one).
+	Intermediates(ctx context.Context) ([]*x509.Certificate, error)
 	// Trust releases a certificate for every address it is bound to and
 	// pins it (its signatures need no CA chain); the store records who
 	// and when. A certificate bound to more than one address it is not
@@ -113,6 +116,10 @@ func (l *LocalCerts) ByFingerprint(ctx context.Context, fp string) ([]harvest.En
 
 func (l *LocalCerts) Certificate(ctx context.Context, fp string) (*x509.Certificate, error) {
 	return l.Store.Certificate(fp)
+}
+
+func (l *LocalCerts) Intermediates(ctx context.Context) ([]*x509.Certificate, error) {
+	return l.Store.Intermediates()
 }
 
 func (l *LocalCerts) Trust(ctx context.Context, fp string, all bool) (*harvest.Entry, error) {
@@ -322,6 +329,35 @@ func (cc *certsClient) Certificate(ctx context.Context, fp string) (*x509.Certif
 		return nil, err
 	}
 	return cert, nil
+}
+
+func (cc *certsClient) Intermediates(ctx context.Context) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	_, err := cc.c.call(ctx, &controlRequest{Op: opCertsIMs}, func(f *controlFrame) error {
+		if f.Certificate == nil {
+			return unexpected(opCertsIMs)
+		}
+		c, err := parseDER(f.Certificate)
+		if err == nil {
+			out = append(out, c)
+		}
+		return err
+	})
+	return out, err
+}
+
+// Snapshot reads the daemon's store into a CertSnapshot for an engine of
+// this process (inspect and decrypt while the daemon holds the store).
+func Snapshot(ctx context.Context, api CertsAPI) (*harvest.CertSnapshot, error) {
+	es, err := api.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ims, err := api.Intermediates(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return harvest.NewCertSnapshot(es, ims), nil
 }
 
 func (cc *certsClient) Trust(ctx context.Context, fp string, all bool) (*harvest.Entry, error) {

@@ -23,7 +23,7 @@ package admin
 //	         {"retry":{…}}             retry: one per record
 //	         {"audit":{…}}             audit: one per entry
 //	         {"entry":{…,"der":"…"}}   certs_*: one per certificate and address
-//	         {"certificate":"base64…"} certs_certificate: the DER, when found
+//	         {"certificate":"base64…"} certs_certificate: the DER, when found; certs_intermediates: one per intermediate kept
 //	         {"crl":{…}}               certs_crls: one per CRL kept; certs_crl_import: the one imported
 //	         {"status":{…}}            status
 //	         {"end":true,"n":…}        success (n: bytes of a backup; state_dir for ping)
@@ -31,7 +31,8 @@ package admin
 //
 // Ops: ping (not audited; DialControl's check), list, get, message, verify,
 // retry, backup, audit; certs_list, certs_email, certs_fingerprint,
-// certs_certificate, certs_trust and certs_untrust ("match": the address
+// certs_certificate, certs_intermediates (what inspect and decrypt read
+// while the daemon holds the store), certs_trust and certs_untrust ("match": the address
 // or fingerprint; reads are not audited, as they read no mail; a trust or
 // untrust is audited and logged); certs_crls, certs_crl_import ("data":
 // the CRL; audited and logged like a trust); status (not audited). The client keeps
@@ -558,6 +559,7 @@ const (
 	opCertsEmail       = "certs_email"
 	opCertsFingerprint = "certs_fingerprint"
 	opCertsCertificate = "certs_certificate"
+	opCertsIMs         = "certs_intermediates"
 	opCertsTrust       = "certs_trust"
 	opCertsUntrust     = "certs_untrust"
 	opCRLs             = "certs_crls"
@@ -566,7 +568,7 @@ const (
 )
 
 var controlOps = []string{"ping", "list", "get", "message", "verify", "retry", "backup", "audit",
-	opCertsList, opCertsEmail, opCertsFingerprint, opCertsCertificate, opCertsTrust, opCertsUntrust, opCRLs, opCRLImport, opStatus}
+	opCertsList, opCertsEmail, opCertsFingerprint, opCertsCertificate, opCertsIMs, opCertsTrust, opCertsUntrust, opCRLs, opCRLImport, opStatus}
 
 // decodeRequest reads and checks a request line: exactly one JSON object,
 // no unknown fields, a known op with what it needs.

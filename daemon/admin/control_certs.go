@@ -37,6 +37,12 @@ func (s *controlServer) doCerts(ctx context.Context, api ArchiveAPI, req *contro
 		if c, err = certs.Certificate(ctx, req.Match); err == nil && c != nil {
 			err = fw.frame(&controlFrame{Certificate: c.Raw})
 		}
+	case opCertsIMs:
+		var ims []*x509.Certificate
+		ims, err = certs.Intermediates(ctx)
+		for i := 0; err == nil && i < len(ims); i++ {
+			err = fw.frame(&controlFrame{Certificate: ims[i].Raw})
+		}
 	case opCertsTrust, opCertsUntrust:
 		// A trust changes every later verdict for the address and decides
 		// which key the organisation encrypts to; LocalCerts applies the

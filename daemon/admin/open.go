@@ -8,6 +8,7 @@ package admin
 // nothing (Archive, Certs and Status below try the socket first).
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -68,6 +69,9 @@ type Env struct {
 	// Warnings are problems that did not stop Open, one line each (a
 	// state file Inspect could not read).
 	Warnings []string
+	// Snapshot is the running daemon's certificates, read through its
+	// control socket (Inspect while a daemon holds the store).
+	Snapshot *harvest.CertSnapshot
 }
 
 // Open opens what mode needs of cfg's state.
@@ -86,6 +90,18 @@ func Open(cfg *config.Config, mode Mode) (*Env, error) {
 	missing := errors.Is(statErr, os.ErrNotExist)
 	switch mode {
 	case Inspect:
+		// A running daemon holds the store: its certificates are read
+		// through the control socket, at once, instead of waiting for
+		// the lock.
+		if api, err := DialConfigCerts(cfg); err == nil {
+			snap, serr := Snapshot(context.Background(), api)
+			api.Close()
+			if serr == nil {
+				env.Snapshot = snap
+				break
+			}
+			env.Warnings = append(env.Warnings, fmt.Sprintf("the running daemon's certificates could not be read: %v", serr))
+		}
 		if !missing {
 			db, err := state.Open(path, true)
 			if err != nil {
@@ -96,6 +112,10 @@ func Open(cfg *config.Config, mode Mode) (*Env, error) {
 			}
 		}
 	case Harvest:
+		if api, err := DialConfigCerts(cfg); err == nil {
+			api.Close()
+			return nil, fmt.Errorf("the running smimed holds the certificate store %s: --harvest writes to it, so stop smimed first (or let it read the mail)", path)
+		}
 		db, err := openState(path, false)
 		if err != nil {
 			return nil, err
@@ -118,7 +138,11 @@ func Open(cfg *config.Config, mode Mode) (*Env, error) {
 		}
 	}
 	if cr != nil {
-		env.Engine = cfg.NewEngine(cr, env.Store, mode != Inspect, config.NewNetwork(env.State, nil))
+		opts := cfg.EngineOptions(cr, env.Store, mode != Inspect, config.NewNetwork(env.State, nil))
+		if env.Snapshot != nil {
+			opts.Certs = env.Snapshot
+		}
+		env.Engine = harvest.New(opts)
 	}
 	return env, nil
 }
