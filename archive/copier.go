@@ -80,6 +80,10 @@ type CopierConfig struct {
 	Refused func(err error) bool
 	Monitor CopyMonitor  // nil: none
 	Log     *slog.Logger // the account's
+	// IdleClose, when set, closes the connection once it has been idle
+	// that long (it holds a slot of the server's connection budget);
+	// 0: it is kept.
+	IdleClose time.Duration
 }
 
 // Copier puts the users' copies of one account into its archive folder,
@@ -101,6 +105,9 @@ type Copier struct {
 	mb     Mailbox
 	used   time.Time // when mb last answered
 	closed bool      // after Close: no new connection
+
+	idleMu    sync.Mutex
+	idleTimer *time.Timer // IdleClose's
 
 	qmu   sync.Mutex
 	queue []*queuedCopy // copies waiting for the connection, oldest first
@@ -591,7 +598,33 @@ func (c *Copier) lock(ctx context.Context) error {
 	}
 }
 
-func (c *Copier) unlock() { <-c.busy }
+func (c *Copier) unlock() {
+	<-c.busy
+	if c.cfg.IdleClose > 0 {
+		c.idleMu.Lock()
+		if c.idleTimer == nil {
+			c.idleTimer = time.AfterFunc(c.cfg.IdleClose, c.closeIdle)
+		} else {
+			c.idleTimer.Reset(c.cfg.IdleClose)
+		}
+		c.idleMu.Unlock()
+	}
+}
+
+// closeIdle closes the connection when nobody used it for IdleClose; a
+// copier busy now is left alone (its unlock sets the timer again).
+func (c *Copier) closeIdle() {
+	select {
+	case c.busy <- struct{}{}:
+	default:
+		return
+	}
+	defer func() { <-c.busy }()
+	if c.mb != nil && time.Since(c.used) >= c.cfg.IdleClose {
+		c.mb.Close()
+		c.mb = nil
+	}
+}
 
 // withLocked runs fn on the copier's connection, which the caller holds
 // (lock). The connection is kept between
@@ -664,6 +697,11 @@ func (e safeAgain) Unwrap() error { return e.error }
 
 // Close closes the connection; the Copier dials no new one.
 func (c *Copier) Close() {
+	c.idleMu.Lock()
+	if c.idleTimer != nil {
+		c.idleTimer.Stop()
+	}
+	c.idleMu.Unlock()
 	c.busy <- struct{}{}
 	defer c.unlock()
 	c.closed = true

@@ -146,6 +146,16 @@ func (m *Metrics) FolderUp(account, folder string) {
 	m.status.set(account, folder, folderState{state: stateUp})
 }
 
+// FolderPolled records that a polled folder was checked and waits for its
+// next poll in next: healthy, without a connection held.
+func (m *Metrics) FolderPolled(account, folder string, next time.Duration) {
+	if m == nil {
+		return
+	}
+	m.up.WithLabelValues(account, folder).Set(1)
+	m.status.set(account, folder, folderState{state: statePolled, retryAt: m.now().Add(next)})
+}
+
 // FolderDown records that a folder's connection ended; state is
 // stateReconnecting, stateLoginRefused or stateStopped, retryIn when the
 // watcher tries again (0 for stateStopped).

@@ -45,6 +45,7 @@ type Service struct {
 	metrics   *Metrics
 	metricsLn net.Listener // nil when metrics_listen is ""
 	engine    atomic.Pointer[harvest.Engine]
+	budgets   map[string]*connBudget                   // by server host:port (daemon.max_connections); under mu
 	trustCfg  atomic.Pointer[config.Config]            // cfg, for the control socket's requests (which must not wait for mu)
 	tokens    atomic.Pointer[map[string]*oauth.Source] // OAuth2 logins by account name, replaced by a reload
 	running   atomic.Int64                             // watchers that have not returned
@@ -345,6 +346,7 @@ func (s *Service) startAccount(a accountSettings) {
 			Token: s.tokenFor(a.Account.Name),
 		}
 	}
+	budget := s.budgetFor(a.Account.Server)
 	sink := &archiveSink{
 		account: a.Account.Name, engine: &s.engine, gate: s.gate, large: s.large, arch: s.arch, metrics: s.metrics,
 		log: s.log.With("account", a.Account.Name),
@@ -354,8 +356,8 @@ func (s *Service) startAccount(a accountSettings) {
 		sink.copier = archive.NewCopier(s.arch, archive.CopierConfig{
 			Account: a.Account.Name, Folder: a.Account.ArchiveFolder,
 			Mode: a.Account.ArchiveFolderMessages, AuthservID: a.AuthservID, TempDir: a.TempDir,
-			Dial: dialCopies(imapCfg(log)), Refused: imapconn.IsRefusal,
-			Monitor: s.metrics, Log: sink.log,
+			Dial: dialCopies(imapCfg(log), budget), Refused: imapconn.IsRefusal,
+			Monitor: s.metrics, Log: sink.log, IdleClose: copyIdleClose,
 		})
 	}
 	r := &accountRun{settings: a, cancel: cancel, sink: sink}
@@ -373,6 +375,7 @@ func (s *Service) startAccount(a accountSettings) {
 			Backfill:         a.Account.Backfill,
 			Logger:           s.log, // the watcher adds account and folder itself
 			Metrics:          s.metrics,
+			Budget:           budget,
 		}, s.cps, sink)
 		r.wg.Add(1)
 		s.running.Add(1)
@@ -516,3 +519,21 @@ func (s *Service) tokenFor(name string) func(ctx context.Context, fresh bool) (s
 		return tok, err
 	}
 }
+
+// budgetFor is the connection budget of the server addr, made at its
+// first account. Called with mu held.
+func (s *Service) budgetFor(addr string) *connBudget {
+	if s.budgets == nil {
+		s.budgets = map[string]*connBudget{}
+	}
+	b := s.budgets[addr]
+	if b == nil {
+		b = newConnBudget(s.cfg.Daemon.MaxConnections)
+		s.budgets[addr] = b
+	}
+	return b
+}
+
+// copyIdleClose is how long a copier's connection stays open without a
+// copy: it holds a slot of the server's connection budget.
+const copyIdleClose = 5 * time.Second

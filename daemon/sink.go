@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -143,12 +144,28 @@ var _ archive.Mailbox = (*imapconn.Conn)(nil)
 
 // dialCopies returns the Dial of an account's copier: a connection to its
 // server for the APPENDs.
-func dialCopies(cfg imapconn.Config) func(context.Context) (archive.Mailbox, error) {
+func dialCopies(cfg imapconn.Config, budget *connBudget) func(context.Context) (archive.Mailbox, error) {
 	return func(ctx context.Context) (archive.Mailbox, error) {
-		conn, err := imapconn.Dial(ctx, cfg)
-		if err != nil {
+		if err := budget.Acquire(ctx); err != nil {
 			return nil, err
 		}
-		return conn, nil
+		conn, err := imapconn.Dial(ctx, cfg)
+		if err != nil {
+			budget.Release()
+			return nil, err
+		}
+		return &budgetedConn{Conn: conn, release: sync.OnceFunc(budget.Release)}, nil
 	}
+}
+
+// budgetedConn gives its budget slot back when closed.
+type budgetedConn struct {
+	*imapconn.Conn
+	release func()
+}
+
+func (c *budgetedConn) Close() error {
+	err := c.Conn.Close()
+	c.release()
+	return err
 }

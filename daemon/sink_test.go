@@ -263,7 +263,7 @@ func (e *sinkEnv) imapConfig(password string) imapconn.Config {
 func (e *sinkEnv) copier(password, folder, mode string) *archive.Copier {
 	return archive.NewCopier(e.arch, archive.CopierConfig{
 		Account: "ceo", Folder: folder, Mode: mode, AuthservID: "mx.test", TempDir: e.dir,
-		Dial: dialCopies(e.imapConfig(password)), Refused: imapconn.IsRefusal, Log: e.log,
+		Dial: dialCopies(e.imapConfig(password), nil), Refused: imapconn.IsRefusal, Log: e.log,
 	})
 }
 

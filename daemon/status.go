@@ -37,13 +37,14 @@ const statusMax = 200
 // Folder states, in the order of how much they need attention.
 const (
 	stateUp           = "up"
+	statePolled       = "polled" // checked every poll_interval, no connection held (max_connections)
 	stateConnecting   = "connecting"
 	stateReconnecting = "reconnecting"
 	stateLoginRefused = "login refused"
 	stateStopped      = "stopped"
 )
 
-var stateRank = map[string]int{stateUp: 0, stateConnecting: 1, stateReconnecting: 2, stateLoginRefused: 3, stateStopped: 4}
+var stateRank = map[string]int{stateUp: 0, statePolled: 0, stateConnecting: 1, stateReconnecting: 2, stateLoginRefused: 3, stateStopped: 4}
 
 type folderState struct {
 	state   string
@@ -146,7 +147,7 @@ func (b *statusBoard) line(now time.Time) string {
 		a := b.accounts[name]
 		up, worst := 0, folderState{state: stateUp}
 		for _, fs := range a.folders {
-			if fs.state == stateUp {
+			if fs.state == stateUp || fs.state == statePolled { // polled: healthy, no connection held
 				up++
 			}
 			if r, w := stateRank[fs.state], stateRank[worst.state]; r > w || (r == w && fs.retryAt.Before(worst.retryAt)) {
@@ -211,7 +212,7 @@ func (fs folderState) describe(now time.Time) string {
 }
 
 var folderStateNames = map[string]string{
-	stateUp: admin.FolderConnected, stateConnecting: admin.FolderConnecting, stateReconnecting: admin.FolderReconnecting,
+	stateUp: admin.FolderConnected, statePolled: admin.FolderPolled, stateConnecting: admin.FolderConnecting, stateReconnecting: admin.FolderReconnecting,
 	stateLoginRefused: admin.FolderLoginRefused, stateStopped: admin.FolderStopped,
 }
 

@@ -86,6 +86,9 @@ type WatchConfig struct {
 	Backfill string
 	Logger   *slog.Logger
 	Metrics  *Metrics // folder states and backlog; nil: not recorded
+	// Budget bounds the connections to the server (max_connections): a
+	// folder it gives no IDLE slot is polled. nil: no bound, IDLE.
+	Budget *connBudget
 }
 
 // Watcher watches one folder; see Run.
@@ -155,6 +158,10 @@ func NewWatcher(cfg WatchConfig, cps *Checkpoints, sink Sink) *Watcher {
 // errStopped ends a session after a temporary sink failure.
 var errStopped = errors.New("daemon: folder stopped after a temporary delivery failure")
 
+// errPolled ends a polled folder's session: checked, and what was new
+// handed over; the next poll comes after PollInterval.
+var errPolled = errors.New("daemon: folder polled")
+
 // errPermanent marks errors that retrying cannot fix (configuration).
 type errPermanent struct{ error }
 
@@ -175,15 +182,40 @@ func (w *Watcher) Run(ctx context.Context) error {
 	acc, folder, mx := w.cfg.Account, w.cfg.Folder, w.cfg.Metrics
 	mx.FolderConnecting(acc, folder)
 	authFailing := false
+	// A folder the connection budget gives no IDLE is polled: a
+	// connection for each check, given back at once.
+	idle := w.cfg.Budget.TryIdle()
+	if idle {
+		defer w.cfg.Budget.ReleaseIdle()
+	} else {
+		w.log.Info("folder polled: the server's connection budget (daemon.max_connections) holds no IDLE for it", "poll_interval", w.cfg.PollInterval)
+	}
 	for {
 		if ctx.Err() != nil {
 			return nil
 		}
 		started := time.Now()
-		err := w.session(ctx, slots)
+		release := func() {}
+		if !idle {
+			if err := w.cfg.Budget.Acquire(ctx); err != nil {
+				return nil
+			}
+			release = sync.OnceFunc(w.cfg.Budget.Release)
+		}
+		err := w.session(ctx, slots, !idle, release)
+		release()
 		w.flush() // the messages done in the session, whatever ended it
 		if ctx.Err() != nil {
 			return nil
+		}
+		if errors.Is(err, errPolled) {
+			authFailing = false
+			w.backoff.Reset()
+			mx.FolderPolled(acc, folder, w.cfg.PollInterval)
+			if sleepCtx(ctx, w.cfg.PollInterval) != nil {
+				return nil
+			}
+			continue
 		}
 		var perm errPermanent
 		switch {
@@ -244,12 +276,27 @@ func parseBackfill(s string) (time.Time, error) {
 }
 
 // session is one connection: it returns why it ended.
-func (w *Watcher) session(ctx context.Context, slots *PoolFolder) error {
+//
+// A polled session (poll) first asks STATUS and ends at once when nothing
+// came; else it hands over what is new, closes the connection and gives
+// its budget slot back (release) before waiting for the deliveries, and
+// ends with errPolled.
+func (w *Watcher) session(ctx context.Context, slots *PoolFolder, poll bool, release func()) error {
 	conn, err := imapconn.Dial(ctx, w.cfg.IMAP)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
+	if poll && w.tracker != nil {
+		st, err := conn.Status(ctx, w.cfg.Folder)
+		if err != nil {
+			return err
+		}
+		if st.UIDValidity == w.uidValidity && st.UIDNext > 0 && st.UIDNext-1 <= w.tracker.Checkpoint() && len(w.tracker.Retryable()) == 0 {
+			w.cfg.Metrics.Checked(w.cfg.Account, w.cfg.Folder)
+			return errPolled
+		}
+	}
 	mb, err := conn.Examine(ctx, w.cfg.Folder)
 	if err != nil {
 		return err
@@ -304,6 +351,16 @@ func (w *Watcher) session(ctx context.Context, slots *PoolFolder) error {
 		}
 		if err := w.fetchAll(ctx, sctx, stop, conn, slots, &wg, uids); err != nil {
 			return w.ended(ctx, sctx, &wg, err)
+		}
+		if poll {
+			// Everything new is in hand: the connection goes back to the
+			// budget before the deliveries (whose copies may need it).
+			conn.Close()
+			release()
+			if err := w.ended(ctx, sctx, &wg, nil); err != nil {
+				return err
+			}
+			return errPolled
 		}
 
 		// Wait for new mail, with a NOOP at least every LivenessInterval.

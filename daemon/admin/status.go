@@ -67,7 +67,11 @@ type FolderStatus struct {
 
 // Folder states as DaemonStatus names them.
 const (
-	FolderConnected    = "connected"
+	FolderConnected = "connected"
+	// FolderPolled is a folder checked every poll_interval on a
+	// connection of its own that is given back at once
+	// (daemon.max_connections leaves it no IDLE).
+	FolderPolled       = "polled"
 	FolderConnecting   = "connecting"
 	FolderReconnecting = "reconnecting"
 	FolderLoginRefused = "login_refused"
@@ -91,6 +95,8 @@ func (f *FolderStatus) Describe(now time.Time) string {
 		return "copies refused"
 	case FolderReconnecting:
 		return waiting("reconnecting", "reconnecting in ", f.RetryAt, now)
+	case FolderPolled:
+		return waiting("polled", "polled, next in ", f.RetryAt, now)
 	case FolderLoginRefused:
 		return waiting("login refused", "login refused, retry in ", f.RetryAt, now)
 	case FolderStopped:

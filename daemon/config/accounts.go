@@ -59,6 +59,9 @@ type Daemon struct {
 	// ControlSocket is the control socket's path; "" = the default
 	// (Config.ControlSocketPath).
 	ControlSocket string
+	// MaxConnections bounds the connections to each IMAP server (by
+	// host:port), all accounts together.
+	MaxConnections int
 }
 
 func defaultDaemon() Daemon {
@@ -69,8 +72,12 @@ func defaultDaemon() Daemon {
 		PollInterval:     60 * time.Second,
 		LogFormat:        "text",
 		AuthservID:       defaultAuthservID(),
+		MaxConnections:   DefaultMaxConnections,
 	}
 }
+
+// DefaultMaxConnections is Dovecot's default mail_max_userip_connections.
+const DefaultMaxConnections = 10
 
 type rawAccount struct {
 	Name                  string     `toml:"name"`
@@ -109,6 +116,7 @@ type rawDaemon struct {
 	MetricsListen    *string `toml:"metrics_listen"`
 	AuthservID       *string `toml:"authserv_id"`
 	ControlSocket    *string `toml:"control_socket"`
+	MaxConnections   *int    `toml:"max_connections"`
 }
 
 var accountName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
@@ -423,6 +431,13 @@ func parseDaemon(r rawDaemon, addf func(string, ...any)) Daemon {
 	}
 	if r.ControlSocket != nil {
 		d.ControlSocket = *r.ControlSocket // resolved against the config's directory by Load
+	}
+	if r.MaxConnections != nil {
+		if *r.MaxConnections < 2 || *r.MaxConnections > 100000 {
+			addf("daemon.max_connections: %d must be between 2 and 100000 (one folder's IDLE and one connection for polls and copies)", *r.MaxConnections)
+		} else {
+			d.MaxConnections = *r.MaxConnections
+		}
 	}
 	return d
 }

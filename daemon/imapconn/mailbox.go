@@ -96,3 +96,24 @@ func (c *Conn) HasUID(ctx context.Context, uid uint32) (bool, error) {
 	uids, err := c.search(ctx, "UID SEARCH UID", &imap.SearchCriteria{UID: []imap.UIDSet{imap.UIDSetNum(imap.UID(uid))}}, 0)
 	return slices.Contains(uids, uid), err
 }
+
+// Status asks the server about folder (a configured name) without
+// selecting it (STATUS UIDVALIDITY UIDNEXT MESSAGES): a polled folder is
+// checked with it and examined only when something came.
+func (c *Conn) Status(ctx context.Context, folder string) (Mailbox, error) {
+	full := c.Resolve(folder)
+	var data *imap.StatusData
+	err := c.run(ctx, 0, "STATUS "+full, func() error {
+		var err error
+		data, err = c.client.Status(full, &imap.StatusOptions{UIDValidity: true, UIDNext: true, NumMessages: true}).Wait()
+		return err
+	})
+	if err != nil {
+		return Mailbox{}, err
+	}
+	mb := Mailbox{UIDValidity: data.UIDValidity, UIDNext: uint32(data.UIDNext)}
+	if data.NumMessages != nil {
+		mb.Exists = *data.NumMessages
+	}
+	return mb, nil
+}
