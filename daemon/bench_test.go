@@ -451,3 +451,98 @@ func connected(b *testing.B, m *Metrics) float64 {
 	}
 	return sum
 }
+
+// BenchmarkManyMailboxes (issue 14): one users block of 500 mailboxes
+// (SMIMED_BENCH_MAILBOXES to change) × 2 folders on Dovecot, logged in by
+// a master user, with daemon.max_connections = 10 and poll_interval =
+// 5s: 8 folders hold an IDLE, the rest are polled. Reported: the growth
+// of resident memory and Go heap per mailbox from before the service
+// until every folder was checked once, the most connections Dovecot
+// listed (doveadm who), and the latency of a new message in an idled and
+// in a polled folder (polled/idled as the ratio).
+func BenchmarkManyMailboxes(b *testing.B) {
+	n := 500
+	if v, err := strconv.Atoi(os.Getenv("SMIMED_BENCH_MAILBOXES")); err == nil && v > 0 {
+		n = v
+	}
+	e := benchEnv(b)
+	e.d.AddMaster(b, "smimed", testenv.Password("smimed"))
+	testenv.WritePasswordFile(b, e.dir, "smimed")
+	users := make([]string, n)
+	for i := range users {
+		users[i] = fmt.Sprintf("m%04d", i)
+		e.d.AddUser(b, users[i], "unknown to smimed")
+		if _, err := e.d.DoveadmInput(nil, "mailbox", "create", "-u", users[i], "Other"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	block := "[[accounts]]\nname = \"all\"\nserver = \"" + e.d.Addr() + "\"\ntls = \"none\"\nusername = \"smimed\"\npassword_file = \"smimed.pass\"\n" +
+		"users = [\"" + strings.Join(users, "\", \"") + "\"]\nfolders = [\"INBOX\", \"Other\"]\n"
+	cfg := e.benchConfig(b, "state", "[daemon]\nmax_connections = 10\npoll_interval = \"5s\"\n", block)
+
+	most := 0
+	sample := func() {
+		out, err := e.d.DoveadmInput(nil, "who", "-1")
+		if err == nil {
+			most = max(most, strings.Count(out, "imap"))
+		}
+	}
+	rss0, heap0, _ := memNow(b)
+	svc, _ := startBench(b, cfg)
+	// Every folder checked once: connected or polled.
+	for deadline := time.Now().Add(10 * time.Minute); ; time.Sleep(500 * time.Millisecond) {
+		sample()
+		st, err := svc.Status()
+		if err != nil {
+			b.Fatal(err)
+		}
+		ready := 0
+		for _, f := range st.Folders {
+			if f.State == "connected" || f.State == "polled" {
+				ready++
+			}
+		}
+		if ready == 2*n {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d folders checked after 10 minutes", ready, 2*n)
+		}
+	}
+	rss1, heap1, _ := memNow(b)
+	st, _ := svc.Status()
+	var idled, polled string
+	for _, f := range st.Folders {
+		switch {
+		case f.State == "connected" && f.Folder == "INBOX" && idled == "":
+			idled = strings.TrimPrefix(f.Account, "all/")
+		case f.State == "polled" && f.Folder == "INBOX" && polled == "":
+			polled = strings.TrimPrefix(f.Account, "all/")
+		}
+	}
+	if idled == "" || polled == "" {
+		b.Fatalf("no idled (%q) or polled (%q) INBOX", idled, polled)
+	}
+	msg := testenv.Testdata(b, "msg", "enc-aes256.eml")
+	latency := func(user string, i int) float64 {
+		before := folderDone(b, svc, "all/"+user)
+		start := time.Now()
+		e.d.Deliver(b, user, "INBOX", numbered(msg, i))
+		waitFolderDone(b, svc, "all/"+user, int(before)+1, time.Minute)
+		sample()
+		return time.Since(start).Seconds()
+	}
+	var idleLat, pollLat []float64
+	b.ResetTimer()
+	for i := range 3 * b.N {
+		idleLat = append(idleLat, latency(idled, 2*i))
+		pollLat = append(pollLat, latency(polled, 2*i+1))
+	}
+	b.StopTimer()
+	b.ReportMetric((rss1-rss0)/float64(n), "rss_KiB/mailbox")
+	b.ReportMetric((heap1-heap0)/float64(n), "heap_KiB/mailbox")
+	b.ReportMetric(float64(most), "max_connections_seen")
+	b.ReportMetric(percentile(idleLat, 50), "idled_p50_s")
+	b.ReportMetric(percentile(pollLat, 50), "polled_p50_s")
+	b.ReportMetric(percentile(pollLat, 50)/percentile(idleLat, 50), "polled/idled")
+}
