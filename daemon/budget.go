@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"slices"
 	"sync"
 )
 
@@ -14,11 +15,11 @@ import (
 type connBudget struct {
 	max, idleMax int
 
-	mu    sync.Mutex
-	inUse int
-	idle  int
-	freed chan struct{} // closed and replaced when a slot comes free
-	high  int           // the most in use at once
+	mu      sync.Mutex
+	inUse   int
+	idle    int
+	waiters []chan struct{} // Acquire callers, first come first served
+	high    int             // the most in use at once
 }
 
 // newConnBudget is a budget of max connections, of which at most max
@@ -28,7 +29,7 @@ func newConnBudget(max int) *connBudget {
 	if max <= 3 {
 		reserve = 1
 	}
-	return &connBudget{max: max, idleMax: max - reserve, freed: make(chan struct{})}
+	return &connBudget{max: max, idleMax: max - reserve}
 }
 
 // TryIdle takes a slot for an IDLE folder if the budget leaves one; the
@@ -39,7 +40,7 @@ func (b *connBudget) TryIdle() bool {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.idle >= b.idleMax || b.inUse >= b.max {
+	if b.idle >= b.idleMax || b.inUse >= b.max || len(b.waiters) > 0 {
 		return false
 	}
 	b.idle++
@@ -58,25 +59,34 @@ func (b *connBudget) ReleaseIdle() {
 	b.Release()
 }
 
-// Acquire waits for a slot (a poll, a copy connection).
+// Acquire waits for a slot (a poll, a copy connection); the waiters are
+// served in the order they came, so that no polled folder starves.
 func (b *connBudget) Acquire(ctx context.Context) error {
 	if b == nil {
 		return nil
 	}
-	for {
-		b.mu.Lock()
-		if b.inUse < b.max {
-			b.take()
-			b.mu.Unlock()
-			return nil
-		}
-		ch := b.freed
+	b.mu.Lock()
+	if b.inUse < b.max && len(b.waiters) == 0 {
+		b.take()
 		b.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
+		return nil
+	}
+	ch := make(chan struct{})
+	b.waiters = append(b.waiters, ch)
+	b.mu.Unlock()
+	select {
+	case <-ch:
+		return nil // the slot was taken for us
+	case <-ctx.Done():
+		b.mu.Lock()
+		if i := slices.Index(b.waiters, ch); i >= 0 {
+			b.waiters = slices.Delete(b.waiters, i, i+1)
+			b.mu.Unlock()
 			return ctx.Err()
 		}
+		b.mu.Unlock()
+		b.Release() // granted meanwhile: given back
+		return ctx.Err()
 	}
 }
 
@@ -86,16 +96,20 @@ func (b *connBudget) take() {
 	b.high = max(b.high, b.inUse)
 }
 
-// Release gives back an Acquire slot.
+// Release gives back an Acquire slot, to the first waiter if any.
 func (b *connBudget) Release() {
 	if b == nil {
 		return
 	}
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	b.inUse--
-	close(b.freed)
-	b.freed = make(chan struct{})
-	b.mu.Unlock()
+	for b.inUse < b.max && len(b.waiters) > 0 {
+		ch := b.waiters[0]
+		b.waiters = b.waiters[1:]
+		b.take()
+		close(ch)
+	}
 }
 
 // High is the most connections held at once so far.
