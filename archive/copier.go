@@ -82,8 +82,10 @@ type CopierConfig struct {
 	Log     *slog.Logger // the account's
 	// IdleClose, when set, closes the connection once it has been idle
 	// that long (it holds a slot of the server's connection budget);
-	// 0: it is kept.
+	// 0: it is kept. Contended, when set and true after a copy, closes it
+	// at once (others wait for a slot).
 	IdleClose time.Duration
+	Contended func() bool
 }
 
 // Copier puts the users' copies of one account into its archive folder,
@@ -599,6 +601,10 @@ func (c *Copier) lock(ctx context.Context) error {
 }
 
 func (c *Copier) unlock() {
+	if c.cfg.Contended != nil && c.mb != nil && c.cfg.Contended() {
+		c.mb.Close() // others wait for the server's connection budget
+		c.mb = nil
+	}
 	<-c.busy
 	if c.cfg.IdleClose > 0 {
 		c.idleMu.Lock()

@@ -8,28 +8,34 @@ import (
 
 // connBudget bounds the connections smimed holds to one IMAP server
 // ([daemon] max_connections; Dovecot allows 10 per user and address by
-// default). Folders take an IDLE connection for good while the budget
-// leaves room for the others' needs (reserved slots); the rest are polled:
-// a connection for a short STATUS check every poll_interval. The copies'
-// connections take a slot while they are open (they close when idle).
+// default). Folders take an IDLE connection for good while two slots stay
+// free: one for polls (and copies), one for the copies alone. A folder
+// left without IDLE is polled: a connection for a short STATUS check every
+// poll_interval. The copies' connections take a slot while open and close
+// when idle, at once when others wait.
+//
+// The copies' own slot keeps the budget from locking up: a poll holds its
+// connection while it waits for worker slots, and those may be held by
+// deliveries that wait for a copy; a copy needs no worker slot.
 type connBudget struct {
 	max, idleMax int
 
 	mu      sync.Mutex
 	inUse   int
 	idle    int
-	waiters []chan struct{} // Acquire callers, first come first served
-	high    int             // the most in use at once
+	waiters []budgetWaiter // first come first served, as far as each may
+	high    int            // the most in use at once
 }
 
-// newConnBudget is a budget of max connections, of which at most max
-// less a reserve (1 of up to 3, else 2) hold an IDLE.
-func newConnBudget(max int) *connBudget {
-	reserve := 2
-	if max <= 3 {
-		reserve = 1
-	}
-	return &connBudget{max: max, idleMax: max - reserve}
+type budgetWaiter struct {
+	ch   chan struct{}
+	copy bool
+}
+
+// newConnBudget is a budget of n (at least 2) connections.
+func newConnBudget(n int) *connBudget {
+	n = max(n, 2)
+	return &connBudget{max: n, idleMax: n - 2}
 }
 
 // TryIdle takes a slot for an IDLE folder if the budget leaves one; the
@@ -40,7 +46,7 @@ func (b *connBudget) TryIdle() bool {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.idle >= b.idleMax || b.inUse >= b.max || len(b.waiters) > 0 {
+	if b.idle >= b.idleMax || b.inUse >= b.max-2 || len(b.waiters) > 0 {
 		return false
 	}
 	b.idle++
@@ -59,27 +65,44 @@ func (b *connBudget) ReleaseIdle() {
 	b.Release()
 }
 
-// Acquire waits for a slot (a poll, a copy connection); the waiters are
-// served in the order they came, so that no polled folder starves.
-func (b *connBudget) Acquire(ctx context.Context) error {
+// Acquire waits for a slot for a poll (the last slot is the copies'); see
+// acquire.
+func (b *connBudget) Acquire(ctx context.Context) error { return b.acquire(ctx, false) }
+
+// AcquireCopy waits for a slot for a copier's connection.
+func (b *connBudget) AcquireCopy(ctx context.Context) error { return b.acquire(ctx, true) }
+
+// may reports whether a waiter of that kind may take a slot now; called
+// with mu held.
+func (b *connBudget) may(copy bool) bool {
+	if copy {
+		return b.inUse < b.max
+	}
+	return b.inUse < b.max-1
+}
+
+// acquire waits for a slot; the waiters are served in the order they
+// came, as far as the copies' slot allows, so that no polled folder
+// starves.
+func (b *connBudget) acquire(ctx context.Context, copy bool) error {
 	if b == nil {
 		return nil
 	}
 	b.mu.Lock()
-	if b.inUse < b.max && len(b.waiters) == 0 {
+	if b.may(copy) && len(b.waiters) == 0 {
 		b.take()
 		b.mu.Unlock()
 		return nil
 	}
 	ch := make(chan struct{})
-	b.waiters = append(b.waiters, ch)
+	b.waiters = append(b.waiters, budgetWaiter{ch, copy})
 	b.mu.Unlock()
 	select {
 	case <-ch:
 		return nil // the slot was taken for us
 	case <-ctx.Done():
 		b.mu.Lock()
-		if i := slices.Index(b.waiters, ch); i >= 0 {
+		if i := slices.IndexFunc(b.waiters, func(w budgetWaiter) bool { return w.ch == ch }); i >= 0 {
 			b.waiters = slices.Delete(b.waiters, i, i+1)
 			b.mu.Unlock()
 			return ctx.Err()
@@ -96,7 +119,7 @@ func (b *connBudget) take() {
 	b.high = max(b.high, b.inUse)
 }
 
-// Release gives back an Acquire slot, to the first waiter if any.
+// Release gives back a slot, to the first waiters that may take it.
 func (b *connBudget) Release() {
 	if b == nil {
 		return
@@ -104,12 +127,26 @@ func (b *connBudget) Release() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.inUse--
-	for b.inUse < b.max && len(b.waiters) > 0 {
-		ch := b.waiters[0]
-		b.waiters = b.waiters[1:]
-		b.take()
-		close(ch)
+	for i := 0; i < len(b.waiters) && b.inUse < b.max; {
+		if w := b.waiters[i]; b.may(w.copy) {
+			b.waiters = slices.Delete(b.waiters, i, i+1)
+			b.take()
+			close(w.ch)
+			continue
+		}
+		i++
 	}
+}
+
+// Contended reports whether someone waits for a slot (a copier then
+// closes its idle connection at once).
+func (b *connBudget) Contended() bool {
+	if b == nil {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.waiters) > 0
 }
 
 // High is the most connections held at once so far.

@@ -13,7 +13,7 @@ import (
 
 // TestScenarioConnectionBudget (issue 14): four mailboxes of one master
 // user block on Dovecot, each with its INBOX and an archive folder, and
-// daemon.max_connections = 3. Two folders get an IDLE, the others are
+// daemon.max_connections = 3. One folder gets an IDLE, the others are
 // polled (status says so); every message is archived and copied, mail
 // arriving later in a polled folder too; and Dovecot's own list of
 // connections (doveadm who, sampled all along) never shows more than 3.
@@ -65,11 +65,11 @@ func TestScenarioConnectionBudget(t *testing.T) {
 	for _, u := range users {
 		waitUntil(t, u+"'s copy", func() bool { return len(copies(t, e.d, u, "Decrypted")) == 1 }, func() string { return logs.String() })
 	}
-	if n := strings.Count(logs.String(), "folder polled: the server's connection budget"); n != 2 {
-		t.Errorf("%d folders polled, want 2 (3 connections: 2 IDLE, 1 for polls and copies)", n)
+	if n := strings.Count(logs.String(), "folder polled: the server's connection budget"); n != 3 {
+		t.Errorf("%d folders polled, want 3 (3 connections: 1 IDLE, 1 for polls and copies, 1 for copies)", n)
 	}
 	polled := ""
-	waitUntil(t, "two folders polled in status", func() bool {
+	waitUntil(t, "three folders polled in status", func() bool {
 		st, err := svc.Status()
 		if err != nil {
 			return false
@@ -81,7 +81,7 @@ func TestScenarioConnectionBudget(t *testing.T) {
 				polled = strings.TrimPrefix(f.Account, "staff/")
 			}
 		}
-		return n == 2
+		return n == 3
 	}, func() string { return logs.String() })
 	// Mail to a polled mailbox arrives with a poll.
 	e.d.Deliver(t, polled, "INBOX", testenv.Testdata(t, "msg", "enc-aes256.eml"))
@@ -94,27 +94,55 @@ func TestScenarioConnectionBudget(t *testing.T) {
 	}
 }
 
-// TestConnBudget: IDLE slots leave the reserve free; Acquire waits for a
-// Release, or for its context.
+// TestConnBudget: IDLE slots leave two free; a poll may not take the last
+// slot, which is the copies'; waiters are served in order as far as they
+// may; a waiter gives up with its context.
 func TestConnBudget(t *testing.T) {
-	b := newConnBudget(4) // 2 IDLE, 2 reserved
+	b := newConnBudget(4) // 2 IDLE, 1 poll, 1 copies only
 	if !b.TryIdle() || !b.TryIdle() || b.TryIdle() {
 		t.Fatal("want exactly 2 IDLE slots of 4")
 	}
 	ctx := context.Background()
-	if b.Acquire(ctx) != nil || b.Acquire(ctx) != nil {
-		t.Fatal("the 2 reserved slots")
+	if err := b.Acquire(ctx); err != nil {
+		t.Fatal("the poll slot")
 	}
 	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
 	if err := b.Acquire(short); err == nil {
-		t.Fatal("a fifth connection of 4")
+		t.Fatal("a second poll took the copies' slot")
 	}
-	got := make(chan error, 1)
-	go func() { got <- b.Acquire(ctx) }()
-	b.ReleaseIdle()
-	if err := <-got; err != nil {
-		t.Fatalf("after a release: %v", err)
+	if err := b.AcquireCopy(ctx); err != nil {
+		t.Fatal("the copies' slot")
+	}
+	poll := make(chan error, 1)
+	go func() { poll <- b.Acquire(ctx) }()
+	copyDone := make(chan error, 1)
+	for !b.Contended() {
+		time.Sleep(time.Millisecond)
+	}
+	go func() { copyDone <- b.AcquireCopy(ctx) }()
+	for {
+		b.mu.Lock()
+		n := len(b.waiters)
+		b.mu.Unlock()
+		if n == 2 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	b.Release() // the copy's: 3 in use; the poll first in line may not take the 4th, the copy may
+	if err := <-copyDone; err != nil {
+		t.Fatalf("the copy behind a poll: %v", err)
+	}
+	b.ReleaseIdle() // 3 in use: a poll still may not (the last is the copies')
+	select {
+	case <-poll:
+		t.Fatal("a poll took the copies' slot")
+	case <-time.After(50 * time.Millisecond):
+	}
+	b.Release() // the second copy's: 2 in use, the poll may
+	if err := <-poll; err != nil {
+		t.Fatalf("the poll after a release: %v", err)
 	}
 	if b.High() != 4 {
 		t.Errorf("high = %d, want 4", b.High())

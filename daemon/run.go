@@ -357,7 +357,7 @@ func (s *Service) startAccount(a accountSettings) {
 			Account: a.Account.Name, Folder: a.Account.ArchiveFolder,
 			Mode: a.Account.ArchiveFolderMessages, AuthservID: a.AuthservID, TempDir: a.TempDir,
 			Dial: dialCopies(imapCfg(log), budget), Refused: imapconn.IsRefusal,
-			Monitor: s.metrics, Log: sink.log, IdleClose: copyIdleClose,
+			Monitor: s.metrics, Log: sink.log, IdleClose: copyIdleClose, Contended: budget.Contended,
 		})
 	}
 	r := &accountRun{settings: a, cancel: cancel, sink: sink}

@@ -146,7 +146,7 @@ var _ archive.Mailbox = (*imapconn.Conn)(nil)
 // server for the APPENDs.
 func dialCopies(cfg imapconn.Config, budget *connBudget) func(context.Context) (archive.Mailbox, error) {
 	return func(ctx context.Context) (archive.Mailbox, error) {
-		if err := budget.Acquire(ctx); err != nil {
+		if err := budget.AcquireCopy(ctx); err != nil {
 			return nil, err
 		}
 		conn, err := imapconn.Dial(ctx, cfg)
