@@ -455,7 +455,7 @@ func connected(b *testing.B, m *Metrics) float64 {
 // BenchmarkManyMailboxes (issue 14): one users block of 500 mailboxes
 // (SMIMED_BENCH_MAILBOXES to change) × 2 folders on Dovecot, logged in by
 // a master user, with daemon.max_connections = 10 and poll_interval =
-// 30s: 8 folders hold an IDLE, the rest are polled. Reported: the growth
+// 30s: 7 folders hold an IDLE, the rest are polled (2 poll slots). Reported: the growth
 // of resident memory and Go heap per mailbox from before the service
 // until every folder was checked once, the most connections Dovecot
 // listed (doveadm who), and the latency of a new message in an idled and

@@ -8,8 +8,9 @@ import (
 
 // connBudget bounds the connections smimed holds to one IMAP server
 // ([daemon] max_connections; Dovecot allows 10 per user and address by
-// default). Folders take an IDLE connection for good while two slots stay
-// free: one for polls (and copies), one for the copies alone. A folder
+// default). Folders take an IDLE connection for good while two slots
+// (three from a budget of 5) stay free: for polls (and copies), and one
+// for the copies alone. A folder
 // left without IDLE is polled: a connection for a short STATUS check every
 // poll_interval. The copies' connections take a slot while open and close
 // when idle, at once when others wait.
@@ -32,10 +33,15 @@ type budgetWaiter struct {
 	copy bool
 }
 
-// newConnBudget is a budget of n (at least 2) connections.
+// newConnBudget is a budget of n (at least 2) connections: all but 2 (3
+// from 5 on: two for polls) may hold an IDLE.
 func newConnBudget(n int) *connBudget {
 	n = max(n, 2)
-	return &connBudget{max: n, idleMax: n - 2}
+	keep := 2
+	if n >= 5 {
+		keep = 3
+	}
+	return &connBudget{max: n, idleMax: n - keep}
 }
 
 // TryIdle takes a slot for an IDLE folder if the budget leaves one; the
