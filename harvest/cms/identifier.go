@@ -146,9 +146,32 @@ func OpenSSLName(der []byte) string {
 			if !ok {
 				name = a.Type.String()
 			}
-			attrs = append(attrs, name+" = "+fmt.Sprint(a.Value))
+			attrs = append(attrs, name+" = "+opensslEscape(fmt.Sprint(a.Value)))
 		}
 		parts = append(parts, strings.Join(attrs, " + "))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// opensslEscape escapes a name's value as OpenSSL's default name printing
+// does (RFC 2253 escapes, control characters and every byte of a non-ASCII
+// character as \XX): `O = Klar\C3\A4lvdalens`. It also keeps a stranger's
+// name on one line.
+func opensslEscape(v string) string {
+	var b strings.Builder
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case c >= 0x80 || c < 0x20 || c == 0x7f:
+			fmt.Fprintf(&b, "\\%02X", c)
+		case strings.IndexByte(`,+"\<>;`, c) >= 0,
+			(c == '#' || c == ' ') && i == 0,
+			c == ' ' && i == len(v)-1:
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }
