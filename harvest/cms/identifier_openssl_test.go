@@ -78,3 +78,26 @@ func runOpenSSLQuiet(file string) ([]byte, []byte, error) {
 	out, err := cmd.Output()
 	return out, nil, err
 }
+
+// FuzzOpenSSLName: a stranger's issuer name (a RecipientIdentifier's, a
+// certificate's) is printed without a panic, on one line, escaped.
+//
+//	go test -run x -fuzz FuzzOpenSSLName -fuzztime 1m ./harvest/cms
+func FuzzOpenSSLName(f *testing.F) {
+	pki, _ := filepath.Glob(filepath.Join("..", "..", "testdata", "pki", "*.crt"))
+	for _, p := range pki {
+		data, _ := os.ReadFile(p)
+		if block, _ := pem.Decode(data); block != nil {
+			if c, err := x509.ParseCertificate(block.Bytes); err == nil {
+				f.Add(c.RawSubject)
+				f.Add(c.RawIssuer)
+			}
+		}
+	}
+	f.Fuzz(func(t *testing.T, der []byte) {
+		s := OpenSSLName(der)
+		if strings.ContainsAny(s, "\r\n\x00") {
+			t.Fatalf("OpenSSLName gave a line break or NUL: %q", s)
+		}
+	})
+}
