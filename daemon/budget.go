@@ -95,7 +95,10 @@ func (b *connBudget) acquire(ctx context.Context, copy bool) error {
 		return nil
 	}
 	b.mu.Lock()
-	if b.may(copy) && len(b.waiters) == 0 {
+	// Release serves every waiter that may take a slot, so those still
+	// waiting cannot use a free one: whoever may, takes it (a copy, while
+	// polls wait for a slot that is not the copies').
+	if b.may(copy) {
 		b.take()
 		b.mu.Unlock()
 		return nil
@@ -144,15 +147,20 @@ func (b *connBudget) Release() {
 	}
 }
 
-// Contended reports whether someone waits for a slot (a copier then
-// closes its idle connection at once).
+// Contended reports whether a waiter could use the slot a copier's
+// connection would give back (the copier then closes it at once).
 func (b *connBudget) Contended() bool {
 	if b == nil {
 		return false
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return len(b.waiters) > 0
+	for _, w := range b.waiters {
+		if w.copy || b.inUse-1 < b.max-1 {
+			return true
+		}
+	}
+	return false
 }
 
 // High is the most connections held at once so far.

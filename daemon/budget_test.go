@@ -95,8 +95,9 @@ func TestScenarioConnectionBudget(t *testing.T) {
 }
 
 // TestConnBudget: IDLE slots leave two free; a poll may not take the last
-// slot, which is the copies'; waiters are served in order as far as they
-// may; a waiter gives up with its context.
+// slot, which is the copies'; a copy takes a free slot even while polls
+// wait; waiters are served in order as far as they may; a waiter gives up
+// with its context.
 func TestConnBudget(t *testing.T) {
 	b := newConnBudget(4) // 2 IDLE, 1 poll, 1 copies only
 	if !b.TryIdle() || !b.TryIdle() || b.TryIdle() {
@@ -111,36 +112,28 @@ func TestConnBudget(t *testing.T) {
 	if err := b.Acquire(short); err == nil {
 		t.Fatal("a second poll took the copies' slot")
 	}
-	if err := b.AcquireCopy(ctx); err != nil {
-		t.Fatal("the copies' slot")
-	}
 	poll := make(chan error, 1)
 	go func() { poll <- b.Acquire(ctx) }()
-	copyDone := make(chan error, 1)
 	for !b.Contended() {
 		time.Sleep(time.Millisecond)
 	}
-	go func() { copyDone <- b.AcquireCopy(ctx) }()
-	for {
-		b.mu.Lock()
-		n := len(b.waiters)
-		b.mu.Unlock()
-		if n == 2 {
-			break
-		}
-		time.Sleep(time.Millisecond)
+	// A poll waits; the copies' slot is free: a copy takes it at once.
+	copyCtx, cancelCopy := context.WithTimeout(ctx, 5*time.Second)
+	defer cancelCopy()
+	if err := b.AcquireCopy(copyCtx); err != nil {
+		t.Fatalf("a copy while a poll waits: %v", err)
 	}
-	b.Release() // the copy's: 3 in use; the poll first in line may not take the 4th, the copy may
-	if err := <-copyDone; err != nil {
-		t.Fatalf("the copy behind a poll: %v", err)
+	// All 4 in use; a copy giving its slot back would not help the poll.
+	if b.Contended() {
+		t.Error("contended for a copy's slot no poll may use")
 	}
-	b.ReleaseIdle() // 3 in use: a poll still may not (the last is the copies')
+	b.Release() // the copy's: 3 in use, still not the poll's
 	select {
 	case <-poll:
 		t.Fatal("a poll took the copies' slot")
 	case <-time.After(50 * time.Millisecond):
 	}
-	b.Release() // the second copy's: 2 in use, the poll may
+	b.ReleaseIdle() // 2 in use: the poll may
 	if err := <-poll; err != nil {
 		t.Fatalf("the poll after a release: %v", err)
 	}

@@ -114,6 +114,11 @@ type Watcher struct {
 	flushTimer *time.Timer
 	listed     map[uint32]bool // the last listing's UIDs not done yet: the backlog
 
+	// polledNext is the UIDNEXT of the last full poll: a STATUS that says
+	// the same finds nothing new even when the highest UID went before it
+	// was archived (the checkpoint then stays below UIDNEXT-1).
+	polledNext uint32
+
 	// quietMisses counts new mail found after an IDLE that ended without a
 	// word from the server (its IDLE polls); said once, at the second.
 	quietMisses int
@@ -292,7 +297,8 @@ func (w *Watcher) session(ctx context.Context, slots *PoolFolder, poll bool, rel
 		if err != nil {
 			return err
 		}
-		if st.UIDValidity == w.uidValidity && st.UIDNext > 0 && st.UIDNext-1 <= w.tracker.Checkpoint() && len(w.tracker.Retryable()) == 0 {
+		nothingNew := st.UIDNext > 0 && st.UIDNext-1 <= w.tracker.Checkpoint() || st.UIDNext == w.polledNext
+		if st.UIDValidity == w.uidValidity && nothingNew && len(w.tracker.Retryable()) == 0 {
 			w.cfg.Metrics.Checked(w.cfg.Account, w.cfg.Folder)
 			return errPolled
 		}
@@ -353,6 +359,7 @@ func (w *Watcher) session(ctx context.Context, slots *PoolFolder, poll bool, rel
 			return w.ended(ctx, sctx, &wg, err)
 		}
 		if poll {
+			w.polledNext = mb.UIDNext
 			// Everything new is in hand: the connection goes back to the
 			// budget before the deliveries (whose copies may need it).
 			conn.Close()

@@ -1,6 +1,7 @@
 package harvest
 
 import (
+	"crypto"
 	"crypto/x509"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest/revocation"
 	"github.com/smimed/smimed/harvest/state"
+	"golang.org/x/crypto/ocsp"
 )
 
 // TestEnclosedRevocationInfo (issue 15): revocation information the
@@ -85,5 +87,54 @@ func TestEnclosedRevocationInfo(t *testing.T) {
 	kept, err := checker.List()
 	if err != nil || len(kept) != 1 || kept[0].Source != revocation.SourceEnclosed || kept[0].Issuer != testenv.ReadCert(t, ca.Cert).Subject.String() {
 		t.Errorf("kept CRLs after an enclosed one: %+v, %v; want the CA's, from %q", kept, err, revocation.SourceEnclosed)
+	}
+}
+
+// TestEnclosedRevocationInfoForged (issue 15, found in review): a signer
+// cannot vouch for itself with an OCSP "good" it signed with its own key
+// (x/crypto/ocsp takes any certificate the issuer signed as the responder;
+// RFC 6960 wants id-kp-OCSPSigning), and an enclosed answer from before a
+// revocation does not hide a kept CRL that lists the signer.
+func TestEnclosedRevocationInfoForged(t *testing.T) {
+	ca := testenv.NewCA(t, "Forged CA", "http://127.0.0.1:9/forged.crl")
+	ca.OCSPURL(t, "http://127.0.0.1:9/ocsp")
+	bob, bobKey := ca.Issue(t, "bob", "bob@partner.example", time.Now().AddDate(0, -6, 0))
+	caCert, bobCert := testenv.ReadCert(t, ca.Cert), testenv.ReadCert(t, bob)
+	lk, err := LoadPEMKey(bob, bobKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	selfVouched, err := ocsp.CreateResponse(caCert, bobCert, ocsp.Response{
+		Status: ocsp.Good, SerialNumber: bobCert.SerialNumber, ThisUpdate: time.Now().Add(-time.Minute),
+		NextUpdate: time.Now().Add(time.Hour), Certificate: bobCert,
+	}, lk.Private.(crypto.Signer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	goodBefore := ca.OCSPResponse(t, bob) // signed by the CA, before the revocation
+	ca.Revoke(t, bob, "keyCompromise", time.Time{})
+	crl := ca.CRL(t, 7)
+
+	roots := x509.NewCertPool()
+	roots.AddCert(caCert)
+	verdict := func(eng *Engine, ocsps [][]byte) Signature {
+		t.Helper()
+		res, err := eng.Process(ca.SignEnclosing(t, bob, bobKey, "bob@partner.example", "order", "please ship", nil, ocsps), time.Now())
+		if err != nil || len(res.Report.Signatures) != 1 {
+			t.Fatalf("Process() = %+v, %v", res, err)
+		}
+		return res.Report.Signatures[0]
+	}
+	eng := New(Options{Roots: roots, RevocationMode: revocation.Hard, Revocation: revocation.New(nil, revocation.Config{Fetch: true, Timeout: time.Second})})
+	if v := verdict(eng, [][]byte{selfVouched}); v.Status == StatusValid {
+		t.Errorf("an OCSP good signed by the signer's own key: %s %q; want no answer from it", v.Status, v.Reason)
+	}
+	checker := revocation.New(nil, revocation.Config{Timeout: time.Second})
+	if _, err := checker.Import(crl, []*x509.Certificate{caCert}); err != nil {
+		t.Fatal(err)
+	}
+	eng = New(Options{Roots: roots, RevocationMode: revocation.Hard, Revocation: checker})
+	if v := verdict(eng, [][]byte{goodBefore}); v.Status != StatusRevoked || !strings.Contains(v.Reason, "keyCompromise") {
+		t.Errorf("an enclosed good from before the revocation, the CRL kept: %s %q; want revoked", v.Status, v.Reason)
 	}
 }

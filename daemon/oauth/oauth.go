@@ -109,10 +109,13 @@ func (s *Source) Token(ctx context.Context, fresh bool) (string, error) {
 	ctx = context.WithValue(ctx, oauth2.HTTPClient, &http.Client{Timeout: requestTimeout})
 	tok, err := s.fetch(ctx)
 	s.fetches++
-	s.lastFetch = now
+	// After the fetch: one that took its whole timeout must not have
+	// used up the pause (or the second of reuse) already.
+	done := s.now()
+	s.lastFetch = done
 	if err != nil {
 		err = describe(err)
-		s.tok, s.failed, s.failedAt = nil, err, now
+		s.tok, s.failed, s.failedAt = nil, err, done
 		return "", err
 	}
 	if tok.AccessToken == "" {
@@ -142,7 +145,7 @@ func describe(err error) error {
 		if re.Response != nil {
 			status = re.Response.StatusCode
 		}
-		if status == http.StatusBadRequest || status == http.StatusUnauthorized || status == http.StatusForbidden || re.ErrorCode != "" {
+		if status == http.StatusBadRequest || status == http.StatusUnauthorized || status == http.StatusForbidden {
 			return fmt.Errorf("%w (HTTP %d: %s)", ErrGrant, status, msg)
 		}
 		return fmt.Errorf("oauth2: token endpoint: HTTP %d %s", status, msg)
@@ -182,16 +185,26 @@ func New(c Config, user, tokenFile string) (*Source, error) {
 		if err != nil {
 			return nil, err
 		}
+		// rotated is the refresh token the endpoint gave last, until it
+		// is written to tokenFile: the old one may no longer work, so a
+		// failed write must not lose it (it is written again at the next
+		// fetch).
+		var rotated string
 		s.fetch = func(ctx context.Context) (*oauth2.Token, error) {
-			rt, err := readRefreshToken(tokenFile)
-			if err != nil {
-				return nil, err
+			rt := rotated
+			if rt == "" {
+				var err error
+				if rt, err = readRefreshToken(tokenFile); err != nil {
+					return nil, err
+				}
+			} else if SaveRefreshToken(tokenFile, rt) == nil {
+				rotated = ""
 			}
 			tok, err := oc.TokenSource(ctx, &oauth2.Token{RefreshToken: rt}).Token()
 			if err == nil && tok.RefreshToken != "" && tok.RefreshToken != rt {
-				// The endpoint rotated it: the old one no longer works.
-				if werr := SaveRefreshToken(tokenFile, tok.RefreshToken); werr != nil {
-					return nil, werr
+				rotated = tok.RefreshToken
+				if SaveRefreshToken(tokenFile, rotated) == nil {
+					rotated = ""
 				}
 			}
 			return tok, err

@@ -102,6 +102,7 @@ type Checker struct {
 	reread   map[string]time.Time  // storage key → when a stale CRL was last read again
 	ocsp     map[string]ocspAnswer // ocspKey → the last answer, until its nextUpdate
 	enclosed map[string]any        // enclosedKey → a checked *ocsp.Response or *crl
+	respDown map[string]failure    // OCSP responder and CA → its last failure
 	ocspOn   atomic.Bool           // SetOCSP
 }
 
@@ -156,7 +157,7 @@ func New(db *state.DB, cfg Config) *Checker {
 		cfg: cfg, db: db, client: client,
 		crls: map[string]*crl{}, loaded: map[string]bool{},
 		flights: newFlights(cfg.Now), reread: map[string]time.Time{}, ocsp: map[string]ocspAnswer{},
-		enclosed: map[string]any{},
+		enclosed: map[string]any{}, respDown: map[string]failure{},
 	}
 }
 

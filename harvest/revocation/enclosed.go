@@ -35,6 +35,39 @@ const SourceEnclosed = "enclosed"
 // nothing enclosed answers. A CRL that answers and is newer than the one
 // kept is kept, as if fetched.
 func (c *Checker) fromEnclosed(cert, issuer *x509.Certificate, at time.Time, enc Enclosed) (Answer, bool) {
+	ans, ok := c.enclosedAnswer(cert, issuer, at, enc)
+	if ok && ans.Status == Good {
+		// The sender picks what it encloses: an answer from before a
+		// revocation the service knows already must not hide it.
+		if kept := c.keptRevocation(cert, issuer, at); kept.Status == Revoked {
+			return kept, true
+		}
+	}
+	return ans, ok
+}
+
+// keptRevocation is what is known without a fetch (the kept CRLs, the
+// OCSP answers in memory) when it says revoked; else an Unknown answer.
+func (c *Checker) keptRevocation(cert, issuer *x509.Certificate, at time.Time) Answer {
+	now := c.cfg.Now()
+	if cr := c.current(issuerKey(issuer), cert, httpPoints(cert.CRLDistributionPoints), now); cr != nil {
+		if ans := answerFrom(cr, cert, at); ans.Status == Revoked {
+			return ans
+		}
+	}
+	c.mu.Lock()
+	kept, have := c.ocsp[ocspKey(cert, issuer)]
+	c.mu.Unlock()
+	if have && now.Before(kept.until) && kept.resp.Status == ocsp.Revoked {
+		if ans := ocspRevoked(kept.resp, at, "the OCSP responder "+kept.url); ans.Status == Revoked {
+			return ans
+		}
+	}
+	return Answer{Status: Unknown}
+}
+
+// enclosedAnswer is fromEnclosed from the enclosed information alone.
+func (c *Checker) enclosedAnswer(cert, issuer *x509.Certificate, at time.Time, enc Enclosed) (Answer, bool) {
 	for _, der := range enc.OCSP {
 		r, err := c.enclosedOCSP(der, cert, issuer)
 		if err != nil || !ocspCurrentAt(r, at) {
@@ -92,7 +125,7 @@ func ocspRevoked(r *ocsp.Response, at time.Time, who string) Answer {
 // maxEnclosedCache bounds the enclosed answers kept checked.
 const maxEnclosedCache = 4096
 
-// enclosedOCSP is ocsp.ParseResponseForCert, remembered: a sender encloses
+// enclosedOCSP is parseOCSP, remembered: a sender encloses
 // the same response in every message until it fetches the next, and its
 // signature is checked once.
 func (c *Checker) enclosedOCSP(der []byte, cert, issuer *x509.Certificate) (*ocsp.Response, error) {
@@ -100,7 +133,7 @@ func (c *Checker) enclosedOCSP(der []byte, cert, issuer *x509.Certificate) (*ocs
 	if r, ok := c.enclosedGet(key).(*ocsp.Response); ok {
 		return r, nil
 	}
-	r, err := ocsp.ParseResponseForCert(der, cert, issuer)
+	r, err := parseOCSP(der, cert, issuer)
 	if err == nil {
 		c.enclosedPut(key, r)
 	}

@@ -61,7 +61,17 @@ func (fs *flights) do(ctx context.Context, key string, fetch func(context.Contex
 			delete(fs.active, key)
 			if fl.err != nil {
 				if len(fs.failed) >= maxFailures {
-					clear(fs.failed)
+					// Expired ones first; only a flood of fresh failures
+					// (strangers' URLs) clears the rest.
+					now := fs.now()
+					for k, f := range fs.failed {
+						if !now.Before(f.until) {
+							delete(fs.failed, k)
+						}
+					}
+					if len(fs.failed) >= maxFailures {
+						clear(fs.failed)
+					}
 				}
 				fs.failed[key] = failure{until: fs.now().Add(retryFailed), err: fl.err}
 			} else {

@@ -18,8 +18,10 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -89,6 +91,15 @@ func ocspKey(cert, issuer *x509.Certificate) string {
 // the answer: signed by the issuer or a responder it delegated to, about
 // cert, current, and with our nonce if it has one.
 func (c *Checker) askOCSP(ctx context.Context, u string, cert, issuer *x509.Certificate) (ocspAnswer, error) {
+	// A responder that failed for one certificate of a CA is not asked
+	// about the CA's others for a while either.
+	down := "ocsp-down\x00" + fetchKey(u, issuer)
+	c.mu.Lock()
+	f, isDown := c.respDown[down]
+	c.mu.Unlock()
+	if isDown && c.cfg.Now().Before(f.until) {
+		return ocspAnswer{}, f.err
+	}
 	// One request at a time per certificate and responder.
 	key := u + "\x00ocsp\x00" + ocspKey(cert, issuer)
 	a, err := c.flights.do(ctx, key, func(ctx context.Context) (any, error) {
@@ -104,6 +115,12 @@ func (c *Checker) askOCSP(ctx context.Context, u string, cert, issuer *x509.Cert
 		}
 		return a, err
 	}, func(err error) {
+		c.mu.Lock()
+		if len(c.respDown) >= maxFailures {
+			clear(c.respDown)
+		}
+		c.respDown[down] = failure{until: c.cfg.Now().Add(retryFailed), err: err}
+		c.mu.Unlock()
 		c.cfg.Log.Warn("OCSP responder gave no answer; not asked again for 5m", "url", u, "err", err)
 	})
 	if err != nil {
@@ -125,7 +142,7 @@ func (c *Checker) askOCSPOnce(ctx context.Context, u string, cert, issuer *x509.
 	if err != nil {
 		return ocspAnswer{}, err
 	}
-	r, err := ocsp.ParseResponseForCert(body, cert, issuer)
+	r, err := parseOCSP(body, cert, issuer)
 	if err != nil {
 		return ocspAnswer{}, fmt.Errorf("%s: %w", u, err)
 	}
@@ -206,4 +223,28 @@ func responseNonce(body []byte) ([]byte, bool) {
 		}
 	}
 	return nil, false
+}
+
+// parseOCSP is ocsp.ParseResponseForCert with the check it leaves out: a
+// response not signed by the issuer itself must be signed by a responder
+// the issuer delegated to (RFC 6960 4.2.2.2: its certificate issued by
+// the issuer, with the id-kp-OCSPSigning extended key usage), valid when
+// the response was produced, and never by the certificate asked about
+// (else a key holder could vouch for its own revoked certificate).
+func parseOCSP(der []byte, cert, issuer *x509.Certificate) (*ocsp.Response, error) {
+	r, err := ocsp.ParseResponseForCert(der, cert, issuer)
+	if err != nil {
+		return nil, err
+	}
+	if rc := r.Certificate; rc != nil && !rc.Equal(issuer) {
+		switch {
+		case rc.Equal(cert):
+			return nil, errors.New("ocsp: the response is signed by the certificate it is about")
+		case !slices.Contains(rc.ExtKeyUsage, x509.ExtKeyUsageOCSPSigning):
+			return nil, errors.New("ocsp: the response's signer is not an OCSP responder of the issuer (no id-kp-OCSPSigning)")
+		case r.ProducedAt.Before(rc.NotBefore) || r.ProducedAt.After(rc.NotAfter):
+			return nil, errors.New("ocsp: the responder's certificate was not valid when the response was produced")
+		}
+	}
+	return r, nil
 }
