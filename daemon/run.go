@@ -340,11 +340,7 @@ func (s *Service) Run(ctx context.Context) error {
 func (s *Service) startAccount(a accountSettings) {
 	actx, cancel := context.WithCancel(s.ctx)
 	imapCfg := func(log *slog.Logger) imapconn.Config {
-		return imapconn.Config{
-			Addr: a.Account.Server, TLS: a.Account.TLS, TLSCAFile: a.Account.TLSCAFile, TLSServerName: a.Account.TLSServerName,
-			Username: a.Account.Username, Authzid: a.Account.Authzid, Password: a.Password, Auth: a.Account.Auth, Logger: log,
-			Token: s.tokenFor(a.Account.Name),
-		}
+		return a.Account.IMAP(a.Password, s.tokenFor(a.Account.Name), log)
 	}
 	budget := s.budgetFor(a.Account.Server)
 	sink := &archiveSink{
@@ -504,19 +500,14 @@ func (s *Service) WakeCopies() {
 
 // tokenFor is the OAuth2 token function of the account name: it asks the
 // account's token source of the configuration in force (a reload brings
-// new ones). A refused grant is a login refusal (imapconn.ErrAuth): the
-// administrator must act, the watcher waits.
+// new ones).
 func (s *Service) tokenFor(name string) func(ctx context.Context, fresh bool) (string, error) {
 	return func(ctx context.Context, fresh bool) (string, error) {
 		src := (*s.tokens.Load())[name]
 		if src == nil {
 			return "", fmt.Errorf("%w: account %s has no OAuth2 login", imapconn.ErrAuth, name)
 		}
-		tok, err := src.Token(ctx, fresh)
-		if errors.Is(err, oauth.ErrGrant) {
-			err = fmt.Errorf("%w: %w", imapconn.ErrAuth, err)
-		}
-		return tok, err
+		return src.Token(ctx, fresh)
 	}
 }
 

@@ -14,7 +14,6 @@ import (
 
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/daemon/imapconn"
-	"github.com/smimed/smimed/daemon/oauth"
 )
 
 // connectTimeout bounds each account's checks.
@@ -45,8 +44,8 @@ func checkConnect(cfg *config.Config, stdout io.Writer) (failed int) {
 			continue
 		}
 		line(true, acct, "resolve %s: %s", host, strings.Join(addrs, ", "))
-		ic := imapconn.Config{Addr: a.Server, TLS: a.TLS, TLSCAFile: a.TLSCAFile, TLSServerName: a.TLSServerName,
-			Username: a.Username, Authzid: a.Authzid, Auth: a.Auth, Logger: slog.New(slog.DiscardHandler)}
+		var password string
+		var token func(context.Context, bool) (string, error)
 		if a.OAuth2 != nil {
 			src, err := cfg.TokenSource(a)
 			if err != nil {
@@ -54,18 +53,13 @@ func checkConnect(cfg *config.Config, stdout io.Writer) (failed int) {
 				cancel()
 				continue
 			}
-			ic.Token = func(ctx context.Context, fresh bool) (string, error) {
-				tok, err := src.Token(ctx, fresh)
-				if errors.Is(err, oauth.ErrGrant) {
-					err = fmt.Errorf("%w: %w", imapconn.ErrAuth, err)
-				}
-				return tok, err
-			}
-		} else if ic.Password, err = config.ReadAccountPassword(a); err != nil {
+			token = src.Token
+		} else if password, err = config.ReadAccountPassword(a); err != nil {
 			line(false, acct, "password_file: %v", err)
 			cancel()
 			continue
 		}
+		ic := a.IMAP(password, token, slog.New(slog.DiscardHandler))
 		conn, err := imapconn.Dial(ctx, ic)
 		if err != nil {
 			what, hint := dialFailure(err, a)

@@ -1,7 +1,9 @@
 package config
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -11,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/smimed/smimed/daemon/imapconn"
 	"github.com/smimed/smimed/daemon/oauth"
 )
 
@@ -532,4 +535,13 @@ func checkEndpoint(raw string) error {
 		return fmt.Errorf("%q: http sends secrets in clear and is only allowed to a loopback address; use https", raw)
 	}
 	return fmt.Errorf("%q: want https (or http to a loopback address)", raw)
+}
+
+// IMAP is the imapconn configuration of mailbox a: its server, TLS and
+// login, with password (password logins) or token (OAuth2 logins).
+func (a Account) IMAP(password string, token func(ctx context.Context, fresh bool) (string, error), log *slog.Logger) imapconn.Config {
+	return imapconn.Config{
+		Addr: a.Server, TLS: a.TLS, TLSCAFile: a.TLSCAFile, TLSServerName: a.TLSServerName,
+		Username: a.Username, Authzid: a.Authzid, Password: password, Auth: a.Auth, Token: token, Logger: log,
+	}
 }

@@ -33,6 +33,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-sasl"
+	"github.com/smimed/smimed/daemon/oauth"
 )
 
 // DefaultCommandTimeout bounds every command when Config.CommandTimeout is 0.
@@ -75,8 +76,8 @@ type Config struct {
 	// access token from Token.
 	Auth string
 	// Token returns an OAuth2 access token for Username; fresh asks for
-	// a new one (the server refused the last). Its error wraps ErrAuth
-	// when the grant itself was refused.
+	// a new one (the server refused the last). A refused grant
+	// (oauth.ErrGrant) is a refused login (ErrAuth).
 	Token  func(ctx context.Context, fresh bool) (string, error)
 	Logger *slog.Logger
 	// CommandTimeout bounds every command (default DefaultCommandTimeout).
@@ -288,8 +289,11 @@ func (c *Conn) loginBearer(ctx context.Context) error {
 	for attempt := range 2 {
 		var tok string
 		if tok, err = c.cfg.Token(ctx, attempt > 0); err != nil {
-			// ErrAuth when the token endpoint refused (Token says so),
-			// else a passing failure (the endpoint is down).
+			// A refused grant is a refused login (an administrator must
+			// act); else a passing failure (the endpoint is down).
+			if errors.Is(err, oauth.ErrGrant) {
+				return fmt.Errorf("%w: %s as %s: no OAuth2 token: %w", ErrAuth, c.cfg.Addr, c.cfg.Username, err)
+			}
 			return fmt.Errorf("imapconn: %s as %s: no OAuth2 token: %w", c.cfg.Addr, c.cfg.Username, err)
 		}
 		bc := &bearerClient{mech: strings.ToUpper(c.cfg.Auth), user: c.cfg.Username, token: tok}
