@@ -41,24 +41,11 @@ type keyJSON struct {
 }
 
 func keysMain(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-		fmt.Fprint(stdout, keysUsage)
-		return exitOK
-	}
-	if len(args) == 0 || args[0] != "list" {
-		fmt.Fprintln(stderr, "smimed keys: want the subcommand list (see smimed keys --help)")
-		return exitUsage
-	}
 	fs := newFlags("keys list")
 	configPath := fs.String("config", "", "")
 	asJSON := fs.Bool("json", false, "")
-	rest, code, done := parseFlags(fs, args[1:], stdout, stderr, keysUsage)
-	if done {
+	if code, done := oneSubcommand(fs, args, keysUsage, stdout, stderr); done {
 		return code
-	}
-	if len(rest) > 0 {
-		fmt.Fprintf(stderr, "smimed keys list: unexpected argument %q\n", rest[0])
-		return exitUsage
 	}
 	cfg, err := loadConfig(*configPath)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 // Exit codes shared by every subcommand.
@@ -119,4 +120,30 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer, usage
 		positional = append(positional, rest[0])
 		args = rest[1:]
 	}
+}
+
+// oneSubcommand is the start of a command with one subcommand ("keys
+// list", "oauth2 login"): fs is named "COMMAND SUBCOMMAND" and has its
+// flags. It checks that args begin with the subcommand (or ask for help)
+// and parses the flags that follow, which take no positional argument.
+// done is true, with the exit code, when the command ends here.
+func oneSubcommand(fs *flag.FlagSet, args []string, usage string, stdout, stderr io.Writer) (code int, done bool) {
+	cmd, sub, _ := strings.Cut(fs.Name(), " ")
+	if len(args) == 0 || args[0] != sub {
+		if len(args) > 0 && (args[0] == "--help" || args[0] == "-h" || args[0] == "-help" || args[0] == "help") {
+			fmt.Fprint(stdout, usage)
+			return exitOK, true
+		}
+		fmt.Fprintf(stderr, "smimed %s: want the subcommand %s (see smimed %s --help)\n", cmd, sub, cmd)
+		return exitUsage, true
+	}
+	rest, code, done := parseFlags(fs, args[1:], stdout, stderr, usage)
+	if done {
+		return code, true
+	}
+	if len(rest) > 0 {
+		fmt.Fprintf(stderr, "smimed %s: unexpected argument %q\n", fs.Name(), rest[0])
+		return exitUsage, true
+	}
+	return 0, false
 }

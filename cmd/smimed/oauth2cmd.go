@@ -29,24 +29,11 @@ Run it again when the grant was revoked. Exit 0 when the token is kept.
 `
 
 func oauth2Main(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] != "login" {
-		if len(args) > 0 && (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-			fmt.Fprint(stdout, oauth2Usage)
-			return exitOK
-		}
-		fmt.Fprintln(stderr, "smimed oauth2: want the subcommand login (see smimed oauth2 --help)")
-		return exitUsage
-	}
 	fs := newFlags("oauth2 login")
 	configPath := fs.String("config", config.DefaultPath, "")
 	name := fs.String("account", "", "")
-	rest, code, done := parseFlags(fs, args[1:], stdout, stderr, oauth2Usage)
-	if done {
+	if code, done := oneSubcommand(fs, args, oauth2Usage, stdout, stderr); done {
 		return code
-	}
-	if len(rest) > 0 {
-		fmt.Fprintf(stderr, "smimed oauth2 login: unexpected argument %q\n", rest[0])
-		return exitUsage
 	}
 	if *name == "" {
 		fmt.Fprintln(stderr, "smimed oauth2 login: --account NAME is required")
