@@ -23,17 +23,12 @@ import (
 func TestScenarioMasterUsers(t *testing.T) {
 	t.Parallel()
 	e := newSvcEnv(t)
-	for _, u := range []string{"alice", "bob", "carol", "dave"} {
-		e.d.AddUser(t, u, "a password smimed does not know")
-		e.d.Deliver(t, u, "INBOX", testenv.Testdata(t, "msg", "enc-aes256.eml"))
-	}
+	e.masterUsers(t, "alice", "bob", "carol", "dave")
 	// The old key is the board's alone: alice's mail to it stays sealed.
 	for _, u := range []string{"alice", "carol"} {
 		e.d.Deliver(t, u, "INBOX", testenv.Testdata(t, "msg", "enc-old-key.eml"))
 	}
 	oldKey := "[[keys]]\ncert_file = \"org-old.crt\"\nkey_file = \"org-old.key\"\naccounts = [\"board\"]\n"
-	e.d.AddMaster(t, "smimed", testenv.Password("smimed"))
-	testenv.WritePasswordFile(t, e.dir, "smimed")
 	usersFile := filepath.Join(e.dir, "users.txt")
 	if err := os.WriteFile(usersFile, []byte("# the staff\nalice\nbob   # on leave until May\n\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -103,4 +98,17 @@ func TestScenarioMasterUsers(t *testing.T) {
 	if strings.Contains(logs.String(), testenv.Password("smimed")) {
 		t.Error("the master password is in the log")
 	}
+}
+
+// masterUsers adds Dovecot users whose passwords smimed does not know,
+// each with one message encrypted to org-new in its INBOX, and the master
+// user smimed with its password file smimed.pass.
+func (e *svcEnv) masterUsers(t *testing.T, users ...string) {
+	t.Helper()
+	for _, u := range users {
+		e.d.AddUser(t, u, "a password smimed does not know")
+		e.d.Deliver(t, u, "INBOX", testenv.Testdata(t, "msg", "enc-aes256.eml"))
+	}
+	e.d.AddMaster(t, "smimed", testenv.Password("smimed"))
+	testenv.WritePasswordFile(t, e.dir, "smimed")
 }

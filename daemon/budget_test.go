@@ -21,12 +21,7 @@ func TestScenarioConnectionBudget(t *testing.T) {
 	t.Parallel()
 	e := newSvcEnv(t)
 	users := []string{"u1", "u2", "u3", "u4"}
-	for _, u := range users {
-		e.d.AddUser(t, u, "unknown to smimed")
-		e.d.Deliver(t, u, "INBOX", testenv.Testdata(t, "msg", "enc-aes256.eml"))
-	}
-	e.d.AddMaster(t, "smimed", testenv.Password("smimed"))
-	testenv.WritePasswordFile(t, e.dir, "smimed")
+	e.masterUsers(t, users...)
 	block := "[[accounts]]\nname = \"staff\"\nserver = \"" + e.d.Addr() + "\"\ntls = \"none\"\nusername = \"smimed\"\npassword_file = \"smimed.pass\"\n" +
 		"users = [\"u1\", \"u2\", \"u3\", \"u4\"]\nfolders = [\"INBOX\"]\narchive_folder = \"Decrypted\"\n"
 	e.writeConfig(t, "[daemon]\nmax_connections = 3\npoll_interval = \"5s\"\n", []string{"org-new"}, block)
