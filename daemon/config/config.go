@@ -32,6 +32,7 @@ type Config struct {
 	Keys           []Key
 	Accounts       []Account // watched by `smimed run`
 	Daemon         Daemon
+	Archive        Archive
 }
 
 // Trust names the trust anchors for signature verdicts.
@@ -85,6 +86,7 @@ type rawConfig struct {
 	} `toml:"keys"`
 	Accounts []rawAccount `toml:"accounts"`
 	Daemon   rawDaemon    `toml:"daemon"`
+	Archive  rawArchive   `toml:"archive"`
 }
 
 // Defaults is the configuration used when no file exists.
@@ -218,6 +220,7 @@ func Load(path string) (*Config, error) {
 	cfg.Accounts = parseAccounts(raw.Accounts, dir, addf)
 	checkKeyAccounts(raw.Accounts, cfg, addf)
 	cfg.Daemon = parseDaemon(raw.Daemon, addf)
+	cfg.Archive = parseArchive(raw.Archive, dir, addf)
 	if cs := cfg.Daemon.ControlSocket; cs != "" {
 		cfg.Daemon.ControlSocket = resolve(dir, cs)
 		if len(cfg.Daemon.ControlSocket) > MaxSocketPath {
