@@ -392,18 +392,7 @@ func parseDaemon(r rawDaemon, addf func(string, ...any)) Daemon {
 		}
 	}
 	dur := func(key string, v *string, min time.Duration, dst *time.Duration) {
-		if v == nil {
-			return
-		}
-		x, err := time.ParseDuration(*v)
-		switch {
-		case err != nil:
-			addf("daemon.%s: %q is not a duration (e.g. \"25m\", \"90s\")", key, *v)
-		case x < min:
-			addf("daemon.%s: %s is shorter than %s", key, x, min)
-		default:
-			*dst = x
-		}
+		parseDuration("daemon."+key, v, min, dst, addf)
 	}
 	dur("idle_restart", r.IdleRestart, time.Minute, &d.IdleRestart)
 	dur("liveness_interval", r.LivenessInterval, 10*time.Second, &d.LivenessInterval)
@@ -443,6 +432,23 @@ func parseDaemon(r rawDaemon, addf func(string, ...any)) Daemon {
 		}
 	}
 	return d
+}
+
+// parseDuration reads the duration *v (when set) into *dst, at least
+// min; a problem names key.
+func parseDuration(key string, v *string, min time.Duration, dst *time.Duration, addf func(string, ...any)) {
+	if v == nil {
+		return
+	}
+	x, err := time.ParseDuration(*v)
+	switch {
+	case err != nil:
+		addf("%s: %q is not a duration (e.g. \"25m\", \"90s\")", key, *v)
+	case x < min:
+		addf("%s: %s is shorter than %s", key, x, min)
+	default:
+		*dst = x
+	}
 }
 
 var authservID = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$`)

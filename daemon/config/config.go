@@ -33,6 +33,7 @@ type Config struct {
 	Accounts       []Account // watched by `smimed run`
 	Daemon         Daemon
 	Archive        Archive
+	Gateway        *Gateway // nil: no [gateway], smimed serves no SMTP
 }
 
 // Trust names the trust anchors for signature verdicts.
@@ -87,6 +88,7 @@ type rawConfig struct {
 	Accounts []rawAccount `toml:"accounts"`
 	Daemon   rawDaemon    `toml:"daemon"`
 	Archive  rawArchive   `toml:"archive"`
+	Gateway  *rawGateway  `toml:"gateway"`
 }
 
 // Defaults is the configuration used when no file exists.
@@ -221,6 +223,7 @@ func Load(path string) (*Config, error) {
 	checkKeyAccounts(raw.Accounts, cfg, addf)
 	cfg.Daemon = parseDaemon(raw.Daemon, addf)
 	cfg.Archive = parseArchive(raw.Archive, dir, addf)
+	cfg.Gateway = parseGateway(raw.Gateway, dir, addf)
 	if cs := cfg.Daemon.ControlSocket; cs != "" {
 		cfg.Daemon.ControlSocket = resolve(dir, cs)
 		if len(cfg.Daemon.ControlSocket) > MaxSocketPath {

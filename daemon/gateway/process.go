@@ -1,0 +1,280 @@
+package gateway
+
+// This file is what happens to one message after its DATA: the policy's
+// decision, the signed or encrypted message built, handed to the next
+// hop, archived, answered.
+//
+// The order, so that nothing is lost and nothing is claimed sent that
+// was not:
+//
+//  1. the message is spooled (state_dir/tmp) and the decision made; a
+//     refusal by policy is answered 5xx, nothing is sent;
+//  2. the message to send is built into a second spool file; any error
+//     there is a 451 4.3.0 and nothing is sent (fail closed);
+//  3. it is handed to the next hop; its refusal or a broken connection
+//     reaches the client as the next hop's answer or 451 4.4.2, and
+//     nothing is archived;
+//  4. the next hop accepted it: it is archived (plaintext as submitted,
+//     message as sent, decision), then the client gets the next hop's
+//     answer. When the archive fails now, the message has left: a 4xx
+//     would make the client send it twice, so the client gets the 250,
+//     the two files and the record's facts are kept under
+//     state_dir/gateway-unarchived/ and an ERROR is logged.
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// process decides, builds, hands on and archives the spooled message f.
+func (g *Gateway) process(s *session, f *os.File) error {
+	rt := g.rt.Load()
+	now := g.cfg.Now()
+	log := s.log.With("from", s.from, "recipients", len(s.rcpts))
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return errLocal
+	}
+	br := bufio.NewReaderSize(f, 64<<10)
+	h, herr := readHeader(br)
+	if herr != nil {
+		h = &header{}
+	}
+	facts := Facts{EnvelopeFrom: s.from, Recipients: s.rcpts}
+	if g.cfg.Mode == "submission" {
+		facts.Allowed = s.allowed
+	}
+	if herr != nil {
+		facts.FromErr = herr
+	} else {
+		facts.From, facts.FromErr = h.fromAddresses()
+	}
+	newHeader := h.raw
+	if rt.Policy.IsInternal(s.from) {
+		newHeader, facts.Trigger = h.removeTrigger(rt.Policy.EncryptTrigger)
+	}
+	msgID := cleanForLog(h.get("Message-ID"))
+	log = log.With("message_id", msgID)
+
+	d, err := rt.Policy.Decide(facts, rt.Lookup)
+	if err != nil {
+		log.Error("gateway: policy decision failed: message not sent", "err", err)
+		g.mon.Message(OutcomeFailed)
+		return errLocal
+	}
+	if d.Action == Refuse {
+		g.mon.Message(OutcomeRefused)
+		log.Info("gateway: message refused by policy", "reasons", strings.Join(d.Reasons, "; "))
+		return refusal(d)
+	}
+
+	// The message to send.
+	sendPath := f.Name()
+	var algs string
+	var encTo []Recipient
+	if d.Action != Pass {
+		// The plaintext to protect: the spooled message, its Subject
+		// without the trigger.
+		if _, err := f.Seek(int64(len(h.raw)), io.SeekStart); err != nil {
+			return errLocal
+		}
+		src := io.MultiReader(bytes.NewReader(newHeader), f)
+		out, err := os.CreateTemp(g.cfg.TempDir, "gw-out-*.eml")
+		if err != nil {
+			log.Error("gateway: cannot create a spool file: message not sent", "err", err)
+			g.mon.Message(OutcomeFailed)
+			return errLocal
+		}
+		defer func() {
+			out.Close()
+			os.Remove(out.Name())
+		}()
+		bw := bufio.NewWriterSize(out, 64<<10)
+		o := ComposeOptions{ProtectHeaders: rt.Policy.ProtectHeaders, Now: now, TempDir: g.cfg.TempDir}
+		switch d.Action {
+		case SignOnly:
+			err = g.cfg.Composer.Sign(bw, src, d.Signer, o)
+		case EncryptOnly, SignEncrypt:
+			encTo = append(append(encTo, d.Recipients...), rt.Escrow...)
+			if len(rt.Escrow) == 0 {
+				err = errors.New("no escrow certificate")
+			} else if d.Action == EncryptOnly {
+				algs, err = g.cfg.Composer.Encrypt(bw, src, encTo, o)
+			} else {
+				algs, err = g.cfg.Composer.SignEncrypt(bw, src, d.Signer, encTo, o)
+			}
+		}
+		if err == nil {
+			err = bw.Flush()
+		}
+		if err == nil {
+			err = out.Sync()
+		}
+		if err != nil {
+			log.Error("gateway: cannot build the message: not sent", "action", d.Action.String(), "err", err)
+			g.mon.Message(OutcomeFailed)
+			return errLocal
+		}
+		sendPath = out.Name()
+	}
+
+	answer, err := s.send(sendPath)
+	if err != nil {
+		g.mon.Message(OutcomeFailed)
+		log.Warn("gateway: next hop did not take the message", "action", d.Action.String(), "err", err)
+		return err
+	}
+	s.inTx = false
+
+	if d.Action != Pass {
+		o := Outgoing{EnvelopeFrom: s.from, Recipients: s.rcpts, Login: s.login, Decision: d.Action.String(),
+			Reasons: d.Reasons, Algorithms: algs, Relay: answer, Time: now}
+		for _, r := range encTo {
+			o.Certificates = append(o.Certificates, r.Cert)
+		}
+		if d.Signer != nil {
+			o.Signer = d.Signer.Cert
+		}
+		id, err := g.cfg.Archiver.PutOutgoing(o, f.Name(), sendPath)
+		if err != nil {
+			kept := g.keepUnarchived(o, f.Name(), sendPath)
+			log.Error("gateway: message sent but not archived; kept for the archive", "err", err, "kept", kept)
+		} else {
+			log = log.With("record", id)
+		}
+	}
+	g.mon.Message(outcomeOf(d.Action))
+	log.Info("gateway: message handed on", "action", d.Action.String(), "reasons", strings.Join(d.Reasons, "; "), "algorithms", algs, "relay", cleanForLog(answer))
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Sent on: " + cleanForLog(answer)}
+}
+
+// send hands the file to the next hop as the transaction's data and
+// returns its answer.
+func (s *session) send(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", errLocal
+	}
+	defer f.Close()
+	rc := s.relay
+	rc.conn.SetDeadline(time.Now().Add(rc.cfg.DataTimeout))
+	defer func() {
+		if s.relay != nil {
+			s.relay.conn.SetDeadline(time.Time{})
+		}
+	}()
+	w, err := rc.c.Data()
+	if err != nil {
+		return "", s.lost("DATA", err)
+	}
+	if _, err := io.Copy(w, bufio.NewReaderSize(f, 64<<10)); err != nil {
+		return "", s.lost("DATA", err)
+	}
+	resp, err := w.CloseWithResponse()
+	if err != nil {
+		return "", s.lost("end of DATA", err)
+	}
+	return resp.StatusText, nil
+}
+
+// refusal is the client's answer to a refusal by policy. Recipients
+// without a certificate: 554 5.7.5 (RFC 3463 X.7.5 "cryptographic
+// failure": the key needed is not available), permanent because
+// sending again does not bring a certificate. Anything else (a From the
+// login may not use, mail that cannot be read but must be encrypted):
+// 550 5.7.1 (delivery not authorised, message refused).
+func refusal(d Decision) error {
+	if len(d.Missing) > 0 {
+		msg := "Encryption required, no certificate for: " + strings.Join(d.Missing, ", ")
+		if len(msg) > 400 {
+			msg = fmt.Sprintf("Encryption required, no certificate for %d recipients: %s, ...", len(d.Missing), strings.Join(d.Missing[:3], ", "))
+		}
+		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 5}, Message: cleanForLog(msg)}
+	}
+	msg := "Refused by policy"
+	if len(d.Reasons) > 0 {
+		msg += ": " + d.Reasons[len(d.Reasons)-1]
+	}
+	if len(msg) > 400 {
+		msg = msg[:400]
+	}
+	return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: cleanForLog(msg)}
+}
+
+func outcomeOf(a Action) string {
+	switch a {
+	case SignOnly:
+		return OutcomeSigned
+	case EncryptOnly:
+		return OutcomeEncrypted
+	case SignEncrypt:
+		return OutcomeSignedEncrypted
+	}
+	return OutcomePassed
+}
+
+// cleanForLog keeps a stranger's text on one printable line.
+func cleanForLog(s string) string {
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+// unarchived is what keepUnarchived writes next to the two files.
+type unarchived struct {
+	Outgoing
+	CertificatesDER [][]byte `json:"certificates_der"`
+	SignerDER       []byte   `json:"signer_der"`
+}
+
+// keepUnarchived moves a sent message that the archive refused to
+// state_dir/gateway-unarchived/<time>/ (plaintext.eml, sent.eml,
+// outgoing.json) and returns the directory.
+func (g *Gateway) keepUnarchived(o Outgoing, plaintext, sent string) string {
+	dir := filepath.Join(filepath.Dir(g.cfg.TempDir), "gateway-unarchived", o.Time.UTC().Format("20060102T150405.000000000Z"))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "nothing: " + err.Error()
+	}
+	u := unarchived{Outgoing: o}
+	for _, c := range o.Certificates {
+		u.CertificatesDER = append(u.CertificatesDER, c.Raw)
+	}
+	if o.Signer != nil {
+		u.SignerDER = o.Signer.Raw
+	}
+	u.Certificates, u.Signer = nil, nil
+	meta, _ := json.Marshal(u)
+	copyFile := func(src, dst string) {
+		in, err := os.Open(src)
+		if err != nil {
+			return
+		}
+		defer in.Close()
+		out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o600)
+		if err != nil {
+			return
+		}
+		io.Copy(out, in)
+		out.Sync()
+		out.Close()
+	}
+	copyFile(plaintext, filepath.Join(dir, "plaintext.eml"))
+	copyFile(sent, filepath.Join(dir, "sent.eml"))
+	os.WriteFile(filepath.Join(dir, "outgoing.json"), meta, 0o600)
+	return dir
+}
