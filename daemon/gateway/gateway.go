@@ -49,6 +49,11 @@ type Runtime struct {
 	Escrow []Recipient // every encrypted message is also encrypted to these
 }
 
+// maxLine bounds a line of a command or of the data. RFC 5321 4.5.3.1.6
+// allows 1000 octets; mail programs write longer ones, which the
+// composer re-encodes before signing.
+const maxLine = 64 << 10
+
 // Gateway is the running SMTP side.
 type Gateway struct {
 	cfg     Config
@@ -98,6 +103,7 @@ func (g *Gateway) Serve(ctx context.Context) error {
 		}
 		s.MaxMessageBytes = g.cfg.MaxMessageSize
 		s.MaxRecipients = g.cfg.MaxRecipients
+		s.MaxLineLength = maxLine
 		s.ReadTimeout = g.cfg.CommandTimeout
 		s.WriteTimeout = g.cfg.CommandTimeout
 		s.EnableSMTPUTF8 = true

@@ -133,6 +133,13 @@ func parseAddressList(v string) ([]string, error) {
 	}}}
 	list, err := p.ParseList(v)
 	if err != nil {
+		// A display name in raw 8-bit (not UTF-8) or otherwise broken:
+		// the one angle-addr, when there is exactly one, is the address.
+		if a := angleAddr(v); a != "" {
+			if one, err2 := p.Parse("<" + a + ">"); err2 == nil {
+				return []string{strings.ToLower(one.Address)}, nil
+			}
+		}
 		return nil, err
 	}
 	if len(list) == 0 {
@@ -143,6 +150,19 @@ func parseAddressList(v string) ([]string, error) {
 		out = append(out, strings.ToLower(a.Address))
 	}
 	return out, nil
+}
+
+// angleAddr is the text between the only "<" and the only ">" of v
+// after it, "" when v does not have exactly one such pair.
+func angleAddr(v string) string {
+	if strings.Count(v, "<") != 1 || strings.Count(v, ">") != 1 {
+		return ""
+	}
+	i, j := strings.IndexByte(v, '<'), strings.IndexByte(v, '>')
+	if j < i {
+		return ""
+	}
+	return v[i+1 : j]
 }
 
 // removeTrigger returns the header with trigger (compared without

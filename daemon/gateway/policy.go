@@ -226,6 +226,7 @@ func (p *Policy) Decide(f Facts, look Lookup) (Decision, error) {
 	switch {
 	case encrypt == config.EncryptAlways && len(d.Missing) > 0:
 		d.Action = Refuse
+		d.Recipients = nil
 		reason("encryption required and no usable certificate for %s", strings.Join(d.Missing, ", "))
 		return d, nil
 	case encrypt == config.EncryptIfPossible && len(d.Missing) > 0:

@@ -99,18 +99,19 @@ func (g *Gateway) process(s *session, f *os.File) error {
 			os.Remove(out.Name())
 		}()
 		bw := bufio.NewWriterSize(out, 64<<10)
+		cw := &crlfWriter{w: bw}
 		o := ComposeOptions{ProtectHeaders: rt.Policy.ProtectHeaders, Now: now, TempDir: g.cfg.TempDir}
 		switch d.Action {
 		case SignOnly:
-			err = g.cfg.Composer.Sign(bw, src, d.Signer, o)
+			err = g.cfg.Composer.Sign(cw, src, d.Signer, o)
 		case EncryptOnly, SignEncrypt:
 			encTo = append(append(encTo, d.Recipients...), rt.Escrow...)
 			if len(rt.Escrow) == 0 {
 				err = errors.New("no escrow certificate")
 			} else if d.Action == EncryptOnly {
-				algs, err = g.cfg.Composer.Encrypt(bw, src, encTo, o)
+				algs, err = g.cfg.Composer.Encrypt(cw, src, encTo, o)
 			} else {
-				algs, err = g.cfg.Composer.SignEncrypt(bw, src, d.Signer, encTo, o)
+				algs, err = g.cfg.Composer.SignEncrypt(cw, src, d.Signer, encTo, o)
 			}
 		}
 		if err == nil {
@@ -277,4 +278,43 @@ func (g *Gateway) keepUnarchived(o Outgoing, plaintext, sent string) string {
 	copyFile(sent, filepath.Join(dir, "sent.eml"))
 	os.WriteFile(filepath.Join(dir, "outgoing.json"), meta, 0o600)
 	return dir
+}
+
+// crlfWriter writes what it is given with every bare LF made CRLF, as
+// the SMTP client puts it on the wire, so that the archived message is
+// the one the next hop received.
+type crlfWriter struct {
+	w      io.Writer
+	lastCR bool
+}
+
+func (c *crlfWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			if _, err := c.w.Write(p); err != nil {
+				return 0, err
+			}
+			c.lastCR = p[len(p)-1] == '\r'
+			break
+		}
+		prevCR := c.lastCR
+		if i > 0 {
+			prevCR = p[i-1] == '\r'
+		}
+		if _, err := c.w.Write(p[:i]); err != nil {
+			return 0, err
+		}
+		eol := "\n"
+		if !prevCR {
+			eol = "\r\n"
+		}
+		if _, err := io.WriteString(c.w, eol); err != nil {
+			return 0, err
+		}
+		c.lastCR = false
+		p = p[i+1:]
+	}
+	return n, nil
 }

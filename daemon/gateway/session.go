@@ -35,6 +35,7 @@ type session struct {
 var (
 	errAuthNeeded = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
 	errNoAuth     = &smtp.SMTPError{Code: 502, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "AUTH not offered here"}
+	errLongLine   = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "A line is longer than 65536 octets (RFC 5321 allows 1000)"}
 	errTimeout    = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "Timeout while reading the data"}
 )
 
@@ -72,26 +73,38 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	switch mech {
 	case sasl.Plain:
 		return sasl.NewPlainServer(func(identity, user, pass string) error {
-			return s.upstreamAuth(sasl.NewPlainClient(identity, user, pass), user)
+			return s.upstreamAuth(identity, user, pass)
 		}), nil
 	case sasl.Login:
 		return newLoginServer(func(user, pass string) error {
-			return s.upstreamAuth(sasl.NewLoginClient(user, pass), user)
+			return s.upstreamAuth("", user, pass)
 		}), nil
 	}
 	return nil, smtp.ErrAuthUnknownMechanism
 }
 
 // upstreamAuth opens the session to the upstream and logs in there with
-// the client's credentials; the client gets the upstream's answer. The
-// password is used for this login only and kept nowhere.
-func (s *session) upstreamAuth(c sasl.Client, user string) error {
+// the client's credentials (PLAIN when the upstream offers it, else
+// LOGIN, whichever the client used); the client gets the upstream's
+// answer. The password is used for this login only and kept nowhere.
+func (s *session) upstreamAuth(identity, user, pass string) error {
 	if s.relay != nil {
 		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "Already authenticated"}
 	}
 	rc, err := s.dial()
 	if err != nil {
 		return err
+	}
+	var c sasl.Client
+	switch {
+	case rc.c.SupportsAuth(sasl.Plain):
+		c = sasl.NewPlainClient(identity, user, pass)
+	case rc.c.SupportsAuth(sasl.Login) && identity == "":
+		c = sasl.NewLoginClient(user, pass)
+	default:
+		rc.close()
+		s.log.Warn("gateway: the upstream offers neither AUTH PLAIN nor LOGIN", "relay", s.g.cfg.Relay.Addr)
+		return &smtp.SMTPError{Code: 454, EnhancedCode: smtp.EnhancedCode{4, 7, 0}, Message: "The upstream offers no AUTH smimed can pass on"}
 	}
 	rc.conn.SetDeadline(time.Now().Add(s.g.cfg.Relay.CommandTimeout))
 	err = rc.c.Auth(c)
@@ -209,6 +222,9 @@ func (s *session) Data(r io.Reader) error {
 		var se *smtp.SMTPError
 		var ne net.Error
 		switch {
+		case strings.Contains(err.Error(), "too long a line"):
+			s.log.Info("gateway: message refused: a line over the limit", "max_line", maxLine)
+			return errLongLine
 		case errors.As(err, &se): // too large: 552 5.3.4
 			s.log.Info("gateway: message refused", "reason", se.Message, "max_message_size", s.g.cfg.MaxMessageSize)
 			return se

@@ -1,0 +1,153 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/x509"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/smimed/smimed/daemon/config"
+)
+
+func TestPolicyFor(t *testing.T) {
+	p := &Policy{Internal: []string{"org.example"}, Sign: config.SignAlways, Encrypt: config.EncryptIfPossible, Rules: []config.GatewayPolicy{
+		{Match: "*.example.com", Encrypt: config.EncryptNever},
+		{Match: "*.sub.example.com", Encrypt: config.EncryptAlways},
+		{Match: "bank.example.com", Sign: config.SignNever},
+		{Match: "ceo@bank.example.com", Encrypt: config.EncryptIfPossible},
+	}}
+	for _, tc := range []struct{ addr, sign, encrypt string }{
+		{"x@other.example", "always", "if-possible"},
+		{"x@a.example.com", "always", "never"},
+		{"x@example.com", "always", "if-possible"}, // *.example.com is below example.com only
+		{"x@a.sub.example.com", "always", "always"},
+		{"x@deep.a.sub.example.com", "always", "always"},
+		{"x@bank.example.com", "never", "never"},
+		{"CEO@Bank.Example.com", "never", "if-possible"},
+	} {
+		s, e := p.For(tc.addr)
+		if s != tc.sign || e != tc.encrypt {
+			t.Errorf("For(%s) = %s, %s; want %s, %s", tc.addr, s, e, tc.sign, tc.encrypt)
+		}
+	}
+}
+
+type mapLookup map[string]bool
+
+func (m mapLookup) RecipientCert(addr string) (*Recipient, error) {
+	if m[addr] {
+		return &Recipient{Cert: &x509.Certificate{}}, nil
+	}
+	return nil, nil
+}
+func (m mapLookup) Signer(addr string) *Signer {
+	if addr == "ceo@org.example" {
+		return &Signer{}
+	}
+	return nil
+}
+
+func TestDecide(t *testing.T) {
+	base := Facts{EnvelopeFrom: "ceo@org.example", From: []string{"ceo@org.example"}, Recipients: []string{"a@p.example"}}
+	look := mapLookup{"a@p.example": true}
+	for _, tc := range []struct {
+		name    string
+		encrypt string
+		mutate  func(f *Facts)
+		want    Action
+		missing []string
+	}{
+		{"encrypt to a partner with certificate", config.EncryptIfPossible, nil, SignEncrypt, nil},
+		{"if-possible without certificate", config.EncryptIfPossible, func(f *Facts) { f.Recipients = []string{"a@p.example", "b@p.example"} }, SignOnly, []string{"b@p.example"}},
+		{"always without certificate", config.EncryptAlways, func(f *Facts) { f.Recipients = []string{"b@p.example", "a@p.example", "c@q.example"} }, Refuse, []string{"b@p.example", "c@q.example"}},
+		{"never", config.EncryptNever, nil, SignOnly, nil},
+		{"external envelope sender", config.EncryptAlways, func(f *Facts) { f.EnvelopeFrom = "x@else.example" }, Pass, nil},
+		{"external From", config.EncryptAlways, func(f *Facts) { f.From = []string{"x@else.example"} }, Pass, nil},
+		{"external From with trigger", config.EncryptIfPossible, func(f *Facts) { f.From = []string{"x@else.example"}; f.Trigger = true }, Refuse, nil},
+		{"subdomain is not internal", config.EncryptIfPossible, func(f *Facts) { f.EnvelopeFrom = "ceo@sub.org.example" }, Pass, nil},
+		{"no signer", config.EncryptIfPossible, func(f *Facts) { f.From = []string{"intern@org.example"}; f.EnvelopeFrom = "intern@org.example" }, EncryptOnly, nil},
+		{"internal only", config.EncryptAlways, func(f *Facts) { f.Recipients = []string{"cfo@org.example"} }, SignOnly, nil},
+		{"internal only with trigger", config.EncryptIfPossible, func(f *Facts) { f.Recipients = []string{"cfo@org.example"}; f.Trigger = true }, SignEncrypt, nil},
+		{"trigger without certificate", config.EncryptNever, func(f *Facts) { f.Recipients = []string{"b@p.example"}; f.Trigger = true }, Refuse, []string{"b@p.example"}},
+		{"unreadable From, encryption required", config.EncryptAlways, func(f *Facts) { f.From = nil; f.FromErr = errors.New("x") }, Refuse, nil},
+		{"unreadable From, if-possible", config.EncryptIfPossible, func(f *Facts) { f.From = nil; f.FromErr = errors.New("x") }, Pass, nil},
+		{"From not allowed for the login", config.EncryptIfPossible, func(f *Facts) {
+			f.From = []string{"cfo@org.example"}
+			f.Allowed = func(string) bool { return false }
+		}, Refuse, nil},
+		{"From allowed for the login", config.EncryptIfPossible, func(f *Facts) {
+			f.EnvelopeFrom = "cfo@org.example"
+			f.Allowed = func(a string) bool { return a == "ceo@org.example" }
+		}, SignEncrypt, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := &Policy{Internal: []string{"org.example"}, Sign: config.SignAlways, Encrypt: tc.encrypt}
+			f := base
+			if tc.mutate != nil {
+				tc.mutate(&f)
+			}
+			d, err := p.Decide(f, look)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Action != tc.want || !slices.Equal(d.Missing, tc.missing) {
+				t.Fatalf("Decide() = %v missing %v (%q), want %v missing %v", d.Action, d.Missing, d.Reasons, tc.want, tc.missing)
+			}
+			if encrypting := d.Action == SignEncrypt || d.Action == EncryptOnly; !encrypting && len(d.Recipients) > 0 {
+				t.Fatalf("recipients %v for %v", d.Recipients, d.Action)
+			}
+		})
+	}
+}
+
+func TestHeaderTrigger(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"Subject: [secure] hello\r\nFrom: a@b\r\n\r\n", "Subject: hello\r\nFrom: a@b\r\n\r\n"},
+		{"From: a@b\nsubject: hello\n [SECURE]\n\tworld\n\n", "From: a@b\nsubject: hello world\n\n"},
+		{"Subject: hello\r\n\r\nbody [secure]\r\n", ""},
+		{"Subject: one\r\nSubject: [secure] two\r\n\r\n", ""}, // only the first Subject counts
+	} {
+		h, err := readHeader(bufio.NewReader(strings.NewReader(tc.in)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := h.removeTrigger("[secure]")
+		if ok != (tc.want != "") || (ok && string(got) != tc.want) {
+			t.Errorf("removeTrigger(%q) = %q, %v; want %q", tc.in, got, ok, tc.want)
+		}
+	}
+}
+
+func TestFromAddresses(t *testing.T) {
+	for in, want := range map[string]string{
+		"From: CEO <CEO@Org.Example>\r\n\r\n":                  "ceo@org.example",
+		"From: =?utf-8?q?J=C3=B6rg?= <j@org.example>\r\n\r\n":  "j@org.example",
+		"From: \"J\xf6rg\" <j@org.example>\r\n\r\n":            "j@org.example",
+		"From: a@org.example, b@org.example\r\n\r\n":           "a@org.example b@org.example",
+		"From: J\xc3\xb6rg <j\xc3\xb6rg@org.example>\r\n\r\n": "j\u00f6rg@org.example",
+	} {
+		h, _ := readHeader(bufio.NewReader(strings.NewReader(in)))
+		got, err := h.fromAddresses()
+		if err != nil || strings.Join(got, " ") != want {
+			t.Errorf("fromAddresses(%q) = %v, %v; want %s", in, got, err, want)
+		}
+	}
+	h, err := readHeader(bufio.NewReader(bytes.NewReader(append([]byte("X: "), bytes.Repeat([]byte("a"), maxHeader+10)...))))
+	if !errors.Is(err, ErrHeaderTooLong) {
+		t.Fatalf("readHeader(too long) = %v, %v", h, err)
+	}
+}
+
+func TestCRLFWriter(t *testing.T) {
+	var b bytes.Buffer
+	w := &crlfWriter{w: &b}
+	for _, p := range []string{"a\nb\r", "\nc\r\n", "\n", "d"} {
+		w.Write([]byte(p))
+	}
+	if got, want := b.String(), "a\r\nb\r\nc\r\n\r\nd"; got != want {
+		t.Fatalf("crlfWriter = %q, want %q", got, want)
+	}
+}
