@@ -123,10 +123,10 @@ func TestHeaderTrigger(t *testing.T) {
 
 func TestFromAddresses(t *testing.T) {
 	for in, want := range map[string]string{
-		"From: CEO <CEO@Org.Example>\r\n\r\n":                  "ceo@org.example",
-		"From: =?utf-8?q?J=C3=B6rg?= <j@org.example>\r\n\r\n":  "j@org.example",
-		"From: \"J\xf6rg\" <j@org.example>\r\n\r\n":            "j@org.example",
-		"From: a@org.example, b@org.example\r\n\r\n":           "a@org.example b@org.example",
+		"From: CEO <CEO@Org.Example>\r\n\r\n":                 "ceo@org.example",
+		"From: =?utf-8?q?J=C3=B6rg?= <j@org.example>\r\n\r\n": "j@org.example",
+		"From: \"J\xf6rg\" <j@org.example>\r\n\r\n":           "j@org.example",
+		"From: a@org.example, b@org.example\r\n\r\n":          "a@org.example b@org.example",
 		"From: J\xc3\xb6rg <j\xc3\xb6rg@org.example>\r\n\r\n": "j\u00f6rg@org.example",
 	} {
 		h, _ := readHeader(bufio.NewReader(strings.NewReader(in)))
