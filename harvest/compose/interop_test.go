@@ -34,9 +34,36 @@ type party struct {
 type pki struct {
 	root, sub *testenv.CA
 	parties   map[string]party
+	subCert   *x509.Certificate
 }
 
-var pkiCache *pki
+var (
+	pkiCache *pki
+	// pkiDir holds the shared PKI's files for the whole test binary.
+	pkiDir string
+)
+
+func TestMain(m *testing.M) {
+	var err error
+	if pkiDir, err = os.MkdirTemp("", "compose-pki"); err != nil {
+		panic(err)
+	}
+	code := m.Run()
+	os.RemoveAll(pkiDir)
+	os.Exit(code)
+}
+
+// keepTB is the test's TB with TempDir under pkiDir, so that the shared
+// PKI outlives the test that happens to make it.
+type keepTB struct{ testing.TB }
+
+func (k keepTB) TempDir() string {
+	d, err := os.MkdirTemp(pkiDir, "ca")
+	if err != nil {
+		k.Fatal(err)
+	}
+	return d
+}
 
 // testPKI is a root CA, an intermediate under it, and keys: signers under
 // the intermediate (so that the chain must come with the message), and
@@ -47,13 +74,13 @@ func testPKI(t *testing.T) *pki {
 		return pkiCache
 	}
 	testenv.NeedOpenSSL(t)
-	root := testenv.NewCA(t, "Compose Root", "")
-	sub := testenv.NewSubCA(t, root, "Compose Intermediate", "", "")
-	// The CAs must outlive this test: they are shared by the package's tests.
+	tb := keepTB{t}
+	root := testenv.NewCA(tb, "Compose Root", "")
+	sub := testenv.NewSubCA(tb, root, "Compose Intermediate", "", "")
 	p := &pki{root: root, sub: sub, parties: map[string]party{}}
 	when := time.Now().Add(-time.Hour)
 	add := func(ca *testenv.CA, name, keyType string) {
-		c, k := ca.IssueKey(t, name, name+"@org.example", keyType, when)
+		c, k := ca.IssueKey(tb, name, name+"@org.example", keyType, when)
 		p.parties[name] = party{c, k, testenv.ReadCert(t, c), testenv.ReadKey(t, k)}
 	}
 	add(sub, "sign-rsa", "rsa:2048")
@@ -62,12 +89,14 @@ func testPKI(t *testing.T) *pki {
 	add(root, "rcpt-p256", "P-256")
 	add(root, "rcpt-p384", "P-384")
 	add(root, "escrow", "rsa:3072")
+	p.subCert = testenv.ReadCert(t, sub.Cert)
+	pkiCache = p
 	return p
 }
 
 func (p *pki) signer(name string, pss bool) *Signer {
 	s := p.parties[name]
-	return &Signer{Cert: s.cert, Chain: []*x509.Certificate{testenv.ReadCert(&testing.T{}, p.sub.Cert)}, Key: s.key, PSS: pss}
+	return &Signer{Cert: s.cert, Chain: []*x509.Certificate{p.subCert}, Key: s.key, PSS: pss}
 }
 
 // A message with what RFC 8551 3.1 asks to be converted: an 8bit text part
