@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"crypto"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -278,4 +279,52 @@ func (ca *CA) AddTo(tb testing.TB, path string) {
 	if err := os.WriteFile(path, append(old, caPEM...), 0o600); err != nil {
 		tb.Fatal(err)
 	}
+}
+
+// IssueKey is Issue with another key: keyType is "rsa:BITS" or an
+// elliptic curve "P-256", "P-384", "P-521". An EC certificate gets the key
+// usages digitalSignature and keyAgreement (an EC key cannot encipher
+// keys), an RSA one digitalSignature and keyEncipherment.
+func (ca *CA) IssueKey(tb testing.TB, name, email, keyType string, notBefore time.Time) (cert, key string) {
+	tb.Helper()
+	cert, key, csr, ext := name+".crt", name+".key", name+".csr", name+".ext"
+	usage := "digitalSignature, keyEncipherment"
+	newkey := []string{"-newkey", keyType}
+	if strings.HasPrefix(keyType, "P-") {
+		usage = "digitalSignature, keyAgreement"
+		newkey = []string{"-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:" + keyType}
+	}
+	conf := "[ leaf_key ]\nbasicConstraints = CA:FALSE\nkeyUsage = critical, " + usage + "\n" +
+		"extendedKeyUsage = emailProtection\nsubjectAltName = email:copy\nsubjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n"
+	if err := os.WriteFile(filepath.Join(ca.Dir, ext), []byte(conf), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	OpenSSL(tb, ca.Dir, append(append([]string{"req", "-new"}, newkey...), "-nodes", "-keyout", key, "-out", csr,
+		"-subj", "/O=Smimed Test/CN="+name+"/emailAddress="+email)...)
+	OpenSSL(tb, ca.Dir, "ca", "-batch", "-config", "ca.cnf", "-in", csr, "-out", cert, "-extfile", ext, "-extensions", "leaf_key",
+		"-startdate", OpenSSLTime(notBefore), "-enddate", OpenSSLTime(notBefore.AddDate(2, 0, 0)), "-notext")
+	return filepath.Join(ca.Dir, cert), filepath.Join(ca.Dir, key)
+}
+
+// ReadKey parses the PEM private key (PKCS #8, as openssl req -nodes
+// writes it) at path.
+func ReadKey(tb testing.TB, path string) crypto.Signer {
+	tb.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		tb.Fatalf("%s: no PEM", path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		tb.Fatalf("%s: %v", path, err)
+	}
+	s, ok := k.(crypto.Signer)
+	if !ok {
+		tb.Fatalf("%s: %T is not a crypto.Signer", path, k)
+	}
+	return s
 }

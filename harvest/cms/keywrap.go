@@ -7,6 +7,7 @@ import (
 	"crypto/sha1"
 	"crypto/subtle"
 	"encoding/binary"
+	"fmt"
 	"slices"
 )
 
@@ -79,4 +80,33 @@ func envDES3KeyUnwrap(kek, wrapped []byte) ([]byte, error) {
 		return nil, envErrf(ErrDecrypt, "key unwrap: 3DES key checksum mismatch")
 	}
 	return cekICV[:24:24], nil
+}
+
+// envAESKeyWrap is the AES key wrap of RFC 3394 section 2.2.1
+// (index-based form) with the default initial value.
+func envAESKeyWrap(kek, key []byte) ([]byte, error) {
+	if len(key)%8 != 0 || len(key) < 16 {
+		return nil, fmt.Errorf("cms: key wrap: key is %d bytes (need a multiple of 8, at least 16)", len(key))
+	}
+	block, err := aes.NewCipher(kek)
+	if err != nil {
+		return nil, fmt.Errorf("cms: key wrap: %w", err)
+	}
+	n := len(key) / 8
+	out := make([]byte, 8+len(key))
+	copy(out, envKeyWrapIV[:])
+	copy(out[8:], key)
+	var b [16]byte
+	for j := range 6 {
+		for i := 1; i <= n; i++ {
+			ri := out[i*8 : i*8+8]
+			copy(b[:8], out[:8])
+			copy(b[8:], ri)
+			block.Encrypt(b[:], b[:])
+			binary.BigEndian.PutUint64(out[:8], binary.BigEndian.Uint64(b[:8])^uint64(n*j+i))
+			copy(ri, b[8:])
+		}
+	}
+	clear(b[:])
+	return out, nil
 }
