@@ -1,0 +1,79 @@
+package gateway
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/smimed/smimed/daemon/testenv"
+)
+
+// startComposeEnv is a gateway with harvest/compose and a signer with its
+// private key.
+func startComposeEnv(t *testing.T, o envOptions) *env {
+	o.composer = Compose{}
+	e := startEnv(t, o)
+	s := e.look.signers["ceo@org.example"]
+	s.Key = testenv.ReadKey(t, e.p.keys["ceo"])
+	return e
+}
+
+// TestComposedOutput: what the gateway hands on, built by
+// harvest/compose, decrypts with the partner's key and with the escrow
+// key (openssl cms -decrypt), and its signature verifies with the CA
+// (openssl cms -verify); the Subject trigger is gone inside and out.
+func TestComposedOutput(t *testing.T) {
+	e := startComposeEnv(t, envOptions{})
+	body := "8-bit caf\xc3\xa9 and a long line " + strings.Repeat("x", 1200)
+	msg := "From: CEO <ceo@org.example>\r\nTo: alice@partner.example\r\nSubject: [secure] terms\r\nMessage-ID: <c1@org.example>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" + body + "\r\n"
+	if err := e.send("ceo@org.example", []string{"alice@partner.example", "cfo@org.example"}, msg); err != nil {
+		t.Fatal(err)
+	}
+	m := e.only()
+	if bytes.Contains(m.Data, []byte("terms\r\n")) && bytes.Contains(m.Data, []byte("caf")) {
+		t.Fatal("plaintext left")
+	}
+	for _, who := range []string{"alice", "escrow"} {
+		inner, err := e.decrypt(m.Data, who)
+		if err != nil {
+			t.Fatal(err)
+		}
+		content, err := e.verify(inner)
+		if err != nil {
+			t.Fatalf("%s: %v", who, err)
+		}
+		if !bytes.Contains(content, []byte("caf=C3=A9")) && !bytes.Contains(content, []byte("caf\xc3\xa9")) {
+			t.Fatalf("%s: content lost the body: %q", who, content[:min(300, len(content))])
+		}
+		if bytes.Contains(inner, []byte("[secure]")) {
+			t.Fatal("trigger inside")
+		}
+	}
+	if _, err := e.decrypt(m.Data, "bob"); err == nil {
+		t.Fatal("bob, not a recipient, decrypts")
+	}
+	recs := e.arch.records()
+	if len(recs) != 1 || !strings.Contains(recs[0].O.Algorithms, "aes") || len(recs[0].O.Certificates) != 2 {
+		t.Fatalf("archive = %+v", recs)
+	}
+	if !bytes.Equal(recs[0].Sent, m.Data) {
+		t.Fatal("archived message is not what the relay received")
+	}
+}
+
+// TestComposedSignOnly: signed for a partner without certificate,
+// verified by openssl.
+func TestComposedSignOnly(t *testing.T) {
+	e := startComposeEnv(t, envOptions{})
+	msg := "From: ceo@org.example\nTo: carol@nocert.example\nSubject: bare LF\n\nline one\nline two\n"
+	if err := e.send("ceo@org.example", []string{"carol@nocert.example"}, msg); err != nil {
+		t.Fatal(err)
+	}
+	content, err := e.verify(e.only().Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(content, []byte("line one\r\nline two")) {
+		t.Fatalf("content = %q", content)
+	}
+}
