@@ -44,6 +44,7 @@ type Metrics struct {
 	lastCheck     *prometheus.GaugeVec
 	status        statusBoard
 	progress      progressBoard
+	gateway       *gatewayMetrics
 	now           func() time.Time
 }
 
@@ -78,6 +79,7 @@ func NewMetrics() *Metrics {
 		now:    time.Now,
 	}
 	m.status.progress = &m.progress
+	m.gateway = newGatewayMetrics(m.reg)
 	m.reg.MustRegister(m.processed, m.decryptFailed, m.verdicts, m.up, m.backlog, m.latency, m.lastCheck,
 		newProgressCollector(&m.progress, func() time.Time { return m.now() }))
 	return m

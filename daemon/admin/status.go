@@ -26,6 +26,20 @@ type DaemonStatus struct {
 	// Error says why there is no daemon's answer (set by the command).
 	Error   string         `json:"error,omitempty"`
 	Folders []FolderStatus `json:"folders"`
+	// Gateway is the SMTP gateway's state; nil when it does not run.
+	Gateway *GatewayStatus `json:"gateway,omitempty"`
+}
+
+// GatewayStatus is the SMTP gateway's part of the status.
+type GatewayStatus struct {
+	Mode     string `json:"mode"`
+	Listen   string `json:"listen"`
+	Relay    string `json:"relay"`
+	Sessions int64  `json:"sessions"`
+	// Messages counts the messages since start by outcome: signed,
+	// encrypted, signed_encrypted, passed, refused, failed.
+	Messages    map[string]uint64 `json:"messages"`
+	RelayErrors uint64            `json:"relay_errors"`
 }
 
 // FolderStatus is one account's folder. Without a daemon only Account,

@@ -1,11 +1,17 @@
 package config
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
+
+	"github.com/smimed/smimed/harvest/cms"
 )
 
 // Gateway modes, sign and encrypt settings, relay TLS modes.
@@ -323,4 +329,85 @@ func isLoopback(hp string) bool {
 	}
 	a, err := netip.ParseAddr(host)
 	return err == nil && a.IsLoopback()
+}
+
+// GatewayEscrow reads the escrow certificates: every certificate of
+// escrow_cert_files (PEM), or else the certificate of the first [[keys]]
+// entry. Each must be one mail can be encrypted to (cms.CanEncryptTo)
+// and valid at now; a problem names its key.
+func (c *Config) GatewayEscrow(now time.Time) ([]*x509.Certificate, error) {
+	g := c.Gateway
+	if g == nil {
+		return nil, nil
+	}
+	var out []*x509.Certificate
+	var problems []string
+	check := func(key string, cert *x509.Certificate) {
+		if err := cms.CanEncryptTo(cert); err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %s cannot be encrypted to: %v", key, cert.Subject, err))
+			return
+		}
+		if now.Before(cert.NotBefore) || now.After(cert.NotAfter) {
+			problems = append(problems, fmt.Sprintf("%s: %s is not valid now (%s to %s)", key, cert.Subject, cert.NotBefore.Format(time.DateOnly), cert.NotAfter.Format(time.DateOnly)))
+			return
+		}
+		out = append(out, cert)
+	}
+	if len(g.EscrowCertFiles) == 0 {
+		keys, _, _, err := c.loadKeys()
+		if err != nil {
+			return nil, err
+		}
+		if len(keys) == 0 {
+			return nil, &Error{Path: c.Path, Problems: []string{"gateway.escrow_cert_files: empty, and no [[keys]] entry whose certificate could be the escrow"}}
+		}
+		check("gateway.escrow_cert_files (default: keys[0])", keys[0].Cert)
+	}
+	for i, f := range g.EscrowCertFiles {
+		key := fmt.Sprintf("gateway.escrow_cert_files[%d]", i)
+		data, err := os.ReadFile(f)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %v", key, err))
+			continue
+		}
+		n := 0
+		for rest := data; ; {
+			var block *pem.Block
+			block, rest = pem.Decode(rest)
+			if block == nil {
+				break
+			}
+			if block.Type != "CERTIFICATE" {
+				continue
+			}
+			cert, err := x509.ParseCertificate(block.Bytes)
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("%s: %s: %v", key, f, err))
+				continue
+			}
+			n++
+			check(key, cert)
+		}
+		if n == 0 {
+			problems = append(problems, fmt.Sprintf("%s: %s holds no PEM certificate", key, f))
+		}
+	}
+	if len(problems) > 0 {
+		return nil, &Error{Path: c.Path, Problems: problems}
+	}
+	return out, nil
+}
+
+// GatewayTLS is the gateway's server certificate (tls_cert_file,
+// tls_key_file), nil when none is configured.
+func (c *Config) GatewayTLS() (*tls.Config, error) {
+	g := c.Gateway
+	if g == nil || g.TLSCertFile == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(g.TLSCertFile, g.TLSKeyFile)
+	if err != nil {
+		return nil, &Error{Path: c.Path, Problems: []string{fmt.Sprintf("gateway.tls_cert_file: %v", err)}}
+	}
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }

@@ -1,0 +1,149 @@
+package daemon
+
+// This file runs the SMTP gateway (daemon/gateway) inside `smimed run`
+// when the configuration has a [gateway]: its listeners, its runtime
+// (policy, certificates, signing identities, escrow) built by load so
+// that a configuration is refused whole, and put in force again by a
+// reload without dropping a session.
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/daemon/config"
+	"github.com/smimed/smimed/daemon/gateway"
+	"github.com/smimed/smimed/harvest"
+)
+
+// gatewayLoaded is what the gateway needs from files, read by load.
+type gatewayLoaded struct {
+	tls    *tls.Config
+	escrow []gateway.Recipient
+	relay  gateway.RelayConfig
+	policy *gateway.Policy
+	signer func(addr string) *gateway.Signer
+}
+
+// loadGateway reads the gateway's certificates and settings of cfg.
+func loadGateway(cfg *config.Config) (*gatewayLoaded, error) {
+	g := cfg.Gateway
+	if g == nil {
+		return nil, nil
+	}
+	gl := &gatewayLoaded{policy: gateway.PolicyOf(g)}
+	var err error
+	if gl.tls, err = cfg.GatewayTLS(); err != nil {
+		return nil, err
+	}
+	certs, err := cfg.GatewayEscrow(time.Now())
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range certs {
+		gl.escrow = append(gl.escrow, gateway.Recipient{Cert: c, Escrow: true})
+	}
+	host, _ := os.Hostname()
+	if gl.relay, err = gateway.RelayConfigOf(g, host); err != nil {
+		return nil, &config.Error{Path: cfg.Path, Problems: []string{err.Error()}}
+	}
+	if gl.signer, err = loadSigners(cfg); err != nil {
+		return nil, err
+	}
+	return gl, nil
+}
+
+// runtime is the gateway's runtime for the store.
+func (gl *gatewayLoaded) runtime(store *harvest.Store, now func() time.Time) *gateway.Runtime {
+	return &gateway.Runtime{Policy: gl.policy, Escrow: gl.escrow,
+		Lookup: &storeLookup{certs: recipientCerts(store), signer: gl.signer, now: now}}
+}
+
+// storeLookup finds partners' certificates in the store and the
+// organisation's signing identities.
+type storeLookup struct {
+	certs  func(email string, now time.Time) (*harvest.Entry, error)
+	signer func(addr string) *gateway.Signer
+	now    func() time.Time
+}
+
+func (l *storeLookup) RecipientCert(addr string) (*gateway.Recipient, error) {
+	e, err := l.certs(addr, l.now())
+	if err != nil || e == nil {
+		return nil, err
+	}
+	return &gateway.Recipient{Address: addr, Cert: e.Cert, Capabilities: e.Capabilities}, nil
+}
+
+func (l *storeLookup) Signer(addr string) *gateway.Signer { return l.signer(addr) }
+
+// gatewayRun is the running gateway.
+type gatewayRun struct {
+	gw     *gateway.Gateway
+	cfg    *config.Gateway
+	listen string
+}
+
+// startGateway opens the listeners (at NewService, so that a port in use
+// is a start error) and makes the gateway.
+func (s *Service) startGateway(cfg *config.Config, gl *gatewayLoaded) (*gatewayRun, error) {
+	g := cfg.Gateway
+	ln, err := net.Listen("tcp", g.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("gateway.listen: %w", err)
+	}
+	var lnTLS net.Listener
+	if g.ListenTLS != "" {
+		if lnTLS, err = net.Listen("tcp", g.ListenTLS); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("gateway.listen_tls: %w", err)
+		}
+	}
+	host, _ := os.Hostname()
+	gw, err := gateway.New(gateway.Config{
+		Mode: g.Mode, Listen: ln, ListenTLS: lnTLS, TLS: gl.tls, Relay: gl.relay, Domain: host,
+		MaxMessageSize: g.MaxMessageSize, MaxRecipients: g.MaxRecipients, MaxSessions: g.MaxSessions,
+		CommandTimeout: g.CommandTimeout, DataTimeout: g.DataTimeout,
+		TempDir:           filepath.Join(cfg.StateDir, "tmp"),
+		AllowInsecureAuth: gl.tls == nil, // only on loopback: config refuses it elsewhere
+		Composer:          gateway.Compose{}, Archiver: &outgoingArchive{arch: s.arch},
+		Monitor: s.metrics.gateway, Log: s.log.With("pkg", "gateway"),
+	}, gl.runtime(s.store, time.Now))
+	if err != nil {
+		ln.Close()
+		if lnTLS != nil {
+			lnTLS.Close()
+		}
+		return nil, err
+	}
+	return &gatewayRun{gw: gw, cfg: g, listen: ln.Addr().String()}, nil
+}
+
+// serve runs the gateway until ctx ends.
+func (r *gatewayRun) serve(ctx context.Context, log *slog.Logger) error {
+	if err := r.gw.Serve(ctx); err != nil {
+		log.Error("gateway stopped", "err", err)
+		return err
+	}
+	return nil
+}
+
+// GatewayAddr is the address the gateway listens on, "" when it does
+// not run.
+func (s *Service) GatewayAddr() string {
+	if r := s.gateway; r != nil {
+		return r.listen
+	}
+	return ""
+}
+
+// outgoingArchive keeps what the gateway sent in the archive.
+type outgoingArchive struct {
+	arch *archive.Archive
+}
