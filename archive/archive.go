@@ -33,6 +33,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -155,6 +157,10 @@ func idemKey(src Source, sha string) ([]byte, error) {
 	if strings.IndexByte(src.Account, 0) >= 0 || strings.IndexByte(src.Folder, 0) >= 0 {
 		return nil, fmt.Errorf("archive: account or folder name contains NUL: %q/%q", src.Account, src.Folder)
 	}
+	if strings.HasPrefix(src.Account, "\xff") {
+		// Outgoing records' keys start so (outgoingKeyPrefix).
+		return nil, fmt.Errorf("archive: account name %q is not UTF-8", src.Account)
+	}
 	raw, err := hex.DecodeString(sha)
 	if err != nil || len(raw) != sha256.Size {
 		return nil, fmt.Errorf("archive: bad SHA-256 %q", sha)
@@ -198,21 +204,7 @@ func (a *Archive) Lookup(src Source, sha string) (*Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	var rec *Record
-	err = a.db.View(func(tx *bbolt.Tx) error {
-		b := tx.Bucket(bucketKeys)
-		if b == nil {
-			return nil
-		}
-		id := b.Get(key)
-		if id == nil {
-			return nil
-		}
-		var err error
-		rec, err = getRecord(tx, binary.BigEndian.Uint64(id))
-		return err
-	})
-	return rec, err
+	return a.lookupKey(key)
 }
 
 // Seen returns the current record of the message fetched from src with the
@@ -270,7 +262,11 @@ func (a *Archive) Current(id uint64) (*Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	cur, err := a.Lookup(rec.Source(), rec.OriginalSHA256)
+	key, err := rec.key()
+	if err != nil {
+		return nil, err
+	}
+	cur, err := a.lookupKey(key)
 	if err != nil || cur == nil {
 		return rec, err
 	}
@@ -301,6 +297,7 @@ func decodeRecord(id uint64, v []byte) (*Record, error) {
 	if r.ID != id {
 		return nil, fmt.Errorf("%w: %d says it is record %d", ErrCorrupt, id, r.ID)
 	}
+	r.normalize()
 	return &r, nil
 }
 
@@ -404,32 +401,45 @@ func (a *Archive) storeFiles(r *Record, original, plaintext []byte) ([]string, e
 	if err := writeSynced(filepath.Join(md, "tmp", r.PlaintextFile), final, plaintext); err != nil {
 		return nil, fmt.Errorf("archive: plaintext of %s: %w", r.Source().Marker(), err)
 	}
-	dirs := []string{filepath.Dir(final)}
+	odir, err := a.storeOriginal(r, final, same, func(tmp, opath string) error {
+		return writeSynced(tmp, opath, original)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return []string{filepath.Dir(final), odir}, nil
+}
+
+// storeOriginal puts r's original in place unless the same bytes are kept
+// already: as a second name of the plaintext file (a hard link) when same
+// says they are the same bytes, else through write, which writes the
+// original to a temporary file named after tmp, syncs it and renames it
+// to final. It returns the directory to sync before the record is
+// committed (also when the file was there: an earlier attempt may have
+// stopped between the rename and the sync).
+func (a *Archive) storeOriginal(r *Record, plaintext string, same bool, write func(tmp, final string) error) (string, error) {
 	opath := a.OriginalPath(r.OriginalSHA256)
 	odir := filepath.Dir(opath)
 	if _, err := os.Stat(opath); err == nil {
-		// The same bytes are already kept; sync the directory in case
-		// an earlier attempt stopped between the rename and its sync.
-		return append(dirs, odir), nil
+		return odir, nil
 	}
 	if err := mkdirDurable(odir); err != nil {
-		return nil, fmt.Errorf("archive: %w", err)
+		return "", fmt.Errorf("archive: %w", err)
 	}
 	if same {
-		// One file, two names: nothing to unwrap, so the plaintext is the
-		// original.
-		if err := os.Link(final, opath); err == nil {
-			return append(dirs, odir), nil
+		// One file, two names: the plaintext is the original.
+		if err := os.Link(plaintext, opath); err == nil {
+			return odir, nil
 		}
 	}
 	// Another message with the same bytes may be stored at the same time:
 	// each writer has a temporary file of its own (writeSynced), the
 	// rename is atomic and both write the same content.
 	tmp := filepath.Join(a.dir, "originals", "tmp", r.OriginalSHA256)
-	if err := writeSynced(tmp, opath, original); err != nil {
-		return nil, fmt.Errorf("archive: original of %s: %w", r.Source().Marker(), err)
+	if err := write(tmp, opath); err != nil {
+		return "", fmt.Errorf("archive: original of %s: %w", r.marker(), err)
 	}
-	return append(dirs, odir), nil
+	return odir, nil
 }
 
 // maildirName is a unique Maildir file name derived from the record's
@@ -458,12 +468,23 @@ func writeDurable(tmp, final string, data []byte) error {
 // writeSynced is writeDurable without the directory's sync: the caller
 // syncs final's directory before anything refers to the file.
 func writeSynced(tmp, final string, data []byte) error {
+	_, err := writeFrom(tmp, final, bytes.NewReader(data), nil)
+	return err
+}
+
+// writeFrom is writeSynced for what r gives, also written to h when h is
+// not nil; it returns the size written.
+func writeFrom(tmp, final string, r io.Reader, h hash.Hash) (int64, error) {
 	f, err := os.CreateTemp(filepath.Dir(tmp), filepath.Base(tmp)+".*") // mode 0600
 	if err != nil {
-		return err
+		return 0, err
 	}
 	tmp = f.Name()
-	_, err = f.Write(data)
+	var w io.Writer = f
+	if h != nil {
+		w = io.MultiWriter(f, h)
+	}
+	n, err := io.Copy(w, r)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -475,9 +496,9 @@ func writeSynced(tmp, final string, data []byte) error {
 	}
 	if err != nil {
 		os.Remove(tmp)
-		return err
+		return 0, err
 	}
-	return nil
+	return n, nil
 }
 
 // mkdirDurable creates dir (0700) if missing and then syncs its parent, so
@@ -500,7 +521,7 @@ func SyncDir(dir string) error { return state.SyncDir(dir) }
 // storeFiles put r's files). When supersedes is not 0, r replaces that
 // record as the current version of its message.
 func (a *Archive) commit(r *Record, supersedes uint64, dirs []string) (*Record, bool, error) {
-	key, err := idemKey(r.Source(), r.OriginalSHA256)
+	key, err := r.key()
 	if err != nil {
 		return nil, false, err
 	}
@@ -580,10 +601,11 @@ func (a *Archive) commit(r *Record, supersedes uint64, dirs []string) (*Record, 
 		return nil
 	})
 	if err != nil {
-		return nil, false, fmt.Errorf("archive: index %s: %w", r.Source().Marker(), err)
+		return nil, false, fmt.Errorf("archive: index %s: %w", r.marker(), err)
 	}
 	if existing != nil {
 		return existing, false, nil
 	}
+	r.normalize()
 	return r, true, nil
 }

@@ -166,7 +166,9 @@ func (c *Copier) CopyNew(ctx context.Context, rec *Record, plaintext []byte) (Co
 // copy is Copy; with retry (UpdateCopies), a pending copy is tried again;
 // look says whether a copy may be there already.
 func (c *Copier) copy(ctx context.Context, rec *Record, pt []byte, retry, look bool) (CopyState, error) {
-	if !WantCopy(c.cfg.Mode, rec.Report()) {
+	if rec.IsOutgoing() || !WantCopy(c.cfg.Mode, rec.Report()) {
+		// Outgoing mail has no mailbox it came from: the sender's client
+		// keeps its own copy.
 		return CopyState{Kind: CopyNotWanted}, nil
 	}
 	st, err := c.arch.GetCopy(rec.ID)
@@ -297,7 +299,10 @@ func (a *Archive) UpdateCopies(ctx context.Context, copierFor func(account strin
 			log.Warn("pending user copy: record unreadable", "record", id, "err", err)
 			continue
 		}
-		c := copierFor(rec.Account)
+		var c *Copier
+		if !rec.IsOutgoing() {
+			c = copierFor(rec.Account)
+		}
 		if cur, err := a.Current(id); err == nil && cur.ID != id || c == nil {
 			// A newer version has its own entry, or there is nowhere
 			// to copy to any more.

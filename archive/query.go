@@ -24,6 +24,9 @@ const (
 	idxStatus     = 's'
 	idxAccount    = 'a'
 	idxBytes      = 'h' // account, folder and the original's SHA-256
+	// idxOut lists outgoing records only: records of incoming mail,
+	// written before outgoing mail existed, have no entry of this kind.
+	idxOut = 'o'
 )
 
 // maxIndexValue bounds an indexed value (bbolt keys must stay small).
@@ -82,6 +85,13 @@ func indexKeys(r *Record) [][]byte {
 	for _, s := range r.Status {
 		keys = append(keys, indexKey(idxStatus, s, t, r.ID))
 	}
+	if r.IsOutgoing() {
+		keys = append(keys, indexKey(idxOut, "", t, r.ID))
+		if r.Outgoing != nil && r.Outgoing.MailFrom != "" && r.Outgoing.MailFrom != strings.ToLower(r.From) {
+			keys = append(keys, indexKey(idxFrom, r.Outgoing.MailFrom, t, r.ID))
+		}
+		return keys
+	}
 	keys = append(keys, indexKey(idxBytes, bytesValue(r.Account, r.Folder, r.OriginalSHA256), t, r.ID))
 	return keys
 }
@@ -90,7 +100,7 @@ func indexKeys(r *Record) [][]byte {
 // status, by account): their entries carry a summary, so that a Subject
 // filter can skip records without reading them.
 func broadIndex(kind byte) bool {
-	return kind == idxAll || kind == idxStatus || kind == idxAccount
+	return kind == idxAll || kind == idxStatus || kind == idxAccount || kind == idxOut
 }
 
 // maxSummary bounds the summary kept in broad index entries.
@@ -137,8 +147,11 @@ type Query struct {
 	Status   string // one of Statuses
 	// Verdict selects records with at least one signature of this
 	// verdict (one of Verdicts), whatever the record's status says.
-	Verdict   string
-	Account   string
+	Verdict string
+	Account string
+	// Direction selects incoming (DirectionIn) or outgoing (DirectionOut)
+	// mail.
+	Direction string
 	MessageID string    // with or without angle brackets
 	Since     time.Time // arrival time on or after
 	Until     time.Time // arrival time before
@@ -152,6 +165,9 @@ func (q *Query) Check() error {
 	}
 	if q.Verdict != "" && !slices.Contains(Verdicts, q.Verdict) {
 		return fmt.Errorf("unknown verdict %q (want one of %s)", q.Verdict, strings.Join(Verdicts, ", "))
+	}
+	if q.Direction != "" && q.Direction != DirectionIn && q.Direction != DirectionOut {
+		return fmt.Errorf("unknown direction %q (want in or out)", q.Direction)
 	}
 	if q.Limit < 0 {
 		return fmt.Errorf("limit %d is negative", q.Limit)
@@ -182,6 +198,8 @@ func (q *Query) prefix() []byte {
 		return indexPrefix(idxStatus, q.Status)
 	case q.Account != "":
 		return indexPrefix(idxAccount, q.Account)
+	case q.Direction == DirectionOut:
+		return indexPrefix(idxOut, "")
 	}
 	return indexPrefix(idxAll, "")
 }
@@ -199,11 +217,12 @@ func (q *Query) match(r *Record) bool {
 		return false
 	}
 	switch {
-	case q.From != "" && !addrMatch(q.From, []string{r.From}):
+	case q.From != "" && !addrMatch(q.From, r.senders()):
 	case q.To != "" && !addrMatch(q.To, r.To):
 	case q.Status != "" && !r.Has(q.Status):
 	case q.Verdict != "" && !slices.ContainsFunc(r.Signatures, func(s harvest.Signature) bool { return s.Status == q.Verdict }):
 	case q.Account != "" && r.Account != q.Account:
+	case q.Direction != "" && r.Direction != q.Direction:
 	case q.MessageID != "" && normalizeMessageID(r.MessageID) != normalizeMessageID(q.MessageID):
 	case q.Subject != "" && !strings.Contains(strings.ToLower(r.Subject), strings.ToLower(q.Subject)):
 	case !q.Since.IsZero() && r.When().Before(q.Since):

@@ -36,11 +36,12 @@ const (
 	StatusError           = "error"            // not (fully) readable, or not fetched
 )
 
-// Statuses lists every status value, for flag checking.
-var Statuses = []string{StatusDecrypted, StatusUndecryptable, StatusSignedValid,
+// Statuses lists every status value, for flag checking: those of
+// incoming mail, then the decisions of outgoing mail (Decisions).
+var Statuses = append([]string{StatusDecrypted, StatusUndecryptable, StatusSignedValid,
 	StatusSignedPartial, StatusSignedUntrusted, StatusSignedExpired, StatusSignedMismatch,
 	StatusSignedRevoked, StatusSignedInvalid, StatusSignedError,
-	StatusCertsOnly, StatusPlain, StatusError}
+	StatusCertsOnly, StatusPlain, StatusError}, Decisions...)
 
 // layerCertsOnly is the report's name of a certs-only layer (the harvest
 // engine's).
@@ -69,6 +70,13 @@ type Record struct {
 	// new record naming the one it Supersedes; history is never rewritten.
 	Version    int    `json:"version"`
 	Supersedes uint64 `json:"supersedes,omitempty"`
+
+	// Direction is DirectionIn for mail fetched from a mailbox (records
+	// written before outgoing mail existed have none: they read as in),
+	// DirectionOut for mail the gateway sent, whose Outgoing part says
+	// what it did; outgoing records have no account, folder or UIDs.
+	Direction string    `json:"direction,omitempty"`
+	Outgoing  *Outgoing `json:"outgoing,omitempty"`
 
 	Account     string `json:"account"`
 	Folder      string `json:"folder"`

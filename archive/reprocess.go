@@ -36,6 +36,9 @@ func (a *Archive) Reprocess(id uint64, eng Processor) (rec *Record, changed bool
 	if err != nil {
 		return nil, false, err
 	}
+	if cur.IsOutgoing() {
+		return nil, false, fmt.Errorf("%w: record %d was sent by the gateway; only fetched mail is processed again", ErrOutgoing, cur.ID)
+	}
 	original, err := a.ReadOriginal(cur)
 	if err != nil {
 		return nil, false, err

@@ -103,7 +103,7 @@ func TestSignatureStatuses(t *testing.T) {
 func TestStatusFilterNamesValidValues(t *testing.T) {
 	q := Query{Status: "signed-bogus"}
 	err := q.Check()
-	want := `unknown status "signed-bogus" (want one of decrypted, undecryptable, signed-valid, signed-partial, signed-untrusted, signed-expired, signed-mismatch, signed-revoked, signed-invalid, signed-error, certs-only, plain, error)`
+	want := `unknown status "signed-bogus" (want one of decrypted, undecryptable, signed-valid, signed-partial, signed-untrusted, signed-expired, signed-mismatch, signed-revoked, signed-invalid, signed-error, certs-only, plain, error, signed, encrypted, sent-unsigned, sent-unencrypted, refused, passed)`
 	if err == nil || err.Error() != want {
 		t.Errorf("Check() = %v, want %s", err, want)
 	}

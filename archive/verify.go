@@ -270,7 +270,7 @@ func (v *verifier) checkIndexes() error {
 				if err != nil {
 					continue // reported by the walk
 				}
-				k, err := idemKey(r.Source(), r.OriginalSHA256)
+				k, err := r.key()
 				if err != nil {
 					bad(id, "%v", err)
 					continue

@@ -16,7 +16,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/daemon/admin"
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/daemon/gateway"
 	"github.com/smimed/smimed/harvest"
@@ -112,7 +112,7 @@ func (s *Service) startGateway(cfg *config.Config, gl *gatewayLoaded) (*gatewayR
 		CommandTimeout: g.CommandTimeout, DataTimeout: g.DataTimeout,
 		TempDir:           filepath.Join(cfg.StateDir, "tmp"),
 		AllowInsecureAuth: gl.tls == nil, // only on loopback: config refuses it elsewhere
-		Composer:          gateway.Compose{}, Archiver: &outgoingArchive{arch: s.arch},
+		Composer:          gateway.Compose{}, Archiver: s.arch,
 		Monitor: s.metrics.gateway, Log: s.log.With("pkg", "gateway"),
 	}, gl.runtime(s.store, time.Now))
 	if err != nil {
@@ -143,7 +143,70 @@ func (s *Service) GatewayAddr() string {
 	return ""
 }
 
-// outgoingArchive keeps what the gateway sent in the archive.
-type outgoingArchive struct {
-	arch *archive.Archive
+// loadSigners loads the [[signing]] identities: the gateway's signer
+// for an address.
+func loadSigners(cfg *config.Config) (func(addr string) *gateway.Signer, error) {
+	ids, err := config.LoadSigning(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return func(addr string) *gateway.Signer {
+		id := ids.For(addr)
+		if id == nil {
+			return nil
+		}
+		return &gateway.Signer{Cert: id.Cert, Chain: id.Chain, Key: id.Key, PSS: id.PSS, EncryptionCert: id.EncryptionCert}
+	}, nil
+}
+
+// recipientCerts is the store's certificate to encrypt to.
+func recipientCerts(store *harvest.Store) func(email string, now time.Time) (*harvest.Entry, error) {
+	return store.RecipientCert
+}
+
+// reloadGateway puts a reloaded configuration's policy, identities and
+// escrow in force for the next message; what the listeners and the
+// relay were started with needs a restart (a warning says so, the
+// running value is kept). Called by Reload with mu held.
+func (s *Service) reloadGateway(old, cfg *config.Config, l *loaded) {
+	switch {
+	case s.gateway == nil && cfg.Gateway == nil:
+		return
+	case s.gateway == nil:
+		s.log.Warn("[gateway] added; restart needed")
+		cfg.Gateway = nil
+		return
+	case cfg.Gateway == nil:
+		s.log.Warn("[gateway] removed; restart needed: the gateway keeps running")
+		cfg.Gateway = old.Gateway
+		return
+	}
+	o, n := s.gateway.cfg, cfg.Gateway
+	fixed := []struct {
+		key                 string
+		running, configured any
+	}{
+		{"listen", o.Listen, n.Listen}, {"mode", o.Mode, n.Mode}, {"relay", o.Relay, n.Relay},
+		{"relay_tls", o.RelayTLS, n.RelayTLS}, {"relay_tls_ca_file", o.RelayTLSCAFile, n.RelayTLSCAFile},
+		{"listen_tls", o.ListenTLS, n.ListenTLS}, {"tls_cert_file", o.TLSCertFile, n.TLSCertFile},
+		{"tls_key_file", o.TLSKeyFile, n.TLSKeyFile}, {"max_message_size", o.MaxMessageSize, n.MaxMessageSize},
+		{"command_timeout", o.CommandTimeout, n.CommandTimeout}, {"data_timeout", o.DataTimeout, n.DataTimeout},
+		{"max_recipients", o.MaxRecipients, n.MaxRecipients}, {"max_sessions", o.MaxSessions, n.MaxSessions},
+	}
+	for _, f := range fixed {
+		if f.running != f.configured {
+			s.log.Warn("gateway."+f.key+" changed; restart needed", "running", f.running, "configured", f.configured)
+		}
+	}
+	s.gateway.gw.SetRuntime(l.gateway.runtime(s.store, time.Now))
+	s.log.Info("gateway policy, signing identities and escrow reloaded", "sessions", s.gateway.gw.Sessions(), "escrow", len(l.gateway.escrow))
+}
+
+// gatewayStatus is the gateway's part of `smimed status`, nil without
+// one. It takes no lock of the service.
+func (s *Service) gatewayStatus() *admin.GatewayStatus {
+	if s.gateway == nil {
+		return nil
+	}
+	return s.metrics.gateway.status(s.gateway.cfg.Mode, s.gateway.listen, s.gateway.cfg.Relay)
 }

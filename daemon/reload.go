@@ -6,7 +6,9 @@ package daemon
 // message), [daemon] workers resizes the pool, and accounts are compared by
 // everything their watchers were started with: added ones start, removed
 // ones stop (messages in hand finished, checkpoints committed, LOGOUT),
-// changed ones restart, unchanged ones keep their connections. state_dir,
+// changed ones restart, unchanged ones keep their connections. The
+// gateway takes the new policy, signing identities and escrow for its
+// next message, its sessions go on (gatewayrun.go). state_dir,
 // log_format and metrics_listen need a restart: the running value is kept
 // and a warning says so.
 
@@ -73,6 +75,7 @@ func (s *Service) Reload() error {
 	}
 	s.engine.Store(s.newEngine(cfg, l))
 	s.tokens.Store(&l.tokens)
+	s.reloadGateway(old, cfg, l)
 
 	want := map[string]accountSettings{}
 	var names []string

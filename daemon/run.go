@@ -48,6 +48,8 @@ type Service struct {
 	budgets   map[string]*connBudget                   // by server host:port (daemon.max_connections); under mu
 	trustCfg  atomic.Pointer[config.Config]            // cfg, for the control socket's requests (which must not wait for mu)
 	tokens    atomic.Pointer[map[string]*oauth.Source] // OAuth2 logins by account name, replaced by a reload
+	gateway   *gatewayRun                              // nil: no [gateway]; fixed for the life of the service
+	gwDone    chan error                               // 1 slot: the gateway's Serve returned
 	running   atomic.Int64                             // watchers that have not returned
 	ended     chan struct{}                            // 1 slot: running dropped to 0
 
@@ -107,13 +109,14 @@ type loaded struct {
 	crypto    *config.Crypto
 	passwords map[string]string        // by account name
 	tokens    map[string]*oauth.Source // by account name: OAuth2 logins
+	gateway   *gatewayLoaded           // nil: no [gateway]
 }
 
 // load reads the keys, trust anchors and account passwords cfg names, so
 // that a configuration is refused whole before anything uses it.
 func load(cfg *config.Config) (*loaded, error) {
-	if len(cfg.Accounts) == 0 {
-		return nil, &config.Error{Path: cfg.Path, Problems: []string{"accounts: no [[accounts]] to watch"}}
+	if len(cfg.Accounts) == 0 && cfg.Gateway == nil {
+		return nil, &config.Error{Path: cfg.Path, Problems: []string{"accounts: no [[accounts]] to watch and no [gateway] to serve: give one or both"}}
 	}
 	crypto, err := cfg.LoadCrypto()
 	if err != nil {
@@ -122,7 +125,11 @@ func load(cfg *config.Config) (*loaded, error) {
 	if err := cfg.CheckAccounts(); err != nil {
 		return nil, err
 	}
-	l := &loaded{crypto: crypto, passwords: map[string]string{}, tokens: map[string]*oauth.Source{}}
+	gw, err := loadGateway(cfg)
+	if err != nil {
+		return nil, err
+	}
+	l := &loaded{crypto: crypto, passwords: map[string]string{}, tokens: map[string]*oauth.Source{}, gateway: gw}
 	read := map[string]string{} // the mailboxes of a users block share one file
 	shared := map[int]*oauth.Source{}
 	for _, a := range cfg.Accounts {
@@ -224,6 +231,16 @@ func NewService(cfg *config.Config, log *slog.Logger, notify *Notifier) (*Servic
 	s.engine.Store(s.newEngine(cfg, l))
 	s.tokens.Store(&l.tokens)
 	s.trustCfg.Store(cfg)
+	if l.gateway != nil {
+		if s.gateway, err = s.startGateway(cfg, l.gateway); err != nil {
+			if s.metricsLn != nil {
+				s.metricsLn.Close()
+			}
+			db.Close()
+			return nil, err
+		}
+		s.gwDone = make(chan error, 1)
+	}
 	l.warn(log)
 	return s, nil
 }
@@ -304,6 +321,13 @@ func (s *Service) Run(ctx context.Context) error {
 		})
 	}
 	bg.Go(func() { s.statusLoop(bgCtx) })
+	// The gateway stops with ctx (its sessions get 10 s to finish).
+	var gwWait sync.WaitGroup
+	gwCtx, stopGateway := context.WithCancel(ctx)
+	defer stopGateway()
+	if s.gateway != nil {
+		gwWait.Go(func() { s.gwDone <- s.gateway.serve(gwCtx, s.log) })
+	}
 	// The copies of re-processed messages, at start and when woken.
 	bg.Go(func() { s.copyLoop(bgCtx) })
 	bg.Go(func() { s.crlLoop(bgCtx) })
@@ -314,6 +338,13 @@ func (s *Service) Run(ctx context.Context) error {
 	for done := false; !done; {
 		select {
 		case <-ctx.Done():
+			done = true
+		case err := <-s.gwDone: // nil channel without a gateway
+			if err != nil {
+				s.errMu.Lock()
+				s.errs = append(s.errs, err)
+				s.errMu.Unlock()
+			}
 			done = true
 		case <-s.ended:
 			s.mu.Lock() // a reload in progress may start watchers again
@@ -328,7 +359,9 @@ func (s *Service) Run(ctx context.Context) error {
 	for _, r := range runs {
 		r.cancel()
 	}
+	stopGateway()
 	waitAll(runs)
+	gwWait.Wait()
 	stopBg()
 	bg.Wait()
 	s.errMu.Lock()

@@ -359,6 +359,7 @@ func (s *Service) Status() (*admin.DaemonStatus, error) {
 		Version: admin.BuildVersion(), StateDir: s.stateDir,
 		Started: processStart, UptimeSeconds: int64(time.Since(processStart).Seconds()),
 		Folders: s.metrics.folders(),
+		Gateway: s.gatewayStatus(),
 	}
 	cps, err := StoreCheckpoints(s.state)
 	if err != nil {

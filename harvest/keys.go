@@ -145,7 +145,7 @@ func LoadPEMKey(certFile, keyFile string) (*LoadedKey, error) {
 	if err := CheckPrivateFile(keyFile); err != nil {
 		return nil, err
 	}
-	certs, err := readCertificates(certFile)
+	certs, err := ReadCertificates(certFile)
 	if err != nil {
 		return nil, err
 	}
@@ -204,35 +204,61 @@ func LoadPKCS12(file string, password string) ([]*LoadedKey, error) {
 	return []*LoadedKey{lk}, nil
 }
 
-func readCertificates(file string) ([]*x509.Certificate, error) {
+// ReadCertificates reads a certificate file: PEM (every CERTIFICATE
+// block, others skipped) or one DER certificate.
+func ReadCertificates(file string) ([]*x509.Certificate, error) {
 	data, err := os.ReadFile(file)
 	if err != nil {
 		return nil, fmt.Errorf("certificate file %s: %w", file, err)
 	}
-	var certs []*x509.Certificate
-	rest := data
-	for {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("certificate file %s: %w", file, err)
-		}
-		certs = append(certs, c)
+	certs, err := ParseCertificates(data)
+	if err != nil {
+		return nil, fmt.Errorf("certificate file %s: %w", file, err)
 	}
-	if len(certs) == 0 && !bytes.Contains(data, []byte("-----BEGIN")) {
-		if c, err := x509.ParseCertificate(data); err == nil {
+	return certs, nil
+}
+
+// MaxCertificates bounds the certificates ParseCertificates reads from
+// one input.
+const MaxCertificates = 64
+
+// ParseCertificates reads certificates from PEM (every CERTIFICATE block,
+// others skipped) or DER (one certificate, or several concatenated), at
+// most MaxCertificates. ErrNoCertificate when there is none.
+func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	if bytes.Contains(data, []byte("-----BEGIN")) {
+		rest := data
+		for {
+			var block *pem.Block
+			block, rest = pem.Decode(rest)
+			if block == nil {
+				break
+			}
+			if block.Type != "CERTIFICATE" {
+				continue
+			}
+			if len(certs) == MaxCertificates {
+				return nil, fmt.Errorf("more than %d certificates", MaxCertificates)
+			}
+			c, err := x509.ParseCertificate(block.Bytes)
+			if err != nil {
+				return nil, fmt.Errorf("certificate %d: %w", len(certs)+1, err)
+			}
 			certs = append(certs, c)
 		}
+	} else if len(data) > 0 {
+		cs, err := x509.ParseCertificates(data)
+		if err != nil {
+			return nil, fileErrorf(ErrNoCertificate, "no CERTIFICATE block, and not DER (%v)", err)
+		}
+		if len(cs) > MaxCertificates {
+			return nil, fmt.Errorf("more than %d certificates", MaxCertificates)
+		}
+		certs = cs
 	}
 	if len(certs) == 0 {
-		return nil, fileErrorf(ErrNoCertificate, "certificate file %s: no CERTIFICATE block", file)
+		return nil, fileErrorf(ErrNoCertificate, "no CERTIFICATE block")
 	}
 	return certs, nil
 }

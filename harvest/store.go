@@ -39,8 +39,8 @@ package harvest
 
 import (
 	"bytes"
-	"crypto/ecdh"
 	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
@@ -165,6 +165,12 @@ type Entry struct {
 	// preferred for encryption.
 	RevokedAt     time.Time
 	RevokedReason string
+
+	// ImportedAt is when an administrator imported the certificate for
+	// this address (certs import: a partner who never signed to us; zero:
+	// harvested), ImportedBy who. An import is a choice to encrypt to it.
+	ImportedAt time.Time
+	ImportedBy string
 }
 
 // Usable returns the entries that are neither quarantined nor revoked, in
@@ -214,6 +220,10 @@ type certRecord struct {
 	// what the CRL says.
 	RevokedAt     time.Time `json:"revoked_at,omitzero"`
 	RevokedReason string    `json:"revoked_reason,omitempty"`
+	// ImportedAt and ImportedBy: an administrator's import (certs
+	// import). Records without them were harvested; no migration needed.
+	ImportedAt time.Time `json:"imported_at,omitzero"`
+	ImportedBy string    `json:"imported_by,omitempty"`
 }
 
 // revokedBy reports whether the certificate is revoked at t.
@@ -291,13 +301,70 @@ func isIntermediate(c *x509.Certificate) bool {
 }
 
 // canEncrypt reports whether c's key and KeyUsage allow encrypting to it.
-func canEncrypt(c *x509.Certificate) bool {
-	switch c.PublicKey.(type) {
-	case *rsa.PublicKey, *ecdsa.PublicKey, *ecdh.PublicKey:
+func canEncrypt(c *x509.Certificate) bool { return encryptProblem(c) == "" }
+
+// MinEncryptionRSABits is the smallest RSA key mail is encrypted to.
+const MinEncryptionRSABits = 2048
+
+// encryptProblem says why mail cannot be encrypted to c ("" when it can):
+// a key of a kind the gateway encrypts to (RSA of at least
+// MinEncryptionRSABits, by key transport; EC on P-256, P-384 or P-521, by
+// ECDH key agreement, RFC 5753), a KeyUsage, when present, that allows
+// that (keyEncipherment for RSA, keyAgreement for EC; RFC 8550 section
+// 4.4.2), and an extended key usage, when present, that allows email
+// protection.
+func encryptProblem(c *x509.Certificate) string {
+	var bit x509.KeyUsage
+	var name string
+	switch k := c.PublicKey.(type) {
+	case *rsa.PublicKey:
+		if k.N.BitLen() < MinEncryptionRSABits {
+			return fmt.Sprintf("its RSA key has %d bits (at least %d are needed)", k.N.BitLen(), MinEncryptionRSABits)
+		}
+		bit, name = x509.KeyUsageKeyEncipherment, "keyEncipherment"
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P256(), elliptic.P384(), elliptic.P521():
+		default:
+			return fmt.Sprintf("its EC key is on an unsupported curve (%s)", k.Curve.Params().Name)
+		}
+		bit, name = x509.KeyUsageKeyAgreement, "keyAgreement"
 	default:
-		return false
+		return fmt.Sprintf("its key (%T) is neither RSA nor EC on a NIST curve", c.PublicKey)
 	}
-	return c.KeyUsage == 0 || c.KeyUsage&(x509.KeyUsageKeyEncipherment|x509.KeyUsageKeyAgreement) != 0
+	if c.KeyUsage != 0 && c.KeyUsage&bit == 0 {
+		return "its key usage does not include " + name
+	}
+	if len(c.ExtKeyUsage) > 0 || len(c.UnknownExtKeyUsage) > 0 {
+		ok := false
+		for _, u := range c.ExtKeyUsage {
+			ok = ok || u == x509.ExtKeyUsageEmailProtection || u == x509.ExtKeyUsageAny
+		}
+		if !ok {
+			return "its extended key usage does not allow email protection"
+		}
+	}
+	return ""
+}
+
+// EncryptionProblem says why mail cannot be encrypted to c at now ("" when
+// it can): the key, KeyUsage and extended key usage as the certificate
+// store requires them of a recipient, and the validity period. For
+// checking configured certificates (escrow, encryption preference).
+func EncryptionProblem(c *x509.Certificate, now time.Time) string {
+	if c == nil {
+		return "no certificate"
+	}
+	if p := encryptProblem(c); p != "" {
+		return p
+	}
+	switch {
+	case now.Before(c.NotBefore):
+		return "it is not valid before " + c.NotBefore.UTC().Format(time.RFC3339)
+	case !now.Before(c.NotAfter):
+		return "it expired on " + c.NotAfter.UTC().Format(time.RFC3339)
+	}
+	return ""
 }
 
 func getRecord(tx *bbolt.Tx, email string) (*addressRecord, error) {
@@ -593,6 +660,8 @@ func entries(cache *certCache, tx *bbolt.Tx, email string, rec *addressRecord, n
 			TrustedBy:           cr.TrustedBy,
 			RevokedAt:           cr.RevokedAt,
 			RevokedReason:       cr.RevokedReason,
+			ImportedAt:          cr.ImportedAt,
+			ImportedBy:          cr.ImportedBy,
 		})
 	}
 	sort.Slice(out, func(i, j int) bool {

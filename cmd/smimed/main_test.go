@@ -360,8 +360,8 @@ func TestCertsTrustSeveralAddressesNeedsAll(t *testing.T) {
 
 func TestRunRefusesWithoutAccounts(t *testing.T) {
 	code, _, errOut := runCmd(nil, "run", "--config", writeConfig(t, ""))
-	if code != exitUsage || !strings.Contains(errOut, "accounts: no [[accounts]]") {
-		t.Errorf("run without accounts: exit %d, %q; want 2 naming the missing accounts", code, errOut)
+	if code != exitUsage || !strings.Contains(errOut, "no [[accounts]] to watch and no [gateway] to serve") {
+		t.Errorf("run without accounts and gateway: exit %d, %q; want 2 naming both", code, errOut)
 	}
 	if code, _, _ := runCmd(nil, "run", "--bogus"); code != exitUsage {
 		t.Errorf("run --bogus: exit %d, want 2", code)

@@ -145,6 +145,11 @@ func statusPrint(w io.Writer, st *admin.DaemonStatus, now time.Time, bar bool) e
 	if err := statusPrintBacklogs(w, st.Folders, bar); err != nil {
 		return err
 	}
+	if g := st.Gateway; g != nil {
+		m := g.Messages
+		fmt.Fprintf(w, "\ngateway: %s on %s, relay %s, %d sessions open; messages: %d signed, %d encrypted, %d signed+encrypted, %d passed, %d refused, %d failed; %d relay errors\n",
+			clean(g.Mode), clean(g.Listen), clean(g.Relay), g.Sessions, m["signed"], m["encrypted"], m["signed_encrypted"], m["passed"], m["refused"], m["failed"], g.RelayErrors)
+	}
 	if len(errs) > 0 {
 		fmt.Fprintf(w, "\nlast errors:\n  %s\n", strings.Join(errs, "\n  "))
 	}

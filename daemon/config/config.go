@@ -33,7 +33,8 @@ type Config struct {
 	Accounts       []Account // watched by `smimed run`
 	Daemon         Daemon
 	Archive        Archive
-	Gateway        *Gateway // nil: no [gateway], smimed serves no SMTP
+	Gateway        *Gateway  // nil: no [gateway], smimed serves no SMTP
+	Signing        []Signing // [[signing]]: identities for outgoing mail
 }
 
 // Trust names the trust anchors for signature verdicts.
@@ -79,12 +80,10 @@ type rawConfig struct {
 		OCSP               bool     `toml:"ocsp"`
 	} `toml:"trust"`
 	Keys []struct {
-		PKCS12File   string   `toml:"pkcs12_file"`
-		PasswordFile string   `toml:"password_file"`
-		CertFile     string   `toml:"cert_file"`
-		KeyFile      string   `toml:"key_file"`
-		Accounts     []string `toml:"accounts"`
+		rawKeyFiles
+		Accounts []string `toml:"accounts"`
 	} `toml:"keys"`
+	Signing  []rawSigning `toml:"signing"`
 	Accounts []rawAccount `toml:"accounts"`
 	Daemon   rawDaemon    `toml:"daemon"`
 	Archive  rawArchive   `toml:"archive"`
@@ -187,28 +186,8 @@ func Load(path string) (*Config, error) {
 	}
 	for i, k := range raw.Keys {
 		key := fmt.Sprintf("keys[%d]", i)
-		kc := Key{}
-		switch {
-		case k.PKCS12File != "" && (k.CertFile != "" || k.KeyFile != ""):
-			addf("%s: give either pkcs12_file (with password_file) or cert_file and key_file, not both", key)
-			continue
-		case k.PKCS12File != "":
-			kc.PKCS12File = resolve(dir, k.PKCS12File)
-			if k.PasswordFile != "" {
-				kc.PasswordFile = resolveCredential(dir, k.PasswordFile)
-			}
-		case k.CertFile != "" || k.KeyFile != "":
-			if k.CertFile == "" || k.KeyFile == "" {
-				addf("%s: cert_file and key_file must both be set", key)
-				continue
-			}
-			if k.PasswordFile != "" {
-				addf("%s.password_file: only used with pkcs12_file (encrypted PEM keys are not supported)", key)
-			}
-			kc.CertFile = resolve(dir, k.CertFile)
-			kc.KeyFile = resolve(dir, k.KeyFile)
-		default:
-			addf("%s: needs pkcs12_file or cert_file and key_file", key)
+		kc, ok := parseKeyFiles(dir, key, k.rawKeyFiles, addf)
+		if !ok {
 			continue
 		}
 		if k.Accounts != nil {
@@ -224,6 +203,7 @@ func Load(path string) (*Config, error) {
 	cfg.Daemon = parseDaemon(raw.Daemon, addf)
 	cfg.Archive = parseArchive(raw.Archive, dir, addf)
 	cfg.Gateway = parseGateway(raw.Gateway, dir, addf)
+	cfg.Signing = parseSigning(raw.Signing, dir, addf)
 	if cs := cfg.Daemon.ControlSocket; cs != "" {
 		cfg.Daemon.ControlSocket = resolve(dir, cs)
 		if len(cfg.Daemon.ControlSocket) > MaxSocketPath {
@@ -234,6 +214,45 @@ func Load(path string) (*Config, error) {
 		return cfg, &Error{Path: path, Problems: problems}
 	}
 	return cfg, nil
+}
+
+// rawKeyFiles are the key file settings of a [[keys]] or [[signing]]
+// entry.
+type rawKeyFiles struct {
+	PKCS12File   string `toml:"pkcs12_file"`
+	PasswordFile string `toml:"password_file"`
+	CertFile     string `toml:"cert_file"`
+	KeyFile      string `toml:"key_file"`
+}
+
+// parseKeyFiles checks and resolves the key files of entry key; false
+// when they cannot be used (the problem is added).
+func parseKeyFiles(dir, key string, k rawKeyFiles, addf func(string, ...any)) (Key, bool) {
+	kc := Key{}
+	switch {
+	case k.PKCS12File != "" && (k.CertFile != "" || k.KeyFile != ""):
+		addf("%s: give either pkcs12_file (with password_file) or cert_file and key_file, not both", key)
+		return kc, false
+	case k.PKCS12File != "":
+		kc.PKCS12File = resolve(dir, k.PKCS12File)
+		if k.PasswordFile != "" {
+			kc.PasswordFile = resolveCredential(dir, k.PasswordFile)
+		}
+	case k.CertFile != "" || k.KeyFile != "":
+		if k.CertFile == "" || k.KeyFile == "" {
+			addf("%s: cert_file and key_file must both be set", key)
+			return kc, false
+		}
+		if k.PasswordFile != "" {
+			addf("%s.password_file: only used with pkcs12_file (encrypted PEM keys are not supported)", key)
+		}
+		kc.CertFile = resolve(dir, k.CertFile)
+		kc.KeyFile = resolve(dir, k.KeyFile)
+	default:
+		addf("%s: needs pkcs12_file or cert_file and key_file", key)
+		return kc, false
+	}
+	return kc, true
 }
 
 func resolve(dir, p string) string {

@@ -354,14 +354,14 @@ func (c *Config) GatewayEscrow(now time.Time) ([]*x509.Certificate, error) {
 		out = append(out, cert)
 	}
 	if len(g.EscrowCertFiles) == 0 {
-		keys, _, _, err := c.loadKeys()
+		cert, err := c.DefaultEscrow()
 		if err != nil {
 			return nil, err
 		}
-		if len(keys) == 0 {
+		if cert == nil {
 			return nil, &Error{Path: c.Path, Problems: []string{"gateway.escrow_cert_files: empty, and no [[keys]] entry whose certificate could be the escrow"}}
 		}
-		check("gateway.escrow_cert_files (default: keys[0])", keys[0].Cert)
+		check("gateway.escrow_cert_files (default: keys[0])", cert)
 	}
 	for i, f := range g.EscrowCertFiles {
 		key := fmt.Sprintf("gateway.escrow_cert_files[%d]", i)

@@ -23,6 +23,10 @@ var knownKeys = func() map[string][]string {
 		for i := range t.NumField() {
 			f := t.Field(i)
 			name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+			if name == "" && f.Anonymous {
+				walk(table, f.Type) // embedded: its keys are the table's
+				continue
+			}
 			if name == "" || name == "-" {
 				continue
 			}

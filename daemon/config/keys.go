@@ -34,36 +34,12 @@ func (c *Config) loadKeys() ([]*cms.Key, []int, []string, error) {
 	}
 	for i, kc := range c.Keys {
 		name := fmt.Sprintf("keys[%d]", i)
-		switch {
-		case kc.PKCS12File != "":
-			if err := harvest.CheckPrivateFile(kc.PKCS12File); err != nil {
-				problems = append(problems, fmt.Sprintf("%s.pkcs12_file: %v", name, err))
-				continue
-			}
-			password := ""
-			if kc.PasswordFile != "" {
-				p, err := harvest.ReadPasswordFile(kc.PasswordFile)
-				if err != nil {
-					problems = append(problems, fmt.Sprintf("%s.password_file: %v", name, err))
-					continue
-				}
-				password = p
-			}
-			loaded, err := harvest.LoadPKCS12(kc.PKCS12File, password)
-			if err != nil {
-				problems = append(problems, fmt.Sprintf("%s.pkcs12_file: %v", name, err))
-				continue
-			}
-			for _, lk := range loaded {
-				warn(name, lk)
-				keys, from = append(keys, &cms.Key{Cert: lk.Cert, Private: lk.Private}), append(from, i)
-			}
-		default:
-			lk, err := harvest.LoadPEMKey(kc.CertFile, kc.KeyFile)
-			if err != nil {
-				problems = append(problems, fmt.Sprintf("%s: %v", name, err))
-				continue
-			}
+		loaded, err := kc.load(name)
+		if err != nil {
+			problems = append(problems, err.Error())
+			continue
+		}
+		for _, lk := range loaded {
 			warn(name, lk)
 			keys, from = append(keys, &cms.Key{Cert: lk.Cert, Private: lk.Private}), append(from, i)
 		}
@@ -72,6 +48,35 @@ func (c *Config) loadKeys() ([]*cms.Key, []int, []string, error) {
 		return keys, from, warnings, &Error{Path: c.Path, Problems: problems}
 	}
 	return keys, from, warnings, nil
+}
+
+// load reads the key files of one entry (name is its config key, for
+// messages): a PKCS#12 file with its password file, or a PEM certificate
+// and key. Its error names the config key and the file.
+func (kc Key) load(name string) ([]*harvest.LoadedKey, error) {
+	if kc.PKCS12File == "" {
+		lk, err := harvest.LoadPEMKey(kc.CertFile, kc.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %v", name, err)
+		}
+		return []*harvest.LoadedKey{lk}, nil
+	}
+	if err := harvest.CheckPrivateFile(kc.PKCS12File); err != nil {
+		return nil, fmt.Errorf("%s.pkcs12_file: %v", name, err)
+	}
+	password := ""
+	if kc.PasswordFile != "" {
+		p, err := harvest.ReadPasswordFile(kc.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s.password_file: %v", name, err)
+		}
+		password = p
+	}
+	loaded, err := harvest.LoadPKCS12(kc.PKCS12File, password)
+	if err != nil {
+		return nil, fmt.Errorf("%s.pkcs12_file: %v", name, err)
+	}
+	return loaded, nil
 }
 
 // TrustPool builds the trust anchors: the system roots when

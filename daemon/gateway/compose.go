@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"io"
-	"strings"
 
 	"github.com/smimed/smimed/harvest/compose"
 )
@@ -30,22 +29,20 @@ func (o ComposeOptions) compose() compose.Options {
 	return compose.Options{ProtectHeaders: o.ProtectHeaders, Now: o.Now, TempDir: o.TempDir}
 }
 
-// algorithmsText is the archive's account of the algorithms: the cipher,
-// then each recipient's key management in order.
-func algorithmsText(a compose.Algorithms) string {
-	return a.Cipher + "; " + strings.Join(a.KeyManagement, ", ")
+func algorithms(a compose.Algorithms) Algorithms {
+	return Algorithms{Cipher: a.Cipher, KeyManagement: a.KeyManagement}
 }
 
 func (Compose) Sign(dst io.Writer, src io.Reader, s *Signer, o ComposeOptions) error {
 	return compose.Sign(dst, src, s.compose(), o.compose())
 }
 
-func (Compose) Encrypt(dst io.Writer, src io.Reader, recips []Recipient, o ComposeOptions) (string, error) {
+func (Compose) Encrypt(dst io.Writer, src io.Reader, recips []Recipient, o ComposeOptions) (Algorithms, error) {
 	a, err := compose.Encrypt(dst, src, composeRecipients(recips), o.compose())
-	return algorithmsText(a), err
+	return algorithms(a), err
 }
 
-func (Compose) SignEncrypt(dst io.Writer, src io.Reader, s *Signer, recips []Recipient, o ComposeOptions) (string, error) {
+func (Compose) SignEncrypt(dst io.Writer, src io.Reader, s *Signer, recips []Recipient, o ComposeOptions) (Algorithms, error) {
 	a, err := compose.SignEncrypt(dst, src, s.compose(), composeRecipients(recips), o.compose())
-	return algorithmsText(a), err
+	return algorithms(a), err
 }

@@ -23,6 +23,8 @@ import (
 	"crypto/x509"
 	"io"
 	"time"
+
+	"github.com/smimed/smimed/archive"
 )
 
 // Signer is a signing identity ([[signing]]).
@@ -48,8 +50,8 @@ type Recipient struct {
 // archive.
 type Composer interface {
 	Sign(dst io.Writer, src io.Reader, s *Signer, o ComposeOptions) error
-	Encrypt(dst io.Writer, src io.Reader, recips []Recipient, o ComposeOptions) (string, error)
-	SignEncrypt(dst io.Writer, src io.Reader, s *Signer, recips []Recipient, o ComposeOptions) (string, error)
+	Encrypt(dst io.Writer, src io.Reader, recips []Recipient, o ComposeOptions) (Algorithms, error)
+	SignEncrypt(dst io.Writer, src io.Reader, s *Signer, recips []Recipient, o ComposeOptions) (Algorithms, error)
 }
 
 // ComposeOptions are the per-message options of a Composer.
@@ -59,25 +61,17 @@ type ComposeOptions struct {
 	TempDir        string
 }
 
-// Outgoing is what the archive keeps about a message the gateway signed
-// or encrypted, next to its plaintext and the message as sent.
-type Outgoing struct {
-	EnvelopeFrom string
-	Recipients   []string // as the next hop accepted them
-	Login        string   // submission: the user name of the AUTH; "" in filter mode
-	Decision     string   // Action's name
-	Reasons      []string
-	Certificates []*x509.Certificate // encrypted to (escrow included)
-	Signer       *x509.Certificate   // nil: not signed
-	Algorithms   string
-	Relay        string // the next hop's answer to DATA
-	Time         time.Time
+// Algorithms are what a Composer encrypted with: the content cipher
+// ("aes-256-gcm", "aes-256-cbc") and the key management of each
+// recipient in the order given.
+type Algorithms struct {
+	Cipher        string
+	KeyManagement []string
 }
 
-// Archiver keeps what was sent (archive.Archive's PutOutgoing through
-// an adapter); it returns the record's id.
+// Archiver keeps what was sent: *archive.Archive.
 type Archiver interface {
-	PutOutgoing(o Outgoing, plaintextPath, sentPath string) (string, error)
+	PutOutgoing(o archive.Outgoing, plaintextPath, sentPath string) (*archive.Record, error)
 }
 
 // Monitor counts what the gateway does (package daemon's metrics). Every

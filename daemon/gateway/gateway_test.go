@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,8 +18,10 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/daemon/testenv"
+	"github.com/smimed/smimed/harvest"
 )
 
 func TestMain(m *testing.M) {
@@ -98,7 +101,7 @@ func TestSignOnlyWithoutCertificate(t *testing.T) {
 		t.Fatal("a sign-only message decrypts")
 	}
 	recs := e.arch.records()
-	if len(recs) != 1 || recs[0].O.Decision != "sign" || recs[0].O.Signer == nil {
+	if len(recs) != 1 || !slices.Equal(recs[0].O.Decision, []string{archive.DecisionSigned, archive.DecisionUnencrypted}) || recs[0].O.Signer != harvest.Fingerprint(e.look.signers["ceo@org.example"].Cert) {
 		t.Fatalf("archive = %+v", recs)
 	}
 	if !bytes.Equal(recs[0].Sent, m.Data) {
@@ -139,7 +142,7 @@ func TestSignEncryptForPartnerAndEscrow(t *testing.T) {
 		}
 	}
 	recs := e.arch.records()
-	if len(recs) != 1 || recs[0].O.Decision != "sign+encrypt" || len(recs[0].O.Certificates) != 3 {
+	if len(recs) != 1 || !slices.Equal(recs[0].O.Decision, []string{archive.DecisionSigned, archive.DecisionEncrypted}) || len(recs[0].O.Recipients) != 3 || !recs[0].O.Recipients[2].Escrow {
 		t.Fatalf("archive = %+v", recs)
 	}
 	if !bytes.Equal(recs[0].Plaintext, []byte(msg)) {
@@ -566,7 +569,7 @@ func TestSubmissionAuthPassThrough(t *testing.T) {
 		t.Fatal("a password is in the log")
 	}
 	recs := e.arch.records()
-	if len(recs) != 1 || recs[0].O.Login != "ceo@org.example" {
+	if len(recs) != 1 || !slices.Contains(recs[0].O.Reasons, "submitted with the login ceo@org.example") {
 		t.Fatalf("archive = %+v", recs)
 	}
 }

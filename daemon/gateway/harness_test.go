@@ -25,6 +25,7 @@ import (
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
+	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/daemon/testenv"
 )
@@ -296,36 +297,38 @@ func (c *opensslComposer) Sign(dst io.Writer, src io.Reader, s *Signer, o Compos
 	return err
 }
 
-func (c *opensslComposer) Encrypt(dst io.Writer, src io.Reader, recips []Recipient, o ComposeOptions) (string, error) {
+var opensslAlgs = Algorithms{Cipher: "aes-256-cbc"}
+
+func (c *opensslComposer) Encrypt(dst io.Writer, src io.Reader, recips []Recipient, o ComposeOptions) (Algorithms, error) {
 	msg, err := io.ReadAll(src)
 	if err != nil {
-		return "", err
+		return Algorithms{}, err
 	}
 	outer, entity := splitEntity(msg)
 	out, err := c.encrypt(entity, recips)
 	if err != nil {
-		return "", err
+		return Algorithms{}, err
 	}
 	_, err = dst.Write(withOuter(outer, out))
-	return "aes256-cbc", err
+	return opensslAlgs, err
 }
 
-func (c *opensslComposer) SignEncrypt(dst io.Writer, src io.Reader, s *Signer, recips []Recipient, o ComposeOptions) (string, error) {
+func (c *opensslComposer) SignEncrypt(dst io.Writer, src io.Reader, s *Signer, recips []Recipient, o ComposeOptions) (Algorithms, error) {
 	msg, err := io.ReadAll(src)
 	if err != nil {
-		return "", err
+		return Algorithms{}, err
 	}
 	outer, entity := splitEntity(msg)
 	signed, err := c.sign(entity, s)
 	if err != nil {
-		return "", err
+		return Algorithms{}, err
 	}
 	out, err := c.encrypt(signed, recips)
 	if err != nil {
-		return "", err
+		return Algorithms{}, err
 	}
 	_, err = dst.Write(withOuter(outer, out))
-	return "aes256-cbc", err
+	return opensslAlgs, err
 }
 
 // failingComposer fails every build.
@@ -334,18 +337,18 @@ type failingComposer struct{}
 func (failingComposer) Sign(io.Writer, io.Reader, *Signer, ComposeOptions) error {
 	return errors.New("no")
 }
-func (failingComposer) Encrypt(dst io.Writer, _ io.Reader, _ []Recipient, _ ComposeOptions) (string, error) {
+func (failingComposer) Encrypt(dst io.Writer, _ io.Reader, _ []Recipient, _ ComposeOptions) (Algorithms, error) {
 	dst.Write([]byte("half a message that must never leave"))
-	return "", errors.New("no")
+	return Algorithms{}, errors.New("no")
 }
-func (failingComposer) SignEncrypt(dst io.Writer, _ io.Reader, _ *Signer, _ []Recipient, _ ComposeOptions) (string, error) {
+func (failingComposer) SignEncrypt(dst io.Writer, _ io.Reader, _ *Signer, _ []Recipient, _ ComposeOptions) (Algorithms, error) {
 	dst.Write([]byte("half a message that must never leave"))
-	return "", errors.New("no")
+	return Algorithms{}, errors.New("no")
 }
 
 // archiveRec is one PutOutgoing call.
 type archiveRec struct {
-	O         Outgoing
+	O         archive.Outgoing
 	Plaintext []byte
 	Sent      []byte
 }
@@ -356,22 +359,22 @@ type testArchive struct {
 	err  error
 }
 
-func (a *testArchive) PutOutgoing(o Outgoing, plaintextPath, sentPath string) (string, error) {
+func (a *testArchive) PutOutgoing(o archive.Outgoing, plaintextPath, sentPath string) (*archive.Record, error) {
 	if a.err != nil {
-		return "", a.err
+		return nil, a.err
 	}
 	p, err := os.ReadFile(plaintextPath)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	s, err := os.ReadFile(sentPath)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.recs = append(a.recs, archiveRec{O: o, Plaintext: p, Sent: s})
-	return fmt.Sprint(len(a.recs)), nil
+	return &archive.Record{ID: uint64(len(a.recs))}, nil
 }
 
 func (a *testArchive) records() []archiveRec {

@@ -109,6 +109,7 @@ type Decision struct {
 	// Recipients to encrypt to (escrow added by the caller).
 	Recipients []Recipient
 	Signer     *Signer
+	Unsigned   bool // sign = always, and no identity covers the sender
 	Trigger    bool // the Subject held encrypt_trigger (removed)
 }
 
@@ -200,6 +201,7 @@ func (p *Policy) Decide(f Facts, look Lookup) (Decision, error) {
 			d.Signer = look.Signer(f.From[0])
 		}
 		if d.Signer == nil {
+			d.Unsigned = true
 			reason("no signing identity for %s: sent unsigned", strings.Join(f.From, ", "))
 		}
 	}

@@ -19,11 +19,14 @@ package gateway
 //     answer. When the archive fails now, the message has left: a 4xx
 //     would make the client send it twice, so the client gets the 250,
 //     the two files and the record's facts are kept under
-//     state_dir/gateway-unarchived/ and an ERROR is logged.
+//     state_dir/gateway-unarchived/<id>/ and an ERROR is logged.
 
 import (
 	"bufio"
 	"bytes"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,6 +37,9 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/harvest"
 )
 
 // process decides, builds, hands on and archives the spooled message f.
@@ -79,7 +85,7 @@ func (g *Gateway) process(s *session, f *os.File) error {
 
 	// The message to send.
 	sendPath := f.Name()
-	var algs string
+	var algs Algorithms
 	var encTo []Recipient
 	if d.Action != Pass {
 		// The plaintext to protect: the spooled message, its Subject
@@ -137,24 +143,17 @@ func (g *Gateway) process(s *session, f *os.File) error {
 	s.inTx = false
 
 	if d.Action != Pass {
-		o := Outgoing{EnvelopeFrom: s.from, Recipients: s.rcpts, Login: s.login, Decision: d.Action.String(),
-			Reasons: d.Reasons, Algorithms: algs, Relay: answer, Time: now}
-		for _, r := range encTo {
-			o.Certificates = append(o.Certificates, r.Cert)
-		}
-		if d.Signer != nil {
-			o.Signer = d.Signer.Cert
-		}
-		id, err := g.cfg.Archiver.PutOutgoing(o, f.Name(), sendPath)
+		o := outgoing(s, d, encTo, algs, answer, now)
+		rec, err := g.cfg.Archiver.PutOutgoing(o, f.Name(), sendPath)
 		if err != nil {
 			kept := g.keepUnarchived(o, f.Name(), sendPath)
 			log.Error("gateway: message sent but not archived; kept for the archive", "err", err, "kept", kept)
 		} else {
-			log = log.With("record", id)
+			log = log.With("record", rec.ID)
 		}
 	}
 	g.mon.Message(outcomeOf(d.Action))
-	log.Info("gateway: message handed on", "action", d.Action.String(), "reasons", strings.Join(d.Reasons, "; "), "algorithms", algs, "relay", cleanForLog(answer))
+	log.Info("gateway: message handed on", "action", d.Action.String(), "reasons", strings.Join(d.Reasons, "; "), "cipher", algs.Cipher, "relay", cleanForLog(answer))
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "Sent on: " + cleanForLog(answer)}
 }
 
@@ -236,30 +235,15 @@ func cleanForLog(s string) string {
 	}, s)
 }
 
-// unarchived is what keepUnarchived writes next to the two files.
-type unarchived struct {
-	Outgoing
-	CertificatesDER [][]byte `json:"certificates_der"`
-	SignerDER       []byte   `json:"signer_der"`
-}
-
-// keepUnarchived moves a sent message that the archive refused to
-// state_dir/gateway-unarchived/<time>/ (plaintext.eml, sent.eml,
-// outgoing.json) and returns the directory.
-func (g *Gateway) keepUnarchived(o Outgoing, plaintext, sent string) string {
-	dir := filepath.Join(filepath.Dir(g.cfg.TempDir), "gateway-unarchived", o.Time.UTC().Format("20060102T150405.000000000Z"))
+// keepUnarchived copies a sent message that the archive refused to
+// state_dir/gateway-unarchived/<id>/ (plaintext.eml, sent.eml and
+// outgoing.json, the record's facts) and returns the directory.
+func (g *Gateway) keepUnarchived(o archive.Outgoing, plaintext, sent string) string {
+	dir := filepath.Join(filepath.Dir(g.cfg.TempDir), "gateway-unarchived", o.ID)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "nothing: " + err.Error()
 	}
-	u := unarchived{Outgoing: o}
-	for _, c := range o.Certificates {
-		u.CertificatesDER = append(u.CertificatesDER, c.Raw)
-	}
-	if o.Signer != nil {
-		u.SignerDER = o.Signer.Raw
-	}
-	u.Certificates, u.Signer = nil, nil
-	meta, _ := json.Marshal(u)
+	meta, _ := json.Marshal(o)
 	copyFile := func(src, dst string) {
 		in, err := os.Open(src)
 		if err != nil {
@@ -278,6 +262,56 @@ func (g *Gateway) keepUnarchived(o Outgoing, plaintext, sent string) string {
 	copyFile(sent, filepath.Join(dir, "sent.eml"))
 	os.WriteFile(filepath.Join(dir, "outgoing.json"), meta, 0o600)
 	return dir
+}
+
+// outgoing is the archive's record of a message handed on.
+func outgoing(s *session, d Decision, encTo []Recipient, algs Algorithms, answer string, now time.Time) archive.Outgoing {
+	o := archive.Outgoing{ID: newID(now), MailFrom: s.from, RcptTo: s.rcpts, Accepted: now,
+		Reasons: d.Reasons, ContentCipher: algs.Cipher, Relay: answer}
+	if s.login != "" {
+		o.Reasons = append(o.Reasons, "submitted with the login "+s.login)
+	}
+	if d.Signer != nil {
+		o.Decision = append(o.Decision, archive.DecisionSigned)
+		o.Signer = harvest.Fingerprint(d.Signer.Cert)
+		o.SignatureAlgorithm = signatureAlgorithm(d.Signer)
+	} else if d.Unsigned {
+		o.Decision = append(o.Decision, archive.DecisionUnsigned)
+	}
+	if len(encTo) > 0 {
+		o.Decision = append(o.Decision, archive.DecisionEncrypted)
+	} else if len(d.Missing) > 0 {
+		o.Decision = append(o.Decision, archive.DecisionUnencrypted)
+	}
+	for i, r := range encTo {
+		or := archive.OutgoingRecipient{Address: r.Address, Fingerprint: harvest.Fingerprint(r.Cert), Escrow: r.Escrow}
+		if i < len(algs.KeyManagement) {
+			or.KeyManagement = algs.KeyManagement[i]
+		}
+		o.Recipients = append(o.Recipients, or)
+	}
+	return o
+}
+
+// signatureAlgorithm names the signature as the archive does.
+func signatureAlgorithm(s *Signer) string {
+	switch s.Cert.PublicKeyAlgorithm {
+	case x509.ECDSA:
+		return "ecdsa-sha256"
+	case x509.RSA:
+		if s.PSS {
+			return "rsassa-pss-sha256"
+		}
+		return "rsassa-pkcs1-v1_5-sha256"
+	}
+	return s.Cert.PublicKeyAlgorithm.String()
+}
+
+// newID names one message for the archive: time and randomness.
+func newID(now time.Time) string {
+	var b [8]byte
+	rand.Read(b[:])
+	return "gw-" + now.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:])
 }
 
 // crlfWriter writes what it is given with every bare LF made CRLF, as
