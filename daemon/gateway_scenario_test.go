@@ -1,0 +1,204 @@
+package daemon
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/daemon/testenv"
+	"github.com/smimed/smimed/harvest"
+)
+
+// dovecotSink is the next hop of a test gateway: a go-smtp server that
+// delivers every message into the Dovecot mailbox of each recipient's
+// local part (doveadm save), and keeps what it received.
+type dovecotSink struct {
+	t    *testing.T
+	d    *testenv.Dovecot
+	addr string
+	got  chan []byte
+}
+
+func startDovecotSink(t *testing.T, d *testenv.Dovecot) *dovecotSink {
+	t.Helper()
+	s := &dovecotSink{t: t, d: d, got: make(chan []byte, 10)}
+	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &sinkSession{s: s}, nil }))
+	srv.Domain = "sink.test"
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.addr = ln.Addr().String()
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return s
+}
+
+type sinkSession struct {
+	s  *dovecotSink
+	to []string
+}
+
+func (ss *sinkSession) Mail(string, *smtp.MailOptions) error { return nil }
+func (ss *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	ss.to = append(ss.to, to)
+	return nil
+}
+func (ss *sinkSession) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	for _, to := range ss.to {
+		if user, _, _ := strings.Cut(to, "@"); user != "" && ss.s.d != nil {
+			if _, err := ss.s.d.DoveadmInput(b, "save", "-u", user, "-m", "INBOX"); err != nil {
+				return fmt.Errorf("doveadm save: %w", err)
+			}
+		}
+	}
+	ss.s.got <- b
+	return nil
+}
+func (ss *sinkSession) Reset()        { ss.to = nil }
+func (ss *sinkSession) Logout() error { return nil }
+
+// gatewayHead is the [gateway] and [[signing]] of the organisation's
+// configuration in these tests: filter mode on a free port, ceo signs
+// with org-new, escrow defaults to the first [[keys]] entry (org-new).
+func gatewayHead(t *testing.T, relay, extra string) (head, listen string) {
+	listen = testenv.FreeAddr(t)
+	return fmt.Sprintf("[gateway]\nlisten = %q\nrelay = %q\ninternal_domains = [\"org.example\"]\nencrypt_trigger = \"[secure]\"\n%s\n"+
+		"[[signing]]\naddresses = [\"ceo@org.example\"]\ncert_file = \"org-new.crt\"\nkey_file = \"org-new.key\"\n", listen, relay, extra), listen
+}
+
+// TestGatewayRoundTrip: the organisation's smimed runs the gateway alone
+// (no [[accounts]]); a message from ceo to alice goes out signed and
+// encrypted to alice's certificate (imported into the store) and the
+// escrow key, into alice's Dovecot mailbox. The partner's own smimed
+// (its own state_dir, alice's key, watching that mailbox) decrypts it,
+// judges the signature valid and harvests ceo's certificate; our archive
+// holds the outgoing record, and our escrow key reads what was sent.
+func TestGatewayRoundTrip(t *testing.T) {
+	t.Parallel()
+	d := testenv.StartDovecot(t)
+	sink := startDovecotSink(t, d)
+
+	// Our side: the gateway alone.
+	ours := t.TempDir()
+	testenv.CopyPKI(t, ours, "org-new.crt", "org-new.key", "ca-bundle.pem")
+	head, listen := gatewayHead(t, sink.addr, "")
+	cfgPath := filepath.Join(ours, "smimed.toml")
+	if err := os.WriteFile(cfgPath, []byte(testenv.Config("state", head, []string{"org-new"})), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs := &testenv.LockedBuffer{}
+	svc, _ := runService(t, cfgPath, logs)
+	alice := testenv.ReadCert(t, testenv.TestdataPath(t, "pki", "alice.crt"))
+	if _, err := svc.store.Import(alice, nil, []string{"alice@partner.example"}, "test", false); err != nil {
+		t.Fatal(err)
+	}
+
+	// The partner's side.
+	theirs := t.TempDir()
+	testenv.CopyPKI(t, theirs, "alice.crt", "alice.key", "ca-bundle.pem")
+	d.AddAccount(t, theirs, "alice")
+	pcfg := filepath.Join(theirs, "smimed.toml")
+	if err := os.WriteFile(pcfg, []byte(testenv.Config("state", "", []string{"alice"}, testenv.Account("alice", d.Addr(), ""))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	plogs := &testenv.LockedBuffer{}
+	partner, _ := runService(t, pcfg, plogs)
+
+	c, err := smtp.Dial(listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	msg := "From: CEO <ceo@org.example>\r\nTo: Alice <alice@partner.example>\r\nSubject: [secure] the offer\r\nMessage-ID: <roundtrip@org.example>\r\nDate: Thu, 03 Dec 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nOur offer: 42.\r\n"
+	if err := sendSMTP(c, "ceo@org.example", []string{"alice@partner.example"}, msg); err != nil {
+		t.Fatalf("send: %v\n%s", err, logs.String())
+	}
+	var sent []byte
+	select {
+	case sent = <-sink.got:
+	case <-time.After(30 * time.Second):
+		t.Fatal("nothing reached the next hop")
+	}
+	if bytes.Contains(sent, []byte("Our offer")) {
+		t.Fatal("plaintext left the gateway")
+	}
+	// Our escrow key reads it (openssl, not smimed).
+	inner := testenv.OpenSSLInput(t, ours, sent, "cms", "-decrypt", "-recip", "org-new.crt", "-inkey", "org-new.key")
+	content := testenv.OpenSSLInput(t, ours, inner, "cms", "-verify", "-CAfile", "ca-bundle.pem", "-purpose", "smimesign")
+	if !bytes.Contains(content, []byte("Our offer: 42.")) {
+		t.Fatalf("escrow reads %q", content)
+	}
+
+	// The partner's smimed: decrypted, valid, our certificate harvested.
+	var rec *archive.Record
+	waitUntil(t, "the partner archived the message", func() bool {
+		n, _ := partner.arch.Count()
+		if n == 0 {
+			return false
+		}
+		rec, _ = partner.arch.Get(1)
+		return rec != nil
+	}, plogs.String)
+	if rec.Decryption.Status != harvest.DecryptOK {
+		t.Fatalf("partner's decryption = %+v", rec.Decryption)
+	}
+	if len(rec.Signatures) != 1 || rec.Signatures[0].Status != harvest.StatusValid {
+		t.Fatalf("partner's signatures = %+v\n%s", rec.Signatures, plogs.String())
+	}
+	es, err := partner.store.ByEmail("ceo@org.example")
+	if err != nil || len(es) == 0 {
+		t.Fatalf("partner's store for ceo@org.example = %v, %v", es, err)
+	}
+	org := testenv.ReadCert(t, filepath.Join(ours, "org-new.crt"))
+	if !slices.ContainsFunc(es, func(e harvest.Entry) bool { return e.Cert.Equal(org) && !e.Quarantined }) {
+		t.Fatalf("partner did not harvest our certificate: %+v", es)
+	}
+
+	// Our archive: one outgoing record, signed and encrypted, to alice and escrow.
+	var out []*archive.Record
+	svc.arch.List(archive.Query{}, func(r *archive.Record) error { out = append(out, r); return nil })
+	if len(out) != 1 || !out[0].IsOutgoing() {
+		t.Fatalf("our archive = %+v", out)
+	}
+	o := out[0].Outgoing
+	if !slices.Equal(o.Decision, []string{archive.DecisionSigned, archive.DecisionEncrypted}) || len(o.Recipients) != 2 {
+		t.Fatalf("outgoing record = %+v", o)
+	}
+	if st, err := svc.Status(); err != nil || st.Gateway == nil || st.Gateway.Messages["signed_encrypted"] != 1 {
+		t.Fatalf("status = %+v, %v", st, err)
+	}
+}
+
+func sendSMTP(c *smtp.Client, from string, to []string, msg string) error {
+	if err := c.Mail(from, nil); err != nil {
+		return err
+	}
+	for _, r := range to {
+		if err := c.Rcpt(r, nil); err != nil {
+			return err
+		}
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	if _, err := io.WriteString(w, msg); err != nil {
+		return err
+	}
+	return w.Close()
+}
