@@ -210,3 +210,26 @@ func (s *Service) gatewayStatus() *admin.GatewayStatus {
 	}
 	return s.metrics.gateway.status(s.gateway.cfg.Mode, s.gateway.listen, s.gateway.cfg.Relay)
 }
+
+// CheckGateway loads what the gateway of cfg needs from files (TLS
+// certificate, escrow certificates, relay CA, [[signing]] identities),
+// as `smimed run` will, for check-config; nil without a [gateway]. It
+// returns a one-line summary.
+func CheckGateway(cfg *config.Config) (string, error) {
+	gl, err := loadGateway(cfg)
+	if err != nil || gl == nil {
+		return "", err
+	}
+	g := cfg.Gateway
+	return fmt.Sprintf("gateway %s on %s, relay %s (tls %s), %d escrow certificate(s)", g.Mode, g.Listen, g.Relay, g.RelayTLS, len(gl.escrow)), nil
+}
+
+// CheckRelay connects to the gateway's next hop of cfg as the gateway
+// will and returns what it offers, for check-config --connect.
+func CheckRelay(ctx context.Context, cfg *config.Config) (string, error) {
+	gl, err := loadGateway(cfg)
+	if err != nil {
+		return "", err
+	}
+	return gateway.CheckRelay(ctx, gl.relay, cfg.Gateway.Mode == config.ModeSubmission)
+}

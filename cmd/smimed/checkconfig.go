@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/smimed/smimed/daemon"
 	"github.com/smimed/smimed/daemon/config"
 )
 
@@ -72,11 +73,16 @@ func checkConfigMain(args []string, stdout, stderr io.Writer) int {
 		_, err = cfg.TrustPool()
 		collect(err)
 		collect(cfg.CheckAccounts())
+		gwSummary, err := daemon.CheckGateway(cfg)
+		collect(err)
 		for _, w := range cfg.MissingRefreshTokens() {
 			fmt.Fprintf(stdout, "%s: warning: %s\n", *configPath, w)
 		}
 		if len(problems) == 0 {
 			fmt.Fprintf(stdout, "%s: ok (%d decryption key(s), %d mailbox(es), state_dir %s)\n", *configPath, len(keys), len(cfg.Accounts), cfg.StateDir)
+			if gwSummary != "" {
+				fmt.Fprintf(stdout, "%s: ok (%s)\n", *configPath, gwSummary)
+			}
 			if *connect && checkConnect(cfg, stdout) > 0 {
 				return exitFailed
 			}

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/smimed/smimed/daemon"
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/daemon/imapconn"
 )
@@ -89,6 +90,16 @@ func checkConnect(cfg *config.Config, stdout io.Writer) (failed int) {
 		}
 		conn.Close()
 		cancel()
+	}
+	if g := cfg.Gateway; g != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+		offers, err := daemon.CheckRelay(ctx, cfg)
+		cancel()
+		if err != nil {
+			line(false, "gateway", "relay %s (tls %s): %v", g.Relay, g.RelayTLS, err)
+		} else {
+			line(true, "gateway", "relay %s (tls %s) answers: %s", g.Relay, g.RelayTLS, offers)
+		}
 	}
 	return failed
 }

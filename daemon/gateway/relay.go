@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -125,4 +126,26 @@ func relayReply(err error) error {
 		return se
 	}
 	return errRelayLost
+}
+
+// CheckRelay connects to the next hop, says EHLO (and STARTTLS or
+// implicit TLS as configured) and returns the extensions it offers;
+// with needAuth, an error unless it offers AUTH PLAIN or LOGIN (the
+// submission mode passes the clients' logins on).
+func CheckRelay(ctx context.Context, cfg RelayConfig, needAuth bool) (string, error) {
+	rc, err := dialRelay(ctx, cfg)
+	if err != nil {
+		return "", err
+	}
+	defer rc.close()
+	var offers []string
+	for _, ext := range []string{"STARTTLS", "SIZE", "8BITMIME", "SMTPUTF8", "PIPELINING", "AUTH"} {
+		if ok, param := rc.c.Extension(ext); ok {
+			offers = append(offers, strings.TrimSpace(ext+" "+param))
+		}
+	}
+	if needAuth && !rc.c.SupportsAuth("PLAIN") && !rc.c.SupportsAuth("LOGIN") {
+		return strings.Join(offers, ", "), fmt.Errorf("%s offers neither AUTH PLAIN nor LOGIN: the submission mode cannot pass logins on", cfg.Addr)
+	}
+	return strings.Join(offers, ", "), nil
 }
