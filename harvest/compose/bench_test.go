@@ -10,7 +10,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/base64"
 	"io"
 	"math/big"
 	"runtime"
@@ -21,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest/cms"
 )
 
@@ -158,14 +158,9 @@ func BenchmarkSignEncryptLarge(b *testing.B) {
 	mb.WriteString("From: a@org.example\r\nTo: p@partner.example\r\nSubject: big\r\nMIME-Version: 1.0\r\n" +
 		"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee attachment\r\n" +
 		"--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n")
-	enc := base64.StdEncoding.EncodeToString(att)
-	for len(enc) > 76 {
-		mb.WriteString(enc[:76] + "\r\n")
-		enc = enc[76:]
-	}
-	mb.WriteString(enc + "\r\n--b--\r\n")
+	mb.WriteString(testenv.Base64Lines(att) + "--b--\r\n")
 	msg := []byte(mb.String())
-	att, enc = nil, ""
+	att = nil
 	dir := b.TempDir()
 	for _, c := range []struct {
 		name string
