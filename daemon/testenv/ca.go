@@ -190,15 +190,7 @@ func (ca *CA) Sign(tb testing.TB, cert, key, from, subject, body string) []byte 
 // ReadCert parses the first PEM certificate of the file at path.
 func ReadCert(tb testing.TB, path string) *x509.Certificate {
 	tb.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	block, _ := pem.Decode(data)
-	if block == nil {
-		tb.Fatalf("%s: no PEM", path)
-	}
-	c, err := x509.ParseCertificate(block.Bytes)
+	c, err := x509.ParseCertificate(readPEM(tb, path))
 	if err != nil {
 		tb.Fatalf("%s: %v", path, err)
 	}
@@ -310,15 +302,7 @@ func (ca *CA) IssueKey(tb testing.TB, name, email, keyType string, notBefore tim
 // writes it) at path.
 func ReadKey(tb testing.TB, path string) crypto.Signer {
 	tb.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	block, _ := pem.Decode(data)
-	if block == nil {
-		tb.Fatalf("%s: no PEM", path)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	k, err := x509.ParsePKCS8PrivateKey(readPEM(tb, path))
 	if err != nil {
 		tb.Fatalf("%s: %v", path, err)
 	}
@@ -327,4 +311,18 @@ func ReadKey(tb testing.TB, path string) crypto.Signer {
 		tb.Fatalf("%s: %T is not a crypto.Signer", path, k)
 	}
 	return s
+}
+
+// readPEM is the DER of the first PEM block of the file at path.
+func readPEM(tb testing.TB, path string) []byte {
+	tb.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		tb.Fatalf("%s: no PEM", path)
+	}
+	return block.Bytes
 }

@@ -15,11 +15,7 @@ func TestGPGSMVerify(t *testing.T) {
 	dir := t.TempDir()
 	for _, c := range []struct{ name, signer string }{{"rsa", "sign-rsa"}, {"ecdsa", "sign-p256"}} {
 		t.Run(c.name, func(t *testing.T) {
-			var out bytes.Buffer
-			if err := Sign(&out, bytes.NewReader(testMessage()), p.signer(c.signer, false), Options{TempDir: dir}); err != nil {
-				t.Fatal(err)
-			}
-			_, content, sig := splitSigned(t, out.Bytes())
+			_, content, sig := splitSigned(t, p.signTest(t, c.signer, false, dir))
 			sp, cp := write(t, dir, "sig.p7s", sig), write(t, dir, "content", content)
 			log, err := g.Verify(t, sp, cp)
 			if err != nil || !strings.Contains(string(log), "[GNUPG:] GOODSIG") || !strings.Contains(string(log), "TRUST_FULLY") {

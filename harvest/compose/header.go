@@ -169,3 +169,63 @@ func (h header) withParam(name, value string) header {
 	params[name] = value
 	return h.set("Content-Type", mime.FormatMediaType(mt, params))
 }
+
+// sevenBit returns h with every field made 7bit with lines of at most 998
+// octets (for the signed entity): a field that is not is written anew,
+// Content-Type and Content-Disposition with RFC 2231 parameters where
+// they parse, other text as RFC 2047 encoded-words, folded at spaces.
+func (h header) sevenBit() (header, error) {
+	var out header
+	for _, f := range h {
+		if isSevenBit(f.raw) {
+			out = append(out, f)
+			continue
+		}
+		v := f.value
+		switch strings.ToLower(f.key) {
+		case "content-type", "content-disposition":
+			if mt, params, err := mime.ParseMediaType(v); err == nil {
+				if s := mime.FormatMediaType(mt, params); s != "" {
+					v = s
+				}
+			}
+		}
+		if !isSevenBit([]byte(v)) {
+			v = mime.QEncoding.Encode("utf-8", v)
+		}
+		nf := field{key: f.key, value: v, raw: fold(f.key + ": " + v)}
+		if !isSevenBit(nf.raw) {
+			return nil, fmt.Errorf("%w: header field %s cannot be written in lines of 998 octets", ErrMalformed, f.key)
+		}
+		out = append(out, nf)
+	}
+	return out, nil
+}
+
+// isSevenBit reports whether b is 7bit data (sevenBitCheck).
+func isSevenBit(b []byte) bool {
+	c := &sevenBitCheck{w: io.Discard}
+	c.Write(b)
+	return c.ok()
+}
+
+// fold breaks a field at spaces into lines of about 76 octets, ending it
+// with CRLF.
+func fold(s string) []byte {
+	var b strings.Builder
+	col := 0
+	for i, word := range strings.Split(s, " ") {
+		if i > 0 {
+			if col+1+len(word) > 76 {
+				b.WriteString("\r\n")
+				col = 0
+			}
+			b.WriteByte(' ')
+			col++
+		}
+		b.WriteString(word)
+		col += len(word)
+	}
+	b.WriteString("\r\n")
+	return []byte(b.String())
+}

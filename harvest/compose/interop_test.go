@@ -216,20 +216,29 @@ func check7bit(t *testing.T, b []byte) {
 	}
 }
 
+// signCases are the signers every verifier is tried with.
+var signCases = []struct {
+	name, signer string
+	pss          bool
+}{{"rsa", "sign-rsa", false}, {"pss", "sign-rsa", true}, {"ecdsa", "sign-p256", false}}
+
+// signTest signs testMessage as the signer and returns the message.
+func (p *pki) signTest(t *testing.T, signer string, pss bool, dir string) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	if err := Sign(&out, bytes.NewReader(testMessage()), p.signer(signer, pss), Options{TempDir: dir}); err != nil {
+		t.Fatalf("Sign() = %v", err)
+	}
+	return out.Bytes()
+}
+
 func TestSignOpenSSL(t *testing.T) {
 	p := testPKI(t)
 	dir := t.TempDir()
 	in := testMessage()
-	for _, c := range []struct {
-		name, signer string
-		pss          bool
-	}{{"rsa", "sign-rsa", false}, {"pss", "sign-rsa", true}, {"ecdsa", "sign-p256", false}} {
+	for _, c := range signCases {
 		t.Run(c.name, func(t *testing.T) {
-			var out bytes.Buffer
-			if err := Sign(&out, bytes.NewReader(in), p.signer(c.signer, c.pss), Options{TempDir: dir}); err != nil {
-				t.Fatalf("Sign() = %v", err)
-			}
-			msg := out.Bytes()
+			msg := p.signTest(t, c.signer, c.pss, dir)
 			check7bit(t, msg)
 			h, content, _ := splitSigned(t, msg)
 			if h.Get("Subject") != "quarterly figures" || h.Get("Received") == "" {

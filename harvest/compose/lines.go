@@ -90,3 +90,32 @@ func (c *crlfWriter) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// lineBreakWriter makes every line break of text CRLF: CRLF, bare LF and
+// bare CR alike. It comes before mime/quotedprintable's Writer, which
+// loses the LF that follows a bare CR and other octets.
+type lineBreakWriter struct {
+	w      io.Writer
+	prevCR bool
+	buf    []byte
+}
+
+func (l *lineBreakWriter) Write(p []byte) (int, error) {
+	l.buf = l.buf[:0]
+	for _, b := range p {
+		switch {
+		case b == '\r':
+			l.buf = append(l.buf, '\r', '\n')
+		case b == '\n' && l.prevCR:
+		case b == '\n':
+			l.buf = append(l.buf, '\r', '\n')
+		default:
+			l.buf = append(l.buf, b)
+		}
+		l.prevCR = b == '\r'
+	}
+	if _, err := l.w.Write(l.buf); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}

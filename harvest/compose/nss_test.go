@@ -15,16 +15,9 @@ func TestNSSVerify(t *testing.T) {
 	p := testPKI(t)
 	db := testenv.NewNSSDB(t, p.root.Cert)
 	dir := t.TempDir()
-	for _, c := range []struct {
-		name, signer string
-		pss          bool
-	}{{"rsa", "sign-rsa", false}, {"pss", "sign-rsa", true}, {"ecdsa", "sign-p256", false}} {
+	for _, c := range signCases {
 		t.Run(c.name, func(t *testing.T) {
-			var out bytes.Buffer
-			if err := Sign(&out, bytes.NewReader(testMessage()), p.signer(c.signer, c.pss), Options{TempDir: dir}); err != nil {
-				t.Fatal(err)
-			}
-			_, content, sig := splitSigned(t, out.Bytes())
+			_, content, sig := splitSigned(t, p.signTest(t, c.signer, c.pss, dir))
 			cpath := write(t, dir, "content", content)
 			if _, log, err := db.Decode(t, sig, cpath); err != nil {
 				t.Fatalf("cmsutil -D: %v\n%s", err, log)

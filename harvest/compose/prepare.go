@@ -41,6 +41,10 @@ func (p *preparer) entity(w io.Writer, h header, body io.Reader, depth int) erro
 	if depth > maxDepth {
 		return fmt.Errorf("%w: more than %d nested parts", ErrMalformed, maxDepth)
 	}
+	h, err := h.sevenBit()
+	if err != nil {
+		return err
+	}
 	mt, params := h.contentType()
 	cte := strings.ToLower(strings.TrimSpace(h.get("Content-Transfer-Encoding")))
 	identity := cte == "" || cte == "7bit" || cte == "8bit" || cte == "binary"
@@ -60,9 +64,6 @@ func (p *preparer) entity(w io.Writer, h header, body io.Reader, depth int) erro
 			if err := h.write(w); err != nil {
 				return err
 			}
-			if err := inner.write(w); err != nil {
-				return err
-			}
 			return p.entity(w, inner, br, depth+1)
 		}
 		// Not a readable message: carry it as data.
@@ -78,10 +79,16 @@ func bufferedPrefix(br *bufio.Reader) io.Reader {
 }
 
 func (p *preparer) multipart(w io.Writer, h header, body io.Reader, boundary string, depth int) error {
-	if err := h.write(w); err != nil {
+	// The parts are written with a boundary of our own: no line of a
+	// re-encoded part can be mistaken for it.
+	mr := textproto.NewMultipartReader(body, boundary)
+	boundary, err := newBoundary()
+	if err != nil {
 		return err
 	}
-	mr := textproto.NewMultipartReader(body, boundary)
+	if err := h.withParam("boundary", boundary).write(w); err != nil {
+		return err
+	}
 	first := true
 	for {
 		part, err := mr.NextPart()
@@ -115,7 +122,7 @@ func (p *preparer) multipart(w io.Writer, h header, body io.Reader, boundary str
 		// A multipart without parts cannot be written back as one.
 		return fmt.Errorf("%w: multipart without parts", ErrMalformed)
 	}
-	_, err := io.WriteString(w, "\r\n--"+boundary+"--\r\n")
+	_, err = io.WriteString(w, "\r\n--"+boundary+"--\r\n")
 	return err
 }
 
@@ -163,12 +170,15 @@ func (p *preparer) leaf(w io.Writer, h header, body io.Reader, mt, cte string) e
 		return err
 	}
 	var ew io.WriteCloser
+	var dst io.Writer
 	if text {
 		ew = quotedprintable.NewWriter(w)
+		dst = &lineBreakWriter{w: ew}
 	} else {
 		ew = newBase64Writer(w)
+		dst = ew
 	}
-	if _, err := io.Copy(ew, decoded); err != nil {
+	if _, err := io.Copy(dst, decoded); err != nil {
 		return fmt.Errorf("%w: part body (%s): %v", ErrMalformed, cte, err)
 	}
 	return ew.Close()
