@@ -8,10 +8,13 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/smimed/smimed/daemon/config"
+	"github.com/smimed/smimed/harvest"
 )
 
 const checkConfigUsage = `Usage: smimed check-config [--config FILE] [--as USER] [--connect]
@@ -72,11 +75,19 @@ func checkConfigMain(args []string, stdout, stderr io.Writer) int {
 		_, err = cfg.TrustPool()
 		collect(err)
 		collect(cfg.CheckAccounts())
+		signing, swarn, err := config.LoadSigningWarn(cfg)
+		collect(err)
+		for _, w := range swarn {
+			fmt.Fprintf(stdout, "%s: warning: %s\n", *configPath, w)
+		}
 		for _, w := range cfg.MissingRefreshTokens() {
 			fmt.Fprintf(stdout, "%s: warning: %s\n", *configPath, w)
 		}
 		if len(problems) == 0 {
 			fmt.Fprintf(stdout, "%s: ok (%d decryption key(s), %d mailbox(es), state_dir %s)\n", *configPath, len(keys), len(cfg.Accounts), cfg.StateDir)
+			for _, id := range signing.All() {
+				fmt.Fprintf(stdout, "%s: signing[%d]: signs for %s with %s\n", *configPath, id.Entry, strings.Join(append(slices.Clone(id.Addresses), id.Domains...), ", "), harvest.Fingerprint(id.Cert))
+			}
 			if *connect && checkConnect(cfg, stdout) > 0 {
 				return exitFailed
 			}
