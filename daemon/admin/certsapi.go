@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"os/user"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -229,6 +230,13 @@ func (l *LocalCerts) Import(ctx context.Context, data []byte, emails []string, t
 	if len(emails) == 0 {
 		if emails = own; len(emails) == 0 {
 			return nil, fmt.Errorf("%w: %s names no email address", harvest.ErrNotForAddress, fp)
+		}
+	}
+	for i, e := range emails {
+		// Checked before the audit entry: a refused import is no change.
+		emails[i] = strings.ToLower(strings.TrimSpace(e))
+		if !slices.Contains(own, emails[i]) {
+			return nil, fmt.Errorf("%w: %q (%s names %s)", harvest.ErrNotForAddress, e, fp, strings.Join(own, ", "))
 		}
 	}
 	now := time.Now()
