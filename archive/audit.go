@@ -50,6 +50,7 @@ const (
 	AuditTrust        = "trust"         // a certificate trusted by an administrator (changes later verdicts)
 	AuditUntrust      = "untrust"       // an administrator's trust withdrawn
 	AuditCRLImport    = "crl-import"    // a revocation list imported by an administrator (changes later verdicts)
+	AuditImport       = "import"        // a certificate imported by an administrator (the gateway encrypts to it)
 )
 
 // MaxAuditDetail bounds an entry's Detail (bytes); longer details are cut.

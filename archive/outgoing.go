@@ -24,6 +24,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -360,4 +361,42 @@ func (r *Record) senders() []string {
 		return []string{r.From, r.Outgoing.MailFrom}
 	}
 	return []string{r.From}
+}
+
+// OutgoingField is the header field an exported outgoing message carries
+// on top: what the gateway did with it.
+const OutgoingField = "X-Smimed-Outgoing"
+
+// ExportCopy is a record's plaintext as `archive export` writes it: for
+// incoming mail the user's copy (UserCopyRecord), for outgoing mail the
+// plaintext as submitted under X-Smimed-Record and X-Smimed-Outgoing (the
+// decision, the envelope, the signer and the certificates encrypted to),
+// with any such fields that came with the message removed.
+func ExportCopy(plaintext []byte, r *Record, authservID string) []byte {
+	if !r.IsOutgoing() || r.Outgoing == nil {
+		return UserCopyRecord(plaintext, r.Report(), r.Source(), authservID, r.ID)
+	}
+	o := r.Outgoing
+	eol := "\n"
+	if i := bytes.IndexByte(plaintext, '\n'); i > 0 && plaintext[i-1] == '\r' {
+		eol = "\r\n"
+	}
+	parts := []string{"decision=" + strings.Join(o.Decision, ",") + ";", "mail-from=<" + o.MailFrom + ">;", "rcpt-to=" + strings.Join(o.RcptTo, ",") + ";"}
+	if o.Signer != "" {
+		parts = append(parts, "signer="+o.Signer+";")
+	}
+	if o.ContentCipher != "" {
+		parts = append(parts, "cipher="+o.ContentCipher+";")
+	}
+	for _, rc := range o.Recipients {
+		who := rc.Address
+		if rc.Escrow {
+			who = "escrow"
+		}
+		parts = append(parts, "encrypted-to="+who+":"+rc.Fingerprint+";")
+	}
+	var top strings.Builder
+	writeFolded(&top, UserCopyRecordField, unstructuredPieces(strconv.FormatUint(r.ID, 10)), eol)
+	writeFolded(&top, OutgoingField, unstructuredPieces(strings.Join(parts, " ")), eol)
+	return withTop(top.String(), plaintext, eol, authservID)
 }

@@ -151,10 +151,17 @@ func UserCopy(plaintext []byte, rep *harvest.Report, src Source, authservID stri
 		writeFolded(&top, harvest.UnprotectedField(sanitize(f.Name, true, maxTokenLen)), unstructuredPieces(f.Value), eol)
 	}
 
+	return withTop(top.String(), plaintext, eol, authservID)
+}
+
+// withTop is plaintext with the fields top on top, and the fields that
+// claim to be ours removed from its header (dropIncomingField), as
+// UserCopy describes.
+func withTop(top string, plaintext []byte, eol, authservID string) []byte {
 	header, rest, hasSep := splitHeaderBlock(plaintext)
 	fields, allFields := headerFieldGroups(header)
-	out := make([]byte, 0, top.Len()+len(plaintext)+len(eol))
-	out = append(out, top.String()...)
+	out := make([]byte, 0, len(top)+len(plaintext)+len(eol))
+	out = append(out, top...)
 	if !hasSep && !allFields {
 		// No header we could tell from body: keep all of it as the body.
 		out = append(out, eol...)
@@ -280,7 +287,7 @@ func dropIncomingField(f []byte, authservID string) bool {
 	}, name)
 	switch {
 	case asciiEqualFold(name, UserCopySourceField), asciiEqualFold(name, UserCopyDecryptionField), asciiEqualFold(name, UserCopyRecordField),
-		asciiEqualFold(name, UserCopySignerField):
+		asciiEqualFold(name, UserCopySignerField), asciiEqualFold(name, OutgoingField):
 		return true
 	case len(name) > len(unprotectedPrefix) && asciiEqualFold(name[:len(unprotectedPrefix)], unprotectedPrefix):
 		// Ours come from the report (the engine's own), never the sender.

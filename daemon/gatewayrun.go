@@ -31,8 +31,22 @@ type gatewayLoaded struct {
 	signer func(addr string) *gateway.Signer
 }
 
-// loadGateway reads the gateway's certificates and settings of cfg.
+// loadGateway reads the gateway's certificates, settings and signing
+// identities of cfg.
 func loadGateway(cfg *config.Config) (*gatewayLoaded, error) {
+	gl, err := gatewayFiles(cfg)
+	if err != nil || gl == nil {
+		return nil, err
+	}
+	if gl.signer, err = loadSigners(cfg); err != nil {
+		return nil, err
+	}
+	return gl, nil
+}
+
+// gatewayFiles reads the gateway's own files: TLS certificate, escrow
+// certificates, relay CA.
+func gatewayFiles(cfg *config.Config) (*gatewayLoaded, error) {
 	g := cfg.Gateway
 	if g == nil {
 		return nil, nil
@@ -52,9 +66,6 @@ func loadGateway(cfg *config.Config) (*gatewayLoaded, error) {
 	host, _ := os.Hostname()
 	if gl.relay, err = gateway.RelayConfigOf(g, host); err != nil {
 		return nil, &config.Error{Path: cfg.Path, Problems: []string{err.Error()}}
-	}
-	if gl.signer, err = loadSigners(cfg); err != nil {
-		return nil, err
 	}
 	return gl, nil
 }
@@ -211,12 +222,12 @@ func (s *Service) gatewayStatus() *admin.GatewayStatus {
 	return s.metrics.gateway.status(s.gateway.cfg.Mode, s.gateway.listen, s.gateway.cfg.Relay)
 }
 
-// CheckGateway loads what the gateway of cfg needs from files (TLS
-// certificate, escrow certificates, relay CA, [[signing]] identities),
-// as `smimed run` will, for check-config; nil without a [gateway]. It
-// returns a one-line summary.
+// CheckGateway loads the gateway's own files of cfg (TLS certificate,
+// escrow certificates, relay CA; [[signing]] is check-config's own
+// check) as `smimed run` will, for check-config; "" without a
+// [gateway]. It returns a one-line summary.
 func CheckGateway(cfg *config.Config) (string, error) {
-	gl, err := loadGateway(cfg)
+	gl, err := gatewayFiles(cfg)
 	if err != nil || gl == nil {
 		return "", err
 	}
@@ -227,7 +238,7 @@ func CheckGateway(cfg *config.Config) (string, error) {
 // CheckRelay connects to the gateway's next hop of cfg as the gateway
 // will and returns what it offers, for check-config --connect.
 func CheckRelay(ctx context.Context, cfg *config.Config) (string, error) {
-	gl, err := loadGateway(cfg)
+	gl, err := gatewayFiles(cfg)
 	if err != nil {
 		return "", err
 	}

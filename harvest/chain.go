@@ -17,6 +17,19 @@ import (
 // checkChain builds a chain from cert to a trust anchor, valid at time at,
 // allowed for email protection, with a KeyUsage that allows signing.
 func (w *walker) checkChain(cert *x509.Certificate, inter *chainPool, at time.Time) ([]*x509.Certificate, string, string) {
+	chain, status, reason := w.chainVerdict(cert, inter, at)
+	if status != StatusValid {
+		return nil, status, reason
+	}
+	if cert.KeyUsage != 0 && cert.KeyUsage&(x509.KeyUsageDigitalSignature|x509.KeyUsageContentCommitment) == 0 {
+		return nil, StatusUntrusted, "certificate key usage allows neither digitalSignature nor nonRepudiation"
+	}
+	return chain, status, reason
+}
+
+// chainVerdict is checkChain without the signing KeyUsage: the chain to a
+// trust anchor (or a pin), valid at at, allowed for email protection.
+func (w *walker) chainVerdict(cert *x509.Certificate, inter *chainPool, at time.Time) ([]*x509.Certificate, string, string) {
 	chain, err := w.verifyCert(cert, inter, at)
 	if err != nil {
 		var inv x509.CertificateInvalidError
@@ -41,9 +54,6 @@ func (w *walker) checkChain(cert *x509.Certificate, inter *chainPool, at time.Ti
 			return nil, StatusUntrusted, reasonNoChain
 		}
 		return nil, StatusUntrusted, fmt.Sprintf("certificate chain: %v", err)
-	}
-	if cert.KeyUsage != 0 && cert.KeyUsage&(x509.KeyUsageDigitalSignature|x509.KeyUsageContentCommitment) == 0 {
-		return nil, StatusUntrusted, "certificate key usage allows neither digitalSignature nor nonRepudiation"
 	}
 	if len(chain) == 1 {
 		if trusted, ok := w.pinned(cert); ok {
@@ -226,4 +236,34 @@ func (w *walker) storeWrite(fp, email string, write func(*Store, Sighting) error
 	if err := write(st, seen); err != nil && w.storeErr == nil {
 		w.storeErr = fmt.Errorf("harvest %s for %s: %w", fp, email, err)
 	}
+}
+
+// CheckImport judges a certificate an administrator imports (certs
+// import) as the chain of a harvested signer is judged, at now: a chain
+// to the engine's trust anchors, through the certificates that came with
+// it and the intermediates of the store, valid at now, allowed for email
+// protection, and not revoked (when the engine checks revocation). It
+// does not ask for a signing KeyUsage (an encryption-only certificate may
+// be imported). It returns the chain, or the verdict's status and reason
+// when the certificate is not trusted.
+func (e *Engine) CheckImport(cert *x509.Certificate, with []*x509.Certificate, now time.Time) ([]*x509.Certificate, string, string) {
+	w := &walker{e: e, received: now}
+	defer func() {
+		if w.revCancel != nil {
+			w.revCancel()
+		}
+	}()
+	var ims []*x509.Certificate
+	if r := e.reader(); r != nil {
+		ims, _ = r.Intermediates()
+	}
+	chain, status, reason := w.chainVerdict(cert, newChainPool(w.chainCandidates(with, ims)), now)
+	if status != StatusValid {
+		return nil, status, reason
+	}
+	status, reason, _ = w.checkRevocation(pendingSig{cert: cert, chain: chain, status: status}, reason, nil)
+	if status != StatusValid {
+		return nil, status, reason
+	}
+	return chain, StatusValid, ""
 }

@@ -56,7 +56,10 @@ const archiveFilterHelp = `  --from ADDR        From address, or @domain
   --status S         decrypted, undecryptable, signed-valid, signed-partial,
                      signed-untrusted, signed-expired, signed-mismatch,
                      signed-revoked, signed-invalid, signed-error,
-                     certs-only, plain or error
+                     certs-only, plain or error; for outgoing mail
+                     signed, encrypted, sent-unsigned, sent-unencrypted,
+                     refused or passed
+  --direction D      in (fetched from a mailbox) or out (sent by the gateway)
   --account NAME     fetched for this account
   --message-id ID    Message-ID, with or without <>
   --limit N          at most N messages (0: all)
@@ -70,6 +73,7 @@ DATE is YYYY-MM-DD (a day in UTC) or an RFC 3339 time such as
 var archiveValueFlags = map[string]bool{
 	"config": true, "from": true, "to": true, "since": true, "until": true, "subject": true,
 	"status": true, "account": true, "message-id": true, "limit": true, "format": true, "out": true,
+	"direction": true,
 }
 
 // archiveCommand finds the subcommand (the first word that is neither a
@@ -192,8 +196,8 @@ func jsonLines(w io.Writer) *json.Encoder {
 
 // queryFlags are the filters of list and export.
 type queryFlags struct {
-	from, to, since, until, subject, status, account, messageID *string
-	limit                                                       *int
+	from, to, since, until, subject, status, account, messageID, direction *string
+	limit                                                                  *int
 }
 
 func addQueryFlags(fs *flag.FlagSet) *queryFlags {
@@ -202,7 +206,7 @@ func addQueryFlags(fs *flag.FlagSet) *queryFlags {
 		since: fs.String("since", "", ""), until: fs.String("until", "", ""),
 		subject: fs.String("subject", "", ""), status: fs.String("status", "", ""),
 		account: fs.String("account", "", ""), messageID: fs.String("message-id", "", ""),
-		limit: fs.Int("limit", 0, ""),
+		direction: fs.String("direction", "", ""), limit: fs.Int("limit", 0, ""),
 	}
 }
 
@@ -210,7 +214,7 @@ func addQueryFlags(fs *flag.FlagSet) *queryFlags {
 func (f *queryFlags) query() (archive.Query, error) {
 	q := archive.Query{
 		From: *f.from, To: *f.to, Subject: *f.subject, Status: *f.status,
-		Account: *f.account, MessageID: *f.messageID, Limit: *f.limit,
+		Account: *f.account, MessageID: *f.messageID, Direction: *f.direction, Limit: *f.limit,
 	}
 	var err error
 	if *f.since != "" {
@@ -324,19 +328,24 @@ func cut(s string, n int) string {
 	return string(r[:n-1]) + "…"
 }
 
-const archiveShowUsage = `Usage: smimed archive show ID [--original] [--config FILE]
+const archiveShowUsage = `Usage: smimed archive show ID [--original | --record] [--config FILE]
 
 Writes message ID (as archive list shows it) to stdout: the plaintext, or
-with --original the bytes as they were fetched. Both are checked against
-the SHA-256 in the index first; an altered file is refused (exit 1).
+with --original the bytes as they were fetched (for outgoing mail: as
+sent). Both are checked against the SHA-256 in the index first; an altered
+file is refused (exit 1). With --record, the record instead: one field a
+line, for outgoing mail the envelope, the policy's decision and reasons,
+the signer and the certificates and algorithms encrypted to.
 
   --original      the original (still encrypted) message
+  --record        the record's fields, not the message
   --config FILE   configuration file (default /etc/smimed/smimed.toml)
 `
 
 func archiveShow(args []string, stdout, stderr io.Writer) int {
 	s := newArchiveSession("archive show", stdout, stderr)
 	original := s.fs.Bool("original", false, "")
+	record := s.fs.Bool("record", false, "")
 	pos, code, done := s.parse(args, archiveShowUsage, 1)
 	if done {
 		return code
@@ -348,7 +357,18 @@ func archiveShow(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return s.usagef("%v", err)
 	}
+	if *original && *record {
+		return s.usagef("--original and --record exclude each other")
+	}
 	return s.with(false, func(ctx context.Context, api admin.ArchiveAPI, _ *config.Config) int {
+		if *record {
+			r, err := api.Get(ctx, id)
+			if err != nil {
+				return s.failf("%v", err)
+			}
+			printRecord(stdout, r)
+			return exitOK
+		}
 		if err := api.Message(ctx, id, *original, stdout); err != nil {
 			return s.failf("%v", err)
 		}

@@ -160,7 +160,7 @@ func exportItems(ctx context.Context, s *archiveSession, api admin.ArchiveAPI, t
 		if err == nil {
 			msg := buf.Bytes()
 			if !original && it.rec != nil {
-				msg = archive.UserCopyRecord(msg, it.rec.Report(), it.rec.Source(), authservID, it.rec.ID)
+				msg = archive.ExportCopy(msg, it.rec, authservID)
 			}
 			err = target.add(it, msg)
 		}

@@ -39,6 +39,8 @@ const certsSubUsage = `Usage: smimed certs SUBCOMMAND
   untrust FINGERPRINT      withdraw a trust: quarantined again, not pinned
   crl list [--json]        the certificate revocation lists kept, by issuer
   crl import FILE          keep a CA's CRL (DER or PEM) brought by hand
+  import [--email ADDR]... [--trust] FILE
+                           a partner's certificate (PEM or DER) to encrypt to
 
 FINGERPRINT is the SHA-256 fingerprint in hex (colons allowed) or a unique
 prefix of at least 8 digits, such as the 16 that "list" shows.
@@ -56,7 +58,8 @@ var certsHelps = map[string]string{
 Every certificate in the store, usable and quarantined, one line an
 address: the address, the fingerprint (16 digits), the last day it is
 valid, and its status: usable, quarantined, trusted (pinned by "certs
-trust") or revoked, with +pref on the one preferred to encrypt to.
+trust"), imported ("certs import"; imported+trusted with --trust) or
+revoked, with +pref on the one preferred to encrypt to.
 
   --json   one object a line with every field (issuer, serial, validation,
            capabilities, when seen, why quarantined or revoked, …)
@@ -93,6 +96,24 @@ again and no longer pinned.
 The certificate revocation lists kept, by issuer: scope, where each came
 from (a URL, "import" or "enclosed"), when fetched, its validity and the
 number of entries.
+`,
+	"certs import": `Usage: smimed certs import [--email ADDR]... [--trust] FILE
+
+Keeps a partner's certificate brought by hand (PEM or DER, with its CA
+certificates if you have them), for partners who never signed mail to us:
+the gateway encrypts their mail to it, as it would to a harvested one,
+until a later valid signature of theirs names another. Its chain must lead
+to a trust anchor (trust.ca_files, the system's roots) as a harvested
+signer's must; one that does not is refused unless --trust is given, after
+you compared its fingerprint with the partner over another channel. It
+must be able to receive encrypted mail now (valid, keyEncipherment for RSA
+or keyAgreement for EC, email protection). The import is audited; "certs
+list" shows it as imported. Needs root or the service user.
+
+  --email ADDR   import it for ADDR only, which must be one of the
+                 certificate's addresses (repeatable; default: all of them)
+  --trust        also trust it (pinned, as "certs trust" does) when its
+                 chain does not lead to a trust anchor
 `,
 	"certs crl import": `Usage: smimed certs crl import FILE
 
@@ -140,7 +161,7 @@ func certsMain(storePath string, args []string, stdout, stderr io.Writer) int {
 // certsDo runs `smimed certs SUBCOMMAND ...` on the store open returns.
 func certsDo(open certsOpener, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "smimed certs: missing subcommand: list, show, export, trust, untrust or crl (see smimed certs --help)")
+		fmt.Fprintln(stderr, "smimed certs: missing subcommand: list, show, export, trust, untrust, crl or import (see smimed certs --help)")
 		return exitUsage
 	}
 	switch args[0] {
@@ -156,11 +177,13 @@ func certsDo(open certsOpener, args []string, stdout, stderr io.Writer) int {
 		return certsUntrust(open, args[1:], stdout, stderr)
 	case "crl":
 		return certsCRL(open, args[1:], stdout, stderr)
+	case "import":
+		return certsImport(open, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, certsSubUsage)
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "smimed certs: unknown subcommand %q: want list, show, export, trust, untrust or crl\n", args[0])
+	fmt.Fprintf(stderr, "smimed certs: unknown subcommand %q: want list, show, export, trust, untrust, crl or import\n", args[0])
 	return exitUsage
 }
 
@@ -223,6 +246,8 @@ type certJSON struct {
 	MessageID           string   `json:"message_id"`
 	TrustedAt           string   `json:"trusted_at,omitempty"`
 	TrustedBy           string   `json:"trusted_by,omitempty"`
+	ImportedAt          string   `json:"imported_at,omitempty"`
+	ImportedBy          string   `json:"imported_by,omitempty"`
 	RevokedAt           string   `json:"revoked_at,omitempty"`
 	RevokedReason       string   `json:"revoked_reason,omitempty"`
 	Validation          string   `json:"validation"`
@@ -243,6 +268,10 @@ func certsStatus(e harvest.Entry) string {
 		s = "revoked"
 	case e.Quarantined:
 		s = "quarantined"
+	case !e.ImportedAt.IsZero() && !e.TrustedAt.IsZero():
+		s = "imported+trusted"
+	case !e.ImportedAt.IsZero():
+		s = "imported"
 	case !e.TrustedAt.IsZero():
 		s = "trusted"
 	}
@@ -292,6 +321,8 @@ func certsList(open certsOpener, args []string, stdout, stderr io.Writer) int {
 				MessageID:           e.MessageID,
 				TrustedAt:           certsTime(e.TrustedAt),
 				TrustedBy:           e.TrustedBy,
+				ImportedAt:          certsTime(e.ImportedAt),
+				ImportedBy:          e.ImportedBy,
 				RevokedAt:           certsTime(e.RevokedAt),
 				RevokedReason:       e.RevokedReason,
 				Validation:          validation,
@@ -373,6 +404,12 @@ func certsPrintEntry(w io.Writer, e harvest.Entry) {
 	}
 	if !e.TrustedAt.IsZero() {
 		status = fmt.Sprintf("trusted by %s on %s (pinned: no CA chain needed)", e.TrustedBy, e.TrustedAt.UTC().Format(time.DateOnly))
+	}
+	if !e.ImportedAt.IsZero() && !e.Quarantined {
+		status = fmt.Sprintf("imported by %s on %s", e.ImportedBy, e.ImportedAt.UTC().Format(time.DateOnly))
+		if !e.TrustedAt.IsZero() {
+			status += " and trusted (pinned: no CA chain needed)"
+		}
 	}
 	if !e.RevokedAt.IsZero() {
 		status = fmt.Sprintf("revoked since %s: %s", e.RevokedAt.UTC().Format(time.RFC3339), e.RevokedReason)

@@ -29,7 +29,7 @@ type certsTestCert struct {
 func certsTestGen(t *testing.T, dir, name, email string, days int, newKey []string) certsTestCert {
 	t.Helper()
 	cnf := filepath.Join(dir, name+".cnf")
-	ext := "[req]\ndistinguished_name=dn\n[dn]\n[ext]\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=emailProtection\nsubjectAltName=email:" + email + "\n"
+	ext := "[req]\ndistinguished_name=dn\n[dn]\n[ext]\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment,keyAgreement\nextendedKeyUsage=emailProtection\nsubjectAltName=email:" + email + "\n"
 	if err := os.WriteFile(cnf, []byte(ext), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,8 @@ const certsUsage = `Usage: smimed certs [--config FILE] SUBCOMMAND
   untrust FINGERPRINT         withdraw a trust: quarantined again, not pinned
   crl list [--json]           the certificate revocation lists kept, by issuer
   crl import FILE             keep a CA's CRL (DER or PEM) brought by hand
+  import [--email ADDR]... [--trust] FILE
+                              a partner's certificate (PEM or DER) to encrypt to
 
   --config FILE   configuration file (default /etc/smimed/smimed.toml)
 
@@ -50,7 +52,7 @@ func certsCommand(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if len(rest) == 0 {
-		fmt.Fprintln(stderr, "smimed certs: missing subcommand (list, show, export, trust, untrust, crl; see smimed certs --help)")
+		fmt.Fprintln(stderr, "smimed certs: missing subcommand (list, show, export, trust, untrust, crl, import; see smimed certs --help)")
 		return exitUsage
 	}
 	cfg, err := loadConfig(configPath)

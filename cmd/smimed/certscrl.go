@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"text/tabwriter"
 	"time"
 
@@ -89,19 +88,9 @@ func certsCRLImport(open certsOpener, args []string, stdout, stderr io.Writer) i
 	if done {
 		return code
 	}
-	f, err := os.Open(pos[0])
+	data, err := readAdminFile(pos[0], maxCRLFile)
 	if err != nil {
 		fmt.Fprintf(stderr, "smimed certs crl import: %v\n", err)
-		return exitFailed
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxCRLFile+1))
-	f.Close()
-	if err != nil {
-		fmt.Fprintf(stderr, "smimed certs crl import: %s: %v\n", pos[0], err)
-		return exitFailed
-	}
-	if len(data) > maxCRLFile {
-		fmt.Fprintf(stderr, "smimed certs crl import: %s: larger than %d bytes\n", pos[0], maxCRLFile)
 		return exitFailed
 	}
 	st, ok := certsOpen(open, false, "crl import", stderr)

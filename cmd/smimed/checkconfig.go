@@ -8,11 +8,14 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/smimed/smimed/daemon"
 	"github.com/smimed/smimed/daemon/config"
+	"github.com/smimed/smimed/harvest"
 )
 
 const checkConfigUsage = `Usage: smimed check-config [--config FILE] [--as USER] [--connect]
@@ -73,6 +76,11 @@ func checkConfigMain(args []string, stdout, stderr io.Writer) int {
 		_, err = cfg.TrustPool()
 		collect(err)
 		collect(cfg.CheckAccounts())
+		signing, swarn, err := config.LoadSigningWarn(cfg)
+		collect(err)
+		for _, w := range swarn {
+			fmt.Fprintf(stdout, "%s: warning: %s\n", *configPath, w)
+		}
 		gwSummary, err := daemon.CheckGateway(cfg)
 		collect(err)
 		for _, w := range cfg.MissingRefreshTokens() {
@@ -80,6 +88,9 @@ func checkConfigMain(args []string, stdout, stderr io.Writer) int {
 		}
 		if len(problems) == 0 {
 			fmt.Fprintf(stdout, "%s: ok (%d decryption key(s), %d mailbox(es), state_dir %s)\n", *configPath, len(keys), len(cfg.Accounts), cfg.StateDir)
+			for _, id := range signing.All() {
+				fmt.Fprintf(stdout, "%s: signing[%d]: signs for %s with %s\n", *configPath, id.Entry, strings.Join(append(slices.Clone(id.Addresses), id.Domains...), ", "), harvest.Fingerprint(id.Cert))
+			}
 			if gwSummary != "" {
 				fmt.Fprintf(stdout, "%s: ok (%s)\n", *configPath, gwSummary)
 			}

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"os/user"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -56,6 +57,15 @@ type CertsAPI interface {
 	// one of the CA certificates known (trust.ca_files, harvested
 	// intermediates) is found to have signed it.
 	ImportCRL(ctx context.Context, data []byte) (*revocation.Info, error)
+	// Import keeps a certificate an administrator brings for a partner
+	// who never signed to us (certs import): data holds it (PEM or DER),
+	// with the CA certificates that came with it; emails the addresses
+	// to import it for (each one of the certificate's; none: all of
+	// them). Its chain must lead to a trust anchor, as a harvested
+	// signer's must, unless trust is set: then the administrator trusts
+	// it (pinned), as certs trust does. The certificate must be able to
+	// receive encrypted mail now. It returns one entry per address.
+	Import(ctx context.Context, data []byte, emails []string, trust bool) ([]harvest.Entry, error)
 	Close() error
 }
 
@@ -63,6 +73,10 @@ type CertsAPI interface {
 // socket's request line holds it); a larger one is imported with the
 // service stopped, on the state file itself.
 const MaxCRLImport = 1 << 20
+
+// ErrUntrustedChain refuses an Import without trust of a certificate
+// whose chain does not lead to a trust anchor.
+var ErrUntrustedChain = errors.New("not trusted")
 
 // ErrNeedsAll refuses a Trust without all of a certificate bound to
 // several addresses it is not trusted for.
@@ -97,6 +111,10 @@ type LocalCerts struct {
 	Revocation *revocation.Checker
 	// CAs lists the CA certificates an imported CRL may be signed by.
 	CAs func() ([]*x509.Certificate, error)
+	// Engine judges the chain of an imported certificate (the daemon's
+	// engine, or one built on the configuration's trust anchors); nil:
+	// Import fails.
+	Engine func() (*harvest.Engine, error)
 	// Closer, if set, is called by Close (the command that opened the
 	// store closes it; the daemon's store stays open).
 	Closer func() error
@@ -184,6 +202,79 @@ func (l *LocalCerts) ImportCRL(ctx context.Context, data []byte) (*revocation.In
 	return &in, nil
 }
 
+func (l *LocalCerts) Import(ctx context.Context, data []byte, emails []string, trust bool) ([]harvest.Entry, error) {
+	if err := l.mayChange(opCertsImport, "import"); err != nil {
+		return nil, err
+	}
+	certs, err := harvest.ParseCertificates(data)
+	if err != nil {
+		return nil, err
+	}
+	var leaf *x509.Certificate
+	var with []*x509.Certificate
+	for _, c := range certs {
+		switch {
+		case c.BasicConstraintsValid && c.IsCA:
+			with = append(with, c)
+		case leaf != nil:
+			return nil, fmt.Errorf("more than one end-entity certificate (%s and %s): import one at a time", harvest.Fingerprint(leaf), harvest.Fingerprint(c))
+		default:
+			leaf = c
+		}
+	}
+	if leaf == nil {
+		return nil, fmt.Errorf("only CA certificates: import the partner's own certificate (with its CAs, if you like)")
+	}
+	fp := harvest.Fingerprint(leaf)
+	own := harvest.CertEmails(leaf)
+	if len(emails) == 0 {
+		if emails = own; len(emails) == 0 {
+			return nil, fmt.Errorf("%w: %s names no email address", harvest.ErrNotForAddress, fp)
+		}
+	}
+	for i, e := range emails {
+		// Checked before the audit entry: a refused import is no change.
+		emails[i] = strings.ToLower(strings.TrimSpace(e))
+		if !slices.Contains(own, emails[i]) {
+			return nil, fmt.Errorf("%w: %q (%s names %s)", harvest.ErrNotForAddress, e, fp, strings.Join(own, ", "))
+		}
+	}
+	now := time.Now()
+	if p := harvest.EncryptionProblem(leaf, now); p != "" {
+		return nil, fmt.Errorf("%s cannot be encrypted to: %s", fp, p)
+	}
+	if l.Engine == nil {
+		return nil, errors.New("certs import: no trust anchors here")
+	}
+	eng, err := l.Engine()
+	if err == nil && eng == nil {
+		err = errors.New("certs import: no engine to judge the chain")
+	}
+	if err != nil {
+		return nil, err
+	}
+	chain, status, reason := eng.CheckImport(leaf, with, now)
+	verdict := "chain=valid"
+	if status != harvest.StatusValid {
+		verdict = "chain=" + status
+		if !trust {
+			return nil, fmt.Errorf("%s is %w: %s (%s); compare its fingerprint with the partner's over another channel, then import it with --trust",
+				fp, ErrUntrustedChain, reason, status)
+		}
+	}
+	if trust {
+		verdict += " trusted"
+	}
+	if err := audit(l.Archive, l.Caller, archive.AuditImport, fmt.Sprintf("certificate=%s emails=%s %s", fp, strings.Join(emails, ","), verdict)); err != nil {
+		return nil, err
+	}
+	var intermediates []*x509.Certificate
+	if len(chain) > 2 {
+		intermediates = chain[1 : len(chain)-1]
+	}
+	return l.Store.Import(leaf, intermediates, emails, adminName(l.Caller.UID), trust)
+}
+
 // mayChange refuses a change of the store to anyone but root and the
 // service user, and audits the refusal.
 func (l *LocalCerts) mayChange(op, fp string) error {
@@ -220,6 +311,8 @@ type certEntry struct {
 	TrustedBy           string    `json:"trusted_by,omitempty"`
 	RevokedAt           time.Time `json:"revoked_at,omitzero"`
 	RevokedReason       string    `json:"revoked_reason,omitempty"`
+	ImportedAt          time.Time `json:"imported_at,omitzero"`
+	ImportedBy          string    `json:"imported_by,omitempty"`
 }
 
 func wireEntry(e *harvest.Entry) *certEntry {
@@ -230,6 +323,7 @@ func wireEntry(e *harvest.Entry) *certEntry {
 		EncryptionPreferred: e.EncryptionPreferred, Capabilities: e.Capabilities,
 		TrustedAt: e.TrustedAt, TrustedBy: e.TrustedBy,
 		RevokedAt: e.RevokedAt, RevokedReason: e.RevokedReason,
+		ImportedAt: e.ImportedAt, ImportedBy: e.ImportedBy,
 	}
 }
 
@@ -250,6 +344,7 @@ func (w *certEntry) entry() (harvest.Entry, error) {
 		EncryptionPreferred: w.EncryptionPreferred, Capabilities: w.Capabilities,
 		TrustedAt: w.TrustedAt, TrustedBy: w.TrustedBy,
 		RevokedAt: w.RevokedAt, RevokedReason: w.RevokedReason,
+		ImportedAt: w.ImportedAt, ImportedBy: w.ImportedBy,
 	}, nil
 }
 
@@ -399,6 +494,17 @@ func (cc *certsClient) ImportCRL(ctx context.Context, data []byte) (*revocation.
 		err = unexpected(opCRLImport)
 	}
 	return in, err
+}
+
+func (cc *certsClient) Import(ctx context.Context, data []byte, emails []string, trust bool) ([]harvest.Entry, error) {
+	if len(data) > MaxCRLImport {
+		return nil, fmt.Errorf("%d bytes of certificates is more than the %d the control socket takes", len(data), MaxCRLImport)
+	}
+	es, err := cc.entriesOf(ctx, &controlRequest{Op: opCertsImport, Data: data, Emails: emails, Trust: trust})
+	if err == nil && len(es) == 0 {
+		err = unexpected(opCertsImport)
+	}
+	return es, err
 }
 
 func (cc *certsClient) Untrust(ctx context.Context, fp string) (*harvest.Entry, error) {

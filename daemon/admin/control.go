@@ -35,7 +35,9 @@ package admin
 // while the daemon holds the store), certs_trust and certs_untrust ("match": the address
 // or fingerprint; reads are not audited, as they read no mail; a trust or
 // untrust is audited and logged); certs_crls, certs_crl_import ("data":
-// the CRL; audited and logged like a trust); status (not audited). The client keeps
+// the CRL; audited and logged like a trust); certs_import ("data": the
+// certificates, "emails", "trust"; audited and logged like a trust);
+// status (not audited). The client keeps
 // its side open until the last line: a closed client cancels the request.
 
 import (
@@ -298,6 +300,7 @@ var writeOps = map[string]string{
 	opCertsTrust:   "certs trust",
 	opCertsUntrust: "certs untrust",
 	opCRLImport:    "certs crl import",
+	opCertsImport:  "certs import",
 }
 
 // mayWrite refuses a write op (writeOps) to anyone but root and the
@@ -541,7 +544,9 @@ type controlRequest struct {
 	Since    time.Time      `json:"since,omitzero"`     // audit
 	Match    string         `json:"match,omitempty"`    // certs_*: an address or a fingerprint
 	All      bool           `json:"all,omitempty"`      // certs_trust: for every address
-	Data     []byte         `json:"data,omitempty"`     // certs_crl_import: the CRL, base64 in JSON
+	Data     []byte         `json:"data,omitempty"`     // certs_crl_import: the CRL; certs_import: the certificates (base64 in JSON)
+	Emails   []string       `json:"emails,omitempty"`   // certs_import: the addresses (none: the certificate's)
+	Trust    bool           `json:"trust,omitempty"`    // certs_import: also trust it (pinned)
 	// Command is the admin command making the request (WithAuditCommand).
 	Command string `json:"command,omitempty"`
 }
@@ -564,11 +569,16 @@ const (
 	opCertsUntrust     = "certs_untrust"
 	opCRLs             = "certs_crls"
 	opCRLImport        = "certs_crl_import"
+	opCertsImport      = "certs_import"
 	opStatus           = "status"
 )
 
 var controlOps = []string{"ping", "list", "get", "message", "verify", "retry", "backup", "audit",
-	opCertsList, opCertsEmail, opCertsFingerprint, opCertsCertificate, opCertsIMs, opCertsTrust, opCertsUntrust, opCRLs, opCRLImport, opStatus}
+	opCertsList, opCertsEmail, opCertsFingerprint, opCertsCertificate, opCertsIMs, opCertsTrust, opCertsUntrust, opCRLs, opCRLImport, opCertsImport, opStatus}
+
+// importOp reports whether op carries a file (a CRL, certificates), and
+// so may be larger than other requests (up to maxImportRequestSize).
+func importOp(op string) bool { return op == opCRLImport || op == opCertsImport }
 
 // decodeRequest reads and checks a request line: exactly one JSON object,
 // no unknown fields, a known op with what it needs.
@@ -588,7 +598,7 @@ func decodeRequest(line []byte) (*controlRequest, error) {
 	if !slices.Contains(controlOps, req.Op) {
 		return nil, fmt.Errorf("unknown op %q (want one of %s)", req.Op, strings.Join(controlOps, ", "))
 	}
-	if len(line) > maxRequestSize && req.Op != opCRLImport {
+	if len(line) > maxRequestSize && !importOp(req.Op) {
 		return nil, fmt.Errorf("request larger than %d KiB", maxRequestSize>>10)
 	}
 	switch req.Op {
@@ -612,6 +622,13 @@ func decodeRequest(line []byte) (*controlRequest, error) {
 	case opCRLImport:
 		if len(req.Data) == 0 || len(req.Data) > MaxCRLImport {
 			return nil, fmt.Errorf("%s needs the CRL (data), at most %d bytes", req.Op, MaxCRLImport)
+		}
+	case opCertsImport:
+		if len(req.Data) == 0 || len(req.Data) > MaxCRLImport {
+			return nil, fmt.Errorf("%s needs the certificates (data), at most %d bytes", req.Op, MaxCRLImport)
+		}
+		if len(req.Emails) > harvest.MaxCertificates {
+			return nil, fmt.Errorf("%s: at most %d addresses", req.Op, harvest.MaxCertificates)
 		}
 	}
 	switch req.Command {
@@ -679,6 +696,8 @@ var errorCodes = []struct {
 	{"bad_fingerprint", harvest.ErrBadFingerprint},
 	{"bad_address", harvest.ErrBadAddress},
 	{"not_trusted", harvest.ErrNotTrusted},
+	{"untrusted_chain", ErrUntrustedChain},
+	{"not_for_address", harvest.ErrNotForAddress},
 }
 
 // frameWriter writes reply lines; as an io.Writer it sends data frames.

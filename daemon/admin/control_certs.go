@@ -66,6 +66,23 @@ func (s *controlServer) doCerts(ctx context.Context, api ArchiveAPI, req *contro
 			log.Info(done, "fingerprint", e.Fingerprint, "email", e.Email, "uid", l.Caller.UID)
 			es = []harvest.Entry{*e}
 		}
+	case opCertsImport:
+		// Like a trust: the gateway encrypts to what is imported;
+		// LocalCerts applies the rules (who may, the chain, audited
+		// before it happens).
+		l, ok := api.(*Local)
+		if !ok {
+			err = errors.New(writeOps[req.Op] + ": the caller is unknown")
+			break
+		}
+		engine := l.Engine
+		lc := &LocalCerts{Store: l.Store, Archive: l.Archive, Caller: l.Caller, ServiceUID: s.policy.uid,
+			Engine: func() (*harvest.Engine, error) { return engine, nil }}
+		if es, err = lc.Import(ctx, req.Data, req.Emails, req.Trust); err == nil {
+			for _, e := range es {
+				log.Info("certificate imported", "fingerprint", e.Fingerprint, "email", e.Email, "trusted", !e.TrustedAt.IsZero(), "uid", l.Caller.UID)
+			}
+		}
 	case opCRLs:
 		var list []revocation.Info
 		list, err = certs.CRLs(ctx)

@@ -159,8 +159,8 @@ func (c *controlClient) call(ctx context.Context, req *controlRequest, fn func(*
 	if err != nil {
 		return nil, fmt.Errorf("control request: %w", err)
 	}
-	if limit := maxRequestSize; len(line) >= limit && (req.Op != opCRLImport || len(line) >= maxImportRequestSize) {
-		if req.Op == opCRLImport {
+	if limit := maxRequestSize; len(line) >= limit && (!importOp(req.Op) || len(line) >= maxImportRequestSize) {
+		if importOp(req.Op) {
 			limit = maxImportRequestSize
 		}
 		return nil, fmt.Errorf("control request: %d bytes, more than the daemon takes (%d KiB)", len(line), limit>>10)

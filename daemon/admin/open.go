@@ -199,7 +199,21 @@ func ArchiveFor(cfg *config.Config, engine bool) (ArchiveAPI, error) {
 // Close closes env. Trust and untrust need Write (the audit log).
 func (e *Env) Certs() *LocalCerts {
 	return &LocalCerts{Store: e.Store, Archive: e.Archive, Caller: DirectCaller(), ServiceUID: ownerOf(e.Config.StorePath()), Closer: e.Close,
-		Revocation: revocation.New(e.State, revocation.Config{}), CAs: CACandidates(e.Config, e.Store)}
+		Revocation: revocation.New(e.State, revocation.Config{}), CAs: CACandidates(e.Config, e.Store),
+		Engine: func() (*harvest.Engine, error) { return importEngine(e) }}
+}
+
+// importEngine is an engine that judges chains as the service's does (the
+// configuration's trust anchors and revocation settings, the store's
+// intermediates and CRLs), without the organisation's keys: certs import
+// needs no private key.
+func importEngine(e *Env) (*harvest.Engine, error) {
+	roots, err := e.Config.TrustPool()
+	if err != nil {
+		return nil, &ConfigError{err}
+	}
+	cr := &config.Crypto{Roots: roots}
+	return harvest.New(e.Config.EngineOptions(cr, e.Store, e.Archive != nil, config.NewNetwork(e.State, nil))), nil
 }
 
 // CACandidates lists the CA certificates that may have signed a CRL to
