@@ -10,7 +10,7 @@ import (
 
 // startComposeEnv is a gateway with harvest/compose and a signer with its
 // private key.
-func startComposeEnv(t *testing.T, o envOptions) *env {
+func startComposeEnv(t testing.TB, o envOptions) *env {
 	o.composer = Compose{}
 	e := startEnv(t, o)
 	s := e.look.signers["ceo@org.example"]

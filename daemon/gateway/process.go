@@ -123,9 +123,6 @@ func (g *Gateway) process(s *session, f *os.File) error {
 		if err == nil {
 			err = bw.Flush()
 		}
-		if err == nil {
-			err = out.Sync()
-		}
 		if err != nil {
 			log.Error("gateway: cannot build the message: not sent", "action", d.Action.String(), "err", err)
 			g.mon.Message(OutcomeFailed)
