@@ -2,9 +2,11 @@ package daemon
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -201,4 +203,56 @@ func sendSMTP(c *smtp.Client, from string, to []string, msg string) error {
 		return err
 	}
 	return w.Close()
+}
+
+// TestGatewayReload: a SIGHUP's reload puts a new policy in force for the
+// next message of a session that stays open, and a changed listener
+// only warns; the metrics count what happened.
+func TestGatewayReload(t *testing.T) {
+	t.Parallel()
+	sink := startDovecotSink(t, nil)
+	dir := t.TempDir()
+	testenv.CopyPKI(t, dir, "org-new.crt", "org-new.key", "ca-bundle.pem")
+	cfgPath := filepath.Join(dir, "smimed.toml")
+	head, listen := gatewayHead(t, sink.addr, "")
+	write := func(head string) {
+		if err := os.WriteFile(cfgPath, []byte(testenv.Config("state", head, []string{"org-new"})), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(head)
+	logs := &testenv.LockedBuffer{}
+	svc, _ := runService(t, cfgPath, logs)
+	var c *smtp.Client
+	waitUntil(t, "the gateway listens", func() bool {
+		var err error
+		c, err = smtp.Dial(listen)
+		return err == nil
+	}, logs.String)
+	defer c.Close()
+	msg := "From: ceo@org.example\r\nTo: carol@nocert.example\r\nSubject: hi\r\n\r\nhello\r\n"
+	if err := sendSMTP(c, "ceo@org.example", []string{"carol@nocert.example"}, msg); err != nil {
+		t.Fatalf("before the reload: %v", err)
+	}
+	<-sink.got
+	// encrypt = always for nocert.example, and another listener.
+	write(strings.Replace(head, listen, "127.0.0.1:1", 1) + "\n[[gateway.policy]]\nmatch = \"nocert.example\"\nencrypt = \"always\"\n")
+	if err := svc.Reload(); err != nil {
+		t.Fatalf("Reload() = %v", err)
+	}
+	err := sendSMTP(c, "ceo@org.example", []string{"carol@nocert.example"}, msg)
+	var se *smtp.SMTPError
+	if !errors.As(err, &se) || se.Code != 554 || !strings.Contains(se.Message, "carol@nocert.example") {
+		t.Fatalf("after the reload, on the same session: %v, want 554 naming carol", err)
+	}
+	if !strings.Contains(logs.String(), "gateway.listen changed; restart needed") {
+		t.Fatalf("no warning for the listener:\n%s", logs.String())
+	}
+	rec := httptest.NewRecorder()
+	svc.metrics.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{`smimed_gateway_messages_total{outcome="signed"} 1`, `smimed_gateway_messages_total{outcome="refused"} 1`, "smimed_gateway_sessions 1"} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
 }
