@@ -21,7 +21,6 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -296,12 +295,7 @@ func (s *Dovecot) start(dovecot string) error {
 }
 
 func (s *Dovecot) masterPID() int {
-	b, err := os.ReadFile(filepath.Join(s.dir, "run", "master.pid"))
-	if err != nil {
-		return 0
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	return pid
+	return pidFile(filepath.Join(s.dir, "run", "master.pid"))
 }
 
 // Stop stops Dovecot (doveadm stop) and waits until its master process is
@@ -346,20 +340,16 @@ func (s *Dovecot) Stop() {
 // the master (from master.pid, which Dovecot removes early in its shutdown)
 // and anything whose command line names our private config.
 func (s *Dovecot) masterPIDs() []int {
-	var pids []int
-	if pid := s.masterPID(); pid > 0 && Alive(pid) {
-		pids = append(pids, pid)
-	}
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || slices.Contains(pids, pid) {
-			continue
+	master := s.masterPID()
+	pids := processesWhere(func(pid int, proc string) bool {
+		if pid == master {
+			return false
 		}
-		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err == nil && bytes.Contains(cmdline, []byte("\x00"+s.conf)) && Alive(pid) {
-			pids = append(pids, pid)
-		}
+		cmdline, err := os.ReadFile(filepath.Join(proc, "cmdline"))
+		return err == nil && bytes.Contains(cmdline, []byte("\x00"+s.conf))
+	})
+	if master > 0 && Alive(master) {
+		pids = append([]int{master}, pids...)
 	}
 	return pids
 }
@@ -480,30 +470,20 @@ func (s *Dovecot) endLeftovers(t testing.TB) {
 }
 
 func (s *Dovecot) leftovers() []int {
-	inDir := func(link string) bool {
-		p, err := os.Readlink(link)
-		return err == nil && (p == s.dir || strings.HasPrefix(p, s.dir+"/"))
-	}
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		proc := filepath.Join("/proc", e.Name())
+	return processesWhere(func(pid int, proc string) bool {
 		cmdline, err := os.ReadFile(filepath.Join(proc, "cmdline"))
-		if err != nil || !bytes.HasPrefix(cmdline, []byte("dovecot/")) || !Alive(pid) {
-			continue
+		if err != nil || !bytes.HasPrefix(cmdline, []byte("dovecot/")) {
+			return false
 		}
-		ours := inDir(filepath.Join(proc, "cwd"))
+		if cwdIn(proc, s.dir) {
+			return true
+		}
 		fds, _ := os.ReadDir(filepath.Join(proc, "fd"))
 		for _, fd := range fds {
-			ours = ours || inDir(filepath.Join(proc, "fd", fd.Name()))
+			if linkIn(filepath.Join(proc, "fd", fd.Name()), s.dir) {
+				return true
+			}
 		}
-		if ours {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+		return false
+	})
 }

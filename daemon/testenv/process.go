@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -38,6 +39,45 @@ func Alive(pid int) bool {
 	}
 	i := bytes.LastIndexByte(stat, ')')
 	return i < 0 || len(stat) <= i+2 || stat[i+2] != 'Z'
+}
+
+// pidFile is the process id in the file at path, 0 when there is none.
+func pidFile(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+// processesWhere are the live processes for which match holds; match is
+// given the pid and its /proc directory.
+func processesWhere(match func(pid int, proc string) bool) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if match(pid, filepath.Join("/proc", e.Name())) && Alive(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// cwdIn reports whether the process of the /proc directory proc works in
+// dir or below it.
+func cwdIn(proc, dir string) bool {
+	return linkIn(filepath.Join(proc, "cwd"), dir)
+}
+
+// linkIn reports whether the symbolic link leads to dir or below it.
+func linkIn(link, dir string) bool {
+	p, err := os.Readlink(link)
+	return err == nil && (p == dir || strings.HasPrefix(p, dir+"/"))
 }
 
 // EndProcesses sends SIGTERM to the processes list returns until it

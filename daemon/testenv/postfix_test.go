@@ -1,0 +1,169 @@
+package testenv
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/smtp"
+	"net/textproto"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+const filterHeader = "X-Testenv-Filter: passed"
+
+// standInFilter is a content filter in place of smimed's gateway: it
+// passes every message unchanged but for one header on top to *next over
+// SMTP, and answers DATA with next's answer (proxy semantics: nothing is
+// accepted that was not handed on).
+func standInFilter(t *testing.T, next *string) *SMTPSink {
+	return StartSMTPSink(t, SinkOptions{Handler: func(m SinkMessage) string {
+		data := append([]byte(filterHeader+"\r\n"), m.Data...)
+		err := smtp.SendMail(*next, nil, m.From, m.To, data)
+		var te *textproto.Error
+		switch {
+		case err == nil:
+			return ""
+		case errors.As(err, &te):
+			return fmt.Sprintf("%d %s", te.Code, strings.ReplaceAll(te.Msg, "\n", " "))
+		default:
+			return "451 4.4.1 next hop: " + err.Error()
+		}
+	}})
+}
+
+func testMessage(n int) []byte {
+	return fmt.Appendf(nil, "From: <ceo@org.example>\r\nTo: <partner@partner.example>\r\nSubject: test %d\r\nMessage-ID: <pf-%d@org.example>\r\n\r\nbody %d\r\n", n, n, n)
+}
+
+// TestPostfixFilter runs Postfix with docs/gateway.md's filter lines and a
+// stand-in filter: mail goes submission -> filter -> reinjection -> next
+// hop; with the filter or the next hop down or answering 4xx it stays in
+// Postfix's deferred queue, and goes out after they are back and the queue
+// is flushed. The expected values come from the sink (what arrived) and
+// postqueue -j (what Postfix holds), never from the harness's own state.
+func TestPostfixFilter(t *testing.T) {
+	sink := StartSMTPSink(t, SinkOptions{})
+	var reinject string
+	filter := standInFilter(t, &reinject)
+	pf := StartPostfix(t, PostfixOptions{FilterAddr: filter.Addr(), NextHop: sink.Addr()})
+	reinject = pf.ReinjectAddr()
+	t.Logf("Postfix %s: submission %s, filter %s, reinjection %s, next hop %s", pf.Version(), pf.Addr(), filter.Addr(), reinject, sink.Addr())
+
+	from, to := "ceo@org.example", []string{"partner@partner.example", "other@partner.example"}
+	const within = 2 * time.Minute
+	delivered := 0
+	// expectDelivered waits for message n at the sink, with the filter's
+	// header and the envelope as submitted, and an empty queue.
+	expectDelivered := func(t *testing.T, n int) {
+		t.Helper()
+		delivered++
+		got := sink.WaitMessages(t, delivered, within)[delivered-1]
+		// Postfix may reorder the recipients.
+		if got.From != from || !slices.Equal(slices.Sorted(slices.Values(got.To)), slices.Sorted(slices.Values(to))) {
+			t.Errorf("envelope at the next hop = %s -> %v, want %s -> %v", got.From, got.To, from, to)
+		}
+		if !bytes.Contains(got.Data, []byte(fmt.Sprintf("Message-ID: <pf-%d@org.example>", n))) {
+			t.Errorf("message %d: the next hop got another message:\n%s", n, got.Data)
+		}
+		if !bytes.Contains(got.Data, []byte(filterHeader)) {
+			t.Errorf("message %d reached the next hop without passing the filter:\n%s", n, got.Data)
+		}
+		pf.WaitEmpty(t, within)
+	}
+	// expectDeferred waits for the one message in the deferred queue and
+	// checks that Postfix's reason for every recipient contains want.
+	expectDeferred := func(t *testing.T, want string) {
+		t.Helper()
+		q := pf.WaitDeferred(t, 1, within)
+		if q[0].Sender != from || len(q[0].Recipients) != len(to) {
+			t.Errorf("deferred: %+v, want from %s to %v", q[0], from, to)
+		}
+		for _, r := range q[0].Recipients {
+			if !strings.Contains(r.DelayReason, want) {
+				t.Errorf("deferred for %s because %q, want %q in it", r.Address, r.DelayReason, want)
+			}
+		}
+		if n := len(sink.Messages()); n != delivered {
+			t.Errorf("the next hop has %d messages, want %d: the deferred one arrived", n, delivered)
+		}
+	}
+
+	t.Run("through", func(t *testing.T) {
+		if err := pf.Submit(from, to, testMessage(1)); err != nil {
+			t.Fatalf("Submit() = %v", err)
+		}
+		expectDelivered(t, 1)
+		if len(filter.Messages()) != 1 {
+			t.Errorf("the filter saw %d messages, want 1", len(filter.Messages()))
+		}
+	})
+	t.Run("filter-down", func(t *testing.T) {
+		filter.Down()
+		if err := pf.Submit(from, to, testMessage(2)); err != nil {
+			t.Fatalf("Submit() = %v", err)
+		}
+		_, port, _ := strings.Cut(filter.Addr(), ":")
+		expectDeferred(t, ":"+port+": Connection refused")
+		filter.Up(t)
+		pf.Flush(t)
+		expectDelivered(t, 2)
+	})
+	t.Run("filter-4xx", func(t *testing.T) {
+		filter.SetReply(SinkData, "451 4.3.0 gateway busy")
+		if err := pf.Submit(from, to, testMessage(3)); err != nil {
+			t.Fatalf("Submit() = %v", err)
+		}
+		expectDeferred(t, "451 4.3.0 gateway busy")
+		filter.SetReply(SinkData, "")
+		pf.Flush(t)
+		expectDelivered(t, 3)
+	})
+	t.Run("next-hop-down", func(t *testing.T) {
+		sink.Down()
+		if err := pf.Submit(from, to, testMessage(4)); err != nil {
+			t.Fatalf("Submit() = %v", err)
+		}
+		_, port, _ := strings.Cut(sink.Addr(), ":")
+		expectDeferred(t, ":"+port+": Connection refused")
+		sink.Up(t)
+		pf.Flush(t)
+		expectDelivered(t, 4)
+	})
+	t.Run("next-hop-4xx", func(t *testing.T) {
+		sink.SetReply(SinkRcpt, "452 4.2.2 mailbox full")
+		if err := pf.Submit(from, to, testMessage(5)); err != nil {
+			t.Fatalf("Submit() = %v", err)
+		}
+		expectDeferred(t, "452 4.2.2 mailbox full")
+		sink.SetReply(SinkRcpt, "")
+		pf.Flush(t)
+		expectDelivered(t, 5)
+	})
+}
+
+// TestPostfixFilterLinesDocumented checks that docs/gateway.md holds the
+// blocks StartPostfix takes, with the standard ports it replaces.
+func TestPostfixFilterLinesDocumented(t *testing.T) {
+	mainCF, masterCF := PostfixFilterLines(t)
+	if !strings.Contains(mainCF, "content_filter = smimed:"+docFilterAddr) {
+		t.Errorf("main.cf block = %q, want the content_filter line with %s", mainCF, docFilterAddr)
+	}
+	if !strings.Contains(masterCF, docReinjectAddr+" inet") || !strings.Contains(masterCF, "smimed    unix") {
+		t.Errorf("master.cf block = %q, want the smimed transport and the %s listener", masterCF, docReinjectAddr)
+	}
+}
+
+func TestFencedAfter(t *testing.T) {
+	doc := []byte("x\n<!-- m -->\n\n```\na\nb\n```\n")
+	if got, err := fencedAfter(doc, "<!-- m -->"); err != nil || got != "a\nb\n" {
+		t.Errorf("fencedAfter() = %q, %v, want \"a\\nb\\n\"", got, err)
+	}
+	for _, bad := range []string{"no marker", "<!-- m -->\ntext\n```\na\n```\n", "<!-- m -->\n```\na\n"} {
+		if _, err := fencedAfter([]byte(bad), "<!-- m -->"); err == nil {
+			t.Errorf("fencedAfter(%q) = nil error, want one", bad)
+		}
+	}
+}
