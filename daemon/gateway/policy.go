@@ -197,7 +197,14 @@ func (p *Policy) Decide(f Facts, look Lookup) (Decision, error) {
 	}
 
 	if sign == config.SignAlways {
-		if len(f.From) == 1 {
+		switch {
+		case len(f.From) != 1:
+			reason("%d From addresses: not signed", len(f.From))
+		case f.Allowed == nil && f.From[0] != strings.ToLower(f.EnvelopeFrom):
+			// A filter knows no login: the envelope sender, which the
+			// MTA checked, is the only address it may sign as.
+			reason("From %s is not the envelope sender: not signed", f.From[0])
+		default:
 			d.Signer = look.Signer(f.From[0])
 		}
 		if d.Signer == nil {

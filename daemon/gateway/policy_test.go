@@ -68,6 +68,7 @@ func TestDecide(t *testing.T) {
 		{"external From", config.EncryptAlways, func(f *Facts) { f.From = []string{"x@else.example"} }, Pass, nil},
 		{"external From with trigger", config.EncryptIfPossible, func(f *Facts) { f.From = []string{"x@else.example"}; f.Trigger = true }, Refuse, nil},
 		{"subdomain is not internal", config.EncryptIfPossible, func(f *Facts) { f.EnvelopeFrom = "ceo@sub.org.example" }, Pass, nil},
+		{"From is not the envelope sender (filter)", config.EncryptIfPossible, func(f *Facts) { f.EnvelopeFrom = "bounces@org.example" }, EncryptOnly, nil},
 		{"no signer", config.EncryptIfPossible, func(f *Facts) { f.From = []string{"intern@org.example"}; f.EnvelopeFrom = "intern@org.example" }, EncryptOnly, nil},
 		{"internal only", config.EncryptAlways, func(f *Facts) { f.Recipients = []string{"cfo@org.example"} }, SignOnly, nil},
 		{"internal only with trigger", config.EncryptIfPossible, func(f *Facts) { f.Recipients = []string{"cfo@org.example"}; f.Trigger = true }, SignEncrypt, nil},

@@ -35,6 +35,7 @@ type session struct {
 var (
 	errAuthNeeded = &smtp.SMTPError{Code: 530, EnhancedCode: smtp.EnhancedCode{5, 7, 0}, Message: "Authentication required"}
 	errNoAuth     = &smtp.SMTPError{Code: 502, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "AUTH not offered here"}
+	errLoginLost  = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "The session with the upstream was lost: connect and log in again"}
 	errLongLine   = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0}, Message: "A line is longer than 65536 octets (RFC 5321 allows 1000)"}
 	errTimeout    = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "Timeout while reading the data"}
 )
@@ -156,6 +157,11 @@ func (s *session) lost(what string, err error) error {
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if s.relay == nil {
 		if s.g.cfg.Mode == config.ModeSubmission {
+			if s.login != "" {
+				// The upstream's session broke: only a new login opens
+				// another.
+				return errLoginLost
+			}
 			return errAuthNeeded
 		}
 		rc, err := s.dial()
