@@ -77,3 +77,25 @@ func TestComposedSignOnly(t *testing.T) {
 		t.Fatalf("content = %q", content)
 	}
 }
+
+// TestComposedProtectHeaders: with protect_headers the Subject the
+// partner decrypts is the real one and the one outside is not.
+func TestComposedProtectHeaders(t *testing.T) {
+	e := startComposeEnv(t, envOptions{policy: func(p *Policy) { p.ProtectHeaders = true }})
+	msg := "From: ceo@org.example\r\nTo: alice@partner.example\r\nSubject: the merger\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nsecret\r\n"
+	if err := e.send("ceo@org.example", []string{"alice@partner.example"}, msg); err != nil {
+		t.Fatal(err)
+	}
+	m := e.only()
+	outer, _, _ := bytes.Cut(m.Data, []byte("\r\n\r\n"))
+	if bytes.Contains(outer, []byte("merger")) {
+		t.Fatalf("the real Subject is outside: %q", outer)
+	}
+	inner, err := e.decrypt(m.Data, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(inner, []byte("Subject: the merger")) {
+		t.Fatalf("the real Subject is not inside: %q", inner)
+	}
+}
