@@ -253,7 +253,8 @@ func (a *Archive) Seen(src Source, sha string) (*Record, error) {
 	return rec, err
 }
 
-// Get returns record id.
+// Get returns message record id; a record of another kind (a seal) is
+// ErrNotMessage.
 func (a *Archive) Get(id uint64) (*Record, error) {
 	var rec *Record
 	err := a.db.View(func(tx *bbolt.Tx) error {
@@ -261,6 +262,9 @@ func (a *Archive) Get(id uint64) (*Record, error) {
 		rec, err = getRecord(tx, id)
 		return err
 	})
+	if err == nil && !rec.IsMessage() {
+		return nil, fmt.Errorf("%w: record %d is a %s", ErrNotMessage, id, rec.Kind)
+	}
 	return rec, err
 }
 
