@@ -35,6 +35,7 @@ type Service struct {
 	network   *config.Network // CRLs (kept in state) and issuers fetched, across reloads
 	stateDir  string          // fixed for the life of the service (a reload keeps it)
 	arch      *archive.Archive
+	sealer    *sealer
 	copyWake  chan struct{} // 1 slot: wakes copyLoop
 	cps       *Checkpoints
 	log       *slog.Logger
@@ -224,6 +225,7 @@ func NewService(cfg *config.Config, log *slog.Logger, notify *Notifier) (*Servic
 	s.engine.Store(s.newEngine(cfg, l))
 	s.tokens.Store(&l.tokens)
 	s.trustCfg.Store(cfg)
+	s.sealer = newSealer(arch, s.trustCfg.Load, log, s.metrics)
 	l.warn(log)
 	return s, nil
 }
@@ -307,6 +309,8 @@ func (s *Service) Run(ctx context.Context) error {
 	// The copies of re-processed messages, at start and when woken.
 	bg.Go(func() { s.copyLoop(bgCtx) })
 	bg.Go(func() { s.crlLoop(bgCtx) })
+	// Seals, and at the end (after the watchers) one over the rest.
+	bg.Go(func() { s.sealer.run(bgCtx) })
 	if err := s.notify.Ready(); err != nil {
 		s.log.Warn("sd_notify READY failed", "err", err)
 	}

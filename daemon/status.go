@@ -359,6 +359,7 @@ func (s *Service) Status() (*admin.DaemonStatus, error) {
 		Version: admin.BuildVersion(), StateDir: s.stateDir,
 		Started: processStart, UptimeSeconds: int64(time.Since(processStart).Seconds()),
 		Folders: s.metrics.folders(),
+		Seals:   s.sealer.status(s.trustCfg.Load().Archive.Seal),
 	}
 	cps, err := StoreCheckpoints(s.state)
 	if err != nil {

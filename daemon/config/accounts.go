@@ -392,18 +392,7 @@ func parseDaemon(r rawDaemon, addf func(string, ...any)) Daemon {
 		}
 	}
 	dur := func(key string, v *string, min time.Duration, dst *time.Duration) {
-		if v == nil {
-			return
-		}
-		x, err := time.ParseDuration(*v)
-		switch {
-		case err != nil:
-			addf("daemon.%s: %q is not a duration (e.g. \"25m\", \"90s\")", key, *v)
-		case x < min:
-			addf("daemon.%s: %s is shorter than %s", key, x, min)
-		default:
-			*dst = x
-		}
+		parseDuration("daemon."+key, v, min, dst, addf)
 	}
 	dur("idle_restart", r.IdleRestart, time.Minute, &d.IdleRestart)
 	dur("liveness_interval", r.LivenessInterval, 10*time.Second, &d.LivenessInterval)
@@ -543,5 +532,22 @@ func (a Account) IMAP(password string, token func(ctx context.Context, fresh boo
 	return imapconn.Config{
 		Addr: a.Server, TLS: a.TLS, TLSCAFile: a.TLSCAFile, TLSServerName: a.TLSServerName,
 		Username: a.Username, Authzid: a.Authzid, Password: password, Auth: a.Auth, Token: token, Logger: log,
+	}
+}
+
+// parseDuration sets *dst from the duration v of key (nil: left as is),
+// which must be at least min.
+func parseDuration(key string, v *string, min time.Duration, dst *time.Duration, addf func(string, ...any)) {
+	if v == nil {
+		return
+	}
+	x, err := time.ParseDuration(*v)
+	switch {
+	case err != nil:
+		addf("%s: %q is not a duration (e.g. \"25m\", \"90s\")", key, *v)
+	case x < min:
+		addf("%s: %s is shorter than %s", key, x, min)
+	default:
+		*dst = x
 	}
 }
