@@ -50,6 +50,7 @@ const (
 	AuditTrust        = "trust"         // a certificate trusted by an administrator (changes later verdicts)
 	AuditUntrust      = "untrust"       // an administrator's trust withdrawn
 	AuditCRLImport    = "crl-import"    // a revocation list imported by an administrator (changes later verdicts)
+	AuditProof        = "proof"         // a record's inclusion proof (its index fields and hashes)
 )
 
 // MaxAuditDetail bounds an entry's Detail (bytes); longer details are cut.
