@@ -8,6 +8,7 @@
 //
 //	maildir/{tmp,new,cur}/NAME   plaintexts (NAME = Record.PlaintextFile)
 //	originals/ab/abcdef…         originals, named by their SHA-256 (hex)
+//	evidence/SEAL/TSA.tsr, .pem  the seals' timestamps (seal.go)
 //
 // For a message without S/MIME the plaintext is the original: the one file
 // has both names (a hard link), so it is stored once.
@@ -23,6 +24,7 @@
 //	archive_pending  id → nothing: a new version whose user copy is still to be updated
 //	archive_appending id → when an APPEND of its user copy began (unix ns), until recorded
 //	archive_audit    the audit log (audit.go)
+//	archive_seals    id → nothing: the seal records (seal.go)
 package archive
 
 import (
