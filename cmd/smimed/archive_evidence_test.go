@@ -225,7 +225,7 @@ func TestArchiveExportEvidence(t *testing.T) {
 		{"a proof's path", func() string {
 			return edit("proofs/3.proof", func(b []byte) []byte {
 				i := bytes.Index(b, []byte("\npath ")) + 8
-				b[i] = "01"[b[i]&1]
+				b[i] = otherHex(b[i])
 				return b
 			})
 		}, "proofs/3.proof: the Merkle path does not lead to its root"},
@@ -245,7 +245,7 @@ func TestArchiveExportEvidence(t *testing.T) {
 				for b[i] != ',' {
 					i++
 				}
-				b[i+1] = "01"[b[i+1]&1]
+				b[i+1] = otherHex(b[i+1])
 				return b
 			})
 		}, "manifest.csv: record"},
@@ -257,4 +257,12 @@ func TestArchiveExportEvidence(t *testing.T) {
 			}
 		})
 	}
+}
+
+// otherHex is a hex digit other than c.
+func otherHex(c byte) byte {
+	if c == '0' {
+		return '1'
+	}
+	return '0'
 }
