@@ -8,6 +8,7 @@
 //
 //	maildir/{tmp,new,cur}/NAME   plaintexts (NAME = Record.PlaintextFile)
 //	originals/ab/abcdef…         originals, named by their SHA-256 (hex)
+//	evidence/SEAL/TSA.tsr, .pem  the seals' timestamps (seal.go)
 //
 // For a message without S/MIME the plaintext is the original: the one file
 // has both names (a hard link), so it is stored once.
@@ -23,6 +24,7 @@
 //	archive_pending  id → nothing: a new version whose user copy is still to be updated
 //	archive_appending id → when an APPEND of its user copy began (unix ns), until recorded
 //	archive_audit    the audit log (audit.go)
+//	archive_seals    id → nothing: the seal records (seal.go)
 package archive
 
 import (
@@ -245,7 +247,8 @@ func (a *Archive) Seen(src Source, sha string) (*Record, error) {
 	return rec, err
 }
 
-// Get returns record id.
+// Get returns message record id; a record of another kind (a seal) is
+// ErrNotMessage.
 func (a *Archive) Get(id uint64) (*Record, error) {
 	var rec *Record
 	err := a.db.View(func(tx *bbolt.Tx) error {
@@ -253,6 +256,9 @@ func (a *Archive) Get(id uint64) (*Record, error) {
 		rec, err = getRecord(tx, id)
 		return err
 	})
+	if err == nil && !rec.IsMessage() {
+		return nil, fmt.Errorf("%w: record %d is a %s", ErrNotMessage, id, rec.Kind)
+	}
 	return rec, err
 }
 

@@ -51,6 +51,7 @@ const (
 	AuditUntrust      = "untrust"       // an administrator's trust withdrawn
 	AuditCRLImport    = "crl-import"    // a revocation list imported by an administrator (changes later verdicts)
 	AuditImport       = "import"        // a certificate imported by an administrator (the gateway encrypts to it)
+	AuditProof        = "proof"         // a record's inclusion proof (its index fields and hashes)
 )
 
 // MaxAuditDetail bounds an entry's Detail (bytes); longer details are cut.

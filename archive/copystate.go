@@ -191,9 +191,19 @@ func (a *Archive) GetCopy(id uint64) (*CopyState, error) {
 // brought up to date, oldest first: new versions written by Reprocess, and
 // copies set aside as CopyPending.
 func (a *Archive) PendingCopies() ([]uint64, error) {
+	ids, err := a.bucketIDs(bucketPending)
+	if err != nil {
+		return nil, fmt.Errorf("archive: pending copies: %w", err)
+	}
+	return ids, nil
+}
+
+// bucketIDs returns the record ids that are the keys of bucket name,
+// in order.
+func (a *Archive) bucketIDs(name []byte) ([]uint64, error) {
 	var ids []uint64
 	err := a.db.View(func(tx *bbolt.Tx) error {
-		b := tx.Bucket(bucketPending)
+		b := tx.Bucket(name)
 		if b == nil {
 			return nil
 		}
@@ -204,10 +214,7 @@ func (a *Archive) PendingCopies() ([]uint64, error) {
 			return nil
 		})
 	})
-	if err != nil {
-		return nil, fmt.Errorf("archive: pending copies: %w", err)
-	}
-	return ids, nil
+	return ids, err
 }
 
 // CopyPending adds id to PendingCopies: its user copy is still to be made

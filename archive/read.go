@@ -44,12 +44,16 @@ func readChecked(path, sha string, id uint64) ([]byte, error) {
 	return b, nil
 }
 
-// Count returns the number of records (all versions).
+// Count returns the number of message records (all versions; seals
+// are not counted).
 func (a *Archive) Count() (int, error) {
 	n := 0
 	err := a.db.View(func(tx *bbolt.Tx) error {
 		if b := tx.Bucket(bucketRecords); b != nil {
 			n = b.Stats().KeyN
+		}
+		if b := tx.Bucket(bucketSeals); b != nil {
+			n -= b.Stats().KeyN
 		}
 		return nil
 	})

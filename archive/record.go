@@ -65,6 +65,11 @@ var verdictStatuses = []struct{ verdict, status string }{
 // shape of `smimed inspect --json`.
 type Record struct {
 	ID uint64 `json:"id"`
+	// Kind is what the record is: "" or KindMessage for an archived
+	// message (records written before kinds existed have none), KindSeal
+	// for a seal (seal.go), whose Seal field says what it seals.
+	Kind string `json:"kind,omitempty"`
+	Seal *Seal  `json:"seal,omitempty"`
 	// Version is 1 for the record written when the message arrived, and
 	// one more for each later re-processing (archive retry), which writes a
 	// new record naming the one it Supersedes; history is never rewritten.

@@ -42,6 +42,11 @@ type VerifyResult struct {
 	HeadID   uint64    `json:"head_id"`
 	Head     string    `json:"head"` // hash of the last record (hex)
 	Problems []Problem `json:"problems"`
+	// Seals lists every seal record in the chain, what its tokens say
+	// when the evidence was checked (VerifyEvidence).
+	Seals []SealCheck `json:"seals,omitempty"`
+	// Unsealed is the records after the last seal (nil: none).
+	Unsealed *Unsealed `json:"unsealed,omitempty"`
 }
 
 // OK reports whether nothing was found wrong.
@@ -56,9 +61,13 @@ func (v *VerifyResult) OK() bool { return len(v.Problems) == 0 }
 // not nil, is called after each record. The error is non-nil only when the
 // index cannot be read at all.
 func (a *Archive) Verify(progress func(done, total int)) (*VerifyResult, error) {
+	return a.verify(nil, progress)
+}
+
+func (a *Archive) verify(ev *EvidenceOptions, progress func(done, total int)) (*VerifyResult, error) {
 	v := &verifier{
 		a: a, res: &VerifyResult{Problems: []Problem{}}, started: time.Now(),
-		prev: make([]byte, sha256.Size), expect: 1,
+		prev: make([]byte, sha256.Size), expect: 1, sealHash: make([]byte, sha256.Size),
 		superseded: map[uint64]bool{},
 		names:      map[string]bool{}, originals: map[string]string{}, progress: progress,
 	}
@@ -91,6 +100,13 @@ func (a *Archive) Verify(progress func(done, total int)) (*VerifyResult, error) 
 		return nil, fmt.Errorf("archive: verify: %w", err)
 	}
 	v.strayFiles()
+	if len(v.leaves) > 0 {
+		res.Unsealed = &Unsealed{First: v.lastSeal + 1, Last: v.last, Count: len(v.leaves)}
+	}
+	if ev != nil {
+		v.checkEvidence(ev)
+	}
+	v.nameSeals()
 	res.Files = len(v.originals) + v.plaintexts
 	res.HeadID = v.last
 	res.Head = hex.EncodeToString(v.prev)
@@ -113,6 +129,12 @@ type verifier struct {
 	names      map[string]bool   // Maildir names of every record
 	originals  map[string]string // SHA-256 of every original → what its file hashed to (shared by records with the same bytes: hashed once)
 	plaintexts int               // plaintext files hashed
+
+	// The seals: the chain hashes of the records since the last seal
+	// (the next seal's Merkle leaves), the last seal's id and hash.
+	leaves   [][]byte
+	lastSeal uint64
+	sealHash []byte
 }
 
 func (a *Archive) readHead(res *VerifyResult) (id uint64, head []byte, err error) {
@@ -171,7 +193,6 @@ func (v *verifier) walk() error {
 			v.expect = it.id + 1
 			v.last = it.id
 			v.res.Records++
-			v.ids = append(v.ids, it.id)
 			v.record(it.id, it.val)
 			if v.progress != nil {
 				v.progress(v.res.Records, total)
@@ -199,12 +220,23 @@ func (v *verifier) record(id uint64, val []byte) {
 	if err != nil {
 		bad("", "%v", err)
 		v.prev = bytes.Clone(stored)
+		v.leaves = append(v.leaves, v.prev)
 		return
 	}
 	if r.Prev != hex.EncodeToString(v.prev) {
 		bad("", "record names another previous record (chain broken)")
 	}
+	prev := v.prev
 	v.prev = bytes.Clone(stored)
+	if r.Kind == KindSeal {
+		v.seal(r, prev, stored)
+		return
+	}
+	v.leaves = append(v.leaves, v.prev)
+	if !r.IsMessage() {
+		return // a kind of record with no files
+	}
+	v.ids = append(v.ids, id)
 	if r.Supersedes != 0 {
 		v.superseded[r.Supersedes] = true
 	}

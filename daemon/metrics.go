@@ -42,6 +42,9 @@ type Metrics struct {
 	backlog       *prometheus.GaugeVec
 	latency       *prometheus.HistogramVec
 	lastCheck     *prometheus.GaugeVec
+	seals         prometheus.Counter
+	stamps        *prometheus.CounterVec
+	sealsPending  prometheus.Gauge
 	status        statusBoard
 	progress      progressBoard
 	gateway       *gatewayMetrics
@@ -75,14 +78,46 @@ func NewMetrics() *Metrics {
 		}, []string{"account", "folder"}),
 		lastCheck: gauge("smimed_folder_last_check_timestamp_seconds",
 			"Unix time the folder was last confirmed in sync with the server (listing, IDLE wake-up or NOOP)."),
+		seals: prometheus.NewCounter(prometheus.CounterOpts{Name: "smimed_seals_total",
+			Help: "Seals appended to the archive's chain ([archive.seal])."}),
+		stamps: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "smimed_seal_timestamps_total",
+			Help: "Timestamp requests to each TSA, by result: ok (verified and kept) or failed."}, []string{"tsa", "result"}),
+		sealsPending: prometheus.NewGauge(prometheus.GaugeOpts{Name: "smimed_seals_pending",
+			Help: "Seals with fewer timestamps than archive.seal.require."}),
 		status: statusBoard{changed: make(chan struct{}, 1)},
 		now:    time.Now,
 	}
 	m.status.progress = &m.progress
 	m.gateway = newGatewayMetrics(m.reg)
-	m.reg.MustRegister(m.processed, m.decryptFailed, m.verdicts, m.up, m.backlog, m.latency, m.lastCheck,
+	m.reg.MustRegister(m.processed, m.decryptFailed, m.verdicts, m.up, m.backlog, m.latency, m.lastCheck, m.seals, m.stamps, m.sealsPending,
 		newProgressCollector(&m.progress, func() time.Time { return m.now() }))
 	return m
+}
+
+// Sealed counts a seal appended to the chain.
+func (m *Metrics) Sealed() {
+	if m != nil {
+		m.seals.Inc()
+	}
+}
+
+// Timestamp counts one timestamp request to the TSA at url.
+func (m *Metrics) Timestamp(url string, ok bool) {
+	if m == nil {
+		return
+	}
+	result := "ok"
+	if !ok {
+		result = "failed"
+	}
+	m.stamps.WithLabelValues(url, result).Inc()
+}
+
+// SealsPending sets how many seals lack their timestamps.
+func (m *Metrics) SealsPending(n int) {
+	if m != nil {
+		m.sealsPending.Set(float64(n))
+	}
 }
 
 // Outcome classifies a processed message for the outcome label.

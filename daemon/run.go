@@ -35,6 +35,7 @@ type Service struct {
 	network   *config.Network // CRLs (kept in state) and issuers fetched, across reloads
 	stateDir  string          // fixed for the life of the service (a reload keeps it)
 	arch      *archive.Archive
+	sealer    *sealer
 	copyWake  chan struct{} // 1 slot: wakes copyLoop
 	cps       *Checkpoints
 	log       *slog.Logger
@@ -231,6 +232,7 @@ func NewService(cfg *config.Config, log *slog.Logger, notify *Notifier) (*Servic
 	s.engine.Store(s.newEngine(cfg, l))
 	s.tokens.Store(&l.tokens)
 	s.trustCfg.Store(cfg)
+	s.sealer = newSealer(arch, s.trustCfg.Load, log, s.metrics)
 	if l.gateway != nil {
 		if s.gateway, err = s.startGateway(cfg, l.gateway); err != nil {
 			if s.metricsLn != nil {
@@ -294,7 +296,7 @@ func (s *Service) Run(ctx context.Context) error {
 	stopControl, err := admin.ServeControl(ctx, admin.ControlOptions{
 		Path: s.cfg.ControlSocketPath(), GID: -1, StateDir: s.cfg.StateDir, Log: s.log, Status: s.Status,
 		Open: func(c admin.Caller) admin.ArchiveAPI {
-			return &admin.Local{Archive: s.arch, Store: s.store, State: s.state, Engine: s.engine.Load(), Caller: c, Changed: s.WakeCopies,
+			return &admin.Local{Archive: s.arch, Store: s.store, State: s.state, Engine: s.engine.Load(), Caller: c, Changed: s.WakeCopies, Seal: s.trustCfg.Load().Archive.Seal,
 				Revocation: s.network.CRLs, CAs: admin.CACandidates(s.trustCfg.Load(), s.store)}
 		},
 	})
@@ -331,6 +333,8 @@ func (s *Service) Run(ctx context.Context) error {
 	// The copies of re-processed messages, at start and when woken.
 	bg.Go(func() { s.copyLoop(bgCtx) })
 	bg.Go(func() { s.crlLoop(bgCtx) })
+	// Seals, and at the end (after the watchers) one over the rest.
+	bg.Go(func() { s.sealer.run(bgCtx) })
 	if err := s.notify.Ready(); err != nil {
 		s.log.Warn("sd_notify READY failed", "err", err)
 	}

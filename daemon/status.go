@@ -360,6 +360,7 @@ func (s *Service) Status() (*admin.DaemonStatus, error) {
 		Started: processStart, UptimeSeconds: int64(time.Since(processStart).Seconds()),
 		Folders: s.metrics.folders(),
 		Gateway: s.gatewayStatus(),
+		Seals:   s.sealer.status(s.trustCfg.Load().Archive.Seal),
 	}
 	cps, err := StoreCheckpoints(s.state)
 	if err != nil {

@@ -417,7 +417,9 @@ func TestExampleNamesEveryKey(t *testing.T) {
 	}
 	inExample := map[string]bool{}
 	for _, k := range md.Keys() {
-		inExample[k[len(k)-1]] = true
+		for _, part := range k { // [archive.seal] names archive too
+			inExample[part] = true
+		}
 	}
 	for _, k := range keys {
 		if !inExample[k] {
@@ -579,7 +581,8 @@ func TestSysusersTmpfiles(t *testing.T) {
 // TestREADMENamesEveryKey: the configuration reference (configReference,
 // the user's manual, which README.md links to) names every key the
 // configuration accepts, as a TOML line "key =" or a table header
-// ("[accounts.oauth2]" for oauth2).
+// ("[accounts.oauth2]" for oauth2 and accounts, "[[archive.seal.tsa]]" for
+// archive, seal and tsa).
 func TestREADMENamesEveryKey(t *testing.T) {
 	ref, err := os.ReadFile(filepath.Join(testenv.RepoRoot(t), filepath.FromSlash(configReference)))
 	if err != nil {
@@ -591,7 +594,7 @@ func TestREADMENamesEveryKey(t *testing.T) {
 	}
 	for _, k := range keys {
 		key := regexp.QuoteMeta(k)
-		if !regexp.MustCompile(`(?m)^(` + key + ` *=|\[\[?([a-z_]+\.)?` + key + `\]\]?)`).MatchString(string(ref)) {
+		if !regexp.MustCompile(`(?m)^(` + key + ` *=|\[\[?([a-z_]+\.)*` + key + `(\.[a-z_]+)*\]\]?)`).MatchString(string(ref)) {
 			t.Errorf("%s lacks %q (a key in %s)", configReference, k, strings.Join(configSources, " "))
 		}
 	}

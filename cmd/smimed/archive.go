@@ -33,10 +33,12 @@ const archiveUsage = `Usage: smimed archive [--config FILE] SUBCOMMAND
   show ID [--original]                           write one message to stdout (plaintext by default)
   export [FILTERS] [--format mbox|maildir] --out PATH [--original] [--force]
                                                  write the matching messages to an mbox or a Maildir
+  export [FILTERS] --evidence --out DIR          the messages with proofs, seals, timestamps and VERIFY.sh
   failed [--json]                                undecryptable messages and the keys they need
   retry [ID...] [--all-untrusted | --revoked-since DATE]
                                                  judge again with the configured keys, anchors and CRLs
-  verify [--json]                                check the hash chain and every file
+  verify [--evidence [--openssl]] [--json]       check the hash chain, every file and the seals' timestamps
+  proof ID [--json]                              a record's inclusion proof: Merkle path, seal, timestamps
   audit [--since DATE] [--json]                  who read the archive, when and what
 
 FILTERS (list, export):
@@ -98,7 +100,7 @@ func archiveCommand(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if sub < 0 {
-		fmt.Fprintln(stderr, "smimed archive: missing subcommand: list, show, export, failed, retry, verify or audit (see smimed archive --help)")
+		fmt.Fprintln(stderr, "smimed archive: missing subcommand: list, show, export, failed, retry, verify, proof or audit (see smimed archive --help)")
 		return exitUsage
 	}
 	rest := append(append([]string{}, args[:sub]...), args[sub+1:]...)
@@ -115,13 +117,15 @@ func archiveCommand(args []string, stdout, stderr io.Writer) int {
 		return archiveRetry(rest, stdout, stderr)
 	case "verify":
 		return archiveVerify(rest, stdout, stderr)
+	case "proof":
+		return archiveProof(rest, stdout, stderr)
 	case "audit":
 		return archiveAudit(rest, stdout, stderr)
 	case "help":
 		fmt.Fprint(stdout, archiveUsage)
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "smimed archive: unknown subcommand %q: want list, show, export, failed, retry, verify or audit\n", args[sub])
+	fmt.Fprintf(stderr, "smimed archive: unknown subcommand %q: want list, show, export, failed, retry, verify, proof or audit\n", args[sub])
 	return exitUsage
 }
 
@@ -502,28 +506,50 @@ func archiveRetry(args []string, stdout, stderr io.Writer) int {
 	})
 }
 
-const archiveVerifyUsage = `Usage: smimed archive verify [--json] [--config FILE]
+const archiveVerifyUsage = `Usage: smimed archive verify [--evidence [--openssl]] [--json] [--config FILE]
 
 Recomputes the hash chain over every index record and the SHA-256 of every
-original and plaintext file, and prints each problem ("record N: FILE:
-what"), the number of records and files checked, and the chain head: the
-last record's hash, the value to publish or write down so that a later
-rewrite of the history can be told. Exit 0 when everything is intact, 1
-when anything is missing or altered.
+original and plaintext file, and every seal's Merkle root and links, and
+prints each problem ("record N: FILE: what"), the number of records and
+files checked, and the chain head: the last record's hash, the value to
+publish or write down so that a later rewrite of the history can be told;
+then one line per seal and the records not sealed yet. Exit 0 when
+everything is intact, 1 when anything is missing or altered.
 
-  --json          one JSON object: records, files, head_id, head, problems
+  --evidence      also judge every seal's timestamps: signature, the TSA's
+                  certificate chain to [[archive.seal.tsa]] ca_file at the
+                  timestamp's own time, and that it stamps the seal; a
+                  seal counts as sealed with archive.seal.require good
+                  ones. A changed record is named with the seal that
+                  proves its original.
+  --openssl       with --evidence: check every timestamp with openssl ts
+                  -verify too (at its own time, -attime) and report where
+                  openssl and smimed disagree
+  --json          one JSON object: records, files, head_id, head, problems,
+                  seals (id, first, last, sealed, tokens), unsealed
   --config FILE   configuration file (default /etc/smimed/smimed.toml)
 `
 
 func archiveVerify(args []string, stdout, stderr io.Writer) int {
 	s := newArchiveSession("archive verify", stdout, stderr)
 	asJSON := s.fs.Bool("json", false, "")
+	evidence := s.fs.Bool("evidence", false, "")
+	openssl := s.fs.Bool("openssl", false, "")
 	if _, code, done := s.parse(args, archiveVerifyUsage, 0); done {
 		return code
 	}
+	if *openssl && !*evidence {
+		return s.usagef("--openssl needs --evidence")
+	}
 	return s.with(false, func(ctx context.Context, api admin.ArchiveAPI, _ *config.Config) int {
 		bar := newProgress(stderr, "verifying")
-		res, err := api.Verify(ctx, bar.update)
+		var res *archive.VerifyResult
+		var err error
+		if *evidence {
+			res, err = api.VerifyEvidence(ctx, *openssl, bar.update)
+		} else {
+			res, err = api.Verify(ctx, bar.update)
+		}
 		bar.finish()
 		if err != nil {
 			return s.failf("%v", err)
@@ -542,12 +568,46 @@ func archiveVerify(args []string, stdout, stderr io.Writer) int {
 			} else {
 				fmt.Fprintf(stdout, "chain head: record %d sha256:%s\n", res.HeadID, res.Head)
 			}
+			printSeals(stdout, res, *evidence)
 		}
 		if !res.OK() {
 			return exitFailed
 		}
 		return exitOK
 	})
+}
+
+// printSeals says what verify found about the seals: one line per seal
+// with its timestamps (when the evidence was checked), and the records
+// not sealed yet.
+func printSeals(w io.Writer, res *archive.VerifyResult, evidence bool) {
+	if len(res.Seals) == 0 && !evidence {
+		return // sealing never ran: nothing to say
+	}
+	for _, s := range res.Seals {
+		line := fmt.Sprintf("seal %d: records %d to %d", s.ID, s.First, s.Last)
+		if evidence {
+			state := "sealed"
+			if !s.Sealed {
+				state = "NOT sealed (too few valid timestamps)"
+			}
+			line += ": " + state
+			for _, t := range s.Tokens {
+				v := "ok"
+				if !t.OK {
+					v = "FAILED"
+				}
+				line += fmt.Sprintf("; %s %s at %s", t.TSA, v, t.GenTime.UTC().Format(time.RFC3339))
+				if t.OpenSSL != "" {
+					line += ", openssl " + t.OpenSSL
+				}
+			}
+		}
+		fmt.Fprintln(w, clean(line))
+	}
+	if u := res.Unsealed; u != nil {
+		fmt.Fprintf(w, "not sealed yet: %s, records %d to %d\n", plural(u.Count, "record"), u.First, u.Last)
+	}
 }
 
 func plural(n int, word string) string {

@@ -21,6 +21,7 @@ import (
 )
 
 const archiveExportUsage = `Usage: smimed archive export [FILTERS] [--format mbox|maildir] --out PATH [--original] [--force] [--config FILE]
+       smimed archive export [FILTERS] --evidence --out DIR [--config FILE]
 
 Writes the messages that FILTERS select (as archive list would show them,
 newest first) to PATH: their plaintexts, each with its verdict on top as
@@ -45,6 +46,13 @@ progress line on stderr when that is a terminal.
   --out PATH      where to write (required)
   --original      the originals (still encrypted) instead of the plaintexts
   --force         mbox: replace a non-empty PATH
+  --evidence      a directory DIR (missing or empty) an auditor checks
+                  without smimed: messages/ID.eml (the plaintexts as
+                  archived), records/ID.json, proofs/ID.proof, seals/
+                  (statements, timestamps and TSA certificates),
+                  tsa/ca.pem, manifest.csv and VERIFY.sh, which needs only
+                  bash, sha256sum and openssl (docs/evidence.md). Records
+                  not sealed yet are left out with a note.
   --config FILE   configuration file (default /etc/smimed/smimed.toml)
 
 Messages that were never fetched (too large) have no bytes and are
@@ -78,12 +86,15 @@ func archiveExport(args []string, stdout, stderr io.Writer) int {
 	out := s.fs.String("out", "", "")
 	original := s.fs.Bool("original", false, "")
 	force := s.fs.Bool("force", false, "")
+	evidence := s.fs.Bool("evidence", false, "")
 	if _, code, done := s.parse(args, archiveExportUsage, 0); done {
 		return code
 	}
 	switch {
 	case *out == "":
 		return s.usagef("missing --out PATH")
+	case *evidence && (*original || *force || *format != "mbox"):
+		return s.usagef("--evidence writes a directory of its own: no --format, --original or --force")
 	case *format != "mbox" && *format != "maildir":
 		return s.usagef("unknown --format %q: want mbox or maildir", *format)
 	}
@@ -91,9 +102,12 @@ func archiveExport(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return s.usagef("%v", err)
 	}
-	if *format == "maildir" {
+	switch {
+	case *evidence:
+		err = checkEmptyDir(*out)
+	case *format == "maildir":
 		err = checkMaildirPath(*out)
-	} else {
+	default:
 		err = checkNewFile(*out, *force, true)
 	}
 	if err != nil {
@@ -109,6 +123,9 @@ func archiveExport(args []string, stdout, stderr io.Writer) int {
 		})
 		if err != nil {
 			return s.failf("%v", err)
+		}
+		if *evidence {
+			return exportEvidence(ctx, s, api, cfg, items, *out)
 		}
 		var target exportTarget
 		if *format == "maildir" {

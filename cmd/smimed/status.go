@@ -153,7 +153,32 @@ func statusPrint(w io.Writer, st *admin.DaemonStatus, now time.Time, bar bool) e
 	if len(errs) > 0 {
 		fmt.Fprintf(w, "\nlast errors:\n  %s\n", strings.Join(errs, "\n  "))
 	}
+	statusPrintSeals(w, st.Seals)
 	return nil
+}
+
+// statusPrintSeals writes the sealer's lines: the last seal, the records
+// after it, the seals that lack timestamps, and each TSA.
+func statusPrintSeals(w io.Writer, s *admin.SealStatus) {
+	if s == nil {
+		return
+	}
+	last := "none yet"
+	if s.LastSeal != 0 {
+		last = fmt.Sprintf("record %d", s.LastSeal)
+	}
+	fmt.Fprintf(w, "\nseals: last %s, %s not yet sealed, %s waiting for timestamps (require %d)\n",
+		last, plural(int(s.Unsealed), "record"), plural(s.Pending, "seal"), s.Require)
+	for _, t := range s.TSAs {
+		line := fmt.Sprintf("  %s: %d answered, %d failed", clean(t.URL), t.Answered, t.Failed)
+		if t.LastError != "" {
+			line += fmt.Sprintf("; last error %s (%s)", clean(t.LastError), statusTime(t.LastErrorAt))
+		}
+		if !t.RetryAt.IsZero() {
+			line += "; next retry " + statusTime(t.RetryAt)
+		}
+		fmt.Fprintln(w, line)
+	}
 }
 
 // statusBarWidth is the number of cells in a backlog's progress bar.

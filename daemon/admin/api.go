@@ -28,6 +28,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/harvest"
 	"github.com/smimed/smimed/harvest/revocation"
 	"github.com/smimed/smimed/harvest/state"
@@ -63,6 +64,12 @@ type ArchiveAPI interface {
 	Message(ctx context.Context, id uint64, original bool, w io.Writer) error
 	// Verify checks the chain and every file.
 	Verify(ctx context.Context, progress func(done, total int)) (*archive.VerifyResult, error)
+	// VerifyEvidence is Verify plus every seal's timestamp tokens, judged
+	// against the configured TSAs' trust anchors; with openssl each token
+	// also by `openssl ts -verify`.
+	VerifyEvidence(ctx context.Context, openssl bool, progress func(done, total int)) (*archive.VerifyResult, error)
+	// Proof returns record id's inclusion proof and its seal's tokens.
+	Proof(ctx context.Context, id uint64) (*ProofResult, error)
 	// Retry re-processes the given records (all undecryptable ones when
 	// ids is empty) and passes each outcome to fn.
 	Retry(ctx context.Context, ids []uint64, fn func(RetryResult) error) error
@@ -101,6 +108,13 @@ func auditCommand(ctx context.Context) string {
 	return c
 }
 
+// ProofResult is a record's inclusion proof with the timestamp tokens
+// of the seal it leads to.
+type ProofResult struct {
+	Proof  *archive.Proof  `json:"proof"`
+	Tokens []archive.Token `json:"tokens"`
+}
+
 // Local is ArchiveAPI on an archive this process has open. Its Archive
 // must be writable: every read writes an audit entry.
 type Local struct {
@@ -119,6 +133,9 @@ type Local struct {
 	// none.
 	Revocation *revocation.Checker
 	CAs        func() ([]*x509.Certificate, error)
+	// Seal is [archive.seal]: the TSAs' trust anchors and require, for
+	// VerifyEvidence.
+	Seal config.Seal
 }
 
 var _ ArchiveAPI = (*Local)(nil)
@@ -252,10 +269,32 @@ func (l *Local) Message(ctx context.Context, id uint64, original bool, w io.Writ
 // Verify checks the records' chain and every file, and the audit log's
 // chain; problems of the audit log are reported with ID 0 and say which
 // entry they concern.
-func (l *Local) Verify(ctx context.Context, progress func(done, total int)) (res *archive.VerifyResult, err error) {
+func (l *Local) Verify(ctx context.Context, progress func(done, total int)) (*archive.VerifyResult, error) {
 	if err := l.audit(archive.AuditVerify, ""); err != nil {
 		return nil, err
 	}
+	return l.verify(ctx, progress, l.Archive.Verify)
+}
+
+func (l *Local) VerifyEvidence(ctx context.Context, openssl bool, progress func(done, total int)) (*archive.VerifyResult, error) {
+	if err := l.audit(archive.AuditVerify, "evidence"); err != nil {
+		return nil, err
+	}
+	if len(l.Seal.TSAs) == 0 {
+		return nil, errors.New("verify --evidence: no [[archive.seal.tsa]] configured: the timestamps cannot be judged without the TSAs' trust anchors (ca_file)")
+	}
+	roots, rootsPEM, err := l.Seal.Roots()
+	if err != nil {
+		return nil, err
+	}
+	ev := archive.EvidenceOptions{Roots: roots, RootsPEM: rootsPEM, Require: l.Seal.Require, OpenSSL: openssl}
+	return l.verify(ctx, progress, func(p func(done, total int)) (*archive.VerifyResult, error) {
+		return l.Archive.VerifyEvidence(ev, p)
+	})
+}
+
+// verify runs one of the archive's verifications, then the audit log's.
+func (l *Local) verify(ctx context.Context, progress func(done, total int), run func(func(done, total int)) (*archive.VerifyResult, error)) (res *archive.VerifyResult, err error) {
 	// archive.Verify takes no context; a cancelled ctx unwinds it from its
 	// progress callback, which it calls between read transactions (so none
 	// is left open), and the panic is turned back into ctx's error here.
@@ -267,7 +306,7 @@ func (l *Local) Verify(ctx context.Context, progress func(done, total int)) (res
 			res, err = nil, fmt.Errorf("verify: %w", ctx.Err())
 		}
 	}()
-	res, err = l.Archive.Verify(func(done, total int) {
+	res, err = run(func(done, total int) {
 		if ctx.Err() != nil {
 			panic(errVerifyCancelled)
 		}
@@ -290,6 +329,25 @@ func (l *Local) Verify(ctx context.Context, progress func(done, total int)) (res
 		res.Problems = append(res.Problems, archive.Problem{What: what})
 	}
 	return res, nil
+}
+
+func (l *Local) Proof(ctx context.Context, id uint64) (*ProofResult, error) {
+	action := archive.AuditProof
+	if auditCommand(ctx) == CommandExport {
+		action = archive.AuditExport
+	}
+	if err := l.audit(action, fmt.Sprintf("id=%d proof", id)); err != nil {
+		return nil, err
+	}
+	p, err := l.Archive.Proof(id)
+	if err != nil {
+		return nil, err
+	}
+	tokens, err := l.Archive.Tokens(p.Seal)
+	if err != nil {
+		return nil, err
+	}
+	return &ProofResult{Proof: p, Tokens: tokens}, nil
 }
 
 var errVerifyCancelled = errors.New("verify cancelled")

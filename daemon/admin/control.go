@@ -19,7 +19,8 @@ package admin
 //	daemon → {"record":{…}}            list, get
 //	         {"data":"base64…"}        message, backup: chunks of the bytes
 //	         {"progress":[done,total]} verify
-//	         {"verify":{…}}            verify: the result
+//	         {"verify":{…}}            verify: the result ("evidence":true in the request: with the seals' tokens)
+//	         {"proof":{…}}             proof: a record's inclusion proof and its seal's tokens
 //	         {"retry":{…}}             retry: one per record
 //	         {"audit":{…}}             audit: one per entry
 //	         {"entry":{…,"der":"…"}}   certs_*: one per certificate and address
@@ -29,7 +30,7 @@ package admin
 //	         {"end":true,"n":…}        success (n: bytes of a backup; state_dir for ping)
 //	         {"error":"…","codes":[…]} failure; nothing follows (codes: errorCodes)
 //
-// Ops: ping (not audited; DialControl's check), list, get, message, verify,
+// Ops: ping (not audited; DialControl's check), list, get, message, verify, proof,
 // retry, backup, audit; certs_list, certs_email, certs_fingerprint,
 // certs_certificate, certs_intermediates (what inspect and decrypt read
 // while the daemon holds the store), certs_trust and certs_untrust ("match": the address
@@ -497,14 +498,24 @@ func (s *controlServer) do(ctx context.Context, api ArchiveAPI, req *controlRequ
 	case "verify":
 		var last time.Time
 		var res *archive.VerifyResult
-		res, err = api.Verify(ctx, func(done, total int) {
+		progress := func(done, total int) {
 			if now := time.Now(); now.Sub(last) >= progressInterval || done == total {
 				last = now
 				fw.frame(&controlFrame{Progress: &[2]int{done, total}})
 			}
-		})
+		}
+		if req.Evidence {
+			res, err = api.VerifyEvidence(ctx, req.OpenSSL, progress)
+		} else {
+			res, err = api.Verify(ctx, progress)
+		}
 		if err == nil {
 			err = fw.frame(&controlFrame{Verify: res})
+		}
+	case "proof":
+		var p *ProofResult
+		if p, err = api.Proof(ctx, req.ID); err == nil {
+			err = fw.frame(&controlFrame{Proof: p})
 		}
 	case "retry":
 		err = api.Retry(ctx, req.IDs, func(r RetryResult) error {
@@ -540,6 +551,8 @@ type controlRequest struct {
 	Query    *archive.Query `json:"query,omitempty"`    // list
 	ID       uint64         `json:"id,omitempty"`       // get, message
 	Original bool           `json:"original,omitempty"` // message
+	Evidence bool           `json:"evidence,omitempty"` // verify: the seals' tokens too
+	OpenSSL  bool           `json:"openssl,omitempty"`  // verify with evidence: and by openssl ts -verify
 	IDs      []uint64       `json:"ids,omitempty"`      // retry; none: every undecryptable record
 	Since    time.Time      `json:"since,omitzero"`     // audit
 	Match    string         `json:"match,omitempty"`    // certs_*: an address or a fingerprint
@@ -573,7 +586,7 @@ const (
 	opStatus           = "status"
 )
 
-var controlOps = []string{"ping", "list", "get", "message", "verify", "retry", "backup", "audit",
+var controlOps = []string{"ping", "list", "get", "message", "verify", "proof", "retry", "backup", "audit",
 	opCertsList, opCertsEmail, opCertsFingerprint, opCertsCertificate, opCertsIMs, opCertsTrust, opCertsUntrust, opCRLs, opCRLImport, opCertsImport, opStatus}
 
 // importOp reports whether op carries a file (a CRL, certificates), and
@@ -607,7 +620,7 @@ func decodeRequest(line []byte) (*controlRequest, error) {
 		if err := q.Check(); err != nil {
 			return nil, fmt.Errorf("query: %w", err)
 		}
-	case "get", "message":
+	case "get", "message", "proof":
 		if req.ID == 0 {
 			return nil, fmt.Errorf("%s needs a record id", req.Op)
 		}
@@ -665,6 +678,7 @@ type controlFrame struct {
 	Data     []byte                `json:"data,omitempty"` // base64 in JSON
 	Progress *[2]int               `json:"progress,omitempty"`
 	Verify   *archive.VerifyResult `json:"verify,omitempty"`
+	Proof    *ProofResult          `json:"proof,omitempty"`
 	Retry    *RetryResult          `json:"retry,omitempty"`
 	Audit    *archive.AuditEntry   `json:"audit,omitempty"`
 	Error    string                `json:"error,omitempty"`
@@ -685,6 +699,8 @@ var errorCodes = []struct {
 	err  error
 }{
 	{"not_found", archive.ErrNotFound},
+	{"not_message", archive.ErrNotMessage},
+	{"not_sealed", archive.ErrNotSealed},
 	{"corrupt", archive.ErrCorrupt},
 	{"read_only", archive.ErrReadOnly},
 	{"not_audited", ErrNotAudited},

@@ -250,8 +250,16 @@ func (c *controlClient) Message(ctx context.Context, id uint64, original bool, w
 }
 
 func (c *controlClient) Verify(ctx context.Context, progress func(done, total int)) (*archive.VerifyResult, error) {
+	return c.verify(ctx, &controlRequest{Op: "verify"}, progress)
+}
+
+func (c *controlClient) VerifyEvidence(ctx context.Context, openssl bool, progress func(done, total int)) (*archive.VerifyResult, error) {
+	return c.verify(ctx, &controlRequest{Op: "verify", Evidence: true, OpenSSL: openssl}, progress)
+}
+
+func (c *controlClient) verify(ctx context.Context, req *controlRequest, progress func(done, total int)) (*archive.VerifyResult, error) {
 	var res *archive.VerifyResult
-	_, err := c.call(ctx, &controlRequest{Op: "verify"}, func(f *controlFrame) error {
+	_, err := c.call(ctx, req, func(f *controlFrame) error {
 		switch {
 		case f.Progress != nil:
 			if progress != nil {
@@ -268,6 +276,21 @@ func (c *controlClient) Verify(ctx context.Context, progress func(done, total in
 		err = unexpected("verify")
 	}
 	return res, err
+}
+
+func (c *controlClient) Proof(ctx context.Context, id uint64) (*ProofResult, error) {
+	var p *ProofResult
+	_, err := c.call(ctx, &controlRequest{Op: "proof", ID: id, Command: auditCommand(ctx)}, func(f *controlFrame) error {
+		if f.Proof == nil || p != nil {
+			return unexpected("proof")
+		}
+		p = f.Proof
+		return nil
+	})
+	if err == nil && p == nil {
+		err = unexpected("proof")
+	}
+	return p, err
 }
 
 func (c *controlClient) Retry(ctx context.Context, ids []uint64, fn func(RetryResult) error) error {

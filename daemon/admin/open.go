@@ -173,7 +173,7 @@ func DirectCaller() Caller {
 // Local is the archive API on env (Write or Reprocess), acting for this
 // process; its Close closes env.
 func (e *Env) Local() *Local {
-	return &Local{Archive: e.Archive, Store: e.Store, State: e.State, Engine: e.Engine, Caller: DirectCaller(), Closer: e.Close}
+	return &Local{Archive: e.Archive, Store: e.Store, State: e.State, Engine: e.Engine, Caller: DirectCaller(), Closer: e.Close, Seal: e.Config.Archive.Seal}
 }
 
 // ArchiveFor is the archive API of cfg for an admin command: the running

@@ -28,6 +28,9 @@ type DaemonStatus struct {
 	Folders []FolderStatus `json:"folders"`
 	// Gateway is the SMTP gateway's state; nil when it does not run.
 	Gateway *GatewayStatus `json:"gateway,omitempty"`
+	// Seals is the sealer's state ([archive.seal]); nil when sealing is
+	// off or no daemon answered.
+	Seals *SealStatus `json:"seals,omitempty"`
 }
 
 // GatewayStatus is the SMTP gateway's part of the status.
@@ -40,6 +43,30 @@ type GatewayStatus struct {
 	// encrypted, signed_encrypted, passed, refused, failed.
 	Messages    map[string]uint64 `json:"messages"`
 	RelayErrors uint64            `json:"relay_errors"`
+}
+
+// SealStatus is the sealer's state: the last seal, the records after
+// it, the seals that still lack Require timestamps, and each TSA's
+// answers and failures since the daemon started.
+type SealStatus struct {
+	EveryRecords int         `json:"every_records"`
+	Interval     string      `json:"interval"`
+	Require      int         `json:"require"`
+	LastSeal     uint64      `json:"last_seal,omitempty"`
+	LastSealAt   time.Time   `json:"last_seal_at,omitzero"`
+	Unsealed     uint64      `json:"unsealed"` // records after the last seal
+	Pending      int         `json:"pending"`  // seals with fewer than Require timestamps
+	TSAs         []TSAStatus `json:"tsas"`
+}
+
+// TSAStatus is one TSA as the sealer saw it.
+type TSAStatus struct {
+	URL         string    `json:"url"`
+	Answered    uint64    `json:"answered"`
+	Failed      uint64    `json:"failed"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	RetryAt     time.Time `json:"retry_at,omitzero"`
 }
 
 // FolderStatus is one account's folder. Without a daemon only Account,

@@ -248,3 +248,30 @@ func sdParseEncKeyPref(v asn1.RawValue) (*Identifier, error) {
 	}
 	return nil, fmt.Errorf("%w: SMIMEEncryptionKeyPreference", ErrMalformed)
 }
+
+// SignedAttribute returns the values (each one DER value) of the signed
+// attribute oid, nil when the signer has no such attribute. It is for
+// attributes this package does not read itself, such as the ESS
+// signingCertificate of an RFC 3161 timestamp token.
+func (si *SignerInfo) SignedAttribute(oid asn1.ObjectIdentifier) ([][]byte, error) {
+	if si == nil || !si.HasSignedAttrs {
+		return nil, nil
+	}
+	set, _, err := sdNext(si.signedAttrs)
+	if err != nil {
+		return nil, fmt.Errorf("%w: signed attributes: %v", ErrBadAttributes, err)
+	}
+	attrs, err := sdParseAttributes(set.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadAttributes, err)
+	}
+	var out [][]byte
+	for _, a := range attrs {
+		if a.oid.Equal(oid) {
+			for _, v := range a.values {
+				out = append(out, v.FullBytes)
+			}
+		}
+	}
+	return out, nil
+}
