@@ -37,6 +37,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -85,6 +86,10 @@ type Archive struct {
 	retryMu sync.Mutex
 	// leftovers is how many crash leftovers Open removed.
 	leftovers int
+	// retention classifies new records (SetRetention); holds is told of
+	// holds added and removed (SetHoldObserver).
+	retention retentionPointer
+	holds     atomic.Pointer[holdObserver]
 }
 
 // Open opens the archive in dir (state_dir/archive) with its index in the
@@ -261,6 +266,9 @@ func (a *Archive) Get(id uint64) (*Record, error) {
 		rec, err = getRecord(tx, id)
 		return err
 	})
+	if err == nil {
+		a.fillRetention(rec)
+	}
 	return rec, err
 }
 
@@ -343,6 +351,7 @@ func (a *Archive) PutSum(src Source, original []byte, osha string, res *harvest.
 	if err != nil {
 		return nil, false, err
 	}
+	a.classify(r, res.Plaintext)
 	return a.commit(r, 0, dirs)
 }
 
@@ -365,6 +374,7 @@ func (a *Archive) PutUnfetched(src Source, size int64, reason string) (*Record, 
 	r := a.newRecord(src, rep)
 	r.Version = 1
 	r.OriginalSHA256, r.OriginalSize = osha, size
+	a.classify(r, nil)
 	return a.commit(r, 0, nil)
 }
 
@@ -517,35 +527,14 @@ func (a *Archive) commit(r *Record, supersedes uint64, dirs []string) (*Record, 
 		if supersedes != 0 && (cur == nil || binary.BigEndian.Uint64(cur) != supersedes) {
 			return fmt.Errorf("%w: record %d is no longer the current version", ErrConflict, supersedes)
 		}
-		recs := tx.Bucket(bucketRecords)
-		meta := tx.Bucket(bucketMeta)
-		id, err := recs.NextSequence()
+		id, err := tx.Bucket(bucketRecords).NextSequence()
 		if err != nil {
 			return err
 		}
-		prev := make([]byte, sha256.Size)
-		if head := meta.Get(keyHead); head != nil {
-			if len(head) != 8+sha256.Size {
-				return fmt.Errorf("%w: chain head", ErrCorrupt)
-			}
-			copy(prev, head[8:])
-		}
-		r.ID = id
 		r.Supersedes = supersedes
-		r.Prev = hex.EncodeToString(prev)
-		r.Hash = ""
-		body, err := json.Marshal(r)
-		if err != nil {
+		if err := appendRecord(tx, r, id); err != nil {
 			return err
 		}
-		h := chainHash(prev, id, body)
-		if err := recs.Put(u64(id), append(append([]byte{}, h...), body...)); err != nil {
-			return err
-		}
-		if err := meta.Put(keyHead, append(u64(id), h...)); err != nil {
-			return err
-		}
-		r.Hash = hex.EncodeToString(h)
 		if err := keys.Put(key, u64(id)); err != nil {
 			return err
 		}

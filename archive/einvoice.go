@@ -1,0 +1,211 @@
+package archive
+
+// E-invoice detection: a message that carries an electronic invoice is a
+// booking record (kept longer than a letter). Two forms are recognised
+// in the plaintext's MIME structure:
+//
+//   - an XML attachment whose root element is a UBL Invoice or CreditNote
+//     (XRechnung's UBL syntax) or a UN/CEFACT CrossIndustryInvoice
+//     (XRechnung's CII syntax, and the XML inside ZUGFeRD/Factur-X);
+//   - a PDF attachment with an embedded file named factur-x.xml,
+//     zugferd-invoice.xml, ZUGFeRD-invoice.xml or xrechnung.xml: the
+//     name must stand in a file specification (/F or /UF) and the PDF
+//     must have an /EmbeddedFile. A PDF whose text merely mentions the
+//     name is no invoice.
+//
+// The message is mail from strangers: nesting, the number of parts and
+// the bytes decoded per part are bounded, and nothing here fails: what
+// cannot be read is no invoice.
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"encoding/xml"
+	"io"
+	"mime"
+	"mime/multipart"
+	"mime/quotedprintable"
+	"strings"
+
+	"github.com/emersion/go-message/textproto"
+)
+
+const (
+	maxInvoiceDepth = 8        // nested multiparts and message/rfc822
+	maxInvoiceParts = 256      // parts looked at in one message
+	maxInvoicePart  = 32 << 20 // decoded bytes of one attachment
+	maxInvoiceXML   = 64 << 10 // bytes of an XML part read for its root
+)
+
+// Root elements of the XML invoice syntaxes: namespace → local names.
+var invoiceRoots = map[string][]string{
+	"urn:oasis:names:specification:ubl:schema:xsd:Invoice-2":       {"Invoice"},
+	"urn:oasis:names:specification:ubl:schema:xsd:CreditNote-2":    {"CreditNote"},
+	"urn:un:unece:uncefact:data:standard:CrossIndustryInvoice:100": {"CrossIndustryInvoice"},
+	"urn:ferd:CrossIndustryDocument:invoice:1p0":                   {"CrossIndustryDocument"},
+}
+
+// invoiceNames are the names of the XML a hybrid PDF embeds.
+var invoiceNames = []string{"factur-x.xml", "zugferd-invoice.xml", "xrechnung.xml"}
+
+// IsEInvoice reports whether the message msg carries an e-invoice.
+func IsEInvoice(msg []byte) bool {
+	parts := 0
+	return walkInvoice(bufio.NewReader(bytes.NewReader(msg)), 0, &parts)
+}
+
+// walkInvoice reads one MIME entity (header and body) from br.
+func walkInvoice(br *bufio.Reader, depth int, parts *int) bool {
+	*parts++
+	if depth > maxInvoiceDepth || *parts > maxInvoiceParts {
+		return false
+	}
+	h, err := textproto.ReadHeader(br)
+	if err != nil {
+		return false
+	}
+	ct, params, err := mime.ParseMediaType(h.Get("Content-Type"))
+	if err != nil {
+		ct, params = "text/plain", nil
+	}
+	ct = strings.ToLower(ct)
+	if strings.HasPrefix(ct, "multipart/") {
+		if params["boundary"] == "" {
+			return false
+		}
+		mr := multipart.NewReader(br, params["boundary"])
+		for {
+			p, err := mr.NextRawPart()
+			if err != nil {
+				return false
+			}
+			// The part's header again, as an entity of its own.
+			var hb bytes.Buffer
+			for k, vs := range p.Header {
+				for _, v := range vs {
+					hb.WriteString(k + ": " + v + "\r\n")
+				}
+			}
+			hb.WriteString("\r\n")
+			if walkInvoice(bufio.NewReader(io.MultiReader(&hb, p)), depth+1, parts) {
+				return true
+			}
+			if *parts > maxInvoiceParts {
+				return false
+			}
+		}
+	}
+	name := strings.ToLower(attachmentName(h))
+	isXML := ct == "application/xml" || ct == "text/xml" || strings.HasSuffix(ct, "+xml") || strings.HasSuffix(name, ".xml")
+	isPDF := ct == "application/pdf" || strings.HasSuffix(name, ".pdf")
+	isMsg := ct == "message/rfc822"
+	if !isXML && !isPDF && !isMsg {
+		return false
+	}
+	body := decodeBody(br, h.Get("Content-Transfer-Encoding"))
+	switch {
+	case isMsg:
+		return walkInvoice(bufio.NewReader(io.LimitReader(body, maxInvoicePart)), depth+1, parts)
+	case isXML:
+		return isInvoiceXML(io.LimitReader(body, maxInvoiceXML))
+	default:
+		b, err := io.ReadAll(io.LimitReader(body, maxInvoicePart))
+		if err != nil && len(b) == 0 {
+			return false
+		}
+		return isHybridPDF(b)
+	}
+}
+
+// attachmentName is the file name of a part: Content-Disposition's
+// filename, else Content-Type's name.
+func attachmentName(h textproto.Header) string {
+	if _, p, err := mime.ParseMediaType(h.Get("Content-Disposition")); err == nil && p["filename"] != "" {
+		return p["filename"]
+	}
+	if _, p, err := mime.ParseMediaType(h.Get("Content-Type")); err == nil {
+		return p["name"]
+	}
+	return ""
+}
+
+// decodeBody undoes the transfer encoding of a part's body.
+func decodeBody(r io.Reader, cte string) io.Reader {
+	switch strings.ToLower(strings.TrimSpace(cte)) {
+	case "base64":
+		return base64.NewDecoder(base64.StdEncoding, &base64Clean{r: r})
+	case "quoted-printable":
+		return quotedprintable.NewReader(r)
+	}
+	return r
+}
+
+// base64Clean drops the line breaks and spaces a base64 body has.
+type base64Clean struct{ r io.Reader }
+
+func (c *base64Clean) Read(p []byte) (int, error) {
+	for {
+		n, err := c.r.Read(p)
+		j := 0
+		for _, b := range p[:n] {
+			if b != '\r' && b != '\n' && b != ' ' && b != '\t' {
+				p[j] = b
+				j++
+			}
+		}
+		if j > 0 || err != nil {
+			return j, err
+		}
+	}
+}
+
+// isInvoiceXML reports whether the document's root element is an
+// invoice of a known syntax.
+func isInvoiceXML(r io.Reader) bool {
+	d := xml.NewDecoder(r)
+	d.Strict = true
+	for {
+		t, err := d.Token()
+		if err != nil {
+			return false
+		}
+		if se, ok := t.(xml.StartElement); ok {
+			for _, local := range invoiceRoots[se.Name.Space] {
+				if se.Name.Local == local {
+					return true
+				}
+			}
+			return false
+		}
+	}
+}
+
+// isHybridPDF reports whether a PDF embeds an invoice XML by one of
+// invoiceNames: a file specification (/F or /UF followed by the name as
+// a literal string) and an embedded file stream.
+func isHybridPDF(b []byte) bool {
+	if !bytes.HasPrefix(bytes.TrimLeft(b, "\x00\t\r\n "), []byte("%PDF-")) {
+		return false
+	}
+	if !bytes.Contains(b, []byte("/EmbeddedFile")) {
+		return false
+	}
+	lower := bytes.ToLower(b)
+	for _, key := range []string{"/f", "/uf"} {
+		for i := 0; ; {
+			j := bytes.Index(lower[i:], []byte(key))
+			if j < 0 {
+				break
+			}
+			rest := bytes.TrimLeft(lower[i+j+len(key):], " \t\r\n")
+			for _, n := range invoiceNames {
+				if bytes.HasPrefix(rest, []byte("("+n+")")) {
+					return true
+				}
+			}
+			i += j + len(key)
+		}
+	}
+	return false
+}
