@@ -277,7 +277,10 @@ func TestPurgeHoldsRestrictionsAndTombstone(t *testing.T) {
 		}
 	}
 	var saved []byte
-	a.db.View(func(tx *bbolt.Tx) error { saved = append([]byte{}, tx.Bucket(bucketRecords).Get(u64(tomb.ID))...); return nil })
+	a.db.View(func(tx *bbolt.Tx) error {
+		saved = append([]byte{}, tx.Bucket(bucketRecords).Get(u64(tomb.ID))...)
+		return nil
+	})
 	tamper(tomb.ID, func(v []byte) []byte { return []byte(strings.Replace(string(v), `"login":1002`, `"login":1001`, 1)) })
 	if res, _ := a.Verify(nil); res.OK() || !strings.Contains(problems(res), "record altered") {
 		t.Errorf("verify with a changed tombstone: %s", problems(res))
