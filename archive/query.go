@@ -220,6 +220,12 @@ func (q *Query) match(r *Record) bool {
 	return false
 }
 
+// Matches reports whether r matches q's filters (Limit aside).
+func (q Query) Matches(r *Record) bool {
+	q = q.clean()
+	return r.Kind == KindMessage && q.match(r)
+}
+
 // listBatch is how many records one read transaction collects: fn runs
 // outside transactions, so a slow consumer (an export) never holds one
 // open for long.

@@ -39,6 +39,12 @@ type Caller struct {
 	GID int    `json:"gid"`
 	PID int    `json:"pid"`
 	Via string `json:"via"` // "socket" or "direct"
+	// Role is RoleAdmin, RoleReader or RoleAuditor (retention.go); ""
+	// may only read, and sees no restricted mail.
+	Role string `json:"role,omitempty"`
+	// Login is the audit login uid of the process (the person behind
+	// su and sudo), else UID: what tells a purge's two people apart.
+	Login int `json:"login"`
 }
 
 // RetryResult is the outcome of re-processing one record.
@@ -71,6 +77,16 @@ type ArchiveAPI interface {
 	// Audit passes the audit log entries written at or after since to
 	// fn, oldest first.
 	Audit(ctx context.Context, since time.Time, fn func(archive.AuditEntry) error) error
+	// Holds, HoldAdd and HoldRemove list, add and remove legal holds;
+	// Restrict restricts a message (or lifts its restriction);
+	// PurgePlan and PurgeApprove purge what retention lets go, in two
+	// steps by two people (retention.go).
+	Holds(ctx context.Context) ([]archive.Hold, error)
+	HoldAdd(ctx context.Context, name string, q archive.Query, reason string) (int, error)
+	HoldRemove(ctx context.Context, name string) (int, error)
+	Restrict(ctx context.Context, id uint64, reason string, lift bool) (*archive.Restriction, error)
+	PurgePlan(ctx context.Context) (*archive.PurgePlan, error)
+	PurgeApprove(ctx context.Context, plan string) (*archive.Record, error)
 	Close() error
 }
 
@@ -119,6 +135,8 @@ type Local struct {
 	// none.
 	Revocation *revocation.Checker
 	CAs        func() ([]*x509.Certificate, error)
+	// AuditorQuery limits what a caller of RoleAuditor sees; nil: all.
+	AuditorQuery *archive.Query
 }
 
 var _ ArchiveAPI = (*Local)(nil)
@@ -202,9 +220,13 @@ func (l *Local) List(ctx context.Context, q archive.Query, fn func(*archive.Reco
 	if err := l.audit(action, queryDetail(q)); err != nil {
 		return err
 	}
+	q = l.visibleQuery(q)
 	return l.Archive.List(q, func(r *archive.Record) error {
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if l.Caller.Role == RoleAuditor && l.AuditorQuery != nil && !l.AuditorQuery.Matches(r) {
+			return nil
 		}
 		return fn(r)
 	})
@@ -214,7 +236,27 @@ func (l *Local) Get(ctx context.Context, id uint64) (*archive.Record, error) {
 	if err := l.audit(archive.AuditList, fmt.Sprintf("id=%d", id)); err != nil {
 		return nil, err
 	}
-	return l.Archive.Get(id)
+	return l.getVisible(id)
+}
+
+// getVisible is record id when l.Caller may see it, else ErrNotFound
+// (a restricted message, or one outside an auditor's query, is not
+// there for them).
+func (l *Local) getVisible(id uint64) (*archive.Record, error) {
+	r, err := l.Archive.Get(id)
+	if err != nil {
+		return nil, err
+	}
+	if r.Kind == archive.KindMessage {
+		ok, err := l.visible(r)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, fmt.Errorf("%w: %d", archive.ErrNotFound, id)
+		}
+	}
+	return r, nil
 }
 
 func (l *Local) Message(ctx context.Context, id uint64, original bool, w io.Writer) error {
@@ -232,7 +274,7 @@ func (l *Local) Message(ctx context.Context, id uint64, original bool, w io.Writ
 	if err := l.audit(action, detail); err != nil {
 		return err
 	}
-	r, err := l.Archive.Get(id)
+	r, err := l.getVisible(id)
 	if err != nil {
 		return err
 	}
@@ -295,6 +337,9 @@ func (l *Local) Verify(ctx context.Context, progress func(done, total int)) (res
 var errVerifyCancelled = errors.New("verify cancelled")
 
 func (l *Local) Retry(ctx context.Context, ids []uint64, fn func(RetryResult) error) error {
+	if l.Caller.Role == RoleAuditor {
+		return l.refuse("archive retry", "")
+	}
 	if l.Engine == nil {
 		return fmt.Errorf("retry: no engine (keys not loaded)")
 	}
@@ -351,6 +396,9 @@ func (l *Local) Retry(ctx context.Context, ids []uint64, fn func(RetryResult) er
 }
 
 func (l *Local) Backup(ctx context.Context, w io.Writer) (int64, error) {
+	if l.Caller.Role == RoleAuditor {
+		return 0, l.refuse("backup", "")
+	}
 	if err := l.audit(archive.AuditBackup, ""); err != nil {
 		return 0, err
 	}
@@ -358,6 +406,9 @@ func (l *Local) Backup(ctx context.Context, w io.Writer) (int64, error) {
 }
 
 func (l *Local) Audit(ctx context.Context, since time.Time, fn func(archive.AuditEntry) error) error {
+	if l.Caller.Role == RoleAuditor {
+		return l.refuse("archive audit", "")
+	}
 	detail := "all"
 	if !since.IsZero() {
 		detail = "since=" + since.UTC().Format(time.RFC3339)
