@@ -38,8 +38,13 @@ const archiveUsage = `Usage: smimed archive [--config FILE] SUBCOMMAND
                                                  judge again with the configured keys, anchors and CRLs
   verify [--json]                                check the hash chain and every file
   audit [--since DATE] [--json]                  who read the archive, when and what
+  hold add CASE (FILTERS | --all) [--reason TEXT] | hold remove CASE | hold list [--json]
+                                                 legal holds: held mail is never purged
+  restrict ID --reason TEXT | restrict ID --lift hide a message (GDPR) until its retention ends
+  purge --plan [--json] | purge --approve PLAN   delete what retention lets go, by two people
 
-FILTERS (list, export):
+FILTERS (list, export, hold add); list also takes --expired: messages
+whose retention has ended and that are neither held nor restricted.
 ` + archiveFilterHelp + `
   --config FILE   configuration file (default /etc/smimed/smimed.toml)
 
@@ -70,6 +75,7 @@ DATE is YYYY-MM-DD (a day in UTC) or an RFC 3339 time such as
 var archiveValueFlags = map[string]bool{
 	"config": true, "from": true, "to": true, "since": true, "until": true, "subject": true,
 	"status": true, "account": true, "message-id": true, "limit": true, "format": true, "out": true,
+	"reason": true, "approve": true,
 }
 
 // archiveCommand finds the subcommand (the first word that is neither a
@@ -94,7 +100,7 @@ func archiveCommand(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if sub < 0 {
-		fmt.Fprintln(stderr, "smimed archive: missing subcommand: list, show, export, failed, retry, verify or audit (see smimed archive --help)")
+		fmt.Fprintln(stderr, "smimed archive: missing subcommand: list, show, export, failed, retry, verify, audit, hold, restrict or purge (see smimed archive --help)")
 		return exitUsage
 	}
 	rest := append(append([]string{}, args[:sub]...), args[sub+1:]...)
@@ -113,11 +119,17 @@ func archiveCommand(args []string, stdout, stderr io.Writer) int {
 		return archiveVerify(rest, stdout, stderr)
 	case "audit":
 		return archiveAudit(rest, stdout, stderr)
+	case "hold":
+		return archiveHold(args[sub+1:], stdout, stderr)
+	case "restrict":
+		return archiveRestrict(rest, stdout, stderr)
+	case "purge":
+		return archivePurge(rest, stdout, stderr)
 	case "help":
 		fmt.Fprint(stdout, archiveUsage)
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "smimed archive: unknown subcommand %q: want list, show, export, failed, retry, verify or audit\n", args[sub])
+	fmt.Fprintf(stderr, "smimed archive: unknown subcommand %q: want list, show, export, failed, retry, verify, audit, hold, restrict or purge\n", args[sub])
 	return exitUsage
 }
 
@@ -253,12 +265,17 @@ func parseID(s string) (uint64, error) {
 	return id, nil
 }
 
-const archiveListUsage = `Usage: smimed archive list [FILTERS] [--json] [--config FILE]
+const archiveListUsage = `Usage: smimed archive list [FILTERS] [--expired] [--json] [--config FILE]
 
 Lists the archived messages (the current version of each), newest first:
 ID, arrival time (UTC), status, From and Subject, shortened to fit a line.
-With --json, one record per line with every field of the index.
+With --json, one record per line with every field of the index (class and
+retain_until among them). Restricted messages are not listed (but to an
+auditor).
 
+  --expired          only messages whose retention has ended (retain-until
+                     passed) and that are neither held nor restricted:
+                     what "archive purge --plan" would list
   --json             one JSON object per record, one per line
   --config FILE      configuration file (default /etc/smimed/smimed.toml)
 ` + archiveFilterHelp
@@ -273,6 +290,7 @@ func archiveList(args []string, stdout, stderr io.Writer) int {
 	s := newArchiveSession("archive list", stdout, stderr)
 	qf := addQueryFlags(s.fs)
 	asJSON := s.fs.Bool("json", false, "")
+	expired := s.fs.Bool("expired", false, "")
 	if _, code, done := s.parse(args, archiveListUsage, 0); done {
 		return code
 	}
@@ -280,6 +298,7 @@ func archiveList(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return s.usagef("%v", err)
 	}
+	q.Expired = *expired
 	return s.with(false, func(ctx context.Context, api admin.ArchiveAPI, _ *config.Config) int {
 		enc := jsonLines(stdout)
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
@@ -515,6 +534,10 @@ func archiveVerify(args []string, stdout, stderr io.Writer) int {
 		} else {
 			for _, p := range res.Problems {
 				fmt.Fprintln(stdout, clean(p.String()))
+			}
+			for _, g := range res.Purges {
+				fmt.Fprintf(stdout, "gap: %s purged by plan %s (tombstone record %d), planned by %s, approved by %s on %s\n",
+					plural(len(g.Records), "record"), clean(g.Plan), g.Tombstone, clean(g.Planner.String()), clean(g.Approver.String()), g.ApprovedAt.UTC().Format(time.DateOnly))
 			}
 			fmt.Fprintf(stdout, "checked %d records, %d files: %s\n", res.Records, res.Files, plural(len(res.Problems), "problem"))
 			if res.Records == 0 {

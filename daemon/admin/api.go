@@ -178,6 +178,10 @@ func userName(uid int) string {
 	return u.Username
 }
 
+// QueryDetail describes q's filters in one line, as the audit log and
+// `archive hold list` show them.
+func QueryDetail(q archive.Query) string { return queryDetail(q) }
+
 // queryDetail describes q for the audit log (the filters, not what they
 // matched).
 func queryDetail(q archive.Query) string {
@@ -202,6 +206,9 @@ func queryDetail(q archive.Query) string {
 	}
 	if q.Limit > 0 {
 		fmt.Fprintf(&b, " limit=%d", q.Limit)
+	}
+	if q.Expired {
+		b.WriteString(" expired")
 	}
 	if b.Len() == 0 {
 		return "all"
