@@ -192,4 +192,3 @@ func userLabel(uid int) string {
 	}
 	return "uid " + strconv.Itoa(uid)
 }
-
