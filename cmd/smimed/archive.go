@@ -120,7 +120,7 @@ func archiveCommand(args []string, stdout, stderr io.Writer) int {
 	case "audit":
 		return archiveAudit(rest, stdout, stderr)
 	case "hold":
-		return archiveHold(args[sub+1:], stdout, stderr)
+		return archiveHold(args[:sub], args[sub+1:], stdout, stderr)
 	case "restrict":
 		return archiveRestrict(rest, stdout, stderr)
 	case "purge":

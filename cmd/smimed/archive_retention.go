@@ -33,7 +33,9 @@ and the service user may (auditors may not list holds).
 FILTERS (add):
 ` + archiveFilterHelp
 
-func archiveHold(args []string, stdout, stderr io.Writer) int {
+// archiveHold is `archive hold`: pre are the flags given before "hold",
+// args what follows it (the subcommand first).
+func archiveHold(pre, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		if len(args) > 0 && (args[0] == "--help" || args[0] == "-h" || args[0] == "-help") {
 			fmt.Fprint(stdout, archiveHoldUsage)
@@ -42,7 +44,7 @@ func archiveHold(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "smimed archive hold: want add, remove or list (see smimed archive hold --help)")
 		return exitUsage
 	}
-	sub, rest := args[0], args[1:]
+	sub, rest := args[0], append(append([]string{}, pre...), args[1:]...)
 	s := newArchiveSession("archive hold "+sub, stdout, stderr)
 	switch sub {
 	case "add":
