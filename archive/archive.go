@@ -23,6 +23,11 @@
 //	archive_pending  id → nothing: a new version whose user copy is still to be updated
 //	archive_appending id → when an APPEND of its user copy began (unix ns), until recorded
 //	archive_audit    the audit log (audit.go)
+//	archive_holds    case → legal hold (holds.go)
+//	archive_restricted idempotency key → GDPR restriction (holds.go)
+//
+// Purge plans are files in state_dir/purge (purge.go); records carry
+// their retention class and retain-until (retention.go).
 package archive
 
 import (

@@ -507,10 +507,12 @@ Recomputes the hash chain over every index record and the SHA-256 of every
 original and plaintext file, and prints each problem ("record N: FILE:
 what"), the number of records and files checked, and the chain head: the
 last record's hash, the value to publish or write down so that a later
-rewrite of the history can be told. Exit 0 when everything is intact, 1
-when anything is missing or altered.
+rewrite of the history can be told. Each purge shows as a gap ("gap: N
+records purged by plan …"): the purged records' hashes are checked against
+their tombstone. Exit 0 when everything is intact, 1 when anything is
+missing or altered.
 
-  --json          one JSON object: records, files, head_id, head, problems
+  --json          one JSON object: records, files, head_id, head, problems, purges
   --config FILE   configuration file (default /etc/smimed/smimed.toml)
 `
 
