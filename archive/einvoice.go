@@ -7,11 +7,13 @@ package archive
 //   - an XML attachment whose root element is a UBL Invoice or CreditNote
 //     (XRechnung's UBL syntax) or a UN/CEFACT CrossIndustryInvoice
 //     (XRechnung's CII syntax, and the XML inside ZUGFeRD/Factur-X);
-//   - a PDF attachment with an embedded file named factur-x.xml,
-//     zugferd-invoice.xml, ZUGFeRD-invoice.xml or xrechnung.xml: the
-//     name must stand in a file specification (/F or /UF) and the PDF
-//     must have an /EmbeddedFile. A PDF whose text merely mentions the
-//     name is no invoice.
+//   - a PDF attachment with an embedded file (ZUGFeRD/Factur-X, hybrid
+//     XRechnung): its file specification (/F or /UF) names
+//     factur-x.xml, zugferd-invoice.xml or xrechnung.xml (any case), or
+//     the embedded file stream (plain or FlateDecode) is an invoice XML
+//     as above, whatever its name (the name may sit in a compressed
+//     object stream). A PDF whose text merely mentions the name is no
+//     invoice.
 //
 // The message is mail from strangers: nesting, the number of parts and
 // the bytes decoded per part are bounded, and nothing here fails: what
@@ -20,6 +22,7 @@ package archive
 import (
 	"bufio"
 	"bytes"
+	"compress/zlib"
 	"encoding/base64"
 	"encoding/xml"
 	"io"
@@ -181,9 +184,10 @@ func isInvoiceXML(r io.Reader) bool {
 	}
 }
 
-// isHybridPDF reports whether a PDF embeds an invoice XML by one of
-// invoiceNames: a file specification (/F or /UF followed by the name as
-// a literal string) and an embedded file stream.
+// isHybridPDF reports whether a PDF embeds an invoice: an embedded file
+// named one of invoiceNames in its file specification (/F or /UF, a
+// literal string), or an embedded file stream (uncompressed or
+// FlateDecode) whose XML is an invoice (isInvoiceXML).
 func isHybridPDF(b []byte) bool {
 	if !bytes.HasPrefix(bytes.TrimLeft(b, "\x00\t\r\n "), []byte("%PDF-")) {
 		return false
@@ -191,20 +195,79 @@ func isHybridPDF(b []byte) bool {
 	if !bytes.Contains(b, []byte("/EmbeddedFile")) {
 		return false
 	}
-	lower := bytes.ToLower(b)
-	for _, key := range []string{"/f", "/uf"} {
-		for i := 0; ; {
-			j := bytes.Index(lower[i:], []byte(key))
-			if j < 0 {
-				break
+	return namedInvoice(b) || embeddedInvoice(b)
+}
+
+// namedInvoice looks at every ".xml)" for a file specification naming
+// an invoice: "/F (NAME)" or "/UF (NAME)", NAME case-insensitive.
+func namedInvoice(b []byte) bool {
+	for i := 0; ; {
+		j := bytes.Index(b[i:], []byte(".xml)"))
+		if j < 0 {
+			return false
+		}
+		end := i + j + len(".xml")
+		i = end
+		for _, n := range invoiceNames {
+			start := end - len(n)
+			if start < 1 || b[start-1] != '(' || !bytes.EqualFold(b[start:end], []byte(n)) {
+				continue
 			}
-			rest := bytes.TrimLeft(lower[i+j+len(key):], " \t\r\n")
-			for _, n := range invoiceNames {
-				if bytes.HasPrefix(rest, []byte("("+n+")")) {
-					return true
-				}
+			before := bytes.TrimRight(b[max(0, start-16):start-1], " \t\r\n")
+			if bytes.HasSuffix(before, []byte("/F")) || bytes.HasSuffix(before, []byte("/UF")) {
+				return true
 			}
-			i += j + len(key)
+		}
+	}
+}
+
+// maxEmbeddedStreams bounds the embedded file streams looked into.
+const maxEmbeddedStreams = 32
+
+// embeddedInvoice looks into the streams of type /EmbeddedFile for an
+// invoice XML.
+func embeddedInvoice(b []byte) bool {
+	key := []byte("/EmbeddedFile")
+	for i, n := 0, 0; n < maxEmbeddedStreams; {
+		j := bytes.Index(b[i:], key)
+		if j < 0 {
+			return false
+		}
+		pos := i + j + len(key)
+		i = pos
+		if pos < len(b) && b[pos] == 's' {
+			continue // /EmbeddedFiles, the name tree
+		}
+		k := bytes.Index(b[pos:min(len(b), pos+4096)], []byte("stream"))
+		if k < 0 {
+			continue
+		}
+		from := max(0, pos-4096)
+		if o := bytes.LastIndex(b[from:pos], []byte(" obj")); o >= 0 {
+			from += o
+		}
+		dict := b[from : pos+k]
+		if bytes.Contains(dict, []byte("endstream")) {
+			continue // "stream" belongs to another object
+		}
+		n++
+		data := b[pos+k+len("stream"):]
+		data = bytes.TrimPrefix(bytes.TrimPrefix(data, []byte("\r")), []byte("\n"))
+		if e := bytes.Index(data, []byte("endstream")); e >= 0 {
+			data = data[:e]
+		}
+		var r io.Reader = bytes.NewReader(data)
+		if bytes.Contains(dict, []byte("/FlateDecode")) {
+			zr, err := zlib.NewReader(r)
+			if err != nil {
+				continue
+			}
+			r = zr
+		} else if bytes.Contains(dict, []byte("/Filter")) {
+			continue // another filter: not read
+		}
+		if isInvoiceXML(io.LimitReader(r, maxInvoiceXML)) {
+			return true
 		}
 	}
 	return false

@@ -2,6 +2,7 @@ package archive
 
 import (
 	"bytes"
+	"compress/zlib"
 	"encoding/base64"
 	"fmt"
 	"os"
@@ -38,7 +39,11 @@ const ciiInvoice = `<?xml version="1.0" encoding="UTF-8"?>
 
 // pdfWith builds a one-page PDF; embed names an embedded file holding
 // xml (none when ""), text is shown on the page.
-func pdfWith(embed, xml, text string) []byte {
+func pdfWith(embed, xml, text string) []byte { return pdfFlate(embed, xml, text, false) }
+
+// pdfFlate is pdfWith, the embedded file compressed with FlateDecode
+// when flate is set.
+func pdfFlate(embed, xml, text string, flate bool) []byte {
 	var b bytes.Buffer
 	var offs []int
 	obj := func(body string) {
@@ -58,7 +63,15 @@ func pdfWith(embed, xml, text string) []byte {
 	obj("<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
 	if embed != "" {
 		obj(fmt.Sprintf("<< /Type /Filespec /F (%s) /UF (%s) /AFRelationship /Data /EF << /F 7 0 R >> >>", embed, embed))
-		obj(fmt.Sprintf("<< /Type /EmbeddedFile /Subtype /text#2Fxml /Length %d >>\nstream\n%s\nendstream", len(xml), xml))
+		data, filter := xml, ""
+		if flate {
+			var z bytes.Buffer
+			zw := zlib.NewWriter(&z)
+			zw.Write([]byte(xml))
+			zw.Close()
+			data, filter = z.String(), " /Filter /FlateDecode"
+		}
+		obj(fmt.Sprintf("<< /Type /EmbeddedFile /Subtype /text#2Fxml%s /Length %d >>\nstream\n%s\nendstream", filter, len(data), data))
 	}
 	xref := b.Len()
 	fmt.Fprintf(&b, "xref\n0 %d\n0000000000 65535 f \n", len(offs)+1)
@@ -103,10 +116,33 @@ func pdfAttachments(t *testing.T, pdf []byte) string {
 	return string(out)
 }
 
+// checkDetached saves the embedded file name with pdfdetach and
+// compares it with want.
+func checkDetached(t *testing.T, pdf []byte, name, want string) {
+	t.Helper()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "x.pdf")
+	os.WriteFile(p, pdf, 0o600)
+	out := filepath.Join(dir, "out.xml")
+	if b, err := exec.Command("pdfdetach", "-savefile", name, "-o", out, p).CombinedOutput(); err != nil {
+		t.Fatalf("pdfdetach -savefile: %v\n%s", err, b)
+	}
+	if got, _ := os.ReadFile(out); string(got) != want {
+		t.Fatalf("pdfdetach extracted %q, want the invoice XML", got)
+	}
+}
+
 func TestIsEInvoice(t *testing.T) {
 	zugferd := pdfWith("factur-x.xml", ciiInvoice, "Rechnung RE-2026-0043")
 	mention := pdfWith("", "", "Die Datei factur-x.xml folgt separat")
 	otherEmbed := pdfWith("notes.xml", "<notes/>", "(factur-x.xml) wird nachgereicht")
+	// Compressed, under a name not in the list: found by its content.
+	hidden := pdfFlate("rechnungsdaten.xml", ciiInvoice, "Rechnung", true)
+	compressedOther := pdfFlate("notes.xml", "<notes>factur-x.xml</notes>", "x", true)
+	if got := pdfAttachments(t, hidden); !strings.Contains(got, "rechnungsdaten.xml") {
+		t.Fatalf("pdfdetach on the compressed PDF: %q", got)
+	}
+	checkDetached(t, hidden, "rechnungsdaten.xml", ciiInvoice)
 	// A real PDF reader sees what the detector is to see.
 	if got := pdfAttachments(t, zugferd); !strings.Contains(got, "1 embedded files") || !strings.Contains(got, "factur-x.xml") {
 		t.Fatalf("pdfdetach on the ZUGFeRD PDF: %q, want factur-x.xml embedded", got)
@@ -129,6 +165,8 @@ func TestIsEInvoice(t *testing.T) {
 		{"CII named only by file name", mailWith("application/octet-stream", "xrechnung.xml", []byte(ciiInvoice)), true},
 		{"ZUGFeRD PDF", mailWith("application/pdf", "RE-2026-0043.pdf", zugferd), true},
 		{"forwarded invoice", fwd, true},
+		{"ZUGFeRD PDF, compressed, other name", mailWith("application/pdf", "RE.pdf", hidden), true},
+		{"PDF embedding other compressed XML", mailWith("application/pdf", "x.pdf", compressedOther), false},
 		{"PDF mentioning the name", mailWith("application/pdf", "brief.pdf", mention), false},
 		{"PDF embedding another XML, mentioning the name", mailWith("application/pdf", "brief.pdf", otherEmbed), false},
 		{"other XML", mailWith("application/xml", "order.xml", []byte(`<?xml version="1.0"?><Order xmlns="urn:oasis:names:specification:ubl:schema:xsd:Order-2"/>`)), false},
