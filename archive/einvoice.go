@@ -221,8 +221,9 @@ func namedInvoice(b []byte) bool {
 	}
 }
 
-// maxEmbeddedStreams bounds the embedded file streams looked into.
-const maxEmbeddedStreams = 32
+// maxEmbeddedStreams bounds the /EmbeddedFile keys looked at (each costs
+// a search of up to 8 KiB around it).
+const maxEmbeddedStreams = 64
 
 // embeddedInvoice looks into the streams of type /EmbeddedFile for an
 // invoice XML.
@@ -235,6 +236,7 @@ func embeddedInvoice(b []byte) bool {
 		}
 		pos := i + j + len(key)
 		i = pos
+		n++
 		if pos < len(b) && b[pos] == 's' {
 			continue // /EmbeddedFiles, the name tree
 		}
@@ -250,7 +252,6 @@ func embeddedInvoice(b []byte) bool {
 		if bytes.Contains(dict, []byte("endstream")) {
 			continue // "stream" belongs to another object
 		}
-		n++
 		data := b[pos+k+len("stream"):]
 		data = bytes.TrimPrefix(bytes.TrimPrefix(data, []byte("\r")), []byte("\n"))
 		if e := bytes.Index(data, []byte("endstream")); e >= 0 {
