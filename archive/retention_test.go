@@ -2,6 +2,7 @@ package archive
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -330,5 +331,33 @@ func TestPurgeKeepsSharedOriginalAndVersions(t *testing.T) {
 	}
 	if res, err := a.Verify(nil); err != nil || !res.OK() {
 		t.Errorf("verify: %s %v", problems(res), err)
+	}
+}
+
+type holdLog struct{ calls []string }
+
+func (h *holdLog) HoldChanged(hold Hold, added bool, ids []uint64) error {
+	h.calls = append(h.calls, fmt.Sprintf("%s %v %v", hold.Case, added, ids))
+	return nil
+}
+
+func TestHoldObserver(t *testing.T) {
+	a, recs := purgeFixture(t)
+	var log holdLog
+	a.SetHoldObserver(&log)
+	q1 := Query{Until: time.Date(2015, 3, 1, 9, 2, 0, 0, time.UTC)} // records 1, 2
+	q2 := Query{Until: time.Date(2015, 3, 1, 9, 1, 0, 0, time.UTC)} // record 1
+	a.AddHold(Hold{Case: "a", Query: q1})
+	a.AddHold(Hold{Case: "b", Query: q2})
+	a.RemoveHold("a") // record 2 is free, record 1 still held by b
+	a.RemoveHold("b")
+	want := []string{
+		fmt.Sprintf("a true [%d %d]", recs[1].ID, recs[0].ID),
+		fmt.Sprintf("b true [%d]", recs[0].ID),
+		fmt.Sprintf("a false [%d]", recs[1].ID),
+		fmt.Sprintf("b false [%d]", recs[0].ID),
+	}
+	if !slices.Equal(log.calls, want) {
+		t.Errorf("observer calls %q, want %q", log.calls, want)
 	}
 }
