@@ -137,30 +137,11 @@ func attachmentName(h textproto.Header) string {
 func decodeBody(r io.Reader, cte string) io.Reader {
 	switch strings.ToLower(strings.TrimSpace(cte)) {
 	case "base64":
-		return base64.NewDecoder(base64.StdEncoding, &base64Clean{r: r})
+		return base64.NewDecoder(base64.StdEncoding, r) // it skips \r and \n itself
 	case "quoted-printable":
 		return quotedprintable.NewReader(r)
 	}
 	return r
-}
-
-// base64Clean drops the line breaks and spaces a base64 body has.
-type base64Clean struct{ r io.Reader }
-
-func (c *base64Clean) Read(p []byte) (int, error) {
-	for {
-		n, err := c.r.Read(p)
-		j := 0
-		for _, b := range p[:n] {
-			if b != '\r' && b != '\n' && b != ' ' && b != '\t' {
-				p[j] = b
-				j++
-			}
-		}
-		if j > 0 || err != nil {
-			return j, err
-		}
-	}
 }
 
 // isInvoiceXML reports whether the document's root element is an
