@@ -25,6 +25,11 @@
 //	archive_appending id → when an APPEND of its user copy began (unix ns), until recorded
 //	archive_audit    the audit log (audit.go)
 //	archive_seals    id → nothing: the seal records (seal.go)
+//	archive_holds    case → legal hold (holds.go)
+//	archive_restricted idempotency key → GDPR restriction (holds.go)
+//
+// Purge plans are files in state_dir/purge (purge.go); records carry
+// their retention class and retain-until (retention.go).
 package archive
 
 import (
@@ -41,6 +46,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -89,6 +95,10 @@ type Archive struct {
 	retryMu sync.Mutex
 	// leftovers is how many crash leftovers Open removed.
 	leftovers int
+	// retention classifies new records (SetRetention); holds is told of
+	// holds added and removed (SetHoldObserver).
+	retention retentionPointer
+	holds     atomic.Pointer[holdObserver]
 }
 
 // Open opens the archive in dir (state_dir/archive) with its index in the
@@ -259,6 +269,9 @@ func (a *Archive) Get(id uint64) (*Record, error) {
 	if err == nil && !rec.IsMessage() {
 		return nil, fmt.Errorf("%w: record %d is a %s", ErrNotMessage, id, rec.Kind)
 	}
+	if err == nil {
+		a.fillRetention(rec)
+	}
 	return rec, err
 }
 
@@ -346,6 +359,7 @@ func (a *Archive) PutSum(src Source, original []byte, osha string, res *harvest.
 	if err != nil {
 		return nil, false, err
 	}
+	a.classify(r, res.Plaintext)
 	return a.commit(r, 0, dirs)
 }
 
@@ -368,6 +382,7 @@ func (a *Archive) PutUnfetched(src Source, size int64, reason string) (*Record, 
 	r := a.newRecord(src, rep)
 	r.Version = 1
 	r.OriginalSHA256, r.OriginalSize = osha, size
+	a.classify(r, nil)
 	return a.commit(r, 0, nil)
 }
 
@@ -544,35 +559,14 @@ func (a *Archive) commit(r *Record, supersedes uint64, dirs []string) (*Record, 
 		if supersedes != 0 && (cur == nil || binary.BigEndian.Uint64(cur) != supersedes) {
 			return fmt.Errorf("%w: record %d is no longer the current version", ErrConflict, supersedes)
 		}
-		recs := tx.Bucket(bucketRecords)
-		meta := tx.Bucket(bucketMeta)
-		id, err := recs.NextSequence()
+		id, err := tx.Bucket(bucketRecords).NextSequence()
 		if err != nil {
 			return err
 		}
-		prev := make([]byte, sha256.Size)
-		if head := meta.Get(keyHead); head != nil {
-			if len(head) != 8+sha256.Size {
-				return fmt.Errorf("%w: chain head", ErrCorrupt)
-			}
-			copy(prev, head[8:])
-		}
-		r.ID = id
 		r.Supersedes = supersedes
-		r.Prev = hex.EncodeToString(prev)
-		r.Hash = ""
-		body, err := json.Marshal(r)
-		if err != nil {
+		if err := appendRecord(tx, r, id); err != nil {
 			return err
 		}
-		h := chainHash(prev, id, body)
-		if err := recs.Put(u64(id), append(append([]byte{}, h...), body...)); err != nil {
-			return err
-		}
-		if err := meta.Put(keyHead, append(u64(id), h...)); err != nil {
-			return err
-		}
-		r.Hash = hex.EncodeToString(h)
 		if err := keys.Put(key, u64(id)); err != nil {
 			return err
 		}

@@ -156,6 +156,12 @@ type Query struct {
 	Since     time.Time // arrival time on or after
 	Until     time.Time // arrival time before
 	Limit     int       // 0: no limit
+	// Expired selects the records whose retention has ended and that may
+	// be purged: neither held nor restricted (holds.go).
+	Expired bool `json:"expired,omitempty"`
+	// HideRestricted leaves out restricted messages (every reader but an
+	// auditor). Set by the admin layer, never by a client.
+	HideRestricted bool `json:"-"`
 }
 
 // Check reports the first invalid field of q.
@@ -233,6 +239,12 @@ func (q *Query) match(r *Record) bool {
 	return false
 }
 
+// Matches reports whether r matches q's filters (Limit aside).
+func (q Query) Matches(r *Record) bool {
+	q = q.clean()
+	return r.Kind == KindMessage && q.match(r)
+}
+
 // listBatch is how many records one read transaction collects: fn runs
 // outside transactions, so a slow consumer (an export) never holds one
 // open for long.
@@ -255,6 +267,14 @@ func (a *Archive) List(q Query, fn func(*Record) error) error {
 	}
 	n := 0
 	subject := strings.ToLower(q.Subject)
+	now := a.now()
+	var holds []Hold
+	if q.Expired {
+		var err error
+		if holds, err = a.Holds(); err != nil {
+			return fmt.Errorf("archive: list: %w", err)
+		}
+	}
 	for {
 		var batch []*Record
 		done := false
@@ -293,9 +313,28 @@ func (a *Archive) List(q Query, fn func(*Record) error) error {
 				if err != nil {
 					return err
 				}
-				if q.match(r) {
-					batch = append(batch, r)
+				a.fillRetention(r)
+				if !q.match(r) {
+					continue
 				}
+				if q.HideRestricted || q.Expired {
+					x, err := restrictionOf(tx, r)
+					if err != nil {
+						return err
+					}
+					if q.HideRestricted && x.Active(now) {
+						continue
+					}
+					if q.Expired {
+						if why, err := purgeable(tx, holds, r, now); err != nil || why != "" {
+							if err != nil {
+								return err
+							}
+							continue
+						}
+					}
+				}
+				batch = append(batch, r)
 			}
 		})
 		if err != nil {

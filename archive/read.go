@@ -14,8 +14,8 @@ import (
 // ReadOriginal returns the original bytes of r, checked against the
 // record's SHA-256.
 func (a *Archive) ReadOriginal(r *Record) ([]byte, error) {
-	if r.PlaintextFile == "" {
-		return nil, fmt.Errorf("archive: record %d: the message was not fetched (%s)", r.ID, r.Error)
+	if err := readable(r); err != nil {
+		return nil, err
 	}
 	return readChecked(a.OriginalPath(r.OriginalSHA256), r.OriginalSHA256, r.ID)
 }
@@ -23,14 +23,27 @@ func (a *Archive) ReadOriginal(r *Record) ([]byte, error) {
 // ReadPlaintext returns the plaintext of r, checked against the record's
 // SHA-256.
 func (a *Archive) ReadPlaintext(r *Record) ([]byte, error) {
-	if r.PlaintextFile == "" {
-		return nil, fmt.Errorf("archive: record %d: the message was not fetched (%s)", r.ID, r.Error)
+	if err := readable(r); err != nil {
+		return nil, err
 	}
 	p, err := a.PlaintextPath(r)
 	if err != nil {
 		return nil, err
 	}
 	return readChecked(p, r.PlaintextSHA256, r.ID)
+}
+
+// readable says why r has no files to read, if it has none.
+func readable(r *Record) error {
+	switch {
+	case r.Kind == KindPurged:
+		return fmt.Errorf("%w: record %d was purged (tombstone %d)", ErrNotFound, r.ID, r.PurgedBy)
+	case r.Kind != KindMessage:
+		return fmt.Errorf("%w: record %d is a %s, not a message", ErrNotFound, r.ID, r.Kind)
+	case r.PlaintextFile == "":
+		return fmt.Errorf("archive: record %d: the message was not fetched (%s)", r.ID, r.Error)
+	}
+	return nil
 }
 
 func readChecked(path, sha string, id uint64) ([]byte, error) {

@@ -65,9 +65,11 @@ var verdictStatuses = []struct{ verdict, status string }{
 // shape of `smimed inspect --json`.
 type Record struct {
 	ID uint64 `json:"id"`
-	// Kind is what the record is: "" or KindMessage for an archived
-	// message (records written before kinds existed have none), KindSeal
-	// for a seal (seal.go), whose Seal field says what it seals.
+	// Kind is what the record is: "" (KindMessage) an archived message
+	// (records written before kinds existed have none), KindSeal a seal
+	// (seal.go), whose Seal field says what it seals, KindTombstone the
+	// record of a purge, KindPurged a message record whose content a
+	// purge removed (its chain hash is kept).
 	Kind string `json:"kind,omitempty"`
 	Seal *Seal  `json:"seal,omitempty"`
 	// Version is 1 for the record written when the message arrived, and
@@ -117,11 +119,33 @@ type Record struct {
 	Notes       []string              `json:"notes,omitempty"`
 	Error       string                `json:"error"`
 
+	// Class is the retention class (retention.go), RetainUntil the last
+	// second the message must be kept. RetentionFromConfig marks a record
+	// archived before retention existed: both were computed from the
+	// current configuration when it was read, and are not in the chain.
+	Class               string    `json:"class,omitempty"`
+	RetainUntil         time.Time `json:"retain_until,omitzero"`
+	RetentionFromConfig bool      `json:"retention_from_config,omitempty"`
+
+	// PurgedBy is the tombstone of a KindPurged record; Tombstone the
+	// purge a KindTombstone record holds (purge.go).
+	PurgedBy  uint64     `json:"purged_by,omitempty"`
+	Tombstone *Tombstone `json:"tombstone,omitempty"`
+
 	// Prev is the hash of the record before this one in the chain (hex,
 	// all zeros for the first); Hash this record's own (see chainHash).
 	Prev string `json:"prev"`
 	Hash string `json:"hash,omitempty"`
 }
+
+// Record kinds. Messages have none (records written before kinds
+// existed too).
+const (
+	KindMessage   = ""
+	KindSeal      = "seal"
+	KindTombstone = "tombstone"
+	KindPurged    = "purged"
+)
 
 // Source returns where the record's message was fetched from.
 func (r *Record) Source() Source {

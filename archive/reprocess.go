@@ -61,6 +61,11 @@ func (a *Archive) Reprocess(id uint64, eng Processor) (rec *Record, changed bool
 	if err != nil {
 		return nil, false, err
 	}
+	a.classify(r, res.Plaintext)
+	if cur.RetainUntil.After(r.RetainUntil) {
+		// A new version never shortens what the first promised.
+		r.Class, r.RetainUntil = cur.Class, cur.RetainUntil
+	}
 	rec, _, err = a.commit(r, cur.ID, dirs)
 	return rec, err == nil, err
 }

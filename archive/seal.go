@@ -37,13 +37,6 @@ import (
 	"github.com/smimed/smimed/harvest/state"
 )
 
-// Record kinds. Records written before kinds existed have none: they are
-// messages.
-const (
-	KindMessage = "message"
-	KindSeal    = "seal"
-)
-
 // bucketSeals lists the ids of the seal records (id → nothing).
 var bucketSeals = []byte("archive_seals")
 
@@ -56,7 +49,7 @@ func init() {
 var ErrNotMessage = errors.New("archive: not a message record")
 
 // IsMessage reports whether the record is an archived message.
-func (r *Record) IsMessage() bool { return r.Kind == "" || r.Kind == KindMessage }
+func (r *Record) IsMessage() bool { return r.Kind == KindMessage }
 
 // Seal is what a seal record says.
 type Seal struct {

@@ -47,6 +47,18 @@ type VerifyResult struct {
 	Seals []SealCheck `json:"seals,omitempty"`
 	// Unsealed is the records after the last seal (nil: none).
 	Unsealed *Unsealed `json:"unsealed,omitempty"`
+	// Purges are the gaps purges left, one per tombstone.
+	Purges []PurgeGap `json:"purges,omitempty"`
+}
+
+// PurgeGap is one purge as the chain shows it.
+type PurgeGap struct {
+	Tombstone  uint64    `json:"tombstone"`
+	Plan       string    `json:"plan"`
+	Records    []uint64  `json:"records"`
+	Planner    Person    `json:"planner"`
+	Approver   Person    `json:"approver"`
+	ApprovedAt time.Time `json:"approved_at"`
 }
 
 // OK reports whether nothing was found wrong.
@@ -68,8 +80,8 @@ func (a *Archive) verify(ev *EvidenceOptions, progress func(done, total int)) (*
 	v := &verifier{
 		a: a, res: &VerifyResult{Problems: []Problem{}}, started: time.Now(),
 		prev: make([]byte, sha256.Size), expect: 1, sealHash: make([]byte, sha256.Size),
-		superseded: map[uint64]bool{},
-		names:      map[string]bool{}, originals: map[string]string{}, progress: progress,
+		superseded: map[uint64]bool{}, purged: map[uint64]purgedLink{}, listed: map[uint64]bool{}, other: map[uint64]bool{},
+		names: map[string]bool{}, originals: map[string]string{}, progress: progress,
 	}
 	// The chain: walk the records, then compare with the head; while
 	// the daemon keeps archiving, the head moves on: walk on to it.
@@ -96,6 +108,7 @@ func (a *Archive) verify(ev *EvidenceOptions, progress func(done, total int)) (*
 	case head != nil && !bytes.Equal(head, v.prev):
 		res.Problems = append(res.Problems, Problem{ID: headID, What: "the chain head does not match the last record's hash"})
 	}
+	v.unlisted()
 	if err := v.checkIndexes(); err != nil {
 		return nil, fmt.Errorf("archive: verify: %w", err)
 	}
@@ -126,6 +139,11 @@ type verifier struct {
 	ids    []uint64
 
 	superseded map[uint64]bool
+	// purged: emptied records → their stored hash; listed: those a
+	// tombstone named (with that hash).
+	purged     map[uint64]purgedLink
+	listed     map[uint64]bool
+	other      map[uint64]bool   // records that are not messages (tombstones, seals)
 	names      map[string]bool   // Maildir names of every record
 	originals  map[string]string // SHA-256 of every original → what its file hashed to (shared by records with the same bytes: hashed once)
 	plaintexts int               // plaintext files hashed
@@ -192,6 +210,7 @@ func (v *verifier) walk() error {
 			}
 			v.expect = it.id + 1
 			v.last = it.id
+			v.ids = append(v.ids, it.id)
 			v.res.Records++
 			v.record(it.id, it.val)
 			if v.progress != nil {
@@ -213,10 +232,22 @@ func (v *verifier) record(id uint64, val []byte) {
 		return
 	}
 	stored, body := val[:sha256.Size], val[sha256.Size:]
+	r, err := decodeRecord(id, val)
+	if err == nil && r.Kind == KindPurged {
+		// Its content is gone: its stored hash stands, checked against
+		// the tombstone that names it (tombstone), by the next record's
+		// link and as a leaf of its seal.
+		if r.Prev != hex.EncodeToString(v.prev) {
+			bad("", "purged record names another previous record (chain broken)")
+		}
+		v.purged[id] = purgedLink{hash: r.Hash, tombstone: r.PurgedBy}
+		v.prev = bytes.Clone(stored)
+		v.leaves = append(v.leaves, v.prev)
+		return
+	}
 	if !bytes.Equal(chainHash(v.prev, id, body), stored) {
 		bad("", "record altered: its hash does not match its content and the previous record's hash")
 	}
-	r, err := decodeRecord(id, val)
 	if err != nil {
 		bad("", "%v", err)
 		v.prev = bytes.Clone(stored)
@@ -228,17 +259,23 @@ func (v *verifier) record(id uint64, val []byte) {
 	}
 	prev := v.prev
 	v.prev = bytes.Clone(stored)
+	if r.Kind != KindMessage {
+		v.other[id] = true
+	}
 	if r.Kind == KindSeal {
 		v.seal(r, prev, stored)
 		return
 	}
 	v.leaves = append(v.leaves, v.prev)
-	if !r.IsMessage() {
-		return // a kind of record with no files
-	}
-	v.ids = append(v.ids, id)
 	if r.Supersedes != 0 {
 		v.superseded[r.Supersedes] = true
+	}
+	if r.Kind == KindTombstone {
+		v.tombstone(r, bad)
+		return
+	}
+	if r.Kind != KindMessage {
+		return // another kind of record: no files
 	}
 
 	check := func(path, want, got string) {
@@ -271,6 +308,47 @@ func (v *verifier) record(id uint64, val []byte) {
 	check(p, r.PlaintextSHA256, fileSHA256(p))
 }
 
+// purgedLink is what an emptied record says of itself.
+type purgedLink struct {
+	hash      string
+	tombstone uint64
+}
+
+// tombstone checks that every record the tombstone r names was emptied
+// before it and keeps the hash the tombstone names.
+func (v *verifier) tombstone(r *Record, bad func(file, format string, args ...any)) {
+	t := r.Tombstone
+	if t == nil {
+		bad("", "tombstone without its purge")
+		return
+	}
+	gap := PurgeGap{Tombstone: r.ID, Plan: t.Plan, Planner: t.Planner, Approver: t.Approver, ApprovedAt: t.ApprovedAt}
+	for _, p := range t.Purged {
+		gap.Records = append(gap.Records, p.ID)
+		link, ok := v.purged[p.ID]
+		switch {
+		case !ok:
+			bad("", "tombstone names record %d as purged, but that record is not an emptied one before it", p.ID)
+		case link.tombstone != r.ID:
+			bad("", "tombstone names record %d, which says tombstone %d purged it", p.ID, link.tombstone)
+		case link.hash != p.Hash:
+			v.res.Problems = append(v.res.Problems, Problem{ID: p.ID, What: fmt.Sprintf("purged record's hash differs from the one tombstone %d keeps (record or tombstone altered)", r.ID)})
+		}
+		v.listed[p.ID] = true
+	}
+	v.res.Purges = append(v.res.Purges, gap)
+}
+
+// unlisted reports emptied records no tombstone names: content removed
+// behind the chain's back.
+func (v *verifier) unlisted() {
+	for _, id := range v.ids {
+		if _, purged := v.purged[id]; purged && !v.listed[id] {
+			v.res.Problems = append(v.res.Problems, Problem{ID: id, What: "record emptied as purged, but no tombstone names it (content removed behind the chain's back)"})
+		}
+	}
+}
+
 // checkIndexes compares the idempotency keys and the secondary indexes
 // with what the chain says is current: an index entry deleted hides a
 // message from every query, one pointing at an old version shows what was
@@ -279,7 +357,7 @@ func (v *verifier) checkIndexes() error {
 	current := map[uint64]bool{}
 	var cur []uint64
 	for _, id := range v.ids {
-		if !v.superseded[id] {
+		if _, purged := v.purged[id]; !v.superseded[id] && !purged && !v.other[id] {
 			current[id] = true
 			cur = append(cur, id)
 		}

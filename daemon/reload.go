@@ -53,6 +53,7 @@ func (s *Service) Reload() error {
 		return err
 	}
 	l.warn(s.log)
+	s.arch.SetRetention(cfg.Archive.Retention.Policy())
 
 	restartNeeded := func(key string, running, configured *string) {
 		if *configured != *running {

@@ -211,6 +211,7 @@ func NewService(cfg *config.Config, log *slog.Logger, notify *Notifier) (*Servic
 		db.Close()
 		return nil, err
 	}
+	arch.SetRetention(cfg.Archive.Retention.Policy())
 	// Open removed what a crash left in the archive's tmp directories
 	// and unfinished backups (it holds the store's lock: nothing of a
 	// running smimed).
@@ -295,6 +296,7 @@ func (s *Service) Run(ctx context.Context) error {
 	// while we hold the store.
 	stopControl, err := admin.ServeControl(ctx, admin.ControlOptions{
 		Path: s.cfg.ControlSocketPath(), GID: -1, StateDir: s.cfg.StateDir, Log: s.log, Status: s.Status,
+		Auditors: new(admin.AccessOf(s.cfg, os.Getuid())),
 		Open: func(c admin.Caller) admin.ArchiveAPI {
 			return &admin.Local{Archive: s.arch, Store: s.store, State: s.state, Engine: s.engine.Load(), Caller: c, Changed: s.WakeCopies, Seal: s.trustCfg.Load().Archive.Seal,
 				Revocation: s.network.CRLs, CAs: admin.CACandidates(s.trustCfg.Load(), s.store)}

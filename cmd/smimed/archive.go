@@ -40,8 +40,13 @@ const archiveUsage = `Usage: smimed archive [--config FILE] SUBCOMMAND
   verify [--evidence [--openssl]] [--json]       check the hash chain, every file and the seals' timestamps
   proof ID [--json]                              a record's inclusion proof: Merkle path, seal, timestamps
   audit [--since DATE] [--json]                  who read the archive, when and what
+  hold add CASE (FILTERS | --all) [--reason TEXT] | hold remove CASE | hold list [--json]
+                                                 legal holds: held mail is never purged
+  restrict ID --reason TEXT | restrict ID --lift hide a message (GDPR) until its retention ends
+  purge --plan [--json] | purge --approve PLAN   delete what retention lets go, by two people
 
-FILTERS (list, export):
+FILTERS (list, export, hold add); list also takes --expired: messages
+whose retention has ended and that are neither held nor restricted.
 ` + archiveFilterHelp + `
   --config FILE   configuration file (default /etc/smimed/smimed.toml)
 
@@ -75,7 +80,7 @@ DATE is YYYY-MM-DD (a day in UTC) or an RFC 3339 time such as
 var archiveValueFlags = map[string]bool{
 	"config": true, "from": true, "to": true, "since": true, "until": true, "subject": true,
 	"status": true, "account": true, "message-id": true, "limit": true, "format": true, "out": true,
-	"direction": true,
+	"direction": true, "reason": true, "approve": true,
 }
 
 // archiveCommand finds the subcommand (the first word that is neither a
@@ -100,7 +105,7 @@ func archiveCommand(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if sub < 0 {
-		fmt.Fprintln(stderr, "smimed archive: missing subcommand: list, show, export, failed, retry, verify, proof or audit (see smimed archive --help)")
+		fmt.Fprintln(stderr, "smimed archive: missing subcommand: list, show, export, failed, retry, verify, proof, audit, hold, restrict or purge (see smimed archive --help)")
 		return exitUsage
 	}
 	rest := append(append([]string{}, args[:sub]...), args[sub+1:]...)
@@ -121,11 +126,17 @@ func archiveCommand(args []string, stdout, stderr io.Writer) int {
 		return archiveProof(rest, stdout, stderr)
 	case "audit":
 		return archiveAudit(rest, stdout, stderr)
+	case "hold":
+		return archiveHold(args[:sub], args[sub+1:], stdout, stderr)
+	case "restrict":
+		return archiveRestrict(rest, stdout, stderr)
+	case "purge":
+		return archivePurge(rest, stdout, stderr)
 	case "help":
 		fmt.Fprint(stdout, archiveUsage)
 		return exitOK
 	}
-	fmt.Fprintf(stderr, "smimed archive: unknown subcommand %q: want list, show, export, failed, retry, verify, proof or audit\n", args[sub])
+	fmt.Fprintf(stderr, "smimed archive: unknown subcommand %q: want list, show, export, failed, retry, verify, proof, audit, hold, restrict or purge\n", args[sub])
 	return exitUsage
 }
 
@@ -261,12 +272,17 @@ func parseID(s string) (uint64, error) {
 	return id, nil
 }
 
-const archiveListUsage = `Usage: smimed archive list [FILTERS] [--json] [--config FILE]
+const archiveListUsage = `Usage: smimed archive list [FILTERS] [--expired] [--json] [--config FILE]
 
 Lists the archived messages (the current version of each), newest first:
 ID, arrival time (UTC), status, From and Subject, shortened to fit a line.
-With --json, one record per line with every field of the index.
+With --json, one record per line with every field of the index (class and
+retain_until among them). Restricted messages are not listed (but to an
+auditor).
 
+  --expired          only messages whose retention has ended (retain-until
+                     passed) and that are neither held nor restricted:
+                     what "archive purge --plan" would list
   --json             one JSON object per record, one per line
   --config FILE      configuration file (default /etc/smimed/smimed.toml)
 ` + archiveFilterHelp
@@ -281,6 +297,7 @@ func archiveList(args []string, stdout, stderr io.Writer) int {
 	s := newArchiveSession("archive list", stdout, stderr)
 	qf := addQueryFlags(s.fs)
 	asJSON := s.fs.Bool("json", false, "")
+	expired := s.fs.Bool("expired", false, "")
 	if _, code, done := s.parse(args, archiveListUsage, 0); done {
 		return code
 	}
@@ -288,6 +305,7 @@ func archiveList(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return s.usagef("%v", err)
 	}
+	q.Expired = *expired
 	return s.with(false, func(ctx context.Context, api admin.ArchiveAPI, _ *config.Config) int {
 		enc := jsonLines(stdout)
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
@@ -513,8 +531,10 @@ original and plaintext file, and every seal's Merkle root and links, and
 prints each problem ("record N: FILE: what"), the number of records and
 files checked, and the chain head: the last record's hash, the value to
 publish or write down so that a later rewrite of the history can be told;
-then one line per seal and the records not sealed yet. Exit 0 when
-everything is intact, 1 when anything is missing or altered.
+then one line per seal and the records not sealed yet. Each purge shows
+as a gap ("gap: N records purged by plan …"): the purged records' hashes
+are checked against their tombstone. Exit 0 when everything is intact, 1
+when anything is missing or altered.
 
   --evidence      also judge every seal's timestamps: signature, the TSA's
                   certificate chain to [[archive.seal.tsa]] ca_file at the
@@ -526,7 +546,7 @@ everything is intact, 1 when anything is missing or altered.
                   -verify too (at its own time, -attime) and report where
                   openssl and smimed disagree
   --json          one JSON object: records, files, head_id, head, problems,
-                  seals (id, first, last, sealed, tokens), unsealed
+                  purges, seals (id, first, last, sealed, tokens), unsealed
   --config FILE   configuration file (default /etc/smimed/smimed.toml)
 `
 
@@ -561,6 +581,10 @@ func archiveVerify(args []string, stdout, stderr io.Writer) int {
 		} else {
 			for _, p := range res.Problems {
 				fmt.Fprintln(stdout, clean(p.String()))
+			}
+			for _, g := range res.Purges {
+				fmt.Fprintf(stdout, "gap: %s purged by plan %s (tombstone record %d), planned by %s, approved by %s on %s\n",
+					plural(len(g.Records), "record"), clean(g.Plan), g.Tombstone, clean(g.Planner.String()), clean(g.Approver.String()), g.ApprovedAt.UTC().Format(time.DateOnly))
 			}
 			fmt.Fprintf(stdout, "checked %d records, %d files: %s\n", res.Records, res.Files, plural(len(res.Problems), "problem"))
 			if res.Records == 0 {

@@ -33,9 +33,10 @@ Usage:
   smimed keys list [--config FILE] [--json]                     the organisation keys: issuer, serial, SKI, fingerprint, addresses
   smimed oauth2 login [--config FILE] --account NAME            get an account's OAuth2 refresh token (device login)
   smimed run [--config FILE]                                    watch the IMAP folders (the service)
-  smimed archive [--config FILE] SUBCOMMAND                     list, show, export, failed, retry, verify, audit the archive
+  smimed archive [--config FILE] SUBCOMMAND                     list, show, export, failed, retry, verify, audit, hold, restrict, purge
   smimed backup [--config FILE] --out FILE [--force]            consistent copy of the store (not the archive files)
   smimed status [--config FILE] [--json]                        the running daemon's accounts and folders
+  smimed docs procedure [--config FILE]                         a draft procedure documentation from the configuration
   smimed demo [--dir DIR] [--listen ADDR] [--once]              the service on a demo mailbox of its own, no setup
   smimed version                                                the version smimed was built from
   smimed help                                                   this text
@@ -73,6 +74,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return archiveCommand(rest, stdout, stderr)
 	case "backup":
 		return backupMain(rest, stdout, stderr)
+	case "docs":
+		return docsCommand(args[1:], stdout, stderr)
 	case "status":
 		return statusMain(rest, stdout, stderr)
 	case "demo":

@@ -40,6 +40,12 @@ type Caller struct {
 	GID int    `json:"gid"`
 	PID int    `json:"pid"`
 	Via string `json:"via"` // "socket" or "direct"
+	// Role is RoleAdmin, RoleReader or RoleAuditor (retention.go); ""
+	// may only read, and sees no restricted mail.
+	Role string `json:"role,omitempty"`
+	// Login is the audit login uid of the process (the person behind
+	// su and sudo), else UID: what tells a purge's two people apart.
+	Login int `json:"login"`
 }
 
 // RetryResult is the outcome of re-processing one record.
@@ -78,6 +84,16 @@ type ArchiveAPI interface {
 	// Audit passes the audit log entries written at or after since to
 	// fn, oldest first.
 	Audit(ctx context.Context, since time.Time, fn func(archive.AuditEntry) error) error
+	// Holds, HoldAdd and HoldRemove list, add and remove legal holds;
+	// Restrict restricts a message (or lifts its restriction);
+	// PurgePlan and PurgeApprove purge what retention lets go, in two
+	// steps by two people (retention.go).
+	Holds(ctx context.Context) ([]archive.Hold, error)
+	HoldAdd(ctx context.Context, name string, q archive.Query, reason string) (int, error)
+	HoldRemove(ctx context.Context, name string) (int, error)
+	Restrict(ctx context.Context, id uint64, reason string, lift bool) (*archive.Restriction, error)
+	PurgePlan(ctx context.Context) (*archive.PurgePlan, error)
+	PurgeApprove(ctx context.Context, plan string) (*archive.Record, error)
 	Close() error
 }
 
@@ -136,6 +152,8 @@ type Local struct {
 	// Seal is [archive.seal]: the TSAs' trust anchors and require, for
 	// VerifyEvidence.
 	Seal config.Seal
+	// AuditorQuery limits what a caller of RoleAuditor sees; nil: all.
+	AuditorQuery *archive.Query
 }
 
 var _ ArchiveAPI = (*Local)(nil)
@@ -177,6 +195,10 @@ func userName(uid int) string {
 	return u.Username
 }
 
+// QueryDetail describes q's filters in one line, as the audit log and
+// `archive hold list` show them.
+func QueryDetail(q archive.Query) string { return queryDetail(q) }
+
 // queryDetail describes q for the audit log (the filters, not what they
 // matched).
 func queryDetail(q archive.Query) string {
@@ -202,6 +224,9 @@ func queryDetail(q archive.Query) string {
 	if q.Limit > 0 {
 		fmt.Fprintf(&b, " limit=%d", q.Limit)
 	}
+	if q.Expired {
+		b.WriteString(" expired")
+	}
 	if b.Len() == 0 {
 		return "all"
 	}
@@ -219,9 +244,13 @@ func (l *Local) List(ctx context.Context, q archive.Query, fn func(*archive.Reco
 	if err := l.audit(action, queryDetail(q)); err != nil {
 		return err
 	}
+	q = l.visibleQuery(q)
 	return l.Archive.List(q, func(r *archive.Record) error {
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if l.Caller.Role == RoleAuditor && l.AuditorQuery != nil && !l.AuditorQuery.Matches(r) {
+			return nil
 		}
 		return fn(r)
 	})
@@ -231,7 +260,27 @@ func (l *Local) Get(ctx context.Context, id uint64) (*archive.Record, error) {
 	if err := l.audit(archive.AuditList, fmt.Sprintf("id=%d", id)); err != nil {
 		return nil, err
 	}
-	return l.Archive.Get(id)
+	return l.getVisible(id)
+}
+
+// getVisible is record id when l.Caller may see it, else ErrNotFound
+// (a restricted message, or one outside an auditor's query, is not
+// there for them).
+func (l *Local) getVisible(id uint64) (*archive.Record, error) {
+	r, err := l.Archive.Get(id)
+	if err != nil {
+		return nil, err
+	}
+	if r.Kind == archive.KindMessage {
+		ok, err := l.visible(r)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, fmt.Errorf("%w: %d", archive.ErrNotFound, id)
+		}
+	}
+	return r, nil
 }
 
 func (l *Local) Message(ctx context.Context, id uint64, original bool, w io.Writer) error {
@@ -249,7 +298,7 @@ func (l *Local) Message(ctx context.Context, id uint64, original bool, w io.Writ
 	if err := l.audit(action, detail); err != nil {
 		return err
 	}
-	r, err := l.Archive.Get(id)
+	r, err := l.getVisible(id)
 	if err != nil {
 		return err
 	}
@@ -353,6 +402,9 @@ func (l *Local) Proof(ctx context.Context, id uint64) (*ProofResult, error) {
 var errVerifyCancelled = errors.New("verify cancelled")
 
 func (l *Local) Retry(ctx context.Context, ids []uint64, fn func(RetryResult) error) error {
+	if l.Caller.Role == RoleAuditor {
+		return l.refuse("archive retry", "")
+	}
 	if l.Engine == nil {
 		return fmt.Errorf("retry: no engine (keys not loaded)")
 	}
@@ -409,6 +461,9 @@ func (l *Local) Retry(ctx context.Context, ids []uint64, fn func(RetryResult) er
 }
 
 func (l *Local) Backup(ctx context.Context, w io.Writer) (int64, error) {
+	if l.Caller.Role == RoleAuditor {
+		return 0, l.refuse("backup", "")
+	}
 	if err := l.audit(archive.AuditBackup, ""); err != nil {
 		return 0, err
 	}
@@ -416,6 +471,9 @@ func (l *Local) Backup(ctx context.Context, w io.Writer) (int64, error) {
 }
 
 func (l *Local) Audit(ctx context.Context, since time.Time, fn func(archive.AuditEntry) error) error {
+	if l.Caller.Role == RoleAuditor {
+		return l.refuse("archive audit", "")
+	}
 	detail := "all"
 	if !since.IsZero() {
 		detail = "since=" + since.UTC().Format(time.RFC3339)

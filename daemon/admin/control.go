@@ -117,6 +117,10 @@ type ControlOptions struct {
 	// Status, if set, answers the status op.
 	Status func() (*DaemonStatus, error)
 	Log    *slog.Logger
+	// Auditors, if set, names the auditors' group and what they may see
+	// (AccessOf; its ServiceUID is ignored: the daemon's own user is the
+	// service user).
+	Auditors *Access
 }
 
 // ServeControl listens on the control socket until ctx ends or stop is
@@ -173,8 +177,11 @@ func startControl(ctx context.Context, o ControlOptions) (*controlServer, error)
 		conns:          map[*net.UnixConn]struct{}{},
 		requestTimeout: requestTimeout,
 		policy: peerPolicy{
-			uid: os.Getuid(), gid: o.GID, group: groupName(o.GID), groupsOf: supplementaryGroups,
+			uid: os.Getuid(), gid: o.GID, group: groupName(o.GID), groupsOf: supplementaryGroups, auditorGID: -1,
 		},
+	}
+	if o.Auditors != nil {
+		s.policy.auditorGID, s.policy.auditorQuery = o.Auditors.AuditorGID, o.Auditors.AuditorQuery
 	}
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	s.wg.Add(1)
@@ -276,6 +283,15 @@ type peerPolicy struct {
 	gid      int    // the service's group
 	group    string // its name, for the refusal
 	groupsOf func(uid int) ([]int, error)
+	// auditorGID is the auditors' group (-1: none), auditorQuery what
+	// they may see.
+	auditorGID   int
+	auditorQuery *archive.Query
+}
+
+// access is the policy as the roles see it.
+func (p *peerPolicy) access() Access {
+	return Access{ServiceUID: p.uid, AuditorGID: p.auditorGID, AuditorQuery: p.auditorQuery}
 }
 
 // allow accepts root, the daemon's user, and members of its group (the
@@ -285,7 +301,10 @@ func (p *peerPolicy) allow(cred unix.Ucred) error {
 	if uid == 0 || uid == p.uid || gid == p.gid {
 		return nil
 	}
-	if groups, err := p.groupsOf(uid); err == nil && slices.Contains(groups, p.gid) {
+	if groups, err := p.groupsOf(uid); err == nil && (slices.Contains(groups, p.gid) || (p.auditorGID >= 0 && slices.Contains(groups, p.auditorGID))) {
+		return nil
+	}
+	if p.auditorGID >= 0 && gid == p.auditorGID {
 		return nil
 	}
 	return fmt.Errorf("%w: uid %d is not root, the service user, or in group %s", ErrPeerRefused, uid, p.group)
@@ -302,11 +321,19 @@ var writeOps = map[string]string{
 	opCertsUntrust: "certs untrust",
 	opCRLImport:    "certs crl import",
 	opCertsImport:  "certs import",
+	opHoldAdd:      "archive hold add",
+	opHoldRemove:   "archive hold remove",
+	opRestrict:     "archive restrict",
+	opPurgePlan:    "archive purge --plan",
+	opPurgeApprove: "archive purge --approve",
 }
 
 // mayWrite refuses a write op (writeOps) to anyone but root and the
 // daemon's own user; every other op passes (allow decided who connects).
 func (p *peerPolicy) mayWrite(c Caller, op string) error {
+	if c.Role == RoleAuditor && !slices.Contains(auditorOps, op) {
+		return fmt.Errorf("%w: %s: uid %d is an auditor and may only read and export", ErrPeerRefused, opName(op), c.UID)
+	}
 	name, write := writeOps[op]
 	if !write || isAdmin(c, p.uid) {
 		return nil
@@ -322,7 +349,7 @@ func isAdmin(c Caller, serviceUID int) bool {
 
 // refusedDetail describes a refused request for the audit log.
 func refusedDetail(req *controlRequest) string {
-	d := writeOps[req.Op]
+	d := opName(req.Op)
 	if req.Match != "" {
 		d += " certificate=" + req.Match
 	}
@@ -330,6 +357,14 @@ func refusedDetail(req *controlRequest) string {
 		d += fmt.Sprintf(" ids=%d", len(req.IDs))
 	}
 	return d
+}
+
+// opName is how a refusal names op.
+func opName(op string) string {
+	if n, ok := writeOps[op]; ok {
+		return n
+	}
+	return op
 }
 
 // supplementaryGroups are the groups uid's user is a member of.
@@ -396,7 +431,8 @@ func (s *controlServer) serve(c *net.UnixConn) {
 		fw.fail(err)
 		return
 	}
-	caller := Caller{UID: int(cred.Uid), GID: int(cred.Gid), PID: int(cred.Pid), Via: "socket"}
+	caller := Caller{UID: int(cred.Uid), GID: int(cred.Gid), PID: int(cred.Pid), Via: "socket", Login: loginUID(int(cred.Pid), int(cred.Uid))}
+	caller.Role = s.policy.access().role(caller, s.policy.groupsOf)
 	log := s.log.With("uid", caller.UID, "gid", caller.GID, "pid", caller.PID)
 	if err := s.policy.allow(*cred); err != nil {
 		log.Warn("control socket: connection refused", "err", err)
@@ -447,6 +483,9 @@ func (s *controlServer) serve(c *net.UnixConn) {
 	start := time.Now()
 	api := s.opts.Open(caller)
 	defer api.Close()
+	if l, ok := api.(*Local); ok && l.AuditorQuery == nil {
+		l.AuditorQuery = s.policy.auditorQuery
+	}
 	if err := s.policy.mayWrite(caller, req.Op); err != nil {
 		// A member of the group may read, not change: refused, audited,
 		// one line to the caller.
@@ -527,6 +566,8 @@ func (s *controlServer) do(ctx context.Context, api ArchiveAPI, req *controlRequ
 		err = api.Audit(ctx, req.Since, func(e archive.AuditEntry) error {
 			return fw.frame(&controlFrame{Audit: &e})
 		})
+	case opHolds, opHoldAdd, opHoldRemove, opRestrict, opPurgePlan, opPurgeApprove:
+		end, err = doRetention(ctx, api, req, fw)
 	case opStatus:
 		if s.opts.Status == nil {
 			return nil, errors.New("status: this daemon does not report one")
@@ -562,6 +603,12 @@ type controlRequest struct {
 	Trust    bool           `json:"trust,omitempty"`    // certs_import: also trust it (pinned)
 	// Command is the admin command making the request (WithAuditCommand).
 	Command string `json:"command,omitempty"`
+	// hold_add, hold_remove: the case; hold_add, restrict: the reason;
+	// restrict: lift; purge_approve: the plan.
+	Case   string `json:"case,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	Lift   bool   `json:"lift,omitempty"`
+	Plan   string `json:"plan,omitempty"`
 }
 
 func (r *controlRequest) query() archive.Query {
@@ -584,10 +631,17 @@ const (
 	opCRLImport        = "certs_crl_import"
 	opCertsImport      = "certs_import"
 	opStatus           = "status"
+	opHolds            = "holds"
+	opHoldAdd          = "hold_add"
+	opHoldRemove       = "hold_remove"
+	opRestrict         = "restrict"
+	opPurgePlan        = "purge_plan"
+	opPurgeApprove     = "purge_approve"
 )
 
 var controlOps = []string{"ping", "list", "get", "message", "verify", "proof", "retry", "backup", "audit",
-	opCertsList, opCertsEmail, opCertsFingerprint, opCertsCertificate, opCertsIMs, opCertsTrust, opCertsUntrust, opCRLs, opCRLImport, opCertsImport, opStatus}
+	opCertsList, opCertsEmail, opCertsFingerprint, opCertsCertificate, opCertsIMs, opCertsTrust, opCertsUntrust, opCRLs, opCRLImport, opCertsImport, opStatus,
+	opHolds, opHoldAdd, opHoldRemove, opRestrict, opPurgePlan, opPurgeApprove}
 
 // importOp reports whether op carries a file (a CRL, certificates), and
 // so may be larger than other requests (up to maxImportRequestSize).
@@ -620,7 +674,19 @@ func decodeRequest(line []byte) (*controlRequest, error) {
 		if err := q.Check(); err != nil {
 			return nil, fmt.Errorf("query: %w", err)
 		}
-	case "get", "message", "proof":
+	case opHoldAdd, opHoldRemove:
+		if req.Case == "" {
+			return nil, fmt.Errorf("%s needs a case name", req.Op)
+		}
+		q := req.query()
+		if err := q.Check(); err != nil {
+			return nil, fmt.Errorf("query: %w", err)
+		}
+	case opPurgeApprove:
+		if req.Plan == "" {
+			return nil, fmt.Errorf("%s needs a plan", req.Op)
+		}
+	case "get", "message", "proof", opRestrict:
 		if req.ID == 0 {
 			return nil, fmt.Errorf("%s needs a record id", req.Op)
 		}
@@ -691,6 +757,10 @@ type controlFrame struct {
 	Certificate []byte           `json:"certificate,omitempty"` // DER, base64 in JSON
 	CRL         *revocation.Info `json:"crl,omitempty"`         // certs_crls, certs_crl_import
 	Status      *DaemonStatus    `json:"status,omitempty"`
+	// holds, restrict, purge_plan
+	Hold        *archive.Hold        `json:"hold,omitempty"`
+	Restriction *archive.Restriction `json:"restriction,omitempty"`
+	Plan        *archive.PurgePlan   `json:"plan,omitempty"`
 }
 
 // Error codes carry the sentinel errors an error wraps to the client.
@@ -714,6 +784,9 @@ var errorCodes = []struct {
 	{"not_trusted", harvest.ErrNotTrusted},
 	{"untrusted_chain", ErrUntrustedChain},
 	{"not_for_address", harvest.ErrNotForAddress},
+	{"stale", archive.ErrStale},
+	{"same_person", archive.ErrSamePerson},
+	{"exists", archive.ErrExists},
 }
 
 // frameWriter writes reply lines; as an io.Writer it sends data frames.

@@ -464,6 +464,8 @@ func TestControlHelperProcess(t *testing.T) {
 			case "certs_untrust":
 				_, err = certs.Untrust(ctx, os.Getenv(childFPEnv))
 				fmt.Printf("certs_untrust: %v\n", err)
+			default:
+				retentionChildOp(ctx, api, op)
 			}
 		}
 	}

@@ -135,6 +135,7 @@ func Open(cfg *config.Config, mode Mode) (*Env, error) {
 				db.Close()
 				return nil, err
 			}
+			env.Archive.SetRetention(cfg.Archive.Retention.Policy())
 		}
 	}
 	if cr != nil {
@@ -167,13 +168,18 @@ func (e *Env) Close() error {
 // DirectCaller is this process as the audit log names a command that
 // works on the state file itself.
 func DirectCaller() Caller {
-	return Caller{UID: os.Getuid(), GID: os.Getgid(), PID: os.Getpid(), Via: "direct"}
+	return Caller{UID: os.Getuid(), GID: os.Getgid(), PID: os.Getpid(), Via: "direct", Login: loginUID(os.Getpid(), os.Getuid())}
 }
 
 // Local is the archive API on env (Write or Reprocess), acting for this
 // process; its Close closes env.
 func (e *Env) Local() *Local {
-	return &Local{Archive: e.Archive, Store: e.Store, State: e.State, Engine: e.Engine, Caller: DirectCaller(), Closer: e.Close, Seal: e.Config.Archive.Seal}
+	// The same roles as over the control socket: the service user is
+	// who owns the state file.
+	c := DirectCaller()
+	acc := AccessOf(e.Config, ownerOf(e.Config.StorePath()))
+	c.Role = acc.role(c, supplementaryGroups)
+	return &Local{Archive: e.Archive, Store: e.Store, State: e.State, Engine: e.Engine, Caller: c, Closer: e.Close, AuditorQuery: acc.AuditorQuery, Seal: e.Config.Archive.Seal}
 }
 
 // ArchiveFor is the archive API of cfg for an admin command: the running

@@ -97,6 +97,7 @@ func Defaults() *Config {
 		MaxMessageSize: DefaultMaxMessageSize,
 		Trust:          Trust{SystemRoots: true, Revocation: revocation.Soft, MinValidation: harvest.MinMailbox},
 		Daemon:         defaultDaemon(),
+		Archive:        Archive{Retention: DefaultRetention()},
 	}
 }
 
