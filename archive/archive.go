@@ -257,8 +257,9 @@ func (a *Archive) Seen(src Source, sha string) (*Record, error) {
 	return rec, err
 }
 
-// Get returns message record id; a record of another kind (a seal) is
-// ErrNotMessage.
+// Get returns record id: a message, a purged message's remains or a
+// purge's tombstone (callers check Kind, readable says why there are no
+// files); a seal, read through the seal functions, is ErrNotMessage.
 func (a *Archive) Get(id uint64) (*Record, error) {
 	var rec *Record
 	err := a.db.View(func(tx *bbolt.Tx) error {
@@ -266,7 +267,7 @@ func (a *Archive) Get(id uint64) (*Record, error) {
 		rec, err = getRecord(tx, id)
 		return err
 	})
-	if err == nil && !rec.IsMessage() {
+	if err == nil && rec.Kind == KindSeal {
 		return nil, fmt.Errorf("%w: record %d is a %s", ErrNotMessage, id, rec.Kind)
 	}
 	if err == nil {
