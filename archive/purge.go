@@ -31,6 +31,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -221,8 +222,18 @@ func (a *Archive) PlanPurge(planner Person) (*PurgePlan, error) {
 	if err := mkdirDurable(a.PlanDir()); err != nil {
 		return nil, fmt.Errorf("archive: purge plan: %w", err)
 	}
-	if err := writeDurable(filepath.Join(a.PlanDir(), p.ID+".json"), filepath.Join(a.PlanDir(), p.ID+".json"), b); err != nil {
+	file := filepath.Join(a.PlanDir(), p.ID+".json")
+	if err := writeDurable(file, file, b); err != nil {
 		return nil, fmt.Errorf("archive: purge plan: %w", err)
+	}
+	// Made by root while the service is stopped: the service user, who
+	// owns the state file, must be able to read it (an approval through
+	// the running service) and to write plans beside it.
+	if fi, err := os.Stat(a.st.Path()); err == nil && os.Getuid() == 0 {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 {
+			os.Chown(a.PlanDir(), int(st.Uid), int(st.Gid))
+			os.Chown(file, int(st.Uid), int(st.Gid))
+		}
 	}
 	return p, nil
 }
