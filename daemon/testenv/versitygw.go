@@ -192,3 +192,10 @@ func (s *S3) Log() string {
 	}
 	return s.log.String()
 }
+
+// ObjectFile is where the posix backend keeps the current version of an
+// object: removing it makes the object vanish behind the server's back
+// (a lost object, for verify's tests).
+func (s *S3) ObjectFile(bucket, key string) string {
+	return filepath.Join(s.dir, "root", bucket, filepath.FromSlash(key))
+}
