@@ -358,7 +358,7 @@ func (s *Service) Status() (*admin.DaemonStatus, error) {
 	st := &admin.DaemonStatus{
 		Version: admin.BuildVersion(), StateDir: s.stateDir,
 		Started: processStart, UptimeSeconds: int64(time.Since(processStart).Seconds()),
-		Folders: s.metrics.folders(),
+		Folders: s.metrics.folders(), Worm: s.wormStatus(),
 	}
 	cps, err := StoreCheckpoints(s.state)
 	if err != nil {

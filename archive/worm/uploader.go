@@ -83,12 +83,15 @@ func NewUploader(a *archive.Archive, db *state.DB, c *Client, opt Options) *Uplo
 	return &Uploader{a: a, db: db, c: c, opt: opt, log: opt.Logger.With("pkg", "worm"), wake: make(chan struct{}, 1), now: time.Now}
 }
 
+// Bucket is the bucket's name.
+func (u *Uploader) Bucket() string { return u.c.Bucket() }
+
 // Stats are the uploader's counters since it was made.
 type Stats struct {
-	Queued   int64 // objects added to the outbox
-	Uploaded int64 // objects written (or found written) to the bucket
-	Failures int64 // failed attempts (uploads and holds)
-	Holds    int64 // legal holds set or cleared
+	Queued   int64 `json:"queued"`   // objects added to the outbox
+	Uploaded int64 `json:"uploaded"` // objects written (or found written) to the bucket
+	Failures int64 `json:"failures"` // failed attempts (uploads, holds, the lock check)
+	Holds    int64 `json:"holds"`    // legal holds set or cleared
 }
 
 // Stats returns the counters.

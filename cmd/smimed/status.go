@@ -145,10 +145,28 @@ func statusPrint(w io.Writer, st *admin.DaemonStatus, now time.Time, bar bool) e
 	if err := statusPrintBacklogs(w, st.Folders, bar); err != nil {
 		return err
 	}
+	statusPrintWorm(w, st.Worm)
 	if len(errs) > 0 {
 		fmt.Fprintf(w, "\nlast errors:\n  %s\n", strings.Join(errs, "\n  "))
 	}
 	return nil
+}
+
+// statusPrintWorm writes the WORM copy's backlog and counters, if there
+// is a WORM copy:
+//
+//	WORM copy (bucket smimed-archive): 12 objects and 0 legal holds waiting (oldest queued 2026-12-03T15:00:00Z), 3 records not yet queued; since start 1520 uploaded, 2 failures
+//	  last error: worm: put originals/…: …
+func statusPrintWorm(w io.Writer, ws *admin.WormStatus) {
+	if ws == nil {
+		return
+	}
+	b := ws.Backlog
+	fmt.Fprintf(w, "\nWORM copy (bucket %s): %d objects and %d legal holds waiting (oldest queued %s), %d records not yet queued; since start %d uploaded, %d failures\n",
+		clean(ws.Bucket), b.Objects, b.Holds, statusTime(b.Oldest), b.Unqueued, ws.Stats.Uploaded, ws.Stats.Failures)
+	if b.LastError != "" {
+		fmt.Fprintf(w, "  last error: %s\n", clean(b.LastError))
+	}
 }
 
 // statusBarWidth is the number of cells in a backlog's progress bar.

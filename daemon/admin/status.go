@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/smimed/smimed/archive/worm"
 	"github.com/smimed/smimed/daemon/config"
 )
 
@@ -26,6 +27,16 @@ type DaemonStatus struct {
 	// Error says why there is no daemon's answer (set by the command).
 	Error   string         `json:"error,omitempty"`
 	Folders []FolderStatus `json:"folders"`
+	// Worm is the WORM copy ([archive.worm]), nil without one.
+	Worm *WormStatus `json:"worm,omitempty"`
+}
+
+// WormStatus is the WORM copy's state: what waits for the bucket, and
+// the uploader's counters since the daemon started.
+type WormStatus struct {
+	Bucket  string       `json:"bucket"`
+	Backlog worm.Backlog `json:"backlog"`
+	Stats   worm.Stats   `json:"stats"`
 }
 
 // FolderStatus is one account's folder. Without a daemon only Account,
