@@ -183,15 +183,9 @@ func (u *Uploader) Queue() (int, error) {
 	}
 	var puts []put
 	for id := cur + 1; id <= last; id++ {
-		r, err := u.a.Get(id)
-		switch {
-		case errors.Is(err, archive.ErrNotFound):
+		r, ok := recordAt(u.a, id)
+		if !ok {
 			continue // a gap: archive verify reports it
-		case errors.Is(err, archive.ErrCorrupt):
-			// Keep what the index holds; its files are unknown.
-			r = &archive.Record{ID: id}
-		case err != nil:
-			return 0, fmt.Errorf("worm: reading record %d: %w", id, err)
 		}
 		until := u.retainUntil(r, now)
 		hold := u.opt.Held != nil && u.opt.Held(r)
@@ -224,19 +218,33 @@ func (u *Uploader) Queue() (int, error) {
 
 var errConflict = errors.New("worm: outbox changed meanwhile")
 
+// recordAt returns record id for its objects; ok is false when there is
+// none (a gap). A record that is not a message (a seal) or cannot be read
+// as one has no files: its own JSON is its only object, and StoredRecord
+// reads it when it is uploaded.
+func recordAt(a *archive.Archive, id uint64) (r *archive.Record, ok bool) {
+	r, err := a.Get(id)
+	switch {
+	case errors.Is(err, archive.ErrNotFound):
+		return nil, false
+	case err != nil:
+		return &archive.Record{ID: id}, true
+	}
+	return r, true
+}
+
 // minLock is the shortest lock an object gets: a message whose retention
 // already ended when it reaches the bucket (a late backfill) is still
 // locked this long, as S3 wants a retain-until date in the future.
 const minLock = 24 * time.Hour
 
 func (u *Uploader) retainUntil(r *archive.Record, now time.Time) time.Time {
-	var t time.Time
-	if !r.When().IsZero() {
-		t = u.opt.RetainUntil(r)
+	if r.When().IsZero() { // no date to count from (a seal, an unreadable record): from now
+		c := *r
+		c.ArchivedAt = now
+		r = &c
 	}
-	if t.IsZero() { // no date to count from: from now
-		t = EndOfYearPlus(now, 10)
-	}
+	t := u.opt.RetainUntil(r)
 	if floor := now.Add(minLock); t.Before(floor) {
 		t = floor
 	}

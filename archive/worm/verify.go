@@ -63,14 +63,9 @@ func Verify(ctx context.Context, a *archive.Archive, db *state.DB, c *Client) (*
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		r, err := a.Get(id)
-		switch {
-		case errors.Is(err, archive.ErrNotFound):
+		r, ok := recordAt(a, id)
+		if !ok {
 			continue // archive verify names the gap
-		case errors.Is(err, archive.ErrCorrupt):
-			r = &archive.Record{ID: id}
-		case err != nil:
-			return nil, fmt.Errorf("worm: verify: %w", err)
 		}
 		for key, e := range objectsOf(r) {
 			if seen[key] || pending[key] {

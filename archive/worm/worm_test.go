@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"go.etcd.io/bbolt"
 
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/daemon/testenv"
@@ -354,4 +357,79 @@ func FuzzParseAnswers(f *testing.F) {
 			t.Fatalf("DefaultMode %q too long", l.DefaultMode)
 		}
 	})
+}
+
+// TestRecordWithoutFiles: a record that is not a message (a seal, here a
+// record this code cannot read as a message) is copied as its JSON alone,
+// locked from now, and does not stop the records after it.
+func TestRecordWithoutFiles(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.put(t, 1, time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC), testenv.Testdata(t, "msg", "plain.eml"))
+	seal := []byte(`{"id":2,"kind":"seal","seal":{"first":1,"last":1}`) // not a message record
+	err := e.db.Bolt().Update(func(tx *bbolt.Tx) error {
+		v := append(make([]byte, 32), seal...)
+		b := tx.Bucket([]byte("archive_records"))
+		if err := b.Put(binary.BigEndian.AppendUint64(nil, 2), v); err != nil {
+			return err
+		}
+		if err := b.SetSequence(2); err != nil {
+			return err
+		}
+		return tx.Bucket([]byte("archive_meta")).Put([]byte("head"), append(binary.BigEndian.AppendUint64(nil, 2), make([]byte, 32)...))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.put(t, 3, time.Date(2026, 3, 2, 12, 0, 0, 0, time.UTC), []byte("From: b@example.org\r\n\r\nthird\r\n"))
+	u := NewUploader(e.a, e.db, e.c, Options{RetainUntil: YearsAfterReceipt(7)})
+	u.Flush(ctx)
+	o := e.head(t, RecordKey(2))
+	if !bytes.Equal(o.SHA256, sum(seal)) {
+		t.Fatalf("records/2: SHA-256 %x, want %x", o.SHA256, sum(seal))
+	}
+	if want := time.Date(time.Now().UTC().Year()+8, 1, 1, 0, 0, 0, 0, time.UTC); !o.RetainUntil.Equal(want) {
+		t.Errorf("records/2 locked until %v, want %v (from now)", o.RetainUntil, want)
+	}
+	e.head(t, RecordKey(3))
+	if bl := must(u.Backlog()); bl.Objects != 0 || bl.Unqueued != 0 {
+		t.Fatalf("backlog = %+v", bl)
+	}
+}
+
+// TestEnqueueFile: a file handed over (a seal's timestamp token) is
+// copied as files/NAME, locked as asked; a file changed before its upload
+// is not uploaded.
+func TestEnqueueFile(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	tsr, changed := filepath.Join(dir, "1.tsr"), filepath.Join(dir, "2.tsr")
+	for _, p := range []string{tsr, changed} {
+		if err := os.WriteFile(p, []byte("token "+p), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u := NewUploader(e.a, e.db, e.c, Options{})
+	until := time.Date(2040, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := u.Enqueue("seals/1/tsa.tsr", tsr, until); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Enqueue("seals/2/tsa.tsr", changed, until); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(changed, []byte("swapped"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	u.Flush(ctx)
+	o := e.head(t, "files/seals/1/tsa.tsr")
+	if !bytes.Equal(o.SHA256, sum([]byte("token "+tsr))) || !o.RetainUntil.Equal(until) {
+		t.Fatalf("files/seals/1/tsa.tsr = %+v", o)
+	}
+	if _, err := e.c.HeadObject(ctx, "files/seals/2/tsa.tsr", ""); !errors.Is(err, ErrNoSuchKey) {
+		t.Fatalf("a file changed after Enqueue was uploaded: %v", err)
+	}
+	if bl := must(u.Backlog()); bl.Objects != 1 || !strings.Contains(bl.LastError, "was changed") {
+		t.Fatalf("backlog = %+v, want the changed file waiting with its error", bl)
+	}
 }
