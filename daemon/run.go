@@ -287,7 +287,7 @@ func (s *Service) Run(ctx context.Context) error {
 	stopControl, err := admin.ServeControl(ctx, admin.ControlOptions{
 		Path: s.cfg.ControlSocketPath(), GID: -1, StateDir: s.cfg.StateDir, Log: s.log, Status: s.Status,
 		Open: func(c admin.Caller) admin.ArchiveAPI {
-			return &admin.Local{Archive: s.arch, Store: s.store, State: s.state, Engine: s.engine.Load(), Caller: c, Changed: s.WakeCopies,
+			return &admin.Local{Archive: s.arch, Store: s.store, State: s.state, Engine: s.engine.Load(), Caller: c, Changed: s.WakeCopies, Worm: s.wormClient(),
 				Revocation: s.network.CRLs, CAs: admin.CACandidates(s.trustCfg.Load(), s.store)}
 		},
 	})

@@ -56,6 +56,15 @@ func newWorm(cfg *config.Config, arch *archive.Archive, db *state.DB, log *slog.
 // (SetLegalHold) and seals' files (Enqueue) reach the bucket through it.
 func (s *Service) Worm() *worm.Uploader { return s.worm }
 
+// wormClient is the running uploader's client for the admin API, nil
+// without [archive.worm].
+func (s *Service) wormClient() func() (*worm.Client, error) {
+	if s.worm == nil {
+		return nil
+	}
+	return func() (*worm.Client, error) { return s.worm.Client(), nil }
+}
+
 // wormRestart warns when [archive.worm] changed on a reload: the running
 // uploader keeps the configuration it started with, and so does cfg.
 func (s *Service) wormRestart(old, cfg *config.Config) {

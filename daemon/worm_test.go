@@ -6,28 +6,26 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/smimed/smimed/archive/worm"
+	"github.com/smimed/smimed/daemon/admin"
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/daemon/testenv"
 )
 
 // wormSetup starts an S3 server with the buckets "locked" (Object Lock)
-// and "plain" (none), writes the credentials file and returns the
-// [archive.worm] table for bucket and a client of "locked".
-func wormSetup(t *testing.T, dir string) (table func(bucket string) string, locked *worm.Client) {
+// and "plain" (none), and returns it with a client of "locked".
+func wormSetup(t *testing.T) (*testenv.S3, *worm.Client) {
 	t.Helper()
 	s3 := testenv.StartS3(t)
-	cred := worm.Credentials{AccessKeyID: s3.AccessKey, SecretAccessKey: s3.SecretKey}
+	var locked *worm.Client
 	for _, b := range []string{"locked", "plain"} {
-		c, err := worm.NewClient(worm.ClientConfig{Endpoint: s3.Endpoint, Bucket: b, PathStyle: true, Credentials: cred})
+		c, err := worm.NewClient(worm.ClientConfig{Endpoint: s3.Endpoint, Bucket: b, PathStyle: true,
+			Credentials: worm.Credentials{AccessKeyID: s3.AccessKey, SecretAccessKey: s3.SecretKey}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -38,19 +36,13 @@ func wormSetup(t *testing.T, dir string) (table func(bucket string) string, lock
 			locked = c
 		}
 	}
-	body := fmt.Sprintf("# smimed's S3 key\naccess_key_id = %s\nsecret_access_key = %q\n", s3.AccessKey, s3.SecretKey)
-	if err := os.WriteFile(filepath.Join(dir, "s3.cred"), []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return func(bucket string) string {
-		return fmt.Sprintf("[archive.worm]\nendpoint = %q\nbucket = %q\nmode = \"governance\"\ncredentials_file = \"s3.cred\"\npath_style = true\n", s3.Endpoint, bucket)
-	}, locked
+	return s3, locked
 }
 
 func TestWormRefusesBucketWithoutLock(t *testing.T) {
 	e := newSvcEnv(t, "ceo")
-	table, _ := wormSetup(t, e.dir)
-	e.writeConfig(t, table("plain"), []string{"org-new"}, e.account("ceo"))
+	s3, _ := wormSetup(t)
+	e.writeConfig(t, s3.WormTable(t, e.dir, "plain"), []string{"org-new"}, e.account("ceo"))
 	cfg, err := config.Load(e.cfgPath)
 	if err != nil {
 		t.Fatal(err)
@@ -64,10 +56,10 @@ func TestWormRefusesBucketWithoutLock(t *testing.T) {
 
 func TestWormCopy(t *testing.T) {
 	e := newSvcEnv(t, "ceo")
-	table, locked := wormSetup(t, e.dir)
+	s3, locked := wormSetup(t)
 	msg := testenv.Testdata(t, "msg", "plain.eml")
 	e.d.Deliver(t, "ceo", "INBOX", msg)
-	e.writeConfig(t, table("locked"), []string{"org-new"}, e.account("ceo"))
+	e.writeConfig(t, s3.WormTable(t, e.dir, "locked"), []string{"org-new"}, e.account("ceo"))
 	logs := &testenv.LockedBuffer{}
 	svc, stop := runService(t, e.cfgPath, logs)
 	defer stop()
@@ -100,6 +92,20 @@ func TestWormCopy(t *testing.T) {
 	}
 	if st.Worm == nil || st.Worm.Bucket != "locked" || st.Worm.Stats.Uploaded != 2 || st.Worm.Backlog.Objects != 0 {
 		t.Fatalf("Status().Worm = %+v, want bucket locked, 2 uploaded, none waiting", st.Worm)
+	}
+	// archive verify --evidence's WORM part, over the control socket.
+	cfg, err := config.Load(e.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, err := admin.DialConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer api.Close()
+	vr, err := api.VerifyWorm(context.Background())
+	if err != nil || vr.Objects != 2 || vr.Pending != 0 || len(vr.Problems) != 0 {
+		t.Fatalf("VerifyWorm over the control socket = %+v, %v; want 2 objects, no problem", vr, err)
 	}
 	mfs, err := svc.Metrics().reg.Gather()
 	if err != nil {

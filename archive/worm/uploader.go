@@ -86,6 +86,9 @@ func NewUploader(a *archive.Archive, db *state.DB, c *Client, opt Options) *Uplo
 // Bucket is the bucket's name.
 func (u *Uploader) Bucket() string { return u.c.Bucket() }
 
+// Client is the uploader's S3 client (for Verify).
+func (u *Uploader) Client() *Client { return u.c }
+
 // Stats are the uploader's counters since it was made.
 type Stats struct {
 	Queued   int64 `json:"queued"`   // objects added to the outbox

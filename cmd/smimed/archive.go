@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/archive/worm"
 	"github.com/smimed/smimed/daemon/admin"
 	"github.com/smimed/smimed/daemon/config"
 )
@@ -36,7 +37,7 @@ const archiveUsage = `Usage: smimed archive [--config FILE] SUBCOMMAND
   failed [--json]                                undecryptable messages and the keys they need
   retry [ID...] [--all-untrusted | --revoked-since DATE]
                                                  judge again with the configured keys, anchors and CRLs
-  verify [--json]                                check the hash chain and every file
+  verify [--json] [--evidence]                   check the hash chain and every file (and the WORM copy)
   audit [--since DATE] [--json]                  who read the archive, when and what
 
 FILTERS (list, export):
@@ -482,7 +483,7 @@ func archiveRetry(args []string, stdout, stderr io.Writer) int {
 	})
 }
 
-const archiveVerifyUsage = `Usage: smimed archive verify [--json] [--config FILE]
+const archiveVerifyUsage = `Usage: smimed archive verify [--json] [--evidence] [--config FILE]
 
 Recomputes the hash chain over every index record and the SHA-256 of every
 original and plaintext file, and prints each problem ("record N: FILE:
@@ -492,24 +493,40 @@ rewrite of the history can be told. Exit 0 when everything is intact, 1
 when anything is missing or altered.
 
   --json          one JSON object: records, files, head_id, head, problems
+                  (with --evidence also worm: objects, pending, unqueued,
+                  problems)
+  --evidence      also compare the WORM copy ([archive.worm]) with the
+                  local files: every object there, with the local file's
+                  SHA-256, and locked
   --config FILE   configuration file (default /etc/smimed/smimed.toml)
 `
 
 func archiveVerify(args []string, stdout, stderr io.Writer) int {
 	s := newArchiveSession("archive verify", stdout, stderr)
 	asJSON := s.fs.Bool("json", false, "")
+	evidence := s.fs.Bool("evidence", false, "")
 	if _, code, done := s.parse(args, archiveVerifyUsage, 0); done {
 		return code
 	}
-	return s.with(false, func(ctx context.Context, api admin.ArchiveAPI, _ *config.Config) int {
+	return s.with(false, func(ctx context.Context, api admin.ArchiveAPI, cfg *config.Config) int {
 		bar := newProgress(stderr, "verifying")
 		res, err := api.Verify(ctx, bar.update)
 		bar.finish()
 		if err != nil {
 			return s.failf("%v", err)
 		}
+		var wres *worm.VerifyResult
+		if *evidence && cfg.Archive.Worm != nil {
+			if wres, err = api.VerifyWorm(ctx); err != nil {
+				return s.failf("%v", err)
+			}
+		}
 		if *asJSON {
-			if err := jsonLines(stdout).Encode(res); err != nil {
+			out := struct {
+				*archive.VerifyResult
+				Worm *worm.VerifyResult `json:"worm,omitempty"`
+			}{res, wres}
+			if err := jsonLines(stdout).Encode(out); err != nil {
 				return s.failf("%v", err)
 			}
 		} else {
@@ -522,12 +539,29 @@ func archiveVerify(args []string, stdout, stderr io.Writer) int {
 			} else {
 				fmt.Fprintf(stdout, "chain head: record %d sha256:%s\n", res.HeadID, res.Head)
 			}
+			if *evidence {
+				printWormVerify(stdout, cfg.Archive.Worm, wres)
+			}
 		}
-		if !res.OK() {
+		if !res.OK() || wres != nil && len(wres.Problems) > 0 {
 			return exitFailed
 		}
 		return exitOK
 	})
+}
+
+// printWormVerify writes what archive verify --evidence found in the
+// WORM copy: each problem, then one line of counts.
+func printWormVerify(w io.Writer, wc *config.Worm, res *worm.VerifyResult) {
+	if wc == nil {
+		fmt.Fprintln(w, "WORM copy: none configured ([archive.worm])")
+		return
+	}
+	for _, p := range res.Problems {
+		fmt.Fprintln(w, "WORM copy: "+clean(p.String()))
+	}
+	fmt.Fprintf(w, "WORM copy (bucket %s): compared %d objects: %s; %d objects waiting in the outbox, %d records not yet queued\n",
+		clean(wc.Bucket), res.Objects, plural(len(res.Problems), "problem"), res.Pending, res.Unqueued)
 }
 
 func plural(n int, word string) string {

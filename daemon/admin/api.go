@@ -28,6 +28,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/archive/worm"
 	"github.com/smimed/smimed/harvest"
 	"github.com/smimed/smimed/harvest/revocation"
 	"github.com/smimed/smimed/harvest/state"
@@ -63,6 +64,9 @@ type ArchiveAPI interface {
 	Message(ctx context.Context, id uint64, original bool, w io.Writer) error
 	// Verify checks the chain and every file.
 	Verify(ctx context.Context, progress func(done, total int)) (*archive.VerifyResult, error)
+	// VerifyWorm compares the WORM copy ([archive.worm]) with the
+	// archive's files (archive verify --evidence); ErrNoWorm without one.
+	VerifyWorm(ctx context.Context) (*worm.VerifyResult, error)
 	// Retry re-processes the given records (all undecryptable ones when
 	// ids is empty) and passes each outcome to fn.
 	Retry(ctx context.Context, ids []uint64, fn func(RetryResult) error) error
@@ -119,6 +123,8 @@ type Local struct {
 	// none.
 	Revocation *revocation.Checker
 	CAs        func() ([]*x509.Certificate, error)
+	// Worm gives the WORM copy's S3 client; nil: no [archive.worm].
+	Worm func() (*worm.Client, error)
 }
 
 var _ ArchiveAPI = (*Local)(nil)
@@ -293,6 +299,25 @@ func (l *Local) Verify(ctx context.Context, progress func(done, total int)) (res
 }
 
 var errVerifyCancelled = errors.New("verify cancelled")
+
+// ErrNoWorm: the configuration has no [archive.worm].
+var ErrNoWorm = errors.New("daemon: no WORM copy configured ([archive.worm])")
+
+// VerifyWorm compares every object of the WORM copy with the local file
+// (worm.Verify); audited as a verify.
+func (l *Local) VerifyWorm(ctx context.Context) (*worm.VerifyResult, error) {
+	if l.Worm == nil {
+		return nil, ErrNoWorm
+	}
+	c, err := l.Worm()
+	if err != nil {
+		return nil, err
+	}
+	if err := l.audit(archive.AuditVerify, "worm "+c.Bucket()); err != nil {
+		return nil, err
+	}
+	return worm.Verify(ctx, l.Archive, l.State, c)
+}
 
 func (l *Local) Retry(ctx context.Context, ids []uint64, fn func(RetryResult) error) error {
 	if l.Engine == nil {

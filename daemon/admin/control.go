@@ -20,6 +20,7 @@ package admin
 //	         {"data":"base64…"}        message, backup: chunks of the bytes
 //	         {"progress":[done,total]} verify
 //	         {"verify":{…}}            verify: the result
+//	         {"worm_verify":{…}}       verify_worm: the result
 //	         {"retry":{…}}             retry: one per record
 //	         {"audit":{…}}             audit: one per entry
 //	         {"entry":{…,"der":"…"}}   certs_*: one per certificate and address
@@ -30,7 +31,7 @@ package admin
 //	         {"error":"…","codes":[…]} failure; nothing follows (codes: errorCodes)
 //
 // Ops: ping (not audited; DialControl's check), list, get, message, verify,
-// retry, backup, audit; certs_list, certs_email, certs_fingerprint,
+// verify_worm, retry, backup, audit; certs_list, certs_email, certs_fingerprint,
 // certs_certificate, certs_intermediates (what inspect and decrypt read
 // while the daemon holds the store), certs_trust and certs_untrust ("match": the address
 // or fingerprint; reads are not audited, as they read no mail; a trust or
@@ -62,6 +63,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/archive/worm"
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/harvest"
 	"github.com/smimed/smimed/harvest/revocation"
@@ -503,6 +505,11 @@ func (s *controlServer) do(ctx context.Context, api ArchiveAPI, req *controlRequ
 		if err == nil {
 			err = fw.frame(&controlFrame{Verify: res})
 		}
+	case opVerifyWorm:
+		var res *worm.VerifyResult
+		if res, err = api.VerifyWorm(ctx); err == nil {
+			err = fw.frame(&controlFrame{WormVerify: res})
+		}
 	case "retry":
 		err = api.Retry(ctx, req.IDs, func(r RetryResult) error {
 			return fw.frame(&controlFrame{Retry: &r})
@@ -567,7 +574,7 @@ const (
 	opStatus           = "status"
 )
 
-var controlOps = []string{"ping", "list", "get", "message", "verify", "retry", "backup", "audit",
+var controlOps = []string{"ping", "list", "get", "message", "verify", opVerifyWorm, "retry", "backup", "audit",
 	opCertsList, opCertsEmail, opCertsFingerprint, opCertsCertificate, opCertsIMs, opCertsTrust, opCertsUntrust, opCRLs, opCRLImport, opStatus}
 
 // decodeRequest reads and checks a request line: exactly one JSON object,
@@ -648,13 +655,15 @@ type controlFrame struct {
 	Data     []byte                `json:"data,omitempty"` // base64 in JSON
 	Progress *[2]int               `json:"progress,omitempty"`
 	Verify   *archive.VerifyResult `json:"verify,omitempty"`
-	Retry    *RetryResult          `json:"retry,omitempty"`
-	Audit    *archive.AuditEntry   `json:"audit,omitempty"`
-	Error    string                `json:"error,omitempty"`
-	Codes    []string              `json:"codes,omitempty"` // errorCodes the error wraps
-	End      bool                  `json:"end,omitempty"`
-	N        int64                 `json:"n,omitempty"`
-	StateDir string                `json:"state_dir,omitempty"`
+	// WormVerify answers verify_worm.
+	WormVerify *worm.VerifyResult  `json:"worm_verify,omitempty"`
+	Retry      *RetryResult        `json:"retry,omitempty"`
+	Audit      *archive.AuditEntry `json:"audit,omitempty"`
+	Error      string              `json:"error,omitempty"`
+	Codes      []string            `json:"codes,omitempty"` // errorCodes the error wraps
+	End        bool                `json:"end,omitempty"`
+	N          int64               `json:"n,omitempty"`
+	StateDir   string              `json:"state_dir,omitempty"`
 	// certs_* and status
 	Entry       *certEntry       `json:"entry,omitempty"`
 	Certificate []byte           `json:"certificate,omitempty"` // DER, base64 in JSON
@@ -668,6 +677,7 @@ var errorCodes = []struct {
 	err  error
 }{
 	{"not_found", archive.ErrNotFound},
+	{"no_worm", ErrNoWorm},
 	{"corrupt", archive.ErrCorrupt},
 	{"read_only", archive.ErrReadOnly},
 	{"not_audited", ErrNotAudited},

@@ -173,7 +173,11 @@ func DirectCaller() Caller {
 // Local is the archive API on env (Write or Reprocess), acting for this
 // process; its Close closes env.
 func (e *Env) Local() *Local {
-	return &Local{Archive: e.Archive, Store: e.Store, State: e.State, Engine: e.Engine, Caller: DirectCaller(), Closer: e.Close}
+	l := &Local{Archive: e.Archive, Store: e.Store, State: e.State, Engine: e.Engine, Caller: DirectCaller(), Closer: e.Close}
+	if w := e.Config.Archive.Worm; w != nil {
+		l.Worm = w.Client
+	}
+	return l
 }
 
 // ArchiveFor is the archive API of cfg for an admin command: the running

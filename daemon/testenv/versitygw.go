@@ -199,3 +199,15 @@ func (s *S3) Log() string {
 func (s *S3) ObjectFile(bucket, key string) string {
 	return filepath.Join(s.dir, "root", bucket, filepath.FromSlash(key))
 }
+
+// WormTable writes dir/s3.cred with the server's key (the credentials
+// file format of [archive.worm]) and returns an [archive.worm] table for
+// bucket on this server: path-style, governance mode.
+func (s *S3) WormTable(tb testing.TB, dir, bucket string) string {
+	tb.Helper()
+	cred := fmt.Sprintf("# the test server's key\naccess_key_id = %s\nsecret_access_key = %q\n", s.AccessKey, s.SecretKey)
+	if err := os.WriteFile(filepath.Join(dir, "s3.cred"), []byte(cred), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	return fmt.Sprintf("\n[archive.worm]\nendpoint = %q\nbucket = %q\nmode = \"governance\"\ncredentials_file = \"s3.cred\"\npath_style = true\n", s.Endpoint, bucket)
+}
