@@ -277,12 +277,24 @@ func (u *Uploader) Enqueue(name, path string, retainUntil time.Time) error {
 }
 
 // SetLegalHold sets (on) or clears the legal hold on the objects of
-// record r: durably, in the outbox, then on the bucket in the background.
-// Objects not written yet get it with their upload. An original or
-// plaintext that several records share has one object: clear its hold
-// only when no hold covers any of them.
+// record r (QueueLegalHold) and wakes the uploader.
 func (u *Uploader) SetLegalHold(r *archive.Record, on bool) error {
-	err := u.db.Commit(func(tx *bbolt.Tx) error {
+	if err := QueueLegalHold(u.db, r, on); err != nil {
+		return err
+	}
+	u.Notify()
+	return nil
+}
+
+// QueueLegalHold records in the outbox that the legal hold on the objects
+// of record r is to be set (on) or cleared; the uploader does it in the
+// background (a running service at once, else at its next start).
+// Objects not written yet get it with their upload. It needs only the
+// state file, opened read-write, so an admin command can call it when no
+// service runs. An original or plaintext that several records share has
+// one object: clear its hold only when no hold covers any of them.
+func QueueLegalHold(db *state.DB, r *archive.Record, on bool) error {
+	err := db.Commit(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketOutbox)
 		for key := range objectsOf(r) {
 			pk := append(append([]byte{}, prefixPut...), key...)
@@ -312,7 +324,6 @@ func (u *Uploader) SetLegalHold(r *archive.Record, on bool) error {
 	if err != nil {
 		return fmt.Errorf("worm: legal hold on record %d: %w", r.ID, err)
 	}
-	u.Notify()
 	return nil
 }
 
@@ -602,12 +613,12 @@ func (u *Uploader) tryHold(ctx context.Context, key string, raw []byte) time.Tim
 		pending = tx.Bucket(bucketOutbox).Get(append(append([]byte{}, prefixPut...), key...)) != nil
 		return nil
 	})
-	var err error
-	if !pending { // a pending upload carries the hold itself
-		err = u.c.SetLegalHold(ctx, key, "", h.On)
-		if errors.Is(err, ErrNoSuchKey) && !h.On {
-			err = nil // nothing to clear
-		}
+	if pending {
+		return time.Time{} // after the upload (puts go first in every pass)
+	}
+	err := u.c.SetLegalHold(ctx, key, "", h.On)
+	if errors.Is(err, ErrNoSuchKey) && !h.On {
+		err = nil // nothing to clear
 	}
 	if err == nil {
 		u.succeeded()

@@ -433,3 +433,24 @@ func TestEnqueueFile(t *testing.T) {
 		t.Fatalf("backlog = %+v, want the changed file waiting with its error", bl)
 	}
 }
+
+// TestHoldBeforeQueue: a hold queued (by an admin command, with no
+// service running) before its record reached the outbox is set once the
+// object is written.
+func TestHoldBeforeQueue(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	body := []byte("From: c@example.org\r\n\r\nheld\r\n")
+	r := e.put(t, 1, time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC), body)
+	if err := QueueLegalHold(e.db, r, true); err != nil {
+		t.Fatal(err)
+	}
+	u := NewUploader(e.a, e.db, e.c, Options{})
+	u.Flush(ctx)
+	if !e.head(t, hexKey("originals/", body)).LegalHold || !e.head(t, RecordKey(r.ID)).LegalHold {
+		t.Fatal("a hold queued before the upload is not on the objects")
+	}
+	if bl := must(u.Backlog()); bl.Objects != 0 || bl.Holds != 0 {
+		t.Fatalf("backlog = %+v", bl)
+	}
+}

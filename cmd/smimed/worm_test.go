@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/archive/worm"
+	"github.com/smimed/smimed/daemon/admin"
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/daemon/testenv"
 	"github.com/smimed/smimed/harvest/state"
@@ -96,5 +98,66 @@ func TestArchiveVerifyEvidenceWorm(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(out), &res); err != nil || code != exitFailed || res.Records != 8 || res.Worm == nil || len(res.Worm.Problems) != 1 || res.Worm.Problems[0].File != key {
 		t.Fatalf("verify --evidence --json: exit %d, %v, %+v", code, err, res)
+	}
+}
+
+// TestCheckConnectWorm: check-config --connect's line for the bucket, from
+// what the server says of its Object Lock.
+func TestCheckConnectWorm(t *testing.T) {
+	s3 := testenv.StartS3(t)
+	dir := t.TempDir()
+	for _, b := range []struct {
+		name string
+		lock bool
+	}{{"locked", true}, {"plain", false}} {
+		c, err := worm.NewClient(worm.ClientConfig{Endpoint: s3.Endpoint, Bucket: b.name, PathStyle: true,
+			Credentials: worm.Credentials{AccessKeyID: s3.AccessKey, SecretAccessKey: s3.SecretKey}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.CreateBucket(context.Background(), b.lock); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		bucket, want string
+		ok           bool
+	}{
+		{"locked", "bucket locked at " + s3.Endpoint + ": Object Lock enabled (bucket default retention: none; smimed writes GOVERNANCE with each object)", true},
+		{"plain", "bucket plain at " + s3.Endpoint + " has no Object Lock enabled: smimed refuses to start", false},
+		{"missing", "NoSuchBucket", false},
+	} {
+		p := filepath.Join(dir, c.bucket+".toml")
+		if err := os.WriteFile(p, []byte(s3.WormTable(t, dir, c.bucket)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := config.Load(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var lines []string
+		var oks []bool
+		checkWorm(cfg.Archive.Worm, func(ok bool, what, format string, args ...any) {
+			oks = append(oks, ok)
+			lines = append(lines, what+": "+fmt.Sprintf(format, args...))
+		})
+		if len(lines) != 1 || oks[0] != c.ok || !strings.Contains(lines[0], "archive.worm: ") || !strings.Contains(lines[0], c.want) {
+			t.Errorf("bucket %s: %v %q, want ok=%v and %q", c.bucket, oks, lines, c.ok, c.want)
+		}
+	}
+}
+
+func TestStatusPrintWorm(t *testing.T) {
+	var b bytes.Buffer
+	statusPrintWorm(&b, nil)
+	if b.Len() != 0 {
+		t.Fatalf("without a WORM copy: %q", b.String())
+	}
+	statusPrintWorm(&b, &admin.WormStatus{Bucket: "smimed-archive",
+		Backlog: worm.Backlog{Objects: 12, Holds: 1, Unqueued: 3, Oldest: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC), LastError: "worm: put x: refused\x1b[2J"},
+		Stats:   worm.Stats{Uploaded: 1520, Failures: 2}})
+	want := "\nWORM copy (bucket smimed-archive): 12 objects and 1 legal holds waiting (oldest queued 2026-03-01T12:00:00Z), 3 records not yet queued; since start 1520 uploaded, 2 failures\n  last error: worm: put x: refused\\x1b[2J\n"
+	if b.String() != want {
+		t.Fatalf("statusPrintWorm = %q, want %q", b.String(), want)
 	}
 }
