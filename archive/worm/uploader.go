@@ -57,6 +57,7 @@ type Uploader struct {
 	failing                           int       // consecutive failed attempts
 	downUntil                         time.Time // no attempt before (server unreachable)
 	locked                            bool      // the bucket was seen with Object Lock
+	lastErr                           string    // of the last failed attempt, "" after a success
 }
 
 // NewUploader returns an uploader of archive a (indexed in db, opened
@@ -102,13 +103,20 @@ func (u *Uploader) Stats() Stats {
 	return Stats{Queued: u.queued.Load(), Uploaded: u.uploaded.Load(), Failures: u.failures.Load(), Holds: u.holds.Load()}
 }
 
-// Backlog reads the outbox.
+// Backlog reads the outbox; LastError is the uploader's last failure
+// while it has not succeeded since (else an entry's).
 func (u *Uploader) Backlog() (Backlog, error) {
 	head, _, err := u.a.Head()
 	if err != nil {
 		return Backlog{}, err
 	}
-	return ReadBacklog(u.db.Bolt(), head)
+	bl, err := ReadBacklog(u.db.Bolt(), head)
+	u.mu.Lock()
+	if u.lastErr != "" {
+		bl.LastError = u.lastErr
+	}
+	u.mu.Unlock()
+	return bl, err
 }
 
 // Notify wakes the uploader (new records, a hold): it looks at once
@@ -437,6 +445,7 @@ func (u *Uploader) failed(what string, err error, attempts int) time.Time {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.failing++
+	u.lastErr = limit(what+": "+err.Error(), 300)
 	d := backoff(u.opt.MinBackoff, u.opt.MaxBackoff, u.failing)
 	if temporary(err) {
 		u.downUntil = u.now().Add(d)
@@ -450,7 +459,7 @@ func (u *Uploader) failed(what string, err error, attempts int) time.Time {
 
 func (u *Uploader) succeeded() {
 	u.mu.Lock()
-	u.failing, u.downUntil = 0, time.Time{}
+	u.failing, u.downUntil, u.lastErr = 0, time.Time{}, ""
 	u.mu.Unlock()
 }
 

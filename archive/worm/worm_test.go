@@ -281,8 +281,8 @@ func TestOutage(t *testing.T) {
 	if u.Stats().Failures < 3 || bl.Objects+int(bl.Unqueued)*2 < 10 || u.Stats().Uploaded != 0 {
 		t.Fatalf("with the server down: stats %+v, backlog %+v; want failures and all 10 objects waiting", u.Stats(), bl)
 	}
-	if bl.LastError == "" && bl.Unqueued == 0 {
-		t.Errorf("backlog names no error: %+v", bl)
+	if !strings.Contains(bl.LastError, "connection refused") {
+		t.Errorf("backlog does not say the server is down: %+v", bl)
 	}
 
 	// smimed restarts (a new uploader on the same state file), the server
