@@ -63,6 +63,7 @@ fuzz:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./harvest
 	$(GO) test -run '^$$' -bench . -benchmem ./archive
+	$(GO) test -run '^$$' -bench . -benchtime 300x ./archive/worm
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./daemon
 
 clean:

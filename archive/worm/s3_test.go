@@ -13,7 +13,7 @@ import (
 
 // newTestClient starts a versitygw and returns a client of bucket, made
 // with Object Lock when lock is set.
-func newTestClient(t *testing.T, bucket string, lock bool) (*Client, *testenv.S3) {
+func newTestClient(t testing.TB, bucket string, lock bool) (*Client, *testenv.S3) {
 	t.Helper()
 	s := testenv.StartS3(t)
 	c, err := NewClient(ClientConfig{Endpoint: s.Endpoint, Bucket: bucket, PathStyle: true,

@@ -29,7 +29,7 @@ type env struct {
 	eng *harvest.Engine
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	c, s := newTestClient(t, "smimed-archive", true)
 	dir := t.TempDir()
@@ -55,7 +55,7 @@ func newEnv(t *testing.T) *env {
 	return &env{a: a, db: db, c: c, s3: s, eng: eng}
 }
 
-func (e *env) put(t *testing.T, uid uint32, received time.Time, raw []byte) *archive.Record {
+func (e *env) put(t testing.TB, uid uint32, received time.Time, raw []byte) *archive.Record {
 	t.Helper()
 	src := archive.Source{Account: "ceo", Folder: "INBOX", UIDValidity: 7, UID: uid, InternalDate: received}
 	res, err := e.eng.Process(raw, received)
