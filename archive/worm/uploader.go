@@ -335,6 +335,22 @@ func QueueLegalHold(db *state.DB, r *archive.Record, on bool) error {
 	return nil
 }
 
+// QueueLegalHolds is QueueLegalHold for the records ids of archive a
+// (what a hold covers now, or no hold covers any more); an id that is no
+// record is skipped.
+func QueueLegalHolds(db *state.DB, a *archive.Archive, ids []uint64, on bool) error {
+	for _, id := range ids {
+		r, ok := recordAt(a, id)
+		if !ok {
+			continue
+		}
+		if err := QueueLegalHold(db, r, on); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // passBatch is how many outbox entries one read takes.
 const passBatch = 64
 

@@ -442,7 +442,7 @@ func TestHoldBeforeQueue(t *testing.T) {
 	ctx := context.Background()
 	body := []byte("From: c@example.org\r\n\r\nheld\r\n")
 	r := e.put(t, 1, time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC), body)
-	if err := QueueLegalHold(e.db, r, true); err != nil {
+	if err := QueueLegalHolds(e.db, e.a, []uint64{r.ID, 99}, true); err != nil {
 		t.Fatal(err)
 	}
 	u := NewUploader(e.a, e.db, e.c, Options{})
