@@ -58,10 +58,12 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzHeaderFields$$' -fuzztime $(FUZZTIME) ./archive
 	$(GO) test -run '^$$' -fuzz '^FuzzHeaderValue$$' -fuzztime $(FUZZTIME) ./archive
 	$(GO) test -run '^$$' -fuzz '^FuzzControlRequest$$' -fuzztime $(FUZZTIME) ./daemon
+	$(GO) test -run '^$$' -fuzz '^FuzzParseAnswers$$' -fuzztime $(FUZZTIME) ./archive/worm
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./harvest
 	$(GO) test -run '^$$' -bench . -benchmem ./archive
+	$(GO) test -run '^$$' -bench . -benchtime 300x ./archive/worm
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./daemon
 
 clean:

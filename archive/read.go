@@ -4,6 +4,8 @@ package archive
 // the hashes the record keeps, and the index's size and chain head.
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"os"
@@ -89,4 +91,27 @@ func (a *Archive) Head() (uint64, string, error) {
 		return nil
 	})
 	return id, h, err
+}
+
+// StoredRecord returns record id as the index keeps it: the record's JSON
+// exactly as it was hashed into the chain (without the 32-byte hash that
+// precedes it in the bucket). The WORM copy uploads these bytes.
+func (a *Archive) StoredRecord(id uint64) ([]byte, error) {
+	var out []byte
+	err := a.db.View(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketRecords)
+		var v []byte
+		if b != nil {
+			v = b.Get(u64(id))
+		}
+		switch {
+		case v == nil:
+			return fmt.Errorf("%w: %d", ErrNotFound, id)
+		case len(v) < sha256.Size:
+			return fmt.Errorf("%w: %d is too short", ErrCorrupt, id)
+		}
+		out = bytes.Clone(v[sha256.Size:])
+		return nil
+	})
+	return out, err
 }

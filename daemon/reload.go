@@ -65,6 +65,7 @@ func (s *Service) Reload() error {
 	restartNeeded("daemon.log_format", &old.Daemon.LogFormat, &cfg.Daemon.LogFormat)
 	restartNeeded("daemon.metrics_listen", &old.Daemon.MetricsListen, &cfg.Daemon.MetricsListen)
 	restartNeeded("daemon.control_socket", &old.Daemon.ControlSocket, &cfg.Daemon.ControlSocket)
+	s.wormRestart(old, cfg)
 	if cfg.Daemon.MaxConnections != old.Daemon.MaxConnections {
 		s.log.Warn("daemon.max_connections changed; restart needed", "running", old.Daemon.MaxConnections, "configured", cfg.Daemon.MaxConnections)
 		cfg.Daemon.MaxConnections = old.Daemon.MaxConnections

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/archive/worm"
 	"github.com/smimed/smimed/daemon/admin"
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/daemon/imapconn"
@@ -44,7 +45,8 @@ type Service struct {
 	gate      *Gate // the engine's parallelism: [daemon] workers
 	large     *Gate // large messages (in files) in memory at once: [daemon] workers
 	metrics   *Metrics
-	metricsLn net.Listener // nil when metrics_listen is ""
+	worm      *worm.Uploader // nil without [archive.worm]
+	metricsLn net.Listener   // nil when metrics_listen is ""
 	engine    atomic.Pointer[harvest.Engine]
 	budgets   map[string]*connBudget                   // by server host:port (daemon.max_connections); under mu
 	trustCfg  atomic.Pointer[config.Config]            // cfg, for the control socket's requests (which must not wait for mu)
@@ -124,6 +126,9 @@ func load(cfg *config.Config) (*loaded, error) {
 		return nil, err
 	}
 	if err := cfg.CheckAccounts(); err != nil {
+		return nil, err
+	}
+	if err := cfg.CheckWorm(); err != nil {
 		return nil, err
 	}
 	gw, err := loadGateway(cfg)
@@ -223,6 +228,11 @@ func NewService(cfg *config.Config, log *slog.Logger, notify *Notifier) (*Servic
 		pool: NewPool(inHand(cfg.Daemon.Workers)), gate: NewGate(cfg.Daemon.Workers), large: NewGate(cfg.Daemon.Workers), metrics: NewMetrics(),
 		ended: make(chan struct{}, 1), initial: l.settings(cfg), accounts: map[string]*accountRun{},
 	}
+	if s.worm, err = newWorm(cfg, arch, db, log); err != nil {
+		db.Close()
+		return nil, err
+	}
+	s.metrics.watchWorm(s.worm)
 	if cfg.Daemon.MetricsListen != "" {
 		s.metricsLn, err = net.Listen("tcp", cfg.Daemon.MetricsListen)
 		if err != nil {
@@ -298,7 +308,7 @@ func (s *Service) Run(ctx context.Context) error {
 		Path: s.cfg.ControlSocketPath(), GID: -1, StateDir: s.cfg.StateDir, Log: s.log, Status: s.Status,
 		Auditors: new(admin.AccessOf(s.cfg, os.Getuid())),
 		Open: func(c admin.Caller) admin.ArchiveAPI {
-			return &admin.Local{Archive: s.arch, Store: s.store, State: s.state, Engine: s.engine.Load(), Caller: c, Changed: s.WakeCopies, Seal: s.trustCfg.Load().Archive.Seal,
+			return &admin.Local{Archive: s.arch, Store: s.store, State: s.state, Engine: s.engine.Load(), Caller: c, Changed: s.WakeCopies, Seal: s.trustCfg.Load().Archive.Seal, Worm: s.wormClient(),
 				Revocation: s.network.CRLs, CAs: admin.CACandidates(s.trustCfg.Load(), s.store)}
 		},
 	})
@@ -337,6 +347,9 @@ func (s *Service) Run(ctx context.Context) error {
 	bg.Go(func() { s.crlLoop(bgCtx) })
 	// Seals, and at the end (after the watchers) one over the rest.
 	bg.Go(func() { s.sealer.run(bgCtx) })
+	if s.worm != nil {
+		bg.Go(func() { s.worm.Run(bgCtx) })
+	}
 	if err := s.notify.Ready(); err != nil {
 		s.log.Warn("sd_notify READY failed", "err", err)
 	}

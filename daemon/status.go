@@ -361,6 +361,7 @@ func (s *Service) Status() (*admin.DaemonStatus, error) {
 		Folders: s.metrics.folders(),
 		Gateway: s.gatewayStatus(),
 		Seals:   s.sealer.status(s.trustCfg.Load().Archive.Seal),
+		Worm:    s.wormStatus(),
 	}
 	cps, err := StoreCheckpoints(s.state)
 	if err != nil {

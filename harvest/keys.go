@@ -330,3 +330,17 @@ func splitByKey(priv crypto.PrivateKey, certs []*x509.Certificate) (*x509.Certif
 	}
 	return nil, nil, false
 }
+
+// ReadCAPool reads a PEM file of trust anchors (a TLS server's CA) into a
+// pool; a file without any PEM certificate is an error naming it.
+func ReadCAPool(path string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("%s: no PEM certificate", path)
+	}
+	return pool, nil
+}

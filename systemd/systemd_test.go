@@ -481,6 +481,9 @@ func TestExampleChecks(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeServiceAccount(t, filepath.Join(creds, "gws-service-account.json"))
+	if err := os.WriteFile(filepath.Join(creds, "s3.cred"), []byte("access_key_id = AKIDEXAMPLE\nsecret_access_key = secret\n"), 0o400); err != nil {
+		t.Fatal(err)
+	}
 	example, err := os.ReadFile("smimed.toml.example")
 	if err != nil {
 		t.Fatal(err)

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/archive/worm"
 	"github.com/smimed/smimed/daemon/admin"
 	"github.com/smimed/smimed/daemon/config"
 )
@@ -37,7 +38,7 @@ const archiveUsage = `Usage: smimed archive [--config FILE] SUBCOMMAND
   failed [--json]                                undecryptable messages and the keys they need
   retry [ID...] [--all-untrusted | --revoked-since DATE]
                                                  judge again with the configured keys, anchors and CRLs
-  verify [--evidence [--openssl]] [--json]       check the hash chain, every file and the seals' timestamps
+  verify [--evidence [--openssl]] [--json]       check the hash chain, every file, the seals' timestamps and the WORM copy
   proof ID [--json]                              a record's inclusion proof: Merkle path, seal, timestamps
   audit [--since DATE] [--json]                  who read the archive, when and what
   hold add CASE (FILTERS | --all) [--reason TEXT] | hold remove CASE | hold list [--json]
@@ -541,12 +542,16 @@ when anything is missing or altered.
                   timestamp's own time, and that it stamps the seal; a
                   seal counts as sealed with archive.seal.require good
                   ones. A changed record is named with the seal that
-                  proves its original.
+                  proves its original. With [archive.worm], also compare
+                  the WORM copy with the local files: every object there,
+                  with the local file's SHA-256, and locked.
   --openssl       with --evidence: check every timestamp with openssl ts
                   -verify too (at its own time, -attime) and report where
                   openssl and smimed disagree
   --json          one JSON object: records, files, head_id, head, problems,
                   purges, seals (id, first, last, sealed, tokens), unsealed
+                  (with --evidence also worm: objects, pending, unqueued,
+                  problems)
   --config FILE   configuration file (default /etc/smimed/smimed.toml)
 `
 
@@ -561,7 +566,7 @@ func archiveVerify(args []string, stdout, stderr io.Writer) int {
 	if *openssl && !*evidence {
 		return s.usagef("--openssl needs --evidence")
 	}
-	return s.with(false, func(ctx context.Context, api admin.ArchiveAPI, _ *config.Config) int {
+	return s.with(false, func(ctx context.Context, api admin.ArchiveAPI, cfg *config.Config) int {
 		bar := newProgress(stderr, "verifying")
 		var res *archive.VerifyResult
 		var err error
@@ -574,8 +579,18 @@ func archiveVerify(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return s.failf("%v", err)
 		}
+		var wres *worm.VerifyResult
+		if *evidence && cfg.Archive.Worm != nil {
+			if wres, err = api.VerifyWorm(ctx); err != nil {
+				return s.failf("%v", err)
+			}
+		}
 		if *asJSON {
-			if err := jsonLines(stdout).Encode(res); err != nil {
+			out := struct {
+				*archive.VerifyResult
+				Worm *worm.VerifyResult `json:"worm,omitempty"`
+			}{res, wres}
+			if err := jsonLines(stdout).Encode(out); err != nil {
 				return s.failf("%v", err)
 			}
 		} else {
@@ -593,8 +608,11 @@ func archiveVerify(args []string, stdout, stderr io.Writer) int {
 				fmt.Fprintf(stdout, "chain head: record %d sha256:%s\n", res.HeadID, res.Head)
 			}
 			printSeals(stdout, res, *evidence)
+			if *evidence {
+				printWormVerify(stdout, cfg.Archive.Worm, wres)
+			}
 		}
-		if !res.OK() {
+		if !res.OK() || wres != nil && len(wres.Problems) > 0 {
 			return exitFailed
 		}
 		return exitOK
@@ -632,6 +650,20 @@ func printSeals(w io.Writer, res *archive.VerifyResult, evidence bool) {
 	if u := res.Unsealed; u != nil {
 		fmt.Fprintf(w, "not sealed yet: %s, records %d to %d\n", plural(u.Count, "record"), u.First, u.Last)
 	}
+}
+
+// printWormVerify writes what archive verify --evidence found in the
+// WORM copy: each problem, then one line of counts.
+func printWormVerify(w io.Writer, wc *config.Worm, res *worm.VerifyResult) {
+	if wc == nil {
+		fmt.Fprintln(w, "WORM copy: none configured ([archive.worm])")
+		return
+	}
+	for _, p := range res.Problems {
+		fmt.Fprintln(w, "WORM copy: "+clean(p.String()))
+	}
+	fmt.Fprintf(w, "WORM copy (bucket %s): compared %d objects: %s; %d objects waiting in the outbox, %d records not yet queued\n",
+		clean(wc.Bucket), res.Objects, plural(len(res.Problems), "problem"), res.Pending, res.Unqueued)
 }
 
 func plural(n int, word string) string {

@@ -33,6 +33,7 @@ user), or as USER.
   --as USER       check as USER (needs root; "root" checks as root)
   --connect       also try every mailbox: resolve, connect, TLS, log in,
                   examine each folder, create the archive folder if missing;
+                  and ask the WORM bucket ([archive.worm]) for Object Lock;
                   one line a check, exit 1 when one fails
 `
 
@@ -83,6 +84,7 @@ func checkConfigMain(args []string, stdout, stderr io.Writer) int {
 		}
 		gwSummary, err := daemon.CheckGateway(cfg)
 		collect(err)
+		collect(cfg.CheckWorm())
 		for _, w := range cfg.MissingRefreshTokens() {
 			fmt.Fprintf(stdout, "%s: warning: %s\n", *configPath, w)
 		}

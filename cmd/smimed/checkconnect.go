@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/smimed/smimed/archive/worm"
 	"github.com/smimed/smimed/daemon"
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/daemon/imapconn"
@@ -101,7 +102,36 @@ func checkConnect(cfg *config.Config, stdout io.Writer) (failed int) {
 			line(true, "gateway", "relay %s (tls %s) answers: %s", g.Relay, g.RelayTLS, offers)
 		}
 	}
+	if w := cfg.Archive.Worm; w != nil {
+		checkWorm(w, line)
+	}
 	return failed
+}
+
+// checkWorm asks the WORM copy's bucket for its Object Lock
+// configuration: one line, FAIL when it cannot be asked or has none.
+func checkWorm(w *config.Worm, line func(ok bool, acct, format string, args ...any)) {
+	const what = "archive.worm"
+	c, err := w.Client()
+	if err != nil {
+		line(false, what, "%v", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), connectTimeout)
+	defer cancel()
+	l, err := w.CheckLock(ctx, c)
+	switch {
+	case errors.Is(err, worm.ErrNoObjectLock):
+		line(false, what, "bucket %s at %s has no Object Lock enabled: smimed refuses to start (create the bucket with Object Lock, see docs/worm.md)", w.Bucket, w.Endpoint)
+	case err != nil:
+		line(false, what, "%v", err)
+	default:
+		def := "none"
+		if l.DefaultMode != "" {
+			def = l.DefaultMode
+		}
+		line(true, what, "bucket %s at %s: Object Lock enabled (bucket default retention: %s; smimed writes %s with each object)", w.Bucket, w.Endpoint, def, w.S3Mode())
+	}
 }
 
 // dialFailure names the step of imapconn.Dial that failed and a remedy.

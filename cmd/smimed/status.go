@@ -150,6 +150,7 @@ func statusPrint(w io.Writer, st *admin.DaemonStatus, now time.Time, bar bool) e
 		fmt.Fprintf(w, "\ngateway: %s on %s, relay %s, %d sessions open; messages: %d signed, %d encrypted, %d signed+encrypted, %d passed, %d refused, %d failed; %d relay errors\n",
 			clean(g.Mode), clean(g.Listen), clean(g.Relay), g.Sessions, m["signed"], m["encrypted"], m["signed_encrypted"], m["passed"], m["refused"], m["failed"], g.RelayErrors)
 	}
+	statusPrintWorm(w, st.Worm)
 	if len(errs) > 0 {
 		fmt.Fprintf(w, "\nlast errors:\n  %s\n", strings.Join(errs, "\n  "))
 	}
@@ -178,6 +179,23 @@ func statusPrintSeals(w io.Writer, s *admin.SealStatus) {
 			line += "; next retry " + statusTime(t.RetryAt)
 		}
 		fmt.Fprintln(w, line)
+	}
+}
+
+// statusPrintWorm writes the WORM copy's backlog and counters, if there
+// is a WORM copy:
+//
+//	WORM copy (bucket smimed-archive): 12 objects and 0 legal holds waiting (oldest queued 2026-12-03T15:00:00Z), 3 records not yet queued; since start 1520 uploaded, 2 failures
+//	  last error: worm: put originals/…: …
+func statusPrintWorm(w io.Writer, ws *admin.WormStatus) {
+	if ws == nil {
+		return
+	}
+	b := ws.Backlog
+	fmt.Fprintf(w, "\nWORM copy (bucket %s): %d objects and %d legal holds waiting (oldest queued %s), %d records not yet queued; since start %d uploaded, %d failures\n",
+		clean(ws.Bucket), b.Objects, b.Holds, statusTime(b.Oldest), b.Unqueued, ws.Stats.Uploaded, ws.Stats.Failures)
+	if b.LastError != "" {
+		fmt.Fprintf(w, "  last error: %s\n", clean(b.LastError))
 	}
 }
 

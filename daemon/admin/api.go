@@ -28,6 +28,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/archive/worm"
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/harvest"
 	"github.com/smimed/smimed/harvest/revocation"
@@ -76,6 +77,9 @@ type ArchiveAPI interface {
 	VerifyEvidence(ctx context.Context, openssl bool, progress func(done, total int)) (*archive.VerifyResult, error)
 	// Proof returns record id's inclusion proof and its seal's tokens.
 	Proof(ctx context.Context, id uint64) (*ProofResult, error)
+	// VerifyWorm compares the WORM copy ([archive.worm]) with the
+	// archive's files (archive verify --evidence); ErrNoWorm without one.
+	VerifyWorm(ctx context.Context) (*worm.VerifyResult, error)
 	// Retry re-processes the given records (all undecryptable ones when
 	// ids is empty) and passes each outcome to fn.
 	Retry(ctx context.Context, ids []uint64, fn func(RetryResult) error) error
@@ -154,6 +158,8 @@ type Local struct {
 	Seal config.Seal
 	// AuditorQuery limits what a caller of RoleAuditor sees; nil: all.
 	AuditorQuery *archive.Query
+	// Worm gives the WORM copy's S3 client; nil: no [archive.worm].
+	Worm func() (*worm.Client, error)
 }
 
 var _ ArchiveAPI = (*Local)(nil)
@@ -400,6 +406,25 @@ func (l *Local) Proof(ctx context.Context, id uint64) (*ProofResult, error) {
 }
 
 var errVerifyCancelled = errors.New("verify cancelled")
+
+// ErrNoWorm: the configuration has no [archive.worm].
+var ErrNoWorm = errors.New("daemon: no WORM copy configured ([archive.worm])")
+
+// VerifyWorm compares every object of the WORM copy with the local file
+// (worm.Verify); audited as a verify.
+func (l *Local) VerifyWorm(ctx context.Context) (*worm.VerifyResult, error) {
+	if l.Worm == nil {
+		return nil, ErrNoWorm
+	}
+	c, err := l.Worm()
+	if err != nil {
+		return nil, err
+	}
+	if err := l.audit(archive.AuditVerify, "worm "+c.Bucket()); err != nil {
+		return nil, err
+	}
+	return worm.Verify(ctx, l.Archive, l.State, c)
+}
 
 func (l *Local) Retry(ctx context.Context, ids []uint64, fn func(RetryResult) error) error {
 	if l.Caller.Role == RoleAuditor {

@@ -21,6 +21,8 @@ package admin
 //	         {"progress":[done,total]} verify
 //	         {"verify":{…}}            verify: the result ("evidence":true in the request: with the seals' tokens)
 //	         {"proof":{…}}             proof: a record's inclusion proof and its seal's tokens
+//	         {"verify":{…}}            verify: the result
+//	         {"worm_verify":{…}}       verify_worm: the result
 //	         {"retry":{…}}             retry: one per record
 //	         {"audit":{…}}             audit: one per entry
 //	         {"entry":{…,"der":"…"}}   certs_*: one per certificate and address
@@ -31,7 +33,7 @@ package admin
 //	         {"error":"…","codes":[…]} failure; nothing follows (codes: errorCodes)
 //
 // Ops: ping (not audited; DialControl's check), list, get, message, verify, proof,
-// retry, backup, audit; certs_list, certs_email, certs_fingerprint,
+// verify_worm, retry, backup, audit; certs_list, certs_email, certs_fingerprint,
 // certs_certificate, certs_intermediates (what inspect and decrypt read
 // while the daemon holds the store), certs_trust and certs_untrust ("match": the address
 // or fingerprint; reads are not audited, as they read no mail; a trust or
@@ -65,6 +67,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/archive/worm"
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/harvest"
 	"github.com/smimed/smimed/harvest/revocation"
@@ -556,6 +559,11 @@ func (s *controlServer) do(ctx context.Context, api ArchiveAPI, req *controlRequ
 		if p, err = api.Proof(ctx, req.ID); err == nil {
 			err = fw.frame(&controlFrame{Proof: p})
 		}
+	case opVerifyWorm:
+		var res *worm.VerifyResult
+		if res, err = api.VerifyWorm(ctx); err == nil {
+			err = fw.frame(&controlFrame{WormVerify: res})
+		}
 	case "retry":
 		err = api.Retry(ctx, req.IDs, func(r RetryResult) error {
 			return fw.frame(&controlFrame{Retry: &r})
@@ -639,7 +647,7 @@ const (
 	opPurgeApprove     = "purge_approve"
 )
 
-var controlOps = []string{"ping", "list", "get", "message", "verify", "proof", "retry", "backup", "audit",
+var controlOps = []string{"ping", "list", "get", "message", "verify", "proof", opVerifyWorm, "retry", "backup", "audit",
 	opCertsList, opCertsEmail, opCertsFingerprint, opCertsCertificate, opCertsIMs, opCertsTrust, opCertsUntrust, opCRLs, opCRLImport, opCertsImport, opStatus,
 	opHolds, opHoldAdd, opHoldRemove, opRestrict, opPurgePlan, opPurgeApprove}
 
@@ -752,6 +760,8 @@ type controlFrame struct {
 	End      bool                  `json:"end,omitempty"`
 	N        int64                 `json:"n,omitempty"`
 	StateDir string                `json:"state_dir,omitempty"`
+	// WormVerify answers verify_worm.
+	WormVerify *worm.VerifyResult `json:"worm_verify,omitempty"`
 	// certs_* and status
 	Entry       *certEntry       `json:"entry,omitempty"`
 	Certificate []byte           `json:"certificate,omitempty"` // DER, base64 in JSON
@@ -771,6 +781,7 @@ var errorCodes = []struct {
 	{"not_found", archive.ErrNotFound},
 	{"not_message", archive.ErrNotMessage},
 	{"not_sealed", archive.ErrNotSealed},
+	{"no_worm", ErrNoWorm},
 	{"corrupt", archive.ErrCorrupt},
 	{"read_only", archive.ErrReadOnly},
 	{"not_audited", ErrNotAudited},

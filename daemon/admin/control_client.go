@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/archive/worm"
 	"github.com/smimed/smimed/daemon/config"
 )
 
@@ -291,6 +292,24 @@ func (c *controlClient) Proof(ctx context.Context, id uint64) (*ProofResult, err
 		err = unexpected("proof")
 	}
 	return p, err
+}
+
+// opVerifyWorm compares the WORM copy with the archive (VerifyWorm).
+const opVerifyWorm = "verify_worm"
+
+func (c *controlClient) VerifyWorm(ctx context.Context) (*worm.VerifyResult, error) {
+	var res *worm.VerifyResult
+	_, err := c.call(ctx, &controlRequest{Op: opVerifyWorm}, func(f *controlFrame) error {
+		if f.WormVerify == nil || res != nil {
+			return unexpected(opVerifyWorm)
+		}
+		res = f.WormVerify
+		return nil
+	})
+	if err == nil && res == nil {
+		err = unexpected(opVerifyWorm)
+	}
+	return res, err
 }
 
 func (c *controlClient) Retry(ctx context.Context, ids []uint64, fn func(RetryResult) error) error {

@@ -179,7 +179,12 @@ func (e *Env) Local() *Local {
 	c := DirectCaller()
 	acc := AccessOf(e.Config, ownerOf(e.Config.StorePath()))
 	c.Role = acc.role(c, supplementaryGroups)
-	return &Local{Archive: e.Archive, Store: e.Store, State: e.State, Engine: e.Engine, Caller: c, Closer: e.Close, AuditorQuery: acc.AuditorQuery, Seal: e.Config.Archive.Seal}
+	l := &Local{Archive: e.Archive, Store: e.Store, State: e.State, Engine: e.Engine, Caller: c, Closer: e.Close, AuditorQuery: acc.AuditorQuery, Seal: e.Config.Archive.Seal}
+	if w := e.Config.Archive.Worm; w != nil {
+		l.Worm = w.Client
+	}
+	return l
+
 }
 
 // ArchiveFor is the archive API of cfg for an admin command: the running

@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/smimed/smimed/archive/worm"
 	"github.com/smimed/smimed/daemon/config"
 )
 
@@ -31,6 +32,8 @@ type DaemonStatus struct {
 	// Seals is the sealer's state ([archive.seal]); nil when sealing is
 	// off or no daemon answered.
 	Seals *SealStatus `json:"seals,omitempty"`
+	// Worm is the WORM copy ([archive.worm]), nil without one.
+	Worm *WormStatus `json:"worm,omitempty"`
 }
 
 // GatewayStatus is the SMTP gateway's part of the status.
@@ -67,6 +70,14 @@ type TSAStatus struct {
 	LastError   string    `json:"last_error,omitempty"`
 	LastErrorAt time.Time `json:"last_error_at,omitzero"`
 	RetryAt     time.Time `json:"retry_at,omitzero"`
+}
+
+// WormStatus is the WORM copy's state: what waits for the bucket, and
+// the uploader's counters since the daemon started.
+type WormStatus struct {
+	Bucket  string       `json:"bucket"`
+	Backlog worm.Backlog `json:"backlog"`
+	Stats   worm.Stats   `json:"stats"`
 }
 
 // FolderStatus is one account's folder. Without a daemon only Account,

@@ -17,14 +17,12 @@ package imapconn
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,6 +32,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-sasl"
 	"github.com/smimed/smimed/daemon/oauth"
+	"github.com/smimed/smimed/harvest"
 )
 
 // DefaultCommandTimeout bounds every command when Config.CommandTimeout is 0.
@@ -154,13 +153,9 @@ func (cfg *Config) tlsConfig(host string) (*tls.Config, error) {
 		// that is missing or broken now (being replaced, say) is a
 		// temporary failure, retried with backoff: the configuration
 		// check at startup already found it good once.
-		pem, err := os.ReadFile(cfg.TLSCAFile)
+		pool, err := harvest.ReadCAPool(cfg.TLSCAFile)
 		if err != nil {
 			return nil, fmt.Errorf("imapconn: tls_ca_file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("imapconn: tls_ca_file %s: no PEM certificate", cfg.TLSCAFile)
 		}
 		tc.RootCAs = pool
 	}

@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -87,5 +89,17 @@ func TestDovecotUIDs(t *testing.T) {
 	d.Doveadm(t, "mailbox", "update", "-u", "u", "--uid-validity", "4242", "INBOX")
 	if got := d.UIDValidity(t, "u", "INBOX"); got != 4242 {
 		t.Errorf("UIDValidity() = %d, want 4242 (set with doveadm mailbox update)", got)
+	}
+}
+
+// TestVersityGWPinned: CI installs the versitygw StartS3 wants.
+func TestVersityGWPinned(t *testing.T) {
+	deps, err := os.ReadFile(filepath.Join(RepoRoot(t), ".ci", "test-deps"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "github.com/versity/versitygw/cmd/versitygw  " + VersityGWVersion
+	if !strings.Contains(string(deps), want) {
+		t.Fatalf(".ci/test-deps does not install %q (testenv.VersityGWVersion)", want)
 	}
 }

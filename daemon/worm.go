@@ -1,0 +1,116 @@
+package daemon
+
+// This file starts the WORM copy ([archive.worm], package archive/worm):
+// the bucket's Object Lock checked at start (smimed refuses to start on a
+// bucket without), the uploader run in the background, its counters in
+// the metrics and its backlog in `smimed status`.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/archive/worm"
+	"github.com/smimed/smimed/daemon/admin"
+	"github.com/smimed/smimed/daemon/config"
+	"github.com/smimed/smimed/harvest/state"
+)
+
+// wormCheckTimeout bounds the Object Lock check at start.
+const wormCheckTimeout = 30 * time.Second
+
+// newWorm returns the uploader of [archive.worm], or nil without one. A
+// bucket without Object Lock is a configuration error (exit 2: a restart
+// does not mend it); a bucket that cannot be reached is not: mail never
+// waits for S3, the objects wait in the outbox and the uploader checks
+// the lock again before it writes anything.
+func newWorm(cfg *config.Config, arch *archive.Archive, db *state.DB, log *slog.Logger) (*worm.Uploader, error) {
+	w := cfg.Archive.Worm
+	if w == nil {
+		return nil, nil
+	}
+	c, err := w.Client()
+	if err != nil {
+		return nil, &config.Error{Path: cfg.Path, Problems: []string{err.Error()}}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wormCheckTimeout)
+	defer cancel()
+	if _, err := w.CheckLock(ctx, c); errors.Is(err, worm.ErrNoObjectLock) {
+		return nil, &config.Error{Path: cfg.Path, Problems: []string{fmt.Sprintf(
+			"archive.worm: bucket %s at %s has no Object Lock enabled: smimed writes its WORM copy only to a bucket created with Object Lock (see docs/worm.md)", w.Bucket, w.Endpoint)}}
+	} else if err != nil {
+		log.Warn("archive.worm: cannot check the bucket now; its objects wait in the outbox", "err", err)
+	}
+	return worm.NewUploader(arch, db, c, worm.Options{
+		Mode: w.S3Mode(), RetainUntil: worm.YearsAfterReceipt(w.DefaultYears), Logger: log,
+	}), nil
+}
+
+// Worm is the WORM copy's uploader, nil without [archive.worm]. Holds
+// (SetLegalHold) and seals' files (Enqueue) reach the bucket through it.
+func (s *Service) Worm() *worm.Uploader { return s.worm }
+
+// wormClient is the running uploader's client for the admin API, nil
+// without [archive.worm].
+func (s *Service) wormClient() func() (*worm.Client, error) {
+	if s.worm == nil {
+		return nil
+	}
+	return func() (*worm.Client, error) { return s.worm.Client(), nil }
+}
+
+// wormRestart warns when [archive.worm] changed on a reload: the running
+// uploader keeps the configuration it started with, and so does cfg.
+func (s *Service) wormRestart(old, cfg *config.Config) {
+	if !reflect.DeepEqual(old.Archive.Worm, cfg.Archive.Worm) {
+		s.log.Warn("archive.worm changed; restart needed")
+		cfg.Archive.Worm = old.Archive.Worm
+	}
+}
+
+// wormStatus is the WORM copy's part of `smimed status`.
+func (s *Service) wormStatus() *admin.WormStatus {
+	if s.worm == nil {
+		return nil
+	}
+	ws := &admin.WormStatus{Bucket: s.worm.Bucket(), Stats: s.worm.Stats()}
+	bl, err := s.worm.Backlog()
+	if err != nil {
+		ws.Backlog.LastError = "cannot read the outbox: " + err.Error()
+	} else {
+		ws.Backlog = bl
+	}
+	return ws
+}
+
+// watchWorm adds the uploader's counters and backlog to the metrics.
+func (m *Metrics) watchWorm(u *worm.Uploader) {
+	if m == nil || u == nil {
+		return
+	}
+	counter := func(name, help string, v func(worm.Stats) int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v(u.Stats())) })
+	}
+	gauge := func(name, help string, v func(worm.Backlog) int64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
+			bl, err := u.Backlog()
+			if err != nil {
+				return -1
+			}
+			return float64(v(bl))
+		})
+	}
+	m.reg.MustRegister(
+		counter("smimed_worm_queued_total", "Objects added to the WORM copy's outbox.", func(s worm.Stats) int64 { return s.Queued }),
+		counter("smimed_worm_uploaded_total", "Objects written to the WORM bucket (or found written).", func(s worm.Stats) int64 { return s.Uploaded }),
+		counter("smimed_worm_failures_total", "Failed attempts to write to the WORM bucket (uploads, legal holds, the lock check).", func(s worm.Stats) int64 { return s.Failures }),
+		gauge("smimed_worm_outbox_objects", "Objects in the WORM copy's outbox, waiting for the bucket.", func(b worm.Backlog) int64 { return int64(b.Objects) }),
+		gauge("smimed_worm_unqueued_records", "Archive records whose objects are not yet in the outbox.", func(b worm.Backlog) int64 { return int64(b.Unqueued) }),
+	)
+}
