@@ -47,9 +47,39 @@ func newWorm(cfg *config.Config, arch *archive.Archive, db *state.DB, log *slog.
 	} else if err != nil {
 		log.Warn("archive.worm: cannot check the bucket now; its objects wait in the outbox", "err", err)
 	}
-	return worm.NewUploader(arch, db, c, worm.Options{
-		Mode: w.S3Mode(), RetainUntil: worm.YearsAfterReceipt(w.DefaultYears), Logger: log,
-	}), nil
+	u := worm.NewUploader(arch, db, c, worm.Options{
+		Mode: w.S3Mode(), RetainUntil: wormRetainUntil(cfg), Logger: log,
+		Held: func(r *archive.Record) bool {
+			held, err := arch.HeldBy(r)
+			return err == nil && len(held) > 0
+		},
+	})
+	arch.SetHoldObserver(worm.HoldObserver(db, arch, u.Notify))
+	return u, nil
+}
+
+// wormRetainUntil is when a record's objects may go: a message's own
+// retain-until (its retention class, written into the record); a record
+// of another kind (a seal, a tombstone) the longest class, so that the
+// evidence outlives everything it covers; default_years for a record
+// with neither.
+func wormRetainUntil(cfg *config.Config) worm.RetainUntil {
+	w := cfg.Archive.Worm
+	longest := w.DefaultYears
+	for _, y := range cfg.Archive.Retention.Classes {
+		longest = max(longest, y)
+	}
+	fallback := worm.YearsAfterReceipt(w.DefaultYears)
+	return func(r *archive.Record) time.Time {
+		switch {
+		case r.Kind == archive.KindMessage && !r.RetainUntil.IsZero():
+			// The record's last second of Dec 31: the lock ends with it.
+			return r.RetainUntil.Add(time.Second)
+		case r.Kind == archive.KindMessage:
+			return fallback(r)
+		}
+		return worm.EndOfYearPlus(r.When(), longest)
+	}
 }
 
 // Worm is the WORM copy's uploader, nil without [archive.worm]. Holds

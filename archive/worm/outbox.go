@@ -72,7 +72,7 @@ func RecordKey(id uint64) string { return fmt.Sprintf("records/%020d.json", id) 
 // objectsOf lists the objects of one record.
 func objectsOf(r *archive.Record) map[string]entry {
 	out := map[string]entry{RecordKey(r.ID): {Kind: KindRecord, Record: r.ID}}
-	if r.PlaintextFile == "" { // not fetched: the record is all there is
+	if r.PlaintextFile == "" || r.Kind != archive.KindMessage { // not fetched, purged, a seal or tombstone: the record is all there is
 		return out
 	}
 	if r.OriginalSHA256 != "" {

@@ -238,6 +238,8 @@ func recordAt(a *archive.Archive, id uint64) (r *archive.Record, ok bool) {
 	switch {
 	case errors.Is(err, archive.ErrNotFound):
 		return nil, false
+	case errors.Is(err, archive.ErrNotMessage):
+		return &archive.Record{ID: id, Kind: archive.KindSeal}, true
 	case err != nil:
 		return &archive.Record{ID: id}, true
 	}
@@ -692,4 +694,28 @@ func (u *Uploader) change(prefix []byte, key string, old, nv []byte) {
 	if err != nil {
 		u.log.Error("worm: writing the outbox", "object", key, "err", err)
 	}
+}
+
+// HoldObserver sets and clears the objects' legal holds when an archive
+// hold is added or removed (archive.SetHoldObserver): queued in the
+// outbox (QueueLegalHolds), so it works without a running uploader;
+// notify (may be nil) wakes one.
+func HoldObserver(db *state.DB, a *archive.Archive, notify func()) archive.HoldObserver {
+	return holdObserver{db: db, a: a, notify: notify}
+}
+
+type holdObserver struct {
+	db     *state.DB
+	a      *archive.Archive
+	notify func()
+}
+
+func (h holdObserver) HoldChanged(_ archive.Hold, added bool, ids []uint64) error {
+	if err := QueueLegalHolds(h.db, h.a, ids, added); err != nil {
+		return fmt.Errorf("WORM copy: legal holds: %w", err)
+	}
+	if h.notify != nil {
+		h.notify()
+	}
+	return nil
 }

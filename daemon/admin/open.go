@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/archive/worm"
 	"github.com/smimed/smimed/daemon/config"
 	"github.com/smimed/smimed/harvest"
 	"github.com/smimed/smimed/harvest/revocation"
@@ -136,6 +137,11 @@ func Open(cfg *config.Config, mode Mode) (*Env, error) {
 				return nil, err
 			}
 			env.Archive.SetRetention(cfg.Archive.Retention.Policy())
+			if cfg.Archive.Worm != nil {
+				// A hold changed here reaches the WORM copy through
+				// the outbox: the service's uploader sets it.
+				env.Archive.SetHoldObserver(worm.HoldObserver(db, env.Archive, nil))
+			}
 		}
 	}
 	if cr != nil {
