@@ -120,8 +120,11 @@ func TestPutOutgoing(t *testing.T) {
 	if _, _, err := a.Reprocess(rec.ID, engine(t)); !errors.Is(err, ErrOutgoing) {
 		t.Errorf("Reprocess of an outgoing record = %v, want ErrOutgoing", err)
 	}
-	if _, err := a.PutOutgoing(Outgoing{ID: "bad\nid"}, ptPath, ""); err == nil {
+	if _, err := a.PutOutgoing(Outgoing{ID: "bad\nid", Decision: []string{DecisionSigned}}, ptPath, ""); err == nil {
 		t.Errorf("PutOutgoing with a line break in the id: no error")
+	}
+	if _, err := a.PutOutgoing(Outgoing{ID: "x", Decision: []string{"signed-ish"}}, ptPath, ""); err == nil || !strings.Contains(err.Error(), "unknown decision") {
+		t.Errorf("PutOutgoing with an unknown decision = %v", err)
 	}
 }
 
