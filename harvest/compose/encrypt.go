@@ -99,8 +99,7 @@ func encrypt(dst io.Writer, src io.Reader, recips []Recipient, o Options, addHP 
 			return Algorithms{}, fmt.Errorf("compose: encrypt: recipient %d (%s): %w", i+1, name, err)
 		}
 	}
-	br := bufio.NewReader(src)
-	h, err := readHeader(br)
+	h, br, err := readMessageHeader(src)
 	if err != nil {
 		return Algorithms{}, err
 	}

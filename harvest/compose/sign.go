@@ -33,8 +33,7 @@ func sign(dst io.Writer, src io.Reader, s *Signer, o Options, hp string) error {
 	if err := cms.CanSign(s.Cert, s.Key); err != nil {
 		return fmt.Errorf("compose: sign: %w", err)
 	}
-	br := bufio.NewReader(src)
-	h, err := readHeader(br)
+	h, br, err := readMessageHeader(src)
 	if err != nil {
 		return err
 	}
