@@ -129,7 +129,7 @@ func Seal(dst io.Writer, src io.Reader, n int64, cipherName string, recips []Sea
 	hasKARI := false
 	for i, r := range recips {
 		if err := CanEncryptTo(r.Cert); err != nil {
-			return nil, fmt.Errorf("recipient %d (%s): %w", i+1, r.Cert.Subject, err)
+			return nil, fmt.Errorf("recipient %d: %w", i+1, err)
 		}
 		km := r.KeyManagement()
 		var ri []byte

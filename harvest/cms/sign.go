@@ -183,6 +183,12 @@ func SignDetached(digest []byte, p SignParams) ([]byte, error) {
 		return nil, fmt.Errorf("cms: sign: %w", err)
 	}
 
+	certs := [][]byte{p.Cert.Raw}
+	for _, c := range p.Chain {
+		if c != nil && !c.Equal(p.Cert) {
+			certs = append(certs, c.Raw)
+		}
+	}
 	digestAlg := algID(sdOIDSHA256, nil)
 	var b cryptobyte.Builder
 	b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) { // ContentInfo
@@ -192,13 +198,9 @@ func SignDetached(digest []byte, p SignParams) ([]byte, error) {
 				b.AddASN1Int64(1)
 				b.AddASN1(casn1.SET, func(b *cryptobyte.Builder) { b.AddBytes(digestAlg) })
 				b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(OIDData) })
-				b.AddASN1(envTagCons0, func(b *cryptobyte.Builder) { // certificates
-					b.AddBytes(p.Cert.Raw)
-					for _, c := range p.Chain {
-						if c != nil && !c.Equal(p.Cert) {
-							b.AddBytes(c.Raw)
-						}
-					}
+				b.AddASN1(envTagCons0, func(b *cryptobyte.Builder) { // certificates, a DER SET OF
+					set := derSetOf(certs)
+					b.AddBytes(set[2+lenOfLen(set):])
 				})
 				b.AddASN1(casn1.SET, func(b *cryptobyte.Builder) { // signerInfos
 					b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
@@ -378,4 +380,15 @@ func oaepSHA256Params() []byte {
 		b.AddASN1(envTagCons1, func(b *cryptobyte.Builder) { b.AddBytes(mgf1SHA256()) })
 	})
 	return b.BytesOrPanic()
+}
+
+// CapabilityNames gives the names ParseSignedData reports for caps
+// (SignerInfo.SMIMECapabilities), e.g. DefaultCapabilities as a partner
+// sees them.
+func CapabilityNames(caps []Capability) []string {
+	out := make([]string, len(caps))
+	for i, c := range caps {
+		out[i] = sdCapName(c.OID)
+	}
+	return out
 }

@@ -2,6 +2,7 @@ package compose
 
 import (
 	"bufio"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"slices"
@@ -151,4 +152,11 @@ func encrypt(dst io.Writer, src io.Reader, recips []Recipient, o Options, addHP 
 		return Algorithms{}, err
 	}
 	return alg, bw.Flush()
+}
+
+// Own is a recipient that is smimed itself, such as the escrow
+// certificate: it announces what smimed decrypts (cms.DefaultCapabilities,
+// the SMIMECapabilities Sign sends), so that it never holds Choose back.
+func Own(cert *x509.Certificate) Recipient {
+	return Recipient{Cert: cert, Capabilities: cms.CapabilityNames(cms.DefaultCapabilities())}
 }
