@@ -86,7 +86,7 @@ func DefaultCapabilities() []Capability {
 }
 
 // CanSign checks that cert, with a key of key's type, may sign mail: a
-// supported key (CheckCertificateKey), KeyUsage (when present) with
+// supported key (CheckCertificateKey; RSA of at least 2048 bits), KeyUsage (when present) with
 // digitalSignature or nonRepudiation, ExtKeyUsage (when present) with
 // emailProtection or any, and the key pair matching the certificate.
 func CanSign(cert *x509.Certificate, key crypto.Signer) error {
@@ -103,8 +103,12 @@ func CanSign(cert *x509.Certificate, key crypto.Signer) error {
 	if e, ok := key.Public().(equaler); !ok || !e.Equal(cert.PublicKey) {
 		return fmt.Errorf("%w: the private key does not belong to the certificate", ErrCannotSign)
 	}
-	switch cert.PublicKey.(type) {
-	case *rsa.PublicKey, *ecdsa.PublicKey:
+	switch k := cert.PublicKey.(type) {
+	case *rsa.PublicKey:
+		if k.N.BitLen() < 2048 {
+			return fmt.Errorf("%w: %d-bit RSA key (at least 2048 bits, RFC 8551 section 4.1)", ErrCannotSign, k.N.BitLen())
+		}
+	case *ecdsa.PublicKey:
 	default:
 		return fmt.Errorf("%w: %s keys are not supported", ErrCannotSign, cert.PublicKeyAlgorithm)
 	}
