@@ -47,7 +47,7 @@ func FuzzPrepare(f *testing.F) {
 		var out bytes.Buffer
 		p := &preparer{tempDir: dir}
 		if err := p.entity(&out, inner, bytes.NewReader(rest.Bytes()), 0); err != nil {
-			return
+			return // refusals are errors (ErrMalformed, ErrUnsupportedEncoding, ErrSignedEightBit)
 		}
 		check7bitFuzz(t, out.Bytes())
 		want, ok := decodeParts(in.Bytes())
