@@ -310,11 +310,11 @@ func sealCBC(dst io.Writer, src io.Reader, n int64, block cipher.Block, riSet []
 		return err
 	}
 	enc := cipher.NewCBCEncrypter(block, iv)
-	buf := make([]byte, sealChunk+aes.BlockSize)
+	buf := make([]byte, min(sealChunk, n+aes.BlockSize)+aes.BlockSize)
 	have := 0 // bytes in buf not yet encrypted
 	left := n
 	for left > 0 {
-		want := int(min(int64(sealChunk-have), left))
+		want := int(min(int64(len(buf)-aes.BlockSize-have), left))
 		m, err := io.ReadFull(src, buf[have:have+want])
 		if err != nil {
 			return fmt.Errorf("cms: seal: reading the content: %w", err)

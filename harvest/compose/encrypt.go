@@ -130,7 +130,7 @@ func encrypt(dst io.Writer, src io.Reader, recips []Recipient, o Options, addHP 
 	for i, r := range recips {
 		srs[i] = sealRecipient(r)
 	}
-	bw := bufio.NewWriterSize(dst, 64<<10)
+	bw := bufio.NewWriter(dst)
 	outer = append(outer, newField("MIME-Version", "1.0"),
 		newField("Content-Type", "application/pkcs7-mime; smime-type="+alg.SMIMEType()+"; name=\"smime.p7m\""),
 		newField("Content-Transfer-Encoding", "base64"),
