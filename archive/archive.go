@@ -1,6 +1,7 @@
 // Package archive is the plaintext archive, the system of record: every
 // processed message kept as it came (content-addressed by SHA-256) and as
-// plaintext (a Maildir that mutt, notmuch or Dovecot can open), an index in
+// plaintext (a Maildir that mutt, notmuch or Dovecot can open) — and every
+// message the gateway sent, as sent and as submitted (outgoing.go) —, an index in
 // the bbolt store whose records form a hash chain, the admin queries, and
 // the readable copy for the user's IMAP folder.
 //
@@ -17,7 +18,8 @@
 //
 //	archive_records  id (8 bytes, big-endian) → hash (32) | record JSON
 //	archive_meta     "head" → id (8) | hash (32): the chain head
-//	archive_keys     account 0 folder 0 uidvalidity uid sha256 → id (current version)
+//	archive_keys     account 0 folder 0 uidvalidity uid sha256 → id (current version);
+//	                 0xff "out" 0 gateway id → id for outgoing mail (outgoing.go)
 //	archive_index    kind | value 0 | time (8) | id (8) → nothing
 //	archive_copies   id → copy JSON (the user's IMAP copy)
 //	archive_pending  id → nothing: a new version whose user copy is still to be updated

@@ -140,7 +140,8 @@ const maxOutgoingID = 256
 // memory whole), each synced, and the record is committed in the same
 // hash chain and group commit as incoming mail; PutOutgoing returns only
 // then. The caller's files are left alone. A second call with the same
-// o.ID writes nothing and returns the record archived first.
+// o.ID writes nothing and returns the record archived first. o.Decision
+// must name at least one of Decisions.
 func (a *Archive) PutOutgoing(o Outgoing, plaintextPath, sentPath string) (*Record, error) {
 	if a.readOnly {
 		return nil, ErrReadOnly
@@ -154,6 +155,14 @@ func (a *Archive) PutOutgoing(o Outgoing, plaintextPath, sentPath string) (*Reco
 	}
 	if len(o.ID) > maxOutgoingID || strings.ContainsAny(o.ID, "\x00\r\n") {
 		return nil, fmt.Errorf("archive: outgoing id %q: at most %d bytes, no NUL or line break", headerValue(o.ID), maxOutgoingID)
+	}
+	if len(o.Decision) == 0 {
+		return nil, fmt.Errorf("archive: outgoing %s: no decision", o.ID)
+	}
+	for _, d := range o.Decision {
+		if !slices.Contains(Decisions, d) {
+			return nil, fmt.Errorf("archive: outgoing %s: unknown decision %q (want %s)", o.ID, headerValue(d), strings.Join(Decisions, ", "))
+		}
 	}
 	if existing, err := a.lookupKey(outgoingKey(o.ID)); err != nil || existing != nil {
 		return existing, err

@@ -180,3 +180,23 @@ func TestEncryptionProblem(t *testing.T) {
 		t.Errorf("EncryptionProblem(EC digitalSignature only) = none")
 	}
 }
+
+// FuzzParseCertificates: what an administrator brings to certs import
+// (and the control socket carries) never panics and never yields more
+// than MaxCertificates.
+func FuzzParseCertificates(f *testing.F) {
+	for _, name := range []string{"alice.crt", "intermediate.pem", "ca-bundle.pem"} {
+		b := testenv.Testdata(f, "pki", name)
+		f.Add(b)
+		if c, err := ParseCertificates(b); err == nil {
+			f.Add(c[0].Raw)
+		}
+	}
+	f.Add([]byte("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		certs, err := ParseCertificates(data)
+		if err == nil && (len(certs) == 0 || len(certs) > MaxCertificates) {
+			t.Fatalf("ParseCertificates = %d certificates, no error", len(certs))
+		}
+	})
+}

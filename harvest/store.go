@@ -17,7 +17,8 @@ package harvest
 // Fingerprints are the lower-case hex SHA-256 of the DER, as
 // `openssl x509 -fingerprint -sha256` prints them without colons. A
 // certificate is usable for an address once a signature by it validated
-// (Harvest) or an administrator trusted it (Trust); until then it is
+// (Harvest), an administrator trusted it (Trust) or imported it (Import,
+// recipient.go); until then it is
 // quarantined and listed, but never offered for encryption. A trusted
 // certificate is also a pinned leaf for that address (Pinned): the engine
 // accepts its signatures without a CA chain. Untrust withdraws both.
@@ -25,7 +26,8 @@ package harvest
 // The certificate to encrypt to (preferred) is the one a valid signature
 // bound to the address chose last ("chosen": the signer's certificate, or
 // the one its SMIMEEncryptionKeyPreference names; an administrator's trust
-// is a choice too), as long as it is usable, valid now and can encrypt.
+// or import is a choice too), as long as it is usable, valid now and can
+// encrypt (encryptProblem). RecipientCert is what the gateway asks.
 // Expiry dates never decide, and a quarantine sighting never chooses.
 // Records written before "chosen" existed fall back: the certificate the
 // sender last named (preferred_encryption, at preferred_seen) counts as

@@ -466,6 +466,8 @@ func TestExampleChecks(t *testing.T) {
 	copyFile("org-old.crt", filepath.Join(dir, "keys/bob.pem"))
 	copyFile("org-old.key", filepath.Join(dir, "keys/bob.key"))
 	copyFile("ca-bundle.pem", filepath.Join(dir, "ca/partner-ca.pem"))
+	copyFile("org-ec256.crt", filepath.Join(dir, "keys/ops.pem"))
+	copyFile("org-ec256.key", filepath.Join(dir, "keys/ops.key"))
 	if err := os.WriteFile(filepath.Join(creds, "ceo.imap.pass"), []byte("imap-secret\n"), 0o400); err != nil {
 		t.Fatal(err)
 	}

@@ -190,12 +190,12 @@ func LoadSigningWarn(cfg *Config) (*Identities, []string, error) {
 	now := time.Now()
 	var defaultEnc *x509.Certificate
 	var orgCerts []*x509.Certificate
-	if len(cfg.Keys) > 0 {
-		keys, _, _, _ := cfg.loadKeys() // their problems are LoadKeysWarn's to report
-		for _, k := range keys {
-			orgCerts = append(orgCerts, k.Cert)
+	keys, from, _, _ := cfg.loadKeys() // their problems are LoadKeysWarn's to report
+	for i, k := range keys {
+		orgCerts = append(orgCerts, k.Cert)
+		if from[i] == 0 && defaultEnc == nil {
+			defaultEnc = k.Cert // DefaultEscrow's, without reading the file again
 		}
-		defaultEnc, _ = cfg.DefaultEscrow()
 	}
 	for i, s := range cfg.Signing {
 		name := fmt.Sprintf("signing[%d]", i)
