@@ -167,3 +167,30 @@ func TestFencedAfter(t *testing.T) {
 		}
 	}
 }
+
+// TestPostfixFilterToDovecotLMTP delivers through the filter to Dovecot
+// over LMTP, as the gateway's integration tests do: Dovecot's own view
+// (doveadm) must show the message with the filter's header.
+func TestPostfixFilterToDovecotLMTP(t *testing.T) {
+	d := StartDovecotWith(t, DovecotOptions{LMTP: true})
+	d.AddUser(t, "partner", "pw")
+	var reinject string
+	filter := standInFilter(t, &reinject)
+	pf := StartPostfix(t, PostfixOptions{FilterAddr: filter.Addr(), NextHop: d.LMTPAddr(), LMTP: true})
+	reinject = pf.ReinjectAddr()
+
+	if err := pf.Submit("ceo@org.example", []string{"partner@partner.example"}, testMessage(1)); err != nil {
+		t.Fatalf("Submit() = %v", err)
+	}
+	uids := d.WaitUIDs(t, "partner", "INBOX", 1, 2*time.Minute)
+	pf.WaitEmpty(t, time.Minute)
+	text := d.Doveadm(t, "fetch", "-u", "partner", "text", "mailbox", "INBOX", "uid", fmt.Sprint(uids[0]))
+	for _, want := range []string{filterHeader, "Message-ID: <pf-1@org.example>", "body 1"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("Dovecot's copy lacks %q:\n%s", want, text)
+		}
+	}
+	if len(uids) != 1 {
+		t.Errorf("INBOX has %d messages, want 1", len(uids))
+	}
+}
