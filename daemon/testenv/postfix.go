@@ -428,6 +428,32 @@ func (p *Postfix) Stop() {
 	}
 }
 
+// Restart stops Postfix and starts it again with the same configuration:
+// the same ports, the same queue (deferred mail stays deferred). In
+// between, connections to its ports are refused.
+func (p *Postfix) Restart(t testing.TB) {
+	t.Helper()
+	p.Stop()
+	p.mu.Lock()
+	p.stopped = false
+	p.mu.Unlock()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := p.start()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("testenv: restart Postfix: %v\nlog:\n%s", err, p.Log())
+		}
+		p.Stop()
+		p.mu.Lock()
+		p.stopped = false
+		p.mu.Unlock()
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // processes are the live processes of our Postfix: the master (its pid
 // file) and every process working in our queue directory (Postfix's
 // daemons chdir there).
