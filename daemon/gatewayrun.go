@@ -61,7 +61,7 @@ func gatewayFiles(cfg *config.Config) (*gatewayLoaded, error) {
 		return nil, err
 	}
 	for _, c := range certs {
-		gl.escrow = append(gl.escrow, gateway.Recipient{Cert: c, Escrow: true})
+		gl.escrow = append(gl.escrow, gateway.Escrow(c))
 	}
 	host, _ := os.Hostname()
 	if gl.relay, err = gateway.RelayConfigOf(g, host); err != nil {
