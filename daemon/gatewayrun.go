@@ -244,3 +244,12 @@ func CheckRelay(ctx context.Context, cfg *config.Config) (string, error) {
 	}
 	return gateway.CheckRelay(ctx, gl.relay, cfg.Gateway.Mode == config.ModeSubmission)
 }
+
+// archiveKept archives, at start, the sent messages an archive failure
+// left in state_dir/gateway-unarchived.
+func (s *Service) archiveKept() {
+	n, err := gateway.ArchiveKept(filepath.Join(s.stateDir, gateway.UnarchivedDir), s.arch, s.log.With("pkg", "gateway"))
+	if err != nil {
+		s.log.Error("gateway: sent messages kept after an archive failure could not be archived yet; they stay kept", "archived", n, "err", oneLine(err))
+	}
+}

@@ -344,6 +344,20 @@ func TestArchiveFailureKeepsFiles(t *testing.T) {
 	if !bytes.Equal(sent, e.only().Data) {
 		t.Fatal("kept message differs from the one sent")
 	}
+	// Archived later, with its facts, and removed.
+	e.arch.err = nil
+	dir := filepath.Join(filepath.Dir(e.gw.cfg.TempDir), UnarchivedDir)
+	n, err := ArchiveKept(dir, e.arch, e.gw.log)
+	if err != nil || n != 1 {
+		t.Fatalf("ArchiveKept() = %d, %v", n, err)
+	}
+	recs := e.arch.records()
+	if len(recs) != 1 || !bytes.Equal(recs[0].Sent, sent) || recs[0].O.MailFrom != "ceo@org.example" || len(recs[0].O.Recipients) != 2 {
+		t.Fatalf("archived later: %+v", recs)
+	}
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Fatalf("left behind: %v", left)
+	}
 }
 
 func TestSizeLimits(t *testing.T) {
