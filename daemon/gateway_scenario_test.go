@@ -83,24 +83,27 @@ func gatewayHead(t *testing.T, relay, extra string) (head, listen string) {
 		"[[signing]]\naddresses = [\"ceo@org.example\"]\ncert_file = \"org-new.crt\"\nkey_file = \"org-new.key\"\n", listen, relay, extra), listen
 }
 
-// TestGatewayRoundTrip: the organisation's smimed runs the gateway alone
-// (no [[accounts]]); a message from ceo to alice goes out signed and
+// TestGatewayRoundTrip: the organisation's smimed runs the gateway and
+// its incoming side on cfo's mailbox; a message from ceo to alice and cfo
+// goes out signed and
 // encrypted to alice's certificate (imported into the store) and the
 // escrow key, into alice's Dovecot mailbox. The partner's own smimed
 // (its own state_dir, alice's key, watching that mailbox) decrypts it,
 // judges the signature valid and harvests ceo's certificate; our archive
-// holds the outgoing record, and our escrow key reads what was sent.
+// holds the outgoing record, our escrow key reads what was sent (openssl),
+// and our incoming side reads cfo's copy through it: decrypted, valid.
 func TestGatewayRoundTrip(t *testing.T) {
 	t.Parallel()
 	d := testenv.StartDovecot(t)
 	sink := startDovecotSink(t, d)
 
-	// Our side: the gateway alone.
+	// Our side: the gateway, and the incoming side on cfo's mailbox.
 	ours := t.TempDir()
 	testenv.CopyPKI(t, ours, "org-new.crt", "org-new.key", "ca-bundle.pem")
+	d.AddAccount(t, ours, "cfo")
 	head, listen := gatewayHead(t, sink.addr, "")
 	cfgPath := filepath.Join(ours, "smimed.toml")
-	if err := os.WriteFile(cfgPath, []byte(testenv.Config("state", head, []string{"org-new"})), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(testenv.Config("state", head, []string{"org-new"}, testenv.Account("cfo", d.Addr(), ""))), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	logs := &testenv.LockedBuffer{}
@@ -127,7 +130,7 @@ func TestGatewayRoundTrip(t *testing.T) {
 	}
 	defer c.Close()
 	msg := "From: CEO <ceo@org.example>\r\nTo: Alice <alice@partner.example>\r\nSubject: [secure] the offer\r\nMessage-ID: <roundtrip@org.example>\r\nDate: Thu, 03 Dec 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nOur offer: 42.\r\n"
-	if err := sendSMTP(c, "ceo@org.example", []string{"alice@partner.example"}, msg); err != nil {
+	if err := sendSMTP(c, "ceo@org.example", []string{"alice@partner.example", "cfo@org.example"}, msg); err != nil {
 		t.Fatalf("send: %v\n%s", err, logs.String())
 	}
 	var sent []byte
@@ -171,11 +174,28 @@ func TestGatewayRoundTrip(t *testing.T) {
 		t.Fatalf("partner did not harvest our certificate: %+v", es)
 	}
 
-	// Our archive: one outgoing record, signed and encrypted, to alice and escrow.
-	var out []*archive.Record
-	svc.arch.List(archive.Query{}, func(r *archive.Record) error { out = append(out, r); return nil })
-	if len(out) != 1 || !out[0].IsOutgoing() {
-		t.Fatalf("our archive = %+v", out)
+	// Our archive: the outgoing record, signed and encrypted, to alice
+	// and escrow; and cfo's copy, an internal recipient without a
+	// certificate, read by our incoming side through the escrow key.
+	var out, in []*archive.Record
+	waitUntil(t, "our incoming side archived cfo's copy", func() bool {
+		out, in = nil, nil
+		svc.arch.List(archive.Query{}, func(r *archive.Record) error {
+			if r.IsOutgoing() {
+				out = append(out, r)
+			} else {
+				in = append(in, r)
+			}
+			return nil
+		})
+		return len(in) > 0
+	}, logs.String)
+	if len(in) != 1 || in[0].Account != "cfo" || in[0].Decryption.Status != harvest.DecryptOK ||
+		len(in[0].Signatures) != 1 || in[0].Signatures[0].Status != harvest.StatusValid {
+		t.Fatalf("cfo's copy = %+v", in[0])
+	}
+	if len(out) != 1 {
+		t.Fatalf("our outgoing records = %+v", out)
 	}
 	o := out[0].Outgoing
 	if !slices.Equal(o.Decision, []string{archive.DecisionSigned, archive.DecisionEncrypted}) || len(o.Recipients) != 2 {
