@@ -309,8 +309,21 @@ func checkV1(t *testing.T, db *state.DB, exp *v1Expected) {
 			continue
 		}
 		got, _ := json.Marshal(r)
+		// Records written before outgoing mail existed read as
+		// incoming (archive.DirectionIn); everything else as written.
+		var wm map[string]any
+		if err := json.Unmarshal(want, &wm); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := wm["direction"]; !ok {
+			wm["direction"] = archive.DirectionIn
+		}
+		var gm map[string]any
+		json.Unmarshal(got, &gm)
+		got, _ = json.Marshal(gm)
+		wantJSON, _ := json.Marshal(wm)
 		var w bytes.Buffer
-		json.Compact(&w, want)
+		w.Write(wantJSON)
 		if !bytes.Equal(got, w.Bytes()) {
 			t.Errorf("Get(%d) =\n%s\nwant\n%s", id.ID, got, w.Bytes())
 		}
