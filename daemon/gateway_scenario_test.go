@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"github.com/smimed/smimed/archive"
@@ -274,5 +276,87 @@ func TestGatewayReload(t *testing.T) {
 		if !strings.Contains(rec.Body.String(), want) {
 			t.Errorf("metrics lack %q", want)
 		}
+	}
+}
+
+// upstreamSession is a submission server that takes ceo's login only.
+type upstreamSession struct {
+	sinkSession
+	login string
+}
+
+func (u *upstreamSession) AuthMechanisms() []string { return []string{sasl.Plain} }
+func (u *upstreamSession) Auth(string) (sasl.Server, error) {
+	return sasl.NewPlainServer(func(_, user, pass string) error {
+		if user != "ceo@org.example" || pass != "ceo-pw" {
+			return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "upstream: no"}
+		}
+		u.login = user
+		return nil
+	}), nil
+}
+func (u *upstreamSession) Mail(from string, o *smtp.MailOptions) error {
+	if u.login == "" {
+		return smtp.ErrAuthRequired
+	}
+	return nil
+}
+
+// TestGatewaySubmission: smimed run in submission mode with the TLS
+// files of its configuration: STARTTLS on listen and implicit TLS on
+// listen_tls, the client's login passed to the upstream (refused, then
+// taken), the message signed and handed on through that login.
+func TestGatewaySubmission(t *testing.T) {
+	t.Parallel()
+	s := &dovecotSink{t: t, got: make(chan []byte, 10)}
+	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
+		return &upstreamSession{sinkSession: sinkSession{s: s}}, nil
+	}))
+	srv.AllowInsecureAuth = true
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	dir := t.TempDir()
+	testenv.CopyPKI(t, dir, "org-new.crt", "org-new.key", "ca-bundle.pem")
+	listenTLS := testenv.FreeAddr(t)
+	head, listen := gatewayHead(t, ln.Addr().String(), fmt.Sprintf("mode = \"submission\"\nlisten_tls = %q\ntls_cert_file = \"org-new.crt\"\ntls_key_file = \"org-new.key\"\n", listenTLS))
+	cfgPath := filepath.Join(dir, "smimed.toml")
+	if err := os.WriteFile(cfgPath, []byte(testenv.Config("state", head, []string{"org-new"})), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs := &testenv.LockedBuffer{}
+	runService(t, cfgPath, logs)
+	tc := &tls.Config{InsecureSkipVerify: true} // the test certificate names no host
+	var c *smtp.Client
+	waitUntil(t, "the gateway listens", func() bool {
+		c, err = smtp.DialStartTLS(listen, tc)
+		return err == nil
+	}, logs.String)
+	defer c.Close()
+	if err := c.Auth(sasl.NewPlainClient("", "ceo@org.example", "wrong")); err == nil || !strings.Contains(err.Error(), "upstream: no") {
+		t.Fatalf("AUTH with a wrong password = %v, want the upstream's refusal", err)
+	}
+	c2, err := smtp.DialTLS(listenTLS, tc)
+	if err != nil {
+		t.Fatalf("implicit TLS: %v", err)
+	}
+	defer c2.Close()
+	if err := c2.Auth(sasl.NewPlainClient("", "ceo@org.example", "ceo-pw")); err != nil {
+		t.Fatal(err)
+	}
+	if err := sendSMTP(c2, "ceo@org.example", []string{"carol@nocert.example"}, "From: ceo@org.example\r\nTo: carol@nocert.example\r\nSubject: s\r\n\r\nsigned via the login\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	got := <-s.got
+	content := testenv.OpenSSLInput(t, dir, got, "cms", "-verify", "-CAfile", "ca-bundle.pem", "-purpose", "smimesign")
+	if !bytes.Contains(content, []byte("signed via the login")) {
+		t.Fatalf("content = %q", content)
+	}
+	if strings.Contains(logs.String(), "ceo-pw") || strings.Contains(logs.String(), "wrong") {
+		t.Fatal("a password is in the log")
 	}
 }
