@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"github.com/smimed/smimed/archive"
@@ -83,24 +85,27 @@ func gatewayHead(t *testing.T, relay, extra string) (head, listen string) {
 		"[[signing]]\naddresses = [\"ceo@org.example\"]\ncert_file = \"org-new.crt\"\nkey_file = \"org-new.key\"\n", listen, relay, extra), listen
 }
 
-// TestGatewayRoundTrip: the organisation's smimed runs the gateway alone
-// (no [[accounts]]); a message from ceo to alice goes out signed and
+// TestGatewayRoundTrip: the organisation's smimed runs the gateway and
+// its incoming side on cfo's mailbox; a message from ceo to alice and cfo
+// goes out signed and
 // encrypted to alice's certificate (imported into the store) and the
 // escrow key, into alice's Dovecot mailbox. The partner's own smimed
 // (its own state_dir, alice's key, watching that mailbox) decrypts it,
 // judges the signature valid and harvests ceo's certificate; our archive
-// holds the outgoing record, and our escrow key reads what was sent.
+// holds the outgoing record, our escrow key reads what was sent (openssl),
+// and our incoming side reads cfo's copy through it: decrypted, valid.
 func TestGatewayRoundTrip(t *testing.T) {
 	t.Parallel()
 	d := testenv.StartDovecot(t)
 	sink := startDovecotSink(t, d)
 
-	// Our side: the gateway alone.
+	// Our side: the gateway, and the incoming side on cfo's mailbox.
 	ours := t.TempDir()
 	testenv.CopyPKI(t, ours, "org-new.crt", "org-new.key", "ca-bundle.pem")
+	d.AddAccount(t, ours, "cfo")
 	head, listen := gatewayHead(t, sink.addr, "")
 	cfgPath := filepath.Join(ours, "smimed.toml")
-	if err := os.WriteFile(cfgPath, []byte(testenv.Config("state", head, []string{"org-new"})), 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(testenv.Config("state", head, []string{"org-new"}, testenv.Account("cfo", d.Addr(), ""))), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	logs := &testenv.LockedBuffer{}
@@ -127,7 +132,7 @@ func TestGatewayRoundTrip(t *testing.T) {
 	}
 	defer c.Close()
 	msg := "From: CEO <ceo@org.example>\r\nTo: Alice <alice@partner.example>\r\nSubject: [secure] the offer\r\nMessage-ID: <roundtrip@org.example>\r\nDate: Thu, 03 Dec 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nOur offer: 42.\r\n"
-	if err := sendSMTP(c, "ceo@org.example", []string{"alice@partner.example"}, msg); err != nil {
+	if err := sendSMTP(c, "ceo@org.example", []string{"alice@partner.example", "cfo@org.example"}, msg); err != nil {
 		t.Fatalf("send: %v\n%s", err, logs.String())
 	}
 	var sent []byte
@@ -171,11 +176,28 @@ func TestGatewayRoundTrip(t *testing.T) {
 		t.Fatalf("partner did not harvest our certificate: %+v", es)
 	}
 
-	// Our archive: one outgoing record, signed and encrypted, to alice and escrow.
-	var out []*archive.Record
-	svc.arch.List(archive.Query{}, func(r *archive.Record) error { out = append(out, r); return nil })
-	if len(out) != 1 || !out[0].IsOutgoing() {
-		t.Fatalf("our archive = %+v", out)
+	// Our archive: the outgoing record, signed and encrypted, to alice
+	// and escrow; and cfo's copy, an internal recipient without a
+	// certificate, read by our incoming side through the escrow key.
+	var out, in []*archive.Record
+	waitUntil(t, "our incoming side archived cfo's copy", func() bool {
+		out, in = nil, nil
+		svc.arch.List(archive.Query{}, func(r *archive.Record) error {
+			if r.IsOutgoing() {
+				out = append(out, r)
+			} else {
+				in = append(in, r)
+			}
+			return nil
+		})
+		return len(in) > 0
+	}, logs.String)
+	if len(in) != 1 || in[0].Account != "cfo" || in[0].Decryption.Status != harvest.DecryptOK ||
+		len(in[0].Signatures) != 1 || in[0].Signatures[0].Status != harvest.StatusValid {
+		t.Fatalf("cfo's copy = %+v", in[0])
+	}
+	if len(out) != 1 {
+		t.Fatalf("our outgoing records = %+v", out)
 	}
 	o := out[0].Outgoing
 	if !slices.Equal(o.Decision, []string{archive.DecisionSigned, archive.DecisionEncrypted}) || len(o.Recipients) != 2 {
@@ -254,5 +276,87 @@ func TestGatewayReload(t *testing.T) {
 		if !strings.Contains(rec.Body.String(), want) {
 			t.Errorf("metrics lack %q", want)
 		}
+	}
+}
+
+// upstreamSession is a submission server that takes ceo's login only.
+type upstreamSession struct {
+	sinkSession
+	login string
+}
+
+func (u *upstreamSession) AuthMechanisms() []string { return []string{sasl.Plain} }
+func (u *upstreamSession) Auth(string) (sasl.Server, error) {
+	return sasl.NewPlainServer(func(_, user, pass string) error {
+		if user != "ceo@org.example" || pass != "ceo-pw" {
+			return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "upstream: no"}
+		}
+		u.login = user
+		return nil
+	}), nil
+}
+func (u *upstreamSession) Mail(from string, o *smtp.MailOptions) error {
+	if u.login == "" {
+		return smtp.ErrAuthRequired
+	}
+	return nil
+}
+
+// TestGatewaySubmission: smimed run in submission mode with the TLS
+// files of its configuration: STARTTLS on listen and implicit TLS on
+// listen_tls, the client's login passed to the upstream (refused, then
+// taken), the message signed and handed on through that login.
+func TestGatewaySubmission(t *testing.T) {
+	t.Parallel()
+	s := &dovecotSink{t: t, got: make(chan []byte, 10)}
+	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
+		return &upstreamSession{sinkSession: sinkSession{s: s}}, nil
+	}))
+	srv.AllowInsecureAuth = true
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	dir := t.TempDir()
+	testenv.CopyPKI(t, dir, "org-new.crt", "org-new.key", "ca-bundle.pem")
+	listenTLS := testenv.FreeAddr(t)
+	head, listen := gatewayHead(t, ln.Addr().String(), fmt.Sprintf("mode = \"submission\"\nlisten_tls = %q\ntls_cert_file = \"org-new.crt\"\ntls_key_file = \"org-new.key\"\n", listenTLS))
+	cfgPath := filepath.Join(dir, "smimed.toml")
+	if err := os.WriteFile(cfgPath, []byte(testenv.Config("state", head, []string{"org-new"})), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs := &testenv.LockedBuffer{}
+	runService(t, cfgPath, logs)
+	tc := &tls.Config{InsecureSkipVerify: true} // the test certificate names no host
+	var c *smtp.Client
+	waitUntil(t, "the gateway listens", func() bool {
+		c, err = smtp.DialStartTLS(listen, tc)
+		return err == nil
+	}, logs.String)
+	defer c.Close()
+	if err := c.Auth(sasl.NewPlainClient("", "ceo@org.example", "wrong")); err == nil || !strings.Contains(err.Error(), "upstream: no") {
+		t.Fatalf("AUTH with a wrong password = %v, want the upstream's refusal", err)
+	}
+	c2, err := smtp.DialTLS(listenTLS, tc)
+	if err != nil {
+		t.Fatalf("implicit TLS: %v", err)
+	}
+	defer c2.Close()
+	if err := c2.Auth(sasl.NewPlainClient("", "ceo@org.example", "ceo-pw")); err != nil {
+		t.Fatal(err)
+	}
+	if err := sendSMTP(c2, "ceo@org.example", []string{"carol@nocert.example"}, "From: ceo@org.example\r\nTo: carol@nocert.example\r\nSubject: s\r\n\r\nsigned via the login\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	got := <-s.got
+	content := testenv.OpenSSLInput(t, dir, got, "cms", "-verify", "-CAfile", "ca-bundle.pem", "-purpose", "smimesign")
+	if !bytes.Contains(content, []byte("signed via the login")) {
+		t.Fatalf("content = %q", content)
+	}
+	if strings.Contains(logs.String(), "ceo-pw") || strings.Contains(logs.String(), "wrong") {
+		t.Fatal("a password is in the log")
 	}
 }

@@ -61,7 +61,7 @@ func gatewayFiles(cfg *config.Config) (*gatewayLoaded, error) {
 		return nil, err
 	}
 	for _, c := range certs {
-		gl.escrow = append(gl.escrow, gateway.Recipient{Cert: c, Escrow: true})
+		gl.escrow = append(gl.escrow, gateway.Escrow(c))
 	}
 	host, _ := os.Hostname()
 	if gl.relay, err = gateway.RelayConfigOf(g, host); err != nil {
@@ -243,4 +243,13 @@ func CheckRelay(ctx context.Context, cfg *config.Config) (string, error) {
 		return "", err
 	}
 	return gateway.CheckRelay(ctx, gl.relay, cfg.Gateway.Mode == config.ModeSubmission)
+}
+
+// archiveKept archives, at start, the sent messages an archive failure
+// left in state_dir/gateway-unarchived.
+func (s *Service) archiveKept() {
+	n, err := gateway.ArchiveKept(filepath.Join(s.stateDir, gateway.UnarchivedDir), s.arch, s.log.With("pkg", "gateway"))
+	if err != nil {
+		s.log.Error("gateway: sent messages kept after an archive failure could not be archived yet; they stay kept", "archived", n, "err", oneLine(err))
+	}
 }

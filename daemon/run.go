@@ -340,6 +340,7 @@ func (s *Service) Run(ctx context.Context) error {
 	gwCtx, stopGateway := context.WithCancel(ctx)
 	defer stopGateway()
 	if s.gateway != nil {
+		s.archiveKept()
 		gwWait.Go(func() { s.gwDone <- s.gateway.serve(gwCtx, s.log) })
 	}
 	// The copies of re-processed messages, at start and when woken.

@@ -1,10 +1,17 @@
 package gateway
 
 import (
+	"crypto/x509"
 	"io"
 
 	"github.com/smimed/smimed/harvest/compose"
 )
+
+// Escrow is an escrow recipient: smimed itself, announcing what it
+// decrypts, so that it never holds the algorithms back.
+func Escrow(cert *x509.Certificate) Recipient {
+	return Recipient{Cert: cert, Capabilities: compose.Own(cert).Capabilities, Escrow: true}
+}
 
 // Compose is the Composer of harvest/compose: what the running gateway
 // uses.

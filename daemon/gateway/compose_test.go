@@ -99,3 +99,33 @@ func TestComposedProtectHeaders(t *testing.T) {
 		t.Fatalf("the real Subject is not inside: %q", inner)
 	}
 }
+
+// TestComposedGCM: a partner who announced AES-GCM and RSA-OAEP gets
+// AuthEnvelopedData (the escrow, smimed itself, does not hold it back),
+// and both decrypt it with openssl.
+func TestComposedGCM(t *testing.T) {
+	e := startComposeEnv(t, envOptions{})
+	e.look.certs["alice@partner.example"].Capabilities = []string{"aes-256-gcm", "rsaes-oaep"}
+	rt := *e.gw.rt.Load()
+	rt.Escrow = []Recipient{Escrow(rt.Escrow[0].Cert)}
+	e.gw.SetRuntime(&rt)
+	if err := e.send("ceo@org.example", []string{"alice@partner.example"}, message("ceo@org.example", "alice@partner.example", "gcm", "sealed with GCM")); err != nil {
+		t.Fatal(err)
+	}
+	m := e.only()
+	if !bytes.Contains(m.Data, []byte("authEnveloped-data")) {
+		t.Fatalf("not AuthEnvelopedData:\n%s", m.Data[:min(400, len(m.Data))])
+	}
+	for _, who := range []string{"alice", "escrow"} {
+		inner, err := e.decrypt(m.Data, who)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if content, err := e.verify(inner); err != nil || !bytes.Contains(content, []byte("sealed with GCM")) {
+			t.Fatalf("%s: %q, %v", who, content, err)
+		}
+	}
+	if r := e.arch.records(); len(r) != 1 || r[0].O.ContentCipher != "aes-256-gcm" {
+		t.Fatalf("archive = %+v", r)
+	}
+}

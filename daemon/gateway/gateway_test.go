@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -343,6 +344,20 @@ func TestArchiveFailureKeepsFiles(t *testing.T) {
 	if !bytes.Equal(sent, e.only().Data) {
 		t.Fatal("kept message differs from the one sent")
 	}
+	// Archived later, with its facts, and removed.
+	e.arch.err = nil
+	dir := filepath.Join(filepath.Dir(e.gw.cfg.TempDir), UnarchivedDir)
+	n, err := ArchiveKept(dir, e.arch, e.gw.log)
+	if err != nil || n != 1 {
+		t.Fatalf("ArchiveKept() = %d, %v", n, err)
+	}
+	recs := e.arch.records()
+	if len(recs) != 1 || !bytes.Equal(recs[0].Sent, sent) || recs[0].O.MailFrom != "ceo@org.example" || len(recs[0].O.Recipients) != 2 {
+		t.Fatalf("archived later: %+v", recs)
+	}
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Fatalf("left behind: %v", left)
+	}
 }
 
 func TestSizeLimits(t *testing.T) {
@@ -633,5 +648,25 @@ func TestFilterOffersNoAuth(t *testing.T) {
 	}
 	if ok, _ := c.Extension("AUTH"); ok {
 		t.Fatal("filter mode offers AUTH")
+	}
+}
+
+// panicComposer panics, as a bug on a hostile message would.
+type panicComposer struct{ failingComposer }
+
+func (panicComposer) Sign(io.Writer, io.Reader, *Signer, ComposeOptions) error { panic("boom") }
+
+func TestPanicIsContained(t *testing.T) {
+	e := startEnv(t, envOptions{composer: panicComposer{}})
+	err := e.send("ceo@org.example", []string{"carol@nocert.example"}, message("ceo@org.example", "carol@nocert.example", "x", "y"))
+	if code, _, _ := smtpCode(err); code != 451 {
+		t.Fatalf("send = %v, want 451", err)
+	}
+	// The gateway still serves: a message that passes.
+	if err := e.send("x@else.example", []string{"carol@nocert.example"}, message("x@else.example", "carol@nocert.example", "x", "y")); err != nil {
+		t.Fatalf("after the panic: %v", err)
+	}
+	if n := len(e.relay.messages()); n != 1 {
+		t.Fatalf("relay received %d", n)
 	}
 }

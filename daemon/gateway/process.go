@@ -19,7 +19,8 @@ package gateway
 //     answer. When the archive fails now, the message has left: a 4xx
 //     would make the client send it twice, so the client gets the 250,
 //     the two files and the record's facts are kept under
-//     state_dir/gateway-unarchived/<id>/ and an ERROR is logged.
+//     state_dir/gateway-unarchived/<id>/, an ERROR is logged, and the
+//     next start archives them (ArchiveKept).
 
 import (
 	"bufio"
@@ -31,6 +32,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -236,7 +238,7 @@ func cleanForLog(s string) string {
 // state_dir/gateway-unarchived/<id>/ (plaintext.eml, sent.eml and
 // outgoing.json, the record's facts) and returns the directory.
 func (g *Gateway) keepUnarchived(o archive.Outgoing, plaintext, sent string) string {
-	dir := filepath.Join(filepath.Dir(g.cfg.TempDir), "gateway-unarchived", o.ID)
+	dir := filepath.Join(filepath.Dir(g.cfg.TempDir), UnarchivedDir, o.ID)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "nothing: " + err.Error()
 	}
@@ -348,4 +350,46 @@ func (c *crlfWriter) Write(p []byte) (int, error) {
 		p = p[i+1:]
 	}
 	return n, nil
+}
+
+// UnarchivedDir is where, under state_dir, keepUnarchived keeps a sent
+// message the archive refused.
+const UnarchivedDir = "gateway-unarchived"
+
+// ArchiveKept archives what keepUnarchived kept under dir (each
+// ID/outgoing.json with its two files) and removes each one archived; a
+// second attempt of the same ID writes nothing new (PutOutgoing is
+// idempotent by ID). It returns how many it archived.
+func ArchiveKept(dir string, a Archiver, log *slog.Logger) (int, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var errs []error
+	for _, e := range entries {
+		d := filepath.Join(dir, e.Name())
+		meta, err := os.ReadFile(filepath.Join(d, "outgoing.json"))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		var o archive.Outgoing
+		if err := json.Unmarshal(meta, &o); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", d, err))
+			continue
+		}
+		rec, err := a.PutOutgoing(o, filepath.Join(d, "plaintext.eml"), filepath.Join(d, "sent.eml"))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", d, err))
+			continue
+		}
+		log.Info("gateway: a sent message kept after an archive failure is archived now", "record", rec.ID, "id", o.ID)
+		os.RemoveAll(d)
+		n++
+	}
+	return n, errors.Join(errs...)
 }

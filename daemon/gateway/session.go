@@ -6,6 +6,7 @@ package gateway
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -210,7 +211,17 @@ func (s *session) Reset() {
 	s.rcpts = nil
 }
 
-func (s *session) Data(r io.Reader) error {
+func (s *session) Data(r io.Reader) (err error) {
+	defer func() {
+		// A bug on a stranger's message must not end every session: the
+		// message is refused for now and nothing was sent.
+		if p := recover(); p != nil {
+			s.log.Error("gateway: panic while processing a message: not sent", "panic", fmt.Sprint(p))
+			s.relay.close()
+			s.relay, s.inTx = nil, false
+			err = errLocal
+		}
+	}()
 	if s.relay == nil || !s.inTx {
 		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "MAIL first"}
 	}

@@ -136,3 +136,22 @@ func dovecotIDs() (uid, gid int, err error) {
 	gid, _ = strconv.Atoi(dc.Gid)
 	return uid, gid, nil
 }
+
+// WaitUIDs polls user's folder until it holds at least n messages and
+// returns their UIDs, failing t after within (with Dovecot's log). Before
+// the first delivery the user's mailbox may not exist: that counts as
+// empty.
+func (s *Dovecot) WaitUIDs(t testing.TB, user, folder string, n int, within time.Duration) []uint32 {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		out, err := s.DoveadmInput(nil, "search", "-u", user, "mailbox", folder, "all")
+		if err == nil && len(strings.Fields(out)) >= 2*n {
+			return s.UIDs(t, user, folder)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("testenv: %s's %s: fewer than %d messages after %v (%v: %q)\nlog:\n%s", user, folder, n, within, err, out, s.Log())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -37,6 +37,7 @@ type Dovecot struct {
 	dir     string
 	conf    string
 	addr    string
+	lmtp    string
 	version string
 	doveadm string
 
@@ -55,6 +56,11 @@ type DovecotOptions struct {
 	// (Microsoft 365's IMAP.AccessAsApp): username_format and
 	// username_validation_format are the same constant.
 	OAuth2Introspect string
+	// LMTP adds an LMTP listener on 127.0.0.1 (LMTPAddr), e.g. as a
+	// Postfix's next hop. A recipient's local part is the user
+	// (auth_username_format = %Ln for LMTP): alice@any.example is user
+	// alice, who must exist (AddUser).
+	LMTP bool
 }
 
 // StartDovecot starts a private Dovecot and registers its Stop with
@@ -78,6 +84,9 @@ func StartDovecotWith(t testing.TB, opts DovecotOptions) *Dovecot {
 	}
 	if _, err := os.Stat("/usr/lib/dovecot/imap"); err != nil {
 		t.Fatalf("Dovecot's imap binary is missing (%v); %s", err, installHint)
+	}
+	if _, err := os.Stat("/usr/lib/dovecot/lmtp"); err != nil && opts.LMTP {
+		t.Fatalf("Dovecot's lmtp binary is missing (%v); apt-get install dovecot-lmtpd", err)
 	}
 	out, err := exec.Command(dovecot, "--version").Output()
 	if err != nil {
@@ -151,7 +160,14 @@ func StartDovecotWith(t testing.TB, opts DovecotOptions) *Dovecot {
 			t.Fatal(err)
 		}
 		s.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		if err := os.WriteFile(s.conf, []byte(s.config(port)), 0o644); err != nil {
+		lmtpPort := 0
+		if opts.LMTP {
+			if lmtpPort, err = FreePort(); err != nil {
+				t.Fatal(err)
+			}
+			s.lmtp = net.JoinHostPort("127.0.0.1", strconv.Itoa(lmtpPort))
+		}
+		if err := os.WriteFile(s.conf, []byte(s.config(port, lmtpPort)), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		if lastErr = s.start(dovecot); lastErr == nil {
@@ -189,9 +205,23 @@ func parseVersion(v string) (major, minor int) {
 }
 
 // config is a Dovecot 2.3 configuration with no include of the system's.
-func (s *Dovecot) config(port int) string {
+func (s *Dovecot) config(port, lmtpPort int) string {
 	d := s.dir
-	mechs, oauthPassdb := "", ""
+	mechs, oauthPassdb, protocols, lmtp := "", "", "imap", ""
+	if lmtpPort != 0 {
+		protocols = "imap lmtp"
+		lmtp = fmt.Sprintf(`service lmtp {
+  inet_listener lmtp {
+    address = 127.0.0.1
+    port = %d
+  }
+}
+protocol lmtp {
+  auth_username_format = %%Ln
+  postmaster_address = postmaster@test.smimed.example
+}
+`, lmtpPort)
+	}
 	if s.opts.OAuth2Introspect != "" {
 		mechs = " xoauth2 oauthbearer"
 		oauthPassdb = "passdb {\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = " + d + "/oauth2.conf.ext\n}\n"
@@ -203,7 +233,7 @@ log_path = %[1]s/dovecot.log
 info_log_path = %[1]s/dovecot.log
 debug_log_path = %[1]s/dovecot.log
 listen = 127.0.0.1
-protocols = imap
+protocols = %[5]s
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login%[3]s
@@ -251,7 +281,7 @@ service pop3-login {
     port = 0
   }
 }
-`, d, port, mechs, oauthPassdb)
+%[6]s`, d, port, mechs, oauthPassdb, protocols, lmtp)
 }
 
 func (s *Dovecot) start(dovecot string) error {
@@ -280,7 +310,14 @@ func (s *Dovecot) start(dovecot string) error {
 			n, rerr := c.Read(buf)
 			c.Close()
 			if rerr == nil && bytes.HasPrefix(buf[:n], []byte("* OK")) {
-				return nil
+				if s.lmtp == "" {
+					return nil
+				}
+				greeting, lerr := smtpGreeting(s.lmtp)
+				if lerr == nil && strings.HasPrefix(greeting, "220") {
+					return nil
+				}
+				buf, n, rerr = []byte(greeting), len(greeting), lerr
 			}
 			err = fmt.Errorf("greeting %q: %v", buf[:n], rerr)
 		}
@@ -356,6 +393,10 @@ func (s *Dovecot) masterPIDs() []int {
 
 // Addr is the host:port of the IMAP listener (plaintext, 127.0.0.1).
 func (s *Dovecot) Addr() string { return s.addr }
+
+// LMTPAddr is the host:port of the LMTP listener (DovecotOptions.LMTP),
+// "" without one.
+func (s *Dovecot) LMTPAddr() string { return s.lmtp }
 
 // Version is what dovecot --version printed.
 func (s *Dovecot) Version() string { return s.version }

@@ -60,7 +60,7 @@ type PostfixOptions struct {
 // Postfix is a running private Postfix.
 type Postfix struct {
 	t        testing.TB
-	dir      string // config_directory, with queue/, data/ and postfix.log
+	dir      string // etc/ (config_directory), queue/, data/ and postfix.log
 	addr     string // submission smtpd
 	reinject string // the reinjection smtpd
 	version  string
@@ -107,8 +107,12 @@ func StartPostfix(t testing.TB, opts PostfixOptions) *Postfix {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Mkdir(filepath.Join(dir, "queue"), 0o755); err != nil {
-		t.Fatal(err)
+	// config_directory etc/ beside queue_directory queue/: postfix start
+	// checks that everything below the former is root's.
+	for _, sub := range []string{"etc", "queue"} {
+		if err := os.Mkdir(filepath.Join(dir, sub), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	out, _ := exec.Command("postconf", "-h", "-d", "mail_version").Output()
 	p := &Postfix{t: t, dir: dir, opts: opts, version: strings.TrimSpace(string(out))}
@@ -141,13 +145,15 @@ func StartPostfix(t testing.TB, opts PostfixOptions) *Postfix {
 		if err != nil {
 			t.Fatalf("testenv: Postfix configuration from docs/gateway.md: %v", err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, "main.cf"), []byte(mainCF), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(p.ConfigDir(), "main.cf"), []byte(mainCF), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, "master.cf"), []byte(masterCF), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(p.ConfigDir(), "master.cf"), []byte(masterCF), 0o644); err != nil {
 			t.Fatal(err)
 		}
+		begin := time.Now()
 		if lastErr = p.start(); lastErr == nil {
+			t.Logf("testenv: Postfix %s up on %s in %v", p.version, p.addr, time.Since(begin).Round(time.Millisecond))
 			return p
 		}
 		p.Stop()
@@ -332,7 +338,7 @@ func portOf(addr string) string { _, p, _ := net.SplitHostPort(addr); return p }
 func (p *Postfix) start() error {
 	out, err := p.postfix("start")
 	if err != nil {
-		return fmt.Errorf("postfix -c %s start: %v: %s", p.dir, err, strings.TrimSpace(out))
+		return fmt.Errorf("postfix -c %s start: %v: %s", p.ConfigDir(), err, strings.TrimSpace(out))
 	}
 	addrs := []string{p.addr}
 	if p.opts.FilterAddr != "" {
@@ -378,7 +384,7 @@ func (p *Postfix) postfix(args ...string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	out, err := exec.Command(prog, append([]string{"-c", p.dir}, args...)...).CombinedOutput()
+	out, err := exec.Command(prog, append([]string{"-c", p.ConfigDir()}, args...)...).CombinedOutput()
 	return string(out), err
 }
 
@@ -388,7 +394,7 @@ func (p *Postfix) postqueue(args ...string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(prog, append([]string{"-c", p.dir}, args...)...)
+	cmd := exec.Command(prog, append([]string{"-c", p.ConfigDir()}, args...)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -419,6 +425,32 @@ func (p *Postfix) Stop() {
 	}
 	if pids := EndProcesses(p.processes, 20*time.Second); len(pids) > 0 {
 		p.t.Errorf("testenv: processes %v of the private Postfix survive SIGKILL", pids)
+	}
+}
+
+// Restart stops Postfix and starts it again with the same configuration:
+// the same ports, the same queue (deferred mail stays deferred). In
+// between, connections to its ports are refused.
+func (p *Postfix) Restart(t testing.TB) {
+	t.Helper()
+	p.Stop()
+	p.mu.Lock()
+	p.stopped = false
+	p.mu.Unlock()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := p.start()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("testenv: restart Postfix: %v\nlog:\n%s", err, p.Log())
+		}
+		p.Stop()
+		p.mu.Lock()
+		p.stopped = false
+		p.mu.Unlock()
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
@@ -454,7 +486,7 @@ func (p *Postfix) ReinjectAddr() string {
 func (p *Postfix) Version() string { return p.version }
 
 // ConfigDir is the configuration directory, for postfix -c and postconf -c.
-func (p *Postfix) ConfigDir() string { return p.dir }
+func (p *Postfix) ConfigDir() string { return filepath.Join(p.dir, "etc") }
 
 // Log returns Postfix's log so far.
 func (p *Postfix) Log() string {

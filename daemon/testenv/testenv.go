@@ -2,7 +2,9 @@
 // repository's test data and a log buffer several goroutines write to
 // (this file), and the real programs the tests take their expected
 // values from: the openssl command (openssl.go), a private Dovecot
-// (dovecot.go) read and filled with doveadm (doveadm.go), and a TCP proxy
+// (dovecot.go) read and filled with doveadm (doveadm.go), a private
+// Postfix set up as docs/gateway.md says (postfix.go), an SMTP/LMTP sink
+// that records messages or refuses them (smtpsink.go), and a TCP proxy
 // that cuts connections (proxy.go).
 //
 // It is imported by tests (and by the test servers of

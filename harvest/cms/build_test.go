@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
+	"errors"
 	"os"
 	"strings"
 	"testing"
@@ -146,5 +147,22 @@ func TestSealOpenSSL(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// Refusals of the builders: errors, never panics.
+func TestBuildRefuses(t *testing.T) {
+	var out bytes.Buffer
+	if _, err := Seal(&out, bytes.NewReader(nil), 0, CipherAES256CBC, []SealRecipient{{}}); !errors.Is(err, ErrCannotEncrypt) {
+		t.Errorf("Seal(no certificate) = %v, want ErrCannotEncrypt", err)
+	}
+	if _, err := Seal(&out, bytes.NewReader(nil), 0, CipherAES256CBC, nil); err == nil {
+		t.Errorf("Seal(no recipients) = nil")
+	}
+	if _, err := SignDetached(make([]byte, 32), SignParams{}); !errors.Is(err, ErrCannotSign) {
+		t.Errorf("SignDetached(no signer) = %v, want ErrCannotSign", err)
+	}
+	if _, err := SignDetached(make([]byte, 20), SignParams{}); err == nil {
+		t.Errorf("SignDetached(short digest) = nil")
 	}
 }

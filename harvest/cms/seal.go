@@ -129,7 +129,7 @@ func Seal(dst io.Writer, src io.Reader, n int64, cipherName string, recips []Sea
 	hasKARI := false
 	for i, r := range recips {
 		if err := CanEncryptTo(r.Cert); err != nil {
-			return nil, fmt.Errorf("recipient %d (%s): %w", i+1, r.Cert.Subject, err)
+			return nil, fmt.Errorf("recipient %d: %w", i+1, err)
 		}
 		km := r.KeyManagement()
 		var ri []byte
@@ -310,11 +310,11 @@ func sealCBC(dst io.Writer, src io.Reader, n int64, block cipher.Block, riSet []
 		return err
 	}
 	enc := cipher.NewCBCEncrypter(block, iv)
-	buf := make([]byte, sealChunk+aes.BlockSize)
+	buf := make([]byte, min(sealChunk, n+aes.BlockSize)+aes.BlockSize)
 	have := 0 // bytes in buf not yet encrypted
 	left := n
 	for left > 0 {
-		want := int(min(int64(sealChunk-have), left))
+		want := int(min(int64(len(buf)-aes.BlockSize-have), left))
 		m, err := io.ReadFull(src, buf[have:have+want])
 		if err != nil {
 			return fmt.Errorf("cms: seal: reading the content: %w", err)

@@ -86,7 +86,7 @@ func DefaultCapabilities() []Capability {
 }
 
 // CanSign checks that cert, with a key of key's type, may sign mail: a
-// supported key (CheckCertificateKey), KeyUsage (when present) with
+// supported key (CheckCertificateKey; RSA of at least 2048 bits), KeyUsage (when present) with
 // digitalSignature or nonRepudiation, ExtKeyUsage (when present) with
 // emailProtection or any, and the key pair matching the certificate.
 func CanSign(cert *x509.Certificate, key crypto.Signer) error {
@@ -103,8 +103,12 @@ func CanSign(cert *x509.Certificate, key crypto.Signer) error {
 	if e, ok := key.Public().(equaler); !ok || !e.Equal(cert.PublicKey) {
 		return fmt.Errorf("%w: the private key does not belong to the certificate", ErrCannotSign)
 	}
-	switch cert.PublicKey.(type) {
-	case *rsa.PublicKey, *ecdsa.PublicKey:
+	switch k := cert.PublicKey.(type) {
+	case *rsa.PublicKey:
+		if k.N.BitLen() < 2048 {
+			return fmt.Errorf("%w: %d-bit RSA key (at least 2048 bits, RFC 8551 section 4.1)", ErrCannotSign, k.N.BitLen())
+		}
+	case *ecdsa.PublicKey:
 	default:
 		return fmt.Errorf("%w: %s keys are not supported", ErrCannotSign, cert.PublicKeyAlgorithm)
 	}
@@ -183,6 +187,12 @@ func SignDetached(digest []byte, p SignParams) ([]byte, error) {
 		return nil, fmt.Errorf("cms: sign: %w", err)
 	}
 
+	certs := [][]byte{p.Cert.Raw}
+	for _, c := range p.Chain {
+		if c != nil && !c.Equal(p.Cert) {
+			certs = append(certs, c.Raw)
+		}
+	}
 	digestAlg := algID(sdOIDSHA256, nil)
 	var b cryptobyte.Builder
 	b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) { // ContentInfo
@@ -192,13 +202,9 @@ func SignDetached(digest []byte, p SignParams) ([]byte, error) {
 				b.AddASN1Int64(1)
 				b.AddASN1(casn1.SET, func(b *cryptobyte.Builder) { b.AddBytes(digestAlg) })
 				b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) { b.AddASN1ObjectIdentifier(OIDData) })
-				b.AddASN1(envTagCons0, func(b *cryptobyte.Builder) { // certificates
-					b.AddBytes(p.Cert.Raw)
-					for _, c := range p.Chain {
-						if c != nil && !c.Equal(p.Cert) {
-							b.AddBytes(c.Raw)
-						}
-					}
+				b.AddASN1(envTagCons0, func(b *cryptobyte.Builder) { // certificates, a DER SET OF
+					set := derSetOf(certs)
+					b.AddBytes(set[2+lenOfLen(set):])
 				})
 				b.AddASN1(casn1.SET, func(b *cryptobyte.Builder) { // signerInfos
 					b.AddASN1(casn1.SEQUENCE, func(b *cryptobyte.Builder) {
@@ -378,4 +384,15 @@ func oaepSHA256Params() []byte {
 		b.AddASN1(envTagCons1, func(b *cryptobyte.Builder) { b.AddBytes(mgf1SHA256()) })
 	})
 	return b.BytesOrPanic()
+}
+
+// CapabilityNames gives the names ParseSignedData reports for caps
+// (SignerInfo.SMIMECapabilities), e.g. DefaultCapabilities as a partner
+// sees them.
+func CapabilityNames(caps []Capability) []string {
+	out := make([]string, len(caps))
+	for i, c := range caps {
+		out[i] = sdCapName(c.OID)
+	}
+	return out
 }

@@ -2,6 +2,7 @@ package compose
 
 import (
 	"bufio"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"slices"
@@ -99,8 +100,7 @@ func encrypt(dst io.Writer, src io.Reader, recips []Recipient, o Options, addHP 
 			return Algorithms{}, fmt.Errorf("compose: encrypt: recipient %d (%s): %w", i+1, name, err)
 		}
 	}
-	br := bufio.NewReader(src)
-	h, err := readHeader(br)
+	h, br, err := readMessageHeader(src)
 	if err != nil {
 		return Algorithms{}, err
 	}
@@ -130,7 +130,7 @@ func encrypt(dst io.Writer, src io.Reader, recips []Recipient, o Options, addHP 
 	for i, r := range recips {
 		srs[i] = sealRecipient(r)
 	}
-	bw := bufio.NewWriterSize(dst, 64<<10)
+	bw := bufio.NewWriter(dst)
 	outer = append(outer, newField("MIME-Version", "1.0"),
 		newField("Content-Type", "application/pkcs7-mime; smime-type="+alg.SMIMEType()+"; name=\"smime.p7m\""),
 		newField("Content-Transfer-Encoding", "base64"),
@@ -152,4 +152,11 @@ func encrypt(dst io.Writer, src io.Reader, recips []Recipient, o Options, addHP 
 		return Algorithms{}, err
 	}
 	return alg, bw.Flush()
+}
+
+// Own is a recipient that is smimed itself, such as the escrow
+// certificate: it announces what smimed decrypts (cms.DefaultCapabilities,
+// the SMIMECapabilities Sign sends), so that it never holds Choose back.
+func Own(cert *x509.Certificate) Recipient {
+	return Recipient{Cert: cert, Capabilities: cms.CapabilityNames(cms.DefaultCapabilities())}
 }

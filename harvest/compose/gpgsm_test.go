@@ -13,9 +13,9 @@ func TestGPGSMVerify(t *testing.T) {
 	p := testPKI(t)
 	g := testenv.NewGPGSM(t, []string{p.root.Cert}, p.sub.Cert)
 	dir := t.TempDir()
-	for _, c := range []struct{ name, signer string }{{"rsa", "sign-rsa"}, {"ecdsa", "sign-p256"}} {
+	for _, c := range signCases {
 		t.Run(c.name, func(t *testing.T) {
-			_, content, sig := splitSigned(t, p.signTest(t, c.signer, false, dir))
+			_, content, sig := splitSigned(t, p.signTest(t, c.signer, c.pss, dir))
 			sp, cp := write(t, dir, "sig.p7s", sig), write(t, dir, "content", content)
 			log, err := g.Verify(t, sp, cp)
 			if err != nil || !strings.Contains(string(log), "[GNUPG:] GOODSIG") || !strings.Contains(string(log), "TRUST_FULLY") {

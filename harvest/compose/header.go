@@ -229,3 +229,34 @@ func fold(s string) []byte {
 	b.WriteString("\r\n")
 	return []byte(b.String())
 }
+
+// maxHeaderBytes bounds a message's header section.
+const maxHeaderBytes = 1 << 20
+
+// headerLimit is a reader that fails once more than maxHeaderBytes were
+// read while limited is set: the header section is read through it, the
+// body after it is not limited.
+type headerLimit struct {
+	r       io.Reader
+	n       int64
+	limited bool
+}
+
+func (l *headerLimit) Read(p []byte) (int, error) {
+	if l.limited && l.n >= maxHeaderBytes {
+		return 0, fmt.Errorf("%w: header section over %d bytes", ErrMalformed, maxHeaderBytes)
+	}
+	n, err := l.r.Read(p)
+	l.n += int64(n)
+	return n, err
+}
+
+// readMessageHeader reads a message's header section from src, at most
+// maxHeaderBytes of it, and returns it with a reader of the body.
+func readMessageHeader(src io.Reader) (header, *bufio.Reader, error) {
+	l := &headerLimit{r: src, limited: true}
+	br := bufio.NewReader(l)
+	h, err := readHeader(br)
+	l.limited = false
+	return h, br, err
+}

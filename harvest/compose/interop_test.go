@@ -273,3 +273,31 @@ func TestSignOpenSSL(t *testing.T) {
 		})
 	}
 }
+
+// TestSignProtectedOpenSSL: a signed-only message with header protection
+// carries the header fields in the signed entity, marked hp="clear"
+// (RFC 9788), and its outer Subject stays as it was.
+func TestSignProtectedOpenSSL(t *testing.T) {
+	p := testPKI(t)
+	dir := t.TempDir()
+	var out bytes.Buffer
+	if err := Sign(&out, bytes.NewReader(testMessage()), p.signer("sign-p256", false), Options{TempDir: dir, ProtectHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	h, _, _ := splitSigned(t, out.Bytes())
+	if h.Get("Subject") != "quarterly figures" {
+		t.Errorf("outer Subject %q", h.Get("Subject"))
+	}
+	got := testenv.OpenSSL(t, dir, "cms", "-verify", "-in", write(t, dir, "hp.eml", out.Bytes()), "-CAfile", p.root.Cert)
+	inner := string(got[:bytes.Index(got, []byte("\r\n\r\n"))])
+	for _, want := range []string{"Subject: quarterly figures", "Message-ID: <m1@org.example>", "hp=clear"} {
+		if !strings.Contains(inner, want) {
+			t.Errorf("signed entity header lacks %q:\n%s", want, inner)
+		}
+	}
+	for _, bad := range []string{"HP-Outer", "Received:"} {
+		if strings.Contains(inner, bad) {
+			t.Errorf("signed entity header has %q:\n%s", bad, inner)
+		}
+	}
+}

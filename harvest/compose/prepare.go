@@ -20,6 +20,11 @@ import (
 	"github.com/emersion/go-message/textproto"
 )
 
+// ErrSignedEightBit is returned for a multipart/signed inside the message
+// whose content is not 7bit: it cannot be re-encoded without breaking its
+// signature, nor signed as it is.
+var ErrSignedEightBit = errors.New("compose: a signed part holds 8bit data")
+
 // ErrUnsupportedEncoding is returned for a part whose transfer encoding
 // is unknown and whose content is not 7bit already: it cannot be
 // re-encoded without knowing what it means.
@@ -49,6 +54,10 @@ func (p *preparer) entity(w io.Writer, h header, body io.Reader, depth int) erro
 	cte := strings.ToLower(strings.TrimSpace(h.get("Content-Transfer-Encoding")))
 	identity := cte == "" || cte == "7bit" || cte == "8bit" || cte == "binary"
 	switch {
+	case mt == "multipart/signed" && identity:
+		// RFC 1847: a signed multipart is passed on byte for byte, or its
+		// signature breaks.
+		return p.opaque(w, h, body)
 	case strings.HasPrefix(mt, "multipart/") && params["boundary"] != "" && identity:
 		if cte != "" {
 			h = h.del("Content-Transfer-Encoding")
@@ -243,4 +252,27 @@ func (f *base64Filter) Read(p []byte) (int, error) {
 			return k, err
 		}
 	}
+}
+
+// opaque writes an entity whose body must not change (multipart/signed):
+// as it is, with CRLF line breaks, when it is 7bit.
+func (p *preparer) opaque(w io.Writer, h header, body io.Reader) error {
+	sp := newSpool(p.tempDir)
+	defer sp.Close()
+	chk := &sevenBitCheck{w: sp}
+	if _, err := io.Copy(chk, body); err != nil {
+		return fmt.Errorf("%w: part body: %v", ErrMalformed, err)
+	}
+	if !chk.ok() {
+		return ErrSignedEightBit
+	}
+	raw, err := sp.Reader()
+	if err != nil {
+		return err
+	}
+	if err := h.write(w); err != nil {
+		return err
+	}
+	_, err = io.Copy(&crlfWriter{w: w}, raw)
+	return err
 }

@@ -33,8 +33,7 @@ func sign(dst io.Writer, src io.Reader, s *Signer, o Options, hp string) error {
 	if err := cms.CanSign(s.Cert, s.Key); err != nil {
 		return fmt.Errorf("compose: sign: %w", err)
 	}
-	br := bufio.NewReader(src)
-	h, err := readHeader(br)
+	h, br, err := readMessageHeader(src)
 	if err != nil {
 		return err
 	}
@@ -66,7 +65,7 @@ func sign(dst io.Writer, src io.Reader, s *Signer, o Options, hp string) error {
 	if err != nil {
 		return err
 	}
-	bw := bufio.NewWriterSize(dst, 64<<10)
+	bw := bufio.NewWriter(dst)
 	outer = append(outer, newField("MIME-Version", "1.0"),
 		newField("Content-Type", `multipart/signed; protocol="application/pkcs7-signature"; micalg=sha-256;`+"\r\n\t"+`boundary="`+boundary+`"`))
 	if err := outer.write(bw); err != nil {
