@@ -570,7 +570,11 @@ func archiveVerify(args []string, stdout, stderr io.Writer) int {
 		bar := newProgress(stderr, "verifying")
 		var res *archive.VerifyResult
 		var err error
-		if *evidence {
+		// Without TSAs there are no timestamps to judge; with a WORM
+		// copy --evidence still compares it (and the seals' Merkle roots
+		// and links are checked as by every verify).
+		stamps := *evidence && (len(cfg.Archive.Seal.TSAs) > 0 || cfg.Archive.Worm == nil)
+		if stamps {
 			res, err = api.VerifyEvidence(ctx, *openssl, bar.update)
 		} else {
 			res, err = api.Verify(ctx, bar.update)
@@ -607,7 +611,10 @@ func archiveVerify(args []string, stdout, stderr io.Writer) int {
 			} else {
 				fmt.Fprintf(stdout, "chain head: record %d sha256:%s\n", res.HeadID, res.Head)
 			}
-			printSeals(stdout, res, *evidence)
+			printSeals(stdout, res, stamps)
+			if *evidence && !stamps {
+				fmt.Fprintln(stdout, "timestamps: not judged (no [[archive.seal.tsa]] configured)")
+			}
 			if *evidence {
 				printWormVerify(stdout, cfg.Archive.Worm, wres)
 			}
