@@ -468,6 +468,7 @@ func TestExampleChecks(t *testing.T) {
 	copyFile("org-old.crt", filepath.Join(dir, "keys/bob.pem"))
 	copyFile("org-old.key", filepath.Join(dir, "keys/bob.key"))
 	copyFile("ca-bundle.pem", filepath.Join(dir, "ca/partner-ca.pem"))
+	copyFile("ca-bundle.pem", filepath.Join(dir, "tsa/ca.pem")) // a PEM anchor stands in for the TSA's
 	if err := os.WriteFile(filepath.Join(creds, "ceo.imap.pass"), []byte("imap-secret\n"), 0o400); err != nil {
 		t.Fatal(err)
 	}

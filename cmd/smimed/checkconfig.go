@@ -71,6 +71,10 @@ func checkConfigMain(args []string, stdout, stderr io.Writer) int {
 		}
 		_, err = cfg.TrustPool()
 		collect(err)
+		if cfg.Archive.Seal.Enabled() {
+			_, _, err = cfg.Archive.Seal.Roots()
+			collect(err)
+		}
 		collect(cfg.CheckAccounts())
 		for _, w := range cfg.MissingRefreshTokens() {
 			fmt.Fprintf(stdout, "%s: warning: %s\n", *configPath, w)
