@@ -359,7 +359,9 @@ func (s *Service) Status() (*admin.DaemonStatus, error) {
 		Version: admin.BuildVersion(), StateDir: s.stateDir,
 		Started: processStart, UptimeSeconds: int64(time.Since(processStart).Seconds()),
 		Folders: s.metrics.folders(),
-		Seals:   s.sealer.status(s.trustCfg.Load().Archive.Seal),
+	}
+	if cfg := s.trustCfg.Load(); cfg != nil {
+		st.Seals = s.sealer.status(cfg.Archive.Seal)
 	}
 	cps, err := StoreCheckpoints(s.state)
 	if err != nil {

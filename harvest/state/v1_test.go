@@ -183,9 +183,9 @@ func TestV1File(t *testing.T) {
 	}
 	slices.Sort(names)
 	want := []string{"addresses", "archive_appending", "archive_audit", "archive_copies", "archive_index", "archive_keys", "archive_meta",
-		"archive_pending", "archive_records", "certs", "checkpoints", "intermediates", "revocation_crls"}
+		"archive_pending", "archive_records", "archive_seals", "certs", "checkpoints", "intermediates", "revocation_crls"}
 	// Buckets registered after v1 are created, empty.
-	added := []string{"archive_appending", "revocation_crls"}
+	added := []string{"archive_appending", "archive_seals", "revocation_crls"}
 	if !slices.Equal(names, want) || len(v) != len(want) {
 		t.Errorf("registered buckets %v, recorded %v; want %v", names, v, want)
 	}
