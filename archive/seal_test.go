@@ -345,3 +345,30 @@ func removeSeal(db *bbolt.DB, id uint64) {
 		return tx.Bucket(bucketRecords).Delete(u64(id))
 	})
 }
+
+// TestSealExpiredTSACertificate: a seal timestamped while the TSA's
+// certificate was valid still verifies after it expired, by smimed and
+// by openssl ts -verify at the token's time (--openssl), which agree.
+func TestSealExpiredTSACertificate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a certificate to expire")
+	}
+	notAfter := time.Now().Add(3 * time.Second).Truncate(time.Second)
+	tsa := tsaOf(t, testenv.NewTSA(t, nil, "Short TSA", time.Now().Add(-time.Hour), notAfter))
+	a, _, _ := sealed(t, tsa, 3, 3)
+	time.Sleep(time.Until(notAfter) + 1500*time.Millisecond)
+	res, err := a.VerifyEvidence(evOpts(tsa, true), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.OK() || len(res.Seals) != 1 || !res.Seals[0].Sealed || res.Seals[0].Tokens[0].OpenSSL != "OK" {
+		t.Errorf("VerifyEvidence after the TSA certificate expired: %v %+v", res.Problems, res.Seals)
+	}
+	// openssl at the current time refuses it: the reason smimed judges
+	// (and asks openssl to judge) at the token's time.
+	s, _ := a.GetSeal(4)
+	toks, _ := a.Tokens(4)
+	if ok, _ := opensslTS(t, s.Seal.Statement(4), toks[0].Response, tsa.RootsPEM, toks[0].Chain); ok {
+		t.Log("openssl ts -verify without -attime accepts the expired TSA certificate")
+	}
+}

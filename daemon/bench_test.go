@@ -562,3 +562,52 @@ func BenchmarkManyMailboxes(b *testing.B) {
 	b.ReportMetric(percentile(pollLat, 50), "polled_p50_s")
 	b.ReportMetric(percentile(pollLat, 50)/percentile(idleLat, 50), "polled/idled")
 }
+
+// BenchmarkBackfillSealing: the archive-only backfill of issue 12's mix
+// with sealing off and on ([archive.seal] every_records = 100, a local
+// TSA answering with openssl ts -reply at the lowest CPU priority) in the
+// same run, alternately.
+// ratio_sealing_off is the rate with sealing over the rate without: the
+// sealer must not slow the backfill (target ≥ 0.95, i.e. a time ratio
+// ≤ 1.05).
+//
+//	go test -run '^$' -bench BackfillSealing -benchtime 3x ./daemon
+func BenchmarkBackfillSealing(b *testing.B) {
+	e := benchEnv(b, "ceo")
+	msgs, _ := backfillMix(b, false)
+	n := len(msgs)
+	e.d.DeliverMaildir(b, "ceo", msgs)
+	tsa := testenv.NewTSA(b, nil, "Bench TSA", time.Time{}, time.Time{})
+	tsa.Nice = true // a remote party in production: its openssl runs must not count as smimed's
+	seal := fmt.Sprintf("[archive.seal]\nevery_records = 100\n[[archive.seal.tsa]]\nurl = %q\nca_file = %q\n", tsa.URL, tsa.CAFile)
+	var off, on time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		for _, sealing := range []bool{i%2 == 1, i%2 == 0} {
+			head := ""
+			if sealing {
+				head = seal
+			}
+			cfgPath := e.benchConfig(b, fmt.Sprintf("state-%d-%v", i, sealing), head, testenv.Account("ceo", e.d.Addr(), ""))
+			start := time.Now()
+			svc, stop := startBench(b, cfgPath)
+			waitFolderDone(b, svc, "", n, 10*time.Minute)
+			d := time.Since(start)
+			stop()
+			if sealing {
+				on += d
+			} else {
+				off += d
+			}
+		}
+	}
+	b.StopTimer()
+	if tsa.Answered() == 0 {
+		b.Fatal("the TSA issued no timestamp: sealing did not run")
+	}
+	rate := func(d time.Duration) float64 { return float64(n*b.N) / d.Seconds() }
+	b.ReportMetric(rate(on), "msgs/s_sealing")
+	b.ReportMetric(rate(off), "msgs/s_no_sealing")
+	b.ReportMetric(float64(on)/float64(off), "time_ratio_sealing")
+	b.Logf("%d timestamps issued", tsa.Answered())
+}

@@ -360,8 +360,10 @@ func (s *Service) Status() (*admin.DaemonStatus, error) {
 		Started: processStart, UptimeSeconds: int64(time.Since(processStart).Seconds()),
 		Folders: s.metrics.folders(),
 		Gateway: s.gatewayStatus(),
-		Seals:   s.sealer.status(s.trustCfg.Load().Archive.Seal),
 		Worm:    s.wormStatus(),
+	}
+	if cfg := s.trustCfg.Load(); cfg != nil {
+		st.Seals = s.sealer.status(cfg.Archive.Seal)
 	}
 	cps, err := StoreCheckpoints(s.state)
 	if err != nil {

@@ -470,6 +470,7 @@ func TestExampleChecks(t *testing.T) {
 	copyFile("ca-bundle.pem", filepath.Join(dir, "ca/partner-ca.pem"))
 	copyFile("org-ec256.crt", filepath.Join(dir, "keys/ops.pem"))
 	copyFile("org-ec256.key", filepath.Join(dir, "keys/ops.key"))
+	copyFile("ca-bundle.pem", filepath.Join(dir, "tsa/ca.pem")) // a PEM anchor stands in for the TSA's
 	if err := os.WriteFile(filepath.Join(creds, "ceo.imap.pass"), []byte("imap-secret\n"), 0o400); err != nil {
 		t.Fatal(err)
 	}

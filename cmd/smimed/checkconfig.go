@@ -76,6 +76,10 @@ func checkConfigMain(args []string, stdout, stderr io.Writer) int {
 		}
 		_, err = cfg.TrustPool()
 		collect(err)
+		if cfg.Archive.Seal.Enabled() {
+			_, _, err = cfg.Archive.Seal.Roots()
+			collect(err)
+		}
 		collect(cfg.CheckAccounts())
 		signing, swarn, err := config.LoadSigningWarn(cfg)
 		collect(err)
