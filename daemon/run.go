@@ -244,6 +244,9 @@ func NewService(cfg *config.Config, log *slog.Logger, notify *Notifier) (*Servic
 	s.tokens.Store(&l.tokens)
 	s.trustCfg.Store(cfg)
 	s.sealer = newSealer(arch, s.trustCfg.Load, log, s.metrics)
+	if s.worm != nil {
+		s.sealer.kept = s.wormKeepToken(cfg)
+	}
 	if l.gateway != nil {
 		if s.gateway, err = s.startGateway(cfg, l.gateway); err != nil {
 			if s.metricsLn != nil {

@@ -40,6 +40,10 @@ type sealer struct {
 	log     *slog.Logger
 	metrics *Metrics
 	http    *http.Client
+	// kept, when set, is told of each timestamp kept: the seal and the
+	// TSA's name (archive.TSAName), whose files are in the seal's
+	// evidence directory. The WORM copy takes them from there.
+	kept func(seal uint64, tsa string)
 
 	mu       sync.Mutex // guards what status reads
 	pending  []uint64   // seals with fewer than require answers, oldest first
@@ -231,6 +235,9 @@ func (s *sealer) stampOne(ctx context.Context, id uint64, t config.SealTSA, root
 		return
 	}
 	s.log.Info("timestamped", "seal", id, "tsa", t.URL, "gen_time", vf.GenTime)
+	if s.kept != nil {
+		s.kept(id, archive.TSAName(t.URL))
+	}
 }
 
 // status is the sealer's part of `smimed status`. It never waits for the

@@ -10,7 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"reflect"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -79,6 +81,24 @@ func wormRetainUntil(cfg *config.Config) worm.RetainUntil {
 			return fallback(r)
 		}
 		return worm.EndOfYearPlus(r.When(), longest)
+	}
+}
+
+// wormKeepToken queues a kept timestamp (the .tsr answer and the TSA's
+// chain) for the WORM copy as seals/SEAL/TSA.tsr and .pem, locked as
+// long as a seal record: the longest retention class.
+func (s *Service) wormKeepToken(cfg *config.Config) func(seal uint64, tsa string) {
+	until := wormRetainUntil(cfg)
+	return func(seal uint64, tsa string) {
+		id := strconv.FormatUint(seal, 10)
+		lock := until(&archive.Record{ID: seal, Kind: archive.KindSeal, ArchivedAt: time.Now()})
+		for _, ext := range []string{".tsr", ".pem"} {
+			path := filepath.Join(s.arch.EvidenceDir(), id, tsa+ext)
+			if err := s.worm.Enqueue("seals/"+id+"/"+tsa+ext, path, lock); err != nil {
+				s.log.Error("WORM copy: cannot queue a timestamp; archive verify --evidence still checks the local one", "seal", seal, "tsa", tsa, "err", err)
+			}
+		}
+		s.worm.Notify()
 	}
 }
 

@@ -161,9 +161,11 @@ func exportEvidence(ctx context.Context, s *archiveSession, api admin.ArchiveAPI
 		if !r.Date.IsZero() {
 			date = r.Date.UTC().Format(time.RFC3339)
 		}
-		// class and retain_until: the retention fields, empty until
-		// records carry them.
-		cw.Write([]string{id, archive.Sum(buf.Bytes()), r.MessageID, date, r.From, strings.Join(r.To, " "), r.Subject, "", ""})
+		until := ""
+		if !r.RetainUntil.IsZero() {
+			until = r.RetainUntil.UTC().Format(time.RFC3339)
+		}
+		cw.Write([]string{id, archive.Sum(buf.Bytes()), r.MessageID, date, r.From, strings.Join(r.To, " "), r.Subject, r.Class, until})
 		n++
 	}
 	bar.update(len(items), len(items))

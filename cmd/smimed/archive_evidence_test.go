@@ -178,6 +178,12 @@ func TestArchiveExportEvidence(t *testing.T) {
 		if sum := sha256Hex(eml); r[1] != sum || sum != rec.PlaintextSHA256 {
 			t.Errorf("record %s: manifest %s, file %s, record %s", r[0], r[1], sum, rec.PlaintextSHA256)
 		}
+		// The default class, letters (6 years), counted from the end of
+		// the year of receipt (UTC without [archive.retention]).
+		until := time.Date(rec.When().UTC().Year()+6, 12, 31, 23, 59, 59, 0, time.UTC).Format(time.RFC3339)
+		if r[7] != "letters" || r[8] != until {
+			t.Errorf("record %s: class %q, retain_until %q; want letters, %s", r[0], r[7], r[8], until)
+		}
 	}
 	closeStore()
 
