@@ -80,9 +80,11 @@ func TestWormCopy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Delivered now: locked until the end of this year plus 10 (the
-	// default_years).
-	until := time.Date(time.Now().UTC().Year()+11, 1, 1, 0, 0, 0, 0, time.UTC)
+	// Delivered now, retention class letters (6 years, the default
+	// without [archive.retention]): locked until the end of this year
+	// plus 6, not default_years (10), which is only for records without
+	// a class.
+	until := time.Date(time.Now().UTC().Year()+7, 1, 1, 0, 0, 0, 0, time.UTC)
 	if !bytes.Equal(o.SHA256, sum[:]) || o.Mode != "GOVERNANCE" || !o.RetainUntil.Equal(until) {
 		t.Fatalf("object = %+v, want SHA-256 %x, GOVERNANCE until %v", o, sum, until)
 	}
