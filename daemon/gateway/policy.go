@@ -42,7 +42,7 @@ func (p *Policy) IsInternal(addr string) bool {
 // above it, else [gateway]'s. A rule without a setting leaves it to the
 // next.
 func (p *Policy) For(addr string) (sign, encrypt string) {
-	addr = strings.ToLower(addr)
+	addr = normAddr(addr)
 	sign, encrypt = "", ""
 	for _, m := range matchOrder(addr) {
 		for _, r := range p.Rules {
@@ -138,7 +138,8 @@ func (p *Policy) Decide(f Facts, look Lookup) (Decision, error) {
 	var d Decision
 	d.Trigger = f.Trigger
 	reason := func(format string, args ...any) { d.Reasons = append(d.Reasons, fmt.Sprintf(format, args...)) }
-	if !p.IsInternal(f.EnvelopeFrom) {
+	envInternal := p.IsInternal(f.EnvelopeFrom)
+	if !envInternal && !slices.ContainsFunc(f.From, p.IsInternal) {
 		reason("envelope sender %q is not in internal_domains", f.EnvelopeFrom)
 		return d, nil
 	}
@@ -167,6 +168,17 @@ func (p *Policy) Decide(f Facts, look Lookup) (Decision, error) {
 		encrypt = config.EncryptAlways
 		reason("the Subject held encrypt_trigger")
 	}
+	if !envInternal {
+		// A From of the organisation with a foreign envelope sender (a
+		// null sender, a bounce address): not the organisation's mail,
+		// but it must not leave in clear where encryption is required.
+		reason("envelope sender %q is not in internal_domains", f.EnvelopeFrom)
+		if encrypt == config.EncryptAlways {
+			d.Action = Refuse
+			reason("encryption is required and the mail is not wholly the organisation's")
+		}
+		return d, nil
+	}
 	if f.From == nil {
 		if encrypt == config.EncryptAlways {
 			d.Action = Refuse
@@ -179,9 +191,12 @@ func (p *Policy) Decide(f Facts, look Lookup) (Decision, error) {
 	for _, a := range f.From {
 		if !p.IsInternal(a) {
 			reason("From %q is not in internal_domains", a)
-			if encrypt == config.EncryptAlways && f.Trigger {
+			if encrypt == config.EncryptAlways {
+				// Passing it would send in clear what must be
+				// encrypted: an internal sender could escape the
+				// policy with a foreign From.
 				d.Action = Refuse
-				reason("encryption was requested for mail that is not the organisation's")
+				reason("encryption is required and the mail is not wholly the organisation's")
 			}
 			return d, nil
 		}
@@ -220,6 +235,7 @@ func (p *Policy) Decide(f Facts, look Lookup) (Decision, error) {
 				continue // read through the escrow key
 			}
 			external++
+			r = normAddr(r)
 			rc, err := look.RecipientCert(r)
 			if err != nil {
 				return d, fmt.Errorf("certificate of %s: %w", r, err)

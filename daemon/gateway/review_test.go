@@ -1,0 +1,98 @@
+package gateway
+
+import (
+	"bytes"
+	"mime"
+	"testing"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/smimed/smimed/daemon/config"
+)
+
+// The trigger typed into a Subject with a non-ASCII character reaches
+// the gateway inside encoded words: the message must still be
+// encrypted (OpenSSL decrypts it with the escrow key), the trigger
+// gone, the rest of the Subject kept.
+func TestTriggerInEncodedWords(t *testing.T) {
+	for _, subject := range []string{
+		"=?UTF-8?B?W3NlY3VyZV0gR2Vow6RsdGVy?=", // Outlook, Apple Mail
+		"=?UTF-8?Q?[secure]_Geh=C3=A4lter?=",   // Thunderbird
+	} {
+		t.Run(subject, func(t *testing.T) { triggerInEncodedWords(t, subject) })
+	}
+}
+
+func triggerInEncodedWords(t *testing.T, subject string) {
+	e := startEnv(t, envOptions{})
+	if err := e.send("ceo@org.example", []string{"cfo@org.example"}, message("ceo@org.example", "cfo@org.example", subject, "the list")); err != nil {
+		t.Fatal(err)
+	}
+	m := e.only()
+	if bytes.Contains(m.Data, []byte("the list")) {
+		t.Fatal("the triggered message left in clear")
+	}
+	inner, err := e.decrypt(m.Data, "escrow")
+	if err != nil {
+		t.Fatalf("not encrypted to the escrow key: %v", err)
+	}
+	if !bytes.Contains(inner, []byte("the list")) {
+		t.Fatalf("decrypted: %q", inner)
+	}
+	i := bytes.Index(m.Data, []byte("Subject: "))
+	if i < 0 {
+		t.Fatalf("no Subject: %q", m.Data[:200])
+	}
+	line, _, _ := bytes.Cut(m.Data[i+len("Subject: "):], []byte("\r\n"))
+	if dec, err := new(mime.WordDecoder).DecodeHeader(string(line)); err != nil || dec != "Gehälter" {
+		t.Fatalf("Subject %q decodes to %q (%v), want %q", line, dec, err, "Gehälter")
+	}
+}
+
+// encrypt = "always" for partner.example: an internal sender who
+// writes a foreign From, or mail with our From and a foreign envelope
+// sender, must not reach the partner in clear.
+func TestEncryptAlwaysNotEscapedByFrom(t *testing.T) {
+	e := startEnv(t, envOptions{policy: func(p *Policy) {
+		p.Rules = []config.GatewayPolicy{{Match: "partner.example", Encrypt: config.EncryptAlways}}
+	}})
+	for _, tc := range []struct{ mailFrom, from string }{
+		{"ceo@org.example", "ceo@gmail.example"},
+		{"ceo@org.example", "ceo@sales.org.example"},
+		{"bounces@esp.example", "ceo@org.example"},
+		{"", "ceo@org.example"},
+	} {
+		err := e.send(tc.mailFrom, []string{"carol@partner.example"}, message(tc.from, "carol@partner.example", "hello", "confidential"))
+		if code, enh, _ := smtpCode(err); code != 550 || enh != (smtp.EnhancedCode{5, 7, 1}) {
+			t.Errorf("MAIL FROM %q, From %q: %v, want 550 5.7.1", tc.mailFrom, tc.from, err)
+		}
+	}
+	for _, m := range e.relay.messages() {
+		if bytes.Contains(m.Data, []byte("confidential")) {
+			t.Fatalf("sent in clear: MAIL FROM %q", m.From)
+		}
+	}
+	// Neither ours: passed unchanged (foreign mail forwarded).
+	if err := e.send("x@else.example", []string{"carol@partner.example"}, message("x@else.example", "carol@partner.example", "hi", "theirs")); err != nil {
+		t.Fatalf("foreign mail: %v", err)
+	}
+}
+
+// A recipient written with the trailing dot of a fully qualified domain
+// is delivered to that domain: its policy applies.
+func TestTrailingDotRecipient(t *testing.T) {
+	e := startEnv(t, envOptions{policy: func(p *Policy) {
+		p.Rules = []config.GatewayPolicy{{Match: "partner.example", Encrypt: config.EncryptAlways}}
+	}})
+	err := e.send("ceo@org.example", []string{"carol@partner.example."}, message("ceo@org.example", "carol@partner.example", "hello", "confidential"))
+	if code, _, _ := smtpCode(err); code != 554 {
+		t.Fatalf("to carol@partner.example. without certificate: %v, want 554", err)
+	}
+	if err := e.send("ceo@org.example", []string{"Alice@Partner.Example."}, message("ceo@org.example", "alice@partner.example", "hello", "confidential")); err != nil {
+		t.Fatal(err)
+	}
+	m := e.only()
+	if _, err := e.decrypt(m.Data, "alice"); err != nil {
+		t.Fatalf("not encrypted to alice: %v", err)
+	}
+}
