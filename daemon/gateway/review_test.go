@@ -5,6 +5,7 @@ import (
 	"mime"
 	"testing"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"github.com/smimed/smimed/daemon/config"
@@ -94,5 +95,38 @@ func TestTrailingDotRecipient(t *testing.T) {
 	m := e.only()
 	if _, err := e.decrypt(m.Data, "alice"); err != nil {
 		t.Fatalf("not encrypted to alice: %v", err)
+	}
+}
+
+// Postfix checks a sender against the login at RCPT (smtpd_delay_reject,
+// reject_sender_login_mismatch): a MAIL FROM it answered 250 is not an
+// address the login may use. A client must not get to sign as it (or
+// use it as From) by trying it first.
+func TestSubmissionSenderRefusedAtRcpt(t *testing.T) {
+	e := startEnv(t, envOptions{mode: config.ModeSubmission, relay: func(r *testRelay) {
+		r.users = map[string]string{"intern@org.example": "pw"}
+		r.rcptAllowed = func(login, from string) bool { return login == from }
+	}})
+	e.look.signers["intern@org.example"] = &Signer{Cert: e.p.cert(t, "ceo")}
+	c := e.dial()
+	defer c.Quit()
+	if err := c.Auth(sasl.NewPlainClient("", "intern@org.example", "pw")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mail("ceo@org.example", nil); err != nil {
+		t.Fatalf("MAIL = %v (the upstream checks at RCPT)", err)
+	}
+	if err := c.Rcpt("alice@partner.example", nil); err == nil {
+		t.Fatal("RCPT after a foreign MAIL FROM accepted")
+	}
+	if err := c.Reset(); err != nil {
+		t.Fatal(err)
+	}
+	err := sendOn(c, "intern@org.example", []string{"alice@partner.example"}, message("ceo@org.example", "alice@partner.example", "x", "as the ceo"))
+	if code, enh, _ := smtpCode(err); code != 550 || enh != (smtp.EnhancedCode{5, 7, 1}) {
+		t.Fatalf("From the address the upstream refused = %v, want 550 5.7.1", err)
+	}
+	if n := len(e.relay.messages()); n != 0 {
+		t.Fatalf("%d messages relayed", n)
 	}
 }
