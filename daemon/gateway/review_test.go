@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"mime"
+	"strings"
 	"testing"
 
 	"github.com/emersion/go-sasl"
@@ -128,5 +129,39 @@ func TestSubmissionSenderRefusedAtRcpt(t *testing.T) {
 	}
 	if n := len(e.relay.messages()); n != 0 {
 		t.Fatalf("%d messages relayed", n)
+	}
+}
+
+// A refusal naming recipients with long addresses stays a permanent
+// 554 5.7.5 (it was a slice out of range, recovered as a 451, so the
+// MTA kept retrying).
+func TestRefusalLongAddresses(t *testing.T) {
+	e := startEnv(t, envOptions{policy: func(p *Policy) { p.Encrypt = config.EncryptAlways }})
+	long := strings.Repeat("x", 300)
+	to := []string{long + "1@nocert.example", long + "2@nocert.example"}
+	err := e.send("ceo@org.example", to, message("ceo@org.example", to[0], "hi", "body"))
+	if code, enh, text := smtpCode(err); code != 554 || enh != (smtp.EnhancedCode{5, 7, 5}) || !strings.Contains(text, "2 recipients") {
+		t.Fatalf("refusal = %v, want 554 5.7.5 naming 2 recipients", err)
+	}
+}
+
+// The trigger in mail with our From and a foreign envelope sender: the
+// sender asked for encryption, so it must not leave in clear.
+func TestTriggerWithForeignEnvelopeSender(t *testing.T) {
+	e := startEnv(t, envOptions{})
+	err := e.send("bounces@esp.example", []string{"alice@partner.example"}, message("ceo@org.example", "alice@partner.example", "[secure] salaries", "confidential"))
+	if code, enh, _ := smtpCode(err); code != 550 || enh != (smtp.EnhancedCode{5, 7, 1}) {
+		t.Fatalf("triggered, foreign envelope sender: %v, want 550 5.7.1", err)
+	}
+	if n := len(e.relay.messages()); n != 0 {
+		t.Fatalf("%d messages relayed", n)
+	}
+	// Wholly foreign mail with the trigger text passes as it is.
+	msg := message("x@else.example", "alice@partner.example", "[secure] theirs", "theirs")
+	if err := e.send("x@else.example", []string{"alice@partner.example"}, msg); err != nil {
+		t.Fatal(err)
+	}
+	if m := e.only(); string(m.Data) != msg {
+		t.Fatalf("foreign mail changed: %q", m.Data)
 	}
 }
