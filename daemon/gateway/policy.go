@@ -143,10 +143,14 @@ func (p *Policy) Decide(f Facts, look Lookup) (Decision, error) {
 		reason("envelope sender %q is not in internal_domains", f.EnvelopeFrom)
 		return d, nil
 	}
+	rcpts := make([]string, len(f.Recipients))
+	for i, r := range f.Recipients {
+		rcpts[i] = p.destination(r)
+	}
 	// The strongest encrypt setting of the recipients: always beats
 	// if-possible beats never (never leaks nothing by encrypting).
 	encrypt, sign := config.EncryptNever, config.SignNever
-	for _, r := range f.Recipients {
+	for _, r := range rcpts {
 		if p.IsInternal(r) {
 			continue
 		}
@@ -158,7 +162,7 @@ func (p *Policy) Decide(f Facts, look Lookup) (Decision, error) {
 			encrypt = e
 		}
 	}
-	allInternal := encrypt == config.EncryptNever && sign == config.SignNever && !slices.ContainsFunc(f.Recipients, func(r string) bool { return !p.IsInternal(r) })
+	allInternal := encrypt == config.EncryptNever && sign == config.SignNever && !slices.ContainsFunc(rcpts, func(r string) bool { return !p.IsInternal(r) })
 	if allInternal {
 		// Internal mail follows [gateway]'s own settings for signing;
 		// it is encrypted only on request (trigger).
@@ -230,12 +234,11 @@ func (p *Policy) Decide(f Facts, look Lookup) (Decision, error) {
 
 	var external int
 	if encrypt != config.EncryptNever {
-		for _, r := range f.Recipients {
+		for _, r := range rcpts {
 			if p.IsInternal(r) {
 				continue // read through the escrow key
 			}
 			external++
-			r = normAddr(r)
 			rc, err := look.RecipientCert(r)
 			if err != nil {
 				return d, fmt.Errorf("certificate of %s: %w", r, err)
@@ -279,6 +282,32 @@ func (p *Policy) Decide(f Facts, look Lookup) (Decision, error) {
 		d.Action = SignOnly
 	}
 	return d, nil
+}
+
+// destination is where an MTA delivers the recipient addr, normalised
+// (normAddr): for an address in internal_domains whose local part routes
+// on ("carol%partner.example@org.example", "partner.example!carol@org.example";
+// Postfix's allow_percent_hack and swap_bangpath, both on by default,
+// rewrite these for its own domains) the address it routes to, so that
+// it meets that address's policy and certificate and is not taken for
+// an internal recipient.
+func (p *Policy) destination(addr string) string {
+	addr = normAddr(addr)
+	for range 8 {
+		i := strings.LastIndexByte(addr, '@')
+		if i <= 0 || addr[0] == '"' || !p.IsInternal(addr) {
+			return addr
+		}
+		local := addr[:i]
+		if j := strings.LastIndexByte(local, '%'); j >= 0 {
+			addr = normAddr(local[:j] + "@" + local[j+1:])
+		} else if j := strings.IndexByte(local, '!'); j >= 0 {
+			addr = normAddr(local[j+1:] + "@" + local[:j])
+		} else {
+			return addr
+		}
+	}
+	return addr
 }
 
 func rank(encrypt string) int {

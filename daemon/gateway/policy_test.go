@@ -80,6 +80,12 @@ func TestDecide(t *testing.T) {
 		// A trailing dot is the same domain: its policy and certificate.
 		{"recipient with a trailing dot, encryption required", config.EncryptAlways, func(f *Facts) { f.Recipients = []string{"b@P.example."} }, Refuse, []string{"b@p.example"}},
 		{"recipient with a trailing dot and a certificate", config.EncryptAlways, func(f *Facts) { f.Recipients = []string{"A@p.example."} }, SignEncrypt, nil},
+		// Routed on by the MTA (percent hack, bang path): the partner's
+		// policy and certificate, not an internal recipient.
+		{"percent hack through an internal domain", config.EncryptAlways, func(f *Facts) { f.Recipients = []string{"b%p.example@org.example"} }, Refuse, []string{"b@p.example"}},
+		{"bang path through an internal domain", config.EncryptAlways, func(f *Facts) { f.Recipients = []string{"p.example!b@ORG.example"} }, Refuse, []string{"b@p.example"}},
+		{"percent hack to a partner with a certificate", config.EncryptAlways, func(f *Facts) { f.Recipients = []string{"a%p.example@org.example"} }, SignEncrypt, nil},
+		{"percent hack to another internal address", config.EncryptAlways, func(f *Facts) { f.Recipients = []string{"cfo%org.example@org.example"} }, SignOnly, nil},
 		{"internal recipient with a trailing dot", config.EncryptAlways, func(f *Facts) { f.Recipients = []string{"cfo@ORG.example."} }, SignOnly, nil},
 		{"external From with trigger", config.EncryptIfPossible, func(f *Facts) { f.From = []string{"x@else.example"}; f.Trigger = true }, Refuse, nil},
 		{"subdomain is not internal", config.EncryptIfPossible, func(f *Facts) { f.EnvelopeFrom = "ceo@sub.org.example" }, Pass, nil},
