@@ -1,10 +1,13 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"mime"
+	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
@@ -164,4 +167,52 @@ func TestTriggerWithForeignEnvelopeSender(t *testing.T) {
 	if m := e.only(); string(m.Data) != msg {
 		t.Fatalf("foreign mail changed: %q", m.Data)
 	}
+}
+
+// max_sessions bounds connections: go-smtp opens a session only at
+// EHLO, so clients that connect and say nothing were not counted and
+// could hold any number of connections.
+func TestMaxSessionsCountsSilentConnections(t *testing.T) {
+	e := startEnv(t, envOptions{cfg: func(c *Config) { c.MaxSessions = 2 }})
+	greeting := func() (net.Conn, string) {
+		conn, err := net.Dial("tcp", e.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		line, _ := bufio.NewReader(conn).ReadString('\n')
+		return conn, line
+	}
+	for i := range 2 {
+		if _, line := greeting(); !strings.HasPrefix(line, "220 ") {
+			t.Fatalf("connection %d greeted %q", i+1, line)
+		}
+	}
+	third, line := greeting()
+	if !strings.HasPrefix(line, "421 4.3.2") {
+		t.Fatalf("third silent connection greeted %q, want 421 4.3.2", line)
+	}
+	third.Close()
+	// A place given back is taken again.
+	e2 := startEnv(t, envOptions{cfg: func(c *Config) { c.MaxSessions = 1 }})
+	c := e2.dial()
+	if err := c.Noop(); err != nil {
+		t.Fatal(err)
+	}
+	c.Quit()
+	var last string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		conn, err := net.Dial("tcp", e2.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		last, _ = bufio.NewReader(conn).ReadString('\n')
+		conn.Close()
+		if strings.HasPrefix(last, "220 ") {
+			return
+		}
+	}
+	t.Fatalf("after the first session ended: greeted %q", last)
 }
