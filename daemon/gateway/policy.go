@@ -291,8 +291,17 @@ func (p *Policy) Decide(f Facts, look Lookup) (Decision, error) {
 // rewrite these for its own domains) the address it routes to, so that
 // it meets that address's policy and certificate and is not taken for
 // an internal recipient.
+//
+// A recipient without a domain (RCPT TO:<postmaster>, RFC 5321 4.1.1.3)
+// is local to the next hop, which qualifies it with its own domain: it
+// is taken in the first of internal_domains (and routed on from there),
+// rather than looked up in the certificate store, which refuses an
+// address without a domain (and the message was answered 451 for ever).
 func (p *Policy) destination(addr string) string {
 	addr = normAddr(addr)
+	if !strings.Contains(addr, "@") && addr != "" && len(p.Internal) > 0 {
+		addr += "@" + p.Internal[0]
+	}
 	for range 8 {
 		i := strings.LastIndexByte(addr, '@')
 		if i <= 0 || addr[0] == '"' || !p.IsInternal(addr) {

@@ -86,6 +86,8 @@ func TestDecide(t *testing.T) {
 		{"bang path through an internal domain", config.EncryptAlways, func(f *Facts) { f.Recipients = []string{"p.example!b@ORG.example"} }, Refuse, []string{"b@p.example"}},
 		{"percent hack to a partner with a certificate", config.EncryptAlways, func(f *Facts) { f.Recipients = []string{"a%p.example@org.example"} }, SignEncrypt, nil},
 		{"percent hack to another internal address", config.EncryptAlways, func(f *Facts) { f.Recipients = []string{"cfo%org.example@org.example"} }, SignOnly, nil},
+		{"recipient without a domain is local", config.EncryptAlways, func(f *Facts) { f.Recipients = []string{"Postmaster"} }, SignOnly, nil},
+		{"recipient without a domain, routed on", config.EncryptAlways, func(f *Facts) { f.Recipients = []string{"b%p.example"} }, Refuse, []string{"b@p.example"}},
 		{"internal recipient with a trailing dot", config.EncryptAlways, func(f *Facts) { f.Recipients = []string{"cfo@ORG.example."} }, SignOnly, nil},
 		{"external From with trigger", config.EncryptIfPossible, func(f *Facts) { f.From = []string{"x@else.example"}; f.Trigger = true }, Refuse, nil},
 		{"subdomain is not internal", config.EncryptIfPossible, func(f *Facts) { f.EnvelopeFrom = "ceo@sub.org.example" }, Pass, nil},
