@@ -140,9 +140,8 @@ func TestWormCopy(t *testing.T) {
 // runs sets the legal hold on the held message's original there (read
 // back from the S3 server, not from smimed's outbox).
 func TestWormSealsAndHolds(t *testing.T) {
-	old := sealPoll
-	sealPoll = 100 * time.Millisecond
-	t.Cleanup(func() { sealPoll = old })
+	old := sealPoll.Swap(int64(100 * time.Millisecond))
+	t.Cleanup(func() { sealPoll.Store(old) })
 	tsa := testenv.NewTSA(t, nil, "WORM TSA", time.Time{}, time.Time{})
 	e := newSvcEnv(t, "ceo")
 	s3, locked := wormSetup(t)
