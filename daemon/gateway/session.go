@@ -185,7 +185,6 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	s.inTx = true
 	s.from = from
 	s.utf8 = o.UTF8
-	s.accepted[strings.ToLower(from)] = true
 	return nil
 }
 
@@ -197,6 +196,11 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		return s.lost("RCPT", err)
 	}
 	s.rcpts = append(s.rcpts, to)
+	// The upstream accepted the sender only now: a server may answer
+	// MAIL with 250 and refuse the sender at RCPT (Postfix does with its
+	// default smtpd_delay_reject = yes, e.g. for
+	// reject_sender_login_mismatch).
+	s.accepted[strings.ToLower(s.from)] = true
 	return nil
 }
 
@@ -261,5 +265,6 @@ func isSMTPError(err error) bool {
 }
 
 // allowed tells whether the sender may sign as addr: in submission mode
-// only addresses the upstream accepted as MAIL FROM for this login.
+// only addresses the upstream accepted as MAIL FROM for this login,
+// with a recipient (see Rcpt).
 func (s *session) allowed(addr string) bool { return s.accepted[strings.ToLower(addr)] }
