@@ -2,8 +2,18 @@ package daemon
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,8 +30,9 @@ import (
 // TCP) and lets a login send only as its own addresses
 // (smtpd_sender_login_maps + reject_sender_login_mismatch, refused at
 // RCPT as Postfix does by default), delivering to an SMTP sink. The
-// client talks STARTTLS to smimed; smimed talks plaintext to Postfix on
-// loopback (relay_tls = "none"). Every verdict is Postfix's or Dovecot's
+// client talks STARTTLS to smimed, smimed STARTTLS to Postfix
+// (relay_tls = "starttls", Postfix's certificate checked against
+// relay_tls_ca_file; Postfix offers AUTH only after STARTTLS). Every verdict is Postfix's or Dovecot's
 // (their replies and logs) or OpenSSL's (what reached the sink).
 func TestGatewaySubmissionPostfix(t *testing.T) {
 	const (
@@ -33,21 +44,27 @@ func TestGatewaySubmissionPostfix(t *testing.T) {
 	d := testenv.StartDovecotWith(t, testenv.DovecotOptions{AuthInet: true})
 	d.AddUser(t, "ceo", ceoPass)
 	d.AddUser(t, "cfo", cfoPass)
+	dir := t.TempDir()
+	pfCert, pfKey := loopbackServerCert(t)
+	if err := os.WriteFile(filepath.Join(dir, "postfix-ca.pem"), pfCert, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	pf := testenv.StartPostfix(t, testenv.PostfixOptions{
 		NextHop:  sink.Addr(),
 		SASLAuth: d.AuthAddr(),
+		TLSCert:  pfCert,
+		TLSKey:   pfKey,
 		SenderLogins: map[string]string{
 			"ceo@org.example": "ceo",
 			"cfo@org.example": "cfo",
 		},
 	})
 
-	dir := t.TempDir()
 	testenv.CopyPKI(t, dir, "org-new.crt", "org-new.key", "ca-bundle.pem", "alice.crt", "alice.key")
 	listen := testenv.FreeAddr(t)
 	// One identity for the whole domain: it would sign for cfo too, so
 	// only the upstream's word keeps ceo from signing as cfo.
-	head := "[gateway]\nlisten = \"" + listen + "\"\nmode = \"submission\"\nrelay = \"" + pf.Addr() + "\"\nrelay_tls = \"none\"\n" +
+	head := "[gateway]\nlisten = \"" + listen + "\"\nmode = \"submission\"\nrelay = \"" + pf.Addr() + "\"\nrelay_tls = \"starttls\"\nrelay_tls_ca_file = \"postfix-ca.pem\"\n" +
 		"tls_cert_file = \"org-new.crt\"\ntls_key_file = \"org-new.key\"\ninternal_domains = [\"org.example\"]\n" +
 		"[[signing]]\ndomains = [\"org.example\"]\ncert_file = \"org-new.crt\"\nkey_file = \"org-new.key\"\n"
 	logs := startGatewayForAlice(t, dir, head)
@@ -100,10 +117,15 @@ func TestGatewaySubmissionPostfix(t *testing.T) {
 		if !bytes.Contains(content, []byte("The offer 1.")) {
 			t.Fatalf("alice decrypts %q", content)
 		}
-		// Postfix relayed it for the login Dovecot checked.
-		if !strings.Contains(pf.Log(), "sasl_method=PLAIN, sasl_username=ceo") {
-			t.Fatalf("Postfix's log names no SASL login ceo:\n%s", pf.Log())
+		// Postfix relayed it for the login Dovecot checked, under TLS
+		// (its summary of the session, logged when smimed ends it).
+		if err := c.Quit(); err != nil {
+			t.Fatal(err)
 		}
+		waitUntil(t, "Postfix logs a login ceo under STARTTLS", func() bool {
+			log := pf.Log()
+			return strings.Contains(log, "sasl_method=PLAIN, sasl_username=ceo") && strings.Contains(log, "starttls=1 auth=1 mail=1 rcpt=1 data=1")
+		}, pf.Log)
 	})
 
 	t.Run("wrong-password", func(t *testing.T) {
@@ -160,13 +182,32 @@ func TestGatewaySubmissionPostfix(t *testing.T) {
 		}
 	})
 
+	t.Run("no-tls-no-auth", func(t *testing.T) {
+		// Postfix itself offers AUTH only under TLS: smimed's login
+		// really went through STARTTLS.
+		c, err := smtp.Dial(pf.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.Hello("client.test"); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _ := c.Extension("AUTH"); ok {
+			t.Fatal("Postfix offers AUTH without TLS")
+		}
+		if ok, _ := c.Extension("STARTTLS"); !ok {
+			t.Fatal("Postfix offers no STARTTLS")
+		}
+	})
+
 	t.Run("upstream-down", func(t *testing.T) {
 		pf.Stop()
 		c := dial(t)
 		err := c.Auth(sasl.NewPlainClient("", "ceo", ceoPass))
 		var se *smtp.SMTPError
-		if !errors.As(err, &se) || se.Code/100 != 4 {
-			t.Fatalf("AUTH with the upstream down = %v, want a 4xx", err)
+		if !errors.As(err, &se) || se.Code != 451 || se.EnhancedCode != (smtp.EnhancedCode{4, 4, 1}) {
+			t.Fatalf("AUTH with the upstream down = %v, want 451 4.4.1", err)
 		}
 		err = sendSMTP(c, "ceo@org.example", []string{"alice@partner.example"}, msg("ceo@org.example", "6"))
 		if !errors.As(err, &se) || se.Code != 530 {
@@ -179,4 +220,34 @@ func TestGatewaySubmissionPostfix(t *testing.T) {
 			t.Fatal("the password is in smimed's log")
 		}
 	})
+}
+
+// loopbackServerCert is a self-signed ECDSA certificate for 127.0.0.1
+// (the address smimed dials, so the name it checks) and its key, PEM.
+func loopbackServerCert(t *testing.T) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "postfix.test.smimed.example"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
 }

@@ -66,6 +66,10 @@ type PostfixOptions struct {
 	// on the test's smtpd): a login may send only as its own addresses,
 	// and an owned address only after a login. Needs SASLAuth.
 	SenderLogins map[string]string
+	// TLSCert and TLSKey (PEM), when set, make the test's smtpd offer
+	// STARTTLS with them; with SASLAuth it then offers AUTH only after
+	// STARTTLS (smtpd_tls_auth_only = yes), as a submission server does.
+	TLSCert, TLSKey []byte
 }
 
 // Postfix is a running private Postfix.
@@ -130,6 +134,17 @@ func StartPostfix(t testing.TB, opts PostfixOptions) *Postfix {
 	}
 	if err := writeSenderLogins(filepath.Join(dir, "etc", "sender_logins"), opts.SenderLogins); err != nil {
 		t.Fatal(err)
+	}
+	if (opts.TLSCert == nil) != (opts.TLSKey == nil) {
+		t.Fatal("testenv: StartPostfix: TLSCert and TLSKey go together")
+	}
+	if opts.TLSCert != nil {
+		// smtpd reads them as root, before it drops privileges.
+		for name, b := range map[string][]byte{"tls.crt": opts.TLSCert, "tls.key": opts.TLSKey} {
+			if err := os.WriteFile(filepath.Join(dir, "etc", name), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	out, _ := exec.Command("postconf", "-h", "-d", "mail_version").Output()
 	p := &Postfix{t: t, dir: dir, opts: opts, version: strings.TrimSpace(string(out))}
@@ -329,6 +344,7 @@ lmtp      unix  - - n - - lmtp
 anvil     unix  - - n - 1 anvil
 scache    unix  - - n - 1 scache
 postlog   unix-dgram n - n - 1 postlogd
+tlsmgr    unix  - - n 1000? 1 tlsmgr
 # From docs/gateway.md:
 `, port, p.submissionLines())
 	if p.opts.FilterAddr == "" {
@@ -350,27 +366,35 @@ postlog   unix-dgram n - n - 1 postlogd
 }
 
 // submissionLines are the -o overrides that make the test's smtpd a
-// submission server with SASL through Dovecot (PostfixOptions.SASLAuth).
+// submission server: STARTTLS (PostfixOptions.TLSCert), SASL through
+// Dovecot (SASLAuth), senders bound to logins (SenderLogins).
 // smtpd_delay_reject stays at its default (yes), as on most servers: a
 // sender a login does not own is refused at RCPT, not at MAIL.
 func (p *Postfix) submissionLines() string {
-	if p.opts.SASLAuth == "" {
-		return ""
+	var lines []string
+	if p.opts.TLSCert != nil {
+		lines = append(lines,
+			"smtpd_tls_security_level=may",
+			"smtpd_tls_chain_files="+filepath.Join(p.ConfigDir(), "tls.key")+","+filepath.Join(p.ConfigDir(), "tls.crt"),
+			"smtpd_tls_auth_only=yes")
 	}
-	lines := []string{
-		"smtpd_sasl_auth_enable=yes",
-		"smtpd_sasl_type=dovecot",
-		"smtpd_sasl_path=inet:" + p.opts.SASLAuth,
-		"smtpd_tls_auth_only=no",
-		"smtpd_client_restrictions=",
-		"smtpd_helo_restrictions=",
-		"smtpd_relay_restrictions=permit_sasl_authenticated,reject",
-		"smtpd_recipient_restrictions=",
+	if p.opts.SASLAuth != "" {
+		lines = append(lines,
+			"smtpd_sasl_auth_enable=yes",
+			"smtpd_sasl_type=dovecot",
+			"smtpd_sasl_path=inet:"+p.opts.SASLAuth,
+			"smtpd_client_restrictions=",
+			"smtpd_helo_restrictions=",
+			"smtpd_relay_restrictions=permit_sasl_authenticated,reject",
+			"smtpd_recipient_restrictions=")
 	}
 	if len(p.opts.SenderLogins) > 0 {
 		lines = append(lines,
 			"smtpd_sender_login_maps=texthash:"+filepath.Join(p.ConfigDir(), "sender_logins"),
 			"smtpd_sender_restrictions=reject_sender_login_mismatch")
+	}
+	if len(lines) == 0 {
+		return ""
 	}
 	return "  -o " + strings.Join(lines, "\n  -o ") + "\n"
 }
