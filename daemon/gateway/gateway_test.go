@@ -589,44 +589,6 @@ func TestSubmissionAuthPassThrough(t *testing.T) {
 	}
 }
 
-// TestSubmissionSenderRefusedAtRcpt: an upstream that answers MAIL FROM
-// with 250 and refuses a sender the login does not own at RCPT (Postfix's
-// reject_sender_login_mismatch with its default smtpd_delay_reject) has
-// not accepted that address: a later message with it in From, under the
-// login's own envelope, is refused and not sent.
-func TestSubmissionSenderRefusedAtRcpt(t *testing.T) {
-	e := startEnv(t, envOptions{mode: config.ModeSubmission, relay: func(r *testRelay) {
-		submissionRelay(r)
-		r.lateSender = true
-	}})
-	c := e.dial()
-	if err := c.Auth(sasl.NewPlainClient("", "ceo@org.example", "s3cret")); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Mail("other@org.example", nil); err != nil {
-		t.Fatalf("MAIL = %v, want the upstream's 250", err)
-	}
-	if err := c.Rcpt("alice@partner.example", nil); err == nil {
-		t.Fatal("RCPT for a foreign sender accepted")
-	} else if code, _, text := smtpCode(err); code != 553 || !strings.Contains(text, "upstream says") {
-		t.Fatalf("RCPT = %v, want the upstream's 553", err)
-	}
-	if err := c.Reset(); err != nil {
-		t.Fatal(err)
-	}
-	err := sendOn(c, "ceo@org.example", []string{"alice@partner.example"}, message("other@org.example", "alice@partner.example", "x", "y"))
-	if code, enh, _ := smtpCode(err); code != 550 || enh != (smtp.EnhancedCode{5, 7, 1}) {
-		t.Fatalf("From the refused address = %v, want 550 5.7.1", err)
-	}
-	if n := len(e.relay.messages()); n != 0 {
-		t.Fatalf("the upstream got %d messages, want none", n)
-	}
-	// An address the upstream took with a recipient may be used.
-	if err := sendOn(c, "ceo@org.example", []string{"alice@partner.example"}, message("ceo@org.example", "alice@partner.example", "x", "mine")); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func TestSubmissionTLS(t *testing.T) {
 	p := testPKI(t)
 	cert, err := tls.LoadX509KeyPair(p.certs["ceo"], p.keys["ceo"])

@@ -50,7 +50,7 @@ type testRelay struct {
 	dataErr      error                 // answered at the end of DATA
 	users        map[string]string     // AUTH PLAIN users and passwords (nil: no AUTH)
 	mailAllowed  func(login, from string) bool
-	lateSender   bool // mailAllowed refuses at RCPT, as Postfix's smtpd_delay_reject
+	rcptAllowed  func(login, from string) bool // the sender checked at RCPT, as Postfix does
 	sessions     int
 	maxMessageSz int64
 	discard      bool // count the messages, keep no data (benchmarks)
@@ -116,22 +116,16 @@ func (s *relaySession) Mail(from string, opts *smtp.MailOptions) error {
 	if s.r.users != nil && s.login == "" {
 		return smtp.ErrAuthRequired
 	}
-	if !s.r.lateSender && !s.senderAllowed(from) {
-		return errNotYours
+	if s.r.mailAllowed != nil && !s.r.mailAllowed(s.login, from) {
+		return &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "upstream says: not your address"}
 	}
 	s.cur = relayed{From: from, Login: s.login, UTF8: opts != nil && opts.UTF8}
 	return nil
 }
 
-var errNotYours = &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "upstream says: not your address"}
-
-func (s *relaySession) senderAllowed(from string) bool {
-	return s.r.mailAllowed == nil || s.r.mailAllowed(s.login, from)
-}
-
 func (s *relaySession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	if s.r.lateSender && !s.senderAllowed(s.cur.From) {
-		return errNotYours
+	if s.r.rcptAllowed != nil && !s.r.rcptAllowed(s.login, s.cur.From) {
+		return &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "upstream says: sender address rejected: not owned by user"}
 	}
 	if s.r.refuseRcpt != nil {
 		if err := s.r.refuseRcpt(to); err != nil {

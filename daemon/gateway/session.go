@@ -195,12 +195,11 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if err := s.relay.c.Rcpt(to, nil); err != nil {
 		return s.lost("RCPT", err)
 	}
-	s.rcpts = append(s.rcpts, to)
-	// The upstream accepted the sender only now: a server may answer
-	// MAIL with 250 and refuse the sender at RCPT (Postfix does with its
-	// default smtpd_delay_reject = yes, e.g. for
-	// reject_sender_login_mismatch).
+	// The upstream took a recipient from this sender: it accepts the
+	// address for the login. Not at MAIL: Postfix (smtpd_delay_reject)
+	// and others check the sender against the login at RCPT.
 	s.accepted[strings.ToLower(s.from)] = true
+	s.rcpts = append(s.rcpts, to)
 	return nil
 }
 
@@ -265,6 +264,6 @@ func isSMTPError(err error) bool {
 }
 
 // allowed tells whether the sender may sign as addr: in submission mode
-// only addresses the upstream accepted as MAIL FROM for this login,
-// with a recipient (see Rcpt).
+// only addresses the upstream accepted as MAIL FROM for this login, with
+// a recipient.
 func (s *session) allowed(addr string) bool { return s.accepted[strings.ToLower(addr)] }
