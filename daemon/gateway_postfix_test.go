@@ -72,6 +72,24 @@ func (s *switchable) down() {
 	s.conns = nil
 }
 
+// startGatewayForAlice runs smimed in dir (with org-new's and alice's
+// PKI files there) with the configuration head, its store holding alice's
+// certificate for alice@partner.example; it returns smimed's log.
+func startGatewayForAlice(t *testing.T, dir, head string) *testenv.LockedBuffer {
+	t.Helper()
+	cfgPath := filepath.Join(dir, "smimed.toml")
+	if err := os.WriteFile(cfgPath, []byte(testenv.Config("state", head, []string{"org-new"})), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs := &testenv.LockedBuffer{}
+	svc, _ := runService(t, cfgPath, logs)
+	alice := testenv.ReadCert(t, filepath.Join(dir, "alice.crt"))
+	if _, err := svc.store.Import(alice, nil, []string{"alice@partner.example"}, "test", false); err != nil {
+		t.Fatal(err)
+	}
+	return logs
+}
+
 // TestGatewayPostfix: a real Postfix with docs/gateway.md's filter lines
 // hands submitted mail to smimed's gateway (filter mode), smimed hands
 // it back on the reinjection port and Postfix delivers it to the next
@@ -91,16 +109,7 @@ func TestGatewayPostfix(t *testing.T) {
 	head := "[gateway]\nlisten = \"" + filter + "\"\nmode = \"filter\"\nrelay = \"" + reinject.addr + "\"\ninternal_domains = [\"org.example\"]\n" +
 		"[[gateway.policy]]\nmatch = \"strict.example\"\nencrypt = \"always\"\n" +
 		"[[signing]]\naddresses = [\"ceo@org.example\"]\ncert_file = \"org-new.crt\"\nkey_file = \"org-new.key\"\n"
-	cfgPath := filepath.Join(dir, "smimed.toml")
-	if err := os.WriteFile(cfgPath, []byte(testenv.Config("state", head, []string{"org-new"})), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logs := &testenv.LockedBuffer{}
-	svc, _ := runService(t, cfgPath, logs)
-	alice := testenv.ReadCert(t, filepath.Join(dir, "alice.crt"))
-	if _, err := svc.store.Import(alice, nil, []string{"alice@partner.example"}, "test", false); err != nil {
-		t.Fatal(err)
-	}
+	startGatewayForAlice(t, dir, head)
 	const within = 2 * time.Minute
 	msg := func(n string) []byte {
 		return []byte("From: ceo@org.example\r\nTo: alice@partner.example\r\nSubject: offer " + n + "\r\nMessage-ID: <pf-" + n + "@org.example>\r\n\r\nThe offer " + n + ".\r\n")

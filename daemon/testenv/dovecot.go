@@ -13,6 +13,7 @@ package testenv
 // code under test is not needed to prepare a mailbox.
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"net"
@@ -38,6 +39,7 @@ type Dovecot struct {
 	conf    string
 	addr    string
 	lmtp    string
+	auth    string
 	version string
 	doveadm string
 
@@ -61,6 +63,11 @@ type DovecotOptions struct {
 	// (auth_username_format = %Ln for LMTP): alice@any.example is user
 	// alice, who must exist (AddUser).
 	LMTP bool
+	// AuthInet adds a TCP listener of Dovecot's auth service on
+	// 127.0.0.1 (AuthAddr), for a Postfix that authenticates its SMTP
+	// clients through Dovecot (smtpd_sasl_type = dovecot,
+	// smtpd_sasl_path = inet:AuthAddr). The users are AddUser's.
+	AuthInet bool
 }
 
 // StartDovecot starts a private Dovecot and registers its Stop with
@@ -167,7 +174,14 @@ func StartDovecotWith(t testing.TB, opts DovecotOptions) *Dovecot {
 			}
 			s.lmtp = net.JoinHostPort("127.0.0.1", strconv.Itoa(lmtpPort))
 		}
-		if err := os.WriteFile(s.conf, []byte(s.config(port, lmtpPort)), 0o644); err != nil {
+		authPort := 0
+		if opts.AuthInet {
+			if authPort, err = FreePort(); err != nil {
+				t.Fatal(err)
+			}
+			s.auth = net.JoinHostPort("127.0.0.1", strconv.Itoa(authPort))
+		}
+		if err := os.WriteFile(s.conf, []byte(s.config(port, lmtpPort, authPort)), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		if lastErr = s.start(dovecot); lastErr == nil {
@@ -205,12 +219,23 @@ func parseVersion(v string) (major, minor int) {
 }
 
 // config is a Dovecot 2.3 configuration with no include of the system's.
-func (s *Dovecot) config(port, lmtpPort int) string {
+func (s *Dovecot) config(port, lmtpPort, authPort int) string {
 	d := s.dir
 	mechs, oauthPassdb, protocols, lmtp := "", "", "imap", ""
+	if authPort != 0 {
+		// Dovecot's auth protocol for SASL clients such as Postfix's
+		// smtpd (a listener with this name is an auth-client socket).
+		lmtp += fmt.Sprintf(`service auth {
+  inet_listener sasl {
+    address = 127.0.0.1
+    port = %d
+  }
+}
+`, authPort)
+	}
 	if lmtpPort != 0 {
 		protocols = "imap lmtp"
-		lmtp = fmt.Sprintf(`service lmtp {
+		lmtp += fmt.Sprintf(`service lmtp {
   inet_listener lmtp {
     address = 127.0.0.1
     port = %d
@@ -300,7 +325,8 @@ func (s *Dovecot) start(dovecot string) error {
 		out, _ := os.ReadFile(outPath)
 		return fmt.Errorf("dovecot -c %s: %v: %s", s.conf, err, strings.TrimSpace(string(out)))
 	}
-	// The master forks into the background; wait until imap-login answers.
+	// The master forks into the background; wait until imap-login answers
+	// (and the auth and LMTP listeners, when there are).
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", s.addr, time.Second)
@@ -310,16 +336,12 @@ func (s *Dovecot) start(dovecot string) error {
 			n, rerr := c.Read(buf)
 			c.Close()
 			if rerr == nil && bytes.HasPrefix(buf[:n], []byte("* OK")) {
-				if s.lmtp == "" {
+				if err = s.othersReady(); err == nil {
 					return nil
 				}
-				greeting, lerr := smtpGreeting(s.lmtp)
-				if lerr == nil && strings.HasPrefix(greeting, "220") {
-					return nil
-				}
-				buf, n, rerr = []byte(greeting), len(greeting), lerr
+			} else {
+				err = fmt.Errorf("greeting %q: %v", buf[:n], rerr)
 			}
-			err = fmt.Errorf("greeting %q: %v", buf[:n], rerr)
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("Dovecot did not answer on %s: %v", s.addr, err)
@@ -329,6 +351,31 @@ func (s *Dovecot) start(dovecot string) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// othersReady says why the listeners besides IMAP (auth, LMTP) do not
+// answer yet, nil when they do.
+func (s *Dovecot) othersReady() error {
+	if s.auth != "" {
+		// The auth server speaks first: VERSION, its mechanisms, DONE.
+		c, err := net.DialTimeout("tcp", s.auth, time.Second)
+		if err != nil {
+			return err
+		}
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		if err != nil || !strings.HasPrefix(line, "VERSION\t1\t") {
+			return fmt.Errorf("auth listener %s said %q: %v", s.auth, line, err)
+		}
+	}
+	if s.lmtp != "" {
+		greeting, err := smtpGreeting(s.lmtp)
+		if err != nil || !strings.HasPrefix(greeting, "220") {
+			return fmt.Errorf("LMTP greeting %q: %v", greeting, err)
+		}
+	}
+	return nil
 }
 
 func (s *Dovecot) masterPID() int {
@@ -393,6 +440,10 @@ func (s *Dovecot) masterPIDs() []int {
 
 // Addr is the host:port of the IMAP listener (plaintext, 127.0.0.1).
 func (s *Dovecot) Addr() string { return s.addr }
+
+// AuthAddr is the host:port of the auth service's TCP listener
+// (DovecotOptions.AuthInet), "" without one.
+func (s *Dovecot) AuthAddr() string { return s.auth }
 
 // LMTPAddr is the host:port of the LMTP listener (DovecotOptions.LMTP),
 // "" without one.

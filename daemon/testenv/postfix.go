@@ -55,6 +55,21 @@ type PostfixOptions struct {
 	// deferred message waits at least this long before Postfix retries
 	// it by itself; Flush retries at once.
 	MinimalBackoff time.Duration
+	// SASLAuth, a host:port of Dovecot's auth service (Dovecot.AuthAddr
+	// with DovecotOptions.AuthInet), makes the test's smtpd (Addr) a
+	// submission server: AUTH PLAIN and LOGIN checked by Dovecot
+	// (smtpd_sasl_type = dovecot), relaying only for clients that logged
+	// in. "" leaves that smtpd open to 127.0.0.0/8 without AUTH.
+	SASLAuth string
+	// SenderLogins maps an envelope sender address to the login that
+	// owns it (smtpd_sender_login_maps, with reject_sender_login_mismatch
+	// on the test's smtpd): a login may send only as its own addresses,
+	// and an owned address only after a login. Needs SASLAuth.
+	SenderLogins map[string]string
+	// TLSCert and TLSKey (PEM), when set, make the test's smtpd offer
+	// STARTTLS with them; with SASLAuth it then offers AUTH only after
+	// STARTTLS (smtpd_tls_auth_only = yes), as a submission server does.
+	TLSCert, TLSKey []byte
 }
 
 // Postfix is a running private Postfix.
@@ -97,6 +112,9 @@ func StartPostfix(t testing.TB, opts PostfixOptions) *Postfix {
 	if opts.NextHop == "" {
 		t.Fatal("testenv: StartPostfix needs a NextHop")
 	}
+	if len(opts.SenderLogins) > 0 && opts.SASLAuth == "" {
+		t.Fatal("testenv: StartPostfix: SenderLogins need SASLAuth")
+	}
 	mainDoc, masterDoc := PostfixFilterLines(t)
 
 	dir, err := os.MkdirTemp("", "testenv-postfix-")
@@ -112,6 +130,20 @@ func StartPostfix(t testing.TB, opts PostfixOptions) *Postfix {
 	for _, sub := range []string{"etc", "queue"} {
 		if err := os.Mkdir(filepath.Join(dir, sub), 0o755); err != nil {
 			t.Fatal(err)
+		}
+	}
+	if err := writeSenderLogins(filepath.Join(dir, "etc", "sender_logins"), opts.SenderLogins); err != nil {
+		t.Fatal(err)
+	}
+	if (opts.TLSCert == nil) != (opts.TLSKey == nil) {
+		t.Fatal("testenv: StartPostfix: TLSCert and TLSKey go together")
+	}
+	if opts.TLSCert != nil {
+		// smtpd reads them as root, before it drops privileges.
+		for name, b := range map[string][]byte{"tls.crt": opts.TLSCert, "tls.key": opts.TLSKey} {
+			if err := os.WriteFile(filepath.Join(dir, "etc", name), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	out, _ := exec.Command("postconf", "-h", "-d", "mail_version").Output()
@@ -291,7 +323,7 @@ delay_warning_time = 0
 	masterCF = fmt.Sprintf(`# written by smimed's daemon/testenv
 # The submission port the test's client talks to.
 127.0.0.1:%d inet n - n - - smtpd
-pickup    unix  n - n 60 1 pickup
+%spickup    unix  n - n 60 1 pickup
 cleanup   unix  n - n - 0 cleanup
 qmgr      unix  n - n 300 1 qmgr
 rewrite   unix  - - n - - trivial-rewrite
@@ -312,8 +344,9 @@ lmtp      unix  - - n - - lmtp
 anvil     unix  - - n - 1 anvil
 scache    unix  - - n - 1 scache
 postlog   unix-dgram n - n - 1 postlogd
+tlsmgr    unix  - - n 1000? 1 tlsmgr
 # From docs/gateway.md:
-`, port)
+`, port, p.submissionLines())
 	if p.opts.FilterAddr == "" {
 		return mainCF, masterCF, nil
 	}
@@ -330,6 +363,56 @@ postlog   unix-dgram n - n - 1 postlogd
 	mainCF += strings.Replace(mainDoc, docFilterAddr, "["+host+"]:"+fport, 1)
 	masterCF += strings.Replace(masterDoc, docReinjectAddr, "127.0.0.1:"+strconv.Itoa(reinjectPort), 1)
 	return mainCF, masterCF, nil
+}
+
+// submissionLines are the -o overrides that make the test's smtpd a
+// submission server: STARTTLS (PostfixOptions.TLSCert), SASL through
+// Dovecot (SASLAuth), senders bound to logins (SenderLogins).
+// smtpd_delay_reject stays at its default (yes), as on most servers: a
+// sender a login does not own is refused at RCPT, not at MAIL.
+func (p *Postfix) submissionLines() string {
+	var lines []string
+	if p.opts.TLSCert != nil {
+		lines = append(lines,
+			"smtpd_tls_security_level=may",
+			"smtpd_tls_chain_files="+filepath.Join(p.ConfigDir(), "tls.key")+","+filepath.Join(p.ConfigDir(), "tls.crt"),
+			"smtpd_tls_auth_only=yes")
+	}
+	if p.opts.SASLAuth != "" {
+		lines = append(lines,
+			"smtpd_sasl_auth_enable=yes",
+			"smtpd_sasl_type=dovecot",
+			"smtpd_sasl_path=inet:"+p.opts.SASLAuth,
+			"smtpd_client_restrictions=",
+			"smtpd_helo_restrictions=",
+			"smtpd_relay_restrictions=permit_sasl_authenticated,reject",
+			"smtpd_recipient_restrictions=")
+	}
+	if len(p.opts.SenderLogins) > 0 {
+		lines = append(lines,
+			"smtpd_sender_login_maps=texthash:"+filepath.Join(p.ConfigDir(), "sender_logins"),
+			"smtpd_sender_restrictions=reject_sender_login_mismatch")
+	}
+	if len(lines) == 0 {
+		return ""
+	}
+	return "  -o " + strings.Join(lines, "\n  -o ") + "\n"
+}
+
+// writeSenderLogins writes smtpd_sender_login_maps' table (texthash:
+// "address login" a line, no postmap needed); nothing without logins.
+func writeSenderLogins(path string, logins map[string]string) error {
+	if len(logins) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	for addr, login := range logins {
+		if strings.ContainsAny(addr+login, " \t\r\n") || addr == "" || login == "" {
+			return fmt.Errorf("testenv: SenderLogins %q: %q: want an address and a login without spaces", addr, login)
+		}
+		fmt.Fprintf(&b, "%s %s\n", addr, login)
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
 func hostOf(addr string) string { h, _, _ := net.SplitHostPort(addr); return h }
@@ -470,7 +553,8 @@ func (p *Postfix) processes() []int {
 }
 
 // Addr is the host:port of the submission smtpd the test's client talks
-// to (plaintext, no AUTH; 127.0.0.0/8 may relay anywhere).
+// to (plaintext; without SASLAuth no AUTH, and 127.0.0.0/8 may relay
+// anywhere; with it, only clients that logged in).
 func (p *Postfix) Addr() string { return p.addr }
 
 // ReinjectAddr is the host:port of the smtpd that takes filtered mail

@@ -214,3 +214,48 @@ func TestPostfixFilterToDovecotLMTP(t *testing.T) {
 		t.Errorf("INBOX has %d messages, want 1", len(uids))
 	}
 }
+
+// TestPostfixSubmission: with SASLAuth and SenderLogins the test's smtpd
+// is a submission server whose logins Dovecot checks: no relaying
+// without a login, Dovecot's refusal of a wrong password, a login's own
+// address delivered to the next hop, another login's address refused.
+// The verdicts are Postfix's replies and what reaches the sink.
+func TestPostfixSubmission(t *testing.T) {
+	sink := StartSMTPSink(t, SinkOptions{})
+	d := StartDovecotWith(t, DovecotOptions{AuthInet: true})
+	d.AddUser(t, "ceo", "ceo-pw")
+	d.AddUser(t, "cfo", "cfo-pw")
+	pf := StartPostfix(t, PostfixOptions{NextHop: sink.Addr(), SASLAuth: d.AuthAddr(),
+		SenderLogins: map[string]string{"ceo@org.example": "ceo", "cfo@org.example": "cfo"}})
+	to := []string{"partner@partner.example"}
+	code := func(err error) int {
+		var te *textproto.Error
+		if errors.As(err, &te) {
+			return te.Code
+		}
+		return 0
+	}
+	// net/smtp sends PLAIN without TLS to 127.0.0.1 only.
+	login := func(user, pw string) smtp.Auth { return smtp.PlainAuth("", user, pw, "127.0.0.1") }
+
+	if err := smtp.SendMail(pf.Addr(), nil, "ceo@org.example", to, testMessage(1)); code(err) != 554 && code(err) != 553 {
+		t.Fatalf("without a login = %v, want a refusal", err)
+	}
+	if err := smtp.SendMail(pf.Addr(), login("ceo", "wrong"), "ceo@org.example", to, testMessage(2)); code(err) != 535 {
+		t.Fatalf("a wrong password = %v, want 535", err)
+	}
+	if err := smtp.SendMail(pf.Addr(), login("ceo", "cfo-pw"), "ceo@org.example", to, testMessage(3)); code(err) != 535 {
+		t.Fatalf("another user's password = %v, want 535", err)
+	}
+	if err := smtp.SendMail(pf.Addr(), login("ceo", "ceo-pw"), "cfo@org.example", to, testMessage(4)); code(err) != 553 {
+		t.Fatalf("ceo sending as cfo = %v, want 553", err)
+	}
+	if err := smtp.SendMail(pf.Addr(), login("ceo", "ceo-pw"), "ceo@org.example", to, testMessage(5)); err != nil {
+		t.Fatalf("ceo sending as ceo = %v\n%s", err, pf.Log())
+	}
+	got := sink.WaitMessages(t, 1, time.Minute)
+	pf.WaitEmpty(t, time.Minute)
+	if got = sink.Messages(); len(got) != 1 || got[0].From != "ceo@org.example" || !bytes.Contains(got[0].Data, []byte("<pf-5@org.example>")) {
+		t.Fatalf("the sink has %+v, want message 5 only", got)
+	}
+}
