@@ -140,16 +140,9 @@ func archiveRestrict(args []string, stdout, stderr io.Writer) int {
 	s := newArchiveSession("archive restrict", stdout, stderr)
 	reason := s.fs.String("reason", "", "")
 	lift := s.fs.Bool("lift", false, "")
-	pos, code, done := s.parse(args, archiveRestrictUsage, 1)
+	id, code, done := s.parseID(args, archiveRestrictUsage)
 	if done {
 		return code
-	}
-	if len(pos) == 0 {
-		return s.usagef("missing ID")
-	}
-	id, err := parseID(pos[0])
-	if err != nil {
-		return s.usagef("%v", err)
 	}
 	switch {
 	case *lift && *reason != "":
