@@ -225,18 +225,8 @@ func parseGateway(raw *rawGateway, dir string, addf func(string, ...any)) *Gatew
 	}
 	dur("command_timeout", raw.CommandTimeout, 10*time.Second, &g.CommandTimeout)
 	dur("data_timeout", raw.DataTimeout, 10*time.Second, &g.DataTimeout)
-	count := func(key string, v *int, max int, dst *int) {
-		if v == nil {
-			return
-		}
-		if *v < 1 || *v > max {
-			addf("gateway.%s: %d must be between 1 and %d", key, *v, max)
-			return
-		}
-		*dst = *v
-	}
-	count("max_recipients", raw.MaxRecipients, 100000, &g.MaxRecipients)
-	count("max_sessions", raw.MaxSessions, 100000, &g.MaxSessions)
+	parseIntRange("gateway.max_recipients", raw.MaxRecipients, 1, 100000, &g.MaxRecipients, addf)
+	parseIntRange("gateway.max_sessions", raw.MaxSessions, 1, 100000, &g.MaxSessions, addf)
 	seen := map[string]bool{}
 	for i, p := range raw.Policy {
 		key := fmt.Sprintf("gateway.policy[%d]", i)
