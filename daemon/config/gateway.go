@@ -3,11 +3,9 @@ package config
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"time"
 
@@ -355,31 +353,10 @@ func (c *Config) GatewayEscrow(now time.Time) ([]*x509.Certificate, error) {
 	}
 	for i, f := range g.EscrowCertFiles {
 		key := fmt.Sprintf("gateway.escrow_cert_files[%d]", i)
-		data, err := os.ReadFile(f)
-		if err != nil {
-			problems = append(problems, fmt.Sprintf("%s: %v", key, err))
-			continue
-		}
-		n := 0
-		for rest := data; ; {
-			var block *pem.Block
-			block, rest = pem.Decode(rest)
-			if block == nil {
-				break
-			}
-			if block.Type != "CERTIFICATE" {
-				continue
-			}
-			cert, err := x509.ParseCertificate(block.Bytes)
-			if err != nil {
-				problems = append(problems, fmt.Sprintf("%s: %s: %v", key, f, err))
-				continue
-			}
-			n++
+		certs, p := pemCertFile(key, f)
+		problems = append(problems, p...)
+		for _, cert := range certs {
 			check(key, cert)
-		}
-		if n == 0 {
-			problems = append(problems, fmt.Sprintf("%s: %s holds no PEM certificate", key, f))
 		}
 	}
 	if len(problems) > 0 {
