@@ -167,17 +167,26 @@ func (s *archiveSession) parse(args []string, usage string, maxPos int) (pos []s
 	return pos, code, done
 }
 
-// parseID parses args like parse with one positional argument, a record
-// id, which it requires.
-func (s *archiveSession) parseID(args []string, usage string) (id uint64, code int, done bool) {
+// parseOne parses args like parse with one positional argument, which it
+// requires; what names it in the message when it is missing.
+func (s *archiveSession) parseOne(args []string, usage, what string) (arg string, code int, done bool) {
 	pos, code, done := s.parse(args, usage, 1)
+	if done {
+		return "", code, true
+	}
+	if len(pos) == 0 {
+		return "", s.usagef("missing %s", what), true
+	}
+	return pos[0], 0, false
+}
+
+// parseID is parseOne for a record id.
+func (s *archiveSession) parseID(args []string, usage string) (id uint64, code int, done bool) {
+	arg, code, done := s.parseOne(args, usage, "ID")
 	if done {
 		return 0, code, true
 	}
-	if len(pos) == 0 {
-		return 0, s.usagef("missing ID"), true
-	}
-	id, err := parseID(pos[0])
+	id, err := parseID(arg)
 	if err != nil {
 		return 0, s.usagef("%v", err), true
 	}
