@@ -54,6 +54,22 @@ func (e *env) verify(msg []byte) ([]byte, error) {
 	return out, nil
 }
 
+// open decrypts msg with name's key and verifies the signed message
+// inside, failing the test when either fails: the decrypted message and
+// the signed content.
+func (e *env) open(msg []byte, name string) (inner, content []byte) {
+	e.t.Helper()
+	inner, err := e.decrypt(msg, name)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	content, err = e.verify(inner)
+	if err != nil {
+		e.t.Fatalf("%s: %v", name, err)
+	}
+	return inner, content
+}
+
 func (e *env) only() relayed {
 	e.t.Helper()
 	msgs := e.relay.messages()
@@ -130,14 +146,7 @@ func TestSignEncryptForPartnerAndEscrow(t *testing.T) {
 		t.Fatalf("relay recipients = %v", m.To)
 	}
 	for _, who := range []string{"alice", "bob", "escrow"} {
-		inner, err := e.decrypt(m.Data, who)
-		if err != nil {
-			t.Fatal(err)
-		}
-		content, err := e.verify(inner)
-		if err != nil {
-			t.Fatalf("%s: %v", who, err)
-		}
+		_, content := e.open(m.Data, who)
 		if !bytes.Contains(content, []byte("the secret terms")) {
 			t.Fatalf("%s: content = %q", who, content)
 		}
@@ -198,13 +207,7 @@ func TestTrigger(t *testing.T) {
 	if !bytes.Contains(m.Data, []byte("Subject: salaries 2026\r\n")) {
 		t.Fatalf("subject not rewritten: %q", m.Data[:200])
 	}
-	inner, err := e.decrypt(m.Data, "escrow")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.verify(inner); err != nil {
-		t.Fatal(err)
-	}
+	e.open(m.Data, "escrow")
 }
 
 func TestPolicyNeverAndPerRecipient(t *testing.T) {
