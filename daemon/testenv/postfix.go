@@ -455,15 +455,8 @@ func (p *Postfix) Restart(t testing.TB) {
 // file) and every process working in our queue directory (Postfix's
 // daemons chdir there).
 func (p *Postfix) processes() []int {
-	master := p.masterPID()
 	queue := filepath.Join(p.dir, "queue")
-	pids := processesWhere(func(pid int, proc string) bool {
-		return pid != master && cwdIn(proc, queue)
-	})
-	if master > 0 && Alive(master) {
-		pids = append([]int{master}, pids...)
-	}
-	return pids
+	return masterAndWhere(p.masterPID(), func(_ int, proc string) bool { return cwdIn(proc, queue) })
 }
 
 // Addr is the host:port of the submission smtpd the test's client talks
