@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -91,12 +90,7 @@ func TestGatewayPostfix(t *testing.T) {
 	head := "[gateway]\nlisten = \"" + filter + "\"\nmode = \"filter\"\nrelay = \"" + reinject.addr + "\"\ninternal_domains = [\"org.example\"]\n" +
 		"[[gateway.policy]]\nmatch = \"strict.example\"\nencrypt = \"always\"\n" +
 		"[[signing]]\naddresses = [\"ceo@org.example\"]\ncert_file = \"org-new.crt\"\nkey_file = \"org-new.key\"\n"
-	cfgPath := filepath.Join(dir, "smimed.toml")
-	if err := os.WriteFile(cfgPath, []byte(testenv.Config("state", head, []string{"org-new"})), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logs := &testenv.LockedBuffer{}
-	svc, _ := runService(t, cfgPath, logs)
+	svc, _ := runConfig(t, dir, testenv.Config("state", head, []string{"org-new"}))
 	alice := testenv.ReadCert(t, filepath.Join(dir, "alice.crt"))
 	if _, err := svc.store.Import(alice, nil, []string{"alice@partner.example"}, "test", false); err != nil {
 		t.Fatal(err)

@@ -104,12 +104,7 @@ func TestGatewayRoundTrip(t *testing.T) {
 	testenv.CopyPKI(t, ours, "org-new.crt", "org-new.key", "ca-bundle.pem")
 	d.AddAccount(t, ours, "cfo")
 	head, listen := gatewayHead(t, sink.addr, "")
-	cfgPath := filepath.Join(ours, "smimed.toml")
-	if err := os.WriteFile(cfgPath, []byte(testenv.Config("state", head, []string{"org-new"}, testenv.Account("cfo", d.Addr(), ""))), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logs := &testenv.LockedBuffer{}
-	svc, _ := runService(t, cfgPath, logs)
+	svc, logs := runConfig(t, ours, testenv.Config("state", head, []string{"org-new"}, testenv.Account("cfo", d.Addr(), "")))
 	alice := testenv.ReadCert(t, testenv.TestdataPath(t, "pki", "alice.crt"))
 	if _, err := svc.store.Import(alice, nil, []string{"alice@partner.example"}, "test", false); err != nil {
 		t.Fatal(err)
@@ -119,12 +114,7 @@ func TestGatewayRoundTrip(t *testing.T) {
 	theirs := t.TempDir()
 	testenv.CopyPKI(t, theirs, "alice.crt", "alice.key", "ca-bundle.pem")
 	d.AddAccount(t, theirs, "alice")
-	pcfg := filepath.Join(theirs, "smimed.toml")
-	if err := os.WriteFile(pcfg, []byte(testenv.Config("state", "", []string{"alice"}, testenv.Account("alice", d.Addr(), ""))), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	plogs := &testenv.LockedBuffer{}
-	partner, _ := runService(t, pcfg, plogs)
+	partner, plogs := runConfig(t, theirs, testenv.Config("state", "", []string{"alice"}, testenv.Account("alice", d.Addr(), "")))
 
 	c, err := smtp.Dial(listen)
 	if err != nil {
@@ -305,12 +295,7 @@ func TestGatewaySubmission(t *testing.T) {
 	testenv.CopyPKI(t, dir, "org-new.crt", "org-new.key", "ca-bundle.pem")
 	listenTLS := testenv.FreeAddr(t)
 	head, listen := gatewayHead(t, ln.Addr().String(), fmt.Sprintf("mode = \"submission\"\nlisten_tls = %q\ntls_cert_file = \"org-new.crt\"\ntls_key_file = \"org-new.key\"\n", listenTLS))
-	cfgPath := filepath.Join(dir, "smimed.toml")
-	if err := os.WriteFile(cfgPath, []byte(testenv.Config("state", head, []string{"org-new"})), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logs := &testenv.LockedBuffer{}
-	runService(t, cfgPath, logs)
+	_, logs := runConfig(t, dir, testenv.Config("state", head, []string{"org-new"}))
 	tc := &tls.Config{InsecureSkipVerify: true} // the test certificate names no host
 	var c *smtp.Client
 	waitUntil(t, "the gateway listens", func() bool {
