@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/smimed/smimed/archive"
@@ -25,7 +26,10 @@ import (
 
 // Sealer timings.
 var (
-	sealPoll       = 2 * time.Second  // how often the unsealed records are counted
+	// sealPoll is how often the unsealed records are counted, in
+	// nanoseconds; atomic, as tests shorten it while other tests'
+	// services run.
+	sealPoll       = func() *atomic.Int64 { var v atomic.Int64; v.Store(int64(2 * time.Second)); return &v }()
 	sealMinBackoff = 10 * time.Second // a failed TSA's first pause
 	sealMaxBackoff = time.Hour
 	// sealShutdownWait bounds the timestamping after the last seal at
@@ -77,7 +81,7 @@ func (s *sealer) tsa(url string) *tsaState {
 // stamps it within sealShutdownWait.
 func (s *sealer) run(ctx context.Context) {
 	s.loadPending()
-	t := time.NewTicker(sealPoll)
+	t := time.NewTicker(time.Duration(sealPoll.Load()))
 	defer t.Stop()
 	s.mu.Lock()
 	s.lastAt = time.Now()

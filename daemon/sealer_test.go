@@ -28,9 +28,8 @@ func sealConfig(every, require int, tsas ...*testenv.TSA) string {
 // afterwards (VerifyEvidence, and openssl ts -verify on every token).
 func TestSealerTwoTSAs(t *testing.T) {
 	t.Parallel()
-	old := sealPoll
-	sealPoll = 100 * time.Millisecond
-	t.Cleanup(func() { sealPoll = old })
+	old := sealPoll.Swap(int64(100 * time.Millisecond))
+	t.Cleanup(func() { sealPoll.Store(old) })
 	up := testenv.NewTSA(t, nil, "Up TSA", time.Time{}, time.Time{})
 	down := testenv.NewTSA(t, nil, "Down TSA", time.Time{}, time.Time{})
 	down.SetDown(true)

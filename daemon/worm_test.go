@@ -6,11 +6,16 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/archive/worm"
 	"github.com/smimed/smimed/daemon/admin"
 	"github.com/smimed/smimed/daemon/config"
@@ -80,9 +85,11 @@ func TestWormCopy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Delivered now: locked until the end of this year plus 10 (the
-	// default_years).
-	until := time.Date(time.Now().UTC().Year()+11, 1, 1, 0, 0, 0, 0, time.UTC)
+	// Delivered now, retention class letters (6 years, the default
+	// without [archive.retention]): locked until the end of this year
+	// plus 6, not default_years (10), which is only for records without
+	// a class.
+	until := time.Date(time.Now().UTC().Year()+7, 1, 1, 0, 0, 0, 0, time.UTC)
 	if !bytes.Equal(o.SHA256, sum[:]) || o.Mode != "GOVERNANCE" || !o.RetainUntil.Equal(until) {
 		t.Fatalf("object = %+v, want SHA-256 %x, GOVERNANCE until %v", o, sum, until)
 	}
@@ -124,5 +131,58 @@ func TestWormCopy(t *testing.T) {
 		if g, ok := got[k]; !ok || g != v {
 			t.Errorf("metric %s = %v (present %v), want %v", k, g, ok, v)
 		}
+	}
+}
+
+// TestWormSealsAndHolds: with sealing and a WORM copy, the timestamp the
+// sealer keeps reaches the bucket byte for byte, locked as long as the
+// longest class (books, 10 years), and a hold added while the service
+// runs sets the legal hold on the held message's original there (read
+// back from the S3 server, not from smimed's outbox).
+func TestWormSealsAndHolds(t *testing.T) {
+	old := sealPoll.Swap(int64(100 * time.Millisecond))
+	t.Cleanup(func() { sealPoll.Store(old) })
+	tsa := testenv.NewTSA(t, nil, "WORM TSA", time.Time{}, time.Time{})
+	e := newSvcEnv(t, "ceo")
+	s3, locked := wormSetup(t)
+	msg := testenv.Testdata(t, "msg", "plain.eml")
+	e.d.Deliver(t, "ceo", "INBOX", msg)
+	e.writeConfig(t, s3.WormTable(t, e.dir, "locked")+sealConfig(1, 1, tsa), []string{"org-new"}, e.account("ceo"))
+	logs := &testenv.LockedBuffer{}
+	svc, stop := runService(t, e.cfgPath, logs)
+	defer stop()
+	waitFor(t, logs, "message processed", 1)
+	var seal uint64
+	waitUntil(t, "a seal timestamped", func() bool {
+		ids, _ := svc.arch.SealIDs()
+		if len(ids) == 0 || !svc.arch.HasToken(ids[0], tsa.URL) {
+			return false
+		}
+		seal = ids[0]
+		return true
+	}, logs.String)
+	if _, err := svc.arch.AddHold(archive.Hold{Case: "case-1", Query: archive.Query{From: "alice@partner.example"}, By: "test", At: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	svc.Worm().Notify()
+	ctx := context.Background()
+	key := fmt.Sprintf("files/seals/%d/%s.tsr", seal, archive.TSAName(tsa.URL))
+	sum := sha256.Sum256(msg)
+	orig := "originals/" + hex.EncodeToString(sum[:])
+	var tsr, o worm.Object
+	waitUntil(t, "the token and the legal hold in the bucket", func() bool {
+		var err1, err2 error
+		tsr, err1 = locked.HeadObject(ctx, key, "")
+		o, err2 = locked.HeadObject(ctx, orig, "")
+		return err1 == nil && err2 == nil && o.LegalHold
+	}, logs.String)
+	local, err := os.ReadFile(filepath.Join(svc.arch.EvidenceDir(), strconv.FormatUint(seal, 10), archive.TSAName(tsa.URL)+".tsr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lsum := sha256.Sum256(local)
+	until := time.Date(time.Now().UTC().Year()+11, 1, 1, 0, 0, 0, 0, time.UTC)
+	if !bytes.Equal(tsr.SHA256, lsum[:]) || !tsr.RetainUntil.Equal(until) {
+		t.Errorf("token object = %+v, want SHA-256 %x, locked until %v", tsr, lsum, until)
 	}
 }

@@ -32,6 +32,13 @@ listen_tls = "127.0.0.1:10465"
 			t.Errorf("check-config output lacks %q:\n%s", want, errOut)
 		}
 	}
+	// A filter beyond loopback would be an open relay through a next
+	// hop that trusts smimed.
+	open := writeConfig(t, "[gateway]\nlisten = \"0.0.0.0:10025\"\nrelay = \"127.0.0.1:10026\"\ninternal_domains = [\"org.example\"]\n")
+	code, _, errOut = runCmd(nil, "check-config", "--config", open)
+	if code != exitUsage || !strings.Contains(errOut, "gateway.listen:") || !strings.Contains(errOut, "loopback only") {
+		t.Fatalf("filter listening beyond loopback: exit %d\n%s", code, errOut)
+	}
 	escrow := writeConfig(t, "[gateway]\nlisten = \"127.0.0.1:10025\"\nrelay = \"127.0.0.1:10026\"\ninternal_domains = [\"org.example\"]\nescrow_cert_files = [\"ca-bundle.pem\"]\n")
 	code, _, errOut = runCmd(nil, "check-config", "--config", escrow)
 	if code != exitUsage || !strings.Contains(errOut, "gateway.escrow_cert_files[0]:") || !strings.Contains(errOut, "cannot be encrypted to") {

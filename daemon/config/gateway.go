@@ -125,6 +125,12 @@ func parseGateway(raw *rawGateway, dir string, addf func(string, ...any)) *Gatew
 			addf("gateway.mode: %q: want \"filter\" or \"submission\"", *raw.Mode)
 		}
 	}
+	if g.Mode == ModeFilter && g.Listen != "" && !isLoopback(g.Listen) {
+		// The filter takes mail without authentication and its next hop
+		// (Postfix's reinjection port) trusts what comes from smimed:
+		// listening beyond loopback would make an open relay.
+		addf("gateway.listen: %q: filter mode listens on loopback only (e.g. \"127.0.0.1:10025\"): it takes mail without authentication for a next hop that trusts it; run smimed on the Postfix host", g.Listen)
+	}
 	if raw.Relay == nil || *raw.Relay == "" {
 		addf("gateway.relay: must be set: the next hop, host:port (e.g. \"127.0.0.1:10026\")")
 	} else if err := hostPort(*raw.Relay); err != nil {

@@ -60,7 +60,8 @@ type Gateway struct {
 	rt      atomic.Pointer[Runtime]
 	servers []*smtp.Server
 	lns     []net.Listener
-	active  atomic.Int64 // sessions open
+	active  atomic.Int64 // sessions open (after EHLO)
+	conns   atomic.Int64 // connections open, what max_sessions bounds
 	log     *slog.Logger
 	mon     Monitor
 	wg      sync.WaitGroup
@@ -116,10 +117,11 @@ func (g *Gateway) Serve(ctx context.Context) error {
 	errs := make(chan error, 2)
 	serve := func(ln net.Listener, implicitTLS bool) {
 		s := newServer()
+		// Counted below TLS, so that go-smtp still sees a *tls.Conn.
+		ln = &limitListener{Listener: ln, g: g, greet: !implicitTLS}
 		if implicitTLS {
 			ln = tls.NewListener(ln, g.cfg.TLS)
 		}
-		ln = &limitListener{Listener: ln, g: g}
 		g.servers = append(g.servers, s)
 		g.wg.Go(func() { errs <- s.Serve(ln) })
 	}
@@ -148,11 +150,14 @@ func (g *Gateway) Serve(ctx context.Context) error {
 	return nil
 }
 
-// limitListener answers a connection over max_sessions with 421 and
-// closes it.
+// limitListener answers a connection over max_sessions with 421 (on a
+// plain listener; an implicit-TLS one is closed) and closes it. It
+// counts connections, not sessions: go-smtp opens a session at EHLO
+// only, and a client that never says EHLO holds a connection too.
 type limitListener struct {
 	net.Listener
-	g *Gateway
+	g     *Gateway
+	greet bool
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
@@ -161,17 +166,32 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if l.g.cfg.MaxSessions > 0 && l.g.active.Load() >= int64(l.g.cfg.MaxSessions) {
+		if n := l.g.conns.Add(1); l.g.cfg.MaxSessions > 0 && n > int64(l.g.cfg.MaxSessions) {
+			l.g.conns.Add(-1)
 			l.g.log.Warn("gateway: session refused, max_sessions reached", "remote", c.RemoteAddr().String(), "max_sessions", l.g.cfg.MaxSessions)
 			go func() {
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				fmt.Fprintf(c, "421 4.3.2 Too many sessions, try again later\r\n")
+				if l.greet {
+					c.SetDeadline(time.Now().Add(5 * time.Second))
+					fmt.Fprintf(c, "421 4.3.2 Too many sessions, try again later\r\n")
+				}
 				c.Close()
 			}()
 			continue
 		}
-		return c, nil
+		return &countedConn{Conn: c, n: &l.g.conns}, nil
 	}
+}
+
+// countedConn gives its place back when closed.
+type countedConn struct {
+	net.Conn
+	once sync.Once
+	n    *atomic.Int64
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.n.Add(-1) })
+	return c.Conn.Close()
 }
 
 type logAdapter struct{ log *slog.Logger }

@@ -49,6 +49,7 @@ type testRelay struct {
 	dataErr      error                 // answered at the end of DATA
 	users        map[string]string     // AUTH PLAIN users and passwords (nil: no AUTH)
 	mailAllowed  func(login, from string) bool
+	rcptAllowed  func(login, from string) bool // the sender checked at RCPT, as Postfix does
 	sessions     int
 	maxMessageSz int64
 	discard      bool // count the messages, keep no data (benchmarks)
@@ -122,6 +123,9 @@ func (s *relaySession) Mail(from string, opts *smtp.MailOptions) error {
 }
 
 func (s *relaySession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if s.r.rcptAllowed != nil && !s.r.rcptAllowed(s.login, s.cur.From) {
+		return &smtp.SMTPError{Code: 553, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "upstream says: sender address rejected: not owned by user"}
+	}
 	if s.r.refuseRcpt != nil {
 		if err := s.r.refuseRcpt(to); err != nil {
 			return err

@@ -14,6 +14,8 @@ import (
 	"mime"
 	"net/mail"
 	"strings"
+
+	"github.com/emersion/go-message/charset"
 )
 
 // maxHeader bounds the header block read (RFC 5322 sets no limit; 1 MiB
@@ -208,6 +210,14 @@ func (h *header) removeTrigger(trigger string) ([]byte, bool) {
 // onto one line with the field's own line ending.
 func stripTrigger(f field, trigger string) ([]byte, bool) {
 	v := f.value()
+	encode := func(s string) string { return s }
+	// A mail program writes a Subject with any non-ASCII character as
+	// encoded words (RFC 2047), the trigger included: look in the
+	// decoded text, and write what is left encoded again.
+	if dec, err := (&mime.WordDecoder{CharsetReader: charset.Reader}).DecodeHeader(v); err == nil && dec != v {
+		v = dec
+		encode = func(s string) string { return mime.QEncoding.Encode("utf-8", s) }
+	}
 	i := indexFold(v, trigger)
 	if i < 0 {
 		return nil, false
@@ -217,7 +227,7 @@ func stripTrigger(f field, trigger string) ([]byte, bool) {
 	if !bytes.HasSuffix(f.raw, []byte("\r\n")) {
 		eol = "\n"
 	}
-	return []byte(f.name + ": " + rest + eol), true
+	return []byte(f.name + ": " + encode(rest) + eol), true
 }
 
 // indexFold is strings.Index ignoring ASCII case (byte offsets stay
@@ -239,11 +249,24 @@ func asciiLower(s string) string {
 	return string(b)
 }
 
-// domainOf is the lower-case domain of an address, "" when it has none.
+// domainOf is the lower-case domain of an address without a trailing
+// dot, "" when it has none.
 func domainOf(addr string) string {
 	i := strings.LastIndexByte(addr, '@')
 	if i < 0 {
 		return ""
 	}
-	return strings.ToLower(addr[i+1:])
+	return strings.TrimRight(strings.ToLower(addr[i+1:]), ".")
+}
+
+// normAddr is addr as the policy and the certificate store compare it:
+// lower case, and without the trailing dot of a fully qualified domain
+// ("a@partner.example." is delivered to partner.example, so it must
+// meet partner.example's policy and certificate).
+func normAddr(addr string) string {
+	addr = strings.ToLower(addr)
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		return addr[:i+1] + domainOf(addr)
+	}
+	return addr
 }

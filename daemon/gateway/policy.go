@@ -42,7 +42,7 @@ func (p *Policy) IsInternal(addr string) bool {
 // above it, else [gateway]'s. A rule without a setting leaves it to the
 // next.
 func (p *Policy) For(addr string) (sign, encrypt string) {
-	addr = strings.ToLower(addr)
+	addr = normAddr(addr)
 	sign, encrypt = "", ""
 	for _, m := range matchOrder(addr) {
 		for _, r := range p.Rules {
@@ -138,14 +138,19 @@ func (p *Policy) Decide(f Facts, look Lookup) (Decision, error) {
 	var d Decision
 	d.Trigger = f.Trigger
 	reason := func(format string, args ...any) { d.Reasons = append(d.Reasons, fmt.Sprintf(format, args...)) }
-	if !p.IsInternal(f.EnvelopeFrom) {
+	envInternal := p.IsInternal(f.EnvelopeFrom)
+	if !envInternal && !slices.ContainsFunc(f.From, p.IsInternal) {
 		reason("envelope sender %q is not in internal_domains", f.EnvelopeFrom)
 		return d, nil
+	}
+	rcpts := make([]string, len(f.Recipients))
+	for i, r := range f.Recipients {
+		rcpts[i] = p.destination(r)
 	}
 	// The strongest encrypt setting of the recipients: always beats
 	// if-possible beats never (never leaks nothing by encrypting).
 	encrypt, sign := config.EncryptNever, config.SignNever
-	for _, r := range f.Recipients {
+	for _, r := range rcpts {
 		if p.IsInternal(r) {
 			continue
 		}
@@ -157,7 +162,7 @@ func (p *Policy) Decide(f Facts, look Lookup) (Decision, error) {
 			encrypt = e
 		}
 	}
-	allInternal := encrypt == config.EncryptNever && sign == config.SignNever && !slices.ContainsFunc(f.Recipients, func(r string) bool { return !p.IsInternal(r) })
+	allInternal := encrypt == config.EncryptNever && sign == config.SignNever && !slices.ContainsFunc(rcpts, func(r string) bool { return !p.IsInternal(r) })
 	if allInternal {
 		// Internal mail follows [gateway]'s own settings for signing;
 		// it is encrypted only on request (trigger).
@@ -166,6 +171,17 @@ func (p *Policy) Decide(f Facts, look Lookup) (Decision, error) {
 	if f.Trigger {
 		encrypt = config.EncryptAlways
 		reason("the Subject held encrypt_trigger")
+	}
+	if !envInternal {
+		// A From of the organisation with a foreign envelope sender (a
+		// null sender, a bounce address): not the organisation's mail,
+		// but it must not leave in clear where encryption is required.
+		reason("envelope sender %q is not in internal_domains", f.EnvelopeFrom)
+		if encrypt == config.EncryptAlways {
+			d.Action = Refuse
+			reason("encryption is required and the mail is not wholly the organisation's")
+		}
+		return d, nil
 	}
 	if f.From == nil {
 		if encrypt == config.EncryptAlways {
@@ -179,9 +195,12 @@ func (p *Policy) Decide(f Facts, look Lookup) (Decision, error) {
 	for _, a := range f.From {
 		if !p.IsInternal(a) {
 			reason("From %q is not in internal_domains", a)
-			if encrypt == config.EncryptAlways && f.Trigger {
+			if encrypt == config.EncryptAlways {
+				// Passing it would send in clear what must be
+				// encrypted: an internal sender could escape the
+				// policy with a foreign From.
 				d.Action = Refuse
-				reason("encryption was requested for mail that is not the organisation's")
+				reason("encryption is required and the mail is not wholly the organisation's")
 			}
 			return d, nil
 		}
@@ -215,7 +234,7 @@ func (p *Policy) Decide(f Facts, look Lookup) (Decision, error) {
 
 	var external int
 	if encrypt != config.EncryptNever {
-		for _, r := range f.Recipients {
+		for _, r := range rcpts {
 			if p.IsInternal(r) {
 				continue // read through the escrow key
 			}
@@ -263,6 +282,41 @@ func (p *Policy) Decide(f Facts, look Lookup) (Decision, error) {
 		d.Action = SignOnly
 	}
 	return d, nil
+}
+
+// destination is where an MTA delivers the recipient addr, normalised
+// (normAddr): for an address in internal_domains whose local part routes
+// on ("carol%partner.example@org.example", "partner.example!carol@org.example";
+// Postfix's allow_percent_hack and swap_bangpath, both on by default,
+// rewrite these for its own domains) the address it routes to, so that
+// it meets that address's policy and certificate and is not taken for
+// an internal recipient.
+//
+// A recipient without a domain (RCPT TO:<postmaster>, RFC 5321 4.1.1.3)
+// is local to the next hop, which qualifies it with its own domain: it
+// is taken in the first of internal_domains (and routed on from there),
+// rather than looked up in the certificate store, which refuses an
+// address without a domain (and the message was answered 451 for ever).
+func (p *Policy) destination(addr string) string {
+	addr = normAddr(addr)
+	if !strings.Contains(addr, "@") && addr != "" && len(p.Internal) > 0 {
+		addr += "@" + p.Internal[0]
+	}
+	for range 8 {
+		i := strings.LastIndexByte(addr, '@')
+		if i <= 0 || addr[0] == '"' || !p.IsInternal(addr) {
+			return addr
+		}
+		local := addr[:i]
+		if j := strings.LastIndexByte(local, '%'); j >= 0 {
+			addr = normAddr(local[:j] + "@" + local[j+1:])
+		} else if j := strings.IndexByte(local, '!'); j >= 0 {
+			addr = normAddr(local[j+1:] + "@" + local[:j])
+		} else {
+			return addr
+		}
+	}
+	return addr
 }
 
 func rank(encrypt string) int {

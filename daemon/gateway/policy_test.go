@@ -5,9 +5,12 @@ import (
 	"bytes"
 	"crypto/x509"
 	"errors"
+	"mime"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/emersion/go-message/charset"
 
 	"github.com/smimed/smimed/daemon/config"
 )
@@ -64,8 +67,28 @@ func TestDecide(t *testing.T) {
 		{"if-possible without certificate", config.EncryptIfPossible, func(f *Facts) { f.Recipients = []string{"a@p.example", "b@p.example"} }, SignOnly, []string{"b@p.example"}},
 		{"always without certificate", config.EncryptAlways, func(f *Facts) { f.Recipients = []string{"b@p.example", "a@p.example", "c@q.example"} }, Refuse, []string{"b@p.example", "c@q.example"}},
 		{"never", config.EncryptNever, nil, SignOnly, nil},
-		{"external envelope sender", config.EncryptAlways, func(f *Facts) { f.EnvelopeFrom = "x@else.example" }, Pass, nil},
-		{"external From", config.EncryptAlways, func(f *Facts) { f.From = []string{"x@else.example"} }, Pass, nil},
+		{"external envelope sender and From", config.EncryptAlways, func(f *Facts) { f.EnvelopeFrom = "x@else.example"; f.From = []string{"x@else.example"} }, Pass, nil},
+		{"external envelope sender, if-possible", config.EncryptIfPossible, func(f *Facts) { f.EnvelopeFrom = "x@else.example" }, Pass, nil},
+		{"external From, if-possible", config.EncryptIfPossible, func(f *Facts) { f.From = []string{"x@else.example"} }, Pass, nil},
+		// Encryption required: a From or an envelope sender outside
+		// internal_domains must not let the mail out in clear.
+		{"external envelope sender, encryption required", config.EncryptAlways, func(f *Facts) { f.EnvelopeFrom = "x@else.example" }, Refuse, nil},
+		{"null envelope sender, encryption required", config.EncryptAlways, func(f *Facts) { f.EnvelopeFrom = "" }, Refuse, nil},
+		{"external From, encryption required", config.EncryptAlways, func(f *Facts) { f.From = []string{"x@else.example"} }, Refuse, nil},
+		{"From in a subdomain, encryption required", config.EncryptAlways, func(f *Facts) { f.From = []string{"ceo@sales.org.example"} }, Refuse, nil},
+		{"one external From of two, encryption required", config.EncryptAlways, func(f *Facts) { f.From = []string{"ceo@org.example", "x@else.example"} }, Refuse, nil},
+		// A trailing dot is the same domain: its policy and certificate.
+		{"recipient with a trailing dot, encryption required", config.EncryptAlways, func(f *Facts) { f.Recipients = []string{"b@P.example."} }, Refuse, []string{"b@p.example"}},
+		{"recipient with a trailing dot and a certificate", config.EncryptAlways, func(f *Facts) { f.Recipients = []string{"A@p.example."} }, SignEncrypt, nil},
+		// Routed on by the MTA (percent hack, bang path): the partner's
+		// policy and certificate, not an internal recipient.
+		{"percent hack through an internal domain", config.EncryptAlways, func(f *Facts) { f.Recipients = []string{"b%p.example@org.example"} }, Refuse, []string{"b@p.example"}},
+		{"bang path through an internal domain", config.EncryptAlways, func(f *Facts) { f.Recipients = []string{"p.example!b@ORG.example"} }, Refuse, []string{"b@p.example"}},
+		{"percent hack to a partner with a certificate", config.EncryptAlways, func(f *Facts) { f.Recipients = []string{"a%p.example@org.example"} }, SignEncrypt, nil},
+		{"percent hack to another internal address", config.EncryptAlways, func(f *Facts) { f.Recipients = []string{"cfo%org.example@org.example"} }, SignOnly, nil},
+		{"recipient without a domain is local", config.EncryptAlways, func(f *Facts) { f.Recipients = []string{"Postmaster"} }, SignOnly, nil},
+		{"recipient without a domain, routed on", config.EncryptAlways, func(f *Facts) { f.Recipients = []string{"b%p.example"} }, Refuse, []string{"b@p.example"}},
+		{"internal recipient with a trailing dot", config.EncryptAlways, func(f *Facts) { f.Recipients = []string{"cfo@ORG.example."} }, SignOnly, nil},
 		{"external From with trigger", config.EncryptIfPossible, func(f *Facts) { f.From = []string{"x@else.example"}; f.Trigger = true }, Refuse, nil},
 		{"subdomain is not internal", config.EncryptIfPossible, func(f *Facts) { f.EnvelopeFrom = "ceo@sub.org.example" }, Pass, nil},
 		{"From is not the envelope sender (filter)", config.EncryptIfPossible, func(f *Facts) { f.EnvelopeFrom = "bounces@org.example" }, EncryptOnly, nil},
@@ -101,6 +124,58 @@ func TestDecide(t *testing.T) {
 				t.Fatalf("recipients %v for %v", d.Recipients, d.Action)
 			}
 		})
+	}
+}
+
+func TestPolicyForTrailingDot(t *testing.T) {
+	p := &Policy{Encrypt: config.EncryptIfPossible, Rules: []config.GatewayPolicy{
+		{Match: "partner.example", Encrypt: config.EncryptAlways},
+		{Match: "*.sub.example", Encrypt: config.EncryptAlways},
+	}}
+	for _, addr := range []string{"a@partner.example.", "A@PARTNER.EXAMPLE.", "a@x.sub.example."} {
+		if _, enc := p.For(addr); enc != config.EncryptAlways {
+			t.Errorf("For(%q) encrypt = %q, want always", addr, enc)
+		}
+	}
+	// *.sub.example is its subdomains only; evilpartner is not partner.
+	for _, addr := range []string{"a@sub.example.", "a@evilpartner.example", "a@partner.example.evil"} {
+		if _, enc := p.For(addr); enc != config.EncryptIfPossible {
+			t.Errorf("For(%q) encrypt = %q, want if-possible", addr, enc)
+		}
+	}
+}
+
+func TestHeaderTriggerEncodedWords(t *testing.T) {
+	// As mail programs write a Subject with a non-ASCII character: the
+	// whole text in encoded words (RFC 2047), the trigger inside.
+	for _, tc := range []struct{ in, want string }{
+		{"Subject: =?UTF-8?Q?[secure]_Gr=C3=BC=C3=9Fe?=\r\n\r\n", "Grüße"},
+		{"Subject: =?utf-8?B?W1NFQ1VSRV0gR3LDvMOfZQ==?=\r\n\r\n", "Grüße"},
+		{"Subject: =?windows-1252?Q?Gr=FC=DFe_[secure]?=\r\n\r\n", "Grüße"},
+		{"Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?= [secure]\r\n\r\n", "Grüße"},
+		{"Subject: =?iso-8859-1?Q?=5Bsecure=5D?= hello\r\n\r\n", "hello"},
+	} {
+		h, err := readHeader(bufio.NewReader(strings.NewReader(tc.in)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := h.removeTrigger("[secure]")
+		if !ok {
+			t.Errorf("removeTrigger(%q): trigger not found", tc.in)
+			continue
+		}
+		subj, _ := strings.CutPrefix(string(got), "Subject: ")
+		dec, err := (&mime.WordDecoder{CharsetReader: charset.Reader}).DecodeHeader(strings.TrimSpace(subj))
+		if err != nil || dec != tc.want {
+			t.Errorf("removeTrigger(%q) = %q, decoded %q (%v); want %q", tc.in, got, dec, err, tc.want)
+		}
+		if !strings.HasSuffix(string(got), "\r\n\r\n") {
+			t.Errorf("removeTrigger(%q) = %q: header end lost", tc.in, got)
+		}
+	}
+	h, _ := readHeader(bufio.NewReader(strings.NewReader("Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?=\r\n\r\n")))
+	if got, ok := h.removeTrigger("[secure]"); ok || string(got) != string(h.raw) {
+		t.Errorf("no trigger: removeTrigger = %q, %v", got, ok)
 	}
 }
 

@@ -35,6 +35,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -66,10 +67,11 @@ func (g *Gateway) process(s *session, f *os.File) error {
 	} else {
 		facts.From, facts.FromErr = h.fromAddresses()
 	}
-	newHeader := h.raw
-	if rt.Policy.IsInternal(s.from) {
-		newHeader, facts.Trigger = h.removeTrigger(rt.Policy.EncryptTrigger)
-	}
+	// The trigger counts in mail that is the organisation's in part too
+	// (its From, a foreign envelope sender): Decide refuses that rather
+	// than send it in clear. Wholly foreign mail passes unchanged.
+	newHeader, trigger := h.removeTrigger(rt.Policy.EncryptTrigger)
+	facts.Trigger = trigger && (rt.Policy.IsInternal(s.from) || slices.ContainsFunc(facts.From, rt.Policy.IsInternal))
 	msgID := cleanForLog(h.get("Message-ID"))
 	log = log.With("message_id", msgID)
 
@@ -195,7 +197,7 @@ func refusal(d Decision) error {
 	if len(d.Missing) > 0 {
 		msg := "Encryption required, no certificate for: " + strings.Join(d.Missing, ", ")
 		if len(msg) > 400 {
-			msg = fmt.Sprintf("Encryption required, no certificate for %d recipients: %s, ...", len(d.Missing), strings.Join(d.Missing[:3], ", "))
+			msg = fmt.Sprintf("Encryption required, no certificate for %d recipients: %s, ...", len(d.Missing), strings.Join(d.Missing[:min(3, len(d.Missing))], ", "))
 		}
 		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 5}, Message: cleanForLog(msg)}
 	}

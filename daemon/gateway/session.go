@@ -185,7 +185,6 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	s.inTx = true
 	s.from = from
 	s.utf8 = o.UTF8
-	s.accepted[strings.ToLower(from)] = true
 	return nil
 }
 
@@ -196,6 +195,10 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if err := s.relay.c.Rcpt(to, nil); err != nil {
 		return s.lost("RCPT", err)
 	}
+	// The upstream took a recipient from this sender: it accepts the
+	// address for the login. Not at MAIL: Postfix (smtpd_delay_reject)
+	// and others check the sender against the login at RCPT.
+	s.accepted[strings.ToLower(s.from)] = true
 	s.rcpts = append(s.rcpts, to)
 	return nil
 }
@@ -261,5 +264,6 @@ func isSMTPError(err error) bool {
 }
 
 // allowed tells whether the sender may sign as addr: in submission mode
-// only addresses the upstream accepted as MAIL FROM for this login.
+// only addresses the upstream accepted as MAIL FROM for this login, with
+// a recipient.
 func (s *session) allowed(addr string) bool { return s.accepted[strings.ToLower(addr)] }
