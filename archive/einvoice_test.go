@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/smimed/smimed/daemon/testenv"
 )
 
 // An XRechnung in UBL syntax, shortened but shaped as real ones are.
@@ -101,12 +103,7 @@ func mailWith(ctype, name string, body []byte) []byte {
 // so the test PDFs are checked by a real PDF reader.
 func pdfAttachments(t *testing.T, pdf []byte) string {
 	t.Helper()
-	if _, err := exec.LookPath("pdfdetach"); err != nil {
-		if os.Getenv("SMIMED_REQUIRE_SERVERS") == "1" {
-			t.Fatal("pdfdetach (poppler-utils) is missing and SMIMED_REQUIRE_SERVERS=1")
-		}
-		t.Skip("pdfdetach (poppler-utils) is missing: the test PDFs cannot be checked")
-	}
+	testenv.NeedTool(t, "pdfdetach", "poppler-utils")
 	p := filepath.Join(t.TempDir(), "x.pdf")
 	os.WriteFile(p, pdf, 0o600)
 	out, err := exec.Command("pdfdetach", "-list", p).CombinedOutput()

@@ -442,31 +442,3 @@ func emptyRecord(v, cur *Record, tombID uint64) (PurgedRecord, []byte, error) {
 	body, err := json.Marshal(empty)
 	return pr, body, err
 }
-
-// appendRecord appends r as record id (from NextSequence) to the chain.
-func appendRecord(tx *bbolt.Tx, r *Record, id uint64) error {
-	recs, meta := tx.Bucket(bucketRecords), tx.Bucket(bucketMeta)
-	prev := make([]byte, sha256.Size)
-	if head := meta.Get(keyHead); head != nil {
-		if len(head) != 8+sha256.Size {
-			return fmt.Errorf("%w: chain head", ErrCorrupt)
-		}
-		copy(prev, head[8:])
-	}
-	r.ID = id
-	r.Prev = hex.EncodeToString(prev)
-	r.Hash = ""
-	body, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	h := chainHash(prev, id, body)
-	if err := recs.Put(u64(id), append(append([]byte{}, h...), body...)); err != nil {
-		return err
-	}
-	if err := meta.Put(keyHead, append(u64(id), h...)); err != nil {
-		return err
-	}
-	r.Hash = hex.EncodeToString(h)
-	return nil
-}

@@ -22,7 +22,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -135,22 +134,13 @@ func (a *Archive) SealRecords() (*Record, error) {
 		if err != nil {
 			return err
 		}
-		r := &Record{ID: id, Kind: KindSeal, Seal: s, ArchivedAt: a.now().UTC().Truncate(1e6), Prev: s.Head}
-		body, err := json.Marshal(r)
-		if err != nil {
-			return err
-		}
-		h := chainHash(head[8:], id, body)
-		if err := recs.Put(u64(id), append(slices.Clone(h), body...)); err != nil {
-			return err
-		}
-		if err := meta.Put(keyHead, append(u64(id), h...)); err != nil {
+		r := &Record{Kind: KindSeal, Seal: s, ArchivedAt: a.now().UTC().Truncate(1e6)}
+		if err := appendRecord(tx, r, id); err != nil {
 			return err
 		}
 		if err := seals.Put(u64(id), nil); err != nil {
 			return err
 		}
-		r.Hash = hex.EncodeToString(h)
 		out = r
 		return nil
 	})

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"io"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -77,12 +76,7 @@ func (s *switchable) down() {
 // certificate for alice@partner.example; it returns smimed's log.
 func startGatewayForAlice(t *testing.T, dir, head string) *testenv.LockedBuffer {
 	t.Helper()
-	cfgPath := filepath.Join(dir, "smimed.toml")
-	if err := os.WriteFile(cfgPath, []byte(testenv.Config("state", head, []string{"org-new"})), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logs := &testenv.LockedBuffer{}
-	svc, _ := runService(t, cfgPath, logs)
+	svc, logs := runConfig(t, dir, testenv.Config("state", head, []string{"org-new"}))
 	alice := testenv.ReadCert(t, filepath.Join(dir, "alice.crt"))
 	if _, err := svc.store.Import(alice, nil, []string{"alice@partner.example"}, "test", false); err != nil {
 		t.Fatal(err)

@@ -104,12 +104,7 @@ func TestGatewayRoundTrip(t *testing.T) {
 	testenv.CopyPKI(t, ours, "org-new.crt", "org-new.key", "ca-bundle.pem")
 	d.AddAccount(t, ours, "cfo")
 	head, listen := gatewayHead(t, sink.addr, "")
-	cfgPath := filepath.Join(ours, "smimed.toml")
-	if err := os.WriteFile(cfgPath, []byte(testenv.Config("state", head, []string{"org-new"}, testenv.Account("cfo", d.Addr(), ""))), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logs := &testenv.LockedBuffer{}
-	svc, _ := runService(t, cfgPath, logs)
+	svc, logs := runConfig(t, ours, testenv.Config("state", head, []string{"org-new"}, testenv.Account("cfo", d.Addr(), "")))
 	alice := testenv.ReadCert(t, testenv.TestdataPath(t, "pki", "alice.crt"))
 	if _, err := svc.store.Import(alice, nil, []string{"alice@partner.example"}, "test", false); err != nil {
 		t.Fatal(err)
@@ -119,12 +114,7 @@ func TestGatewayRoundTrip(t *testing.T) {
 	theirs := t.TempDir()
 	testenv.CopyPKI(t, theirs, "alice.crt", "alice.key", "ca-bundle.pem")
 	d.AddAccount(t, theirs, "alice")
-	pcfg := filepath.Join(theirs, "smimed.toml")
-	if err := os.WriteFile(pcfg, []byte(testenv.Config("state", "", []string{"alice"}, testenv.Account("alice", d.Addr(), ""))), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	plogs := &testenv.LockedBuffer{}
-	partner, _ := runService(t, pcfg, plogs)
+	partner, plogs := runConfig(t, theirs, testenv.Config("state", "", []string{"alice"}, testenv.Account("alice", d.Addr(), "")))
 
 	c, err := smtp.Dial(listen)
 	if err != nil {
@@ -132,7 +122,7 @@ func TestGatewayRoundTrip(t *testing.T) {
 	}
 	defer c.Close()
 	msg := "From: CEO <ceo@org.example>\r\nTo: Alice <alice@partner.example>\r\nSubject: [secure] the offer\r\nMessage-ID: <roundtrip@org.example>\r\nDate: Thu, 03 Dec 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nOur offer: 42.\r\n"
-	if err := sendSMTP(c, "ceo@org.example", []string{"alice@partner.example", "cfo@org.example"}, msg); err != nil {
+	if err := testenv.SendSMTP(c, "ceo@org.example", []string{"alice@partner.example", "cfo@org.example"}, msg); err != nil {
 		t.Fatalf("send: %v\n%s", err, logs.String())
 	}
 	var sent []byte
@@ -208,25 +198,6 @@ func TestGatewayRoundTrip(t *testing.T) {
 	}
 }
 
-func sendSMTP(c *smtp.Client, from string, to []string, msg string) error {
-	if err := c.Mail(from, nil); err != nil {
-		return err
-	}
-	for _, r := range to {
-		if err := c.Rcpt(r, nil); err != nil {
-			return err
-		}
-	}
-	w, err := c.Data()
-	if err != nil {
-		return err
-	}
-	if _, err := io.WriteString(w, msg); err != nil {
-		return err
-	}
-	return w.Close()
-}
-
 // TestGatewayReload: a SIGHUP's reload puts a new policy in force for the
 // next message of a session that stays open, and a changed listener
 // only warns; the metrics count what happened.
@@ -253,7 +224,7 @@ func TestGatewayReload(t *testing.T) {
 	}, logs.String)
 	defer c.Close()
 	msg := "From: ceo@org.example\r\nTo: carol@nocert.example\r\nSubject: hi\r\n\r\nhello\r\n"
-	if err := sendSMTP(c, "ceo@org.example", []string{"carol@nocert.example"}, msg); err != nil {
+	if err := testenv.SendSMTP(c, "ceo@org.example", []string{"carol@nocert.example"}, msg); err != nil {
 		t.Fatalf("before the reload: %v", err)
 	}
 	<-sink.got
@@ -262,7 +233,7 @@ func TestGatewayReload(t *testing.T) {
 	if err := svc.Reload(); err != nil {
 		t.Fatalf("Reload() = %v", err)
 	}
-	err := sendSMTP(c, "ceo@org.example", []string{"carol@nocert.example"}, msg)
+	err := testenv.SendSMTP(c, "ceo@org.example", []string{"carol@nocert.example"}, msg)
 	var se *smtp.SMTPError
 	if !errors.As(err, &se) || se.Code != 554 || !strings.Contains(se.Message, "carol@nocert.example") {
 		t.Fatalf("after the reload, on the same session: %v, want 554 naming carol", err)
@@ -324,12 +295,7 @@ func TestGatewaySubmission(t *testing.T) {
 	testenv.CopyPKI(t, dir, "org-new.crt", "org-new.key", "ca-bundle.pem")
 	listenTLS := testenv.FreeAddr(t)
 	head, listen := gatewayHead(t, ln.Addr().String(), fmt.Sprintf("mode = \"submission\"\nlisten_tls = %q\ntls_cert_file = \"org-new.crt\"\ntls_key_file = \"org-new.key\"\n", listenTLS))
-	cfgPath := filepath.Join(dir, "smimed.toml")
-	if err := os.WriteFile(cfgPath, []byte(testenv.Config("state", head, []string{"org-new"})), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logs := &testenv.LockedBuffer{}
-	runService(t, cfgPath, logs)
+	_, logs := runConfig(t, dir, testenv.Config("state", head, []string{"org-new"}))
 	tc := &tls.Config{InsecureSkipVerify: true} // the test certificate names no host
 	var c *smtp.Client
 	waitUntil(t, "the gateway listens", func() bool {
@@ -348,7 +314,7 @@ func TestGatewaySubmission(t *testing.T) {
 	if err := c2.Auth(sasl.NewPlainClient("", "ceo@org.example", "ceo-pw")); err != nil {
 		t.Fatal(err)
 	}
-	if err := sendSMTP(c2, "ceo@org.example", []string{"carol@nocert.example"}, "From: ceo@org.example\r\nTo: carol@nocert.example\r\nSubject: s\r\n\r\nsigned via the login\r\n"); err != nil {
+	if err := testenv.SendSMTP(c2, "ceo@org.example", []string{"carol@nocert.example"}, "From: ceo@org.example\r\nTo: carol@nocert.example\r\nSubject: s\r\n\r\nsigned via the login\r\n"); err != nil {
 		t.Fatal(err)
 	}
 	got := <-s.got

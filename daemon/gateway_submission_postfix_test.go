@@ -101,7 +101,7 @@ func TestGatewaySubmissionPostfix(t *testing.T) {
 		if err := c.Auth(sasl.NewPlainClient("", "ceo", ceoPass)); err != nil {
 			t.Fatalf("AUTH PLAIN with ceo's password = %v\nPostfix:\n%s\nDovecot:\n%s", err, pf.Log(), d.Log())
 		}
-		if err := sendSMTP(c, "ceo@org.example", []string{"alice@partner.example"}, msg("ceo@org.example", "1")); err != nil {
+		if err := testenv.SendSMTP(c, "ceo@org.example", []string{"alice@partner.example"}, msg("ceo@org.example", "1")); err != nil {
 			t.Fatalf("send: %v\n%s\nPostfix:\n%s", err, logs.String(), pf.Log())
 		}
 		delivered++
@@ -138,7 +138,7 @@ func TestGatewaySubmissionPostfix(t *testing.T) {
 		if !strings.Contains(pf.Log(), "SASL PLAIN authentication failed") {
 			t.Fatalf("Postfix did not refuse the login itself:\n%s", pf.Log())
 		}
-		err = sendSMTP(c, "ceo@org.example", []string{"alice@partner.example"}, msg("ceo@org.example", "2"))
+		err = testenv.SendSMTP(c, "ceo@org.example", []string{"alice@partner.example"}, msg("ceo@org.example", "2"))
 		if !errors.As(err, &se) || se.Code != 530 {
 			t.Fatalf("MAIL after a refused login = %v, want 530", err)
 		}
@@ -156,7 +156,7 @@ func TestGatewaySubmissionPostfix(t *testing.T) {
 			t.Fatalf("AUTH LOGIN = %v", err)
 		}
 		// Postfix refuses cfo's address for ceo's login (at RCPT).
-		err := sendSMTP(c, "cfo@org.example", []string{"alice@partner.example"}, msg("cfo@org.example", "3"))
+		err := testenv.SendSMTP(c, "cfo@org.example", []string{"alice@partner.example"}, msg("cfo@org.example", "3"))
 		var se *smtp.SMTPError
 		if !errors.As(err, &se) || se.Code != 553 || !strings.Contains(se.Message, "not owned by user ceo") {
 			t.Fatalf("MAIL FROM cfo's address as ceo = %v, want Postfix's 553 (reject_sender_login_mismatch)", err)
@@ -166,13 +166,13 @@ func TestGatewaySubmissionPostfix(t *testing.T) {
 		}
 		// Nor may ceo put cfo's address into From under its own
 		// envelope: the upstream never accepted it for this login.
-		err = sendSMTP(c, "ceo@org.example", []string{"alice@partner.example"}, msg("cfo@org.example", "4"))
+		err = testenv.SendSMTP(c, "ceo@org.example", []string{"alice@partner.example"}, msg("cfo@org.example", "4"))
 		if !errors.As(err, &se) || se.Code != 550 || se.EnhancedCode != (smtp.EnhancedCode{5, 7, 1}) {
 			t.Fatalf("From cfo under ceo's envelope = %v, want 550 5.7.1", err)
 		}
 		nothingMore(t)
 		// The session goes on for ceo's own address.
-		if err := sendSMTP(c, "ceo@org.example", []string{"alice@partner.example"}, msg("ceo@org.example", "5")); err != nil {
+		if err := testenv.SendSMTP(c, "ceo@org.example", []string{"alice@partner.example"}, msg("ceo@org.example", "5")); err != nil {
 			t.Fatalf("send as ceo after the refusals: %v", err)
 		}
 		delivered++
@@ -209,7 +209,7 @@ func TestGatewaySubmissionPostfix(t *testing.T) {
 		if !errors.As(err, &se) || se.Code != 451 || se.EnhancedCode != (smtp.EnhancedCode{4, 4, 1}) {
 			t.Fatalf("AUTH with the upstream down = %v, want 451 4.4.1", err)
 		}
-		err = sendSMTP(c, "ceo@org.example", []string{"alice@partner.example"}, msg("ceo@org.example", "6"))
+		err = testenv.SendSMTP(c, "ceo@org.example", []string{"alice@partner.example"}, msg("ceo@org.example", "6"))
 		if !errors.As(err, &se) || se.Code != 530 {
 			t.Fatalf("MAIL after the failed login = %v, want 530", err)
 		}

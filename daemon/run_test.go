@@ -42,6 +42,19 @@ func runService(t *testing.T, cfgPath string, logs *testenv.LockedBuffer) (svc *
 	return svc, testenv.RunService(t, svc, shutdownWait)
 }
 
+// runConfig writes config to dir/smimed.toml and runs the service on it
+// (runService) with its log in the buffer returned.
+func runConfig(t *testing.T, dir, config string) (*Service, *testenv.LockedBuffer) {
+	t.Helper()
+	cfgPath := filepath.Join(dir, "smimed.toml")
+	if err := os.WriteFile(cfgPath, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs := &testenv.LockedBuffer{}
+	svc, _ := runService(t, cfgPath, logs)
+	return svc, logs
+}
+
 // svcEnv is a private Dovecot and a configuration directory with the
 // organisation's keys and the partners' CA, for Service tests.
 type svcEnv struct {

@@ -130,15 +130,11 @@ func (s *Store) Import(cert *x509.Certificate, chain []*x509.Certificate, emails
 			if err := putRecord(tx, addr, rec); err != nil {
 				return err
 			}
-			es, err := entries(s.certs, tx, addr, rec, now)
+			es, err := entriesOf(s.certs, tx, addr, rec, now, fp)
 			if err != nil {
 				return err
 			}
-			for _, e := range es {
-				if e.Fingerprint == fp {
-					out = append(out, e)
-				}
-			}
+			out = append(out, es...)
 		}
 		return nil
 	})

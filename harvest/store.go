@@ -630,6 +630,21 @@ func newer(a *x509.Certificate, afp string, b *x509.Certificate, bfp string) boo
 	return afp < bfp
 }
 
+// entriesOf is entries restricted to the certificate fp (full).
+func entriesOf(cache *certCache, tx *bbolt.Tx, email string, rec *addressRecord, now time.Time, fp string) ([]Entry, error) {
+	es, err := entries(cache, tx, email, rec, now)
+	if err != nil {
+		return nil, err
+	}
+	var out []Entry
+	for _, e := range es {
+		if e.Fingerprint == fp {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
 // entries builds the entries of one address, newest not_after first.
 func entries(cache *certCache, tx *bbolt.Tx, email string, rec *addressRecord, now time.Time) ([]Entry, error) {
 	b := tx.Bucket(bucketCerts)
@@ -749,16 +764,9 @@ func (s *Store) ByFingerprint(fp string) ([]Entry, error) {
 			if _, ok := rec.Certs[full]; !ok {
 				return nil
 			}
-			es, err := entries(s.certs, tx, email, rec, now)
-			if err != nil {
-				return err
-			}
-			for _, e := range es {
-				if e.Fingerprint == full {
-					out = append(out, e)
-				}
-			}
-			return nil
+			es, err := entriesOf(s.certs, tx, email, rec, now, full)
+			out = append(out, es...)
+			return err
 		})
 	})
 	return out, err

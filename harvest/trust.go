@@ -126,14 +126,12 @@ func (s *Store) updateCert(fingerprint string, change func(*certRecord) bool) (*
 				return err
 			}
 			if entry == nil {
-				es, err := entries(s.certs, tx, email, rec, time.Now())
+				es, err := entriesOf(s.certs, tx, email, rec, time.Now(), fp)
 				if err != nil {
 					return err
 				}
-				for i := range es {
-					if es[i].Fingerprint == fp {
-						entry = &es[i]
-					}
+				if len(es) > 0 {
+					entry = &es[len(es)-1]
 				}
 			}
 		}

@@ -216,12 +216,8 @@ func ParseResponse(der []byte) (*Response, error) {
 		return nil, fmt.Errorf("%w: more than %d bytes", ErrMalformed, MaxResponse)
 	}
 	var raw timeStampResp
-	rest, err := asn1.Unmarshal(der, &raw)
-	if err != nil {
-		return nil, fmt.Errorf("%w: TimeStampResp: %v", ErrMalformed, err)
-	}
-	if len(rest) != 0 {
-		return nil, fmt.Errorf("%w: trailing data after TimeStampResp", ErrMalformed)
+	if err := unmarshalDER(der, &raw, "TimeStampResp"); err != nil {
+		return nil, err
 	}
 	if s := raw.Status.Status; s != 0 && s != 1 {
 		return nil, fmt.Errorf("%w: status %d%s", ErrRefused, s, failInfo(raw.Status.FailInfo))
@@ -280,15 +276,24 @@ func ParseToken(der []byte) (*Response, error) {
 	return &Response{Token: der, Signed: sd, Info: info}, nil
 }
 
+// unmarshalDER parses der, which must hold nothing after it, into v; what
+// names it in the error.
+func unmarshalDER(der []byte, v any, what string) error {
+	rest, err := asn1.Unmarshal(der, v)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrMalformed, what, err)
+	}
+	if len(rest) != 0 {
+		return fmt.Errorf("%w: trailing data after %s", ErrMalformed, what)
+	}
+	return nil
+}
+
 // ParseTSTInfo parses the DER TSTInfo.
 func ParseTSTInfo(der []byte) (*TSTInfo, error) {
 	var raw rawTSTInfo
-	rest, err := asn1.Unmarshal(der, &raw)
-	if err != nil {
-		return nil, fmt.Errorf("%w: TSTInfo: %v", ErrMalformed, err)
-	}
-	if len(rest) != 0 {
-		return nil, fmt.Errorf("%w: trailing data after TSTInfo", ErrMalformed)
+	if err := unmarshalDER(der, &raw, "TSTInfo"); err != nil {
+		return nil, err
 	}
 	if raw.Version != 1 {
 		return nil, fmt.Errorf("%w: TSTInfo version %d", ErrMalformed, raw.Version)

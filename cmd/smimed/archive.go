@@ -167,6 +167,32 @@ func (s *archiveSession) parse(args []string, usage string, maxPos int) (pos []s
 	return pos, code, done
 }
 
+// parseOne parses args like parse with one positional argument, which it
+// requires; what names it in the message when it is missing.
+func (s *archiveSession) parseOne(args []string, usage, what string) (arg string, code int, done bool) {
+	pos, code, done := s.parse(args, usage, 1)
+	if done {
+		return "", code, true
+	}
+	if len(pos) == 0 {
+		return "", s.usagef("missing %s", what), true
+	}
+	return pos[0], 0, false
+}
+
+// parseID is parseOne for a record id.
+func (s *archiveSession) parseID(args []string, usage string) (id uint64, code int, done bool) {
+	arg, code, done := s.parseOne(args, usage, "ID")
+	if done {
+		return 0, code, true
+	}
+	id, err := parseID(arg)
+	if err != nil {
+		return 0, s.usagef("%v", err), true
+	}
+	return id, 0, false
+}
+
 // usagef prints a one-line usage error and returns exitUsage.
 func (s *archiveSession) usagef(format string, args ...any) int {
 	fmt.Fprintf(s.stderr, "smimed %s: %s (see smimed %s --help)\n", s.name, fmt.Sprintf(format, args...), s.name)
@@ -369,16 +395,9 @@ func archiveShow(args []string, stdout, stderr io.Writer) int {
 	s := newArchiveSession("archive show", stdout, stderr)
 	original := s.fs.Bool("original", false, "")
 	record := s.fs.Bool("record", false, "")
-	pos, code, done := s.parse(args, archiveShowUsage, 1)
+	id, code, done := s.parseID(args, archiveShowUsage)
 	if done {
 		return code
-	}
-	if len(pos) == 0 {
-		return s.usagef("missing ID")
-	}
-	id, err := parseID(pos[0])
-	if err != nil {
-		return s.usagef("%v", err)
 	}
 	if *original && *record {
 		return s.usagef("--original and --record exclude each other")

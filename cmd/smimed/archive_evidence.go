@@ -44,16 +44,9 @@ Exit 1 when the record is not sealed yet or does not exist.
 func archiveProof(args []string, stdout, stderr io.Writer) int {
 	s := newArchiveSession("archive proof", stdout, stderr)
 	asJSON := s.fs.Bool("json", false, "")
-	pos, code, done := s.parse(args, archiveProofUsage, 1)
+	id, code, done := s.parseID(args, archiveProofUsage)
 	if done {
 		return code
-	}
-	if len(pos) == 0 {
-		return s.usagef("missing ID")
-	}
-	id, err := parseID(pos[0])
-	if err != nil {
-		return s.usagef("%v", err)
 	}
 	return s.with(false, func(ctx context.Context, api admin.ArchiveAPI, cfg *config.Config) int {
 		p, err := api.Proof(ctx, id)

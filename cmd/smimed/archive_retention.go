@@ -51,12 +51,9 @@ func archiveHold(pre, args []string, stdout, stderr io.Writer) int {
 		qf := addQueryFlags(s.fs)
 		all := s.fs.Bool("all", false, "")
 		reason := s.fs.String("reason", "", "")
-		pos, code, done := s.parse(rest, archiveHoldUsage, 1)
+		name, code, done := s.parseOne(rest, archiveHoldUsage, "CASE")
 		if done {
 			return code
-		}
-		if len(pos) == 0 {
-			return s.usagef("missing CASE")
 		}
 		q, err := qf.query()
 		if err != nil {
@@ -69,27 +66,24 @@ func archiveHold(pre, args []string, stdout, stderr io.Writer) int {
 			return s.usagef("give filters, or --all to hold every message")
 		}
 		return s.with(false, func(ctx context.Context, api admin.ArchiveAPI, _ *config.Config) int {
-			n, err := api.HoldAdd(ctx, pos[0], q, *reason)
+			n, err := api.HoldAdd(ctx, name, q, *reason)
 			if err != nil {
 				return s.failf("%v", err)
 			}
-			fmt.Fprintf(stdout, "hold %s added: it holds %s now (and matching mail archived later)\n", clean(pos[0]), plural(n, "message"))
+			fmt.Fprintf(stdout, "hold %s added: it holds %s now (and matching mail archived later)\n", clean(name), plural(n, "message"))
 			return exitOK
 		})
 	case "remove":
-		pos, code, done := s.parse(rest, archiveHoldUsage, 1)
+		name, code, done := s.parseOne(rest, archiveHoldUsage, "CASE")
 		if done {
 			return code
 		}
-		if len(pos) == 0 {
-			return s.usagef("missing CASE")
-		}
 		return s.with(false, func(ctx context.Context, api admin.ArchiveAPI, _ *config.Config) int {
-			n, err := api.HoldRemove(ctx, pos[0])
+			n, err := api.HoldRemove(ctx, name)
 			if err != nil {
 				return s.failf("%v", err)
 			}
-			fmt.Fprintf(stdout, "hold %s removed: %s no longer held by any case\n", clean(pos[0]), plural(n, "message"))
+			fmt.Fprintf(stdout, "hold %s removed: %s no longer held by any case\n", clean(name), plural(n, "message"))
 			return exitOK
 		})
 	case "list":
@@ -140,16 +134,9 @@ func archiveRestrict(args []string, stdout, stderr io.Writer) int {
 	s := newArchiveSession("archive restrict", stdout, stderr)
 	reason := s.fs.String("reason", "", "")
 	lift := s.fs.Bool("lift", false, "")
-	pos, code, done := s.parse(args, archiveRestrictUsage, 1)
+	id, code, done := s.parseID(args, archiveRestrictUsage)
 	if done {
 		return code
-	}
-	if len(pos) == 0 {
-		return s.usagef("missing ID")
-	}
-	id, err := parseID(pos[0])
-	if err != nil {
-		return s.usagef("%v", err)
 	}
 	switch {
 	case *lift && *reason != "":

@@ -482,18 +482,7 @@ func (cc *certsClient) ImportCRL(ctx context.Context, data []byte) (*revocation.
 	if len(data) > MaxCRLImport {
 		return nil, fmt.Errorf("a CRL of %d bytes is more than the %d the control socket takes: stop the service and import it again", len(data), MaxCRLImport)
 	}
-	var in *revocation.Info
-	_, err := cc.c.call(ctx, &controlRequest{Op: opCRLImport, Data: data}, func(f *controlFrame) error {
-		if f.CRL == nil || in != nil {
-			return unexpected(opCRLImport)
-		}
-		in = f.CRL
-		return nil
-	})
-	if err == nil && in == nil {
-		err = unexpected(opCRLImport)
-	}
-	return in, err
+	return callOne(ctx, cc.c, &controlRequest{Op: opCRLImport, Data: data}, func(f *controlFrame) *revocation.Info { return f.CRL })
 }
 
 func (cc *certsClient) Import(ctx context.Context, data []byte, emails []string, trust bool) ([]harvest.Entry, error) {

@@ -214,6 +214,23 @@ func unexpected(op string) error {
 	return fmt.Errorf("control socket: unexpected reply line to %s", op)
 }
 
+// callOne makes a request whose answer is one frame carrying what pick
+// finds in it: no such frame, or more than one, is an unexpected reply.
+func callOne[T any](ctx context.Context, c *controlClient, req *controlRequest, pick func(*controlFrame) *T) (*T, error) {
+	var v *T
+	_, err := c.call(ctx, req, func(f *controlFrame) error {
+		if pick(f) == nil || v != nil {
+			return unexpected(req.Op)
+		}
+		v = pick(f)
+		return nil
+	})
+	if err == nil && v == nil {
+		err = unexpected(req.Op)
+	}
+	return v, err
+}
+
 func (c *controlClient) List(ctx context.Context, q archive.Query, fn func(*archive.Record) error) error {
 	_, err := c.call(ctx, &controlRequest{Op: "list", Query: &q, Command: auditCommand(ctx)}, func(f *controlFrame) error {
 		if f.Record == nil {
@@ -225,18 +242,7 @@ func (c *controlClient) List(ctx context.Context, q archive.Query, fn func(*arch
 }
 
 func (c *controlClient) Get(ctx context.Context, id uint64) (*archive.Record, error) {
-	var rec *archive.Record
-	_, err := c.call(ctx, &controlRequest{Op: "get", ID: id}, func(f *controlFrame) error {
-		if f.Record == nil || rec != nil {
-			return unexpected("get")
-		}
-		rec = f.Record
-		return nil
-	})
-	if err == nil && rec == nil {
-		err = unexpected("get")
-	}
-	return rec, err
+	return callOne(ctx, c, &controlRequest{Op: "get", ID: id}, func(f *controlFrame) *archive.Record { return f.Record })
 }
 
 func (c *controlClient) Message(ctx context.Context, id uint64, original bool, w io.Writer) error {
@@ -280,36 +286,14 @@ func (c *controlClient) verify(ctx context.Context, req *controlRequest, progres
 }
 
 func (c *controlClient) Proof(ctx context.Context, id uint64) (*ProofResult, error) {
-	var p *ProofResult
-	_, err := c.call(ctx, &controlRequest{Op: "proof", ID: id, Command: auditCommand(ctx)}, func(f *controlFrame) error {
-		if f.Proof == nil || p != nil {
-			return unexpected("proof")
-		}
-		p = f.Proof
-		return nil
-	})
-	if err == nil && p == nil {
-		err = unexpected("proof")
-	}
-	return p, err
+	return callOne(ctx, c, &controlRequest{Op: "proof", ID: id, Command: auditCommand(ctx)}, func(f *controlFrame) *ProofResult { return f.Proof })
 }
 
 // opVerifyWorm compares the WORM copy with the archive (VerifyWorm).
 const opVerifyWorm = "verify_worm"
 
 func (c *controlClient) VerifyWorm(ctx context.Context) (*worm.VerifyResult, error) {
-	var res *worm.VerifyResult
-	_, err := c.call(ctx, &controlRequest{Op: opVerifyWorm}, func(f *controlFrame) error {
-		if f.WormVerify == nil || res != nil {
-			return unexpected(opVerifyWorm)
-		}
-		res = f.WormVerify
-		return nil
-	})
-	if err == nil && res == nil {
-		err = unexpected(opVerifyWorm)
-	}
-	return res, err
+	return callOne(ctx, c, &controlRequest{Op: opVerifyWorm}, func(f *controlFrame) *worm.VerifyResult { return f.WormVerify })
 }
 
 func (c *controlClient) Retry(ctx context.Context, ids []uint64, fn func(RetryResult) error) error {

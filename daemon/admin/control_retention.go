@@ -85,40 +85,13 @@ func (c *controlClient) HoldRemove(ctx context.Context, name string) (int, error
 }
 
 func (c *controlClient) Restrict(ctx context.Context, id uint64, reason string, lift bool) (*archive.Restriction, error) {
-	var x *archive.Restriction
-	_, err := c.call(ctx, &controlRequest{Op: opRestrict, ID: id, Reason: reason, Lift: lift}, func(f *controlFrame) error {
-		if f.Restriction == nil || x != nil {
-			return unexpected(opRestrict)
-		}
-		x = f.Restriction
-		return nil
-	})
-	return x, err
+	return callOne(ctx, c, &controlRequest{Op: opRestrict, ID: id, Reason: reason, Lift: lift}, func(f *controlFrame) *archive.Restriction { return f.Restriction })
 }
 
 func (c *controlClient) PurgePlan(ctx context.Context) (*archive.PurgePlan, error) {
-	var p *archive.PurgePlan
-	_, err := c.call(ctx, &controlRequest{Op: opPurgePlan}, func(f *controlFrame) error {
-		if f.Plan == nil || p != nil {
-			return unexpected(opPurgePlan)
-		}
-		p = f.Plan
-		return nil
-	})
-	if err == nil && p == nil {
-		err = unexpected(opPurgePlan)
-	}
-	return p, err
+	return callOne(ctx, c, &controlRequest{Op: opPurgePlan}, func(f *controlFrame) *archive.PurgePlan { return f.Plan })
 }
 
 func (c *controlClient) PurgeApprove(ctx context.Context, plan string) (*archive.Record, error) {
-	var t *archive.Record
-	_, err := c.call(ctx, &controlRequest{Op: opPurgeApprove, Plan: plan}, func(f *controlFrame) error {
-		if f.Record == nil || t != nil {
-			return unexpected(opPurgeApprove)
-		}
-		t = f.Record
-		return nil
-	})
-	return t, err
+	return callOne(ctx, c, &controlRequest{Op: opPurgeApprove, Plan: plan}, func(f *controlFrame) *archive.Record { return f.Record })
 }

@@ -187,17 +187,7 @@ func QueryStatus(ctx context.Context, cfg *config.Config) (*DaemonStatus, error)
 		return nil, err
 	}
 	c := &controlClient{path: path}
-	var st *DaemonStatus
-	_, err = c.call(ctx, &controlRequest{Op: opStatus}, func(f *controlFrame) error {
-		if f.Status == nil || st != nil {
-			return unexpected(opStatus)
-		}
-		st = f.Status
-		return nil
-	})
-	if err == nil && st == nil {
-		err = unexpected(opStatus)
-	}
+	st, err := callOne(ctx, c, &controlRequest{Op: opStatus}, func(f *controlFrame) *DaemonStatus { return f.Status })
 	if err != nil {
 		return nil, err
 	}

@@ -384,13 +384,7 @@ func checkBackfill(s string) error {
 // parseDaemon lays the [daemon] settings over the defaults.
 func parseDaemon(r rawDaemon, addf func(string, ...any)) Daemon {
 	d := defaultDaemon()
-	if r.Workers != nil {
-		if *r.Workers < 1 || *r.Workers > 1024 {
-			addf("daemon.workers: %d must be between 1 and 1024", *r.Workers)
-		} else {
-			d.Workers = *r.Workers
-		}
-	}
+	parseIntRange("daemon.workers", r.Workers, 1, 1024, &d.Workers, addf)
 	dur := func(key string, v *string, min time.Duration, dst *time.Duration) {
 		parseDuration("daemon."+key, v, min, dst, addf)
 	}
@@ -449,6 +443,19 @@ func parseDuration(key string, v *string, min time.Duration, dst *time.Duration,
 	default:
 		*dst = x
 	}
+}
+
+// parseIntRange sets *dst to *v if v is set and within [min, max], and
+// reports it under key otherwise.
+func parseIntRange(key string, v *int, min, max int, dst *int, addf func(string, ...any)) {
+	if v == nil {
+		return
+	}
+	if *v < min || *v > max {
+		addf("%s: %d must be between %d and %d", key, *v, min, max)
+		return
+	}
+	*dst = *v
 }
 
 var authservID = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$`)

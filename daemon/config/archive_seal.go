@@ -67,13 +67,7 @@ type rawSeal struct {
 
 func parseSeal(raw rawSeal, dir string, addf func(string, ...any)) Seal {
 	s := Seal{EveryRecords: DefaultSealEveryRecords, Interval: DefaultSealInterval, Require: 1, Timeout: DefaultSealTimeout}
-	if raw.EveryRecords != nil {
-		if *raw.EveryRecords < 1 || *raw.EveryRecords > 1_000_000 {
-			addf("archive.seal.every_records: %d must be between 1 and 1000000", *raw.EveryRecords)
-		} else {
-			s.EveryRecords = *raw.EveryRecords
-		}
-	}
+	parseIntRange("archive.seal.every_records", raw.EveryRecords, 1, 1_000_000, &s.EveryRecords, addf)
 	dur := func(key string, v *string, min time.Duration, dst *time.Duration) {
 		parseDuration("archive.seal."+key, v, min, dst, addf)
 	}

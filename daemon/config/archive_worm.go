@@ -97,12 +97,7 @@ func parseWorm(raw *rawWorm, dir string, addf func(string, ...any)) *Worm {
 	if raw.PathStyle != nil {
 		w.PathStyle = *raw.PathStyle
 	}
-	if raw.DefaultYears != nil {
-		w.DefaultYears = *raw.DefaultYears
-		if w.DefaultYears < 1 || w.DefaultYears > 100 {
-			addf("archive.worm.default_years: %d: want 1 to 100", w.DefaultYears)
-		}
-	}
+	parseIntRange("archive.worm.default_years", raw.DefaultYears, 1, 100, &w.DefaultYears, addf)
 	return w
 }
 

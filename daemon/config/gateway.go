@@ -3,11 +3,9 @@ package config
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"time"
 
@@ -231,18 +229,8 @@ func parseGateway(raw *rawGateway, dir string, addf func(string, ...any)) *Gatew
 	}
 	dur("command_timeout", raw.CommandTimeout, 10*time.Second, &g.CommandTimeout)
 	dur("data_timeout", raw.DataTimeout, 10*time.Second, &g.DataTimeout)
-	count := func(key string, v *int, max int, dst *int) {
-		if v == nil {
-			return
-		}
-		if *v < 1 || *v > max {
-			addf("gateway.%s: %d must be between 1 and %d", key, *v, max)
-			return
-		}
-		*dst = *v
-	}
-	count("max_recipients", raw.MaxRecipients, 100000, &g.MaxRecipients)
-	count("max_sessions", raw.MaxSessions, 100000, &g.MaxSessions)
+	parseIntRange("gateway.max_recipients", raw.MaxRecipients, 1, 100000, &g.MaxRecipients, addf)
+	parseIntRange("gateway.max_sessions", raw.MaxSessions, 1, 100000, &g.MaxSessions, addf)
 	seen := map[string]bool{}
 	for i, p := range raw.Policy {
 		key := fmt.Sprintf("gateway.policy[%d]", i)
@@ -371,31 +359,10 @@ func (c *Config) GatewayEscrow(now time.Time) ([]*x509.Certificate, error) {
 	}
 	for i, f := range g.EscrowCertFiles {
 		key := fmt.Sprintf("gateway.escrow_cert_files[%d]", i)
-		data, err := os.ReadFile(f)
-		if err != nil {
-			problems = append(problems, fmt.Sprintf("%s: %v", key, err))
-			continue
-		}
-		n := 0
-		for rest := data; ; {
-			var block *pem.Block
-			block, rest = pem.Decode(rest)
-			if block == nil {
-				break
-			}
-			if block.Type != "CERTIFICATE" {
-				continue
-			}
-			cert, err := x509.ParseCertificate(block.Bytes)
-			if err != nil {
-				problems = append(problems, fmt.Sprintf("%s: %s: %v", key, f, err))
-				continue
-			}
-			n++
+		certs, p := pemCertFile(key, f)
+		problems = append(problems, p...)
+		for _, cert := range certs {
 			check(key, cert)
-		}
-		if n == 0 {
-			problems = append(problems, fmt.Sprintf("%s: %s holds no PEM certificate", key, f))
 		}
 	}
 	if len(problems) > 0 {

@@ -115,34 +115,42 @@ func (c *Config) CACertificates() ([]*x509.Certificate, error) {
 
 func (c *Config) caFileCerts() (cas []*x509.Certificate, problems []string) {
 	for i, f := range c.Trust.CAFiles {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			problems = append(problems, fmt.Sprintf("trust.ca_files[%d]: %v", i, err))
-			continue
-		}
-		n := 0
-		for len(data) > 0 {
-			var b *pem.Block
-			b, data = pem.Decode(data)
-			if b == nil {
-				break
-			}
-			if b.Type != "CERTIFICATE" {
-				continue
-			}
-			cert, err := x509.ParseCertificate(b.Bytes)
-			if err != nil {
-				problems = append(problems, fmt.Sprintf("trust.ca_files[%d]: %s: certificate %d: %v", i, f, n+1, err))
-				continue
-			}
-			cas = append(cas, cert)
-			n++
-		}
-		if n == 0 {
-			problems = append(problems, fmt.Sprintf("trust.ca_files[%d]: %s holds no PEM certificate", i, f))
-		}
+		certs, p := pemCertFile(fmt.Sprintf("trust.ca_files[%d]", i), f)
+		cas = append(cas, certs...)
+		problems = append(problems, p...)
 	}
 	return cas, problems
+}
+
+// pemCertFile reads the CERTIFICATE blocks of the PEM file f, named by
+// the configuration key key: the certificates that parse, and a problem
+// for an unreadable file, each certificate that does not parse, and a
+// file without any that does.
+func pemCertFile(key, f string) (certs []*x509.Certificate, problems []string) {
+	data, err := os.ReadFile(f)
+	if err != nil {
+		return nil, []string{fmt.Sprintf("%s: %v", key, err)}
+	}
+	for len(data) > 0 {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("%s: %s: certificate %d: %v", key, f, len(certs)+1, err))
+			continue
+		}
+		certs = append(certs, cert)
+	}
+	if len(certs) == 0 {
+		problems = append(problems, fmt.Sprintf("%s: %s holds no PEM certificate", key, f))
+	}
+	return certs, problems
 }
 
 // CheckAccounts checks what the accounts need at run time: each IMAP

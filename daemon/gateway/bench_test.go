@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/smimed/smimed/daemon/testenv"
 )
 
 const benchMessage = "From: CEO <ceo@org.example>\r\nTo: alice@partner.example\r\nSubject: numbers\r\nMessage-ID: <bench@org.example>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" +
@@ -26,7 +28,7 @@ func sendMany(b *testing.B, addr string, n int) {
 	}
 	defer c.Close()
 	for range n {
-		if err := sendOn(c, "ceo@org.example", []string{"alice@partner.example"}, benchMessage); err != nil {
+		if err := testenv.SendSMTP(c, "ceo@org.example", []string{"alice@partner.example"}, benchMessage); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -34,14 +34,7 @@ func TestComposedOutput(t *testing.T) {
 		t.Fatal("plaintext left")
 	}
 	for _, who := range []string{"alice", "escrow"} {
-		inner, err := e.decrypt(m.Data, who)
-		if err != nil {
-			t.Fatal(err)
-		}
-		content, err := e.verify(inner)
-		if err != nil {
-			t.Fatalf("%s: %v", who, err)
-		}
+		inner, content := e.open(m.Data, who)
 		if !bytes.Contains(content, []byte("caf=C3=A9")) && !bytes.Contains(content, []byte("caf\xc3\xa9")) {
 			t.Fatalf("%s: content lost the body: %q", who, content[:min(300, len(content))])
 		}
@@ -117,12 +110,8 @@ func TestComposedGCM(t *testing.T) {
 		t.Fatalf("not AuthEnvelopedData:\n%s", m.Data[:min(400, len(m.Data))])
 	}
 	for _, who := range []string{"alice", "escrow"} {
-		inner, err := e.decrypt(m.Data, who)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if content, err := e.verify(inner); err != nil || !bytes.Contains(content, []byte("sealed with GCM")) {
-			t.Fatalf("%s: %q, %v", who, content, err)
+		if _, content := e.open(m.Data, who); !bytes.Contains(content, []byte("sealed with GCM")) {
+			t.Fatalf("%s: %q", who, content)
 		}
 	}
 	if r := e.arch.records(); len(r) != 1 || r[0].O.ContentCipher != "aes-256-gcm" {

@@ -54,6 +54,22 @@ func (e *env) verify(msg []byte) ([]byte, error) {
 	return out, nil
 }
 
+// open decrypts msg with name's key and verifies the signed message
+// inside, failing the test when either fails: the decrypted message and
+// the signed content.
+func (e *env) open(msg []byte, name string) (inner, content []byte) {
+	e.t.Helper()
+	inner, err := e.decrypt(msg, name)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	content, err = e.verify(inner)
+	if err != nil {
+		e.t.Fatalf("%s: %v", name, err)
+	}
+	return inner, content
+}
+
 func (e *env) only() relayed {
 	e.t.Helper()
 	msgs := e.relay.messages()
@@ -130,14 +146,7 @@ func TestSignEncryptForPartnerAndEscrow(t *testing.T) {
 		t.Fatalf("relay recipients = %v", m.To)
 	}
 	for _, who := range []string{"alice", "bob", "escrow"} {
-		inner, err := e.decrypt(m.Data, who)
-		if err != nil {
-			t.Fatal(err)
-		}
-		content, err := e.verify(inner)
-		if err != nil {
-			t.Fatalf("%s: %v", who, err)
-		}
+		_, content := e.open(m.Data, who)
 		if !bytes.Contains(content, []byte("the secret terms")) {
 			t.Fatalf("%s: content = %q", who, content)
 		}
@@ -198,13 +207,7 @@ func TestTrigger(t *testing.T) {
 	if !bytes.Contains(m.Data, []byte("Subject: salaries 2026\r\n")) {
 		t.Fatalf("subject not rewritten: %q", m.Data[:200])
 	}
-	inner, err := e.decrypt(m.Data, "escrow")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.verify(inner); err != nil {
-		t.Fatal(err)
-	}
+	e.open(m.Data, "escrow")
 }
 
 func TestPolicyNeverAndPerRecipient(t *testing.T) {
@@ -369,7 +372,7 @@ func TestSizeLimits(t *testing.T) {
 	}
 	c.Reset()
 	big := message("ceo@org.example", "alice@partner.example", "x", strings.Repeat("0123456789abcdef\r\n", 400))
-	err = sendOn(c, "ceo@org.example", []string{"alice@partner.example"}, big)
+	err = testenv.SendSMTP(c, "ceo@org.example", []string{"alice@partner.example"}, big)
 	if code, enh, _ := smtpCode(err); code != 552 || enh != (smtp.EnhancedCode{5, 3, 4}) {
 		t.Fatalf("DATA over the limit = %v, want 552 5.3.4", err)
 	}
@@ -377,7 +380,7 @@ func TestSizeLimits(t *testing.T) {
 		t.Fatal("too large a message relayed")
 	}
 	// The session goes on.
-	if err := sendOn(c, "ceo@org.example", []string{"alice@partner.example"}, message("ceo@org.example", "alice@partner.example", "x", "small")); err != nil {
+	if err := testenv.SendSMTP(c, "ceo@org.example", []string{"alice@partner.example"}, message("ceo@org.example", "alice@partner.example", "x", "small")); err != nil {
 		t.Fatalf("next message = %v", err)
 	}
 }
@@ -566,11 +569,11 @@ func TestSubmissionAuthPassThrough(t *testing.T) {
 	}
 	c2.Reset()
 	// From someone else than the login's address: refused.
-	err = sendOn(c2, "ceo@org.example", []string{"alice@partner.example"}, message("cfo@org.example", "alice@partner.example", "x", "y"))
+	err = testenv.SendSMTP(c2, "ceo@org.example", []string{"alice@partner.example"}, message("cfo@org.example", "alice@partner.example", "x", "y"))
 	if code, enh, _ := smtpCode(err); code != 550 || enh != (smtp.EnhancedCode{5, 7, 1}) {
 		t.Fatalf("From another address = %v, want 550 5.7.1", err)
 	}
-	if err := sendOn(c2, "ceo@org.example", []string{"alice@partner.example"}, message("ceo@org.example", "alice@partner.example", "x", "via the login")); err != nil {
+	if err := testenv.SendSMTP(c2, "ceo@org.example", []string{"alice@partner.example"}, message("ceo@org.example", "alice@partner.example", "x", "via the login")); err != nil {
 		t.Fatal(err)
 	}
 	m := e.only()
@@ -621,7 +624,7 @@ func TestSubmissionTLS(t *testing.T) {
 	if err := st.Auth(sasl.NewPlainClient("", "ceo@org.example", "s3cret")); err != nil {
 		t.Fatalf("AUTH after STARTTLS: %v", err)
 	}
-	if err := sendOn(st, "ceo@org.example", []string{"carol@nocert.example"}, message("ceo@org.example", "carol@nocert.example", "x", "starttls")); err != nil {
+	if err := testenv.SendSMTP(st, "ceo@org.example", []string{"carol@nocert.example"}, message("ceo@org.example", "carol@nocert.example", "x", "starttls")); err != nil {
 		t.Fatal(err)
 	}
 	im, err := smtp.DialTLS(e.tlsAddr, tc)
@@ -632,7 +635,7 @@ func TestSubmissionTLS(t *testing.T) {
 	if err := im.Auth(sasl.NewPlainClient("", "ceo@org.example", "s3cret")); err != nil {
 		t.Fatalf("AUTH on implicit TLS: %v", err)
 	}
-	if err := sendOn(im, "ceo@org.example", []string{"carol@nocert.example"}, message("ceo@org.example", "carol@nocert.example", "x", "implicit")); err != nil {
+	if err := testenv.SendSMTP(im, "ceo@org.example", []string{"carol@nocert.example"}, message("ceo@org.example", "carol@nocert.example", "x", "implicit")); err != nil {
 		t.Fatal(err)
 	}
 	if n := len(e.relay.messages()); n != 2 {

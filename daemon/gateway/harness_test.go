@@ -6,7 +6,6 @@ package gateway
 // an archive and a monitor of the test's own.
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/pem"
@@ -439,8 +438,7 @@ type env struct {
 	arch    *testArchive
 	mon     *testMonitor
 	look    *lookup
-	logs    *bytes.Buffer
-	logMu   *sync.Mutex
+	logs    *testenv.LockedBuffer
 }
 
 // envOptions adjust an env before it starts.
@@ -453,21 +451,10 @@ type envOptions struct {
 	composer Composer
 }
 
-type lockedWriter struct {
-	mu *sync.Mutex
-	b  *bytes.Buffer
-}
-
-func (w lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
 func startEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
 	p := testPKI(t)
-	e := &env{t: t, p: p, arch: &testArchive{}, mon: &testMonitor{}, logs: &bytes.Buffer{}, logMu: &sync.Mutex{}}
+	e := &env{t: t, p: p, arch: &testArchive{}, mon: &testMonitor{}, logs: &testenv.LockedBuffer{}}
 	relayAddr := testenv.FreeAddr(t)
 	if !o.noRelay {
 		e.relay = startRelay(t, o.relay)
@@ -507,7 +494,7 @@ func startEnv(t testing.TB, o envOptions) *env {
 		TempDir:           t.TempDir(),
 		AllowInsecureAuth: true,
 		Composer:          comp, Archiver: e.arch, Monitor: e.mon,
-		Log: slog.New(slog.NewTextHandler(lockedWriter{e.logMu, e.logs}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Log: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if o.cfg != nil {
 		o.cfg(&cfg)
@@ -529,19 +516,13 @@ func startEnv(t testing.TB, o envOptions) *env {
 			t.Errorf("Serve() = %v", err)
 		}
 		if t.Failed() {
-			e.logMu.Lock()
 			t.Logf("gateway log:\n%s", e.logs.String())
-			e.logMu.Unlock()
 		}
 	})
 	return e
 }
 
-func (e *env) log() string {
-	e.logMu.Lock()
-	defer e.logMu.Unlock()
-	return e.logs.String()
-}
+func (e *env) log() string { return e.logs.String() }
 
 // dial is a client session with the gateway.
 func (e *env) dial() *smtp.Client {
@@ -560,26 +541,7 @@ func (e *env) send(from string, to []string, msg string) error {
 	e.t.Helper()
 	c := e.dial()
 	defer c.Quit()
-	return sendOn(c, from, to, msg)
-}
-
-func sendOn(c *smtp.Client, from string, to []string, msg string) error {
-	if err := c.Mail(from, nil); err != nil {
-		return err
-	}
-	for _, r := range to {
-		if err := c.Rcpt(r, nil); err != nil {
-			return err
-		}
-	}
-	w, err := c.Data()
-	if err != nil {
-		return err
-	}
-	if _, err := io.WriteString(w, msg); err != nil {
-		return err
-	}
-	return w.Close()
+	return testenv.SendSMTP(c, from, to, msg)
 }
 
 // message is a small plain message.

@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/smimed/smimed/daemon/config"
+	"github.com/smimed/smimed/daemon/testenv"
 )
 
 // The trigger typed into a Subject with a non-ASCII character reaches
@@ -126,7 +127,7 @@ func TestSubmissionSenderRefusedAtRcpt(t *testing.T) {
 	if err := c.Reset(); err != nil {
 		t.Fatal(err)
 	}
-	err := sendOn(c, "intern@org.example", []string{"alice@partner.example"}, message("ceo@org.example", "alice@partner.example", "x", "as the ceo"))
+	err := testenv.SendSMTP(c, "intern@org.example", []string{"alice@partner.example"}, message("ceo@org.example", "alice@partner.example", "x", "as the ceo"))
 	if code, enh, _ := smtpCode(err); code != 550 || enh != (smtp.EnhancedCode{5, 7, 1}) {
 		t.Fatalf("From the address the upstream refused = %v, want 550 5.7.1", err)
 	}

@@ -424,18 +424,10 @@ func (s *Dovecot) Stop() {
 // the master (from master.pid, which Dovecot removes early in its shutdown)
 // and anything whose command line names our private config.
 func (s *Dovecot) masterPIDs() []int {
-	master := s.masterPID()
-	pids := processesWhere(func(pid int, proc string) bool {
-		if pid == master {
-			return false
-		}
+	return masterAndWhere(s.masterPID(), func(_ int, proc string) bool {
 		cmdline, err := os.ReadFile(filepath.Join(proc, "cmdline"))
 		return err == nil && bytes.Contains(cmdline, []byte("\x00"+s.conf))
 	})
-	if master > 0 && Alive(master) {
-		pids = append([]int{master}, pids...)
-	}
-	return pids
 }
 
 // Addr is the host:port of the IMAP listener (plaintext, 127.0.0.1).

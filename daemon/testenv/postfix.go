@@ -104,10 +104,7 @@ type PostfixQueued struct {
 func StartPostfix(t testing.TB, opts PostfixOptions) *Postfix {
 	t.Helper()
 	if err := postfixUsable(); err != nil {
-		if os.Getenv("SMIMED_REQUIRE_SERVERS") == "1" {
-			t.Fatalf("testenv: Postfix: %v; %s", err, postfixHint)
-		}
-		t.Skipf("testenv: Postfix cannot run here: %v; %s (SMIMED_REQUIRE_SERVERS=1 makes this a failure)", err, postfixHint)
+		Unavailable(t, "testenv: Postfix cannot run here: %v; %s", err, postfixHint)
 	}
 	if opts.NextHop == "" {
 		t.Fatal("testenv: StartPostfix needs a NextHop")
@@ -541,15 +538,8 @@ func (p *Postfix) Restart(t testing.TB) {
 // file) and every process working in our queue directory (Postfix's
 // daemons chdir there).
 func (p *Postfix) processes() []int {
-	master := p.masterPID()
 	queue := filepath.Join(p.dir, "queue")
-	pids := processesWhere(func(pid int, proc string) bool {
-		return pid != master && cwdIn(proc, queue)
-	})
-	if master > 0 && Alive(master) {
-		pids = append([]int{master}, pids...)
-	}
-	return pids
+	return masterAndWhere(p.masterPID(), func(_ int, proc string) bool { return cwdIn(proc, queue) })
 }
 
 // Addr is the host:port of the submission smtpd the test's client talks

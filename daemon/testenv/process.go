@@ -68,6 +68,19 @@ func processesWhere(match func(pid int, proc string) bool) []int {
 	return pids
 }
 
+// masterAndWhere are the live processes of a server: its master process
+// first (master; 0 when its pid file is gone), then every other process
+// for which match holds.
+func masterAndWhere(master int, match func(pid int, proc string) bool) []int {
+	pids := processesWhere(func(pid int, proc string) bool {
+		return pid != master && match(pid, proc)
+	})
+	if master > 0 && Alive(master) {
+		pids = append([]int{master}, pids...)
+	}
+	return pids
+}
+
 // cwdIn reports whether the process of the /proc directory proc works in
 // dir or below it.
 func cwdIn(proc, dir string) bool {

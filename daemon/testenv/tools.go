@@ -21,12 +21,20 @@ func NeedTool(tb testing.TB, name, debianPackage string) string {
 	if err == nil {
 		return path
 	}
-	msg := fmt.Sprintf("%s not installed (Debian package %s; .ci/test-deps installs it)", name, debianPackage)
+	Unavailable(tb, "%s not installed (Debian package %s; .ci/test-deps installs it)", name, debianPackage)
+	return ""
+}
+
+// Unavailable skips the test because what it needs (a tool, a server)
+// cannot run here, saying why, or fails it when SMIMED_REQUIRE_SERVERS=1
+// (as CI sets), so that nothing missing passes silently there.
+func Unavailable(tb testing.TB, format string, args ...any) {
+	tb.Helper()
+	msg := fmt.Sprintf(format, args...)
 	if os.Getenv("SMIMED_REQUIRE_SERVERS") == "1" {
 		tb.Fatalf("%s; SMIMED_REQUIRE_SERVERS=1 makes this a failure", msg)
 	}
 	tb.Skipf("%s: skipped (SMIMED_REQUIRE_SERVERS=1 makes this a failure)", msg)
-	return ""
 }
 
 // run runs a command and returns stdout followed by stderr, and its error.

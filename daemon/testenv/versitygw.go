@@ -82,21 +82,13 @@ func fileExists(p string) bool {
 // attributes, and fails t instead under SMIMED_REQUIRE_SERVERS=1.
 func StartS3(t testing.TB) *S3 {
 	t.Helper()
-	unavailable := func(format string, args ...any) {
-		t.Helper()
-		msg := fmt.Sprintf(format, args...)
-		if os.Getenv("SMIMED_REQUIRE_SERVERS") == "1" {
-			t.Fatalf("testenv: %s", msg)
-		}
-		t.Skipf("testenv: %s (SMIMED_REQUIRE_SERVERS=1 makes this a failure)", msg)
-	}
 	bin, err := FindVersityGW()
 	if err != nil {
-		unavailable("no S3 server with Object Lock for the WORM tests: %v; %s", err, versityHint)
+		Unavailable(t, "testenv: no S3 server with Object Lock for the WORM tests: %v; %s", err, versityHint)
 	}
 	dir := t.TempDir()
 	if err := syscall.Setxattr(dir, "user.smimed-probe", []byte("1"), 0); err != nil {
-		unavailable("%s has no user extended attributes (%v), which versitygw's posix backend needs", dir, err)
+		Unavailable(t, "testenv: %s has no user extended attributes (%v), which versitygw's posix backend needs", dir, err)
 	}
 	for _, sub := range []string{"root", "versions"} {
 		if err := os.Mkdir(filepath.Join(dir, sub), 0o700); err != nil {
