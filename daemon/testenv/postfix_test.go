@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/smtp"
 	"net/textproto"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -173,6 +175,25 @@ func TestPostfixFilterLinesDocumented(t *testing.T) {
 	}
 	if !strings.Contains(masterCF, docReinjectAddr+" inet") || !strings.Contains(masterCF, "smimed    unix") {
 		t.Errorf("master.cf block = %q, want the smimed transport and the %s listener", masterCF, docReinjectAddr)
+	}
+}
+
+// TestPostfixFilterLinesInREADME: the README shows the same main.cf and
+// master.cf lines as docs/gateway.md, whose lines the Postfix tests run.
+func TestPostfixFilterLinesInREADME(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join(RepoRoot(t), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mainCF, masterCF := PostfixFilterLines(t)
+	for _, c := range []struct{ marker, want string }{{docMainMarker, mainCF}, {docMasterMarker, masterCF}} {
+		got, err := fencedAfter(readme, c.marker)
+		if err != nil {
+			t.Fatalf("README.md: %v", err)
+		}
+		if got != c.want {
+			t.Errorf("README.md's %s block differs from docs/gateway.md's:\n%s\nwant\n%s", c.marker, got, c.want)
+		}
 	}
 }
 
