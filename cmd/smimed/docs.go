@@ -7,11 +7,9 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"os/user"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/smimed/smimed/daemon/admin"
@@ -136,10 +134,8 @@ func writeProcedure(w io.Writer, cfg *config.Config, now time.Time) {
 	p("## 4. Who may do what")
 	p("")
 	owner := "the user owning the state file"
-	if fi, err := os.Stat(cfg.StorePath()); err == nil {
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			owner = userLabel(int(st.Uid))
-		}
+	if uid := admin.OwnerOf(cfg.StorePath()); uid >= 0 {
+		owner = userLabel(uid)
 	}
 	p("- Administrators (root and the service user, %s): everything,", owner)
 	p("  including holds, restrictions and purges. A purge needs two")

@@ -183,7 +183,7 @@ func (e *Env) Local() *Local {
 	// The same roles as over the control socket: the service user is
 	// who owns the state file.
 	c := DirectCaller()
-	acc := AccessOf(e.Config, ownerOf(e.Config.StorePath()))
+	acc := AccessOf(e.Config, OwnerOf(e.Config.StorePath()))
 	c.Role = acc.role(c, supplementaryGroups)
 	l := &Local{Archive: e.Archive, Store: e.Store, State: e.State, Engine: e.Engine, Caller: c, Closer: e.Close, AuditorQuery: acc.AuditorQuery, Seal: e.Config.Archive.Seal}
 	if w := e.Config.Archive.Worm; w != nil {
@@ -215,7 +215,7 @@ func ArchiveFor(cfg *config.Config, engine bool) (ArchiveAPI, error) {
 // Certs is the certificate API on env, acting for this process; its
 // Close closes env. Trust and untrust need Write (the audit log).
 func (e *Env) Certs() *LocalCerts {
-	return &LocalCerts{Store: e.Store, Archive: e.Archive, Caller: DirectCaller(), ServiceUID: ownerOf(e.Config.StorePath()), Closer: e.Close,
+	return &LocalCerts{Store: e.Store, Archive: e.Archive, Caller: DirectCaller(), ServiceUID: OwnerOf(e.Config.StorePath()), Closer: e.Close,
 		Revocation: revocation.New(e.State, revocation.Config{}), CAs: CACandidates(e.Config, e.Store),
 		Engine: func() (*harvest.Engine, error) { return importEngine(e) }}
 }
@@ -253,9 +253,9 @@ func CACandidates(cfg *config.Config, store *harvest.Store) func() ([]*x509.Cert
 	}
 }
 
-// ownerOf is the user owning path: the service user, for a command that
+// OwnerOf is the user owning path: the service user, for a command that
 // works on the state file itself. -1 when unknown.
-func ownerOf(path string) int {
+func OwnerOf(path string) int {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return -1
