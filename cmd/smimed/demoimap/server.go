@@ -28,19 +28,13 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver/imapmemserver"
 )
 
-// idleSettle is how long after a session enters IDLE it is taken to be
-// listening: imapmemserver registers the session for updates just after
-// Session.Idle is called, and a message appended before that is only
-// announced at the session's next command.
-const idleSettle = 100 * time.Millisecond
-
 // Server is a running in-memory IMAP server with one user.
 type Server struct {
 	srv    *imapserver.Server
 	ln     net.Listener
 	user   *imapmemserver.User
 	served chan struct{} // closed when Serve returned
-	idle   chan struct{} // closed idleSettle after the first IDLE began
+	idle   chan struct{} // closed when the first IDLE began
 	once   sync.Once
 	closed sync.Once
 }
@@ -103,7 +97,7 @@ func (s *Server) Idling() <-chan struct{} { return s.idle }
 
 // idling is called whenever a session enters IDLE.
 func (s *Server) idling() {
-	s.once.Do(func() { time.AfterFunc(idleSettle, func() { close(s.idle) }) })
+	s.once.Do(func() { close(s.idle) })
 }
 
 // Close stops listening, closes every connection and returns once the

@@ -189,6 +189,37 @@ func TestIdling(t *testing.T) {
 	}
 }
 
+// TestIdleAnnouncesEarlierAppend: a message appended after the session's
+// last command and before its IDLE is announced in the IDLE, as a real
+// server does (imapmemserver's own Idle kept it for the next command).
+func TestIdleAnnouncesEarlierAppend(t *testing.T) {
+	s := start(t, "INBOX")
+	c := dial(t, s)
+	c.login("alice", "secret")
+	c.cmd("EXAMINE INBOX")
+	for range 2 {
+		if err := s.Append("INBOX", []byte(testMsg), time.Now()); err != nil {
+			t.Fatalf("Append() = %v", err)
+		}
+	}
+	c.send("i1 IDLE")
+	if l := c.line(); !strings.HasPrefix(l, "+") {
+		t.Fatalf("IDLE = %q, want a continuation", l)
+	}
+	if l := c.line(); l != "* 1 EXISTS" && l != "* 2 EXISTS" {
+		t.Errorf("in IDLE: %q, want * 1 EXISTS or * 2 EXISTS", l)
+	}
+	c.send("DONE")
+	for {
+		if l := c.line(); strings.HasPrefix(l, "i1 ") {
+			if !strings.HasPrefix(l, "i1 OK") {
+				t.Errorf("DONE = %q, want i1 OK", l)
+			}
+			break
+		}
+	}
+}
+
 func TestClose(t *testing.T) {
 	s := start(t, "INBOX")
 	c := dial(t, s)
