@@ -99,6 +99,23 @@ func checkServerArchivedOnce(t *testing.T, svc *Service, s *servertest.Server, u
 
 // serverCopies counts the messages in user's folder (the server's full
 // name) by their X-Smimed-Source.
+// waitServer is waitUntil for a condition read from the server over a new
+// IMAP session, checked at most every serverPoll: on Courier every such
+// listing takes the folder's lock, and a session every 10 ms kept the
+// service's APPENDs (and the listings themselves) waiting for it for
+// seconds, once past waitUntil's minute.
+func waitServer(t *testing.T, what string, cond func() bool, describe func() string) {
+	t.Helper()
+	var last time.Time
+	waitUntil(t, what, func() bool {
+		time.Sleep(time.Until(last.Add(serverPoll)))
+		last = time.Now()
+		return cond()
+	}, describe)
+}
+
+const serverPoll = 250 * time.Millisecond
+
 func serverCopies(t *testing.T, s *servertest.Server, user, folder string) map[string]int {
 	t.Helper()
 	out := map[string]int{}
@@ -166,7 +183,7 @@ func TestServersScenario(t *testing.T) {
 		waitArchived(t, svc, logs, len(backlog))
 		took := time.Since(start)
 		t.Logf("%s: backfill of %d messages in %v (%.0f messages/s)", kind, len(backlog), took.Round(time.Millisecond), float64(len(backlog))/took.Seconds())
-		waitUntil(t, "copies in "+folder, func() bool { return len(serverCopies(t, s, "ceo", folder)) >= encrypted },
+		waitServer(t, "copies in "+folder, func() bool { return len(serverCopies(t, s, "ceo", folder)) >= encrypted },
 			func() string { return fmt.Sprintf("%v; log:\n%s", serverCopies(t, s, "ceo", folder), logs.String()) })
 		checkServerArchivedOnce(t, svc, s, "ceo")
 		checkServerCopiesOnce(t, s, folder, encrypted)
@@ -181,7 +198,7 @@ func TestServersScenario(t *testing.T) {
 		more, enc2 := mix(t, 2, 1) // enc-aes256, signed-rsa-sha256
 		s.Deliver(t, "ceo", "INBOX", more...)
 		waitArchived(t, svc, logs, len(backlog)+2)
-		waitUntil(t, "the new copy", func() bool { return len(serverCopies(t, s, "ceo", folder)) >= encrypted+enc2 },
+		waitServer(t, "the new copy", func() bool { return len(serverCopies(t, s, "ceo", folder)) >= encrypted+enc2 },
 			func() string { return fmt.Sprint(serverCopies(t, s, "ceo", folder)) })
 		if s.Logins("ceo") <= logins {
 			t.Errorf("the server logged no login of ceo after its restart (%d before)", logins)
@@ -382,7 +399,7 @@ func TestServersRestartMidBacklog(t *testing.T) {
 		svc, _ = runService(t, e.cfgPath, logs2)
 		total := len(backlog) + len(more)
 		waitArchived(t, svc, logs2, total)
-		waitUntil(t, "copies in "+folder, func() bool { return len(serverCopies(t, s, "ceo", folder)) >= encrypted+enc2 },
+		waitServer(t, "copies in "+folder, func() bool { return len(serverCopies(t, s, "ceo", folder)) >= encrypted+enc2 },
 			func() string { return fmt.Sprintf("%v; log:\n%s", serverCopies(t, s, "ceo", folder), logs2.String()) })
 		time.Sleep(time.Second) // a duplicate APPEND, if any, has time to land
 		checkServerArchivedOnce(t, svc, s, "ceo")

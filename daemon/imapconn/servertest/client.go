@@ -22,7 +22,18 @@ type client struct {
 	conn net.Conn
 	r    *bufio.Reader
 	tag  int
+	// timeout bounds each command; 0 is cmdTimeout.
+	timeout time.Duration
 }
+
+// cmdTimeout bounds a command by default. Courier (IMAP_USELOCKS=1, as
+// Debian ships it) makes a command that scans a folder wait for the
+// folder's lock, for seconds under contention and up to its 120 s stale
+// timeout when gamin misses the lock's removal.
+const cmdTimeout = 60 * time.Second
+
+// examineTimeout bounds the EXAMINE of Messages.
+const examineTimeout = 20 * time.Second
 
 func dial(addr string) (*client, error) {
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
@@ -98,7 +109,11 @@ func (c *client) cmd(command string) ([]response, error) {
 func (c *client) cmdLiteral(command string, lit []byte) ([]response, error) {
 	c.tag++
 	tag := fmt.Sprintf("T%d", c.tag)
-	c.conn.SetDeadline(time.Now().Add(60 * time.Second))
+	timeout := c.timeout
+	if timeout == 0 {
+		timeout = cmdTimeout
+	}
+	c.conn.SetDeadline(time.Now().Add(timeout))
 	line := tag + " " + command
 	if lit != nil {
 		line += fmt.Sprintf(" {%d}", len(lit))
@@ -210,7 +225,11 @@ func (s *Server) Messages(t testing.TB, user, folder string, fields ...string) (
 	t.Helper()
 	c := s.session(t, user)
 	defer c.close()
+	// A poll that meets a stalled folder lock gives up and says so (ok
+	// false); the next one comes on a new connection.
+	c.timeout = examineTimeout
 	sel, err := c.cmd("EXAMINE " + quote(folder))
+	c.timeout = 0
 	if err != nil {
 		return nil, false
 	}
