@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"net/textproto"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -156,6 +157,36 @@ func TestGatewayPostfix(t *testing.T) {
 		pf.Flush(t)
 		expectEncrypted(t, "3")
 	})
+	t.Run("dsn", func(t *testing.T) {
+		// A DSN request (RFC 3461) survives the gateway: Postfix hands
+		// NOTIFY, ORCPT and ENVID to smimed, smimed to the reinjection
+		// port, and the Postfix there, relaying to a next hop without
+		// DSN, reports "relayed" to the sender (through the gateway
+		// again). Had smimed dropped them, no success report would come;
+		// had it not announced DSN, the report would name smimed's
+		// answer ("queued as"), not the next hop's.
+		submitDSN(t, pf.Addr(), "ceo@org.example", "alice@partner.example", "smimed-dsn-4", msg("4"))
+		expectEncrypted(t, "4")
+		delivered++
+		got := sink.WaitMessages(t, delivered, within)[delivered-1]
+		report := string(got.Data)
+		for _, want := range []string{
+			"multipart/report", "report-type=delivery-status",
+			"Original-Envelope-Id: smimed-dsn-4",
+			"Original-Recipient: rfc822;alice@partner.example", // the address type is case-insensitive
+			"Action: relayed",
+			"Diagnostic-Code: smtp; 250 2.0.0 ok: queued",
+			"Content-Type: text/rfc822-headers", // RET=HDRS
+		} {
+			if !strings.Contains(strings.ToLower(report), strings.ToLower(want)) {
+				t.Errorf("the report lacks %q", want)
+			}
+		}
+		if got.From != "" || len(got.To) != 1 || got.To[0] != "ceo@org.example" || strings.Contains(report, "queued as") || t.Failed() {
+			t.Fatalf("report %s -> %v:\n%s", got.From, got.To, report)
+		}
+		pf.WaitEmpty(t, within)
+	})
 	t.Run("refused", func(t *testing.T) {
 		if err := pf.Submit("ceo@org.example", []string{"bob@strict.example"}, []byte("From: ceo@org.example\r\nTo: bob@strict.example\r\nSubject: secret\r\n\r\nsecret\r\n")); err != nil {
 			t.Fatal(err)
@@ -173,4 +204,41 @@ func TestGatewayPostfix(t *testing.T) {
 			}
 		}
 	})
+}
+
+// submitDSN submits msg to the SMTP server at addr in a raw session, with
+// the DSN parameters RET=HDRS and ENVID=envid on MAIL and NOTIFY=SUCCESS,
+// FAILURE and ORCPT on RCPT, and fails t unless the server accepts it.
+func submitDSN(t *testing.T, addr, from, to, envid string, msg []byte) {
+	t.Helper()
+	c, err := textproto.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	step := func(code int, format string, args ...any) {
+		t.Helper()
+		if format != "" {
+			if err := c.PrintfLine(format, args...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, msg, err := c.ReadResponse(code); err != nil {
+			t.Fatalf("%s: %v %s", strings.Fields(format + " greeting")[0], err, msg)
+		}
+	}
+	step(220, "")
+	step(250, "EHLO client.org.example")
+	step(250, "MAIL FROM:<%s> RET=HDRS ENVID=%s", from, envid)
+	step(250, "RCPT TO:<%s> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;%s", to, to)
+	step(354, "DATA")
+	w := c.DotWriter()
+	if _, err := w.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	step(250, "")
+	c.PrintfLine("QUIT")
 }

@@ -108,6 +108,9 @@ func (g *Gateway) Serve(ctx context.Context) error {
 		s.ReadTimeout = g.cfg.CommandTimeout
 		s.WriteTimeout = g.cfg.CommandTimeout
 		s.EnableSMTPUTF8 = true
+		// DSN requests (RFC 3461) pass through to the next hop, which
+		// then reports on delivery as the sender asked.
+		s.EnableDSN = true
 		s.AllowInsecureAuth = g.cfg.AllowInsecureAuth
 		s.TLSConfig = g.cfg.TLS
 		s.ErrorLog = logAdapter{g.log}

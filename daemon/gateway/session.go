@@ -174,6 +174,8 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	o := &smtp.MailOptions{}
 	if opts != nil {
 		o.UTF8, o.RequireTLS, o.Return, o.EnvelopeID = opts.UTF8, opts.RequireTLS, opts.Return, opts.EnvelopeID
+		// SIZE is not passed on: signing and encryption change it. BODY
+		// is go-smtp's: 8BITMIME wherever the next hop offers it.
 	}
 	if err := s.relay.c.Mail(from, o); err != nil {
 		if !isSMTPError(err) && strings.HasPrefix(err.Error(), "smtp: server does not support") {
@@ -192,7 +194,13 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if s.relay == nil || !s.inTx {
 		return &smtp.SMTPError{Code: 503, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "MAIL first"}
 	}
-	if err := s.relay.c.Rcpt(to, nil); err != nil {
+	var o *smtp.RcptOptions
+	if opts != nil {
+		// The DSN parameters (RFC 3461 4.1, 4.2); go-smtp sends them
+		// only where the next hop announces DSN.
+		o = &smtp.RcptOptions{Notify: opts.Notify, OriginalRecipientType: opts.OriginalRecipientType, OriginalRecipient: opts.OriginalRecipient}
+	}
+	if err := s.relay.c.Rcpt(to, o); err != nil {
 		return s.lost("RCPT", err)
 	}
 	// The upstream took a recipient from this sender: it accepts the
