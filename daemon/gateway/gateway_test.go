@@ -254,6 +254,32 @@ func TestRelayDown(t *testing.T) {
 	}
 }
 
+// TestRelayRedialAfterIdle: the next hop ends the session the gateway
+// kept after a client's transaction (its idle timeout, as Postfix's
+// smtpd_timeout does); the client's next transaction on the same session
+// goes through on a new one instead of failing with 451.
+func TestRelayRedialAfterIdle(t *testing.T) {
+	e := startEnv(t, envOptions{relay: func(r *testRelay) { r.idleTimeout = 300 * time.Millisecond }})
+	c := e.dial()
+	for i := range 2 {
+		if i == 1 {
+			time.Sleep(time.Second) // the relay ends the idle session
+		}
+		if err := testenv.SendSMTP(c, "someone@else.example", []string{"alice@partner.example"}, message("someone@else.example", "alice@partner.example", "x", "y")); err != nil {
+			t.Fatalf("transaction %d: %v", i+1, err)
+		}
+	}
+	e.relay.mu.Lock()
+	sessions := e.relay.sessions
+	e.relay.mu.Unlock()
+	if n := len(e.relay.messages()); n != 2 || sessions != 2 {
+		t.Fatalf("relay took %d messages in %d sessions, want 2 in 2", n, sessions)
+	}
+	if e.mon.relayErr != 0 {
+		t.Fatalf("%d relay errors counted, want none", e.mon.relayErr)
+	}
+}
+
 func TestRelayRefusals(t *testing.T) {
 	e := startEnv(t, envOptions{relay: func(r *testRelay) {
 		r.refuseRcpt = func(to string) error {

@@ -52,7 +52,8 @@ type testRelay struct {
 	rcptAllowed  func(login, from string) bool // the sender checked at RCPT, as Postfix does
 	sessions     int
 	maxMessageSz int64
-	discard      bool // count the messages, keep no data (benchmarks)
+	discard      bool          // count the messages, keep no data (benchmarks)
+	idleTimeout  time.Duration // ends a session idle this long, with a 421 (0: none)
 }
 
 func startRelay(t testing.TB, configure func(r *testRelay)) *testRelay {
@@ -72,6 +73,7 @@ func startRelay(t testing.TB, configure func(r *testRelay)) *testRelay {
 	r.srv.EnableSMTPUTF8 = true
 	r.srv.MaxMessageBytes = r.maxMessageSz
 	r.srv.MaxLineLength = 1 << 16
+	r.srv.ReadTimeout = r.idleTimeout
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

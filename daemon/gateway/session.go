@@ -156,6 +156,7 @@ func (s *session) lost(what string, err error) error {
 }
 
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	reused := s.relay != nil
 	if s.relay == nil {
 		if s.g.cfg.Mode == config.ModeSubmission {
 			if s.login != "" {
@@ -177,7 +178,22 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		// SIZE is not passed on: signing and encryption change it. BODY
 		// is go-smtp's: 8BITMIME wherever the next hop offers it.
 	}
-	if err := s.relay.c.Mail(from, o); err != nil {
+	err := s.relay.c.Mail(from, o)
+	if err != nil && reused && s.g.cfg.Mode != config.ModeSubmission && relayGone(err) {
+		// The session kept from the client's previous transaction ended
+		// while idle (the next hop's timeout, a restart): no transaction
+		// was open, so a new session loses nothing.
+		s.log.Info("gateway: the kept session to the next hop had ended; connecting again", "err", err)
+		s.relay.close()
+		s.relay = nil
+		rc, derr := s.dial()
+		if derr != nil {
+			return derr
+		}
+		s.relay = rc
+		err = s.relay.c.Mail(from, o)
+	}
+	if err != nil {
 		if !isSMTPError(err) && strings.HasPrefix(err.Error(), "smtp: server does not support") {
 			// SMTPUTF8 or REQUIRETLS asked for and not offered next.
 			return &smtp.SMTPError{Code: 555, EnhancedCode: smtp.EnhancedCode{5, 5, 4}, Message: "The next hop does not offer " + strings.TrimPrefix(err.Error(), "smtp: server does not support ")}
@@ -264,6 +280,16 @@ func (s *session) Data(r io.Reader) (err error) {
 		return errLocal
 	}
 	return s.g.process(s, f)
+}
+
+// relayGone tells whether err says the next hop's session has ended: it
+// said 421 (closing) or the connection failed.
+func relayGone(err error) bool {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) {
+		return se.Code == 421
+	}
+	return !strings.HasPrefix(err.Error(), "smtp: server does not support")
 }
 
 func isSMTPError(err error) bool {
