@@ -258,17 +258,18 @@ func readHeaderInfo(ent *entity) headerInfo {
 	return hi
 }
 
-// readFrom returns the lower-cased address of a header's From field, the
-// address as written (or the field's text when it has none), and why the
-// field cannot be bound to a certificate (RFC 8550 section 3), if it
-// cannot: a From that names more than one mailbox, or shows another
-// address anywhere in it.
+// readFrom returns the address of a header's From field as
+// NormalizeAddress gives it (the form CertEmails compares), the address as
+// written (or the field's text when it has none), and why the field cannot
+// be bound to a certificate (RFC 8550 section 3), if it cannot: a From
+// that names more than one mailbox, or shows another address anywhere in
+// it.
 func readFrom(h mail.Header) (addr, shown, issue string) {
 	fields := len(h.Values("From"))
 	addrs, err := h.AddressList("From")
 	switch {
 	case err == nil && len(addrs) > 0:
-		addr, shown = strings.ToLower(addrs[0].Address), addrs[0].Address
+		addr, shown = NormalizeAddress(addrs[0].Address), addrs[0].Address
 	default:
 		shown = strings.TrimSpace(h.Get("From"))
 	}
@@ -284,7 +285,10 @@ func readFrom(h mail.Header) (addr, shown, issue string) {
 		if terr != nil {
 			text = h.Get("From")
 		}
-		issue = fromIssue(h.Get("From"), text, addr)
+		// What the reader sees is compared as written (lower-cased), not
+		// in A-labels: a lookalike that IDNA maps to the mailbox's domain
+		// is still another address on the screen.
+		issue = fromIssue(h.Get("From"), text, strings.ToLower(addrs[0].Address))
 	}
 	return addr, shown, issue
 }
@@ -595,7 +599,7 @@ func CertEmails(c *x509.Certificate) []string {
 	var out []string
 	seen := map[string]bool{}
 	add := func(s string) {
-		s = strings.ToLower(strings.TrimSpace(s))
+		s = NormalizeAddress(strings.TrimSpace(s))
 		if s != "" && !seen[s] {
 			seen[s] = true
 			out = append(out, s)
@@ -778,7 +782,7 @@ func BoundEmails(c *x509.Certificate, chain []*x509.Certificate) []string {
 	if len(c.EmailAddresses) > 0 {
 		var out []string
 		for _, e := range firstAddresses(c.EmailAddresses) {
-			if e = strings.ToLower(strings.TrimSpace(e)); e != "" && !contains(out, e) {
+			if e = NormalizeAddress(strings.TrimSpace(e)); e != "" && !contains(out, e) {
 				out = append(out, e)
 			}
 		}

@@ -242,7 +242,7 @@ func (cr *certRecord) choose(t time.Time) {
 }
 
 func normalizeEmail(email string) (string, error) {
-	e := strings.ToLower(strings.TrimSpace(email))
+	e := NormalizeAddress(strings.TrimSpace(email))
 	if e == "" || !strings.Contains(e, "@") {
 		return "", fmt.Errorf("%w: %q", ErrBadAddress, email)
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/smimed/smimed/harvest"
 	"github.com/smimed/smimed/harvest/cms"
 )
 
@@ -184,7 +185,7 @@ func parseGateway(raw *rawGateway, dir string, addf func(string, ...any)) *Gatew
 		addf("gateway.internal_domains: must name the organisation's mail domains (e.g. [\"org.example\"]); only their mail is signed and encrypted")
 	}
 	for i, d := range raw.InternalDomains {
-		d = strings.ToLower(strings.TrimSpace(d))
+		d = harvest.ASCIIDomain(strings.TrimSpace(d))
 		if err := checkDomain(d); err != nil {
 			addf("gateway.internal_domains[%d]: %q %v", i, raw.InternalDomains[i], err)
 			continue
@@ -234,7 +235,7 @@ func parseGateway(raw *rawGateway, dir string, addf func(string, ...any)) *Gatew
 	seen := map[string]bool{}
 	for i, p := range raw.Policy {
 		key := fmt.Sprintf("gateway.policy[%d]", i)
-		m := strings.ToLower(strings.TrimSpace(p.Match))
+		m := normMatch(p.Match)
 		if err := checkMatch(m); err != nil {
 			addf("%s.match: %q %v", key, p.Match, err)
 			continue
@@ -277,6 +278,21 @@ func checkEncrypt(s string) error {
 		return fmt.Errorf("%q: want \"if-possible\", \"always\" or \"never\"", s)
 	}
 	return nil
+}
+
+// normMatch is an address, a domain or a *.domain as the gateway compares
+// them: lower case, domains in A-labels (harvest.ASCIIDomain), so that
+// "bücher.example" in the configuration meets "xn--bcher-kva.example" in
+// mail and the other way round.
+func normMatch(m string) string {
+	m = strings.TrimSpace(m)
+	if strings.Contains(m, "@") {
+		return harvest.NormalizeAddress(m)
+	}
+	if rest, ok := strings.CutPrefix(m, "*."); ok {
+		return "*." + harvest.ASCIIDomain(rest)
+	}
+	return harvest.ASCIIDomain(m)
 }
 
 // checkMatch checks a policy's match: local@domain, domain or *.domain.

@@ -65,7 +65,7 @@ func parseSigning(raw []rawSigning, dir string, addf func(string, ...any)) []Sig
 			return true
 		}
 		for j, a := range r.Addresses {
-			a = strings.ToLower(strings.TrimSpace(a))
+			a = normMatch(a)
 			local, domain, ok := strings.Cut(a, "@")
 			bad := ""
 			if !ok || local == "" || domain == "" || strings.ContainsAny(a, " \t,<>") {
@@ -76,7 +76,7 @@ func parseSigning(raw []rawSigning, dir string, addf func(string, ...any)) []Sig
 			}
 		}
 		for j, d := range r.Domains {
-			d = strings.ToLower(strings.TrimSpace(d))
+			d = normMatch(d)
 			bare := strings.TrimPrefix(d, "*.")
 			bad := ""
 			if bare == "" || strings.ContainsAny(bare, "@ \t,*") || !strings.Contains(bare, ".") && bare != "localhost" {
@@ -136,12 +136,13 @@ func (ids *Identities) All() []*SigningIdentity {
 // For returns the identity that signs mail from address, or nil: the one
 // that lists the address itself, else the one with the most specific
 // domain (the address's domain itself before "*.parent", a longer parent
-// before a shorter). The address is compared lower-cased.
+// before a shorter). The address is compared as harvest.NormalizeAddress
+// gives it.
 func (ids *Identities) For(address string) *SigningIdentity {
 	if ids == nil {
 		return nil
 	}
-	a := strings.ToLower(strings.TrimSpace(address))
+	a := harvest.NormalizeAddress(strings.TrimSpace(address))
 	_, domain, ok := strings.Cut(a, "@")
 	if !ok || domain == "" {
 		return nil

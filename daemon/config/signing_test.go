@@ -51,7 +51,7 @@ cert_file = %q
 key_file = %q
 pss = true
 [[signing]]
-domains = ["org.example", "*.org.test"]
+domains = ["org.example", "*.org.test", "*.Bücher.example"]
 cert_file = %q
 key_file = %q
 `, orgCert, orgKey, rsaCert, rsaKey, ecCert, ecKey))
@@ -70,7 +70,9 @@ key_file = %q
 	for _, tc := range []struct {
 		addr string
 		want int // index, -1 none
-	}{{"ceo@org.example", 0}, {"Ceo@ORG.example", 0}, {"cfo@org.example", 1}, {"x@sub.org.test", 1}, {"x@a.b.org.test", 1}, {"x@org.test", -1}, {"x@other.test", -1}, {"no-at", -1}} {
+	}{{"ceo@org.example", 0}, {"Ceo@ORG.example", 0}, {"cfo@org.example", 1}, {"x@sub.org.test", 1}, {"x@a.b.org.test", 1}, {"x@org.test", -1}, {"x@other.test", -1}, {"no-at", -1},
+		// *.Bücher.example, matched in U-labels and in A-labels.
+		{"x@Sub.BÜCHER.example", 1}, {"x@sub.xn--bcher-kva.example", 1}, {"x@xn--bcher-kva.example", -1}} {
 		got := ids.For(tc.addr)
 		if (tc.want < 0) != (got == nil) || got != nil && got.Entry != tc.want {
 			t.Errorf("For(%s) = %+v, want signing[%d]", tc.addr, got, tc.want)
@@ -83,7 +85,7 @@ key_file = %q
 	if esc, err := cfg.DefaultEscrow(); err != nil || esc == nil || !esc.Equal(all[0].EncryptionCert) {
 		t.Errorf("DefaultEscrow = %v, %v", esc, err)
 	}
-	if len(warnings) != 2 || !strings.Contains(warnings[0], "signing[1].domains[0]") || !strings.Contains(warnings[0], "ceo@org.example") {
+	if len(warnings) != 3 || !strings.Contains(warnings[0], "signing[1].domains[0]") || !strings.Contains(warnings[0], "ceo@org.example") {
 		t.Errorf("warnings = %q, want one per domain naming the certificate's address", warnings)
 	}
 }

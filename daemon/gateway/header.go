@@ -16,6 +16,8 @@ import (
 	"strings"
 
 	"github.com/emersion/go-message/charset"
+
+	"github.com/smimed/smimed/harvest"
 )
 
 // maxHeader bounds the header block read (RFC 5322 sets no limit; 1 MiB
@@ -139,7 +141,7 @@ func parseAddressList(v string) ([]string, error) {
 		// the one angle-addr, when there is exactly one, is the address.
 		if a := angleAddr(v); a != "" {
 			if one, err2 := p.Parse("<" + a + ">"); err2 == nil {
-				return []string{strings.ToLower(one.Address)}, nil
+				return []string{normAddr(one.Address)}, nil
 			}
 		}
 		return nil, err
@@ -149,7 +151,7 @@ func parseAddressList(v string) ([]string, error) {
 	}
 	out := make([]string, 0, len(list))
 	for _, a := range list {
-		out = append(out, strings.ToLower(a.Address))
+		out = append(out, normAddr(a.Address))
 	}
 	return out, nil
 }
@@ -249,24 +251,20 @@ func asciiLower(s string) string {
 	return string(b)
 }
 
-// domainOf is the lower-case domain of an address without a trailing
-// dot, "" when it has none.
+// domainOf is the domain of an address as harvest.ASCIIDomain gives it,
+// "" when it has none.
 func domainOf(addr string) string {
 	i := strings.LastIndexByte(addr, '@')
 	if i < 0 {
 		return ""
 	}
-	return strings.TrimRight(strings.ToLower(addr[i+1:]), ".")
+	return harvest.ASCIIDomain(addr[i+1:])
 }
 
-// normAddr is addr as the policy and the certificate store compare it:
-// lower case, and without the trailing dot of a fully qualified domain
-// ("a@partner.example." is delivered to partner.example, so it must
-// meet partner.example's policy and certificate).
-func normAddr(addr string) string {
-	addr = strings.ToLower(addr)
-	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
-		return addr[:i+1] + domainOf(addr)
-	}
-	return addr
-}
+// normAddr is addr as the policy and the certificate store compare it
+// (harvest.NormalizeAddress): lower case, the domain without the trailing
+// dot of a fully qualified name ("a@partner.example." is delivered to
+// partner.example, so it must meet partner.example's policy and
+// certificate) and in A-labels ("a@bücher.example" and
+// "a@xn--bcher-kva.example" are one recipient).
+func normAddr(addr string) string { return harvest.NormalizeAddress(addr) }

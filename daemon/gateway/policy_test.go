@@ -227,3 +227,43 @@ func TestCRLFWriter(t *testing.T) {
 		t.Fatalf("crlfWriter = %q, want %q", got, want)
 	}
 }
+
+// A rule and internal_domains hold A-labels (config normalises them); mail
+// names the domain either way, SMTPUTF8 clients in U-labels. The A-labels
+// are Python's (str.encode("idna")).
+func TestPolicyInternationalDomains(t *testing.T) {
+	p := &Policy{Internal: []string{"xn--bcher-kva.example"}, Sign: config.SignAlways, Encrypt: config.EncryptIfPossible, Rules: []config.GatewayPolicy{
+		{Match: "xn--mnchen-3ya.example", Encrypt: config.EncryptAlways},
+	}}
+	for _, addr := range []string{"x@münchen.example", "x@MÜNCHEN.example", "x@xn--mnchen-3ya.example"} {
+		if _, e := p.For(addr); e != config.EncryptAlways {
+			t.Errorf("For(%s) encrypt = %s, want always", addr, e)
+		}
+	}
+	for _, addr := range []string{"ceo@bücher.example", "ceo@xn--bcher-kva.example"} {
+		if !p.IsInternal(addr) {
+			t.Errorf("IsInternal(%s) = false", addr)
+		}
+	}
+	// From in U-labels (as header parsing gives it), the envelope in
+	// A-labels: one sender, so it is signed; the recipient's rule in
+	// U-labels refuses without a certificate.
+	from, err := parseAddressList("CEO <ceo@Bücher.example>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := p.Decide(Facts{EnvelopeFrom: "ceo@xn--bcher-kva.example", From: from, Recipients: []string{"x@münchen.example"}}, idnLookup{})
+	if err != nil || d.Action != Refuse || d.Signer == nil {
+		t.Errorf("Decide = %+v, %v; want refused (no certificate, encrypt always), with a signer", d, err)
+	}
+}
+
+type idnLookup struct{}
+
+func (idnLookup) RecipientCert(string) (*Recipient, error) { return nil, nil }
+func (idnLookup) Signer(addr string) *Signer {
+	if addr == "ceo@xn--bcher-kva.example" {
+		return &Signer{}
+	}
+	return nil
+}
