@@ -13,9 +13,10 @@ package archive
 
 import (
 	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/smimed/smimed/harvest"
 )
 
 // Retention is the policy that gives a record its class.
@@ -39,18 +40,18 @@ type Retention struct {
 // (an empty list matches all); within one list any entry matches.
 type RetentionRule struct {
 	Class       string
-	FromDomains []string // the From address's domain (lower case)
-	ToDomains   []string // the domain of any To or Cc address
+	FromDomains []string // the From address's domain (harvest.ASCIIDomain)
+	ToDomains   []string // the domain of any To or Cc address (the same)
 	Folders     []string // the IMAP folder fetched from, exactly
 	Accounts    []string // the account (mailbox) fetched for, exactly
 }
 
 func (ru *RetentionRule) match(r *Record) bool {
-	if len(ru.FromDomains) > 0 && !slices.Contains(ru.FromDomains, strings.ToLower(domainOf(r.From))) {
+	if len(ru.FromDomains) > 0 && !slices.Contains(ru.FromDomains, harvest.ASCIIDomain(domainOf(r.From))) {
 		return false
 	}
 	if len(ru.ToDomains) > 0 && !slices.ContainsFunc(r.To, func(a string) bool {
-		return slices.Contains(ru.ToDomains, strings.ToLower(domainOf(a)))
+		return slices.Contains(ru.ToDomains, harvest.ASCIIDomain(domainOf(a)))
 	}) {
 		return false
 	}

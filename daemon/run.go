@@ -258,6 +258,9 @@ func NewService(cfg *config.Config, log *slog.Logger, notify *Notifier) (*Servic
 		s.gwDone = make(chan error, 1)
 	}
 	l.warn(log)
+	for _, w := range cfg.RetentionWarnings() {
+		log.Warn(w)
+	}
 	return s, nil
 }
 

@@ -89,7 +89,7 @@ func checkConfigMain(args []string, stdout, stderr io.Writer) int {
 		gwSummary, err := daemon.CheckGateway(cfg)
 		collect(err)
 		collect(cfg.CheckWorm())
-		for _, w := range cfg.MissingRefreshTokens() {
+		for _, w := range append(cfg.MissingRefreshTokens(), cfg.RetentionWarnings()...) {
 			fmt.Fprintf(stdout, "%s: warning: %s\n", *configPath, w)
 		}
 		if len(problems) == 0 {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/harvest"
 )
 
 // Retention is [archive.retention]: retention classes, the rules that
@@ -159,7 +160,7 @@ func parseRetention(raw rawRetention, dir string, addf func(string, ...any)) Ret
 			out  *[]string
 		}{{"from_domain", ru.FromDomain, &rule.FromDomains}, {"to_domain", ru.ToDomain, &rule.ToDomains}} {
 			for _, d := range lists.in {
-				d = strings.ToLower(strings.TrimPrefix(strings.TrimSpace(d), "@"))
+				d = harvest.ASCIIDomain(strings.TrimPrefix(strings.TrimSpace(d), "@"))
 				if d == "" || strings.ContainsAny(d, "@ \t") {
 					addf("%s.%s: %q is not a domain", key, lists.name, d)
 					continue
@@ -174,4 +175,32 @@ func parseRetention(raw rawRetention, dir string, addf func(string, ...any)) Ret
 		r.Rules = append(r.Rules, rule)
 	}
 	return r
+}
+
+// RetentionWarnings names each retention rule's account or folder that no
+// [[accounts]] entry has: most likely a typo, which would give the mail it
+// meant the default class (a rule may name an account removed since, whose
+// archived mail it still matches, so this is a warning).
+func (c *Config) RetentionWarnings() []string {
+	accounts, folders := map[string]bool{}, map[string]bool{}
+	for _, a := range c.Accounts {
+		accounts[a.Name] = true
+		for _, f := range a.Folders {
+			folders[f] = true
+		}
+	}
+	var out []string
+	for i, ru := range c.Archive.Retention.Rules {
+		for _, a := range ru.Accounts {
+			if !accounts[a] {
+				out = append(out, fmt.Sprintf("archive.retention.rule[%d].account: %q is the name of no [[accounts]] entry (names are compared exactly)", i, a))
+			}
+		}
+		for _, f := range ru.Folders {
+			if !folders[f] {
+				out = append(out, fmt.Sprintf("archive.retention.rule[%d].folder: %q is in no [[accounts]] entry's folders (names are compared exactly)", i, f))
+			}
+		}
+	}
+	return out
 }

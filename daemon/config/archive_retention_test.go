@@ -48,6 +48,45 @@ until = "2025-12-31"
 	if got := p.Class(rec, false); got != "bookings" {
 		t.Errorf("first rule: class %q, want bookings", got)
 	}
+	// No [[accounts]] has the rule's account or folder: both named.
+	if w := cfg.RetentionWarnings(); len(w) != 2 || !strings.Contains(strings.Join(w, "\n"), `rule[1].account: "finance"`) || !strings.Contains(strings.Join(w, "\n"), `rule[1].folder: "Ledger"`) {
+		t.Errorf("RetentionWarnings = %q, want rule[1]'s account and folder", w)
+	}
+	writeFile(t, dir, "finance.pass", "secret\n")
+	withAccount, err := Load(writeFile(t, dir, "accounts.toml", `
+[[accounts]]
+name = "finance"
+server = "imap.example.org:993"
+username = "finance@example.org"
+password_file = "finance.pass"
+folders = ["INBOX", "Ledger"]
+[[archive.retention.rule]]
+class = "books"
+folder = ["Ledger"]
+account = ["finance"]
+[[archive.retention.rule]]
+class = "books"
+from_domain = ["Bücher.example"]
+account = ["Finance"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := withAccount.RetentionWarnings(); len(w) != 1 || !strings.Contains(w[0], `rule[1].account: "Finance"`) {
+		t.Errorf("RetentionWarnings = %q, want only rule[1]'s account (compared exactly)", w)
+	}
+	// A domain with non-ASCII labels is kept in A-labels (Python's
+	// str.encode("idna")) and matches mail in either spelling.
+	if got := withAccount.Archive.Retention.Rules[1].FromDomains; !slices.Equal(got, []string{"xn--bcher-kva.example"}) {
+		t.Errorf("from_domain = %q, want the A-labels", got)
+	}
+	idn := withAccount.Archive.Retention.Policy()
+	for _, from := range []string{"a@bücher.example", "a@XN--BCHER-KVA.example"} {
+		if got := idn.Class(&archive.Record{From: from, Account: "Finance"}, false); got != "books" {
+			t.Errorf("mail from %s: class %q, want books", from, got)
+		}
+	}
+
 	a := cfg.Archive.Access
 	if a.AuditorGroup != "smimed-audit" || a.AuditorQuery == nil || a.AuditorQuery.To != "@org.example" || !a.AuditorQuery.Until.Equal(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)) {
 		t.Errorf("access %+v %+v", a, a.AuditorQuery)
