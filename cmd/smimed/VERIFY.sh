@@ -93,20 +93,58 @@ checkseal() {
 	((good >= REQUIRE)) || fail "seal $seal: $good good timestamps, $REQUIRE required"
 }
 
+# The hashes are computed in batches, one sha256sum for many inputs, each
+# written by a subshell of builtins into a pipe of its own: a process per
+# hash made the script take most of a second per message.
+declare -A sum
+# batch GEN ID...: sum[ID] is the SHA-256 of what "GEN ID" writes.
+batch() {
+	local gen=$1 cmd id h _ k ids
+	shift
+	while (($#)); do
+		cmd=sha256sum ids=()
+		for id in "${@:1:64}"; do
+			cmd+=" <($gen $id)"
+			ids+=("$id")
+		done
+		shift ${#ids[@]}
+		k=0
+		while read -r h _; do
+			sum[${ids[k]}]=$h
+			k=$((k + 1))
+		done < <(eval "$cmd")
+	done
+}
+# files ID...: sum[ID] is the SHA-256 of messages/ID.eml.
+files() {
+	local h f id
+	while (($#)); do
+		local names=()
+		for id in "${@:1:256}"; do names+=("messages/$id.eml"); done
+		shift ${#names[@]}
+		while read -r h f; do
+			f=${f#messages/}
+			sum[${f%.eml}]=$h
+		done < <(sha256sum "${names[@]}")
+	done
+}
+
+declare -A P_prev P_hash P_seal P_root P_steps P_body cur
+ids=()
 n=0
 for proof in proofs/*.proof; do
 	[[ -f $proof ]] || continue
 	id=${proof#proofs/}
 	id=${id%.proof}
 	n=$((n + 1))
-	rec= prev= hash= seal= root= steps=()
+	rec= prev= hash= seal= root= steps=
 	while read -r k a b; do
 		case $k in
 		record) rec=$a ;; prev) prev=$a ;; hash) hash=$a ;; seal) seal=$a ;; root) root=$a ;;
-		path) steps+=("$a $b") ;;
+		path) steps+="$a $b " ;;
 		esac
 	done <"$proof"
-	if [[ $rec != "$id" ]] || ! ishex "$prev" || ! ishex "$hash" || ! ishex "$root" || ! [[ $seal =~ ^[0-9]+$ ]]; then
+	if [[ $rec != "$id" ]] || ! [[ $id =~ ^[0-9]+$ ]] || ! ishex "$prev" || ! ishex "$hash" || ! ishex "$root" || ! [[ $seal =~ ^[0-9]+$ ]]; then
 		fail "$proof: malformed"
 		continue
 	fi
@@ -116,38 +154,77 @@ for proof in proofs/*.proof; do
 		continue
 	fi
 	body=$(<"$json")
-	digest=$(sha <"$eml")
-	want=
-	[[ $body =~ \"plaintext_sha256\":\"([0-9a-f]{64})\" ]] && want=${BASH_REMATCH[1]}
-	[[ $digest == "$want" ]] || fail "$eml: changed (SHA-256 $digest, record $id says $want)"
-	[[ ${listed[$id]-} == "$digest" ]] || fail "manifest.csv: record $id does not list the SHA-256 of $eml"
-	got=$({
-		printf 'smimed archive record v1\n'
-		hexbin "$prev"
-		hexbin "$(printf '%016x' "$id")"
-		printf '%s' "$body"
-	} | sha)
-	if [[ $got != "$hash" ]]; then
-		fail "$json: changed (its chain hash is not the one $proof proves)"
+	P_prev[$id]=$prev P_hash[$id]=$hash P_seal[$id]=$seal P_root[$id]=$root P_steps[$id]=$steps P_body[$id]=$body
+	ids+=("$id")
+done
+
+# 1. The messages against their records and the manifest.
+files "${ids[@]}"
+for id in "${ids[@]}"; do
+	digest=${sum[$id]-} want=
+	[[ ${P_body[$id]} =~ \"plaintext_sha256\":\"([0-9a-f]{64})\" ]] && want=${BASH_REMATCH[1]}
+	[[ -n $digest && $digest == "$want" ]] || fail "messages/$id.eml: changed (SHA-256 $digest, record $id says $want)"
+	[[ -n $digest && ${listed[$id]-} == "$digest" ]] || fail "manifest.csv: record $id does not list the SHA-256 of messages/$id.eml"
+done
+
+# 2. Each record's chain hash.
+record() {
+	printf 'smimed archive record v1\n'
+	hexbin "${P_prev[$1]}"
+	local idhex
+	printf -v idhex '%016x' "$1"
+	hexbin "$idhex"
+	printf '%s' "${P_body[$1]}"
+}
+sum=()
+batch record "${ids[@]}"
+left=()
+for id in "${ids[@]}"; do
+	if [[ ${sum[$id]-} != "${P_hash[$id]}" ]]; then
+		fail "records/$id.json: changed (its chain hash is not the one proofs/$id.proof proves)"
 		continue
 	fi
-	cur=$({ printf '\x00'; hexbin "$hash"; } | sha)
-	bad=
-	for st in "${steps[@]}"; do
-		side=${st%% *} sib=${st#* }
-		ishex "$sib" || { bad=1; break; }
-		case $side in
-		L) cur=$({ printf '\x01'; hexbin "$sib"; hexbin "$cur"; } | sha) ;;
-		R) cur=$({ printf '\x01'; hexbin "$cur"; hexbin "$sib"; } | sha) ;;
-		*) bad=1; break ;;
-		esac
+	left+=("$id")
+done
+
+# 3. The Merkle paths, one level at a time for every proof.
+leaf() { printf '\x00'; hexbin "${P_hash[$1]}"; }
+sum=()
+batch leaf "${left[@]}"
+declare -A bad
+for id in "${left[@]}"; do cur[$id]=${sum[$id]}; done
+# pair LEFTRIGHT: the node of two hashes (128 hex digits).
+pair() { printf '\x01'; hexbin "${1:0:64}"; hexbin "${1:64:64}"; }
+for ((level = 0; ; level++)); do
+	# Proofs of one seal share their upper nodes: each distinct pair of a
+	# level is hashed once.
+	declare -A pairs=() of=()
+	for id in "${left[@]}"; do
+		[[ -n ${bad[$id]-} ]] && continue
+		s=(${P_steps[$id]})
+		((${#s[@]} > level * 2)) || continue
+		side=${s[level * 2]} sib=${s[level * 2 + 1]-}
+		if [[ $side != [LR] ]] || ! ishex "$sib"; then
+			bad[$id]=1
+			continue
+		fi
+		if [[ $side == L ]]; then of[$id]=$sib${cur[$id]}; else of[$id]=${cur[$id]}$sib; fi
+		pairs[${of[$id]}]=1
 	done
-	if [[ -n $bad || $cur != "$root" ]]; then
-		fail "$proof: the Merkle path does not lead to its root"
+	((${#pairs[@]} > 0)) || break
+	sum=()
+	batch pair "${!pairs[@]}"
+	for id in "${!of[@]}"; do cur[$id]=${sum[${of[$id]}]}; done
+done
+for id in "${left[@]}"; do
+	if [[ -n ${bad[$id]-} || ${cur[$id]} != "${P_root[$id]}" ]]; then
+		fail "proofs/$id.proof: the Merkle path does not lead to its root"
 		continue
 	fi
+	# 4. The seal and its timestamps.
+	seal=${P_seal[$id]}
 	checkseal "$seal"
-	[[ ${sealroot[$seal]} == "$root" ]] || fail "$proof: seals/$seal.txt has another root (the seal or the proof changed)"
+	[[ ${sealroot[$seal]} == "${P_root[$id]}" ]] || fail "proofs/$id.proof: seals/$seal.txt has another root (the seal or the proof changed)"
 done
 for rec in "${!listed[@]}"; do
 	[[ -f proofs/$rec.proof ]] || fail "manifest.csv lists record $rec, which has no proof"
