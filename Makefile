@@ -49,16 +49,28 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzProcess$$' -fuzztime $(FUZZTIME) ./harvest
 	$(GO) test -run '^$$' -fuzz '^FuzzFromField$$' -fuzztime $(FUZZTIME) ./harvest
 	$(GO) test -run '^$$' -fuzz '^FuzzProcessMemory$$' -fuzztime $(FUZZTIME) ./harvest
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeBase64$$' -fuzztime $(FUZZTIME) ./harvest
+	$(GO) test -run '^$$' -fuzz '^FuzzParseCertificates$$' -fuzztime $(FUZZTIME) ./harvest
+	$(GO) test -run '^$$' -fuzz '^FuzzNormalizeAddress$$' -fuzztime $(FUZZTIME) ./harvest
 	$(GO) test -run '^$$' -fuzz '^FuzzDecrypt$$' -fuzztime $(FUZZTIME) ./harvest/cms
 	$(GO) test -run '^$$' -fuzz '^FuzzParseSignedData$$' -fuzztime $(FUZZTIME) ./harvest/cms
 	$(GO) test -run '^$$' -fuzz '^FuzzToDER$$' -fuzztime $(FUZZTIME) ./harvest/cms
+	$(GO) test -run '^$$' -fuzz '^FuzzOpenSSLName$$' -fuzztime $(FUZZTIME) ./harvest/cms
+	$(GO) test -run '^$$' -fuzz '^FuzzPrepare$$' -fuzztime $(FUZZTIME) ./harvest/compose
+	$(GO) test -run '^$$' -fuzz '^FuzzEncrypt$$' -fuzztime $(FUZZTIME) ./harvest/compose
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./harvest/pkcs12
 	$(GO) test -run '^$$' -fuzz '^FuzzParseCRL$$' -fuzztime $(FUZZTIME) ./harvest/revocation
 	$(GO) test -run '^$$' -fuzz '^FuzzUserCopy$$' -fuzztime $(FUZZTIME) ./archive
 	$(GO) test -run '^$$' -fuzz '^FuzzHeaderFields$$' -fuzztime $(FUZZTIME) ./archive
 	$(GO) test -run '^$$' -fuzz '^FuzzHeaderValue$$' -fuzztime $(FUZZTIME) ./archive
-	$(GO) test -run '^$$' -fuzz '^FuzzControlRequest$$' -fuzztime $(FUZZTIME) ./daemon
+	$(GO) test -run '^$$' -fuzz '^FuzzIsEInvoice$$' -fuzztime $(FUZZTIME) ./archive
+	$(GO) test -run '^$$' -fuzz '^FuzzParseResponse$$' -fuzztime $(FUZZTIME) ./archive/timestamp
+	$(GO) test -run '^$$' -fuzz '^FuzzParseTSTInfo$$' -fuzztime $(FUZZTIME) ./archive/timestamp
 	$(GO) test -run '^$$' -fuzz '^FuzzParseAnswers$$' -fuzztime $(FUZZTIME) ./archive/worm
+	$(GO) test -run '^$$' -fuzz '^FuzzControlRequest$$' -fuzztime $(FUZZTIME) ./daemon/admin
+	$(GO) test -run '^$$' -fuzz '^FuzzHeader$$' -fuzztime $(FUZZTIME) ./daemon/gateway
+	$(GO) test -run '^$$' -fuzz '^FuzzLogin$$' -fuzztime $(FUZZTIME) ./daemon/gateway
+	$(GO) test -run '^$$' -fuzz '^FuzzSMTPSinkSession$$' -fuzztime $(FUZZTIME) ./daemon/testenv
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./harvest

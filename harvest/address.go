@@ -19,7 +19,9 @@ func ASCIIDomain(d string) string {
 	for i := 0; i < len(d); i++ {
 		if d[i] >= 0x80 {
 			if a, err := idna.Lookup.ToASCII(d); err == nil {
-				return a
+				// The mapping makes dots of lookalikes ("。"): a
+				// trailing one goes too.
+				return strings.TrimRight(a, ".")
 			}
 			return strings.ToLower(d)
 		}

@@ -3,6 +3,7 @@ package harvest
 import (
 	"crypto/x509"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,4 +71,29 @@ func TestInternationalDomainBinding(t *testing.T) {
 			t.Errorf("RecipientCert(%s) = %q, want %s", addr, fp, leaf.FP)
 		}
 	}
+}
+
+// FuzzNormalizeAddress: any address (from a header, an envelope or a
+// certificate) normalises without panicking, to a value that normalises
+// to itself, and the domain of an all-ASCII address is only lower-cased.
+func FuzzNormalizeAddress(f *testing.F) {
+	for _, s := range []string{"Anna@Bücher.example", "a@xn--bcher-kva.example.", "@", "a@", "a@b@c", "x@\u3002example", "x@ex\u200dample", "x@" + strings.Repeat("ü", 300) + ".example", "\xff@\xfe"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, addr string) {
+		n := NormalizeAddress(addr)
+		if again := NormalizeAddress(n); again != n {
+			t.Fatalf("NormalizeAddress(%q) = %q, and again %q", addr, n, again)
+		}
+		ascii := true
+		for i := 0; i < len(addr); i++ {
+			ascii = ascii && addr[i] < 0x80
+		}
+		if ascii && n != strings.TrimRight(strings.ToLower(addr), ".") && strings.Contains(addr, "@") && !strings.HasSuffix(addr[:strings.LastIndexByte(addr, '@')+1], ".") {
+			// Only the domain's trailing dots go.
+			if i := strings.LastIndexByte(addr, '@'); n != strings.ToLower(addr[:i+1])+strings.TrimRight(strings.ToLower(addr[i+1:]), ".") {
+				t.Fatalf("NormalizeAddress(%q) = %q: an ASCII address changed beyond case and trailing dots", addr, n)
+			}
+		}
+	})
 }
