@@ -63,6 +63,12 @@ type Seal struct {
 	// Head is the chain hash of record Last: the chain head when the seal
 	// was made.
 	Head string `json:"head"`
+	// AuditID and AuditHash are the audit log's head when the seal was
+	// made (audit.go): holds, restrictions, purges, trust and every read
+	// up to there come under the seal's timestamps. 0 and "" in seals
+	// made before the audit log was sealed, or while it was empty.
+	AuditID   uint64 `json:"audit_id,omitempty"`
+	AuditHash string `json:"audit_hash,omitempty"`
 }
 
 // Statement is the text a TSA timestamps (its SHA-256 is the request's
@@ -76,10 +82,21 @@ type Seal struct {
 //	prev_seal PREVID PREVHASH
 //	head HEAD
 //
-// numbers in decimal, hashes in lower-case hex.
+// numbers in decimal, hashes in lower-case hex. A seal that names the
+// audit log's head says "smimed seal v2" and has an eighth line:
+//
+//	audit AUDITID AUDITHASH
 func (s *Seal) Statement(id uint64) []byte {
-	return fmt.Appendf(nil, "smimed seal v1\nseal %d\nfirst %d\nlast %d\nroot %s\nprev_seal %d %s\nhead %s\n",
-		id, s.First, s.Last, s.Root, s.PrevSeal, s.PrevSealHash, s.Head)
+	version := 1
+	if s.AuditID != 0 {
+		version = 2
+	}
+	b := fmt.Appendf(nil, "smimed seal v%d\nseal %d\nfirst %d\nlast %d\nroot %s\nprev_seal %d %s\nhead %s\n",
+		version, id, s.First, s.Last, s.Root, s.PrevSeal, s.PrevSealHash, s.Head)
+	if s.AuditID != 0 {
+		b = fmt.Appendf(b, "audit %d %s\n", s.AuditID, s.AuditHash)
+	}
+	return b
 }
 
 // Digest is SHA-256 of the statement.
@@ -130,6 +147,12 @@ func (a *Archive) SealRecords() (*Record, error) {
 		}
 		s.Root = hex.EncodeToString(merkleRoot(hashes))
 		s.Head = hex.EncodeToString(head[8:])
+		if ah := meta.Get(keyAuditHead); ah != nil {
+			if len(ah) != 8+sha256.Size {
+				return fmt.Errorf("%w: audit chain head", ErrCorrupt)
+			}
+			s.AuditID, s.AuditHash = binary.BigEndian.Uint64(ah), hex.EncodeToString(ah[8:])
+		}
 		id, err := recs.NextSequence()
 		if err != nil {
 			return err

@@ -269,10 +269,8 @@ func rewrite(t *testing.T, db *bbolt.DB, from uint64) {
 		changed := false
 		for _, id := range ids {
 			v := b.Get(u64(id))
-			var m map[string]any
-			dec := json.NewDecoder(bytes.NewReader(v[32:]))
-			dec.UseNumber()
-			if err := dec.Decode(&m); err != nil {
+			m, err := bodyMap(v)
+			if err != nil {
 				return err
 			}
 			if id >= from {

@@ -109,6 +109,9 @@ func (a *Archive) verify(ev *EvidenceOptions, progress func(done, total int)) (*
 		res.Problems = append(res.Problems, Problem{ID: headID, What: "the chain head does not match the last record's hash"})
 	}
 	v.unlisted()
+	if err := v.sealedAuditLog(); err != nil {
+		return nil, fmt.Errorf("archive: verify: %w", err)
+	}
 	if err := v.checkIndexes(); err != nil {
 		return nil, fmt.Errorf("archive: verify: %w", err)
 	}
@@ -153,6 +156,14 @@ type verifier struct {
 	leaves   [][]byte
 	lastSeal uint64
 	sealHash []byte
+	// sealedAudit: the audit log heads the seals name, checked against
+	// the log after the walk (sealedAuditLog).
+	sealedAudit []sealedAudit
+}
+
+type sealedAudit struct {
+	seal, id uint64
+	hash     string
 }
 
 func (a *Archive) readHead(res *VerifyResult) (id uint64, head []byte, err error) {

@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"time"
 
+	"go.etcd.io/bbolt"
+
 	"github.com/smimed/smimed/archive/timestamp"
 )
 
@@ -101,6 +103,36 @@ func (v *verifier) seal(r *Record, prev, stored []byte) {
 	if s.Root != hex.EncodeToString(merkleRoot(leaves)) {
 		bad("the Merkle root of records %d to %d does not match: a record was changed after sealing", s.First, s.Last)
 	}
+	if s.AuditID != 0 {
+		v.sealedAudit = append(v.sealedAudit, sealedAudit{seal: r.ID, id: s.AuditID, hash: s.AuditHash})
+	}
+}
+
+// sealedAuditLog checks that each audit log head a seal names is still
+// there with that hash: the audit chain up to it is then as it was when
+// the seal was made (its entries' hashes chain to it), even if someone
+// rebuilt the whole chain after changing an entry, which VerifyAudit alone
+// cannot tell.
+func (v *verifier) sealedAuditLog() error {
+	if len(v.sealedAudit) == 0 {
+		return nil
+	}
+	return v.a.db.View(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketAudit)
+		for _, sa := range v.sealedAudit {
+			var got []byte
+			if b != nil {
+				got = b.Get(u64(sa.id))
+			}
+			switch {
+			case len(got) < sha256.Size:
+				v.res.Problems = append(v.res.Problems, Problem{ID: sa.seal, What: fmt.Sprintf("seal: the audit log entry %d it sealed is gone (audit entries deleted)", sa.id)})
+			case hex.EncodeToString(got[:sha256.Size]) != sa.hash:
+				v.res.Problems = append(v.res.Problems, Problem{ID: sa.seal, What: fmt.Sprintf("seal: the audit log entry %d it sealed has another hash now: the audit log up to it was changed after the seal", sa.id)})
+			}
+		}
+		return nil
+	})
 }
 
 // checkEvidence judges the tokens of every seal, and looks for evidence
