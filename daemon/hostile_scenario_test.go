@@ -57,9 +57,13 @@ func TestScenarioHostileThenOrdinary(t *testing.T) {
 	e.d.Deliver(t, "ceo", "INBOX", numbered(testenv.Testdata(t, "msg", "plain.eml"), 0))
 	waitArchived(t, svc, logs, 1)
 
-	limit := 3 * time.Second
+	// A bound against a stall (before the engine's budgets, such a
+	// message held the worker for minutes), not a speed target: those are
+	// the benchmarks'. It is wide, because at a load of 20 the 3 s (8 s
+	// under -race) it was failed now and then.
+	limit := 10 * time.Second
 	if raceEnabled() {
-		limit = 8 * time.Second
+		limit = 20 * time.Second
 	}
 	start := time.Now()
 	e.d.Deliver(t, "ceo", "INBOX", hostileEnveloped())
