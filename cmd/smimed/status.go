@@ -15,6 +15,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/smimed/smimed/archive"
+	"github.com/smimed/smimed/archive/worm"
 	"github.com/smimed/smimed/daemon"
 	"github.com/smimed/smimed/daemon/admin"
 	"github.com/smimed/smimed/daemon/config"
@@ -80,6 +82,12 @@ func statusMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, st.Error)
 		if st.Folders, storeErr = statusCheckpoints(cfg); storeErr != nil {
 			fmt.Fprintf(stderr, "smimed status: %v\n", storeErr)
+		} else if cfg.Archive.Worm != nil {
+			// The backlog is in the state file: what waits for the
+			// bucket is known without the service.
+			if st.Worm, err = statusWormOffline(cfg); err != nil {
+				fmt.Fprintf(stderr, "smimed status: %v\n", err)
+			}
 		}
 	}
 	if st.Folders == nil {
@@ -93,6 +101,7 @@ func statusMain(args []string, stdout, stderr io.Writer) int {
 		err = statusPrint(stdout, st, time.Now(), isTerminal(stdout))
 	} else if storeErr == nil {
 		err = statusPrintCheckpoints(stdout, cfg.StorePath(), st.Folders)
+		statusPrintWorm(stdout, st.Worm)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "smimed status: %v\n", err)
@@ -110,6 +119,29 @@ func statusCheckpoints(cfg *config.Config) ([]admin.FolderStatus, error) {
 	}
 	defer env.Close()
 	return daemon.StoreCheckpoints(env.State)
+}
+
+// statusWormOffline is the WORM copy's backlog read from cfg's state file
+// (read-only) when no service runs; it has no counters.
+func statusWormOffline(cfg *config.Config) (*admin.WormStatus, error) {
+	env, err := admin.Open(cfg, admin.Read)
+	if err != nil {
+		return nil, err
+	}
+	defer env.Close()
+	a, err := archive.Open(cfg.ArchiveDir(), env.State)
+	if err != nil {
+		return nil, err
+	}
+	head, _, err := a.Head()
+	if err != nil {
+		return nil, err
+	}
+	bl, err := worm.ReadBacklog(env.State.Bolt(), head)
+	if err != nil {
+		return nil, fmt.Errorf("the WORM outbox: %w", err)
+	}
+	return &admin.WormStatus{Bucket: cfg.Archive.Worm.Bucket, Backlog: bl, Offline: true}, nil
 }
 
 // statusPrint writes a running daemon's status as a table, the folders'
@@ -192,8 +224,12 @@ func statusPrintWorm(w io.Writer, ws *admin.WormStatus) {
 		return
 	}
 	b := ws.Backlog
-	fmt.Fprintf(w, "\nWORM copy (bucket %s): %d objects and %d legal holds waiting (oldest queued %s), %d records not yet queued; since start %d uploaded, %d failures\n",
-		clean(ws.Bucket), b.Objects, b.Holds, statusTime(b.Oldest), b.Unqueued, ws.Stats.Uploaded, ws.Stats.Failures)
+	since := fmt.Sprintf("since start %d uploaded, %d failures", ws.Stats.Uploaded, ws.Stats.Failures)
+	if ws.Offline {
+		since = "not uploading: the service is not running"
+	}
+	fmt.Fprintf(w, "\nWORM copy (bucket %s): %d objects and %d legal holds waiting (oldest queued %s), %d records not yet queued; %s\n",
+		clean(ws.Bucket), b.Objects, b.Holds, statusTime(b.Oldest), b.Unqueued, since)
 	if b.LastError != "" {
 		fmt.Fprintf(w, "  last error: %s\n", clean(b.LastError))
 	}

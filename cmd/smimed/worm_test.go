@@ -47,6 +47,11 @@ func TestArchiveVerifyEvidenceWorm(t *testing.T) {
 	if code != exitOK || !strings.Contains(out, "WORM copy (bucket locked): compared 0 objects: no problems; 0 objects waiting in the outbox, 8 records not yet queued") {
 		t.Fatalf("verify --evidence before the upload: exit %d\n%s%s", code, out, errOut)
 	}
+	// status without the service reads the backlog from the state file.
+	wantStatus := "WORM copy (bucket locked): 0 objects and 0 legal holds waiting (oldest queued -), 8 records not yet queued; not uploading: the service is not running"
+	if code, out, errOut := runCmd(nil, "status", "--config", f.cfg); code != exitFailed || !strings.Contains(out, wantStatus) {
+		t.Fatalf("status without the service: exit %d\n%s%s\nwant %q", code, out, errOut, wantStatus)
+	}
 	// The uploader, as the service runs it, with the configured client:
 	// 8 records, 7 originals and 1 plaintext (only sign-then-encrypt.eml
 	// was decrypted; the others' plaintext is their original).
@@ -76,6 +81,9 @@ func TestArchiveVerifyEvidenceWorm(t *testing.T) {
 	code, out, errOut = runCmd(nil, "archive", "verify", "--evidence", "--config", f.cfg)
 	if code != exitOK || !strings.Contains(out, "compared 16 objects: no problems; 0 objects waiting") {
 		t.Fatalf("verify --evidence after the upload: exit %d\n%s%s", code, out, errOut)
+	}
+	if _, out, _ := runCmd(nil, "status", "--config", f.cfg); !strings.Contains(out, "0 objects and 0 legal holds waiting (oldest queued -), 0 records not yet queued") {
+		t.Fatalf("status after the upload:\n%s", out)
 	}
 	// Someone with smimed's key writes a new version of an original.
 	raw := f.byKey["plain.eml"].raw

@@ -78,6 +78,9 @@ type WormStatus struct {
 	Bucket  string       `json:"bucket"`
 	Backlog worm.Backlog `json:"backlog"`
 	Stats   worm.Stats   `json:"stats"`
+	// Offline: read from the state file without the service (no
+	// counters, nothing uploading).
+	Offline bool `json:"offline,omitempty"`
 }
 
 // FolderStatus is one account's folder. Without a daemon only Account,
