@@ -4,6 +4,7 @@ package harvest
 // (a certificate, a header, an SMTP envelope, the configuration).
 
 import (
+	"fmt"
 	"strings"
 
 	"golang.org/x/net/idna"
@@ -38,4 +39,12 @@ func NormalizeAddress(addr string) string {
 		return strings.ToLower(addr)
 	}
 	return strings.ToLower(addr[:i+1]) + ASCIIDomain(addr[i+1:])
+}
+
+func normalizeEmail(email string) (string, error) {
+	e := NormalizeAddress(strings.TrimSpace(email))
+	if e == "" || !strings.Contains(e, "@") {
+		return "", fmt.Errorf("%w: %q", ErrBadAddress, email)
+	}
+	return e, nil
 }
