@@ -45,7 +45,6 @@ package admin
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -55,16 +54,11 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/user"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/smimed/smimed/archive"
 	"github.com/smimed/smimed/archive/worm"
@@ -280,143 +274,6 @@ func (s *controlServer) accept() {
 	}
 }
 
-// peerPolicy decides who may use the control socket.
-type peerPolicy struct {
-	uid      int    // the daemon's own user
-	gid      int    // the service's group
-	group    string // its name, for the refusal
-	groupsOf func(uid int) ([]int, error)
-	// auditorGID is the auditors' group (-1: none), auditorQuery what
-	// they may see.
-	auditorGID   int
-	auditorQuery *archive.Query
-}
-
-// access is the policy as the roles see it.
-func (p *peerPolicy) access() Access {
-	return Access{ServiceUID: p.uid, AuditorGID: p.auditorGID, AuditorQuery: p.auditorQuery}
-}
-
-// allow accepts root, the daemon's user, and members of its group (the
-// peer's primary group, or one of its user's supplementary groups).
-func (p *peerPolicy) allow(cred unix.Ucred) error {
-	uid, gid := int(cred.Uid), int(cred.Gid)
-	if uid == 0 || uid == p.uid || gid == p.gid {
-		return nil
-	}
-	if groups, err := p.groupsOf(uid); err == nil && (slices.Contains(groups, p.gid) || (p.auditorGID >= 0 && slices.Contains(groups, p.auditorGID))) {
-		return nil
-	}
-	if p.auditorGID >= 0 && gid == p.auditorGID {
-		return nil
-	}
-	return fmt.Errorf("%w: uid %d is not root, the service user, or in group %s", ErrPeerRefused, uid, p.group)
-}
-
-// writeOps are the ops that change the store or the archive, or copy all
-// of it (backup: every record and certificate at once): only root and the
-// service user may ask for them. Members of the group read: list, get,
-// message (show, export), verify, audit, status and the certs_* reads.
-var writeOps = map[string]string{
-	"retry":        "archive retry",
-	"backup":       "backup",
-	opCertsTrust:   "certs trust",
-	opCertsUntrust: "certs untrust",
-	opCRLImport:    "certs crl import",
-	opCertsImport:  "certs import",
-	opHoldAdd:      "archive hold add",
-	opHoldRemove:   "archive hold remove",
-	opRestrict:     "archive restrict",
-	opPurgePlan:    "archive purge --plan",
-	opPurgeApprove: "archive purge --approve",
-}
-
-// mayWrite refuses a write op (writeOps) to anyone but root and the
-// daemon's own user; every other op passes (allow decided who connects).
-func (p *peerPolicy) mayWrite(c Caller, op string) error {
-	if c.Role == RoleAuditor && !slices.Contains(auditorOps, op) {
-		return fmt.Errorf("%w: %s: uid %d is an auditor and may only read and export", ErrPeerRefused, opName(op), c.UID)
-	}
-	name, write := writeOps[op]
-	if !write || isAdmin(c, p.uid) {
-		return nil
-	}
-	return fmt.Errorf("%w: %s needs root or the service user; uid %d, a member of group %s, may only read", ErrPeerRefused, name, c.UID, p.group)
-}
-
-// isAdmin is the rule for every change of smimed's state through the
-// admin API (writeOps): root and the service user may, nobody else.
-func isAdmin(c Caller, serviceUID int) bool {
-	return c.UID == 0 || c.UID == serviceUID
-}
-
-// refusedDetail describes a refused request for the audit log.
-func refusedDetail(req *controlRequest) string {
-	d := opName(req.Op)
-	if req.Match != "" {
-		d += " certificate=" + req.Match
-	}
-	if len(req.IDs) > 0 {
-		d += fmt.Sprintf(" ids=%d", len(req.IDs))
-	}
-	return d
-}
-
-// opName is how a refusal names op.
-func opName(op string) string {
-	if n, ok := writeOps[op]; ok {
-		return n
-	}
-	return op
-}
-
-// supplementaryGroups are the groups uid's user is a member of.
-func supplementaryGroups(uid int) ([]int, error) {
-	u, err := user.LookupId(strconv.Itoa(uid))
-	if err != nil {
-		return nil, err
-	}
-	ids, err := u.GroupIds()
-	if err != nil {
-		return nil, err
-	}
-	var out []int
-	for _, id := range ids {
-		if n, err := strconv.Atoi(id); err == nil {
-			out = append(out, n)
-		}
-	}
-	return out, nil
-}
-
-func groupName(gid int) string {
-	if g, err := user.LookupGroupId(strconv.Itoa(gid)); err == nil {
-		return g.Name
-	}
-	return strconv.Itoa(gid)
-}
-
-// peerCredentials reads the connecting process's pid, uid and gid as the
-// kernel recorded them at connect time.
-func peerCredentials(c *net.UnixConn) (*unix.Ucred, error) {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	err = raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	})
-	if err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return nil, fmt.Errorf("SO_PEERCRED: %w", err)
-	}
-	return cred, nil
-}
-
 // serve answers one connection.
 func (s *controlServer) serve(c *net.UnixConn) {
 	defer func() {
@@ -592,138 +449,6 @@ func (s *controlServer) do(ctx context.Context, api ArchiveAPI, req *controlRequ
 		err = fw.err
 	}
 	return end, err
-}
-
-// controlRequest is the line a client sends.
-type controlRequest struct {
-	Op       string         `json:"op"`
-	Query    *archive.Query `json:"query,omitempty"`    // list
-	ID       uint64         `json:"id,omitempty"`       // get, message
-	Original bool           `json:"original,omitempty"` // message
-	Evidence bool           `json:"evidence,omitempty"` // verify: the seals' tokens too
-	OpenSSL  bool           `json:"openssl,omitempty"`  // verify with evidence: and by openssl ts -verify
-	IDs      []uint64       `json:"ids,omitempty"`      // retry; none: every undecryptable record
-	Since    time.Time      `json:"since,omitzero"`     // audit
-	Match    string         `json:"match,omitempty"`    // certs_*: an address or a fingerprint
-	All      bool           `json:"all,omitempty"`      // certs_trust: for every address
-	Data     []byte         `json:"data,omitempty"`     // certs_crl_import: the CRL; certs_import: the certificates (base64 in JSON)
-	Emails   []string       `json:"emails,omitempty"`   // certs_import: the addresses (none: the certificate's)
-	Trust    bool           `json:"trust,omitempty"`    // certs_import: also trust it (pinned)
-	// Command is the admin command making the request (WithAuditCommand).
-	Command string `json:"command,omitempty"`
-	// hold_add, hold_remove: the case; hold_add, restrict: the reason;
-	// restrict: lift; purge_approve: the plan.
-	Case   string `json:"case,omitempty"`
-	Reason string `json:"reason,omitempty"`
-	Lift   bool   `json:"lift,omitempty"`
-	Plan   string `json:"plan,omitempty"`
-}
-
-func (r *controlRequest) query() archive.Query {
-	if r.Query == nil {
-		return archive.Query{}
-	}
-	return *r.Query
-}
-
-// The ops of the certificate store and of the daemon's state.
-const (
-	opCertsList        = "certs_list"
-	opCertsEmail       = "certs_email"
-	opCertsFingerprint = "certs_fingerprint"
-	opCertsCertificate = "certs_certificate"
-	opCertsIMs         = "certs_intermediates"
-	opCertsTrust       = "certs_trust"
-	opCertsUntrust     = "certs_untrust"
-	opCRLs             = "certs_crls"
-	opCRLImport        = "certs_crl_import"
-	opCertsImport      = "certs_import"
-	opStatus           = "status"
-	opHolds            = "holds"
-	opHoldAdd          = "hold_add"
-	opHoldRemove       = "hold_remove"
-	opRestrict         = "restrict"
-	opPurgePlan        = "purge_plan"
-	opPurgeApprove     = "purge_approve"
-)
-
-var controlOps = []string{"ping", "list", "get", "message", "verify", "proof", opVerifyWorm, "retry", "backup", "audit",
-	opCertsList, opCertsEmail, opCertsFingerprint, opCertsCertificate, opCertsIMs, opCertsTrust, opCertsUntrust, opCRLs, opCRLImport, opCertsImport, opStatus,
-	opHolds, opHoldAdd, opHoldRemove, opRestrict, opPurgePlan, opPurgeApprove}
-
-// importOp reports whether op carries a file (a CRL, certificates), and
-// so may be larger than other requests (up to maxImportRequestSize).
-func importOp(op string) bool { return op == opCRLImport || op == opCertsImport }
-
-// decodeRequest reads and checks a request line: exactly one JSON object,
-// no unknown fields, a known op with what it needs.
-func decodeRequest(line []byte) (*controlRequest, error) {
-	if len(line) > maxImportRequestSize {
-		return nil, fmt.Errorf("request larger than %d KiB", maxImportRequestSize>>10)
-	}
-	dec := json.NewDecoder(bytes.NewReader(line))
-	dec.DisallowUnknownFields()
-	var req controlRequest
-	if err := dec.Decode(&req); err != nil {
-		return nil, fmt.Errorf("not a JSON request: %w", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("more than one JSON value on the request line")
-	}
-	if !slices.Contains(controlOps, req.Op) {
-		return nil, fmt.Errorf("unknown op %q (want one of %s)", req.Op, strings.Join(controlOps, ", "))
-	}
-	if len(line) > maxRequestSize && !importOp(req.Op) {
-		return nil, fmt.Errorf("request larger than %d KiB", maxRequestSize>>10)
-	}
-	switch req.Op {
-	case "list":
-		q := req.query()
-		if err := q.Check(); err != nil {
-			return nil, fmt.Errorf("query: %w", err)
-		}
-	case opHoldAdd, opHoldRemove:
-		if req.Case == "" {
-			return nil, fmt.Errorf("%s needs a case name", req.Op)
-		}
-		q := req.query()
-		if err := q.Check(); err != nil {
-			return nil, fmt.Errorf("query: %w", err)
-		}
-	case opPurgeApprove:
-		if req.Plan == "" {
-			return nil, fmt.Errorf("%s needs a plan", req.Op)
-		}
-	case "get", "message", "proof", opRestrict:
-		if req.ID == 0 {
-			return nil, fmt.Errorf("%s needs a record id", req.Op)
-		}
-	case "retry":
-		if len(req.IDs) > maxRetryIDs {
-			return nil, fmt.Errorf("retry of %d records: at most %d at once", len(req.IDs), maxRetryIDs)
-		}
-	case opCertsEmail, opCertsFingerprint, opCertsCertificate, opCertsTrust, opCertsUntrust:
-		if req.Match == "" {
-			return nil, fmt.Errorf("%s needs an address or fingerprint (match)", req.Op)
-		}
-	case opCRLImport:
-		if len(req.Data) == 0 || len(req.Data) > MaxCRLImport {
-			return nil, fmt.Errorf("%s needs the CRL (data), at most %d bytes", req.Op, MaxCRLImport)
-		}
-	case opCertsImport:
-		if len(req.Data) == 0 || len(req.Data) > MaxCRLImport {
-			return nil, fmt.Errorf("%s needs the certificates (data), at most %d bytes", req.Op, MaxCRLImport)
-		}
-		if len(req.Emails) > harvest.MaxCertificates {
-			return nil, fmt.Errorf("%s: at most %d addresses", req.Op, harvest.MaxCertificates)
-		}
-	}
-	switch req.Command {
-	case "", CommandFailed, CommandExport:
-	default:
-		return nil, fmt.Errorf("unknown command %q", req.Command)
-	}
-	return &req, nil
 }
 
 // readLine reads one line (with its "\n") of at most max bytes.
