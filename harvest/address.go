@@ -1,9 +1,14 @@
 package harvest
 
 // Addresses and domains as smimed compares them, wherever they come from
-// (a certificate, a header, an SMTP envelope, the configuration).
+// (a certificate, a header, an SMTP envelope, the configuration), and the
+// addresses a certificate names or a verified chain vouches for.
 
 import (
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/asn1"
+	"encoding/hex"
 	"fmt"
 	"strings"
 
@@ -47,4 +52,73 @@ func normalizeEmail(email string) (string, error) {
 		return "", fmt.Errorf("%w: %q", ErrBadAddress, email)
 	}
 	return e, nil
+}
+
+// Fingerprint is the lower-case hex SHA-256 of a certificate's DER.
+func Fingerprint(c *x509.Certificate) string {
+	sum := sha256.Sum256(c.Raw)
+	return hex.EncodeToString(sum[:])
+}
+
+// CertEmails lists a certificate's addresses (NormalizeAddress): SAN rfc822Name
+// entries and subject emailAddress attributes (RFC 8550 section 3).
+func CertEmails(c *x509.Certificate) []string {
+	var out []string
+	seen := map[string]bool{}
+	add := func(s string) {
+		s = NormalizeAddress(strings.TrimSpace(s))
+		if s != "" && !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	for _, e := range firstAddresses(c.EmailAddresses) {
+		add(e)
+	}
+	for _, n := range firstNames(c.Subject.Names) {
+		if n.Type.Equal(oidEmailAddress) {
+			if s, ok := n.Value.(string); ok {
+				add(s)
+			}
+		}
+	}
+	return out
+}
+
+var oidEmailAddress = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 1}
+
+// BoundEmails lists the addresses a verified chain vouches for
+// (NormalizeAddress):
+// the SAN rfc822Names; only when there are none, the subject emailAddress
+// attributes (RFC 8550 section 3) — and not even those when a CA in the
+// chain has email name constraints, which Go (like RFC 5280) applies to
+// SANs only.
+func BoundEmails(c *x509.Certificate, chain []*x509.Certificate) []string {
+	if len(c.EmailAddresses) > 0 {
+		var out []string
+		for _, e := range firstAddresses(c.EmailAddresses) {
+			if e = NormalizeAddress(strings.TrimSpace(e)); e != "" && !contains(out, e) {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	for _, ca := range chain {
+		if len(ca.PermittedEmailAddresses) > 0 || len(ca.ExcludedEmailAddresses) > 0 {
+			return nil
+		}
+	}
+	return CertEmails(c)
+}
+
+func contains(list []string, s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, e := range list {
+		if e == s {
+			return true
+		}
+	}
+	return false
 }

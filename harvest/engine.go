@@ -10,10 +10,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/asn1"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -587,39 +584,6 @@ func (w *walker) sigError(layer int, reason string) {
 	w.rep.Signatures = append(w.rep.Signatures, Signature{Status: StatusError, Reason: reason, Layer: layer})
 }
 
-// Fingerprint is the lower-case hex SHA-256 of a certificate's DER.
-func Fingerprint(c *x509.Certificate) string {
-	sum := sha256.Sum256(c.Raw)
-	return hex.EncodeToString(sum[:])
-}
-
-// CertEmails lists a certificate's addresses, lower-cased: SAN rfc822Name
-// entries and subject emailAddress attributes (RFC 8550 section 3).
-func CertEmails(c *x509.Certificate) []string {
-	var out []string
-	seen := map[string]bool{}
-	add := func(s string) {
-		s = NormalizeAddress(strings.TrimSpace(s))
-		if s != "" && !seen[s] {
-			seen[s] = true
-			out = append(out, s)
-		}
-	}
-	for _, e := range firstAddresses(c.EmailAddresses) {
-		add(e)
-	}
-	for _, n := range firstNames(c.Subject.Names) {
-		if n.Type.Equal(oidEmailAddress) {
-			if s, ok := n.Value.(string); ok {
-				add(s)
-			}
-		}
-	}
-	return out
-}
-
-var oidEmailAddress = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 1}
-
 func (w *walker) storeCertificates() []*x509.Certificate {
 	if w.storeRead || w.e.reader() == nil {
 		return w.storeCerts
@@ -772,41 +736,6 @@ func (w *walker) judgeCertificate(v *Signature, si *cms.SignerInfo, sd *cms.Sign
 }
 
 const reasonNoChain = "no chain to a trust anchor"
-
-// BoundEmails lists the addresses a verified chain vouches for, lower-cased:
-// the SAN rfc822Names; only when there are none, the subject emailAddress
-// attributes (RFC 8550 section 3) — and not even those when a CA in the
-// chain has email name constraints, which Go (like RFC 5280) applies to
-// SANs only.
-func BoundEmails(c *x509.Certificate, chain []*x509.Certificate) []string {
-	if len(c.EmailAddresses) > 0 {
-		var out []string
-		for _, e := range firstAddresses(c.EmailAddresses) {
-			if e = NormalizeAddress(strings.TrimSpace(e)); e != "" && !contains(out, e) {
-				out = append(out, e)
-			}
-		}
-		return out
-	}
-	for _, ca := range chain {
-		if len(ca.PermittedEmailAddresses) > 0 || len(ca.ExcludedEmailAddresses) > 0 {
-			return nil
-		}
-	}
-	return CertEmails(c)
-}
-
-func contains(list []string, s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, e := range list {
-		if e == s {
-			return true
-		}
-	}
-	return false
-}
 
 func (w *walker) signerAddress(c *x509.Certificate) string {
 	es := CertEmails(c)
