@@ -18,18 +18,27 @@ import (
 // ASCIIDomain is the domain d as smimed compares domains: lower case,
 // without a trailing dot, with internationalised labels as A-labels (RFC
 // 5890; "Bücher.example" is "xn--bcher-kva.example"), the form
-// certificates carry (RFC 5280 4.2.1.6) and SMTP without SMTPUTF8 uses. A
-// name IDNA refuses (e.g. with "_") is only lower-cased.
+// certificates carry (RFC 5280 4.2.1.6) and SMTP without SMTPUTF8 uses.
+//
+// Only a domain already written in canonical U-labels is converted: IDNA's
+// lookup mapping would also fold lookalikes into another domain (fullwidth
+// "ｏｒｇ", an invisible soft hyphen, "。" for a dot), and a sender written so
+// must not compare equal to the one an MTA checked under its real
+// spelling. Such a name, and one IDNA refuses (e.g. with "_"), is only
+// lower-cased.
 func ASCIIDomain(d string) string {
 	d = strings.TrimRight(d, ".")
 	for i := 0; i < len(d); i++ {
 		if d[i] >= 0x80 {
-			if a, err := idna.Lookup.ToASCII(d); err == nil {
-				// The mapping makes dots of lookalikes ("。"): a
-				// trailing one goes too.
-				return strings.TrimRight(a, ".")
+			lower := strings.ToLower(d)
+			a, err := idna.Lookup.ToASCII(lower)
+			if err != nil {
+				return lower
 			}
-			return strings.ToLower(d)
+			if u, err := idna.Lookup.ToUnicode(a); err != nil || u != lower {
+				return lower // IDNA had to map it: another string than written
+			}
+			return a
 		}
 	}
 	return strings.ToLower(d)

@@ -20,7 +20,14 @@ func TestASCIIDomain(t *testing.T) {
 		"Partner.Example.":      "partner.example",
 		"under_score.example":   "under_score.example", // ASCII: only lower-cased
 		"bad_ü.example":         "bad_ü.example",       // refused by IDNA: only lower-cased
-		"":                      "",
+		// Lookalikes IDNA's mapping would fold into another domain stay
+		// as written (lower-cased): fullwidth letters, a soft hyphen, a
+		// decomposed ü, an ideographic full stop.
+		"ｏｒｇ.example":          "ｏｒｇ.example",
+		"o\u00adrg.example":    "o\u00adrg.example",
+		"bu\u0308cher.example": "bu\u0308cher.example",
+		"partner。example":      "partner。example",
+		"":                     "",
 	} {
 		if got := ASCIIDomain(in); got != want {
 			t.Errorf("ASCIIDomain(%q) = %q, want %q", in, got, want)

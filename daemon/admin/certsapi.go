@@ -234,7 +234,7 @@ func (l *LocalCerts) Import(ctx context.Context, data []byte, emails []string, t
 	}
 	for i, e := range emails {
 		// Checked before the audit entry: a refused import is no change.
-		emails[i] = strings.ToLower(strings.TrimSpace(e))
+		emails[i] = harvest.NormalizeAddress(strings.TrimSpace(e))
 		if !slices.Contains(own, emails[i]) {
 			return nil, fmt.Errorf("%w: %q (%s names %s)", harvest.ErrNotForAddress, e, fp, strings.Join(own, ", "))
 		}

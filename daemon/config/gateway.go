@@ -232,7 +232,7 @@ func parseGateway(raw *rawGateway, dir string, addf func(string, ...any)) *Gatew
 	dur("data_timeout", raw.DataTimeout, 10*time.Second, &g.DataTimeout)
 	parseIntRange("gateway.max_recipients", raw.MaxRecipients, 1, 100000, &g.MaxRecipients, addf)
 	parseIntRange("gateway.max_sessions", raw.MaxSessions, 1, 100000, &g.MaxSessions, addf)
-	seen := map[string]bool{}
+	seen := map[string]int{} // normalised match → its entry
 	for i, p := range raw.Policy {
 		key := fmt.Sprintf("gateway.policy[%d]", i)
 		m := normMatch(p.Match)
@@ -240,11 +240,17 @@ func parseGateway(raw *rawGateway, dir string, addf func(string, ...any)) *Gatew
 			addf("%s.match: %q %v", key, p.Match, err)
 			continue
 		}
-		if seen[m] {
-			addf("%s.match: %q is matched by an earlier entry already", key, p.Match)
+		if j, dup := seen[m]; dup {
+			// One domain written twice, e.g. in U-labels and in
+			// A-labels (a configuration of an earlier version, which
+			// told them apart): the same settings are one rule.
+			if q := raw.Policy[j]; q.Encrypt == p.Encrypt && q.Sign == p.Sign {
+				continue
+			}
+			addf("%s.match: %q is the same as gateway.policy[%d]'s %q (%s), with other settings: keep one", key, p.Match, j, raw.Policy[j].Match, m)
 			continue
 		}
-		seen[m] = true
+		seen[m] = i
 		if p.Encrypt == "" && p.Sign == "" {
 			addf("%s: set encrypt or sign (or both) for %q", key, p.Match)
 			continue

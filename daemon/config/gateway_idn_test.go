@@ -2,6 +2,7 @@ package config
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -46,7 +47,25 @@ encrypt = "always"
 		t.Errorf("policy matches = %q, want %q", got, want)
 	}
 
-	// One domain written both ways is one domain: the second is refused.
+	// One domain written both ways is one domain: with the same settings
+	// one rule (a configuration that listed both spellings still loads),
+	// with others refused, naming both entries.
+	same := writeFile(t, dir, "same.toml", `
+state_dir = "state"
+[gateway]
+listen = "127.0.0.1:10025"
+relay = "127.0.0.1:10026"
+internal_domains = ["org.example"]
+[[gateway.policy]]
+match = "bücher.test"
+encrypt = "always"
+[[gateway.policy]]
+match = "xn--bcher-kva.test"
+encrypt = "always"
+`)
+	if cfg, err := Load(same); err != nil || len(cfg.Gateway.Policies) != 1 {
+		t.Errorf("Load with both spellings, same settings = %v; want one rule", err)
+	}
 	dup := writeFile(t, dir, "dup.toml", `
 state_dir = "state"
 [gateway]
@@ -60,7 +79,7 @@ encrypt = "always"
 match = "xn--bcher-kva.test"
 encrypt = "never"
 `)
-	if _, err := Load(dup); err == nil {
-		t.Error("Load accepted the same domain in two policies (once in U-labels, once in A-labels)")
+	if _, err := Load(dup); err == nil || !strings.Contains(err.Error(), `gateway.policy[1].match: "xn--bcher-kva.test" is the same as gateway.policy[0]'s "bücher.test"`) {
+		t.Errorf("Load with both spellings, other settings = %v; want the second refused, naming the first", err)
 	}
 }

@@ -58,7 +58,11 @@ func parseSigning(raw []rawSigning, dir string, addf func(string, ...any)) []Sig
 				return false
 			}
 			if prev, dup := claimed[v]; dup {
-				addf("%s.%s[%d]: %s is already signed for by %s", key, field, j, v, prev)
+				// Listed twice in this entry (e.g. in U-labels and in
+				// A-labels): once is enough.
+				if prev != key {
+					addf("%s.%s[%d]: %s is already signed for by %s", key, field, j, v, prev)
+				}
 				return false
 			}
 			claimed[v] = key

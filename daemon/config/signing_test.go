@@ -51,7 +51,7 @@ cert_file = %q
 key_file = %q
 pss = true
 [[signing]]
-domains = ["org.example", "*.org.test", "*.Bücher.example"]
+domains = ["org.example", "*.org.test", "*.Bücher.example", "*.xn--bcher-kva.example"] # the last twice: once is enough
 cert_file = %q
 key_file = %q
 `, orgCert, orgKey, rsaCert, rsaKey, ecCert, ecKey))

@@ -141,7 +141,7 @@ func parseAddressList(v string) ([]string, error) {
 		// the one angle-addr, when there is exactly one, is the address.
 		if a := angleAddr(v); a != "" {
 			if one, err2 := p.Parse("<" + a + ">"); err2 == nil {
-				return []string{normAddr(one.Address)}, nil
+				return []string{strings.ToLower(one.Address)}, nil
 			}
 		}
 		return nil, err
@@ -151,7 +151,7 @@ func parseAddressList(v string) ([]string, error) {
 	}
 	out := make([]string, 0, len(list))
 	for _, a := range list {
-		out = append(out, normAddr(a.Address))
+		out = append(out, strings.ToLower(a.Address))
 	}
 	return out, nil
 }

@@ -207,7 +207,7 @@ func (p *Policy) Decide(f Facts, look Lookup) (Decision, error) {
 	}
 	if f.Allowed != nil {
 		for _, a := range f.From {
-			if a != normAddr(f.EnvelopeFrom) && !f.Allowed(a) {
+			if a != strings.ToLower(f.EnvelopeFrom) && !f.Allowed(a) {
 				d.Action = Refuse
 				reason("From %q is neither the envelope sender nor an address the upstream accepted for this login", a)
 				return d, nil
@@ -219,7 +219,7 @@ func (p *Policy) Decide(f Facts, look Lookup) (Decision, error) {
 		switch {
 		case len(f.From) != 1:
 			reason("%d From addresses: not signed", len(f.From))
-		case f.Allowed == nil && f.From[0] != normAddr(f.EnvelopeFrom):
+		case f.Allowed == nil && f.From[0] != strings.ToLower(f.EnvelopeFrom):
 			// A filter knows no login: the envelope sender, which the
 			// MTA checked, is the only address it may sign as.
 			reason("From %s is not the envelope sender: not signed", f.From[0])

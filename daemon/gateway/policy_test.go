@@ -245,16 +245,41 @@ func TestPolicyInternationalDomains(t *testing.T) {
 			t.Errorf("IsInternal(%s) = false", addr)
 		}
 	}
-	// From in U-labels (as header parsing gives it), the envelope in
-	// A-labels: one sender, so it is signed; the recipient's rule in
-	// U-labels refuses without a certificate.
+	// Sender and From spelled alike, in U-labels: signed with the
+	// identity (configured in A-labels); the recipient's rule in U-labels
+	// refuses without a certificate.
 	from, err := parseAddressList("CEO <ceo@Bücher.example>")
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := p.Decide(Facts{EnvelopeFrom: "ceo@xn--bcher-kva.example", From: from, Recipients: []string{"x@münchen.example"}}, idnLookup{})
+	d, err := p.Decide(Facts{EnvelopeFrom: "ceo@bücher.example", From: from, Recipients: []string{"x@münchen.example"}}, idnLookup{})
 	if err != nil || d.Action != Refuse || d.Signer == nil {
 		t.Errorf("Decide = %+v, %v; want refused (no certificate, encrypt always), with a signer", d, err)
+	}
+	// Spelled differently (the envelope in A-labels): the sender the MTA
+	// checked is not the From, so not signed.
+	d, err = p.Decide(Facts{EnvelopeFrom: "ceo@xn--bcher-kva.example", From: from, Recipients: []string{"x@p.example"}}, idnLookup{})
+	if err != nil || d.Signer != nil {
+		t.Errorf("Decide with the sender in A-labels, From in U-labels = %+v, %v; want not signed", d, err)
+	}
+}
+
+// A sender spelled with lookalikes that IDNA's mapping would fold into
+// the organisation's domain (fullwidth letters, a soft hyphen) is not the
+// organisation's: an MTA rule on org.example never saw it, so it must not
+// be signed as ceo@org.example (found by review: it was, with the CEO's
+// key).
+func TestPolicyLookalikeSender(t *testing.T) {
+	p := &Policy{Internal: []string{"org.example"}, Sign: config.SignAlways, Encrypt: config.EncryptIfPossible}
+	look := mapLookup{"a@p.example": true}
+	for _, sender := range []string{"ceo@ｏｒｇ.example", "ceo@o\u00adrg.example", "ceo@ORG.ｅxample"} {
+		d, err := p.Decide(Facts{EnvelopeFrom: sender, From: []string{"ceo@org.example"}, Recipients: []string{"a@p.example"}}, look)
+		if err != nil || d.Action != Pass || d.Signer != nil {
+			t.Errorf("sender %q, From ceo@org.example: %+v, %v; want passed unsigned", sender, d, err)
+		}
+		if p.IsInternal(sender) {
+			t.Errorf("IsInternal(%q) = true", sender)
+		}
 	}
 }
 
@@ -262,7 +287,8 @@ type idnLookup struct{}
 
 func (idnLookup) RecipientCert(string) (*Recipient, error) { return nil, nil }
 func (idnLookup) Signer(addr string) *Signer {
-	if addr == "ceo@xn--bcher-kva.example" {
+	// As config.Identities.For compares.
+	if normAddr(addr) == "ceo@xn--bcher-kva.example" {
 		return &Signer{}
 	}
 	return nil

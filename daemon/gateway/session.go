@@ -222,7 +222,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	// The upstream took a recipient from this sender: it accepts the
 	// address for the login. Not at MAIL: Postfix (smtpd_delay_reject)
 	// and others check the sender against the login at RCPT.
-	s.accepted[normAddr(s.from)] = true
+	s.accepted[strings.ToLower(s.from)] = true
 	s.rcpts = append(s.rcpts, to)
 	return nil
 }
@@ -300,4 +300,4 @@ func isSMTPError(err error) bool {
 // allowed tells whether the sender may sign as addr: in submission mode
 // only addresses the upstream accepted as MAIL FROM for this login, with
 // a recipient.
-func (s *session) allowed(addr string) bool { return s.accepted[normAddr(addr)] }
+func (s *session) allowed(addr string) bool { return s.accepted[strings.ToLower(addr)] }
