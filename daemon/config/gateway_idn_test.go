@@ -50,7 +50,8 @@ encrypt = "always"
 	// One domain written both ways is one domain: with the same settings
 	// one rule (a configuration that listed both spellings still loads),
 	// with others refused, naming both entries.
-	same := writeFile(t, dir, "same.toml", `
+	both := func(name, second string) string {
+		return writeFile(t, dir, name, `
 state_dir = "state"
 [gateway]
 listen = "127.0.0.1:10025"
@@ -61,24 +62,13 @@ match = "bücher.test"
 encrypt = "always"
 [[gateway.policy]]
 match = "xn--bcher-kva.test"
-encrypt = "always"
+encrypt = "`+second+`"
 `)
-	if cfg, err := Load(same); err != nil || len(cfg.Gateway.Policies) != 1 {
+	}
+	if cfg, err := Load(both("same.toml", "always")); err != nil || len(cfg.Gateway.Policies) != 1 {
 		t.Errorf("Load with both spellings, same settings = %v; want one rule", err)
 	}
-	dup := writeFile(t, dir, "dup.toml", `
-state_dir = "state"
-[gateway]
-listen = "127.0.0.1:10025"
-relay = "127.0.0.1:10026"
-internal_domains = ["org.example"]
-[[gateway.policy]]
-match = "bücher.test"
-encrypt = "always"
-[[gateway.policy]]
-match = "xn--bcher-kva.test"
-encrypt = "never"
-`)
+	dup := both("dup.toml", "never")
 	if _, err := Load(dup); err == nil || !strings.Contains(err.Error(), `gateway.policy[1].match: "xn--bcher-kva.test" is the same as gateway.policy[0]'s "bücher.test"`) {
 		t.Errorf("Load with both spellings, other settings = %v; want the second refused, naming the first", err)
 	}
