@@ -128,11 +128,15 @@ type Backlog struct {
 	LastError string    `json:"last_error,omitempty"`
 }
 
-// ReadBacklog counts the outbox in db (read-only opens too, for `smimed
-// status` without a service); head is the archive's last record id.
-func ReadBacklog(db *bbolt.DB, head uint64) (Backlog, error) {
+// ReadBacklog counts the outbox in db for the records of a (read-only opens
+// too, for `smimed status` without a service).
+func ReadBacklog(a *archive.Archive, db *state.DB) (Backlog, error) {
+	head, _, err := a.Head()
+	if err != nil {
+		return Backlog{}, err
+	}
 	var bl Backlog
-	err := db.View(func(tx *bbolt.Tx) error {
+	err = db.Bolt().View(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(bucketOutbox)
 		if b == nil || tx.Bucket(bucketMeta) == nil {
 			bl.Unqueued = head

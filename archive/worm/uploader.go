@@ -106,11 +106,7 @@ func (u *Uploader) Stats() Stats {
 // Backlog reads the outbox; LastError is the uploader's last failure
 // while it has not succeeded since (else an entry's).
 func (u *Uploader) Backlog() (Backlog, error) {
-	head, _, err := u.a.Head()
-	if err != nil {
-		return Backlog{}, err
-	}
-	bl, err := ReadBacklog(u.db.Bolt(), head)
+	bl, err := ReadBacklog(u.a, u.db)
 	u.mu.Lock()
 	if u.lastErr != "" {
 		bl.LastError = u.lastErr

@@ -31,11 +31,7 @@ type VerifyResult struct {
 // only when the archive, the outbox or the bucket cannot be read at all
 // (the bucket unreachable); a missing or different object is a Problem.
 func Verify(ctx context.Context, a *archive.Archive, db *state.DB, c *Client) (*VerifyResult, error) {
-	head, _, err := a.Head()
-	if err != nil {
-		return nil, fmt.Errorf("worm: verify: %w", err)
-	}
-	bl, err := ReadBacklog(db.Bolt(), head)
+	bl, err := ReadBacklog(a, db)
 	if err != nil {
 		return nil, fmt.Errorf("worm: verify: %w", err)
 	}

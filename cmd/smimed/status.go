@@ -80,14 +80,8 @@ func statusMain(args []string, stdout, stderr io.Writer) int {
 			Error:    fmt.Sprintf("smimed is not running (no control socket answered at %s)", strings.Join(cfg.ControlSocketPaths(), ", ")),
 		}
 		fmt.Fprintln(stderr, st.Error)
-		if st.Folders, storeErr = statusCheckpoints(cfg); storeErr != nil {
+		if st.Folders, st.Worm, storeErr = statusStored(cfg, stderr); storeErr != nil {
 			fmt.Fprintf(stderr, "smimed status: %v\n", storeErr)
-		} else if cfg.Archive.Worm != nil {
-			// The backlog is in the state file: what waits for the
-			// bucket is known without the service.
-			if st.Worm, err = statusWormOffline(cfg); err != nil {
-				fmt.Fprintf(stderr, "smimed status: %v\n", err)
-			}
 		}
 	}
 	if st.Folders == nil {
@@ -110,38 +104,31 @@ func statusMain(args []string, stdout, stderr io.Writer) int {
 	return code
 }
 
-// statusCheckpoints reads the checkpoints of cfg's state file, opened
-// read-only.
-func statusCheckpoints(cfg *config.Config) ([]admin.FolderStatus, error) {
+// statusStored reads what cfg's state file (opened once, read-only) says
+// without the service: the checkpoints and, with [archive.worm], the WORM
+// copy's backlog (no counters). A backlog that cannot be read is said on
+// stderr and left out.
+func statusStored(cfg *config.Config, stderr io.Writer) ([]admin.FolderStatus, *admin.WormStatus, error) {
 	env, err := admin.Open(cfg, admin.Read)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer env.Close()
-	return daemon.StoreCheckpoints(env.State)
-}
-
-// statusWormOffline is the WORM copy's backlog read from cfg's state file
-// (read-only) when no service runs; it has no counters.
-func statusWormOffline(cfg *config.Config) (*admin.WormStatus, error) {
-	env, err := admin.Open(cfg, admin.Read)
-	if err != nil {
-		return nil, err
+	folders, err := daemon.StoreCheckpoints(env.State)
+	if err != nil || cfg.Archive.Worm == nil {
+		return folders, nil, err
 	}
-	defer env.Close()
 	a, err := archive.Open(cfg.ArchiveDir(), env.State)
 	if err != nil {
-		return nil, err
+		fmt.Fprintf(stderr, "smimed status: %v\n", err)
+		return folders, nil, nil
 	}
-	head, _, err := a.Head()
+	bl, err := worm.ReadBacklog(a, env.State)
 	if err != nil {
-		return nil, err
+		fmt.Fprintf(stderr, "smimed status: the WORM outbox: %v\n", err)
+		return folders, nil, nil
 	}
-	bl, err := worm.ReadBacklog(env.State.Bolt(), head)
-	if err != nil {
-		return nil, fmt.Errorf("the WORM outbox: %w", err)
-	}
-	return &admin.WormStatus{Bucket: cfg.Archive.Worm.Bucket, Backlog: bl, Offline: true}, nil
+	return folders, &admin.WormStatus{Bucket: cfg.Archive.Worm.Bucket, Backlog: bl, Offline: true}, nil
 }
 
 // statusPrint writes a running daemon's status as a table, the folders'
