@@ -40,18 +40,18 @@ type Retention struct {
 // (an empty list matches all); within one list any entry matches.
 type RetentionRule struct {
 	Class       string
-	FromDomains []string // the From address's domain (harvest.ASCIIDomain)
+	FromDomains []string // the From address's domain (harvest.AddressDomain)
 	ToDomains   []string // the domain of any To or Cc address (the same)
 	Folders     []string // the IMAP folder fetched from, exactly
 	Accounts    []string // the account (mailbox) fetched for, exactly
 }
 
 func (ru *RetentionRule) match(r *Record) bool {
-	if len(ru.FromDomains) > 0 && !slices.Contains(ru.FromDomains, harvest.ASCIIDomain(domainOf(r.From))) {
+	if len(ru.FromDomains) > 0 && !slices.Contains(ru.FromDomains, harvest.AddressDomain(r.From)) {
 		return false
 	}
 	if len(ru.ToDomains) > 0 && !slices.ContainsFunc(r.To, func(a string) bool {
-		return slices.Contains(ru.ToDomains, harvest.ASCIIDomain(domainOf(a)))
+		return slices.Contains(ru.ToDomains, harvest.AddressDomain(a))
 	}) {
 		return false
 	}

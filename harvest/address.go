@@ -44,6 +44,16 @@ func ASCIIDomain(d string) string {
 	return strings.ToLower(d)
 }
 
+// AddressDomain is the domain of the address addr as ASCIIDomain gives
+// it, "" when addr has no "@".
+func AddressDomain(addr string) string {
+	i := strings.LastIndexByte(addr, '@')
+	if i < 0 {
+		return ""
+	}
+	return ASCIIDomain(addr[i+1:])
+}
+
 // NormalizeAddress is the address addr as smimed compares addresses: the
 // local part lower-cased (no mail system smimed meets tells case apart
 // there) and the domain as ASCIIDomain gives it.
@@ -52,7 +62,7 @@ func NormalizeAddress(addr string) string {
 	if i < 0 {
 		return strings.ToLower(addr)
 	}
-	return strings.ToLower(addr[:i+1]) + ASCIIDomain(addr[i+1:])
+	return strings.ToLower(addr[:i+1]) + AddressDomain(addr)
 }
 
 func normalizeEmail(email string) (string, error) {

@@ -16,8 +16,6 @@ import (
 	"strings"
 
 	"github.com/emersion/go-message/charset"
-
-	"github.com/smimed/smimed/harvest"
 )
 
 // maxHeader bounds the header block read (RFC 5322 sets no limit; 1 MiB
@@ -250,21 +248,3 @@ func asciiLower(s string) string {
 	}
 	return string(b)
 }
-
-// domainOf is the domain of an address as harvest.ASCIIDomain gives it,
-// "" when it has none.
-func domainOf(addr string) string {
-	i := strings.LastIndexByte(addr, '@')
-	if i < 0 {
-		return ""
-	}
-	return harvest.ASCIIDomain(addr[i+1:])
-}
-
-// normAddr is addr as the policy and the certificate store compare it
-// (harvest.NormalizeAddress): lower case, the domain without the trailing
-// dot of a fully qualified name ("a@partner.example." is delivered to
-// partner.example, so it must meet partner.example's policy and
-// certificate) and in A-labels ("a@bücher.example" and
-// "a@xn--bcher-kva.example" are one recipient).
-func normAddr(addr string) string { return harvest.NormalizeAddress(addr) }

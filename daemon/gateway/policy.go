@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/smimed/smimed/daemon/config"
+	"github.com/smimed/smimed/harvest"
 )
 
 // Policy is the part of [gateway] that a reload may change.
@@ -33,7 +34,7 @@ func PolicyOf(g *config.Gateway) *Policy {
 // IsInternal tells whether addr is in one of the organisation's domains
 // (a subdomain is not: internal_domains lists each).
 func (p *Policy) IsInternal(addr string) bool {
-	d := domainOf(addr)
+	d := harvest.AddressDomain(addr)
 	return d != "" && slices.Contains(p.Internal, d)
 }
 
@@ -42,7 +43,10 @@ func (p *Policy) IsInternal(addr string) bool {
 // above it, else [gateway]'s. A rule without a setting leaves it to the
 // next.
 func (p *Policy) For(addr string) (sign, encrypt string) {
-	addr = normAddr(addr)
+	// As the store compares it: "a@partner.example." is delivered to
+	// partner.example, so it meets partner.example's rules, and
+	// "a@bücher.example" is "a@xn--bcher-kva.example".
+	addr = harvest.NormalizeAddress(addr)
 	sign, encrypt = "", ""
 	for _, m := range matchOrder(addr) {
 		for _, r := range p.Rules {
@@ -69,7 +73,7 @@ func (p *Policy) For(addr string) (sign, encrypt string) {
 // matchOrder lists the matches that apply to addr, most specific first:
 // the address, the domain, then *.parent for each parent domain.
 func matchOrder(addr string) []string {
-	d := domainOf(addr)
+	d := harvest.AddressDomain(addr)
 	if d == "" {
 		return []string{addr}
 	}
@@ -285,7 +289,7 @@ func (p *Policy) Decide(f Facts, look Lookup) (Decision, error) {
 }
 
 // destination is where an MTA delivers the recipient addr, normalised
-// (normAddr): for an address in internal_domains whose local part routes
+// (harvest.NormalizeAddress): for an address in internal_domains whose local part routes
 // on ("carol%partner.example@org.example", "partner.example!carol@org.example";
 // Postfix's allow_percent_hack and swap_bangpath, both on by default,
 // rewrite these for its own domains) the address it routes to, so that
@@ -298,7 +302,7 @@ func (p *Policy) Decide(f Facts, look Lookup) (Decision, error) {
 // rather than looked up in the certificate store, which refuses an
 // address without a domain (and the message was answered 451 for ever).
 func (p *Policy) destination(addr string) string {
-	addr = normAddr(addr)
+	addr = harvest.NormalizeAddress(addr)
 	if !strings.Contains(addr, "@") && addr != "" && len(p.Internal) > 0 {
 		addr += "@" + p.Internal[0]
 	}
@@ -309,9 +313,9 @@ func (p *Policy) destination(addr string) string {
 		}
 		local := addr[:i]
 		if j := strings.LastIndexByte(local, '%'); j >= 0 {
-			addr = normAddr(local[:j] + "@" + local[j+1:])
+			addr = harvest.NormalizeAddress(local[:j] + "@" + local[j+1:])
 		} else if j := strings.IndexByte(local, '!'); j >= 0 {
-			addr = normAddr(local[j+1:] + "@" + local[:j])
+			addr = harvest.NormalizeAddress(local[j+1:] + "@" + local[:j])
 		} else {
 			return addr
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-message/charset"
 
 	"github.com/smimed/smimed/daemon/config"
+	"github.com/smimed/smimed/harvest"
 )
 
 func TestPolicyFor(t *testing.T) {
@@ -288,7 +289,7 @@ type idnLookup struct{}
 func (idnLookup) RecipientCert(string) (*Recipient, error) { return nil, nil }
 func (idnLookup) Signer(addr string) *Signer {
 	// As config.Identities.For compares.
-	if normAddr(addr) == "ceo@xn--bcher-kva.example" {
+	if harvest.NormalizeAddress(addr) == "ceo@xn--bcher-kva.example" {
 		return &Signer{}
 	}
 	return nil
