@@ -9,7 +9,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -18,6 +17,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/smimed/smimed/archive/timestamp"
+	"github.com/smimed/smimed/harvest"
 )
 
 // SealCheck is what verify found out about one seal.
@@ -156,7 +156,7 @@ func (v *verifier) checkEvidence(ev *EvidenceOptions) {
 			if err == nil {
 				tc.GenTime = resp.Info.GenTime
 				var vf *timestamp.Verified
-				if vf, err = resp.Verify(digest, ev.Roots, pemCerts(t.Chain)); err == nil {
+				if vf, err = resp.Verify(digest, ev.Roots, harvest.PEMCertificates(t.Chain, 16)); err == nil {
 					tc.OK, tc.GenTime = true, vf.GenTime
 					good++
 				}
@@ -221,21 +221,4 @@ func (v *verifier) nameSeals() {
 func sumBytes(b []byte) []byte {
 	s := sha256.Sum256(b)
 	return s[:]
-}
-
-// pemCerts parses the certificates of a PEM bundle, skipping what does
-// not parse.
-func pemCerts(b []byte) []*x509.Certificate {
-	var out []*x509.Certificate
-	for len(b) > 0 && len(out) < 16 {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			break
-		}
-		if c, err := x509.ParseCertificate(blk.Bytes); err == nil {
-			out = append(out, c)
-		}
-	}
-	return out
 }

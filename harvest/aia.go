@@ -11,7 +11,6 @@ package harvest
 import (
 	"bytes"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"slices"
 
@@ -73,15 +72,7 @@ func issuerCerts(body []byte, child *x509.Certificate) []*x509.Certificate {
 	if c, err := x509.ParseCertificate(body); err == nil {
 		all = append(all, c)
 	} else if bytes.Contains(body, []byte("-----BEGIN CERTIFICATE-----")) {
-		for rest := body; len(all) < maxAIACertsEach; {
-			var b *pem.Block
-			if b, rest = pem.Decode(rest); b == nil {
-				break
-			}
-			if c, err := x509.ParseCertificate(b.Bytes); err == nil {
-				all = append(all, c)
-			}
-		}
+		all = PEMCertificates(body, maxAIACertsEach)
 	} else if ci, err := cms.ParseContentInfo(body); err == nil {
 		if sd, err := cms.ParseSignedData(ci); err == nil {
 			all = sd.Certificates

@@ -218,6 +218,23 @@ func ReadCertificates(file string) ([]*x509.Certificate, error) {
 	return certs, nil
 }
 
+// PEMCertificates reads PEM data leniently: every block that parses as a
+// certificate, in order, at most max; the rest is skipped (ParseCertificates
+// is the strict reader, for files an administrator names).
+func PEMCertificates(data []byte, max int) []*x509.Certificate {
+	var out []*x509.Certificate
+	for rest := data; len(out) < max; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		if c, err := x509.ParseCertificate(b.Bytes); err == nil {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 // MaxCertificates bounds the certificates ParseCertificates reads from
 // one input.
 const MaxCertificates = 64
