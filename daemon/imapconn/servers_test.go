@@ -6,18 +6,17 @@ package imapconn
 // from doveadm or from servertest's own IMAP client, never from Conn.
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/smimed/smimed/daemon/imapconn/servertest"
+	"github.com/smimed/smimed/daemon/testenv"
 )
 
 // personalPrefix is where each server, as Debian configures it, keeps a
@@ -152,9 +151,8 @@ func TestServersNoCopyIntoSpecialUse(t *testing.T) {
 // only "use of closed network connection".
 func TestServersBye(t *testing.T) {
 	eachServer(t, func(t *testing.T, s *servertest.Server) {
-		var logs bytes.Buffer
-		var mu sync.Mutex
-		c := dialServer(t, s, slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)))
+		logs := &testenv.LockedBuffer{}
+		c := dialServer(t, s, slog.New(slog.NewTextHandler(logs, nil)))
 		if _, err := c.Examine(context.Background(), "INBOX"); err != nil {
 			t.Fatal(err)
 		}
@@ -171,9 +169,7 @@ func TestServersBye(t *testing.T) {
 		case <-time.After(40 * time.Second):
 			t.Fatal("IDLE did not end when the server stopped")
 		}
-		mu.Lock()
 		out := logs.String()
-		mu.Unlock()
 		t.Logf("%s: IDLE ended: %v", s.Kind(), err)
 		// What each server says when stopped (Cyrus's imapd sends nothing).
 		if bye := map[servertest.Kind]string{servertest.Dovecot: "Server shutting down.", servertest.Courier: "Courier-IMAP server shut down by signal."}[s.Kind()]; bye != "" {
@@ -185,17 +181,6 @@ func TestServersBye(t *testing.T) {
 			}
 		}
 	})
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // TestByeScanner: a BYE line is found, one inside a literal (a message
